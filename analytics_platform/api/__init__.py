@@ -1,0 +1,1 @@
+"""The read-only REST API (FastAPI), versioned under /v1."""

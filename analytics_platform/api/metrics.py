@@ -1,0 +1,80 @@
+"""Prometheus metrics of the API process: HTTP traffic, the DB pool, and pipeline figures read
+from the database at scrape time (rejects per topic and reason, drain positions and their age)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from analytics_platform.api.db import Database, DatabaseDown
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "analytics_api_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "analytics_api_request_seconds",
+            "HTTP request latency by route template",
+            ["route", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
+class PipelineCollector(Collector):
+    """Reads pipeline figures on scrape, cached for `ttl` seconds to keep scrapes cheap."""
+
+    def __init__(self, db: Database, ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._at = 0.0
+        self._cache: list = []
+
+    def collect(self) -> Iterator:
+        if time.monotonic() - self._at > self.ttl:
+            self._cache = self._read()
+            self._at = time.monotonic()
+        yield from self._cache
+
+    def _read(self) -> list:
+        pool = GaugeMetricFamily("analytics_api_db_pool", "Connection pool statistics", labels=["stat"])
+        for name, value in self.db.stats().items():
+            pool.add_metric([name], value)
+        up = GaugeMetricFamily("analytics_database_up", "1 when the API can query the database")
+        rejects = CounterMetricFamily(
+            "analytics_rejected_messages", "Messages rejected by their contract", labels=["topic", "reason"]
+        )
+        offsets = GaugeMetricFamily(
+            "analytics_drain_next_offset",
+            "Next Kafka offset stored by each drain",
+            labels=["consumer", "topic", "partition"],
+        )
+        age = GaugeMetricFamily(
+            "analytics_drain_checkpoint_age_seconds",
+            "Seconds since a drain last stored progress",
+            labels=["consumer", "topic", "partition"],
+        )
+        try:
+            with self.db.connection() as conn:
+                for row in conn.execute("SELECT topic, reason, rejected FROM analytics.v_rejects_summary"):
+                    rejects.add_metric([row["topic"], row["reason"]], row["rejected"])
+                for row in conn.execute(
+                    "SELECT consumer, topic, kafka_partition, next_offset, "
+                    "extract(epoch FROM since_update) AS age FROM analytics.v_ingest_progress"
+                ):
+                    labels = [row["consumer"], row["topic"], str(row["kafka_partition"])]
+                    offsets.add_metric(labels, row["next_offset"])
+                    age.add_metric(labels, float(row["age"]))
+            up.add_metric([], 1)
+        except DatabaseDown:
+            up.add_metric([], 0)
+        return [pool, up, rejects, offsets, age]

@@ -1,0 +1,472 @@
+"""The machinery every topic contract shares: strict decoding, bulk validation, reject reasons.
+
+A contract turns a micro-batch of Kafka messages (a Polars frame of coordinates and value bytes)
+into typed raw rows and reject rows. It is pure: no database, no broker, no clock. The same code
+runs in the live drain and when a raw partition is re-derived from landing, which is what makes
+re-materialising a partition give exactly the rows live ingest gave.
+
+Decoding is one `msgspec` call per message (strict types, C speed, precise error paths); every
+check that can be written over a column (time format, future time, finiteness, known metrics, NUL
+characters) runs vectorised in Polars over the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import msgspec
+import polars as pl
+
+# Reason codes stored in analytics.rejected_message.reason. Operators filter and count by these.
+NOT_UTF8 = "not_utf8"
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_object"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+NON_FINITE = "non_finite"
+INVALID_VALUE = "invalid_value"
+BAD_TIME = "bad_time"
+FUTURE_TIME = "future_time"
+TOO_OLD = "time_before_partitions"
+UNKNOWN_METRIC = "unknown_metric"
+UNSUPPORTED_VERSION = "unsupported_schema_version"
+
+REASONS = (
+    NOT_UTF8,
+    NOT_JSON,
+    NOT_OBJECT,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    NON_FINITE,
+    INVALID_VALUE,
+    BAD_TIME,
+    FUTURE_TIME,
+    TOO_OLD,
+    UNKNOWN_METRIC,
+    UNSUPPORTED_VERSION,
+)
+
+UTC_TIME = pl.Datetime("us", "UTC")
+
+# The frame a contract receives: one row per Kafka message, exactly as it landed.
+MESSAGE_SCHEMA: dict[str, pl.DataType] = {
+    "topic": pl.String(),
+    "kafka_partition": pl.Int32(),
+    "kafka_offset": pl.Int64(),
+    "kafka_key": pl.Binary(),
+    "kafka_ts": UTC_TIME,
+    "value": pl.Binary(),
+}
+
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "_msg": pl.Int64(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+}
+
+# ISO-8601 in UTC, with `Z` (or an explicit +00:00), seconds required, up to nanoseconds.
+_ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$"
+_SOURCE_COLUMNS = ["topic", "kafka_partition", "kafka_offset"]
+KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot be confused with characters inside ids
+
+
+class ContractViolation(Exception):
+    """A message breaks its contract; carries the reason code and a human-readable detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ContractConfig:
+    """The data-dependent rules of a contract (all of it configuration, none of it code)."""
+
+    known_metrics: frozenset[str]
+    max_future_s: int
+    partitions_start: datetime
+
+
+@dataclass
+class ParsedBatch:
+    """Result of parsing one micro-batch.
+
+    rows: typed raw rows with `dedup_key` and source coordinates, deduplicated inside the batch
+      (lowest Kafka coordinate wins), ready to be written.
+    rejects: one row per rejected message with coordinates, reason, detail, event_time (if known).
+    event_time: the reading time of each input message (null when it could not be read), in input
+      order; landing stores it so a raw partition can be re-derived by time.
+    """
+
+    rows: pl.DataFrame
+    rejects: pl.DataFrame
+    event_time: pl.Series
+    duplicates_in_batch: int = 0
+
+
+class _TimeOnly(msgspec.Struct):
+    time: str
+
+
+class _VersionOnly(msgspec.Struct):
+    schema_version: int = 1
+
+
+_time_only = msgspec.json.Decoder(_TimeOnly)
+_version_only = msgspec.json.Decoder(_VersionOnly)
+_EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`")
+
+
+def classify_decode_error(value: bytes, exc: msgspec.DecodeError) -> ContractViolation:
+    """Map a msgspec error to one of our reason codes, keeping msgspec's precise message."""
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return ContractViolation(NOT_UTF8, "message is not valid UTF-8")
+        try:  # NaN / Infinity are not JSON, but they are how many senders spell a non-finite float
+            json.loads(value)
+        except ValueError:
+            return ContractViolation(NOT_JSON, text)
+        return ContractViolation(NON_FINITE, "NaN or Infinity literal in message")
+    if "Number out of range" in text:
+        return ContractViolation(NON_FINITE, text)
+    if text.startswith("Object missing required field"):
+        return ContractViolation(MISSING_FIELD, text)
+    match = _EXPECTED.search(text)
+    if match:
+        if " - at `" not in text and match["want"] == "object":
+            return ContractViolation(NOT_OBJECT, f"message is a JSON {match['got']}, not an object")
+        if match["got"] == "null":
+            return ContractViolation(MISSING_FIELD, text)
+        if " of length" in text or "that is" in text:
+            return ContractViolation(INVALID_VALUE, text)
+        return ContractViolation(WRONG_TYPE, text)
+    return ContractViolation(INVALID_VALUE, text)
+
+
+def _peek_time(value: bytes) -> str | None:
+    try:
+        return _time_only.decode(value).time
+    except msgspec.DecodeError:
+        return None
+
+
+def _peek_version(value: bytes) -> int | None:
+    try:
+        return _version_only.decode(value).schema_version
+    except msgspec.DecodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A vectorised rule: rows where `failed` is true are rejected with `reason`/`detail`."""
+
+    reason: str
+    failed: pl.Expr
+    detail: pl.Expr
+
+
+class Contract:
+    """Base class of a topic contract. Subclasses declare the shape; this class does the work.
+
+    Subclass attributes:
+      domain, default_topic, raw_table: names used by the registry, drain and assets.
+      row_type: the msgspec Struct of the canonical (current) payload; its fields, minus
+        `schema_version`, are the typed raw columns (plus `time`, always first).
+      row_schema: Polars dtypes of those columns.
+      natural_key: columns (besides time) that identify a reading when no `event_id` is given.
+      finite_columns: float columns that must be finite.
+      legacy: schema_version -> function mapping an older/other payload shape to row_type objects.
+    """
+
+    domain: ClassVar[str]
+    default_topic: ClassVar[str]
+    raw_table: ClassVar[str]
+    description: ClassVar[str]
+    row_type: ClassVar[type[msgspec.Struct]]
+    row_schema: ClassVar[dict[str, pl.DataType]]
+    natural_key: ClassVar[tuple[str, ...]]
+    finite_columns: ClassVar[tuple[str, ...]] = ()
+    json_columns: ClassVar[tuple[str, ...]] = ()
+    current_version: ClassVar[int] = 1
+    legacy: ClassVar[dict[int, Callable[[bytes], list[Any]]]] = {}
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(self.row_type)
+
+    # ----- hooks for subclasses -------------------------------------------------------------
+    def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
+        """Domain-specific vectorised rules (e.g. known metric); none by default."""
+        return []
+
+    def finish_rows(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Domain-specific column conversions after validation (e.g. raw JSON to text)."""
+        return rows
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """Columns of the raw table, in COPY order."""
+        return [*self.row_schema, "event_id", "schema_version", "dedup_key", *_SOURCE_COLUMNS]
+
+    # ----- decoding ----------------------------------------------------------------------------
+    def decode(self, value: bytes) -> list[Any]:
+        """Decode one message into canonical row objects, or raise ContractViolation."""
+        try:
+            obj = self._decoder.decode(value)
+        except msgspec.DecodeError as exc:
+            version = _peek_version(value) if isinstance(exc, msgspec.ValidationError) else None
+            if version is not None and version != self.current_version:
+                return self._decode_version(version, value)
+            raise classify_decode_error(value, exc) from None
+        version = obj.schema_version  # type: ignore[attr-defined]
+        if version != self.current_version:
+            return self._decode_version(version, value)
+        return [obj]
+
+    def _decode_version(self, version: int, value: bytes) -> list[Any]:
+        mapper = self.legacy.get(version)
+        if mapper is None:
+            supported = sorted({self.current_version, *self.legacy})
+            raise ContractViolation(
+                UNSUPPORTED_VERSION, f"schema_version {version} is not one of {supported}"
+            )
+        try:
+            return mapper(value)
+        except msgspec.DecodeError as exc:
+            raise classify_decode_error(value, exc) from None
+
+    # ----- the batch -------------------------------------------------------------------------
+    def parse(self, messages: pl.DataFrame, config: ContractConfig) -> ParsedBatch:
+        """Parse a micro-batch (MESSAGE_SCHEMA frame) into typed rows and rejects."""
+        objs: list[Any] = []
+        owners: list[int] = []
+        rejected: list[tuple[int, str, str]] = []
+        decode = self._decoder.decode
+        current = self.current_version
+        for i, value in enumerate(messages.get_column("value").to_list()):
+            if value is None:
+                rejected.append((i, NOT_JSON, "message has no value (tombstone)"))
+                continue
+            try:
+                obj = decode(value)
+                if obj.schema_version == current:
+                    objs.append(obj)
+                    owners.append(i)
+                    continue
+                produced = self._decode_version(obj.schema_version, value)
+            except msgspec.DecodeError:
+                try:
+                    produced = self.decode(value)
+                except ContractViolation as violation:
+                    rejected.append((i, violation.reason, violation.detail))
+                    continue
+            except ContractViolation as violation:
+                rejected.append((i, violation.reason, violation.detail))
+                continue
+            objs.extend(produced)
+            owners.extend([i] * len(produced))
+
+        rows = self._frame(objs, owners)
+        rows = rows.with_columns(
+            messages.get_column("kafka_ts").gather(rows.get_column("_msg")).alias("_kafka_ts")
+        )
+        rows, vector_rejects = self._validate(rows, config)
+        decode_rejects = pl.DataFrame(rejected, schema=REJECT_SCHEMA, orient="row")
+        # A message is rejected as a whole, even if only one of the rows it fanned out to failed.
+        all_rejects = pl.concat([decode_rejects, vector_rejects]).unique(
+            "_msg", keep="first", maintain_order=True
+        )
+        rows = rows.join(all_rejects.select("_msg"), on="_msg", how="anti")
+
+        event_time = self._event_times(messages, rows, all_rejects)
+        rows, duplicates = self._finish(rows, messages)
+        rejects = self._reject_frame(all_rejects, messages, event_time)
+        return ParsedBatch(rows=rows, rejects=rejects, event_time=event_time, duplicates_in_batch=duplicates)
+
+    def _frame(self, objs: Sequence[Any], owners: list[int]) -> pl.DataFrame:
+        columns: list[pl.Series] = [pl.Series("_msg", owners, dtype=pl.Int64)]
+        for name, dtype in self.row_schema.items():
+            source_dtype = pl.String() if name == "time" else dtype
+            columns.append(pl.Series(name, self.column_values(name, objs), dtype=source_dtype))
+        columns.append(pl.Series("event_id", [o.event_id for o in objs], dtype=pl.String))
+        columns.append(pl.Series("schema_version", [o.schema_version for o in objs], dtype=pl.Int16))
+        return pl.DataFrame(columns)
+
+    def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
+        """Python values of one raw column; override for columns that are not a plain field."""
+        return [getattr(o, name) for o in objs]
+
+    def _validate(self, rows: pl.DataFrame, config: ContractConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+        time_text = pl.col("time")
+        rows = rows.with_columns(
+            time_text.str.replace(r"\+00:00$", "Z")
+            .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", time_unit="us", strict=False)
+            .alias("_time")
+        )
+        checks = [
+            RowCheck(
+                BAD_TIME,
+                ~time_text.str.contains(_ISO_UTC) | pl.col("_time").is_null(),
+                pl.format("time '{}' is not ISO-8601 UTC (e.g. 2025-08-20T03:12:00Z)", time_text),
+            ),
+            *[
+                RowCheck(
+                    NON_FINITE,
+                    ~pl.col(c).is_finite().fill_null(True),
+                    pl.format("{} is not finite: {}", pl.lit(c), pl.col(c)),
+                )
+                for c in self.finite_columns
+            ],
+            *[
+                RowCheck(
+                    INVALID_VALUE,
+                    pl.col(c).str.contains(nul, literal=True).fill_null(False),
+                    pl.lit(f"{c} contains a NUL character (PostgreSQL text cannot store it)"),
+                )
+                for c, nul in self._nul_patterns()
+            ],
+            RowCheck(
+                TOO_OLD,
+                pl.col("_time") < pl.lit(config.partitions_start).dt.cast_time_unit("us"),
+                pl.format(
+                    "time {} is before the first partition {}",
+                    time_text,
+                    pl.lit(config.partitions_start.isoformat()),
+                ),
+            ),
+            future_check(config),
+            *self.extra_checks(config),
+        ]
+        failed_any = pl.any_horizontal([c.failed.fill_null(False) for c in checks])
+        flagged = rows.filter(failed_any)
+        if flagged.is_empty():
+            return self._typed_time(rows), pl.DataFrame(schema=REJECT_SCHEMA)
+        reason = pl.when(checks[0].failed.fill_null(False)).then(pl.lit(checks[0].reason))
+        detail = pl.when(checks[0].failed.fill_null(False)).then(checks[0].detail)
+        for check in checks[1:]:
+            reason = reason.when(check.failed.fill_null(False)).then(pl.lit(check.reason))
+            detail = detail.when(check.failed.fill_null(False)).then(check.detail)
+        rejects = flagged.select(
+            "_msg", reason.alias("reason"), detail.cast(pl.String).alias("detail")
+        ).unique("_msg", keep="first", maintain_order=True)
+        return self._typed_time(rows), rejects
+
+    def _nul_patterns(self) -> list[tuple[str, str]]:
+        texts = [c for c, t in self.row_schema.items() if t == pl.String() and c != "time"]
+        plain = [(c, "\x00") for c in [*texts, "event_id"] if c not in self.json_columns]
+        return plain + [(c, "\\u0000") for c in self.json_columns]
+
+    @staticmethod
+    def _typed_time(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.with_columns(pl.col("_time").alias("time")).drop("_time", "_kafka_ts")
+
+    def _event_times(self, messages: pl.DataFrame, rows: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
+        """Reading time per message: from the parsed rows, else best effort from the raw bytes."""
+        by_msg = rows.group_by("_msg").agg(pl.col("time").min())
+        times = pl.DataFrame({"_msg": pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)}).join(
+            by_msg, on="_msg", how="left"
+        )
+        missing = rejects.join(by_msg, on="_msg", how="anti").get_column("_msg").to_list()
+        if missing:
+            values = messages.get_column("value")
+            peeked = pl.DataFrame(
+                {
+                    "_msg": pl.Series(missing, dtype=pl.Int64),
+                    "_peek": pl.Series(
+                        [_peek_time(values[i]) if values[i] is not None else None for i in missing],
+                        dtype=pl.String,
+                    ),
+                }
+            ).with_columns(
+                pl.col("_peek")
+                .str.replace(r"\+00:00$", "Z")
+                .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", time_unit="us", strict=False)
+            )
+            times = times.join(peeked, on="_msg", how="left").select(
+                "_msg", pl.coalesce("time", "_peek").alias("time")
+            )
+        return times.sort("_msg").get_column("time").alias("event_time")
+
+    def _finish(self, rows: pl.DataFrame, messages: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        coords = (
+            messages.select(_SOURCE_COLUMNS)
+            .with_row_index("_msg")
+            .with_columns(pl.col("_msg").cast(pl.Int64))
+        )
+        natural = self.natural_expr()
+        rows = (
+            rows.join(coords, on="_msg", how="left")
+            .with_columns(pl.coalesce(self.dedup_expr(), natural).alias("dedup_key"))
+            .sort("kafka_partition", "kafka_offset", "topic", "_msg", maintain_order=True)
+        )
+        before = rows.height
+        rows = rows.unique(["time", "dedup_key"], keep="first", maintain_order=True)
+        rows = self.finish_rows(rows)
+        return rows.select(self.raw_columns), before - rows.height
+
+    def dedup_expr(self) -> pl.Expr:
+        """The sender's event id, when given, identifies the message (one row per message)."""
+        return pl.col("event_id")
+
+    def natural_expr(self) -> pl.Expr:
+        """Identity of a reading when the sender gives no event id (time is added separately)."""
+        return pl.concat_str([pl.col(c) for c in self.natural_key], separator=KEY_SEPARATOR)
+
+    def _reject_frame(
+        self, rejects: pl.DataFrame, messages: pl.DataFrame, event_time: pl.Series
+    ) -> pl.DataFrame:
+        coords = (
+            messages.select([*_SOURCE_COLUMNS, "kafka_key", "kafka_ts", "value"])
+            .with_columns(event_time)
+            .with_row_index("_msg")
+            .with_columns(pl.col("_msg").cast(pl.Int64))
+        )
+        return (
+            rejects.join(coords, on="_msg", how="left")
+            .sort("_msg")
+            .select(*_SOURCE_COLUMNS, "kafka_key", "kafka_ts", "event_time", "reason", "detail", "value")
+        )
+
+
+def future_check(config: ContractConfig) -> RowCheck:
+    """Time more than `max_future_s` after the broker accepted the message is not a clock skew."""
+    limit = pl.col("_kafka_ts") + pl.duration(seconds=config.max_future_s)
+    return RowCheck(
+        FUTURE_TIME,
+        pl.col("_time") > limit,
+        pl.format(
+            "time {} is more than {}s after the Kafka timestamp {}",
+            pl.col("time"),
+            pl.lit(config.max_future_s),
+            pl.col("_kafka_ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ),
+    )
+
+
+@dataclass
+class Registry:
+    """Domain name -> contract. A new domain is one module that calls `register`."""
+
+    contracts: dict[str, Contract] = field(default_factory=dict)
+
+    def register(self, contract: Contract) -> Contract:
+        if contract.domain in self.contracts:
+            raise ValueError(f"domain {contract.domain!r} registered twice")
+        self.contracts[contract.domain] = contract
+        return contract
+
+    def get(self, domain: str) -> Contract:
+        try:
+            return self.contracts[domain]
+        except KeyError:
+            known = ", ".join(sorted(self.contracts))
+            raise ValueError(f"unknown domain {domain!r} (known: {known})") from None

@@ -1,0 +1,82 @@
+"""`device.health`: either a status event (`status`, `level`) or a metric (`health_score` 0..1).
+
+Both shapes share one raw table; a message may also carry both. The natural key includes which
+shape it is, so a status change and a score sent at the same instant are two readings, not one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+import polars as pl
+
+from analytics_platform.contracts.base import (
+    INVALID_VALUE,
+    KEY_SEPARATOR,
+    MISSING_FIELD,
+    UTC_TIME,
+    Contract,
+    ContractConfig,
+    RowCheck,
+)
+from analytics_platform.contracts.fields import Identifier, Label
+
+STATUSES = ("online", "offline", "degraded", "maintenance", "fault", "starting", "stopping")
+
+
+class DeviceHealth(msgspec.Struct):
+    time: str
+    tenant_id: Identifier
+    factory_id: Identifier
+    machine_id: Identifier
+    status: Identifier | None = None
+    level: Label | None = None
+    health_score: float | None = None
+    event_id: Identifier | None = None
+    schema_version: int = 1
+
+
+class DeviceHealthContract(Contract):
+    domain = "device"
+    default_topic = "device.health"
+    raw_table = "raw_device_health"
+    description = "Device status events and health scores."
+    row_type = DeviceHealth
+    row_schema: ClassVar[dict[str, pl.DataType]] = {
+        "time": UTC_TIME,
+        "tenant_id": pl.String(),
+        "factory_id": pl.String(),
+        "machine_id": pl.String(),
+        "status": pl.String(),
+        "level": pl.String(),
+        "health_score": pl.Float64(),
+    }
+    natural_key = ("tenant_id", "factory_id", "machine_id")
+    finite_columns = ("health_score",)
+
+    def natural_expr(self) -> pl.Expr:
+        shape = pl.when(pl.col("status").is_not_null()).then(pl.lit("status")).otherwise(pl.lit("score"))
+        return pl.concat_str([*(pl.col(c) for c in self.natural_key), shape], separator=KEY_SEPARATOR)
+
+    def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
+        return [
+            RowCheck(
+                MISSING_FIELD,
+                pl.col("status").is_null() & pl.col("health_score").is_null(),
+                pl.lit("device.health needs `status` (event) or `health_score` (metric)"),
+            ),
+            RowCheck(
+                INVALID_VALUE,
+                pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES),
+                pl.format("status '{}' is not one of " + ", ".join(STATUSES), pl.col("status")),
+            ),
+            RowCheck(
+                INVALID_VALUE,
+                (pl.col("health_score") < 0) | (pl.col("health_score") > 1),
+                pl.format("health_score {} is outside 0..1", pl.col("health_score")),
+            ),
+        ]
+
+
+CONTRACT = DeviceHealthContract()

@@ -1,0 +1,100 @@
+"""Which domains exist, which are enabled, and which Kafka topics feed them.
+
+A domain plugs in as one module in this package that defines `CONTRACT = <Contract subclass>()`;
+it is found by discovery, so adding one touches no other file. What runs is configuration:
+`DOMAINS_ENABLED=sensor,device,lab,sweep` picks domains, `KAFKA_TOPICS` optionally narrows or
+renames their topics (`lab.results` or `lab:plant7.lab.results`), `KAFKA_TOPIC_PREFIX` namespaces
+them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from analytics_platform.contracts.base import Contract, ContractConfig, Registry
+from analytics_platform.settings import PlatformSettings
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the variable to fix."""
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """All contracts found in this package (modules that define `CONTRACT`)."""
+    found = Registry()
+    package = importlib.import_module("analytics_platform.contracts")
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"analytics_platform.contracts.{module_info.name}")
+        contract = getattr(module, "CONTRACT", None)
+        if isinstance(contract, Contract):
+            found.register(contract)
+    return found
+
+
+@dataclass(frozen=True)
+class DomainBinding:
+    """An enabled domain and the (prefixed) topics drained into it."""
+
+    contract: Contract
+    topics: tuple[str, ...]
+
+    @property
+    def domain(self) -> str:
+        return self.contract.domain
+
+
+def bind_domains(settings: PlatformSettings) -> list[DomainBinding]:
+    """Resolve DOMAINS_ENABLED and KAFKA_TOPICS into bindings, or raise ConfigError."""
+    contracts = registry().contracts
+    unknown = [d for d in settings.domains_enabled if d not in contracts]
+    if unknown:
+        raise ConfigError(f"DOMAINS_ENABLED names unknown domain(s) {unknown}; known: {sorted(contracts)}")
+    prefix = settings.kafka_topic_prefix
+    topics: dict[str, list[str]] = {d: [] for d in settings.domains_enabled}
+    if not settings.kafka_topics:
+        for domain in topics:
+            topics[domain].append(prefix + contracts[domain].default_topic)
+    by_default_topic = {c.default_topic: d for d, c in contracts.items()}
+    for entry in settings.kafka_topics:
+        domain, _, name = entry.rpartition(":")
+        if not domain:
+            domain = by_default_topic.get(name, "")
+            if not domain:
+                raise ConfigError(
+                    f"KAFKA_TOPICS entry {entry!r} is not a known topic; "
+                    f"write it as '<domain>:{name}' (domains: {sorted(contracts)})"
+                )
+        if domain not in topics:
+            raise ConfigError(
+                f"KAFKA_TOPICS entry {entry!r} feeds domain {domain!r}, which is not in DOMAINS_ENABLED"
+            )
+        topics[domain].append(prefix + name)
+    return [DomainBinding(contracts[d], tuple(t)) for d, t in topics.items() if t]
+
+
+def load_known_metrics(path: Path) -> frozenset[str]:
+    """Metric names from the catalogue file (see config/metrics.yaml)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"METRICS_CATALOG file {path} does not exist") from None
+    metrics = (data or {}).get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise ConfigError(f"METRICS_CATALOG file {path} has no `metrics:` mapping")
+    return frozenset(str(name) for name in metrics)
+
+
+def contract_config(settings: PlatformSettings) -> ContractConfig:
+    """The data-dependent contract rules for the current settings."""
+    return ContractConfig(
+        known_metrics=load_known_metrics(settings.metrics_catalog),
+        max_future_s=settings.contract_max_future_s,
+        partitions_start=settings.partitions_start,
+    )

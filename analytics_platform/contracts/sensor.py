@@ -1,0 +1,126 @@
+"""`sensors.device.readings`: one measurement of one metric of one sensor.
+
+schema_version 1 (default when absent) is the canonical shape of BRIEF.md. schema_version 2 lets
+an edge device send several metrics of one sensor in one message
+(`"metrics": {"temp": 23.7, "humidity": 41.0}`, optional `"units"`); it maps to one v1 row per
+metric, so everything downstream only ever sees the canonical row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import msgspec
+import polars as pl
+
+from analytics_platform.contracts.base import (
+    KEY_SEPARATOR,
+    MISSING_FIELD,
+    UNKNOWN_METRIC,
+    UTC_TIME,
+    Contract,
+    ContractConfig,
+    ContractViolation,
+    RowCheck,
+)
+from analytics_platform.contracts.fields import EMPTY_RAW, Identifier, Label, raw_json_text
+
+
+class SensorReading(msgspec.Struct):
+    time: str
+    tenant_id: Identifier
+    factory_id: Identifier
+    machine_id: Identifier
+    sensor_id: Identifier
+    metric: Identifier
+    value: float
+    unit: Label | None = None
+    payload: msgspec.Raw = EMPTY_RAW
+    event_id: Identifier | None = None
+    schema_version: int = 1
+
+
+class SensorReadingsV2(msgspec.Struct):
+    time: str
+    tenant_id: Identifier
+    factory_id: Identifier
+    machine_id: Identifier
+    sensor_id: Identifier
+    metrics: dict[Identifier, float]
+    units: dict[str, Label] = {}
+    payload: msgspec.Raw = EMPTY_RAW
+    event_id: Identifier | None = None
+    schema_version: int = 2
+
+
+_v2 = msgspec.json.Decoder(SensorReadingsV2)
+
+
+def _from_v2(value: bytes) -> list[SensorReading]:
+    msg = _v2.decode(value)
+    if not msg.metrics:
+        raise ContractViolation(MISSING_FIELD, "schema_version 2 needs at least one entry in `metrics`")
+    return [
+        SensorReading(
+            time=msg.time,
+            tenant_id=msg.tenant_id,
+            factory_id=msg.factory_id,
+            machine_id=msg.machine_id,
+            sensor_id=msg.sensor_id,
+            metric=metric,
+            value=reading,
+            unit=msg.units.get(metric),
+            payload=msg.payload,
+            event_id=msg.event_id,
+            schema_version=2,
+        )
+        for metric, reading in msg.metrics.items()
+    ]
+
+
+class SensorContract(Contract):
+    domain = "sensor"
+    default_topic = "sensors.device.readings"
+    raw_table = "raw_sensor_readings"
+    description = "Sensor measurements, one row per (machine, sensor, metric, time)."
+    row_type = SensorReading
+    row_schema: ClassVar[dict[str, pl.DataType]] = {
+        "time": UTC_TIME,
+        "tenant_id": pl.String(),
+        "factory_id": pl.String(),
+        "machine_id": pl.String(),
+        "sensor_id": pl.String(),
+        "metric": pl.String(),
+        "value": pl.Float64(),
+        "unit": pl.String(),
+        "payload": pl.String(),
+    }
+    natural_key = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
+    finite_columns = ("value",)
+    json_columns = ("payload",)
+    legacy: ClassVar[dict[int, Any]] = {2: _from_v2}
+
+    def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
+        if name == "payload":
+            return [raw_json_text(o.payload) for o in objs]
+        return super().column_values(name, objs)
+
+    def dedup_expr(self) -> pl.Expr:
+        # a v2 message fans out to one row per metric, all sharing the sender's event id
+        return pl.concat_str([pl.col("event_id"), pl.col("metric")], separator=KEY_SEPARATOR)
+
+    def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
+        return [known_metric_check(config)]
+
+
+def known_metric_check(config: ContractConfig) -> RowCheck:
+    """Metrics come from the catalogue (config/metrics.yaml): a typo is a reject, not a new series."""
+    return RowCheck(
+        UNKNOWN_METRIC,
+        ~pl.col("metric").is_in(sorted(config.known_metrics)),
+        pl.format("metric '{}' is not in the metrics catalogue", pl.col("metric")),
+    )
+
+
+CONTRACT = SensorContract()

@@ -1,0 +1,1 @@
+"""Kafka-draining sensors and the hourly raw assets they fill."""

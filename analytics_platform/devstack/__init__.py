@@ -1,0 +1,1 @@
+"""The embedded local stack: PostgreSQL + a Kafka-protocol broker + the platform's services."""

@@ -1,0 +1,316 @@
+"""The Kafka drain: one bounded pass from the stored offsets to (about) the end of the topics.
+
+Invariants (DESIGN.md, "Ingest"):
+1. Offsets live with the data: the landing rows, raw rows, rejects and the next offsets of one
+   micro-batch are committed in one database transaction. A crash anywhere re-reads from the last
+   committed position; dedup by key makes the replay a no-op.
+2. Assign, don't subscribe: the consumer is assigned the topic partitions at the stored offsets
+   (no group join per tick) and always closed.
+3. Land, then derive: every message lands verbatim; the same batch is parsed by the domain's
+   contract into raw rows and rejects.
+
+Parsing batch i+1 overlaps the database write of batch i (one writer thread, at most one batch in
+flight, batches committed strictly in order), so the client core and the database core both work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from analytics_platform.contracts.base import MESSAGE_SCHEMA, ContractConfig, ParsedBatch
+from analytics_platform.contracts.registry import DomainBinding
+from analytics_platform.ingest import store
+from analytics_platform.transforms.raw_quality import PartitionQuality, profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrainReport:
+    """What one drain pass did; the sensor turns it into Dagster events and metadata."""
+
+    domain: str
+    messages: int = 0
+    rows: int = 0
+    rejects: int = 0
+    duplicates_in_batch: int = 0
+    batches: int = 0
+    unpartitioned_rejects: int = 0
+    max_ingest_lag_s: float = 0.0
+    elapsed_s: float = 0.0
+    partitions: dict[datetime, PartitionQuality] = field(
+        default_factory=lambda: defaultdict(PartitionQuality)
+    )
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    missing_topics: list[str] = field(default_factory=list)
+    offset_resets: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.elapsed_s if self.elapsed_s else 0.0
+
+
+@dataclass
+class _Batch:
+    messages: pl.DataFrame
+    parsed: ParsedBatch
+    positions: dict[tuple[str, int], int]
+    oldest_kafka_ts: datetime | None
+
+
+class DrainError(RuntimeError):
+    """The drain could not make progress (broker or database); the message says which."""
+
+
+class Drain:
+    """Moves messages of one domain from Kafka into landing + raw + rejects, exactly once."""
+
+    def __init__(
+        self,
+        binding: DomainBinding,
+        config: ContractConfig,
+        *,
+        database_url: str,
+        kafka_config: dict,
+        consumer_name: str,
+        batch_size: int = 20000,
+        poll_timeout_s: float = 0.5,
+        start: str = "earliest",
+        commit_to_kafka: bool = True,
+    ) -> None:
+        self.binding = binding
+        self.contract = binding.contract
+        self.config = config
+        self.database_url = database_url
+        self.kafka_config = kafka_config
+        self.consumer_name = consumer_name
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.start = start
+        self.commit_to_kafka = commit_to_kafka
+        # the one place that writes a batch; tests replace it to inject a crash mid-transaction
+        self.before_checkpoint: Callable[[], None] | None = None
+
+    # ----- public -------------------------------------------------------------------------
+    def run(self, budget_s: float, max_messages: int | None = None) -> DrainReport:
+        """Drain until caught up, `budget_s` elapsed or `max_messages` consumed."""
+        report = DrainReport(domain=self.contract.domain)
+        started = time.monotonic()
+        conn = _connect(self.database_url)
+        consumer: Consumer | None = None
+        try:
+            stored = store.load_checkpoints(conn, self.consumer_name, self.binding.topics)
+            consumer = self._consumer()
+            assignment = self._assignment(consumer, stored, report)
+            if not assignment:
+                return report
+            consumer.assign(assignment)
+            self._loop(consumer, conn, stored, report, started, budget_s, max_messages)
+            if self.commit_to_kafka and report.positions:
+                self._commit_group(consumer, report.positions)
+        finally:
+            if consumer is not None:
+                consumer.close()
+            conn.close()
+            report.elapsed_s = time.monotonic() - started
+        return report
+
+    # ----- consuming ----------------------------------------------------------------------
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.kafka_config,
+                "group.id": self.consumer_name,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": self.start,
+                "enable.partition.eof": False,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+                "socket.connection.setup.timeout.ms": 5000,
+                "log_level": 3,
+            }
+        )
+
+    def _assignment(self, consumer: Consumer, stored: dict, report: DrainReport) -> list[TopicPartition]:
+        try:
+            metadata = consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            raise DrainError(
+                f"Kafka broker {self.kafka_config.get('bootstrap.servers')} is unreachable ({exc}); "
+                "start it (make demo starts one) or set KAFKA_BROKERS"
+            ) from None
+        assignment = []
+        for topic in self.binding.topics:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                report.missing_topics.append(topic)
+                log.warning("topic %s does not exist yet; nothing to drain for it", topic)
+                continue
+            default = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+            for partition in sorted(info.partitions):
+                offset = stored.get((topic, partition), default)
+                assignment.append(TopicPartition(topic, partition, offset))
+        return assignment
+
+    def _loop(
+        self,
+        consumer: Consumer,
+        conn: psycopg.Connection,
+        stored: dict,
+        report: DrainReport,
+        started: float,
+        budget_s: float,
+        max_messages: int | None,
+    ) -> None:
+        expected = dict(stored)
+        pending: Future | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{self.contract.domain}") as writer:
+            try:
+                while time.monotonic() - started < budget_s:
+                    want = self.batch_size
+                    if max_messages is not None:
+                        want = min(want, max_messages - report.messages)
+                        if want <= 0:
+                            break
+                    messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
+                    batch = self._batch(messages, expected, report) if messages else None
+                    if batch is not None:
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(self._write, conn, batch, report)
+                        report.messages += batch.messages.height
+                    if len(messages) < want:
+                        break  # caught up: the broker had less than a full batch for us
+            finally:
+                if pending is not None:
+                    pending.result()
+
+    def _batch(self, messages: list, expected: dict, report: DrainReport) -> _Batch | None:
+        topics, partitions, offsets, keys, stamps, values = [], [], [], [], [], []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise DrainError(f"Kafka error while draining {self.contract.domain}: {error}")
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka error while draining %s: %s", self.contract.domain, error)
+                continue
+            topics.append(message.topic())
+            partitions.append(message.partition())
+            offsets.append(message.offset())
+            keys.append(message.key())
+            stamps.append(message.timestamp()[1])
+            values.append(message.value())
+        if not offsets:
+            return None
+        now_ms = int(time.time() * 1000)
+        frame = pl.DataFrame(
+            {
+                "topic": topics,
+                "kafka_partition": partitions,
+                "kafka_offset": offsets,
+                "kafka_key": keys,
+                "kafka_ts": pl.Series([s if s > 0 else now_ms for s in stamps], dtype=pl.Int64)
+                .cast(pl.Datetime("ms"))
+                .dt.replace_time_zone("UTC")
+                .cast(pl.Datetime("us", "UTC")),
+                "value": values,
+            },
+            schema=MESSAGE_SCHEMA,
+        )
+        positions = self._positions(frame, expected, report)
+        parsed = self.contract.parse(frame, self.config)
+        oldest = frame.get_column("kafka_ts").min()
+        return _Batch(frame, parsed, positions, oldest)  # type: ignore[arg-type]
+
+    def _positions(
+        self, frame: pl.DataFrame, expected: dict, report: DrainReport
+    ) -> dict[tuple[str, int], int]:
+        spans = frame.group_by("topic", "kafka_partition").agg(
+            pl.col("kafka_offset").min().alias("first"), pl.col("kafka_offset").max().alias("last")
+        )
+        positions = {}
+        for topic, partition, first, last in spans.iter_rows():
+            before = expected.get((topic, partition))
+            if before is not None and first < before:
+                note = f"{topic}[{partition}] restarted at offset {first} below stored {before}"
+                log.warning("offset reset: %s (did the broker lose its log?)", note)
+                report.offset_resets.append(note)
+            positions[(topic, partition)] = last + 1
+            expected[(topic, partition)] = last + 1
+        return positions
+
+    # ----- writing ------------------------------------------------------------------------
+    def _write(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
+        parsed = batch.parsed
+        landing = store.landing_frame(batch.messages, parsed.event_time)
+        with conn.transaction(), conn.cursor() as cur:
+            store.write_landing(cur, landing)
+            store.write_raw(cur, self.contract, parsed.rows)
+            store.write_rejects(cur, parsed.rejects)
+            if self.before_checkpoint is not None:
+                self.before_checkpoint()
+            store.write_checkpoints(
+                cur,
+                self.consumer_name,
+                [store.Position(t, p, o) for (t, p), o in batch.positions.items()],
+            )
+        committed = datetime.now(UTC)
+        self._account(batch, report, committed)
+
+    def _account(self, batch: _Batch, report: DrainReport, committed: datetime) -> None:
+        parsed = batch.parsed
+        report.batches += 1
+        report.rows += parsed.rows.height
+        report.rejects += parsed.rejects.height
+        report.duplicates_in_batch += parsed.duplicates_in_batch
+        report.positions.update(batch.positions)
+        if batch.oldest_kafka_ts is not None:
+            report.max_ingest_lag_s = max(
+                report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds()
+            )
+        for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(
+            named=True
+        ):
+            report.partitions[row["partition_start"]].add_profile(row)
+        rejects = parsed.rejects
+        report.unpartitioned_rejects += rejects.filter(pl.col("event_time").is_null()).height
+        timed = rejects.filter(pl.col("event_time").is_not_null()).with_columns(
+            pl.col("event_time").dt.truncate("1h").alias("partition_start")
+        )
+        for (start,), group in timed.group_by("partition_start"):
+            reasons = Counter(group.get_column("reason").to_list())
+            report.partitions[start].add_rejects(
+                dict(reasons), group.get_column("event_time").min(), group.get_column("event_time").max()
+            )
+
+    def _commit_group(self, consumer: Consumer, positions: dict[tuple[str, int], int]) -> None:
+        """Mirror the stored offsets into the Kafka group, for lag dashboards only."""
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            log.warning("could not mirror offsets to Kafka group %s: %s", self.consumer_name, exc)
+
+
+def _connect(url: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, connect_timeout=10, autocommit=True)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise DrainError(
+            f"database unreachable ({first}); start it (make demo) or set DATABASE_URL"
+        ) from None

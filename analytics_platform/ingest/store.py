@@ -1,0 +1,257 @@
+"""Database side of ingest: bulk writes of landing, raw and reject rows, checkpoints, and the
+partition replace used when a raw partition is re-derived.
+
+Writes are COPY in CSV produced by Polars (Rust), never per-row Python. Upserts try a plain COPY
+inside a savepoint first, because in the live stream conflicts are rare (replays, edge re-sends);
+only when the COPY hits a unique violation does the batch go through a staging table and
+`INSERT ... ON CONFLICT`. The conflict rule for raw rows is "the lowest Kafka coordinate wins", so
+the stored row for a key never depends on the order in which batches were processed: live ingest,
+a replay and a re-derivation from landing all converge on the same row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from analytics_platform.contracts.base import MESSAGE_SCHEMA, Contract
+
+LANDING_COLUMNS = (
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_ts",
+    "kafka_key",
+    "value_text",
+    "value_bytes",
+    "event_time",
+)
+REJECT_COLUMNS = (
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_ts",
+    "kafka_key",
+    "event_time",
+    "reason",
+    "detail",
+    "value_text",
+    "value_bytes",
+)
+COORDINATES = ("topic", "kafka_partition", "kafka_offset", "kafka_ts")
+
+
+def _table(name: str) -> sql.Composed:
+    return sql.SQL("analytics.{}").format(sql.Identifier(name))
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    """CSV as PostgreSQL's COPY reads it (nulls unquoted-empty, arrays as `{a,b}`, bytea as hex)."""
+    conversions = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.List):
+            conversions.append(
+                pl.format("{{{}}}", pl.col(name).cast(pl.List(pl.String)).list.join(",")).alias(name)
+            )
+        elif dtype == pl.Binary:
+            conversions.append((pl.lit("\\x") + pl.col(name).bin.encode("hex")).alias(name))
+    if conversions:
+        frame = frame.with_columns(conversions)
+    return frame.write_csv(include_header=False).encode()
+
+
+def copy_rows(cur: psycopg.Cursor, table: str, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    """COPY `frame[columns]` into analytics.<table>."""
+    if frame.is_empty():
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        _table(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cur.copy(statement) as copy:
+        copy.write(_csv(frame.select(columns)))
+
+
+def upsert_rows(
+    cur: psycopg.Cursor,
+    table: str,
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    conflict: sql.Composable,
+) -> None:
+    """Insert rows, resolving key conflicts with `conflict` (an `ON CONFLICT ...` clause).
+
+    Fast path: plain COPY in a savepoint. On a unique violation, roll back to the savepoint and
+    go through a temporary staging table with INSERT ... ON CONFLICT.
+    """
+    if frame.is_empty():
+        return
+    try:
+        with cur.connection.transaction():
+            copy_rows(cur, table, frame, columns)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    stage = sql.Identifier(f"stage_{table}")
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(stage, _table(table))
+    )
+    cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        stage, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cur.copy(statement) as copy:
+        copy.write(_csv(frame.select(columns)))
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    cur.execute(
+        sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} {}").format(
+            _table(table), column_list, column_list, stage, conflict
+        )
+    )
+
+
+def landing_frame(messages: pl.DataFrame, event_time: pl.Series) -> pl.DataFrame:
+    """Landing rows from a message frame: text when the value is clean UTF-8, bytes otherwise."""
+    texts: list[str | None] = []
+    raw: list[bytes | None] = []
+    for value in messages.get_column("value").to_list():
+        text = _as_text(value)
+        texts.append(text)
+        raw.append(value if text is None else None)
+    return messages.drop("value").with_columns(
+        pl.Series("value_text", texts, dtype=pl.String),
+        pl.Series("value_bytes", raw, dtype=pl.Binary),
+        event_time.alias("event_time"),
+    )
+
+
+def _as_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+def reject_frame(rejects: pl.DataFrame) -> pl.DataFrame:
+    texts = [_as_text(v) for v in rejects.get_column("value").to_list()]
+    return rejects.with_columns(
+        pl.Series("value_text", texts, dtype=pl.String),
+        pl.when(pl.Series(texts, dtype=pl.String).is_null()).then(pl.col("value")).alias("value_bytes"),
+    ).drop("value")
+
+
+_COORD_CONFLICT = sql.SQL("ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_ts) DO NOTHING")
+
+
+def raw_conflict(contract: Contract) -> sql.Composed:
+    """ON CONFLICT for a raw table: replace the row only if the new one has a lower coordinate."""
+    updates = [c for c in contract.raw_columns if c not in ("time", "dedup_key")]
+    return sql.SQL(
+        "ON CONFLICT (time, dedup_key) DO UPDATE SET {} "
+        "WHERE (excluded.kafka_partition, excluded.kafka_offset, excluded.topic) "
+        "< (t.kafka_partition, t.kafka_offset, t.topic)"
+    ).format(sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates))
+
+
+def write_landing(cur: psycopg.Cursor, landing: pl.DataFrame) -> None:
+    upsert_rows(cur, "kafka_landing", landing, LANDING_COLUMNS, _COORD_CONFLICT)
+
+
+def write_rejects(cur: psycopg.Cursor, rejects: pl.DataFrame) -> None:
+    upsert_rows(cur, "rejected_message", reject_frame(rejects), REJECT_COLUMNS, _COORD_CONFLICT)
+
+
+def write_raw(cur: psycopg.Cursor, contract: Contract, rows: pl.DataFrame) -> None:
+    upsert_rows(cur, contract.raw_table, rows, contract.raw_columns, raw_conflict(contract))
+
+
+# ----- checkpoints ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    next_offset: int
+
+
+def load_checkpoints(
+    conn: psycopg.Connection, consumer: str, topics: Iterable[str]
+) -> dict[tuple[str, int], int]:
+    """Stored next offsets of `consumer` for `topics`: {(topic, partition): next_offset}."""
+    rows = conn.execute(
+        "SELECT topic, kafka_partition, next_offset FROM analytics.worker_checkpoints "
+        "WHERE consumer = %s AND topic = ANY(%s)",
+        (consumer, list(topics)),
+    ).fetchall()
+    return {(topic, partition): offset for topic, partition, offset in rows}
+
+
+def write_checkpoints(cur: psycopg.Cursor, consumer: str, positions: Iterable[Position]) -> None:
+    """Store next offsets; called inside the transaction that wrote the rows they carried."""
+    cur.executemany(
+        """INSERT INTO analytics.worker_checkpoints (consumer, topic, kafka_partition, next_offset)
+           VALUES (%s, %s, %s, %s)
+           ON CONFLICT (consumer, topic, kafka_partition)
+           DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()""",
+        [(consumer, p.topic, p.partition, p.next_offset) for p in positions],
+    )
+
+
+def reset_checkpoints(conn: psycopg.Connection, consumer: str, topic: str, offset: int) -> int:
+    """Point every stored partition of `topic` at `offset` (forced replay); returns rows changed."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE analytics.worker_checkpoints SET next_offset = %s, updated_at = now() "
+            "WHERE consumer = %s AND topic = %s",
+            (offset, consumer, topic),
+        )
+        return cur.rowcount
+
+
+# ----- re-derivation --------------------------------------------------------------------------
+
+
+def read_landing(
+    conn: psycopg.Connection, topics: Sequence[str], start: datetime, end: datetime
+) -> pl.DataFrame:
+    """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order."""
+    cur = conn.execute(
+        """SELECT topic, kafka_partition, kafka_offset, kafka_key, kafka_ts,
+                  coalesce(convert_to(value_text, 'UTF8'), value_bytes) AS value
+           FROM analytics.kafka_landing
+           WHERE topic = ANY(%s) AND event_time >= %s AND event_time < %s
+           ORDER BY topic, kafka_partition, kafka_offset""",
+        (list(topics), start, end),
+    )
+    return pl.DataFrame(cur.fetchall(), schema=MESSAGE_SCHEMA, orient="row")
+
+
+def replace_window(
+    conn: psycopg.Connection,
+    contract: Contract,
+    start: datetime,
+    end: datetime,
+    rows: pl.DataFrame,
+    rejects: pl.DataFrame,
+) -> int:
+    """Atomically replace the raw rows of [start, end) with `rows`; returns rows deleted."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE time >= %s AND time < %s").format(_table(contract.raw_table)),
+            (start, end),
+        )
+        deleted = cur.rowcount
+        window_rows = rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
+        copy_rows(cur, contract.raw_table, window_rows, contract.raw_columns)
+        write_rejects(cur, rejects)
+    return deleted

@@ -1,0 +1,105 @@
+"""Apply the numbered SQL files in `sql/` and record what was applied.
+
+Every file is idempotent, so the runner's bookkeeping is about knowing, not about safety: it
+applies files it has not seen, re-applies a file whose content changed (logged, since the files
+are written to be re-runnable), and skips the rest. One advisory lock serialises concurrent
+runners (two pods starting at once), and each file runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from analytics_platform.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(os.environ.get("MIGRATIONS_DIR", REPO_ROOT / "sql"))
+_LOCK_KEY = 0x616E616C79746963  # "analytic"
+_TIMESCALE_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+    checksum: str
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    version: str
+    action: str  # applied | reapplied | skipped
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in order: `NN_name.sql`, sorted by their number."""
+    found = []
+    for path in directory.glob("*.sql"):
+        prefix = path.name.split("_", 1)[0]
+        if not prefix.isdigit():
+            raise ValueError(f"migration {path.name} must start with a number, e.g. 03_name.sql")
+        found.append(Migration(path.stem, path, hashlib.sha256(path.read_bytes()).hexdigest()))
+    return sorted(found, key=lambda m: (int(m.version.split("_", 1)[0]), m.version))
+
+
+def apply_migrations(
+    url: str,
+    directory: Path = MIGRATIONS_DIR,
+    *,
+    timescale: str = "auto",
+    echo: Callable[[str], None] = log.info,
+) -> list[MigrationResult]:
+    """Apply pending migrations to the database at `url`; return what happened to each file."""
+    if timescale not in _TIMESCALE_MODES:
+        raise ValueError(f"timescale must be one of {_TIMESCALE_MODES}, not {timescale!r}")
+    results = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS analytics.schema_migrations (
+                       version    text PRIMARY KEY,
+                       checksum   text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            applied = dict(
+                conn.execute("SELECT version, checksum FROM analytics.schema_migrations").fetchall()
+            )
+            for migration in discover(directory):
+                known = applied.get(migration.version)
+                if known == migration.checksum:
+                    results.append(MigrationResult(migration.version, "skipped"))
+                    continue
+                action = "applied" if known is None else "reapplied"
+                with conn.transaction():
+                    conn.execute("SELECT set_config('analytics.timescale', %s, true)", (timescale,))
+                    conn.execute(migration.path.read_text())
+                    conn.execute(
+                        """INSERT INTO analytics.schema_migrations (version, checksum) VALUES (%s, %s)
+                           ON CONFLICT (version) DO UPDATE
+                           SET checksum = excluded.checksum, applied_at = now()""",
+                        (migration.version, migration.checksum),
+                    )
+                echo(f"migration {migration.version}: {action}")
+                results.append(MigrationResult(migration.version, action))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return results
+
+
+def timescale_enabled(url: str) -> bool:
+    """Whether the database at `url` runs TimescaleDB (after migrations, if it was available)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname='timescaledb')"
+        ).fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,125 @@
+"""Platform configuration, read from the environment.
+
+One typed place for every knob so that `docs/configuration.md` can list them and a bad value fails
+at start-up with the variable's name instead of deep inside a sensor tick. Secrets (database URLs,
+SASL passwords) are read here but never rendered: `PlatformSettings.__repr__` hides them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept both `a,b,c` and `["a","b","c"]` for list-valued variables."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class PlatformSettings(BaseSettings):
+    """Everything the pipeline, API and devstack read from the environment."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://analytics@127.0.0.1:55432/analytics"),
+        description="Read-write URL used by the pipeline (Dagster assets and sensors).",
+    )
+    api_database_url: SecretStr | None = Field(
+        default=None, description="Read-only URL used by the API; defaults to DATABASE_URL."
+    )
+    kafka_brokers: str = Field(default="127.0.0.1:9092", description="bootstrap.servers")
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_topic_prefix: str = Field(default="", description="Prepended to every topic name.")
+    kafka_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Topics to drain; empty means the default topic of every enabled domain.",
+    )
+    domains_enabled: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["sensor", "device", "lab", "sweep"]
+    )
+    windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60, 300, 3600])
+
+    partitions_start: datetime = Field(
+        default=datetime(2024, 1, 1, tzinfo=UTC),
+        description="First hourly partition; readings older than this are rejected.",
+    )
+    contract_max_future_s: int = Field(
+        default=600,
+        ge=0,
+        description="A reading whose time is more than this ahead of its Kafka timestamp is rejected.",
+    )
+    metrics_catalog: Path = Field(
+        default=REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml",
+        description="Known metrics (name, unit, plausible range) for sensors.device.readings.",
+    )
+
+    drain_consumer: str = Field(default="analytics-drain", description="Checkpoint owner name.")
+    drain_batch_size: int = Field(default=20000, ge=1)
+    drain_budget_s: float = Field(default=20.0, gt=0, lt=55, description="Max seconds per sensor tick.")
+    drain_interval_s: int = Field(default=5, ge=1)
+    drain_poll_timeout_s: float = Field(default=0.5, gt=0)
+    drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
+
+    reject_ratio_max: float = Field(default=0.05, ge=0, le=1)
+    api_max_range_days: int = Field(default=31, ge=1)
+    api_page_limit_max: int = Field(default=10000, ge=1)
+
+    @field_validator("kafka_topics", "domains_enabled", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, value: Any) -> Any:
+        return [int(v) for v in _split_list(value)]
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def api_url(self) -> str:
+        """The URL the API connects with (its own read-only role when configured)."""
+        return (self.api_database_url or self.database_url).get_secret_value()
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every consumer, producer and admin client."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_brokers}
+        if self.kafka_security_protocol:
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> PlatformSettings:
+    """Settings are read once per process; tests build `PlatformSettings(...)` directly."""
+    return PlatformSettings()

@@ -1,0 +1,1 @@
+"""Edge side: connectors that turn plant data into canonical payloads on Kafka, and the simulator."""
