@@ -71,9 +71,7 @@ def apply_migrations(
                        checksum   text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            applied = dict(
-                conn.execute("SELECT version, checksum FROM analytics.schema_migrations").fetchall()
-            )
+            applied = dict(conn.execute("SELECT version, checksum FROM analytics.schema_migrations").fetchall())
             for migration in discover(directory):
                 known = applied.get(migration.version)
                 if known == migration.checksum:
@@ -99,7 +97,5 @@ def apply_migrations(
 def timescale_enabled(url: str) -> bool:
     """Whether the database at `url` runs TimescaleDB (after migrations, if it was available)."""
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname='timescaledb')"
-        ).fetchone()
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname='timescaledb')").fetchone()
     return bool(row and row[0])

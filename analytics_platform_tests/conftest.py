@@ -143,9 +143,7 @@ def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
     return result
 
 
-def produce(
-    brokers: str, topic: str, messages: list[tuple[str | None, bytes]], partition: int | None = None
-) -> None:
+def produce(brokers: str, topic: str, messages: list[tuple[str | None, bytes]], partition: int | None = None) -> None:
     """Produce (key, value) pairs and wait until the broker acknowledged every one."""
     producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 5})
     failures: list[str] = []

@@ -64,7 +64,9 @@ BEGIN
     IF NOT analytics.timescale_enabled() THEN
         RETURN;
     END IF;
-    PERFORM create_hypertable(tbl, by_range(time_column, chunk), if_not_exists => true, migrate_data => true);
+    -- no default time index: every table declares its own indexes, identical on both paths
+    PERFORM create_hypertable(tbl, by_range(time_column, chunk), create_default_indexes => false,
+                              if_not_exists => true, migrate_data => true);
     IF compress_after IS NOT NULL THEN
         EXECUTE format(
             'ALTER TABLE %s SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '

@@ -5,9 +5,7 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 
 
-def invalid(
-    field: str, message: str, *, location: str = "query", value: object = None
-) -> RequestValidationError:
+def invalid(field: str, message: str, *, location: str = "query", value: object = None) -> RequestValidationError:
     """A 422 for one parameter: {"detail": [{"loc": [location, field], "msg": message, ...}]}."""
     error = {"loc": (location, field), "msg": message, "type": "value_error"}
     if value is not None:

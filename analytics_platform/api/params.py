@@ -12,9 +12,7 @@ from analytics_platform.api.errors import invalid
 def utc(name: str, value: datetime) -> datetime:
     """Times must say they are UTC (or carry an offset we convert); naive times are ambiguous."""
     if value.tzinfo is None:
-        raise invalid(
-            name, "time must include a timezone, e.g. 2025-08-20T03:00:00Z", value=value.isoformat()
-        )
+        raise invalid(name, "time must include a timezone, e.g. 2025-08-20T03:00:00Z", value=value.isoformat())
     return value.astimezone(UTC)
 
 

@@ -102,19 +102,21 @@ class ParsedBatch:
     rejects: one row per rejected message with coordinates, reason, detail, event_time (if known).
     event_time: the reading time of each input message (null when it could not be read), in input
       order; landing stores it so a raw partition can be re-derived by time.
+    accepted: per input message, False when it was rejected.
     """
 
     rows: pl.DataFrame
     rejects: pl.DataFrame
     event_time: pl.Series
+    accepted: pl.Series  # per input message: True unless rejected (so its bytes are valid UTF-8 JSON)
     duplicates_in_batch: int = 0
 
 
-class _TimeOnly(msgspec.Struct):
+class _TimeOnly(msgspec.Struct, gc=False):
     time: str
 
 
-class _VersionOnly(msgspec.Struct):
+class _VersionOnly(msgspec.Struct, gc=False):
     schema_version: int = 1
 
 
@@ -196,7 +198,7 @@ class Contract:
     row_schema: ClassVar[dict[str, pl.DataType]]
     natural_key: ClassVar[tuple[str, ...]]
     finite_columns: ClassVar[tuple[str, ...]] = ()
-    json_columns: ClassVar[tuple[str, ...]] = ()
+    json_columns: ClassVar[tuple[str, ...]] = ()  # raw JSON sub-documents stored as jsonb
     current_version: ClassVar[int] = 1
     legacy: ClassVar[dict[int, Callable[[bytes], list[Any]]]] = {}
 
@@ -236,9 +238,7 @@ class Contract:
         mapper = self.legacy.get(version)
         if mapper is None:
             supported = sorted({self.current_version, *self.legacy})
-            raise ContractViolation(
-                UNSUPPORTED_VERSION, f"schema_version {version} is not one of {supported}"
-            )
+            raise ContractViolation(UNSUPPORTED_VERSION, f"schema_version {version} is not one of {supported}")
         try:
             return mapper(value)
         except msgspec.DecodeError as exc:
@@ -276,23 +276,28 @@ class Contract:
             owners.extend([i] * len(produced))
 
         rows = self._frame(objs, owners)
-        rows = rows.with_columns(
-            messages.get_column("kafka_ts").gather(rows.get_column("_msg")).alias("_kafka_ts")
-        )
+        rows = rows.with_columns(messages.get_column("kafka_ts").gather(rows.get_column("_msg")).alias("_kafka_ts"))
         rows, vector_rejects = self._validate(rows, config)
         decode_rejects = pl.DataFrame(rejected, schema=REJECT_SCHEMA, orient="row")
         # A message is rejected as a whole, even if only one of the rows it fanned out to failed.
-        all_rejects = pl.concat([decode_rejects, vector_rejects]).unique(
-            "_msg", keep="first", maintain_order=True
-        )
+        all_rejects = pl.concat([decode_rejects, vector_rejects]).unique("_msg", keep="first", maintain_order=True)
         rows = rows.join(all_rejects.select("_msg"), on="_msg", how="anti")
 
         event_time = self._event_times(messages, rows, all_rejects)
         rows, duplicates = self._finish(rows, messages)
         rejects = self._reject_frame(all_rejects, messages, event_time)
-        return ParsedBatch(rows=rows, rejects=rejects, event_time=event_time, duplicates_in_batch=duplicates)
+        accepted = (
+            pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)
+            .is_in(all_rejects.get_column("_msg").implode(), nulls_equal=False)
+            .not_()
+        )
+        return ParsedBatch(
+            rows=rows, rejects=rejects, event_time=event_time, accepted=accepted, duplicates_in_batch=duplicates
+        )
 
     def _frame(self, objs: Sequence[Any], owners: list[int]) -> pl.DataFrame:
+        # Measured against re-encoding the objects with msgspec.encode_lines and reading them
+        # with pl.read_ndjson: column-by-column extraction was ~30% faster for 20k-message batches.
         columns: list[pl.Series] = [pl.Series("_msg", owners, dtype=pl.Int64)]
         for name, dtype in self.row_schema.items():
             source_dtype = pl.String() if name == "time" else dtype
@@ -321,8 +326,8 @@ class Contract:
             *[
                 RowCheck(
                     NON_FINITE,
-                    ~pl.col(c).is_finite().fill_null(True),
-                    pl.format("{} is not finite: {}", pl.lit(c), pl.col(c)),
+                    not_finite(c, self.row_schema[c]),
+                    pl.format("{} is not finite: {}", pl.lit(c), pl.col(c).cast(pl.String)),
                 )
                 for c in self.finite_columns
             ],
@@ -355,9 +360,9 @@ class Contract:
         for check in checks[1:]:
             reason = reason.when(check.failed.fill_null(False)).then(pl.lit(check.reason))
             detail = detail.when(check.failed.fill_null(False)).then(check.detail)
-        rejects = flagged.select(
-            "_msg", reason.alias("reason"), detail.cast(pl.String).alias("detail")
-        ).unique("_msg", keep="first", maintain_order=True)
+        rejects = flagged.select("_msg", reason.alias("reason"), detail.cast(pl.String).alias("detail")).unique(
+            "_msg", keep="first", maintain_order=True
+        )
         return self._typed_time(rows), rejects
 
     def _nul_patterns(self) -> list[tuple[str, str]]:
@@ -391,17 +396,11 @@ class Contract:
                 .str.replace(r"\+00:00$", "Z")
                 .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", time_unit="us", strict=False)
             )
-            times = times.join(peeked, on="_msg", how="left").select(
-                "_msg", pl.coalesce("time", "_peek").alias("time")
-            )
+            times = times.join(peeked, on="_msg", how="left").select("_msg", pl.coalesce("time", "_peek").alias("time"))
         return times.sort("_msg").get_column("time").alias("event_time")
 
     def _finish(self, rows: pl.DataFrame, messages: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        coords = (
-            messages.select(_SOURCE_COLUMNS)
-            .with_row_index("_msg")
-            .with_columns(pl.col("_msg").cast(pl.Int64))
-        )
+        coords = messages.select(_SOURCE_COLUMNS).with_row_index("_msg").with_columns(pl.col("_msg").cast(pl.Int64))
         natural = self.natural_expr()
         rows = (
             rows.join(coords, on="_msg", how="left")
@@ -421,9 +420,7 @@ class Contract:
         """Identity of a reading when the sender gives no event id (time is added separately)."""
         return pl.concat_str([pl.col(c) for c in self.natural_key], separator=KEY_SEPARATOR)
 
-    def _reject_frame(
-        self, rejects: pl.DataFrame, messages: pl.DataFrame, event_time: pl.Series
-    ) -> pl.DataFrame:
+    def _reject_frame(self, rejects: pl.DataFrame, messages: pl.DataFrame, event_time: pl.Series) -> pl.DataFrame:
         coords = (
             messages.select([*_SOURCE_COLUMNS, "kafka_key", "kafka_ts", "value"])
             .with_columns(event_time)
@@ -435,6 +432,13 @@ class Contract:
             .sort("_msg")
             .select(*_SOURCE_COLUMNS, "kafka_key", "kafka_ts", "event_time", "reason", "detail", "value")
         )
+
+
+def not_finite(column: str, dtype: pl.DataType) -> pl.Expr:
+    """True where a float column (or any element of a float-list column) is NaN or infinite."""
+    if isinstance(dtype, pl.List):
+        return ~pl.col(column).list.eval(pl.element().is_finite()).list.all().fill_null(True)
+    return ~pl.col(column).is_finite().fill_null(True)
 
 
 def future_check(config: ContractConfig) -> RowCheck:

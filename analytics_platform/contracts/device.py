@@ -25,7 +25,7 @@ from analytics_platform.contracts.fields import Identifier, Label
 STATUSES = ("online", "offline", "degraded", "maintenance", "fault", "starting", "stopping")
 
 
-class DeviceHealth(msgspec.Struct):
+class DeviceHealth(msgspec.Struct, gc=False):
     time: str
     tenant_id: Identifier
     factory_id: Identifier

@@ -10,10 +10,11 @@ import msgspec
 
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Label = Annotated[str, msgspec.Meta(max_length=200)]
-EMPTY_RAW = msgspec.Raw(b"")
 
 
-def raw_json_text(raw: msgspec.Raw) -> str | None:
-    """The verbatim JSON text of an optional object field (`None` when absent or null)."""
+def raw_json_text(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
+    """The verbatim JSON text of an optional sub-document (`None` when absent or null)."""
+    if raw is msgspec.UNSET:
+        return None
     text = bytes(raw).decode("utf-8")
-    return None if text in ("", "null") else text
+    return None if text == "null" else text

@@ -11,7 +11,7 @@ from analytics_platform.contracts.base import UTC_TIME, Contract
 from analytics_platform.contracts.fields import Identifier, Label
 
 
-class LabResult(msgspec.Struct):
+class LabResult(msgspec.Struct, gc=False):
     time: str
     tenant_id: Identifier
     factory_id: Identifier

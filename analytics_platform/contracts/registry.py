@@ -72,9 +72,7 @@ def bind_domains(settings: PlatformSettings) -> list[DomainBinding]:
                     f"write it as '<domain>:{name}' (domains: {sorted(contracts)})"
                 )
         if domain not in topics:
-            raise ConfigError(
-                f"KAFKA_TOPICS entry {entry!r} feeds domain {domain!r}, which is not in DOMAINS_ENABLED"
-            )
+            raise ConfigError(f"KAFKA_TOPICS entry {entry!r} feeds domain {domain!r}, which is not in DOMAINS_ENABLED")
         topics[domain].append(prefix + name)
     return [DomainBinding(contracts[d], tuple(t)) for d, t in topics.items() if t]
 

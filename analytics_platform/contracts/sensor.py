@@ -15,6 +15,7 @@ import msgspec
 import polars as pl
 
 from analytics_platform.contracts.base import (
+    INVALID_VALUE,
     KEY_SEPARATOR,
     MISSING_FIELD,
     UNKNOWN_METRIC,
@@ -24,10 +25,10 @@ from analytics_platform.contracts.base import (
     ContractViolation,
     RowCheck,
 )
-from analytics_platform.contracts.fields import EMPTY_RAW, Identifier, Label, raw_json_text
+from analytics_platform.contracts.fields import Identifier, Label, raw_json_text
 
 
-class SensorReading(msgspec.Struct):
+class SensorReading(msgspec.Struct, gc=False):
     time: str
     tenant_id: Identifier
     factory_id: Identifier
@@ -36,12 +37,12 @@ class SensorReading(msgspec.Struct):
     metric: Identifier
     value: float
     unit: Label | None = None
-    payload: msgspec.Raw = EMPTY_RAW
+    payload: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     event_id: Identifier | None = None
     schema_version: int = 1
 
 
-class SensorReadingsV2(msgspec.Struct):
+class SensorReadingsV2(msgspec.Struct, gc=False):
     time: str
     tenant_id: Identifier
     factory_id: Identifier
@@ -49,7 +50,7 @@ class SensorReadingsV2(msgspec.Struct):
     sensor_id: Identifier
     metrics: dict[Identifier, float]
     units: dict[str, Label] = {}
-    payload: msgspec.Raw = EMPTY_RAW
+    payload: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     event_id: Identifier | None = None
     schema_version: int = 2
 
@@ -111,7 +112,14 @@ class SensorContract(Contract):
         return pl.concat_str([pl.col("event_id"), pl.col("metric")], separator=KEY_SEPARATOR)
 
     def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
-        return [known_metric_check(config)]
+        return [
+            known_metric_check(config),
+            RowCheck(
+                INVALID_VALUE,
+                pl.col("payload").is_not_null() & ~pl.col("payload").str.starts_with("{"),
+                pl.lit("payload must be a JSON object"),
+            ),
+        ]
 
 
 def known_metric_check(config: ContractConfig) -> RowCheck:

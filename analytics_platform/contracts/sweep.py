@@ -17,11 +17,11 @@ from analytics_platform.contracts.fields import Identifier, Label
 from analytics_platform.contracts.sensor import known_metric_check
 
 
-class SweepValue(msgspec.Struct):
+class SweepValue(msgspec.Struct, gc=False):
     value: float
 
 
-class SweepBatch(msgspec.Struct):
+class SweepBatch(msgspec.Struct, gc=False):
     time: str
     tenant_id: Identifier
     factory_id: Identifier
@@ -52,7 +52,7 @@ class SweepContract(Contract):
         "reading_values": pl.List(pl.Float64()),
     }
     natural_key = ("tenant_id", "factory_id", "machine_id", "metric")
-    finite_columns = ()
+    finite_columns = ("reading_values",)
 
     def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
         if name == "reading_values":

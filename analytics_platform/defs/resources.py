@@ -10,9 +10,7 @@ from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
 
 
-def build_resources(
-    settings: PlatformSettings, *, secrets_from_env: bool = True
-) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: PlatformSettings, *, secrets_from_env: bool = True) -> dict[str, dg.ConfigurableResource]:
     """`db` and `kafka`. Secrets stay `EnvVar`s (resolved at run time, never stored in the
     definitions or shown in the UI) unless `secrets_from_env=False` (tests pass explicit URLs)."""
     if secrets_from_env:

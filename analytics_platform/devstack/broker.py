@@ -72,9 +72,7 @@ def ensure_topics(config: dict, topics: Iterable[str], partitions: int) -> list[
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]
     if not wanted:
         return []
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted]
-    )
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted])
     created = []
     for topic, future in futures.items():
         try:

@@ -161,9 +161,7 @@ class Demo:
         _echo("waiting for the API and the Dagster UI (the first start takes ~30 s)...")
         try:
             wait_until(lambda: self.stopping or _http_ok(api), 60, "API", log=logs / "api.log")
-            wait_until(
-                lambda: self.stopping or _http_ok(dagster), 180, "Dagster UI", log=logs / "dagster.log"
-            )
+            wait_until(lambda: self.stopping or _http_ok(dagster), 180, "Dagster UI", log=logs / "dagster.log")
         except StackError as exc:
             _echo(str(exc))
             return None

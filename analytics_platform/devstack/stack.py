@@ -44,9 +44,7 @@ def _int_env(name: str, default: int) -> int:
 
 @dataclass
 class StackConfig:
-    run_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("DEVSTACK_RUN_DIR", REPO_ROOT / ".run"))
-    )
+    run_dir: Path = field(default_factory=lambda: Path(os.environ.get("DEVSTACK_RUN_DIR", REPO_ROOT / ".run")))
     pg_port: int = field(default_factory=lambda: _int_env("DEVSTACK_PG_PORT", 55432))
     kafka_port: int = field(default_factory=lambda: _int_env("DEVSTACK_KAFKA_PORT", 9092))
     database: str = "analytics"
@@ -142,9 +140,7 @@ class Stack:
             f"({'new' if created else 'existing'} data in {self.config.run_dir / 'pgdata'})"
         )
         self.postgres.ensure_database(self.config.database)
-        admin = with_credentials(
-            self.postgres.admin_url, "postgres", store.get("postgres"), self.config.database
-        )
+        admin = with_credentials(self.postgres.admin_url, "postgres", store.get("postgres"), self.config.database)
         self._migrate(admin, echo)
         pipeline_pw, api_pw = store.get(PIPELINE_USER), store.get(API_USER)
         ensure_login(admin, PIPELINE_USER, pipeline_pw, "analytics_rw")
@@ -152,9 +148,7 @@ class Stack:
         self.postgres.ensure_database("dagster", owner=PIPELINE_USER)
         self.env["DATABASE_URL"] = with_credentials(admin, PIPELINE_USER, pipeline_pw)
         self.env["API_DATABASE_URL"] = with_credentials(admin, API_USER, api_pw)
-        self.env["DAGSTER_PG_URL"] = psycopg2_url(
-            with_credentials(admin, PIPELINE_USER, pipeline_pw, "dagster")
-        )
+        self.env["DAGSTER_PG_URL"] = psycopg2_url(with_credentials(admin, PIPELINE_USER, pipeline_pw, "dagster"))
         self.env["MIGRATIONS_DATABASE_URL"] = admin
 
     def _migrate(self, url: str, echo) -> None:
@@ -162,9 +156,7 @@ class Stack:
             results = apply_migrations(url, timescale=self.config.timescale, echo=lambda _m: None)
         except psycopg.OperationalError as exc:
             first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-            raise StackError(
-                f"database {redact(url)} is unreachable ({first}): start it or fix DATABASE_URL"
-            ) from None
+            raise StackError(f"database {redact(url)} is unreachable ({first}): start it or fix DATABASE_URL") from None
         applied = [r.version for r in results if r.action != "skipped"]
         echo(f"migrations: {len(applied)} applied, {len(results) - len(applied)} already in place")
 

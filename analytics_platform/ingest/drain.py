@@ -27,12 +27,16 @@ import polars as pl
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from analytics_platform.contracts.base import MESSAGE_SCHEMA, ContractConfig, ParsedBatch
+from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
 from analytics_platform.ingest import store
 from analytics_platform.transforms.raw_quality import PartitionQuality, profile
 
 log = logging.getLogger(__name__)
+
+# How long a pass keeps polling an empty fetch while the watermarks say data is there (a first
+# fetch on a cold connection can take seconds).
+_COLD_FETCH_S = 5.0
 
 
 @dataclass
@@ -48,9 +52,7 @@ class DrainReport:
     unpartitioned_rejects: int = 0
     max_ingest_lag_s: float = 0.0
     elapsed_s: float = 0.0
-    partitions: dict[datetime, PartitionQuality] = field(
-        default_factory=lambda: defaultdict(PartitionQuality)
-    )
+    partitions: dict[datetime, PartitionQuality] = field(default_factory=lambda: defaultdict(PartitionQuality))
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     missing_topics: list[str] = field(default_factory=list)
     offset_resets: list[str] = field(default_factory=list)
@@ -115,7 +117,8 @@ class Drain:
             if not assignment:
                 return report
             consumer.assign(assignment)
-            self._loop(consumer, conn, stored, report, started, budget_s, max_messages)
+            floors = self._known_ends(consumer, assignment)
+            self._loop(consumer, conn, stored, floors, report, started, budget_s, max_messages)
             if self.commit_to_kafka and report.positions:
                 self._commit_group(consumer, report.positions)
         finally:
@@ -164,18 +167,39 @@ class Drain:
                 assignment.append(TopicPartition(topic, partition, offset))
         return assignment
 
+    def _known_ends(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """A lower bound of each partition's end: its high watermark.
+
+        Tansu reports the start of the last batch + 1, so this is never used to decide that a
+        pass is complete, only to keep waiting (longer) while data is known to be there.
+        """
+        floors = {}
+        for tp in assignment:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            except KafkaException:
+                continue
+            floors[(tp.topic, tp.partition)] = high
+        return floors
+
     def _loop(
         self,
         consumer: Consumer,
         conn: psycopg.Connection,
         stored: dict,
+        floors: dict[tuple[str, int], int],
         report: DrainReport,
         started: float,
         budget_s: float,
         max_messages: int | None,
     ) -> None:
         expected = dict(stored)
+
+        def behind() -> bool:
+            return any(expected.get(tp, 0) < end for tp, end in floors.items())
+
         pending: Future | None = None
+        last_progress = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{self.contract.domain}") as writer:
             try:
                 while time.monotonic() - started < budget_s:
@@ -191,8 +215,13 @@ class Drain:
                             pending.result()
                         pending = writer.submit(self._write, conn, batch, report)
                         report.messages += batch.messages.height
-                    if len(messages) < want:
+                    if messages:
+                        last_progress = time.monotonic()
+                    if len(messages) < want and not behind():
                         break  # caught up: the broker had less than a full batch for us
+                    if not messages and time.monotonic() - last_progress > _COLD_FETCH_S:
+                        break  # the watermarks promised data that did not come: next tick
+
             finally:
                 if pending is not None:
                     pending.result()
@@ -235,9 +264,7 @@ class Drain:
         oldest = frame.get_column("kafka_ts").min()
         return _Batch(frame, parsed, positions, oldest)  # type: ignore[arg-type]
 
-    def _positions(
-        self, frame: pl.DataFrame, expected: dict, report: DrainReport
-    ) -> dict[tuple[str, int], int]:
+    def _positions(self, frame: pl.DataFrame, expected: dict, report: DrainReport) -> dict[tuple[str, int], int]:
         spans = frame.group_by("topic", "kafka_partition").agg(
             pl.col("kafka_offset").min().alias("first"), pl.col("kafka_offset").max().alias("last")
         )
@@ -255,7 +282,7 @@ class Drain:
     # ----- writing ------------------------------------------------------------------------
     def _write(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
         parsed = batch.parsed
-        landing = store.landing_frame(batch.messages, parsed.event_time)
+        landing = store.landing_frame(batch.messages, parsed)
         with conn.transaction(), conn.cursor() as cur:
             store.write_landing(cur, landing)
             store.write_raw(cur, self.contract, parsed.rows)
@@ -278,18 +305,14 @@ class Drain:
         report.duplicates_in_batch += parsed.duplicates_in_batch
         report.positions.update(batch.positions)
         if batch.oldest_kafka_ts is not None:
-            report.max_ingest_lag_s = max(
-                report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds()
-            )
-        for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(
-            named=True
-        ):
+            report.max_ingest_lag_s = max(report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds())
+        for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(named=True):
             report.partitions[row["partition_start"]].add_profile(row)
+        # a reject belongs to an hour only when its time is one a partition can have
+        placeable = pl.col("event_time").is_not_null() & ~pl.col("reason").is_in([FUTURE_TIME, TOO_OLD])
         rejects = parsed.rejects
-        report.unpartitioned_rejects += rejects.filter(pl.col("event_time").is_null()).height
-        timed = rejects.filter(pl.col("event_time").is_not_null()).with_columns(
-            pl.col("event_time").dt.truncate("1h").alias("partition_start")
-        )
+        report.unpartitioned_rejects += rejects.filter(~placeable).height
+        timed = rejects.filter(placeable).with_columns(pl.col("event_time").dt.truncate("1h").alias("partition_start"))
         for (start,), group in timed.group_by("partition_start"):
             reasons = Counter(group.get_column("reason").to_list())
             report.partitions[start].add_rejects(
@@ -299,9 +322,7 @@ class Drain:
     def _commit_group(self, consumer: Consumer, positions: dict[tuple[str, int], int]) -> None:
         """Mirror the stored offsets into the Kafka group, for lag dashboards only."""
         try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False
-            )
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
         except KafkaException as exc:
             log.warning("could not mirror offsets to Kafka group %s: %s", self.consumer_name, exc)
 
@@ -311,6 +332,4 @@ def _connect(url: str) -> psycopg.Connection:
         return psycopg.connect(url, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise DrainError(
-            f"database unreachable ({first}); start it (make demo) or set DATABASE_URL"
-        ) from None
+        raise DrainError(f"database unreachable ({first}); start it (make demo) or set DATABASE_URL") from None

@@ -48,16 +48,14 @@ def rederive_hour(
     parsed = contract.parse(messages, config)
     deleted = store.replace_window(conn, contract, start, end, parsed.rows, parsed.rejects)
     quality = PartitionQuality(duplicates=parsed.duplicates_in_batch)
-    for row in profile(
-        parsed.rows, contract.natural_key, contract.finite_columns, window=(start, end)
-    ).iter_rows(named=True):
+    for row in profile(parsed.rows, contract.natural_key, contract.finite_columns, window=(start, end)).iter_rows(
+        named=True
+    ):
         quality.add_profile(row)
     rejects = parsed.rejects
     if not rejects.is_empty():
         reasons = dict(rejects.group_by("reason").len().iter_rows())
-        quality.add_rejects(
-            reasons, rejects.get_column("event_time").min(), rejects.get_column("event_time").max()
-        )
+        quality.add_rejects(reasons, rejects.get_column("event_time").min(), rejects.get_column("event_time").max())
     return HourResult(start, messages.height, parsed.rows.height, deleted, quality)
 
 

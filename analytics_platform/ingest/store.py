@@ -19,7 +19,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from analytics_platform.contracts.base import MESSAGE_SCHEMA, Contract
+from analytics_platform.contracts.base import MESSAGE_SCHEMA, Contract, ParsedBatch
 
 LANDING_COLUMNS = (
     "topic",
@@ -55,9 +55,7 @@ def _csv(frame: pl.DataFrame) -> bytes:
     conversions = []
     for name, dtype in frame.schema.items():
         if isinstance(dtype, pl.List):
-            conversions.append(
-                pl.format("{{{}}}", pl.col(name).cast(pl.List(pl.String)).list.join(",")).alias(name)
-            )
+            conversions.append(pl.format("{{{}}}", pl.col(name).cast(pl.List(pl.String)).list.join(",")).alias(name))
         elif dtype == pl.Binary:
             conversions.append((pl.lit("\\x") + pl.col(name).bin.encode("hex")).alias(name))
     if conversions:
@@ -98,9 +96,9 @@ def upsert_rows(
         pass
     stage = sql.Identifier(f"stage_{table}")
     cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        ).format(stage, _table(table))
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+            stage, _table(table)
+        )
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
@@ -116,19 +114,24 @@ def upsert_rows(
     )
 
 
-def landing_frame(messages: pl.DataFrame, event_time: pl.Series) -> pl.DataFrame:
-    """Landing rows from a message frame: text when the value is clean UTF-8, bytes otherwise."""
-    texts: list[str | None] = []
-    raw: list[bytes | None] = []
-    for value in messages.get_column("value").to_list():
-        text = _as_text(value)
-        texts.append(text)
-        raw.append(value if text is None else None)
-    return messages.drop("value").with_columns(
-        pl.Series("value_text", texts, dtype=pl.String),
-        pl.Series("value_bytes", raw, dtype=pl.Binary),
-        event_time.alias("event_time"),
+def landing_frame(messages: pl.DataFrame, parsed: ParsedBatch) -> pl.DataFrame:
+    """Landing rows from a message frame: text when the value is clean UTF-8, bytes otherwise.
+
+    Accepted messages were decoded as JSON, so they are valid UTF-8 without NUL bytes and are cast
+    in bulk; only rejected ones (few) are inspected one by one.
+    """
+    indexed = messages.with_columns(parsed.event_time.alias("event_time")).with_row_index("_i")
+    good = indexed.filter(parsed.accepted).with_columns(
+        pl.col("value").cast(pl.String).alias("value_text"), pl.lit(None, pl.Binary).alias("value_bytes")
     )
+    bad = indexed.filter(~parsed.accepted)
+    if not bad.is_empty():
+        texts = [_as_text(v) for v in bad.get_column("value").to_list()]
+        bad = bad.with_columns(pl.Series("value_text", texts, dtype=pl.String)).with_columns(
+            pl.when(pl.col("value_text").is_null()).then(pl.col("value")).alias("value_bytes")
+        )
+        good = pl.concat([good, bad]).sort("_i")
+    return good.drop("_i", "value")
 
 
 def _as_text(value: bytes | None) -> str | None:
@@ -184,9 +187,7 @@ class Position:
     next_offset: int
 
 
-def load_checkpoints(
-    conn: psycopg.Connection, consumer: str, topics: Iterable[str]
-) -> dict[tuple[str, int], int]:
+def load_checkpoints(conn: psycopg.Connection, consumer: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Stored next offsets of `consumer` for `topics`: {(topic, partition): next_offset}."""
     rows = conn.execute(
         "SELECT topic, kafka_partition, next_offset FROM analytics.worker_checkpoints "
@@ -221,9 +222,7 @@ def reset_checkpoints(conn: psycopg.Connection, consumer: str, topic: str, offse
 # ----- re-derivation --------------------------------------------------------------------------
 
 
-def read_landing(
-    conn: psycopg.Connection, topics: Sequence[str], start: datetime, end: datetime
-) -> pl.DataFrame:
+def read_landing(conn: psycopg.Connection, topics: Sequence[str], start: datetime, end: datetime) -> pl.DataFrame:
     """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order."""
     cur = conn.execute(
         """SELECT topic, kafka_partition, kafka_offset, kafka_key, kafka_ts,

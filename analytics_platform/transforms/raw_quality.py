@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from analytics_platform.contracts.base import not_finite
+
 PROFILE_SCHEMA: dict[str, pl.DataType] = {
     "partition_start": pl.Datetime("us", "UTC"),
     "rows": pl.Int64(),
@@ -42,9 +44,7 @@ def profile(
     null_key = pl.any_horizontal(
         [pl.col(c).is_null() | (pl.col(c).cast(pl.String) == "") for c in ["time", *key_columns]]
     )
-    non_finite = pl.any_horizontal(
-        [_not_finite(rows.schema[c], c) for c in finite_columns] or [pl.lit(False)]
-    )
+    non_finite = pl.any_horizontal([not_finite(c, rows.schema[c]) for c in finite_columns] or [pl.lit(False)])
     if window is None:
         start = pl.col("time").dt.truncate("1h")
         end = start + pl.duration(hours=1)
@@ -72,12 +72,6 @@ def profile(
     )
 
 
-def _not_finite(dtype: pl.DataType, column: str) -> pl.Expr:
-    if isinstance(dtype, pl.List):
-        return ~pl.col(column).list.eval(pl.element().is_finite()).list.all().fill_null(True)
-    return ~pl.col(column).is_finite().fill_null(True)
-
-
 @dataclass
 class PartitionQuality:
     """Additive quality counts of one raw partition (summed over micro-batches)."""
@@ -100,9 +94,7 @@ class PartitionQuality:
         self.min_time = _min(self.min_time, row["min_time"])
         self.max_time = _max(self.max_time, row["max_time"])
 
-    def add_rejects(
-        self, reason_counts: dict[str, int], min_time: datetime | None, max_time: datetime | None
-    ) -> None:
+    def add_rejects(self, reason_counts: dict[str, int], min_time: datetime | None, max_time: datetime | None) -> None:
         for reason, count in reason_counts.items():
             self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + count
             self.rejects += count

@@ -82,9 +82,7 @@ def assert_dataset_ingested(db: DatabaseHandle, topic: str) -> None:
     )
 
 
-def test_drain_lands_parses_rejects_and_stores_offsets(
-    settings: PlatformSettings, database: DatabaseHandle
-) -> None:
+def test_drain_lands_parses_rejects_and_stores_offsets(settings: PlatformSettings, database: DatabaseHandle) -> None:
     topic = produce_dataset(settings)
 
     report = make_drain(settings).run(budget_s=30)
@@ -120,9 +118,7 @@ def test_drain_lands_parses_rejects_and_stores_offsets(
     ) == [(7,), (8,), (10,), (14,), (15,), (17,)]
 
 
-def test_second_pass_and_forced_replay_change_nothing(
-    settings: PlatformSettings, database: DatabaseHandle
-) -> None:
+def test_second_pass_and_forced_replay_change_nothing(settings: PlatformSettings, database: DatabaseHandle) -> None:
     topic = produce_dataset(settings)
     drain = make_drain(settings)
     drain.run(budget_s=30)

@@ -87,9 +87,7 @@ def report_events(
     return events, waiting
 
 
-def _tick_check_evaluation(
-    key: dg.AssetKey, name: str, results: list[tuple[str, dict]]
-) -> dg.AssetCheckEvaluation:
+def _tick_check_evaluation(key: dg.AssetKey, name: str, results: list[tuple[str, dict]]) -> dg.AssetCheckEvaluation:
     """One evaluation per check per tick, over every partition the tick reported.
 
     Not attached to a partition: Dagster 1.13 stores runless check evaluations under a unique
@@ -121,9 +119,7 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings) -> dg
         description=f"Drains {', '.join(binding.topics)} into kafka_landing and "
         f"{binding.contract.raw_table}; offsets are stored with the rows.",
     )
-    def _drain(
-        context: dg.SensorEvaluationContext, db: PostgresResource, kafka: KafkaResource
-    ) -> dg.SensorResult:
+    def _drain(context: dg.SensorEvaluationContext, db: PostgresResource, kafka: KafkaResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         drain = Drain(
             binding,

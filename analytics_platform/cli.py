@@ -1,0 +1,98 @@
+"""`analytics-platform`: operator commands that work against any deployment (local or production).
+
+    analytics-platform migrate [--timescale auto|on|off]   apply sql/ migrations
+    analytics-platform replay --domain sensor [--offset 0] point a drain back (forced replay)
+    analytics-platform rejects [--limit 20]                what was rejected, and why
+
+Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import psycopg
+
+from analytics_platform.contracts.registry import ConfigError, bind_domains
+from analytics_platform.ingest import store
+from analytics_platform.migrations import apply_migrations
+from analytics_platform.settings import get_settings
+
+
+def _url(admin: bool = False) -> str:
+    if admin and os.environ.get("MIGRATIONS_DATABASE_URL"):
+        return os.environ["MIGRATIONS_DATABASE_URL"]
+    if not os.environ.get("DATABASE_URL"):
+        raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:password@host:5432/analytics)")
+    return os.environ["DATABASE_URL"]
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    for result in apply_migrations(_url(admin=True), timescale=args.timescale):
+        print(f"{result.version}: {result.action}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    binding = next((b for b in bind_domains(settings) if b.domain == args.domain), None)
+    if binding is None:
+        raise ConfigError(f"domain {args.domain!r} is not enabled (DOMAINS_ENABLED={settings.domains_enabled})")
+    consumer = args.consumer or settings.drain_consumer
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        for topic in binding.topics:
+            changed = store.reset_checkpoints(conn, consumer, topic, args.offset)
+            print(f"{topic}: {changed} partition checkpoint(s) of {consumer} set to offset {args.offset}")
+    print("the next drain tick re-reads from there; rows already stored are deduplicated, not doubled")
+    return 0
+
+
+def _rejects(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        summary = conn.execute("SELECT topic, reason, rejected, last_at FROM analytics.v_rejects_summary ORDER BY 1, 2")
+        rows = summary.fetchall()
+        if not rows:
+            print("no rejected messages")
+            return 0
+        print(f"{'topic':40} {'reason':28} {'count':>8}  last")
+        for topic, reason, count, last in rows:
+            print(f"{topic:40} {reason:28} {count:>8}  {last:%Y-%m-%d %H:%M:%S}")
+        print(f"\nlatest {args.limit}:")
+        latest = conn.execute(
+            "SELECT topic, kafka_partition, kafka_offset, reason, detail FROM analytics.rejected_message "
+            "ORDER BY rejected_at DESC, kafka_offset DESC LIMIT %s",
+            (args.limit,),
+        )
+        for topic, partition, offset, reason, detail in latest:
+            print(f"  {topic}[{partition}]@{offset} {reason}: {detail[:120]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="analytics-platform", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="apply the SQL migrations in sql/")
+    migrate.add_argument("--timescale", choices=("auto", "on", "off"), default="auto")
+    replay = sub.add_parser("replay", help="point a drain's stored offsets back, to re-read from Kafka")
+    replay.add_argument("--domain", required=True)
+    replay.add_argument("--offset", type=int, default=0)
+    replay.add_argument("--consumer", help="checkpoint owner (default: DRAIN_CONSUMER)")
+    rejects = sub.add_parser("rejects", help="rejected messages by topic and reason")
+    rejects.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args(argv)
+    handlers = {"migrate": _migrate, "replay": _replay, "rejects": _rejects}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        print(f"error: database unreachable ({first}); check DATABASE_URL", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

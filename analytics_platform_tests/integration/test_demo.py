@@ -1,0 +1,149 @@
+"""End to end, as a newcomer runs it: `analytics-devstack demo` brings up database, broker,
+simulator, Dagster and the API; the simulator's readings become queryable through the API and
+the raw partitions show up in Dagster; Ctrl-C stops everything, leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from analytics_platform.devstack.processes import free_port, port_open
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+def _poll(check, timeout: float, what: str):
+    """Wait for an observable condition (not a fixed sleep), failing with what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def _processes_with_env(marker: str) -> list[str]:
+    """Every live process that inherited `marker` in its environment (i.e. the demo started it)."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit() or int(proc) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{proc}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+            with open(f"/proc/{proc}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker.encode() in environ:
+            found.append(f"{proc}: {cmdline}")
+    return found
+
+
+def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
+    ports = {name: free_port() for name in ("pg", "kafka", "dagster", "api")}
+    run_dir = repo_root / ".run" / f"test-demo-{os.getpid()}"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BROKERS")},
+        "DEVSTACK_RUN_DIR": str(run_dir),
+        "DEVSTACK_PG_PORT": str(ports["pg"]),
+        "DEVSTACK_KAFKA_PORT": str(ports["kafka"]),
+        "DAGSTER_PORT": str(ports["dagster"]),
+        "API_PORT": str(ports["api"]),
+        "SIMULATOR_RATE": "40",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "analytics_platform.devstack", "demo"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def banner_seen() -> bool:
+        while not lines.empty():
+            output.append(lines.get())
+        assert demo.poll() is None, "demo exited early:\n" + "".join(output)
+        return any("Press Ctrl-C" in line for line in output)
+
+    try:
+        _poll(banner_seen, 240, "the demo banner")
+        text = "".join(output)
+        for url in (f"http://127.0.0.1:{ports['dagster']}", f"http://127.0.0.1:{ports['api']}/docs"):
+            assert url in text
+
+        health = _get(f"http://127.0.0.1:{ports['api']}/v1/health")
+        assert health["status"] == "ok"
+
+        now = datetime.now(UTC)
+        start = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        readings_url = (
+            f"http://127.0.0.1:{ports['api']}/v1/readings?tenant_id=t1&factory_id=f1&machine_id=mc-01"
+            f"&metric=temp&start={start}&end={end}&limit=50"
+        )
+        page = _poll(lambda: _get(readings_url)["items"], 90, "simulator readings in /v1/readings")
+        assert all(item["machine_id"] == "mc-01" and item["metric"] == "temp" for item in page)
+
+        query = (
+            '{ assetNodeOrError(assetKey: {path: ["raw_sensor_readings"]}) '
+            "{ ... on AssetNode { partitionStats { numMaterialized } } } }"
+        )
+        materialized = _poll(
+            lambda: _graphql(ports["dagster"], query)["assetNodeOrError"]["partitionStats"]["numMaterialized"],
+            90,
+            "a raw_sensor_readings partition reported in Dagster",
+        )
+        assert materialized >= 1
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+        try:
+            code = demo.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+        while not lines.empty():
+            output.append(lines.get())
+        still_open = [name for name, port in ports.items() if port_open("127.0.0.1", port)]
+        leftovers = _processes_with_env(f"DEVSTACK_RUN_DIR={run_dir}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert code == 0, "".join(output)
+    assert "[devstack] stopped" in "".join(output)
+    assert still_open == [], f"ports still open after Ctrl-C: {still_open}"
+    assert leftovers == [], f"processes left behind: {leftovers}"

