@@ -236,7 +236,8 @@ class PlantSimulator:
         return [message]
 
     def _malformed(self, message: Message) -> Message:
-        kind = self.rng.choice(MALFORMED_KINDS)
+        kinds = MALFORMED_KINDS if message.topic in (SENSOR_TOPIC, SWEEP_TOPIC) else MALFORMED_KINDS[:-1]
+        kind = self.rng.choice(kinds)  # only sensor and sweep payloads carry a metric
         body = json.loads(message.value)
         if kind == "not_json":
             value = message.value[: len(message.value) // 2]

@@ -1,0 +1,136 @@
+"""Migrations: numbered, idempotent, recorded; the schema the foundation promises; two roles."""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg
+import pytest
+
+from analytics_platform.migrations import apply_migrations, discover
+from analytics_platform_tests.conftest import DatabaseHandle
+
+TABLES = {
+    "kafka_landing",
+    "raw_sensor_readings",
+    "raw_device_health",
+    "raw_sweep_readings",
+    "raw_lab_results",
+    "rejected_message",
+    "worker_checkpoints",
+    "analytics_agg",
+    "analytics_anomaly",
+    "analytics_kpi",
+    "analytics_spec_limits",
+    "analytics_event",
+    "analytics_event_rollup",
+    "schema_migrations",
+}
+VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
+
+
+def test_files_are_numbered_and_ordered(repo_root) -> None:
+    versions = [m.version for m in discover(repo_root / "sql")]
+    assert versions[:3] == ["01_analytics_core", "02_analytics_events", "10_analytics_views"]
+    assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
+
+
+def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
+    tables = {
+        r[0]
+        for r in database.query(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'analytics' AND table_type = 'BASE TABLE'"
+        )
+    }
+    views = {
+        r[0] for r in database.query("SELECT table_name FROM information_schema.views WHERE table_schema = 'analytics'")
+    }
+    assert tables >= TABLES
+    assert views == VIEWS
+    applied = database.query("SELECT version FROM analytics.schema_migrations ORDER BY version")
+    assert [r[0] for r in applied] == ["01_analytics_core", "02_analytics_events", "10_analytics_views"]
+
+
+def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHandle, repo_root, tmp_path) -> None:
+    assert {r.action for r in apply_migrations(database.admin_url)} == {"skipped"}
+    copy = tmp_path / "sql"
+    shutil.copytree(repo_root / "sql", copy)
+    views = copy / "10_analytics_views.sql"
+    views.write_text(views.read_text() + "\n-- a comment changes the checksum\n")
+    results = {r.version: r.action for r in apply_migrations(database.admin_url, copy)}
+    assert results == {
+        "01_analytics_core": "skipped",
+        "02_analytics_events": "skipped",
+        "10_analytics_views": "reapplied",
+    }
+    # re-applying a file twice more changes nothing either (idempotent statements)
+    for path in sorted(copy.glob("*.sql")):
+        with psycopg.connect(database.admin_url, autocommit=True) as conn:
+            conn.execute(path.read_text())
+
+
+def test_timescale_on_fails_clearly_without_the_extension(database: DatabaseHandle) -> None:
+    available = database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    if available:
+        pytest.skip("this server has TimescaleDB")
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM analytics.schema_migrations WHERE version = '01_analytics_core'")
+    with pytest.raises(psycopg.errors.RaiseException, match="timescaledb is not"):
+        apply_migrations(database.admin_url, timescale="on")
+
+
+def test_read_only_and_read_write_roles(database: DatabaseHandle) -> None:
+    insert = (
+        "INSERT INTO analytics.worker_checkpoints (consumer, topic, kafka_partition, next_offset) "
+        "VALUES ('c', 't', 0, 1)"
+    )
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        conn.execute(insert)
+        assert conn.execute("SELECT next_offset FROM analytics.worker_checkpoints").fetchall() == [(1,)]
+    with psycopg.connect(database.api_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM analytics.worker_checkpoints").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM analytics.worker_checkpoints")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(insert.replace("'c'", "'d'"))
+
+
+def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> None:
+    """Hypertables with compression and retention on TimescaleDB; plain tables otherwise, same indexes."""
+    timescale = database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1
+    indexes = {
+        r[0]
+        for r in database.query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'analytics' AND tablename = 'raw_sensor_readings'"
+        )
+    }
+    assert indexes == {"raw_sensor_readings_pkey", "raw_sensor_readings_key_idx"}
+    if not timescale:
+        assert database.scalar("SELECT analytics.timescale_enabled()") is False
+        return
+    hypertables = {
+        r[0]
+        for r in database.query(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = 'analytics'"
+        )
+    }
+    assert {
+        "kafka_landing",
+        "raw_sensor_readings",
+        "raw_device_health",
+        "raw_sweep_readings",
+        "raw_lab_results",
+        "analytics_agg",
+        "analytics_kpi",
+        "analytics_event",
+        "analytics_event_rollup",
+    } == hypertables
+    jobs = set(
+        database.query(
+            "SELECT hypertable_name, proc_name FROM timescaledb_information.jobs WHERE hypertable_schema = 'analytics'"
+        )
+    )
+    for table in ("kafka_landing", "raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results"):
+        assert (table, "policy_compression") in jobs
+        assert (table, "policy_retention") in jobs
