@@ -245,14 +245,22 @@ class Contract:
             raise classify_decode_error(value, exc) from None
 
     # ----- the batch -------------------------------------------------------------------------
-    def parse(self, messages: pl.DataFrame, config: ContractConfig) -> ParsedBatch:
-        """Parse a micro-batch (MESSAGE_SCHEMA frame) into typed rows and rejects."""
+    def parse(
+        self, messages: pl.DataFrame, config: ContractConfig, values: list[bytes | None] | None = None
+    ) -> ParsedBatch:
+        """Parse a micro-batch (MESSAGE_SCHEMA frame) into typed rows and rejects.
+
+        `values` may pass the frame's `value` column as the Python list the caller already has
+        (the drain does), saving a conversion per message.
+        """
         objs: list[Any] = []
         owners: list[int] = []
         rejected: list[tuple[int, str, str]] = []
         decode = self._decoder.decode
         current = self.current_version
-        for i, value in enumerate(messages.get_column("value").to_list()):
+        if values is None:
+            values = messages.get_column("value").to_list()
+        for i, value in enumerate(values):
             if value is None:
                 rejected.append((i, NOT_JSON, "message has no value (tombstone)"))
                 continue

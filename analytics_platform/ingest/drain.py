@@ -260,7 +260,7 @@ class Drain:
             schema=MESSAGE_SCHEMA,
         )
         positions = self._positions(frame, expected, report)
-        parsed = self.contract.parse(frame, self.config)
+        parsed = self.contract.parse(frame, self.config, values)
         oldest = frame.get_column("kafka_ts").min()
         return _Batch(frame, parsed, positions, oldest)  # type: ignore[arg-type]
 
