@@ -70,7 +70,10 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # ISO-8601 in UTC, with `Z` (or an explicit +00:00), seconds required, up to nanoseconds.
-_ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$"
+# Seconds stop at 59: chrono would roll "03:12:60" over to 03:13:00 and merge it with a real reading.
+_ISO_UTC = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|\+00:00)$"
+# An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000"; jsonb refuses it.
+_ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 _SOURCE_COLUMNS = ["topic", "kafka_partition", "kafka_offset"]
 KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot be confused with characters inside ids
 
@@ -158,7 +161,13 @@ def _peek_time(value: bytes) -> str | None:
     try:
         return _time_only.decode(value).time
     except msgspec.DecodeError:
+        pass
+    try:  # e.g. a NaN literal elsewhere: not JSON, but the time may still be readable
+        body = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
         return None
+    time = body.get("time") if isinstance(body, dict) else None
+    return time if isinstance(time, str) else None
 
 
 def _peek_version(value: bytes) -> int | None:
@@ -342,10 +351,10 @@ class Contract:
             *[
                 RowCheck(
                     INVALID_VALUE,
-                    pl.col(c).str.contains(nul, literal=True).fill_null(False),
+                    pl.col(c).str.contains(nul, literal=literal).fill_null(False),
                     pl.lit(f"{c} contains a NUL character (PostgreSQL text cannot store it)"),
                 )
-                for c, nul in self._nul_patterns()
+                for c, nul, literal in self._nul_patterns()
             ],
             RowCheck(
                 TOO_OLD,
@@ -373,10 +382,11 @@ class Contract:
         )
         return self._typed_time(rows), rejects
 
-    def _nul_patterns(self) -> list[tuple[str, str]]:
+    def _nul_patterns(self) -> list[tuple[str, str, bool]]:
+        """(column, pattern, literal): a NUL byte in text, or an escaped NUL in raw JSON."""
         texts = [c for c, t in self.row_schema.items() if t == pl.String() and c != "time"]
-        plain = [(c, "\x00") for c in [*texts, "event_id"] if c not in self.json_columns]
-        return plain + [(c, "\\u0000") for c in self.json_columns]
+        plain = [(c, "\x00", True) for c in [*texts, "event_id"] if c not in self.json_columns]
+        return plain + [(c, _ESCAPED_NUL, False) for c in self.json_columns]
 
     @staticmethod
     def _typed_time(rows: pl.DataFrame) -> pl.DataFrame:

@@ -64,6 +64,10 @@ def bind_domains(settings: PlatformSettings) -> list[DomainBinding]:
     by_default_topic = {c.default_topic: d for d, c in contracts.items()}
     for entry in settings.kafka_topics:
         domain, _, name = entry.rpartition(":")
+        if domain and domain not in contracts:
+            raise ConfigError(
+                f"KAFKA_TOPICS entry {entry!r} names unknown domain {domain!r}; known: {sorted(contracts)}"
+            )
         if not domain:
             domain = by_default_topic.get(name, "")
             if not domain:
@@ -74,7 +78,7 @@ def bind_domains(settings: PlatformSettings) -> list[DomainBinding]:
         if domain not in topics:
             raise ConfigError(f"KAFKA_TOPICS entry {entry!r} feeds domain {domain!r}, which is not in DOMAINS_ENABLED")
         topics[domain].append(prefix + name)
-    return [DomainBinding(contracts[d], tuple(t)) for d, t in topics.items() if t]
+    return [DomainBinding(contracts[d], tuple(dict.fromkeys(t))) for d, t in topics.items() if t]
 
 
 def load_known_metrics(path: Path) -> frozenset[str]:
