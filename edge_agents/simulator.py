@@ -156,9 +156,7 @@ class PlantSimulator:
             hour = now.hour + now.minute / 60
             drift = machine.walk.get(kind, 0.0) + self.rng.gauss(0, noise / 3)
             machine.walk[kind] = max(-3 * noise, min(3 * noise, drift))
-            value = (
-                setpoint + amplitude * math.sin(2 * math.pi * hour / 24) + drift + self.rng.gauss(0, noise)
-            )
+            value = setpoint + amplitude * math.sin(2 * math.pi * hour / 24) + drift + self.rng.gauss(0, noise)
             body = {
                 **self._base(machine, now),
                 "sensor_id": sensor_id,
@@ -181,9 +179,7 @@ class PlantSimulator:
         if kind == "health":
             return Message(HEALTH_TOPIC, machine.key, _dump(self._health(machine, now)))
         if kind == "sweep":
-            readings = [
-                {"value": round(self.rng.gauss(65.0, 0.8), 3)} for _ in range(self.rng.randint(5, 12))
-            ]
+            readings = [{"value": round(self.rng.gauss(65.0, 0.8), 3)} for _ in range(self.rng.randint(5, 12))]
             body = {
                 **self._base(machine, now),
                 "metric": "temp",
