@@ -61,7 +61,7 @@ def test_sensor_reports_partitions_metadata_and_checks(
     assert {p: (m["rows"], m["rejects"]) for p, m in reported.items()} == {
         "2025-08-20-01:00": (1, 0),
         "2025-08-20-02:00": (1, 0),
-        "2025-08-20-03:00": (6, 6),
+        "2025-08-20-03:00": (6, 7),
     }
     hour3 = reported["2025-08-20-03:00"]
     assert hour3["min_time"] == "2025-08-20T03:05:00+00:00"
@@ -69,7 +69,7 @@ def test_sensor_reports_partitions_metadata_and_checks(
     assert hour3["reject_reasons"] == {
         "invalid_value": 1,
         "missing_field": 1,
-        "non_finite": 1,
+        "non_finite": 2,
         "unknown_metric": 1,
         "unsupported_schema_version": 1,
         "wrong_type": 1,
@@ -79,13 +79,13 @@ def test_sensor_reports_partitions_metadata_and_checks(
     landing = next(e for e in result.asset_events if isinstance(e, dg.AssetMaterialization) and e.partition is None)
     assert landing.asset_key == dg.AssetKey("kafka_landing")
     assert landing.metadata["messages"].value == dataset.TOTAL
-    assert landing.metadata["rejects_without_time"].value == 8  # 5, 9, 11, 12, 13 (2099), 16 and p2:1
+    assert landing.metadata["rejects_without_time"].value == 7  # 5, 6, 11, 12, 13 (2099), 16 and p2:1
     checks = {e.check_name: e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)}
     assert {name: c.passed for name, c in checks.items()} == {
         "keys_not_null": True,
         "time_in_partition": True,
         "values_finite": True,
-        "reject_ratio": False,  # 6 of 12 messages in hour 03 were rejected
+        "reject_ratio": False,  # 7 of 13 messages in hour 03 were rejected
     }
     assert list(checks["reject_ratio"].metadata["failing_partitions"].value) == ["2025-08-20-03:00"]
 
@@ -138,7 +138,7 @@ def test_materializing_partitions_rederives_exactly_what_live_ingest_wrote(
     assert result.success
     assert database.query(ROWS) == live
     metadata = result.asset_materializations_for_node(raw_asset.node_def.name)[0].metadata
-    assert (metadata["rows"].value, metadata["rejects"].value, metadata["rows_replaced"].value) == (6, 6, 6)
+    assert (metadata["rows"].value, metadata["rejects"].value, metadata["rows_replaced"].value) == (6, 7, 6)
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {
         "keys_not_null": True,

@@ -109,13 +109,13 @@ def test_drain_lands_parses_rejects_and_stores_offsets(settings: PlatformSetting
     assert {h: (q.rows, q.rejects) for h, q in hours.items()} == {
         "01": (1, 0),
         "02": (1, 0),
-        # 6 rows; rejects whose time could still be read: offsets 7, 8, 10, 14, 15, 17 (9 is not JSON)
-        "03": (6, 6),
+        # 6 rows; rejects whose time could still be read: offsets 7, 8, 9, 10, 14, 15, 17
+        "03": (6, 7),
     }
     assert database.query(
         "SELECT kafka_offset FROM analytics.rejected_message WHERE kafka_partition = 0 "
         "AND event_time >= '2025-08-20T03:00Z' AND event_time < '2025-08-20T04:00Z' ORDER BY 1"
-    ) == [(7,), (8,), (10,), (14,), (15,), (17,)]
+    ) == [(7,), (8,), (9,), (10,), (14,), (15,), (17,)]
 
 
 def test_second_pass_and_forced_replay_change_nothing(settings: PlatformSettings, database: DatabaseHandle) -> None:
