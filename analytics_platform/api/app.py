@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
-from starlette.routing import Match
 
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
@@ -51,8 +50,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.broker = BrokerProbe(settings.kafka_client_config())
     app.state.known_metrics = load_known_metrics(settings.metrics_catalog)
 
-    app.include_router(health.router, prefix="/v1")
-    app.include_router(readings.router, prefix="/v1")
+    app.include_router(health.router)
+    app.include_router(readings.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -70,23 +69,22 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        route = _route_template(app, request)
         status = 500
         try:
             response = await call_next(request)
             status = response.status_code
             return response
         finally:
+            route = _route_template(request)
             http.requests.labels(route, request.method, str(status)).inc()
             http.latency.labels(route, request.method).observe(time.perf_counter() - started)
 
     return app
 
 
-def _route_template(app: FastAPI, request: Request) -> str:
-    """Label metrics by route template (/v1/readings), never by raw path: bounded cardinality."""
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return getattr(route, "path", "other")
-    return "unmatched"
+def _route_template(request: Request) -> str:
+    """Label metrics by route template (/v1/readings), never by raw path: bounded cardinality.
+
+    The router records the matched route in the request scope."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from analytics_platform.api.db import DatabaseDown
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(prefix="/v1", tags=["operations"])
 
 
 class ComponentStatus(BaseModel):
@@ -33,7 +33,8 @@ class BrokerProbe:
     """Asks the Kafka cluster for metadata at most every `ttl` seconds (health is polled often)."""
 
     def __init__(self, config: dict, ttl: float = 5.0) -> None:
-        self.config = {**config, "socket.connection.setup.timeout.ms": 2000}
+        # log_level 0: an unreachable broker is reported in the response, not as librdkafka noise
+        self.config = {**config, "socket.connection.setup.timeout.ms": 2000, "log_level": 0}
         self.ttl = ttl
         self._checked = 0.0
         self._status = ComponentStatus(ok=False, detail="not checked yet")

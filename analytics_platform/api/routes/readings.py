@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from analytics_platform.api.errors import invalid
 from analytics_platform.api.params import decode_cursor, encode_cursor, time_range
 
-router = APIRouter(tags=["readings"])
+router = APIRouter(prefix="/v1", tags=["readings"])
 
 Identifier = Annotated[str, Query(min_length=1, max_length=200)]
 
