@@ -55,7 +55,7 @@ def start_tansu(port: int, log: Path) -> Service:
 
 def check_broker(config: dict, timeout: float = 10.0) -> int:
     """Number of topics the cluster reports; StackError with what to do when unreachable."""
-    admin = AdminClient({**config, "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    admin = AdminClient({**config, "socket.connection.setup.timeout.ms": int(timeout * 1000), "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
