@@ -13,7 +13,17 @@ def utc(name: str, value: datetime) -> datetime:
     """Times must say they are UTC (or carry an offset we convert); naive times are ambiguous."""
     if value.tzinfo is None:
         raise invalid(name, "time must include a timezone, e.g. 2025-08-20T03:00:00Z", value=value.isoformat())
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise invalid(name, "time is outside the representable UTC range", value=value.isoformat()) from None
+
+
+def text(name: str, value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: such a parameter is a client error, not a server one."""
+    if value is not None and "\x00" in value:
+        raise invalid(name, "must not contain a NUL character")
+    return value
 
 
 def time_range(start: datetime, end: datetime, max_days: int) -> tuple[datetime, datetime]:
@@ -40,6 +50,6 @@ def decode_cursor(cursor: str, size: int) -> list:
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError):
         raise invalid("cursor", "cursor is not one this API returned", value=cursor) from None
-    if not isinstance(values, list) or len(values) != size:
+    if not isinstance(values, list) or len(values) != size or any(isinstance(v, str) and "\x00" in v for v in values):
         raise invalid("cursor", "cursor is not one this API returned", value=cursor)
     return values

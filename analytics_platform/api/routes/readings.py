@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from analytics_platform.api.errors import invalid
-from analytics_platform.api.params import decode_cursor, encode_cursor, time_range
+from analytics_platform.api.params import decode_cursor, encode_cursor, text, time_range
 
 router = APIRouter(prefix="/v1", tags=["readings"])
 
@@ -66,6 +66,16 @@ def readings(
     cursor: Annotated[str | None, Query(max_length=2000, description="From the previous page")] = None,
 ) -> ReadingsPage:
     state = request.app.state
+    for name, value in (
+        ("tenant_id", tenant_id),
+        ("factory_id", factory_id),
+        ("machine_id", machine_id),
+        ("metric", metric),
+        ("sensor_id", sensor_id),
+    ):
+        text(name, value)
+    if limit > state.settings.api_page_limit_max:
+        raise invalid("limit", f"limit must be at most {state.settings.api_page_limit_max} (API_PAGE_LIMIT_MAX)")
     start, end = time_range(start, end, state.settings.api_max_range_days)
     if metric not in state.known_metrics:
         raise invalid("metric", f"unknown metric {metric!r}; known: {', '.join(sorted(state.known_metrics))}")
