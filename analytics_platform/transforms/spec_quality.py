@@ -1,0 +1,186 @@
+"""Sweep batches and lab results judged against spec limits.
+
+Spec limits are data (`analytics.analytics_spec_limits`): per tenant, optionally per factory
+(`'*'` = every factory), for an analyte (lab) or a metric (sweep), with lower / upper / target and
+the time they are valid from. For each result the most specific, most recent limit applies: the
+factory's own limit before the tenant-wide one, then the latest `valid_from` at or before the
+result's time. A result with no applicable limit has no verdict (`passed` NULL): it is counted but
+not in pass or fail rates, so a missing limit never looks like a pass.
+
+A sweep batch passes when every reading lies within [lower, upper] (a missing bound is no bound);
+its event carries n, mean, min, max and stddev of the batch. A lab result passes when its value
+lies within [lower, upper].
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+
+from analytics_platform.transforms.event_rollups import MACHINE_KEY, as_events
+from analytics_platform.transforms.window_aggregates import TIME
+
+SWEEP_BATCH = "sweep_batch"
+LAB_RESULT = "lab_result"
+
+ALWAYS = datetime(1, 1, 1, tzinfo=UTC)  # a limit without valid_from (NULL, '-infinity' in SQL) always applies
+LIMIT_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "scope": pl.String(),
+    "name": pl.String(),
+    "lower_limit": pl.Float64(),
+    "upper_limit": pl.Float64(),
+    "target": pl.Float64(),
+    "valid_from": TIME,  # NULL = always
+}
+SWEEP_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    **{c: pl.String() for c in MACHINE_KEY},
+    "metric": pl.String(),
+    "batch_id": pl.String(),
+    "unit": pl.String(),
+    "reading_values": pl.List(pl.Float64()),
+    "dedup_key": pl.String(),
+}
+LAB_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "station_id": pl.String(),
+    "sample_id": pl.String(),
+    "analyte": pl.String(),
+    "value": pl.Float64(),
+    "unit": pl.String(),
+    "dedup_key": pl.String(),
+}
+
+
+def applicable_limits(items: pl.DataFrame, limits: pl.DataFrame, scope: str, name_column: str) -> pl.DataFrame:
+    """`items` with lower_limit, upper_limit and target of the limit that applies to each row
+    (NULL when none does)."""
+    indexed = items.with_row_index("_row")
+    chosen = (
+        indexed.select("_row", "time", "tenant_id", "factory_id", name_column)
+        .join(
+            limits.select(LIMIT_SCHEMA.keys())
+            .cast(LIMIT_SCHEMA)
+            .filter(pl.col("scope") == scope)
+            .with_columns(pl.col("valid_from").fill_null(ALWAYS)),
+            left_on=["tenant_id", name_column],
+            right_on=["tenant_id", "name"],
+            suffix="_limit",
+        )
+        .filter(
+            ((pl.col("factory_id_limit") == pl.col("factory_id")) | (pl.col("factory_id_limit") == "*"))
+            & (pl.col("valid_from") <= pl.col("time"))
+        )
+        # the factory's own limit before the tenant-wide one, then the latest valid_from
+        .sort("_row", pl.col("factory_id_limit") == "*", "valid_from", descending=[False, False, True])
+        .unique("_row", keep="first", maintain_order=True)
+        .select("_row", "lower_limit", "upper_limit", "target")
+    )
+    return indexed.join(chosen, on="_row", how="left").sort("_row").drop("_row")
+
+
+def _within(value: pl.Expr) -> pl.Expr:
+    return (pl.col("lower_limit").is_null() | (value >= pl.col("lower_limit"))) & (
+        pl.col("upper_limit").is_null() | (value <= pl.col("upper_limit"))
+    )
+
+
+def _has_limit() -> pl.Expr:
+    return pl.col("lower_limit").is_not_null() | pl.col("upper_limit").is_not_null()
+
+
+def _verdict_level(passed: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(passed.is_null()).then(pl.lit("no_limit")).when(passed).then(pl.lit("pass")).otherwise(pl.lit("fail"))
+    )
+
+
+def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
+    """One `sweep_batch` event per batch: statistics of its readings and its verdict."""
+    batches = sweeps.select(SWEEP_SCHEMA.keys()).cast(SWEEP_SCHEMA)
+    judged = applicable_limits(batches, limits, "metric", "metric").with_row_index("_row")
+    outside = (
+        judged.select("_row", "reading_values", "lower_limit", "upper_limit")
+        .explode("reading_values")
+        .group_by("_row")
+        .agg(out_of_spec_n=(~_within(pl.col("reading_values"))).sum().cast(pl.Int64))
+    )
+    judged = (
+        judged.join(outside, on="_row", how="left")
+        .sort("_row")
+        .with_columns(
+            n=pl.col("reading_values").list.len(),
+            mean=pl.col("reading_values").list.mean(),
+            min=pl.col("reading_values").list.min(),
+            max=pl.col("reading_values").list.max(),
+            stddev=pl.col("reading_values").list.std(ddof=1),
+            out_of_spec_n=pl.when(_has_limit()).then("out_of_spec_n"),
+        )
+        .with_columns(passed=pl.when(_has_limit()).then(pl.col("out_of_spec_n") == 0))
+    )
+    events = judged.select(
+        "time",
+        *MACHINE_KEY,
+        event_type=pl.lit(SWEEP_BATCH),
+        event_key="dedup_key",
+        domain=pl.lit("sweep"),
+        level=_verdict_level(pl.col("passed")),
+        value="mean",
+        passed="passed",
+        end_time=pl.lit(None, TIME),
+        duration_s=pl.lit(None, pl.Float64),
+        details=pl.struct(
+            "metric",
+            "batch_id",
+            "unit",
+            "n",
+            "mean",
+            "min",
+            "max",
+            "stddev",
+            "out_of_spec_n",
+            "lower_limit",
+            "upper_limit",
+            "target",
+        ).struct.json_encode(),
+        subject=pl.lit(""),
+    )
+    return as_events(events).sort(*MACHINE_KEY, "time", "event_key")
+
+
+def lab_results(results: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
+    """One `lab_result` event per result with its verdict; rolled up per station and analyte."""
+    rows = results.select(LAB_SCHEMA.keys()).cast(LAB_SCHEMA)
+    judged = applicable_limits(rows, limits, "analyte", "analyte").with_columns(
+        passed=pl.when(_has_limit()).then(_within(pl.col("value")))
+    )
+    events = judged.select(
+        "time",
+        "tenant_id",
+        "factory_id",
+        machine_id="station_id",
+        event_type=pl.lit(LAB_RESULT),
+        event_key="dedup_key",
+        domain=pl.lit("lab"),
+        level=_verdict_level(pl.col("passed")),
+        value="value",
+        passed="passed",
+        end_time=pl.lit(None, TIME),
+        duration_s=pl.lit(None, pl.Float64),
+        details=pl.struct(
+            "analyte",
+            "sample_id",
+            "unit",
+            "lower_limit",
+            "upper_limit",
+            "target",
+            deviation_from_target=pl.col("value") - pl.col("target"),
+        ).struct.json_encode(),
+        subject="analyte",
+    )
+    return as_events(events).sort(*MACHINE_KEY, "time", "event_key")

@@ -1,0 +1,122 @@
+"""Tumbling-window aggregates of sensor readings (count, sum, avg, min, max, stddev, first, last,
+p50, p95) per tenant, factory, machine, sensor and metric.
+
+Buckets are aligned to the Unix epoch, like PostgreSQL's `date_bin(w, time, '1970-01-01')`, so a
+bucket's bounds never depend on which partition computed it. A bucket is computed from *all* of
+its readings or not at all: `covering_range` widens a partition's hours to whole buckets of every
+window, so a window longer than an hour (or one that does not divide it) comes out the same
+whichever partition computes it, and a late reading re-opens exactly its buckets.
+
+Conventions, chosen to match PostgreSQL's own aggregates so results can be cross-checked in SQL:
+stddev is the sample standard deviation (`stddev_samp`, NULL for one reading, never NaN);
+p50/p95 interpolate linearly (`percentile_cont`); first/last are the values at the earliest and
+latest time, readings at the same instant ordered by value (first takes the smaller, last the
+larger), so the result never depends on the order rows arrived in.
+
+Grouping on an integer bucket (epoch microseconds floored to the window) was measured against
+`group_by_dynamic` and is the faster of the two (2.9 s vs 7.3 s for 10M readings; see
+docs/benchmarks.md). Series keys may be String or Categorical (the asset reads Categorical).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import polars as pl
+
+SERIES_KEY = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIME = pl.Datetime("us", "UTC")
+
+READING_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    **{name: pl.String() for name in SERIES_KEY},
+    "value": pl.Float64(),
+}
+AGG_COLUMNS = (
+    "bucket_start",
+    "bucket_end",
+    "window_s",
+    *SERIES_KEY,
+    "count_n",
+    "sum_v",
+    "avg_v",
+    "min_v",
+    "max_v",
+    "stddev_v",
+    "first_v",
+    "last_v",
+    "p50_v",
+    "p95_v",
+)
+
+
+def floor_to(moment: datetime, window_s: int) -> datetime:
+    """The start of the epoch-aligned bucket of `window_s` seconds that contains `moment`."""
+    seconds = (moment - EPOCH).total_seconds()
+    return datetime.fromtimestamp(seconds // window_s * window_s, UTC)
+
+
+def ceil_to(moment: datetime, window_s: int) -> datetime:
+    """The end of the bucket containing the instant just before `moment` (moment if aligned)."""
+    start = floor_to(moment, window_s)
+    return start if start == moment else datetime.fromtimestamp(start.timestamp() + window_s, UTC)
+
+
+def covering_range(start: datetime, end: datetime, windows: Sequence[int]) -> tuple[datetime, datetime]:
+    """The readings needed to compute every bucket of every window that overlaps [start, end)."""
+    return min(floor_to(start, w) for w in windows), max(ceil_to(end, w) for w in windows)
+
+
+def bucket_expr(window_s: int) -> pl.Expr:
+    """Epoch-aligned bucket start of `time` for a window of `window_s` seconds."""
+    micros = window_s * 1_000_000
+    return (pl.col("time").dt.epoch("us") // micros * micros).cast(TIME)
+
+
+def window_aggregates(
+    readings: pl.LazyFrame,
+    windows: Sequence[int],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.LazyFrame:
+    """Aggregates of `readings` (READING_SCHEMA) for every window, as AGG_COLUMNS rows.
+
+    With `start`/`end`, only buckets overlapping [start, end) are returned: the caller reads
+    `covering_range(start, end, windows)` so those buckets are complete.
+    """
+    # No global sort: first/last pick the value at the earliest/latest time of each group (a
+    # filter inside the group), which measured ~30 % faster than sorting 10M rows up front.
+    ordered = readings.select(READING_SCHEMA.keys())
+    frames = []
+    for window_s in sorted(set(windows)):
+        if window_s <= 0:
+            raise ValueError(f"window must be a positive number of seconds, got {window_s}")
+        frame = (
+            ordered.with_columns(bucket_start=bucket_expr(window_s))
+            .group_by(*SERIES_KEY, "bucket_start")
+            .agg(
+                count_n=pl.len().cast(pl.Int64),
+                sum_v=pl.col("value").sum(),
+                avg_v=pl.col("value").mean(),
+                min_v=pl.col("value").min(),
+                max_v=pl.col("value").max(),
+                stddev_v=pl.col("value").std(ddof=1),
+                first_v=pl.col("value").filter(pl.col("time") == pl.col("time").min()).min(),
+                last_v=pl.col("value").filter(pl.col("time") == pl.col("time").max()).max(),
+                p50_v=pl.col("value").quantile(0.5, "linear"),
+                p95_v=pl.col("value").quantile(0.95, "linear"),
+            )
+            .with_columns(
+                bucket_end=pl.col("bucket_start") + pl.duration(seconds=window_s),
+                window_s=pl.lit(window_s, pl.Int32),
+            )
+        )
+        if start is not None and end is not None:
+            frame = frame.filter((pl.col("bucket_start") < end) & (pl.col("bucket_end") > start))
+        frames.append(frame.select(AGG_COLUMNS))
+    if not frames:
+        raise ValueError("at least one window is needed")
+    return pl.concat(frames)
