@@ -3,6 +3,8 @@
     analytics-platform migrate [--timescale auto|on|off]   apply sql/ migrations
     analytics-platform replay --domain sensor [--offset 0] point a drain back (forced replay)
     analytics-platform rejects [--limit 20]                what was rejected, and why
+    analytics-platform spec-limits load [FILE]             upsert spec limits from YAML
+    analytics-platform spec-limits list                    the limits in the database
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
 """
@@ -12,12 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import psycopg
 
 from analytics_platform.contracts.registry import ConfigError, bind_domains
 from analytics_platform.ingest import store
 from analytics_platform.migrations import apply_migrations
+from analytics_platform.results.spec_limits import DEFAULT_FILE, SpecLimitError, load_spec_limits
 from analytics_platform.settings import get_settings
 
 
@@ -70,6 +74,24 @@ def _rejects(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_limits(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        if args.action == "load":
+            changed = load_spec_limits(conn, args.file, overwrite=not args.keep_existing)
+            print(f"{changed} spec limit(s) inserted or updated from {args.file}")
+            print("re-materialise the affected partitions to re-judge past results")
+            return 0
+        rows = conn.execute(
+            "SELECT tenant_id, factory_id, scope, name, lower_limit, upper_limit, target, unit, valid_from "
+            "FROM analytics.analytics_spec_limits ORDER BY 1, 2, 3, 4, valid_from"
+        ).fetchall()
+        print(f"{'tenant':10} {'factory':10} {'scope':8} {'name':16} {'lower':>10} {'upper':>10} {'target':>10}  since")
+        for tenant, factory, scope, name, lower, upper, target, unit, since in rows:
+            cells = [f"{'' if v is None else v:>10}" for v in (lower, upper, target)]
+            print(f"{tenant:10} {factory:10} {scope:8} {name:16} {' '.join(cells)}  {since} {unit or ''}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analytics-platform", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--consumer", help="checkpoint owner (default: DRAIN_CONSUMER)")
     rejects = sub.add_parser("rejects", help="rejected messages by topic and reason")
     rejects.add_argument("--limit", type=int, default=20)
+    limits = sub.add_parser("spec-limits", help="load or list spec limits (lab analytes, sweep metrics)")
+    limits.add_argument("action", choices=("load", "list"))
+    limits.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
+    limits.add_argument("--keep-existing", action="store_true", help="only add limits the table lacks")
     args = parser.parse_args(argv)
-    handlers = {"migrate": _migrate, "replay": _replay, "rejects": _rejects}
+    handlers = {"migrate": _migrate, "replay": _replay, "rejects": _rejects, "spec-limits": _spec_limits}
     try:
         return handlers[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, SpecLimitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

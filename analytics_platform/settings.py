@@ -119,6 +119,14 @@ class PlatformSettings(BaseSettings):
         return config
 
 
+def utc_options(url: str) -> str:
+    """libpq `options` for `url` plus TimeZone=UTC, so times are read and written as UTC whatever
+    the server's or role's default; appended, because a plain kwarg would replace the URL's own."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return " ".join(filter(None, [conninfo_to_dict(url).get("options"), "-c TimeZone=UTC"]))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> PlatformSettings:
     """Settings are read once per process; tests build `PlatformSettings(...)` directly."""

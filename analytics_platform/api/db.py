@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from analytics_platform.settings import utc_options
 
 
 class DatabaseDown(RuntimeError):
@@ -19,16 +20,13 @@ class Database:
     """A small pool, opened lazily so the API starts (and says why it is degraded) without a DB."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0) -> None:
-        # TimeZone=UTC: times go out as UTC whatever the database's or role's default is. Appended to
-        # any options the URL already carries (e.g. lock_timeout), which a plain kwarg would replace.
-        options = " ".join(filter(None, [conninfo_to_dict(url).get("options"), "-c TimeZone=UTC"]))
         self.pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": options},
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": utc_options(url)},
             check=ConnectionPool.check_connection,
         )
         self._opened = False

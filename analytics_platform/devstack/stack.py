@@ -24,6 +24,7 @@ from analytics_platform.devstack.broker import check_broker, ensure_topics, star
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import Service, StackError
 from analytics_platform.migrations import apply_migrations
+from analytics_platform.results.spec_limits import DEFAULT_FILE, load_spec_limits
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,9 @@ class Stack:
             raise StackError(f"database {redact(url)} is unreachable ({first}): start it or fix DATABASE_URL") from None
         applied = [r.version for r in results if r.action != "skipped"]
         echo(f"migrations: {len(applied)} applied, {len(results) - len(applied)} already in place")
+        with psycopg.connect(url, autocommit=True) as conn:
+            added = load_spec_limits(conn, overwrite=False)  # seed once; edits in the table are kept
+        echo(f"spec limits: {added} seeded from {DEFAULT_FILE.name}")
 
     def _kafka(self, echo) -> None:
         brokers = os.environ.get("KAFKA_BROKERS")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import psycopg
 
+from analytics_platform.settings import utc_options
+
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached; the message says what to start or set."""
@@ -18,7 +20,8 @@ class PostgresResource(dg.ConfigurableResource):
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection:
         """A new connection; autocommit so that `conn.transaction()` blocks are real transactions."""
         try:
-            return psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10)
+            # TimeZone=UTC: COPY output parses as UTC whatever the server's or role's default is
+            return psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10, options=utc_options(self.url))
         except psycopg.OperationalError as exc:
             first = (str(exc).strip().splitlines() or ["connection failed"])[0]
             raise DatabaseUnavailable(

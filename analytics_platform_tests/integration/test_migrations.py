@@ -31,7 +31,12 @@ VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:3] == ["01_analytics_core", "02_analytics_events", "10_analytics_views"]
+    assert versions[:4] == [
+        "01_analytics_core",
+        "02_analytics_events",
+        "03_analytics_rollup_subjects",
+        "10_analytics_views",
+    ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
 
 
@@ -49,7 +54,12 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
     assert tables >= TABLES
     assert views == VIEWS
     applied = database.query("SELECT version FROM analytics.schema_migrations ORDER BY version")
-    assert [r[0] for r in applied] == ["01_analytics_core", "02_analytics_events", "10_analytics_views"]
+    assert [r[0] for r in applied] == [
+        "01_analytics_core",
+        "02_analytics_events",
+        "03_analytics_rollup_subjects",
+        "10_analytics_views",
+    ]
 
 
 def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHandle, repo_root, tmp_path) -> None:
@@ -62,12 +72,49 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
     assert results == {
         "01_analytics_core": "skipped",
         "02_analytics_events": "skipped",
+        "03_analytics_rollup_subjects": "skipped",
         "10_analytics_views": "reapplied",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
         with psycopg.connect(database.admin_url, autocommit=True) as conn:
             conn.execute(path.read_text())
+
+
+def test_rollup_subjects_upgrade_a_database_that_has_rollups(
+    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
+) -> None:
+    """03 on a database migrated before it: existing rollup rows get subject '' and the key gains
+    subject, so one station can hold a pass rate per analyte."""
+    old = tmp_path / "sql"
+    old.mkdir()
+    for name in ("01_analytics_core.sql", "02_analytics_events.sql"):
+        shutil.copy(repo_root / "sql" / name, old / name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database.name}_old")
+    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_old"
+    try:
+        apply_migrations(url, old)
+        insert = (
+            "INSERT INTO analytics.analytics_event_rollup (bucket_start, bucket_end, window_s, tenant_id, factory_id, "
+            "machine_id, event_type, count_n) VALUES ('2025-08-20', '2025-08-21', 86400, 't1', 'f1', 'lab-f1', "
+            "'lab_result', 3)"
+        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(insert)
+        results = {r.version: r.action for r in apply_migrations(url)}
+        assert results["03_analytics_rollup_subjects"] == "applied"
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT subject, count_n FROM analytics.analytics_event_rollup").fetchall() == [("", 3)]
+            conn.execute(insert.replace("count_n)", "count_n, subject)").replace("3)", "2, 'pH')"))
+            key = conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'analytics.analytics_event_rollup'::regclass AND contype = 'p'"
+            ).fetchone()[0]
+        assert key == "PRIMARY KEY (tenant_id, factory_id, machine_id, event_type, subject, window_s, bucket_start)"
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_old WITH (FORCE)")
 
 
 def test_timescale_on_fails_clearly_without_the_extension(database: DatabaseHandle) -> None:

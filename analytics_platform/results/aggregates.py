@@ -1,0 +1,100 @@
+"""Window aggregates of a range of hours: read the readings of every bucket the hours touch,
+aggregate in Polars, replace those buckets in one transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import polars as pl
+import psycopg
+
+from analytics_platform.results.frames import lock_results, read_frame, write_frame
+from analytics_platform.transforms.window_aggregates import (
+    AGG_COLUMNS,
+    READING_SCHEMA,
+    SERIES_KEY,
+    ceil_to,
+    covering_range,
+    floor_to,
+    window_aggregates,
+)
+
+READINGS_QUERY = """
+    SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value
+    FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s"""
+
+
+@dataclass
+class AggregateRun:
+    start: datetime
+    end: datetime
+    readings: int = 0
+    rows: int = 0
+    deleted: int = 0
+    by_window: dict[int, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# Series keys as Categorical: a day of readings repeats a few hundred key strings millions of
+# times; categories keep the frame (and the group-by) small.
+READ_SCHEMA = {name: (pl.Categorical() if name in SERIES_KEY else dtype) for name, dtype in READING_SCHEMA.items()}
+
+
+def read_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """Readings of [start, end), read an hour at a time so the CSV text of a whole day is never
+    in memory at once (it is ~10x the size of the parsed frame)."""
+    parts = [
+        read_frame(conn, READINGS_QUERY, (part_start, part_end), READ_SCHEMA)
+        for part_start, part_end in chunks(start, end, 1)
+    ]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=READ_SCHEMA)
+
+
+def replace_aggregates(
+    conn: psycopg.Connection, aggregates: pl.DataFrame, windows: Sequence[int], start: datetime, end: datetime
+) -> int:
+    """Delete every bucket of `windows` overlapping [start, end) and COPY `aggregates` in its place,
+    in one transaction; returns the rows deleted."""
+    deleted = 0
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_agg")
+        for window_s in windows:
+            cur.execute(
+                "DELETE FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s AND bucket_start < %s",
+                (window_s, floor_to(start, window_s), ceil_to(end, window_s)),
+            )
+            deleted += cur.rowcount
+        write_frame(cur, "analytics_agg", aggregates, AGG_COLUMNS)
+    return deleted
+
+
+def chunks(start: datetime, end: datetime, hours: int) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) in pieces of at most `hours` hours."""
+    step = timedelta(hours=hours)
+    while start < end:
+        yield start, min(start + step, end)
+        start += step
+
+
+def recompute_aggregates(
+    conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime
+) -> AggregateRun:
+    """Recompute the aggregates of the hours [start, end) from raw readings (one transaction)."""
+    run = AggregateRun(start, end)
+    began = time.perf_counter()
+    read_start, read_end = covering_range(start, end, windows)
+    readings = read_readings(conn, read_start, read_end)
+    run.seconds["read"] = time.perf_counter() - began
+    began = time.perf_counter()
+    aggregates = window_aggregates(readings.lazy(), windows, start=start, end=end).collect()
+    run.seconds["transform"] = time.perf_counter() - began
+    began = time.perf_counter()
+    run.deleted = replace_aggregates(conn, aggregates, windows, start, end)
+    run.seconds["write"] = time.perf_counter() - began
+    run.readings = readings.height
+    run.rows = aggregates.height
+    run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
+    return run

@@ -1,0 +1,221 @@
+"""Event rollups of a range of hours (device health, sweep batches, lab results) and of days.
+
+Each domain's hours are replaced in one transaction: its events whose time is in the range, its
+rollup buckets in the range, and (device only) the offline periods that began earlier but are
+still being closed inside the range, which are upserted by key with their final end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+import psycopg
+
+from analytics_platform.results.frames import lock_results, read_frame, write_frame
+from analytics_platform.transforms import device_health as device
+from analytics_platform.transforms.event_rollups import (
+    EVENT_COLUMNS,
+    ROLLUP_COLUMNS,
+    ROLLUP_SCHEMA,
+    daily_rollup,
+    rollup_events,
+    rollup_windows,
+)
+from analytics_platform.transforms.spec_quality import (
+    LAB_RESULT,
+    LAB_SCHEMA,
+    LIMIT_SCHEMA,
+    SWEEP_BATCH,
+    SWEEP_SCHEMA,
+    lab_results,
+    sweep_batches,
+)
+
+# the event types each domain writes (and so replaces)
+EVENT_TYPES = {
+    "device": (device.DEVICE_HEALTH, device.STATUS_CHANGE, device.OFFLINE_PERIOD),
+    "sweep": (SWEEP_BATCH,),
+    "lab": (LAB_RESULT,),
+}
+EVENT_KEY = ("tenant_id", "factory_id", "machine_id", "event_type", "event_key", "time")
+
+
+@dataclass
+class EventRun:
+    domain: str
+    inputs: int
+    events: int
+    rollups: int
+    deleted: int
+
+
+def read_spec_limits(conn: psycopg.Connection) -> pl.DataFrame:
+    return read_frame(
+        conn,
+        "SELECT tenant_id, factory_id, scope, name, lower_limit, upper_limit, target, "
+        "nullif(valid_from, '-infinity') "
+        "FROM analytics.analytics_spec_limits",
+        None,
+        LIMIT_SCHEMA,
+    )
+
+
+def replace_events(
+    conn: psycopg.Connection,
+    domain: str,
+    events: pl.DataFrame,
+    rollups: pl.DataFrame,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Replace `domain`'s events and rollups of [start, end) in one transaction."""
+    types = list(EVENT_TYPES[domain])
+    earlier = events.filter(pl.col("time") < start)  # offline periods begun before the range
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, f"analytics_event:{domain}")
+        cur.execute(
+            "DELETE FROM analytics.analytics_event WHERE domain = %s AND time >= %s AND time < %s",
+            (domain, start, end),
+        )
+        deleted = cur.rowcount
+        if not earlier.is_empty():
+            cur.executemany(
+                "DELETE FROM analytics.analytics_event WHERE tenant_id = %s AND factory_id = %s "
+                "AND machine_id = %s AND event_type = %s AND event_key = %s AND time = %s",
+                list(earlier.select(EVENT_KEY).iter_rows()),
+            )
+        cur.execute(
+            "DELETE FROM analytics.analytics_event_rollup WHERE event_type = ANY(%s) AND window_s = ANY(%s) "
+            "AND bucket_start >= %s AND bucket_start < %s",
+            (types, list(windows), start, end),
+        )
+        deleted += cur.rowcount
+        write_frame(cur, "analytics_event", events, EVENT_COLUMNS)
+        write_frame(cur, "analytics_event_rollup", rollups, ROLLUP_COLUMNS)
+    return deleted
+
+
+def _device_inputs(conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta) -> tuple:
+    health = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, status, level, health_score "
+        "FROM analytics.raw_device_health WHERE time >= %s AND time < %s",
+        (start, end),
+        device.HEALTH_SCHEMA,
+    )
+    # each machine's last status before the range, and since when that status has held
+    prior = read_frame(
+        conn,
+        """
+        WITH last AS (
+            SELECT DISTINCT ON (tenant_id, factory_id, machine_id)
+                   tenant_id, factory_id, machine_id, time, status, level
+            FROM analytics.raw_device_health
+            WHERE status IS NOT NULL AND time < %(start)s AND time >= %(horizon)s
+            ORDER BY tenant_id, factory_id, machine_id, time DESC, status DESC
+        )
+        SELECT l.tenant_id, l.factory_id, l.machine_id, l.status, l.level,
+               coalesce((SELECT min(r.time) FROM analytics.raw_device_health r
+                         WHERE r.tenant_id = l.tenant_id AND r.factory_id = l.factory_id
+                           AND r.machine_id = l.machine_id AND r.status = l.status
+                           AND r.time < %(start)s
+                           AND r.time > coalesce((SELECT max(o.time) FROM analytics.raw_device_health o
+                                                  WHERE o.tenant_id = l.tenant_id AND o.factory_id = l.factory_id
+                                                    AND o.machine_id = l.machine_id AND o.status <> l.status
+                                                    AND o.time < l.time AND o.time >= %(horizon)s),
+                                                 %(horizon)s - interval '1 microsecond')),
+                        l.time) AS since
+        FROM last l""",
+        {"start": start, "horizon": start - lookback},
+        device.PRIOR_SCHEMA,
+    )
+    next_up = read_frame(
+        conn,
+        """SELECT DISTINCT ON (tenant_id, factory_id, machine_id) tenant_id, factory_id, machine_id, time
+           FROM analytics.raw_device_health
+           WHERE status IS NOT NULL AND status <> %s AND time >= %s AND time < %s
+           ORDER BY tenant_id, factory_id, machine_id, time""",
+        (device.OFFLINE, end, end + lookback),
+        device.NEXT_UP_SCHEMA,
+    )
+    return health, prior, next_up
+
+
+def recompute_device(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    until: datetime,
+    lookback: timedelta,
+) -> EventRun:
+    """Status changes, offline periods, uptime and health-score rollups of [start, end)."""
+    health, prior, next_up = _device_inputs(conn, start, end, lookback)
+    windows = rollup_windows(windows)
+    if health.is_empty():
+        # an hour in which no machine reported anything has no evidence either way (the site may be
+        # cut off): nothing is carried into it, exactly as live processing never computes it
+        health, prior = health.clear(), prior.clear()
+    result = device.device_health(health, prior, next_up, start=start, end=end, until=until, windows=windows)
+    deleted = replace_events(conn, "device", result.events, result.rollups, windows, start, end)
+    return EventRun("device", health.height, result.events.height, result.rollups.height, deleted)
+
+
+def recompute_sweep(conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime) -> EventRun:
+    """Sweep batch verdicts against spec limits and fail rates per machine of [start, end)."""
+    sweeps = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, metric, batch_id, unit, reading_values, dedup_key "
+        "FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
+        (start, end),
+        SWEEP_SCHEMA,
+    )
+    windows = rollup_windows(windows)
+    events = sweep_batches(sweeps, read_spec_limits(conn))
+    rollups = rollup_events(events, windows, start, end)
+    deleted = replace_events(conn, "sweep", events, rollups, windows, start, end)
+    return EventRun("sweep", sweeps.height, events.height, rollups.height, deleted)
+
+
+def recompute_lab(conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime) -> EventRun:
+    """Lab result verdicts against spec limits and pass rates per station and analyte."""
+    results = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, station_id, sample_id, analyte, value, unit, dedup_key "
+        "FROM analytics.raw_lab_results WHERE time >= %s AND time < %s",
+        (start, end),
+        LAB_SCHEMA,
+    )
+    windows = rollup_windows(windows)
+    events = lab_results(results, read_spec_limits(conn))
+    rollups = rollup_events(events, windows, start, end)
+    deleted = replace_events(conn, "lab", events, rollups, windows, start, end)
+    return EventRun("lab", results.height, events.height, rollups.height, deleted)
+
+
+def recompute_days(conn: psycopg.Connection, domains: Sequence[str], start: datetime, end: datetime) -> EventRun:
+    """Day rollups of [start, end) (whole days) from the hourly rollups of `domains`."""
+    types = [t for d in domains for t in EVENT_TYPES[d]]
+    hourly = read_frame(
+        conn,
+        f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM analytics.analytics_event_rollup "
+        "WHERE window_s = 3600 AND event_type = ANY(%s) AND bucket_start >= %s AND bucket_start < %s",
+        (types, start, end),
+        ROLLUP_SCHEMA,
+    )
+    days = daily_rollup(hourly)
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_event_rollup:day")
+        cur.execute(
+            "DELETE FROM analytics.analytics_event_rollup WHERE window_s = 86400 AND event_type = ANY(%s) "
+            "AND bucket_start >= %s AND bucket_start < %s",
+            (types, start, end),
+        )
+        deleted = cur.rowcount
+        write_frame(cur, "analytics_event_rollup", days, ROLLUP_COLUMNS)
+    return EventRun("day", hourly.height, 0, days.height, deleted)
