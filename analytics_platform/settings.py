@@ -80,6 +80,21 @@ class PlatformSettings(BaseSettings):
     drain_poll_timeout_s: float = Field(default=0.5, gt=0)
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
+    automation_interval_s: int = Field(
+        default=5, ge=1, description="How often downstream assets look for new or changed raw partitions."
+    )
+    automation_lookback_hours: int = Field(
+        default=48,
+        ge=1,
+        description="Late data older than this is not re-processed automatically (backfill it instead).",
+    )
+    agg_chunk_hours: int = Field(
+        default=24, ge=1, description="Hours recomputed per transaction when a run covers a range."
+    )
+    device_state_lookback_hours: int = Field(
+        default=168, ge=1, description="How far back a machine's last status is looked for (uptime, offline periods)."
+    )
+
     reject_ratio_max: float = Field(default=0.05, ge=0, le=1)
     api_max_range_days: int = Field(default=31, ge=1)
     api_page_limit_max: int = Field(default=10000, ge=1)

@@ -8,6 +8,12 @@ from analytics_platform.definitions import defs
 
 RAW_ASSETS = {"raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results"}
 CHECKS = {"keys_not_null", "time_in_partition", "values_finite", "reject_ratio"}
+HOURLY_ANALYTICS = {
+    "sensor_window_aggregates": {"raw_sensor_readings"},
+    "device_health_events": {"raw_device_health"},
+    "sweep_batch_quality": {"raw_sweep_readings", "analytics_spec_limits"},
+    "lab_result_quality": {"raw_lab_results", "analytics_spec_limits"},
+}
 
 
 def test_definitions_load() -> None:
@@ -16,12 +22,22 @@ def test_definitions_load() -> None:
 
 def test_assets_checks_and_sensors_are_all_there() -> None:
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == RAW_ASSETS | {"kafka_landing"}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == RAW_ASSETS | set(HOURLY_ANALYTICS) | {
+        "kafka_landing",
+        "analytics_spec_limits",
+        "daily_event_rollups",
+    }
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         (asset, check) for asset in RAW_ASSETS for check in CHECKS
     }
     repository = defs.get_repository_def()
-    assert {s.name for s in repository.sensor_defs} == {"drain_sensor", "drain_device", "drain_sweep", "drain_lab"}
+    assert {s.name for s in repository.sensor_defs} == {
+        "drain_sensor",
+        "drain_device",
+        "drain_sweep",
+        "drain_lab",
+        "analytics_automation",
+    }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
 
 
@@ -35,6 +51,21 @@ def test_raw_assets_are_hourly_utc_with_the_current_hour_open() -> None:
         assert partitions.end_offset == 1
         assert node.parent_keys == {dg.AssetKey("kafka_landing")}
         assert node.group_name == "ingest"
+
+
+def test_analytics_assets_follow_their_raw_partitions_and_days_follow_hours() -> None:
+    graph = defs.resolve_asset_graph()
+    for name, parents in HOURLY_ANALYTICS.items():
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def == graph.get(dg.AssetKey("raw_sensor_readings")).partitions_def
+        assert {k.to_user_string() for k in node.parent_keys} == parents
+        assert node.group_name == "analytics"
+        assert node.automation_condition is not None
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    daily = graph.get(dg.AssetKey("daily_event_rollups"))
+    assert isinstance(daily.partitions_def, dg.DailyPartitionsDefinition)
+    assert daily.partitions_def.end_offset == 0  # a day exists once it has ended
+    assert {k.to_user_string() for k in daily.parent_keys} == set(HOURLY_ANALYTICS) - {"sensor_window_aggregates"}
 
 
 def test_resources_come_from_the_environment_not_from_code() -> None:

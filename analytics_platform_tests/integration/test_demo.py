@@ -130,6 +130,16 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
             "a raw_sensor_readings partition reported in Dagster",
         )
         assert materialized >= 1
+
+        # downstream automation runs without a human: the aggregates follow the raw partitions
+        aggregated = _poll(
+            lambda: _graphql(ports["dagster"], query.replace("raw_sensor_readings", "sensor_window_aggregates"))[
+                "assetNodeOrError"
+            ]["partitionStats"]["numMaterialized"],
+            180,
+            "a sensor_window_aggregates partition materialised by the automation sensor",
+        )
+        assert aggregated >= 1
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)

@@ -22,3 +22,12 @@ hourly_partitions = dg.HourlyPartitionsDefinition(
 def partition_key(start: datetime) -> str:
     """The partition key of the hour starting at `start` (UTC)."""
     return start.strftime(PARTITION_FORMAT)
+
+
+# Daily rollups: a day's partition exists only once the day has ended (end_offset=0), so a day
+# is rolled up when it is complete, and again whenever one of its hours changes.
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=get_settings().partitions_start.strftime("%Y-%m-%d"),
+    timezone="UTC",
+    end_offset=0,
+)

@@ -1,0 +1,54 @@
+"""When downstream assets run by themselves.
+
+`AutomationCondition.eager()` only targets the latest time partition, so late data landing in an
+older hour would never be re-processed. These conditions drop that restriction in favour of a
+lookback window (AUTOMATION_LOOKBACK_HOURS): any hour in it whose raw partition changed is
+recomputed, coalesced (one request per partition per evaluation, however many drain ticks
+touched it), never while its inputs or itself are still running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+
+def follow_hourly_inputs(lookback: timedelta, *, optional: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
+    """Recompute an hour once its input partition exists and whenever it changes. `optional`
+    inputs (spec limits: a table, not a materialised asset) never count as missing, but a change
+    to them does count as an update."""
+    return (
+        AC.in_latest_time_window(lookback_delta=lookback)
+        & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+        & ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(*optional))
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label(f"hourly inputs changed (within {lookback})")
+
+
+def complete_days(lookback: timedelta) -> dg.AutomationCondition:
+    """Roll up a day once it has ended (its partition appears) and whenever one of its hours
+    changes. Hours without any input (no lab result that hour) must not block the day, so
+    missing upstream hours do not hold it back; running ones do."""
+    return (
+        AC.in_latest_time_window(lookback_delta=lookback)
+        & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label(f"day complete or its hours changed (within {lookback})")
+
+
+def automation_sensor(interval_s: int) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every automation condition every `interval_s` (Dagster's default sensor ticks
+    every 30 s, too slow for the freshness goal)."""
+    return dg.AutomationConditionSensorDefinition(
+        "analytics_automation",
+        target=dg.AssetSelection.all(),
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs downstream assets when their raw partitions change (late data included).",
+    )

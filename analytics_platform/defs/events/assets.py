@@ -1,0 +1,142 @@
+"""Event assets: device health (transitions, offline periods, uptime), sweep batch and lab result
+quality against spec limits (hourly), and their day rollups (daily)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import dagster as dg
+import psycopg
+
+from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
+from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
+from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
+from analytics_platform.resources import PostgresResource
+from analytics_platform.results import events
+from analytics_platform.settings import PlatformSettings
+
+spec_limits = dg.AssetSpec(
+    "analytics_spec_limits",
+    group_name=ANALYTICS_GROUP,
+    description="Spec limits (lower / upper / target per tenant, factory, analyte or metric): data, not code. "
+    "Seeded from analytics_platform/config/spec_limits.yaml (`analytics-platform spec-limits load`); after a "
+    "change, re-materialise the quality partitions to re-judge past results.",
+    kinds={"postgres"},
+    metadata={"table": "analytics.analytics_spec_limits"},
+)
+
+
+@dataclass(frozen=True)
+class EventAsset:
+    domain: str
+    name: str
+    raw: str
+    description: str
+    uses_limits: bool
+
+
+EVENT_ASSETS = (
+    EventAsset(
+        "device",
+        "device_health_events",
+        "raw_device_health",
+        "Status transitions and offline periods (analytics.analytics_event); uptime % and health-score "
+        "statistics per machine and window (analytics.analytics_event_rollup, event_type device_health).",
+        False,
+    ),
+    EventAsset(
+        "sweep",
+        "sweep_batch_quality",
+        "raw_sweep_readings",
+        "Each sweep batch's n, mean, min, max, stddev and pass/fail against spec limits "
+        "(analytics_event sweep_batch); fail rate per machine and window (analytics_event_rollup).",
+        True,
+    ),
+    EventAsset(
+        "lab",
+        "lab_result_quality",
+        "raw_lab_results",
+        "Each lab result judged against its analyte's spec limits (analytics_event lab_result); pass rate "
+        "per station and analyte and window (analytics_event_rollup, subject = analyte).",
+        True,
+    ),
+)
+
+
+def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., events.EventRun]:
+    lookback = timedelta(hours=settings.device_state_lookback_hours)
+
+    def run(conn: psycopg.Connection, start: datetime, end: datetime) -> events.EventRun:
+        if spec.domain == "device":
+            # until=end, not now: a status holds until the next message, so a running hour shows the
+            # current status carried to its end, and needs no extra run once the hour is over to
+            # equal what a backfill computes later
+            return events.recompute_device(conn, settings.windows, start, end, until=end, lookback=lookback)
+        if spec.domain == "sweep":
+            return events.recompute_sweep(conn, settings.windows, start, end)
+        return events.recompute_lab(conn, settings.windows, start, end)
+
+    return run
+
+
+def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.AssetsDefinition:
+    recompute = _recompute(spec, settings)
+    deps = [dg.AssetKey(spec.raw), *([spec_limits.key] if spec.uses_limits else [])]
+
+    @dg.asset(
+        name=spec.name,
+        deps=deps,
+        partitions_def=hourly_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=follow_hourly_inputs(
+            timedelta(hours=settings.automation_lookback_hours), optional=[spec_limits.key]
+        ),
+        group_name=ANALYTICS_GROUP,
+        kinds={"polars", "postgres"},
+        description=spec.description,
+        metadata={"tables": "analytics.analytics_event, analytics.analytics_event_rollup"},
+    )
+    def _asset(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        window = context.partition_time_window
+        totals = {"inputs": 0, "events": 0, "rollups": 0, "rows_replaced": 0}
+        with db.connect() as conn:
+            # hour by hour: each hour is replaced in its own transaction, and each hour's device
+            # state comes from the data before it, exactly as when the hour was processed live
+            for hour in range(int((window.end - window.start) / timedelta(hours=1))):
+                start = window.start + timedelta(hours=hour)
+                result = recompute(conn, start, start + timedelta(hours=1))
+                totals["inputs"] += result.inputs
+                totals["events"] += result.events
+                totals["rollups"] += result.rollups
+                totals["rows_replaced"] += result.deleted
+        context.log.info("%s %s..%s: %s", spec.name, window.start, window.end, totals)
+        return dg.MaterializeResult(metadata=totals)
+
+    return _asset
+
+
+def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> dg.AssetsDefinition:
+    domains = [s.domain for s in specs]
+
+    @dg.asset(
+        name="daily_event_rollups",
+        deps=[dg.AssetKey(s.name) for s in specs],
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=complete_days(timedelta(hours=max(48, settings.automation_lookback_hours))),
+        group_name=ANALYTICS_GROUP,
+        kinds={"polars", "postgres"},
+        description="Day rollups (window_s 86400) of every hourly event rollup: counts, uptime %, health-score "
+        "statistics, sweep fail rate, lab pass rate per station and analyte. Built from the day's 24 hourly rows, "
+        "so a day always equals the sum of its hours.",
+        metadata={"table": "analytics.analytics_event_rollup", "window_s": 86400},
+    )
+    def daily_event_rollups(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        window = context.partition_time_window
+        with db.connect() as conn:
+            result = events.recompute_days(conn, domains, window.start, window.end)
+        return dg.MaterializeResult(
+            metadata={"hourly_rows": result.inputs, "day_rows": result.rollups, "rows_replaced": result.deleted}
+        )
+
+    return daily_event_rollups

@@ -1,0 +1,18 @@
+"""Event definitions: one hourly asset per enabled event domain, the day rollups, spec limits."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from analytics_platform.defs.events.assets import EVENT_ASSETS, build_daily_rollups, build_event_asset, spec_limits
+from analytics_platform.settings import PlatformSettings
+
+
+def build_defs(settings: PlatformSettings) -> dg.Definitions:
+    specs = [s for s in EVENT_ASSETS if s.domain in settings.domains_enabled]
+    if not specs:
+        return dg.Definitions()
+    assets: list = [build_event_asset(s, settings) for s in specs]
+    if any(s.uses_limits for s in specs):
+        assets.append(spec_limits)
+    return dg.Definitions(assets=[*assets, build_daily_rollups(specs, settings)])
