@@ -81,7 +81,10 @@ class PlatformSettings(BaseSettings):
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
     automation_interval_s: int = Field(
-        default=5, ge=1, description="How often downstream assets look for new or changed raw partitions."
+        default=5, ge=1, description="How often the window aggregates look for new or changed raw partitions."
+    )
+    automation_events_interval_s: int = Field(
+        default=30, ge=1, description="How often the event and daily assets look for changed inputs."
     )
     automation_lookback_hours: int = Field(
         default=48,

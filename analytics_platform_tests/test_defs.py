@@ -37,6 +37,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "drain_sweep",
         "drain_lab",
         "analytics_automation",
+        "aggregates_automation",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
 
