@@ -166,36 +166,35 @@ def recompute_device(
     return EventRun("device", health.height, result.events.height, result.rollups.height, deleted)
 
 
-def recompute_sweep(conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime) -> EventRun:
-    """Sweep batch verdicts against spec limits and fail rates per machine of [start, end)."""
-    sweeps = read_frame(
-        conn,
+SPEC_QUALITY = {
+    # domain: (raw query, its schema, the transform judging it against spec limits)
+    "sweep": (
         "SELECT time, tenant_id, factory_id, machine_id, metric, batch_id, unit, reading_values, dedup_key "
         "FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
-        (start, end),
         SWEEP_SCHEMA,
-    )
-    windows = rollup_windows(windows)
-    events = sweep_batches(sweeps, read_spec_limits(conn))
-    rollups = rollup_events(events, windows, start, end)
-    deleted = replace_events(conn, "sweep", events, rollups, windows, start, end)
-    return EventRun("sweep", sweeps.height, events.height, rollups.height, deleted)
-
-
-def recompute_lab(conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime) -> EventRun:
-    """Lab result verdicts against spec limits and pass rates per station and analyte."""
-    results = read_frame(
-        conn,
+        sweep_batches,
+    ),
+    "lab": (
         "SELECT time, tenant_id, factory_id, station_id, sample_id, analyte, value, unit, dedup_key "
         "FROM analytics.raw_lab_results WHERE time >= %s AND time < %s",
-        (start, end),
         LAB_SCHEMA,
-    )
+        lab_results,
+    ),
+}
+
+
+def recompute_quality(
+    conn: psycopg.Connection, domain: str, windows: Sequence[int], start: datetime, end: datetime
+) -> EventRun:
+    """Sweep batch or lab result verdicts against the spec limits in the table now, and their
+    fail / pass rates per machine (sweep) or station and analyte (lab), of [start, end)."""
+    query, schema, judge = SPEC_QUALITY[domain]
+    inputs = read_frame(conn, query, (start, end), schema)
     windows = rollup_windows(windows)
-    events = lab_results(results, read_spec_limits(conn))
+    events = judge(inputs, read_spec_limits(conn))
     rollups = rollup_events(events, windows, start, end)
-    deleted = replace_events(conn, "lab", events, rollups, windows, start, end)
-    return EventRun("lab", results.height, events.height, rollups.height, deleted)
+    deleted = replace_events(conn, domain, events, rollups, windows, start, end)
+    return EventRun(domain, inputs.height, events.height, rollups.height, deleted)
 
 
 def recompute_days(conn: psycopg.Connection, domains: Sequence[str], start: datetime, end: datetime) -> EventRun:

@@ -23,6 +23,7 @@ from datetime import datetime
 import polars as pl
 
 from analytics_platform.transforms.event_rollups import (
+    DEVICE_DETAILS,
     DEVICE_HEALTH,
     MACHINE_KEY,
     as_events,
@@ -195,19 +196,7 @@ def _health_rollup(health: pl.DataFrame, timeline: pl.DataFrame, window_s: int, 
         fail_rate=pl.lit(None, pl.Float64),
         pass_rate=pl.lit(None, pl.Float64),
         uptime_pct=ratio(pl.col("up_s") * 100, pl.col("up_s") + pl.col("down_s")),
-        details=pl.struct(
-            "up_s",
-            "down_s",
-            "maintenance_s",
-            "offline_s",
-            "health_n",
-            "health_sum",
-            "health_sumsq",
-            "health_avg",
-            "health_min",
-            "health_max",
-            "health_stddev",
-        ).struct.json_encode(),
+        details=pl.struct(*DEVICE_DETAILS).struct.json_encode(),
     )
 
 

@@ -56,6 +56,20 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "details": pl.String(),  # JSON
 }
 ROLLUP_COLUMNS = tuple(ROLLUP_SCHEMA)
+# what a device_health rollup's details hold: seconds per state and health-score statistics
+DEVICE_DETAILS = (
+    "up_s",
+    "down_s",
+    "maintenance_s",
+    "offline_s",
+    "health_n",
+    "health_sum",
+    "health_sumsq",
+    "health_avg",
+    "health_min",
+    "health_max",
+    "health_stddev",
+)
 ROLLUP_KEY = (*MACHINE_KEY, "event_type", "subject")
 
 
@@ -178,23 +192,7 @@ def daily_rollup(hourly: pl.DataFrame) -> pl.DataFrame:
     )
     details = (
         pl.when(device)
-        .then(
-            pl.struct(
-                "up_s",
-                "down_s",
-                "maintenance_s",
-                "offline_s",
-                "health_n",
-                "health_sum",
-                "health_sumsq",
-                "health_avg",
-                "health_min",
-                "health_max",
-                "health_stddev",
-            ).struct.json_encode()
-        )
+        .then(pl.struct(*DEVICE_DETAILS).struct.json_encode())
         .otherwise(pl.struct("no_verdict_n").struct.json_encode())
     )
-    return (
-        day.with_columns(details=details).select(ROLLUP_COLUMNS).cast(ROLLUP_SCHEMA).sort(*ROLLUP_KEY, "bucket_start")
-    )
+    return as_rollups(day.with_columns(details=details)).sort(*ROLLUP_KEY, "bucket_start")

@@ -94,6 +94,16 @@ def _has_limit() -> pl.Expr:
     return pl.col("lower_limit").is_not_null() | pl.col("upper_limit").is_not_null()
 
 
+def _verdict_columns() -> dict[str, pl.Expr]:
+    """The columns every judged event shares: its verdict and level, no period."""
+    return {
+        "level": _verdict_level(pl.col("passed")),
+        "passed": pl.col("passed"),
+        "end_time": pl.lit(None, TIME),
+        "duration_s": pl.lit(None, pl.Float64),
+    }
+
+
 def _verdict_level(passed: pl.Expr) -> pl.Expr:
     return (
         pl.when(passed.is_null()).then(pl.lit("no_limit")).when(passed).then(pl.lit("pass")).otherwise(pl.lit("fail"))
@@ -129,11 +139,8 @@ def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
         event_type=pl.lit(SWEEP_BATCH),
         event_key="dedup_key",
         domain=pl.lit("sweep"),
-        level=_verdict_level(pl.col("passed")),
         value="mean",
-        passed="passed",
-        end_time=pl.lit(None, TIME),
-        duration_s=pl.lit(None, pl.Float64),
+        **_verdict_columns(),
         details=pl.struct(
             "metric",
             "batch_id",
@@ -167,11 +174,8 @@ def lab_results(results: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
         event_type=pl.lit(LAB_RESULT),
         event_key="dedup_key",
         domain=pl.lit("lab"),
-        level=_verdict_level(pl.col("passed")),
         value="value",
-        passed="passed",
-        end_time=pl.lit(None, TIME),
-        duration_s=pl.lit(None, pl.Float64),
+        **_verdict_columns(),
         details=pl.struct(
             "analyte",
             "sample_id",

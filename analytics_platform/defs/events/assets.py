@@ -72,9 +72,7 @@ def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., ev
             # current status carried to its end, and needs no extra run once the hour is over to
             # equal what a backfill computes later
             return events.recompute_device(conn, settings.windows, start, end, until=end, lookback=lookback)
-        if spec.domain == "sweep":
-            return events.recompute_sweep(conn, settings.windows, start, end)
-        return events.recompute_lab(conn, settings.windows, start, end)
+        return events.recompute_quality(conn, spec.domain, settings.windows, start, end)
 
     return run
 
