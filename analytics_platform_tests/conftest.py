@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,17 @@ from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 
 TEST_PASSWORD = "test-" + secrets.token_hex(8)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`timeout`, CI cancellation and `kill` send SIGTERM, which would end pytest without running
+    session teardown and leave the embedded PostgreSQL and broker running: make it an interrupt,
+    which pytest answers by tearing the session down."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")
