@@ -38,6 +38,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) bench/ingest.py
+	@$(PY) bench/aggregates.py
+	@$(PY) bench/freshness.py
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)
