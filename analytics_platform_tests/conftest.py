@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 from confluent_kafka import Producer
 from psycopg import sql
 
 from analytics_platform.contracts.registry import bind_domains
+from analytics_platform.defs import build_definitions
 from analytics_platform.devstack.broker import ensure_topics, start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import free_port
@@ -153,6 +155,19 @@ def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
     topics = [t for b in bind_domains(result) for t in b.topics]
     ensure_topics(result.kafka_client_config(), topics, partitions=3)
     return result
+
+
+@pytest.fixture
+def defs(settings: PlatformSettings) -> dg.Definitions:
+    """The platform's definitions for this test's database and topics."""
+    return build_definitions(settings, secrets_from_env=False)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (runs, events, cursors) for one test."""
+    with dg.instance_for_test() as instance:
+        yield instance
 
 
 def produce(brokers: str, topic: str, messages: list[tuple[str | None, bytes]], partition: int | None = None) -> None:

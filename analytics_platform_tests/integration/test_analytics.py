@@ -69,17 +69,6 @@ LAB = [
 ]
 
 
-@pytest.fixture
-def defs(settings: PlatformSettings) -> dg.Definitions:
-    return build_definitions(settings, secrets_from_env=False)
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def topic(settings: PlatformSettings, domain: str) -> str:
     return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import PlatformSettings
@@ -20,17 +19,6 @@ ROWS = (
     "event_id, schema_version, topic, kafka_partition, kafka_offset FROM analytics.raw_sensor_readings "
     "ORDER BY time, dedup_key"
 )
-
-
-@pytest.fixture
-def defs(settings: PlatformSettings) -> dg.Definitions:
-    return build_definitions(settings, secrets_from_env=False)
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
