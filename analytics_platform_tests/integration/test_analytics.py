@@ -394,3 +394,49 @@ def test_live_processing_equals_a_backfill_of_the_same_range(
         materialize_range(defs, instance, HOURLY, "2025-08-20-00:00", "2025-08-20-23:00")
         materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
         assert results(database) == live
+
+
+def test_the_day_rollup_waits_for_its_day_to_end_then_follows_late_hours(
+    defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings
+) -> None:
+    daily = dg.AssetKey("daily_event_rollups")
+    selection = dg.AssetSelection.assets(daily)
+    produce_events(settings)
+    drain(defs, instance, ["device"])
+    materialize_range(defs, instance, ["device_health_events"], "2025-08-20-03:00", "2025-08-20-04:00")
+
+    # during the day: its partition does not exist yet, nothing is requested
+    during = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at("2025-08-20T23:59:00")
+    )
+    assert during.total_requested == 0
+    # once the day has ended: exactly that day
+    after = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=at("2025-08-21T00:05:00"),
+        cursor=during.cursor,
+    )
+    assert after.get_requested_partitions(daily) == {"2025-08-20"}
+    materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
+    quiet = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=at("2025-08-21T00:10:00"),
+        cursor=after.cursor,
+    )
+    assert quiet.total_requested == 0
+    # a late health message for 05:00 re-materialises its hour, and then the day again
+    produce(settings.kafka_brokers, topic(settings, "device"), [(KEY, body("2025-08-20T05:00:00Z", health_score=0.7))])
+    drain(defs, instance, ["device"])
+    materialize(defs, instance, ["device_health_events"], "2025-08-20-05:00")
+    late = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=at("2025-08-21T00:15:00"),
+        cursor=quiet.cursor,
+    )
+    assert late.get_requested_partitions(daily) == {"2025-08-20"}
