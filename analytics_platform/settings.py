@@ -110,7 +110,12 @@ class PlatformSettings(BaseSettings):
     @field_validator("windows", mode="before")
     @classmethod
     def _windows(cls, value: Any) -> Any:
-        return [int(v) for v in _split_list(value)]
+        windows = [int(v) for v in _split_list(value)]
+        if not windows or any(w <= 0 for w in windows):
+            raise ValueError(
+                f"WINDOWS must be one or more positive numbers of seconds, e.g. 60,300,3600; got {value!r}"
+            )
+        return windows
 
     @field_validator("partitions_start")
     @classmethod

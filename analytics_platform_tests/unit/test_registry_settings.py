@@ -237,10 +237,17 @@ def test_kafka_topics_from_the_environment_json_form(monkeypatch: pytest.MonkeyP
     assert bindings_of(settings) == [("device", ("device.health",)), ("sweep", ("plant7.sweeps",))]
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("60,300", [60, 300]), ("[15, 60]", [15, 60]), ("", [])])
+@pytest.mark.parametrize(("raw", "expected"), [("60,300", [60, 300]), ("[15, 60]", [15, 60]), ("86400", [86400])])
 def test_windows_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str, expected: list[int]) -> None:
     monkeypatch.setenv("WINDOWS", raw)
     assert PlatformSettings().windows == expected
+
+
+@pytest.mark.parametrize("raw", ["", "60,0", "-300", "[60, -1]"])
+def test_windows_must_be_positive_and_at_least_one(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("WINDOWS", raw)
+    with pytest.raises(ValueError, match="WINDOWS must be one or more positive numbers of seconds"):
+        PlatformSettings()
 
 
 def test_lowercase_variable_names_are_read_too(monkeypatch: pytest.MonkeyPatch) -> None:
