@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 import polars as pl
 import psycopg
 
-from analytics_platform.results.frames import lock_results, read_frame, write_frame
+from analytics_platform.ingest.store import copy_rows
+from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
     READING_SCHEMA,
@@ -67,7 +68,7 @@ def replace_aggregates(
                 (window_s, floor_to(start, window_s), ceil_to(end, window_s)),
             )
             deleted += cur.rowcount
-        write_frame(cur, "analytics_agg", aggregates, AGG_COLUMNS)
+        copy_rows(cur, "analytics_agg", aggregates, AGG_COLUMNS)
     return deleted
 
 

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 import polars as pl
 import psycopg
 
-from analytics_platform.results.frames import lock_results, read_frame, write_frame
+from analytics_platform.ingest.store import copy_rows
+from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms import device_health as device
 from analytics_platform.transforms.event_rollups import (
     EVENT_COLUMNS,
@@ -94,8 +95,8 @@ def replace_events(
             (types, list(windows), start, end),
         )
         deleted += cur.rowcount
-        write_frame(cur, "analytics_event", events, EVENT_COLUMNS)
-        write_frame(cur, "analytics_event_rollup", rollups, ROLLUP_COLUMNS)
+        copy_rows(cur, "analytics_event", events, EVENT_COLUMNS)
+        copy_rows(cur, "analytics_event_rollup", rollups, ROLLUP_COLUMNS)
     return deleted
 
 
@@ -151,17 +152,20 @@ def recompute_device(
     start: datetime,
     end: datetime,
     *,
-    until: datetime,
     lookback: timedelta,
 ) -> EventRun:
-    """Status changes, offline periods, uptime and health-score rollups of [start, end)."""
+    """Status changes, offline periods, uptime and health-score rollups of [start, end).
+
+    Uptime runs to `end`, not to now: a status holds until the next message, so a running hour
+    shows the current status carried to its end and, once over, equals what a backfill computes.
+    """
     health, prior, next_up = _device_inputs(conn, start, end, lookback)
     windows = rollup_windows(windows)
     if health.is_empty():
         # an hour in which no machine reported anything has no evidence either way (the site may be
         # cut off): nothing is carried into it, exactly as live processing never computes it
         health, prior = health.clear(), prior.clear()
-    result = device.device_health(health, prior, next_up, start=start, end=end, until=until, windows=windows)
+    result = device.device_health(health, prior, next_up, start=start, end=end, until=end, windows=windows)
     deleted = replace_events(conn, "device", result.events, result.rollups, windows, start, end)
     return EventRun("device", health.height, result.events.height, result.rollups.height, deleted)
 
@@ -216,5 +220,5 @@ def recompute_days(conn: psycopg.Connection, domains: Sequence[str], start: date
             (types, start, end),
         )
         deleted = cur.rowcount
-        write_frame(cur, "analytics_event_rollup", days, ROLLUP_COLUMNS)
+        copy_rows(cur, "analytics_event_rollup", days, ROLLUP_COLUMNS)
     return EventRun("day", hourly.height, 0, days.height, deleted)

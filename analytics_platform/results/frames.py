@@ -1,4 +1,5 @@
-"""Polars frames in and out of PostgreSQL by COPY (CSV), never row by row in Python."""
+"""Polars frames out of PostgreSQL by COPY (CSV), never row by row in Python (writes use
+`analytics_platform.ingest.store.copy_rows`), and the writers' lock."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from typing import Any
 import polars as pl
 import psycopg
 from psycopg import sql
-
-from analytics_platform.ingest.store import copy_rows
 
 
 def read_frame(
@@ -40,12 +39,6 @@ def read_frame(
 def parse_float_array(column: str) -> pl.Expr:
     """PostgreSQL's `{1.5,2,3}` text form of a float8[] as a Polars list."""
     return pl.col(column).str.strip_chars("{}").str.split(",").cast(pl.List(pl.Float64))
-
-
-def write_frame(cur: psycopg.Cursor, table: str, frame: pl.DataFrame, columns: Sequence[str]) -> int:
-    """COPY `frame[columns]` into analytics.<table>; returns the rows written."""
-    copy_rows(cur, table, frame, columns)
-    return frame.height
 
 
 def lock_results(cur: psycopg.Cursor, table: str) -> None:

@@ -13,6 +13,7 @@ from analytics_platform.defs.automation import complete_days, follow_hourly_inpu
 from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
+from analytics_platform.results.aggregates import chunks
 from analytics_platform.settings import PlatformSettings
 
 spec_limits = dg.AssetSpec(
@@ -68,10 +69,7 @@ def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., ev
 
     def run(conn: psycopg.Connection, start: datetime, end: datetime) -> events.EventRun:
         if spec.domain == "device":
-            # until=end, not now: a status holds until the next message, so a running hour shows the
-            # current status carried to its end, and needs no extra run once the hour is over to
-            # equal what a backfill computes later
-            return events.recompute_device(conn, settings.windows, start, end, until=end, lookback=lookback)
+            return events.recompute_device(conn, settings.windows, start, end, lookback=lookback)
         return events.recompute_quality(conn, spec.domain, settings.windows, start, end)
 
     return run
@@ -100,9 +98,8 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
         with db.connect() as conn:
             # hour by hour: each hour is replaced in its own transaction, and each hour's device
             # state comes from the data before it, exactly as when the hour was processed live
-            for hour in range(int((window.end - window.start) / timedelta(hours=1))):
-                start = window.start + timedelta(hours=hour)
-                result = recompute(conn, start, start + timedelta(hours=1))
+            for start, end in chunks(window.start, window.end, 1):
+                result = recompute(conn, start, end)
                 totals["inputs"] += result.inputs
                 totals["events"] += result.events
                 totals["rollups"] += result.rollups
