@@ -32,7 +32,7 @@ from analytics_platform.transforms.event_rollups import (
     rollup_events,
     with_buckets,
 )
-from analytics_platform.transforms.window_aggregates import TIME
+from analytics_platform.transforms.window_aggregates import TIME, bucket_expr
 
 UP = ("online", "degraded")
 PLANNED = ("maintenance",)
@@ -137,11 +137,10 @@ def _state_seconds(timeline: pl.DataFrame, window_s: int, until: datetime) -> pl
     segments = timeline.with_columns(
         seg_end=pl.col("time").shift(-1).over(MACHINE_KEY).fill_null(pl.lit(until, TIME)).clip(upper_bound=until)
     ).filter(pl.col("seg_end") > pl.col("time"))
-    micros = window_s * 1_000_000
     pieces = (
         segments.with_columns(
             bucket_start=pl.datetime_ranges(
-                (pl.col("time").dt.epoch("us") // micros * micros).cast(TIME),
+                bucket_expr(window_s),  # the bucket the segment starts in
                 pl.col("seg_end") - pl.duration(microseconds=1),
                 interval=f"{window_s}s",
             )
