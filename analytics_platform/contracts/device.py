@@ -1,7 +1,11 @@
-"""`device.health`: either a status event (`status`, `level`) or a metric (`health_score` 0..1).
+"""`device.health`: a status event (`status`, `level`), a metric (`health_score` 0..1) or a
+machine run state (`run_state`: running, idle, planned_stop, maintenance, fault).
 
-Both shapes share one raw table; a message may also carry both. The natural key includes which
+All shapes share one raw table; a message may also carry several. The natural key includes which
 shape it is, so a status change and a score sent at the same instant are two readings, not one.
+`run_state` is optional and new fields only widen the payload, so schema_version 1 still reads.
+The connectivity `status` and the production `run_state` are different questions (a machine can be
+online and idle): uptime comes from the first, OEE availability from the second.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from analytics_platform.contracts.base import (
 from analytics_platform.contracts.fields import Identifier, Label
 
 STATUSES = ("online", "offline", "degraded", "maintenance", "fault", "starting", "stopping")
+RUN_STATES = ("running", "idle", "planned_stop", "maintenance", "fault")
 
 
 class DeviceHealth(msgspec.Struct, gc=False):
@@ -33,6 +38,7 @@ class DeviceHealth(msgspec.Struct, gc=False):
     status: Identifier | None = None
     level: Label | None = None
     health_score: float | None = None
+    run_state: Identifier | None = None
     event_id: Identifier | None = None
     schema_version: int = 1
 
@@ -51,20 +57,32 @@ class DeviceHealthContract(Contract):
         "status": pl.String(),
         "level": pl.String(),
         "health_score": pl.Float64(),
+        "run_state": pl.String(),
     }
     natural_key = ("tenant_id", "factory_id", "machine_id")
     finite_columns = ("health_score",)
 
     def natural_expr(self) -> pl.Expr:
-        shape = pl.when(pl.col("status").is_not_null()).then(pl.lit("status")).otherwise(pl.lit("score"))
+        shape = (
+            pl.when(pl.col("status").is_not_null())
+            .then(pl.lit("status"))
+            .when(pl.col("health_score").is_not_null())
+            .then(pl.lit("score"))
+            .otherwise(pl.lit("run"))
+        )
         return pl.concat_str([*(pl.col(c) for c in self.natural_key), shape], separator=KEY_SEPARATOR)
 
     def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
         return [
             RowCheck(
                 MISSING_FIELD,
-                pl.col("status").is_null() & pl.col("health_score").is_null(),
-                pl.lit("device.health needs `status` (event) or `health_score` (metric)"),
+                pl.col("status").is_null() & pl.col("health_score").is_null() & pl.col("run_state").is_null(),
+                pl.lit("device.health needs `status` (event), `health_score` (metric) or `run_state`"),
+            ),
+            RowCheck(
+                INVALID_VALUE,
+                pl.col("run_state").is_not_null() & ~pl.col("run_state").is_in(RUN_STATES),
+                pl.format("run_state '{}' is not one of " + ", ".join(RUN_STATES), pl.col("run_state")),
             ),
             RowCheck(
                 INVALID_VALUE,

@@ -284,6 +284,7 @@ def test_raw_columns_of_every_contract() -> None:
         "status",
         "level",
         "health_score",
+        "run_state",
         *tail,
     ]
     assert SWEEP.raw_columns == [
@@ -369,7 +370,7 @@ REJECT_CASES = [
         DEVICE,
         health(),
         "missing_field",
-        "device.health needs `status` (event) or `health_score` (metric)",
+        "device.health needs `status` (event), `health_score` (metric) or `run_state`",
     ),
     RejectCase(
         "missing_field_v2_no_metrics",
@@ -684,6 +685,7 @@ def device_row(**overrides: object) -> dict:
         "status": None,
         "level": None,
         "health_score": None,
+        "run_state": None,
         "event_id": None,
         "schema_version": 1,
         "dedup_key": None,
@@ -714,9 +716,28 @@ def test_device_health_status_event_and_score_at_the_same_instant_are_two_rows()
     ]
     assert parsed.duplicates_in_batch == 2
     assert parsed.rejects.select("kafka_offset", "reason", "detail").rows() == [
-        (4, "missing_field", "device.health needs `status` (event) or `health_score` (metric)")
+        (4, "missing_field", "device.health needs `status` (event), `health_score` (metric) or `run_state`")
     ]
     assert parsed.accepted.to_list() == [True, True, True, True, False]
+
+
+def test_device_health_run_state_is_its_own_shape_and_checked() -> None:
+    batch = messages(
+        [
+            health(run_state="running"),
+            health(status="online", level="ok"),  # same instant, other shape: kept
+            health(run_state="fault"),  # same machine+time+shape as offset 0: duplicate
+            health(run_state="exploded"),
+        ]
+    )
+    parsed = DEVICE.parse(batch, CONFIG)
+    assert parsed.rows.to_dicts() == [
+        device_row(run_state="running", dedup_key=SEP.join(["t1", "f1", "mc-01", "run"])),
+        device_row(status="online", level="ok", dedup_key=SEP.join(["t1", "f1", "mc-01", "status"]), kafka_offset=1),
+    ]
+    assert parsed.rejects.select("kafka_offset", "reason", "detail").rows() == [
+        (3, "invalid_value", "run_state 'exploded' is not one of running, idle, planned_stop, maintenance, fault")
+    ]
 
 
 def test_device_health_shapes_bounds_and_event_id() -> None:
