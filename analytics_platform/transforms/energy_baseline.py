@@ -1,0 +1,275 @@
+"""ISO 50001 energy baseline (EnB): an ordinary-least-squares model of energy on its relevant
+variables (production, outdoor temperature, ...) fitted on a reference period, then used to say how
+much energy a period *should* have taken and whether the actual consumption deviates from it.
+
+Why a regression and not a plain "kWh last year": energy performance is only comparable once the
+drivers the plant does not control (weather, order book) are normalised out; the model gives the
+expected value for the conditions actually met, and its own residual spread says how large a gap
+must be before it means something.
+
+Conventions:
+* Training rows are those whose `exclude_column` flag is not true (maintenance and fault hours are
+  flagged by the caller; a NULL flag or an absent column excludes nothing) and whose target and
+  drivers are all present and finite (NULL, NaN and ±inf rows are dropped). Both kinds of dropped
+  rows are counted in `BaselineFit.excluded`.
+* A model is refused (`BaselineRefused`, a `ValueError` with a user-facing message) rather than
+  fitted badly: too few usable rows, a missing or non-numeric column, a constant driver or target,
+  or collinear drivers (singular design matrix). A poor but valid fit (R² below the threshold) is
+  kept, with `warning` saying so: it is the user's call whether to look for better drivers.
+* RMSE is sqrt(SSR / n) over the training rows (not the degrees-of-freedom corrected σ̂).
+* Severity of a deviation (consistent with the platform's 2σ/3σ convention): a row summing
+  `hours` hourly samples has an expected residual spread of RMSE·√hours (independent hourly
+  residuals add in variance), so with σ_row = RMSE·√hours:
+  |deviation| >= critical_sigma·σ_row → 'critical', >= warning_sigma·σ_row → 'warning', else
+  'normal'; z = deviation / σ_row. A row with no actual or no prediction has NULL deviation,
+  severity and z. When σ_row is 0 (a perfect fit) z is NULL and any non-zero deviation is critical.
+* For an aggregated row (e.g. a day of 24 hours) the prediction must be the sum of the hourly
+  predictions, which only the caller can compute (drivers are not additive in general): pass it as
+  a `predicted` column; without that column `deviations()` predicts each row from its own drivers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import polars as pl
+import statsmodels.api as sm
+
+INTERCEPT = "intercept"
+SEVERITIES = ("normal", "warning", "critical")
+
+
+class BaselineRefused(ValueError):
+    """A model cannot (or must not) be fitted or applied; the message is meant for the end user, so it
+    says what is wrong with the data and what would be needed, not a stack trace."""
+
+
+@dataclass(frozen=True)
+class BaselineFit:
+    """A fitted baseline, self-contained so it can be stored (jsonb) and re-applied later without
+    refitting: the coefficients predict, the RMSE grades deviations, the statistics justify the model."""
+
+    target: str
+    drivers: tuple[str, ...]
+    coefficients: dict[str, float]
+    p_values: dict[str, float]
+    std_errors: dict[str, float]
+    r2: float
+    adj_r2: float
+    rmse: float
+    mae: float
+    n: int
+    excluded: int
+    warning: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict JSON (non-finite floats become None: PostgreSQL jsonb rejects NaN)."""
+        return {
+            "target": self.target,
+            "drivers": list(self.drivers),
+            "coefficients": {k: _json_float(v) for k, v in self.coefficients.items()},
+            "p_values": {k: _json_float(v) for k, v in self.p_values.items()},
+            "std_errors": {k: _json_float(v) for k, v in self.std_errors.items()},
+            "r2": _json_float(self.r2),
+            "adj_r2": _json_float(self.adj_r2),
+            "rmse": _json_float(self.rmse),
+            "mae": _json_float(self.mae),
+            "n": self.n,
+            "excluded": self.excluded,
+            "warning": self.warning,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaselineFit:
+        """Inverse of `to_dict` (None back to NaN); unknown keys are ignored so older readers survive
+        newer stored fits."""
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise ValueError(f"stored baseline is missing {', '.join(missing)}")
+        return cls(
+            target=str(d["target"]),
+            drivers=tuple(d["drivers"]),
+            coefficients={k: _from_json_float(v) for k, v in d["coefficients"].items()},
+            p_values={k: _from_json_float(v) for k, v in d["p_values"].items()},
+            std_errors={k: _from_json_float(v) for k, v in d["std_errors"].items()},
+            r2=_from_json_float(d["r2"]),
+            adj_r2=_from_json_float(d["adj_r2"]),
+            rmse=_from_json_float(d["rmse"]),
+            mae=_from_json_float(d["mae"]),
+            n=int(d["n"]),
+            excluded=int(d["excluded"]),
+            warning=d["warning"],
+        )
+
+
+def fit_baseline(
+    samples: pl.DataFrame,
+    target: str,
+    drivers: Sequence[str],
+    *,
+    min_samples: int = 1000,
+    r2_threshold: float = 0.80,
+    exclude_column: str | None = "excluded",
+) -> BaselineFit:
+    """OLS of `target` on `drivers` plus an intercept over the usable rows of `samples` (see the module
+    docstring). Refuses instead of returning a model whose numbers would mislead."""
+    drivers = tuple(drivers)
+    _check_columns(samples, target, drivers)
+    columns = (target, *drivers)
+
+    flagged = pl.lit(False)
+    if exclude_column is not None and exclude_column in samples.columns:
+        flagged = pl.col(exclude_column).cast(pl.Boolean).fill_null(False)
+    present = pl.all_horizontal(
+        [pl.col(c).cast(pl.Float64).is_not_null() & pl.col(c).cast(pl.Float64).is_finite() for c in columns]
+    )
+    marked = samples.select(*(pl.col(c).cast(pl.Float64) for c in columns), _flagged=flagged, _present=present)
+    n_flagged = int(marked["_flagged"].sum())
+    n_missing = int((~marked["_flagged"] & ~marked["_present"]).sum())
+    usable = marked.filter(~pl.col("_flagged") & pl.col("_present")).select(columns)
+    n = usable.height
+    dropped = n_flagged + n_missing
+
+    needed = max(min_samples, len(drivers) + 2)  # at least one residual degree of freedom
+    if n < needed:
+        raise BaselineRefused(
+            f"Cannot fit the {target} baseline: only {n} usable rows, {needed} needed "
+            f"({dropped} dropped: {n_flagged} flagged excluded, {n_missing} with a NULL/NaN {target} or driver)."
+        )
+    for column in columns:
+        values = usable[column]
+        if values.min() == values.max():
+            role = "target" if column == target else "driver"
+            raise BaselineRefused(
+                f"Cannot fit the {target} baseline: {role} '{column}' is constant ({values[0]}) over the "
+                f"{n} usable rows, so its effect cannot be estimated; remove it or choose a period where it varies."
+            )
+
+    y = usable[target].to_numpy()
+    x = np.column_stack([np.ones(n), usable.select(drivers).to_numpy()])
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        raise BaselineRefused(
+            f"Cannot fit the {target} baseline: the drivers {', '.join(drivers)} are collinear "
+            "(singular design matrix: one is a linear combination of the others); remove the redundant one."
+        )
+
+    result = sm.OLS(y, x).fit()
+    names = (INTERCEPT, *drivers)
+    residuals = np.asarray(result.resid)
+    r2 = float(result.rsquared)
+    warning = None
+    if r2 < r2_threshold:
+        warning = (
+            f"R² {r2:.2f} is below {r2_threshold:.2f}: the drivers {', '.join(drivers)} explain too little of "
+            f"{target}; deviations against this baseline are unreliable, consider other drivers or another period."
+        )
+    return BaselineFit(
+        target=target,
+        drivers=drivers,
+        coefficients=dict(zip(names, map(float, result.params), strict=True)),
+        p_values=dict(zip(names, map(float, result.pvalues), strict=True)),
+        std_errors=dict(zip(names, map(float, result.bse), strict=True)),
+        r2=r2,
+        adj_r2=float(result.rsquared_adj),
+        rmse=float(np.sqrt(np.mean(residuals**2))),
+        mae=float(np.mean(np.abs(residuals))),
+        n=n,
+        excluded=dropped,
+        warning=warning,
+    )
+
+
+def predict(fit: BaselineFit, drivers: pl.DataFrame) -> pl.Series:
+    """Expected target for each row (what-if or per-period): intercept + Σ coef·driver. A NULL or NaN
+    driver gives a NULL prediction rather than a number silently missing a term."""
+    missing = [d for d in fit.drivers if d not in drivers.columns]
+    if missing:
+        raise BaselineRefused(f"Cannot predict {fit.target}: driver column(s) {', '.join(missing)} missing.")
+    expression = pl.lit(fit.coefficients[INTERCEPT], pl.Float64)
+    for driver in fit.drivers:
+        expression = expression + fit.coefficients[driver] * pl.col(driver).cast(pl.Float64).fill_nan(None)
+    return drivers.select(predicted=expression).to_series()
+
+
+def deviations(
+    actual: pl.DataFrame,
+    fit: BaselineFit,
+    *,
+    key: Sequence[str],
+    warning_sigma: float = 2.0,
+    critical_sigma: float = 3.0,
+) -> pl.DataFrame:
+    """Actual vs expected per row of `actual` (*key, period_start, period_end, the target column, and
+    either the driver columns or a precomputed `predicted` column; optional integer `hours`, default 1,
+    NULL read as 1). Returns *key, period_start, period_end, actual, predicted, deviation (actual -
+    predicted), deviation_pct (NULL when predicted <= 0: a percentage of nothing means nothing),
+    severity and z, graded by the rule in the module docstring."""
+    if not 0 < warning_sigma <= critical_sigma:
+        raise ValueError(f"need 0 < warning_sigma <= critical_sigma, got {warning_sigma} and {critical_sigma}")
+    key = tuple(key)
+    required = [*key, "period_start", "period_end", fit.target]
+    absent = [c for c in required if c not in actual.columns]
+    if absent:
+        raise BaselineRefused(f"Cannot compute {fit.target} deviations: column(s) {', '.join(absent)} missing.")
+    if "predicted" in actual.columns:
+        predicted = actual["predicted"].cast(pl.Float64).fill_nan(None)
+    else:
+        predicted = predict(fit, actual)
+    hours = actual["hours"].fill_null(1) if "hours" in actual.columns else pl.repeat(1, actual.height, eager=True)
+    if (hours < 1).any():
+        raise ValueError("hours must be >= 1 (the number of hourly samples a row sums)")
+
+    frame = actual.select(
+        *key,
+        "period_start",
+        "period_end",
+        actual=pl.col(fit.target).cast(pl.Float64).fill_nan(None),
+        predicted=predicted,
+        _sigma=fit.rmse * hours.cast(pl.Float64).sqrt(),
+    ).with_columns(deviation=pl.col("actual") - pl.col("predicted"))
+    magnitude = pl.col("deviation").abs()
+    return frame.select(
+        *key,
+        "period_start",
+        "period_end",
+        "actual",
+        "predicted",
+        "deviation",
+        deviation_pct=pl.when(pl.col("predicted") > 0).then(100 * pl.col("deviation") / pl.col("predicted")),
+        severity=pl.when(pl.col("deviation").is_null())
+        .then(pl.lit(None, pl.String))
+        .when(magnitude == 0)
+        .then(pl.lit("normal"))
+        .when(magnitude >= critical_sigma * pl.col("_sigma"))
+        .then(pl.lit("critical"))
+        .when(magnitude >= warning_sigma * pl.col("_sigma"))
+        .then(pl.lit("warning"))
+        .otherwise(pl.lit("normal")),
+        z=pl.when(pl.col("_sigma") > 0).then(pl.col("deviation") / pl.col("_sigma")),
+    )
+
+
+def _check_columns(samples: pl.DataFrame, target: str, drivers: tuple[str, ...]) -> None:
+    if not drivers:
+        raise BaselineRefused(f"Cannot fit the {target} baseline: at least one driver is needed.")
+    if len(set(drivers)) != len(drivers) or target in drivers:
+        raise BaselineRefused(f"Cannot fit the {target} baseline: drivers must be distinct and differ from the target.")
+    missing = [c for c in (target, *drivers) if c not in samples.columns]
+    if missing:
+        raise BaselineRefused(f"Cannot fit the {target} baseline: column(s) {', '.join(missing)} missing.")
+    for column in (target, *drivers):
+        dtype = samples.schema[column]
+        if not (dtype.is_numeric() or dtype == pl.Boolean):
+            raise BaselineRefused(f"Cannot fit the {target} baseline: column '{column}' is {dtype}, not numeric.")
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _from_json_float(value: float | None) -> float:
+    return math.nan if value is None else float(value)
