@@ -1,0 +1,404 @@
+"""Anomaly transforms: pooled z-score from bucket aggregates (hand-computed), sudden steps, stoppages,
+the Isolation Forest (severity capped at warning unless a reading is also σ-extreme), exclusions."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analytics_platform.transforms.anomalies import (
+    ANOMALY_SCHEMA,
+    FittedForest,
+    bucket_features,
+    bucket_readings,
+    detect_anomalies,
+    fit_isolation_forests,
+    isolation_forest_anomalies,
+    pooled_stats,
+    stoppage_anomalies,
+    sudden_change_anomalies,
+    zscore_anomalies,
+)
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA, SERIES_KEY, TIME
+
+HOUR = datetime(2025, 8, 20, 12, tzinfo=UTC)
+DAY_BEFORE = HOUR - timedelta(hours=24)
+SERIES = ("t1", "f1", "m1", "s1", "temp")
+MACHINE = SERIES[:3]
+STEP_S = 5  # one reading every 5 s: 12 per 60-s bucket
+EXCLUDED_SCHEMA = {"tenant_id": pl.String(), "factory_id": pl.String(), "machine_id": pl.String(),
+                   "start": TIME, "end": TIME, "state": pl.String()}  # fmt: skip
+
+
+def raw(times: list[datetime], values: list[float] | np.ndarray, series: tuple[str, ...] = SERIES) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"time": times, **{k: [v] * len(times) for k, v in zip(SERIES_KEY, series, strict=True)}, "value": values},
+        schema=READING_SCHEMA,
+    )
+
+
+def history_of(readings: pl.DataFrame, bucket_s: int = 60) -> pl.DataFrame:
+    """`analytics_agg`-like rows of raw readings: epoch-aligned buckets, stddev_samp (NULL for 1)."""
+    micros = bucket_s * 1_000_000
+    return (
+        readings.with_columns(bucket_start=(pl.col("time").dt.epoch("us") // micros * micros).cast(TIME))
+        .group_by(*SERIES_KEY, "bucket_start")
+        .agg(
+            count_n=pl.len().cast(pl.Int64),
+            sum_v=pl.col("value").sum(),
+            avg_v=pl.col("value").mean(),
+            min_v=pl.col("value").min(),
+            max_v=pl.col("value").max(),
+            stddev_v=pl.col("value").std(ddof=1),
+        )
+        .with_columns(bucket_end=pl.col("bucket_start") + pl.duration(seconds=bucket_s))
+        .sort("bucket_start")
+    )
+
+
+def excluded(*intervals: tuple[datetime, datetime | None], state: str = "maintenance") -> pl.DataFrame:
+    return pl.DataFrame([(*MACHINE, s, e, state) for s, e in intervals], schema=EXCLUDED_SCHEMA, orient="row")
+
+
+def times(start: datetime, seconds: int, step: int = STEP_S) -> list[datetime]:
+    return [start + timedelta(seconds=s) for s in range(0, seconds, step)]
+
+
+def signal(ts: list[datetime], seed: int) -> np.ndarray:
+    """A 10-minute machine cycle (amplitude 1) plus bounded uniform noise (±0.3): no reading is
+    ever 2σ from the mean (max deviation 1.3 < 2·√(0.5 + 0.03) ≈ 1.46)."""
+    seconds = np.array([(t - DAY_BEFORE).total_seconds() for t in ts])
+    rng = np.random.default_rng(seed)
+    return 50.0 + np.sin(2 * np.pi * seconds / 600.0) + rng.uniform(-0.3, 0.3, len(ts))
+
+
+def details(frame: pl.DataFrame) -> list[dict]:
+    return [json.loads(d) for d in frame["details"]]
+
+
+# ----- z-score -----------------------------------------------------------------------------------
+
+
+def hand_history() -> pl.DataFrame:
+    """Two buckets: 5 readings avg 8 sd 1, 5 readings avg 12 sd 5. N = 10, mean = 100/10 = 10,
+    within = 4·1 + 4·25 = 104, between = 5·4 + 5·4 = 40, var = 144/9 = 16, σ = 4."""
+    return pl.DataFrame(
+        {
+            "bucket_start": [DAY_BEFORE, DAY_BEFORE + timedelta(minutes=1)],
+            "bucket_end": [DAY_BEFORE + timedelta(minutes=1), DAY_BEFORE + timedelta(minutes=2)],
+            **{k: [v, v] for k, v in zip(SERIES_KEY, SERIES, strict=True)},
+            "count_n": [5, 5],
+            "sum_v": [40.0, 60.0],
+            "avg_v": [8.0, 12.0],
+            "min_v": [7.0, 5.0],
+            "max_v": [9.0, 19.0],
+            "stddev_v": [1.0, 5.0],
+        },
+        schema_overrides={"bucket_start": TIME, "bucket_end": TIME},
+    )
+
+
+def test_pooled_stats_by_hand() -> None:
+    assert pooled_stats(hand_history()).select("n", "mean", "std").row(0) == (10, 10.0, 4.0)
+
+
+def test_pooled_stats_equal_those_of_the_raw_readings() -> None:
+    ts = times(DAY_BEFORE, 3 * 3600, 7)  # 7-s steps: buckets of 8 and 9 readings
+    values = np.random.default_rng(1).normal(20.0, 3.0, len(ts))
+    stats = pooled_stats(history_of(raw(ts, values)))
+    assert stats["n"][0] == len(ts)
+    assert stats["mean"][0] == pytest.approx(values.mean(), rel=1e-12)
+    assert stats["std"][0] == pytest.approx(values.std(ddof=1), rel=1e-12)
+
+
+def test_zscore_severities_by_hand() -> None:
+    at = [HOUR + timedelta(seconds=s) for s in range(6)]
+    # mean 10, σ 4: +2σ, −2σ, +3.5σ, +6σ, +1.975σ (not an anomaly), +4σ
+    result = zscore_anomalies(raw(at, [18.0, 2.0, 24.0, 34.0, 17.9, 26.0]), hand_history(), min_history=10)
+    assert result.schema == pl.Schema(ANOMALY_SCHEMA)
+    rows = result.sort("time").select("time", "score", "severity", "severity_label", "observed", "expected").rows()
+    assert rows == [
+        (at[0], 2.0, 2, "warning", 18.0, 10.0),
+        (at[1], -2.0, 2, "warning", 2.0, 10.0),
+        (at[2], 3.5, 3, "critical", 24.0, 10.0),
+        (at[3], 6.0, 5, "critical", 34.0, 10.0),
+        (at[5], 4.0, 4, "critical", 26.0, 10.0),
+    ]
+    assert result.sort("time")["confidence"].to_list() == pytest.approx(
+        [math.erf(z / math.sqrt(2)) for z in (2.0, 2.0, 3.5, 6.0, 4.0)]
+    )
+    first = result.sort("time").row(0, named=True)
+    assert (first["anomaly_type"], first["method"]) == ("temperature", "zscore")
+    assert (first["window_start"], first["window_end"]) == (at[0], at[0])
+    assert details(result.sort("time"))[0] == {
+        "readings": [{"time": at[0].isoformat(), "value": 18.0}],
+        "z": 2.0,
+        "history_mean": 10.0,
+        "history_std": 4.0,
+        "history_n": 10,
+    }
+
+
+def test_zscore_skips_short_or_flat_history() -> None:
+    reading = raw([HOUR], [1000.0])
+    assert zscore_anomalies(reading, hand_history()).is_empty()  # 10 readings < min_history 30
+    flat = history_of(raw(times(DAY_BEFORE, 3600), [0.1] * 720))
+    assert zscore_anomalies(reading, flat).is_empty()  # σ 0 (to rounding): no baseline, no division
+
+
+def test_zscore_anomaly_types() -> None:
+    at = [HOUR]
+    history = pl.concat(
+        [hand_history().with_columns(metric=pl.lit(m)) for m in ("power", "energy", "outdoor_pressure", "vibration")]
+    )
+    readings = pl.concat(
+        [raw(at, [30.0], (*SERIES[:4], m)) for m in ("power", "energy", "outdoor_pressure", "vibration")]
+    )
+    result = zscore_anomalies(readings, history, min_history=10).sort("metric")
+    assert result.select("metric", "anomaly_type").rows() == [
+        ("energy", "power"),
+        ("outdoor_pressure", "pressure"),
+        ("power", "power"),
+        ("vibration", "vibration"),
+    ]
+
+
+# ----- acceptance: a clean day, a clean hour, the same hour with spikes ---------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_day() -> tuple[pl.DataFrame, pl.DataFrame, list[FittedForest]]:
+    """24 h of history (as bucket aggregates), the following clean hour, and forests fitted on it."""
+    past = times(DAY_BEFORE, 24 * 3600)
+    history = history_of(raw(past, signal(past, seed=7)))
+    hour = times(HOUR, 3600)
+    readings = raw(hour, signal(hour, seed=8))
+    return history, readings, fit_isolation_forests(history)
+
+
+SPIKES = [HOUR + timedelta(minutes=m, seconds=s) for m, s in ((3, 10), (17, 0), (29, 55), (41, 30), (58, 5))]
+
+
+def spiked(readings: pl.DataFrame, sigma: float, at: list[datetime] = SPIKES, by: float = 8.0) -> pl.DataFrame:
+    return readings.with_columns(
+        value=pl.when(pl.col("time").is_in(at)).then(pl.col("value") + by * sigma).otherwise(pl.col("value"))
+    )
+
+
+def test_clean_hour_yields_nothing_above_warning(clean_day) -> None:
+    history, readings, models = clean_day
+    assert len(models) == 1 and models[0].n_samples == 1440
+    assert zscore_anomalies(readings, history).is_empty()
+    result = detect_anomalies(readings, history, models=models)
+    assert result.schema == pl.Schema(ANOMALY_SCHEMA)
+    assert result["severity"].max() is None or result["severity"].max() <= 2
+    assert set(result["severity_label"]) <= {"warning"}
+
+
+def test_injected_spikes_are_critical(clean_day) -> None:
+    history, readings, models = clean_day
+    sigma = pooled_stats(history)["std"][0]
+    hot = spiked(readings, sigma)
+    result = detect_anomalies(hot, history, models=models)
+    z = result.filter(pl.col("method") == "zscore")
+    assert z.sort("time")["time"].to_list() == SPIKES
+    assert set(z["severity_label"]) == {"critical"} and set(z["severity"]) == {5}
+    forest = result.filter(pl.col("method") == "isolation_forest")
+    critical = forest.filter(pl.col("severity_label") == "critical")
+    spike_buckets = [t.replace(second=0) for t in SPIKES]
+    assert sorted(critical["time"].to_list()) == spike_buckets  # every spiked bucket, and only those
+    assert set(critical["severity"]) == {5}
+    assert forest.filter(~pl.col("time").is_in(spike_buckets))["severity"].max() in (None, 2)
+    spike_values = hot.filter(pl.col("time").is_in(SPIKES))["value"].to_list()
+    rows = critical.sort("time").iter_rows(named=True)
+    for spike, value, row, detail in zip(SPIKES, spike_values, rows, details(critical.sort("time")), strict=True):
+        assert row["observed"] == value  # the bucket's most extreme reading is the spike
+        assert {"time": spike.isoformat(), "value": value} in detail["readings"]
+        assert 0.5 < row["confidence"] <= 1.0
+        assert detail["z"] > 5  # 8σ on top of a cycle that may be below the mean
+
+
+def test_forest_critical_needs_an_extreme_reading(clean_day) -> None:
+    """A bucket shape the forest has never seen (flat) is unusual but within ±σ: a warning only."""
+    _history, readings, models = clean_day
+    flat_minute = (pl.col("time") >= HOUR + timedelta(minutes=20)) & (pl.col("time") < HOUR + timedelta(minutes=21))
+    odd = readings.with_columns(value=pl.when(flat_minute).then(50.9).otherwise(pl.col("value")))
+    result = isolation_forest_anomalies(models, odd)
+    assert HOUR + timedelta(minutes=20) in result["time"].to_list()
+    assert set(result["severity"]) == {2}
+
+
+# ----- exclusions --------------------------------------------------------------------------------
+
+
+def test_spike_in_maintenance_is_not_reported(clean_day) -> None:
+    history, readings, models = clean_day
+    sigma = pooled_stats(history)["std"][0]
+    maintenance = excluded((HOUR + timedelta(minutes=15), HOUR + timedelta(minutes=20)))
+    result = detect_anomalies(spiked(readings, sigma), history, maintenance, models=models)
+    reported = result.filter(pl.col("severity_label") == "critical")["time"].to_list()
+    assert SPIKES[1] not in reported and SPIKES[1].replace(second=0) not in reported
+    assert SPIKES[0] in reported and SPIKES[2] in reported
+
+
+def test_open_ended_interval_excludes_everything_after_its_start() -> None:
+    result = zscore_anomalies(raw([HOUR], [1000.0]), hand_history(), excluded((HOUR, None)), min_history=10)
+    assert result.is_empty()
+
+
+def test_history_in_fault_is_not_trained_on(clean_day) -> None:
+    history, readings, _models = clean_day
+    fault = (DAY_BEFORE + timedelta(hours=5), DAY_BEFORE + timedelta(hours=5, minutes=30))
+    in_fault = (pl.col("bucket_start") < fault[1]) & (pl.col("bucket_end") > fault[0])
+    wild = history.with_columns(
+        max_v=pl.when(in_fault).then(1e6).otherwise(pl.col("max_v")),
+        sum_v=pl.when(in_fault).then(pl.col("sum_v") + 1e6).otherwise(pl.col("sum_v")),
+        avg_v=pl.when(in_fault).then(pl.col("avg_v") + 1e6 / pl.col("count_n")).otherwise(pl.col("avg_v")),
+        stddev_v=pl.when(in_fault).then(1e5).otherwise(pl.col("stddev_v")),
+    )
+    faults = excluded(fault, state="fault")
+    assert pooled_stats(wild, faults).equals(pooled_stats(history.filter(~in_fault)))
+    assert pooled_stats(wild)["std"][0] > 1000  # without the exclusion the baseline would be ruined
+    sigma = pooled_stats(history)["std"][0]
+    hot = spiked(readings, sigma)
+    assert zscore_anomalies(hot, wild, faults).equals(zscore_anomalies(hot, history.filter(~in_fault)))
+    (forest,) = fit_isolation_forests(wild, faults)
+    assert forest.n_samples == 1440 - 30 and forest.feature_mean["max"] < 100
+
+
+# ----- sudden change -----------------------------------------------------------------------------
+
+
+def levels(start: datetime, minutes: int, level_of) -> pl.DataFrame:
+    """Readings constant within each minute, at level_of(minute index)."""
+    ts = times(start, minutes * 60)
+    return raw(ts, [level_of(int((t - start).total_seconds()) // 60) for t in ts])
+
+
+def test_sudden_step_is_critical_at_the_later_bucket() -> None:
+    # History: bucket means alternate 50.0 / 50.1, so steps are ±0.1 (σ_diff ≈ 0.1, |z| ≈ 1).
+    history = history_of(levels(DAY_BEFORE, 24 * 60, lambda m: 50.0 + 0.1 * (m % 2)))
+    steady = levels(HOUR, 60, lambda m: 50.0 + 0.1 * (m % 2))
+    assert sudden_change_anomalies(steady, history).is_empty()
+    # The level jumps by 1.1 at minute 30 and stays there: 50.1 at minute 29, 51.1 at 30, a step of
+    # 1.0 ≈ 10 σ_diff.
+    step = levels(HOUR, 60, lambda m: 50.0 + 0.1 * (m % 2) + (1.1 if m >= 30 else 0.0))
+    result = sudden_change_anomalies(step, history)
+    assert result.height == 1
+    row = result.row(0, named=True)
+    later = HOUR + timedelta(minutes=30)
+    assert (row["time"], row["window_start"], row["window_end"]) == (
+        later,
+        later - timedelta(minutes=1),
+        later + timedelta(minutes=1),
+    )
+    assert (row["method"], row["severity"], row["severity_label"]) == ("sudden_change", 5, "critical")
+    assert row["score"] == pytest.approx(10.0, rel=0.01)
+    assert row["observed"] == pytest.approx(51.1)
+    detail = details(result)[0]
+    assert len(detail["readings"]) == 10 and detail["n_steps"] == 24 * 60 - 1
+
+
+def test_sudden_step_at_the_hour_boundary_is_caught() -> None:
+    history = history_of(levels(DAY_BEFORE, 24 * 60, lambda m: 50.0 + 0.1 * (m % 2)))
+    step = levels(HOUR, 60, lambda m: 52.0 + 0.1 * (m % 2))
+    result = sudden_change_anomalies(step, history)
+    assert result["time"].to_list() == [HOUR] and result["severity"].to_list() == [5]
+
+
+# ----- stoppage ----------------------------------------------------------------------------------
+
+COUNTER_SCHEMA = {"time": TIME, "tenant_id": pl.String(), "factory_id": pl.String(), "machine_id": pl.String(),
+                  "increment": pl.Float64()}  # fmt: skip
+RUNNING_SCHEMA = {"tenant_id": pl.String(), "factory_id": pl.String(), "machine_id": pl.String(),
+                  "start": TIME, "end": TIME}  # fmt: skip
+
+
+def counters(zero_minutes: range, *, report_zeros: bool = True) -> pl.DataFrame:
+    """An increment at every minute of the hour: 5 pieces, 0 in `zero_minutes` (or no row)."""
+    rows = [
+        (HOUR + timedelta(minutes=m), *MACHINE, 0.0 if m in zero_minutes else 5.0)
+        for m in range(60)
+        if report_zeros or m not in zero_minutes
+    ]
+    return pl.DataFrame(rows, schema=COUNTER_SCHEMA, orient="row")
+
+
+def running(*minutes: tuple[int, int]) -> pl.DataFrame:
+    rows = [(*MACHINE, HOUR + timedelta(minutes=a), HOUR + timedelta(minutes=b)) for a, b in minutes]
+    return pl.DataFrame(rows, schema=RUNNING_SCHEMA, orient="row")
+
+
+@pytest.mark.parametrize("report_zeros", [True, False])
+def test_twelve_minute_hole_while_running_is_one_stoppage(report_zeros: bool) -> None:
+    # Zero increments at minutes 20..31: nothing was produced from the reading at 19 to the one at 31.
+    result = stoppage_anomalies(counters(range(20, 32), report_zeros=report_zeros), running((0, 60)))
+    assert result.schema == pl.Schema(ANOMALY_SCHEMA)
+    assert result.height == 1
+    row = result.row(0, named=True)
+    assert (row["window_start"], row["window_end"]) == (HOUR + timedelta(minutes=19), HOUR + timedelta(minutes=31))
+    assert row["time"] == row["window_start"]
+    assert (row["score"], row["severity"], row["severity_label"], row["confidence"]) == (12.0, 2, "warning", 1.0)
+    assert (row["anomaly_type"], row["method"], row["sensor_id"], row["metric"]) == (
+        "production",
+        "stoppage",
+        None,
+        "count_total",
+    )
+    assert row["observed"] == 0.0 and row["expected"] > 0
+    assert details(result)[0]["readings"][0] == {"time": (HOUR + timedelta(minutes=19)).isoformat(), "value": 5.0}
+
+
+def test_long_stoppage_is_critical_and_runs_to_the_interval_end() -> None:
+    result = stoppage_anomalies(counters(range(25, 60)), running((0, 60)))
+    assert result.select("window_start", "window_end", "score", "severity", "severity_label").rows() == [
+        (HOUR + timedelta(minutes=24), HOUR + timedelta(minutes=60), 36.0, 3, "critical")
+    ]
+
+
+def test_hole_outside_running_is_not_a_stoppage() -> None:
+    assert stoppage_anomalies(counters(range(20, 32)), running((0, 15), (35, 60))).is_empty()
+    assert stoppage_anomalies(counters(range(20, 32)), running()).is_empty()
+    assert stoppage_anomalies(counters(range(20, 29)), running((0, 60))).is_empty()  # 9 minutes < 10
+
+
+def test_no_counter_readings_is_not_a_stoppage() -> None:
+    """A silent counter is a device problem (device health reports it), not a stopped machine."""
+    assert stoppage_anomalies(counters(range(0)).clear(), running((0, 60))).is_empty()
+
+
+# ----- Isolation Forest model --------------------------------------------------------------------
+
+
+def test_model_round_trip_scores_identically(clean_day) -> None:
+    history, readings, models = clean_day
+    (forest,) = models
+    assert forest.key == SERIES and forest.features == ("avg", "min", "max", "std", "d_avg")
+    assert forest.trained_from == DAY_BEFORE and forest.trained_to == HOUR
+    assert forest.contamination == 0.01 and forest.reading_std == pytest.approx(pooled_stats(history)["std"][0])
+    loaded = FittedForest.from_bytes(forest.to_bytes())
+    features = bucket_features(bucket_readings(readings)).select(forest.features).to_numpy()
+    assert np.array_equal(loaded.model.score_samples(features), forest.model.score_samples(features))
+    assert loaded.threshold == forest.threshold
+    hot = spiked(readings, forest.reading_std)
+    assert isolation_forest_anomalies([loaded], hot).equals(isolation_forest_anomalies(models, hot))
+
+
+def test_too_few_buckets_fit_no_model(clean_day) -> None:
+    history, _, _ = clean_day
+    assert fit_isolation_forests(history.head(100)) == []
+
+
+def test_bucket_features_change_is_zero_after_a_gap() -> None:
+    ts = [HOUR, HOUR + timedelta(seconds=61), HOUR + timedelta(seconds=185)]
+    features = bucket_features(bucket_readings(raw(ts, [1.0, 3.0, 10.0])))
+    assert features.select("bucket_start", "avg", "std", "d_avg").rows() == [
+        (HOUR, 1.0, 0.0, 0.0),
+        (HOUR + timedelta(minutes=1), 3.0, 0.0, 2.0),
+        (HOUR + timedelta(minutes=3), 10.0, 0.0, 0.0),
+    ]
