@@ -1,0 +1,649 @@
+"""Production and energy KPIs per machine and period (hour, shift, day).
+
+One call computes every period of a range from the same inputs, so an hour, a shift and a day are
+always consistent with each other (a day's energy is the sum of its hours', exactly).
+
+Time accounting (ISO 22400), per machine, from the run-state timeline (`run_state` on
+device.health; a state holds until the next one) and the readings' heartbeat:
+
+* planned downtime: `planned_stop` and `maintenance` states (maintenance is scheduled work; a
+  breakdown is `fault`), and time outside the tenant's shifts (not planned production time);
+* no data: a silence longer than `gap_s` between a machine's readings (the whole silence), unless
+  it falls in planned downtime; it counts as unplanned downtime (the machine cannot prove it ran);
+* otherwise the state: running, idle, fault, or unknown (before the first state ever seen).
+
+Precedence where they overlap: planned state > outside the schedule > no data > state.
+
+    planned busy time  = period - planned downtime - unknown
+    availability       = running / planned busy time
+    performance        = ideal cycle time x total count / running      (may exceed 1: then the
+                                                                        ideal cycle time is wrong)
+    quality            = good / total
+    OEE                = availability x performance x quality
+    downtime_s         = fault + no data (inside planned busy time)
+    SEC                = energy kWh / units produced
+    production_rate_h  = units / running hours
+    data_completeness  = % of `slot_s` slots of the period holding at least one reading
+
+A value that cannot be computed (nothing produced, no run time, no metadata, no readings) is NULL
+with the reason in `null_reason`: never an exception, never a fake 0.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from analytics_platform.transforms.energy_kpis import (
+    KPI_SCHEMA,
+    MACHINE,
+    TARIFF_SCHEMA,
+    counter_increments,
+    energy_kpis,
+    price_increments,
+)
+from analytics_platform.transforms.window_aggregates import TIME
+
+ENERGY, POWER, TOTAL, GOOD = "energy", "power", "count_total", "count_good"
+COUNTERS = (ENERGY, TOTAL, GOOD)
+KPI_METRICS = (POWER, ENERGY, TOTAL, GOOD)
+PLANNED_STATES = ("planned_stop", "maintenance")
+CATEGORIES = ("running", "idle", "fault", "planned_stop", "maintenance", "unscheduled", "no_data", "unknown")
+
+TENANT_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "timezone": pl.String(),
+    "currency": pl.String(),
+    "emission_factor_kg_per_kwh": pl.Float64(),
+}
+SHIFT_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "shift": pl.String(),
+    "start_minute": pl.Int32(),
+    "end_minute": pl.Int32(),
+}
+MACHINE_META_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "ideal_cycle_time_s": pl.Float64(),
+    "rated_power_kw": pl.Float64(),
+}
+READING_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "metric": pl.String(),
+    "value": pl.Float64(),
+}
+STATE_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "run_state": pl.String(),
+}
+SEEN_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "time": TIME,
+}
+PERIOD_SCHEMA: dict[str, pl.DataType] = {
+    "period": pl.String(),  # hour | shift | day
+    "label": pl.String(),  # the shift's name
+    "tenant_id": pl.String(),  # shifts are per tenant; NULL = every machine
+    "period_start": TIME,
+    "period_end": TIME,
+}
+OUTPUT_SCHEMA: dict[str, pl.DataType] = {"period": pl.String(), **KPI_SCHEMA}
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Plant metadata as stored: tenant '*' and factory/machine '*' rows are defaults."""
+
+    tenants: pl.DataFrame  # TENANT_SCHEMA
+    tariffs: pl.DataFrame  # TARIFF_SCHEMA (its timezone column is ignored: the tenant's applies)
+    shifts: pl.DataFrame  # SHIFT_SCHEMA
+    machines: pl.DataFrame  # MACHINE_META_SCHEMA
+
+
+@dataclass(frozen=True)
+class KpiInputs:
+    """Everything one range [start, end) needs. `prior` (last reading per machine and metric
+    before the range) carries counters and the heartbeat over the range start; `prior_states` the
+    run state; `next_seen` (first reading at or after the end) closes a trailing silence."""
+
+    start: datetime
+    end: datetime
+    readings: pl.DataFrame  # READING_SCHEMA, KPI metrics and drivers, in [start, end)
+    prior: pl.DataFrame  # READING_SCHEMA
+    states: pl.DataFrame  # STATE_SCHEMA, in [start, end)
+    prior_states: pl.DataFrame  # STATE_SCHEMA
+    next_seen: pl.DataFrame  # SEEN_SCHEMA
+
+
+@dataclass(frozen=True)
+class KpiOptions:
+    gap_s: int = 300
+    slot_s: int = 60
+    drivers: tuple[str, ...] = ("outdoor_temp", "outdoor_pressure")
+
+
+# ----- metadata resolution -------------------------------------------------------------------
+
+
+def resolve_tenants(plant: Plant, tenant_ids: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Per tenant: its own settings, tariff bands and shifts, else those of tenant '*'.
+    Returns (tenants, tariffs with the tenant's timezone, shifts); a tenant with neither its own
+    row nor a '*' row is absent (its KPIs say so)."""
+    own = set(plant.tenants["tenant_id"].to_list())
+    with_bands = set(plant.tariffs["tenant_id"].to_list())
+    with_shifts = set(plant.shifts["tenant_id"].to_list())
+    tenants, tariffs, shifts = [], [], []
+    for tenant in sorted(set(tenant_ids)):
+        source = tenant if tenant in own else WILDCARD
+        row = plant.tenants.filter(pl.col("tenant_id") == source)
+        if row.is_empty():
+            continue
+        row = row.with_columns(tenant_id=pl.lit(tenant))
+        tenants.append(row)
+        zone = row["timezone"][0] or "UTC"
+        band_source = tenant if tenant in with_bands else WILDCARD
+        tariffs.append(
+            plant.tariffs.filter(pl.col("tenant_id") == band_source).with_columns(
+                tenant_id=pl.lit(tenant), timezone=pl.lit(zone)
+            )
+        )
+        shift_source = tenant if tenant in with_shifts else WILDCARD
+        shifts.append(plant.shifts.filter(pl.col("tenant_id") == shift_source).with_columns(tenant_id=pl.lit(tenant)))
+
+    def stack(frames: list[pl.DataFrame], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        return pl.concat([f.select(list(schema)).cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
+
+    return stack(tenants, TENANT_SCHEMA), stack(tariffs, TARIFF_SCHEMA), stack(shifts, SHIFT_SCHEMA)
+
+
+def resolve_machines(machines: pl.DataFrame, metadata: pl.DataFrame) -> pl.DataFrame:
+    """`machines` (tenant, factory, machine) with ideal_cycle_time_s and rated_power_kw from the
+    most specific metadata row (exact beats '*', tenant before factory before machine); NULL when
+    nothing matches."""
+    keys = machines.select(MACHINE).unique()
+    candidates = (
+        keys.join(metadata.rename({c: f"m_{c}" for c in MACHINE}), how="cross")
+        .filter(
+            *[(pl.col(f"m_{c}") == pl.col(c)) | (pl.col(f"m_{c}") == WILDCARD) for c in MACHINE],
+        )
+        .with_columns(
+            specificity=(pl.col("m_tenant_id") != WILDCARD).cast(pl.Int32) * 4
+            + (pl.col("m_factory_id") != WILDCARD).cast(pl.Int32) * 2
+            + (pl.col("m_machine_id") != WILDCARD).cast(pl.Int32)
+        )
+        .sort("specificity", descending=True)
+        .unique(MACHINE, keep="first")
+        .select(*MACHINE, "ideal_cycle_time_s", "rated_power_kw")
+    )
+    return keys.join(candidates, on=list(MACHINE), how="left").sort(MACHINE)
+
+
+# ----- periods and schedule ------------------------------------------------------------------
+
+
+def _local_instances(
+    shifts: pl.DataFrame, zone: str, start: datetime, end: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """Every instance (name, start, end in UTC) of the shifts that overlaps [start - 1 day, end + 1 day]."""
+    tz = ZoneInfo(zone)
+    first = (start.astimezone(tz) - timedelta(days=2)).date()
+    last = (end.astimezone(tz) + timedelta(days=1)).date()
+    out = []
+    day = first
+    while day <= last:
+        midnight = datetime(day.year, day.month, day.day)
+        for name, s_min, e_min in shifts.select("shift", "start_minute", "end_minute").iter_rows():
+            s_local = midnight + timedelta(minutes=s_min)
+            e_local = midnight + timedelta(minutes=e_min, days=1 if e_min <= s_min else 0)
+            out.append((name, s_local.replace(tzinfo=tz).astimezone(UTC), e_local.replace(tzinfo=tz).astimezone(UTC)))
+        day += timedelta(days=1)
+    return sorted(out, key=lambda item: item[1])
+
+
+def shift_periods(tenants: pl.DataFrame, shifts: pl.DataFrame, day_start: datetime, day_end: datetime) -> pl.DataFrame:
+    """The shift instances belonging to the day [day_start, day_end): those that *end* in it, so a
+    night shift is reported with the day it finishes in, once it is complete."""
+    rows = []
+    for tenant, zone in tenants.select("tenant_id", "timezone").iter_rows():
+        own = shifts.filter(pl.col("tenant_id") == tenant)
+        for name, start, end in _local_instances(own, zone or "UTC", day_start, day_end):
+            if day_start < end <= day_end:
+                rows.append(
+                    {"period": "shift", "label": name, "tenant_id": tenant, "period_start": start, "period_end": end}
+                )
+    return pl.DataFrame(rows, schema=PERIOD_SCHEMA) if rows else pl.DataFrame(schema=PERIOD_SCHEMA)
+
+
+def fixed_periods(kind: str, start: datetime, end: datetime, step: timedelta) -> pl.DataFrame:
+    """Back-to-back hours or days covering [start, end)."""
+    rows, at = [], start
+    while at < end:
+        rows.append(
+            {"period": kind, "label": None, "tenant_id": None, "period_start": at, "period_end": min(at + step, end)}
+        )
+        at += step
+    return pl.DataFrame(rows, schema=PERIOD_SCHEMA)
+
+
+def _unscheduled(tenants: pl.DataFrame, shifts: pl.DataFrame, start: datetime, end: datetime) -> dict[str, list]:
+    """Per tenant with shifts: the parts of [start, end) outside every shift."""
+    out: dict[str, list] = {}
+    for tenant, zone in tenants.select("tenant_id", "timezone").iter_rows():
+        own = shifts.filter(pl.col("tenant_id") == tenant)
+        if own.is_empty():
+            continue
+        covered = sorted((s, e) for _, s, e in _local_instances(own, zone or "UTC", start, end))
+        holes, at = [], start
+        for s, e in covered:
+            if s > at:
+                holes.append((at, min(s, end)))
+            at = max(at, e)
+            if at >= end:
+                break
+        if at < end:
+            holes.append((at, end))
+        out[tenant] = [(s, e) for s, e in holes if e > s and s < end]
+    return out
+
+
+# ----- the time line -------------------------------------------------------------------------
+
+
+def _gaps(inputs: KpiInputs, gap_s: int) -> pl.DataFrame:
+    """Silences longer than gap_s between a machine's readings (any KPI metric or driver),
+    bounded by the last reading before the range and the first after it when known, else by the
+    range itself."""
+    beats = pl.concat(
+        [
+            inputs.readings.select(*MACHINE, "time"),
+            inputs.prior.select(*MACHINE, "time"),
+            inputs.next_seen.select(*MACHINE, "time"),
+        ]
+    )
+    machines = beats.select(MACHINE).unique()
+    edges = pl.concat(
+        [
+            machines.with_columns(time=pl.lit(inputs.start, TIME)),
+            machines.with_columns(time=pl.lit(inputs.end, TIME)),
+        ]
+    )
+    # a range edge only bounds a silence when there is no reading beyond it
+    has_before = inputs.prior.select(*MACHINE).unique().with_columns(before=pl.lit(True))
+    has_after = inputs.next_seen.select(*MACHINE).unique().with_columns(after=pl.lit(True))
+    edges = (
+        edges.join(has_before, on=list(MACHINE), how="left")
+        .join(has_after, on=list(MACHINE), how="left")
+        .filter(
+            ((pl.col("time") == inputs.start) & pl.col("before").is_null())
+            | ((pl.col("time") == inputs.end) & pl.col("after").is_null())
+        )
+        .select(*MACHINE, "time")
+    )
+    return (
+        pl.concat([beats, edges])
+        .unique()
+        .sort(*MACHINE, "time")
+        .with_columns(gap_start=pl.col("time").shift(1).over(MACHINE))
+        .filter((pl.col("time") - pl.col("gap_start")) > pl.duration(seconds=gap_s))
+        .select(
+            *MACHINE,
+            gap_start=pl.max_horizontal("gap_start", pl.lit(inputs.start, TIME)),
+            gap_end=pl.min_horizontal("time", pl.lit(inputs.end, TIME)),
+        )
+        .filter(pl.col("gap_end") > pl.col("gap_start"))
+    )
+
+
+def _state_changes(inputs: KpiInputs) -> pl.DataFrame:
+    carried = inputs.prior_states.with_columns(time=pl.lit(inputs.start, TIME))
+    return (
+        pl.concat([carried.select(list(STATE_SCHEMA)), inputs.states.select(list(STATE_SCHEMA))])
+        .filter(pl.col("run_state").is_not_null())
+        .sort(*MACHINE, "time", "run_state")
+        .filter(pl.col("run_state") != pl.col("run_state").shift(1).over(MACHINE).fill_null(""))
+    )
+
+
+def timeline(inputs: KpiInputs, tenants: pl.DataFrame, shifts: pl.DataFrame, gap_s: int) -> pl.DataFrame:
+    """Per machine, [start, end) segments covering the range, each with one category."""
+    gaps: dict[tuple, list] = {}
+    for row in _gaps(inputs, gap_s).iter_rows():
+        gaps.setdefault(row[:3], []).append((row[3], row[4]))
+    changes: dict[tuple, list] = {}
+    for row in _state_changes(inputs).select(*MACHINE, "time", "run_state").iter_rows():
+        changes.setdefault(row[:3], []).append((row[3], row[4]))
+    unscheduled = _unscheduled(tenants, shifts, inputs.start, inputs.end)
+    machines = sorted(set(gaps) | set(changes) | set(_machines(inputs)))
+    rows = []
+    for machine in machines:
+        state_at = changes.get(machine, [])
+        state_times = [t for t, _ in state_at]
+        machine_gaps = gaps.get(machine, [])
+        holes = unscheduled.get(machine[0], [])
+        points = {inputs.start, inputs.end, *state_times}
+        points.update(t for interval in machine_gaps + holes for t in interval)
+        ordered = sorted(p for p in points if inputs.start <= p <= inputs.end)
+        for seg_start, seg_end in itertools.pairwise(ordered):
+            index = bisect.bisect_right(state_times, seg_start) - 1
+            state = state_at[index][1] if index >= 0 else "unknown"
+            if state in PLANNED_STATES:
+                category = state
+            elif any(s <= seg_start and seg_end <= e for s, e in holes):
+                category = "unscheduled"
+            elif any(s <= seg_start and seg_end <= e for s, e in machine_gaps):
+                category = "no_data"
+            else:
+                category = state
+            if rows and rows[-1][:3] == machine and rows[-1][5] == category and rows[-1][4] == seg_start:
+                rows[-1] = (*machine, rows[-1][3], seg_end, category)
+            else:
+                rows.append((*machine, seg_start, seg_end, category))
+    schema = {**{c: pl.String() for c in MACHINE}, "start": TIME, "end": TIME, "category": pl.String()}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _machines(inputs: KpiInputs) -> list[tuple]:
+    frames = [inputs.readings, inputs.prior, inputs.states, inputs.prior_states]
+    return pl.concat([f.select(MACHINE) for f in frames]).unique().sort(MACHINE).rows()
+
+
+def _time_components(segments: pl.DataFrame, start: datetime, end: datetime) -> dict[tuple, dict[str, float]]:
+    clipped = segments.with_columns(
+        seconds=(
+            pl.min_horizontal("end", pl.lit(end, TIME)) - pl.max_horizontal("start", pl.lit(start, TIME))
+        ).dt.total_microseconds()
+        / 1e6
+    ).filter(pl.col("seconds") > 0)
+    out: dict[tuple, dict[str, float]] = {}
+    for *machine, category, seconds in clipped.group_by(*MACHINE, "category").agg(pl.col("seconds").sum()).iter_rows():
+        out.setdefault(tuple(machine), dict.fromkeys(CATEGORIES, 0.0))[category] = seconds
+    return out
+
+
+# ----- KPIs ----------------------------------------------------------------------------------
+
+
+def _row(period: dict, machine: tuple, kpi: str, value: float | None, unit: str, reason: str | None, **details) -> dict:
+    return {
+        "period": period["period"],
+        "period_start": period["period_start"],
+        "period_end": period["period_end"],
+        **dict(zip(MACHINE, machine, strict=True)),
+        "kpi": kpi,
+        "value": value,
+        "unit": unit,
+        "null_reason": None if value is not None else reason,
+        "details": json.dumps(details, default=str, sort_keys=True) if details else None,
+    }
+
+
+def _ratio(numerator: float | None, denominator: float | None, why_numerator: str, why_zero: str) -> tuple:
+    if numerator is None:
+        return None, why_numerator
+    if denominator is None or denominator <= 0:
+        return None, why_zero
+    return numerator / denominator, None
+
+
+def _production_rows(
+    period: dict,
+    machine: tuple,
+    times: dict[str, float] | None,
+    counts: dict[str, float | None],
+    energy_kwh: float | None,
+    meta: dict,
+) -> list[dict]:
+    total, good = counts.get(TOTAL), counts.get(GOOD)
+    no_counter = "no production counter (count_total) readings in the period"
+    rows = [
+        _row(period, machine, "production_count", total, "units", no_counter),
+        _row(period, machine, "good_count", good, "units", "no good-count (count_good) readings in the period"),
+    ]
+    sec, sec_reason = _ratio(
+        energy_kwh,
+        total,
+        "no energy counter readings in the period",
+        "no units produced in the period" if total is not None else no_counter,
+    )
+    rows.append(
+        _row(period, machine, "sec_kwh_per_unit", sec, "kWh/unit", sec_reason, energy_kwh=energy_kwh, units=total)
+    )
+    t = times or dict.fromkeys(CATEGORIES, 0.0)
+    period_s = (period["period_end"] - period["period_start"]).total_seconds()
+    planned = t["planned_stop"] + t["maintenance"] + t["unscheduled"]
+    running = t["running"]
+    busy = period_s - planned - t["unknown"]
+    has_states = (
+        times is not None
+        and t["unknown"] < period_s - planned - t["no_data"] + 1e-9
+        and (sum(t[c] for c in ("running", "idle", "fault", "planned_stop", "maintenance")) > 0)
+    )
+    no_states = "no run-state data for the machine in the period"
+    rows += [
+        _row(period, machine, "run_time_s", running if has_states else None, "s", no_states),
+        _row(period, machine, "idle_time_s", t["idle"] if has_states else None, "s", no_states),
+        _row(
+            period,
+            machine,
+            "planned_downtime_s",
+            planned if has_states or t["unscheduled"] else None,
+            "s",
+            no_states,
+            planned_stop_s=t["planned_stop"],
+            maintenance_s=t["maintenance"],
+            unscheduled_s=t["unscheduled"],
+        ),
+        _row(
+            period,
+            machine,
+            "downtime_s",
+            t["fault"] + t["no_data"],
+            "s",
+            None,
+            fault_s=t["fault"],
+            gap_s=t["no_data"],
+        ),
+        _row(period, machine, "fault_time_s", t["fault"], "s", None),
+    ]
+    if not has_states:
+        availability, a_reason = None, no_states
+    else:
+        availability, a_reason = _ratio(running, busy, no_states, "no planned production time in the period")
+    rows.append(
+        _row(
+            period,
+            machine,
+            "availability",
+            availability,
+            "ratio",
+            a_reason,
+            run_time_s=running,
+            planned_busy_s=busy,
+            unknown_s=t["unknown"],
+        )
+    )
+    ideal = meta.get("ideal_cycle_time_s")
+    if ideal is None:
+        performance, p_reason = None, "no ideal cycle time for the machine (machine_metadata)"
+    elif total is None:
+        performance, p_reason = None, no_counter
+    elif not has_states:
+        performance, p_reason = None, no_states
+    else:
+        performance, p_reason = _ratio(ideal * total, running, no_counter, "no run time in the period")
+    rows.append(
+        _row(
+            period,
+            machine,
+            "performance",
+            performance,
+            "ratio",
+            p_reason,
+            ideal_cycle_time_s=ideal,
+            **({"above_1": "ideal cycle time may be too long"} if performance is not None and performance > 1 else {}),
+        )
+    )
+    quality, q_reason = _ratio(
+        good, total, "no good-count (count_good) readings in the period", "no units produced in the period"
+    )
+    rows.append(_row(period, machine, "quality", quality, "ratio", q_reason, good=good, total=total))
+    parts = {
+        "availability": (availability, a_reason),
+        "performance": (performance, p_reason),
+        "quality": (quality, q_reason),
+    }
+    missing = next(((name, why) for name, (value, why) in parts.items() if value is None), None)
+    oee = None if missing else availability * performance * quality
+    rows.append(
+        _row(
+            period,
+            machine,
+            "oee",
+            oee,
+            "ratio",
+            f"{missing[0]}: {missing[1]}" if missing else None,
+            availability=availability,
+            performance=performance,
+            quality=quality,
+        )
+    )
+    rate, r_reason = _ratio(
+        total,
+        running / 3600 if has_states else None,
+        no_counter,
+        "no run time in the period" if has_states else no_states,
+    )
+    rows.append(_row(period, machine, "production_rate_per_h", rate, "units/h", r_reason))
+    return rows
+
+
+def machine_kpis(
+    inputs: KpiInputs, periods: pl.DataFrame, plant: Plant, options: KpiOptions = KpiOptions()
+) -> pl.DataFrame:
+    """KPI rows (OUTPUT_SCHEMA) for every period in `periods` and every machine seen in the range
+    (a shift period only for its tenant's machines)."""
+    machines = _machines(inputs)
+    if not machines or periods.is_empty():
+        return pl.DataFrame(schema=OUTPUT_SCHEMA)
+    machine_frame = pl.DataFrame(machines, schema=list(MACHINE), orient="row")
+    tenants, tariffs, shifts = resolve_tenants(plant, machine_frame["tenant_id"].unique().to_list())
+    meta = {
+        r[:3]: {"ideal_cycle_time_s": r[3], "rated_power_kw": r[4]}
+        for r in resolve_machines(machine_frame, plant.machines).iter_rows()
+    }
+    segments = timeline(inputs, tenants, shifts, options.gap_s)
+
+    readings = inputs.readings
+    increments = {}
+    for metric in COUNTERS:
+        inc = counter_increments(
+            readings.filter(pl.col("metric") == metric).sort("time"),
+            inputs.prior.filter(pl.col("metric") == metric),
+            MACHINE,
+        )
+        increments[metric] = price_increments(inc, tariffs) if metric == ENERGY else inc
+    power = readings.filter(pl.col("metric") == POWER).select("time", *MACHINE, "value")
+    factors = tenants.select("tenant_id", kg_co2_per_kwh="emission_factor_kg_per_kwh").filter(
+        pl.col("kg_co2_per_kwh").is_not_null()
+    )
+    slot = pl.col("time").dt.epoch("s") // options.slot_s
+    rows: list[dict] = []
+    for period in periods.iter_rows(named=True):
+        start, end = period["period_start"], period["period_end"]
+        scope = (
+            machine_frame
+            if period["tenant_id"] is None
+            else machine_frame.filter(pl.col("tenant_id") == period["tenant_id"])
+        )
+        if scope.is_empty():
+            continue
+        in_period = (pl.col("time") >= start) & (pl.col("time") < end)
+        energy = energy_kpis(
+            increments[ENERGY].filter(in_period), power.filter(in_period), factors, scope, start=start, end=end
+        ).with_columns(period=pl.lit(period["period"]))
+        kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == "energy_kwh").select(*MACHINE, "value").iter_rows()}
+        counts = {
+            metric: {
+                r[:3]: r[3]
+                for r in increments[metric]
+                .filter(in_period)
+                .group_by(MACHINE)
+                .agg(pl.col("increment").sum())
+                .iter_rows()
+            }
+            for metric in (TOTAL, GOOD)
+        }
+        times = _time_components(segments, start, end)
+        period_readings = readings.filter(in_period)
+        slots_total = -(-int((end - start).total_seconds()) // options.slot_s)
+        covered = {r[:3]: r[3] for r in period_readings.group_by(MACHINE).agg(slot.n_unique()).iter_rows()}
+        drivers = {
+            (r[0], *r[1:4]): r[4]
+            for r in period_readings.filter(pl.col("metric").is_in(options.drivers))
+            .group_by("metric", *MACHINE)
+            .agg(pl.col("value").mean())
+            .iter_rows()
+        }
+        energy_rows: dict[tuple, list[dict]] = {}
+        for row in energy.select(list(OUTPUT_SCHEMA)).to_dicts():
+            energy_rows.setdefault((row["tenant_id"], row["factory_id"], row["machine_id"]), []).append(row)
+        for machine in scope.rows():
+            machine_rows = energy_rows.get(machine, [])
+            machine_rows += _production_rows(
+                period,
+                machine,
+                times.get(machine),
+                {TOTAL: counts[TOTAL].get(machine), GOOD: counts[GOOD].get(machine)},
+                kwh.get(machine),
+                meta.get(machine, {}),
+            )
+            machine_rows.append(
+                _row(
+                    period,
+                    machine,
+                    "data_completeness_pct",
+                    100.0 * covered.get(machine, 0) / slots_total,
+                    "%",
+                    None,
+                    slots=slots_total,
+                    slots_with_data=covered.get(machine, 0),
+                    slot_s=options.slot_s,
+                )
+            )
+            for driver in options.drivers:
+                machine_rows.append(
+                    _row(
+                        period,
+                        machine,
+                        f"avg_{driver}",
+                        drivers.get((driver, *machine)),
+                        "",
+                        f"no {driver} readings in the period",
+                    )
+                )
+            if period["label"] is not None:
+                for row in machine_rows:
+                    details = json.loads(row["details"]) if row["details"] else {}
+                    row["details"] = json.dumps({"shift": period["label"], **details}, default=str, sort_keys=True)
+            rows += machine_rows
+    if not rows:
+        return pl.DataFrame(schema=OUTPUT_SCHEMA)
+    return pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row").sort("period", "period_start", *MACHINE, "kpi")

@@ -1,0 +1,253 @@
+"""Machine KPIs with hand-computed values: a 24 h day with a known tariff split, a meter reset and
+a production-counter reset, a planned stop, a fault, an idle hour, a silence in the data, an hour
+with zero production, a machine without counters or run states, and shift periods in local time.
+
+The day (machine mc-01, all values by hand):
+  power every 5 min at 40 kW, 100 kW at 10:30; none at 03:05..03:20 (a 25 min silence 03:00-03:25)
+  energy counter at HH:30, +10 kWh each, prior 1000 at 23:30 the day before; reset at 12:30 (reads 5)
+    -> 23 x 10 + 5 = 235 kWh; off-peak (22:00-09:00) 00:30..08:30 + 22:30, 23:30 = 11 x 10 = 110,
+       peak 125 -> cost 110 x 0.10 + 125 x 0.20 = 36.0; carbon 235 x 0.45 = 105.75
+  count_total at HH:30 +1500 (none at 12:30), reset at 06:30 (reads 1500): 23 x 1500 = 34500
+  count_good  at HH:30 +1470 (none at 12:30), reset at 06:30 (reads 1470): 23 x 1470 = 33810
+  run state: running (since the day before), planned_stop 12:00-13:00, fault 15:00-15:30,
+    idle 20:00-21:00
+  -> planned 3600, fault 1800, idle 3600, no data 1500 (03:00-03:25), running 75900
+     availability 75900 / 82800 = 11/12, performance 2.0 x 34500 / 75900 = 10/11,
+     quality 33810 / 34500 = 0.98, OEE = 11/12 x 10/11 x 0.98
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from analytics_platform.transforms.machine_kpis import (
+    MACHINE_META_SCHEMA,
+    READING_SCHEMA,
+    SEEN_SCHEMA,
+    SHIFT_SCHEMA,
+    STATE_SCHEMA,
+    TENANT_SCHEMA,
+    KpiInputs,
+    KpiOptions,
+    Plant,
+    fixed_periods,
+    machine_kpis,
+    resolve_machines,
+    resolve_tenants,
+    shift_periods,
+)
+from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
+
+DAY = datetime(2025, 8, 20, tzinfo=UTC)
+NEXT = DAY + timedelta(days=1)
+
+
+def at(hour: int, minute: int = 0, day: datetime = DAY) -> datetime:
+    return day + timedelta(hours=hour, minutes=minute)
+
+
+def frame(rows: list[tuple], schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def plant(shifts: list[tuple] = (), zone: str = "UTC") -> Plant:
+    return Plant(
+        tenants=frame([("*", zone, "USD", 0.45)], TENANT_SCHEMA),
+        tariffs=frame(
+            [("*", "UTC", "peak", 540, 1320, 0.20), ("*", "UTC", "off_peak", 1320, 540, 0.10)], TARIFF_SCHEMA
+        ),
+        shifts=frame([("*", *s) for s in shifts], SHIFT_SCHEMA),
+        machines=frame([("*", "*", "*", 2.0, 75.0)], MACHINE_META_SCHEMA),
+    )
+
+
+def reading(ts: datetime, metric: str, value: float, machine: str = "mc-01") -> tuple:
+    return (ts, "t1", "f1", machine, metric, value)
+
+
+def day_inputs() -> KpiInputs:
+    rows = []
+    silent = {at(3, m) for m in (5, 10, 15, 20)}
+    for step in range(288):
+        ts = DAY + timedelta(minutes=5 * step)
+        if ts not in silent:
+            rows.append(reading(ts, "power", 100.0 if ts == at(10, 30) else 40.0))
+        rows.append(reading(ts, "power", 40.0, "mc-02"))
+    energy, total, good = 1000.0, 500.0, 300.0
+    for hour in range(24):
+        ts = at(hour, 30)
+        energy = 5.0 if hour == 12 else energy + 10
+        if hour == 6:
+            total, good = 1500.0, 1470.0
+        elif hour != 12:
+            total, good = total + 1500, good + 1470
+        rows += [reading(ts, "energy", energy), reading(ts, "count_total", total), reading(ts, "count_good", good)]
+    prior = [
+        reading(at(23, 30, DAY - timedelta(days=1)), "energy", 1000.0),
+        reading(at(23, 30, DAY - timedelta(days=1)), "count_total", 500.0),
+        reading(at(23, 30, DAY - timedelta(days=1)), "count_good", 300.0),
+        reading(at(23, 55, DAY - timedelta(days=1)), "power", 40.0),
+        reading(at(23, 55, DAY - timedelta(days=1)), "power", 40.0, "mc-02"),
+    ]
+    states = [
+        (at(12), "t1", "f1", "mc-01", "planned_stop"),
+        (at(12, 30), "t1", "f1", "mc-01", "planned_stop"),  # a heartbeat repeating the state
+        (at(13), "t1", "f1", "mc-01", "running"),
+        (at(15), "t1", "f1", "mc-01", "fault"),
+        (at(15, 30), "t1", "f1", "mc-01", "running"),
+        (at(20), "t1", "f1", "mc-01", "idle"),
+        (at(21), "t1", "f1", "mc-01", "running"),
+    ]
+    return KpiInputs(
+        start=DAY,
+        end=NEXT,
+        readings=frame(rows, READING_SCHEMA),
+        prior=frame(prior, READING_SCHEMA),
+        states=frame(states, STATE_SCHEMA),
+        prior_states=frame([(at(22, 0, DAY - timedelta(days=1)), "t1", "f1", "mc-01", "running")], STATE_SCHEMA),
+        next_seen=frame([("t1", "f1", m, NEXT) for m in ("mc-01", "mc-02")], SEEN_SCHEMA),
+    )
+
+
+def kpis(result: pl.DataFrame, machine: str = "mc-01", period: str = "day", start: datetime = DAY) -> dict:
+    rows = result.filter(
+        (pl.col("machine_id") == machine) & (pl.col("period") == period) & (pl.col("period_start") == start)
+    )
+    return {r["kpi"]: r for r in rows.iter_rows(named=True)}
+
+
+@pytest.fixture(scope="module")
+def day() -> pl.DataFrame:
+    return machine_kpis(
+        day_inputs(), fixed_periods("day", DAY, NEXT, timedelta(days=1)), plant(), KpiOptions(drivers=())
+    )
+
+
+def test_energy_cost_carbon_and_demand(day: pl.DataFrame) -> None:
+    k = kpis(day)
+    assert k["energy_kwh"]["value"] == pytest.approx(235.0)
+    assert json.loads(k["energy_kwh"]["details"]) == {"counter_resets": 1, "increments": 24}
+    assert k["energy_cost"]["value"] == pytest.approx(36.0)
+    assert json.loads(k["energy_cost"]["details"])["kwh_by_band"] == pytest.approx({"off_peak": 110.0, "peak": 125.0})
+    assert k["carbon_kg"]["value"] == pytest.approx(105.75)
+    assert k["peak_demand_kw"]["value"] == 100.0
+    assert json.loads(k["peak_demand_kw"]["details"])["at"].startswith("2025-08-20 10:30:00")
+    assert k["avg_demand_kw"]["value"] == pytest.approx(11420 / 284)
+    assert k["load_factor"]["value"] == pytest.approx(11420 / 284 / 100)
+
+
+def test_time_accounting_and_oee(day: pl.DataFrame) -> None:
+    k = kpis(day)
+    assert k["run_time_s"]["value"] == pytest.approx(75900)
+    assert k["idle_time_s"]["value"] == pytest.approx(3600)
+    assert k["planned_downtime_s"]["value"] == pytest.approx(3600)
+    assert k["downtime_s"]["value"] == pytest.approx(3300)
+    assert json.loads(k["downtime_s"]["details"]) == {"fault_s": 1800.0, "gap_s": 1500.0}
+    assert k["fault_time_s"]["value"] == pytest.approx(1800)
+    assert k["availability"]["value"] == pytest.approx(11 / 12)
+    assert k["performance"]["value"] == pytest.approx(10 / 11)
+    assert k["quality"]["value"] == pytest.approx(0.98)
+    assert k["oee"]["value"] == pytest.approx(11 / 12 * 10 / 11 * 0.98)
+
+
+def test_production_sec_rate_completeness(day: pl.DataFrame) -> None:
+    k = kpis(day)
+    assert k["production_count"]["value"] == 34500
+    assert k["good_count"]["value"] == 33810
+    assert k["sec_kwh_per_unit"]["value"] == pytest.approx(235 / 34500)
+    assert k["production_rate_per_h"]["value"] == pytest.approx(34500 / (75900 / 3600))
+    assert k["data_completeness_pct"]["value"] == pytest.approx(100 * 284 / 1440)
+
+
+def test_machine_without_counters_or_states_gets_null_with_reasons(day: pl.DataFrame) -> None:
+    k = kpis(day, "mc-02")
+    assert k["avg_demand_kw"]["value"] == 40.0
+    assert k["data_completeness_pct"]["value"] == pytest.approx(20.0)
+    for name in ("energy_kwh", "energy_cost", "carbon_kg", "production_count", "sec_kwh_per_unit"):
+        assert k[name]["value"] is None and k[name]["null_reason"], name
+    assert k["production_count"]["null_reason"] == "no production counter (count_total) readings in the period"
+    assert k["availability"]["null_reason"] == "no run-state data for the machine in the period"
+    assert k["oee"]["null_reason"] == "availability: no run-state data for the machine in the period"
+    assert k["downtime_s"]["value"] == 0.0
+
+
+def test_planned_stop_hour_has_no_production_and_no_availability() -> None:
+    hours = machine_kpis(
+        day_inputs(), fixed_periods("hour", DAY, NEXT, timedelta(hours=1)), plant(), KpiOptions(drivers=())
+    )
+    assert (
+        hours.filter(pl.col("machine_id") == "mc-01").height
+        == 24 * hours.filter((pl.col("machine_id") == "mc-01") & (pl.col("period_start") == DAY)).height
+    )
+    k = kpis(hours, period="hour", start=at(12))
+    assert k["production_count"]["value"] == 0.0
+    assert k["planned_downtime_s"]["value"] == 3600
+    assert k["availability"]["null_reason"] == "no planned production time in the period"
+    assert k["sec_kwh_per_unit"]["null_reason"] == "no units produced in the period"
+    assert k["quality"]["null_reason"] == "no units produced in the period"
+    assert k["energy_kwh"]["value"] == 5.0  # the reset hour: the meter restarted from 0
+    # the hours add up to the day, exactly
+    energy = hours.filter((pl.col("machine_id") == "mc-01") & (pl.col("kpi") == "energy_kwh"))["value"].sum()
+    assert energy == pytest.approx(235.0)
+    runs = hours.filter((pl.col("machine_id") == "mc-01") & (pl.col("kpi") == "run_time_s"))["value"].sum()
+    assert runs == pytest.approx(75900)
+    # the silence 03:00-03:25 is 1500 s of downtime in hour 3
+    assert kpis(hours, period="hour", start=at(3))["downtime_s"]["value"] == 1500
+
+
+def test_shift_periods_in_local_time_belong_to_the_day_they_end_in() -> None:
+    tenants = frame([("t1", "Asia/Bangkok", "THB", 0.5)], TENANT_SCHEMA)
+    shifts = frame([("t1", "A", 360, 840), ("t1", "B", 840, 1320), ("t1", "C", 1320, 360)], SHIFT_SCHEMA)
+    periods = shift_periods(tenants, shifts, DAY, NEXT)
+    assert periods.select("label", "period_start", "period_end").rows() == [
+        ("A", at(23, 0, DAY - timedelta(days=1)), at(7)),
+        ("B", at(7), at(15)),
+        ("C", at(15), at(23)),
+    ]
+
+
+def test_time_outside_every_shift_is_planned_not_downtime() -> None:
+    # two shifts 06:00-22:00 UTC: 22:00-06:00 is not planned production time
+    result = machine_kpis(
+        day_inputs(),
+        fixed_periods("day", DAY, NEXT, timedelta(days=1)),
+        plant(shifts=[("A", 360, 840), ("B", 840, 1320)]),
+        KpiOptions(drivers=()),
+    )
+    k = kpis(result)
+    # planned: 8 h unscheduled + the 1 h planned stop; the 03:00 silence falls outside the schedule
+    assert k["planned_downtime_s"]["value"] == pytest.approx(9 * 3600)
+    assert json.loads(k["planned_downtime_s"]["details"])["unscheduled_s"] == 8 * 3600
+    assert k["downtime_s"]["value"] == pytest.approx(1800)
+    assert k["run_time_s"]["value"] == pytest.approx(86400 - 9 * 3600 - 1800 - 3600)
+    assert k["availability"]["value"] == pytest.approx((86400 - 9 * 3600 - 1800 - 3600) / (15 * 3600))
+
+
+def test_metadata_resolution_most_specific_row_wins() -> None:
+    meta = frame(
+        [("*", "*", "*", 2.0, None), ("t1", "*", "*", 3.0, None), ("t1", "f1", "mc-02", 4.0, 50.0)],
+        MACHINE_META_SCHEMA,
+    )
+    machines = pl.DataFrame(
+        {"tenant_id": ["t1", "t1", "t2"], "factory_id": ["f1", "f1", "f9"], "machine_id": ["mc-01", "mc-02", "x"]}
+    )
+    resolved = resolve_machines(machines, meta)
+    assert resolved.select("machine_id", "ideal_cycle_time_s").rows() == [("mc-01", 3.0), ("mc-02", 4.0), ("x", 2.0)]
+    tenants, tariffs, _ = resolve_tenants(
+        Plant(
+            tenants=frame([("*", "UTC", "USD", 0.45), ("t2", "Asia/Bangkok", "THB", 0.5)], TENANT_SCHEMA),
+            tariffs=frame([("*", "UTC", "flat", 0, 1440, 0.1)], TARIFF_SCHEMA),
+            shifts=frame([], SHIFT_SCHEMA),
+            machines=meta,
+        ),
+        ["t1", "t2"],
+    )
+    assert tenants.select("tenant_id", "timezone").rows() == [("t1", "UTC"), ("t2", "Asia/Bangkok")]
+    assert tariffs.select("tenant_id", "timezone", "band").rows() == [
+        ("t1", "UTC", "flat"),
+        ("t2", "Asia/Bangkok", "flat"),
+    ]
