@@ -98,11 +98,42 @@ class PlatformSettings(BaseSettings):
         default=168, ge=1, description="How far back a machine's last status is looked for (uptime, offline periods)."
     )
 
+    kpi_gap_s: int = Field(
+        default=300, ge=1, description="A silence longer than this in a machine's readings counts as downtime."
+    )
+    kpi_slot_s: int = Field(default=60, ge=1, description="Slot size of the data-completeness KPI.")
+    kpi_drivers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["outdoor_temp", "outdoor_pressure"],
+        description="Sensor metrics averaged per machine and period (avg_<metric> KPIs; baseline drivers).",
+    )
+    baseline_drivers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["production_count", "avg_outdoor_temp", "avg_outdoor_pressure"],
+        description="Hourly KPIs the energy baseline regresses energy_kwh on.",
+    )
+    baseline_training_days: int = Field(default=90, ge=1, description="Trailing days an energy baseline learns from.")
+    baseline_min_samples: int = Field(default=1000, ge=2, description="Fewest usable hours a baseline is fitted on.")
+    baseline_r2_min: float = Field(default=0.80, gt=0, le=1, description="R² below this stores the model flagged.")
+    anomaly_contamination: float = Field(default=0.01, gt=0, le=0.5, description="Isolation Forest contamination.")
+    anomaly_training_hours: int = Field(
+        default=24, ge=1, description="Trailing hours an anomaly model (and the z-score statistics) learn from."
+    )
+    anomaly_refit_hours: int = Field(
+        default=24, ge=1, description="A persisted anomaly model older than this is refitted."
+    )
+    anomaly_metrics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Metrics judged for anomalies (empty = every metric with history)."
+    )
+    anomaly_stoppage_minutes: int = Field(
+        default=10, ge=1, description="Running without production this long is a stoppage."
+    )
+
     reject_ratio_max: float = Field(default=0.05, ge=0, le=1)
     api_max_range_days: int = Field(default=31, ge=1)
     api_page_limit_max: int = Field(default=10000, ge=1)
 
-    @field_validator("kafka_topics", "domains_enabled", mode="before")
+    @field_validator(
+        "kafka_topics", "domains_enabled", "kpi_drivers", "baseline_drivers", "anomaly_metrics", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

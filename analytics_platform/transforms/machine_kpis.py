@@ -169,7 +169,9 @@ def resolve_tenants(plant: Plant, tenant_ids: Sequence[str]) -> tuple[pl.DataFra
         shifts.append(plant.shifts.filter(pl.col("tenant_id") == shift_source).with_columns(tenant_id=pl.lit(tenant)))
 
     def stack(frames: list[pl.DataFrame], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        return pl.concat([f.select(list(schema)).cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
+        if not frames:
+            return pl.DataFrame(schema=schema)
+        return pl.concat([f.select(list(schema)).cast(schema) for f in frames])
 
     return stack(tenants, TENANT_SCHEMA), stack(tariffs, TARIFF_SCHEMA), stack(shifts, SHIFT_SCHEMA)
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
 from analytics_platform.transforms.machine_kpis import (
     MACHINE_META_SCHEMA,
     READING_SCHEMA,
@@ -40,7 +41,6 @@ from analytics_platform.transforms.machine_kpis import (
     resolve_tenants,
     shift_periods,
 )
-from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
