@@ -5,6 +5,9 @@
     analytics-platform rejects [--limit 20]                what was rejected, and why
     analytics-platform spec-limits load [FILE]             upsert spec limits from YAML
     analytics-platform spec-limits list                    the limits in the database
+    analytics-platform plant load [FILE] | show            plant metadata (tariffs, shifts, machines)
+    analytics-platform baseline predict T F M k=v ...      what-if energy from the active baseline
+    analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
 """
@@ -21,6 +24,9 @@ import psycopg
 from analytics_platform.contracts.registry import ConfigError, bind_domains
 from analytics_platform.ingest import store
 from analytics_platform.migrations import apply_migrations
+from analytics_platform.results import plant
+from analytics_platform.results.anomalies import resolve_anomaly
+from analytics_platform.results.baselines import predict_what_if
 from analytics_platform.results.spec_limits import DEFAULT_FILE, SpecLimitError, load_spec_limits
 from analytics_platform.settings import get_settings
 
@@ -92,6 +98,60 @@ def _spec_limits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plant(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        if args.action == "load":
+            changed = plant.load_plant_config(conn, args.file, overwrite=not args.keep_existing)
+            print(f"{changed} plant metadata row(s) inserted or updated from {args.file}")
+            print("re-materialise the affected KPI partitions to recompute past KPIs")
+            return 0
+        for title, query in (
+            ("tenants", "SELECT * FROM analytics.plant_tenants ORDER BY 1"),
+            ("tariff bands", "SELECT * FROM analytics.plant_tariff_bands ORDER BY 1, 3"),
+            ("shifts", "SELECT * FROM analytics.plant_shifts ORDER BY 1, 3"),
+            ("machines", "SELECT * FROM analytics.machine_metadata ORDER BY 1, 2, 3"),
+        ):
+            cur = conn.execute(query)
+            names = [d.name for d in cur.description if d.name != "updated_at"]
+            print(f"{title}:")
+            for row in cur.fetchall():
+                print("  " + ", ".join(f"{n}={v}" for n, v in zip(names, row, strict=False)))
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    drivers = {}
+    for item in args.drivers:
+        name, _, value = item.partition("=")
+        try:
+            drivers[name] = float(value)
+        except ValueError:
+            print(f"error: driver {item!r} must be name=number, e.g. production_count=1500", file=sys.stderr)
+            return 2
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        try:
+            kwh = predict_what_if(conn, (args.tenant, args.factory, args.machine), drivers)
+        except (LookupError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"expected energy: {kwh:.3f} kWh per hour")
+    return 0
+
+
+def _anomalies(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        try:
+            found = resolve_anomaly(conn, args.anomaly_id, args.note, args.by)
+        except psycopg.errors.RaiseException as exc:
+            print(f"error: {exc.diag.message_primary}", file=sys.stderr)
+            return 2
+    if not found:
+        print(f"error: no anomaly {args.anomaly_id}", file=sys.stderr)
+        return 1
+    print(f"anomaly {args.anomaly_id} resolved")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analytics-platform", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,11 +167,36 @@ def main(argv: list[str] | None = None) -> int:
     limits.add_argument("action", choices=("load", "list"))
     limits.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
     limits.add_argument("--keep-existing", action="store_true", help="only add limits the table lacks")
+    plant_cmd = sub.add_parser(
+        "plant", help="load or show plant metadata (tariffs, shifts, emission factors, machines)"
+    )
+    plant_cmd.add_argument("action", choices=("load", "show"))
+    plant_cmd.add_argument("file", nargs="?", type=Path, default=plant.DEFAULT_FILE)
+    plant_cmd.add_argument("--keep-existing", action="store_true", help="leave tenants and machines already there")
+    baseline = sub.add_parser("baseline", help="what-if prediction from a machine's active energy baseline")
+    baseline.add_argument("action", choices=("predict",))
+    baseline.add_argument("tenant")
+    baseline.add_argument("factory")
+    baseline.add_argument("machine")
+    baseline.add_argument("drivers", nargs="+", metavar="driver=value")
+    anomalies = sub.add_parser("anomalies", help="resolve an anomaly with a note")
+    anomalies.add_argument("action", choices=("resolve",))
+    anomalies.add_argument("anomaly_id", type=int)
+    anomalies.add_argument("--note", required=True)
+    anomalies.add_argument("--by", default=os.environ.get("USER", "operator"))
     args = parser.parse_args(argv)
-    handlers = {"migrate": _migrate, "replay": _replay, "rejects": _rejects, "spec-limits": _spec_limits}
+    handlers = {
+        "migrate": _migrate,
+        "replay": _replay,
+        "rejects": _rejects,
+        "spec-limits": _spec_limits,
+        "plant": _plant,
+        "baseline": _baseline,
+        "anomalies": _anomalies,
+    }
     try:
         return handlers[args.command](args)
-    except (ConfigError, SpecLimitError) as exc:
+    except (ConfigError, SpecLimitError, plant.PlantConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -114,6 +114,7 @@ class PlatformSettings(BaseSettings):
     baseline_min_samples: int = Field(default=1000, ge=2, description="Fewest usable hours a baseline is fitted on.")
     baseline_r2_min: float = Field(default=0.80, gt=0, le=1, description="R² below this stores the model flagged.")
     anomaly_contamination: float = Field(default=0.01, gt=0, le=0.5, description="Isolation Forest contamination.")
+    anomaly_trees: int = Field(default=50, ge=1, description="Trees per Isolation Forest.")
     anomaly_training_hours: int = Field(
         default=24, ge=1, description="Trailing hours an anomaly model (and the z-score statistics) learn from."
     )

@@ -14,6 +14,19 @@ HOURLY_ANALYTICS = {
     "sweep_batch_quality": {"raw_sweep_readings", "analytics_spec_limits"},
     "lab_result_quality": {"raw_lab_results", "analytics_spec_limits"},
 }
+ENERGY_ASSETS = {
+    "plant_metadata": set(),
+    "hourly_machine_kpis": {"raw_sensor_readings", "raw_device_health", "plant_metadata"},
+    "daily_machine_kpis": {"hourly_machine_kpis", "energy_baseline_models"},
+    "energy_baseline_models": {"hourly_machine_kpis"},
+    "reading_anomalies": {
+        "raw_sensor_readings",
+        "raw_device_health",
+        "sensor_window_aggregates",
+        "hourly_machine_kpis",
+        "energy_baseline_models",
+    },
+}
 
 
 def test_definitions_load() -> None:
@@ -26,6 +39,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "kafka_landing",
         "analytics_spec_limits",
         "daily_event_rollups",
+        *ENERGY_ASSETS,
     }
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         (asset, check) for asset in RAW_ASSETS for check in CHECKS
@@ -74,3 +88,25 @@ def test_resources_come_from_the_environment_not_from_code() -> None:
     assert set(resources) == {"db", "kafka"}
     # the database URL is an EnvVar reference, resolved at run time, never a literal
     assert resources["db"].url == dg.EnvVar("DATABASE_URL")
+
+
+def test_energy_assets_lineage_partitions_and_schedules() -> None:
+    graph = defs.resolve_asset_graph()
+    for name, parents in ENERGY_ASSETS.items():
+        node = graph.get(dg.AssetKey(name))
+        assert {k.to_user_string() for k in node.parent_keys} == parents, name
+    for name in ("hourly_machine_kpis", "reading_anomalies"):
+        partitions = graph.get(dg.AssetKey(name)).partitions_def
+        # whole hours only: the running hour has no partition
+        assert isinstance(partitions, dg.HourlyPartitionsDefinition) and partitions.end_offset == 0
+    assert isinstance(graph.get(dg.AssetKey("daily_machine_kpis")).partitions_def, dg.DailyPartitionsDefinition)
+    assert graph.get(dg.AssetKey("energy_baseline_models")).partitions_def is None
+    repository = defs.get_repository_def()
+    schedules = {s.name: s for s in repository.schedule_defs}
+    assert {name: s.cron_schedule for name, s in schedules.items()} == {
+        "daily_kpis_schedule": "30 0 * * *",
+        "anomalies_schedule": "10 * * * *",
+        "baseline_training_schedule": "0 3 * * 1",
+    }
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
+    assert schedules["anomalies_schedule"].job_name == "anomalies_job"

@@ -5,6 +5,8 @@
 
 -- running | idle | planned_stop | maintenance | fault, reported beside (or instead of) the status
 ALTER TABLE analytics.raw_device_health ADD COLUMN IF NOT EXISTS run_state text;
+CREATE INDEX IF NOT EXISTS raw_device_health_run_state_idx
+    ON analytics.raw_device_health (tenant_id, factory_id, machine_id, time DESC) WHERE run_state IS NOT NULL;
 
 -- ---------------------------------------------------------------------------------------------
 -- Plant metadata: data, not code (seeded from analytics_platform/config/plant.yaml). A row for
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS analytics.analytics_baseline (
 CREATE UNIQUE INDEX IF NOT EXISTS analytics_baseline_one_active
     ON analytics.analytics_baseline (tenant_id, factory_id, machine_id) WHERE active;
 
--- Actual vs. predicted energy per machine and hour / day, against the model active at the time.
+-- Actual vs. predicted energy per machine and hour / day, against the model active when computed.
 CREATE TABLE IF NOT EXISTS analytics.analytics_baseline_deviation (
     period_start     timestamptz      NOT NULL,
     period_end       timestamptz      NOT NULL,
@@ -125,7 +127,7 @@ CREATE TABLE IF NOT EXISTS analytics.analytics_anomaly_model (
     contamination  double precision NOT NULL,
     params         jsonb,
     library        text             NOT NULL,  -- e.g. scikit-learn 1.7.2: a model pickled by another is refitted
-    model          bytea            NOT NULL,
+    model          bytea,                      -- the pickled estimator; NULL once pruned (newest 3 kept)
     active         boolean          NOT NULL DEFAULT true,
     created_at     timestamptz      NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, factory_id, machine_id, sensor_id, metric, method, version)

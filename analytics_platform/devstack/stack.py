@@ -24,6 +24,7 @@ from analytics_platform.devstack.broker import check_broker, ensure_topics, star
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import Service, StackError
 from analytics_platform.migrations import apply_migrations
+from analytics_platform.results.plant import load_plant_config
 from analytics_platform.results.spec_limits import DEFAULT_FILE, load_spec_limits
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 
@@ -162,7 +163,8 @@ class Stack:
         echo(f"migrations: {len(applied)} applied, {len(results) - len(applied)} already in place")
         with psycopg.connect(url, autocommit=True) as conn:
             added = load_spec_limits(conn, overwrite=False)  # seed once; edits in the table are kept
-        echo(f"spec limits: {added} seeded from {DEFAULT_FILE.name}")
+            plant = load_plant_config(conn, overwrite=False)
+        echo(f"spec limits: {added} seeded from {DEFAULT_FILE.name}; plant metadata: {plant} row(s) seeded")
 
     def _kafka(self, echo) -> None:
         brokers = os.environ.get("KAFKA_BROKERS")

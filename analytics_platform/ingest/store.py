@@ -63,12 +63,12 @@ def _csv(frame: pl.DataFrame) -> bytes:
     return frame.write_csv(include_header=False).encode()
 
 
-def copy_rows(cur: psycopg.Cursor, table: str, frame: pl.DataFrame, columns: Sequence[str]) -> None:
-    """COPY `frame[columns]` into analytics.<table>."""
+def copy_rows(cur: psycopg.Cursor, table: str | sql.Composable, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    """COPY `frame[columns]` into analytics.<table> (or into `table` as given, e.g. a temp table)."""
     if frame.is_empty():
         return
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        _table(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        _table(table) if isinstance(table, str) else table, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     with cur.copy(statement) as copy:
         copy.write(_csv(frame.select(columns)))

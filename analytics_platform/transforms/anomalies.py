@@ -225,7 +225,9 @@ def bucket_readings(readings: pl.DataFrame, bucket_s: int = 60) -> pl.DataFrame:
 
 def bucket_features(frame: pl.DataFrame) -> pl.DataFrame:
     """Per bucket: avg, min, max, std (NULL → 0: one reading has no spread) and d_avg, the change
-    of avg from the *adjacent* previous bucket (0 after a gap: a gap is not a step).
+    of avg from the *adjacent* previous bucket, NULL when there is none (the hour's first bucket,
+    after a gap or an excluded period). A NULL d_avg is imputed with the training mean, never 0:
+    on a series that always moves, "no change" would itself look unusual.
 
     The same function builds training rows (from `history`) and scoring rows (from
     `bucket_readings`), so the forest sees identically defined features."""
@@ -239,8 +241,11 @@ def bucket_features(frame: pl.DataFrame) -> pl.DataFrame:
         min=pl.col("min_v"),
         max=pl.col("max_v"),
         std=pl.col("stddev_v").fill_null(0.0),
-        d_avg=pl.when(adjacent).then(pl.col("avg_v") - pl.col("avg_v").shift(1).over(SERIES_KEY)).otherwise(0.0),
-    ).filter(pl.all_horizontal(pl.col(f).is_finite() for f in FEATURES))
+        d_avg=pl.when(adjacent).then(pl.col("avg_v") - pl.col("avg_v").shift(1).over(SERIES_KEY)),
+    ).filter(
+        pl.all_horizontal(pl.col(f).is_finite() for f in FEATURES if f != "d_avg")
+        & (pl.col("d_avg").is_null() | pl.col("d_avg").is_finite())
+    )
 
 
 def _finish(frame: pl.DataFrame, stats: Sequence[str]) -> pl.DataFrame:
@@ -602,7 +607,11 @@ def fit_isolation_forests(
     for key, group in sorted(features.partition_by(SERIES_KEY, as_dict=True).items()):
         if group.height < min_buckets:
             continue
-        matrix = group.select(FEATURES).to_numpy().astype(np.float64)
+        matrix = (
+            group.select(pl.col(FEATURES).fill_null(pl.col(FEATURES).mean()).fill_null(0.0))
+            .to_numpy()
+            .astype(np.float64)
+        )
         model = IsolationForest(
             n_estimators=n_estimators,
             max_samples="auto",
@@ -642,10 +651,14 @@ def isolation_forest_anomalies(
     readings: pl.DataFrame,
     excluded: pl.DataFrame | None = None,
     *,
+    history: pl.DataFrame | None = None,
     warning_sigma: float = 2.0,
     critical_sigma: float = 3.0,
 ) -> pl.DataFrame:
     """The hour's buckets (each model's `bucket_s`) that score below their model's threshold.
+
+    With `history`, the hour's first bucket takes its change (d_avg) from the last history bucket
+    when adjacent, exactly as in training; otherwise it is imputed.
 
     The forest says "unusual" but its score has no σ scale, so a flagged bucket is 2 'warning';
     it is 'critical' (3..5, the z scale) only when its most extreme reading is also at least
@@ -667,12 +680,20 @@ def isolation_forest_anomalies(
         return _empty()
     flagged = []
     for bucket_s in sorted({m.bucket_s for m in models}):
-        groups = bucket_features(bucket_readings(live, bucket_s)).partition_by(SERIES_KEY, as_dict=True)
+        buckets = bucket_readings(live, bucket_s)
+        first = buckets["bucket_start"].min()
+        if history is not None and not history.is_empty():
+            before = _history(history, excluded, bucket_s)
+            before = before.filter(pl.col("bucket_start") == pl.col("bucket_start").max().over(SERIES_KEY))
+            buckets = pl.concat([_strings(before, SERIES_KEY).select(buckets.columns).cast(buckets.schema), buckets])
+        features = bucket_features(buckets).filter(pl.col("bucket_start") >= first)
+        groups = features.partition_by(SERIES_KEY, as_dict=True)
         for forest in (m for m in models if m.bucket_s == bucket_s):
             group = groups.get(forest.key)
             if group is None:
                 continue
-            scores = forest.model.score_samples(group.select(forest.features).to_numpy().astype(np.float64))
+            imputed = group.select(pl.col(f).fill_null(forest.feature_mean.get(f, 0.0)) for f in forest.features)
+            scores = forest.model.score_samples(imputed.to_numpy().astype(np.float64))
             hit = scores < forest.threshold
             if hit.any():
                 flagged.append(
@@ -762,7 +783,7 @@ def detect_anomalies(
     parts = [
         zscore_anomalies(readings, history, excluded, min_history=min_history, **sigmas),
         sudden_change_anomalies(readings, history, excluded, bucket_s=bucket_s, min_history=min_history, **sigmas),
-        isolation_forest_anomalies(models, readings, excluded, **sigmas),
+        isolation_forest_anomalies(models, readings, excluded, history=history, **sigmas),
     ]
     if counters is not None and running is not None:
         parts.append(stoppage_anomalies(counters, running, min_minutes=min_stop_minutes))

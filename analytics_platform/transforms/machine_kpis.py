@@ -649,3 +649,31 @@ def machine_kpis(
     if not rows:
         return pl.DataFrame(schema=OUTPUT_SCHEMA)
     return pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row").sort("period", "period_start", *MACHINE, "kpi")
+
+
+INTERVAL_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "start": TIME,
+    "end": TIME,
+    "state": pl.String(),
+}
+
+
+def state_intervals(states: pl.DataFrame, prior_states: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """Run-state intervals within [start, end) per machine (INTERVAL_SCHEMA): a state holds from
+    its message to the next different one; the prior state (before `start`) holds from `start`."""
+    inputs = KpiInputs(start, end, states.clear(), prior_states.clear(), states, prior_states, pl.DataFrame())
+    return (
+        _state_changes(inputs)
+        .with_columns(next=pl.col("time").shift(-1).over(MACHINE))
+        .select(
+            *MACHINE,
+            start=pl.col("time"),
+            end=pl.col("next").fill_null(pl.lit(end, TIME)),
+            state=pl.col("run_state"),
+        )
+        .filter(pl.col("end") > pl.col("start"))
+        .cast(INTERVAL_SCHEMA)
+    )

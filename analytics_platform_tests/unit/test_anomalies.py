@@ -394,11 +394,11 @@ def test_too_few_buckets_fit_no_model(clean_day) -> None:
     assert fit_isolation_forests(history.head(100)) == []
 
 
-def test_bucket_features_change_is_zero_after_a_gap() -> None:
+def test_bucket_features_change_is_null_without_an_adjacent_bucket() -> None:
     ts = [HOUR, HOUR + timedelta(seconds=61), HOUR + timedelta(seconds=185)]
     features = bucket_features(bucket_readings(raw(ts, [1.0, 3.0, 10.0])))
     assert features.select("bucket_start", "avg", "std", "d_avg").rows() == [
-        (HOUR, 1.0, 0.0, 0.0),
+        (HOUR, 1.0, 0.0, None),
         (HOUR + timedelta(minutes=1), 3.0, 0.0, 2.0),
-        (HOUR + timedelta(minutes=3), 10.0, 0.0, 0.0),
+        (HOUR + timedelta(minutes=3), 10.0, 0.0, None),
     ]

@@ -31,3 +31,14 @@ daily_partitions = dg.DailyPartitionsDefinition(
     timezone="UTC",
     end_offset=0,
 )
+
+
+# KPIs and anomalies judge whole hours: an hour's partition exists once the hour has ended
+# (end_offset=0), so a silence at the end of a still-running hour is never counted as downtime,
+# and an hourly schedule's run targets the hour that just closed.
+ended_hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=get_settings().partitions_start.strftime(PARTITION_FORMAT),
+    timezone="UTC",
+    end_offset=0,
+    fmt=PARTITION_FORMAT,
+)

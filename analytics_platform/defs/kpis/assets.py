@@ -1,0 +1,98 @@
+"""Machine KPIs: hourly (follows its raw inputs, late data included) and daily with the day's
+shifts (scheduled once the day has closed). Plant metadata is a table, like spec limits."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.ingest.partitions import daily_partitions, ended_hourly_partitions
+from analytics_platform.resources import PostgresResource
+from analytics_platform.results import baselines, kpis
+from analytics_platform.results.aggregates import chunks
+from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
+
+ENERGY_GROUP = "energy"
+
+plant_metadata = dg.AssetSpec(
+    "plant_metadata",
+    group_name=ENERGY_GROUP,
+    description="Tenants' timezone, currency, emission factor, time-of-use tariff and shifts; machines' ideal "
+    "cycle time: data, not code. Seeded from analytics_platform/config/plant.yaml (`analytics-platform plant "
+    "load`); after a change, re-materialise the KPI partitions it affects.",
+    kinds={"postgres"},
+    metadata={"tables": "analytics.plant_tenants, plant_tariff_bands, plant_shifts, machine_metadata"},
+)
+
+
+def kpi_options(settings: PlatformSettings) -> KpiOptions:
+    return KpiOptions(gap_s=settings.kpi_gap_s, slot_s=settings.kpi_slot_s, drivers=tuple(settings.kpi_drivers))
+
+
+def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list:
+    options = kpi_options(settings)
+    lookback = timedelta(hours=24)
+
+    @dg.asset(
+        deps=[*raw, plant_metadata.key],
+        partitions_def=ended_hourly_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=follow_hourly_inputs(
+            timedelta(hours=settings.automation_lookback_hours),
+            optional=[k for k in raw if k.path[-1] != "raw_sensor_readings"] + [plant_metadata.key],
+        ),
+        group_name=ENERGY_GROUP,
+        kinds={"polars", "postgres"},
+        description="Per machine and hour (analytics.analytics_kpi, period 'hour'): energy, cost (time-of-use), "
+        "carbon, peak / average demand, load factor, SEC, production and good count, run / idle / planned / "
+        "unplanned downtime, availability, performance, quality, OEE, production rate, data completeness, "
+        "driver averages. NULL with a reason where a value cannot be computed.",
+        metadata={"table": "analytics.analytics_kpi"},
+    )
+    def hourly_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        window = context.partition_time_window
+        totals = {"machines": 0, "readings": 0, "kpi_rows": 0, "rows_replaced": 0}
+        with db.connect() as conn:
+            for start, end in chunks(window.start, window.end, settings.agg_chunk_hours):
+                run = kpis.recompute_kpis(
+                    conn, fixed_periods("hour", start, end, timedelta(hours=1)), options, lookback=lookback
+                )
+                totals["machines"] = max(totals["machines"], run.machines)
+                totals["readings"] += run.readings
+                totals["kpi_rows"] += run.rows
+                totals["rows_replaced"] += run.deleted
+        context.log.info("hourly_machine_kpis %s..%s: %s", window.start, window.end, totals)
+        return dg.MaterializeResult(metadata=totals)
+
+    @dg.asset(
+        deps=[hourly_machine_kpis, dg.AssetKey("energy_baseline_models")],
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=ENERGY_GROUP,
+        kinds={"polars", "postgres"},
+        description="Per machine and day and per shift (local time, reported with the day it ends in): the same "
+        "KPIs as the hours, computed from the same readings by the same code, so a day's energy is exactly the sum "
+        "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
+        "Scheduled after the day closes (daily_kpis_schedule).",
+        metadata={"table": "analytics.analytics_kpi"},
+    )
+    def daily_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        window = context.partition_time_window
+        totals = {"days": 0, "shifts": 0, "machines": 0, "kpi_rows": 0, "rows_replaced": 0, "deviations": 0}
+        with db.connect() as conn:
+            for start, end in chunks(window.start, window.end, 24):
+                periods = kpis.day_periods(conn, start, end)
+                run = kpis.recompute_kpis(conn, periods, options, lookback=lookback)
+                deviations = baselines.compute_deviations(conn, start, end, period="day")
+                baselines.replace_deviations(conn, deviations, start, end, "day")
+                totals["days"] += 1
+                totals["shifts"] += periods.filter(periods["period"] == "shift").height
+                totals["machines"] = max(totals["machines"], run.machines)
+                totals["kpi_rows"] += run.rows
+                totals["rows_replaced"] += run.deleted
+                totals["deviations"] += deviations.height
+        context.log.info("daily_machine_kpis %s..%s: %s", window.start, window.end, totals)
+        return dg.MaterializeResult(metadata=totals)
+
+    return [plant_metadata, hourly_machine_kpis, daily_machine_kpis]

@@ -1,0 +1,326 @@
+"""Anomalies of one hour: read the hour's readings, the trailing window aggregates (the statistics
+and the Isolation Forests learn from those, not from raw rows), run states and production
+counters; load (or fit and persist) the per-series models; judge the hour; compare its energy with
+the active baseline; replace the hour's anomalies, keeping the resolution of those that remain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+import psycopg
+import sklearn
+from psycopg import sql
+
+from analytics_platform.ingest.store import copy_rows
+from analytics_platform.results import baselines
+from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.transforms import anomalies as an
+from analytics_platform.transforms import machine_kpis as mk
+from analytics_platform.transforms.energy_kpis import counter_increments
+from analytics_platform.transforms.window_aggregates import TIME
+
+log = logging.getLogger(__name__)
+MACHINE = mk.MACHINE
+SERIES = (*MACHINE, "sensor_id", "metric")
+ANOMALY_COLUMNS = [*an.ANOMALY_SCHEMA, "model_version"]
+# cumulative counters are judged as production (stoppage), never as values
+NOT_JUDGED = ("energy", "count_total", "count_good")
+HISTORY_SCHEMA: dict[str, pl.DataType] = {
+    "bucket_start": TIME,
+    "bucket_end": TIME,
+    **{c: pl.String() for c in SERIES},
+    "count_n": pl.Int64(),
+    "sum_v": pl.Float64(),
+    "avg_v": pl.Float64(),
+    "min_v": pl.Float64(),
+    "max_v": pl.Float64(),
+    "stddev_v": pl.Float64(),
+}
+RAW_SCHEMA: dict[str, pl.DataType] = {"time": TIME, **{c: pl.String() for c in SERIES}, "value": pl.Float64()}
+
+
+@dataclass(frozen=True)
+class AnomalyOptions:
+    bucket_s: int = 60
+    training_hours: int = 24
+    refit_hours: int = 24
+    contamination: float = 0.01
+    trees: int = 50
+    metrics: tuple[str, ...] = ()  # empty = every metric but the counters
+    stoppage_minutes: int = 10
+    state_lookback: timedelta = timedelta(hours=168)
+
+
+@dataclass(frozen=True)
+class AnomalyRun:
+    readings: int
+    anomalies: int
+    by_method: dict[str, int]
+    models_fitted: int
+    models_reused: int
+    deviations: int
+    deleted: int
+
+
+def _metric_filter(options: AnomalyOptions) -> tuple[str, list]:
+    if options.metrics:
+        return "metric = ANY(%s)", [list(options.metrics)]
+    return "metric <> ALL(%s)", [list(NOT_JUDGED)]
+
+
+def _states(conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta) -> pl.DataFrame:
+    states = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, run_state FROM analytics.raw_device_health "
+        "WHERE run_state IS NOT NULL AND time >= %s AND time < %s",
+        (start, end),
+        mk.STATE_SCHEMA,
+    )
+    prior = read_frame(
+        conn,
+        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, run_state "
+        "FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s "
+        "ORDER BY tenant_id, factory_id, machine_id, time DESC, run_state",
+        (start, start - lookback),
+        mk.STATE_SCHEMA,
+    )
+    return mk.state_intervals(states, prior, start, end)
+
+
+def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    rows = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, metric, value FROM analytics.raw_sensor_readings "
+        "WHERE metric = 'count_total' AND time >= %s AND time < %s",
+        (start, end),
+        mk.READING_SCHEMA,
+    )
+    prior = read_frame(
+        conn,
+        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, metric, value "
+        "FROM analytics.raw_sensor_readings WHERE metric = 'count_total' AND time < %s AND time >= %s "
+        "ORDER BY tenant_id, factory_id, machine_id, time DESC",
+        (start, start - timedelta(hours=1)),
+        mk.READING_SCHEMA,
+    )
+    return counter_increments(rows.sort("time"), prior, MACHINE).select("time", *MACHINE, "increment")
+
+
+def load_models(
+    conn: psycopg.Connection, start: datetime, options: AnomalyOptions
+) -> dict[tuple, tuple[int, an.FittedForest]]:
+    """The newest usable model per series: trained on data before `start` and no older than
+    `refit_hours`, pickled by this scikit-learn (another version's pickle is not trusted)."""
+    out = {}
+    rows = conn.execute(
+        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
+        "tenant_id, factory_id, machine_id, sensor_id, metric, version, model FROM analytics.analytics_anomaly_model "
+        "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to <= %s "
+        "AND trained_to > %s AND contamination = %s "
+        "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, trained_to DESC, version DESC",
+        (
+            f"scikit-learn {sklearn.__version__}",
+            start,
+            start - timedelta(hours=options.refit_hours),
+            options.contamination,
+        ),
+    ).fetchall()
+    for *key, version, blob in rows:
+        out[tuple(key)] = (version, an.FittedForest.from_bytes(bytes(blob)))
+    return out
+
+
+def store_models(conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions) -> dict[tuple, int]:
+    """Persist newly fitted models as each series' next version. A model becomes the active one
+    unless a model trained on later data already is (a backfill of old hours must not demote it).
+    Only the newest three versions per series keep their bytes: the rest keep their metadata."""
+    versions = {}
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_anomaly_model")
+        for model in models:
+            key = model.key
+            cur.execute(
+                "SELECT coalesce(max(version), 0) + 1, max(trained_to) FILTER (WHERE active) "
+                "FROM analytics.analytics_anomaly_model WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s "
+                "AND sensor_id = %s AND metric = %s AND method = 'isolation_forest'",
+                key,
+            )
+            version, active_to = cur.fetchone()
+            newest = active_to is None or model.trained_to >= active_to
+            if newest:
+                cur.execute(
+                    "UPDATE analytics.analytics_anomaly_model SET active = false "
+                    "WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s AND sensor_id = %s AND metric = %s "
+                    "AND method = 'isolation_forest' AND active",
+                    key,
+                )
+            cur.execute(
+                "INSERT INTO analytics.analytics_anomaly_model (tenant_id, factory_id, machine_id, sensor_id, metric, "
+                "version, trained_from, trained_to, n_samples, contamination, params, library, model, active) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    *key,
+                    version,
+                    model.trained_from,
+                    model.trained_to,
+                    model.n_samples,
+                    model.contamination,
+                    psycopg.types.json.Jsonb(
+                        {"trees": options.trees, "bucket_s": model.bucket_s, "threshold": model.threshold}
+                    ),
+                    f"scikit-learn {model.sklearn_version}",
+                    model.to_bytes(),
+                    newest,
+                ),
+            )
+            versions[key] = version
+        cur.execute(
+            "UPDATE analytics.analytics_anomaly_model m SET model = NULL FROM ("
+            "  SELECT model_id, row_number() OVER (PARTITION BY tenant_id, factory_id, machine_id, sensor_id, metric, "
+            "  method ORDER BY version DESC) AS newest FROM analytics.analytics_anomaly_model WHERE model IS NOT NULL"
+            ") r WHERE m.model_id = r.model_id AND r.newest > 3 AND NOT m.active"
+        )
+    return versions
+
+
+def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """A warning or critical hourly deviation is an anomaly of type baseline_deviation, on the
+    platform's σ scale (z = deviation / RMSE)."""
+    flagged = deviations.filter(pl.col("severity") != "normal")
+    if flagged.is_empty():
+        return pl.DataFrame(schema=an.ANOMALY_SCHEMA)
+    abs_z = pl.col("z").abs()
+    return flagged.select(
+        time=pl.lit(start, TIME),
+        window_start=pl.lit(start, TIME),
+        window_end=pl.lit(end, TIME),
+        tenant_id="tenant_id",
+        factory_id="factory_id",
+        machine_id="machine_id",
+        sensor_id=pl.lit(None, pl.String),
+        metric=pl.lit("energy_kwh"),
+        anomaly_type=pl.lit("baseline_deviation"),
+        method=pl.lit("baseline"),
+        score=pl.col("z"),
+        severity=an.severity(abs_z),
+        severity_label=an.severity_label(an.severity(abs_z)),
+        confidence=abs_z.map_elements(lambda z: math.erf(z / math.sqrt(2)), return_dtype=pl.Float64),
+        observed="actual_kwh",
+        expected="predicted_kwh",
+        details=pl.struct(
+            "baseline_version", "deviation_kwh", "deviation_pct", pl.lit([], pl.List(pl.String)).alias("readings")
+        ).struct.json_encode(),
+    ).cast(an.ANOMALY_SCHEMA)
+
+
+def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime) -> int:
+    """Replace [start, end)'s anomalies: those no longer found go, the others are updated in place
+    so a resolution (status, note, who, when) survives re-materialisation. Returns rows deleted."""
+    key = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_anomaly")
+        cur.execute(
+            "CREATE TEMP TABLE new_anomaly ON COMMIT DROP AS SELECT "
+            + ", ".join(ANOMALY_COLUMNS)
+            + " FROM analytics.analytics_anomaly WITH NO DATA"
+        )
+        copy_rows(cur, sql.Identifier("new_anomaly"), rows, ANOMALY_COLUMNS)
+        cur.execute(
+            f"DELETE FROM analytics.analytics_anomaly a WHERE a.time >= %s AND a.time < %s AND NOT EXISTS ("
+            f"SELECT 1 FROM new_anomaly n WHERE ({key}) IS NOT DISTINCT FROM "
+            f"(a.tenant_id, a.factory_id, a.machine_id, a.method, a.anomaly_type, a.time, a.sensor_id, a.metric))",
+            (start, end),
+        )
+        deleted = cur.rowcount
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ANOMALY_COLUMNS if c not in key.split(", "))
+        cur.execute(
+            f"INSERT INTO analytics.analytics_anomaly ({', '.join(ANOMALY_COLUMNS)}) "
+            f"SELECT {', '.join(ANOMALY_COLUMNS)} FROM new_anomaly ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+    return deleted
+
+
+def recompute_anomalies(
+    conn: psycopg.Connection, start: datetime, end: datetime, options: AnomalyOptions
+) -> AnomalyRun:
+    """Judge [start, end) (an hour) and replace its anomalies and hourly baseline deviations."""
+    where, params = _metric_filter(options)
+    readings = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
+        f"WHERE time >= %s AND time < %s AND {where}",
+        [start, end, *params],
+        RAW_SCHEMA,
+    )
+    train_from = start - timedelta(hours=options.training_hours)
+    history = read_frame(
+        conn,
+        "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
+        "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
+        f"AND bucket_end <= %s AND {where}",
+        [options.bucket_s, train_from, start, *params],
+        HISTORY_SCHEMA,
+    )
+    intervals = _states(conn, train_from, end, options.state_lookback)
+    excluded = intervals.filter(pl.col("state").is_in(["maintenance", "fault"]))
+    running = intervals.filter(
+        (pl.col("state") == "running") & (pl.col("end") > start) & (pl.col("start") < end)
+    ).with_columns(
+        start=pl.max_horizontal("start", pl.lit(start, TIME)), end=pl.min_horizontal("end", pl.lit(end, TIME))
+    )
+
+    models = load_models(conn, start, options)
+    wanted = set(readings.select(SERIES).unique().rows())
+    missing = history.filter(pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in wanted - set(models)]))
+    fitted = an.fit_isolation_forests(
+        missing, excluded, bucket_s=options.bucket_s, contamination=options.contamination, n_estimators=options.trees
+    )
+    versions = store_models(conn, fitted, options) if fitted else {}
+    usable = {**{k: v for k, v in models.items() if k in wanted}, **{m.key: (versions[m.key], m) for m in fitted}}
+
+    found = an.detect_anomalies(
+        readings,
+        history,
+        excluded,
+        models=[m for _, m in usable.values()],
+        counters=_counters(conn, start, end),
+        running=running,
+        bucket_s=options.bucket_s,
+        min_stop_minutes=options.stoppage_minutes,
+    )
+    deviations = baselines.compute_deviations(conn, start, end, period="hour")
+    baselines.replace_deviations(conn, deviations, start, end, "hour")
+    model_version = pl.DataFrame(
+        [(*k, v) for k, (v, _) in usable.items()],
+        schema={**{c: pl.String() for c in SERIES}, "model_version": pl.Int32()},
+        orient="row",
+    )
+    rows = pl.concat([found.cast(an.ANOMALY_SCHEMA), _baseline_anomalies(deviations, start, end)])
+    rows = rows.join(
+        model_version.with_columns(method=pl.lit("isolation_forest")),
+        on=[*SERIES, "method"],
+        how="left",
+        nulls_equal=True,
+    ).select(ANOMALY_COLUMNS)
+    deleted = replace_anomalies(conn, rows, start, end)
+    return AnomalyRun(
+        readings=readings.height,
+        anomalies=rows.height,
+        by_method=dict(rows.group_by("method").len().iter_rows()),
+        models_fitted=len(fitted),
+        models_reused=len(usable) - len(fitted),
+        deviations=deviations.height,
+        deleted=deleted,
+    )
+
+
+def resolve_anomaly(conn: psycopg.Connection, anomaly_id: int, note: str, by: str) -> bool:
+    """Mark an anomaly resolved with a note (what was found or done); False if there is none."""
+    with conn.transaction():
+        row = conn.execute("SELECT analytics.resolve_anomaly(%s, %s, %s)", (anomaly_id, note, by)).fetchone()
+    return bool(row[0])

@@ -1,0 +1,263 @@
+"""Energy baselines (ISO 50001 EnB) in the database: training samples from the hourly KPIs,
+fitted versions (a new one deactivates the previous), deviations per hour and day, and what-if
+predictions from the active model.
+
+A sample is one machine-hour: energy_kwh against the configured driver KPIs (production_count,
+avg_outdoor_temp, ...). Hours with any fault or maintenance time are excluded from training and
+from deviations: the model describes normal operation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from analytics_platform.ingest.store import copy_rows
+from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.transforms import energy_baseline as eb
+from analytics_platform.transforms.window_aggregates import TIME
+
+log = logging.getLogger(__name__)
+MACHINE = ("tenant_id", "factory_id", "machine_id")
+TARGET = "energy_kwh"
+DEVIATION_COLUMNS = [
+    "period_start",
+    "period_end",
+    "period",
+    "tenant_id",
+    "factory_id",
+    "machine_id",
+    "baseline_version",
+    "actual_kwh",
+    "predicted_kwh",
+    "deviation_kwh",
+    "deviation_pct",
+    "z",
+    "severity",
+]
+
+
+def hourly_samples(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    drivers: Sequence[str],
+    machine: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """One row per machine-hour in [start, end): energy_kwh, each driver, `excluded` (fault or
+    maintenance time in the hour)."""
+    columns = [
+        sql.SQL("max(value) FILTER (WHERE kpi = {}) AS {}").format(sql.Literal(name), sql.Identifier(name))
+        for name in (TARGET, *drivers)
+    ]
+    where = sql.SQL("")
+    params: list = [start, end]
+    if machine:
+        where = sql.SQL(" AND tenant_id = %s AND factory_id = %s AND machine_id = %s")
+        params += list(machine)
+    query = sql.SQL(
+        "SELECT period_start, period_end, tenant_id, factory_id, machine_id, {columns}, "
+        "(coalesce(max(value) FILTER (WHERE kpi = 'fault_time_s'), 0) > 0 "
+        "OR coalesce(max((details->>'maintenance_s')::float8) FILTER (WHERE kpi = 'planned_downtime_s'), 0) > 0"
+        ")::int AS excluded FROM analytics.analytics_kpi "
+        "WHERE period = 'hour' AND period_start >= %s AND period_start < %s"
+        "{where} GROUP BY 1, 2, 3, 4, 5"
+    ).format(columns=sql.SQL(", ").join(columns), where=where)
+    schema = {
+        "period_start": TIME,
+        "period_end": TIME,
+        **{c: pl.String() for c in MACHINE},
+        **{name: pl.Float64() for name in (TARGET, *drivers)},
+        "excluded": pl.Int8(),  # CSV booleans are t/f
+    }
+    return read_frame(conn, query, params, schema).with_columns(pl.col("excluded").cast(pl.Boolean))
+
+
+@dataclass(frozen=True)
+class BaselineOutcome:
+    machine: tuple[str, str, str]
+    version: int | None  # None: refused
+    message: str  # the warning or the refusal, or "accepted"
+
+
+def store_baseline(
+    conn: psycopg.Connection,
+    machine: Sequence[str],
+    fit: eb.BaselineFit,
+    trained_from: datetime,
+    trained_to: datetime,
+    r2_min: float,
+) -> int:
+    """Insert `fit` as the machine's next version and make it the only active one."""
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_baseline")
+        cur.execute(
+            "UPDATE analytics.analytics_baseline SET active = false, deactivated_at = now() "
+            "WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s AND active",
+            tuple(machine),
+        )
+        cur.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM analytics.analytics_baseline "
+            "WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s",
+            tuple(machine),
+        )
+        version = cur.fetchone()[0]
+        record = fit.to_dict()
+        cur.execute(
+            "INSERT INTO analytics.analytics_baseline (tenant_id, factory_id, machine_id, version, target, drivers, "
+            "coefficients, p_values, std_errors, r2, adj_r2, rmse, mae, n, excluded, trained_from, trained_to, "
+            "accepted, warning) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                *machine,
+                version,
+                fit.target,
+                list(fit.drivers),
+                json.dumps(record["coefficients"]),
+                json.dumps(record["p_values"]),
+                json.dumps(record["std_errors"]),
+                fit.r2,
+                fit.adj_r2,
+                fit.rmse,
+                fit.mae,
+                fit.n,
+                fit.excluded,
+                trained_from,
+                trained_to,
+                fit.r2 >= r2_min,
+                fit.warning,
+            ),
+        )
+    return version
+
+
+def train_baselines(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    drivers: Sequence[str],
+    *,
+    min_samples: int,
+    r2_min: float,
+) -> list[BaselineOutcome]:
+    """Fit one baseline per machine on its hours in [start, end); a machine with too few usable
+    hours is refused (its previous model stays active) with the reason."""
+    samples = hourly_samples(conn, start, end, drivers)
+    outcomes = []
+    for key, rows in sorted(samples.group_by(MACHINE), key=lambda item: item[0]):
+        machine = tuple(str(k) for k in key)
+        try:
+            fit = eb.fit_baseline(rows, TARGET, drivers, min_samples=min_samples, r2_threshold=r2_min)
+        except eb.BaselineRefused as exc:
+            outcomes.append(BaselineOutcome(machine, None, f"refused: {exc}"))
+            continue
+        version = store_baseline(conn, machine, fit, start, end, r2_min)
+        outcomes.append(BaselineOutcome(machine, version, fit.warning or "accepted"))
+    return outcomes
+
+
+def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tuple[int, eb.BaselineFit]]:
+    """Each machine's active model."""
+    out = {}
+    for row in conn.execute(
+        "SELECT tenant_id, factory_id, machine_id, version, target, drivers, coefficients, p_values, std_errors, "
+        "r2, adj_r2, rmse, mae, n, excluded, warning FROM analytics.analytics_baseline WHERE active"
+    ).fetchall():
+        fit = eb.BaselineFit.from_dict(
+            dict(
+                zip(
+                    (
+                        "target",
+                        "drivers",
+                        "coefficients",
+                        "p_values",
+                        "std_errors",
+                        "r2",
+                        "adj_r2",
+                        "rmse",
+                        "mae",
+                        "n",
+                        "excluded",
+                        "warning",
+                    ),
+                    row[4:],
+                    strict=True,
+                )
+            )
+        )
+        out[tuple(row[:3])] = (row[3], fit)
+    return out
+
+
+def predict_what_if(conn: psycopg.Connection, machine: Sequence[str], drivers: Mapping[str, float]) -> float:
+    """Expected energy (kWh per hour) of `machine` for the given driver values, from its active
+    baseline; a missing driver or model raises with what is missing."""
+    model = active_baselines(conn).get(tuple(machine))
+    if model is None:
+        raise LookupError(f"no active energy baseline for {'/'.join(machine)}: train one first")
+    frame = pl.DataFrame({name: [float(drivers[name])] for name in drivers})
+    return float(eb.predict(model[1], frame)[0])
+
+
+def compute_deviations(conn: psycopg.Connection, start: datetime, end: datetime, *, period: str) -> pl.DataFrame:
+    """Deviation rows (DEVIATION_COLUMNS) of [start, end): one per machine-hour (`period` hour), or
+    one per machine for the whole range (`period` day: the sums of its usable hours, judged with
+    RMSE·√hours)."""
+    models = active_baselines(conn)
+    frames = []
+    for machine, (version, fit) in models.items():
+        samples = hourly_samples(conn, start, end, fit.drivers, machine).filter(
+            ~pl.col("excluded") & pl.col(TARGET).is_not_null()
+        )
+        if samples.is_empty():
+            continue
+        samples = samples.with_columns(predicted=eb.predict(fit, samples)).filter(pl.col("predicted").is_not_null())
+        if samples.is_empty():
+            continue
+        if period == "day":
+            samples = samples.group_by(MACHINE).agg(
+                pl.lit(start, TIME).alias("period_start"),
+                pl.lit(end, TIME).alias("period_end"),
+                pl.col(TARGET).sum(),
+                pl.col("predicted").sum(),
+                hours=pl.len(),
+            )
+        rows = eb.deviations(samples, fit, key=MACHINE)
+        frames.append(rows.with_columns(baseline_version=pl.lit(version), period=pl.lit(period)))
+    if not frames:
+        return pl.DataFrame(schema={c: pl.String() for c in DEVIATION_COLUMNS}).clear()
+    return pl.concat(frames).select(
+        "period_start",
+        "period_end",
+        "period",
+        *MACHINE,
+        "baseline_version",
+        actual_kwh="actual",
+        predicted_kwh="predicted",
+        deviation_kwh="deviation",
+        deviation_pct="deviation_pct",
+        z="z",
+        severity="severity",
+    )
+
+
+def replace_deviations(
+    conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime, period: str
+) -> int:
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_baseline_deviation")
+        cur.execute(
+            "DELETE FROM analytics.analytics_baseline_deviation WHERE period = %s AND period_start >= %s "
+            "AND period_start < %s",
+            (period, start, end),
+        )
+        deleted = cur.rowcount
+        if not rows.is_empty():
+            copy_rows(cur, "analytics_baseline_deviation", rows, DEVIATION_COLUMNS)
+    return deleted

@@ -1,0 +1,257 @@
+"""Energy and production intelligence end to end: known messages through the real broker and the
+drain sensors, the KPI and anomaly assets materialised through Dagster, exact rows in
+analytics_kpi and analytics_anomaly; baselines trained, versioned and compared; anomalies resolved
+and kept across re-materialisation.
+
+Hour 2025-08-20 03:00 UTC of t1/f1/mc-01 (t1 is Asia/Bangkok: 10:00 local, the peak band at 4.18):
+  run state: running (since 02:55), fault 03:20-03:30, running, planned_stop from 03:50
+    -> running 2400 s, fault 600 s, planned 600 s; availability 2400 / 3000 = 0.8
+  count_total every 5 min: +108 while running (03:00..03:20, 03:35..03:50), reset at 03:35
+    -> 9 x 108 = 972 units; performance 2.0 x 972 / 2400 = 0.81
+  count_good: +105 each -> 945; quality 945 / 972
+  energy 1000 (02:55) -> 1012 (03:30) -> 1020 (03:55): 20 kWh, cost 20 x 4.18, carbon 20 x 0.4999
+  power every 5 min: 50 kW running, 80 at 03:10, 2 kW in fault / planned: sum 438 over 12 -> 36.5 avg
+  temp every 10 s for three hours around 65 (bounded), +30 spikes at 03:12:00 and 03:41:00
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from analytics_platform.results.anomalies import resolve_anomaly
+from analytics_platform.results.baselines import predict_what_if
+from analytics_platform.results.plant import load_plant_config
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.conftest import DatabaseHandle, produce
+from analytics_platform_tests.integration.test_analytics import drain, materialize, topic
+
+KEY = "t1-f1-mc-01"
+HOUR = datetime(2025, 8, 20, 3, tzinfo=UTC)
+SPIKES = (HOUR + timedelta(minutes=12), HOUR + timedelta(minutes=41))
+
+
+def iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def message(ts: datetime, **fields: object) -> bytes:
+    return json.dumps(
+        {"time": iso(ts), "tenant_id": "t1", "factory_id": "f1", "machine_id": "mc-01", **fields}
+    ).encode()
+
+
+def sensor(ts: datetime, metric: str, value: float, sensor_id: str) -> bytes:
+    return message(ts, sensor_id=sensor_id, metric=metric, value=value)
+
+
+def minutes(m: int) -> datetime:
+    return HOUR + timedelta(minutes=m)
+
+
+def sensor_messages() -> list[bytes]:
+    out = []
+    total, good = 5000, 4000
+    out += [sensor(minutes(-5), "count_total", total, "s-count"), sensor(minutes(-5), "count_good", good, "s-count")]
+    for m in range(0, 60, 5):
+        if m == 35:
+            total, good = 108, 105  # the PLC reset its counters
+        elif m <= 20 or 35 < m <= 50:
+            total, good = total + 108, good + 105
+        out += [sensor(minutes(m), "count_total", total, "s-count"), sensor(minutes(m), "count_good", good, "s-count")]
+        power = 2.0 if 20 <= m < 30 or m >= 50 else (80.0 if m == 10 else 50.0)
+        out.append(sensor(minutes(m), "power", power, "s-pwr"))
+    out += [sensor(minutes(-5), "power", 50.0, "s-pwr"), sensor(minutes(60), "power", 2.0, "s-pwr")]
+    out += [sensor(minutes(m), "energy", kwh, "s-meter") for m, kwh in ((-5, 1000.0), (30, 1012.0), (55, 1020.0))]
+    for step in range(3 * 360):  # 01:00 .. 03:59:50, every 10 s
+        ts = HOUR - timedelta(hours=2) + timedelta(seconds=10 * step)
+        value = 65.0 + 0.5 * math.sin(2 * math.pi * step / 60) + 0.1 * ((step * 7) % 5 - 2)
+        out.append(sensor(ts, "temp", round(value + (30.0 if ts in SPIKES else 0.0), 3), "s-temp"))
+    return out
+
+
+STATES = [(-5, "running"), (20, "fault"), (30, "running"), (50, "planned_stop")]
+
+
+def kpis(db: DatabaseHandle, period: str, start: datetime) -> dict[str, tuple]:
+    rows = db.query(
+        "SELECT kpi, value, null_reason, details::text FROM analytics.analytics_kpi WHERE machine_id = 'mc-01' "
+        "AND period = %s AND period_start = %s",
+        (period, start),
+    )
+    return {kpi: (value, reason, json.loads(details) if details else None) for kpi, value, reason, details in rows}
+
+
+@pytest.fixture
+def landed(defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle):
+    with database.connect() as conn:
+        load_plant_config(conn)
+    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in sensor_messages()])
+    produce(
+        settings.kafka_brokers,
+        topic(settings, "device"),
+        [(KEY, message(minutes(m), run_state=state)) for m, state in STATES],
+    )
+    reported = drain(defs, instance, ["sensor", "device"])
+    assert sorted(reported["raw_sensor_readings"]) == [
+        "2025-08-20-01:00",
+        "2025-08-20-02:00",
+        "2025-08-20-03:00",
+        "2025-08-20-04:00",
+    ]
+    return reported
+
+
+def test_hourly_and_daily_kpis_from_kafka_messages(
+    defs: dg.Definitions, instance: dg.DagsterInstance, database: DatabaseHandle, landed: dict
+) -> None:
+    materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-03:00")
+    k = kpis(database, "hour", HOUR)
+    assert k["energy_kwh"][0] == pytest.approx(20.0)
+    assert k["energy_cost"][0] == pytest.approx(20 * 4.18)
+    assert k["energy_cost"][2]["kwh_by_band"] == pytest.approx({"peak": 20.0})
+    assert k["carbon_kg"][0] == pytest.approx(20 * 0.4999)
+    assert k["peak_demand_kw"][0] == 80.0
+    assert k["peak_demand_kw"][2]["at"].startswith("2025-08-20 03:10:00")
+    assert k["avg_demand_kw"][0] == pytest.approx(36.5)
+    assert k["load_factor"][0] == pytest.approx(36.5 / 80)
+    assert k["production_count"][0] == 972
+    assert k["good_count"][0] == 945
+    assert k["sec_kwh_per_unit"][0] == pytest.approx(20 / 972)
+    assert k["run_time_s"][0] == 2400
+    assert k["downtime_s"][:1] == (600.0,) and k["downtime_s"][2] == {"fault_s": 600.0, "gap_s": 0.0}
+    assert k["planned_downtime_s"][0] == 600
+    assert k["availability"][0] == pytest.approx(0.8)
+    assert k["performance"][0] == pytest.approx(0.81)
+    assert k["quality"][0] == pytest.approx(945 / 972)
+    assert k["oee"][0] == pytest.approx(0.8 * 0.81 * 945 / 972)
+    assert k["production_rate_per_h"][0] == pytest.approx(972 / (2400 / 3600))
+    assert k["data_completeness_pct"][0] == pytest.approx(20.0)  # 12 of 60 minutes carry a KPI reading
+    assert k["avg_outdoor_temp"] == (None, "no outdoor_temp readings in the period", None)
+
+    # re-materialising replaces, never doubles
+    count = database.scalar("SELECT count(*) FROM analytics.analytics_kpi")
+    materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-03:00")
+    assert database.scalar("SELECT count(*) FROM analytics.analytics_kpi") == count
+
+    # the day (and the shift it falls in) from the same readings: equal to the hour here
+    materialize(defs, instance, ["daily_machine_kpis"], "2025-08-20")
+    day = kpis(database, "day", datetime(2025, 8, 20, tzinfo=UTC))
+    assert day["energy_kwh"][0] == pytest.approx(20.0)
+    assert day["production_count"][0] == 972
+    # t1 works A 06-14, B 14-22, C 22-06 in Bangkok: A of the 20th runs 23:00 (19th) .. 07:00 UTC
+    shift_a = kpis(database, "shift", datetime(2025, 8, 19, 23, tzinfo=UTC))
+    assert shift_a["energy_kwh"][0] == pytest.approx(20.0)
+    assert shift_a["energy_kwh"][2]["shift"] == "A"
+    assert database.query(
+        "SELECT details->>'shift', period_start, period_end FROM analytics.analytics_kpi WHERE period = 'shift' "
+        "AND kpi = 'energy_kwh' ORDER BY period_start"
+    ) == [
+        ("A", datetime(2025, 8, 19, 23, tzinfo=UTC), datetime(2025, 8, 20, 7, tzinfo=UTC)),
+        ("B", datetime(2025, 8, 20, 7, tzinfo=UTC), datetime(2025, 8, 20, 15, tzinfo=UTC)),
+        ("C", datetime(2025, 8, 20, 15, tzinfo=UTC), datetime(2025, 8, 20, 23, tzinfo=UTC)),
+    ]
+    # shift B saw only silence: completeness 0, energy NULL with its reason, never a fake 0
+    shift_b = kpis(database, "shift", datetime(2025, 8, 20, 7, tzinfo=UTC))
+    assert shift_b["energy_kwh"][:2] == (None, "no energy counter readings in the period")
+    assert shift_b["data_completeness_pct"][0] == 0.0
+
+
+def test_anomalies_from_kafka_messages_are_replaced_and_keep_their_resolution(
+    defs: dg.Definitions, instance: dg.DagsterInstance, database: DatabaseHandle, landed: dict
+) -> None:
+    for partition in ("2025-08-20-01:00", "2025-08-20-02:00"):
+        materialize(defs, instance, ["sensor_window_aggregates"], partition)
+    materialize(defs, instance, ["reading_anomalies"], "2025-08-20-03:00")
+    zscores = database.query(
+        "SELECT time, metric, anomaly_type, severity, severity_label, observed FROM analytics.analytics_anomaly "
+        "WHERE method = 'zscore' ORDER BY time"
+    )
+    assert [(t, m, a, s, label) for t, m, a, s, label, _ in zscores] == [
+        (SPIKES[0], "temp", "temperature", 5, "critical"),
+        (SPIKES[1], "temp", "temperature", 5, "critical"),
+    ]
+    critical = database.query(
+        "SELECT method, window_start, window_end, details FROM analytics.analytics_anomaly WHERE severity >= 3"
+    )
+    # every critical anomaly covers a spike; a point anomaly names the spiked reading behind it (a sudden
+    # change also flags the step back down, whose readings are the normal ones after the spike)
+    for method, start, end, details in critical:
+        assert any(start <= spike <= end for spike in SPIKES), (method, start, end)
+        if method != "sudden_change":
+            assert any(r["value"] > 90 for r in details["readings"]), method
+    forest = {start for method, start, _, _ in critical if method == "isolation_forest"}
+    # the forest is a second opinion on whole minutes: what it calls critical is a spiked minute
+    assert forest and forest <= set(SPIKES)
+    assert (
+        database.scalar("SELECT count(*) FROM analytics.analytics_anomaly WHERE severity > 2 AND metric <> 'temp'") == 0
+    )
+    assert database.query(
+        "SELECT metric, version, active, model IS NOT NULL, n_samples FROM analytics.analytics_anomaly_model"
+    ) == [("temp", 1, True, True, 120)]
+
+    # resolve one, re-materialise: the same anomalies, the resolution kept, the model reused
+    first_id = database.scalar(
+        "SELECT anomaly_id FROM analytics.analytics_anomaly WHERE method = 'zscore' ORDER BY time LIMIT 1"
+    )
+    with database.connect() as conn:
+        assert resolve_anomaly(conn, first_id, "thermocouple reseated", "qa") is True
+        assert resolve_anomaly(conn, 10**12, "no such", "qa") is False
+    before = database.query("SELECT method, time, severity FROM analytics.analytics_anomaly ORDER BY 1, 2")
+    materialize(defs, instance, ["reading_anomalies"], "2025-08-20-03:00")
+    assert database.query("SELECT method, time, severity FROM analytics.analytics_anomaly ORDER BY 1, 2") == before
+    assert database.query(
+        "SELECT status, resolved_by, resolution_note FROM analytics.analytics_anomaly WHERE anomaly_id = %s",
+        (first_id,),
+    ) == [("resolved", "qa", "thermocouple reseated")]
+    assert database.scalar("SELECT count(*) FROM analytics.analytics_anomaly_model") == 1
+
+
+def test_baseline_training_versions_refusal_deviation_and_what_if(
+    defs: dg.Definitions, instance: dg.DagsterInstance, database: DatabaseHandle
+) -> None:
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    insert = """
+        INSERT INTO analytics.analytics_kpi (period_start, period_end, period, tenant_id, factory_id, machine_id,
+                                             kpi, value, unit, details)
+        SELECT ts, ts + interval '1 hour', 'hour', 't1', 'f1', %(machine)s, k.kpi, k.value, '', k.details
+        FROM generate_series(%(end)s - %(hours)s * interval '1 hour', %(end)s - interval '1 hour', interval '1 hour')
+             WITH ORDINALITY AS g(ts, i)
+        CROSS JOIN LATERAL (VALUES
+            ('production_count', (i * 37 %% 1000)::float8, NULL::jsonb),
+            ('avg_outdoor_temp', 15 + (i * 13 %% 20)::float8, NULL),
+            ('avg_outdoor_pressure', 1000 + (i * 7 %% 25)::float8, NULL),
+            ('energy_kwh', 10 + 0.05 * (i * 37 %% 1000) + 0.8 * (15 + (i * 13 %% 20)) + 0.1 * (1000 + (i * 7 %% 25))
+                           + ((i * 31 %% 11) - 5) * 0.2
+                           + CASE WHEN i %% 50 = 0 THEN 500 ELSE 0 END, NULL),
+            ('fault_time_s', CASE WHEN i %% 50 = 0 THEN 600 ELSE 0 END, NULL),
+            ('planned_downtime_s', 0, '{"maintenance_s": 0}'::jsonb)
+        ) AS k(kpi, value, details)
+    """
+    with database.connect() as conn:
+        conn.execute(insert, {"machine": "mc-01", "end": end, "hours": 1100})
+        conn.execute(insert, {"machine": "mc-02", "end": end, "hours": 900})
+    materialize(defs, instance, ["energy_baseline_models"])
+    rows = database.query(
+        "SELECT machine_id, version, active, accepted, n, excluded, r2 >= 0.99, "
+        "round((coefficients->>'production_count')::numeric, 3)::float8 FROM analytics.analytics_baseline"
+    )
+    # 1100 hours, every 50th has a fault (and 500 kWh extra): 22 excluded, the model is exact
+    assert rows == [("mc-01", 1, True, True, 1078, 22, True, 0.05)]  # mc-02: 900 hours, refused
+    materialize(defs, instance, ["energy_baseline_models"])
+    assert database.query(
+        "SELECT version, active, deactivated_at IS NOT NULL FROM analytics.analytics_baseline ORDER BY version"
+    ) == [(1, False, True), (2, True, False)]
+    with database.connect() as conn:
+        expected = predict_what_if(
+            conn,
+            ("t1", "f1", "mc-01"),
+            {"production_count": 1000, "avg_outdoor_temp": 20, "avg_outdoor_pressure": 1010},
+        )
+        assert expected == pytest.approx(10 + 50 + 16 + 101, abs=0.3)
+        with pytest.raises(LookupError, match="no active energy baseline for t1/f1/mc-02"):
+            predict_what_if(conn, ("t1", "f1", "mc-02"), {"production_count": 1})
