@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import psycopg
@@ -24,6 +25,13 @@ TABLES = {
     "analytics_spec_limits",
     "analytics_event",
     "analytics_event_rollup",
+    "plant_tenants",
+    "plant_tariff_bands",
+    "plant_shifts",
+    "machine_metadata",
+    "analytics_baseline",
+    "analytics_baseline_deviation",
+    "analytics_anomaly_model",
     "schema_migrations",
 }
 VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
@@ -31,10 +39,11 @@ VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:4] == [
+    assert versions[:5] == [
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
+        "04_analytics_energy",
         "10_analytics_views",
     ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
@@ -58,6 +67,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
+        "04_analytics_energy",
         "10_analytics_views",
     ]
 
@@ -73,6 +83,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "01_analytics_core": "skipped",
         "02_analytics_events": "skipped",
         "03_analytics_rollup_subjects": "skipped",
+        "04_analytics_energy": "skipped",
         "10_analytics_views": "reapplied",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
@@ -112,6 +123,47 @@ def test_rollup_subjects_upgrade_a_database_that_has_rollups(
                 "WHERE conrelid = 'analytics.analytics_event_rollup'::regclass AND contype = 'p'"
             ).fetchone()[0]
         assert key == "PRIMARY KEY (tenant_id, factory_id, machine_id, event_type, subject, window_s, bucket_start)"
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_old WITH (FORCE)")
+
+
+def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
+    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
+) -> None:
+    """04 on a database migrated before it: existing device.health rows (in a compressed chunk on
+    TimescaleDB) gain a NULL run_state, and new rows can carry one."""
+    old = tmp_path / "sql"
+    old.mkdir()
+    for name in ("01_analytics_core.sql", "02_analytics_events.sql", "03_analytics_rollup_subjects.sql"):
+        shutil.copy(repo_root / "sql" / name, old / name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database.name}_old")
+    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_old"
+    insert = (
+        "INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, status, schema_version, "
+        "dedup_key, topic, kafka_partition, kafka_offset) VALUES (%s, 't1', 'f1', 'mc-01', 'online', 1, %s, "
+        "'device.health', 0, %s)"
+    )
+    try:
+        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(insert, ("2025-08-20T03:00:00Z", "a", 1))
+            if conn.execute("SELECT analytics.timescale_enabled()").fetchone()[0]:
+                conn.execute("SELECT compress_chunk(c) FROM show_chunks('analytics.raw_device_health') c")
+        results = {r.version: r.action for r in apply_migrations(url)}
+        assert results["04_analytics_energy"] == "applied"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                insert.replace("'online'", "NULL")
+                .replace("kafka_offset)", "kafka_offset, run_state)")
+                .replace("%s)", "%s, 'running')"),
+                ("2025-08-20T03:05:00Z", "b", 2),
+            )
+            rows = conn.execute(
+                "SELECT time, status, run_state FROM analytics.raw_device_health ORDER BY time"
+            ).fetchall()
+        assert [(r[1], r[2]) for r in rows] == [("online", None), (None, "running")]
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database.name}_old WITH (FORCE)")
@@ -172,6 +224,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "analytics_kpi",
         "analytics_event",
         "analytics_event_rollup",
+        "analytics_baseline_deviation",
     } == hypertables
     jobs = set(
         database.query(
