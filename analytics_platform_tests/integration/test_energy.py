@@ -88,6 +88,10 @@ def kpis(db: DatabaseHandle, period: str, start: datetime) -> dict[str, tuple]:
 
 @pytest.fixture
 def landed(defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle):
+    return land(defs, instance, settings, database)
+
+
+def land(defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle):
     with database.connect() as conn:
         load_plant_config(conn)
     produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in sensor_messages()])
@@ -255,3 +259,31 @@ def test_baseline_training_versions_refusal_deviation_and_what_if(
         assert expected == pytest.approx(10 + 50 + 16 + 101, abs=0.3)
         with pytest.raises(LookupError, match="no active energy baseline for t1/f1/mc-02"):
             predict_what_if(conn, ("t1", "f1", "mc-02"), {"production_count": 1})
+
+
+def test_hourly_kpis_follow_their_inputs_once_the_hour_has_ended(
+    defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    # what the analytics_automation sensor evaluates
+    selection = dg.AssetSelection.all() - dg.AssetSelection.assets("sensor_window_aggregates")
+    key = dg.AssetKey("hourly_machine_kpis")
+    at_0330 = datetime(2025, 8, 20, 3, 30, tzinfo=UTC)
+    start = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at_0330
+    )
+    assert start.total_requested == 0  # no data yet
+    land(defs, instance, settings, database)
+    during = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at_0330, cursor=start.cursor
+    )
+    # 03:00 is still running: only the ended hours with data are requested
+    assert sorted(during.get_requested_partitions(key)) == ["2025-08-20-01:00", "2025-08-20-02:00"]
+    after = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=datetime(2025, 8, 20, 4, 10, tzinfo=UTC),
+        cursor=during.cursor,
+    )
+    # the hour has ended: its partition appears, and is requested once
+    assert sorted(after.get_requested_partitions(key)) == ["2025-08-20-03:00"]
