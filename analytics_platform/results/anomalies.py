@@ -19,6 +19,7 @@ from psycopg import sql
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import baselines
 from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.results.kpis import read_run_states
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform.transforms.energy_kpis import counter_increments
@@ -74,22 +75,7 @@ def _metric_filter(options: AnomalyOptions) -> tuple[str, list]:
 
 
 def _states(conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta) -> pl.DataFrame:
-    states = read_frame(
-        conn,
-        "SELECT time, tenant_id, factory_id, machine_id, run_state FROM analytics.raw_device_health "
-        "WHERE run_state IS NOT NULL AND time >= %s AND time < %s",
-        (start, end),
-        mk.STATE_SCHEMA,
-    )
-    prior = read_frame(
-        conn,
-        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, run_state "
-        "FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s "
-        "ORDER BY tenant_id, factory_id, machine_id, time DESC, run_state",
-        (start, start - lookback),
-        mk.STATE_SCHEMA,
-    )
-    return mk.state_intervals(states, prior, start, end)
+    return mk.state_intervals(*read_run_states(conn, start, end, lookback), start, end)
 
 
 def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:

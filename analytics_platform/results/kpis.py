@@ -55,21 +55,7 @@ def read_inputs(
         (start, start - lookback, list(mk.KPI_METRICS)),
         mk.READING_SCHEMA,
     )
-    states = read_frame(
-        conn,
-        "SELECT time, tenant_id, factory_id, machine_id, run_state FROM analytics.raw_device_health "
-        "WHERE run_state IS NOT NULL AND time >= %s AND time < %s",
-        (start, end),
-        mk.STATE_SCHEMA,
-    )
-    prior_states = read_frame(
-        conn,
-        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, run_state "
-        "FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s "
-        "ORDER BY tenant_id, factory_id, machine_id, time DESC, run_state",
-        (start, start - lookback),
-        mk.STATE_SCHEMA,
-    )
+    states, prior_states = read_run_states(conn, start, end, lookback)
     next_seen = read_frame(
         conn,
         "SELECT tenant_id, factory_id, machine_id, min(time) FROM analytics.raw_sensor_readings "
@@ -78,6 +64,29 @@ def read_inputs(
         mk.SEEN_SCHEMA,
     )
     return mk.KpiInputs(start, end, readings, prior, states, prior_states, next_seen)
+
+
+def read_run_states(
+    conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Run-state messages in [start, end), and each machine's last one before `start` (looked for
+    back to `lookback`): a state holds until the next one, so the range starts in it."""
+    states = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, run_state FROM analytics.raw_device_health "
+        "WHERE run_state IS NOT NULL AND time >= %s AND time < %s",
+        (start, end),
+        mk.STATE_SCHEMA,
+    )
+    prior = read_frame(
+        conn,
+        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, run_state "
+        "FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s "
+        "ORDER BY tenant_id, factory_id, machine_id, time DESC, run_state",
+        (start, start - lookback),
+        mk.STATE_SCHEMA,
+    )
+    return states, prior
 
 
 def replace_kpis(conn: psycopg.Connection, rows: pl.DataFrame, periods: pl.DataFrame) -> int:

@@ -39,7 +39,7 @@ import polars as pl
 import sklearn
 from sklearn.ensemble import IsolationForest
 
-from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME, bucket_expr
+from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME, bucket_expr, moment_aggs
 
 MACHINE = ("tenant_id", "factory_id", "machine_id")
 ANOMALY_SCHEMA: dict[str, pl.DataType] = {
@@ -210,14 +210,7 @@ def bucket_readings(readings: pl.DataFrame, bucket_s: int = 60) -> pl.DataFrame:
     return (
         readings.with_columns(bucket_start=bucket_expr(bucket_s))
         .group_by(*SERIES_KEY, "bucket_start")
-        .agg(
-            count_n=pl.len().cast(pl.Int64),
-            sum_v=pl.col("value").sum(),
-            avg_v=pl.col("value").mean(),
-            min_v=pl.col("value").min(),
-            max_v=pl.col("value").max(),
-            stddev_v=pl.col("value").std(ddof=1),
-        )
+        .agg(moment_aggs())
         .with_columns(bucket_end=pl.col("bucket_start") + pl.duration(seconds=bucket_s))
         .sort(*SERIES_KEY, "bucket_start")
     )

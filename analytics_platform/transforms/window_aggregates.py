@@ -75,6 +75,19 @@ def bucket_expr(window_s: int) -> pl.Expr:
     return (pl.col("time").dt.epoch("us") // micros * micros).cast(TIME)
 
 
+def moment_aggs() -> list[pl.Expr]:
+    """count, sum, avg, min, max and sample stddev of `value`: the additive core of a bucket,
+    shared with the anomaly detectors so the hour they judge is built exactly like its history."""
+    return [
+        pl.len().cast(pl.Int64).alias("count_n"),
+        pl.col("value").sum().alias("sum_v"),
+        pl.col("value").mean().alias("avg_v"),
+        pl.col("value").min().alias("min_v"),
+        pl.col("value").max().alias("max_v"),
+        pl.col("value").std(ddof=1).alias("stddev_v"),
+    ]
+
+
 def window_aggregates(
     readings: pl.LazyFrame,
     windows: Sequence[int],
@@ -98,12 +111,7 @@ def window_aggregates(
             ordered.with_columns(bucket_start=bucket_expr(window_s))
             .group_by(*SERIES_KEY, "bucket_start")
             .agg(
-                count_n=pl.len().cast(pl.Int64),
-                sum_v=pl.col("value").sum(),
-                avg_v=pl.col("value").mean(),
-                min_v=pl.col("value").min(),
-                max_v=pl.col("value").max(),
-                stddev_v=pl.col("value").std(ddof=1),
+                *moment_aggs(),
                 first_v=pl.col("value").filter(pl.col("time") == pl.col("time").min()).min(),
                 last_v=pl.col("value").filter(pl.col("time") == pl.col("time").max()).max(),
                 p50_v=pl.col("value").quantile(0.5, "linear"),
