@@ -44,32 +44,22 @@ DEVIATION_COLUMNS = [
 ]
 
 
-def hourly_samples(
-    conn: psycopg.Connection,
-    start: datetime,
-    end: datetime,
-    drivers: Sequence[str],
-    machine: Sequence[str] | None = None,
-) -> pl.DataFrame:
+def hourly_samples(conn: psycopg.Connection, start: datetime, end: datetime, drivers: Sequence[str]) -> pl.DataFrame:
     """One row per machine-hour in [start, end): energy_kwh, each driver, `excluded` (fault or
     maintenance time in the hour)."""
     columns = [
         sql.SQL("max(value) FILTER (WHERE kpi = {}) AS {}").format(sql.Literal(name), sql.Identifier(name))
         for name in (TARGET, *drivers)
     ]
-    where = sql.SQL("")
     params: list = [start, end]
-    if machine:
-        where = sql.SQL(" AND tenant_id = %s AND factory_id = %s AND machine_id = %s")
-        params += list(machine)
     query = sql.SQL(
         "SELECT period_start, period_end, tenant_id, factory_id, machine_id, {columns}, "
         "(coalesce(max(value) FILTER (WHERE kpi = 'fault_time_s'), 0) > 0 "
         "OR coalesce(max((details->>'maintenance_s')::float8) FILTER (WHERE kpi = 'planned_downtime_s'), 0) > 0"
         ")::int AS excluded FROM analytics.analytics_kpi "
         "WHERE period = 'hour' AND period_start >= %s AND period_start < %s"
-        "{where} GROUP BY 1, 2, 3, 4, 5"
-    ).format(columns=sql.SQL(", ").join(columns), where=where)
+        " GROUP BY 1, 2, 3, 4, 5"
+    ).format(columns=sql.SQL(", ").join(columns))
     schema = {
         "period_start": TIME,
         "period_end": TIME,
@@ -211,10 +201,14 @@ def compute_deviations(conn: psycopg.Connection, start: datetime, end: datetime,
     RMSE·√hours)."""
     models = active_baselines(conn)
     frames = []
+    drivers = sorted({d for _, fit in models.values() for d in fit.drivers})
+    everyone = hourly_samples(conn, start, end, drivers) if models else pl.DataFrame()
+    by_machine = everyone.partition_by(MACHINE, as_dict=True) if not everyone.is_empty() else {}
     for machine, (version, fit) in models.items():
-        samples = hourly_samples(conn, start, end, fit.drivers, machine).filter(
-            ~pl.col("excluded") & pl.col(TARGET).is_not_null()
-        )
+        samples = by_machine.get(machine)
+        if samples is None:
+            continue
+        samples = samples.filter(~pl.col("excluded") & pl.col(TARGET).is_not_null())
         if samples.is_empty():
             continue
         samples = samples.with_columns(predicted=eb.predict(fit, samples)).filter(pl.col("predicted").is_not_null())

@@ -21,6 +21,7 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
         contamination=settings.anomaly_contamination,
         trees=settings.anomaly_trees,
         metrics=tuple(settings.anomaly_metrics),
+        skip_metrics=tuple(settings.kpi_drivers),
         stoppage_minutes=settings.anomaly_stoppage_minutes,
         state_lookback=timedelta(hours=settings.device_state_lookback_hours),
     )
@@ -51,9 +52,10 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
         window = context.partition_time_window
         totals: dict[str, int] = {"readings": 0, "anomalies": 0, "models_fitted": 0, "deviations": 0}
         methods: dict[str, int] = {}
+        models: dict = {}  # forests loaded or fitted once per run, reused hour after hour
         with db.connect() as conn:
             for start, end in chunks(window.start, window.end, 1):
-                run = anomalies.recompute_anomalies(conn, start, end, options)
+                run = anomalies.recompute_anomalies(conn, start, end, options, models)
                 totals["readings"] += run.readings
                 totals["anomalies"] += run.anomalies
                 totals["models_fitted"] += run.models_fitted
