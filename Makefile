@@ -40,6 +40,7 @@ bench: $(STAMP)
 	@$(PY) bench/ingest.py
 	@$(PY) bench/aggregates.py
 	@$(PY) bench/freshness.py
+	@$(PY) bench/kpi_ml.py
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)
