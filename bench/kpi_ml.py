@@ -54,6 +54,7 @@ from analytics_platform.devstack.processes import free_port  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
 from analytics_platform.settings import utc_options  # noqa: E402
+from bench.aggregates import RAW_COLUMNS  # noqa: E402 — the raw sensor columns a bench COPYs
 from bench.ingest import machine_info  # noqa: E402
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
@@ -75,20 +76,6 @@ FAST = {
 # readings and the 90 days of hourly KPI rows, so the baselines fit and the day's deviations are normal
 BASE_KW, KWH_PER_UNIT, KW_PER_DEGC, KW_PER_HPA = 10.0, 0.02, 0.5, 0.3
 RATE_UNITS_S = 0.45  # ideal cycle time 2 s (plant.yaml) at 90 % performance
-RAW_COLUMNS = (
-    "time",
-    "tenant_id",
-    "factory_id",
-    "machine_id",
-    "sensor_id",
-    "metric",
-    "value",
-    "schema_version",
-    "dedup_key",
-    "topic",
-    "kafka_partition",
-    "kafka_offset",
-)
 HEALTH_COLUMNS = (
     "time",
     "tenant_id",
