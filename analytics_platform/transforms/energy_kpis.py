@@ -100,7 +100,7 @@ def price_increments(increments: pl.DataFrame, tariffs: pl.DataFrame) -> pl.Data
     return indexed.join(prices, on="_row", how="left").sort("_row").drop("_row")
 
 
-def _row(
+def kpi_row(
     machine: dict,
     start: datetime,
     end: datetime,
@@ -110,6 +110,8 @@ def _row(
     reason: str | None,
     **details,
 ) -> dict:
+    """One KPI row: the value, or NULL and why; `details` as a JSON object (shared by every KPI
+    transform so all rows read alike)."""
     return {
         "period_start": start,
         "period_end": end,
@@ -169,7 +171,7 @@ def energy_kpis(
         e = energy.get(machine_key)
         kwh = e["kwh"] if e else None
         rows.append(
-            _row(
+            kpi_row(
                 machine,
                 start,
                 end,
@@ -189,23 +191,23 @@ def energy_kpis(
         bands: dict[str, float] = {}
         for item in e["by_band"] if e else []:
             bands[item["band"]] = bands.get(item["band"], 0.0) + item["increment"]
-        rows.append(_row(machine, start, end, "energy_cost", cost, "currency", reason, kwh_by_band=bands))
+        rows.append(kpi_row(machine, start, end, "energy_cost", cost, "currency", reason, kwh_by_band=bands))
         factor = factors.get(machine["tenant_id"])
         carbon = kwh * factor if kwh is not None and factor is not None else None
         carbon_reason = (
             "no energy counter readings in the period" if kwh is None else "no emission factor for the tenant"
         )
-        rows.append(_row(machine, start, end, "carbon_kg", carbon, "kg CO2", carbon_reason, kg_co2_per_kwh=factor))
+        rows.append(kpi_row(machine, start, end, "carbon_kg", carbon, "kg CO2", carbon_reason, kg_co2_per_kwh=factor))
         d = demand.get(machine_key)
         peak, peak_time, avg, samples = d if d else (None, None, None, 0)
         no_power = "no power readings in the period"
-        rows.append(_row(machine, start, end, "peak_demand_kw", peak, "kW", no_power, at=peak_time, samples=samples))
-        rows.append(_row(machine, start, end, "avg_demand_kw", avg, "kW", no_power, samples=samples))
+        rows.append(kpi_row(machine, start, end, "peak_demand_kw", peak, "kW", no_power, at=peak_time, samples=samples))
+        rows.append(kpi_row(machine, start, end, "avg_demand_kw", avg, "kW", no_power, samples=samples))
         if peak is None:
             load, load_reason = None, no_power
         elif peak <= 0:
             load, load_reason = None, "peak demand is 0: the machine drew no power"
         else:
             load, load_reason = avg / peak, None
-        rows.append(_row(machine, start, end, "load_factor", load, "ratio", load_reason))
+        rows.append(kpi_row(machine, start, end, "load_factor", load, "ratio", load_reason))
     return pl.DataFrame(rows, schema=KPI_SCHEMA, orient="row") if rows else pl.DataFrame(schema=KPI_SCHEMA)

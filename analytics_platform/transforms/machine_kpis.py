@@ -47,6 +47,7 @@ from analytics_platform.transforms.energy_kpis import (
     TARIFF_SCHEMA,
     counter_increments,
     energy_kpis,
+    kpi_row,
     price_increments,
 )
 from analytics_platform.transforms.window_aggregates import TIME
@@ -314,10 +315,11 @@ def _gaps(inputs: KpiInputs, gap_s: int) -> pl.DataFrame:
     )
 
 
-def _state_changes(inputs: KpiInputs) -> pl.DataFrame:
-    carried = inputs.prior_states.with_columns(time=pl.lit(inputs.start, TIME))
+def _state_changes(states: pl.DataFrame, prior_states: pl.DataFrame, start: datetime) -> pl.DataFrame:
+    """Each machine's run state at `start` (carried from before) and every change after it."""
+    carried = prior_states.with_columns(time=pl.lit(start, TIME))
     return (
-        pl.concat([carried.select(list(STATE_SCHEMA)), inputs.states.select(list(STATE_SCHEMA))])
+        pl.concat([carried.select(list(STATE_SCHEMA)), states.select(list(STATE_SCHEMA))])
         .filter(pl.col("run_state").is_not_null())
         .sort(*MACHINE, "time", "run_state")
         .filter(pl.col("run_state") != pl.col("run_state").shift(1).over(MACHINE).fill_null(""))
@@ -330,7 +332,11 @@ def timeline(inputs: KpiInputs, tenants: pl.DataFrame, shifts: pl.DataFrame, gap
     for row in _gaps(inputs, gap_s).iter_rows():
         gaps.setdefault(row[:3], []).append((row[3], row[4]))
     changes: dict[tuple, list] = {}
-    for row in _state_changes(inputs).select(*MACHINE, "time", "run_state").iter_rows():
+    for row in (
+        _state_changes(inputs.states, inputs.prior_states, inputs.start)
+        .select(*MACHINE, "time", "run_state")
+        .iter_rows()
+    ):
         changes.setdefault(row[:3], []).append((row[3], row[4]))
     unscheduled = _unscheduled(tenants, shifts, inputs.start, inputs.end)
     machines = sorted(set(gaps) | set(changes) | set(_machines(inputs)))
@@ -386,14 +392,16 @@ def _time_components(segments: pl.DataFrame, start: datetime, end: datetime) -> 
 def _row(period: dict, machine: tuple, kpi: str, value: float | None, unit: str, reason: str | None, **details) -> dict:
     return {
         "period": period["period"],
-        "period_start": period["period_start"],
-        "period_end": period["period_end"],
-        **dict(zip(MACHINE, machine, strict=True)),
-        "kpi": kpi,
-        "value": value,
-        "unit": unit,
-        "null_reason": None if value is not None else reason,
-        "details": json.dumps(details, default=str, sort_keys=True) if details else None,
+        **kpi_row(
+            dict(zip(MACHINE, machine, strict=True)),
+            period["period_start"],
+            period["period_end"],
+            kpi,
+            value,
+            unit,
+            reason,
+            **details,
+        ),
     }
 
 
@@ -433,11 +441,7 @@ def _production_rows(
     planned = t["planned_stop"] + t["maintenance"] + t["unscheduled"]
     running = t["running"]
     busy = period_s - planned - t["unknown"]
-    has_states = (
-        times is not None
-        and t["unknown"] < period_s - planned - t["no_data"] + 1e-9
-        and (sum(t[c] for c in ("running", "idle", "fault", "planned_stop", "maintenance")) > 0)
-    )
+    has_states = times is not None and sum(t[c] for c in ("running", "idle", "fault", *PLANNED_STATES)) > 0
     no_states = "no run-state data for the machine in the period"
     rows += [
         _row(period, machine, "run_time_s", running if has_states else None, "s", no_states),
@@ -664,9 +668,8 @@ INTERVAL_SCHEMA: dict[str, pl.DataType] = {
 def state_intervals(states: pl.DataFrame, prior_states: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
     """Run-state intervals within [start, end) per machine (INTERVAL_SCHEMA): a state holds from
     its message to the next different one; the prior state (before `start`) holds from `start`."""
-    inputs = KpiInputs(start, end, states.clear(), prior_states.clear(), states, prior_states, pl.DataFrame())
     return (
-        _state_changes(inputs)
+        _state_changes(states, prior_states, start)
         .with_columns(next=pl.col("time").shift(-1).over(MACHINE))
         .select(
             *MACHINE,
