@@ -129,6 +129,27 @@ class PlatformSettings(BaseSettings):
     )
 
     reject_ratio_max: float = Field(default=0.05, ge=0, le=1)
+    checks_config: Path = Field(
+        default=REPO_ROOT / "analytics_platform" / "config" / "checks.yaml",
+        description="Data-contract thresholds of the asset checks (ranges, freshness, completeness, ratios).",
+    )
+    alerts_config: Path = Field(
+        default=REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml",
+        description="Alert channels, rules and mute windows loaded by `analytics-platform alerts load`.",
+    )
+    alert_interval_s: int = Field(default=30, ge=1, description="How often the alert sensor evaluates the rules.")
+    alert_delivery_budget_s: float = Field(
+        default=20.0, gt=0, lt=55, description="Seconds per tick spent delivering; the rest waits for the next tick."
+    )
+    alert_send_timeout_s: float = Field(default=5.0, gt=0, description="Connect/read timeout of one delivery.")
+    alert_retry_base_s: int = Field(
+        default=30, ge=1, description="First retry delay of a failed delivery; doubled per attempt."
+    )
+    alert_retry_max_s: int = Field(default=3600, ge=1, description="Longest delay between two delivery attempts.")
+    alert_max_attempts: int = Field(default=8, ge=1, description="Deliveries given up after this many failures.")
+    dagster_ui_url: str = Field(
+        default="http://127.0.0.1:3000", description="Base URL of the Dagster UI, linked from alert messages."
+    )
     api_max_range_days: int = Field(default=31, ge=1)
     api_page_limit_max: int = Field(default=10000, ge=1)
 

@@ -8,6 +8,43 @@ from analytics_platform.definitions import defs
 
 RAW_ASSETS = {"raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results"}
 CHECKS = {"keys_not_null", "time_in_partition", "values_finite", "reject_ratio"}
+# data contracts beyond the four raw-contract checks; blocking ones map to True
+RAW_CONTRACTS = {
+    "raw_sensor_readings": {"values_in_range": True, "units_match": True, "completeness": False},
+    "raw_sweep_readings": {"values_in_range": True, "units_match": True},
+    "raw_device_health": {},
+    "raw_lab_results": {},
+}
+RESULT_CONTRACTS = {
+    # asset: {check: blocking}; schema, keys and reconciliation block, derived ranges and freshness warn
+    **{
+        name: {"schema": True, "unique_keys": True, "reconciliation": True, "result_ranges": False}
+        for name in (
+            "sensor_window_aggregates",
+            "device_health_events",
+            "sweep_batch_quality",
+            "lab_result_quality",
+            "daily_event_rollups",
+        )
+    },
+    **{
+        name: {"schema": True, "unique_keys": True, "result_ranges": False}
+        for name in ("hourly_machine_kpis", "daily_machine_kpis", "energy_baseline_models", "reading_anomalies")
+    },
+}
+FRESHNESS = {
+    "raw_sensor_readings",
+    "raw_device_health",
+    "raw_sweep_readings",
+    "raw_lab_results",
+    "sensor_window_aggregates",
+    "device_health_events",
+    "hourly_machine_kpis",
+    "reading_anomalies",
+    "daily_event_rollups",
+    "daily_machine_kpis",
+    "energy_baseline_models",
+}
 HOURLY_ANALYTICS = {
     "sensor_window_aggregates": {"raw_sensor_readings"},
     "device_health_events": {"raw_device_health"},
@@ -41,8 +78,11 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "daily_event_rollups",
         *ENERGY_ASSETS,
     }
-    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
-        (asset, check) for asset in RAW_ASSETS for check in CHECKS
+    raw_checks = {
+        (k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if k.asset_key.path[0] in RAW_ASSETS
+    }
+    assert raw_checks == {(asset, check) for asset in RAW_ASSETS for check in CHECKS} | {
+        (asset, check) for asset, checks in RAW_CONTRACTS.items() for check in [*checks, "freshness_check"]
     }
     repository = defs.get_repository_def()
     assert {s.name for s in repository.sensor_defs} == {
@@ -52,6 +92,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "drain_lab",
         "analytics_automation",
         "aggregates_automation",
+        "freshness_checks_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
 
@@ -110,3 +151,20 @@ def test_energy_assets_lineage_partitions_and_schedules() -> None:
     }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     assert schedules["anomalies_schedule"].job_name == "anomalies_job"
+
+
+def test_every_result_asset_has_its_data_contracts_blocking_as_configured() -> None:
+    graph = defs.resolve_asset_graph()
+    checks: dict[str, dict[str, bool]] = {}
+    for key in graph.asset_check_keys:
+        checks.setdefault(key.asset_key.to_user_string(), {})[key.name] = graph.get(key).blocking
+    for asset, expected in RESULT_CONTRACTS.items():
+        freshness = {"freshness_check": False} if asset in FRESHNESS else {}
+        assert checks[asset] == {**expected, **freshness}, asset
+    for asset, expected in RAW_CONTRACTS.items():
+        base = {"keys_not_null": True, "time_in_partition": True, "values_finite": True, "reject_ratio": False}
+        assert checks[asset] == {**base, **expected, "freshness_check": False}, asset
+    # every asset that writes rows has checks; only the tables edited by people (specs) have none
+    materialized = {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert materialized - set(checks) == set()
+    assert set(checks) - materialized == set()

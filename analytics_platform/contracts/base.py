@@ -196,6 +196,9 @@ class Contract:
       row_schema: Polars dtypes of those columns.
       natural_key: columns (besides time) that identify a reading when no `event_id` is given.
       finite_columns: float columns that must be finite.
+      range_column: the float (or float list) column judged against the metric's plausible range
+        and canonical unit of config/metrics.yaml, for payloads that carry `metric` and `unit`;
+        None for domains outside the metrics catalogue.
       legacy: schema_version -> function mapping an older/other payload shape to row_type objects.
     """
 
@@ -207,6 +210,7 @@ class Contract:
     row_schema: ClassVar[dict[str, pl.DataType]]
     natural_key: ClassVar[tuple[str, ...]]
     finite_columns: ClassVar[tuple[str, ...]] = ()
+    range_column: ClassVar[str | None] = None
     json_columns: ClassVar[tuple[str, ...]] = ()  # raw JSON sub-documents stored as jsonb
     current_version: ClassVar[int] = 1
     legacy: ClassVar[dict[int, Callable[[bytes], list[Any]]]] = {}

@@ -99,6 +99,7 @@ class SensorContract(Contract):
     }
     natural_key = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
     finite_columns = ("value",)
+    range_column = "value"
     json_columns = ("payload",)
     legacy: ClassVar[dict[int, Any]] = {2: _from_v2}
 

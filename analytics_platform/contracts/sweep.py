@@ -53,6 +53,7 @@ class SweepContract(Contract):
     }
     natural_key = ("tenant_id", "factory_id", "machine_id", "metric")
     finite_columns = ("reading_values",)
+    range_column = "reading_values"
 
     def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
         if name == "reading_values":

@@ -7,6 +7,7 @@ import dagster as dg
 from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
 from analytics_platform.defs.automation import automation_sensors
 from analytics_platform.defs.events.definitions import build_defs as event_defs
+from analytics_platform.defs.freshness import build_defs as freshness_defs
 from analytics_platform.defs.ingest.definitions import build_defs as ingest_defs
 from analytics_platform.defs.kpis.definitions import build_defs as kpi_defs
 from analytics_platform.defs.resources import build_resources
@@ -20,6 +21,7 @@ def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = Tr
         aggregate_defs(settings),
         event_defs(settings),
         kpi_defs(settings),
+        freshness_defs(settings),
         dg.Definitions(
             sensors=automation_sensors(
                 [dg.AssetKey("sensor_window_aggregates")] if "sensor" in settings.domains_enabled else [],

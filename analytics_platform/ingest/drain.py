@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
 from analytics_platform.ingest import store
-from analytics_platform.transforms.raw_quality import PartitionQuality, profile
+from analytics_platform.transforms.raw_quality import PartitionQuality, profile, range_profile
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class Drain:
         poll_timeout_s: float = 0.5,
         start: str = "earliest",
         commit_to_kafka: bool = True,
+        metric_limits: pl.DataFrame | None = None,
+        missing_unit_is_canonical: bool = True,
     ) -> None:
         self.binding = binding
         self.contract = binding.contract
@@ -100,6 +102,10 @@ class Drain:
         self.poll_timeout_s = poll_timeout_s
         self.start = start
         self.commit_to_kafka = commit_to_kafka
+        # the metrics catalogue, for the live `values_in_range` / `units_match` counts of domains
+        # with a range column (None: not profiled)
+        self.metric_limits = metric_limits if binding.contract.range_column is not None else None
+        self.missing_unit_is_canonical = missing_unit_is_canonical
         # called inside each batch's transaction after its rows and before its offsets are
         # written: the fault-injection point of the crash tests
         self.before_checkpoint: Callable[[], None] | None = None
@@ -311,6 +317,16 @@ class Drain:
             report.max_ingest_lag_s = max(report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds())
         for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(named=True):
             report.partitions[row["partition_start"]].add_profile(row)
+        if self.metric_limits is not None and self.contract.range_column is not None:
+            ranges = range_profile(
+                parsed.rows,
+                self.metric_limits,
+                self.contract.range_column,
+                self.contract.natural_key,
+                missing_unit_ok=self.missing_unit_is_canonical,
+            )
+            for row in ranges.iter_rows(named=True):
+                report.partitions[row["partition_start"]].add_range_profile(row)
         # a reject belongs to an hour only when its time is one a partition can have
         placeable = pl.col("event_time").is_not_null() & ~pl.col("reason").is_in([FUTURE_TIME, TOO_OLD])
         rejects = parsed.rejects

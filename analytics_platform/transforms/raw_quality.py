@@ -3,6 +3,12 @@
 Pure: frames in, frames out. The live drain profiles each micro-batch and adds the counts up per
 partition (so a tick never holds all its rows in memory); a re-materialisation profiles the whole
 re-derived partition against its fixed window, where `outside_window` really can be non-zero.
+
+`range_profile` is the live side of the `values_in_range` / `units_match` data contracts: the
+contract accepts a plausible-looking 5000 degC (it only knows types), so the drain counts readings
+outside their metric's catalogue range, or in another unit, per micro-batch with one join and a
+few vectorised comparisons, and keeps a handful of offending rows to show. Re-materialising a
+partition judges the same rule with the Great Expectations suite of `analytics_platform.quality`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,18 @@ PROFILE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 CHECK_NAMES = ("keys_not_null", "time_in_partition", "values_finite", "reject_ratio")
+# the data contracts on metric values, for domains whose rows carry `metric`, `unit` and a value
+RANGE_CHECK_NAMES = ("values_in_range", "units_match")
+# offending rows kept per partition and check: enough to find the culprit, small enough for metadata
+SAMPLE_ROWS = 5
+
+# the metrics catalogue as a frame (see analytics_platform.quality.config.load_metric_limits)
+LIMITS_SCHEMA: dict[str, pl.DataType] = {
+    "metric": pl.String(),
+    "min_value": pl.Float64(),
+    "max_value": pl.Float64(),
+    "canonical_unit": pl.String(),
+}
 
 
 def profile(
@@ -72,6 +90,75 @@ def profile(
     )
 
 
+RANGE_PROFILE_SCHEMA: dict[str, pl.DataType] = {
+    "partition_start": pl.Datetime("us", "UTC"),
+    "range_rows": pl.Int64(),
+    "out_of_range": pl.Int64(),
+    "unit_mismatch": pl.Int64(),
+    "out_of_range_sample": pl.List(pl.Struct({})),
+    "unit_sample": pl.List(pl.Struct({})),
+}
+
+
+def range_profile(
+    rows: pl.DataFrame,
+    limits: pl.DataFrame,
+    value_column: str,
+    key_columns: Sequence[str],
+    *,
+    missing_unit_ok: bool = True,
+    sample: int = SAMPLE_ROWS,
+) -> pl.DataFrame:
+    """Per UTC hour of `time`: rows judged, readings outside their metric's [min, max] and readings
+    whose unit is not the metric's canonical unit, with up to `sample` offending rows of each.
+
+    `value_column` is a float or a list of floats (a sweep: the batch is out of range when any of
+    its values is; the sample shows the offending extreme). A metric without a catalogue entry, a
+    NULL bound or (with `missing_unit_ok`) a NULL unit passes: the contract already rejects unknown
+    metrics, and a sender that states no unit means the canonical one.
+    """
+    if rows.is_empty():
+        return pl.DataFrame(schema=RANGE_PROFILE_SCHEMA)
+    value = pl.col(value_column)
+    if isinstance(rows.schema[value_column], pl.List):
+        low, high = value.list.min(), value.list.max()
+    else:
+        low = high = value
+    too_low = (pl.col("_low") < pl.col("min_value")).fill_null(False)
+    too_high = (pl.col("_high") > pl.col("max_value")).fill_null(False)
+    unit_missing = pl.col("unit").is_null()
+    wrong_unit = (
+        pl.when(unit_missing)
+        .then(pl.lit(not missing_unit_ok))
+        .otherwise(pl.col("canonical_unit").is_not_null() & (pl.col("unit") != pl.col("canonical_unit")))
+    )
+    where = [*dict.fromkeys(["time", *(c for c in key_columns if c in rows.columns), "metric"])]
+    judged = (
+        rows.select(*where, "unit", low.alias("_low"), high.alias("_high"))
+        .join(limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA), on="metric", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("time").dt.truncate("1h").alias("partition_start"),
+            (too_low | too_high).alias("_out"),
+            wrong_unit.alias("_unit"),
+            pl.when(too_high).then(pl.col("_high")).otherwise(pl.col("_low")).alias("value"),
+        )
+    )
+    return (
+        judged.group_by("partition_start")
+        .agg(
+            pl.len().cast(pl.Int64).alias("range_rows"),
+            pl.col("_out").sum().cast(pl.Int64).alias("out_of_range"),
+            pl.col("_unit").sum().cast(pl.Int64).alias("unit_mismatch"),
+            pl.struct(*where, "value", "min_value", "max_value", "unit")
+            .filter(pl.col("_out"))
+            .head(sample)
+            .alias("out_of_range_sample"),
+            pl.struct(*where, "unit", "canonical_unit").filter(pl.col("_unit")).head(sample).alias("unit_sample"),
+        )
+        .sort("partition_start")
+    )
+
+
 @dataclass
 class PartitionQuality:
     """Additive quality counts of one raw partition (summed over micro-batches)."""
@@ -85,6 +172,11 @@ class PartitionQuality:
     max_time: datetime | None = None
     duplicates: int = 0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    range_rows: int = 0
+    out_of_range: int = 0
+    unit_mismatch: int = 0
+    out_of_range_sample: list[dict] = field(default_factory=list)
+    unit_sample: list[dict] = field(default_factory=list)
 
     def add_profile(self, row: dict) -> None:
         self.rows += row["rows"]
@@ -93,6 +185,19 @@ class PartitionQuality:
         self.outside_window += row["outside_window"]
         self.min_time = _min(self.min_time, row["min_time"])
         self.max_time = _max(self.max_time, row["max_time"])
+
+    def add_range_profile(self, row: dict) -> None:
+        """Add one `range_profile` row; samples keep the first SAMPLE_ROWS, as JSON-ready dicts."""
+        self.range_rows += row["range_rows"]
+        self.out_of_range += row["out_of_range"]
+        self.unit_mismatch += row["unit_mismatch"]
+        self._extend(self.out_of_range_sample, row["out_of_range_sample"])
+        self._extend(self.unit_sample, row["unit_sample"])
+
+    @staticmethod
+    def _extend(sample: list[dict], rows: list[dict] | None) -> None:
+        for item in (rows or [])[: max(0, SAMPLE_ROWS - len(sample))]:
+            sample.append({k: v.isoformat() if isinstance(v, datetime) else v for k, v in item.items()})
 
     def add_rejects(self, reason_counts: dict[str, int], min_time: datetime | None, max_time: datetime | None) -> None:
         for reason, count in reason_counts.items():
@@ -108,6 +213,11 @@ class PartitionQuality:
         self.non_finite += other.non_finite
         self.outside_window += other.outside_window
         self.duplicates += other.duplicates
+        self.range_rows += other.range_rows
+        self.out_of_range += other.out_of_range
+        self.unit_mismatch += other.unit_mismatch
+        self._extend(self.out_of_range_sample, other.out_of_range_sample)
+        self._extend(self.unit_sample, other.unit_sample)
         self.add_rejects(other.reject_reasons, other.min_time, other.max_time)
 
     @property
@@ -156,6 +266,25 @@ def check_outcomes(quality: PartitionQuality, max_reject_ratio: float) -> list[C
                 "threshold": max_reject_ratio,
                 "reasons": dict(sorted(quality.reject_reasons.items())),
             },
+        ),
+    ]
+
+
+def range_outcomes(quality: PartitionQuality) -> list[CheckOutcome]:
+    """`values_in_range` and `units_match` of one partition from its range profile counts, with
+    the offending rows (time, keys, metric, value and bounds / unit and canonical unit)."""
+    return [
+        CheckOutcome(
+            "values_in_range",
+            quality.out_of_range == 0,
+            "every reading lies within its metric's plausible range (config/metrics.yaml)",
+            {"rows": quality.range_rows, "unexpected": quality.out_of_range, "offending": quality.out_of_range_sample},
+        ),
+        CheckOutcome(
+            "units_match",
+            quality.unit_mismatch == 0,
+            "every reading is in its metric's canonical unit (config/metrics.yaml)",
+            {"rows": quality.range_rows, "unexpected": quality.unit_mismatch, "offending": quality.unit_sample},
         ),
     ]
 

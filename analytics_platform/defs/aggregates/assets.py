@@ -5,7 +5,9 @@ from datetime import timedelta
 import dagster as dg
 
 from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.checks import aggregate_checks, contract_specs
 from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks, recompute_aggregates
 from analytics_platform.settings import PlatformSettings
@@ -28,6 +30,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
         "sensor and metric: count, sum, avg, min, max, stddev, first, last, p50, p95 (analytics.analytics_agg). "
         "A partition recomputes every bucket that overlaps its hour from all of that bucket's readings.",
         metadata={"table": "analytics.analytics_agg", "windows": windows},
+        check_specs=contract_specs(dg.AssetKey("sensor_window_aggregates"), RESULT_CHECKS, settings),
     )
     def sensor_window_aggregates(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -49,6 +52,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
                     run.rows,
                     *(run.seconds[k] for k in ("read", "transform", "write")),
                 )
-        return dg.MaterializeResult(metadata={**totals, "buckets_by_window": by_window})
+            checks = aggregate_checks(conn, settings, window.start, window.end)
+        return dg.MaterializeResult(metadata={**totals, "buckets_by_window": by_window}, check_results=checks)
 
     return sensor_window_aggregates

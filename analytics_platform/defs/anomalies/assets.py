@@ -5,8 +5,10 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.defs.checks import anomaly_checks, contract_specs
 from analytics_platform.defs.ingest.partitions import ended_hourly_partitions
 from analytics_platform.defs.kpis.assets import ENERGY_GROUP
+from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
 from analytics_platform.results.aggregates import chunks
@@ -47,6 +49,7 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
         "production stoppage while running, energy baseline deviation. Maintenance and fault periods are "
         "skipped. Re-materialising an hour replaces its anomalies; resolutions of those found again are kept.",
         metadata={"table": "analytics.analytics_anomaly"},
+        check_specs=contract_specs(dg.AssetKey("reading_anomalies"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def reading_anomalies(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -62,7 +65,10 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
                 totals["deviations"] += run.deviations
                 for method, count in run.by_method.items():
                     methods[method] = methods.get(method, 0) + count
+            checks = anomaly_checks(conn, settings, window.start, window.end)
         context.log.info("reading_anomalies %s..%s: %s %s", window.start, window.end, totals, methods)
-        return dg.MaterializeResult(metadata={**totals, **{f"by_{k}": v for k, v in methods.items()}})
+        return dg.MaterializeResult(
+            metadata={**totals, **{f"by_{k}": v for k, v in methods.items()}}, check_results=checks
+        )
 
     return reading_anomalies

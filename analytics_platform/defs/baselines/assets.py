@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from analytics_platform.defs.checks import baseline_checks, contract_specs
 from analytics_platform.defs.kpis.assets import ENERGY_GROUP
+from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines
 from analytics_platform.settings import PlatformSettings
@@ -21,6 +23,7 @@ def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         f"R² below {settings.baseline_r2_min} is stored with a warning. A new version deactivates the previous "
         "one (analytics.analytics_baseline). Retrained weekly (baseline_training_schedule).",
         metadata={"table": "analytics.analytics_baseline"},
+        check_specs=contract_specs(dg.AssetKey("energy_baseline_models"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def energy_baseline_models(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -34,6 +37,7 @@ def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
                 min_samples=settings.baseline_min_samples,
                 r2_min=settings.baseline_r2_min,
             )
+            checks = baseline_checks(conn, settings)
         for outcome in outcomes:
             level = context.log.info if outcome.message == "accepted" else context.log.warning
             level("baseline %s: version %s, %s", "/".join(outcome.machine), outcome.version, outcome.message)
@@ -51,7 +55,8 @@ def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
                     "\n".join(f"- {'/'.join(o.machine)}: v{o.version} {o.message}" for o in outcomes)
                     or "no machine has hourly KPIs in the training period"
                 ),
-            }
+            },
+            check_results=checks,
         )
 
     return energy_baseline_models

@@ -10,7 +10,9 @@ import psycopg
 
 from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
 from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
+from analytics_platform.defs.checks import contract_specs, daily_rollup_checks, event_checks
 from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
+from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
 from analytics_platform.results.aggregates import chunks
@@ -91,6 +93,7 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
         kinds={"polars", "postgres"},
         description=spec.description,
         metadata={"tables": "analytics.analytics_event, analytics.analytics_event_rollup"},
+        check_specs=contract_specs(dg.AssetKey(spec.name), RESULT_CHECKS, settings),
     )
     def _asset(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -104,8 +107,9 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
                 totals["events"] += result.events
                 totals["rollups"] += result.rollups
                 totals["rows_replaced"] += result.deleted
+            checks = event_checks(conn, settings, spec.domain, window.start, window.end)
         context.log.info("%s %s..%s: %s", spec.name, window.start, window.end, totals)
-        return dg.MaterializeResult(metadata=totals)
+        return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     return _asset
 
@@ -125,13 +129,16 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
         "statistics, sweep fail rate, lab pass rate per station and analyte. Built from the day's 24 hourly rows, "
         "so a day always equals the sum of its hours.",
         metadata={"table": "analytics.analytics_event_rollup", "window_s": 86400},
+        check_specs=contract_specs(dg.AssetKey("daily_event_rollups"), RESULT_CHECKS, settings),
     )
     def daily_event_rollups(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         with db.connect() as conn:
             result = events.recompute_days(conn, domains, window.start, window.end)
+            checks = daily_rollup_checks(conn, settings, domains, window.start, window.end)
         return dg.MaterializeResult(
-            metadata={"hourly_rows": result.inputs, "day_rows": result.rollups, "rows_replaced": result.deleted}
+            metadata={"hourly_rows": result.inputs, "day_rows": result.rollups, "rows_replaced": result.deleted},
+            check_results=checks,
         )
 
     return daily_event_rollups

@@ -8,11 +8,11 @@ partition (or a range, in one run) re-derives it from landing with the same cont
 import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
+from analytics_platform.defs.checks import raw_checks, raw_specs
 from analytics_platform.defs.ingest.partitions import hourly_partitions
 from analytics_platform.ingest.rederive import merged_quality, rederive_range
 from analytics_platform.resources import PostgresResource
 from analytics_platform.settings import PlatformSettings
-from analytics_platform.transforms.raw_quality import CHECK_NAMES, CheckOutcome, check_outcomes
 
 INGEST_GROUP = "ingest"
 
@@ -31,18 +31,9 @@ def raw_asset_key(binding: DomainBinding) -> dg.AssetKey:
     return dg.AssetKey(binding.contract.raw_table)
 
 
-def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=outcome.name,
-        passed=outcome.passed,
-        metadata=outcome.metadata,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=outcome.description,
-    )
-
-
 def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.AssetsDefinition:
-    """The hourly raw asset of one domain, with its raw-contract checks."""
+    """The hourly raw asset of one domain, with its raw-contract checks (defs/checks.py): the four
+    of every domain, plus the metric-value contracts and completeness where they apply."""
     contract = binding.contract
     key = raw_asset_key(binding)
 
@@ -55,7 +46,7 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
         kinds={"polars", "postgres"},
         description=f"{contract.description} Table analytics.{contract.raw_table}, fed by "
         f"{', '.join(binding.topics)}. Materialising re-derives the hours from kafka_landing.",
-        check_specs=[dg.AssetCheckSpec(name, asset=key) for name in CHECK_NAMES],
+        check_specs=raw_specs(binding, key, settings),
         metadata={"table": f"analytics.{contract.raw_table}", "topics": ", ".join(binding.topics)},
         pool="raw_rederive",
     )
@@ -63,7 +54,8 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
         window = context.partition_time_window
         with db.connect() as conn:
             results = rederive_range(conn, binding, contract_config(settings), window.start, window.end)
-        quality = merged_quality(results)
+            quality = merged_quality(results)
+            checks = raw_checks(conn, binding, settings, quality, window.start, window.end)
         context.log.info(
             "re-derived %d hour(s) of %s: %d messages -> %d rows, %d rejects, %d rows replaced",
             len(results),
@@ -84,7 +76,7 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
                 "max_time": str(quality.max_time) if quality.max_time else "",
                 "source": "kafka_landing (re-derived)",
             },
-            check_results=[check_result(o) for o in check_outcomes(quality, settings.reject_ratio_max)],
+            check_results=checks,
         )
 
     return _raw

@@ -16,12 +16,14 @@ from datetime import datetime
 import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
+from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
 from analytics_platform.defs.ingest.partitions import hourly_partitions, partition_key
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport
+from analytics_platform.quality.config import cached_metric_limits
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
-from analytics_platform.transforms.raw_quality import PartitionQuality, check_outcomes
+from analytics_platform.transforms.raw_quality import CheckOutcome, PartitionQuality, check_outcomes, range_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def report_events(
             "metadata": partition_metadata(quality, report),
             "checks": [
                 {"name": o.name, "passed": o.passed, "metadata": o.metadata, "description": o.description}
-                for o in check_outcomes(quality, settings.reject_ratio_max)
+                for o in live_outcomes(binding, quality, settings)
             ],
         }
     by_check: dict[str, list[tuple[str, dict]]] = {}
@@ -64,7 +66,11 @@ def report_events(
         events.append(dg.AssetMaterialization(asset_key=key, partition=pkey, metadata=entry["metadata"]))
         for check in entry["checks"]:
             by_check.setdefault(check["name"], []).append((pkey, check))
-    events.extend(_tick_check_evaluation(key, name, results) for name, results in by_check.items())
+    config = checks_config(settings)
+    events.extend(
+        _tick_check_evaluation(key, name, results, severity(config, name), config.blocking.of(name))
+        for name, results in by_check.items()
+    )
     if report.messages:
         events.insert(
             0,
@@ -87,7 +93,23 @@ def report_events(
     return events, waiting
 
 
-def _tick_check_evaluation(key: dg.AssetKey, name: str, results: list[tuple[str, dict]]) -> dg.AssetCheckEvaluation:
+def live_outcomes(binding: DomainBinding, quality: PartitionQuality, settings: PlatformSettings) -> list[CheckOutcome]:
+    """The checks the drain can judge per tick from its counts: the raw-contract four, and for
+    domains with metric values `values_in_range` and `units_match` (completeness needs the whole
+    hour, so only a materialisation judges it)."""
+    found = check_outcomes(quality, checks_config(settings).reject_ratio_max(settings.reject_ratio_max))
+    if binding.contract.range_column is not None:
+        found += range_outcomes(quality)
+    return found
+
+
+def _tick_check_evaluation(
+    key: dg.AssetKey,
+    name: str,
+    results: list[tuple[str, dict]],
+    level: dg.AssetCheckSeverity,
+    blocking: bool,
+) -> dg.AssetCheckEvaluation:
     """One evaluation per check per tick, over every partition the tick reported.
 
     Not attached to a partition: Dagster 1.13 stores runless check evaluations under a unique
@@ -105,7 +127,8 @@ def _tick_check_evaluation(key: dg.AssetKey, name: str, results: list[tuple[str,
             "latest": results[-1][1]["metadata"],
         },
         description=f"{results[0][1]['description']} (live drain, {len(results)} partition(s))",
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=level,
+        blocking=blocking,
     )
 
 
@@ -130,6 +153,8 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings) -> dg
             batch_size=settings.drain_batch_size,
             poll_timeout_s=settings.drain_poll_timeout_s,
             start=settings.drain_start,
+            metric_limits=cached_metric_limits(settings.metrics_catalog),
+            missing_unit_is_canonical=checks_config(settings).units.missing_is_canonical,
         )
         try:
             report = drain.run(settings.drain_budget_s)

@@ -6,7 +6,9 @@ from datetime import timedelta
 import dagster as dg
 
 from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.checks import contract_specs, kpi_checks
 from analytics_platform.defs.ingest.partitions import daily_partitions, ended_hourly_partitions
+from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines, kpis
 from analytics_platform.results.aggregates import chunks
@@ -49,6 +51,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "unplanned downtime, availability, performance, quality, OEE, production rate, data completeness, "
         "driver averages. NULL with a reason where a value cannot be computed.",
         metadata={"table": "analytics.analytics_kpi"},
+        check_specs=contract_specs(dg.AssetKey("hourly_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def hourly_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -62,8 +65,9 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
                 totals["readings"] += run.readings
                 totals["kpi_rows"] += run.rows
                 totals["rows_replaced"] += run.deleted
+            checks = kpi_checks(conn, settings, ["hour"], window.start, window.end)
         context.log.info("hourly_machine_kpis %s..%s: %s", window.start, window.end, totals)
-        return dg.MaterializeResult(metadata=totals)
+        return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     @dg.asset(
         deps=[hourly_machine_kpis, dg.AssetKey("energy_baseline_models")],
@@ -76,6 +80,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
         "Scheduled after the day closes (daily_kpis_schedule).",
         metadata={"table": "analytics.analytics_kpi"},
+        check_specs=contract_specs(dg.AssetKey("daily_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def daily_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -92,7 +97,8 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
                 totals["kpi_rows"] += run.rows
                 totals["rows_replaced"] += run.deleted
                 totals["deviations"] += deviations.height
+            checks = kpi_checks(conn, settings, ["day", "shift"], window.start, window.end)
         context.log.info("daily_machine_kpis %s..%s: %s", window.start, window.end, totals)
-        return dg.MaterializeResult(metadata=totals)
+        return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     return [plant_metadata, hourly_machine_kpis, daily_machine_kpis]

@@ -1,0 +1,522 @@
+"""Data contracts of the result tables: schema and key columns, unique natural keys, bucket
+reconciliation and the plausible ranges of derived values, per asset.
+
+A `TableContract` is the promise a result table makes to its readers (the API, later assets): its
+columns with their PostgreSQL types, and its natural key. It is written out here rather than
+derived from the migrations because it is what the check holds the table to: a migration that
+drops or retypes a column the pipeline relies on is caught at the next materialisation.
+
+Every suite works on the rows one partition wrote (read back by `results.written`), so a check
+judges what readers will see. Float comparisons allow `result_ranges.tolerance` of slack through
+helper columns (`<column>__slack`), since GX compares columns exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from analytics_platform.quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BUCKETS, describe
+from analytics_platform.quality.config import ResultRanges
+from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
+from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, CheckOutcome
+
+TS = "timestamp with time zone"
+F8 = "double precision"
+TEXT = "text"
+
+# PostgreSQL type (information_schema.columns.data_type) -> the Polars type it is read as
+POLARS_TYPES: dict[str, pl.DataType] = {
+    TS: pl.Datetime("us", "UTC"),
+    F8: pl.Float64(),
+    TEXT: pl.String(),
+    "bigint": pl.Int64(),
+    "integer": pl.Int32(),
+    "smallint": pl.Int16(),
+    "boolean": pl.Boolean(),
+    "jsonb": pl.String(),
+    "ARRAY": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """A result table's promise: columns (name -> PostgreSQL type) and natural key. Key columns
+    must not be NULL, except `nullable_key` ones (a UNIQUE NULLS NOT DISTINCT key)."""
+
+    table: str
+    columns: Mapping[str, str]
+    key: tuple[str, ...]
+    nullable_key: tuple[str, ...] = ()
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return {name: POLARS_TYPES[kind] for name, kind in self.columns.items()}
+
+    @property
+    def signatures(self) -> list[str]:
+        return [f"{name} {kind}" for name, kind in self.columns.items()]
+
+
+MACHINE = ("tenant_id", "factory_id", "machine_id")
+SERIES = (*MACHINE, "sensor_id", "metric")
+_MACHINE_COLUMNS = {c: TEXT for c in MACHINE}
+
+AGG = TableContract(
+    "analytics_agg",
+    {
+        "bucket_start": TS,
+        "bucket_end": TS,
+        "window_s": "integer",
+        **{c: TEXT for c in SERIES},
+        "count_n": "bigint",
+        **{f"{s}_v": F8 for s in ("sum", "avg", "min", "max", "stddev", "first", "last", "p50", "p95")},
+    },
+    (*SERIES, "window_s", "bucket_start"),
+)
+EVENT = TableContract(
+    "analytics_event",
+    {
+        "time": TS,
+        **_MACHINE_COLUMNS,
+        "event_type": TEXT,
+        "event_key": TEXT,
+        "domain": TEXT,
+        "level": TEXT,
+        "value": F8,
+        "passed": "boolean",
+        "end_time": TS,
+        "duration_s": F8,
+        "details": "jsonb",
+    },
+    (*MACHINE, "event_type", "event_key", "time"),
+)
+ROLLUP_KEY = (*MACHINE, "event_type", "subject")
+ROLLUP = TableContract(
+    "analytics_event_rollup",
+    {
+        "bucket_start": TS,
+        "bucket_end": TS,
+        "window_s": "integer",
+        **_MACHINE_COLUMNS,
+        "event_type": TEXT,
+        "subject": TEXT,
+        "count_n": "bigint",
+        "pass_n": "bigint",
+        "fail_n": "bigint",
+        "fail_rate": F8,
+        "pass_rate": F8,
+        "uptime_pct": F8,
+        "details": "jsonb",
+    },
+    (*ROLLUP_KEY, "window_s", "bucket_start"),
+)
+KPI = TableContract(
+    "analytics_kpi",
+    {
+        "period_start": TS,
+        "period_end": TS,
+        "period": TEXT,
+        **_MACHINE_COLUMNS,
+        "kpi": TEXT,
+        "value": F8,
+        "unit": TEXT,
+        "null_reason": TEXT,
+        "details": "jsonb",
+    },
+    (*MACHINE, "period", "kpi", "period_start"),
+)
+ANOMALY = TableContract(
+    "analytics_anomaly",
+    {
+        "time": TS,
+        **_MACHINE_COLUMNS,
+        "sensor_id": TEXT,
+        "metric": TEXT,
+        "anomaly_type": TEXT,
+        "method": TEXT,
+        "score": F8,
+        "severity": "smallint",
+        "severity_label": TEXT,
+        "confidence": F8,
+        "observed": F8,
+        "expected": F8,
+        "details": "jsonb",
+        "status": TEXT,
+        "window_start": TS,
+        "window_end": TS,
+    },
+    (*MACHINE, "method", "anomaly_type", "time", "sensor_id", "metric"),
+    nullable_key=("sensor_id", "metric"),
+)
+BASELINE = TableContract(
+    "analytics_baseline",
+    {
+        **_MACHINE_COLUMNS,
+        "version": "integer",
+        "target": TEXT,
+        "drivers": "ARRAY",
+        "coefficients": "jsonb",
+        "r2": F8,
+        "adj_r2": F8,
+        "rmse": F8,
+        "mae": F8,
+        "n": "integer",
+        "trained_from": TS,
+        "trained_to": TS,
+        "accepted": "boolean",
+        "active": "boolean",
+    },
+    (*MACHINE, "version"),
+)
+
+
+# ----- building blocks ----------------------------------------------------------------------------
+def unique(check: str, columns: Sequence[str]) -> Expect:
+    if len(columns) == 1:
+        return Expect(check, "ExpectColumnValuesToBeUnique", {"column": columns[0]})
+    return Expect(check, "ExpectCompoundColumnsToBeUnique", {"column_list": list(columns)})
+
+
+def at_most(check: str, low: str, high: str) -> Expect:
+    """`low` <= `high` on every row where both are present."""
+    return Expect(
+        check,
+        "ExpectColumnPairValuesAToBeGreaterThanB",
+        {"column_A": high, "column_B": low, "or_equal": True, "ignore_row_if": "either_value_is_missing"},
+    )
+
+
+def between(check: str, column: str, bounds: tuple[float | None, float | None]) -> Expect:
+    return Expect(
+        check, "ExpectColumnValuesToBeBetween", {"column": column, "min_value": bounds[0], "max_value": bounds[1]}
+    )
+
+
+def with_slack(frame: pl.DataFrame, columns: Sequence[str], tolerance: float) -> pl.DataFrame:
+    """`<column>__slack` = column + tolerance * max(1, |column|): the upper bound a float may reach."""
+    return frame.with_columns(
+        (pl.col(c) + tolerance * pl.max_horizontal(pl.lit(1.0), pl.col(c).abs())).alias(f"{c}__slack") for c in columns
+    )
+
+
+def with_epoch(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`<column>__us`: a timestamp as epoch microseconds. GX compares timezone-aware pandas columns
+    through a path pandas 3.1 deprecates (a warning per comparison); integers compare cleanly."""
+    return frame.with_columns(pl.col(c).dt.epoch("us").alias(f"{c}__us") for c in columns)
+
+
+def schema_frame(columns: pl.DataFrame) -> pl.DataFrame:
+    """`column_name`, `data_type` rows (information_schema.columns) as one `signature` column."""
+    return columns.select(pl.concat_str(["column_name", "data_type"], separator=" ").alias("signature"))
+
+
+def schema_expectations(contract: TableContract, present: Sequence[str]) -> tuple[list[Expect], list[Expect]]:
+    """(on the table's columns, on its rows): the contract's columns exist with their types, and
+    its key columns hold no NULL in the written rows."""
+    on_columns = [
+        Expect(
+            "schema",
+            "ExpectColumnDistinctValuesToContainSet",
+            {"column": "signature", "value_set": contract.signatures},
+        )
+    ]
+    on_rows = [
+        Expect("schema", "ExpectColumnValuesToNotBeNull", {"column": c})
+        for c in contract.key
+        if c not in contract.nullable_key and c in present
+    ]
+    return on_columns, on_rows
+
+
+def count_reconciliation(rows: pl.DataFrame, key: Sequence[str], start: datetime, end: datetime) -> pl.DataFrame:
+    """For every coarse bucket lying wholly inside [start, end): the count of the coarse bucket and
+    the sum of the counts of the finest window's buckets inside it, per `key`.
+
+    The finest window is the smallest `window_s` present; coarse windows are its multiples.
+    Buckets are epoch-aligned, so the fine buckets tile each coarse one exactly. A side that is
+    missing counts 0 (a coarse bucket without its fine rows, or the reverse, is a mismatch).
+    """
+    schema = {
+        **{c: rows.schema[c] for c in key},
+        "window_s": pl.Int32(),
+        "bucket_start": pl.Datetime("us", "UTC"),
+        "fine_window_s": pl.Int32(),
+        "fine_count": pl.Int64(),
+        "count_n": pl.Int64(),
+    }
+    if rows.is_empty():
+        return pl.DataFrame(schema=schema)
+    fine_window = int(rows["window_s"].min())  # type: ignore[arg-type]
+    fine = rows.filter(pl.col("window_s") == fine_window)
+    inside = (pl.col("bucket_start") >= start) & (pl.col("bucket_end") <= end)
+    coarse = rows.filter((pl.col("window_s") > fine_window) & (pl.col("window_s") % fine_window == 0) & inside)
+    frames = [pl.DataFrame(schema=schema)]
+    for window in sorted(coarse["window_s"].unique().to_list()):
+        width = f"{window}s"
+        sums = (
+            fine.with_columns(pl.col("bucket_start").dt.truncate(width).alias("coarse_start"))
+            .filter((pl.col("coarse_start") >= start) & (pl.col("coarse_start") + pl.duration(seconds=window) <= end))
+            .group_by(*key, "coarse_start")
+            .agg(pl.col("count_n").sum().cast(pl.Int64).alias("fine_count"))
+            .rename({"coarse_start": "bucket_start"})
+        )
+        joined = (
+            coarse.filter(pl.col("window_s") == window)
+            .select(*key, "bucket_start", "count_n")
+            .join(sums, on=[*key, "bucket_start"], how="full", coalesce=True)
+            .with_columns(
+                pl.lit(window, pl.Int32).alias("window_s"),
+                pl.lit(fine_window, pl.Int32).alias("fine_window_s"),
+                pl.col("fine_count", "count_n").fill_null(0).cast(pl.Int64),
+            )
+        )
+        frames.append(joined.select(list(schema)).cast(schema))
+    return pl.concat(frames)
+
+
+def reconciliation_expectations() -> list[Expect]:
+    return [
+        Expect("reconciliation", "ExpectColumnPairValuesToBeEqual", {"column_A": "fine_count", "column_B": "count_n"})
+    ]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One frame of a suite, its expectations and the columns that identify an offending row."""
+
+    frame: pl.DataFrame
+    expects: list[Expect]
+    index: Sequence[str] = ()
+
+
+def judge(name: str, checks: Sequence[str], parts: Sequence[Part]) -> list[CheckOutcome]:
+    """Validate every part and fold the results into one outcome per check, in `checks`' order."""
+    results: list[ExpectationResult] = []
+    for number, part in enumerate(parts):
+        results += validate(part.frame, part.expects, part.index, name=f"{name}:{number}")
+    return outcomes(describe(list(checks)), results)
+
+
+# ----- assets -------------------------------------------------------------------------------------
+def aggregate_outcomes(
+    rows: pl.DataFrame,
+    columns: pl.DataFrame,
+    limits: pl.DataFrame,
+    ranges: ResultRanges,
+    *,
+    start: datetime,
+    end: datetime,
+) -> list[CheckOutcome]:
+    """Window aggregates of [start, end): schema, unique key, 60 s counts adding up to every
+    coarser bucket of the window (reconciliation), and min <= avg / p50 <= p95 <= max, first and
+    last within [min, max], stddev >= 0, count >= 1, extremes within the metric's range."""
+    stats = ["avg_v", "max_v", "p50_v", "p95_v", "min_v"]
+    frame = with_slack(rows, stats, ranges.tolerance).join(
+        limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA), on="metric", how="left", maintain_order="left"
+    )
+    on_columns, on_rows = schema_expectations(AGG, rows.columns)
+    r = "result_ranges"
+    judged = [
+        between(r, "count_n", (1, None)),
+        between(r, "stddev_v", (0, None)),
+        at_most(r, "min_v", "avg_v__slack"),
+        at_most(r, "avg_v", "max_v__slack"),
+        at_most(r, "min_v", "p50_v__slack"),
+        at_most(r, "p50_v", "p95_v__slack"),
+        at_most(r, "p95_v", "max_v__slack"),
+        at_most(r, "min_v", "first_v"),
+        at_most(r, "first_v", "max_v"),
+        at_most(r, "min_v", "last_v"),
+        at_most(r, "last_v", "max_v"),
+        at_most(r, "min_value", "min_v"),
+        at_most(r, "max_v", "max_value"),
+    ]
+    key = [*AGG.key]
+    return judge(
+        "sensor_window_aggregates",
+        RESULT_CHECKS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(frame, [*on_rows, unique("unique_keys", AGG.key), *judged], key),
+            Part(count_reconciliation(rows, SERIES, start, end), reconciliation_expectations(), key),
+        ],
+    )
+
+
+def _rollup_ranges(ranges: ResultRanges) -> list[Expect]:
+    r = "result_ranges"
+    return [
+        between(r, "count_n", (0, None)),
+        at_most(r, "verdicts", "count_n"),
+        between(r, "pass_rate", ranges.rate),
+        between(r, "fail_rate", ranges.rate),
+        between(r, "uptime_pct", ranges.uptime_pct),
+    ]
+
+
+def _with_verdicts(rollups: pl.DataFrame) -> pl.DataFrame:
+    return rollups.with_columns((pl.col("pass_n").fill_null(0) + pl.col("fail_n").fill_null(0)).alias("verdicts"))
+
+
+def event_outcomes(
+    events: pl.DataFrame,
+    rollups: pl.DataFrame,
+    event_columns: pl.DataFrame,
+    rollup_columns: pl.DataFrame,
+    ranges: ResultRanges,
+    *,
+    start: datetime,
+    end: datetime,
+) -> list[CheckOutcome]:
+    """An hourly event asset's events and rollups of [start, end): both tables' schema and keys,
+    fine rollup counts adding up to the hour's, rates and uptime in range, pass + fail <= count,
+    periods that do not end before they start."""
+    event_schema, event_keys = schema_expectations(EVENT, events.columns)
+    rollup_schema, rollup_keys = schema_expectations(ROLLUP, rollups.columns)
+    r = "result_ranges"
+    event_ranges = [between(r, "duration_s", (0, None)), at_most(r, "time__us", "end_time__us")]
+    return judge(
+        "events",
+        RESULT_CHECKS,
+        [
+            Part(schema_frame(event_columns), event_schema),
+            Part(schema_frame(rollup_columns), rollup_schema),
+            Part(
+                with_epoch(events, ["time", "end_time"]),
+                [*event_keys, unique("unique_keys", EVENT.key), *event_ranges],
+                EVENT.key,
+            ),
+            Part(
+                _with_verdicts(rollups),
+                [*rollup_keys, unique("unique_keys", ROLLUP.key), *_rollup_ranges(ranges)],
+                ROLLUP.key,
+            ),
+            Part(count_reconciliation(rollups, ROLLUP_KEY, start, end), reconciliation_expectations(), ROLLUP.key),
+        ],
+    )
+
+
+def daily_rollup_outcomes(
+    rollups: pl.DataFrame, rollup_columns: pl.DataFrame, ranges: ResultRanges, *, start: datetime, end: datetime
+) -> list[CheckOutcome]:
+    """Day rollups of [start, end) (and the hourly rows they were built from): schema, keys, each
+    day's count equal to the sum of its 24 hourly counts, rates and uptime in range."""
+    days = rollups.filter(pl.col("window_s") == 86400)
+    rollup_schema, rollup_keys = schema_expectations(ROLLUP, rollups.columns)
+    return judge(
+        "daily_event_rollups",
+        RESULT_CHECKS,
+        [
+            Part(schema_frame(rollup_columns), rollup_schema),
+            Part(
+                _with_verdicts(days),
+                [*rollup_keys, unique("unique_keys", ROLLUP.key), *_rollup_ranges(ranges)],
+                ROLLUP.key,
+            ),
+            Part(count_reconciliation(rollups, ROLLUP_KEY, start, end), reconciliation_expectations(), ROLLUP.key),
+        ],
+    )
+
+
+def kpi_ranges_frame(ranges: ResultRanges, limits: pl.DataFrame) -> pl.DataFrame:
+    """kpi -> kpi_min, kpi_max: the configured KPI ranges, plus avg_<metric> from the catalogue."""
+    averages = limits.select(
+        pl.format("avg_{}", "metric").alias("kpi"),
+        pl.col("min_value").alias("kpi_min"),
+        pl.col("max_value").alias("kpi_max"),
+    )
+    configured = pl.DataFrame(
+        [(name, low, high) for name, (low, high) in ranges.kpi.items()],
+        schema={"kpi": pl.String(), "kpi_min": pl.Float64(), "kpi_max": pl.Float64()},
+        orient="row",
+    )
+    return pl.concat([averages.cast(configured.schema), configured]).unique("kpi", keep="last")
+
+
+def kpi_outcomes(
+    rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRanges, limits: pl.DataFrame
+) -> list[CheckOutcome]:
+    """KPI rows of a period range: schema, unique key, each KPI within its configured range (ratios
+    0..1 ...), avg_<metric> within the metric's range, durations (unit s) within their period."""
+    frame = rows.join(kpi_ranges_frame(ranges, limits), on="kpi", how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("unit") == "s")
+        .then((pl.col("period_end") - pl.col("period_start")).dt.total_seconds().cast(pl.Float64))
+        .alias("period_s")
+    )
+    frame = with_slack(frame, ["value", "kpi_max", "period_s"], ranges.tolerance)
+    on_columns, on_rows = schema_expectations(KPI, rows.columns)
+    r = "result_ranges"
+    judged = [
+        at_most(r, "kpi_min", "value__slack"),
+        at_most(r, "value", "kpi_max__slack"),
+        at_most(r, "value", "period_s__slack"),
+    ]
+    return judge(
+        "kpis",
+        RESULT_CHECKS_NO_BUCKETS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(frame, [*on_rows, unique("unique_keys", KPI.key), *judged], KPI.key),
+        ],
+    )
+
+
+def anomaly_outcomes(rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRanges) -> list[CheckOutcome]:
+    """Anomalies of an hour range: schema, unique key (NULL sensor / metric equal, as in the
+    table's NULLS NOT DISTINCT key), severity and confidence in range, a known severity label,
+    windows that do not end before they start."""
+    on_columns, on_rows = schema_expectations(ANOMALY, rows.columns)
+    r = "result_ranges"
+    judged = [
+        between(r, "severity", ranges.anomaly_severity),
+        between(r, "confidence", ranges.anomaly_confidence),
+        Expect(
+            r, "ExpectColumnValuesToBeInSet", {"column": "severity_label", "value_set": list(ranges.anomaly_labels)}
+        ),
+        at_most(r, "window_start__us", "window_end__us"),
+    ]
+    return judge(
+        "reading_anomalies",
+        RESULT_CHECKS_NO_BUCKETS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(
+                with_epoch(rows, ["window_start", "window_end"]),
+                [*on_rows, unique("unique_keys", ANOMALY.key), *judged],
+                ANOMALY.key,
+            ),
+        ],
+    )
+
+
+def baseline_outcomes(
+    rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRanges, *, min_samples: int, r2_min: float
+) -> list[CheckOutcome]:
+    """Energy baselines: schema, unique (machine, version) and at most one active model per
+    machine; the active models' fit statistics in range, an accepted model meeting `r2_min`,
+    trained on at least `min_samples` hours."""
+    on_columns, on_rows = schema_expectations(BASELINE, rows.columns)
+    active = rows.filter(pl.col("active"))
+    accepted = active.filter(pl.col("accepted"))
+    r = "result_ranges"
+    judged = [
+        between(r, "r2", ranges.baseline_r2),
+        between(r, "rmse", (0, None)),
+        between(r, "mae", (0, None)),
+        between(r, "n", (min_samples, None)),
+    ]
+    index = [*MACHINE, "version"]
+    return judge(
+        "energy_baseline_models",
+        RESULT_CHECKS_NO_BUCKETS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(rows, [*on_rows, unique("unique_keys", BASELINE.key)], index),
+            Part(active, [unique("unique_keys", MACHINE), *judged], index),
+            Part(accepted, [between(r, "r2", (r2_min, None))], index),
+        ],
+    )

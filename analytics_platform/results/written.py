@@ -1,0 +1,110 @@
+"""Read back what a partition wrote, for its data-contract checks.
+
+Checks judge the stored rows, not the frame the transform produced: they are what readers see,
+after COPY, key conflicts and whatever else ran in between. Result columns are read as the
+contract types them, and only where the table has them with that type, so a table that drifted
+from its contract is reported by the `schema` check instead of failing the read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from analytics_platform.quality.raw import SERIES, SERIES_SCHEMA
+from analytics_platform.quality.results import TableContract
+from analytics_platform.results.frames import read_frame
+
+COLUMNS_SCHEMA: dict[str, pl.DataType] = {"column_name": pl.String(), "data_type": pl.String()}
+SENSOR_SCHEMA: dict[str, pl.DataType] = {
+    "time": pl.Datetime("us", "UTC"),
+    **SERIES_SCHEMA,
+    "value": pl.Float64(),
+    "unit": pl.String(),
+}
+SWEEP_SCHEMA: dict[str, pl.DataType] = {
+    "time": pl.Datetime("us", "UTC"),
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "metric": pl.String(),
+    "batch_id": pl.String(),
+    "unit": pl.String(),
+    "reading_values": pl.List(pl.Float64()),
+}
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> pl.DataFrame:
+    """column_name, data_type of analytics.`table` (information_schema)."""
+    return read_frame(
+        conn,
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'analytics' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+        COLUMNS_SCHEMA,
+    )
+
+
+def read_written(
+    conn: psycopg.Connection, contract: TableContract, where: str, params: Sequence[object]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows of analytics.<table> matching `where`, the table's columns). Only the contract's
+    columns the table has with the contract's type are read."""
+    columns = table_columns(conn, contract.table)
+    actual = dict(columns.iter_rows())
+    present = {name: dtype for name, dtype in contract.schema.items() if actual.get(name) == contract.columns[name]}
+    query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in present),
+        sql.Identifier("analytics", contract.table),
+        sql.SQL(where),  # type: ignore[arg-type]  # fixed SQL text from defs/checks.py, never input
+    )
+    # arrays stay in their text form; booleans come as PostgreSQL's t / f
+    as_text = {name for name in present if contract.columns[name] in ("ARRAY", "boolean")}
+    text_schema = {name: (pl.String() if name in as_text else dtype) for name, dtype in present.items()}
+    rows = read_frame(conn, query, params, text_schema) if present else pl.DataFrame()
+    flags = [pl.col(name) == "t" for name in present if contract.columns[name] == "boolean"]
+    rows = rows.with_columns(flags) if flags else rows
+    # a drifted column is NULL here, so the suites still run; the schema check names the drift
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in contract.schema.items() if name not in present]
+    return (rows.with_columns(missing) if missing else rows), columns
+
+
+def read_sensor_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """time, series key, value, unit of the raw sensor readings in [start, end)."""
+    return read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value, unit "
+        "FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s",
+        (start, end),
+        SENSOR_SCHEMA,
+    )
+
+
+def read_series(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """The distinct series (tenant, factory, machine, sensor, metric) with readings in [start, end)."""
+    return read_frame(
+        conn,
+        f"SELECT DISTINCT {', '.join(SERIES)} FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s",
+        (start, end),
+        SERIES_SCHEMA,
+    )
+
+
+def read_previous_series(conn: psycopg.Connection, start: datetime) -> pl.DataFrame:
+    """The series that reported in the hour before `start` (expected to go on reporting)."""
+    return read_series(conn, start - timedelta(hours=1), start)
+
+
+def read_sweep_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """Sweep batches of [start, end) with their values as a list."""
+    return read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, metric, batch_id, unit, reading_values "
+        "FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
+        (start, end),
+        SWEEP_SCHEMA,
+    )
