@@ -8,6 +8,8 @@
     analytics-platform plant load [FILE] | show            plant metadata (tariffs, shifts, machines)
     analytics-platform baseline predict T F M k=v ...      what-if energy from the active baseline
     analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
+    analytics-platform alerts load [FILE] | rules | log     alert rules and mutes; what was sent
+    analytics-platform alerts mute --machine M --minutes N --reason TEXT   a mute window from now
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
 """
@@ -17,10 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
+from analytics_platform.alerts.config import AlertConfigError, load_alert_config, store_mutes
+from analytics_platform.alerts.model import ANY, Mute
 from analytics_platform.contracts.registry import ConfigError, bind_domains
 from analytics_platform.ingest import store
 from analytics_platform.migrations import apply_migrations
@@ -152,6 +157,47 @@ def _anomalies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        if args.action == "load":
+            rules, mutes = load_alert_config(conn, args.file)
+            print(f"{rules} alert rule(s) and {mutes} mute window(s) loaded from {args.file}")
+            return 0
+        if args.action == "mute":
+            if not args.reason or args.minutes <= 0:
+                print("error: a mute needs --reason and a positive --minutes", file=sys.stderr)
+                return 2
+            now = datetime.now(UTC)
+            mute = Mute(
+                now,
+                now + timedelta(minutes=args.minutes),
+                args.reason,
+                args.rule,
+                args.tenant,
+                args.factory,
+                args.machine,
+            )
+            (mute_id,) = store_mutes(conn, [mute], created_by=args.by)
+            print(
+                f"mute {mute_id}: rule {args.rule} on {args.tenant}/{args.factory}/{args.machine} "
+                f"until {mute.ends_at:%Y-%m-%dT%H:%M:%SZ} ({args.reason})"
+            )
+            return 0
+        if args.action == "rules":
+            query = (
+                "SELECT rule_name, kind, tenant_id, enabled, notify_resolve, channels, params "
+                "FROM analytics.alert_rules ORDER BY 1"
+            )
+        else:
+            query = (
+                "SELECT created_at, rule_name, transition, channel, status, attempts, "
+                "coalesce(error, ''), title FROM analytics.alert_log ORDER BY log_id DESC LIMIT %s"
+            )
+        for row in conn.execute(query, (args.limit,) if args.action == "log" else None).fetchall():
+            print("  ".join(str(v) for v in row))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analytics-platform", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     anomalies.add_argument("anomaly_id", type=int)
     anomalies.add_argument("--note", required=True)
     anomalies.add_argument("--by", default=os.environ.get("USER", "operator"))
+    alerts = sub.add_parser("alerts", help="load alert rules and mutes, list rules, show the alert log, mute")
+    alerts.add_argument("action", choices=("load", "rules", "log", "mute"))
+    alerts.add_argument("file", nargs="?", type=Path, default=get_settings().alerts_config)
+    alerts.add_argument("--limit", type=int, default=50, help="log: how many notifications, newest first")
+    for name in ("rule", "tenant", "factory", "machine"):
+        alerts.add_argument(f"--{name}", default=ANY, help=f"mute: the {name} to silence (default: any)")
+    alerts.add_argument("--minutes", type=int, default=60, help="mute: how long, from now")
+    alerts.add_argument("--reason", help="mute: why (e.g. planned maintenance)")
+    alerts.add_argument("--by", default=os.environ.get("USER", "operator"))
     args = parser.parse_args(argv)
     handlers = {
         "migrate": _migrate,
@@ -193,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         "plant": _plant,
         "baseline": _baseline,
         "anomalies": _anomalies,
+        "alerts": _alerts,
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, SpecLimitError, plant.PlantConfigError) as exc:
+    except (ConfigError, SpecLimitError, plant.PlantConfigError, AlertConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

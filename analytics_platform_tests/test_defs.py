@@ -93,6 +93,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "analytics_automation",
         "aggregates_automation",
         "freshness_checks_sensor",
+        "alert_rules",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
+from analytics_platform.defs.alerts.definitions import build_defs as alert_defs
 from analytics_platform.defs.automation import automation_sensors
 from analytics_platform.defs.events.definitions import build_defs as event_defs
 from analytics_platform.defs.freshness import build_defs as freshness_defs
@@ -22,6 +23,7 @@ def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = Tr
         event_defs(settings),
         kpi_defs(settings),
         freshness_defs(settings),
+        alert_defs(settings),
         dg.Definitions(
             sensors=automation_sensors(
                 [dg.AssetKey("sensor_window_aggregates")] if "sensor" in settings.domains_enabled else [],

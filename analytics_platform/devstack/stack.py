@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
+from analytics_platform.alerts.config import seed_alert_rules
 from analytics_platform.devstack.broker import check_broker, ensure_topics, start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import Service, StackError
@@ -164,7 +165,9 @@ class Stack:
         with psycopg.connect(url, autocommit=True) as conn:
             added = load_spec_limits(conn, overwrite=False)  # seed once; edits in the table are kept
             plant = load_plant_config(conn, overwrite=False)
+            alerts = seed_alert_rules(conn)
         echo(f"spec limits: {added} seeded from {DEFAULT_FILE.name}; plant metadata: {plant} row(s) seeded")
+        echo(f"alert rules: {alerts} seeded from alerts.yaml" if alerts else "alert rules: kept as they are")
 
     def _kafka(self, echo) -> None:
         brokers = os.environ.get("KAFKA_BROKERS")

@@ -32,6 +32,10 @@ TABLES = {
     "analytics_baseline",
     "analytics_baseline_deviation",
     "analytics_anomaly_model",
+    "alert_rules",
+    "alert_mutes",
+    "alert_conditions",
+    "alert_log",
     "schema_migrations",
 }
 VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
@@ -39,11 +43,12 @@ VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:5] == [
+    assert versions[:6] == [
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
         "04_analytics_energy",
+        "05_analytics_alerts",
         "10_analytics_views",
     ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
@@ -68,6 +73,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "02_analytics_events",
         "03_analytics_rollup_subjects",
         "04_analytics_energy",
+        "05_analytics_alerts",
         "10_analytics_views",
     ]
 
@@ -84,6 +90,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "02_analytics_events": "skipped",
         "03_analytics_rollup_subjects": "skipped",
         "04_analytics_energy": "skipped",
+        "05_analytics_alerts": "skipped",
         "10_analytics_views": "reapplied",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)

@@ -1,0 +1,1 @@
+"""Alert rules, their conditions and notifications (see docs/alerts.md)."""

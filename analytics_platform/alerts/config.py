@@ -1,0 +1,275 @@
+"""Alert channels, rules and mute windows: from a YAML file into the tables, and back out.
+
+The tables are the truth (a rule is edited with SQL or by re-loading the file, never with code);
+the file is how a deployment seeds them. Channels are names and kinds only: the URL or token of a
+channel is read from the environment variable the channel names, at delivery time, so secrets are
+in neither the file, the database nor the logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.types.json import Jsonb
+
+from analytics_platform.alerts.model import ANY, CHANNEL_KINDS, RULE_KINDS, SEVERITIES, Mute, Rule
+from analytics_platform.settings import REPO_ROOT
+
+DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
+
+# every parameter a rule kind understands, with its default
+RULE_PARAMS: dict[str, dict[str, Any]] = {
+    "anomaly": {"min_severity": 3, "max_age_hours": 24},
+    "device_offline": {"minutes": 10, "lookback_hours": 168},
+    "fail_rate": {
+        "event_types": ["sweep_batch"],
+        "window_minutes": 60,
+        "bucket_s": 300,
+        "threshold": 0.2,
+        "min_count": 5,
+        "severity": "warning",
+    },
+    "lab_out_of_spec": {"lookback_hours": 24, "severity": "critical"},
+    "check_failed": {"include_warnings": False},
+    "run_failed": {"lookback_hours": 24},
+}
+_RULE_FIELDS = {"name", "kind", "tenant_id", "params", "channels", "notify_resolve", "enabled", "description"}
+_MUTE_FIELDS = {"rule", "tenant_id", "factory_id", "machine_id", "start", "end", "reason", "created_by"}
+
+
+class AlertConfigError(ValueError):
+    """An alerts file entry that cannot be loaded; the message names the entry and field."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A notification channel: its kind and the environment variable holding its Apprise URL."""
+
+    name: str
+    kind: str
+    url_env: str
+
+    def url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        value = (os.environ if environ is None else environ).get(self.url_env, "").strip()
+        return value or None
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    channels: dict[str, Channel]
+    rules: list[Rule]
+    mutes: list[Mute]
+
+
+def parse_alert_config(data: Any) -> AlertConfig:
+    """Validate the alerts document; every error names the entry and the field."""
+    if not isinstance(data, dict):
+        raise AlertConfigError("the alerts file must be a mapping with `channels`, `rules` and `mutes`")
+    unknown = set(data) - {"channels", "rules", "mutes"}
+    if unknown:
+        raise AlertConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected channels, rules, mutes")
+    channels = _channels(data.get("channels") or {})
+    rules = [_rule(entry, n, channels) for n, entry in enumerate(data.get("rules") or [], 1)]
+    names = [r.name for r in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise AlertConfigError(f"rule name(s) used twice: {duplicates}")
+    mutes = [_mute(entry, n, set(names)) for n, entry in enumerate(data.get("mutes") or [], 1)]
+    return AlertConfig(channels, rules, mutes)
+
+
+def read_alert_file(path: Path) -> AlertConfig:
+    try:
+        return parse_alert_config(yaml.safe_load(path.read_text()))
+    except FileNotFoundError as exc:
+        raise AlertConfigError(f"alerts file {path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise AlertConfigError(f"alerts file {path} is not valid YAML: {exc}") from exc
+
+
+def _channels(entries: Any) -> dict[str, Channel]:
+    if not isinstance(entries, dict):
+        raise AlertConfigError("`channels` must map a channel name to {kind, url_env}")
+    channels = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or set(entry) - {"kind", "url_env"}:
+            raise AlertConfigError(f"channel {name}: expected only `kind` and `url_env`")
+        kind, env = entry.get("kind"), entry.get("url_env")
+        if kind not in CHANNEL_KINDS:
+            raise AlertConfigError(f"channel {name}: kind must be one of {list(CHANNEL_KINDS)}, got {kind!r}")
+        if not isinstance(env, str) or not env.isidentifier():
+            raise AlertConfigError(f"channel {name}: `url_env` must name an environment variable, got {env!r}")
+        channels[str(name)] = Channel(str(name), kind, env)
+    return channels
+
+
+def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
+    if not isinstance(entry, dict) or not entry.get("name"):
+        raise AlertConfigError(f"rule {number}: needs a `name` and a `kind`")
+    at = f"rule {entry['name']}"
+    unknown = set(entry) - _RULE_FIELDS
+    if unknown:
+        raise AlertConfigError(f"{at}: unknown field(s) {sorted(unknown)}")
+    kind = entry.get("kind")
+    if kind not in RULE_KINDS:
+        raise AlertConfigError(f"{at}: kind must be one of {list(RULE_KINDS)}, got {kind!r}")
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise AlertConfigError(f"{at}: `params` must be a mapping")
+    bad = set(params) - set(RULE_PARAMS[kind])
+    if bad:
+        raise AlertConfigError(
+            f"{at}: unknown param(s) {sorted(bad)} for kind {kind}; known: {sorted(RULE_PARAMS[kind])}"
+        )
+    merged = {**RULE_PARAMS[kind], **params}
+    if merged.get("severity", "warning") not in SEVERITIES:
+        raise AlertConfigError(f"{at}: severity must be one of {list(SEVERITIES)}")
+    for key, default in RULE_PARAMS[kind].items():
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise AlertConfigError(f"{at}: param {key} must be a number ≥ 0, got {value!r}")
+    wanted = entry.get("channels") or []
+    if not isinstance(wanted, list):
+        raise AlertConfigError(f"{at}: `channels` must be a list of channel names")
+    missing = [c for c in wanted if c not in channels]
+    if missing:
+        raise AlertConfigError(f"{at}: unknown channel(s) {missing}; defined: {sorted(channels)}")
+    return Rule(
+        name=str(entry["name"]),
+        kind=kind,
+        tenant_id=str(entry.get("tenant_id", ANY)),
+        params=merged,
+        channels=tuple(str(c) for c in wanted),
+        notify_resolve=bool(entry.get("notify_resolve", True)),
+        enabled=bool(entry.get("enabled", True)),
+        description=str(entry.get("description", "")),
+    )
+
+
+def _time(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise AlertConfigError(f"{where}: expected an ISO-8601 time, got {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _mute(entry: Any, number: int, rules: set[str]) -> Mute:
+    at = f"mute {number}"
+    if not isinstance(entry, dict):
+        raise AlertConfigError(f"{at}: expected a mapping")
+    unknown = set(entry) - _MUTE_FIELDS
+    if unknown:
+        raise AlertConfigError(f"{at}: unknown field(s) {sorted(unknown)}")
+    rule = str(entry.get("rule", ANY))
+    if rule != ANY and rule not in rules:
+        raise AlertConfigError(f"{at}: unknown rule {rule!r}")
+    if not entry.get("reason"):
+        raise AlertConfigError(f"{at}: needs a `reason` (e.g. planned maintenance)")
+    start, end = _time(entry.get("start"), f"{at} start"), _time(entry.get("end"), f"{at} end")
+    if end <= start:
+        raise AlertConfigError(f"{at}: end must be after start")
+    return Mute(
+        starts_at=start,
+        ends_at=end,
+        reason=str(entry["reason"]),
+        rule_name=rule,
+        tenant_id=str(entry.get("tenant_id", ANY)),
+        factory_id=str(entry.get("factory_id", ANY)),
+        machine_id=str(entry.get("machine_id", ANY)),
+    )
+
+
+def store_rules(conn: psycopg.Connection, rules: Sequence[Rule]) -> int:
+    """Insert or replace rules by name; rules not in `rules` are left as they are."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO analytics.alert_rules
+                   (rule_name, tenant_id, kind, params, channels, notify_resolve, enabled, description, updated_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+               ON CONFLICT (rule_name) DO UPDATE SET
+                   tenant_id = EXCLUDED.tenant_id, kind = EXCLUDED.kind, params = EXCLUDED.params,
+                   channels = EXCLUDED.channels, notify_resolve = EXCLUDED.notify_resolve,
+                   enabled = EXCLUDED.enabled, description = EXCLUDED.description, updated_at = now()""",
+            [
+                (
+                    r.name,
+                    r.tenant_id,
+                    r.kind,
+                    Jsonb(dict(r.params)),
+                    list(r.channels),
+                    r.notify_resolve,
+                    r.enabled,
+                    r.description,
+                )
+                for r in rules
+            ],
+        )
+    return len(rules)
+
+
+def store_mutes(conn: psycopg.Connection, mutes: Sequence[Mute], created_by: str | None = None) -> list[int]:
+    """Add mute windows (the same rule/subject/start again is updated, not doubled); their ids."""
+    ids = []
+    with conn.cursor() as cur:
+        for m in mutes:
+            cur.execute(
+                """INSERT INTO analytics.alert_mutes
+                       (rule_name, tenant_id, factory_id, machine_id, starts_at, ends_at, reason, created_by)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (rule_name, tenant_id, factory_id, machine_id, starts_at) DO UPDATE
+                   SET ends_at = EXCLUDED.ends_at, reason = EXCLUDED.reason
+                   RETURNING mute_id""",
+                (m.rule_name, m.tenant_id, m.factory_id, m.machine_id, m.starts_at, m.ends_at, m.reason, created_by),
+            )
+            ids.append(cur.fetchone()[0])
+    return ids
+
+
+def load_alert_config(conn: psycopg.Connection, path: Path) -> tuple[int, int]:
+    """Load a file's rules and mutes into the tables (in one transaction); (rules, mutes) loaded."""
+    config = read_alert_file(path)
+    with conn.transaction():
+        rules = store_rules(conn, config.rules)
+        mutes = len(store_mutes(conn, config.mutes, created_by=f"file {path.name}"))
+    return rules, mutes
+
+
+def seed_alert_rules(conn: psycopg.Connection, path: Path | None = None) -> int:
+    """Load the default (or given) file's rules and mutes only into an empty rules table, so a
+    restarted demo keeps the rules an operator edited; the number of rules loaded."""
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM analytics.alert_rules)").fetchone()[0]:
+        return 0
+    return load_alert_config(conn, path or DEFAULT_FILE)[0]
+
+
+def read_rules(conn: psycopg.Connection) -> list[Rule]:
+    """The enabled rules, each with its kind's defaults under its stored params."""
+    rows = conn.execute(
+        """SELECT rule_name, kind, tenant_id, params, channels, notify_resolve, enabled, coalesce(description, '')
+           FROM analytics.alert_rules WHERE enabled ORDER BY rule_name"""
+    ).fetchall()
+    return [
+        Rule(name, kind, tenant, {**RULE_PARAMS.get(kind, {}), **(params or {})}, tuple(channels), notify, enabled, d)
+        for name, kind, tenant, params, channels, notify, enabled, d in rows
+    ]
+
+
+def read_mutes(conn: psycopg.Connection, now: datetime) -> list[Mute]:
+    """Mute windows in force at `now`."""
+    rows = conn.execute(
+        """SELECT starts_at, ends_at, reason, rule_name, tenant_id, factory_id, machine_id, mute_id
+           FROM analytics.alert_mutes WHERE starts_at <= %s AND ends_at > %s ORDER BY mute_id""",
+        (now, now),
+    ).fetchall()
+    return [Mute(*row) for row in rows]

@@ -1,0 +1,222 @@
+"""What each database-backed rule kind sees right now: one query per rule, conditions out.
+
+`now` is a parameter (never the clock), so a test or a replay can evaluate any instant. The
+Dagster-backed kinds (check_failed, run_failed) read the Dagster instance and live beside the
+alert sensor; they produce the same `Observation`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+import psycopg
+
+from analytics_platform.alerts.model import ANY, Condition, Observation, Rule, iso
+
+HOUR_KEY = "%Y-%m-%d-%H:00"
+
+
+def asset_link(base_url: str, asset: str, partition: str | None = None) -> str:
+    """The Dagster UI page of an asset (and partition)."""
+    url = f"{base_url.rstrip('/')}/assets/{quote(asset)}"
+    return f"{url}?view=partitions&partition={quote(partition, safe=':')}" if partition else url
+
+
+def _tenant_clause(rule: Rule, column: str = "tenant_id") -> tuple[str, dict]:
+    if rule.tenant_id == ANY:
+        return "TRUE", {}
+    return f"{column} = %(tenant)s", {"tenant": rule.tenant_id}
+
+
+def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Open anomalies at or above `min_severity` no older than `max_age_hours`."""
+    since = now - timedelta(hours=float(rule.params["max_age_hours"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT anomaly_id, time, tenant_id, factory_id, machine_id, sensor_id, metric, anomaly_type, method,
+                   severity, severity_label, score, observed, expected, confidence
+            FROM analytics.analytics_anomaly
+            WHERE status = 'open' AND severity >= %(min)s AND time >= %(since)s AND time <= %(now)s AND {tenant}
+            ORDER BY time, anomaly_id""",
+        {"min": int(rule.params["min_severity"]), "since": since, "now": now, **args},
+    ).fetchall()
+    conditions = []
+    for aid, ts, t, f, m, sensor, metric, atype, method, sev, label, score, observed, expected, conf in rows:
+        what = metric or atype
+        conditions.append(
+            Condition(
+                fingerprint=f"{rule.name}:{t}/{f}/{m}/{sensor or ''}/{metric or ''}/{method}/{atype}/{iso(ts)}",
+                severity="critical" if sev >= 3 else "warning",
+                summary=f"{atype} anomaly severity {sev} on {what} ({method})",
+                tenant_id=t,
+                factory_id=f,
+                machine_id=m,
+                observed_at=ts,
+                details=_clean(
+                    {
+                        "anomaly_id": aid,
+                        "severity": sev,
+                        "label": label,
+                        "observed": observed,
+                        "expected": expected,
+                        "score": score,
+                        "confidence": conf,
+                        "sensor": sensor,
+                    }
+                ),
+                link=asset_link(ui_url, "reading_anomalies", ts.strftime(HOUR_KEY)),
+            )
+        )
+    return Observation(conditions, horizon=since)
+
+
+def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Machines offline for more than `minutes`: their last status is `offline`, or nothing at all
+    (status, score or run state) arrived from them for that long (a dead edge agent is silent)."""
+    since = now - timedelta(hours=float(rule.params["lookback_hours"]))
+    limit = now - timedelta(minutes=float(rule.params["minutes"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""WITH recent AS (
+                SELECT tenant_id, factory_id, machine_id, time, status FROM analytics.raw_device_health
+                WHERE time > %(since)s AND time <= %(now)s AND {tenant}
+            ), latest AS (
+                SELECT tenant_id, factory_id, machine_id, max(time) AS last_seen,
+                       max(time) FILTER (WHERE status IS NOT NULL AND status <> 'offline') AS last_online,
+                       (array_agg(status ORDER BY time DESC) FILTER (WHERE status IS NOT NULL))[1] AS last_status
+                FROM recent GROUP BY tenant_id, factory_id, machine_id
+            )
+            SELECT l.tenant_id, l.factory_id, l.machine_id, l.last_seen, l.last_status,
+                   CASE WHEN l.last_status = 'offline' THEN (
+                       SELECT min(r.time) FROM recent r
+                       WHERE (r.tenant_id, r.factory_id, r.machine_id) = (l.tenant_id, l.factory_id, l.machine_id)
+                         AND r.status = 'offline' AND r.time > coalesce(l.last_online, '-infinity'))
+                   ELSE l.last_seen END AS offline_since
+            FROM latest l
+            ORDER BY 1, 2, 3""",
+        {"since": since, "now": now, **args},
+    ).fetchall()
+    conditions = []
+    for t, f, m, last_seen, last_status, offline_since in rows:
+        reported = last_status == "offline"
+        if offline_since > limit:
+            continue
+        minutes = int((now - offline_since).total_seconds() // 60)
+        conditions.append(
+            Condition(
+                fingerprint=f"{rule.name}:{t}/{f}/{m}",
+                severity="critical",
+                summary=f"device offline for {minutes} min" + ("" if reported else " (no data received)"),
+                tenant_id=t,
+                factory_id=f,
+                machine_id=m,
+                observed_at=offline_since,
+                details={"offline_since": iso(offline_since), "last_seen": iso(last_seen), "minutes": minutes},
+                link=asset_link(ui_url, "raw_device_health", offline_since.strftime(HOUR_KEY)),
+            )
+        )
+    return Observation(conditions, horizon=since)
+
+
+def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Machines whose fail rate over the last `window_minutes` (at least `min_count` verdicts) is
+    above `threshold`, per event type (sweep batches by default)."""
+    p = rule.params
+    start = now - timedelta(minutes=float(p["window_minutes"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT tenant_id, factory_id, machine_id, event_type, sum(count_n)::bigint, sum(fail_n)::bigint,
+                   min(bucket_start), max(bucket_end)
+            FROM analytics.analytics_event_rollup
+            WHERE window_s = %(bucket)s AND subject = '' AND event_type = ANY(%(types)s)
+              AND bucket_start >= %(start)s AND bucket_end <= %(now)s AND {tenant}
+            GROUP BY tenant_id, factory_id, machine_id, event_type
+            HAVING sum(count_n) >= %(min)s AND sum(fail_n)::float8 / sum(count_n) > %(threshold)s
+            ORDER BY 1, 2, 3, 4""",
+        {
+            "bucket": int(p["bucket_s"]),
+            "types": list(p["event_types"]),
+            "start": start,
+            "now": now,
+            "min": int(p["min_count"]),
+            "threshold": float(p["threshold"]),
+            **args,
+        },
+    ).fetchall()
+    return Observation(
+        [
+            Condition(
+                fingerprint=f"{rule.name}:{t}/{f}/{m}/{etype}",
+                severity=str(p["severity"]),
+                summary=f"{etype} fail rate {fails / n:.0%} over {p['window_minutes']} min "
+                f"(threshold {float(p['threshold']):.0%})",
+                tenant_id=t,
+                factory_id=f,
+                machine_id=m,
+                observed_at=first,
+                details={"failed": fails, "count": n, "fail_rate": round(fails / n, 4), "window_end": iso(last)},
+                link=asset_link(ui_url, "sweep_batch_quality" if etype == "sweep_batch" else "daily_event_rollups"),
+            )
+            for t, f, m, etype, n, fails, first, last in rows
+        ]
+    )
+
+
+def lab_out_of_spec(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Lab results outside their spec limits in the last `lookback_hours`: one condition each."""
+    since = now - timedelta(hours=float(rule.params["lookback_hours"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT time, tenant_id, factory_id, machine_id, event_key, value, details
+            FROM analytics.analytics_event
+            WHERE event_type = 'lab_result' AND passed = false AND time >= %(since)s AND time <= %(now)s AND {tenant}
+            ORDER BY time, event_key""",
+        {"since": since, "now": now, **args},
+    ).fetchall()
+    conditions = []
+    for ts, t, f, station, key, value, details in rows:
+        d = details if isinstance(details, dict) else json.loads(details or "{}")
+        limits = f"[{_num(d.get('lower_limit'))}, {_num(d.get('upper_limit'))}]"
+        conditions.append(
+            Condition(
+                fingerprint=f"{rule.name}:{t}/{f}/{station}/{key}",
+                severity=str(rule.params["severity"]),
+                summary=f"lab {d.get('analyte', '?')} = {_num(value)} {d.get('unit') or ''} outside spec {limits}"
+                f" (sample {d.get('sample_id', '?')})",
+                tenant_id=t,
+                factory_id=f,
+                machine_id=station,
+                observed_at=ts,
+                details=_clean(
+                    {
+                        "analyte": d.get("analyte"),
+                        "value": value,
+                        "sample": d.get("sample_id"),
+                        "lower_limit": d.get("lower_limit"),
+                        "upper_limit": d.get("upper_limit"),
+                    }
+                ),
+                link=asset_link(ui_url, "lab_result_quality", ts.strftime(HOUR_KEY)),
+            )
+        )
+    return Observation(conditions, horizon=since)
+
+
+def _num(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _clean(details: dict) -> dict:
+    return {k: v for k, v in details.items() if v is not None}
+
+
+Observer = Callable[[psycopg.Connection, Rule, datetime, str], Observation]
+OBSERVERS: dict[str, Observer] = {
+    "anomaly": anomalies,
+    "device_offline": devices_offline,
+    "fail_rate": fail_rates,
+    "lab_out_of_spec": lab_out_of_spec,
+}

@@ -1,0 +1,157 @@
+"""Alert transitions, mutes, backoff, messages and config validation: pure, hand-computed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from analytics_platform.alerts.config import AlertConfigError, parse_alert_config
+from analytics_platform.alerts.delivery import channel_url, scrub
+from analytics_platform.alerts.model import (
+    Change,
+    Condition,
+    Mute,
+    Observation,
+    Rule,
+    Stored,
+    active_mute,
+    next_attempt,
+    notifies,
+    plan,
+    render,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def cond(fp: str, machine: str = "m1", at: datetime = NOW) -> Condition:
+    return Condition(fp, "critical", f"thing {fp}", "t1", "f1", machine, at, {"severity": 4}, "http://ui/x")
+
+
+def test_plan_opens_new_keeps_open_resolves_gone_and_reopens_resolved() -> None:
+    stored = {
+        "still": Stored(cond("still"), "open"),
+        "gone": Stored(cond("gone"), "open"),
+        "back": Stored(cond("back"), "resolved"),
+        "quiet": Stored(cond("quiet"), "resolved"),
+    }
+    changes = plan(Observation([cond("new"), cond("still"), cond("back")]), stored)
+    assert [(c.transition, c.condition.fingerprint) for c in changes] == [
+        ("open", "new"),
+        ("reopen", "back"),
+        ("resolve", "gone"),
+    ]
+
+
+def test_a_second_identical_observation_plans_nothing() -> None:
+    stored = {"a": Stored(cond("a"), "open")}
+    assert plan(Observation([cond("a")]), stored) == []
+
+
+def test_a_condition_older_than_the_horizon_expires_instead_of_resolving() -> None:
+    old = cond("old", at=NOW - timedelta(hours=30))
+    recent = cond("recent", at=NOW - timedelta(hours=1))
+    stored = {"old": Stored(old, "open"), "recent": Stored(recent, "open")}
+    changes = plan(Observation([], horizon=NOW - timedelta(hours=24)), stored)
+    assert [(c.transition, c.condition.fingerprint) for c in changes] == [("expire", "old"), ("resolve", "recent")]
+
+
+@pytest.mark.parametrize(
+    ("transition", "notify_resolve", "expected"),
+    [
+        ("open", False, True),
+        ("reopen", False, True),
+        ("resolve", True, True),
+        ("resolve", False, False),
+        ("expire", True, False),
+    ],
+)
+def test_which_transitions_notify(transition: str, notify_resolve: bool, expected: bool) -> None:
+    rule = Rule("r", "anomaly", notify_resolve=notify_resolve)
+    assert notifies(Change(transition, cond("a")), rule) is expected  # type: ignore[arg-type]
+
+
+def test_mutes_match_on_rule_and_subject_within_their_window_only() -> None:
+    start, end = NOW - timedelta(hours=1), NOW + timedelta(hours=1)
+    machine = Mute(start, end, "maintenance", machine_id="m1", mute_id=1)
+    other_rule = Mute(start, end, "other", rule_name="device-offline", mute_id=2)
+    over = Mute(NOW - timedelta(hours=3), NOW, "ended at now", mute_id=3)
+    mutes = [other_rule, over, machine]
+    assert active_mute(mutes, "anomaly-critical", cond("a", "m1"), NOW) == machine
+    assert active_mute(mutes, "anomaly-critical", cond("a", "m2"), NOW) is None
+    assert active_mute(mutes, "device-offline", cond("a", "m2"), NOW) == other_rule
+    assert active_mute(mutes, "anomaly-critical", cond("a", "m1"), end) is None  # end is exclusive
+
+
+def test_backoff_doubles_from_the_base_and_is_capped() -> None:
+    delays = [(next_attempt(n, NOW, 30, 600) - NOW).total_seconds() for n in range(1, 7)]
+    assert delays == [30, 60, 120, 240, 480, 600]
+
+
+def test_message_says_what_where_when_how_bad_and_links() -> None:
+    rule = Rule("anomaly-critical", "anomaly")
+    title, body = render(Change("open", cond("fp-1")), rule, NOW + timedelta(minutes=2))
+    assert title == "[CRITICAL] t1/f1/m1: thing fp-1"
+    assert body.splitlines() == [
+        "What: thing fp-1 (rule anomaly-critical, anomaly)",
+        "Where: t1/f1/m1",
+        "When: 2026-03-01T12:00:00Z; detected 2026-03-01T12:02:00Z",
+        "How bad: critical; severity 4",
+        "Link: http://ui/x",
+        "Fingerprint: fp-1",
+    ]
+    title, body = render(Change("resolve", cond("fp-1")), rule, NOW + timedelta(hours=1))
+    assert title == "[RESOLVED] t1/f1/m1: thing fp-1"
+    assert "When: 2026-03-01T12:00:00Z; resolved 2026-03-01T13:00:00Z" in body
+
+
+def test_webhook_urls_get_timeouts_and_the_alert_fields_other_urls_only_timeouts() -> None:
+    fields = {"rule": "r 1", "fingerprint": "r:t1/f1/m1", "machine_id": None}
+    assert channel_url("json://host/hook", fields, 5) == (
+        "json://host/hook?cto=5&rto=5&:rule=r%201&:fingerprint=r%3At1%2Ff1%2Fm1"
+    )
+    assert channel_url("mailto://host:25?to=a@b&cto=2", fields, 5) == "mailto://host:25?to=a@b&cto=2&rto=5"
+
+
+def test_errors_are_scrubbed_of_the_channel_secret() -> None:
+    url = "https://hooks.slack.com/services/T0/B0/SECRETTOKEN"
+    assert scrub(f"failed posting to {url} and /services/T0/B0/SECRETTOKEN", url) == "failed posting to *** and ***"
+
+
+CONFIG = {
+    "channels": {"hook": {"kind": "webhook", "url_env": "ALERT_HOOK"}},
+    "rules": [{"name": "a", "kind": "anomaly", "params": {"min_severity": 4}, "channels": ["hook"]}],
+    "mutes": [{"machine_id": "m1", "start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00", "reason": "pm"}],
+}
+
+
+def test_config_parses_with_defaults_filled_in() -> None:
+    config = parse_alert_config(CONFIG)
+    assert config.rules == [
+        Rule("a", "anomaly", "*", {"min_severity": 4, "max_age_hours": 24}, ("hook",), True, True, "")
+    ]
+    assert config.mutes == [
+        Mute(datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 11, tzinfo=UTC), "pm", machine_id="m1")
+    ]
+    assert config.channels["hook"].url({"ALERT_HOOK": " json://x/y "}) == "json://x/y"
+    assert config.channels["hook"].url({}) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rules": [{"name": "a", "kind": "bogus"}]}, "rule a: kind must be one of"),
+        ({"rules": [{"name": "a", "kind": "anomaly", "params": {"min_sev": 3}}]}, "unknown param(s) ['min_sev']"),
+        ({"rules": [{"name": "a", "kind": "anomaly", "params": {"min_severity": "x"}}]}, "min_severity must be"),
+        ({"rules": [{"name": "a", "kind": "anomaly", "channels": ["nope"]}]}, "unknown channel(s) ['nope']"),
+        ({"channels": {"c": {"kind": "pager", "url_env": "X"}}}, "channel c: kind must be one of"),
+        ({"channels": {"c": {"kind": "slack", "url": "https://hooks"}}}, "expected only `kind` and `url_env`"),
+        ({"mutes": [{"start": "2026-01-01", "end": "2025-01-01", "reason": "x"}]}, "end must be after start"),
+        ({"mutes": [{"start": "2026-01-01", "end": "2027-01-01"}]}, "needs a `reason`"),
+        ({"mutes": [{"rule": "zz", "start": "2026-01-01", "end": "2027-01-01", "reason": "x"}]}, "unknown rule"),
+    ],
+)
+def test_config_errors_name_the_entry_and_field(change: dict, message: str) -> None:
+    with pytest.raises(AlertConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        parse_alert_config({**CONFIG, **change})
