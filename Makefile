@@ -41,6 +41,7 @@ bench: $(STAMP)
 	@$(PY) bench/aggregates.py
 	@$(PY) bench/freshness.py
 	@$(PY) bench/kpi_ml.py
+	@$(PY) bench/checks.py
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)
