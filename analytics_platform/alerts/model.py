@@ -86,6 +86,9 @@ class Observation:
 
     conditions: Sequence[Condition]
     horizon: datetime | None = None
+    # fingerprints whose current state the rule actually looked at (None: everything). A stored
+    # open condition outside it is left open: not seen is not the same as seen passing.
+    known: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ def plan(observation: Observation, stored: Mapping[str, Stored]) -> list[Change]
             changes.append(Change("reopen", condition))
     for fingerprint, before in stored.items():
         if before.state != "open" or fingerprint in seen:
+            continue
+        if observation.known is not None and fingerprint not in observation.known:
             continue
         old = before.condition
         aged = observation.horizon is not None and old.observed_at is not None and old.observed_at < observation.horizon

@@ -24,6 +24,7 @@ from analytics_platform.alerts.config import Channel, load_alert_config, store_m
 from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, deliver_due, evaluate_rules
 from analytics_platform.alerts.model import Mute, Rule
 from analytics_platform.defs import build_definitions
+from analytics_platform.defs.alerts import sensors as alert_sensors
 from analytics_platform.results.anomalies import resolve_anomaly
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.conftest import DatabaseHandle, produce
@@ -472,8 +473,20 @@ def test_a_contract_violation_from_kafka_fails_the_check_blocks_downstream_and_a
     )
     assert "5000" in check["message"]
     assert alert_tick() == []
+
+    # clean readings arrive: the live evaluation passes and its condition resolves; the failed hour
+    # was not judged again, so it stays open even once its evaluation is beyond the history read
+    monkeypatch.setattr(alert_sensors, "CHECK_HISTORY", 1)
+    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, reading("2025-08-20T06:00:00Z", 61.0, "r-ok"))])
+    assert drain(defs, instance, ("sensor",)) == {"raw_sensor_readings": ["2025-08-20-06:00"]}
+    assert alert_tick() == ["[RESOLVED] platform: asset check values_in_range on raw_sensor_readings failed (live)"]
+    assert database.query("SELECT fingerprint, state FROM analytics.alert_conditions ORDER BY fingerprint")[:2] == [
+        ("check-failed:raw_sensor_readings/values_in_range/2025-08-20-05:00", "open"),
+        ("check-failed:raw_sensor_readings/values_in_range/live", "resolved"),
+    ]
     assert database.query("SELECT rule_name, transition, channel, status FROM analytics.alert_log ORDER BY log_id") == [
         ("check-failed", "open", "hook", "sent"),
         ("check-failed", "open", "hook", "sent"),
         ("run-failed", "open", "hook", "sent"),
+        ("check-failed", "resolve", "hook", "sent"),
     ]

@@ -57,6 +57,12 @@ def test_a_condition_older_than_the_horizon_expires_instead_of_resolving() -> No
     assert [(c.transition, c.condition.fingerprint) for c in changes] == [("expire", "old"), ("resolve", "recent")]
 
 
+def test_an_open_condition_the_rule_did_not_look_at_stays_open() -> None:
+    stored = {"looked": Stored(cond("looked"), "open"), "unseen": Stored(cond("unseen"), "open")}
+    changes = plan(Observation([], known=frozenset({"looked"})), stored)
+    assert [(c.transition, c.condition.fingerprint) for c in changes] == [("resolve", "looked")]
+
+
 @pytest.mark.parametrize(
     ("transition", "notify_resolve", "expected"),
     [

@@ -29,8 +29,11 @@ def check_conditions(
     instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], rule: Rule, ui_url: str
 ) -> Observation:
     """One condition per (check, partition) whose latest evaluation failed; live (drain) evaluations,
-    which carry no partition, count as the partition `live`."""
+    which carry no partition, count as the partition `live`. Only the newest CHECK_HISTORY
+    executions are read (the drain adds one per tick), so a partition not among them is unknown,
+    not passing: its open condition stays open until the partition is judged again."""
     conditions = []
+    known: set[str] = set()
     for key in sorted(check_keys, key=lambda k: k.to_user_string()):
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=CHECK_HISTORY)
         # Dagster 1.13 stores the partition on a check's PLANNED record but not on the evaluation
@@ -42,8 +45,9 @@ def check_conditions(
         latest: dict[str, object] = {}
         for record in history:  # newest first
             if record.status != AssetCheckExecutionRecordStatus.PLANNED:
-                latest.setdefault(record.partition or _partition_label(planned.get(record.run_id)), record)
+                latest.setdefault(_partition_of(instance, record, planned), record)
         for partition, record in sorted(latest.items()):
+            known.add(f"{rule.name}:{key.asset_key.to_user_string()}/{key.name}/{partition}")
             evaluation = record.event.dagster_event.event_specific_data if record.event else None
             if record.status != AssetCheckExecutionRecordStatus.FAILED or evaluation is None:
                 continue
@@ -67,13 +71,23 @@ def check_conditions(
                     link=asset_link(ui_url, asset, None if partition == "live" else partition),
                 )
             )
-    return Observation(conditions)
+    return Observation(conditions, known=frozenset(known))
 
 
-def _partition_label(partitions: list[str] | None) -> str:
-    """`live` for a drain evaluation (no run), else the run's partition or range."""
-    if not partitions:
+def _partition_of(instance: dg.DagsterInstance, record: Any, planned: Mapping[str, list[str]]) -> str:
+    """`live` for a drain evaluation (no run); else the partition (or range) the run judged: from
+    the record, the run's PLANNED records, or (when those fell out of the history read) its tags."""
+    if record.partition:
+        return record.partition
+    if not record.run_id:
         return "live"
+    partitions = planned.get(record.run_id)
+    if not partitions:
+        run = instance.get_run_by_id(record.run_id)
+        tags = run.tags if run else {}
+        start = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_start")
+        end = tags.get("dagster/asset_partition_range_end", start)
+        partitions = [p for p in (start, end) if p] or [f"run {record.run_id}"]
     first, last = min(partitions), max(partitions)
     return first if first == last else f"{first}...{last}"
 
