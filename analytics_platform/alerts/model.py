@@ -120,10 +120,10 @@ def plan(observation: Observation, stored: Mapping[str, Stored]) -> list[Change]
     for fingerprint, before in stored.items():
         if before.state != "open" or fingerprint in seen:
             continue
-        if observation.known is not None and fingerprint not in observation.known:
-            continue
         old = before.condition
         aged = observation.horizon is not None and old.observed_at is not None and old.observed_at < observation.horizon
+        if not aged and observation.known is not None and fingerprint not in observation.known:
+            continue
         changes.append(Change("expire" if aged else "resolve", old))
     return changes
 

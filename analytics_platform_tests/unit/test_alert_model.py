@@ -61,6 +61,9 @@ def test_an_open_condition_the_rule_did_not_look_at_stays_open() -> None:
     stored = {"looked": Stored(cond("looked"), "open"), "unseen": Stored(cond("unseen"), "open")}
     changes = plan(Observation([], known=frozenset({"looked"})), stored)
     assert [(c.transition, c.condition.fingerprint) for c in changes] == [("resolve", "looked")]
+    old = Stored(cond("old", at=NOW - timedelta(days=2)), "open")  # but what aged out still expires
+    changes = plan(Observation([], horizon=NOW - timedelta(days=1), known=frozenset()), {**stored, "old": old})
+    assert [(c.transition, c.condition.fingerprint) for c in changes] == [("expire", "old")]
 
 
 @pytest.mark.parametrize(

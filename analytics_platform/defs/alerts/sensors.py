@@ -127,7 +127,9 @@ def run_conditions(instance: dg.DagsterInstance, rule: Rule, now: datetime, ui_u
                 link=f"{ui_url.rstrip('/')}/runs/{run.run_id}",
             )
         )
-    return Observation(conditions, horizon=since)
+    # a failed run never un-fails: its condition only expires with the look-back (and a run beyond
+    # the 100 read is not taken as fixed)
+    return Observation(conditions, horizon=since, known=frozenset(c.fingerprint for c in conditions))
 
 
 def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
