@@ -19,9 +19,10 @@ from analytics_platform.quality.checks import describe
 from analytics_platform.quality.config import ChecksConfig, Completeness
 from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, CheckOutcome
+from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
-SERIES = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
-MACHINE = ("tenant_id", "factory_id", "machine_id")
+SERIES = SERIES_KEY
+MACHINE = MACHINE_KEY
 SERIES_SCHEMA: dict[str, pl.DataType] = {c: pl.String() for c in SERIES}
 
 

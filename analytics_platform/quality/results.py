@@ -23,6 +23,7 @@ from analytics_platform.quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BU
 from analytics_platform.quality.config import ResultRanges
 from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, CheckOutcome
+from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 TS = "timestamp with time zone"
 F8 = "double precision"
@@ -61,8 +62,8 @@ class TableContract:
         return [f"{name} {kind}" for name, kind in self.columns.items()]
 
 
-MACHINE = ("tenant_id", "factory_id", "machine_id")
-SERIES = (*MACHINE, "sensor_id", "metric")
+MACHINE = MACHINE_KEY
+SERIES = SERIES_KEY
 _MACHINE_COLUMNS = {c: TEXT for c in MACHINE}
 
 AGG = TableContract(

@@ -23,11 +23,11 @@ from analytics_platform.results.kpis import read_run_states
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform.transforms.energy_kpis import counter_increments
-from analytics_platform.transforms.window_aggregates import TIME
+from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
 
 log = logging.getLogger(__name__)
 MACHINE = mk.MACHINE
-SERIES = (*MACHINE, "sensor_id", "metric")
+SERIES = SERIES_KEY
 ANOMALY_COLUMNS = [*an.ANOMALY_SCHEMA, "model_version"]
 # cumulative counters are judged as production (stoppage), never as values
 NOT_JUDGED = ("energy", "count_total", "count_good")

@@ -18,6 +18,7 @@ from psycopg import sql
 from analytics_platform.quality.raw import SERIES, SERIES_SCHEMA
 from analytics_platform.quality.results import TableContract
 from analytics_platform.results.frames import read_frame
+from analytics_platform.transforms import spec_quality
 
 COLUMNS_SCHEMA: dict[str, pl.DataType] = {"column_name": pl.String(), "data_type": pl.String()}
 SENSOR_SCHEMA: dict[str, pl.DataType] = {
@@ -26,16 +27,8 @@ SENSOR_SCHEMA: dict[str, pl.DataType] = {
     "value": pl.Float64(),
     "unit": pl.String(),
 }
-SWEEP_SCHEMA: dict[str, pl.DataType] = {
-    "time": pl.Datetime("us", "UTC"),
-    "tenant_id": pl.String(),
-    "factory_id": pl.String(),
-    "machine_id": pl.String(),
-    "metric": pl.String(),
-    "batch_id": pl.String(),
-    "unit": pl.String(),
-    "reading_values": pl.List(pl.Float64()),
-}
+# the columns the spec-quality transform reads, less the dedup key a check has no use for
+SWEEP_SCHEMA: dict[str, pl.DataType] = {k: v for k, v in spec_quality.SWEEP_SCHEMA.items() if k != "dedup_key"}
 
 
 def table_columns(conn: psycopg.Connection, table: str) -> pl.DataFrame:
@@ -103,8 +96,7 @@ def read_sweep_readings(conn: psycopg.Connection, start: datetime, end: datetime
     """Sweep batches of [start, end) with their values as a list."""
     return read_frame(
         conn,
-        "SELECT time, tenant_id, factory_id, machine_id, metric, batch_id, unit, reading_values "
-        "FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
+        f"SELECT {', '.join(SWEEP_SCHEMA)} FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
         (start, end),
         SWEEP_SCHEMA,
     )

@@ -39,9 +39,9 @@ import polars as pl
 import sklearn
 from sklearn.ensemble import IsolationForest
 
-from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME, bucket_expr, moment_aggs
+from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY, TIME, bucket_expr, moment_aggs
 
-MACHINE = ("tenant_id", "factory_id", "machine_id")
+MACHINE = MACHINE_KEY
 ANOMALY_SCHEMA: dict[str, pl.DataType] = {
     "time": TIME,
     "window_start": TIME,

@@ -22,9 +22,9 @@ from datetime import datetime
 
 import polars as pl
 
-from analytics_platform.transforms.window_aggregates import TIME
+from analytics_platform.transforms.window_aggregates import MACHINE_KEY, TIME
 
-MACHINE = ("tenant_id", "factory_id", "machine_id")
+MACHINE = MACHINE_KEY
 KPI_SCHEMA: dict[str, pl.DataType] = {
     "period_start": TIME,
     "period_end": TIME,

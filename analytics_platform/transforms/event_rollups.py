@@ -13,9 +13,8 @@ from datetime import datetime
 
 import polars as pl
 
-from analytics_platform.transforms.window_aggregates import TIME, bucket_expr
+from analytics_platform.transforms.window_aggregates import MACHINE_KEY, TIME, bucket_expr
 
-MACHINE_KEY = ("tenant_id", "factory_id", "machine_id")
 DEVICE_HEALTH = "device_health"  # the rollup that carries uptime and health-score statistics
 HOUR_S = 3600
 DAY_S = 86400

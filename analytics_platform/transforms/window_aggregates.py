@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-SERIES_KEY = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
+MACHINE_KEY = ("tenant_id", "factory_id", "machine_id")
+SERIES_KEY = (*MACHINE_KEY, "sensor_id", "metric")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME = pl.Datetime("us", "UTC")
 
