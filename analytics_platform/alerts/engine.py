@@ -19,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from analytics_platform.alerts import delivery
-from analytics_platform.alerts.config import Channel
+from analytics_platform.alerts.config import Channel, read_mutes
 from analytics_platform.alerts.model import (
     Change,
     Condition,
@@ -106,6 +106,24 @@ def evaluate_rules(
             conn.rollback()
             report.rule_errors[rule.name] = f"{type(exc).__name__}: {exc}"
     return report
+
+
+def run_tick(
+    conn: psycopg.Connection,
+    rules: Sequence[Rule],
+    now: datetime,
+    ui_url: str,
+    channels: Mapping[str, Channel],
+    policy: DeliveryPolicy,
+    external: Mapping[str, ExternalObserver] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TickReport:
+    """What the alert sensor does each tick: `rules` under the mutes in force at `now`, then
+    every delivery due."""
+    report = evaluate_rules(
+        conn, rules, read_mutes(conn, now), now, ui_url, external, channels=channels, environ=environ
+    )
+    return deliver_due(conn, channels, now, policy, environ=environ, report=report)
 
 
 def _stored(conn: psycopg.Connection, rule: str, seen: Sequence[str]) -> dict[str, Stored]:
@@ -316,10 +334,3 @@ def channel_problem(channel: Channel | None, name: str, environ: Mapping[str, st
     if channel.url(environ) is None:
         return f"{channel.url_env} is not set (the {channel.kind} channel {name!r} has no URL)"
     return None
-
-
-def log_rows(conn: psycopg.Connection) -> list[dict]:
-    """The alert log, oldest first (for the CLI and tests)."""
-    cur = conn.execute("SELECT * FROM analytics.alert_log ORDER BY log_id")
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

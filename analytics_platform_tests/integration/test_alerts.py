@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from analytics_platform.alerts.config import Channel, load_alert_config, store_mutes, store_rules
-from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, deliver_due, evaluate_rules
+from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, run_tick
 from analytics_platform.alerts.model import Mute, Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.alerts import sensors as alert_sensors
@@ -140,15 +140,7 @@ def insert_anomaly(db: DatabaseHandle, machine: str, severity: int, at: datetime
 def tick(db: DatabaseHandle, now: datetime, env: dict[str, str], rules=(RULE,)) -> TickReport:
     """One evaluation + delivery, as the alert sensor does it, at `now`."""
     with db.connect(db.pipeline_url) as conn:
-        mutes = [
-            Mute(*row)
-            for row in conn.execute(
-                "SELECT starts_at, ends_at, reason, rule_name, tenant_id, factory_id, machine_id, mute_id "
-                "FROM analytics.alert_mutes"
-            ).fetchall()
-        ]
-        report = evaluate_rules(conn, list(rules), mutes, now, UI, channels=CHANNELS, environ=env)
-        return deliver_due(conn, CHANNELS, now, POLICY, environ=env, report=report)
+        return run_tick(conn, list(rules), now, UI, CHANNELS, POLICY, environ=env)
 
 
 def log(db: DatabaseHandle) -> list[tuple]:

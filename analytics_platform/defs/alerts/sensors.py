@@ -15,8 +15,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from analytics_platform.alerts.config import AlertConfigError, read_alert_file, read_mutes, read_rules
-from analytics_platform.alerts.engine import DeliveryPolicy, deliver_due, evaluate_rules
+from analytics_platform.alerts.config import AlertConfigError, read_alert_file, read_rules
+from analytics_platform.alerts.engine import DeliveryPolicy, run_tick
 from analytics_platform.alerts.model import Condition, Observation, Rule, iso
 from analytics_platform.alerts.observe import asset_link
 from analytics_platform.resources import PostgresResource
@@ -170,9 +170,7 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
         }
         with db.connect() as conn:
             rules = read_rules(conn)
-            mutes = read_mutes(conn, now)
-            report = evaluate_rules(conn, rules, mutes, now, settings.dagster_ui_url, external, channels=channels)
-            deliver_due(conn, channels, now, policy, report=report)
+            report = run_tick(conn, rules, now, settings.dagster_ui_url, channels, policy, external)
         for name, error in report.rule_errors.items():
             context.log.error(f"alert rule {name} could not be evaluated: {error}")
         summary = f"{len(rules)} rule(s) in {time.monotonic() - started:.1f} s: {report.summary()}"
