@@ -8,6 +8,7 @@ database (migrated from scratch) and its own topic prefix, so tests never see ea
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -89,6 +90,7 @@ class DatabaseHandle:
     admin_url: str  # owner of the schema (runs migrations)
     pipeline_url: str  # analytics_rw login
     api_url: str  # analytics_ro login
+    writer_url: str  # analytics_resolver login (the API's one write)
 
     def connect(self, url: str | None = None) -> psycopg.Connection:
         return psycopg.connect(url or self.admin_url, autocommit=True)
@@ -103,15 +105,24 @@ class DatabaseHandle:
 
 @pytest.fixture(scope="session")
 def login_roles(pg_admin_url: str) -> dict[str, str]:
-    """Login users of the two group roles (roles are cluster-wide; groups come from migrations)."""
+    """Login users of the group roles (roles are cluster-wide; groups come from migrations)."""
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        for group in ("analytics_rw", "analytics_ro"):
+        for group in ("analytics_rw", "analytics_ro", "analytics_resolver"):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
-    ensure_login(pg_admin_url, "test_pipeline", TEST_PASSWORD, "analytics_rw")
-    ensure_login(pg_admin_url, "test_api", TEST_PASSWORD, "analytics_ro")
-    return {"pipeline": "test_pipeline", "api": "test_api"}
+    password = role_password(pg_admin_url)
+    ensure_login(pg_admin_url, "test_pipeline", password, "analytics_rw")
+    ensure_login(pg_admin_url, "test_api", password, "analytics_ro")
+    ensure_login(pg_admin_url, "test_api_writer", password, "analytics_resolver")
+    return {"pipeline": "test_pipeline", "api": "test_api", "writer": "test_api_writer"}
+
+
+def role_password(pg_admin_url: str) -> str:
+    """The test logins' password: derived from the admin URL, so test sessions sharing one server
+    (TEST_DATABASE_URL) agree on it instead of resetting each other's, and nobody without the
+    admin URL can work it out."""
+    return "test-" + hashlib.sha256(f"test-roles:{pg_admin_url}".encode()).hexdigest()[:24]
 
 
 @pytest.fixture
@@ -125,8 +136,9 @@ def database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[Databas
     yield DatabaseHandle(
         name=name,
         admin_url=admin,
-        pipeline_url=with_credentials(admin, login_roles["pipeline"], TEST_PASSWORD),
-        api_url=with_credentials(admin, login_roles["api"], TEST_PASSWORD),
+        pipeline_url=with_credentials(admin, login_roles["pipeline"], role_password(pg_admin_url)),
+        api_url=with_credentials(admin, login_roles["api"], role_password(pg_admin_url)),
+        writer_url=with_credentials(admin, login_roles["writer"], role_password(pg_admin_url)),
     )
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -147,6 +159,7 @@ def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
     result = PlatformSettings(
         database_url=database.pipeline_url,
         api_database_url=database.api_url,
+        api_write_database_url=database.writer_url,
         kafka_brokers=kafka_brokers,
         kafka_topic_prefix=prefix,
         drain_consumer="test-drain",
