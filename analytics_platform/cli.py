@@ -10,6 +10,8 @@
     analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
     analytics-platform alerts load [FILE] | rules | log     alert rules and mutes; what was sent
     analytics-platform alerts mute --machine M --minutes N --reason TEXT   a mute window from now
+    analytics-platform api-keys create --name N (--tenant T | --admin) [--resolve] [--days D]
+    analytics-platform api-keys list | revoke KEY_ID                    REST API keys
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
 """
@@ -26,6 +28,7 @@ import psycopg
 
 from analytics_platform.alerts.config import AlertConfigError, load_alert_config, store_mutes
 from analytics_platform.alerts.model import ANY, Mute
+from analytics_platform.api import keys as api_keys
 from analytics_platform.contracts.registry import ConfigError, bind_domains
 from analytics_platform.ingest import store
 from analytics_platform.migrations import apply_migrations
@@ -198,6 +201,39 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_keys(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(admin=True), autocommit=True) as conn:
+        if args.action == "create":
+            if not args.name or (args.tenant is None) == (not args.admin):
+                print("error: create needs --name and exactly one of --tenant T or --admin", file=sys.stderr)
+                return 2
+            expires = datetime.now(UTC) + timedelta(days=args.days) if args.days else None
+            scopes = ("read", "resolve") if args.resolve else ("read",)
+            key_id, key = api_keys.create_key(conn, args.name, args.tenant, scopes=scopes, expires_at=expires)
+            holder = f"tenant {args.tenant}" if args.tenant else "every tenant (admin)"
+            print(f"key {key_id} for {holder}, scopes {','.join(scopes)}; store it now, it is not shown again:")
+            print(key)
+            return 0
+        if args.action == "revoke":
+            if not args.key_id:
+                print("error: revoke needs the KEY_ID (see `api-keys list`)", file=sys.stderr)
+                return 2
+            if not api_keys.revoke_key(conn, args.key_id):
+                print(f"error: no API key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"key {args.key_id} revoked (running APIs stop accepting it within API_KEY_CACHE_S)")
+            return 0
+        rows = api_keys.list_keys(conn)
+        print(f"{'key_id':14} {'tenant':12} {'scopes':14} {'created':20} {'expires':20} {'revoked':20} name")
+        for key_id, name, tenant, scopes, created, expires, revoked in rows:
+            cells = [f"{v:%Y-%m-%dT%H:%M:%SZ}" if v else "-" for v in (created, expires, revoked)]
+            print(
+                f"{key_id:14} {tenant or '(admin)':12} {','.join(scopes):14} "
+                f"{cells[0]:20} {cells[1]:20} {cells[2]:20} {name}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analytics-platform", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     alerts.add_argument("--minutes", type=int, default=60, help="mute: how long, from now")
     alerts.add_argument("--reason", help="mute: why (e.g. planned maintenance)")
     alerts.add_argument("--by", default=os.environ.get("USER", "operator"))
+    keys = sub.add_parser("api-keys", help="create, list or revoke REST API keys (hashed in the database)")
+    keys.add_argument("action", choices=("create", "list", "revoke"))
+    keys.add_argument("key_id", nargs="?", help="revoke: the key's id")
+    keys.add_argument("--name", help="create: who or what holds the key")
+    keys.add_argument("--tenant", help="create: the one tenant the key may read")
+    keys.add_argument("--admin", action="store_true", help="create: a key for every tenant")
+    keys.add_argument("--resolve", action="store_true", help="create: may also resolve anomalies")
+    keys.add_argument("--days", type=int, help="create: expires after this many days (default: never)")
     args = parser.parse_args(argv)
     handlers = {
         "migrate": _migrate,
@@ -249,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": _baseline,
         "anomalies": _anomalies,
         "alerts": _alerts,
+        "api-keys": _api_keys,
     }
     try:
         return handlers[args.command](args)

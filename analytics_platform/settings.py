@@ -150,11 +150,34 @@ class PlatformSettings(BaseSettings):
     dagster_ui_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the Dagster UI, linked from alert messages."
     )
-    api_max_range_days: int = Field(default=31, ge=1)
+    api_write_database_url: SecretStr | None = Field(
+        default=None,
+        description="URL of the narrowly-granted role (analytics_resolver) for POST /v1/anomalies/{id}/resolve; "
+        "unset = resolving answers 503.",
+    )
+    api_max_range_days: int = Field(default=31, ge=1, description="Longest range of /v1/readings (raw rows).")
+    api_max_result_range_days: int = Field(
+        default=400, ge=1, description="Longest range of the KPI, event-rollup, deviation and anomaly endpoints."
+    )
+    api_max_buckets: int = Field(
+        default=50000, ge=1, description="Most buckets one /v1/agg range may span (range / window_s)."
+    )
     api_page_limit_max: int = Field(default=10000, ge=1)
+    api_key_cache_s: float = Field(
+        default=30.0, ge=0, description="Seconds a verified API key is trusted before it is looked up again."
+    )
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (e.g. https://dash.example.com); empty = CORS off."
+    )
 
     @field_validator(
-        "kafka_topics", "domains_enabled", "kpi_drivers", "baseline_drivers", "anomaly_metrics", mode="before"
+        "kafka_topics",
+        "domains_enabled",
+        "kpi_drivers",
+        "baseline_drivers",
+        "anomaly_metrics",
+        "api_cors_origins",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
@@ -178,6 +201,10 @@ class PlatformSettings(BaseSettings):
     def api_url(self) -> str:
         """The URL the API connects with (its own read-only role when configured)."""
         return (self.api_database_url or self.database_url).get_secret_value()
+
+    def api_write_url(self) -> str | None:
+        """The URL of the API's one write (resolving anomalies), when configured."""
+        return self.api_write_database_url.get_secret_value() if self.api_write_database_url else None
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every consumer, producer and admin client."""

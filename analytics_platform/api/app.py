@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
 
+from analytics_platform.api.auth import KeyCache
+from analytics_platform.api.catalog import known_kpis
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
-from analytics_platform.api.routes import health, readings
+from analytics_platform.api.routes import agg, anomalies, baselines, health, kpi, readings, spec_limits
 from analytics_platform.api.routes.health import BrokerProbe
 from analytics_platform.contracts.registry import load_known_metrics
 from analytics_platform.settings import PlatformSettings, get_settings
@@ -28,17 +31,27 @@ log = logging.getLogger("analytics_platform.api")
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = Database(settings.api_url())
+    write_url = settings.api_write_url()
+    writer = Database(write_url, min_size=0, max_size=2) if write_url else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.open()
         yield
         db.close()
+        if writer is not None:
+            writer.close()
 
     app = FastAPI(
         title="Plant analytics API",
         version="1.0.0",
-        description="Read-only access to plant analytics: raw readings, aggregates, KPIs, anomalies.",
+        description=(
+            "Plant analytics under /v1: raw readings, window aggregates, event rollups, KPIs, anomalies, energy "
+            "baselines and spec limits. Every data endpoint needs an API key in the `X-API-Key` header; the key's "
+            "tenant filters every query. Times are ISO-8601, returned in UTC. Lists are pages: pass `next_cursor` "
+            "back as `cursor`. Time series answer CSV to `Accept: text/csv`. Errors: 401 (key), 403 (scope), "
+            "404 (unknown id or tenant), 422 (a parameter, with its location), 503 (database unavailable)."
+        ),
         lifespan=lifespan,
     )
     registry = CollectorRegistry()
@@ -48,10 +61,22 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.db = db
     app.state.registry = registry
     app.state.broker = BrokerProbe(settings.kafka_client_config())
+    app.state.writer = writer
+    app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.known_metrics = load_known_metrics(settings.metrics_catalog)
+    app.state.known_kpis = known_kpis(settings.kpi_drivers)
+    app.state.agg_daily_view = None  # looked up on first use
 
-    app.include_router(health.router)
-    app.include_router(readings.router)
+    for module in (health, agg, kpi, anomalies, baselines, spec_limits, readings):
+        app.include_router(module.router)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type", "Accept"],
+            expose_headers=["X-Next-Cursor", "Link"],
+        )
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -12,6 +12,8 @@ from prometheus_client.registry import Collector
 
 from analytics_platform.api.db import Database, DatabaseDown
 
+RAW_TABLES = ("raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results")
+
 
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -63,8 +65,19 @@ class PipelineCollector(Collector):
             "Seconds since a drain last stored progress",
             labels=["consumer", "topic", "partition"],
         )
+        lag = GaugeMetricFamily(
+            "analytics_ingest_lag_seconds",
+            "Seconds between now and the newest stored raw row of each domain (the time of the reading itself)",
+            labels=["table"],
+        )
         try:
             with self.db.connection() as conn:
+                for table in RAW_TABLES:
+                    row = conn.execute(
+                        f"SELECT extract(epoch FROM now() - max(time)) AS lag FROM analytics.{table}"
+                    ).fetchone()
+                    if row["lag"] is not None:
+                        lag.add_metric([table], float(row["lag"]))
                 for row in conn.execute("SELECT topic, reason, rejected FROM analytics.v_rejects_summary"):
                     rejects.add_metric([row["topic"], row["reason"]], row["rejected"])
                 for row in conn.execute(
@@ -77,4 +90,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, offsets, age]
+        return [pool, up, rejects, offsets, age, lag]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Query
 
 from analytics_platform.api.errors import invalid
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def utc(name: str, value: datetime) -> datetime:
@@ -14,9 +20,12 @@ def utc(name: str, value: datetime) -> datetime:
     if value.tzinfo is None:
         raise invalid(name, "time must include a timezone, e.g. 2025-08-20T03:00:00Z", value=value.isoformat())
     try:
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
     except OverflowError:
         raise invalid(name, "time is outside the representable UTC range", value=value.isoformat()) from None
+    if not EARLIEST <= value <= LATEST:
+        raise invalid(name, "time must be between 1900-01-01 and 2999-12-31", value=value.isoformat())
+    return value
 
 
 def text(name: str, value: str | None) -> str | None:
@@ -53,3 +62,38 @@ def decode_cursor(cursor: str, size: int) -> list:
     if not isinstance(values, list) or len(values) != size or any(isinstance(v, str) and "\x00" in v for v in values):
         raise invalid("cursor", "cursor is not one this API returned", value=cursor)
     return values
+
+
+# ------------------------------------------------------------------------------------------------
+# Query parameter types shared by the routes
+# ------------------------------------------------------------------------------------------------
+_NO_NUL = r"^[^\x00]+$"  # PostgreSQL text cannot hold NUL: such a value is a 422, not a 500
+Identifier = Annotated[str, Query(min_length=1, max_length=200, pattern=_NO_NUL)]
+OptionalIdentifier = Annotated[str | None, Query(min_length=1, max_length=200, pattern=_NO_NUL)]
+TenantParam = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        pattern=_NO_NUL,
+        description="The key's own tenant when omitted; required with an admin key. Another tenant is a 404.",
+    ),
+]
+Start = Annotated[datetime, Query(description="Inclusive, ISO-8601 with a zone, e.g. 2025-08-20T00:00:00Z")]
+End = Annotated[datetime, Query(description="Exclusive, ISO-8601 with a zone")]
+Limit = Annotated[int, Query(ge=1, le=10000, description="Page size")]
+Cursor = Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page")]
+
+
+def page_limit(limit: int, maximum: int) -> int:
+    if limit > maximum:
+        raise invalid("limit", f"limit must be at most {maximum} (API_PAGE_LIMIT_MAX)")
+    return limit
+
+
+def ceil_to(moment: datetime, window_s: int) -> datetime:
+    """The first window boundary (epoch-aligned, like the stored buckets) at or after `moment`."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (moment - epoch) // timedelta(microseconds=1)
+    step = window_s * 1_000_000
+    return epoch + timedelta(microseconds=-(-micros // step) * step)

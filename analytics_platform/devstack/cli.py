@@ -183,9 +183,12 @@ class Demo:
             f"  database       {redact(env['DATABASE_URL'])}",
             f"  logs           {self.stack.config.logs}/",
             "",
-            "Readings from the simulator (appear within ~10 s):",
-            f"  curl '{f'http://{host}:{self.args.api_port}'}/v1/readings?tenant_id=t1&factory_id=f1"
-            f"&machine_id=mc-01&metric=temp&start={start}&end={end}&limit=5'",
+            f"Readings and 60 s aggregates from the simulator (appear within ~10 s); the API key of tenant t1 is "
+            f"in {self.stack.api_key_file}:",
+            f'  curl -H "X-API-Key: $(cat {self.stack.api_key_file})" \'{f"http://{host}:{self.args.api_port}"}'
+            f"/v1/readings?factory_id=f1&machine_id=mc-01&metric=temp&start={start}&end={end}&limit=5'",
+            f'  curl -H "X-API-Key: $(cat {self.stack.api_key_file})" \'{f"http://{host}:{self.args.api_port}"}'
+            f"/v1/agg?factory_id=f1&machine_id=mc-01&metric=temp&window_s=60&start={start}&end={end}&limit=5'",
             "",
             "Press Ctrl-C to stop everything.",
         ]

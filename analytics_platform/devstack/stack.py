@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 
 from analytics_platform.alerts.config import seed_alert_rules
+from analytics_platform.api.keys import create_key, find_principal
 from analytics_platform.devstack.broker import check_broker, ensure_topics, start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import Service, StackError
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 PIPELINE_USER = "analytics_pipeline"
 API_USER = "analytics_api"
+API_WRITER_USER = "analytics_api_writer"  # the API's one write: resolving anomalies
+DEMO_TENANT = "t1"
 
 
 def _int_env(name: str, default: int) -> int:
@@ -126,6 +129,9 @@ class Stack:
             self._migrate(admin, echo)
             self.env["DATABASE_URL"] = external
             self.env["API_DATABASE_URL"] = os.environ.get("API_DATABASE_URL", external)
+            if os.environ.get("API_WRITE_DATABASE_URL"):
+                self.env["API_WRITE_DATABASE_URL"] = os.environ["API_WRITE_DATABASE_URL"]
+            self._demo_key(admin, echo)
             self.env["DAGSTER_PG_URL"] = os.environ.get("DAGSTER_PG_URL", psycopg2_url(external))
             echo(f"database: using DATABASE_URL {redact(external)}")
             return
@@ -148,6 +154,10 @@ class Stack:
         pipeline_pw, api_pw = store.get(PIPELINE_USER), store.get(API_USER)
         ensure_login(admin, PIPELINE_USER, pipeline_pw, "analytics_rw")
         ensure_login(admin, API_USER, api_pw, "analytics_ro")
+        writer_pw = store.get(API_WRITER_USER)
+        ensure_login(admin, API_WRITER_USER, writer_pw, "analytics_resolver")
+        self.env["API_WRITE_DATABASE_URL"] = with_credentials(admin, API_WRITER_USER, writer_pw)
+        self._demo_key(admin, echo)
         self.postgres.ensure_database("dagster", owner=PIPELINE_USER)
         self.env["DATABASE_URL"] = with_credentials(admin, PIPELINE_USER, pipeline_pw)
         self.env["API_DATABASE_URL"] = with_credentials(admin, API_USER, api_pw)
@@ -168,6 +178,24 @@ class Stack:
             alerts = seed_alert_rules(conn)
         echo(f"spec limits: {added} seeded from {DEFAULT_FILE.name}; plant metadata: {plant} row(s) seeded")
         echo(f"alert rules: {alerts} seeded from alerts.yaml" if alerts else "alert rules: kept as they are")
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.config.run_dir / "api-key"
+
+    def _demo_key(self, admin_url: str, echo) -> None:
+        """An API key for the demo tenant (read + resolve), kept in .run/api-key (0600) and made
+        again when the database no longer knows it (a new data folder)."""
+        path = self.api_key_file
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            if path.exists() and find_principal(conn, path.read_text().strip()) is not None:
+                echo(f"API key: kept in {path}")
+                return
+            _key_id, key = create_key(conn, "devstack demo", DEMO_TENANT, scopes=("read", "resolve"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        echo(f"API key: a new key of tenant {DEMO_TENANT} in {path}")
 
     def _kafka(self, echo) -> None:
         brokers = os.environ.get("KAFKA_BROKERS")

@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -27,6 +29,7 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from analytics_platform.api.app import create_app
+from analytics_platform.api.keys import create_key
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.conftest import DatabaseHandle
@@ -129,16 +132,23 @@ def timescaledb_installed(db: DatabaseHandle) -> bool:
     return db.scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
 
 
+def keyed_client(database: DatabaseHandle, app: FastAPI, tenant: str = "t1", **kwargs: Any) -> TestClient:
+    """A client of `app` sending a new read key of `tenant` on every request."""
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        _key_id, key = create_key(conn, "tests", tenant)
+    return TestClient(app, headers={"X-API-Key": key}, **kwargs)
+
+
 @pytest.fixture
-def client(settings: PlatformSettings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+def client(settings: PlatformSettings, database: DatabaseHandle) -> Iterator[TestClient]:
+    with keyed_client(database, create_app(settings)) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def lenient_client(settings: PlatformSettings) -> Iterator[TestClient]:
+def lenient_client(settings: PlatformSettings, database: DatabaseHandle) -> Iterator[TestClient]:
     """Server errors come back as HTTP 500 responses instead of being raised into the test."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    with keyed_client(database, create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -175,7 +185,7 @@ def test_health_reports_timescaledb_as_the_database_has_it(client: TestClient, d
 
 def test_health_degraded_when_the_broker_is_unreachable(settings: PlatformSettings, database: DatabaseHandle) -> None:
     no_broker = settings.model_copy(update={"kafka_brokers": "127.0.0.1:1"})
-    with TestClient(create_app(no_broker)) as client:
+    with keyed_client(database, create_app(no_broker)) as client:
         response = client.get("/v1/health")
 
     assert response.status_code == 200
@@ -192,10 +202,10 @@ def test_health_degraded_when_the_broker_is_unreachable(settings: PlatformSettin
 
 
 def test_health_down_readings_503_and_database_up_0_when_the_database_is_unreachable(
-    settings: PlatformSettings,
+    settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
     no_db = settings.model_copy(update={"api_database_url": SecretStr(CLOSED_PORT_DB)})
-    with TestClient(create_app(no_db), raise_server_exceptions=False) as client:
+    with keyed_client(database, create_app(no_db), raise_server_exceptions=False) as client:
         health = client.get("/v1/health")
         page = get_readings(client)
         metrics = client.get("/v1/metrics")
@@ -286,7 +296,6 @@ def test_readings_filter_by_sensor(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"tenant_id": "t2"}, item("2025-08-20T03:30:00Z", 91.0, tenant="t2")),
         ({"factory_id": "f2"}, item("2025-08-20T03:30:00Z", 92.0, factory="f2")),
         ({"machine_id": "m2"}, item("2025-08-20T03:30:00Z", 93.0, machine="m2")),
         ({"metric": "humidity"}, item("2025-08-20T03:30:00Z", 94.0, metric="humidity", unit="%")),
@@ -296,6 +305,19 @@ def test_readings_of_another_tenant_factory_machine_or_metric_stay_apart(
     client: TestClient, overrides: dict, expected: dict
 ) -> None:
     assert get_readings(client, **overrides).json() == {"items": [expected], "count": 1, "next_cursor": None}
+
+
+@pytest.mark.usefixtures("known_rows")
+def test_readings_of_another_tenant_need_that_tenants_key(
+    client: TestClient, settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    # t1's key cannot name t2, not even to learn that it exists
+    assert get_readings(client, tenant_id="t2").status_code == 404
+    assert get_readings(client, tenant_id="t2").json() == {"detail": "tenant 't2' not found"}
+    with keyed_client(database, create_app(settings), tenant="t2") as t2_client:
+        for query in ({"tenant_id": "t2"}, {"tenant_id": None}):
+            body = get_readings(t2_client, **query).json()
+            assert body == {"items": [item("2025-08-20T03:30:00Z", 91.0, tenant="t2")], "count": 1, "next_cursor": None}
 
 
 @pytest.mark.usefixtures("known_rows")
@@ -442,7 +464,7 @@ def assert_one_error(response: httpx.Response, field: str, message: str) -> dict
     return error
 
 
-@pytest.mark.parametrize("field", ["tenant_id", "factory_id", "machine_id", "metric", "start", "end"])
+@pytest.mark.parametrize("field", ["factory_id", "machine_id", "metric", "start", "end"])
 def test_422_for_each_missing_required_parameter(client: TestClient, field: str) -> None:
     error = assert_one_error(get_readings(client, **{field: None}), field, "Field required")
     assert error["type"] == "missing"
@@ -454,7 +476,6 @@ def test_422_lists_every_missing_parameter(client: TestClient) -> None:
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert [e["loc"] for e in detail] == [
-        ["query", "tenant_id"],
         ["query", "factory_id"],
         ["query", "machine_id"],
         ["query", "metric"],
@@ -525,9 +546,9 @@ def test_range_of_exactly_31_days_is_accepted(client: TestClient) -> None:
     assert response.json() == {"items": [], "count": 0, "next_cursor": None}
 
 
-def test_range_limit_follows_the_setting(settings: PlatformSettings) -> None:
+def test_range_limit_follows_the_setting(settings: PlatformSettings, database: DatabaseHandle) -> None:
     one_day = settings.model_copy(update={"api_max_range_days": 1})
-    with TestClient(create_app(one_day)) as client:
+    with keyed_client(database, create_app(one_day)) as client:
         assert get_readings(client, start="2025-08-20T00:00:00Z", end="2025-08-21T00:00:00Z").status_code == 200
         too_long = get_readings(client, start="2025-08-20T00:00:00Z", end="2025-08-21T00:00:01Z")
     assert_one_error(too_long, "end", "range is longer than 1 days")
@@ -655,10 +676,19 @@ def test_metrics_prometheus_text_with_traffic_and_pipeline_figures(
     assert client.get("/v1/readings/m1").status_code == 404
     assert client.post("/v1/readings").status_code == 405
 
+    newest = datetime.fromisoformat("2025-08-20T03:10:00+00:00")
+    lag_before = time.time() - newest.timestamp()
     response = client.get("/v1/metrics")
+    lag_after = time.time() - newest.timestamp()
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+    # ingest lag: only the table that has rows reports one, the age of its newest reading
+    lags = [line for line in sample_lines(response.text) if line.startswith("analytics_ingest_lag_seconds")]
+    assert len(lags) == 1, lags
+    label, value = lags[0].rsplit(" ", 1)
+    assert label == 'analytics_ingest_lag_seconds{table="raw_sensor_readings"}'
+    assert lag_before - 1 <= float(value) <= lag_after + 1
     assert "# TYPE analytics_api_requests_total counter" in response.text
     lines = sample_lines(response.text)
     requests = {line for line in lines if line.startswith("analytics_api_requests_total")}
@@ -685,7 +715,7 @@ def test_metrics_list_rejects_per_topic_and_reason(settings: PlatformSettings, d
             "VALUES ('x', 0, 1, now(), 'not_json', 'd'), ('x', 1, 1, now(), 'not_json', 'd'), "
             "('x', 0, 2, now(), 'bad_time', 'd'), ('y', 0, 1, now(), 'not_json', 'd')"
         )
-    with TestClient(create_app(settings)) as client:  # created after the inserts
+    with keyed_client(database, create_app(settings)) as client:  # created after the inserts
         lines = sample_lines(client.get("/v1/metrics").text)
     rejects = {line for line in lines if line.startswith("analytics_rejected_messages_total")}
     assert rejects == {
@@ -766,7 +796,7 @@ def test_readings_503_with_the_first_line_of_an_operational_error(
     impatient = settings.model_copy(
         update={"api_database_url": SecretStr(database.api_url + "?options=-c%20lock_timeout%3D100")}
     )
-    with TestClient(create_app(impatient)) as client:
+    with keyed_client(database, create_app(impatient)) as client:
         assert get_readings(client).status_code == 200
         with psycopg.connect(database.admin_url) as locker:
             locker.execute("LOCK TABLE analytics.raw_sensor_readings IN ACCESS EXCLUSIVE MODE")
@@ -815,14 +845,14 @@ def test_bug_times_are_utc_even_when_the_database_timezone_is_not(
     insert(database, [reading("2025-08-20T03:00:00Z", 1.0)])
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} SET timezone TO 'Asia/Bangkok'").format(sql.Identifier(database.name)))
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(database, create_app(settings)) as client:
         items = get_readings(client).json()["items"]
     assert [i["time"] for i in items] == ["2025-08-20T03:00:00Z"]
 
 
-def test_bug_page_limit_follows_the_setting(settings: PlatformSettings) -> None:
+def test_bug_page_limit_follows_the_setting(settings: PlatformSettings, database: DatabaseHandle) -> None:
     small = settings.model_copy(update={"api_page_limit_max": 5})
-    with TestClient(create_app(small)) as client:
+    with keyed_client(database, create_app(small)) as client:
         response = get_readings(client, limit=6)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["query", "limit"]

@@ -23,8 +23,9 @@ from analytics_platform.devstack.processes import free_port, port_open
 pytestmark = pytest.mark.slow
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str, api_key: str | None = None) -> dict:
+    request = urllib.request.Request(url, headers={"X-API-Key": api_key} if api_key else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -113,12 +114,17 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
         now = datetime.now(UTC)
         start = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
         end = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # the banner names the file holding the demo tenant's API key
+        key_file = run_dir / "api-key"
+        assert f"$(cat {key_file})" in text
+        api_key = key_file.read_text().strip()
         readings_url = (
-            f"http://127.0.0.1:{ports['api']}/v1/readings?tenant_id=t1&factory_id=f1&machine_id=mc-01"
+            f"http://127.0.0.1:{ports['api']}/v1/readings?factory_id=f1&machine_id=mc-01"
             f"&metric=temp&start={start}&end={end}&limit=50"
         )
-        page = _poll(lambda: _get(readings_url)["items"], 90, "simulator readings in /v1/readings")
-        assert all(item["machine_id"] == "mc-01" and item["metric"] == "temp" for item in page)
+        page = _poll(lambda: _get(readings_url, api_key)["items"], 90, "simulator readings in /v1/readings")
+        assert all(item["tenant_id"] == "t1" and item["machine_id"] == "mc-01" for item in page)
+        assert all(item["metric"] == "temp" for item in page)
 
         query = (
             '{ assetNodeOrError(assetKey: {path: ["raw_sensor_readings"]}) '
@@ -140,6 +146,10 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
             "a sensor_window_aggregates partition materialised by the automation sensor",
         )
         assert aggregated >= 1
+        # ... and the API serves them
+        agg_url = readings_url.replace("/v1/readings?", "/v1/agg?window_s=60&")
+        buckets = _poll(lambda: _get(agg_url, api_key)["items"], 60, "60 s buckets in /v1/agg")
+        assert all(b["window_s"] == 60 and b["machine_id"] == "mc-01" and b["count"] >= 1 for b in buckets)
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)

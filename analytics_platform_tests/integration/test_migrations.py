@@ -36,6 +36,7 @@ TABLES = {
     "alert_mutes",
     "alert_conditions",
     "alert_log",
+    "api_keys",
     "schema_migrations",
 }
 VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
@@ -43,12 +44,13 @@ VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:6] == [
+    assert versions[:7] == [
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
         "04_analytics_energy",
         "05_analytics_alerts",
+        "06_analytics_api",
         "10_analytics_views",
     ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
@@ -66,7 +68,9 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         r[0] for r in database.query("SELECT table_name FROM information_schema.views WHERE table_schema = 'analytics'")
     }
     assert tables >= TABLES
-    assert views == VIEWS
+    # on TimescaleDB the daily continuous aggregate is a view too
+    timescale = database.scalar("SELECT analytics.timescale_enabled()")
+    assert views == VIEWS | ({"analytics_agg_daily"} if timescale else set())
     applied = database.query("SELECT version FROM analytics.schema_migrations ORDER BY version")
     assert [r[0] for r in applied] == [
         "01_analytics_core",
@@ -74,6 +78,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "03_analytics_rollup_subjects",
         "04_analytics_energy",
         "05_analytics_alerts",
+        "06_analytics_api",
         "10_analytics_views",
     ]
 
@@ -91,6 +96,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "03_analytics_rollup_subjects": "skipped",
         "04_analytics_energy": "skipped",
         "05_analytics_alerts": "skipped",
+        "06_analytics_api": "skipped",
         "10_analytics_views": "reapplied",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
@@ -241,3 +247,44 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
     for table in ("kafka_landing", "raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results"):
         assert (table, "policy_compression") in jobs
         assert (table, "policy_retention") in jobs
+
+
+def test_daily_continuous_aggregate_only_on_timescaledb(database: DatabaseHandle) -> None:
+    """The API reads whole days from analytics_agg_daily on TimescaleDB (refreshed by a policy, with
+    real-time aggregation for hours not yet materialised); plain PostgreSQL has no such view."""
+    timescale = database.scalar("SELECT analytics.timescale_enabled()")
+    exists = database.scalar("SELECT to_regclass('analytics.analytics_agg_daily') IS NOT NULL")
+    assert exists is timescale
+    if not timescale:
+        return
+    assert database.query(
+        "SELECT materialized_only FROM timescaledb_information.continuous_aggregates "
+        "WHERE view_schema = 'analytics' AND view_name = 'analytics_agg_daily'"
+    ) == [(False,)]
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+        )
+        == 1
+    )
+    columns = (
+        "bucket_start, bucket_end, window_s, tenant_id, factory_id, machine_id, sensor_id, metric, "
+        "count_n, sum_v, avg_v, min_v, max_v, stddev_v, first_v, last_v"
+    )
+    series = ("t1", "f1", "m1", "s1", "temp")
+    rows = [
+        ("2025-08-20T01:00Z", "2025-08-20T02:00Z", 3600, *series, 2, 3, 1.5, 1, 2, None, 1, 2),
+        ("2025-08-20T02:00Z", "2025-08-20T03:00Z", 3600, *series, 1, 5, 5, 5, 5, None, 5, 5),
+        ("2025-08-20T02:00Z", "2025-08-20T02:01Z", 60, *series, 9, 9, 1, 1, 1, None, 1, 1),
+    ]
+    with psycopg.connect(database.admin_url, autocommit=True) as conn, conn.cursor() as cur:
+        marks = ", ".join(["%s"] * 16)
+        cur.executemany(f"INSERT INTO analytics.analytics_agg ({columns}) VALUES ({marks})", rows)
+    # real-time aggregation: the hours count before any refresh; the 60 s row does not
+    with psycopg.connect(database.api_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT bucket_start::text, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v "
+            "FROM analytics.analytics_agg_daily"
+        ).fetchall()
+    # Σx² = (2-1)·0² + 2·1.5² + (1-1)·0² + 1·5² = 4.5 + 25
+    assert rows == [("2025-08-20 00:00:00+00", 3, 8.0, 1.0, 5.0, 1.0, 5.0, 29.5)]

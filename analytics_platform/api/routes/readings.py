@@ -1,19 +1,32 @@
-"""GET /v1/readings: raw sensor readings of one machine and metric over a time range."""
+"""GET /v1/readings: raw sensor readings of one machine and metric over a time range (at most
+API_MAX_RANGE_DAYS; longer ranges belong to /v1/agg)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
-from analytics_platform.api.params import decode_cursor, encode_cursor, text, time_range
+from analytics_platform.api.models import ERRORS, OTHER_TENANT, Page
+from analytics_platform.api.params import (
+    Cursor,
+    End,
+    Identifier,
+    Limit,
+    OptionalIdentifier,
+    Start,
+    TenantParam,
+    page_limit,
+    time_range,
+)
+from analytics_platform.api.query import Select
+from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
 
 router = APIRouter(prefix="/v1", tags=["readings"])
-
-Identifier = Annotated[str, Query(min_length=1, max_length=200)]
 
 
 class Reading(BaseModel):
@@ -23,87 +36,58 @@ class Reading(BaseModel):
     machine_id: str
     sensor_id: str
     metric: str
-    value: float
+    value: float | None
     unit: str | None = None
     payload: dict[str, Any] | list[Any] | str | float | bool | None = None
     event_id: str | None = None
 
 
-class ReadingsPage(BaseModel):
+class ReadingsPage(Page):
     items: list[Reading]
-    count: int = Field(description="Items in this page")
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
 
-_QUERY = """
-SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value, unit, payload, event_id, dedup_key
-FROM analytics.raw_sensor_readings
-WHERE tenant_id = %(tenant_id)s AND factory_id = %(factory_id)s AND machine_id = %(machine_id)s
-  AND metric = %(metric)s AND time >= %(start)s AND time < %(end)s
-  AND (%(sensor_id)s::text IS NULL OR sensor_id = %(sensor_id)s)
-  AND (%(after_time)s::timestamptz IS NULL OR (time, dedup_key) > (%(after_time)s, %(after_key)s))
-ORDER BY time, dedup_key
-LIMIT %(limit)s
-"""
+COLUMNS = tuple(Reading.model_fields)
+KEY = ("time", "dedup_key")
 
 
 @router.get(
     "/readings",
     response_model=ReadingsPage,
     summary="Raw readings of one machine and metric",
-    responses={422: {"description": "A parameter is invalid"}, 503: {"description": "Database unavailable"}},
+    description="Readings in [start, end), by time. `Accept: text/csv` returns CSV (payload as JSON text).",
+    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
 )
 def readings(
     request: Request,
-    tenant_id: Identifier,
+    caller: Caller,
     factory_id: Identifier,
     machine_id: Identifier,
     metric: Identifier,
-    start: Annotated[datetime, Query(description="Inclusive, ISO-8601 UTC, e.g. 2025-08-20T00:00:00Z")],
-    end: Annotated[datetime, Query(description="Exclusive, ISO-8601 UTC")],
-    sensor_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=10000, description="Page size")] = 1000,
-    cursor: Annotated[str | None, Query(max_length=2000, description="From the previous page")] = None,
-) -> ReadingsPage:
+    start: Start,
+    end: End,
+    tenant_id: TenantParam = None,
+    sensor_id: OptionalIdentifier = None,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+) -> Response:
     state = request.app.state
-    for name, value in (
-        ("tenant_id", tenant_id),
-        ("factory_id", factory_id),
-        ("machine_id", machine_id),
-        ("metric", metric),
-        ("sensor_id", sensor_id),
-    ):
-        text(name, value)
-    if limit > state.settings.api_page_limit_max:
-        raise invalid("limit", f"limit must be at most {state.settings.api_page_limit_max} (API_PAGE_LIMIT_MAX)")
+    tenant = tenant_scope(caller, tenant_id, required=True)
+    page_limit(limit, state.settings.api_page_limit_max)
     start, end = time_range(start, end, state.settings.api_max_range_days)
     if metric not in state.known_metrics:
         raise invalid("metric", f"unknown metric {metric!r}; known: {', '.join(sorted(state.known_metrics))}")
-    after_time, after_key = None, None
-    if cursor:
-        raw_time, after_key = decode_cursor(cursor, 2)
-        try:
-            after_time = datetime.fromisoformat(raw_time)
-        except (TypeError, ValueError):
-            raise invalid("cursor", "cursor is not one this API returned", value=cursor) from None
-        if not isinstance(after_key, str):
-            raise invalid("cursor", "cursor is not one this API returned", value=cursor)
-    params = {
-        "tenant_id": tenant_id,
-        "factory_id": factory_id,
-        "machine_id": machine_id,
-        "metric": metric,
-        "sensor_id": sensor_id,
-        "start": start,
-        "end": end,
-        "after_time": after_time,
-        "after_key": after_key,
-        "limit": limit + 1,
-    }
+    select = (
+        Select(", ".join((*COLUMNS, "dedup_key")), "analytics.raw_sensor_readings")
+        .eq("tenant_id", tenant)
+        .eq("factory_id", factory_id)
+        .eq("machine_id", machine_id)
+        .eq("metric", metric)
+        .eq("sensor_id", sensor_id)
+        .cmp("time", ">=", start)
+        .cmp("time", "<", end)
+        .after(KEY, keyset(cursor, (datetime, str)))
+    )
+    query, params = select.sql(KEY, limit + 1)
     with state.db.connection() as conn:
-        rows = conn.execute(_QUERY, params).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["time"], rows[-1]["dedup_key"]) if more else None
-    items = [Reading(**{k: v for k, v in row.items() if k != "dedup_key"}) for row in rows]
-    return ReadingsPage(items=items, count=len(items), next_cursor=next_cursor)
+        rows = conn.execute(query, params).fetchall()
+    return page_response(request, rows, limit=limit, key=KEY, columns=COLUMNS)

@@ -1,0 +1,286 @@
+"""Response and request models: the OpenAPI contract of /v1 (rows are serialised by
+`respond.page_response`, which must keep to these shapes; the schemathesis test checks it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Json = dict[str, Any] | list[Any] | str | float | bool | None
+TIME = "ISO-8601 UTC"
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong, in one sentence", examples=["anomaly 42 not found"])
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, invalid, revoked or expired API key"},
+    503: {"model": ErrorBody, "description": "The database is unavailable (the reason is in `detail`)"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such resource for this key"}}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorBody, "description": "The key lacks a scope"}}
+OTHER_TENANT: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "`tenant_id` names another tenant than the key's"}
+}
+BAD_JSON: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "The body is not valid JSON"}}
+
+
+class Page(BaseModel):
+    count: int = Field(description="Items in this page")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class AggBucket(BaseModel):
+    bucket_start: datetime = Field(description=f"Inclusive, {TIME}")
+    bucket_end: datetime = Field(description=f"Exclusive, {TIME}")
+    window_s: int
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str
+    metric: str
+    count: int = Field(description="Readings in the bucket")
+    sum: float | None
+    avg: float | None
+    min: float | None
+    max: float | None
+    stddev: float | None = Field(description="Sample standard deviation; null for a single reading")
+    first: float | None
+    last: float | None
+    p50: float | None = Field(description="Median; null for rolled-up windows (percentiles do not combine)")
+    p95: float | None = Field(description="95th percentile; null for rolled-up windows")
+
+
+class AggPage(Page):
+    window_s: int
+    source_window_s: int = Field(description="The stored window the buckets were read or rolled up from")
+    source: Literal["stored", "rollup", "continuous_aggregate"]
+    items: list[AggBucket]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "window_s": 3600,
+                    "source_window_s": 3600,
+                    "source": "stored",
+                    "count": 1,
+                    "next_cursor": None,
+                    "items": [
+                        {
+                            "bucket_start": "2025-08-20T03:00:00Z",
+                            "bucket_end": "2025-08-20T04:00:00Z",
+                            "window_s": 3600,
+                            "tenant_id": "t1",
+                            "factory_id": "f1",
+                            "machine_id": "m1",
+                            "sensor_id": "s1",
+                            "metric": "temp",
+                            "count": 3600,
+                            "sum": 234000.0,
+                            "avg": 65.0,
+                            "min": 63.9,
+                            "max": 66.2,
+                            "stddev": 0.41,
+                            "first": 64.8,
+                            "last": 65.3,
+                            "p50": 65.0,
+                            "p95": 65.7,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class EventRollup(BaseModel):
+    bucket_start: datetime
+    bucket_end: datetime
+    window_s: int
+    tenant_id: str
+    factory_id: str
+    machine_id: str = Field(description="The machine, or the lab station for lab results")
+    event_type: str = Field(examples=["device_health", "sweep_batch", "lab_result", "status_change"])
+    subject: str = Field(description="The lab analyte or sweep metric; empty when the type has none")
+    count: int
+    pass_count: int | None
+    fail_count: int | None
+    pass_rate: float | None
+    fail_rate: float | None
+    uptime_pct: float | None
+    details: Json = None
+
+
+class EventRollupPage(Page):
+    items: list[EventRollup]
+
+
+class Kpi(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    period: Literal["hour", "shift", "day"]
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    kpi: str = Field(examples=["oee", "sec_kwh_per_unit", "peak_demand_kw"])
+    value: float | None = Field(description="null when the KPI is undefined for the period; see null_reason")
+    unit: str | None
+    null_reason: str | None
+    details: Json = None
+
+
+class KpiPage(Page):
+    items: list[Kpi]
+
+
+class Anomaly(BaseModel):
+    anomaly_id: int
+    time: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str | None
+    metric: str | None
+    anomaly_type: str = Field(examples=["power", "temperature", "baseline_deviation", "production"])
+    method: str = Field(examples=["isolation_forest", "zscore", "sudden_change", "stoppage"])
+    score: float | None
+    severity: int = Field(ge=1, le=5)
+    severity_label: Literal["info", "warning", "critical"]
+    confidence: float | None
+    observed: float | None
+    expected: float | None
+    model_version: int | None
+    details: Json = None
+    status: Literal["open", "resolved"]
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note: str | None
+    created_at: datetime
+
+
+class AnomalyPage(Page):
+    items: list[Anomaly]
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # not blank, and no NUL (PostgreSQL text cannot hold it: a 422, not a 500)
+    note: str = Field(
+        min_length=1, max_length=4000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$", description="What was found or done"
+    )
+    resolved_by: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$", description="Defaults to the key's name"
+    )
+
+    @field_validator("note")
+    @classmethod
+    def _not_blank(cls, note: str) -> str:
+        """Blank once the route strips it: Python's whitespace (e.g. U+001C) is wider than the pattern's
+        \\s, and the database refuses a blank note (a 500 instead of this 422)."""
+        if not note.strip():
+            raise ValueError("note must not be blank")
+        return note
+
+
+class Baseline(BaseModel):
+    baseline_id: int
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    version: int
+    target: str
+    drivers: list[str]
+    coefficients: dict[str, float | None]
+    p_values: dict[str, float | None]
+    std_errors: dict[str, float | None]
+    r2: float | None
+    adj_r2: float | None
+    rmse: float | None
+    mae: float | None
+    n: int
+    excluded: int
+    trained_from: datetime
+    trained_to: datetime
+    accepted: bool
+    warning: str | None
+    active: bool
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+class BaselinePage(Page):
+    items: list[Baseline]
+
+
+class Deviation(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    period: Literal["hour", "day"]
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    baseline_version: int
+    actual_kwh: float | None
+    predicted_kwh: float | None
+    deviation_kwh: float | None
+    deviation_pct: float | None
+    z: float | None
+    severity: Literal["normal", "warning", "critical"]
+
+
+class DeviationPage(Page):
+    items: list[Deviation]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "factory_id": "f1",
+                    "machine_id": "m1",
+                    "drivers": {"production_count": 120, "avg_outdoor_temp": 31.5, "avg_outdoor_pressure": 1008},
+                }
+            ]
+        },
+    )
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    factory_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    machine_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    drivers: dict[str, float] = Field(description="A value for every driver of the machine's active baseline")
+
+
+class Prediction(BaseModel):
+    baseline_id: int
+    version: int
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    target: str
+    unit: str = "kWh"
+    drivers: dict[str, float]
+    predicted: float | None = Field(description="Expected energy per hour for these driver values")
+
+
+class SpecLimit(BaseModel):
+    tenant_id: str
+    factory_id: str = Field(description="'*' = every factory of the tenant")
+    scope: Literal["analyte", "metric"]
+    name: str
+    lower_limit: float | None
+    upper_limit: float | None
+    target: float | None
+    unit: str | None
+    valid_from: datetime | None = Field(description="null = valid since always")
+    updated_at: datetime
+
+
+class SpecLimitPage(Page):
+    items: list[SpecLimit]

@@ -1,0 +1,204 @@
+"""GET /v1/agg: window aggregates of one machine and metric, from the stored window asked for, or
+rolled up from the coarsest stored window that divides it (on TimescaleDB, whole days come from the
+`analytics_agg_daily` continuous aggregate). Raw readings are never scanned here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from analytics_platform.api.auth import Caller, tenant_scope
+from analytics_platform.api.errors import invalid
+from analytics_platform.api.models import ERRORS, OTHER_TENANT, AggPage
+from analytics_platform.api.params import (
+    Cursor,
+    End,
+    Identifier,
+    Limit,
+    OptionalIdentifier,
+    Start,
+    TenantParam,
+    ceil_to,
+    page_limit,
+    time_range,
+)
+from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+
+router = APIRouter(prefix="/v1", tags=["aggregates"])
+
+DAY_S = 86400
+MAX_WINDOW_S = 366 * DAY_S
+MAX_RANGE_DAYS = 3660  # ten years; API_MAX_BUCKETS bounds the fine windows far sooner
+COLUMNS = (
+    "bucket_start",
+    "bucket_end",
+    "window_s",
+    "tenant_id",
+    "factory_id",
+    "machine_id",
+    "sensor_id",
+    "metric",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "stddev",
+    "first",
+    "last",
+    "p50",
+    "p95",
+)
+_SERIES = """tenant_id = %(tenant_id)s AND factory_id = %(factory_id)s AND machine_id = %(machine_id)s
+  AND metric = %(metric)s AND (%(sensor_id)s::text IS NULL OR sensor_id = %(sensor_id)s)"""
+_AFTER = "(%(after_time)s::timestamptz IS NULL OR (bucket_start, sensor_id) > (%(after_time)s, %(after_key)s))"
+
+_STORED = f"""
+SELECT bucket_start, bucket_end, window_s, tenant_id, factory_id, machine_id, sensor_id, metric,
+       count_n AS count, sum_v AS sum, avg_v AS avg, min_v AS min, max_v AS max, stddev_v AS stddev,
+       first_v AS first, last_v AS last, p50_v AS p50, p95_v AS p95
+FROM analytics.analytics_agg
+WHERE {_SERIES} AND window_s = %(window_s)s
+  AND bucket_start >= %(start)s AND bucket_start < %(end)s AND {_AFTER}
+ORDER BY bucket_start, sensor_id
+LIMIT %(limit)s
+"""
+
+# Source rows: one per stored bucket with n, Σx, min, max, first, last and Σx² (rebuilt from the
+# bucket's mean and sample stddev). The rollup groups them into the requested window.
+_FROM_STORED = f"""
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v,
+       (count_n - 1) * coalesce(stddev_v, 0) ^ 2 + count_n * avg_v ^ 2 AS sumsq_v
+FROM analytics.analytics_agg
+WHERE {_SERIES} AND window_s = %(source_window_s)s AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+"""
+_FROM_DAILY = f"""
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
+FROM analytics.analytics_agg_daily
+WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+"""
+_ROLLUP = """
+WITH src AS ({source}),
+grouped AS (
+    SELECT date_bin(make_interval(secs => %(window_s)s), bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+               AS bucket_start,
+           sensor_id,
+           sum(count_n)::bigint AS count, sum(sum_v) AS sum, min(min_v) AS min, max(max_v) AS max,
+           sum(sumsq_v) AS sumsq,
+           (array_agg(first_v ORDER BY bucket_start))[1] AS first,
+           (array_agg(last_v ORDER BY bucket_start DESC))[1] AS last
+    FROM src
+    GROUP BY 1, 2
+)
+SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucket_end,
+       %(window_s)s::integer AS window_s, %(tenant_id)s AS tenant_id, %(factory_id)s AS factory_id,
+       %(machine_id)s AS machine_id, sensor_id, %(metric)s AS metric, count, sum,
+       sum / nullif(count, 0) AS avg, min, max,
+       CASE WHEN count > 1 THEN sqrt(greatest((sumsq - sum * sum / count) / (count - 1), 0)) END AS stddev,
+       first, last, NULL::float8 AS p50, NULL::float8 AS p95
+FROM grouped
+WHERE {after}
+ORDER BY bucket_start, sensor_id
+LIMIT %(limit)s
+"""
+
+
+def plan_source(window_s: int, stored: list[int], daily_view: bool) -> tuple[str, int]:
+    """How a window is served: ("stored", w) when it is stored; ("continuous_aggregate", 86400)
+    for whole days when the daily view exists; else ("rollup", the coarsest stored divisor)."""
+    if window_s in stored:
+        return "stored", window_s
+    if daily_view and window_s % DAY_S == 0 and 3600 in stored:
+        return "continuous_aggregate", DAY_S
+    divisors = [w for w in stored if window_s % w == 0]
+    if not divisors:
+        known = ", ".join(str(w) for w in sorted(stored))
+        raise invalid(
+            "window_s",
+            f"window_s must be a stored window ({known}) or a multiple of one, e.g. 86400",
+            value=window_s,
+        )
+    return "rollup", max(divisors)
+
+
+def daily_view_exists(request: Request) -> bool:
+    state = request.app.state
+    if getattr(state, "agg_daily_view", None) is None:
+        with state.db.connection() as conn:
+            row = conn.execute("SELECT to_regclass('analytics.analytics_agg_daily') IS NOT NULL AS ok").fetchone()
+        state.agg_daily_view = bool(row["ok"])
+    return state.agg_daily_view
+
+
+@router.get(
+    "/agg",
+    response_model=AggPage,
+    summary="Window aggregates of one machine and metric",
+    description=(
+        "Buckets whose start lies in [start, end), ordered by bucket start and sensor. A stored window "
+        "(WINDOWS, default 60, 300, 3600) is read as stored; a multiple of one (e.g. 86400) is rolled up "
+        "from the coarsest stored window dividing it, with p50/p95 null. `Accept: text/csv` returns CSV."
+    ),
+    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+)
+def aggregates(
+    request: Request,
+    caller: Caller,
+    factory_id: Identifier,
+    machine_id: Identifier,
+    metric: Identifier,
+    window_s: Annotated[int, Query(ge=1, le=MAX_WINDOW_S, description="Bucket width in seconds")],
+    start: Start,
+    end: End,
+    tenant_id: TenantParam = None,
+    sensor_id: OptionalIdentifier = None,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+) -> Response:
+    state = request.app.state
+    settings = state.settings
+    tenant = tenant_scope(caller, tenant_id, required=True)
+    page_limit(limit, settings.api_page_limit_max)
+    start, end = time_range(start, end, max_days=MAX_RANGE_DAYS)
+    if metric not in state.known_metrics:
+        raise invalid("metric", f"unknown metric {metric!r}; known: {', '.join(sorted(state.known_metrics))}")
+    buckets = (end - start) / timedelta(seconds=window_s)
+    if buckets > settings.api_max_buckets:
+        raise invalid(
+            "end",
+            f"range holds {int(buckets)} buckets of {window_s} s, more than {settings.api_max_buckets} "
+            "(API_MAX_BUCKETS); use a coarser window_s or a shorter range",
+            value=end.isoformat(),
+        )
+    daily = window_s % DAY_S == 0 and daily_view_exists(request)
+    source, source_window = plan_source(window_s, list(settings.windows), daily)
+    after = keyset(cursor, (datetime, str)) or [None, None]
+    params = {
+        "tenant_id": tenant,
+        "factory_id": factory_id,
+        "machine_id": machine_id,
+        "metric": metric,
+        "sensor_id": sensor_id,
+        "window_s": window_s,
+        "source_window_s": source_window,
+        "start": start,
+        "end": end,
+        "after_time": after[0],
+        "after_key": after[1],
+        "limit": limit + 1,
+    }
+    if source == "stored":
+        query = _STORED
+    else:
+        # a bucket is in the answer when its start is in [start, end); it covers its whole window
+        params["lo"] = max(ceil_to(start, window_s), after[0] or start)
+        params["hi"] = ceil_to(end, window_s)
+        if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
+            raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
+        query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
+    with state.db.connection() as conn:
+        rows = conn.execute(query, params).fetchall()
+    extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
+    return page_response(request, rows, limit=limit, key=("bucket_start", "sensor_id"), columns=COLUMNS, extra=extra)
