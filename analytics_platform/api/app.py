@@ -6,12 +6,15 @@ connects with API_DATABASE_URL, the read-only role; it never writes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
@@ -81,6 +84,13 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/docs")
+
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(_request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the bad input as UTF-8 and fails (a 500) on a lone surrogate
+        # such as "\ud800" in a JSON body; ASCII-escaped JSON can carry any input back
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(DatabaseDown)
     async def database_down(_request: Request, exc: DatabaseDown) -> JSONResponse:

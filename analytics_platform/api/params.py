@@ -59,9 +59,21 @@ def decode_cursor(cursor: str, size: int) -> list:
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError):
         raise invalid("cursor", "cursor is not one this API returned", value=cursor) from None
-    if not isinstance(values, list) or len(values) != size or any(isinstance(v, str) and "\x00" in v for v in values):
+    if not isinstance(values, list) or len(values) != size or not all(_storable(v) for v in values):
         raise invalid("cursor", "cursor is not one this API returned", value=cursor)
     return values
+
+
+def _storable(value: object) -> bool:
+    """Whether a cursor value can go to PostgreSQL as a parameter: text holds no NUL, and JSON's \\u
+    escapes can make lone surrogates, which are not UTF-8 (both a 422, not a 500)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,16 @@ from analytics_platform.api.params import decode_cursor, encode_cursor
 
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 CSV_TYPE = "text/csv"
-CSV_RESPONSE = {"content": {CSV_TYPE: {"schema": {"type": "string"}}}}
+CSV_RESPONSE = {
+    "content": {CSV_TYPE: {"schema": {"type": "string"}}},
+    "headers": {
+        "X-Next-Cursor": {
+            "description": "CSV pages: the cursor of the next page (absent on the last page)",
+            "schema": {"type": "string"},
+        },
+        "Link": {"description": 'CSV pages: `<next page URL>; rel="next"`', "schema": {"type": "string"}},
+    },
+}
 
 
 def wants_csv(request: Request) -> bool:
