@@ -209,7 +209,11 @@ def _api_keys(args: argparse.Namespace) -> int:
                 return 2
             expires = datetime.now(UTC) + timedelta(days=args.days) if args.days else None
             scopes = ("read", "resolve") if args.resolve else ("read",)
-            key_id, key = api_keys.create_key(conn, args.name, args.tenant, scopes=scopes, expires_at=expires)
+            try:
+                key_id, key = api_keys.create_key(conn, args.name, args.tenant, scopes=scopes, expires_at=expires)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             holder = f"tenant {args.tenant}" if args.tenant else "every tenant (admin)"
             print(f"key {key_id} for {holder}, scopes {','.join(scopes)}; store it now, it is not shown again:")
             print(key)

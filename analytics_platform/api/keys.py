@@ -60,6 +60,8 @@ def create_key(
         raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {', '.join(SCOPES)}")
     if not name.strip():
         raise ValueError("a key needs a name saying who or what holds it")
+    if tenant_id is not None and not tenant_id.strip():
+        raise ValueError("the tenant of a key cannot be empty (use --admin for a key of every tenant)")
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     conn.execute(
