@@ -230,7 +230,7 @@ def _api_keys(args: argparse.Namespace) -> int:
         rows = api_keys.list_keys(conn)
         print(f"{'key_id':14} {'tenant':12} {'scopes':14} {'created':20} {'expires':20} {'revoked':20} name")
         for key_id, name, tenant, scopes, created, expires, revoked in rows:
-            cells = [f"{v:%Y-%m-%dT%H:%M:%SZ}" if v else "-" for v in (created, expires, revoked)]
+            cells = [f"{v.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}" if v else "-" for v in (created, expires, revoked)]
             print(
                 f"{key_id:14} {tenant or '(admin)':12} {','.join(scopes):14} "
                 f"{cells[0]:20} {cells[1]:20} {cells[2]:20} {name}"

@@ -69,7 +69,7 @@ def authenticate(request: Request, api_key: Annotated[str | None, Security(_head
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def tenant_scope(principal: Principal, tenant_id: str | None, *, required: bool) -> str | None:
+def tenant_scope(principal: Principal, tenant_id: str | None, *, required: bool, location: str = "query") -> str | None:
     """The tenant a query is filtered by. A tenant key always gets its own tenant (asking for
     another one is a 404); an admin key names the tenant, or reads every tenant where allowed."""
     if principal.tenant_id is not None:
@@ -77,7 +77,7 @@ def tenant_scope(principal: Principal, tenant_id: str | None, *, required: bool)
             raise HTTPException(404, f"tenant {tenant_id!r} not found")
         return principal.tenant_id
     if tenant_id is None and required:
-        raise invalid("tenant_id", "tenant_id is required with an admin key")
+        raise invalid("tenant_id", "tenant_id is required with an admin key", location=location)
     return tenant_id
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 
 
-def invalid(field: str, message: str, *, location: str = "query", value: object = None) -> RequestValidationError:
-    """A 422 for one parameter: {"detail": [{"loc": [location, field], "msg": message, ...}]}."""
-    error = {"loc": (location, field), "msg": message, "type": "value_error"}
+def invalid(
+    field: str | tuple[str, ...], message: str, *, location: str = "query", value: object = None
+) -> RequestValidationError:
+    """A 422 for one parameter: {"detail": [{"loc": [location, *field], "msg": message, ...}]}; a tuple
+    names a nested field, e.g. ("drivers", "flux") in a JSON body."""
+    path = field if isinstance(field, tuple) else (field,)
+    error = {"loc": (location, *path), "msg": message, "type": "value_error"}
     if value is not None:
         error["input"] = value
     return RequestValidationError([error])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -58,7 +59,7 @@ def _cell(value: Any) -> str:
         text = orjson.dumps(value, option=JSON_OPTIONS).decode()
         return text[1:-1] if isinstance(value, datetime) else text
     if isinstance(value, float):
-        return orjson.dumps(value).decode()  # the same digits as the JSON; NaN -> null -> empty
+        return orjson.dumps(value).decode() if math.isfinite(value) else ""  # JSON digits; NaN/inf are null
     return str(value)
 
 

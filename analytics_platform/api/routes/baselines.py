@@ -145,7 +145,7 @@ def deviation(
     responses={**ERRORS, **BAD_JSON, **NOT_FOUND},
 )
 def predict(request: Request, caller: Caller, body: PredictRequest) -> Response:
-    tenant = tenant_scope(caller, body.tenant_id, required=True)
+    tenant = tenant_scope(caller, body.tenant_id, required=True, location="body")
     columns = "baseline_id, version, target, drivers, coefficients, p_values, std_errors, r2, adj_r2, rmse, mae, n, "
     columns += "excluded, warning"
     select = (
@@ -166,10 +166,12 @@ def predict(request: Request, caller: Caller, body: PredictRequest) -> Response:
     for name, value in body.drivers.items():
         if name not in drivers:
             raise invalid(
-                name, f"{name!r} is not a driver of this baseline; its drivers: {', '.join(drivers)}", location="body"
+                ("drivers", name),
+                f"{name!r} is not a driver of this baseline; its drivers: {', '.join(drivers)}",
+                location="body",
             )
         if not math.isfinite(value):
-            raise invalid(name, "driver values must be finite numbers", location="body")
+            raise invalid(("drivers", name), "driver values must be finite numbers", location="body")
     missing = [d for d in drivers if d not in body.drivers]
     if missing:
         raise invalid("drivers", f"missing driver value(s): {', '.join(missing)}", location="body")
