@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fastapi import Request, Response
+
+from analytics_platform.api.respond import page_response
+
 
 class Select:
     def __init__(self, columns: str, table: str) -> None:
@@ -51,3 +55,21 @@ class Select:
             f"SELECT {self.columns} FROM {self.table} WHERE {where} ORDER BY {order} LIMIT {self._param(limit)}",
             self.params,
         )
+
+
+def fetch_page(
+    request: Request,
+    select: Select,
+    *,
+    key: Sequence[str],
+    limit: int,
+    columns: Sequence[str],
+    csv_allowed: bool = True,
+    descending: bool = False,
+) -> Response:
+    """Run a listing's SELECT for one page (limit + 1 rows: the extra one only says a next page
+    exists) on the read-only pool and answer it as JSON or CSV."""
+    query, params = select.sql(key, limit + 1, descending=descending)
+    with request.app.state.db.connection() as conn:
+        rows = conn.execute(query, params).fetchall()
+    return page_response(request, rows, limit=limit, key=key, columns=columns, csv_allowed=csv_allowed)

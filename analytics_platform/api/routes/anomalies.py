@@ -32,8 +32,8 @@ from analytics_platform.api.params import (
     time_range,
     utc,
 )
-from analytics_platform.api.query import Select
-from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset, page_response
+from analytics_platform.api.query import Select, fetch_page
+from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset
 
 router = APIRouter(prefix="/v1", tags=["anomalies"])
 
@@ -85,10 +85,7 @@ def anomalies(
         .cmp("time", "<", end)
         .after(KEY, keyset(cursor, (datetime, int)), descending=True)
     )
-    query, params = select.sql(KEY, limit + 1, descending=True)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=KEY, columns=COLUMNS)
+    return fetch_page(request, select, key=KEY, limit=limit, columns=COLUMNS, descending=True)
 
 
 def _one(conn: psycopg.Connection, anomaly_id: int, tenant: str | None) -> dict:

@@ -35,8 +35,8 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.query import Select
-from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset, page_response
+from analytics_platform.api.query import Select, fetch_page
+from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset
 from analytics_platform.transforms import energy_baseline as eb
 
 router = APIRouter(prefix="/v1", tags=["energy baselines"])
@@ -74,10 +74,7 @@ def baselines(
         .eq("active", None if include_inactive else True)
         .after(("baseline_id",), keyset(cursor, (int,)))
     )
-    query, params = select.sql(("baseline_id",), limit + 1)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=("baseline_id",), columns=BASELINE_COLUMNS, csv_allowed=False)
+    return fetch_page(request, select, key=("baseline_id",), limit=limit, columns=BASELINE_COLUMNS, csv_allowed=False)
 
 
 @router.get(
@@ -131,10 +128,7 @@ def deviation(
         .cmp("period_start", "<", end)
         .after(DEVIATION_KEY, keyset(cursor, (datetime, str)))
     )
-    query, params = select.sql(DEVIATION_KEY, limit + 1)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=DEVIATION_KEY, columns=DEVIATION_COLUMNS)
+    return fetch_page(request, select, key=DEVIATION_KEY, limit=limit, columns=DEVIATION_COLUMNS)
 
 
 @router.post(

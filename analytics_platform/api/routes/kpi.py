@@ -22,8 +22,8 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.query import Select
-from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.api.query import Select, fetch_page
+from analytics_platform.api.respond import CSV_RESPONSE, keyset
 from analytics_platform.transforms.event_rollups import DAY_S, rollup_windows
 
 router = APIRouter(prefix="/v1", tags=["kpis and events"])
@@ -84,10 +84,7 @@ def kpis(
         .cmp("period_start", "<", end)
         .after(KPI_KEY, keyset(cursor, (datetime, str, str)))
     )
-    query, params = select.sql(KPI_KEY, limit + 1)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS)
+    return fetch_page(request, select, key=KPI_KEY, limit=limit, columns=KPI_COLUMNS)
 
 
 EVENT_COLUMNS = (
@@ -160,7 +157,4 @@ def event_rollup(
         .cmp("bucket_start", "<", end)
         .after(EVENT_KEY, keyset(cursor, (datetime, str, str, str)))
     )
-    query, params = select.sql(EVENT_KEY, limit + 1)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=EVENT_KEY, columns=EVENT_COLUMNS)
+    return fetch_page(request, select, key=EVENT_KEY, limit=limit, columns=EVENT_COLUMNS)

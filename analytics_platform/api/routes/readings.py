@@ -23,8 +23,8 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.query import Select
-from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.api.query import Select, fetch_page
+from analytics_platform.api.respond import CSV_RESPONSE, keyset
 
 router = APIRouter(prefix="/v1", tags=["readings"])
 
@@ -87,7 +87,4 @@ def readings(
         .cmp("time", "<", end)
         .after(KEY, keyset(cursor, (datetime, str)))
     )
-    query, params = select.sql(KEY, limit + 1)
-    with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=KEY, columns=COLUMNS)
+    return fetch_page(request, select, key=KEY, limit=limit, columns=COLUMNS)
