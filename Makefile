@@ -42,6 +42,7 @@ bench: $(STAMP)
 	@$(PY) bench/freshness.py
 	@$(PY) bench/kpi_ml.py
 	@$(PY) bench/checks.py
+	@$(PY) bench/api.py
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)

@@ -1,0 +1,1022 @@
+"""REST API benchmark: /v1/agg and /v1/kpi under 50 concurrent clients on 127.0.0.1.
+
+Loads (COPY, into a fresh database) 30 days of window aggregates for 50 machines x 3 metrics
+(windows 60 / 300 / 3600 s, the 3600 s window back a whole year) and their hourly and daily KPIs
+(20 names), starts the API with uvicorn as production does (`--factory`, read-only login, no
+access log) and drives it with a load generator of its own: 50 keep-alive HTTP/1.1 connections on
+asyncio (uvloop), each looping over requests for a random machine and metric. Scenarios:
+
+  * trivial        GET / (a redirect; no database): the framework's floor and the generator's cost
+  * agg 1 day      /v1/agg window_s=300 over the last day            -> 288 buckets
+  * agg 30 days    /v1/agg window_s=3600 over the last 30 days       -> 720 buckets
+  * agg 365 days   /v1/agg window_s=86400 over the last 365 days     -> 365 buckets (rolled up from
+                   the 3600 s window on PostgreSQL; the daily continuous aggregate on TimescaleDB)
+  * kpi 30 days    /v1/kpi period=day, every KPI, one machine         -> 600 rows
+
+Every response is checked (status 200, `count` equal to the expected rows, the machine asked for;
+the first response of each connection is parsed in full); errors are counted and flagged. Same-run
+baselines per scenario: the route's own SQL text with the route's parameters through psycopg
+(dict rows, like the API's pool) sequentially on one connection and from as many threads as there
+are clients, each with its own connection; the server's own time (EXPLAIN ANALYZE); building the
+JSON page from fetched rows; and the API with a single sequential client. CPU per request of the
+API processes, the database backends and the generator is read from /proc over each run.
+
+Usage: python bench/api.py [--machines 50] [--days 30] [--duration 15] [--clients 50] [--workers 2]
+       (--workers 1,2 measures both on the same data). Uses TEST_DATABASE_URL (an admin URL) or
+starts an embedded PostgreSQL under .run/bench/. Prints figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import queue
+import random
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+import polars as pl
+import psutil
+import psycopg
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analytics_platform.api.catalog import KPI_NAMES  # noqa: E402
+from analytics_platform.api.keys import create_key  # noqa: E402
+from analytics_platform.api.query import Select  # noqa: E402
+from analytics_platform.api.respond import page_response  # noqa: E402
+from analytics_platform.api.routes import agg as agg_route  # noqa: E402
+from analytics_platform.api.routes.kpi import KPI_COLUMNS, KPI_KEY  # noqa: E402
+from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login  # noqa: E402
+from analytics_platform.devstack.processes import free_port  # noqa: E402
+from analytics_platform.devstack.stack import with_credentials  # noqa: E402
+from analytics_platform.ingest.store import copy_rows  # noqa: E402
+from analytics_platform.migrations import apply_migrations  # noqa: E402
+from analytics_platform.settings import utc_options  # noqa: E402
+from bench.ingest import machine_info  # noqa: E402
+
+TENANT, FACTORY = "t1", "f1"
+WINDOWS = (60, 300, 3600)
+YEAR_DAYS = 365
+# metric (from config/metrics.yaml), level, daily swing, spread within a minute
+METRICS = (("power", 50.0, 15.0, 2.0), ("temp", 65.0, 5.0, 0.5), ("vibration", 3.2, 0.8, 0.3))
+SPREAD = {60: 1.0, 300: 1.3, 3600: 2.0}  # a longer window spans more of the signal
+READING_S = 10  # one reading every 10 s per series
+AGG_COLUMNS = (
+    "bucket_start",
+    "bucket_end",
+    "window_s",
+    "tenant_id",
+    "factory_id",
+    "machine_id",
+    "sensor_id",
+    "metric",
+    "count_n",
+    "sum_v",
+    "avg_v",
+    "min_v",
+    "max_v",
+    "stddev_v",
+    "first_v",
+    "last_v",
+    "p50_v",
+    "p95_v",
+)
+KPI_LOAD_COLUMNS = (
+    "period_start",
+    "period_end",
+    "period",
+    "tenant_id",
+    "factory_id",
+    "machine_id",
+    "kpi",
+    "value",
+    "unit",
+    "null_reason",
+    "details",
+)
+# KPI -> (unit, hourly level, scales with the period's length, the details keys the pipeline writes)
+KPIS: dict[str, tuple[str, float, bool, tuple[str, ...]]] = {
+    "availability": ("ratio", 0.9, False, ("run_time_s", "planned_busy_s", "unknown_s")),
+    "performance": ("ratio", 0.85, False, ("ideal_cycle_time_s",)),
+    "quality": ("ratio", 0.97, False, ("good", "total")),
+    "oee": ("ratio", 0.74, False, ("availability", "performance", "quality")),
+    "load_factor": ("ratio", 0.6, False, ()),
+    "data_completeness_pct": ("%", 99.5, False, ()),
+    "energy_kwh": ("kWh", 48.0, True, ()),
+    "energy_cost": ("EUR", 9.6, True, ()),
+    "carbon_kg": ("kg", 18.0, True, ()),
+    "peak_demand_kw": ("kW", 70.0, False, ()),
+    "avg_demand_kw": ("kW", 48.0, False, ()),
+    "production_count": ("units", 300.0, True, ()),
+    "good_count": ("units", 291.0, True, ()),
+    "sec_kwh_per_unit": ("kWh/unit", 0.16, False, ("energy_kwh", "units")),
+    "production_rate_per_h": ("units/h", 333.0, False, ()),
+    "run_time_s": ("s", 3240.0, True, ()),
+    "idle_time_s": ("s", 180.0, True, ()),
+    "planned_downtime_s": ("s", 120.0, True, ("planned_stop_s", "maintenance_s", "unscheduled_s")),
+    "downtime_s": ("s", 60.0, True, ("fault_s", "gap_s")),
+    "fault_time_s": ("s", 45.0, True, ()),
+}
+PERIODS = {"hour": 3600, "day": 86400}
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+def machine_ids(count: int) -> list[str]:
+    return [f"m{i:02d}" for i in range(1, count + 1)]
+
+
+def agg_rows(machines: list[str], offset: int, window: int, start: datetime, end: datetime) -> pl.DataFrame:
+    """Every bucket of `window` in [start, end) for each machine x metric: a daily sine per series
+    plus deterministic noise; count, sum, avg, stddev, min <= first/last/p50/p95 <= max consistent."""
+    buckets = int((end - start).total_seconds()) // window
+    series = pl.DataFrame(
+        {
+            "machine_id": [m for m in machines for _ in METRICS],
+            "mi": [offset + i for i in range(len(machines)) for _ in METRICS],
+            "metric": [name for _ in machines for name, *_ in METRICS],
+            "level": [level for _ in machines for _, level, _, _ in METRICS],
+            "swing": [swing for _ in machines for _, _, swing, _ in METRICS],
+            "sigma": [sigma * SPREAD[window] for _ in machines for *_, sigma in METRICS],
+        }
+    )
+    frame = series.join(pl.DataFrame({"k": pl.int_range(0, buckets, eager=True)}), how="cross")
+    epoch = int(start.timestamp()) + pl.col("k") * window
+    phase = ((epoch + window // 2) % 86400) / 86400 * 2 * math.pi + pl.col("mi") * 0.7
+    noise = ((pl.col("k") * 7919 + pl.col("mi") * 104729) % 1009) / 1009 - 0.5
+    count = window // READING_S
+    frame = frame.with_columns(
+        avg=pl.col("level") + pl.col("swing") * (phase.sin() + 0.2 * noise),
+        sd=pl.col("sigma") * (1 + 0.3 * noise),
+        bucket_start=pl.from_epoch(epoch, time_unit="s").dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC")),
+    )
+    a, s = pl.col("avg"), pl.col("sd")
+    return frame.select(
+        bucket_start=pl.col("bucket_start"),
+        bucket_end=pl.col("bucket_start") + pl.duration(seconds=window),
+        window_s=pl.lit(window, pl.Int32),
+        tenant_id=pl.lit(TENANT),
+        factory_id=pl.lit(FACTORY),
+        machine_id=pl.col("machine_id"),
+        sensor_id=pl.format("s-{}", pl.col("metric")),
+        metric=pl.col("metric"),
+        count_n=pl.lit(count, pl.Int64),
+        sum_v=a * count,
+        avg_v=a,
+        min_v=a - 2.5 * s,
+        max_v=a + 2.6 * s,
+        stddev_v=s,
+        first_v=a - 0.4 * s * noise,
+        last_v=a + 0.4 * s * noise,
+        p50_v=a - 0.05 * s,
+        p95_v=a + 1.64 * s,
+    ).sort("bucket_start", maintain_order=True)  # time-major: index inserts stay on few pages
+
+
+def kpi_rows(machines: list[str], offset: int, period: str, start: datetime, end: datetime) -> pl.DataFrame:
+    """One row per machine x KPI x period; every 25th production_rate / sec value is NULL with a
+    reason (no units produced), and the KPIs whose pipeline rows carry details get a details object."""
+    length = PERIODS[period]
+    periods = int((end - start).total_seconds()) // length
+    names = list(KPIS)
+    frame = (
+        pl.DataFrame(
+            {
+                "machine_id": [m for m in machines for _ in names],
+                "mi": [offset + i for i in range(len(machines)) for _ in names],
+                "kpi": names * len(machines),
+                "unit": [KPIS[n][0] for n in names] * len(machines),
+                "level": [KPIS[n][1] * (length / 3600 if KPIS[n][2] else 1.0) for n in names] * len(machines),
+                "ki": list(range(len(names))) * len(machines),
+            }
+        )
+        .join(pl.DataFrame({"k": pl.int_range(0, periods, eager=True)}), how="cross")
+        .with_columns(noise=((pl.col("k") * 7919 + pl.col("mi") * 104729 + pl.col("ki") * 31) % 1009) / 1009 - 0.5)
+    )
+    value = pl.col("level") * (1 + 0.1 * pl.col("noise"))
+    empty = pl.col("kpi").is_in(["sec_kwh_per_unit", "production_rate_per_h"]) & (
+        (pl.col("k") + pl.col("mi")) % 25 == 0
+    )
+    details = pl.lit(None, pl.String)
+    for name, (*_, keys) in KPIS.items():
+        if keys:
+            body = ", ".join(f'"{key}": {{}}' for key in keys)
+            parts = [(value * (j + 1) * 1.5).round(3) for j in range(len(keys))]
+            details = pl.when(pl.col("kpi") == name).then(pl.format("{{" + body + "}}", *parts)).otherwise(details)
+    epoch = int(start.timestamp()) + pl.col("k") * length
+    begin = pl.from_epoch(epoch, time_unit="s").dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+    return frame.select(
+        period_start=begin,
+        period_end=begin + pl.duration(seconds=length),
+        period=pl.lit(period),
+        tenant_id=pl.lit(TENANT),
+        factory_id=pl.lit(FACTORY),
+        machine_id=pl.col("machine_id"),
+        kpi=pl.col("kpi"),
+        value=pl.when(empty).then(None).otherwise(value),
+        unit=pl.col("unit"),
+        null_reason=pl.when(empty).then(pl.lit("no units produced in the period")).otherwise(None),
+        details=details,
+    )
+
+
+def load(url: str, machines: list[str], days: int, end: datetime, streams: int = 2) -> dict:
+    """COPY everything in batches of 10 machines, on `streams` connections at once (the server's
+    side of a COPY, parsing and index upkeep, is one core per connection); rows per table, seconds."""
+    batches = [(machines[i : i + 10], i) for i in range(0, len(machines), 10)]
+    plan = [("analytics_agg", w, end - timedelta(days=days)) for w in WINDOWS[:-1]]
+    plan.append(("analytics_agg", WINDOWS[-1], end - timedelta(days=max(days, YEAR_DAYS))))
+    plan += [("analytics_kpi", p, end - timedelta(days=days)) for p in PERIODS]
+    tasks = queue.SimpleQueue()
+    for table, what, start in plan:
+        for group, offset in batches:
+            tasks.put((table, what, start, group, offset))
+    counts: dict[tuple[str, int | str], int] = {}
+    lock = threading.Lock()
+
+    def stream() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = off")
+            while True:
+                try:
+                    table, what, start, group, offset = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                if table == "analytics_agg":
+                    frame, columns = agg_rows(group, offset, what, start, end), AGG_COLUMNS
+                else:
+                    frame, columns = kpi_rows(group, offset, what, start, end), KPI_LOAD_COLUMNS
+                with conn.transaction(), conn.cursor() as cur:
+                    copy_rows(cur, table, frame, columns)
+                with lock:
+                    counts[table, what] = counts.get((table, what), 0) + frame.height
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        for future in [pool.submit(stream) for _ in range(streams)]:
+            future.result()
+    rows = {"analytics_agg": 0, "analytics_kpi": 0}
+    for (table, what), count in counts.items():
+        rows[table] += count
+        print(f"  {table} {what}: {count:>10,} rows", flush=True)
+    copy_s = time.perf_counter() - began
+    with psycopg.connect(url, autocommit=True) as conn:
+        part = time.perf_counter()
+        conn.execute("VACUUM ANALYZE analytics.analytics_agg")
+        conn.execute("VACUUM ANALYZE analytics.analytics_kpi")
+        vacuum_s = time.perf_counter() - part
+        refresh_s = None
+        if has_daily_view(conn):
+            part = time.perf_counter()
+            conn.execute("CALL refresh_continuous_aggregate('analytics.analytics_agg_daily', NULL, NULL)")
+            conn.execute("ANALYZE analytics.analytics_agg_daily")
+            refresh_s = time.perf_counter() - part
+        # flush the loaded pages now: a checkpoint spread over the next minutes would take CPU and disk
+        # from the runs (it showed as ~0.7 of a core of "others")
+        part = time.perf_counter()
+        conn.execute("CHECKPOINT")
+        checkpoint_s = time.perf_counter() - part
+    return {
+        "rows": rows,
+        "copy_s": copy_s,
+        "vacuum_analyze_s": vacuum_s,
+        "refresh_cagg_s": refresh_s,
+        "checkpoint_s": checkpoint_s,
+    }
+
+
+def has_daily_view(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('analytics.analytics_agg_daily') IS NOT NULL").fetchone()[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Scenarios: the request, the route's SQL, what a correct answer holds
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    name: str
+    rows: int  # items a correct response holds
+    goal_ms: float | None  # p99 goal
+    target: Callable[[str, str], str]  # (machine, metric) -> path + query
+    sql: Callable[[str, str], tuple[str, dict]] | None = None  # the route's query and parameters
+    page: dict = field(default_factory=dict)  # page_response arguments
+    status: int = 200
+
+
+def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Callable[[str, str], tuple[str, dict]]:
+    """The query and parameters routes/agg.py builds for a tenant key (its very text, imported)."""
+
+    def build(machine: str, metric: str) -> tuple[str, dict]:
+        source, source_window = agg_route.plan_source(window_s, list(WINDOWS), daily and window_s % 86400 == 0)
+        params = {
+            "tenant_id": TENANT,
+            "factory_id": FACTORY,
+            "machine_id": machine,
+            "metric": metric,
+            "sensor_id": None,
+            "window_s": window_s,
+            "source_window_s": source_window,
+            "start": start,
+            "end": end,
+            "after_time": None,
+            "after_key": None,
+            "limit": 1001,
+        }
+        if source == "stored":
+            return agg_route._STORED, params
+        params["lo"] = agg_route.ceil_to(start, window_s)
+        params["hi"] = agg_route.ceil_to(end, window_s)
+        source_sql = agg_route._FROM_STORED if source == "rollup" else agg_route._FROM_DAILY
+        return agg_route._ROLLUP.format(source=source_sql, after=agg_route._AFTER), params
+
+    return build
+
+
+def kpi_sql(period: str, start: datetime, end: datetime) -> Callable[[str, str], tuple[str, dict]]:
+    """The query routes/kpi.py builds (same builder, same filters)."""
+
+    def build(machine: str, _metric: str) -> tuple[str, dict]:
+        select = (
+            Select(", ".join(KPI_COLUMNS), "analytics.analytics_kpi")
+            .eq("tenant_id", TENANT)
+            .eq("factory_id", FACTORY)
+            .eq("machine_id", machine)
+            .eq("period", period)
+            .eq("kpi", None)
+            .cmp("period_start", ">=", start)
+            .cmp("period_start", "<", end)
+        )
+        return select.sql(KPI_KEY, 1001)
+
+    return build
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
+    def agg(window_s: int, span: int) -> Callable[[str, str], str]:
+        start = iso(end - timedelta(days=span))
+        return lambda m, x: (
+            "/v1/agg?"
+            + urlencode(
+                {
+                    "factory_id": FACTORY,
+                    "machine_id": m,
+                    "metric": x,
+                    "window_s": window_s,
+                    "start": start,
+                    "end": iso(end),
+                }
+            )
+        )
+
+    def kpi(m: str, _x: str) -> str:
+        query = {"factory_id": FACTORY, "machine_id": m, "period": "day"}
+        return "/v1/kpi?" + urlencode({**query, "start": iso(end - timedelta(days=days)), "end": iso(end)})
+
+    agg_page = {"key": ("bucket_start", "sensor_id"), "columns": agg_route.COLUMNS}
+    year = "continuous_aggregate" if daily else "rollup"
+    kpi_page = {"key": KPI_KEY, "columns": KPI_COLUMNS}
+    return [
+        Scenario("trivial (GET /, no DB)", 0, None, lambda m, x: "/", status=307),
+        Scenario(
+            "agg 1 day (300 s)",
+            288,
+            50,
+            agg(300, 1),
+            agg_sql(300, end - timedelta(days=1), end, daily),
+            {**agg_page, "extra": {"window_s": 300, "source_window_s": 300, "source": "stored"}},
+        ),
+        Scenario(
+            f"agg {days} days (3600 s)",
+            24 * days,
+            50,
+            agg(3600, days),
+            agg_sql(3600, end - timedelta(days=days), end, daily),
+            {**agg_page, "extra": {"window_s": 3600, "source_window_s": 3600, "source": "stored"}},
+        ),
+        Scenario(
+            f"agg {YEAR_DAYS} days (86400 s)",
+            YEAR_DAYS,
+            200,
+            agg(86400, YEAR_DAYS),
+            agg_sql(86400, end - timedelta(days=YEAR_DAYS), end, daily),
+            {**agg_page, "extra": {"window_s": 86400, "source_window_s": 86400 if daily else 3600, "source": year}},
+        ),
+        Scenario(
+            f"kpi {days} days (day, all)",
+            days * len(KPI_NAMES),
+            50,
+            kpi,
+            kpi_sql("day", end - timedelta(days=days), end),
+            kpi_page,
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# The load generator: minimal HTTP/1.1 over asyncio streams, keep-alive, Content-Length bodies
+# ------------------------------------------------------------------------------------------------
+_TAIL = re.compile(rb'\],"count":(\d+),"next_cursor":null\}$')
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or what
+
+
+def _content_length(head: bytes) -> int | None:
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        at = head.lower().find(b"\r\ncontent-length:")
+        if at < 0:
+            return None
+    stop = head.find(b"\r\n", at + 2)
+    return int(head[at + 17 : stop])
+
+
+def _verify(scenario: Scenario, body: bytes, machine: bytes, full: bool) -> str | None:
+    """None when the body is a correct page: exact count, the machine asked for."""
+    if scenario.status != 200:
+        return None
+    if full:
+        page = orjson.loads(body)
+        items = page["items"]
+        if page["count"] != len(items) or len(items) != scenario.rows:
+            return f"{len(items)} items, expected {scenario.rows}"
+        if any(item["machine_id"].encode() != machine for item in items):
+            return "an item of another machine"
+        return None
+    match = _TAIL.search(body, max(0, len(body) - 80))
+    if match is None or int(match.group(1)) != scenario.rows:
+        return f"count {match.group(1).decode() if match else '?'}, expected {scenario.rows}"
+    if b'"machine_id":"' + machine + b'"' not in body:
+        return "not the machine asked for"
+    return None
+
+
+async def _client(port: int, requests: list[tuple[bytes, bytes]], scenario: Scenario, clock: dict, run: Run) -> None:
+    reader = writer = None
+    checked = False
+    rng = random.Random()
+    while True:
+        request, machine = rng.choice(requests)
+        began = time.perf_counter()
+        if began >= clock["stop"]:
+            break
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = _content_length(head)
+            if length is None:
+                raise ConnectionError("response without Content-Length")
+            body = await reader.readexactly(length) if length else b""
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            if began >= clock["warm"]:
+                run.error(f"{type(exc).__name__}: {exc}")
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            continue
+        done = time.perf_counter()
+        if began < clock["warm"]:
+            continue
+        status = int(head[9:12])
+        problem = f"HTTP {status}: {body[:200]!r}" if status != scenario.status else None
+        problem = problem or _verify(scenario, body, machine, full=not checked)
+        checked = True
+        if problem:
+            run.error(problem)
+        else:
+            run.latencies.append(done - began)
+    if writer is not None:
+        writer.close()
+
+
+def drive(
+    port: int,
+    api_key: str,
+    scenario: Scenario,
+    machines: list[str],
+    clients: int,
+    warmup: float,
+    duration: float,
+    on_warm: Callable[[], None] | None = None,
+) -> tuple[Run, float]:
+    """`clients` connections looping for warmup + duration seconds; returns the measured run and its
+    wall time. `on_warm` runs (in the loop, briefly) when the warm-up ends."""
+    requests = [
+        (
+            f"GET {scenario.target(m, x)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
+            "Accept: application/json\r\n\r\n".encode(),
+            m.encode(),
+        )
+        for m in machines
+        for x, *_ in METRICS
+    ]
+    run = Run()
+
+    async def main() -> None:
+        now = time.perf_counter()
+        clock = {"warm": now + warmup, "stop": now + warmup + duration}
+        if on_warm:
+            asyncio.get_running_loop().call_at(asyncio.get_running_loop().time() + warmup, on_warm)
+        await asyncio.gather(*(_client(port, requests, scenario, clock, run) for _ in range(clients)))
+
+    began = time.perf_counter()
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return run, time.perf_counter() - began - warmup
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU accounting over a run: API processes, the database's backends of this database, the generator
+# ------------------------------------------------------------------------------------------------
+class CpuMeter:
+    def __init__(self, api_pid: int, admin: str, database: str) -> None:
+        """`admin` reads pg_stat_activity; the backends' CPU is only seen when the server is local."""
+        self.api = psutil.Process(api_pid)
+        self.conn = psycopg.connect(admin, autocommit=True)  # open before any run: marks must be quick
+        self.database = database
+        self.marks: list[dict] = []
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _backends(self) -> list[psutil.Process]:
+        out = []
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        pids = [r[0] for r in self.conn.execute(query, (self.database,))]
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                out.append(psutil.Process(pid))
+        return out
+
+    @staticmethod
+    def _cpu(processes: list[psutil.Process]) -> dict[int, float]:
+        out = {}
+        for proc in processes:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                out[proc.pid] = times.user + times.system
+        return out
+
+    def mark(self) -> None:
+        api = [self.api, *self.api.children(recursive=True)]
+        total = psutil.cpu_times()  # busy = user + nice + system + irq + softirq (not idle, iowait, steal)
+        self.marks.append(
+            {
+                "api": self._cpu(api),
+                "db": self._cpu(self._backends()),
+                "generator": time.process_time(),
+                "machine": total.user + total.nice + total.system + total.irq + total.softirq,
+                "wall": time.perf_counter(),
+            }
+        )
+
+    def split(self) -> dict[str, float]:
+        """CPU seconds between the last two marks (a backend or worker born in between counts whole)."""
+        a, b = self.marks[-2], self.marks[-1]
+        api = sum(v - a["api"].get(pid, 0.0) for pid, v in b["api"].items())
+        db = sum(v - a["db"].get(pid, 0.0) for pid, v in b["db"].items())
+        generator = b["generator"] - a["generator"]
+        machine = b["machine"] - a["machine"]
+        wall = b["wall"] - a["wall"]
+        return {"api": api, "db": db, "generator": generator, "other": machine - api - db - generator, "wall": wall}
+
+
+# ------------------------------------------------------------------------------------------------
+# Same-run baselines: the SQL alone, JSON building alone, one sequential client
+# ------------------------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 < q <= 100) of `values` in seconds; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def connect(url: str) -> psycopg.Connection:
+    """A connection set up like the API's pool (autocommit, dict rows, UTC)."""
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row, options=utc_options(url))
+
+
+def sql_sequential(url: str, scenario: Scenario, machines: list[str], duration: float) -> tuple[list[float], int]:
+    latencies, rows = [], 0
+    rng = random.Random(1)
+    with connect(url) as conn:
+        stop = time.perf_counter() + duration
+        while (began := time.perf_counter()) < stop:
+            query, params = scenario.sql(rng.choice(machines), rng.choice(METRICS)[0])
+            rows = len(conn.execute(query, params).fetchall())
+            latencies.append(time.perf_counter() - began)
+    return latencies, rows
+
+
+def sql_concurrent(
+    url: str, scenario: Scenario, machines: list[str], threads: int, warmup: float, duration: float
+) -> tuple[list[float], float]:
+    connections = [connect(url) for _ in range(threads)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = time.perf_counter()
+    warm, stop = start + warmup, start + warmup + duration
+
+    def worker(conn: psycopg.Connection, seed: int) -> None:
+        rng = random.Random(seed)
+        mine = []
+        while (began := time.perf_counter()) < stop:
+            query, params = scenario.sql(rng.choice(machines), rng.choice(METRICS)[0])
+            conn.execute(query, params).fetchall()
+            if began >= warm:
+                mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(c, i)) for i, c in enumerate(connections)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - warm
+    for conn in connections:
+        conn.close()
+    return latencies, wall
+
+
+def server_time(url: str, scenario: Scenario, machines: list[str], repeat: int = 15) -> float:
+    """Median planning + execution time the server reports (EXPLAIN ANALYZE, no timing per node)."""
+    times = []
+    rng = random.Random(2)
+    with connect(url) as conn:
+        for _ in range(repeat):
+            query, params = scenario.sql(rng.choice(machines), rng.choice(METRICS)[0])
+            plan = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + query, params).fetchone()
+            doc = next(iter(plan.values()))[0]
+            times.append((doc["Planning Time"] + doc["Execution Time"]) / 1000)
+    return statistics.median(times[2:])
+
+
+def json_time(url: str, scenario: Scenario, machines: list[str], repeat: int = 50) -> tuple[float, int]:
+    """Median time of building the page (routes' page_response: dicts -> orjson -> Response)."""
+    from starlette.requests import Request
+
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""})
+    with connect(url) as conn:
+        query, params = scenario.sql(machines[0], METRICS[0][0])
+        rows = conn.execute(query, params).fetchall()
+    times = []
+    size = 0
+    for _ in range(repeat):
+        began = time.perf_counter()
+        response = page_response(request, rows, limit=1000, **scenario.page)
+        times.append(time.perf_counter() - began)
+        size = len(response.body)
+    return statistics.median(times), size
+
+
+# ------------------------------------------------------------------------------------------------
+# The API under uvicorn
+# ------------------------------------------------------------------------------------------------
+def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_DATABASE_URL": api_url,
+        "DATABASE_URL": api_url,
+        "KAFKA_BROKERS": "127.0.0.1:1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("API_WRITE_DATABASE_URL", None)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "analytics_platform.api.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    out = log.open("ab")
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    out.close()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10):
+                pass
+            break
+        except urllib.error.HTTPError as exc:  # 503: up, database or broker degraded
+            if exc.code == 503:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        stop_api(process)
+        raise RuntimeError(f"uvicorn did not answer /v1/health within 90 s; see {log}")
+    return process, port
+
+
+def stop_api(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+# ------------------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--machines", type=int, default=50)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per scenario")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--baseline-duration", type=float, default=5.0, help="seconds per baseline measurement")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--workers", default="2", help="uvicorn workers; a list (1,2) measures each in turn")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--keep", action="store_true", help="keep the database (name printed) for --database")
+    parser.add_argument("--database", help="reuse a database loaded by an earlier --keep run")
+    parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "api.json")
+    args = parser.parse_args()
+    workers_list = [int(w) for w in str(args.workers).split(",")]
+    machines = machine_ids(args.machines)
+
+    run_dir = ROOT / ".run" / "bench"
+    server = None
+    admin = os.environ.get("TEST_DATABASE_URL")
+    if not admin:
+        if not args.database:
+            shutil.rmtree(run_dir / "pg-api", ignore_errors=True)
+        server = EmbeddedPostgres(run_dir / "pg-api" / "data", free_port(), "bench", run_dir / "pg-api" / "pg.log")
+        server.init()
+        server.start()
+        admin = server.admin_url
+    database = args.database or f"bench_api_{int(time.time())}"
+    url = admin.rsplit("/", 1)[0] + "/" + database
+    login = "bench_api_ro"
+    processes: list[subprocess.Popen] = []
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not args.database:
+                conn.execute(f"CREATE DATABASE {database}")
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        if not args.database:
+            apply_migrations(url, timescale="auto")
+        password = "bench-" + secrets.token_hex(12)
+        ensure_login(admin, login, password, "analytics_ro")
+        api_url = with_credentials(url, login, password)
+        with psycopg.connect(url, autocommit=True) as conn:
+            _, api_key = create_key(conn, "bench", TENANT)
+            timescale = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+            daily = has_daily_view(conn)
+        server_name = f"PostgreSQL {version}" + (f" + TimescaleDB {timescale[0]}" if timescale else "")
+        print(f"{server_name}; database {database}", flush=True)
+
+        if args.database:
+            with psycopg.connect(url, autocommit=True) as conn:
+                last = "SELECT max(bucket_end) FROM analytics.analytics_agg WHERE window_s = 3600"
+                end = conn.execute(last).fetchone()[0].astimezone(UTC)
+            loaded = None
+        else:
+            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            print(
+                f"loading {args.machines} machines x {len(METRICS)} metrics, {args.days} days "
+                f"(window {WINDOWS[-1]} s {YEAR_DAYS} days) up to {iso(end)}...",
+                flush=True,
+            )
+            loaded = load(url, machines, args.days, end)
+            total = sum(loaded["rows"].values())
+            print(
+                f"loaded {total:,} rows in {loaded['copy_s']:.1f} s ({total / loaded['copy_s']:,.0f} rows/s); "
+                f"VACUUM ANALYZE {loaded['vacuum_analyze_s']:.1f} s"
+                + (f"; continuous aggregate refresh {loaded['refresh_cagg_s']:.1f} s" if daily else "")
+                + f"; CHECKPOINT {loaded['checkpoint_s']:.1f} s",
+                flush=True,
+            )
+        plan = scenarios(end, args.days, daily)
+        if args.only:
+            plan = [s for s in plan if args.only in s.name]
+
+        results: dict = {"by_workers": {}, "baselines": {}}
+        for workers in workers_list:
+            process, port = start_api(api_url, workers, run_dir / "api-uvicorn.log")
+            processes.append(process)
+            meter = CpuMeter(process.pid, admin, database)
+            rows_out = []
+            print(f"\nAPI: uvicorn --workers {workers}, {args.clients} clients, {args.duration:.0f} s per scenario")
+            for scenario in plan:
+                run, wall = drive(
+                    port, api_key, scenario, machines, args.clients, args.warmup, args.duration, meter.mark
+                )
+                meter.mark()
+                cpu = meter.split()
+                n = len(run.latencies) + run.errors
+                p99 = percentile(run.latencies, 99)
+                row = {
+                    "scenario": scenario.name,
+                    "rows": scenario.rows,
+                    "requests": n,
+                    "rps": n / wall,
+                    "p50_ms": percentile(run.latencies, 50) * 1000,
+                    "p95_ms": percentile(run.latencies, 95) * 1000,
+                    "p99_ms": p99 * 1000,
+                    "errors": run.errors,
+                    "first_error": run.first_error,
+                    "goal_ms": scenario.goal_ms,
+                    "met": None if scenario.goal_ms is None else (run.errors == 0 and p99 * 1000 <= scenario.goal_ms),
+                    "cpu_ms_per_request": {k: cpu[k] / max(n, 1) * 1000 for k in ("api", "db", "generator")},
+                    # CPU of everything else on the machine (other processes, the kernel's own work), in cores
+                    "other_cores": cpu["other"] / cpu["wall"],
+                    "busy_cores": (cpu["api"] + cpu["db"] + cpu["generator"] + cpu["other"]) / cpu["wall"],
+                }
+                rows_out.append(row)
+                print(
+                    f"  {scenario.name:<26} {row['rps']:>7.0f} req/s  p50 {row['p50_ms']:6.1f}  "
+                    f"p95 {row['p95_ms']:6.1f}  p99 {row['p99_ms']:6.1f} ms  errors {run.errors}"
+                    + (f" (first: {run.first_error})" if run.errors else ""),
+                    flush=True,
+                )
+            # a single sequential client: latency without queueing
+            single = {}
+            for scenario in plan:
+                run, wall = drive(port, api_key, scenario, machines, 1, 1.0, args.baseline_duration)
+                single[scenario.name] = {
+                    "rps": len(run.latencies) / wall,
+                    "p50_ms": percentile(run.latencies, 50) * 1000,
+                    "p99_ms": percentile(run.latencies, 99) * 1000,
+                    "errors": run.errors,
+                }
+            stop_api(process)
+            meter.close()
+            results["by_workers"][workers] = {"concurrent": rows_out, "single_client": single}
+
+        print("\nbaselines (same run): the route's SQL through psycopg, JSON building", flush=True)
+        for scenario in plan:
+            if scenario.sql is None:
+                continue
+            seq, rows = sql_sequential(api_url, scenario, machines, args.baseline_duration)
+            conc, wall = sql_concurrent(api_url, scenario, machines, args.clients, 1.0, args.baseline_duration)
+            server_s = server_time(api_url, scenario, machines)
+            json_s, size = json_time(api_url, scenario, machines)
+            results["baselines"][scenario.name] = {
+                "rows": rows,
+                "response_bytes": size,
+                "server_ms": server_s * 1000,
+                "sql_seq_p50_ms": percentile(seq, 50) * 1000,
+                "sql_seq_p99_ms": percentile(seq, 99) * 1000,
+                "sql_threads_rps": len(conc) / wall,
+                "sql_threads_p50_ms": percentile(conc, 50) * 1000,
+                "sql_threads_p99_ms": percentile(conc, 99) * 1000,
+                "json_ms": json_s * 1000,
+            }
+            print(f"  {scenario.name}: done", flush=True)
+
+        report(args, server_name, loaded, results, plan)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": machine_info(),
+                    "server": server_name,
+                    "machines": args.machines,
+                    "days": args.days,
+                    "clients": args.clients,
+                    "duration_s": args.duration,
+                    "load": loaded,
+                    **results,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        print(f"\nwritten to {args.json}")
+    finally:
+        for process in processes:
+            stop_api(process)
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(f"DROP ROLE IF EXISTS {login}")
+        else:
+            print(f"kept database {database} (rerun with --database {database})")
+        if server:
+            server.stop()
+    return 0
+
+
+def report(args: argparse.Namespace, server_name: str, loaded: dict | None, results: dict, plan: list) -> None:
+    print(f"\nmachine: {machine_info()}; {server_name}")
+    if loaded:
+        print(f"rows: {loaded['rows']}")
+    others = 0.0
+    for workers, res in results["by_workers"].items():
+        print(f"\n--workers {workers}, {args.clients} concurrent clients, {args.duration:.0f} s each (times in ms)")
+        print(
+            f"{'scenario':<28}{'rows':>6}{'req/s':>8}{'p50':>8}{'p95':>8}{'p99':>8}{'errors':>8}{'goal p99':>10}"
+            f"  met? {'needs req/s':>12}   CPU ms/req: API    DB   gen   others (cores)"
+        )
+        for r in res["concurrent"]:
+            goal = f"<= {r['goal_ms']:.0f}" if r["goal_ms"] else "-"
+            met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+            # Little's law: with a closed loop of `clients`, mean latency = clients / throughput <= p99
+            needs = f"{args.clients / r['goal_ms'] * 1000:,.0f}" if r["goal_ms"] else "-"
+            cpu = r["cpu_ms_per_request"]
+            others = max(others, r["other_cores"])
+            print(
+                f"{r['scenario']:<28}{r['rows']:>6}{r['rps']:>8.0f}{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}"
+                f"{r['p99_ms']:>8.1f}{r['errors']:>8}{goal:>10}  {met:<4}{needs:>12}"
+                f"{cpu['api']:>18.2f}{cpu['db']:>6.2f}{cpu['generator']:>6.2f}{r['other_cores']:>9.2f}"
+            )
+            if r["errors"]:
+                print(f"    first error: {r['first_error']}")
+        print("single sequential client:")
+        for name, s in res["single_client"].items():
+            print(
+                f"  {name:<26} {s['rps']:>6.0f} req/s  p50 {s['p50_ms']:6.2f}  p99 {s['p99_ms']:6.2f}  "
+                f"errors {s['errors']}"
+            )
+    if results["baselines"]:
+        print(
+            f"\n{'where a request goes (ms)':<28}{'bytes':>9}{'DB server':>10}{'SQL+fetch':>10}{'p99':>7}"
+            f"{'JSON':>7}{'API 1 client':>13}{'rest':>7}   SQL alone, {args.clients} threads: req/s   p50    p99"
+        )
+        for name, b in results["baselines"].items():
+            api = [res["single_client"][name]["p50_ms"] for res in results["by_workers"].values()]
+            single = min(api) if api else float("nan")
+            rest = single - b["sql_seq_p50_ms"] - b["json_ms"]
+            print(
+                f"{name:<28}{b['response_bytes']:>9,}{b['server_ms']:>10.2f}{b['sql_seq_p50_ms']:>10.2f}"
+                f"{b['sql_seq_p99_ms']:>7.2f}{b['json_ms']:>7.2f}{single:>13.2f}{rest:>7.2f}"
+                f"{b['sql_threads_rps']:>31.0f}{b['sql_threads_p50_ms']:>6.1f}{b['sql_threads_p99_ms']:>7.1f}"
+            )
+        print(
+            "DB server: planning + execution (EXPLAIN ANALYZE); SQL+fetch: the route's query through psycopg, dict"
+            " rows, one connection, sequential (p50, p99); JSON: page_response on fetched rows; API 1 client: p50 of"
+            " one sequential HTTP client (best of the worker counts); rest = API - SQL+fetch - JSON (framework, HTTP,"
+            " pool, generator)."
+        )
+    if others > 0.15:
+        print(
+            f"\nNOTE: other processes used up to {others:.2f} of the {os.cpu_count()} cores during the runs; the"
+            " machine was not quiet and the figures are pessimistic."
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
