@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -95,6 +96,13 @@ Start = Annotated[datetime, Query(description="Inclusive, ISO-8601 with a zone, 
 End = Annotated[datetime, Query(description="Exclusive, ISO-8601 with a zone")]
 Limit = Annotated[int, Query(ge=1, le=10000, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the previous page")]
+
+
+def known(field: str, value: str, names: Collection[str]) -> str:
+    """A name from a catalogue (metrics, KPIs): anything else is a 422 that lists the known ones."""
+    if value not in names:
+        raise invalid(field, f"unknown {field} {value!r}; known: {', '.join(sorted(names))}")
+    return value
 
 
 def page_limit(limit: int, maximum: int) -> int:

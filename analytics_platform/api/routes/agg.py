@@ -21,6 +21,7 @@ from analytics_platform.api.params import (
     Start,
     TenantParam,
     ceil_to,
+    known,
     page_limit,
     time_range,
 )
@@ -162,8 +163,7 @@ def aggregates(
     tenant = tenant_scope(caller, tenant_id, required=True)
     page_limit(limit, settings.api_page_limit_max)
     start, end = time_range(start, end, max_days=MAX_RANGE_DAYS)
-    if metric not in state.known_metrics:
-        raise invalid("metric", f"unknown metric {metric!r}; known: {', '.join(sorted(state.known_metrics))}")
+    known("metric", metric, state.known_metrics)
     buckets = (end - start) / timedelta(seconds=window_s)
     if buckets > settings.api_max_buckets:
         raise invalid(

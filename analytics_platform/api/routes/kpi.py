@@ -19,6 +19,7 @@ from analytics_platform.api.params import (
     OptionalIdentifier,
     Start,
     TenantParam,
+    known,
     page_limit,
     time_range,
 )
@@ -71,8 +72,8 @@ def kpis(
     tenant = tenant_scope(caller, tenant_id, required=True)
     page_limit(limit, state.settings.api_page_limit_max)
     start, end = time_range(start, end, state.settings.api_max_result_range_days)
-    if kpi is not None and kpi not in state.known_kpis:
-        raise invalid("kpi", f"unknown kpi {kpi!r}; known: {', '.join(sorted(state.known_kpis))}")
+    if kpi is not None:
+        known("kpi", kpi, state.known_kpis)
     select = (
         Select(", ".join(KPI_COLUMNS), "analytics.analytics_kpi")
         .eq("tenant_id", tenant)
