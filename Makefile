@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint format bench stop clean
+.PHONY: install demo test test-fast mosquitto lint format bench stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -21,12 +21,20 @@ demo: $(STAMP)
 	@$(VENV)/bin/analytics-devstack demo
 
 ## The whole test suite against a real PostgreSQL and a real Kafka-protocol broker it starts itself.
-test: $(STAMP)
+test: $(STAMP) mosquitto
 	@$(VENV)/bin/pytest
 
 ## Everything but the end-to-end demo test.
-test-fast: $(STAMP)
+test-fast: $(STAMP) mosquitto
 	@$(VENV)/bin/pytest -m "not slow"
+
+## The edge-agent tests run a Mosquitto broker of their own (Debian package; installed when root).
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (apt-get)..."; \
+	    apt-get install -y -qq mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }; \
+	  else echo "error: the MQTT tests need Mosquitto: sudo apt-get install mosquitto"; exit 1; fi; }
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .

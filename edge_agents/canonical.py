@@ -1,0 +1,133 @@
+"""From a source's reading to the bytes sent to Kafka: topic, key, event id, contract check.
+
+Every message gets an `event_id`. When the source gives none, it is derived from the message's
+own content (domain + canonical JSON), so a message that is received twice (an MQTT redelivery
+after the agent was killed) or replayed from the disk queue carries the same id both times and the
+platform's dedup removes the copy.
+
+The contract check is the platform's own (`analytics_platform.contracts`): the agent runs the code
+the drain will run, so what the agent sends is what the platform accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+
+from analytics_platform.contracts.base import (
+    MESSAGE_SCHEMA,
+    NON_FINITE,
+    NOT_OBJECT,
+    Contract,
+    ContractConfig,
+    ContractViolation,
+)
+from analytics_platform.contracts.registry import load_known_metrics, registry
+from analytics_platform.settings import REPO_ROOT
+from edge_agents.config import DOMAINS, ContractConfigModel, KafkaConfig
+
+# the field that names the device in the Kafka key, per domain (lab results come from a station)
+_KEY_DEVICE = {"sensor": "machine_id", "device": "machine_id", "sweep": "machine_id", "lab": "station_id"}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One canonical message, ready for the queue."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def kafka_key(domain: str, payload: dict[str, Any]) -> str:
+    """`<tenant>-<factory>-<machine>` (lab: the station), the partitioning key of every topic."""
+    device = payload.get(_KEY_DEVICE[domain])
+    return f"{payload.get('tenant_id')}-{payload.get('factory_id')}-{device}"
+
+
+def content_event_id(domain: str, payload: dict[str, Any]) -> str:
+    """A stable id from the content: the same reading always gets the same id."""
+    body = {k: v for k, v in payload.items() if k != "event_id"}
+    digest = hashlib.blake2b(
+        domain.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=16
+    )
+    return digest.hexdigest()
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity inside a payload, if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "value")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _non_finite(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def time_text(ts: datetime) -> str:
+    """ISO-8601 UTC with microseconds and Z, the contract's time format."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Canonicalizer:
+    """Topics, keys, event ids and the contract check for every domain."""
+
+    def __init__(self, kafka: KafkaConfig, contract: ContractConfigModel) -> None:
+        contracts = registry().contracts
+        self.contracts: dict[str, Contract] = {d: contracts[d] for d in DOMAINS}
+        self.topics = {d: kafka.topic_prefix + c.default_topic for d, c in self.contracts.items()}
+        catalog = contract.metrics_catalog or REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
+        self.rules = ContractConfig(
+            known_metrics=load_known_metrics(catalog),
+            max_future_s=contract.max_future_s,
+            partitions_start=contract.partitions_start,
+        )
+
+    def encode(self, domain: str, payload: dict[str, Any]) -> Outgoing:
+        """Add the event id when missing and serialise. Raises ContractViolation for what JSON cannot
+        carry faithfully (orjson would write NaN as null); the contract check does the rest."""
+        if not isinstance(payload, dict):
+            raise ContractViolation(NOT_OBJECT, f"payload is {type(payload).__name__}, not an object")
+        where = _non_finite(payload)
+        if where:
+            raise ContractViolation(NON_FINITE, f"{where} is not a finite number")
+        if not payload.get("event_id"):
+            payload = {**payload, "event_id": content_event_id(domain, payload)}
+        return Outgoing(self.topics[domain], kafka_key(domain, payload).encode(), orjson.dumps(payload))
+
+    def check(self, domain: str, values: list[bytes], now: datetime | None = None) -> list[tuple[str, str] | None]:
+        """Per value: None when the contract accepts it, else (reason, detail)."""
+        n = len(values)
+        if not n:
+            return []
+        now = now or datetime.now(UTC)
+        frame = pl.DataFrame(
+            {
+                "topic": [self.topics[domain]] * n,
+                "kafka_partition": [0] * n,
+                "kafka_offset": list(range(n)),
+                "kafka_key": [b""] * n,
+                "kafka_ts": [now] * n,
+                "value": values,
+            },
+            schema=MESSAGE_SCHEMA,
+        )
+        parsed = self.contracts[domain].parse(frame, self.rules, values)
+        verdicts: list[tuple[str, str] | None] = [None] * n
+        for offset, reason, detail in parsed.rejects.select("kafka_offset", "reason", "detail").iter_rows():
+            if verdicts[offset] is None:
+                verdicts[offset] = (reason, detail)
+        return verdicts
