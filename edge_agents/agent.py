@@ -43,6 +43,7 @@ class Agent:
                 loop.call_soon_threadsafe(source.set_slow, slow)
 
         self.engine.on_backpressure.append(on_backpressure)
+        self.engine.on_crash.append(lambda: loop.call_soon_threadsafe(stop.set))
         if self.config.metrics.port:
             self._metrics_server, _ = start_http_server(
                 self.config.metrics.port, self.config.metrics.host, registry=self.engine.metrics.registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 
 from edge_agents.config import ConfigError, load_config
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(config.log_format)
     try:
         agent = Agent(config)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
         return 1
     asyncio.run(agent.run())
-    return 0
+    return 1 if agent.engine.crashed else 0
 
 
 if __name__ == "__main__":

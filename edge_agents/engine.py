@@ -15,7 +15,9 @@ platform removes by `event_id`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -71,6 +73,8 @@ class Engine:
         bp = config.backpressure
         self.backpressure = Backpressure(bp.high, bp.low, bp.delay_s)
         self.on_backpressure: list[Callable[[bool], None]] = []
+        self.on_crash: list[Callable[[], None]] = []
+        self.crashed: BaseException | None = None
         self.delivery_observers: list[Callable[[float, float], None]] = []  # (received_at, acked_at)
         self._intake: list[_Unit] = []
         self._rejects: list[tuple[str, str | None, str, str, bytes | None]] = []
@@ -153,7 +157,8 @@ class Engine:
         self._wake.set()
         if self._thread:
             self._thread.join()
-        self.queue.close()
+        with contextlib.suppress(sqlite3.Error):
+            self.queue.close()
 
     def _new_producer(self) -> Producer:
         config = self.config.kafka.producer_config()
@@ -176,9 +181,11 @@ class Engine:
             while not self._stopping.is_set():
                 self._step()
             self._drain_on_stop()
-        except Exception:
+        except Exception as exc:
             log.exception("edge engine stopped on an unexpected error; the queue keeps what was not sent")
-            raise
+            self.crashed = exc
+            for listener in self.on_crash:
+                listener()
 
     def _step(self) -> None:
         self._take_intake()

@@ -161,6 +161,7 @@ class MQTTSource(Source):
         self.defaults = config.identity.model_dump()
         self.connected = asyncio.Event()
         self._paused = False
+        self._unreachable_logged = False
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -185,6 +186,7 @@ class MQTTSource(Source):
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         return client
 
@@ -225,10 +227,22 @@ class MQTTSource(Source):
         if reason.is_failure:
             self.log.warning("mqtt %s: connection refused: %s", self.name, reason)
             return
+        self._unreachable_logged = False
         client.subscribe([(TopicMapper.subscription(m), self.config.qos) for m in self.config.mappings])
         self.log.info("mqtt %s: connected to %s:%d", self.name, self.config.host, self.config.port)
         self._loop.call_soon_threadsafe(self.connected.set)
         self.set_connected(True)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            self.log.warning(
+                "mqtt %s: broker %s:%d unreachable: start it or fix host/port; retrying",
+                self.name,
+                self.config.host,
+                self.config.port,
+            )
+        self.set_connected(False)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._loop.call_soon_threadsafe(self.connected.clear)
