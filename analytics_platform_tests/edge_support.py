@@ -97,18 +97,22 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 def read_topic(brokers: str, topic: str, expect: int | None = None, timeout: float = 30.0) -> list[Any]:
-    """Every message of a topic from the start; with `expect`, keep reading until that many arrived."""
+    """Every message of a topic from the start; with `expect`, keep reading until that many arrived
+    (then stop at the first empty read), without it until 2 s pass with nothing new."""
     consumer = Consumer(
         {"bootstrap.servers": brokers, "group.id": f"read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
     )
     assign_all(consumer, topic)
     out: list[Any] = []
     deadline = time.monotonic() + timeout
+    last = time.monotonic()
     try:
         while time.monotonic() < deadline:
             batch = consumer.consume(num_messages=10000, timeout=0.5)
             out.extend(m for m in batch if m.error() is None)
-            if not batch and (expect is None or len(out) >= expect):
+            if batch:
+                last = time.monotonic()
+            elif (expect is not None and len(out) >= expect) or (expect is None and time.monotonic() - last > 2):
                 break
     finally:
         consumer.close()

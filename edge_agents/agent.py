@@ -17,10 +17,9 @@ from prometheus_client import start_http_server
 from edge_agents.config import AgentConfig
 from edge_agents.engine import Engine
 from edge_agents.sources import build
-from edge_agents.sources.base import Source, sleep_or_stop
+from edge_agents.sources.base import BACKOFF_S, Source, sleep_or_stop
 
 log = logging.getLogger("edge_agents.agent")
-_RESTART_S = (1, 2, 5, 10, 30)
 
 
 class Agent:
@@ -74,7 +73,7 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = _RESTART_S[min(failures, len(_RESTART_S) - 1)]
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
                 log.warning(
                     "source %s failed (%s: %s); restarting in %d s", source.name, type(exc).__name__, exc, delay

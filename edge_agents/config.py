@@ -226,6 +226,17 @@ class OPCUANode(_Model):
     offset: float = 0.0
     identity: Identity | None = None
 
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, node_id: str) -> str:
+        from asyncua import ua  # only when an OPC-UA source is configured
+
+        try:
+            ua.NodeId.from_string(node_id)
+        except (ValueError, ua.UaError) as exc:
+            raise ValueError(f"not an OPC-UA node id ({exc}); e.g. ns=2;i=7 or ns=2;s=Press.Temperature") from None
+        return node_id
+
 
 class OPCUASource(_SourceBase):
     type: Literal["opcua"]

@@ -30,3 +30,5 @@ def setup(fmt: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pymodbus warns on every failed connect; the Modbus source already reports outages, rate-limited
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)

@@ -276,3 +276,24 @@ def test_producer_config_plaintext_has_no_credentials() -> None:
     assert config["security.protocol"] == "PLAINTEXT"
     assert config["enable.idempotence"] is True
     assert not [k for k in config if k.startswith(("sasl.", "ssl."))]
+
+
+def test_a_bad_opcua_node_id_is_caught_by_check() -> None:
+    document = {
+        "sources": [
+            {
+                "name": "plc",
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:4840",
+                "nodes": [
+                    {"node_id": "ns=2;i=7", "metric": "temp", "sensor_id": "s"},
+                    {"node_id": "ns=x;q=1", "metric": "temp", "sensor_id": "s"},
+                ],
+            }
+        ]
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_config(document)
+    [line] = str(error.value).splitlines()
+    assert line.startswith("sources[0].nodes[1].node_id: not an OPC-UA node id (")
+    assert line.endswith("); e.g. ns=2;i=7 or ns=2;s=Press.Temperature")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 from edge_agents.canonical import time_text
 from edge_agents.config import Identity
 from edge_agents.engine import Engine
+
+BACKOFF_S = (1, 2, 5, 10, 30)  # reconnect delays, the last one repeated
+WARN_EVERY_S = 60.0
 
 
 class Source(ABC):
@@ -23,7 +27,9 @@ class Source(ABC):
         self.engine = engine
         self.name: str = config.name
         self.slow = False
+        self.connected = asyncio.Event()
         self.log = logging.getLogger(f"edge_agents.sources.{config.type}")
+        self._last_warning: dict[str, float] = {}
 
     @abstractmethod
     async def run(self, stop: asyncio.Event) -> None: ...
@@ -32,8 +38,22 @@ class Source(ABC):
         self.slow = slow
 
     def set_connected(self, connected: bool) -> None:
-        """Publish whether the source reaches its server (edge_agent_source_connected)."""
+        """`connected` and edge_agent_source_connected; call on the event loop."""
+        if connected:
+            self.connected.set()
+        else:
+            self.connected.clear()
         self.engine.metrics.source_connected.labels(self.name).set(1 if connected else 0)
+
+    def warn_rarely(self, topic: str, message: str, first: bool = False) -> None:
+        """At most one warning a minute per topic (the rest at debug): a dead server retried every
+        second, or a device polled every 250 ms, must not flood the log."""
+        now = time.monotonic()
+        if first or now - self._last_warning.get(topic, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._last_warning[topic] = now
+            self.log.warning("%s", message)
+        else:
+            self.log.debug("%s", message)
 
     def set_interval(self, seconds: float) -> None:
         """Publish the current sampling / poll interval (edge_agent_source_interval_seconds)."""

@@ -159,7 +159,6 @@ class MQTTSource(Source):
         super().__init__(config, engine)
         self.mapper = TopicMapper(config.mappings)
         self.defaults = config.identity.model_dump()
-        self.connected = asyncio.Event()
         self._paused = False
         self._unreachable_logged = False
         self.client = self._client()
@@ -230,8 +229,7 @@ class MQTTSource(Source):
         self._unreachable_logged = False
         client.subscribe([(TopicMapper.subscription(m), self.config.qos) for m in self.config.mappings])
         self.log.info("mqtt %s: connected to %s:%d", self.name, self.config.host, self.config.port)
-        self._loop.call_soon_threadsafe(self.connected.set)
-        self.set_connected(True)
+        self._loop.call_soon_threadsafe(self.set_connected, True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         if not self._unreachable_logged:
@@ -242,11 +240,10 @@ class MQTTSource(Source):
                 self.config.host,
                 self.config.port,
             )
-        self.set_connected(False)
+        self._loop.call_soon_threadsafe(self.set_connected, False)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        self._loop.call_soon_threadsafe(self.connected.clear)
-        self.set_connected(False)
+        self._loop.call_soon_threadsafe(self.set_connected, False)
         if not self._paused:
             self.log.warning("mqtt %s: disconnected (%s); reconnecting", self.name, reason)
 
