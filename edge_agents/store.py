@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     seq: int
     topic: str

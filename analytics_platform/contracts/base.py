@@ -266,13 +266,52 @@ class Contract:
         `values` may pass the frame's `value` column as the Python list the caller already has
         (the drain does), saving a conversion per message.
         """
+        if values is None:
+            values = messages.get_column("value").to_list()
+        objs, owners, rejected = self._decode_batch(values)
+        rows = self._frame(objs, owners)
+        rows = rows.with_columns(messages.get_column("kafka_ts").gather(rows.get_column("_msg")).alias("_kafka_ts"))
+        rows, vector_rejects = self._validate(rows, config)
+        decode_rejects = pl.DataFrame(rejected, schema=REJECT_SCHEMA, orient="row")
+        # A message is rejected as a whole, even if only one of the rows it fanned out to failed.
+        all_rejects = pl.concat([decode_rejects, vector_rejects]).unique("_msg", keep="first", maintain_order=True)
+        rows = rows.join(all_rejects.select("_msg"), on="_msg", how="anti")
+
+        event_time = self._event_times(messages, rows, all_rejects)
+        rows, duplicates = self._finish(rows, messages)
+        rejects = self._reject_frame(all_rejects, messages, event_time)
+        accepted = (
+            pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)
+            .is_in(all_rejects.get_column("_msg").implode(), nulls_equal=False)
+            .not_()
+        )
+        return ParsedBatch(
+            rows=rows, rejects=rejects, event_time=event_time, accepted=accepted, duplicates_in_batch=duplicates
+        )
+
+    def verdicts(self, values: list[bytes], received: datetime, config: ContractConfig) -> dict[int, tuple[str, str]]:
+        """Which of `values` break the contract and why (index -> (reason, detail)), nothing else.
+
+        The edge agent's check before sending: the same decoding and row checks as `parse`, without
+        the drain-only work (event times, dedup, reject frames) that would double its fixed cost.
+        """
+        objs, owners, rejected = self._decode_batch(values)
+        rows = self._frame(objs, owners).with_columns(pl.lit(received, dtype=UTC_TIME).alias("_kafka_ts"))
+        _, vector_rejects = self._validate(rows, config)
+        found: dict[int, tuple[str, str]] = {}
+        for i, reason, detail in rejected:
+            found.setdefault(i, (reason, detail))
+        for i, reason, detail in vector_rejects.select("_msg", "reason", "detail").iter_rows():
+            found.setdefault(i, (reason, detail))
+        return found
+
+    def _decode_batch(self, values: list[bytes | None]) -> tuple[list[Any], list[int], list[tuple[int, str, str]]]:
+        """Decode every value: typed objects, the message each came from, and decode rejects."""
         objs: list[Any] = []
         owners: list[int] = []
         rejected: list[tuple[int, str, str]] = []
         decode = self._decoder.decode
         current = self.current_version
-        if values is None:
-            values = messages.get_column("value").to_list()
         for i, value in enumerate(values):
             if value is None:
                 rejected.append((i, NOT_JSON, "message has no value (tombstone)"))
@@ -295,26 +334,7 @@ class Contract:
                 continue
             objs.extend(produced)
             owners.extend([i] * len(produced))
-
-        rows = self._frame(objs, owners)
-        rows = rows.with_columns(messages.get_column("kafka_ts").gather(rows.get_column("_msg")).alias("_kafka_ts"))
-        rows, vector_rejects = self._validate(rows, config)
-        decode_rejects = pl.DataFrame(rejected, schema=REJECT_SCHEMA, orient="row")
-        # A message is rejected as a whole, even if only one of the rows it fanned out to failed.
-        all_rejects = pl.concat([decode_rejects, vector_rejects]).unique("_msg", keep="first", maintain_order=True)
-        rows = rows.join(all_rejects.select("_msg"), on="_msg", how="anti")
-
-        event_time = self._event_times(messages, rows, all_rejects)
-        rows, duplicates = self._finish(rows, messages)
-        rejects = self._reject_frame(all_rejects, messages, event_time)
-        accepted = (
-            pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)
-            .is_in(all_rejects.get_column("_msg").implode(), nulls_equal=False)
-            .not_()
-        )
-        return ParsedBatch(
-            rows=rows, rejects=rejects, event_time=event_time, accepted=accepted, duplicates_in_batch=duplicates
-        )
+        return objs, owners, rejected
 
     def _frame(self, objs: Sequence[Any], owners: list[int]) -> pl.DataFrame:
         # Measured against re-encoding the objects with msgspec.encode_lines and reading them

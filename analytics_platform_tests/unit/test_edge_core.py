@@ -282,3 +282,40 @@ def test_the_example_config_passes_check(capsys: pytest.CaptureFixture[str]) -> 
     assert (
         "sources: line1-mqtt (mqtt), press-plc (opcua), meter (modbus), lab-webhook (http)" in capsys.readouterr().out
     )
+
+
+def test_the_agents_check_gives_the_drains_verdicts() -> None:
+    """`Contract.verdicts` (the agent) and `Contract.parse` (the drain) reject the same messages
+    for the same reasons: the simulator's malformed, late and duplicate traffic on every topic."""
+    import polars as pl
+
+    from analytics_platform.contracts.base import MESSAGE_SCHEMA
+    from edge_agents.simulator import PlantSimulator, SimulatorConfig
+
+    simulator = PlantSimulator(SimulatorConfig(malformed=0.3, late=0.1, duplicate=0.1, seed=11))
+    now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    by_topic: dict[str, list[bytes]] = {}
+    for message in simulator.messages(now, 3000):
+        by_topic.setdefault(message.topic, []).append(message.value)
+    canonical = Canonicalizer(KafkaConfig(), ContractConfigModel())
+    domains = {c.default_topic: d for d, c in canonical.contracts.items()}
+    rejected = 0
+    for topic, values in by_topic.items():
+        contract = canonical.contracts[domains[topic]]
+        n = len(values)
+        frame = pl.DataFrame(
+            {
+                "topic": [topic] * n,
+                "kafka_partition": [0] * n,
+                "kafka_offset": list(range(n)),
+                "kafka_key": [b""] * n,
+                "kafka_ts": [now] * n,
+                "value": values,
+            },
+            schema=MESSAGE_SCHEMA,
+        )
+        parsed = contract.parse(frame, canonical.rules, values)
+        drain = {o: (r, d) for o, r, d in parsed.rejects.select("kafka_offset", "reason", "detail").iter_rows()}
+        assert contract.verdicts(values, now, canonical.rules) == drain
+        rejected += len(drain)
+    assert rejected > 500
