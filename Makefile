@@ -44,13 +44,14 @@ format: $(STAMP)
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP) mosquitto
 	@$(PY) bench/ingest.py
 	@$(PY) bench/aggregates.py
 	@$(PY) bench/freshness.py
 	@$(PY) bench/kpi_ml.py
 	@$(PY) bench/checks.py
 	@$(PY) bench/api.py
+	@$(PY) bench/edge.py
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)

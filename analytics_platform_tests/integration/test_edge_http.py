@@ -180,7 +180,7 @@ BAD_ITEMS = [
         {"metric": "tempp"}, "unknown_metric", "metric 'tempp' is not in the metrics catalogue", id="unknown-metric"
     ),
     pytest.param({"sensor_id": None}, "missing_field", "Object missing required field `sensor_id`", id="missing-field"),
-    pytest.param({"value": float("nan")}, "non_finite", "NaN or Infinity literal in message", id="nan"),
+    pytest.param({"value": float("nan")}, "non_finite", "value is not a finite number", id="nan"),
     pytest.param(
         {"time": "20/08/2025 03:12"},
         "bad_time",
@@ -228,7 +228,7 @@ def test_every_bad_item_of_a_batch_is_named_in_order(kafka_brokers: str, tmp_pat
         assert refused.status_code == 422
         assert refused.json() == {
             "detail": [
-                {"index": 0, "reason": "non_finite", "message": "NaN or Infinity literal in message"},
+                {"index": 0, "reason": "non_finite", "message": "value is not a finite number"},
                 {"index": 2, "reason": "unknown_metric", "message": "metric 'nope' is not in the metrics catalogue"},
                 {"index": 3, "reason": "missing_field", "message": "Object missing required field `value`"},
                 {
@@ -236,7 +236,7 @@ def test_every_bad_item_of_a_batch_is_named_in_order(kafka_brokers: str, tmp_pat
                     "reason": "bad_time",
                     "message": "time '2025-08-20 03:12:00' is not ISO-8601 UTC (e.g. 2025-08-20T03:12:00Z)",
                 },
-                {"index": 5, "reason": "non_finite", "message": "NaN or Infinity literal in message"},
+                {"index": 5, "reason": "non_finite", "message": "payload.raw is not a finite number"},
             ]
         }
         assert [ingest.rejected(r) for r in ("non_finite", "unknown_metric", "missing_field", "bad_time")] == [

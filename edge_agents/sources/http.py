@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import math
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -54,7 +53,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # well above max_batch canonical payloads; st
 RETRY_AFTER_S = 5
 CONFIRM_TIMEOUT_S = 30.0  # the engine confirms in milliseconds; this only guards against a dead engine
 _KEPT_RAW_BYTES = 64 * 1024  # how much of an unusable body the rejects table keeps
-_NON_FINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
 
 class _Refusal(Exception):
@@ -291,28 +289,12 @@ async def _read_body(request: Request) -> bytes:
 
 def _lenient_json(body: bytes, strict_error: Exception) -> Any:
     """Accept NaN / Infinity literals (and numbers beyond a double) after all, so that the item
-    carrying one is refused by the contract as `non_finite` with its index, like the platform does,
-    instead of the whole body being called "not JSON".
-
-    The engine serialises with orjson, which writes a non-finite float as `null`: the contract would
-    then report a misleading `missing_field`, or silently accept the null where the field is free
-    JSON (`payload`). Putting the literal back as a raw fragment makes the contract see what was sent.
-    """
+    carrying one is refused as `non_finite` with its index (the engine checks every payload for
+    them), instead of the whole body being called "not JSON"."""
     try:
-        document = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _Refusal.body(422, "not_json", f"the body is not JSON: {strict_error}") from None
-    return _literal_non_finite(document)
-
-
-def _literal_non_finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return orjson.Fragment(_NON_FINITE[repr(value)])
-    if isinstance(value, dict):
-        return {k: _literal_non_finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_literal_non_finite(v) for v in value]
-    return value
 
 
 def _json_kind(value: Any) -> str:
@@ -320,7 +302,7 @@ def _json_kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float, orjson.Fragment)):
+    if isinstance(value, (int, float)):
         return "number"
     if isinstance(value, str):
         return "string"
