@@ -41,7 +41,6 @@ import logging
 import math
 import multiprocessing
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -66,6 +65,8 @@ sys.path.insert(0, str(ROOT))
 
 from analytics_platform.devstack.broker import ensure_topics, start_tansu  # noqa: E402
 from analytics_platform.devstack.processes import free_port, port_open  # noqa: E402
+from analytics_platform_tests.edge_support import wait_for  # noqa: E402
+from bench.ingest import machine_info  # noqa: E402
 from edge_agents.config import AgentConfig, Identity, parse_config  # noqa: E402
 from edge_agents.engine import Engine, SubmitResult  # noqa: E402
 from edge_agents.simulator import SENSORS, TOPICS  # noqa: E402
@@ -78,18 +79,6 @@ SEED_FLOOR_MS = 250.0  # OPC-UA seed floor (the default sampling interval)
 SECTIONS = ("baseline", "feeder", "http", "mqtt", "replay", "latency", "opcua")
 
 # ----- shared pieces ------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -301,17 +290,6 @@ class Feeder(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(10)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
