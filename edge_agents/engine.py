@@ -154,8 +154,9 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="edge-engine", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Take in what was submitted, try to deliver everything for `timeout` s, keep the rest on disk."""
+    def stop(self) -> None:
+        """Take in what was submitted, try to deliver everything for `shutdown_timeout_s`, keep the
+        rest on disk for the next start."""
         self._stopping.set()
         self._wake.set()
         if self._thread:
@@ -205,7 +206,8 @@ class Engine:
 
     def _drain_on_stop(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
-        self._take_intake()
+        while self._intake or self._rejects:  # everything handed in, not just one step's worth
+            self._take_intake()
         while self.queue.count and time.monotonic() < deadline:
             self._send()
             self._producer.poll(0.01)  # type: ignore[union-attr]

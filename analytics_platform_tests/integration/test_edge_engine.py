@@ -149,3 +149,20 @@ def test_a_message_kafka_refuses_for_good_goes_to_rejects(broker: OwnBroker, tmp
     assert orjson.loads(payload)["payload"]["note"] == "x" * 3000
     values = sorted(orjson.loads(m.value())["value"] for m in read_topic(broker.address, TOPIC, expect=2))
     assert values == [0.0, 2.0]
+
+
+def test_stop_takes_in_everything_handed_over(broker: OwnBroker, tmp_path: Path) -> None:
+    """A stop right after a burst queues all of it (more than one step's intake), answering each
+    source, with the broker away."""
+    eng = Engine(config(broker, tmp_path))
+    eng.start()
+    answered: list[int] = []
+    for chunk in range(120):
+        eng.submit(
+            "test", "sensor", [reading(chunk * 100 + i) for i in range(100)], done=lambda r: answered.append(r.accepted)
+        )
+    eng.stop()
+    assert (len(answered), sum(answered)) == (120, 12000)
+    reopened = Engine(config(broker, tmp_path))
+    assert reopened.queue.count == 12000
+    reopened.queue.close()
