@@ -44,9 +44,15 @@ class Agent:
         self.engine.on_backpressure.append(on_backpressure)
         self.engine.on_crash.append(lambda: loop.call_soon_threadsafe(stop.set))
         if self.config.metrics.port:
-            self._metrics_server, _ = start_http_server(
-                self.config.metrics.port, self.config.metrics.host, registry=self.engine.metrics.registry
-            )
+            try:
+                self._metrics_server, _ = start_http_server(
+                    self.config.metrics.port, self.config.metrics.host, registry=self.engine.metrics.registry
+                )
+            except OSError as exc:
+                raise OSError(
+                    f"metrics port {self.config.metrics.host}:{self.config.metrics.port}: {exc.strerror}; "
+                    "set metrics.port to a free port (0 turns the endpoint off)"
+                ) from None
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.config.metrics.port)
         self.engine.start()
         log.info(

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(agent.run())
+    try:
+        asyncio.run(agent.run())
+    except OSError as exc:
+        print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 1 if agent.engine.crashed else 0
 
 
