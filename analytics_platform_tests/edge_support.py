@@ -96,9 +96,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-def read_topic(brokers: str, topic: str, expect: int | None = None, timeout: float = 30.0) -> list[Any]:
+def read_topic(
+    brokers: str, topic: str, expect: int | None = None, timeout: float = 30.0, idle_s: float = 2.0
+) -> list[Any]:
     """Every message of a topic from the start; with `expect`, keep reading until that many arrived
-    (then stop at the first empty read), without it until 2 s pass with nothing new."""
+    (then stop at the first empty read), without it until `idle_s` pass with nothing new."""
     consumer = Consumer(
         {"bootstrap.servers": brokers, "group.id": f"read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
     )
@@ -112,7 +114,7 @@ def read_topic(brokers: str, topic: str, expect: int | None = None, timeout: flo
             out.extend(m for m in batch if m.error() is None)
             if batch:
                 last = time.monotonic()
-            elif (expect is not None and len(out) >= expect) or (expect is None and time.monotonic() - last > 2):
+            elif (expect is not None and len(out) >= expect) or (expect is None and time.monotonic() - last > idle_s):
                 break
     finally:
         consumer.close()

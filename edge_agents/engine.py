@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from analytics_platform.contracts.base import ContractViolation
@@ -265,7 +266,6 @@ class Engine:
             result.rejected.sort()
             for pi, reason, detail in result.rejected:
                 self.metrics.rejected.labels(unit.source, reason).inc()
-                out = encoded[ui][pi]
                 rejects.append((unit.source, unit.domain, reason, detail, _payload_bytes(unit.payloads[pi])))
                 if self._log_budget.take():
                     log.warning("rejected %s payload from %s: %s: %s", unit.domain, unit.source, reason, detail)
@@ -483,8 +483,6 @@ def _take_payloads(units: list[_Unit], limit: int) -> tuple[list[_Unit], list[_U
 
 def _payload_bytes(payload: Any) -> bytes | None:
     try:
-        import orjson
-
         return orjson.dumps(payload)
     except (TypeError, ValueError):
         return repr(payload).encode()

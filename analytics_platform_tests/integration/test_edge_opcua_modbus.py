@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 from asyncua import Server, ua
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from analytics_platform.devstack.processes import free_port
 from analytics_platform_tests.edge_support import (
-    PARTITIONS,
     agent_config,
+    assign_all,
     decoded,
     edge_prefix,
     read_topic,
@@ -95,7 +95,7 @@ class Readings:
         self.consumer = Consumer(
             {"bootstrap.servers": brokers, "group.id": f"watch-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
         )
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        assign_all(self.consumer, topic)
         self.seen: list[dict[str, Any]] = []
 
     def values(self) -> list[float]:

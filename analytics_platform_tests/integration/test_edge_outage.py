@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,10 +24,9 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from confluent_kafka import Consumer
 
 from analytics_platform.devstack.processes import free_port
-from analytics_platform_tests.edge_support import OwnBroker, assign_all, mosquitto, wait_for
+from analytics_platform_tests.edge_support import OwnBroker, mosquitto, read_topic, wait_for
 from edge_agents.simulator import TOPICS
 
 RATE = 1000  # messages per second
@@ -96,21 +94,10 @@ def metrics(port: int) -> dict[str, float]:
 
 def drain(address: str, idle_s: float = 3.0) -> list[tuple[int, int, bytes, dict]]:
     """Everything the broker holds on the topic: (partition, offset, key, value), until idle."""
-    consumer = Consumer({"bootstrap.servers": address, "group.id": f"o-{uuid.uuid4().hex[:6]}"})
-    assign_all(consumer, TOPIC)
-    out = []
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            batch = consumer.consume(num_messages=10000, timeout=0.5)
-            for m in batch:
-                if m.error() is None:
-                    out.append((m.partition(), m.offset(), m.key(), orjson.loads(m.value())))
-            if batch:
-                last = time.monotonic()
-    finally:
-        consumer.close()
-    return out
+    return [
+        (m.partition(), m.offset(), m.key(), orjson.loads(m.value()))
+        for m in read_topic(address, TOPIC, timeout=120, idle_s=idle_s)
+    ]
 
 
 class AgentProcess:
