@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +79,21 @@ class PlatformSettings(BaseSettings):
     drain_interval_s: int = Field(default=5, ge=1)
     drain_poll_timeout_s: float = Field(default=0.5, gt=0)
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
+    drain_shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Drain shards per domain: shard i owns the Kafka partitions p with p % DRAIN_SHARDS == i.",
+    )
+    drain_shards_here: Annotated[list[int] | None, NoDecode] = Field(
+        default=None,
+        description="Shards whose drain sensors this code location runs: `all` (default), `none`, or e.g. `0,2`.",
+    )
+    backfill_executor: str = Field(
+        default="in_process",
+        pattern="^(in_process|k8s)$",
+        description="`k8s` adds backfill jobs whose steps run as Kubernetes pods (k8s_job_executor).",
+    )
 
     automation_interval_s: int = Field(
         default=5, ge=1, description="How often the window aggregates look for new or changed raw partitions."
@@ -182,6 +197,32 @@ class PlatformSettings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("drain_shards_here", mode="before")
+    @classmethod
+    def _shards_here(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+            return None
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return []
+        try:
+            return sorted({int(v) for v in _split_list(value)})
+        except (TypeError, ValueError):
+            raise ValueError(f"DRAIN_SHARDS_HERE must be all, none or shard numbers like 0,2; got {value!r}") from None
+
+    @model_validator(mode="after")
+    def _shards_in_range(self) -> PlatformSettings:
+        wrong = [i for i in self.drain_shards_here or [] if not 0 <= i < self.drain_shards]
+        if wrong:
+            raise ValueError(
+                f"DRAIN_SHARDS_HERE names shard(s) {wrong}, but DRAIN_SHARDS={self.drain_shards} "
+                f"has shards 0..{self.drain_shards - 1}"
+            )
+        return self
+
+    def drain_shards_run_here(self) -> list[int]:
+        """The shard numbers whose drain sensors this process defines."""
+        return list(range(self.drain_shards)) if self.drain_shards_here is None else list(self.drain_shards_here)
 
     @field_validator("windows", mode="before")
     @classmethod

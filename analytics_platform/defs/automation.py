@@ -15,6 +15,7 @@ from datetime import timedelta
 import dagster as dg
 
 AC = dg.AutomationCondition
+LANE_TAG = "analytics/lane"
 
 
 def follow_hourly_inputs(lookback: timedelta, *, optional: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
@@ -48,12 +49,16 @@ def automation_sensors(
     """Two evaluators: `fast` assets (the window aggregates, with a freshness goal) every
     `fast_interval_s`, their runs ahead in the queue; everything else every `rest_interval_s`, so
     event rollups coalesce several drain ticks into one run instead of competing for the two
-    cores with the aggregates. Dagster's own default evaluator ticks every 30 s for everything."""
+    cores with the aggregates. Dagster's own default evaluator ticks every 30 s for everything.
+
+    Their runs carry `analytics/lane` (aggregates | rollups): the production instance caps
+    concurrent runs per lane with a tag limit (helm/analytics-platform, dagster.yaml)."""
     sensors = [
         dg.AutomationConditionSensorDefinition(
             "analytics_automation",
             target=dg.AssetSelection.all() - dg.AssetSelection.assets(*fast),
             minimum_interval_seconds=rest_interval_s,
+            run_tags={LANE_TAG: "rollups"},
             default_status=dg.DefaultSensorStatus.RUNNING,
             description="Runs event and daily assets when their inputs change (late data included).",
         )
@@ -64,7 +69,7 @@ def automation_sensors(
                 "aggregates_automation",
                 target=dg.AssetSelection.assets(*fast),
                 minimum_interval_seconds=fast_interval_s,
-                run_tags={"dagster/priority": "10"},
+                run_tags={"dagster/priority": "10", LANE_TAG: "aggregates"},
                 # runs directly, not through a backfill: the backfill daemon only looks every
                 # 30 s, which alone made buckets ~31 s late (measured, docs/benchmarks.md)
                 emit_backfills=False,

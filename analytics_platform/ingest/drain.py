@@ -8,6 +8,12 @@ Invariants (DESIGN.md, "Ingest"):
    (no group join per tick) and always closed.
 3. Land, then derive: every message lands verbatim; the same batch is parsed by the domain's
    contract into raw rows and rejects.
+4. One reader per partition: a drain may be one of N shards (shard i owns the partitions p with
+   p % N == i), and before reading a partition it takes a PostgreSQL advisory lock on
+   (consumer, topic, partition), then loads the partition's stored offset. While shards are
+   re-configured (2 -> 3 in a rolling update) an old and a new shard may both claim a partition;
+   the lock lets only one read it at a time and the other skips it until the next tick, and since
+   the offset is read under the lock, the next reader starts exactly where the last one committed.
 
 Parsing batch i+1 overlaps the database write of batch i (one writer thread, at most one batch in
 flight, batches committed strictly in order), so the client core and the database core both work.
@@ -56,6 +62,9 @@ class DrainReport:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     missing_topics: list[str] = field(default_factory=list)
     offset_resets: list[str] = field(default_factory=list)
+    # partitions this drain owned and read, and those it owned but another drain held (skipped)
+    assigned: list[tuple[str, int]] = field(default_factory=list)
+    busy: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -72,6 +81,26 @@ class _Batch:
 
 class DrainError(RuntimeError):
     """The drain could not make progress (broker or database); the message says which."""
+
+
+def owns(partition: int, shard: int, shards: int) -> bool:
+    """Whether drain shard `shard` of `shards` reads Kafka partition `partition`.
+
+    A rule of the partition number alone, so that every partition has exactly one owner for any
+    shard count and a re-sharded drain resumes each partition from its stored offset.
+    """
+    return partition % shards == shard
+
+
+def shard_label(shard: int, shards: int) -> str:
+    return f"shard {shard} of {shards}" if shards > 1 else "unsharded"
+
+
+# pg_try_advisory_lock takes one bigint; hashtextextended gives a stable 64-bit hash of the text
+_LOCK_PARTITIONS = """
+SELECT t.topic, t.p, pg_try_advisory_lock(hashtextextended('analytics-drain/' || %s || '/' || t.topic || '/' || t.p, 0))
+FROM unnest(%s::text[], %s::int[]) AS t(topic, p)
+"""
 
 
 class Drain:
@@ -91,7 +120,11 @@ class Drain:
         commit_to_kafka: bool = True,
         metric_limits: pl.DataFrame | None = None,
         missing_unit_is_canonical: bool = True,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        if not 0 <= shard < shards:
+            raise ValueError(f"drain shard {shard} does not exist among {shards} shard(s) (0..{shards - 1})")
         self.binding = binding
         self.contract = binding.contract
         self.config = config
@@ -106,6 +139,8 @@ class Drain:
         # with a range column (None: not profiled)
         self.metric_limits = metric_limits if binding.contract.range_column is not None else None
         self.missing_unit_is_canonical = missing_unit_is_canonical
+        self.shard = shard
+        self.shards = shards
         # called inside each batch's transaction after its rows and before its offsets are
         # written: the fault-injection point of the crash tests
         self.before_checkpoint: Callable[[], None] | None = None
@@ -118,9 +153,13 @@ class Drain:
         conn = _connect(self.database_url)
         consumer: Consumer | None = None
         try:
-            stored = store.load_checkpoints(conn, self.consumer_name, self.binding.topics)
             consumer = self._consumer()
-            assignment = self._assignment(consumer, stored, report)
+            owned = self._owned_partitions(consumer, report)
+            claimed = self._claim(conn, owned, report)
+            # offsets are read only once the partitions are ours: whoever read them before has
+            # committed (or rolled back) and let go
+            stored = store.load_checkpoints(conn, self.consumer_name, self.binding.topics)
+            assignment = self._assignment(claimed, stored)
             if not assignment:
                 return report
             consumer.assign(assignment)
@@ -153,7 +192,8 @@ class Drain:
             }
         )
 
-    def _assignment(self, consumer: Consumer, stored: dict, report: DrainReport) -> list[TopicPartition]:
+    def _owned_partitions(self, consumer: Consumer, report: DrainReport) -> list[tuple[str, int]]:
+        """The (topic, partition)s of this drain's shard, as the broker lists them now."""
         try:
             metadata = consumer.list_topics(timeout=10)
         except KafkaException as exc:
@@ -161,18 +201,42 @@ class Drain:
                 f"Kafka broker {self.kafka_config.get('bootstrap.servers')} is unreachable ({exc}); "
                 "start it (make demo starts one) or set KAFKA_BROKERS"
             ) from None
-        assignment = []
+        owned = []
         for topic in self.binding.topics:
             info = metadata.topics.get(topic)
             if info is None or info.error is not None or not info.partitions:
                 report.missing_topics.append(topic)
                 log.warning("topic %s does not exist yet; nothing to drain for it", topic)
                 continue
-            default = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
-            for partition in sorted(info.partitions):
-                offset = stored.get((topic, partition), default)
-                assignment.append(TopicPartition(topic, partition, offset))
-        return assignment
+            owned += [(topic, p) for p in sorted(info.partitions) if owns(p, self.shard, self.shards)]
+        return owned
+
+    def _claim(self, conn: psycopg.Connection, owned: list[tuple[str, int]], report: DrainReport) -> list:
+        """Take the advisory lock of each owned partition; those another drain holds are skipped.
+
+        Session locks on the drain's own connection: closing it (end of pass, crash, killed pod)
+        lets go of all of them.
+        """
+        if not owned:
+            return []
+        rows = conn.execute(
+            _LOCK_PARTITIONS, (self.consumer_name, [t for t, _ in owned], [p for _, p in owned])
+        ).fetchall()
+        for topic, partition, locked in rows:
+            (report.assigned if locked else report.busy).append((topic, partition))
+        if report.busy:
+            log.info(
+                "%s (%s): %d partition(s) held by another drain, skipped this pass: %s",
+                self.contract.domain,
+                shard_label(self.shard, self.shards),
+                len(report.busy),
+                ", ".join(f"{t}[{p}]" for t, p in report.busy),
+            )
+        return report.assigned
+
+    def _assignment(self, claimed: list[tuple[str, int]], stored: dict) -> list[TopicPartition]:
+        default = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+        return [TopicPartition(t, p, stored.get((t, p), default)) for t, p in claimed]
 
     def _known_ends(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
         """A lower bound of each partition's end: its high watermark.

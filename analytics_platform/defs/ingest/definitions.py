@@ -1,4 +1,4 @@
-"""Ingest definitions: landing, one raw asset + one drain sensor per enabled domain."""
+"""Ingest definitions: landing, one raw asset per enabled domain, and its drain sensors (one per shard)."""
 
 from __future__ import annotations
 
@@ -14,5 +14,14 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     bindings = bind_domains(settings)
     return dg.Definitions(
         assets=[kafka_landing, *(build_raw_asset(b, settings) for b in bindings)],
-        sensors=[build_drain_sensor(b, settings) for b in bindings],
+        sensors=drain_sensors(settings),
     )
+
+
+def drain_sensors(settings: PlatformSettings) -> list[dg.SensorDefinition]:
+    """The drain sensors of the shards this code location runs (DRAIN_SHARDS_HERE)."""
+    return [
+        build_drain_sensor(binding, settings, shard)
+        for binding in bind_domains(settings)
+        for shard in settings.drain_shards_run_here()
+    ]

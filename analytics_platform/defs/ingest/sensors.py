@@ -1,4 +1,9 @@
-"""One Kafka-draining sensor per enabled domain.
+"""One Kafka-draining sensor per enabled domain and drain shard.
+
+With DRAIN_SHARDS=1 (the default) the sensor of a domain is `drain_<domain>` and reads every
+partition. With N shards it is `drain_<domain>_shard_<i>` for each shard i this code location runs
+(DRAIN_SHARDS_HERE), reading the partitions p with p % N == i; the names do not contain N, so
+shard i keeps its cursor when N changes.
 
 Each tick runs one bounded drain pass (see `analytics_platform.ingest.drain`) and tells Dagster
 which hourly raw partitions received rows, as runless materializations with metadata (rows,
@@ -19,7 +24,7 @@ from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
 from analytics_platform.defs.ingest.partitions import hourly_partitions, partition_key
-from analytics_platform.ingest.drain import Drain, DrainError, DrainReport
+from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.quality.config import cached_metric_limits
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
@@ -132,15 +137,21 @@ def _tick_check_evaluation(
     )
 
 
-def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings) -> dg.SensorDefinition:
-    """The sensor that drains `binding`'s topics into landing and its raw table."""
+def drain_sensor_name(domain: str, shard: int, shards: int) -> str:
+    return f"drain_{domain}" if shards == 1 else f"drain_{domain}_shard_{shard}"
+
+
+def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard: int = 0) -> dg.SensorDefinition:
+    """The sensor that drains shard `shard` of `binding`'s topics into landing and its raw table."""
+    shards = settings.drain_shards
+    which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
 
     @dg.sensor(
-        name=f"drain_{binding.domain}",
+        name=drain_sensor_name(binding.domain, shard, shards),
         minimum_interval_seconds=settings.drain_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Drains {', '.join(binding.topics)} into kafka_landing and "
-        f"{binding.contract.raw_table}; offsets are stored with the rows.",
+        description=f"Drains {', '.join(binding.topics)}{which} into kafka_landing and "
+        f"{binding.contract.raw_table}; offsets are stored with the rows, per partition.",
     )
     def _drain(context: dg.SensorEvaluationContext, db: PostgresResource, kafka: KafkaResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
@@ -155,6 +166,8 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings) -> dg
             start=settings.drain_start,
             metric_limits=cached_metric_limits(settings.metrics_catalog),
             missing_unit_is_canonical=checks_config(settings).units.missing_is_canonical,
+            shard=shard,
+            shards=shards,
         )
         try:
             report = drain.run(settings.drain_budget_s)
@@ -166,10 +179,18 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings) -> dg
             context.log.warning("offset reset: %s", note)
         for topic in report.missing_topics:
             context.log.info("topic %s does not exist yet", topic)
+        if report.busy:
+            context.log.info(
+                "%s: %d partition(s) held by another drain (re-sharding?), next tick: %s",
+                shard_label(shard, shards),
+                len(report.busy),
+                ", ".join(f"{t}[{p}]" for t, p in report.busy),
+            )
         if report.messages:
             context.log.info(
-                "%s: %d messages -> %d rows, %d rejects in %d batches (%.0f msg/s), %d partitions",
+                "%s (%s): %d messages -> %d rows, %d rejects in %d batches (%.0f msg/s), %d partitions",
                 binding.domain,
+                shard_label(shard, shards),
                 report.messages,
                 report.rows,
                 report.rejects,

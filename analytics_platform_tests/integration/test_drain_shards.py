@@ -1,0 +1,208 @@
+"""Sharded drain over a 6-partition topic: shards own disjoint partitions, offsets stay per
+partition in the database, and re-sharding 2 -> 3 (including the overlap of a rolling update,
+when an old and a new shard both claim a partition) loses and doubles nothing."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from analytics_platform.contracts.registry import bind_domains, contract_config
+from analytics_platform.defs.ingest.definitions import drain_sensors
+from analytics_platform.defs.resources import build_resources
+from analytics_platform.devstack.broker import ensure_topics
+from analytics_platform.ingest.drain import Drain, DrainReport
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests import dataset
+from analytics_platform_tests.conftest import DatabaseHandle, produce
+
+PARTITIONS = 6
+START = datetime(2025, 8, 20, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sharded(settings: PlatformSettings) -> PlatformSettings:
+    """The test's settings with its own sensor topic of 6 partitions."""
+    sharded = settings.model_copy(
+        update={"kafka_topic_prefix": f"s{uuid.uuid4().hex[:10]}.", "domains_enabled": ["sensor"]}
+    )
+    ensure_topics(sharded.kafka_client_config(), [topic_of(sharded)], PARTITIONS)
+    return sharded
+
+
+def topic_of(settings: PlatformSettings) -> str:
+    return binding_of(settings).topics[0]
+
+
+def binding_of(settings: PlatformSettings):
+    return next(b for b in bind_domains(settings) if b.domain == "sensor")
+
+
+def produce_round(settings: PlatformSettings, round_no: int, per_partition: int) -> None:
+    """`per_partition` distinct readings into each of the 6 partitions (one machine per partition)."""
+    for partition in range(PARTITIONS):
+        values = [
+            dataset.reading(
+                (START + timedelta(hours=round_no, seconds=i)).isoformat().replace("+00:00", "Z"),
+                float(i),
+                machine=f"mc-{partition:02d}",
+            )
+            for i in range(per_partition)
+        ]
+        produce(
+            settings.kafka_brokers, topic_of(settings), [(f"t1-f1-mc-{partition:02d}", v) for v in values], partition
+        )
+
+
+def shard(settings: PlatformSettings, index: int, of: int) -> Drain:
+    return Drain(
+        binding_of(settings),
+        contract_config(settings),
+        database_url=settings.database_url.get_secret_value(),
+        kafka_config=settings.kafka_client_config(),
+        consumer_name=settings.drain_consumer,
+        poll_timeout_s=settings.drain_poll_timeout_s,
+        batch_size=50,
+        shard=index,
+        shards=of,
+    )
+
+
+def run_together(drains: list[Drain]) -> list[DrainReport]:
+    with ThreadPoolExecutor(max_workers=len(drains)) as pool:
+        return list(pool.map(lambda d: d.run(60), drains))
+
+
+def partitions_of(report: DrainReport) -> list[int]:
+    return sorted(p for _, p in report.assigned)
+
+
+def stored_offsets(database: DatabaseHandle, settings: PlatformSettings) -> dict[int, int]:
+    return dict(
+        database.query(
+            "SELECT kafka_partition, next_offset FROM analytics.worker_checkpoints WHERE topic = %s",
+            (topic_of(settings),),
+        )
+    )
+
+
+def landed(database: DatabaseHandle, settings: PlatformSettings) -> dict[int, tuple[int, int, int]]:
+    """Per partition: (rows, distinct offsets, max offset + 1) in landing."""
+    rows = database.query(
+        "SELECT kafka_partition, count(*), count(DISTINCT kafka_offset), max(kafka_offset) + 1 "
+        "FROM analytics.kafka_landing WHERE topic = %s GROUP BY 1",
+        (topic_of(settings),),
+    )
+    return {p: (n, d, m) for p, n, d, m in rows}
+
+
+def test_two_shards_then_three_read_every_message_exactly_once(
+    sharded: PlatformSettings, database: DatabaseHandle
+) -> None:
+    produce_round(sharded, 0, 120)
+    first = run_together([shard(sharded, 0, 2), shard(sharded, 1, 2)])
+    assert [partitions_of(r) for r in first] == [[0, 2, 4], [1, 3, 5]]
+    assert [r.messages for r in first] == [360, 360]
+    assert [r.busy for r in first] == [[], []]
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 120)
+
+    # more traffic; shard 0 of 2 reads part of its share, then the drain is re-sharded to 3
+    produce_round(sharded, 1, 120)
+    partial = shard(sharded, 0, 2).run(60, max_messages=100)
+    assert partial.messages == 100
+    produce_round(sharded, 2, 30)
+    second = run_together([shard(sharded, i, 3) for i in range(3)])
+    assert [partitions_of(r) for r in second] == [[0, 3], [1, 4], [2, 5]]
+
+    produced = PARTITIONS * (120 + 120 + 30)
+    consumed = sum(r.messages for r in [*first, partial, *second])
+    assert consumed == produced == 1620  # nothing read twice, nothing skipped
+    assert landed(database, sharded) == dict.fromkeys(range(PARTITIONS), (270, 270, 270))
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 270)
+    assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == produced
+    assert database.scalar("SELECT count(*) FROM analytics.rejected_message") == 0
+
+
+def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettings, database: DatabaseHandle) -> None:
+    """Old shard 1-of-2 (partitions 1, 3, 5) is mid-commit when new shard 0-of-3 (0, 3) starts:
+    partition 3 is held, so the new shard skips it, and reads it on its next pass from exactly
+    where the old shard committed."""
+    produce_round(sharded, 0, 40)
+    old = shard(sharded, 1, 2)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold_in_first_batch() -> None:
+        old.before_checkpoint = None  # only the first batch waits
+        inside.set()
+        assert release.wait(30), "the test never released the old shard"
+
+    old.before_checkpoint = hold_in_first_batch
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        old_run = pool.submit(old.run, 60)
+        assert inside.wait(30), "the old shard never reached its first commit"
+        new = shard(sharded, 0, 3)
+        overlapped = new.run(60)
+        release.set()
+        old_report = old_run.result(60)
+
+    topic = topic_of(sharded)
+    assert partitions_of(old_report) == [1, 3, 5] and old_report.messages == 120
+    assert overlapped.assigned == [(topic, 0)] and overlapped.busy == [(topic, 3)]
+    assert overlapped.messages == 40
+
+    produce_round(sharded, 1, 10)
+    after = [shard(sharded, i, 3).run(60) for i in range(3)]
+    assert [partitions_of(r) for r in after] == [[0, 3], [1, 4], [2, 5]]
+    # round 1 everywhere, plus round 0 of partitions 2 and 4, which no shard of the overlap owned;
+    # partition 3's round 0 was read once, by the old shard
+    assert [r.messages for r in after] == [10 + 10, 40 + 10 + 10, 40 + 10 + 10]
+    assert old_report.messages + overlapped.messages + sum(r.messages for r in after) == PARTITIONS * 50
+    assert landed(database, sharded) == {
+        0: (50, 50, 50),
+        1: (50, 50, 50),
+        2: (50, 50, 50),
+        3: (50, 50, 50),
+        4: (50, 50, 50),
+        5: (50, 50, 50),
+    }
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 50)
+
+
+def test_shard_sensors_report_every_partition_of_the_main_locations_assets(
+    sharded: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """The sensors of a drain-only code location (analytics_platform.drain_definitions) record
+    materialisations of the raw asset defined in the main location, by asset key."""
+    settings = sharded.model_copy(update={"drain_shards": 3, "drain_shards_here": [0, 2]})
+    produce_round(settings, 0, 5)
+    produce_round(settings, 1, 5)
+    sensors = drain_sensors(settings)
+    assert [s.name for s in sensors] == ["drain_sensor_shard_0", "drain_sensor_shard_2"]
+    resources = build_resources(settings, secrets_from_env=False)
+    raw = dg.AssetKey("raw_sensor_readings")
+    with dg.instance_for_test() as instance:
+        reported: dict[str, list[str]] = {}
+        for sensor in sensors:
+            result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
+            reported[sensor.name] = sorted(
+                e.partition
+                for e in result.asset_events
+                if isinstance(e, dg.AssetMaterialization) and e.asset_key == raw
+            )
+        assert reported == {
+            "drain_sensor_shard_0": ["2025-08-20-00:00", "2025-08-20-01:00"],
+            "drain_sensor_shard_2": ["2025-08-20-00:00", "2025-08-20-01:00"],
+        }
+        latest = instance.get_latest_materialization_event(raw)
+        assert latest is not None and latest.asset_materialization.partition == "2025-08-20-01:00"
+    # shards 0 and 2 of 3 own partitions 0, 3 and 2, 5; partitions 1 and 4 wait for shard 1
+    assert stored_offsets(database, settings) == {0: 10, 2: 10, 3: 10, 5: 10}
+    assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == 40
