@@ -5,8 +5,11 @@ Prints, from one run on one stack:
   * bare COPY        COPY of the same raw rows into a copy of the raw table (same indexes), rows/s
   * bare COPY landing  COPY of the same messages into a copy of the landing table, rows/s
   * drain sensor     the Dagster drain sensor, ticked back to back until caught up, msg/s
+  * sharded drain    N drain shards (N processes, as N code-server pods would be) over a
+                     6-partition topic, for N in --shards: msg/s per shard and in total
 
-Usage: python bench/ingest.py [--messages 1000000] [--partitions 3] [--json out.json]
+Usage: python bench/ingest.py [--messages 1000000] [--partitions 3] [--shards 1,2,3]
+                              [--shard-messages 600000] [--json out.json]
 Starts its own embedded PostgreSQL and Tansu broker under .run/bench/ (or uses TEST_DATABASE_URL
 and KAFKA_BROKERS). Nothing here asserts a time; it prints figures for docs/benchmarks.md.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -39,6 +43,7 @@ from analytics_platform.devstack.broker import ensure_topics, start_tansu  # noq
 from analytics_platform.devstack.postgres import EmbeddedPostgres  # noqa: E402
 from analytics_platform.devstack.processes import free_port  # noqa: E402
 from analytics_platform.ingest import store  # noqa: E402
+from analytics_platform.ingest.drain import Drain  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
 from analytics_platform.settings import PlatformSettings  # noqa: E402
 from edge_agents.simulator import SENSOR_TOPIC, PlantSimulator, SimulatorConfig  # noqa: E402
@@ -188,10 +193,72 @@ def drain_sensor(settings: PlatformSettings, total: int) -> tuple[float, float, 
     return total / (drained_at - started), total / (finished - started), rows, ticks
 
 
+SHARD_PARTITIONS = 6
+
+
+def _run_shard(url: str, brokers: str, prefix: str, shard: int, shards: int, ready, go) -> tuple[int, float, float]:
+    """One shard in its own process: drain passes until one finds nothing; (messages, start, end)."""
+    settings = PlatformSettings(
+        database_url=url, kafka_brokers=brokers, kafka_topic_prefix=prefix, domains_enabled=["sensor"]
+    )
+    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
+    drain = Drain(
+        binding,
+        contract_config(settings),
+        database_url=url,
+        kafka_config=settings.kafka_client_config(),
+        consumer_name=f"bench-shards-{shards}",
+        poll_timeout_s=1.0,
+        shard=shard,
+        shards=shards,
+    )
+    ready.wait()
+    go.wait()
+    started = time.time()
+    total, finished = 0, started
+    while True:
+        report = drain.run(50)
+        if not report.messages:
+            break
+        total += report.messages
+        finished = time.time()
+    return total, started, finished
+
+
+def sharded_drain(url: str, brokers: str, prefix: str, shard_counts: list[int], total: int) -> list[dict]:
+    """For each N: empty the tables, start N shard processes together, time them to the last commit."""
+    context = multiprocessing.get_context("spawn")
+    results = []
+    for shards in shard_counts:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE analytics.kafka_landing, analytics.raw_sensor_readings, analytics.rejected_message")
+        manager = context.Manager()
+        ready, go = manager.Barrier(shards + 1), manager.Event()
+        with context.Pool(shards) as pool:
+            jobs = [pool.apply_async(_run_shard, (url, brokers, prefix, i, shards, ready, go)) for i in range(shards)]
+            ready.wait()  # every shard has imported and built its drain: start the clock together
+            go.set()
+            outcomes = [job.get(timeout=3600) for job in jobs]
+        manager.shutdown()
+        consumed = sum(n for n, _, _ in outcomes)
+        assert consumed == total, f"{shards} shard(s) consumed {consumed} of {total}"
+        span = max(e for _, _, e in outcomes) - min(s for _, s, _ in outcomes)
+        per_shard = [round(n / (e - s)) if e > s else 0 for n, s, e in outcomes]
+        results.append({"shards": shards, "total_msg_s": round(total / span), "per_shard_msg_s": per_shard})
+        print(
+            f"sharded drain, {shards} shard(s) {total / span:>12,.0f} msg/s in total; per shard "
+            + ", ".join(f"{r:,}" for r in per_shard),
+            flush=True,
+        )
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--shards", default="1,2,3", help="shard counts for the sharded drain (empty: skip)")
+    parser.add_argument("--shard-messages", type=int, default=600_000)
     parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "ingest.json")
     args = parser.parse_args()
 
@@ -247,6 +314,16 @@ def main() -> int:
         slower = min(consume_rate, copy_rates["raw"])
         print(f"drain / slower bare   {drain_rate / slower:>12.2f}   (target >= 0.5; and >= 50,000 msg/s)")
         print(f"drain / bare COPY both{drain_rate / both:>12.2f}")
+        shard_counts = [int(n) for n in args.shards.split(",") if n.strip()]
+        shard_results: list[dict] = []
+        if shard_counts:
+            shard_prefix = f"shards{int(time.time())}."
+            shard_topic = shard_prefix + SENSOR_TOPIC
+            ensure_topics(settings.kafka_client_config(), [shard_topic], SHARD_PARTITIONS)
+            produce(brokers, shard_topic, messages[: args.shard_messages])
+            shard_total = min(args.shard_messages, len(messages))
+            print(f"sharded drain over {SHARD_PARTITIONS} partitions, {shard_total:,} messages:", flush=True)
+            shard_results = sharded_drain(url, brokers, shard_prefix, shard_counts, shard_total)
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
@@ -264,6 +341,7 @@ def main() -> int:
             "drain_incl_idle_tick_msg_s": round(with_idle),
             "drain_over_slower_bare": round(drain_rate / slower, 3),
             "drain_over_bare_copy_both": round(drain_rate / both, 3),
+            "sharded_drain": shard_results,
             "git": subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
             ).stdout.strip(),
