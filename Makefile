@@ -3,15 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# the index constraints.txt is resolved against: PyPI, where the image build installs from
+PYPI_INDEX ?= https://pypi.org/simple
 
-.PHONY: install demo test test-fast mosquitto lint format bench stop clean
+.PHONY: install demo test test-fast mosquitto lint format bench constraints stop clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "error: cannot create a virtualenv; install it with: apt-get install python3-venv"; exit 1; }
 	@echo "installing the platform into $(VENV) (first time: a few minutes)..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -52,6 +54,16 @@ bench: $(STAMP) mosquitto
 	@$(PY) bench/checks.py
 	@$(PY) bench/api.py
 	@$(PY) bench/edge.py
+
+## Re-pin the image's runtime dependencies (constraints.txt, CPython 3.11 on Linux) after a change to
+## [project.dependencies]; existing pins are kept where they still fit. UPGRADE=1 moves every pin to
+## the newest allowed release, UPGRADE_PACKAGE="fastapi starlette" only those.
+constraints: $(STAMP)
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --disable-pip-version-check uv
+	@$(VENV)/bin/uv pip compile pyproject.toml --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --default-index $(PYPI_INDEX) --custom-compile-command 'make constraints' $(if $(UPGRADE),--upgrade) \
+	  $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p)) -o constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pins"
 
 ## Stop a database left running by a demo that was killed hard (kill -9).
 stop: $(STAMP)
