@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.defs.ingest.definitions import drain_sensors
 from analytics_platform.defs.resources import build_resources
 from analytics_platform.devstack.broker import ensure_topics
@@ -20,6 +19,7 @@ from analytics_platform.ingest.drain import Drain, DrainReport
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests import dataset
 from analytics_platform_tests.conftest import DatabaseHandle, produce
+from analytics_platform_tests.integration.test_ingest import make_drain, sensor_binding
 
 PARTITIONS = 6
 START = datetime(2025, 8, 20, 0, 0, tzinfo=UTC)
@@ -36,11 +36,7 @@ def sharded(settings: PlatformSettings) -> PlatformSettings:
 
 
 def topic_of(settings: PlatformSettings) -> str:
-    return binding_of(settings).topics[0]
-
-
-def binding_of(settings: PlatformSettings):
-    return next(b for b in bind_domains(settings) if b.domain == "sensor")
+    return sensor_binding(settings).topics[0]
 
 
 def produce_round(settings: PlatformSettings, round_no: int, per_partition: int) -> None:
@@ -60,17 +56,7 @@ def produce_round(settings: PlatformSettings, round_no: int, per_partition: int)
 
 
 def shard(settings: PlatformSettings, index: int, of: int) -> Drain:
-    return Drain(
-        binding_of(settings),
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-        batch_size=50,
-        shard=index,
-        shards=of,
-    )
+    return make_drain(settings, batch_size=50, shard=index, shards=of)
 
 
 def run_together(drains: list[Drain]) -> list[DrainReport]:
