@@ -18,6 +18,10 @@ CHART_DIR = REPO_ROOT / "helm" / "analytics-platform"
 PRODUCTION_VALUES = CHART_DIR / "values-production.yaml"
 RELEASE = "plant"
 NAMESPACE = "analytics"
+# object names are "<release>-analytics-platform-<component>"
+PREFIX = f"{RELEASE}-analytics-platform"
+# the Kubernetes version manifests are validated and the chart is linted against
+KUBERNETES_VERSION = "1.37.0"
 
 
 def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

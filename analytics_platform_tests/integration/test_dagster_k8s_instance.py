@@ -33,10 +33,16 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from analytics_platform.devstack.stack import psycopg2_url
 from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.helm_support import NAMESPACE, PRODUCTION_VALUES, RELEASE, dagster_instance_yaml, render
+from analytics_platform_tests.helm_support import (
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    PREFIX,
+    PRODUCTION_VALUES,
+    RELEASE,
+    dagster_instance_yaml,
+    render,
+)
 
-KUBERNETES_VERSION = "1.37.0"
-PREFIX = f"{RELEASE}-analytics-platform"
 IMAGE = "registry.example.com/plant/analytics-platform:0.1.0"
 RUN_LABELS = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/part-of": "analytics-platform"}
 

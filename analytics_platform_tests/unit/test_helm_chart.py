@@ -20,7 +20,9 @@ import yaml
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.helm_support import (
     CHART_DIR,
+    KUBERNETES_VERSION,
     NAMESPACE,
+    PREFIX,
     PRODUCTION_VALUES,
     RELEASE,
     dagster_instance_yaml,
@@ -31,8 +33,6 @@ from analytics_platform_tests.helm_support import (
 )
 from edge_agents.config import parse_config
 
-KUBERNETES_VERSION = "1.37.0"
-PREFIX = f"{RELEASE}-analytics-platform"
 DAGSTER_COMPONENTS = {"webserver", "daemon", "user-code", "drain"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|DATABASE_URL|PG_URL|_URL$", re.IGNORECASE)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
