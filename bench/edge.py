@@ -42,7 +42,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -66,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 from analytics_platform.devstack.broker import ensure_topics, start_tansu  # noqa: E402
 from analytics_platform.devstack.processes import free_port, port_open  # noqa: E402
 from analytics_platform_tests.edge_support import wait_for  # noqa: E402
-from bench.ingest import machine_info  # noqa: E402
+from bench.ingest import git_revision, machine_info  # noqa: E402
 from edge_agents.config import AgentConfig, Identity, parse_config  # noqa: E402
 from edge_agents.engine import Engine, SubmitResult  # noqa: E402
 from edge_agents.simulator import SENSORS, TOPICS  # noqa: E402
@@ -1196,9 +1195,7 @@ def main() -> int:
             for f in figures
         ],
         "failed": failed,
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "git": git_revision(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))

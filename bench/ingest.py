@@ -61,6 +61,13 @@ def machine_info() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
+def git_revision() -> str:
+    """The short commit the figures were measured at (stored with each JSON result)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def generate(count: int) -> list[tuple[bytes, bytes]]:
     """`count` sensor readings from the simulator, 20 machines, clock advancing 10 ms a message."""
     simulator = PlantSimulator(SimulatorConfig(tenants=2, factories=2, machines=5, seed=11))
@@ -342,9 +349,7 @@ def main() -> int:
             "drain_over_slower_bare": round(drain_rate / slower, 3),
             "drain_over_bare_copy_both": round(drain_rate / both, 3),
             "sharded_drain": shard_results,
-            "git": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
+            "git": git_revision(),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
