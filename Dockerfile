@@ -26,11 +26,17 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
  && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 
 # 2. The project, built as a wheel and installed into site-packages (not editable; its config
-#    YAML files are package data). Its dependencies are already satisfied, so this installs
-#    nothing else; pip check fails the build if the set is inconsistent.
+#    YAML files and the dashboard's static files are package data). Its dependencies are already
+#    satisfied, so this installs nothing else; pip check fails the build if the set is inconsistent.
+#    First the dashboard's chart library, uPlot, which is not in git: fetched from the npm registry
+#    (build arg NPM_REGISTRY for a mirror), checked against its pinned sha512, into
+#    analytics_platform/ui/static/vendor/, so the wheel carries it and the image needs no network
+#    at run time. Files already in the build context from a local `make` (stamped) are kept.
 COPY README.md ./
 COPY analytics_platform/ analytics_platform/
 COPY edge_agents/ edge_agents/
+ARG NPM_REGISTRY=https://registry.npmjs.org
+RUN python -m analytics_platform.ui.vendor
 RUN pip install --no-cache-dir -c constraints.txt . \
  && pip check
 

@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # the index constraints.txt is resolved against: PyPI, where the image build installs from
 PYPI_INDEX ?= https://pypi.org/simple
+# the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
+UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install demo test test-fast mosquitto lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -18,16 +20,25 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+## The dashboard's chart library, uPlot (not in git): fetched once from the npm registry (NPM_REGISTRY
+## for a mirror) into analytics_platform/ui/static/vendor/, sha512-checked. Touched afterwards, since
+## the module leaves current files alone and make would otherwise ask again.
+$(UPLOT): $(STAMP) analytics_platform/ui/vendor.py
+	@$(PY) -m analytics_platform.ui.vendor
+	@touch $@
+
+ui-assets: $(UPLOT)
+
 ## Bring up the whole platform (database, broker, simulator, Dagster, API); Ctrl-C stops it all.
-demo: $(STAMP)
+demo: $(STAMP) ui-assets
 	@$(VENV)/bin/analytics-devstack demo
 
 ## The whole test suite against a real PostgreSQL and a real Kafka-protocol broker it starts itself.
-test: $(STAMP) mosquitto
+test: $(STAMP) ui-assets mosquitto chromium
 	@$(VENV)/bin/pytest
 
 ## Everything but the end-to-end demo test.
-test-fast: $(STAMP) mosquitto
+test-fast: $(STAMP) ui-assets mosquitto chromium
 	@$(VENV)/bin/pytest -m "not slow"
 
 ## The edge-agent tests run a Mosquitto broker of their own (Debian package; installed when root).
@@ -38,6 +49,18 @@ mosquitto:
 	    apt-get install -y -qq mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }; \
 	  else echo "error: the MQTT tests need Mosquitto: sudo apt-get install mosquitto"; exit 1; fi; }
 
+## The dashboard's browser tests drive Debian's Chromium headless through Playwright (installed when root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get; a few minutes)..."; \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "error: the dashboard browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+## Re-take the dashboard screenshots kept in docs/dashboard/ (the browser tests, saving there).
+dashboard-screenshots: $(STAMP) ui-assets chromium
+	@DASHBOARD_SHOTS_DIR=docs/dashboard $(VENV)/bin/pytest -q analytics_platform_tests/integration/test_dashboard_browser.py
+
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
@@ -46,7 +69,7 @@ format: $(STAMP)
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) ui-assets mosquitto
 	@$(PY) bench/ingest.py
 	@$(PY) bench/aggregates.py
 	@$(PY) bench/freshness.py

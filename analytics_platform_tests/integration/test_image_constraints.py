@@ -1,9 +1,12 @@
 """The container image's dependency set: constraints.txt against pyproject.toml, the Dockerfile's
-promises, and a fresh install of the project the way the Dockerfile does it (a wheel, not
-editable, every version pinned by constraints.txt) in a new virtualenv.
+promises, and a fresh install of the project the way the Dockerfile does it (the dashboard's uPlot
+files fetched into the sources, then a wheel, not editable, every version pinned by constraints.txt)
+in a new virtualenv.
 
-The fresh install needs PyPI and reuses pip's cache (about a minute warm). No database or broker:
-loading the Dagster definitions and creating the API app must not connect to anything.
+The fresh install needs PyPI and reuses pip's cache (about a minute warm); the uPlot step needs the
+npm registry only when the repository has no current copy (it is copied along, as the Docker build
+context carries it). No database or broker: loading the Dagster definitions and creating the API
+app must not connect to anything.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ DOCKERFILE = REPO / "Dockerfile"
 BUILD_SOURCES = ("pyproject.toml", "constraints.txt", "README.md", "analytics_platform", "edge_agents")
 CONSOLE_SCRIPTS = ("dagster", "dagster-webserver", "dagster-daemon", "uvicorn", "analytics-platform", "edge-agent")
 PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
+# the Dockerfile's step that fetches the dashboard's uPlot files (not in git) into the sources
+VENDOR_STEP = "python -m analytics_platform.ui.vendor"
 INSTALL_TIMEOUT_S = 1200  # a cold pip cache downloads a few hundred MB
 
 
@@ -124,6 +129,12 @@ def test_dockerfile_keeps_its_promises() -> None:
     assert any(re.match(r"ENV\b.*\bMIGRATIONS_DIR=/app/sql\b", line) for line in final), "MIGRATIONS_DIR=/app/sql"
     for source in BUILD_SOURCES:
         assert re.search(rf"^COPY\b.*\s{re.escape(source)}/?\s", text, re.M), f"the builder must copy {source}"
+    builder = lines[froms[0] : froms[-1]]
+    vendor = [i for i, line in enumerate(builder) if re.match(rf"RUN\s+{re.escape(VENDOR_STEP)}(\s|$)", line)]
+    wheel = [i for i, line in enumerate(builder) if re.search(r"\bpip install\b.*\s\.(\s|$)", line)]
+    assert vendor and wheel and vendor[0] < wheel[0], (
+        f"the builder must run `{VENDOR_STEP}` before building the wheel, so the wheel carries the dashboard's uPlot"
+    )
 
 
 # ---- a fresh install in a new virtualenv (needs PyPI) ----
@@ -132,6 +143,7 @@ def test_dockerfile_keeps_its_promises() -> None:
 @dataclass(frozen=True)
 class FreshVenv:
     root: Path
+    src: Path  # the copied build sources, after the uPlot step
     env: dict[str, str]
     cwd: Path  # neither the repository nor the copied sources: imports must come from site-packages
     install_s: float
@@ -183,8 +195,10 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
     start = time.monotonic()
     run([sys.executable, "-m", "venv", root], env=env, cwd=cwd, timeout=120)
     python = root / "bin" / "python"
+    # as the Dockerfile: the venv's python, the project not installed yet (the module is stdlib-only)
+    run([python, *VENDOR_STEP.split()[1:]], env=env, cwd=src, timeout=120)
     run([python, "-m", "pip", "install", "-c", "constraints.txt", "."], env=env, cwd=src, timeout=INSTALL_TIMEOUT_S)
-    return FreshVenv(root, env, cwd, time.monotonic() - start)
+    return FreshVenv(root, src, env, cwd, time.monotonic() - start)
 
 
 # One interpreter for every in-venv check, so Dagster (several seconds to import) loads once.
@@ -201,11 +215,13 @@ from analytics_platform import migrations
 from analytics_platform.api.app import create_app
 from analytics_platform.results import plant, spec_limits
 from analytics_platform.settings import get_settings
+from analytics_platform.ui import vendor
 
 dg.Definitions.validate_loadable(definitions.defs)
 create_app()
 settings = get_settings()
 config = resources.files("analytics_platform") / "config"
+static = Path(vendor.__file__).parent / "static"
 print(json.dumps({
     # analytics_platform is a namespace package (no __init__.py): every portion must be installed
     "paths": [p for m in (analytics_platform, edge_agents) for p in m.__path__],
@@ -217,6 +233,8 @@ print(json.dumps({
     "runtime_files": {str(p): p.is_file() for p in (settings.metrics_catalog, settings.checks_config,
                       settings.alerts_config, plant.DEFAULT_FILE, spec_limits.DEFAULT_FILE)},
     "migrations": [m.version for m in migrations.discover()],
+    "ui_static": sorted(str(p.relative_to(static)) for p in static.rglob("*") if p.is_file()),
+    "ui_missing": vendor.missing_assets(),
 }))
 """
 
@@ -266,5 +284,14 @@ def test_fresh_install_runs(fresh_venv: FreshVenv, capsys: pytest.CaptureFixture
     assert found["config_files"] == repo_config, "config files missing from the wheel (package-data)"
     assert all(found["runtime_files"].values()), found["runtime_files"]
     assert sorted(found["migrations"]) == sorted(p.stem for p in (REPO / "sql").glob("*.sql")), found["migrations"]
+    assert found["ui_missing"] == [], "the dashboard's uPlot files are missing from the wheel (vendor step)"
+    static = fresh_venv.src / "analytics_platform" / "ui" / "static"
+    expected = sorted(
+        str(p.relative_to(static))
+        for p in static.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(static).parts)
+    )
+    assert found["ui_static"] == expected, "dashboard files missing from the wheel (package-data in pyproject.toml)"
     with capsys.disabled():
         print(f"[image] checks in the fresh venv took {time.monotonic() - start:.0f} s")
