@@ -165,6 +165,9 @@ class PlatformSettings(BaseSettings):
     dagster_ui_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the Dagster UI, linked from alert messages."
     )
+    ui_refresh_s: float = Field(
+        default=15, ge=1, le=3600, description="How often the dashboard's overview re-reads the fleet status."
+    )
     api_write_database_url: SecretStr | None = Field(
         default=None,
         description="URL of the narrowly-granted role (analytics_resolver) for POST /v1/anomalies/{id}/resolve; "

@@ -4,6 +4,8 @@ Unless TEST_DATABASE_URL (an admin URL of a running PostgreSQL/TimescaleDB that 
 databases) or KAFKA_BROKERS is set, the session starts its own: an embedded PostgreSQL in
 `.run/test-pg-<pid>/` on a free port and the Tansu broker on a free port. Each test gets a fresh
 database (migrated from scratch) and its own topic prefix, so tests never see each other's data.
+A module whose tests share one expensive dataset (the dashboard plant) takes the `module_*`
+equivalents instead: the same creation code, kept for the whole module.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,23 +128,41 @@ def role_password(pg_admin_url: str) -> str:
     return "test-" + hashlib.sha256(f"test-roles:{pg_admin_url}".encode()).hexdigest()[:24]
 
 
-@pytest.fixture
-def database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
-    """A new, fully migrated database for this test."""
+@contextmanager
+def new_database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
+    """A new, fully migrated database, dropped on exit: the one way the test fixtures (per test or
+    per module) make a database, so both always see the same schema and roles."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin = _with_database(pg_admin_url, name)
-    apply_migrations(admin, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
-    yield DatabaseHandle(
-        name=name,
-        admin_url=admin,
-        pipeline_url=with_credentials(admin, login_roles["pipeline"], role_password(pg_admin_url)),
-        api_url=with_credentials(admin, login_roles["api"], role_password(pg_admin_url)),
-        writer_url=with_credentials(admin, login_roles["writer"], role_password(pg_admin_url)),
-    )
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        admin = _with_database(pg_admin_url, name)
+        apply_migrations(admin, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+        password = role_password(pg_admin_url)
+        yield DatabaseHandle(
+            name=name,
+            admin_url=admin,
+            pipeline_url=with_credentials(admin, login_roles["pipeline"], password),
+            api_url=with_credentials(admin, login_roles["api"], password),
+            writer_url=with_credentials(admin, login_roles["writer"], password),
+        )
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
+    """A new, fully migrated database for this test."""
+    with new_database(pg_admin_url, login_roles) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def module_database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
+    """A new, fully migrated database shared by every test of one module (a dataset built once)."""
+    with new_database(pg_admin_url, login_roles) as handle:
+        yield handle
 
 
 def _with_database(url: str, database: str) -> str:
@@ -152,9 +173,9 @@ def _with_database(url: str, database: str) -> str:
     return f"{head}/{database}{query}"
 
 
-@pytest.fixture
-def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
-    """Settings pointing at this test's database and topics (unique prefix), topics created."""
+def new_settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
+    """Settings pointing at `database` and at topics of their own (a unique prefix), the topics
+    created: the one way the test fixtures (per test or per module) make settings."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     result = PlatformSettings(
         database_url=database.pipeline_url,
@@ -171,6 +192,18 @@ def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
 
 
 @pytest.fixture
+def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
+    """Settings pointing at this test's database and topics (unique prefix), topics created."""
+    return new_settings(database, kafka_brokers)
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
+    """Settings pointing at the module's database and topics (unique prefix), topics created."""
+    return new_settings(module_database, kafka_brokers)
+
+
+@pytest.fixture
 def defs(settings: PlatformSettings) -> dg.Definitions:
     """The platform's definitions for this test's database and topics."""
     return build_definitions(settings, secrets_from_env=False)
@@ -179,6 +212,13 @@ def defs(settings: PlatformSettings) -> dg.Definitions:
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (runs, events, cursors) for one test."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def module_instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (runs, events, cursors) shared by one module's tests."""
     with dg.instance_for_test() as instance:
         yield instance
 

@@ -23,10 +23,22 @@ from analytics_platform.api.auth import KeyCache
 from analytics_platform.api.catalog import known_kpis
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
-from analytics_platform.api.routes import agg, anomalies, baselines, health, kpi, readings, spec_limits
+from analytics_platform.api.routes import (
+    agg,
+    alerts,
+    anomalies,
+    baselines,
+    fleet,
+    health,
+    kpi,
+    quality,
+    readings,
+    spec_limits,
+)
 from analytics_platform.api.routes.health import BrokerProbe
 from analytics_platform.contracts.registry import load_known_metrics
 from analytics_platform.settings import PlatformSettings, get_settings
+from analytics_platform.ui.web import mount_dashboard
 
 log = logging.getLogger("analytics_platform.api")
 
@@ -70,7 +82,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.known_kpis = known_kpis(settings.kpi_drivers)
     app.state.agg_daily_view = None  # looked up on first use
 
-    for module in (health, agg, kpi, anomalies, baselines, spec_limits, readings):
+    for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts):
         app.include_router(module.router)
     if settings.api_cors_origins:
         app.add_middleware(
@@ -80,6 +92,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Content-Type", "Accept"],
             expose_headers=["X-Next-Cursor", "Link"],
         )
+
+    mount_dashboard(app, settings.dagster_ui_url, settings.ui_refresh_s)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

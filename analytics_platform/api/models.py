@@ -284,3 +284,130 @@ class SpecLimit(BaseModel):
 
 class SpecLimitPage(Page):
     items: list[SpecLimit]
+
+
+class MetricSeen(BaseModel):
+    metric: str
+    last_time: datetime = Field(description=f"The newest raw reading of the metric, {TIME}")
+
+
+class MachineStatus(BaseModel):
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    status: Literal["online", "offline"] = Field(
+        description="offline when the last reported device status is `offline`, or when nothing (reading or "
+        "device health) arrived for more than `offline_after_s`"
+    )
+    last_seen: datetime | None = Field(description=f"The newest reading or device-health message, {TIME}")
+    last_reading_at: datetime | None = Field(description=f"The newest sensor reading, {TIME}")
+    freshness_s: float | None = Field(description="Seconds from the newest sensor reading to `as_of`")
+    device_status: str | None = Field(description="The last status the device reported (online, offline, ...)")
+    run_state: str | None = Field(description="The last run state reported (running, idle, fault, ...)")
+    health_score: float | None = Field(description="The last health score reported")
+    metrics: list[MetricSeen] = Field(description="Metrics with raw readings in the look-back, by name")
+    open_anomalies: int = Field(description="Anomalies with status open (any age)")
+    max_open_severity: int | None = Field(description="Highest severity among the open anomalies")
+
+
+class FailingCheck(BaseModel):
+    rule_name: str
+    severity: Literal["info", "warning", "critical"]
+    summary: str
+    asset: str | None
+    check: str | None
+    partition: str | None
+    opened_at: datetime
+    last_seen_at: datetime
+    link: str | None = Field(description="The asset (and partition) in the Dagster UI")
+
+
+class Fleet(BaseModel):
+    as_of: datetime = Field(description=f"The server time the status is judged at, {TIME}")
+    offline_after_s: int
+    machines: list[MachineStatus] = Field(description="By tenant, factory and machine")
+    failing_checks: list[FailingCheck] | None = Field(
+        description="Open conditions of check_failed alert rules (data-contract asset checks failing now). Checks "
+        "judge every tenant's data at once, so only an admin key sees them; null for a tenant key"
+    )
+
+
+class AnalyteQuality(BaseModel):
+    analyte: str
+    count: int = Field(description="Lab results in the range")
+    pass_count: int
+    fail_count: int
+    pass_rate: float | None = Field(description="pass / (pass + fail); null without a verdict (no spec limit)")
+    lower_limit: float | None = Field(description="The spec limit valid at `end` (factory row over the '*' row)")
+    upper_limit: float | None
+    target: float | None
+    unit: str | None
+
+
+class SweepQuality(BaseModel):
+    machine_id: str
+    count: int = Field(description="Sweep batches in the range")
+    pass_count: int
+    fail_count: int
+    fail_rate: float | None = Field(description="fail / (pass + fail); null without a verdict")
+
+
+class QualityBucket(BaseModel):
+    bucket_start: datetime
+    event_type: Literal["lab_result", "sweep_batch"]
+    count: int
+    pass_count: int
+    fail_count: int
+    fail_rate: float | None
+
+
+class Quality(BaseModel):
+    tenant_id: str
+    factory_id: str
+    start: datetime
+    end: datetime
+    lab: list[AnalyteQuality] = Field(description="Per analyte, by name")
+    sweep: list[SweepQuality] = Field(description="Per machine (a batch's verdict covers all its metrics' readings)")
+    hourly: list[QualityBucket] = Field(description="The factory's lab and sweep verdicts per hour, by hour")
+
+
+class RejectGroup(BaseModel):
+    topic: str
+    reason: str
+    count: int
+    first_at: datetime = Field(description=f"First rejection in the range, {TIME}")
+    last_at: datetime
+    last_detail: str = Field(description="The detail of the newest rejection")
+    last_partition: int
+    last_offset: int = Field(description="Kafka coordinates of the newest rejection (replay it from there)")
+
+
+class Rejects(BaseModel):
+    start: datetime
+    end: datetime
+    total: int
+    items: list[RejectGroup] = Field(description="Per topic and reason, most rejected first")
+
+
+class AlertLogEntry(BaseModel):
+    log_id: int
+    created_at: datetime
+    rule_name: str
+    fingerprint: str
+    transition: Literal["open", "reopen", "resolve"]
+    channel: str
+    status: Literal["pending", "sent", "failed", "muted", "unconfigured", "gave_up"]
+    attempts: int
+    sent_at: datetime | None
+    error: str | None
+    tenant_id: str | None
+    factory_id: str | None
+    machine_id: str | None
+    severity: str
+    title: str
+    body: str
+    link: str | None
+
+
+class AlertLogPage(Page):
+    items: list[AlertLogEntry]

@@ -176,6 +176,8 @@ class Demo:
             "",
             "The plant analytics platform is running:",
             f"  Dagster UI     http://{host}:{self.args.dagster_port}   (Assets, group ingest)",
+            f"  Dashboard      http://{host}:{self.args.api_port}/ui   "
+            f"(sign in with the key in {self.stack.api_key_file})",
             f"  REST API       http://{host}:{self.args.api_port}/docs",
             f"  health         http://{host}:{self.args.api_port}/v1/health",
             f"  metrics        http://{host}:{self.args.api_port}/v1/metrics",

@@ -105,8 +105,17 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
     try:
         _poll(banner_seen, 240, "the demo banner")
         text = "".join(output)
-        for url in (f"http://127.0.0.1:{ports['dagster']}", f"http://127.0.0.1:{ports['api']}/docs"):
+        for url in (
+            f"http://127.0.0.1:{ports['dagster']}",
+            f"http://127.0.0.1:{ports['api']}/docs",
+            f"http://127.0.0.1:{ports['api']}/ui",
+        ):
             assert url in text
+        # the dashboard is served by the demo's API, its chart library vendored at install time
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/ui", timeout=5) as response:
+            assert response.status == 200 and b'<script src="/ui/static/app.js"' in response.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/ui/static/vendor/uPlot.iife.min.js") as response:
+            assert response.status == 200 and b"uPlot" in response.read()
 
         health = _get(f"http://127.0.0.1:{ports['api']}/v1/health")
         assert health["status"] == "ok"

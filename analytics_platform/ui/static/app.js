@@ -1,0 +1,1044 @@
+// The plant dashboard: a client of the public /v1 API and nothing else. Every page fetches its data
+// in at most three calls, renders, and then marks <main data-ready> with the time it took, which the
+// browser test reads. Text from the API is always set as text (never parsed as HTML).
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content || "";
+const DAGSTER = meta("dagster-ui").replace(/\/$/, "");
+const REFRESH_S = Math.max(1, Number(meta("refresh-s")) || 15);
+const WINDOWS = [
+  [60, "1 min"],
+  [300, "5 min"],
+  [3600, "1 hour"],
+  [86400, "day"],
+];
+const RANGES = [
+  ["1h", 3600],
+  ["6h", 6 * 3600],
+  ["24h", 86400],
+  ["7d", 7 * 86400],
+];
+const SEVERITY_COLOUR = { info: "#1d4ed8", warning: "#a04a00", critical: "#b3161d" };
+const SERIES_COLOURS = ["#0b5cad", "#a04a00", "#146c2e", "#6b21a8", "#b3161d", "#0f766e", "#4a5565"];
+const KPI_LABELS = {
+  oee: "OEE",
+  availability: "Availability",
+  performance: "Performance",
+  quality: "Quality",
+  sec_kwh_per_unit: "SEC (kWh/unit)",
+  load_factor: "Load factor",
+  peak_demand_kw: "Peak demand (kW)",
+  energy_kwh: "Energy (kWh)",
+  energy_cost: "Energy cost",
+  carbon_kg: "Carbon (kg CO₂e)",
+  production_count: "Production",
+};
+const RATIO_KPIS = new Set(["oee", "availability", "performance", "quality", "load_factor"]);
+const ADDITIVE_KPIS = ["energy_kwh", "energy_cost", "carbon_kg", "production_count"];
+
+const state = {
+  key: sessionStorage.getItem("ap.key") || localStorage.getItem("ap.key") || "",
+  admin: sessionStorage.getItem("ap.admin"),
+  seq: 0,
+  timer: null,
+  charts: [],
+  fleetCache: null,
+  machineCache: {},
+};
+
+// ---------------------------------------------------------------------------------------------
+// DOM and formatting helpers
+// ---------------------------------------------------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+function utc(value) {
+  if (!value) return "—";
+  const d = new Date(value);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(
+    d.getUTCMinutes(),
+  )}:${pad(d.getUTCSeconds())}`;
+}
+function num(value, digits = 2) {
+  if (value === null || value === undefined) return "—";
+  return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+}
+function pct(value) {
+  return value === null || value === undefined ? "—" : `${(100 * value).toFixed(1)} %`;
+}
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const s = Math.round(seconds);
+  if (Math.abs(s) < 120) return `${s} s`;
+  if (Math.abs(s) < 7200) return `${Math.round(s / 60)} min`;
+  if (Math.abs(s) < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+function inputTime(date) {
+  return `${date.getUTCFullYear()}-${pad(date.getUTCMonth() + 1)}-${pad(date.getUTCDate())}T${pad(
+    date.getUTCHours(),
+  )}:${pad(date.getUTCMinutes())}`;
+}
+function hourKey(value) {
+  const d = new Date(value);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}-${pad(d.getUTCHours())}:00`;
+}
+function dayKey(value) {
+  const d = new Date(value);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+}
+/** The Dagster UI page of the asset (and partition) that produced what is shown. */
+function assetLink(asset, partition, label) {
+  let url = `${DAGSTER}/assets/${encodeURIComponent(asset)}`;
+  if (partition) url += `?view=partitions&partition=${encodeURIComponent(partition).replace(/%3A/g, ":")}`;
+  return h(
+    "a",
+    { class: "lineage", href: url, target: "_blank", rel: "noopener", dataset: { asset, partition: partition || "" } },
+    label || `Lineage: ${asset}${partition ? ` (${partition})` : ""} ↗`,
+  );
+}
+function badge(kind, text) {
+  return h("span", { class: `badge ${kind}` }, text || kind);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+// ---------------------------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+async function api(path, params = {}, options = {}) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "") query.set(name, value);
+  }
+  const url = `/v1${path}${query.toString() ? `?${query}` : ""}`;
+  const response = await fetch(url, {
+    method: options.method || "GET",
+    headers: { "X-API-Key": state.key, Accept: "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) },
+    body: options.body ? JSON.stringify(options.body) : undefined,
+  });
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = { detail: text };
+  }
+  if (!response.ok) {
+    let detail = body && body.detail;
+    if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+    throw new ApiError(response.status, detail || `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing, page life cycle and timing
+// ---------------------------------------------------------------------------------------------
+function parseRoute() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(query) };
+}
+function href(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== null && value !== undefined && value !== "") query.set(name, value);
+  const encoded = path
+    .split("/")
+    .map((p) => encodeURIComponent(p))
+    .join("/");
+  return `#${encoded}${query.toString() ? `?${query}` : ""}`;
+}
+
+function showBanner(message) {
+  const banner = document.getElementById("banner");
+  banner.textContent = message || "";
+  banner.hidden = !message;
+}
+
+function setNav(active) {
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === active) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  navLinks();
+}
+
+/** The factory pages' links carry the factory last looked at. */
+function navLinks() {
+  const context = JSON.parse(localStorage.getItem("ap.context") || "null");
+  const params = context ? { tenant: context.tenant, factory: context.factory } : {};
+  document.querySelector('[data-nav="kpis"]').setAttribute("href", href("/kpis", params));
+  document.querySelector('[data-nav="quality"]').setAttribute("href", href("/quality", params));
+}
+
+function remember(tenant, factory) {
+  localStorage.setItem("ap.context", JSON.stringify({ tenant, factory }));
+  navLinks();
+}
+
+function resetPage() {
+  clearInterval(state.timer);
+  state.timer = null;
+  for (const chart of state.charts) chart.destroy();
+  state.charts = [];
+}
+
+async function render() {
+  const seq = ++state.seq;
+  const started = performance.now();
+  resetPage();
+  showBanner("");
+  const main = document.getElementById("main");
+  main.removeAttribute("data-ready");
+  document.getElementById("sign-out").hidden = !state.key;
+  document.getElementById("key-label").textContent = state.key ? `key ${state.key.split("_").slice(0, 2).join("_")}` : "";
+  if (!state.key) {
+    setNav(null);
+    return finish(seq, started, "login", loginView());
+  }
+  const { parts, params } = parseRoute();
+  const page = parts[0] || "overview";
+  setNav(page === "machine" ? "overview" : page);
+  const views = { overview: overviewView, machine: machineView, kpis: kpiView, quality: qualityView };
+  const view = views[page];
+  try {
+    if (!view) throw new ApiError(404, `no page ${page}`);
+    const content = await view(parts.slice(1), params, seq);
+    if (content === null || seq !== state.seq) return; // redirected or superseded
+    finish(seq, started, page, content);
+  } catch (error) {
+    if (seq !== state.seq) return;
+    if (error instanceof ApiError && error.status === 401) {
+      signOut(`The API refused the key: ${error.message}`);
+      return;
+    }
+    const message = error instanceof ApiError ? `${error.status}: ${error.message}` : String(error.message || error);
+    showBanner(`Could not load this page — ${message}`);
+    finish(seq, started, page, h("p", { class: "empty" }, "No data."));
+  }
+}
+
+function finish(seq, started, page, content) {
+  const main = document.getElementById("main");
+  main.replaceChildren(content);
+  // charts are created once their container is in the page (they need its width)
+  for (const pending of main.querySelectorAll("[data-chart-pending]")) pending._draw();
+  const elapsed = performance.now() - started;
+  main.dataset.page = page;
+  main.dataset.renderMs = elapsed.toFixed(1);
+  main.dataset.sinceNavigationMs = performance.now().toFixed(1);
+  main.dataset.ready = String(seq);
+  document.title = `${main.querySelector("h1")?.textContent || "Plant analytics"} · Plant analytics`;
+}
+
+function signOut(message) {
+  sessionStorage.removeItem("ap.key");
+  localStorage.removeItem("ap.key");
+  sessionStorage.removeItem("ap.admin");
+  state.key = "";
+  state.admin = null;
+  state.fleetCache = null;
+  render().then(() => showBanner(message || ""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts (uPlot, vendored): a time axis in UTC and an accessible description
+// ---------------------------------------------------------------------------------------------
+/**
+ * A chart figure. `data` is uPlot's aligned columns; `points` is what the test counts (the
+ * buckets drawn), `extra` more data-* attributes; `hooks` uPlot hooks (e.g. anomaly markers).
+ */
+function chartFigure({ id, title, description, data, series, bands, points, extra = {}, lineage, hooks, yLabel }) {
+  const holder = h("div", { class: "plot" });
+  const figure = h(
+    "figure",
+    { class: "chart", id, role: "group", "aria-label": `${title}: ${description}`, dataset: { points: String(points), ...extra } },
+    h("figcaption", {}, h("strong", {}, title), lineage),
+    holder,
+    h("p", { class: "muted" }, description),
+  );
+  if (!points) {
+    holder.append(h("p", { class: "empty" }, "No data in this range."));
+    return figure;
+  }
+  figure.dataset.chartPending = "1";
+  figure._draw = () => {
+    delete figure.dataset.chartPending;
+    const width = Math.max(320, holder.clientWidth || 900);
+    const chart = new uPlot(
+      {
+        width,
+        height: 300,
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+        series: [{ label: "time (UTC)", value: (u, v) => (v === null ? "—" : utc(v * 1000)) }, ...series],
+        bands,
+        axes: [{ values: utcTicks, space: 70 }, { label: yLabel || "", size: 60 }],
+        hooks: hooks || {},
+        legend: { live: true },
+        cursor: { focus: { prox: 16 } },
+      },
+      data,
+      holder,
+    );
+    state.charts.push(chart);
+  };
+  return figure;
+}
+
+/** Tick labels in UTC, 24-hour: the day (MM-DD) once the range spans days, the time within a day. */
+function utcTicks(u, splits) {
+  const span = u.scales.x.max - u.scales.x.min;
+  return splits.map((v) => {
+    const text = utc(v * 1000);
+    if (span <= 2 * 86400) return text.slice(11, 16);
+    return text.slice(11, 16) === "00:00" ? text.slice(5, 10) : text.slice(5, 16);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------------------------
+function loginView() {
+  const input = h("input", { id: "api-key", name: "api-key", type: "password", autocomplete: "off", required: true, size: 40 });
+  const rememberBox = h("input", { id: "remember", type: "checkbox" });
+  const form = h(
+    "form",
+    {
+      onsubmit: (event) => {
+        event.preventDefault();
+        state.key = input.value.trim();
+        (rememberBox.checked ? localStorage : sessionStorage).setItem("ap.key", state.key);
+        render();
+      },
+    },
+    h("label", { for: "api-key" }, "API key"),
+    input,
+    h("p", { class: "muted" }, "Create one with: analytics-platform api-keys create --name <you> [--tenant <id>]"),
+    h("div", {}, rememberBox, " ", h("label", { for: "remember" }, "Remember on this device")),
+    h("button", { type: "submit", class: "primary" }, "Sign in"),
+  );
+  return h("section", { class: "panel login" }, h("h1", {}, "Sign in"), form);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overview: tenants → factories → machines, auto-refreshing
+// ---------------------------------------------------------------------------------------------
+async function overviewView(_parts, _params, seq) {
+  const fleet = await api("/fleet");
+  rememberFleet(fleet);
+  const section = h("section", {});
+  const fill = (data) => {
+    // a refresh replaces the tables: keep the keyboard user's place (the focused link) across it
+    const focused = section.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+    section.replaceChildren(...overviewContent(data));
+    if (focused) section.querySelector(`a[href="${CSS.escape(focused)}"]`)?.focus();
+  };
+  fill(fleet);
+  state.timer = setInterval(async () => {
+    if (seq !== state.seq) return;
+    try {
+      const data = await api("/fleet");
+      if (seq !== state.seq) return;
+      rememberFleet(data);
+      fill(data);
+      showBanner("");
+    } catch (error) {
+      if (seq === state.seq) showBanner(`Refresh failed — ${error.message}; retrying in ${REFRESH_S} s`);
+    }
+  }, REFRESH_S * 1000);
+  return section;
+}
+
+function rememberFleet(fleet) {
+  state.admin = fleet.failing_checks === null ? "no" : "yes";
+  sessionStorage.setItem("ap.admin", state.admin);
+  state.fleetCache = fleet;
+  state.machineCache = Object.fromEntries(fleet.machines.map((m) => [`${m.tenant_id}/${m.factory_id}/${m.machine_id}`, m]));
+  const first = fleet.machines[0];
+  if (first && !localStorage.getItem("ap.context")) remember(first.tenant_id, first.factory_id);
+}
+
+function overviewContent(fleet) {
+  const machines = fleet.machines;
+  const online = machines.filter((m) => m.status === "online").length;
+  const open = machines.reduce((n, m) => n + m.open_anomalies, 0);
+  const checks = fleet.failing_checks;
+  const stats = h(
+    "div",
+    { class: "summary" },
+    stat("Machines online", `${online} / ${machines.length}`, "stat-online"),
+    stat("Open anomalies", open, "stat-anomalies"),
+    stat("Failing checks", checks === null ? "admin key only" : checks.length, "stat-checks"),
+  );
+  const out = [
+    h("h1", {}, "Plant overview"),
+    h(
+      "p",
+      { class: "updated", "aria-live": "polite", id: "updated", dataset: { asOf: fleet.as_of } },
+      `Status at ${utc(fleet.as_of)} UTC · refreshes every ${REFRESH_S} s · offline after ${duration(fleet.offline_after_s)} of silence`,
+    ),
+    stats,
+  ];
+  if (checks && checks.length) {
+    out.push(
+      h("h2", {}, "Failing data-contract checks"),
+      table(
+        ["Check", "Asset", "Partition", "Severity", "Since", "Lineage"],
+        checks.map((c) => [
+          c.check || c.summary,
+          c.asset || "—",
+          c.partition || "—",
+          badge(c.severity),
+          utc(c.opened_at),
+          c.asset ? assetLink(c.asset, c.partition && c.partition !== "live" ? c.partition : null, "Open in Dagster ↗") : "—",
+        ]),
+        { id: "failing-checks" },
+      ),
+    );
+  }
+  if (!machines.length) out.push(h("p", { class: "empty" }, "No machine has sent data in the last 7 days."));
+  const tenants = groupBy(machines, (m) => m.tenant_id);
+  for (const [tenant, rows] of tenants) {
+    out.push(h("h2", {}, `Tenant ${tenant}`));
+    for (const [factory, list] of groupBy(rows, (m) => m.factory_id)) {
+      out.push(
+        h(
+          "h3",
+          {},
+          `Factory ${factory} `,
+          h("a", { href: href("/kpis", { tenant, factory }) }, `KPIs of ${factory}`),
+          " · ",
+          h("a", { href: href("/quality", { tenant, factory }) }, `Quality of ${factory}`),
+        ),
+        table(
+          ["Machine", "Status", "Last seen", "Freshness", "Run state", "Health", "Metrics", "Open anomalies", "Lineage"],
+          list.map((m) => [
+            h("a", { href: href(`/machine/${m.tenant_id}/${m.factory_id}/${m.machine_id}`) }, m.machine_id),
+            badge(m.status, m.status === "online" ? "● online" : "○ offline"),
+            utc(m.last_seen),
+            duration(m.freshness_s),
+            m.run_state || m.device_status || "—",
+            num(m.health_score),
+            m.metrics.map((s) => s.metric).join(", ") || "—",
+            m.open_anomalies ? h("span", {}, `${m.open_anomalies} `, severityBadge(m.max_open_severity)) : "0",
+            m.last_reading_at ? assetLink("raw_sensor_readings", hourKey(m.last_reading_at), "raw readings ↗") : "—",
+          ]),
+          { class: "machines", dataset: { tenant, factory } },
+        ),
+      );
+    }
+  }
+  return out;
+}
+
+function stat(label, value, id) {
+  return h("div", { class: "stat", id }, h("div", { class: "value" }, String(value)), h("div", { class: "label" }, label));
+}
+
+function severityBadge(severity) {
+  if (!severity) return "";
+  const label = severity >= 3 ? "critical" : severity === 2 ? "warning" : "info";
+  return badge(label, `sev ${severity} ${label}`);
+}
+
+function groupBy(items, keyOf) {
+  const groups = new Map();
+  for (const item of items) {
+    const key = keyOf(item);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(item);
+  }
+  return groups;
+}
+
+function table(headers, rows, attrs = {}) {
+  const numeric = new Set(attrs.numeric || []);
+  delete attrs.numeric;
+  return h(
+    "table",
+    attrs,
+    h("thead", {}, h("tr", {}, headers.map((name, i) => h("th", { scope: "col", class: numeric.has(i) ? "num" : null }, name)))),
+    h(
+      "tbody",
+      {},
+      rows.length
+        ? rows.map((cells) => h("tr", {}, cells.map((cell, i) => h("td", { class: numeric.has(i) ? "num" : null }, cell))))
+        : h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, "None.")),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine: aggregates with band and average, anomalies with severity, resolve
+// ---------------------------------------------------------------------------------------------
+function rangeFrom(params, defaultSeconds) {
+  const end = params.get("end") ? new Date(params.get("end")) : new Date();
+  const start = params.get("start") ? new Date(params.get("start")) : new Date(end.getTime() - defaultSeconds * 1000);
+  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) throw new ApiError(422, "start/end in the address are not times");
+  return { start, end };
+}
+
+async function machineView(parts, params) {
+  const [tenant, factory, machine] = parts;
+  if (!machine) throw new ApiError(404, "which machine? open one from the overview");
+  remember(tenant, factory);
+  const { start, end } = rangeFrom(params, 86400);
+  const window = Number(params.get("window") || 300);
+  const where = { tenant_id: tenant, factory_id: factory, machine_id: machine };
+  const machineKey = `${tenant}/${factory}/${machine}`;
+  const cached = state.machineCache[machineKey];
+  const [fleet, anomalies] = await Promise.all([
+    cached ? Promise.resolve(null) : api("/fleet", where),
+    api("/anomalies", { ...where, start: start.toISOString(), end: end.toISOString(), limit: 500 }),
+  ]);
+  const status = fleet ? fleet.machines[0] : cached;
+  if (!status) throw new ApiError(404, `machine ${tenant}/${factory}/${machine} has sent nothing in the last 7 days`);
+  state.machineCache = { [machineKey]: status }; // its metrics, while the user changes window or range
+  const metrics = status.metrics.map((m) => m.metric);
+  const metric = params.get("metric") || metrics[0];
+  let agg = { items: [] };
+  if (metric) {
+    agg = await api("/agg", { ...where, metric, window_s: window, start: start.toISOString(), end: end.toISOString(), limit: 10000 });
+  }
+  const sensors = [...new Set(agg.items.map((b) => b.sensor_id))].sort();
+  const sensor = sensors.includes(params.get("sensor")) ? params.get("sensor") : sensors[0];
+  const buckets = agg.items.filter((b) => b.sensor_id === sensor);
+  const go = (changes) => {
+    const next = { metric, window, sensor, start: start.toISOString(), end: end.toISOString(), ...changes };
+    location.hash = href(`/machine/${tenant}/${factory}/${machine}`, next);
+  };
+
+  const controls = h(
+    "form",
+    {
+      class: "controls",
+      "aria-label": "Chart settings",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const form = new FormData(event.target);
+        go({
+          metric: form.get("metric"),
+          sensor: form.get("sensor"),
+          start: new Date(`${form.get("start")}:00Z`).toISOString(),
+          end: new Date(`${form.get("end")}:00Z`).toISOString(),
+        });
+      },
+    },
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "metric" }, "Metric"),
+      h("select", { id: "metric", name: "metric", onchange: (e) => go({ metric: e.target.value, sensor: null }) }, metrics.map((m) => h("option", { value: m, selected: m === metric }, m))),
+    ),
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "sensor" }, "Sensor"),
+      h("select", { id: "sensor", name: "sensor", onchange: (e) => go({ sensor: e.target.value }) }, sensors.map((s) => h("option", { value: s, selected: s === sensor }, s))),
+    ),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "Window"),
+      WINDOWS.map(([seconds, label]) =>
+        h("button", { type: "button", "aria-pressed": String(seconds === window), dataset: { window: String(seconds) }, onclick: () => go({ window: seconds }) }, label),
+      ),
+    ),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "Range"),
+      RANGES.map(([label, seconds]) =>
+        h("button", { type: "button", dataset: { range: label }, onclick: () => go({ end: new Date().toISOString(), start: new Date(Date.now() - seconds * 1000).toISOString() }) }, `last ${label}`),
+      ),
+    ),
+    h("div", { class: "field" }, h("label", { for: "start" }, "From (UTC)"), h("input", { id: "start", name: "start", type: "datetime-local", value: inputTime(start), required: true })),
+    h("div", { class: "field" }, h("label", { for: "end" }, "To (UTC)"), h("input", { id: "end", name: "end", type: "datetime-local", value: inputTime(end), required: true })),
+    h("button", { type: "submit", class: "primary" }, "Apply"),
+  );
+
+  const marked = anomalies.items.filter((a) => a.metric === metric && (!a.sensor_id || a.sensor_id === sensor));
+  const chart = aggChart(buckets, marked, { metric, sensor, window, agg });
+  return h(
+    "section",
+    {},
+    h("h1", {}, `Machine ${machine}`),
+    h(
+      "p",
+      {},
+      `Tenant ${tenant} · factory ${factory} · `,
+      badge(status.status, status.status === "online" ? "● online" : "○ offline"),
+      ` · last seen ${utc(status.last_seen)} UTC · run state ${status.run_state || "—"}`,
+    ),
+    controls,
+    chart,
+    anomalyList(anomalies.items, marked),
+  );
+}
+
+function aggChart(buckets, marked, { metric, sensor, window, agg }) {
+  const xs = buckets.map((b) => Date.parse(b.bucket_start) / 1000);
+  const data = [xs, buckets.map((b) => b.min), buckets.map((b) => b.max), buckets.map((b) => b.avg)];
+  const drawn = [];
+  const markers = {
+    draw: [
+      (u) => {
+        const ctx = u.ctx;
+        drawn.length = 0;
+        for (const a of marked) {
+          const t = Date.parse(a.time) / 1000;
+          const x = u.valToPos(t, "x", true);
+          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          const y = a.observed === null ? u.bbox.top + 10 : u.valToPos(a.observed, "y", true);
+          ctx.save();
+          ctx.strokeStyle = SEVERITY_COLOUR[a.severity_label];
+          ctx.fillStyle = a.status === "open" ? SEVERITY_COLOUR[a.severity_label] : "#ffffff";
+          ctx.lineWidth = 2 * devicePixelRatio;
+          ctx.setLineDash([4 * devicePixelRatio, 4 * devicePixelRatio]);
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.setLineDash([]);
+          ctx.beginPath();
+          ctx.arc(x, y, 6 * devicePixelRatio, 0, 2 * Math.PI);
+          ctx.fill();
+          ctx.stroke();
+          ctx.restore();
+          drawn.push(a.anomaly_id);
+        }
+        u.root.closest("figure").dataset.anomaliesDrawn = String(drawn.length);
+      },
+    ],
+  };
+  const last = buckets.at(-1);
+  const source = agg.source ? ` (${agg.source}${agg.source_window_s && agg.source_window_s !== window ? ` from ${agg.source_window_s} s` : ""})` : "";
+  return chartFigure({
+    id: "agg-chart",
+    title: `${metric || "no metric"} · ${sensor || "—"} · ${WINDOWS.find(([s]) => s === window)?.[1] || `${window} s`} buckets${source}`,
+    description: `${buckets.length} buckets: min–max band and average line; ${marked.length} anomalies marked (filled = open, hollow = resolved).`,
+    data,
+    points: buckets.length,
+    extra: { anomalies: String(marked.length), window: String(window) },
+    series: [
+      { label: "min", stroke: "#7fa6d6", width: 1 },
+      { label: "max", stroke: "#7fa6d6", width: 1 },
+      { label: "avg", stroke: "#0b5cad", width: 2 },
+    ],
+    bands: [{ series: [2, 1], fill: "rgba(11, 92, 173, 0.15)" }],
+    hooks: markers,
+    yLabel: metric,
+    lineage: last ? assetLink("sensor_window_aggregates", hourKey(last.bucket_start)) : null,
+  });
+}
+
+function anomalyList(items, marked) {
+  const legend = h(
+    "p",
+    { class: "legend-sev" },
+    "Severity: ",
+    badge("info"),
+    badge("warning"),
+    badge("critical"),
+    ` · ${marked.length} of ${items.length} on this chart`,
+  );
+  const rows = items.map((a) => {
+    const cell = h("td", {});
+    const status = h("td", {}, a.status === "open" ? badge("critical", "open") : badge("resolved", "resolved"));
+    const note = h("td", {}, a.resolution_note ? resolutionText(a) : "");
+    if (a.status === "open") cell.append(resolveButton(a, { cell, status, note }));
+    return h(
+      "tr",
+      { dataset: { anomalyId: String(a.anomaly_id) } },
+      h("td", {}, utc(a.time)),
+      h("td", {}, a.metric || a.anomaly_type),
+      h("td", {}, `${a.anomaly_type} / ${a.method}`),
+      h("td", {}, badge(a.severity_label, `${a.severity_label} (${a.severity})`)),
+      h("td", { class: "num" }, num(a.observed)),
+      h("td", { class: "num" }, num(a.expected)),
+      status,
+      note,
+      cell,
+      h("td", {}, assetLink("reading_anomalies", hourKey(a.time), "Dagster ↗")),
+    );
+  });
+  return h(
+    "section",
+    { "aria-labelledby": "anomalies-title" },
+    h("h2", { id: "anomalies-title" }, `Anomalies (${items.length})`),
+    legend,
+    h(
+      "table",
+      { id: "anomalies" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Time (UTC)", "Metric", "Type / method", "Severity", "Observed", "Expected", "Status", "Note", "Action", "Lineage"].map((t) =>
+            h("th", { scope: "col" }, t),
+          ),
+        ),
+      ),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No anomalies in this range."))),
+    ),
+  );
+}
+
+function resolutionText(a) {
+  return `${a.resolution_note} — ${a.resolved_by || "unknown"}, ${utc(a.resolved_at)} UTC`;
+}
+
+function resolveButton(anomaly, cells) {
+  const button = h("button", { type: "button", "aria-expanded": "false" }, `Resolve #${anomaly.anomaly_id}`);
+  button.addEventListener("click", () => {
+    button.hidden = true;
+    const id = `note-${anomaly.anomaly_id}`;
+    const textarea = h("textarea", { id, name: "note", required: true, maxlength: 4000 });
+    const error = h("p", { role: "alert", class: "muted" });
+    const form = h(
+      "form",
+      {
+        class: "resolve-form",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const note = textarea.value.trim();
+          if (!note) {
+            error.textContent = "Write what was found or done.";
+            return;
+          }
+          try {
+            const resolved = await api(`/anomalies/${anomaly.anomaly_id}/resolve`, {}, { method: "POST", body: { note } });
+            anomaly.status = resolved.status;
+            anomaly.resolution_note = resolved.resolution_note;
+            cells.status.replaceChildren(badge("resolved", "resolved"));
+            cells.note.textContent = resolutionText(resolved);
+            cells.cell.replaceChildren(h("span", { role: "status" }, "Resolved"));
+            for (const chart of state.charts) chart.redraw(false);
+          } catch (failure) {
+            error.textContent = `Not resolved — ${failure.message}`;
+          }
+        },
+      },
+      h("label", { for: id }, `Resolution note for #${anomaly.anomaly_id}`),
+      textarea,
+      h("div", {}, h("button", { type: "submit", class: "primary" }, "Save resolution"), " ", h("button", { type: "button", onclick: () => { form.remove(); button.hidden = false; button.focus(); } }, "Cancel")),
+      error,
+    );
+    cells.cell.append(form);
+    textarea.focus();
+  });
+  return button;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Context (tenant and factory) for the factory pages
+// ---------------------------------------------------------------------------------------------
+/** Without a tenant and factory in the address, pick the last used one (or the fleet's first) and
+ * go there: the page then loads with its own calls only. */
+async function needContext(page, params) {
+  const tenant = params.get("tenant");
+  const factory = params.get("factory");
+  if (tenant && factory) {
+    remember(tenant, factory);
+    return { tenant, factory };
+  }
+  let context = JSON.parse(localStorage.getItem("ap.context") || "null");
+  if (!context) {
+    const fleet = state.fleetCache || (await api("/fleet"));
+    rememberFleet(fleet);
+    const first = fleet.machines[0];
+    if (!first) throw new ApiError(404, "no machine has sent data yet; nothing to show");
+    context = { tenant: first.tenant_id, factory: first.factory_id };
+  }
+  location.replace(href(`/${page}`, { tenant: context.tenant, factory: context.factory }));
+  return null;
+}
+
+function rangeControls(page, context, params, start, end, extra = {}) {
+  const go = (changes) => {
+    location.hash = href(`/${page}`, { tenant: context.tenant, factory: context.factory, ...extra, start: start.toISOString(), end: end.toISOString(), ...changes });
+  };
+  const form = h(
+    "form",
+    {
+      class: "controls",
+      "aria-label": "Range",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const data = new FormData(event.target);
+        go({ start: new Date(`${data.get("start")}:00Z`).toISOString(), end: new Date(`${data.get("end")}:00Z`).toISOString() });
+      },
+    },
+    h("div", { class: "field" }, h("label", { for: "start" }, "From (UTC)"), h("input", { id: "start", name: "start", type: "datetime-local", value: inputTime(start), required: true })),
+    h("div", { class: "field" }, h("label", { for: "end" }, "To (UTC)"), h("input", { id: "end", name: "end", type: "datetime-local", value: inputTime(end), required: true })),
+    h("button", { type: "submit", class: "primary" }, "Apply"),
+  );
+  return { form, go };
+}
+
+// ---------------------------------------------------------------------------------------------
+// KPIs: cards per machine and factory, trends, baseline vs. actual
+// ---------------------------------------------------------------------------------------------
+async function kpiView(_parts, params) {
+  const context = await needContext("kpis", params);
+  if (!context) return null;
+  const period = params.get("period") === "shift" ? "shift" : "day";
+  const { start, end } = rangeFrom(params, 14 * 86400);
+  const where = { tenant_id: context.tenant, factory_id: context.factory, start: start.toISOString(), end: end.toISOString() };
+  const [kpis, deviation] = await Promise.all([
+    api("/kpi", { ...where, period, limit: 10000 }),
+    api("/baseline-deviation", { ...where, period: period === "day" ? "day" : "hour", limit: 10000 }),
+  ]);
+  const trendKpi = KPI_LABELS[params.get("kpi")] ? params.get("kpi") : "oee";
+  const { form, go } = rangeControls("kpis", context, params, start, end, { period, kpi: trendKpi });
+  const periodPicker = h(
+    "fieldset",
+    {},
+    h("legend", {}, "Period"),
+    ["day", "shift"].map((p) => h("button", { type: "button", "aria-pressed": String(p === period), dataset: { period: p }, onclick: () => go({ period: p }) }, p)),
+  );
+  form.prepend(periodPicker);
+
+  const byMachine = groupBy(kpis.items, (k) => k.machine_id);
+  const cards = [];
+  const latestPeriods = [];
+  for (const [machine, rows] of byMachine) {
+    const latest = rows.reduce((a, b) => (a.period_start > b.period_start ? a : b)).period_start;
+    latestPeriods.push(latest);
+    const values = Object.fromEntries(rows.filter((r) => r.period_start === latest).map((r) => [r.kpi, r]));
+    cards.push(kpiCard(`Machine ${machine}`, latest, values, period, machine, context));
+  }
+  const factoryTotals = {};
+  for (const name of ADDITIVE_KPIS) {
+    const rows = kpis.items.filter((k) => k.kpi === name && latestPeriods.includes(k.period_start) && k.value !== null);
+    if (rows.length) factoryTotals[name] = { value: rows.reduce((s, r) => s + r.value, 0), unit: rows[0].unit };
+  }
+  const header = h("h1", {}, `KPIs · ${context.tenant} / ${context.factory}`);
+  const factoryCard = h(
+    "article",
+    { class: "panel card", id: "factory-card" },
+    h("h3", {}, `Factory ${context.factory} (sum of machines, latest ${period})`),
+    h(
+      "dl",
+      {},
+      ADDITIVE_KPIS.flatMap((name) => [h("dt", {}, KPI_LABELS[name]), h("dd", { dataset: { kpi: name } }, factoryTotals[name] ? `${num(factoryTotals[name].value)} ${factoryTotals[name].unit || ""}` : "—")]),
+    ),
+    h("p", { class: "muted" }, "OEE, SEC, load factor and peak demand are per machine: they do not add up."),
+  );
+  return h(
+    "section",
+    {},
+    header,
+    form,
+    h("h2", {}, `Latest ${period} per machine`),
+    h("div", { class: "cards" }, factoryCard, cards.length ? cards : h("p", { class: "empty" }, "No KPIs in this range.")),
+    kpiTrend(kpis.items, trendKpi, period, go),
+    deviationSection(deviation.items, period),
+  );
+}
+
+function kpiCard(title, periodStart, values, period, machine, context) {
+  const value = (name, digits = 2) => {
+    const row = values[name];
+    if (!row) return "—";
+    if (row.value === null) return h("span", { title: row.null_reason || "" }, `— (${row.null_reason || "undefined"})`);
+    return RATIO_KPIS.has(name) ? pct(row.value) : `${num(row.value, digits)}${row.unit && !RATIO_KPIS.has(name) ? ` ${row.unit}` : ""}`;
+  };
+  const rows = ["availability", "performance", "quality", "sec_kwh_per_unit", "load_factor", "peak_demand_kw", "energy_cost", "carbon_kg", "energy_kwh"];
+  return h(
+    "article",
+    { class: "panel card", dataset: { machine } },
+    h("h3", {}, title),
+    h("p", { class: "muted" }, `${period} starting ${utc(periodStart)} UTC`),
+    h("p", {}, "OEE ", h("span", { class: "oee", dataset: { kpi: "oee" } }, value("oee"))),
+    h("dl", {}, rows.flatMap((name) => [h("dt", {}, KPI_LABELS[name]), h("dd", { dataset: { kpi: name } }, value(name))])),
+    assetLink("daily_machine_kpis", dayKey(periodStart)),
+    h("span", {}, " · "),
+    h("a", { href: href(`/machine/${context.tenant}/${context.factory}/${machine}`) }, "machine view"),
+  );
+}
+
+function kpiTrend(items, kpi, period, go) {
+  const rows = items.filter((k) => k.kpi === kpi);
+  const periods = [...new Set(rows.map((r) => r.period_start))].sort();
+  const machines = [...new Set(rows.map((r) => r.machine_id))].sort();
+  const lookup = new Map(rows.map((r) => [`${r.machine_id}|${r.period_start}`, r.value]));
+  const scale = RATIO_KPIS.has(kpi) ? 100 : 1;
+  const data = [periods.map((p) => Date.parse(p) / 1000), ...machines.map((m) => periods.map((p) => (lookup.get(`${m}|${p}`) ?? null) === null ? null : lookup.get(`${m}|${p}`) * scale))];
+  const points = data.slice(1).reduce((n, s) => n + s.filter((v) => v !== null).length, 0);
+  const picker = h(
+    "div",
+    { class: "field" },
+    h("label", { for: "trend-kpi" }, "Trend of"),
+    h("select", { id: "trend-kpi", onchange: (e) => go({ kpi: e.target.value }) }, Object.entries(KPI_LABELS).map(([name, label]) => h("option", { value: name, selected: name === kpi }, label))),
+  );
+  const last = periods.at(-1);
+  return h(
+    "section",
+    {},
+    h("h2", {}, "Trend"),
+    picker,
+    chartFigure({
+      id: "kpi-chart",
+      title: `${KPI_LABELS[kpi]} per ${period}${RATIO_KPIS.has(kpi) ? " (%)" : ""}`,
+      description: `${points} values of ${machines.length} machines over ${periods.length} periods.`,
+      data,
+      points,
+      series: machines.map((m, i) => ({ label: m, stroke: SERIES_COLOURS[i % SERIES_COLOURS.length], width: 2, points: { show: true } })),
+      yLabel: KPI_LABELS[kpi],
+      lineage: last ? assetLink("daily_machine_kpis", dayKey(last)) : null,
+    }),
+  );
+}
+
+function deviationSection(items, period) {
+  const machines = [...new Set(items.map((d) => d.machine_id))].sort();
+  const periods = [...new Set(items.map((d) => d.period_start))].sort();
+  const get = (m, p, field) => items.find((d) => d.machine_id === m && d.period_start === p)?.[field] ?? null;
+  const series = [];
+  const data = [periods.map((p) => Date.parse(p) / 1000)];
+  machines.forEach((m, i) => {
+    const colour = SERIES_COLOURS[i % SERIES_COLOURS.length];
+    series.push({ label: `${m} actual`, stroke: colour, width: 2, points: { show: true } });
+    data.push(periods.map((p) => get(m, p, "actual_kwh")));
+    series.push({ label: `${m} baseline`, stroke: colour, width: 2, dash: [6, 4] });
+    data.push(periods.map((p) => get(m, p, "predicted_kwh")));
+  });
+  const asset = period === "day" ? "daily_machine_kpis" : "hourly_machine_kpis";
+  const last = periods.at(-1);
+  return h(
+    "section",
+    {},
+    h("h2", {}, "Energy: baseline vs. actual"),
+    chartFigure({
+      id: "baseline-chart",
+      title: `Actual vs. baseline energy per ${period === "day" ? "day" : "hour"} (kWh)`,
+      description: `${items.length} periods with a baseline; dashed = what the active baseline expected.`,
+      data,
+      points: items.length,
+      series,
+      yLabel: "kWh",
+      lineage: last ? assetLink(asset, period === "day" ? dayKey(last) : hourKey(last)) : assetLink("energy_baseline_models", null),
+    }),
+    table(
+      ["Period (UTC)", "Machine", "Actual kWh", "Baseline kWh", "Deviation kWh", "Deviation", "Severity"],
+      items.map((d) => [utc(d.period_start), d.machine_id, num(d.actual_kwh), num(d.predicted_kwh), num(d.deviation_kwh), d.deviation_pct === null ? "—" : `${num(d.deviation_pct, 1)} %`, badge(d.severity === "normal" ? "normal" : d.severity, d.severity)]),
+      { id: "deviation", numeric: [2, 3, 4, 5] },
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quality: lab vs. spec, sweep fail rates, rejects, alert log
+// ---------------------------------------------------------------------------------------------
+async function qualityView(_parts, params) {
+  const context = await needContext("quality", params);
+  if (!context) return null;
+  const { start, end } = rangeFrom(params, 7 * 86400);
+  const range = { start: start.toISOString(), end: end.toISOString() };
+  const admin = state.admin !== "no";
+  const [quality, rejects, alerts] = await Promise.all([
+    api("/quality", { tenant_id: context.tenant, factory_id: context.factory, ...range }),
+    admin ? api("/rejects", range) : Promise.resolve(null),
+    api("/alerts", { tenant_id: admin ? null : context.tenant, ...range, limit: 200 }),
+  ]);
+  const { form } = rangeControls("quality", context, params, start, end);
+  const lastHour = quality.hourly.at(-1)?.bucket_start;
+  return h(
+    "section",
+    {},
+    h("h1", {}, `Quality · ${context.tenant} / ${context.factory}`),
+    form,
+    h("h2", {}, "Lab results vs. spec limits"),
+    table(
+      ["Analyte", "Results", "Pass", "Fail", "Pass rate", "Lower", "Target", "Upper", "Unit"],
+      quality.lab.map((a) => [
+        a.analyte,
+        a.count,
+        a.pass_count,
+        a.fail_count,
+        h("span", { class: "rate" }, h("meter", { min: 0, max: 1, low: 0.8, high: 0.95, optimum: 1, value: a.pass_rate ?? 0, "aria-label": `${a.analyte} pass rate` }), a.pass_rate === null ? "no limit" : pct(a.pass_rate)),
+        num(a.lower_limit),
+        num(a.target),
+        num(a.upper_limit),
+        a.unit || "—",
+      ]),
+      { id: "lab", numeric: [1, 2, 3, 5, 6, 7] },
+    ),
+    h("p", {}, assetLink("lab_result_quality", lastHour ? hourKey(lastHour) : null)),
+    h("h2", {}, "Sweep batches"),
+    table(
+      ["Machine", "Batches", "Pass", "Fail", "Fail rate"],
+      quality.sweep.map((s) => [s.machine_id, s.count, s.pass_count, s.fail_count, s.fail_rate === null ? "no limit" : pct(s.fail_rate)]),
+      { id: "sweep", numeric: [1, 2, 3, 4] },
+    ),
+    qualityChart(quality.hourly),
+    h("h2", {}, "Rejected messages"),
+    rejects === null
+      ? h("p", { class: "empty", id: "rejects" }, "Rejected messages may belong to any tenant: they need an admin API key.")
+      : table(
+          ["Topic", "Reason", "Count", "First", "Last", "Newest detail", "Partition / offset"],
+          rejects.items.map((r) => [r.topic, r.reason, r.count, utc(r.first_at), utc(r.last_at), r.last_detail, `${r.last_partition} / ${r.last_offset}`]),
+          { id: "rejects", numeric: [2] },
+        ),
+    rejects === null ? null : h("p", {}, assetLink("kafka_landing", null, "Lineage: kafka_landing (every message as it arrived) ↗")),
+    h("h2", {}, "Alert log"),
+    table(
+      ["Time (UTC)", "Rule", "Severity", "Transition", "Title", "Channel", "Delivery", "Link"],
+      alerts.items.map((a) => [utc(a.created_at), a.rule_name, badge(a.severity), a.transition, a.title, a.channel, a.status, a.link ? h("a", { href: a.link, target: "_blank", rel: "noopener" }, "Dagster ↗") : "—"]),
+      { id: "alert-log" },
+    ),
+    alerts.next_cursor ? h("p", { class: "muted" }, `Showing the newest ${alerts.count}; narrow the range for older ones.`) : null,
+  );
+}
+
+function qualityChart(hourly) {
+  const hours = [...new Set(hourly.map((b) => b.bucket_start))].sort();
+  const rate = (kind, hour) => {
+    const row = hourly.find((b) => b.event_type === kind && b.bucket_start === hour);
+    return row && row.fail_rate !== null ? row.fail_rate * 100 : null;
+  };
+  const last = hours.at(-1);
+  return chartFigure({
+    id: "quality-chart",
+    title: "Fail rate per hour (%)",
+    description: `${hours.length} hours with lab or sweep verdicts.`,
+    data: [hours.map((x) => Date.parse(x) / 1000), hours.map((x) => rate("lab_result", x)), hours.map((x) => rate("sweep_batch", x))],
+    points: hours.length,
+    series: [
+      { label: "lab results", stroke: SERIES_COLOURS[0], width: 2, points: { show: true } },
+      { label: "sweep batches", stroke: SERIES_COLOURS[1], width: 2, points: { show: true } },
+    ],
+    yLabel: "% failed",
+    lineage: last ? assetLink("sweep_batch_quality", hourKey(last)) : null,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+document.getElementById("sign-out").addEventListener("click", () => signOut("Signed out."));
+window.addEventListener("hashchange", render);
+window.addEventListener("resize", () => {
+  for (const chart of state.charts) chart.setSize({ width: Math.max(320, chart.root.parentElement.clientWidth), height: 300 });
+});
+render();

@@ -1,0 +1,558 @@
+"""The dashboard in a real browser: Playwright (the `playwright` wheel, which ships playwright-core
+and its driver) drives Debian's Chromium headless against the API process serving the plant that
+dashboard_support built through the real pipeline.
+
+Every page is opened fresh (a full load, as a user arriving from a link) and must: render without a
+console error, make at most three /v1 calls, touch no origin but the API's (it works offline), draw
+the number of points the known data implies, and link each chart to the Dagster asset and
+partition that produced it. Each page's first-render time (navigation start to data drawn) and its
+call count are recorded in `<shots>/timings.json`, with a screenshot of the page: `.run/dashboard/`
+by default, `docs/dashboard/` when DASHBOARD_SHOTS_DIR says so (`make dashboard-screenshots`).
+Speed is recorded, not asserted.
+
+The plant is shared by the module; the resolve test writes (it resolves one anomaly) and runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, sync_playwright
+
+from analytics_platform.defs import build_definitions
+from analytics_platform.settings import REPO_ROOT
+from analytics_platform_tests.conftest import produce
+from analytics_platform_tests.dashboard_support import (
+    DAGSTER_UI_URL,
+    EXPECTED,
+    MC01,
+    Plant,
+    at,
+    running_api,
+)
+from analytics_platform_tests.dashboard_support import (
+    plant as plant,  # the module-scoped fixture, re-exported for pytest
+)
+from analytics_platform_tests.integration import test_analytics as analytics
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(os.environ.get("DASHBOARD_SHOTS_DIR") or REPO_ROOT / ".run" / "dashboard")
+DAY_RANGE = "start=2025-08-20T00:00:00Z&end=2025-08-21T00:00:00Z"
+MACHINE = f"#/machine/{'/'.join(MC01)}"
+WINDOWS = {60: "1 min", 300: "5 min", 3600: "1 hour", 86400: "day"}
+MAX_CALLS = 3
+TIMINGS: dict[str, dict[str, Any]] = {}
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (the `chromium` package; `make test` installs it). Playwright downloads no
+    browser of its own here."""
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(found).exists():
+        pytest.fail("the dashboard browser tests need Chromium: apt-get install chromium (or make chromium)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    # --no-sandbox: CI runs as root, where Chromium refuses its sandbox
+    browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox"])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def timings_file() -> Iterator[None]:
+    yield
+    if TIMINGS:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "timings.json").write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class Tab:
+    """One browser page with what it did: console errors, /v1 calls, requests to other origins."""
+
+    page: Page
+    base: str
+    errors: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def open(self, route: str, name: str | None = None) -> dict[str, Any]:
+        """Load /ui<route> afresh and wait for the page to say its data is drawn; the /v1 calls and
+        the time from navigation start to that moment are returned (and recorded under `name`)."""
+        self.page.goto("about:blank")  # a full load even when the address is the current one
+        self.calls.clear()
+        self.page.goto(f"{self.base}/ui{route}")
+        return self.ready(name)
+
+    def ready(self, name: str | None = None) -> dict[str, Any]:
+        main = self.page.locator("main[data-ready]")
+        main.wait_for(timeout=15_000)
+        result = {
+            "page": main.get_attribute("data-page"),
+            "first_render_ms": float(main.get_attribute("data-since-navigation-ms") or "nan"),
+            "render_ms": float(main.get_attribute("data-render-ms") or "nan"),
+            "api_calls": len(self.calls),
+            "calls": [re.sub(r"\?.*", "", c.split("/v1", 1)[1]) for c in self.calls],
+        }
+        if name:
+            TIMINGS[name] = result
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        return result
+
+    def navigate(self, action) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        """Do something that changes the route in the page (a click) and wait for the new render."""
+        self.calls.clear()
+        before = self.page.locator("main").get_attribute("data-ready")
+        action()
+        self.page.wait_for_function(
+            "before => { const m = document.querySelector('main');"
+            " return m.dataset.ready && m.dataset.ready !== before }",
+            arg=before,
+            timeout=15_000,
+        )
+        return self.ready()
+
+    def chart(self, chart_id: str) -> dict[str, str | None]:
+        figure = self.page.locator(f"figure#{chart_id}")
+        return {
+            "points": figure.get_attribute("data-points"),
+            "anomalies": figure.get_attribute("data-anomalies"),
+            "drawn": figure.get_attribute("data-anomalies-drawn"),
+            "lineage": figure.locator("figcaption a.lineage").get_attribute("href")
+            if figure.locator("figcaption a.lineage").count()
+            else None,
+        }
+
+    def rows(self, table: str) -> list[list[str]]:
+        """The cells' text of each body row of the table(s) `table` selects."""
+        return self.page.eval_on_selector_all(
+            f"{table} tbody tr",
+            "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))",
+        )
+
+
+def new_tab(browser: Browser, plant: Plant, key: str | None, base: str | None = None) -> Tab:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US", timezone_id="UTC")
+    if key:
+        # signed in as a user who typed the key (about:blank, between loads, has no storage)
+        context.add_init_script(
+            f"if (location.protocol.startsWith('http')) sessionStorage.setItem('ap.key', {json.dumps(key)})"
+        )
+    page = context.new_page()
+    tab = Tab(page, base or plant.api_url)
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            tab.errors.append(f"{message.type}: {message.text}")
+
+    def request(req: Request) -> None:
+        if not req.url.startswith(tab.base) and not req.url.startswith("data:"):
+            tab.foreign.append(req.url)
+        elif "/v1/" in req.url:
+            tab.calls.append(req.url)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: tab.errors.append(f"pageerror: {error}"))
+    page.on("request", request)
+    return tab
+
+
+@pytest.fixture
+def tab(browser: Browser, plant: Plant) -> Iterator[Tab]:
+    """A page signed in with the admin key; after the test: no console error, nothing fetched from
+    another origin (no CDN: the dashboard works offline)."""
+    tab = new_tab(browser, plant, plant.admin_key)
+    yield tab
+    tab.page.context.close()
+    assert tab.errors == []
+    assert tab.foreign == []
+
+
+def reading(machine: tuple[str, str, str], moment: datetime, value: float) -> bytes:
+    tenant, factory, machine_id = machine
+    return json.dumps(
+        {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tenant_id": tenant,
+            "factory_id": factory,
+            "machine_id": machine_id,
+            "sensor_id": "s-temp",
+            "metric": "temp",
+            "value": value,
+        }
+    ).encode()
+
+
+def send_live(plant: Plant, readings: dict[tuple[str, str, str], datetime]) -> None:
+    """Produce one reading per machine at its time and drain it, as the drain sensor would."""
+    messages = [("-".join(m), reading(m, moment, 50.0)) for m, moment in readings.items()]
+    produce(plant.settings.kafka_brokers, analytics.topic(plant.settings, "sensor"), messages)
+    with dg.instance_for_test() as instance:
+        analytics.drain(build_definitions(plant.settings, secrets_from_env=False), instance, ["sensor"])
+
+
+@pytest.fixture(scope="module")
+def recent(plant: Plant) -> dict[tuple[str, str, str], datetime]:
+    """The plant's other machines in the fleet's look-back: mc-02 last sent two hours ago (offline:
+    silent for longer than 600 s), t2's mc-99 a minute ago (online)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    readings = {("t1", "f1", "mc-02"): now - timedelta(hours=2), ("t2", "f9", "mc-99"): now - timedelta(minutes=1)}
+    send_live(plant, readings)
+    return readings
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+# ------------------------------------------------------------------------------------------------
+# Overview
+# ------------------------------------------------------------------------------------------------
+def test_overview_lists_tenants_factories_machines_with_live_status(
+    tab: Tab, recent: dict[tuple[str, str, str], datetime]
+) -> None:
+    loaded = tab.open("#/", "overview")
+    assert loaded["calls"] == ["/fleet"]
+    assert tab.page.locator("main h2").all_inner_texts() == ["Tenant t1", "Tenant t2"]
+    rows = tab.rows("main table.machines")  # every factory's table, in order
+    by_machine = {r[0]: r for r in rows}
+    assert sorted(by_machine) == ["mc-01", "mc-02", "mc-99"]
+    assert by_machine["mc-01"][1] == "● online"
+    assert by_machine["mc-02"][1] == "○ offline"
+    assert by_machine["mc-99"][1] == "● online"
+    # open anomalies: the 9 of mc-01, the worst severity 5
+    assert by_machine["mc-01"][7] == "9 sev 5 critical"
+    assert by_machine["mc-02"][7] == "0"
+    assert tab.page.locator("#stat-online .value").inner_text() == "2 / 3"
+    assert tab.page.locator("#stat-anomalies .value").inner_text() == "9"
+    assert tab.page.locator("#stat-checks .value").inner_text() == "0"
+    # factories are grouped under their tenant, with links to their KPI and quality pages
+    tables = tab.page.locator("main table.machines")
+    assert [(t.get_attribute("data-tenant"), t.get_attribute("data-factory")) for t in tables.all()] == [
+        ("t1", "f1"),
+        ("t2", "f9"),
+    ]
+    assert tab.page.get_by_role("link", name="KPIs of f1").get_attribute("href") == "#/kpis?tenant=t1&factory=f1"
+    # lineage: each machine links to the raw partition of its newest reading
+    link = tab.page.locator("table.machines tr", has_text="mc-02").get_by_role("link", name="raw readings ↗")
+    assert link.get_attribute("href") == (
+        f"{DAGSTER_UI_URL}/assets/raw_sensor_readings?view=partitions&partition="
+        f"{recent[('t1', 'f1', 'mc-02')]:%Y-%m-%d-%H}:00"
+    )
+
+
+def test_overview_refreshes_itself_and_shows_a_new_machine(browser: Browser, plant: Plant, tmp_path: Path) -> None:
+    """The overview re-reads /v1/fleet every UI_REFRESH_S without a reload: a machine that starts
+    sending while the page is open appears (real message → drain → raw table → API → page)."""
+    with running_api(plant.database, plant.settings, tmp_path / "api.log", {"UI_REFRESH_S": "1"}) as url:
+        tab = new_tab(browser, plant, plant.admin_key, base=url)
+        try:
+            tab.page.goto(f"{url}/ui#/")
+            tab.ready()
+            assert "mc-07" not in tab.page.locator("main").inner_text()
+            first = tab.page.locator("#updated").get_attribute("data-as-of")
+            send_live(plant, {("t1", "f1", "mc-07"): datetime.now(UTC).replace(microsecond=0)})
+            row = tab.page.locator("table.machines tr", has_text="mc-07")
+            row.wait_for(timeout=10_000)  # the next refresh, a second or so later
+            assert row.locator("td").nth(1).inner_text() == "● online"
+            assert tab.page.locator("#updated").get_attribute("data-as-of") != first
+            assert tab.page.locator("main[data-ready]").count() == 1  # the same page load throughout
+            assert tab.errors == [] and tab.foreign == []
+        finally:
+            tab.page.context.close()
+
+
+def test_a_tenant_key_sees_its_tenant_only_and_no_platform_data(browser: Browser, plant: Plant) -> None:
+    tab = new_tab(browser, plant, plant.tenant_key)
+    try:
+        tab.open("#/")
+        assert tab.page.locator("main h2").all_inner_texts() == ["Tenant t1"]
+        assert tab.page.locator("#stat-checks .value").inner_text() == "admin key only"
+        loaded = tab.open(f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}")
+        # rejected messages are not asked for (they would be a 403): the page says why instead
+        assert loaded["calls"] == ["/quality", "/alerts"]
+        assert tab.page.locator("#rejects").inner_text() == (
+            "Rejected messages may belong to any tenant: they need an admin API key."
+        )
+        assert tab.errors == [] and tab.foreign == []
+    finally:
+        tab.page.context.close()
+
+
+def test_a_refused_key_returns_to_sign_in_with_the_reason(browser: Browser, plant: Plant) -> None:
+    tab = new_tab(browser, plant, "apk_000000000000_not-a-real-key")
+    try:
+        tab.page.goto(f"{plant.api_url}/ui#/")
+        tab.page.locator("main[data-page=login]").wait_for()
+        assert tab.page.locator("#banner").inner_text() == "The API refused the key: invalid API key"
+        # the browser reports the 401 itself; nothing else may go wrong
+        assert [e for e in tab.errors if "status of 401" not in e] == []
+        # signing in with a good key from the form
+        tab.page.get_by_label("API key").fill(plant.admin_key)
+        tab.navigate(lambda: tab.page.get_by_role("button", name="Sign in").click())
+        assert tab.page.locator("main").get_attribute("data-page") == "overview"
+    finally:
+        tab.page.context.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Machine view
+# ------------------------------------------------------------------------------------------------
+def test_machine_chart_has_one_point_per_bucket_for_every_window(tab: Tab) -> None:
+    loaded = tab.open(f"{MACHINE}?metric=temp&sensor=s-temp&window=60&{DAY_RANGE}", "machine")
+    assert sorted(loaded["calls"]) == ["/agg", "/anomalies", "/fleet"]
+    chart = tab.chart("agg-chart")
+    assert chart["points"] == str(EXPECTED.agg_buckets[MC01][60])
+    # every anomaly of mc-01 is on s-temp/temp: each is marked on the chart
+    assert chart["anomalies"] == chart["drawn"] == str(len(EXPECTED.anomalies))
+    assert (
+        chart["lineage"]
+        == f"{DAGSTER_UI_URL}/assets/sensor_window_aggregates?view=partitions&partition=2025-08-20-03:00"
+    )
+    for window, label in WINDOWS.items():
+        switched = tab.navigate(lambda label=label: tab.page.get_by_role("button", name=label, exact=True).click())
+        assert sorted(switched["calls"]) == ["/agg", "/anomalies"]  # the machine's metrics are known already
+        assert tab.chart("agg-chart")["points"] == str(EXPECTED.agg_buckets[MC01][window])
+        assert tab.page.get_by_role("button", name=label, exact=True).get_attribute("aria-pressed") == "true"
+    assert len(tab.rows("#anomalies")) == len(EXPECTED.anomalies)
+
+
+def test_machine_range_picker_narrows_the_chart(tab: Tab) -> None:
+    tab.open(f"{MACHINE}?metric=temp&window=300&{DAY_RANGE}")
+    tab.page.get_by_label("From (UTC)").fill("2025-08-20T02:00")
+    tab.page.get_by_label("To (UTC)").fill("2025-08-20T03:00")
+    tab.navigate(lambda: tab.page.get_by_role("button", name="Apply").click())
+    assert tab.chart("agg-chart")["points"] == "12"  # 02:00 .. 02:55, five-minute buckets
+    assert tab.chart("agg-chart")["anomalies"] == "0"
+    assert tab.rows("#anomalies") == [["No anomalies in this range."]]
+
+
+def test_anomalies_are_listed_with_their_severity(tab: Tab) -> None:
+    tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}")
+    rows = tab.rows("#anomalies")
+    listed = [(r[0], r[2].split(" / ")[1], r[3], r[6]) for r in rows]
+    expected = sorted(
+        (
+            (f"{t:%Y-%m-%d %H:%M:%S}", method, f"{label} ({severity})", "open")
+            for t, method, severity, label in EXPECTED.anomalies
+        ),
+        key=lambda a: a[0],
+        reverse=True,
+    )
+    assert sorted(listed, key=lambda a: (a[0], a[1])) == sorted(expected, key=lambda a: (a[0], a[1]))
+    colours = tab.page.eval_on_selector_all(
+        "#anomalies .badge.critical, #anomalies .badge.warning",
+        "els => [...new Set(els.map(e => e.className + ' ' + getComputedStyle(e).backgroundColor))].sort()",
+    )
+    assert colours == ["badge critical rgb(179, 22, 29)", "badge warning rgb(160, 74, 0)"]
+
+
+# ------------------------------------------------------------------------------------------------
+# KPIs
+# ------------------------------------------------------------------------------------------------
+def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
+    loaded = tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}", "kpis")
+    assert sorted(loaded["calls"]) == ["/baseline-deviation", "/kpi"]
+    card = tab.page.locator("article[data-machine='mc-01']")
+    day = EXPECTED.kpi_day
+    shown = {
+        k: card.locator(f"[data-kpi='{k}']").inner_text() for k in ("oee", "availability", "performance", "quality")
+    }
+    assert shown == {k: pct(day[k]) for k in ("oee", "availability", "performance", "quality")}
+    assert card.locator("[data-kpi='peak_demand_kw']").inner_text() == "80 kW"
+    assert card.locator("[data-kpi='load_factor']").inner_text() == pct(day["load_factor"])
+    assert card.locator("[data-kpi='energy_kwh']").inner_text() == "20 kWh"
+    # factory totals add only what adds up
+    factory = tab.page.locator("#factory-card")
+    assert factory.locator("[data-kpi='energy_kwh']").inner_text() == "20 kWh"
+    assert factory.locator("[data-kpi='production_count']").inner_text().startswith("972")
+    trend = tab.chart("kpi-chart")
+    assert trend["points"] == "1"  # one day, one machine with an OEE
+    assert trend["lineage"] == f"{DAGSTER_UI_URL}/assets/daily_machine_kpis?view=partitions&partition=2025-08-20"
+    # no baseline was trained on this data (it needs weeks of days): the chart says so, not a blank
+    assert tab.chart("baseline-chart")["points"] == "0"
+    assert tab.page.locator("figure#baseline-chart .empty").inner_text() == "No data in this range."
+    assert tab.page.locator("figure#baseline-chart a.lineage").get_attribute("href") == (
+        f"{DAGSTER_UI_URL}/assets/energy_baseline_models"
+    )
+
+
+def test_kpi_trend_picker_and_shift_period(tab: Tab) -> None:
+    tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}")
+    tab.navigate(lambda: tab.page.get_by_label("Trend of").select_option("energy_cost"))
+    assert tab.page.locator("figure#kpi-chart figcaption strong").inner_text() == "Energy cost per day"
+    assert tab.chart("kpi-chart")["points"] == "1"
+    shift = tab.navigate(lambda: tab.page.get_by_role("button", name="shift", exact=True).click())
+    assert sorted(shift["calls"]) == ["/baseline-deviation", "/kpi"]
+    assert tab.page.get_by_role("button", name="shift", exact=True).get_attribute("aria-pressed") == "true"
+
+
+# ------------------------------------------------------------------------------------------------
+# Quality
+# ------------------------------------------------------------------------------------------------
+def test_quality_page_lab_sweep_and_alert_log(tab: Tab) -> None:
+    loaded = tab.open(f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}", "quality")
+    assert sorted(loaded["calls"]) == ["/alerts", "/quality", "/rejects"]
+    lab = {r[0]: r for r in tab.rows("#lab")}
+    assert {a: (int(r[1]), int(r[2]), int(r[3])) for a, r in lab.items()} == EXPECTED.lab
+    assert lab["Moisture"][4] == "50.0 %" and lab["Moisture"][5:8] == ["11.5", "12.5", "13.5"]
+    assert lab["pH"][4] == "100.0 %"
+    assert lab["Ash"][4] == "no limit"
+    sweep = tab.rows("#sweep")
+    assert sweep == [["mc-01", "2", "1", "1", "50.0 %"]]
+    assert tab.chart("quality-chart")["points"] == "1"  # the one hour with verdicts, 03:00
+    assert tab.chart("quality-chart")["lineage"] == (
+        f"{DAGSTER_UI_URL}/assets/sweep_batch_quality?view=partitions&partition=2025-08-20-03:00"
+    )
+    log = tab.rows("#alert-log")
+    assert len(log) == sum(EXPECTED.alert_log.values())
+    per_rule: dict[str, int] = {}
+    for row in log:
+        per_rule[row[1]] = per_rule.get(row[1], 0) + 1
+        assert row[6] == "unconfigured"
+    assert per_rule == EXPECTED.alert_log
+
+
+def test_quality_page_rejects_per_topic_and_reason(tab: Tab, plant: Plant) -> None:
+    now = datetime.now(UTC)
+    start, end = (
+        (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:00Z"),
+        (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:00Z"),
+    )
+    tab.open(f"#/quality?tenant=t1&factory=f1&start={start}&end={end}", "quality-rejects")
+    rows = tab.rows("#rejects")
+    got = {(r[0], r[1]): int(r[2]) for r in rows}
+    assert got == {(plant.topic(domain), reason): n for (domain, reason), n in EXPECTED.rejects.items()}
+    assert [int(r[2]) for r in rows] == sorted((int(r[2]) for r in rows), reverse=True)
+    assert tab.rows("#lab") == [["None."]]
+
+
+def test_every_chart_links_to_the_dagster_asset_that_produced_it(tab: Tab) -> None:
+    pages = {
+        f"{MACHINE}?metric=temp&window=300&{DAY_RANGE}": {"sensor_window_aggregates", "reading_anomalies"},
+        f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}": {"daily_machine_kpis", "energy_baseline_models"},
+        f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}": {"lab_result_quality", "sweep_batch_quality", "kafka_landing"},
+    }
+    for route, assets in pages.items():
+        tab.open(route)
+        for figure in tab.page.locator("figure.chart").all():
+            assert figure.locator("figcaption a.lineage").count() == 1, figure.get_attribute("id")
+        linked = set(tab.page.eval_on_selector_all("a.lineage", "links => links.map(a => a.dataset.asset)"))
+        assert linked == assets
+        for href in tab.page.eval_on_selector_all("a.lineage", "links => links.map(a => a.href)"):
+            assert href.startswith(f"{DAGSTER_UI_URL}/assets/")
+
+
+# ------------------------------------------------------------------------------------------------
+# Accessibility
+# ------------------------------------------------------------------------------------------------
+CONTRAST = """() => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const channel = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const background = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                                if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+  const bad = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el.offsetParent || el.closest('.uplot')) continue;
+    const style = getComputedStyle(el);
+    const a = lum(rgb(style.color)), b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && +style.fontWeight >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${node.textContent.trim().slice(0, 30)}: ${ratio.toFixed(2)}`);
+  }
+  return bad;
+}"""
+
+
+def test_text_contrast_meets_wcag_aa_on_every_page(tab: Tab) -> None:
+    for route in (
+        "#/",
+        f"{MACHINE}?metric=temp&{DAY_RANGE}",
+        f"#/kpis?tenant=t1&factory=f1&{DAY_RANGE}",
+        f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}",
+    ):
+        tab.open(route)
+        assert tab.page.evaluate(CONTRAST) == [], route
+
+
+def test_keyboard_only_navigation_with_visible_focus(tab: Tab) -> None:
+    tab.open("#/")
+    keyboard = tab.page.keyboard
+    keyboard.press("Tab")
+    assert tab.page.evaluate("document.activeElement.textContent") == "Skip to content"
+    focused = []
+    for _ in range(4):
+        keyboard.press("Tab")
+        focused.append(tab.page.evaluate("document.activeElement.textContent"))
+    assert focused == ["Plant analytics", "Overview", "KPIs", "Quality"]
+    outline = tab.page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # the focus ring is visible
+    keyboard.press("Shift+Tab")
+    tab.navigate(lambda: keyboard.press("Enter"))
+    assert tab.page.locator("main").get_attribute("data-page") == "kpis"
+    # a machine, its window buttons and the range form are reachable and operable by keyboard
+    tab.open(f"{MACHINE}?metric=temp&window=3600&{DAY_RANGE}")
+    tab.page.get_by_role("button", name="5 min", exact=True).focus()
+    tab.navigate(lambda: keyboard.press("Enter"))
+    assert tab.chart("agg-chart")["points"] == str(EXPECTED.agg_buckets[MC01][300])
+
+
+# ------------------------------------------------------------------------------------------------
+# Resolve (writes: last in the module)
+# ------------------------------------------------------------------------------------------------
+def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant) -> None:
+    tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}")
+    first = tab.page.locator("#anomalies tbody tr").first
+    anomaly_id = int(first.get_attribute("data-anomaly-id"))
+    button = first.get_by_role("button", name=f"Resolve #{anomaly_id}")
+    button.focus()
+    tab.page.keyboard.press("Enter")
+    note = "Spike from a loose thermocouple; re-seated at 10:20"
+    assert tab.page.evaluate("document.activeElement.id") == f"note-{anomaly_id}"
+    tab.page.keyboard.type(note)
+    tab.page.keyboard.press("Tab")
+    with tab.page.expect_response(re.compile(rf"/v1/anomalies/{anomaly_id}/resolve$")) as answer:
+        tab.page.keyboard.press("Enter")
+    assert answer.value.status == 200
+    assert first.locator("td").nth(6).inner_text() == "resolved"
+    shown = first.locator("td").nth(7).inner_text()
+    assert re.fullmatch(
+        rf"{re.escape(note)} — dashboard-admin \(key \w+\), \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown
+    )
+    stored = httpx.get(f"{plant.api_url}/v1/anomalies/{anomaly_id}", headers={"X-API-Key": plant.admin_key}).json()
+    assert (stored["status"], stored["resolution_note"]) == ("resolved", note)
+    assert stored["resolved_by"] in shown
+    # a fresh load shows it resolved, from the API
+    reloaded = tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}", "machine-resolved")
+    assert sorted(reloaded["calls"]) == ["/agg", "/anomalies", "/fleet"]
+    row = tab.page.locator(f"#anomalies tbody tr[data-anomaly-id='{anomaly_id}']")
+    assert row.locator("td").nth(6).inner_text() == "resolved"
+    assert row.locator("td").nth(7).inner_text() == shown
+    assert row.get_by_role("button").count() == 0
+    assert tab.page.locator("#anomalies tbody tr").count() == len(EXPECTED.anomalies)
+    assert at(3, 0) < datetime.fromisoformat(stored["time"]) < at(4, 0)
