@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, expect, sync_playwright
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import REPO_ROOT
@@ -539,7 +539,8 @@ def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant)
     with tab.page.expect_response(re.compile(rf"/v1/anomalies/{anomaly_id}/resolve$")) as answer:
         tab.page.keyboard.press("Enter")
     assert answer.value.status == 200
-    assert first.locator("td").nth(6).inner_text() == "resolved"
+    # the row changes once the page has read the answer's body: wait for it (expect polls the DOM)
+    expect(first.locator("td").nth(6)).to_have_text("resolved")
     shown = first.locator("td").nth(7).inner_text()
     assert re.fullmatch(
         rf"{re.escape(note)} — dashboard-admin \(key \w+\), \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown
