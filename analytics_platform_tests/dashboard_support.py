@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ from analytics_platform.alerts.model import Rule
 from analytics_platform.api.keys import create_key
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.alerts.sensors import CHECK_HISTORY, check_conditions, run_conditions
-from analytics_platform.devstack.processes import StackError, free_port, start_service, wait_until
+from analytics_platform.devstack.processes import StackError, api_command, free_port, start_service, wait_until
 from analytics_platform.results.plant import load_plant_config
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
@@ -482,18 +481,7 @@ def running_api(
         "DAGSTER_UI_URL": DAGSTER_UI_URL,
         **(extra_env or {}),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "analytics_platform.api.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    service = start_service("api", command, log, env=env)
+    service = start_service("api", api_command("127.0.0.1", port), log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
 

@@ -70,7 +70,7 @@ from analytics_platform.api.respond import page_response  # noqa: E402
 from analytics_platform.api.routes import agg as agg_route  # noqa: E402
 from analytics_platform.api.routes.kpi import KPI_COLUMNS, KPI_KEY  # noqa: E402
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login  # noqa: E402
-from analytics_platform.devstack.processes import free_port  # noqa: E402
+from analytics_platform.devstack.processes import api_command, free_port  # noqa: E402
 from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
@@ -727,22 +727,7 @@ def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, 
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("API_WRITE_DATABASE_URL", None)
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "analytics_platform.api.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    command = api_command("127.0.0.1", port, "--workers", str(workers), "--no-access-log", "--log-level", "warning")
     out = log.open("ab")
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     out.close()

@@ -27,6 +27,7 @@ from analytics_platform.devstack.postgres import EmbeddedPostgres
 from analytics_platform.devstack.processes import (
     Service,
     StackError,
+    api_command,
     ensure_port_free,
     start_service,
     wait_until,
@@ -101,17 +102,7 @@ class Demo:
         self.services.append(
             start_service(
                 "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "analytics_platform.api.app:create_app",
-                    "--host",
-                    host,
-                    "--port",
-                    str(self.args.api_port),
-                ],
+                api_command(host, self.args.api_port),
                 logs / "api.log",
                 env=child_env,
             )

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,13 @@ from pathlib import Path
 
 class StackError(RuntimeError):
     """A prerequisite is missing; the message is one line saying what to do."""
+
+
+def api_command(host: str, port: int, *extra: str) -> list[str]:
+    """The API process as it is deployed (uvicorn with the app factory) in this interpreter: the one
+    spelling the devstack, the API benchmark and the dashboard tests start it with."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", "analytics_platform.api.app:create_app"]
+    return [*command, "--host", host, "--port", str(port), *extra]
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
