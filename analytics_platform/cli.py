@@ -1,8 +1,16 @@
 """`analytics-platform`: operator commands that work against any deployment (local or production).
 
-    analytics-platform migrate [--timescale auto|on|off]   apply sql/ migrations
+    analytics-platform migrate [--timescale auto|on|off]   apply sql/ migrations, seed the metric
+                                                           catalogue, re-derive queued raw hours
     analytics-platform replay --domain sensor [--offset 0] point a drain back (forced replay)
     analytics-platform rejects [--limit 20]                what was rejected, and why
+    analytics-platform rejects readmit [--topic T] [--reason R] [--tenant T] [--since T0] [--until T1]
+                                                           re-judge kept rejects, land what passes now
+    analytics-platform resets [--limit 20]                 offset resets: logs that changed under a drain
+    analytics-platform metrics list [--tenant T]           the metrics catalogue (defaults and tenants')
+    analytics-platform metrics set NAME --tenant T [--unit U] [--min X] [--max Y] [--description D]
+    analytics-platform metrics remove NAME --tenant T      a tenant's entry ('*': a default)
+    analytics-platform metrics policy --tenant T [reject|accept]   unknown metrics: show or set
     analytics-platform spec-limits load [FILE]             upsert spec limits from YAML
     analytics-platform spec-limits list                    the limits in the database
     analytics-platform plant load [FILE] | show            plant metadata (tariffs, shifts, machines)
@@ -10,7 +18,7 @@
     analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
     analytics-platform alerts load [FILE] | rules | log     alert rules and mutes; what was sent
     analytics-platform alerts mute --machine M --minutes N --reason TEXT   a mute window from now
-    analytics-platform api-keys create --name N (--tenant T | --admin) [--resolve] [--days D]
+    analytics-platform api-keys create --name N (--tenant T | --admin) [--resolve] [--catalog-admin] [--days D]
     analytics-platform api-keys list | revoke KEY_ID                    REST API keys
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
@@ -29,8 +37,11 @@ import psycopg
 from analytics_platform.alerts.config import AlertConfigError, load_alert_config, store_mutes
 from analytics_platform.alerts.model import ANY, Mute
 from analytics_platform.api import keys as api_keys
-from analytics_platform.contracts.registry import ConfigError, bind_domains
-from analytics_platform.ingest import store
+from analytics_platform.contracts.registry import ConfigError, bind_domains, contract_config
+from analytics_platform.ingest import catalog, store
+from analytics_platform.ingest.catalog import read_catalog
+from analytics_platform.ingest.readmit import readmit
+from analytics_platform.ingest.rederive import rederive_queued
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results import plant
 from analytics_platform.results.anomalies import resolve_anomaly
@@ -47,9 +58,24 @@ def _url(admin: bool = False) -> str:
     return os.environ["DATABASE_URL"]
 
 
+def _print_besides_migrations(message: str) -> None:
+    if not message.startswith("migration "):  # each file's result is printed below
+        print(message)
+
+
 def _migrate(args: argparse.Namespace) -> int:
-    for result in apply_migrations(_url(admin=True), timescale=args.timescale):
+    url = _url(admin=True)
+    for result in apply_migrations(
+        url, timescale=args.timescale, echo=lambda m: m.startswith("migration ") or print(m)
+    ):
         print(f"{result.version}: {result.action}")
+    if args.no_rederive:
+        return 0
+    # raw hours a migration queued (e.g. 07: rows lost to id collisions come back from landing)
+    with psycopg.connect(url, autocommit=True) as conn:
+        done = rederive_queued(conn, get_settings(), echo=print)
+    if done:
+        print(f"{len(done)} raw hour(s) re-derived from kafka_landing; the raw_rederivations sensor tells Dagster")
     return 0
 
 
@@ -68,6 +94,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _rejects(args: argparse.Namespace) -> int:
+    if args.action == "readmit":
+        return _readmit(args)
     with psycopg.connect(_url(), autocommit=True) as conn:
         summary = conn.execute("SELECT topic, reason, rejected, last_at FROM analytics.v_rejects_summary ORDER BY 1, 2")
         rows = summary.fetchall()
@@ -85,6 +113,101 @@ def _rejects(args: argparse.Namespace) -> int:
         )
         for topic, partition, offset, reason, detail in latest:
             print(f"  {topic}[{partition}]@{offset} {reason}: {detail[:120]}")
+    return 0
+
+
+def _time_arg(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--{name} {text!r} is not an ISO-8601 time, e.g. 2025-08-20T03:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _readmit(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    bindings = bind_domains(settings)
+    known_topics = {t for b in bindings for t in b.topics}
+    unknown = sorted(set(args.topic or []) - known_topics)
+    if unknown:
+        raise ConfigError(
+            f"--topic {', '.join(unknown)} is not drained here; topics: {', '.join(sorted(known_topics))}"
+        )
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        report = readmit(
+            conn,
+            bindings,
+            contract_config(settings, read_catalog(conn)),
+            topics=args.topic or None,
+            reason=args.reason,
+            tenant=args.tenant,
+            since=_time_arg(args.since, "since"),
+            until=_time_arg(args.until, "until"),
+            dry_run=args.dry_run,
+        )
+    for line in report.lines():
+        print(line)
+    if args.dry_run and report.passing:
+        print("dry run: nothing changed; run again without --dry-run to re-admit them")
+    return 0
+
+
+def _resets(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT detected_at, consumer, topic, kafka_partition, reason, stored_offset, resumed_at, skipped, detail "
+            "FROM analytics.ingest_resets ORDER BY reset_id DESC LIMIT %s",
+            (args.limit,),
+        ).fetchall()
+    if not rows:
+        print("no offset resets: every drain position belongs to the log it was read from")
+        return 0
+    for at, consumer, topic, partition, reason, stored, resumed, skipped, detail in rows:
+        lost = f", {skipped} expired unread" if skipped else ""
+        print(
+            f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} {consumer} {topic}[{partition}] {reason}: "
+            f"stored {stored} -> read again from {resumed}{lost} ({detail})"
+        )
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    by = os.environ.get("USER", "operator")
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        if args.action == "list":
+            rows = catalog.list_entries(conn, args.tenant)
+            print(f"{'metric':24} {'tenant':12} {'unit':8} {'min':>12} {'max':>12}  {'source':8} description")
+            for tenant, metric, unit, low, high, description, source, _at, _by in rows:
+                cells = [f"{'' if v is None else f'{v:g}':>12}" for v in (low, high)]
+                print(f"{metric:24} {tenant:12} {unit or '':8} {' '.join(cells)}  {source:8} {description}")
+            if args.tenant:
+                policy, own = catalog.policy_of(conn, args.tenant)
+                print(f"unknown metrics of tenant {args.tenant}: {policy}" + ("" if own else " (the default)"))
+            return 0
+        if args.action in ("set", "remove") and (not args.name or not args.tenant):
+            raise ConfigError(f"metrics {args.action} needs the metric NAME and --tenant (a tenant, or '*')")
+        if args.action == "set":
+            entry = catalog.MetricEntry(args.tenant, args.name, args.unit, args.min, args.max, args.description or "")
+            created = catalog.upsert_entry(conn, entry, source="cli", by=by)
+            print(f"{'added' if created else 'updated'} {args.name} for tenant {args.tenant}")
+            print("the drain judges with it from its next pass; re-admit earlier rejects with `rejects readmit`")
+            return 0
+        if args.action == "remove":
+            if not catalog.remove_entry(conn, args.tenant, args.name):
+                print(f"error: tenant {args.tenant} has no entry {args.name}", file=sys.stderr)
+                return 1
+            print(f"removed {args.name} of tenant {args.tenant} (stored readings stay)")
+            return 0
+        if not args.tenant:
+            raise ConfigError("metrics policy needs --tenant (a tenant, or '*' for the default)")
+        if args.name is None:
+            policy, own = catalog.policy_of(conn, args.tenant)
+            print(f"{args.tenant}: {policy}" + ("" if own else " (the default)"))
+            return 0
+        catalog.set_policy(conn, args.tenant, args.name, by)
+        print(f"unknown metrics of tenant {args.tenant}: {args.name}")
     return 0
 
 
@@ -201,6 +324,11 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scope_rank(scope: str) -> int:
+    """A scope's place in api_keys.SCOPES (unknown ones last), so listings read like `create` prints."""
+    return api_keys.SCOPES.index(scope) if scope in api_keys.SCOPES else len(api_keys.SCOPES)
+
+
 def _api_keys(args: argparse.Namespace) -> int:
     with psycopg.connect(_url(admin=True), autocommit=True) as conn:
         if args.action == "create":
@@ -208,7 +336,7 @@ def _api_keys(args: argparse.Namespace) -> int:
                 print("error: create needs --name and exactly one of --tenant T or --admin", file=sys.stderr)
                 return 2
             expires = datetime.now(UTC) + timedelta(days=args.days) if args.days else None
-            scopes = ("read", "resolve") if args.resolve else ("read",)
+            scopes = ("read", *(("resolve",) if args.resolve else ()), *(("admin",) if args.catalog_admin else ()))
             try:
                 key_id, key = api_keys.create_key(conn, args.name, args.tenant, scopes=scopes, expires_at=expires)
             except ValueError as exc:
@@ -228,11 +356,14 @@ def _api_keys(args: argparse.Namespace) -> int:
             print(f"key {args.key_id} revoked (running APIs stop accepting it within API_KEY_CACHE_S)")
             return 0
         rows = api_keys.list_keys(conn)
-        print(f"{'key_id':14} {'tenant':12} {'scopes':14} {'created':20} {'expires':20} {'revoked':20} name")
-        for key_id, name, tenant, scopes, created, expires, revoked in rows:
+        # scopes in the order of SCOPES (read, resolve, admin), the column as wide as the longest list
+        shown = [",".join(sorted(row[3], key=_scope_rank)) for row in rows]
+        width = max([14, *map(len, shown)])
+        print(f"{'key_id':14} {'tenant':12} {'scopes':{width}} {'created':20} {'expires':20} {'revoked':20} name")
+        for (key_id, name, tenant, _scopes, created, expires, revoked), scopes in zip(rows, shown, strict=True):
             cells = [f"{v.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}" if v else "-" for v in (created, expires, revoked)]
             print(
-                f"{key_id:14} {tenant or '(admin)':12} {','.join(scopes):14} "
+                f"{key_id:14} {tenant or '(admin)':12} {scopes:{width}} "
                 f"{cells[0]:20} {cells[1]:20} {cells[2]:20} {name}"
             )
     return 0
@@ -243,12 +374,32 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="apply the SQL migrations in sql/")
     migrate.add_argument("--timescale", choices=("auto", "on", "off"), default="auto")
+    migrate.add_argument(
+        "--no-rederive", action="store_true", help="leave raw hours a migration queued for the next migrate"
+    )
     replay = sub.add_parser("replay", help="point a drain's stored offsets back, to re-read from Kafka")
     replay.add_argument("--domain", required=True)
     replay.add_argument("--offset", type=int, default=0)
     replay.add_argument("--consumer", help="checkpoint owner (default: DRAIN_CONSUMER)")
-    rejects = sub.add_parser("rejects", help="rejected messages by topic and reason")
+    rejects = sub.add_parser("rejects", help="rejected messages by topic and reason; re-admit them")
+    rejects.add_argument("action", nargs="?", choices=("summary", "readmit"), default="summary")
     rejects.add_argument("--limit", type=int, default=20)
+    rejects.add_argument("--topic", action="append", help="readmit: only this topic (repeatable)")
+    rejects.add_argument("--reason", help="readmit: only this reason, e.g. unknown_metric")
+    rejects.add_argument("--tenant", help="readmit: only messages of this tenant_id")
+    rejects.add_argument("--since", help="readmit: readings at or after this time (ISO-8601)")
+    rejects.add_argument("--until", help="readmit: readings before this time (ISO-8601)")
+    rejects.add_argument("--dry-run", action="store_true", help="readmit: only say what would pass now")
+    resets = sub.add_parser("resets", help="offset resets: Kafka logs that changed under a drain's position")
+    resets.add_argument("--limit", type=int, default=20)
+    metrics = sub.add_parser("metrics", help="the metrics catalogue (tenant data) and unknown-metric policies")
+    metrics.add_argument("action", choices=("list", "set", "remove", "policy"))
+    metrics.add_argument("name", nargs="?", help="set/remove: the metric; policy: reject or accept")
+    metrics.add_argument("--tenant", help="the tenant ('*' = the defaults of every tenant)")
+    metrics.add_argument("--unit", help="set: the canonical unit")
+    metrics.add_argument("--min", type=float, help="set: lowest plausible value")
+    metrics.add_argument("--max", type=float, help="set: highest plausible value")
+    metrics.add_argument("--description", help="set: what it measures")
     limits = sub.add_parser("spec-limits", help="load or list spec limits (lab analytes, sweep metrics)")
     limits.add_argument("action", choices=("load", "list"))
     limits.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
@@ -286,12 +437,20 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--tenant", help="create: the one tenant the key may read")
     keys.add_argument("--admin", action="store_true", help="create: a key for every tenant")
     keys.add_argument("--resolve", action="store_true", help="create: may also resolve anomalies")
+    keys.add_argument(
+        "--catalog-admin",
+        action="store_true",
+        help="create: the `admin` scope: may edit the metrics catalogue and unknown-metric policy of its tenant "
+        "(with --admin: of every tenant and the platform defaults '*')",
+    )
     keys.add_argument("--days", type=int, help="create: expires after this many days (default: never)")
     args = parser.parse_args(argv)
     handlers = {
         "migrate": _migrate,
         "replay": _replay,
         "rejects": _rejects,
+        "resets": _resets,
+        "metrics": _metrics,
         "spec-limits": _spec_limits,
         "plant": _plant,
         "baseline": _baseline,
@@ -301,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, SpecLimitError, plant.PlantConfigError, AlertConfigError) as exc:
+    except (ConfigError, SpecLimitError, plant.PlantConfigError, AlertConfigError, catalog.CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from analytics_platform.settings import REPO_ROOT
+from analytics_platform.ingest.catalog import seed_packaged
+from analytics_platform.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,13 @@ def apply_migrations(
     *,
     timescale: str = "auto",
     echo: Callable[[str], None] = log.info,
+    metrics_catalog: Path | None = None,
 ) -> list[MigrationResult]:
-    """Apply pending migrations to the database at `url`; return what happened to each file."""
+    """Apply pending migrations to the database at `url`; return what happened to each file.
+
+    Then seed the metrics catalogue's platform defaults from `metrics_catalog` (METRICS_CATALOG,
+    the packaged config/metrics.yaml): entries the table lacks are added, edited ones are kept.
+    """
     if timescale not in _TIMESCALE_MODES:
         raise ValueError(f"timescale must be one of {_TIMESCALE_MODES}, not {timescale!r}")
     results = []
@@ -89,6 +95,10 @@ def apply_migrations(
                     )
                 echo(f"migration {migration.version}: {action}")
                 results.append(MigrationResult(migration.version, action))
+            if any(m.version.startswith("08_") for m in discover(directory)):
+                added = seed_packaged(conn, metrics_catalog or get_settings().metrics_catalog)
+                if added:
+                    echo(f"metrics catalogue: {added} packaged default(s) added")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return results

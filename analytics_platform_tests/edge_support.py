@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+import paho.mqtt.client as mqtt
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from analytics_platform.devstack.broker import ensure_topics, start_tansu
 from analytics_platform.devstack.processes import free_port, port_open
@@ -121,6 +126,50 @@ def read_topic(
     return out
 
 
+def read_whole_topic(brokers: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every message a broker holds on a topic, known to be complete (for a broker about to be
+    stopped, with nothing producing to it): reads each partition up to its high watermark. Tansu's
+    high watermark is the start of the partition's last batch + 1, so the read goes on until that
+    offset was seen and one read came back empty (the rest of that batch arrives with it)."""
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": f"read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
+    try:
+        assign_all(consumer, topic)
+        need = {}
+        for tp in consumer.assignment():
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            if high > 0:
+                need[tp.partition] = high - 1
+        seen: dict[int, int] = {}
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = [m for m in consumer.consume(num_messages=10000, timeout=0.5) if m.error() is None]
+            out.extend(batch)
+            for m in batch:
+                seen[m.partition()] = max(seen.get(m.partition(), -1), m.offset())
+            if not batch and all(seen.get(p, -1) >= offset for p, offset in need.items()):
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} on {brokers}: read up to {seen} of {need} in {timeout} s")
+    finally:
+        consumer.close()
+
+
+def topic_has_messages(brokers: str, topic: str) -> bool:
+    """Whether any partition of the topic holds a message (False while the topic does not exist)."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        marks = (consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5) for p in partitions)
+        return any(high > 0 for _, high in marks)
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()
+
+
 def assign_all(consumer: Consumer, topic: str) -> None:
     """Read every partition the broker has: a fresh Tansu auto-creates a topic a producer asks for
     (with its own partition count) when the producer is faster than the test's topic creation."""
@@ -172,12 +221,117 @@ class OwnBroker:
         self.service = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, create_topics: bool = True) -> None:
+        """A fresh broker; `create_topics=False` leaves the topics to `create_topics()` later (a broker
+        that comes back without them for a while)."""
         self.starts += 1
         self.service = start_tansu(self.port, self.workdir / f"tansu-{self.starts}.log")
+        if create_topics:
+            self.create_topics()
+
+    def create_topics(self) -> None:
         ensure_topics({"bootstrap.servers": self.address}, self.topics, partitions=PARTITIONS)
+
+    def kill(self) -> None:
+        """End the broker at once (SIGKILL), as a crashed or replaced broker goes. A graceful stop
+        waits about 5 s while a client (a frozen agent) keeps its connection open."""
+        if self.service is not None:
+            self.service.process.kill()
+            self.service.process.wait(10)
+            self.service = None
 
     def stop(self) -> None:
         if self.service is not None:
             self.service.stop(timeout=10)
             self.service = None
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """An agent's /metrics as `name{labels}` → value; empty when the endpoint does not answer (the
+    agent is stopped, frozen or gone)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+class AgentProcess:
+    """`edge-agent run` as a child process, so a test can freeze (SIGSTOP), resume or kill it."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self.pids: list[int] = []  # every process started: one entry means never restarted
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agents.cli", "run", "--config", str(self.config)],
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+        )
+        self.pids.append(self.process.pid)
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: the exit code (a frozen agent is resumed first, or it would never exit)."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+
+class MQTTPublisher(threading.Thread):
+    """QoS 1 messages `{"seq", "ts"}` at `rate` a second to `<prefix>/<machine>`, round-robin over the
+    machines; remembers what it published as (machine, seq)."""
+
+    def __init__(self, port: int, rate: int, machines: list[str], prefix: str, client_id: str) -> None:
+        super().__init__(name="mqtt-publisher", daemon=True)
+        self.rate = rate
+        self.machines = machines
+        self.prefix = prefix
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.halt = threading.Event()
+        self.published: list[tuple[str, int]] = []
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        n = 0
+        while not self.halt.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while n < due:
+                machine = self.machines[n % len(self.machines)]
+                ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+                body = orjson.dumps({"seq": n, "ts": ts})
+                self.infos.append(self.client.publish(f"{self.prefix}/{machine}", body, qos=1))
+                self.published.append((machine, n))
+                n += 1
+            time.sleep(0.002)  # pacing of the generator, not synchronisation
+
+    def finish(self) -> None:
+        """Stop publishing and wait until Mosquitto has taken every message."""
+        self.halt.set()
+        self.join()
+        for info in self.infos:
+            info.wait_for_publish(30)
+        self.client.loop_stop()
+        self.client.disconnect()

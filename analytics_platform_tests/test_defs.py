@@ -90,6 +90,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "drain_device",
         "drain_sweep",
         "drain_lab",
+        "raw_rederivations",
         "analytics_automation",
         "aggregates_automation",
         "freshness_checks_sensor",

@@ -26,6 +26,7 @@ from analytics_platform.contracts.base import (
     ContractConfig,
     ContractViolation,
 )
+from analytics_platform.contracts.catalog import ACCEPT, WILDCARD, MetricCatalog
 from analytics_platform.contracts.registry import load_known_metrics, registry
 from analytics_platform.settings import REPO_ROOT
 from edge_agents.config import DOMAINS, ContractConfigModel, KafkaConfig
@@ -92,9 +93,13 @@ class Canonicalizer:
         contracts = registry().contracts
         self.contracts: dict[str, Contract] = {d: contracts[d] for d in DOMAINS}
         self.topics = {d: kafka.topic_prefix + c.default_topic for d, c in self.contracts.items()}
-        catalog = contract.metrics_catalog or REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
+        if contract.unknown_metrics == "reject":
+            path = contract.metrics_catalog or REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
+            catalog = MetricCatalog.of(load_known_metrics(path))
+        else:  # the platform judges metrics against the tenant's catalogue and policy
+            catalog = MetricCatalog(frozenset(), {WILDCARD: ACCEPT})
         self.rules = ContractConfig(
-            known_metrics=load_known_metrics(catalog),
+            catalog=catalog,
             max_future_s=contract.max_future_s,
             partitions_start=contract.partitions_start,
         )

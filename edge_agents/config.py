@@ -67,6 +67,18 @@ class KafkaConfig(_Model):
     # queue anyway, so there is nothing to gain from failing it; a failure makes the agent resend)
     delivery_timeout_ms: int = Field(0, ge=0)
     max_in_flight: int = Field(20000, ge=1, description="messages handed to the producer, not yet acknowledged")
+    # A producer can get stuck for good while the broker is up (a replaced broker that does not know
+    # its producer id, topics gone): messages in flight, the broker connected, no acknowledgement for
+    # this long → the agent purges, rebuilds the producer and resends from the oldest unacknowledged.
+    stall_timeout_s: float = Field(30.0, gt=0, description="no acknowledgement this long → rebuild the producer")
+    # the first wait between two rebuilds with no acknowledgement in between; it doubles on each
+    # further one up to the maximum (an ack resets it), so a broker that stays broken is not hammered
+    rebuild_backoff_s: float = Field(1.0, gt=0)
+    rebuild_backoff_max_s: float = Field(60.0, gt=0)
+    # librdkafka's statistics.interval.ms: the engine learns from them whether a broker is connected
+    # (no stall is declared while none is) and sees the producer epoch bumped over and over (the
+    # unknown-producer-id loop, which librdkafka reports nowhere else). 0 turns both off.
+    stats_interval_ms: int = Field(1000, ge=0, le=60000)
     extra: dict[str, str | int | float | bool] = {}
 
     @model_validator(mode="after")
@@ -77,6 +89,11 @@ class KafkaConfig(_Model):
             self.sasl_username and self.sasl_password
         ):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        if self.rebuild_backoff_max_s < self.rebuild_backoff_s:
+            raise ValueError(
+                f"rebuild_backoff_max_s ({self.rebuild_backoff_max_s}) must not be below "
+                f"rebuild_backoff_s ({self.rebuild_backoff_s})"
+            )
         return self
 
     def producer_config(self) -> dict[str, Any]:
@@ -92,6 +109,7 @@ class KafkaConfig(_Model):
             "queue.buffering.max.messages": max(self.max_in_flight * 2, 100000),
             "security.protocol": self.security_protocol,
             "log_level": 0,  # connection failures reach the agent's log through error_cb, rate-limited
+            "statistics.interval.ms": self.stats_interval_ms,  # broker state and producer epoch (engine)
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
@@ -129,10 +147,25 @@ class BackpressureConfig(_Model):
 
 
 class ContractConfigModel(_Model):
-    """The contract checks run before sending: the same code the platform runs on ingest."""
+    """The contract checks run before sending: the same code the platform runs on ingest.
 
-    metrics_catalog: Path | None = None  # default: the platform's config/metrics.yaml
+    Except, by default, the metric catalogue: which metrics a tenant's readings may carry is tenant
+    data on the platform (editable at any time, with a per-tenant policy for unknown metrics), which
+    an agent cannot see. `forward` sends readings of any metric and lets the platform judge them
+    (rejects there are kept and re-admittable); `reject` also checks them here, against
+    `metrics_catalog`, and keeps failures in the agent's own rejects table."""
+
+    unknown_metrics: Literal["forward", "reject"] = "forward"
+    metrics_catalog: Path | None = None  # for `reject`; default: the platform's packaged config/metrics.yaml
     max_future_s: int = Field(600, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_means_reject(cls, data: Any) -> Any:
+        """A `metrics_catalog` given without `unknown_metrics` asks for the local check."""
+        if isinstance(data, dict) and data.get("metrics_catalog") and "unknown_metrics" not in data:
+            return {**data, "unknown_metrics": "reject"}
+        return data
     partitions_start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
 
 

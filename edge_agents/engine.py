@@ -5,12 +5,27 @@ event loop) hand payloads to `submit`, the engine thread takes everything waitin
 contract pass per domain, writes it to the queue in one transaction, then hands queue entries to
 the producer strictly in sequence order and deletes each one when the broker acknowledges it.
 
-Delivery failures never reorder a key: on the first failure (or a fatal producer error) the engine
-stops handing out entries and purges what librdkafka has not sent yet, waits until every entry in
-flight is settled, then rewinds to the oldest entry not acknowledged and sends again from there.
-Messages the idempotent producer already had on the wire keep their order (the broker checks
-sequence numbers per partition); what comes again after a rewind may be a duplicate, which the
-platform removes by `event_id`.
+Delivery failures never reorder a key: on the first failure the engine stops handing out entries
+and purges what librdkafka has not sent yet, waits until every entry in flight is settled, then
+rewinds to the oldest entry not acknowledged and sends again from there. Messages the idempotent
+producer already had on the wire keep their order (the broker checks sequence numbers per
+partition); what comes again after a rewind may be a duplicate, which the platform removes by
+`event_id`.
+
+Some failures a producer never recovers from by itself, and librdkafka does not always say so: a
+broker replaced by a fresh one does not know the producer's id, and librdkafka answers its
+UnknownProducerId by bumping the epoch and retrying for ever, with no error callback and no delivery
+report (measured: librdkafka 2.16 against a restarted Tansu). So the engine rebuilds the producer on
+any of three signs: an error code that means the broker refuses the producer's idempotence state
+(error_cb, a delivery report, `produce`, or a fatal error, which confluent-kafka raises from `poll`
+rather than handing it to error_cb: a replaced broker causes one when requests were in flight as it
+went away), the epoch bumped over and over with nothing acknowledged
+(from librdkafka's statistics), or a stall (messages in flight, a broker connected, no
+acknowledgement for `kafka.stall_timeout_s`). A rebuild purges everything the old producer holds,
+destroys it, makes a new one (which gets a new producer id) and rewinds as above. Rebuilds with no
+acknowledgement in between back off (`kafka.rebuild_backoff_s` doubling up to
+`kafka.rebuild_backoff_max_s`), and no stall is declared while no broker is connected, so a broker
+that is simply away causes no rebuilds at all.
 """
 
 from __future__ import annotations
@@ -41,6 +56,24 @@ log = logging.getLogger("edge_agents.engine")
 
 # errors that sending again cannot fix: the entry leaves the queue for the rejects table
 _PERMANENT = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD}
+# errors that mean the broker refuses this producer's idempotence state (a fresh broker that never
+# heard of its id, a fenced or stale epoch, a sequence gap) or librdkafka gave up on it: only a new
+# producer, with a new producer id, gets out of them
+_REBUILD = {
+    KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError._FENCED,
+    KafkaError._FATAL,
+    KafkaError._INCONSISTENT,
+}
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # our own purges: resent after the rewind
+# librdkafka answers UnknownProducerId by bumping the producer epoch and retrying (about 30 bumps a
+# second against a fresh Tansu). A bump or two is ordinary recovery; this many with nothing
+# acknowledged in between is that endless loop.
+_EPOCH_BUMPS = 5
 _READY_CAP = 20000  # entries kept in memory for the fast path; beyond it the queue file is read
 # payloads taken in per step: a flood of submits must not starve sending (measured: 4k msg/s
 # acknowledged when a step took in everything waiting, 28k with this cap; bench/edge.py)
@@ -87,7 +120,16 @@ class Engine:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._producer: Producer | None = None
-        self._fatal: KafkaError | None = None
+        # producer health (engine thread only: librdkafka's callbacks run inside poll)
+        self._rebuild_reason: str | None = None  # set: the producer must be replaced; sends are held
+        self._rebuild_asked_at = 0.0
+        self._generation = 0  # numbers the producers; callbacks of a replaced one are ignored
+        self._progress_at = time.monotonic()  # the stall clock: last ack, first send, rebuild, broker back
+        self._connected = True  # a broker is up, per librdkafka's statistics (unknown counts as up)
+        self._epoch_base: tuple[int, int] | None = None  # (producer id, epoch) when last acknowledged
+        self._acked_since_stats = False
+        self._backoff = config.kafka.rebuild_backoff_s
+        self._next_rebuild_at = 0.0
         # sending state (engine thread only)
         self._cursor = 0  # highest seq handed to the producer since the last rewind
         self._ready: deque[Entry] = deque()  # entries after the cursor, when `_ready_valid`
@@ -166,18 +208,60 @@ class Engine:
             self.queue.close()
 
     def _new_producer(self) -> Producer:
+        self._generation += 1
         config = self.config.kafka.producer_config()
-        config["error_cb"] = self._on_error
+        config["error_cb"] = partial(self._on_error, self._generation)
+        if config.get("statistics.interval.ms"):
+            config["stats_cb"] = partial(self._on_stats, self._generation)
+        self._progress_at = time.monotonic()
+        self._connected = True
+        self._epoch_base = None
         return Producer(config)
 
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._fatal = err
+    def _on_error(self, generation: int, err: KafkaError) -> None:
+        if generation != self._generation:
+            return  # a replaced producer's last words
+        if err.fatal():  # confluent-kafka raises these from poll instead (see _poll); kept for safety
             log.error("Kafka producer fatal error: %s", err)
+            self._ask_rebuild(f"fatal producer error {err.name()}: {err.str()}")
+        elif err.code() in _REBUILD:
+            self._ask_rebuild(f"the broker answered {err.name()}: {err.str()}")
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             if not self._down:
                 log.warning("Kafka unreachable (%s): messages wait in the disk queue", err.str())
             self._broker_down()
+
+    def _on_stats(self, generation: int, text: str) -> None:
+        """librdkafka's statistics: is a broker connected, and is the epoch bumped with nothing acked?"""
+        if generation != self._generation:
+            return
+        try:
+            stats = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return
+        connected = any(b.get("state") == "UP" for b in (stats.get("brokers") or {}).values())
+        if connected and not self._connected:
+            self._progress_at = max(self._progress_at, time.monotonic())  # a stall counts from the broker's return
+        self._connected = connected
+        acked, self._acked_since_stats = self._acked_since_stats, False
+        eos = stats.get("eos") or {}
+        pid, epoch = eos.get("producer_id", -1), eos.get("producer_epoch", -1)
+        if pid < 0 or epoch < 0:
+            return  # not idempotent, or no producer id yet
+        base = self._epoch_base
+        if base is None or base[0] != pid or acked or not self._in_flight or epoch < base[1]:
+            self._epoch_base = (pid, epoch)
+        elif epoch - base[1] >= _EPOCH_BUMPS:
+            self._ask_rebuild(
+                f"the broker does not accept the producer id: its epoch was bumped {epoch - base[1]} times "
+                f"with nothing acknowledged (unknown producer id, e.g. a replaced broker)"
+            )
+
+    def _ask_rebuild(self, reason: str) -> None:
+        """Hold new sends; `_settle` purges what the producer holds, then `_rewind` replaces it."""
+        if self._rebuild_reason is None:
+            self._rebuild_reason = reason
+            self._rebuild_asked_at = time.monotonic()
 
     # ----- the engine thread -------------------------------------------------------------------
 
@@ -195,11 +279,10 @@ class Engine:
     def _step(self) -> None:
         self._take_intake()
         self._send()
-        producer = self._producer
         if self._in_flight:
-            producer.poll(0.001)  # type: ignore[union-attr]
+            self._poll(0.001)
         else:
-            producer.poll(0)  # type: ignore[union-attr]
+            self._poll(0)
             self._wake.wait(0.02)
         self._wake.clear()
         self._settle()
@@ -211,10 +294,10 @@ class Engine:
             self._take_intake()
         while self.queue.count and time.monotonic() < deadline:
             self._send()
-            self._producer.poll(0.01)  # type: ignore[union-attr]
+            self._poll(0.01)
             self._settle()
         self._producer.purge(in_queue=True, in_flight=False)  # type: ignore[union-attr]
-        self._producer.flush(min(2.0, max(0.0, deadline - time.monotonic())))  # type: ignore[union-attr]
+        self._poll(min(2.0, max(0.0, deadline - time.monotonic())), flush=True)
         self._settle()
         self._housekeeping(force=True)
         log.info(
@@ -222,6 +305,24 @@ class Engine:
             self.queue.count,
             self.queue.path,
         )
+
+    def _poll(self, timeout: float, flush: bool = False) -> None:
+        """Serve the producer's callbacks. confluent-kafka does not hand a fatal error to error_cb:
+        poll and flush raise it (measured: UNKNOWN_PRODUCER_ID from a replaced broker while requests
+        were in flight, which librdkafka cannot retry without risking duplicates). That is a reason
+        to rebuild the producer, not to stop the engine. No local reference to the producer is kept
+        here or in the callers: a rebuild must be able to destroy it."""
+        try:
+            if flush:
+                self._producer.flush(timeout)  # type: ignore[union-attr]
+            else:
+                self._producer.poll(timeout)  # type: ignore[union-attr]
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or not error.fatal():
+                raise  # one of the engine's own callbacks failed: a bug, not the broker
+            log.error("Kafka producer fatal error: %s", error.str())
+            self._ask_rebuild(f"fatal producer error {error.name()}: {error.str()}")
 
     def _take_intake(self) -> None:
         with self._lock:
@@ -326,11 +427,14 @@ class Engine:
         return True
 
     def _send(self) -> None:
-        if self._failed_min is not None or self._fatal is not None or time.monotonic() < self._resume_at:
+        now = time.monotonic()
+        if self._failed_min is not None or self._rebuild_reason is not None or now < self._resume_at:
             return
         room = self.config.kafka.max_in_flight - len(self._in_flight)
         if room <= 0:
             return
+        if not self._in_flight:
+            self._progress_at = now  # nothing was waiting: the stall clock starts with this send
         if self._ready_valid:
             batch = [self._ready.popleft() for _ in range(min(room, len(self._ready)))]
         else:
@@ -360,6 +464,8 @@ class Engine:
                     continue
                 log.warning("producer refused message %d (%s): resending later", entry.seq, error.str())
                 self._failed_min = entry.seq if self._failed_min is None else min(self._failed_min, entry.seq)
+                if error.code() in _REBUILD or error.fatal():
+                    self._ask_rebuild(f"the producer refused a message with {error.name()}: {error.str()}")
                 self._broker_down()
                 break
             self._in_flight[entry.seq] = entry.enqueued_at
@@ -373,6 +479,7 @@ class Engine:
         self._in_flight.pop(seq, None)
         if err is None:
             self._acked.append(seq)
+            self._acked_since_stats = True
             now = time.time()
             self.metrics.latency.observe(now - received_at)
             for observer in self.delivery_observers:
@@ -380,14 +487,17 @@ class Engine:
             if seq <= self._replay_until:
                 self.metrics.replayed.inc()
             return
-        if err.code() in _PERMANENT:
+        code = err.code()
+        if code in _PERMANENT:
             self._refuse(seq, err, msg.value())
             return
-        if err.code() != KafkaError._PURGE_QUEUE:  # our own purge: resent after the rewind
+        if code not in _PURGED:
             self.metrics.delivery_errors.inc()
             self._broker_down()
+            if code in _REBUILD or err.fatal():
+                self._ask_rebuild(f"a delivery failed with {err.name()}: {err.str()}")
         if self._failed_min is None:
-            if err.code() != KafkaError._PURGE_QUEUE and self._log_budget.take():
+            if code not in _PURGED and self._log_budget.take():
                 log.warning("delivery failed (%s): holding new sends until in-flight messages settle", err.str())
             self._purge = True  # see _settle: nothing librdkafka still holds may overtake this one
         self._failed_min = seq if self._failed_min is None else min(self._failed_min, seq)
@@ -408,6 +518,7 @@ class Engine:
         self._replay_until = max(self._replay_until, self._cursor, self.queue.max_seq())
 
     def _settle(self) -> None:
+        now = time.monotonic()
         if self._purge:
             self._purge = False
             self._producer.purge(in_queue=True, in_flight=False)  # type: ignore[union-attr]
@@ -418,23 +529,61 @@ class Engine:
             acked, self._acked = self._acked, []
             self.queue.delete(acked)
             self.metrics.sent.inc(len(acked))
-            if self._down and self._failed_min is None and self._fatal is None:
+            self._progress_at = now
+            self._backoff = self.config.kafka.rebuild_backoff_s  # the producer works: no backoff owed
+            if self._down and self._failed_min is None and self._rebuild_reason is None:
                 self._down = False
                 self.metrics.broker_up.set(1)
                 log.info("Kafka deliveries succeed again; %d messages queued", self.queue.count)
-        if self._fatal is not None and self._in_flight:
-            self._producer.purge()  # type: ignore[union-attr]
-            self._producer.poll(0.1)  # type: ignore[union-attr]
-        if (self._failed_min is not None or self._fatal is not None) and not self._in_flight:
+        self._watch(now)
+        if self._rebuild_reason is not None and self._in_flight:
+            self._producer.purge()  # type: ignore[union-attr]  # in the queue and in flight: all reported back
+            self._poll(0.1)
+            if self._in_flight and now - self._rebuild_asked_at > self.config.kafka.stall_timeout_s:
+                # never reported back: the producer is destroyed unpolled, so nothing of it can come later
+                oldest = min(self._in_flight)
+                self._failed_min = oldest if self._failed_min is None else min(self._failed_min, oldest)
+                log.warning("%d purged messages never came back from the producer", len(self._in_flight))
+                self._in_flight.clear()
+        settled = not self._in_flight and (self._failed_min is not None or self._rebuild_reason is not None)
+        if settled and (self._rebuild_reason is None or now >= self._next_rebuild_at):  # a rebuild waits its backoff
             self._rewind()
+
+    def _watch(self, now: float) -> None:
+        """The stall watchdog: messages in flight, a broker connected, and no ack for stall_timeout_s."""
+        if self._rebuild_reason is not None or not self._in_flight or not self._connected:
+            return
+        waited = now - self._progress_at
+        if waited >= self.config.kafka.stall_timeout_s:
+            self._ask_rebuild(
+                f"no acknowledgement for {waited:.1f} s with {len(self._in_flight)} messages in flight "
+                "and the broker connected"
+            )
+
+    def _rebuild(self, restart: int) -> None:
+        """Destroy the producer (unpolled: nothing of it may come after this) and make a new one."""
+        self._producer = None  # the last reference: librdkafka's handle is destroyed here
+        self._dropped.clear()  # their reports died with the producer
+        self._purge = False  # the new producer holds nothing yet
+        self._producer = self._new_producer()
+        now = time.monotonic()  # the backoff counts from the new producer's existence
+        self.metrics.producer_restarts.inc()
+        log.warning(
+            "rebuilding the Kafka producer (%.1f s after the cause, next rebuild no sooner than %.1f s unless "
+            "a message is acknowledged); resending from queue entry %d; cause: %s",
+            now - self._rebuild_asked_at,
+            self._backoff,
+            restart,
+            self._rebuild_reason,
+        )
+        self._rebuild_reason = None
+        self._next_rebuild_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, self.config.kafka.rebuild_backoff_max_s)
 
     def _rewind(self) -> None:
         restart = self._failed_min if self._failed_min is not None else self._cursor + 1
-        if self._fatal is not None:
-            log.warning("rebuilding the Kafka producer after: %s", self._fatal)
-            self.metrics.producer_restarts.inc()
-            self._producer = self._new_producer()
-            self._fatal = None
+        if self._rebuild_reason is not None:
+            self._rebuild(restart)
         self._cursor = restart - 1
         self._failed_min = None
         self._ready_valid = False

@@ -26,7 +26,10 @@ class AgentMetrics:
             "edge_agent_delivery_errors", "Deliveries the broker did not acknowledge (will be retried)", registry=r
         )
         self.producer_restarts = Counter(
-            "edge_agent_producer_restarts", "Kafka producers rebuilt after a fatal error", registry=r
+            "edge_agent_producer_restarts",
+            "Kafka producers rebuilt: a fatal or producer-id error, the epoch-bump loop of a replaced broker, "
+            "or a stall (the agent's log says which)",
+            registry=r,
         )
         self.depth = Gauge("edge_agent_queue_depth", "Messages in the queue, not yet acknowledged", registry=r)
         self.bytes = Gauge("edge_agent_queue_bytes", "Payload bytes in the queue", registry=r)

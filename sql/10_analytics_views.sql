@@ -42,9 +42,11 @@ SELECT topic, reason, count(*) AS rejected, min(rejected_at) AS first_at, max(re
 FROM analytics.rejected_message
 GROUP BY topic, reason;
 
--- Where each drain stands: stored next offset and how long ago it moved.
+-- Where each drain stands: stored next offset, how long ago it moved, and which log it belongs to
+-- (the broker's topic id; log_epoch counts the resets the drain detected, sql/09).
 CREATE OR REPLACE VIEW analytics.v_ingest_progress AS
-SELECT consumer, topic, kafka_partition, next_offset, updated_at, now() - updated_at AS since_update
+SELECT consumer, topic, kafka_partition, next_offset, updated_at, now() - updated_at AS since_update,
+       topic_id, log_epoch
 FROM analytics.worker_checkpoints;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO analytics_ro;

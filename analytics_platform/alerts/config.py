@@ -39,6 +39,7 @@ RULE_PARAMS: dict[str, dict[str, Any]] = {
     "lab_out_of_spec": {"lookback_hours": 24, "severity": "critical"},
     "check_failed": {"include_warnings": False},
     "run_failed": {"lookback_hours": 24},
+    "ingest_reset": {"lookback_hours": 24, "severity": "warning"},
 }
 _RULE_FIELDS = {"name", "kind", "tenant_id", "params", "channels", "notify_resolve", "enabled", "description"}
 _MUTE_FIELDS = {"rule", "tenant_id", "factory_id", "machine_id", "start", "end", "reason", "created_by"}

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-RULE_KINDS = ("anomaly", "device_offline", "fail_rate", "lab_out_of_spec", "check_failed", "run_failed")
+RULE_KINDS = (
+    "anomaly",
+    "device_offline",
+    "fail_rate",
+    "lab_out_of_spec",
+    "check_failed",
+    "run_failed",
+    "ingest_reset",
+)
 SEVERITIES = ("info", "warning", "critical")
 CHANNEL_KINDS = ("slack", "line", "email", "webhook")
 ANY = "*"

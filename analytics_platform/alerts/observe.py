@@ -205,6 +205,44 @@ def lab_out_of_spec(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url:
     return Observation(conditions, horizon=since)
 
 
+def ingest_resets(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Offset resets the drains recorded in the last `lookback_hours` (analytics.ingest_resets): a
+    Kafka log changed under a stored position (broker replaced, topic re-created, retention ran
+    past it). One condition per reset; critical when messages expired unread (data Kafka no longer
+    has), else `severity` (the drain re-read the new log: nothing lost, but the cause wants a look)."""
+    since = now - timedelta(hours=float(rule.params["lookback_hours"]))
+    rows = conn.execute(
+        """SELECT reset_id, detected_at, consumer, topic, kafka_partition, reason, detail, stored_offset, resumed_at,
+                  skipped
+           FROM analytics.ingest_resets WHERE detected_at >= %(since)s AND detected_at <= %(now)s
+           ORDER BY reset_id""",
+        {"since": since, "now": now},
+    ).fetchall()
+    return Observation(
+        [
+            Condition(
+                fingerprint=f"{rule.name}:{reset_id}",
+                severity="critical" if skipped else str(rule.params["severity"]),
+                summary=f"Kafka log of {topic}[{partition}] changed under drain {consumer}: {reason}"
+                + (f", {skipped} message(s) expired unread" if skipped else f", re-read from offset {resumed}"),
+                observed_at=at,
+                details=_clean(
+                    {
+                        "reason": reason,
+                        "detail": detail,
+                        "stored_offset": stored,
+                        "resumed_at": resumed,
+                        "skipped": skipped,
+                    }
+                ),
+                link=asset_link(ui_url, "kafka_landing"),
+            )
+            for reset_id, at, consumer, topic, partition, reason, detail, stored, resumed, skipped in rows
+        ],
+        horizon=since,
+    )
+
+
 def _num(value: object) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -219,4 +257,5 @@ OBSERVERS: dict[str, Observer] = {
     "device_offline": devices_offline,
     "fail_rate": fail_rates,
     "lab_out_of_spec": lab_out_of_spec,
+    "ingest_reset": ingest_resets,
 }

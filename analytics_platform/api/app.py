@@ -1,7 +1,9 @@
 """The FastAPI application: read-only, versioned under /v1, JSON errors, Prometheus metrics.
 
-Run it with `uvicorn --factory analytics_platform.api.app:create_app` (the devstack does). It
-connects with API_DATABASE_URL, the read-only role; it never writes.
+Run it with `uvicorn --factory analytics_platform.api.app:create_app` (the devstack does). It reads
+with API_DATABASE_URL, the read-only role; its few writes (resolving anomalies, editing the metrics
+catalogue, keys with the matching scope) go through API_WRITE_DATABASE_URL, a role granted exactly
+those.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from prometheus_client import CollectorRegistry
 from analytics_platform.api.auth import KeyCache
 from analytics_platform.api.catalog import known_kpis
 from analytics_platform.api.db import Database, DatabaseDown
+from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
 from analytics_platform.api.routes import (
     agg,
     alerts,
     anomalies,
     baselines,
+    catalog,
     fleet,
     health,
     kpi,
@@ -36,7 +40,6 @@ from analytics_platform.api.routes import (
     spec_limits,
 )
 from analytics_platform.api.routes.health import BrokerProbe
-from analytics_platform.contracts.registry import load_known_metrics
 from analytics_platform.settings import PlatformSettings, get_settings
 from analytics_platform.ui.web import mount_dashboard
 
@@ -78,17 +81,17 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.broker = BrokerProbe(settings.kafka_client_config())
     app.state.writer = writer
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
-    app.state.known_metrics = load_known_metrics(settings.metrics_catalog)
+    app.state.metric_catalog = MetricCatalogCache()
     app.state.known_kpis = known_kpis(settings.kpi_drivers)
     app.state.agg_daily_view = None  # looked up on first use
 
-    for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts):
+    for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
         app.include_router(module.router)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api_cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type", "Accept"],
             expose_headers=["X-Next-Cursor", "Link"],
         )

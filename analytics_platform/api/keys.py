@@ -18,7 +18,10 @@ import psycopg
 from psycopg.rows import tuple_row
 
 PREFIX = "apk"
-SCOPES = ("read", "resolve")
+# read: every GET of the key's tenant (or of every tenant for an admin key); resolve: POST
+# /v1/anomalies/{id}/resolve; admin: edit the metrics catalogue and the unknown-metric policy (of the
+# key's tenant, or, on an admin key, of every tenant and the platform defaults '*')
+SCOPES = ("read", "resolve", "admin")
 _SHAPE = re.compile(r"apk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
 

@@ -65,6 +65,22 @@ class PipelineCollector(Collector):
             "Seconds since a drain last stored progress",
             labels=["consumer", "topic", "partition"],
         )
+        resets = CounterMetricFamily(
+            "analytics_ingest_offset_resets",
+            "Kafka logs that changed under a drain's stored offset (broker replaced, topic re-created, retention), "
+            "by topic and reason (analytics.ingest_resets)",
+            labels=["topic", "reason"],
+        )
+        expired = CounterMetricFamily(
+            "analytics_ingest_expired_unread",
+            "Messages Kafka's retention removed before any drain read them, by topic",
+            labels=["topic"],
+        )
+        uncatalogued = GaugeMetricFamily(
+            "analytics_uncatalogued_readings",
+            "Raw readings stored under a tenant's `accept` policy for metrics outside its catalogue",
+            labels=["tenant", "metric"],
+        )
         lag = GaugeMetricFamily(
             "analytics_ingest_lag_seconds",
             "Seconds between now and the newest stored raw row of each domain (the time of the reading itself)",
@@ -81,6 +97,18 @@ class PipelineCollector(Collector):
                 for row in conn.execute("SELECT topic, reason, rejected FROM analytics.v_rejects_summary"):
                     rejects.add_metric([row["topic"], row["reason"]], row["rejected"])
                 for row in conn.execute(
+                    "SELECT topic, reason, count(*) AS n, sum(skipped) AS skipped FROM analytics.ingest_resets "
+                    "GROUP BY topic, reason ORDER BY topic, reason"
+                ):
+                    resets.add_metric([row["topic"], row["reason"]], row["n"])
+                    if row["skipped"]:
+                        expired.add_metric([row["topic"]], float(row["skipped"]))
+                for row in conn.execute(  # the partial index holds only these rows
+                    "SELECT tenant_id, metric, count(*) AS n FROM analytics.raw_sensor_readings WHERE uncatalogued "
+                    "GROUP BY tenant_id, metric ORDER BY 1, 2"
+                ):
+                    uncatalogued.add_metric([row["tenant_id"], row["metric"]], row["n"])
+                for row in conn.execute(
                     "SELECT consumer, topic, kafka_partition, next_offset, "
                     "extract(epoch FROM since_update) AS age FROM analytics.v_ingest_progress"
                 ):
@@ -90,4 +118,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, offsets, age, lag]
+        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag]

@@ -411,3 +411,151 @@ class AlertLogEntry(BaseModel):
 
 class AlertLogPage(Page):
     items: list[AlertLogEntry]
+
+
+# ------------------------------------------------------------------------------------------------
+# the metrics catalogue (tenant data: GET / PUT / DELETE /v1/catalog/...)
+# ------------------------------------------------------------------------------------------------
+UnknownMetrics = Literal["reject", "accept"]
+
+
+class CatalogEntry(BaseModel):
+    tenant_id: str = Field(description="The tenant whose entry this is; '*' = a platform default (every tenant)")
+    metric: str
+    unit: str | None = Field(description="The canonical unit; null = any unit")
+    min_value: float | None = Field(description="The lowest plausible value (value-range contracts); null = not judged")
+    max_value: float | None = Field(description="The highest plausible value; null = not judged")
+    description: str
+    source: Literal["packaged", "cli", "api"] = Field(
+        description="Who wrote it last: the packaged defaults, `analytics-platform metrics set`, or this API"
+    )
+    overrides: bool = Field(description="A tenant's own entry replacing the platform default of the same name")
+    updated_at: datetime = Field(description=TIME)
+    updated_by: str | None = Field(description="The API key's name, the CLI user, or the packaged file")
+
+
+class MetricPolicy(BaseModel):
+    tenant_id: str = Field(description="The tenant asked about; '*' = the default policy")
+    unknown_metrics: UnknownMetrics = Field(
+        description="What becomes of a reading whose metric is in neither the tenant's entries nor the defaults: "
+        "`reject` (kept as unknown_metric, re-admittable with `analytics-platform rejects readmit`) or `accept` "
+        "(stored, flagged uncatalogued, no range check)"
+    )
+    own: bool = Field(description="true: the tenant's own policy; false: it has none, the default ('*') applies")
+    updated_at: datetime | None = Field(description=f"When the policy that applies was set, {TIME}")
+    updated_by: str | None
+
+
+class CatalogPage(Page):
+    tenant_id: str | None = Field(
+        description="Whose catalogue this is (the defaults merged with that tenant's entries); null = every entry of "
+        "every tenant (an admin key without `tenant_id`)"
+    )
+    policy: MetricPolicy = Field(description="The tenant's unknown-metric policy (the default's for tenant_id null)")
+    items: list[CatalogEntry] = Field(description="By metric; '*' before the tenants' entries of the same metric")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tenant_id": "t1",
+                    "policy": {
+                        "tenant_id": "t1",
+                        "unknown_metrics": "reject",
+                        "own": False,
+                        "updated_at": "2025-08-20T00:00:00Z",
+                        "updated_by": "migration 08",
+                    },
+                    "count": 2,
+                    "next_cursor": None,
+                    "items": [
+                        {
+                            "tenant_id": "*",
+                            "metric": "humidity",
+                            "unit": "%",
+                            "min_value": 0.0,
+                            "max_value": 100.0,
+                            "description": "relative humidity",
+                            "source": "packaged",
+                            "overrides": False,
+                            "updated_at": "2025-08-20T00:00:00Z",
+                            "updated_by": "metrics.yaml",
+                        },
+                        {
+                            "tenant_id": "t1",
+                            "metric": "temp",
+                            "unit": "degC",
+                            "min_value": -20.0,
+                            "max_value": 150.0,
+                            "description": "oven temperature",
+                            "source": "api",
+                            "overrides": True,
+                            "updated_at": "2025-08-21T09:30:00Z",
+                            "updated_by": "plant-admin",
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+
+def _storable_text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: a 422 that says so, rather than a 500 from the database."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _name(value: str | None) -> str | None:
+    _storable_text(value)
+    if value is not None and not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+class CatalogEntryBody(BaseModel):
+    """A whole entry: PUT replaces every field, so a field left out becomes null (not judged) or ''."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"unit": "Nm", "min_value": 0, "max_value": 5000, "description": "spindle torque"}]
+        },
+    )
+    unit: str | None = Field(default=None, max_length=64, description="The canonical unit; null = any unit")
+    min_value: float | None = Field(default=None, allow_inf_nan=False, description="Lowest plausible value")
+    max_value: float | None = Field(default=None, allow_inf_nan=False, description="Highest plausible value")
+    description: str = Field(default="", max_length=2000, description="What it measures")
+    tenant_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A tenant key: its own tenant (the default; another is a 404, '*' a 403). An admin key: "
+        "required, '*' = the platform defaults",
+    )
+
+    @field_validator("unit", "tenant_id")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        return _name(value)
+
+    @field_validator("description")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _storable_text(value) or ""
+
+
+class PolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"unknown_metrics": "accept"}]})
+    unknown_metrics: UnknownMetrics
+    tenant_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A tenant key: its own tenant (the default; another is a 404, '*' a 403). An admin key: "
+        "required, '*' = the default policy of tenants without their own",
+    )
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        return _name(value)

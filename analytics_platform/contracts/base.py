@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import msgspec
 import polars as pl
 
+from analytics_platform.contracts.catalog import MetricCatalog
+
 # Reason codes stored in analytics.rejected_message.reason. Operators filter and count by these.
 NOT_UTF8 = "not_utf8"
 NOT_JSON = "not_json"
@@ -75,7 +77,22 @@ _ISO_UTC = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|\+
 # An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000"; jsonb refuses it.
 _ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 _SOURCE_COLUMNS = ["topic", "kafka_partition", "kafka_offset"]
-KEY_SEPARATOR = "\x1f"  # ASCII unit separator: cannot be confused with characters inside ids
+KEY_SEPARATOR = "\x1f"  # ASCII unit separator between the parts of an identity key
+# Which copy of one reading is kept: the lowest Kafka coordinate, then the older Kafka timestamp (two
+# logs of one topic -- a broker replaced, a topic re-created -- reuse offsets). The same order in
+# the drain, in a re-derivation from landing and in the raw tables' conflict rule, so the stored row
+# never depends on the order batches were processed in.
+COORDINATE_ORDER = ("kafka_partition", "kafka_offset", "topic", "_coord_ts")
+
+
+def identity_part(value: pl.Expr) -> pl.Expr:
+    """One part of an identity key: `<length in bytes>:<text>`, or `~` for a missing (null) part.
+
+    Length-prefixed, so the parts of a key can be read back unambiguously whatever characters the
+    sender's ids contain (a separator inside an id cannot shift a part boundary).
+    """
+    text = value.cast(pl.String)
+    return pl.concat_str([text.str.len_bytes().cast(pl.String), pl.lit(":"), text]).fill_null("~")
 
 
 class ContractViolation(Exception):
@@ -89,9 +106,11 @@ class ContractViolation(Exception):
 
 @dataclass(frozen=True)
 class ContractConfig:
-    """The data-dependent rules of a contract (all of it configuration, none of it code)."""
+    """The data-dependent rules of a contract (all of it configuration or tenant data, none of it
+    code): the metrics catalogue with the tenants' unknown-metric policies, the future-time limit and
+    the first partition."""
 
-    known_metrics: frozenset[str]
+    catalog: MetricCatalog
     max_future_s: int
     partitions_start: datetime
 
@@ -212,6 +231,7 @@ class Contract:
     finite_columns: ClassVar[tuple[str, ...]] = ()
     range_column: ClassVar[str | None] = None
     json_columns: ClassVar[tuple[str, ...]] = ()  # raw JSON sub-documents stored as jsonb
+    derived_schema: ClassVar[dict[str, pl.DataType]] = {}  # raw columns the contract adds (`derive`)
     current_version: ClassVar[int] = 1
     legacy: ClassVar[dict[int, Callable[[bytes], list[Any]]]] = {}
 
@@ -227,10 +247,14 @@ class Contract:
         """Domain-specific column conversions after validation (e.g. raw JSON to text)."""
         return rows
 
+    def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
+        """Add the `derived_schema` columns to accepted rows (e.g. the uncatalogued flag)."""
+        return rows
+
     @property
     def raw_columns(self) -> list[str]:
         """Columns of the raw table, in COPY order."""
-        return [*self.row_schema, "event_id", "schema_version", "dedup_key", *_SOURCE_COLUMNS]
+        return [*self.row_schema, *self.derived_schema, "event_id", "schema_version", "dedup_key", *_SOURCE_COLUMNS]
 
     # ----- decoding ----------------------------------------------------------------------------
     def decode(self, value: bytes) -> list[Any]:
@@ -278,7 +302,7 @@ class Contract:
         rows = rows.join(all_rejects.select("_msg"), on="_msg", how="anti")
 
         event_time = self._event_times(messages, rows, all_rejects)
-        rows, duplicates = self._finish(rows, messages)
+        rows, duplicates = self._finish(self.derive(rows, config), messages)
         rejects = self._reject_frame(all_rejects, messages, event_time)
         accepted = (
             pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)
@@ -442,25 +466,46 @@ class Contract:
         return times.sort("_msg").get_column("time").alias("event_time")
 
     def _finish(self, rows: pl.DataFrame, messages: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        coords = messages.select(_SOURCE_COLUMNS).with_row_index("_msg").with_columns(pl.col("_msg").cast(pl.Int64))
-        natural = self.natural_expr()
+        coords = (
+            messages.select(*_SOURCE_COLUMNS, "kafka_ts")
+            .rename({"kafka_ts": "_coord_ts"})
+            .with_row_index("_msg")
+            .with_columns(pl.col("_msg").cast(pl.Int64))
+        )
         rows = (
             rows.join(coords, on="_msg", how="left")
-            .with_columns(pl.coalesce(self.dedup_expr(), natural).alias("dedup_key"))
-            .sort("kafka_partition", "kafka_offset", "topic", "_msg", maintain_order=True)
+            .with_columns(self.identity_expr().alias("dedup_key"))
+            .sort(*COORDINATE_ORDER, "_msg", maintain_order=True)
         )
         before = rows.height
         rows = rows.unique(["time", "dedup_key"], keep="first", maintain_order=True)
         rows = self.finish_rows(rows)
         return rows.select(self.raw_columns), before - rows.height
 
-    def dedup_expr(self) -> pl.Expr:
-        """The sender's event id, when given, identifies the message (one row per message)."""
-        return pl.col("event_id")
+    def scope_exprs(self) -> list[pl.Expr]:
+        """Who sent a reading and what it measures: the sender's scope its `event_id` is unique in.
 
-    def natural_expr(self) -> pl.Expr:
-        """Identity of a reading when the sender gives no event id (time is added separately)."""
-        return pl.concat_str([pl.col(c) for c in self.natural_key], separator=KEY_SEPARATOR)
+        The natural key columns by default (tenant, factory, machine or station, sensor, metric, ...);
+        domains add what else tells two of one sender's streams apart (a device's status events from
+        its health scores, a sweep's batch).
+        """
+        return [pl.col(c) for c in self.natural_key]
+
+    def identity_expr(self) -> pl.Expr:
+        """The identity of a raw row besides its time (the `dedup_key` column).
+
+        Always the sender's whole scope, then the sender's `event_id` when given (`e` + id), else
+        `n` (the natural key: one reading per scope and time). Sender-chosen ids are unique only
+        within their sender, so an id never identifies a row on its own: two tenants, machines or
+        sensors numbering their messages alike can never replace each other's rows, while a true
+        re-send (same sender, same id, same time) still lands once. Every part is length-prefixed
+        (`identity_part`), so no choice of ids, however odd their characters, can make two
+        different scopes spell the same key. `analytics.identity_key()` (sql/07) is the same
+        function in SQL; the migration rewrites older keys with it.
+        """
+        event_id = pl.col("event_id")
+        event = pl.when(event_id.is_null()).then(pl.lit("n")).otherwise(pl.lit("e") + identity_part(event_id))
+        return pl.concat_str([*(identity_part(e) for e in self.scope_exprs()), event], separator=KEY_SEPARATOR)
 
     def _reject_frame(self, rejects: pl.DataFrame, messages: pl.DataFrame, event_time: pl.Series) -> pl.DataFrame:
         coords = (

@@ -17,7 +17,6 @@ import polars as pl
 
 from analytics_platform.contracts.base import (
     INVALID_VALUE,
-    KEY_SEPARATOR,
     MISSING_FIELD,
     UTC_TIME,
     Contract,
@@ -62,7 +61,9 @@ class DeviceHealthContract(Contract):
     natural_key = ("tenant_id", "factory_id", "machine_id")
     finite_columns = ("health_score",)
 
-    def natural_expr(self) -> pl.Expr:
+    def scope_exprs(self) -> list[pl.Expr]:
+        # which stream of the device a message belongs to: its status events, health scores and run
+        # states are three streams that may each number their messages from 1
         shape = (
             pl.when(pl.col("status").is_not_null())
             .then(pl.lit("status"))
@@ -70,7 +71,7 @@ class DeviceHealthContract(Contract):
             .then(pl.lit("score"))
             .otherwise(pl.lit("run"))
         )
-        return pl.concat_str([*(pl.col(c) for c in self.natural_key), shape], separator=KEY_SEPARATOR)
+        return [*(pl.col(c) for c in self.natural_key), shape]
 
     def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
         return [

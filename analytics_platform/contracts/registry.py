@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from analytics_platform.contracts.base import Contract, ContractConfig, Registry
+from analytics_platform.contracts.catalog import MetricCatalog
 from analytics_platform.settings import PlatformSettings
 
 
@@ -93,10 +94,13 @@ def load_known_metrics(path: Path) -> frozenset[str]:
     return frozenset(str(name) for name in metrics)
 
 
-def contract_config(settings: PlatformSettings) -> ContractConfig:
-    """The data-dependent contract rules for the current settings."""
+def contract_config(settings: PlatformSettings, catalog: MetricCatalog | None = None) -> ContractConfig:
+    """The data-dependent contract rules: `catalog` (the tenants' catalogue and policies, as the
+    database holds them: `analytics_platform.ingest.catalog.read_catalog`), or, without one, the
+    packaged defaults (METRICS_CATALOG) under the reject policy. The drain and re-derivation always
+    judge with the database's; the packaged file is for code without a database (the edge agent)."""
     return ContractConfig(
-        known_metrics=load_known_metrics(settings.metrics_catalog),
+        catalog=catalog or MetricCatalog.of(load_known_metrics(settings.metrics_catalog)),
         max_future_s=settings.contract_max_future_s,
         partitions_start=settings.partitions_start,
     )

@@ -16,7 +16,6 @@ import polars as pl
 
 from analytics_platform.contracts.base import (
     INVALID_VALUE,
-    KEY_SEPARATOR,
     MISSING_FIELD,
     UNKNOWN_METRIC,
     UTC_TIME,
@@ -102,15 +101,15 @@ class SensorContract(Contract):
     range_column = "value"
     json_columns = ("payload",)
     legacy: ClassVar[dict[int, Any]] = {2: _from_v2}
+    derived_schema: ClassVar[dict[str, pl.DataType]] = {"uncatalogued": pl.Boolean()}
+
+    def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
+        return flag_uncatalogued(rows, config)
 
     def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
         if name == "payload":
             return [raw_json_text(o.payload) for o in objs]
         return super().column_values(name, objs)
-
-    def dedup_expr(self) -> pl.Expr:
-        # a v2 message fans out to one row per metric, all sharing the sender's event id
-        return pl.concat_str([pl.col("event_id"), pl.col("metric")], separator=KEY_SEPARATOR)
 
     def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
         return [
@@ -124,12 +123,20 @@ class SensorContract(Contract):
 
 
 def known_metric_check(config: ContractConfig) -> RowCheck:
-    """Metrics come from the catalogue (config/metrics.yaml): a typo is a reject, not a new series."""
+    """Metrics come from the tenant's catalogue (the defaults plus its own entries): under the
+    `reject` policy a typo is a reject, not a new series; under `accept` the reading is stored,
+    flagged (`uncatalogued`)."""
+    catalog = config.catalog
     return RowCheck(
         UNKNOWN_METRIC,
-        ~pl.col("metric").is_in(sorted(config.known_metrics)),
+        ~catalog.catalogued(pl.col("tenant_id"), pl.col("metric")) & ~catalog.accepting(pl.col("tenant_id")),
         pl.format("metric '{}' is not in the metrics catalogue", pl.col("metric")),
     )
+
+
+def flag_uncatalogued(rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
+    """The `uncatalogued` column: true for readings stored under the `accept` policy."""
+    return rows.with_columns((~config.catalog.catalogued(pl.col("tenant_id"), pl.col("metric"))).alias("uncatalogued"))
 
 
 CONTRACT = SensorContract()

@@ -12,9 +12,9 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 import polars as pl
 
-from analytics_platform.contracts.base import KEY_SEPARATOR, UTC_TIME, Contract, ContractConfig, RowCheck
+from analytics_platform.contracts.base import UTC_TIME, Contract, ContractConfig, RowCheck
 from analytics_platform.contracts.fields import Identifier, Label
-from analytics_platform.contracts.sensor import known_metric_check
+from analytics_platform.contracts.sensor import flag_uncatalogued, known_metric_check
 
 
 class SweepValue(msgspec.Struct, gc=False):
@@ -54,6 +54,10 @@ class SweepContract(Contract):
     natural_key = ("tenant_id", "factory_id", "machine_id", "metric")
     finite_columns = ("reading_values",)
     range_column = "reading_values"
+    derived_schema: ClassVar[dict[str, pl.DataType]] = {"uncatalogued": pl.Boolean()}
+
+    def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
+        return flag_uncatalogued(rows, config)
 
     def column_values(self, name: str, objs: Sequence[Any]) -> list[Any]:
         if name == "reading_values":
@@ -62,11 +66,8 @@ class SweepContract(Contract):
             return [len(o.readings) for o in objs]
         return super().column_values(name, objs)
 
-    def natural_expr(self) -> pl.Expr:
-        return pl.concat_str(
-            [*(pl.col(c) for c in self.natural_key), pl.col("batch_id").fill_null("")],
-            separator=KEY_SEPARATOR,
-        )
+    def scope_exprs(self) -> list[pl.Expr]:
+        return [*(pl.col(c) for c in self.natural_key), pl.col("batch_id")]
 
     def extra_checks(self, config: ContractConfig) -> list[RowCheck]:
         return [known_metric_check(config)]

@@ -18,11 +18,12 @@ import psycopg
 
 from analytics_platform.contracts.registry import ConfigError, DomainBinding
 from analytics_platform.defs.ingest.partitions import partition_key
+from analytics_platform.ingest.catalog import read_limits
 from analytics_platform.ingest.rederive import HOUR, hours
 from analytics_platform.quality import raw as raw_suites
 from analytics_platform.quality import results as suites
 from analytics_platform.quality.checks import DESCRIPTIONS, raw_check_names
-from analytics_platform.quality.config import ChecksConfig, cached_checks_config, cached_metric_limits
+from analytics_platform.quality.config import ChecksConfig, cached_checks_config
 from analytics_platform.quality.validation import merge_windows
 from analytics_platform.results import written
 from analytics_platform.results.aggregates import chunks
@@ -102,7 +103,7 @@ def _sensor_suite(
     return raw_suites.sensor_outcomes(
         written.read_sensor_readings(conn, start, end),
         written.read_previous_series(conn, start),
-        cached_metric_limits(settings.metrics_catalog),
+        read_limits(conn),
         config,
         start=start,
         end=end,
@@ -113,9 +114,7 @@ def _sensor_suite(
 def _sweep_suite(
     conn: psycopg.Connection, settings: PlatformSettings, config: ChecksConfig, start: datetime, end: datetime
 ) -> list[CheckOutcome]:
-    return raw_suites.sweep_outcomes(
-        written.read_sweep_readings(conn, start, end), cached_metric_limits(settings.metrics_catalog), config
-    )
+    return raw_suites.sweep_outcomes(written.read_sweep_readings(conn, start, end), read_limits(conn), config)
 
 
 _METRIC_SUITES: dict[str, Callable[..., list[CheckOutcome]]] = {"sensor": _sensor_suite, "sweep": _sweep_suite}
@@ -126,7 +125,7 @@ def aggregate_checks(
     conn: psycopg.Connection, settings: PlatformSettings, start: datetime, end: datetime
 ) -> list[dg.AssetCheckResult]:
     """Every bucket overlapping [start, end), as the aggregates asset rewrote them."""
-    limits = cached_metric_limits(settings.metrics_catalog)
+    limits = read_limits(conn)
     ranges = checks_config(settings).result_ranges
     parts = []
     # in the asset's own chunks (AGG_CHUNK_HOURS): bounded memory for a long backfill
@@ -179,7 +178,7 @@ def kpi_checks(
     rows, columns = written.read_written(
         conn, suites.KPI, "period = ANY(%s) AND period_end > %s AND period_end <= %s", (list(periods), start, end)
     )
-    limits = cached_metric_limits(settings.metrics_catalog)
+    limits = read_limits(conn)
     return check_results(suites.kpi_outcomes(rows, columns, checks_config(settings).result_ranges, limits), settings)
 
 

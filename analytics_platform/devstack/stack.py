@@ -25,6 +25,7 @@ from analytics_platform.api.keys import create_key, find_principal
 from analytics_platform.devstack.broker import check_broker, ensure_topics, start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import Service, StackError
+from analytics_platform.ingest.rederive import rederive_queued
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.plant import load_plant_config
 from analytics_platform.results.spec_limits import DEFAULT_FILE, load_spec_limits
@@ -173,6 +174,10 @@ class Stack:
         applied = [r.version for r in results if r.action != "skipped"]
         echo(f"migrations: {len(applied)} applied, {len(results) - len(applied)} already in place")
         with psycopg.connect(url, autocommit=True) as conn:
+            # raw hours a migration queued (07: rows lost to id collisions come back from landing)
+            rederived = rederive_queued(conn, PlatformSettings(), echo=echo)
+            if rederived:
+                echo(f"raw data: {len(rederived)} hour(s) re-derived from kafka_landing")
             added = load_spec_limits(conn, overwrite=False)  # seed once; edits in the table are kept
             plant = load_plant_config(conn, overwrite=False)
             alerts = seed_alert_rules(conn)

@@ -21,21 +21,32 @@ flight, batches committed strictly in order), so the client core and the databas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import polars as pl
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
-from analytics_platform.ingest import store
+from analytics_platform.ingest import catalog, store
 from analytics_platform.transforms.raw_quality import PartitionQuality, profile, range_profile
 
 log = logging.getLogger(__name__)
@@ -61,7 +72,7 @@ class DrainReport:
     partitions: dict[datetime, PartitionQuality] = field(default_factory=lambda: defaultdict(PartitionQuality))
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     missing_topics: list[str] = field(default_factory=list)
-    offset_resets: list[str] = field(default_factory=list)
+    offset_resets: list[store.OffsetReset] = field(default_factory=list)
     # partitions this drain owned and read, and those it owned but another drain held (skipped)
     assigned: list[tuple[str, int]] = field(default_factory=list)
     busy: list[tuple[str, int]] = field(default_factory=list)
@@ -75,7 +86,7 @@ class DrainReport:
 class _Batch:
     messages: pl.DataFrame
     parsed: ParsedBatch
-    positions: dict[tuple[str, int], int]
+    positions: dict[tuple[str, int], store.Position]
     oldest_kafka_ts: datetime | None
 
 
@@ -103,6 +114,24 @@ FROM unnest(%s::text[], %s::int[]) AS t(topic, p)
 """
 
 
+@dataclass
+class _Partition:
+    """One claimed partition during a pass: where it started and whether its log is proven yet."""
+
+    topic: str
+    partition: int
+    stored: store.Checkpoint | None
+    topic_id: str | None  # as the broker reports it now (None: the broker has no topic ids)
+    start: int  # the offset assigned (or OFFSET_BEGINNING / OFFSET_END)
+    low: int | None = None
+    high: int | None = None
+    # the fingerprint to find at `verify_offset` (the last message consumed) before going on
+    verify_offset: int | None = None
+    verify_digest: bytes | None = None
+    seen: bool = False  # a message of it arrived in this pass
+    paused: bool = False  # its log changed under it: read again from the start in the next pass
+
+
 class Drain:
     """Moves messages of one domain from Kafka into landing + raw + rejects, exactly once."""
 
@@ -118,7 +147,8 @@ class Drain:
         poll_timeout_s: float = 0.5,
         start: str = "earliest",
         commit_to_kafka: bool = True,
-        metric_limits: pl.DataFrame | None = None,
+        profile_ranges: bool = True,
+        catalog_from_db: bool = True,
         missing_unit_is_canonical: bool = True,
         shard: int = 0,
         shards: int = 1,
@@ -135,44 +165,66 @@ class Drain:
         self.poll_timeout_s = poll_timeout_s
         self.start = start
         self.commit_to_kafka = commit_to_kafka
-        # the metrics catalogue, for the live `values_in_range` / `units_match` counts of domains
-        # with a range column (None: not profiled)
-        self.metric_limits = metric_limits if binding.contract.range_column is not None else None
+        # the live `values_in_range` / `units_match` counts of domains with a range column, against
+        # the catalogue's limits as the database holds them at the start of each pass
+        self.profile_ranges = profile_ranges and binding.contract.range_column is not None
+        self.metric_limits: pl.DataFrame | None = None
+        # judge with the metrics catalogue and policies of the database (tenant data, edited at any
+        # time), re-read at the start of every pass; False keeps `config.catalog` as given
+        self.catalog_from_db = catalog_from_db
         self.missing_unit_is_canonical = missing_unit_is_canonical
         self.shard = shard
         self.shards = shards
         # called inside each batch's transaction after its rows and before its offsets are
         # written: the fault-injection point of the crash tests
         self.before_checkpoint: Callable[[], None] | None = None
+        self._deadline = 0.0
+        self._pending: Future | None = None  # the batch the writer thread is committing
 
     # ----- public -------------------------------------------------------------------------
     def run(self, budget_s: float, max_messages: int | None = None) -> DrainReport:
-        """Drain until caught up, `budget_s` elapsed or `max_messages` consumed."""
+        """Drain until caught up, `budget_s` elapsed or `max_messages` consumed.
+
+        Every call to the broker or the database is bounded by what is left of the budget, so a
+        broker that dies or a database that hangs mid-pass costs at most a few seconds more.
+        """
         report = DrainReport(domain=self.contract.domain)
         started = time.monotonic()
-        conn = _connect(self.database_url)
+        self._deadline = started + budget_s
+        conn = _connect(self.database_url, self._left(10))
         consumer: Consumer | None = None
+        admin: AdminClient | None = None
         try:
             consumer = self._consumer()
+            admin = AdminClient({**self.kafka_config, "log_level": 3})
             owned = self._owned_partitions(consumer, report)
             claimed = self._claim(conn, owned, report)
+            if not claimed:
+                return report
+            self._refresh_catalog(conn)
             # offsets are read only once the partitions are ours: whoever read them before has
             # committed (or rolled back) and let go
             stored = store.load_checkpoints(conn, self.consumer_name, self.binding.topics)
-            assignment = self._assignment(claimed, stored)
-            if not assignment:
+            topic_ids = self._topic_ids(admin, sorted({t for t, _ in claimed}))
+            plan = self._plan(conn, consumer, claimed, stored, topic_ids, report)
+            if not plan:
                 return report
-            consumer.assign(assignment)
-            floors = self._known_ends(consumer, assignment)
-            self._loop(consumer, conn, stored, floors, report, started, budget_s, max_messages)
+            consumer.assign([TopicPartition(p.topic, p.partition, p.start) for p in plan.values()])
+            floors = {tp: p.high for tp, p in plan.items() if p.high is not None and p.start != OFFSET_END}
+            self._loop(consumer, conn, plan, floors, report, max_messages)
+            self._unverified(conn, plan, report)
             if self.commit_to_kafka and report.positions:
-                self._commit_group(consumer, report.positions)
+                self._mirror_to_group(admin, report.positions)
         finally:
             if consumer is not None:
                 consumer.close()
             conn.close()
             report.elapsed_s = time.monotonic() - started
         return report
+
+    def _left(self, cap: float, floor: float = 0.5) -> float:
+        """Seconds a call may wait: at most `cap`, never past the budget (but at least `floor`)."""
+        return max(floor, min(cap, self._deadline - time.monotonic()))
 
     # ----- consuming ----------------------------------------------------------------------
     def _consumer(self) -> Consumer:
@@ -182,7 +234,9 @@ class Drain:
                 "group.id": self.consumer_name,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": self.start,
+                # only a log that lost our position is read from a default: always from its start
+                # (DRAIN_START=latest applies to partitions without a checkpoint, by assignment)
+                "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
@@ -192,10 +246,16 @@ class Drain:
             }
         )
 
+    def _refresh_catalog(self, conn: psycopg.Connection) -> None:
+        if self.catalog_from_db:
+            self.config = replace(self.config, catalog=catalog.read_catalog(conn))
+        if self.profile_ranges:
+            self.metric_limits = catalog.read_limits(conn)
+
     def _owned_partitions(self, consumer: Consumer, report: DrainReport) -> list[tuple[str, int]]:
         """The (topic, partition)s of this drain's shard, as the broker lists them now."""
         try:
-            metadata = consumer.list_topics(timeout=10)
+            metadata = consumer.list_topics(timeout=self._left(10))
         except KafkaException as exc:
             raise DrainError(
                 f"Kafka broker {self.kafka_config.get('bootstrap.servers')} is unreachable ({exc}); "
@@ -234,59 +294,146 @@ class Drain:
             )
         return report.assigned
 
-    def _assignment(self, claimed: list[tuple[str, int]], stored: dict) -> list[TopicPartition]:
-        default = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
-        return [TopicPartition(t, p, stored.get((t, p), default)) for t, p in claimed]
-
-    def _known_ends(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
-        """A lower bound of each partition's end: its high watermark.
-
-        Tansu reports the start of the last batch + 1, so this is never used to decide that a
-        pass is complete, only to keep waiting (longer) while data is known to be there.
-        """
-        floors = {}
-        for tp in assignment:
-            if tp.offset == OFFSET_END:
-                continue  # DRAIN_START=latest with no stored offset: nothing is owed from before
+    def _topic_ids(self, admin: AdminClient, topics: list[str]) -> dict[str, str]:
+        """The broker's topic id of each topic (KIP-516); empty where the broker reports none."""
+        found: dict[str, str] = {}
+        try:
+            futures = admin.describe_topics(TopicCollection(topics), request_timeout=self._left(5))
+        except (KafkaException, ValueError, TypeError):
+            return found
+        for topic, future in futures.items():
             try:
-                _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            except KafkaException:
+                topic_id = future.result(timeout=self._left(5)).topic_id
+            except Exception:  # an old broker, a timeout: the fingerprint still proves the log
                 continue
-            floors[(tp.topic, tp.partition)] = high
-        return floors
+            text = str(topic_id) if topic_id is not None else ""
+            if text and text != "AAAAAAAAAAAAAAAAAAAAAA":  # the all-zero id: the broker has none
+                found[topic] = text
+        return found
+
+    def _plan(
+        self,
+        conn: psycopg.Connection,
+        consumer: Consumer,
+        claimed: list[tuple[str, int]],
+        stored: dict[tuple[str, int], store.Checkpoint],
+        topic_ids: dict[str, str],
+        report: DrainReport,
+    ) -> dict[tuple[str, int], _Partition]:
+        """Where each partition starts, after proving (or disproving) that its stored offset belongs
+        to the log the broker has now (DESIGN.md, "Identity belongs to the sender"; sql/09)."""
+        plan: dict[tuple[str, int], _Partition] = {}
+        for topic, partition in claimed:
+            checkpoint = stored.get((topic, partition))
+            current_id = topic_ids.get(topic)
+            part = _Partition(topic, partition, checkpoint, current_id, OFFSET_BEGINNING)
+            with contextlib.suppress(KafkaException):  # unknown: the checks that need them wait a pass
+                part.low, part.high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self._left(5), cached=False
+                )
+            plan[(topic, partition)] = part
+            if checkpoint is None:
+                part.start = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+                continue
+            part.start = checkpoint.next_offset
+            if checkpoint.topic_id and current_id and checkpoint.topic_id != current_id:
+                self._reset(
+                    conn,
+                    report,
+                    part,
+                    "topic_id_changed",
+                    f"the broker reports topic id {current_id}, the checkpoint was taken on {checkpoint.topic_id} "
+                    "(broker replaced or topic re-created)",
+                )
+                continue
+            if part.low is not None and part.low > checkpoint.next_offset:
+                # retention (or a deleted range) removed messages nobody drained: they are gone
+                # from Kafka; say how many, and go on from the log's start
+                self._reset(
+                    conn,
+                    report,
+                    part,
+                    "log_start_after_offset",
+                    f"the log starts at {part.low}, after the stored offset {checkpoint.next_offset}: "
+                    f"{part.low - checkpoint.next_offset} message(s) expired unread",
+                    resumed_at=part.low,
+                    skipped=part.low - checkpoint.next_offset,
+                )
+                continue
+            digest = checkpoint.last_digest
+            if checkpoint.next_offset > 0 and digest is None:
+                landed = store.landed_message(conn, topic, partition, checkpoint.next_offset - 1)
+                if landed is not None:
+                    digest = store.message_digest(landed[1], landed[2])
+            if checkpoint.next_offset > 0 and digest is not None:
+                # start one message early: the last one consumed must come back unchanged
+                part.start = part.verify_offset = checkpoint.next_offset - 1
+                part.verify_digest = digest
+        return plan
+
+    def _reset(
+        self,
+        conn: psycopg.Connection,
+        report: DrainReport,
+        part: _Partition,
+        reason: str,
+        detail: str,
+        *,
+        resumed_at: int = 0,
+        skipped: int = 0,
+    ) -> None:
+        if self._pending is not None:
+            self._pending.result()  # the connection is the writer's until its batch is committed
+        stored = part.stored.next_offset if part.stored else 0
+        reset = store.OffsetReset(
+            part.topic,
+            part.partition,
+            reason,
+            detail,
+            stored,
+            resumed_at,
+            skipped,
+            part.stored.topic_id if part.stored else None,
+            part.topic_id,
+        )
+        store.record_reset(conn, self.consumer_name, reset)
+        report.offset_resets.append(reset)
+        log.warning("offset reset of %s (%s): %s", self.consumer_name, self.contract.domain, reset.describe())
+        part.start = OFFSET_BEGINNING
+        part.verify_offset = part.verify_digest = None
+        part.stored = store.Checkpoint(resumed_at, part.topic_id, None, None, 0)
 
     def _loop(
         self,
         consumer: Consumer,
         conn: psycopg.Connection,
-        stored: dict,
+        plan: dict[tuple[str, int], _Partition],
         floors: dict[tuple[str, int], int],
         report: DrainReport,
-        started: float,
-        budget_s: float,
         max_messages: int | None,
     ) -> None:
-        expected = dict(stored)
+        expected = {tp: p.stored.next_offset for tp, p in plan.items() if p.stored is not None}
 
         def behind() -> bool:
-            return any(expected.get(tp, 0) < end for tp, end in floors.items())
+            waiting = any(p.verify_offset is not None and not p.seen for p in plan.values())
+            return waiting or any(expected.get(tp, 0) < end for tp, end in floors.items() if not plan[tp].paused)
 
-        pending: Future | None = None
         last_progress = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{self.contract.domain}") as writer:
             try:
-                while time.monotonic() - started < budget_s:
+                while time.monotonic() < self._deadline:
                     want = self.batch_size
                     if max_messages is not None:
                         want = min(want, max_messages - report.messages)
                         if want <= 0:
                             break
                     messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
-                    batch = self._batch(messages, expected, report) if messages else None
+                    kept = self._admit(consumer, conn, messages, plan, report)
+                    batch = self._batch(kept, expected, plan) if kept else None
                     if batch is not None:
-                        if pending is not None:
-                            pending.result()
-                        pending = writer.submit(self._write, conn, batch, report)
+                        if self._pending is not None:
+                            self._pending.result()
+                        self._pending = writer.submit(self._write, conn, batch, report)
                         report.messages += batch.messages.height
                     if messages:
                         last_progress = time.monotonic()
@@ -296,11 +443,21 @@ class Drain:
                         break  # the watermarks promised data that did not come: next tick
 
             finally:
+                pending, self._pending = self._pending, None
                 if pending is not None:
                     pending.result()
 
-    def _batch(self, messages: list, expected: dict, report: DrainReport) -> _Batch | None:
-        topics, partitions, offsets, keys, stamps, values = [], [], [], [], [], []
+    def _admit(
+        self,
+        consumer: Consumer,
+        conn: psycopg.Connection,
+        messages: list,
+        plan: dict[tuple[str, int], _Partition],
+        report: DrainReport,
+    ) -> list:
+        """The messages to land: Kafka errors logged (fatal ones raise), and each partition's first
+        message of the pass checked against its stored position (`_first_message_fits`)."""
+        kept = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -309,6 +466,98 @@ class Drain:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("Kafka error while draining %s: %s", self.contract.domain, error)
                 continue
+            tp = (message.topic(), message.partition())
+            part = plan.get(tp)
+            if part is None:
+                continue
+            if part.paused:
+                continue
+            if not part.seen:
+                part.seen = True
+                if not self._first_message_fits(consumer, conn, part, message, report):
+                    continue
+                if part.verify_offset is not None and message.offset() == part.verify_offset:
+                    part.verify_offset = None
+                    continue  # the last message consumed before: proven, and already landed
+                part.verify_offset = None
+            kept.append(message)
+        return kept
+
+    def _first_message_fits(
+        self, consumer: Consumer, conn: psycopg.Connection, part: _Partition, message, report: DrainReport
+    ) -> bool:
+        """Whether a partition's first message of the pass continues its stored position.
+
+        * the message at the stored position minus one is the one consumed there before: yes;
+        * it is another message: the log was replaced; the reset is recorded (the checkpoint moves
+          to the new log's start) and the partition is paused for the rest of the pass: False;
+        * it comes from before the stored position: the broker answered "offset out of range" and
+          the consumer went back to the log's start (auto.offset.reset=earliest), so the log now
+          ends before our position; the reset is recorded and reading goes on from there: True.
+        """
+        offset = message.offset()
+        stored = part.stored
+        if stored is None:
+            return True
+        if part.verify_offset is not None and offset == part.verify_offset:
+            if store.message_digest(message.key(), message.value()) == part.verify_digest:
+                return True
+            self._reset(
+                conn,
+                report,
+                part,
+                "fingerprint_mismatch",
+                f"the message at offset {offset} is not the one consumed there before "
+                "(a new log under the same topic: broker replaced or topic re-created)",
+            )
+            # the checkpoint now points at the new log's start; this pass lets the partition be
+            # (what was fetched for it came from the old position) and the next one reads it whole
+            part.paused = True
+            with contextlib.suppress(KafkaException):
+                consumer.pause([TopicPartition(part.topic, part.partition)])
+            return False
+        floor = part.verify_offset if part.verify_offset is not None else stored.next_offset
+        if offset < floor:
+            # the broker answered "offset out of range" and the consumer went back to the log's
+            # start (auto.offset.reset=earliest): the log now ends before our position
+            self._reset(
+                conn,
+                report,
+                part,
+                "log_end_before_offset",
+                f"the broker moved the consumer back to offset {offset}: the log ends before the stored offset",
+                resumed_at=offset,
+            )
+            part.stored = store.Checkpoint(offset, part.topic_id, None, None, 0)
+            return True
+        return True
+
+    def _unverified(
+        self, conn: psycopg.Connection, plan: dict[tuple[str, int], _Partition], report: DrainReport
+    ) -> None:
+        """A partition whose last consumed message never came back, on a broker that reports no
+        topic ids: if even the high watermark stops before our position, the log was replaced by a
+        shorter one (the next pass reads it from its start). With topic ids, a matching id already
+        proved the log, and a high watermark below our position is the broker's (Tansu's) own
+        under-reporting, not a new log."""
+        for part in plan.values():
+            stored = part.stored
+            if part.seen or part.verify_offset is None or stored is None or part.topic_id is not None:
+                continue
+            if part.high is not None and part.high < stored.next_offset:
+                self._reset(
+                    conn,
+                    report,
+                    part,
+                    "log_end_before_offset",
+                    f"the log ends at {part.high}, before the stored offset {stored.next_offset}, and the last "
+                    "message consumed is not there",
+                    resumed_at=part.low or 0,
+                )
+
+    def _batch(self, messages: list, expected: dict, plan: dict[tuple[str, int], _Partition]) -> _Batch | None:
+        topics, partitions, offsets, keys, stamps, values = [], [], [], [], [], []
+        for message in messages:
             topics.append(message.topic())
             partitions.append(message.partition())
             offsets.append(message.offset())
@@ -332,24 +581,35 @@ class Drain:
             },
             schema=MESSAGE_SCHEMA,
         )
-        positions = self._positions(frame, expected, report)
+        positions = self._positions(messages, frame, expected, plan)
         parsed = self.contract.parse(frame, self.config, values)
         oldest = frame.get_column("kafka_ts").min()
         return _Batch(frame, parsed, positions, oldest)  # type: ignore[arg-type]
 
-    def _positions(self, frame: pl.DataFrame, expected: dict, report: DrainReport) -> dict[tuple[str, int], int]:
-        spans = frame.group_by("topic", "kafka_partition").agg(
-            pl.col("kafka_offset").min().alias("first"), pl.col("kafka_offset").max().alias("last")
-        )
+    def _positions(
+        self, messages: list, frame: pl.DataFrame, expected: dict, plan: dict[tuple[str, int], _Partition]
+    ) -> dict[tuple[str, int], store.Position]:
+        """Per partition of the batch: the next offset, with the log it belongs to (the topic id and
+        the fingerprint of the batch's last message of the partition)."""
+        last: dict[tuple[str, int], int] = {}
+        for i, message in enumerate(messages):
+            tp = (message.topic(), message.partition())
+            if tp not in last or message.offset() > messages[last[tp]].offset():
+                last[tp] = i
+        kafka_ts = frame.get_column("kafka_ts")
         positions = {}
-        for topic, partition, first, last in spans.iter_rows():
-            before = expected.get((topic, partition))
-            if before is not None and first < before:
-                note = f"{topic}[{partition}] restarted at offset {first} below stored {before}"
-                log.warning("offset reset: %s (did the broker lose its log?)", note)
-                report.offset_resets.append(note)
-            positions[(topic, partition)] = last + 1
-            expected[(topic, partition)] = last + 1
+        for tp, i in last.items():
+            message = messages[i]
+            part = plan.get(tp)
+            positions[tp] = store.Position(
+                tp[0],
+                tp[1],
+                message.offset() + 1,
+                part.topic_id if part else None,
+                kafka_ts[i],
+                store.message_digest(message.key(), message.value()),
+            )
+            expected[tp] = message.offset() + 1
         return positions
 
     # ----- writing ------------------------------------------------------------------------
@@ -357,16 +617,14 @@ class Drain:
         parsed = batch.parsed
         landing = store.landing_frame(batch.messages, parsed)
         with conn.transaction(), conn.cursor() as cur:
+            # a hung database must not hold the pass much past its budget (a few seconds of slack)
+            cur.execute(f"SET LOCAL statement_timeout = {int(self._left(3600, floor=5) * 1000) + 5000}")
             store.write_landing(cur, landing)
             store.write_raw(cur, self.contract, parsed.rows)
             store.write_rejects(cur, parsed.rejects)
             if self.before_checkpoint is not None:
                 self.before_checkpoint()
-            store.write_checkpoints(
-                cur,
-                self.consumer_name,
-                [store.Position(t, p, o) for (t, p), o in batch.positions.items()],
-            )
+            store.write_checkpoints(cur, self.consumer_name, batch.positions.values())
         committed = datetime.now(UTC)
         self._account(batch, report, committed)
 
@@ -376,11 +634,15 @@ class Drain:
         report.rows += parsed.rows.height
         report.rejects += parsed.rejects.height
         report.duplicates_in_batch += parsed.duplicates_in_batch
-        report.positions.update(batch.positions)
+        report.positions.update({tp: p.next_offset for tp, p in batch.positions.items()})
         if batch.oldest_kafka_ts is not None:
             report.max_ingest_lag_s = max(report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds())
         for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(named=True):
             report.partitions[row["partition_start"]].add_profile(row)
+        if "uncatalogued" in parsed.rows.columns:
+            flagged = parsed.rows.filter(pl.col("uncatalogued"))
+            for (start,), group in flagged.group_by(pl.col("time").dt.truncate("1h")):
+                report.partitions[start].uncatalogued += group.height
         if self.metric_limits is not None and self.contract.range_column is not None:
             ranges = range_profile(
                 parsed.rows,
@@ -402,17 +664,33 @@ class Drain:
                 dict(reasons), group.get_column("event_time").min(), group.get_column("event_time").max()
             )
 
-    def _commit_group(self, consumer: Consumer, positions: dict[tuple[str, int], int]) -> None:
-        """Mirror the stored offsets into the Kafka group, for lag dashboards only."""
+    def _mirror_to_group(self, admin: AdminClient, positions: dict[tuple[str, int], int]) -> None:
+        """Mirror the stored offsets into the Kafka consumer group, for lag dashboards only (the
+        database is the truth). Through the admin API with a short timeout: a consumer's commit
+        waits up to 45 s for a group coordinator that died with its broker."""
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]
         try:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
-        except KafkaException as exc:
+            futures = admin.alter_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(self.consumer_name, offsets)], request_timeout=self._left(3)
+            )
+            for future in futures.values():
+                future.result(timeout=self._left(3) + 1)
+        except Exception as exc:  # a timeout, a broker without the admin API: lag dashboards wait
             log.warning("could not mirror offsets to Kafka group %s: %s", self.consumer_name, exc)
 
 
-def _connect(url: str) -> psycopg.Connection:
+def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:
     try:
-        return psycopg.connect(url, connect_timeout=10, autocommit=True)
+        # keepalives: a database host that vanished is noticed in seconds, not hours
+        return psycopg.connect(
+            url,
+            connect_timeout=max(1, int(timeout_s)),
+            autocommit=True,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise DrainError(f"database unreachable ({first}); start it (make demo) or set DATABASE_URL") from None

@@ -11,6 +11,7 @@ a replay and a re-derivation from landing all converge on the same row.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -182,30 +183,125 @@ def write_raw(cur: psycopg.Cursor, contract: Contract, rows: pl.DataFrame) -> No
 
 @dataclass(frozen=True)
 class Position:
+    """Where a drain goes on in one partition, and which log that position belongs to: the topic id
+    the broker reported and the fingerprint of the last message consumed (offset next_offset - 1)."""
+
     topic: str
     partition: int
     next_offset: int
+    topic_id: str | None = None
+    last_kafka_ts: datetime | None = None
+    last_digest: bytes | None = None
 
 
-def load_checkpoints(conn: psycopg.Connection, consumer: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """Stored next offsets of `consumer` for `topics`: {(topic, partition): next_offset}."""
+@dataclass(frozen=True)
+class Checkpoint:
+    next_offset: int
+    topic_id: str | None
+    last_kafka_ts: datetime | None
+    last_digest: bytes | None
+    log_epoch: int
+
+
+def message_digest(key: bytes | None, value: bytes | None) -> bytes:
+    """A fingerprint of one Kafka message's key and value. Re-reading the same log gives the same one
+    at the same offset; a message of another log there (a broker replaced, a topic re-created) has
+    another one unless it is the very same message, in which case resuming after it is right anyway.
+    The Kafka timestamp is left out: a broker without one gets the time of landing instead."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (key, value):
+        digest.update(b"\x01" if part is None else b"\x00" + len(part).to_bytes(8, "big") + part)
+    return digest.digest()
+
+
+def load_checkpoints(
+    conn: psycopg.Connection, consumer: str, topics: Iterable[str]
+) -> dict[tuple[str, int], Checkpoint]:
+    """Stored positions of `consumer` for `topics`: {(topic, partition): Checkpoint}."""
     rows = conn.execute(
-        "SELECT topic, kafka_partition, next_offset FROM analytics.worker_checkpoints "
-        "WHERE consumer = %s AND topic = ANY(%s)",
+        "SELECT topic, kafka_partition, next_offset, topic_id, last_kafka_ts, last_digest, log_epoch "
+        "FROM analytics.worker_checkpoints WHERE consumer = %s AND topic = ANY(%s)",
         (consumer, list(topics)),
     ).fetchall()
-    return {(topic, partition): offset for topic, partition, offset in rows}
+    return {(topic, partition): Checkpoint(*rest) for topic, partition, *rest in rows}
+
+
+def landed_message(conn: psycopg.Connection, topic: str, partition: int, offset: int) -> tuple | None:
+    """(kafka_ts, key, value) of the newest landed message at a coordinate: the fingerprint source
+    of checkpoints written before fingerprints were stored."""
+    return conn.execute(
+        "SELECT kafka_ts, kafka_key, coalesce(convert_to(value_text, 'UTF8'), value_bytes) "
+        "FROM analytics.kafka_landing WHERE topic = %s AND kafka_partition = %s AND kafka_offset = %s "
+        "ORDER BY landed_at DESC, kafka_ts DESC LIMIT 1",
+        (topic, partition, offset),
+    ).fetchone()
 
 
 def write_checkpoints(cur: psycopg.Cursor, consumer: str, positions: Iterable[Position]) -> None:
-    """Store next offsets; called inside the transaction that wrote the rows they carried."""
+    """Store next offsets with their log; called inside the transaction that wrote the rows they
+    carried."""
     cur.executemany(
-        """INSERT INTO analytics.worker_checkpoints (consumer, topic, kafka_partition, next_offset)
-           VALUES (%s, %s, %s, %s)
+        """INSERT INTO analytics.worker_checkpoints
+               (consumer, topic, kafka_partition, next_offset, topic_id, last_kafka_ts, last_digest)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (consumer, topic, kafka_partition)
-           DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()""",
-        [(consumer, p.topic, p.partition, p.next_offset) for p in positions],
+           DO UPDATE SET next_offset = excluded.next_offset, updated_at = now(),
+               topic_id = coalesce(excluded.topic_id, worker_checkpoints.topic_id),
+               last_kafka_ts = excluded.last_kafka_ts, last_digest = excluded.last_digest""",
+        [
+            (consumer, p.topic, p.partition, p.next_offset, p.topic_id, p.last_kafka_ts, p.last_digest)
+            for p in positions
+        ],
     )
+
+
+@dataclass(frozen=True)
+class OffsetReset:
+    """The drain found that a stored position belongs to another log than the broker's now."""
+
+    topic: str
+    partition: int
+    reason: str  # see analytics.ingest_resets.reason
+    detail: str
+    stored_offset: int
+    resumed_at: int
+    skipped: int = 0
+    old_topic_id: str | None = None
+    new_topic_id: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.topic}[{self.partition}] {self.reason}: {self.detail}"
+
+
+def record_reset(conn: psycopg.Connection, consumer: str, reset: OffsetReset) -> None:
+    """Record a reset and move the checkpoint to the new log's start, in one transaction: a pass that
+    dies right after still starts the next one on the new log, and never detects the reset twice."""
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO analytics.ingest_resets (consumer, topic, kafka_partition, reason, detail, stored_offset,
+                   resumed_at, skipped, old_topic_id, new_topic_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                consumer,
+                reset.topic,
+                reset.partition,
+                reset.reason,
+                reset.detail,
+                reset.stored_offset,
+                reset.resumed_at,
+                reset.skipped,
+                reset.old_topic_id,
+                reset.new_topic_id,
+            ),
+        )
+        conn.execute(
+            """INSERT INTO analytics.worker_checkpoints (consumer, topic, kafka_partition, next_offset, topic_id)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (consumer, topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset,
+                   topic_id = coalesce(excluded.topic_id, worker_checkpoints.topic_id), last_kafka_ts = NULL,
+                   last_digest = NULL, log_epoch = worker_checkpoints.log_epoch + 1, updated_at = now()""",
+            (consumer, reset.topic, reset.partition, reset.resumed_at, reset.new_topic_id),
+        )
 
 
 def reset_checkpoints(conn: psycopg.Connection, consumer: str, topic: str, offset: int) -> int:
@@ -223,13 +319,14 @@ def reset_checkpoints(conn: psycopg.Connection, consumer: str, topic: str, offse
 
 
 def read_landing(conn: psycopg.Connection, topics: Sequence[str], start: datetime, end: datetime) -> pl.DataFrame:
-    """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order."""
+    """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order (two logs
+    of one topic, before and after a broker was replaced, ordered by their Kafka timestamps)."""
     cur = conn.execute(
         """SELECT topic, kafka_partition, kafka_offset, kafka_key, kafka_ts,
                   coalesce(convert_to(value_text, 'UTF8'), value_bytes) AS value
            FROM analytics.kafka_landing
            WHERE topic = ANY(%s) AND event_time >= %s AND event_time < %s
-           ORDER BY topic, kafka_partition, kafka_offset""",
+           ORDER BY topic, kafka_partition, kafka_offset, kafka_ts""",
         (list(topics), start, end),
     )
     return pl.DataFrame(cur.fetchall(), schema=MESSAGE_SCHEMA, orient="row")
@@ -238,18 +335,30 @@ def read_landing(conn: psycopg.Connection, topics: Sequence[str], start: datetim
 def replace_window(
     conn: psycopg.Connection,
     contract: Contract,
+    topics: Sequence[str],
     start: datetime,
     end: datetime,
     rows: pl.DataFrame,
     rejects: pl.DataFrame,
 ) -> int:
-    """Atomically replace the raw rows of [start, end) with `rows`; returns rows deleted."""
+    """Atomically replace the raw rows and the rejects of [start, end) with `rows` and `rejects`;
+    returns raw rows deleted.
+
+    The rejects of the window are replaced too: a message the current catalogue and contracts now
+    accept (a metric added, a mapping for an old schema version) leaves the rejects table as it
+    enters the raw table, so it is never counted as both. Rejects without a readable time belong
+    to no window and stay.
+    """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE time >= %s AND time < %s").format(_table(contract.raw_table)),
             (start, end),
         )
         deleted = cur.rowcount
+        cur.execute(
+            "DELETE FROM analytics.rejected_message WHERE topic = ANY(%s) AND event_time >= %s AND event_time < %s",
+            (list(topics), start, end),
+        )
         window_rows = rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
         copy_rows(cur, contract.raw_table, window_rows, contract.raw_columns)
         write_rejects(cur, rejects)

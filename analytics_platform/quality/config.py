@@ -150,19 +150,9 @@ def cached_checks_config(path: Path) -> ChecksConfig:
     return _cached_checks(Path(path), _mtime(path))
 
 
-def cached_metric_limits(path: Path) -> pl.DataFrame:
-    """`load_metric_limits`, parsed again only when the file changed."""
-    return _cached_limits(Path(path), _mtime(path))
-
-
 @lru_cache(maxsize=8)
 def _cached_checks(path: Path, _mtime_ns: int) -> ChecksConfig:
     return load_checks_config(path)
-
-
-@lru_cache(maxsize=8)
-def _cached_limits(path: Path, _mtime_ns: int) -> pl.DataFrame:
-    return load_metric_limits(path)
 
 
 def _mtime(path: Path) -> int:
@@ -173,8 +163,10 @@ def _mtime(path: Path) -> int:
 
 
 def load_metric_limits(path: Path) -> pl.DataFrame:
-    """The metrics catalogue (METRICS_CATALOG) as a frame: metric, min_value, max_value,
-    canonical_unit (NULL where the catalogue gives none: that side is not judged)."""
+    """A catalogue file (METRICS_CATALOG, the packaged defaults) as a limits frame: tenant '*',
+    metric, min_value, max_value, canonical_unit (NULL where the file gives none: that side is not
+    judged). The pipeline judges with the database's catalogue (`ingest.catalog.read_limits`); this
+    is for code and tests without one."""
     data = _read_yaml(path, "METRICS_CATALOG")
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
@@ -189,7 +181,7 @@ def load_metric_limits(path: Path) -> pl.DataFrame:
             bounds = _ordered((None if low is None else float(low), None if high is None else float(high)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name}: {exc}") from None
-        rows.append((str(name), *bounds, entry.get("unit")))
+        rows.append(("*", str(name), *bounds, entry.get("unit")))
     return pl.DataFrame(rows, schema=LIMITS_SCHEMA, orient="row")
 
 

@@ -18,7 +18,7 @@ import polars as pl
 from analytics_platform.quality.checks import describe
 from analytics_platform.quality.config import ChecksConfig, Completeness
 from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
-from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, CheckOutcome
+from analytics_platform.transforms.raw_quality import CheckOutcome, with_catalog_limits
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 SERIES = SERIES_KEY
@@ -34,9 +34,7 @@ def with_limits(readings: pl.DataFrame, limits: pl.DataFrame, value_column: str 
         frame = frame.explode(value_column)
     if value_column != "value":
         frame = frame.rename({value_column: "value"})
-    return frame.join(
-        limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA), on="metric", how="left", maintain_order="left"
-    )
+    return with_catalog_limits(frame, limits)
 
 
 def metric_expectations(config: ChecksConfig) -> list[Expect]:

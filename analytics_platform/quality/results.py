@@ -22,7 +22,7 @@ import polars as pl
 from analytics_platform.quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BUCKETS, describe
 from analytics_platform.quality.config import ResultRanges
 from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
-from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, CheckOutcome
+from analytics_platform.transforms.raw_quality import CheckOutcome, with_catalog_limits
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 TS = "timestamp with time zone"
@@ -316,9 +316,7 @@ def aggregate_outcomes(
     coarser bucket of the window (reconciliation), and min <= avg / p50 <= p95 <= max, first and
     last within [min, max], stddev >= 0, count >= 1, extremes within the metric's range."""
     stats = ["avg_v", "max_v", "p50_v", "p95_v", "min_v"]
-    frame = with_slack(rows, stats, ranges.tolerance).join(
-        limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA), on="metric", how="left", maintain_order="left"
-    )
+    frame = with_catalog_limits(with_slack(rows, stats, ranges.tolerance), limits)
     on_columns, on_rows = schema_expectations(AGG, rows.columns)
     r = "result_ranges"
     judged = [
@@ -423,19 +421,29 @@ def daily_rollup_outcomes(
     )
 
 
-def kpi_ranges_frame(ranges: ResultRanges, limits: pl.DataFrame) -> pl.DataFrame:
-    """kpi -> kpi_min, kpi_max: the configured KPI ranges, plus avg_<metric> from the catalogue."""
-    averages = limits.select(
-        pl.format("avg_{}", "metric").alias("kpi"),
-        pl.col("min_value").alias("kpi_min"),
-        pl.col("max_value").alias("kpi_max"),
-    )
+def with_kpi_ranges(rows: pl.DataFrame, ranges: ResultRanges, limits: pl.DataFrame) -> pl.DataFrame:
+    """`rows` (KPI rows) with kpi_min, kpi_max: the configured KPI ranges, and for avg_<metric> the
+    metric's range in the row's tenant's catalogue."""
     configured = pl.DataFrame(
         [(name, low, high) for name, (low, high) in ranges.kpi.items()],
         schema={"kpi": pl.String(), "kpi_min": pl.Float64(), "kpi_max": pl.Float64()},
         orient="row",
+    ).with_columns(_configured=pl.lit(True))
+    averaged = with_catalog_limits(
+        rows.with_columns(
+            pl.when(pl.col("kpi").str.starts_with("avg_")).then(pl.col("kpi").str.strip_prefix("avg_")).alias("_avg")
+        ),
+        limits,
+        metric="_avg",
     )
-    return pl.concat([averages.cast(configured.schema), configured]).unique("kpi", keep="last")
+    return (
+        averaged.join(configured, on="kpi", how="left", maintain_order="left")
+        .with_columns(
+            kpi_min=pl.when(pl.col("_configured")).then("kpi_min").otherwise("min_value"),
+            kpi_max=pl.when(pl.col("_configured")).then("kpi_max").otherwise("max_value"),
+        )
+        .drop("_avg", "_configured", "min_value", "max_value", "canonical_unit")
+    )
 
 
 def kpi_outcomes(
@@ -443,7 +451,7 @@ def kpi_outcomes(
 ) -> list[CheckOutcome]:
     """KPI rows of a period range: schema, unique key, each KPI within its configured range (ratios
     0..1 ...), avg_<metric> within the metric's range, durations (unit s) within their period."""
-    frame = rows.join(kpi_ranges_frame(ranges, limits), on="kpi", how="left", maintain_order="left").with_columns(
+    frame = with_kpi_ranges(rows, ranges, limits).with_columns(
         pl.when(pl.col("unit") == "s")
         .then((pl.col("period_end") - pl.col("period_start")).dt.total_seconds().cast(pl.Float64))
         .alias("period_s")

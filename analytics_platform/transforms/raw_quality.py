@@ -37,13 +37,42 @@ RANGE_CHECK_NAMES = ("values_in_range", "units_match")
 # offending rows kept per partition and check: enough to find the culprit, small enough for metadata
 SAMPLE_ROWS = 5
 
-# the metrics catalogue as a frame (see analytics_platform.quality.config.load_metric_limits)
+# the metrics catalogue as a frame (analytics_platform.ingest.catalog.read_limits): tenant '*' rows
+# are the defaults, a tenant's own row replaces the default of that metric for that tenant
 LIMITS_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
     "metric": pl.String(),
     "min_value": pl.Float64(),
     "max_value": pl.Float64(),
     "canonical_unit": pl.String(),
 }
+LIMIT_COLUMNS = ("min_value", "max_value", "canonical_unit")
+
+
+def with_catalog_limits(frame: pl.DataFrame, limits: pl.DataFrame, metric: str = "metric") -> pl.DataFrame:
+    """`frame` (with `tenant_id` and a metric column) plus the min_value, max_value and canonical_unit
+    of each row's tenant entry, else of the default ('*') entry; NULL for a metric in neither (an
+    uncatalogued reading is not judged). A tenant entry replaces the default whole, NULL bounds
+    included: a tenant may lift a default's range."""
+    limits = limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA)
+    defaults = limits.filter(pl.col("tenant_id") == "*").drop("tenant_id")
+    own = limits.filter(pl.col("tenant_id") != "*")
+    keyed = frame.with_columns(pl.col(metric).alias("_metric"))
+    if not own.is_empty():
+        keyed = keyed.join(
+            own.rename({"metric": "_metric", **{c: f"_own_{c}" for c in LIMIT_COLUMNS}}).with_columns(
+                _own=pl.lit(True)
+            ),
+            on=["tenant_id", "_metric"],
+            how="left",
+            maintain_order="left",
+        )
+    joined = keyed.join(defaults.rename({"metric": "_metric"}), on="_metric", how="left", maintain_order="left")
+    if own.is_empty():
+        return joined.drop("_metric")
+    return joined.with_columns(
+        [pl.when(pl.col("_own")).then(pl.col(f"_own_{c}")).otherwise(pl.col(c)).alias(c) for c in LIMIT_COLUMNS]
+    ).drop("_metric", "_own", *(f"_own_{c}" for c in LIMIT_COLUMNS))
 
 
 def profile(
@@ -132,16 +161,14 @@ def range_profile(
         .then(pl.lit(not missing_unit_ok))
         .otherwise(pl.col("canonical_unit").is_not_null() & (pl.col("unit") != pl.col("canonical_unit")))
     )
-    where = [*dict.fromkeys(["time", *(c for c in key_columns if c in rows.columns), "metric"])]
-    judged = (
-        rows.select(*where, "unit", low.alias("_low"), high.alias("_high"))
-        .join(limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA), on="metric", how="left", maintain_order="left")
-        .with_columns(
-            pl.col("time").dt.truncate("1h").alias("partition_start"),
-            (too_low | too_high).alias("_out"),
-            wrong_unit.alias("_unit"),
-            pl.when(too_high).then(pl.col("_high")).otherwise(pl.col("_low")).alias("value"),
-        )
+    where = [*dict.fromkeys(["time", "tenant_id", *(c for c in key_columns if c in rows.columns), "metric"])]
+    judged = with_catalog_limits(
+        rows.select(*where, "unit", low.alias("_low"), high.alias("_high")), limits
+    ).with_columns(
+        pl.col("time").dt.truncate("1h").alias("partition_start"),
+        (too_low | too_high).alias("_out"),
+        wrong_unit.alias("_unit"),
+        pl.when(too_high).then(pl.col("_high")).otherwise(pl.col("_low")).alias("value"),
     )
     return (
         judged.group_by("partition_start")
@@ -175,6 +202,7 @@ class PartitionQuality:
     range_rows: int = 0
     out_of_range: int = 0
     unit_mismatch: int = 0
+    uncatalogued: int = 0  # rows stored under a tenant's `accept` policy for unknown metrics
     out_of_range_sample: list[dict] = field(default_factory=list)
     unit_sample: list[dict] = field(default_factory=list)
 
@@ -216,6 +244,7 @@ class PartitionQuality:
         self.range_rows += other.range_rows
         self.out_of_range += other.out_of_range
         self.unit_mismatch += other.unit_mismatch
+        self.uncatalogued += other.uncatalogued
         self._extend(self.out_of_range_sample, other.out_of_range_sample)
         self._extend(self.unit_sample, other.unit_sample)
         self.add_rejects(other.reject_reasons, other.min_time, other.max_time)

@@ -41,6 +41,7 @@ def broker(tmp_path: Path) -> Iterator[OwnBroker]:
 
 
 def config(broker: OwnBroker, tmp_path: Path, **extra) -> AgentConfig:
+    extra.setdefault("contract", {"unknown_metrics": "reject"})  # the atomic-batch test needs a local reject
     return agent_config(
         broker.address, "", tmp_path / "q.db", [{"name": "sim", "type": "simulator"}], shutdown_timeout_s=1, **extra
     )

@@ -65,6 +65,7 @@ def http_ingest(
     prefix = edge_prefix(brokers) if reachable else "unreachable."
     queue = tmp_path / "queue.db"
     queue_options = extra.pop("queue_options", {})
+    extra.setdefault("contract", {"unknown_metrics": "reject"})  # the reject cases include a local unknown metric
     config = agent_config(
         brokers, prefix, queue, [{"type": "http", "name": "http", "port": 0, **(source or {})}], **extra
     )

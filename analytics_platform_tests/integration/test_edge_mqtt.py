@@ -67,7 +67,9 @@ def mqtt_source(port: int, **extra) -> dict:
 
 def test_mqtt_to_kafka_exact_messages(kafka_brokers: str, mqtt_port: int, tmp_path: Path) -> None:
     prefix = edge_prefix(kafka_brokers)
-    config = agent_config(kafka_brokers, prefix, tmp_path / "q.db", [mqtt_source(mqtt_port)])
+    config = agent_config(
+        kafka_brokers, prefix, tmp_path / "q.db", [mqtt_source(mqtt_port)], contract={"unknown_metrics": "reject"}
+    )
     health = {"time": "2026-11-23T08:00:00Z", "tenant_id": "t2", "factory_id": "f9", "machine_id": "mc-7"}
     with running_agent(config) as agent:
         source = agent.sources[0]

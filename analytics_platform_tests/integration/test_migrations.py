@@ -38,19 +38,26 @@ TABLES = {
     "alert_log",
     "api_keys",
     "schema_migrations",
+    "raw_rederivations",
+    "metric_catalog",
+    "metric_policy",
+    "ingest_resets",
 }
 VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
 
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:7] == [
+    assert versions[:10] == [
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
         "04_analytics_energy",
         "05_analytics_alerts",
         "06_analytics_api",
+        "07_sender_identity",
+        "08_metric_catalog",
+        "09_log_identity",
         "10_analytics_views",
     ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
@@ -79,6 +86,9 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "04_analytics_energy",
         "05_analytics_alerts",
         "06_analytics_api",
+        "07_sender_identity",
+        "08_metric_catalog",
+        "09_log_identity",
         "10_analytics_views",
     ]
 
@@ -97,6 +107,9 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "04_analytics_energy": "skipped",
         "05_analytics_alerts": "skipped",
         "06_analytics_api": "skipped",
+        "07_sender_identity": "skipped",
+        "08_metric_catalog": "skipped",
+        "09_log_identity": "skipped",
         "10_analytics_views": "reapplied",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
@@ -217,7 +230,11 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'analytics' AND tablename = 'raw_sensor_readings'"
         )
     }
-    assert indexes == {"raw_sensor_readings_pkey", "raw_sensor_readings_key_idx"}
+    assert indexes == {
+        "raw_sensor_readings_pkey",
+        "raw_sensor_readings_key_idx",
+        "raw_sensor_readings_uncatalogued_idx",
+    }
     if not timescale:
         assert database.scalar("SELECT analytics.timescale_enabled()") is False
         return

@@ -15,14 +15,25 @@ import pytest
 
 from analytics_platform.contracts import device, lab, sensor, sweep
 from analytics_platform.contracts.base import MESSAGE_SCHEMA, REASONS, Contract, ContractConfig
+from analytics_platform.contracts.catalog import MetricCatalog
 
 KAFKA_TS = datetime(2025, 8, 20, 3, 30, tzinfo=UTC)
 CONFIG = ContractConfig(
-    known_metrics=frozenset({"temp", "humidity", "power"}),
+    catalog=MetricCatalog.of(frozenset({"temp", "humidity", "power"})),
     max_future_s=600,
     partitions_start=datetime(2024, 1, 1, tzinfo=UTC),
 )
 SEP = "\x1f"
+
+
+def ident(*scope: str | None, event: str | None = None) -> str:
+    """An identity key written out by hand: each scope part `<bytes>:<text>` (`~` when missing),
+    then `e<bytes>:<event id>`, or `n` without one."""
+    parts = ["~" if p is None else f"{len(p.encode())}:{p}" for p in scope]
+    parts.append("n" if event is None else f"e{len(event.encode())}:{event}")
+    return SEP.join(parts)
+
+
 DROP = object()  # marks a field to leave out of a message body
 TOPIC = "test.topic"
 
@@ -169,9 +180,10 @@ def sensor_row(**overrides: object) -> dict:
         "value": 23.5,
         "unit": None,
         "payload": None,
+        "uncatalogued": False,
         "event_id": None,
         "schema_version": 1,
-        "dedup_key": SEP.join(["t1", "f1", "mc-01", "s-001", "temp"]),
+        "dedup_key": ident("t1", "f1", "mc-01", "s-001", "temp"),
         "topic": TOPIC,
         "kafka_partition": 0,
         "kafka_offset": 0,
@@ -205,6 +217,7 @@ def test_sensor_v1_rows_are_typed_and_keyed() -> None:
             "value": pl.Float64(),
             "unit": pl.String(),
             "payload": pl.String(),
+            "uncatalogued": pl.Boolean(),
             "event_id": pl.String(),
             "schema_version": pl.Int16(),
             "dedup_key": pl.String(),
@@ -220,7 +233,7 @@ def test_sensor_v1_rows_are_typed_and_keyed() -> None:
             unit="degC",
             payload='{"source": "edge-01"}',  # the sender's JSON text, verbatim
             event_id="e1",
-            dedup_key="e1" + SEP + "temp",
+            dedup_key=ident("t1", "f1", "mc-01", "s-001", "temp", event="e1"),
             kafka_offset=1,
         ),
         sensor_row(time=t("2025-08-20T03:13:00Z"), value=-1.25, kafka_offset=2),
@@ -229,7 +242,7 @@ def test_sensor_v1_rows_are_typed_and_keyed() -> None:
             sensor_id="s-pwr",
             metric="power",
             value=0.0,
-            dedup_key=SEP.join(["t1", "f1", "mc-01", "s-pwr", "power"]),
+            dedup_key=ident("t1", "f1", "mc-01", "s-pwr", "power"),
             kafka_offset=3,
         ),
     ]
@@ -274,6 +287,7 @@ def test_raw_columns_of_every_contract() -> None:
         "value",
         "unit",
         "payload",
+        "uncatalogued",  # derived: stored under a tenant's `accept` policy
         *tail,
     ]
     assert DEVICE.raw_columns == [
@@ -297,6 +311,7 @@ def test_raw_columns_of_every_contract() -> None:
         "unit",
         "n",
         "reading_values",
+        "uncatalogued",
         *tail,
     ]
     assert LAB.raw_columns == [
@@ -708,8 +723,8 @@ def test_device_health_status_event_and_score_at_the_same_instant_are_two_rows()
         ]
     )
     parsed = DEVICE.parse(batch, CONFIG)
-    status_key = SEP.join(["t1", "f1", "mc-01", "status"])
-    score_key = SEP.join(["t1", "f1", "mc-01", "score"])
+    status_key = ident("t1", "f1", "mc-01", "status")
+    score_key = ident("t1", "f1", "mc-01", "score")
     assert parsed.rows.to_dicts() == [
         device_row(status="online", level="ok", dedup_key=status_key),
         device_row(health_score=0.93, dedup_key=score_key, kafka_offset=1),
@@ -732,8 +747,8 @@ def test_device_health_run_state_is_its_own_shape_and_checked() -> None:
     )
     parsed = DEVICE.parse(batch, CONFIG)
     assert parsed.rows.to_dicts() == [
-        device_row(run_state="running", dedup_key=SEP.join(["t1", "f1", "mc-01", "run"])),
-        device_row(status="online", level="ok", dedup_key=SEP.join(["t1", "f1", "mc-01", "status"]), kafka_offset=1),
+        device_row(run_state="running", dedup_key=ident("t1", "f1", "mc-01", "run")),
+        device_row(status="online", level="ok", dedup_key=ident("t1", "f1", "mc-01", "status"), kafka_offset=1),
     ]
     assert parsed.rejects.select("kafka_offset", "reason", "detail").rows() == [
         (3, "invalid_value", "run_state 'exploded' is not one of running, idle, planned_stop, maintenance, fault")
@@ -750,7 +765,7 @@ def test_device_health_shapes_bounds_and_event_id() -> None:
         ]
     )
     parsed = DEVICE.parse(batch, CONFIG)
-    score_key = SEP.join(["t1", "f1", "mc-01", "score"])
+    score_key = ident("t1", "f1", "mc-01", "score")
     assert parsed.rows.to_dicts() == [
         device_row(health_score=0.0, dedup_key=score_key),
         device_row(time=t("2025-08-20T03:13:00Z"), health_score=1.0, dedup_key=score_key, kafka_offset=1),
@@ -759,10 +774,16 @@ def test_device_health_shapes_bounds_and_event_id() -> None:
             status="fault",
             level="critical",
             health_score=0.2,
-            dedup_key=SEP.join(["t1", "f1", "mc-01", "status"]),  # both given: the status shape
+            dedup_key=ident("t1", "f1", "mc-01", "status"),  # both given: the status shape
             kafka_offset=2,
         ),
-        device_row(time=t("2025-08-20T03:15:00Z"), status="offline", event_id="h1", dedup_key="h1", kafka_offset=3),
+        device_row(
+            time=t("2025-08-20T03:15:00Z"),
+            status="offline",
+            event_id="h1",
+            dedup_key=ident("t1", "f1", "mc-01", "status", event="h1"),
+            kafka_offset=3,
+        ),
     ]
     assert parsed.rejects.height == 0
 
@@ -788,6 +809,7 @@ def test_sweep_readings_become_a_value_list_with_its_count() -> None:
         "schema_version": 1,
         "topic": TOPIC,
         "kafka_partition": 0,
+        "uncatalogued": False,
     }
     assert parsed.rows.to_dicts() == [
         {
@@ -799,7 +821,7 @@ def test_sweep_readings_become_a_value_list_with_its_count() -> None:
             "n": 3,
             "reading_values": [65.1, 64.9, 65.0],
             "event_id": None,
-            "dedup_key": SEP.join(["t1", "f1", "mc-01", "temp", "B-000001"]),
+            "dedup_key": ident("t1", "f1", "mc-01", "temp", "B-000001"),
             "kafka_offset": 0,
         },
         {
@@ -811,7 +833,7 @@ def test_sweep_readings_become_a_value_list_with_its_count() -> None:
             "n": 1,
             "reading_values": [1.5],
             "event_id": None,
-            "dedup_key": SEP.join(["t1", "f1", "mc-01", "temp", ""]),  # no batch id: empty last part
+            "dedup_key": ident("t1", "f1", "mc-01", "temp", None),  # no batch id: a missing part
             "kafka_offset": 1,
         },
         {
@@ -823,7 +845,7 @@ def test_sweep_readings_become_a_value_list_with_its_count() -> None:
             "n": 3,
             "reading_values": [65.1, 64.9, 65.0],
             "event_id": "sw1",
-            "dedup_key": "sw1",
+            "dedup_key": ident("t1", "f1", "mc-01", "power", None, event="sw1"),
             "kafka_offset": 2,
         },
     ]
@@ -858,7 +880,7 @@ def test_lab_results() -> None:
             "unit": "pH",
             "machine_id": "mc-01",
             "event_id": "l1",
-            "dedup_key": "l1",
+            "dedup_key": ident("t1", "f1", "lab-f1", "S-00001", "pH", event="l1"),
             "kafka_offset": 0,
         },
         {
@@ -869,7 +891,7 @@ def test_lab_results() -> None:
             "unit": None,
             "machine_id": None,
             "event_id": None,
-            "dedup_key": SEP.join(["t1", "f1", "lab-f1", "S-00001", "Moisture"]),
+            "dedup_key": ident("t1", "f1", "lab-f1", "S-00001", "Moisture"),
             "kafka_offset": 1,
         },
         {
@@ -880,7 +902,7 @@ def test_lab_results() -> None:
             "unit": None,
             "machine_id": None,
             "event_id": None,
-            "dedup_key": SEP.join(["t1", "f1", "lab-f1", "S-00001", "anything"]),
+            "dedup_key": ident("t1", "f1", "lab-f1", "S-00001", "anything"),
             "kafka_offset": 3,
         },
     ]
@@ -903,7 +925,7 @@ def test_sensor_v2_fans_out_to_one_row_per_metric() -> None:
             value=31.5,
             unit="degC",
             event_id="e5",
-            dedup_key="e5" + SEP + "temp",
+            dedup_key=ident("t1", "f1", "mc-02", "s-002", "temp", event="e5"),
             kafka_offset=2,
         ),
         sensor_row(
@@ -913,7 +935,7 @@ def test_sensor_v2_fans_out_to_one_row_per_metric() -> None:
             value=40.25,
             unit=None,  # not in `units`
             event_id="e5",
-            dedup_key="e5" + SEP + "humidity",
+            dedup_key=ident("t1", "f1", "mc-02", "s-002", "humidity", event="e5"),
             kafka_offset=2,
         ),
         sensor_row(
@@ -922,7 +944,7 @@ def test_sensor_v2_fans_out_to_one_row_per_metric() -> None:
             metric="temp",
             value=31.5,
             unit="degC",
-            dedup_key=SEP.join(["t1", "f1", "mc-02", "s-002", "temp"]),
+            dedup_key=ident("t1", "f1", "mc-02", "s-002", "temp"),
             kafka_offset=3,
         ),
         sensor_row(
@@ -930,7 +952,7 @@ def test_sensor_v2_fans_out_to_one_row_per_metric() -> None:
             time=t("2025-08-20T03:31:00Z"),
             metric="humidity",
             value=40.25,
-            dedup_key=SEP.join(["t1", "f1", "mc-02", "s-002", "humidity"]),
+            dedup_key=ident("t1", "f1", "mc-02", "s-002", "humidity"),
             kafka_offset=3,
         ),
     ]
@@ -969,7 +991,7 @@ def test_in_batch_dedup_keeps_the_lowest_kafka_coordinate(coords: list[tuple[int
     batch = messages([reading(event_id="e1", value=values[c]) for c in coords], coords=coords)
     parsed = SENSOR.parse(batch, CONFIG)
     assert parsed.rows.select("kafka_partition", "kafka_offset", "value", "dedup_key").rows() == [
-        (0, 3, 0.0, "e1" + SEP + "temp")
+        (0, 3, 0.0, ident("t1", "f1", "mc-01", "s-001", "temp", event="e1"))
     ]
     assert parsed.duplicates_in_batch == 3
     assert parsed.accepted.to_list() == [True, True, True, True]  # duplicates are not rejects
@@ -1054,3 +1076,55 @@ def test_payload_with_a_literal_backslash_u0000_string_is_accepted() -> None:
     parsed = SENSOR.parse(messages([body]), CONFIG)
     assert parsed.rejects.height == 0
     assert parsed.rows.get_column("payload").to_list() == ['{"path": "C:\\\\u0000x"}']
+
+
+# ----- the metrics catalogue is tenant data --------------------------------------------------------
+
+
+def test_a_tenants_own_metric_is_accepted_for_that_tenant_only() -> None:
+    catalog = MetricCatalog(frozenset({("*", "temp"), ("t2", "power_kw")}), {"*": "reject"})
+    config = ContractConfig(catalog=catalog, max_future_s=600, partitions_start=datetime(2024, 1, 1, tzinfo=UTC))
+    batch = messages([reading(tenant_id="t2", metric="power_kw"), reading(tenant_id="t1", metric="power_kw")])
+    parsed = SENSOR.parse(batch, config)
+    assert parsed.rows.select("tenant_id", "metric", "uncatalogued").rows() == [("t2", "power_kw", False)]
+    assert parsed.rejects.select("kafka_offset", "reason").rows() == [(1, "unknown_metric")]
+
+
+def test_the_accept_policy_stores_uncatalogued_readings_flagged() -> None:
+    """t3 accepts unknown metrics, everybody else keeps the default reject."""
+    catalog = MetricCatalog(frozenset({("*", "temp")}), {"*": "reject", "t3": "accept"})
+    config = ContractConfig(catalog=catalog, max_future_s=600, partitions_start=datetime(2024, 1, 1, tzinfo=UTC))
+    batch = messages(
+        [
+            reading(tenant_id="t3", metric="flux"),
+            reading(tenant_id="t3", metric="temp"),
+            reading(tenant_id="t1", metric="flux"),
+        ]
+    )
+    parsed = SENSOR.parse(batch, config)
+    assert parsed.rows.select("tenant_id", "metric", "uncatalogued").rows() == [
+        ("t3", "flux", True),
+        ("t3", "temp", False),
+    ]
+    assert parsed.rejects.select("kafka_offset", "reason").rows() == [(2, "unknown_metric")]
+    # the same with the default turned round: everybody accepts but t1
+    flipped = ContractConfig(
+        catalog=MetricCatalog(frozenset({("*", "temp")}), {"*": "accept", "t1": "reject"}),
+        max_future_s=600,
+        partitions_start=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    assert SENSOR.parse(batch, flipped).rows.select("tenant_id", "uncatalogued").rows() == [
+        ("t3", True),
+        ("t3", False),
+    ]
+
+
+def test_a_tenant_pair_cannot_be_spelled_by_another_tenant() -> None:
+    """(tenant `t1/x`, metric `y`) and (tenant `t1`, metric `x/y`) are different entries."""
+    catalog = MetricCatalog(frozenset({("t1/x", "y")}), {"*": "reject"})
+    config = ContractConfig(catalog=catalog, max_future_s=600, partitions_start=datetime(2024, 1, 1, tzinfo=UTC))
+    parsed = SWEEP.parse(
+        messages([sweep_batch(tenant_id="t1/x", metric="y"), sweep_batch(tenant_id="t1", metric="x/y")]), config
+    )
+    assert parsed.rows.select("tenant_id", "metric").rows() == [("t1/x", "y")]
+    assert parsed.rejects.select("kafka_offset", "reason").rows() == [(1, "unknown_metric")]

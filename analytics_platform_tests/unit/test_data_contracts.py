@@ -25,7 +25,11 @@ from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, PartitionQu
 H3 = datetime(2025, 8, 20, 3, tzinfo=UTC)
 H4 = H3 + timedelta(hours=1)
 LIMITS = pl.DataFrame(
-    [("temp", -60.0, 400.0, "degC"), ("humidity", 0.0, 100.0, "%"), ("outdoor_temp", -80.0, 70.0, "degC")],
+    [
+        ("*", "temp", -60.0, 400.0, "degC"),
+        ("*", "humidity", 0.0, 100.0, "%"),
+        ("*", "outdoor_temp", -80.0, 70.0, "degC"),
+    ],
     schema=LIMITS_SCHEMA,
     orient="row",
 )
@@ -526,7 +530,7 @@ def test_the_shipped_configuration_loads_and_names_existing_metrics() -> None:
     assert config.blocking.of("values_in_range") and not config.blocking.of("completeness")
     assert config.reject_ratio_max(0.05) == 0.05  # null in the file: REJECT_RATIO_MAX
     limits = load_metric_limits(REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml")
-    assert limits.filter(pl.col("metric") == "temp").rows() == [("temp", -60.0, 400.0, "degC")]
+    assert limits.filter(pl.col("metric") == "temp").rows() == [("*", "temp", -60.0, 400.0, "degC")]
 
 
 @pytest.mark.parametrize(
@@ -580,12 +584,13 @@ def test_a_range_judged_hour_by_hour_is_one_outcome_naming_the_failing_hours() -
 def test_the_live_profile_judges_every_value_of_a_sweep_batch_per_hour() -> None:
     batches = pl.DataFrame(
         [
-            (at(5), "mc-01", "temp", "degC", [60.0, 61.0]),
-            (at(6), "mc-01", "temp", "degC", [-70.0, 450.0]),  # both sides out: the high one is shown
-            (H4, "mc-01", "temp", None, [60.0]),
+            (at(5), "t1", "mc-01", "temp", "degC", [60.0, 61.0]),
+            (at(6), "t1", "mc-01", "temp", "degC", [-70.0, 450.0]),  # both sides out: the high one is shown
+            (H4, "t1", "mc-01", "temp", None, [60.0]),
         ],
         schema={
             "time": pl.Datetime("us", "UTC"),
+            "tenant_id": pl.String(),
             "machine_id": pl.String(),
             "metric": pl.String(),
             "unit": pl.String(),
@@ -601,6 +606,7 @@ def test_the_live_profile_judges_every_value_of_a_sweep_batch_per_hour() -> None
     assert profile["out_of_range_sample"][0].to_list() == [
         {
             "time": at(6),
+            "tenant_id": "t1",
             "machine_id": "mc-01",
             "metric": "temp",
             "value": 450.0,
@@ -631,3 +637,43 @@ def test_a_freshness_entry_of_a_disabled_domain_is_skipped(tmp_path: Path) -> No
     path.write_text("freshness:\n  raw_lab_results: {mode: last_update, lag_minutes: 5}\n")
     defs = build_definitions(PlatformSettings(checks_config=path, domains_enabled=["sensor"]), secrets_from_env=False)
     assert [k.name for k in defs.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"] == []
+
+
+def test_a_tenant_entry_replaces_the_default_limits_for_that_tenant_only() -> None:
+    """The catalogue is tenant data: t2 lifts temp's range to 1200 degC (a furnace) and adds its own
+    `power_kw`; t1 keeps the default 400 degC; a metric in neither is not judged (uncatalogued)."""
+    limits = pl.concat(
+        [
+            LIMITS,
+            pl.DataFrame(
+                [("t2", "temp", 0.0, 1200.0, "degC"), ("t2", "power_kw", 0.0, 500.0, "kW")],
+                schema=LIMITS_SCHEMA,
+                orient="row",
+            ),
+        ]
+    )
+    readings = pl.DataFrame(
+        [
+            (at(1), "t1", "mc-01", "temp", "degC", 900.0),  # above t1's (default) 400: out
+            (at(2), "t2", "mc-01", "temp", "degC", 900.0),  # within t2's own 1200: in
+            (at(3), "t2", "mc-01", "temp", "degC", -5.0),  # below t2's own 0, though the default allows it
+            (at(4), "t2", "mc-01", "power_kw", "kW", 700.0),  # t2's own metric, above its 500
+            (at(5), "t1", "mc-01", "power_kw", "kW", 700.0),  # not in t1's catalogue: not judged
+        ],
+        schema={
+            "time": pl.Datetime("us", "UTC"),
+            "tenant_id": pl.String(),
+            "machine_id": pl.String(),
+            "metric": pl.String(),
+            "unit": pl.String(),
+            "value": pl.Float64(),
+        },
+        orient="row",
+    )
+    profile = range_profile(readings, limits, "value", ["machine_id", "metric"])
+    assert profile.select("range_rows", "out_of_range", "unit_mismatch").rows() == [(5, 3, 0)]
+    assert [(r["tenant_id"], r["metric"], r["value"]) for r in profile["out_of_range_sample"][0].to_list()] == [
+        ("t1", "temp", 900.0),
+        ("t2", "temp", -5.0),
+        ("t2", "power_kw", 700.0),
+    ]

@@ -126,6 +126,19 @@ def test_a_good_file_loads_with_its_defaults(tmp_path: Path) -> None:
             id="sasl-without-credentials",
         ),
         pytest.param(
+            {"sources": [SIM], "kafka": {"rebuild_backoff_s": 5, "rebuild_backoff_max_s": 2}},
+            ["kafka: rebuild_backoff_max_s (2.0) must not be below rebuild_backoff_s (5.0)"],
+            id="backoff-max-below-first",
+        ),
+        pytest.param(
+            {"sources": [SIM], "kafka": {"stall_timeout_s": 0, "stats_interval_ms": -1}},
+            [
+                "kafka.stall_timeout_s: Input should be greater than 0",
+                "kafka.stats_interval_ms: Input should be greater than or equal to 0",
+            ],
+            id="stall-settings",
+        ),
+        pytest.param(
             ["sources"],
             ["the config file must be a YAML mapping (agent_id, kafka, queue, sources, ...)"],
             id="not-a-mapping",
@@ -276,6 +289,16 @@ def test_producer_config_plaintext_has_no_credentials() -> None:
     assert config["security.protocol"] == "PLAINTEXT"
     assert config["enable.idempotence"] is True
     assert not [k for k in config if k.startswith(("sasl.", "ssl."))]
+
+
+def test_producer_rebuild_settings_and_their_defaults() -> None:
+    """The stall watchdog and the rebuild backoff (docs/edge.md, "When the broker is replaced")."""
+    kafka = KafkaConfig()
+    assert (kafka.stall_timeout_s, kafka.rebuild_backoff_s, kafka.rebuild_backoff_max_s) == (30.0, 1.0, 60.0)
+    assert kafka.producer_config()["statistics.interval.ms"] == 1000
+    tuned = KafkaConfig(stall_timeout_s=5, rebuild_backoff_s=2, rebuild_backoff_max_s=2, stats_interval_ms=0)
+    assert (tuned.stall_timeout_s, tuned.rebuild_backoff_s, tuned.rebuild_backoff_max_s) == (5.0, 2.0, 2.0)
+    assert tuned.producer_config()["statistics.interval.ms"] == 0
 
 
 def test_a_bad_opcua_node_id_is_caught_by_check() -> None:

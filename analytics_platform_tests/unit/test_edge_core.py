@@ -1,13 +1,19 @@
 """Pure parts of the edge agent: backpressure hysteresis and dwell, the disk queue's bookkeeping
-and crash survival, canonical keys and event ids, the contract verdicts, MQTT topic mapping."""
+and crash survival, canonical keys and event ids, the contract verdicts, MQTT topic mapping; and the
+engine's producer rebuilds against a stand-in for librdkafka (stalls, error codes, the epoch-bump
+loop, no rebuild while the broker is away, backoff)."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import re
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -144,7 +150,7 @@ def test_encode_keeps_a_senders_event_id_and_prefixes_topics() -> None:
 
 
 def test_contract_verdicts_per_value() -> None:
-    canonical = Canonicalizer(KafkaConfig(), ContractConfigModel(max_future_s=60))
+    canonical = Canonicalizer(KafkaConfig(), ContractConfigModel(max_future_s=60, unknown_metrics="reject"))
     now = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)
     values = [
         orjson.dumps(READING),
@@ -157,6 +163,18 @@ def test_contract_verdicts_per_value() -> None:
     assert verdicts[0] is None
     assert verdicts[1] == ("unknown_metric", "metric 'tmep' is not in the metrics catalogue")
     assert [v[0] if v else None for v in verdicts[2:]] == ["missing_field", "future_time", "not_json"]
+
+
+def test_by_default_the_platform_judges_metric_names() -> None:
+    """The catalogue is tenant data on the platform: an agent forwards a metric it does not know
+    (the tenant may have added it, or accept unknown metrics); only `reject` checks it here."""
+    values = [orjson.dumps({**READING, "metric": "power_kw"})]
+    now = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)
+    assert Canonicalizer(KafkaConfig(), ContractConfigModel()).check("sensor", values, now) == [None]
+    local = Canonicalizer(KafkaConfig(), ContractConfigModel(unknown_metrics="reject"))
+    assert local.check("sensor", values, now) == [
+        ("unknown_metric", "metric 'power_kw' is not in the metrics catalogue")
+    ]
 
 
 def test_time_text_is_utc_with_z() -> None:
@@ -319,3 +337,304 @@ def test_the_agents_check_gives_the_drains_verdicts() -> None:
         assert contract.verdicts(values, now, canonical.rules) == drain
         rejected += len(drain)
     assert rejected > 500
+
+
+# ----- the engine's producer rebuilds, against a stand-in for librdkafka -------------------------
+
+
+class FakeProducer:
+    """Stands in for confluent_kafka.Producer, the way the engine uses it. `mode` is what this one does
+    with what it is given:
+      ack      acknowledges everything on the next poll
+      silent   takes messages and never answers (a broker connected, nothing acknowledged)
+      away     the same, and its statistics say no broker is connected
+      bumping  never answers and bumps its epoch on every statistics tick (librdkafka's loop on
+               UnknownProducerId: no error callback, no delivery report)
+      dr:<CODE>     fails every delivery with that error code
+      error:<CODE>  never answers and reports that code to error_cb once
+      raise:<CODE>  never answers and raises that code as a fatal error from poll once (what
+                    confluent-kafka does with a fatal error instead of calling error_cb)
+    Delivery reports, errors and statistics are served by `poll`, as librdkafka does."""
+
+    def __init__(self, config: dict, mode: str) -> None:
+        self.mode = mode
+        self.error_cb = config["error_cb"]
+        self.stats_cb = config.get("stats_cb")
+        self.stats_every = config.get("statistics.interval.ms", 0) / 1000
+        self.next_stats = time.monotonic() + self.stats_every
+        self.created = time.monotonic()
+        self.pending: list[tuple[bytes, Any]] = []  # given, not answered
+        self.reports: list[tuple[Any, Any, bytes]] = []  # (callback, error, value) for the next poll
+        self.produced: list[bytes] = []
+        self.epoch = 0
+        self.stats_ticks = 0
+        self.errored = False
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        self.produced.append(value)
+        self.pending.append((value, on_delivery))
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        from confluent_kafka import KafkaError
+
+        code = KafkaError._PURGE_INFLIGHT if in_flight else KafkaError._PURGE_QUEUE
+        self.reports.extend((callback, KafkaError(code), value) for value, callback in self.pending)
+        self.pending = []
+
+    def poll(self, timeout: float = 0) -> int:
+        from confluent_kafka import KafkaError, KafkaException
+
+        kind, _, code = self.mode.partition(":")
+        if kind == "ack":
+            self.reports.extend((callback, None, value) for value, callback in self.pending)
+            self.pending = []
+        elif kind == "dr":
+            error = KafkaError(getattr(KafkaError, code))
+            self.reports.extend((callback, error, value) for value, callback in self.pending)
+            self.pending = []
+        elif kind == "error" and self.pending and not self.errored:
+            self.errored = True
+            self.error_cb(KafkaError(getattr(KafkaError, code)))
+        elif kind == "raise" and self.pending and not self.errored:
+            self.errored = True
+            raise KafkaException(KafkaError(getattr(KafkaError, code), "unable to retry", fatal=True))
+        if self.stats_cb and time.monotonic() >= self.next_stats:
+            self.next_stats = time.monotonic() + self.stats_every
+            self.stats_ticks += 1
+            if kind == "bumping" and self.pending:
+                self.epoch += 1
+            state = "DOWN" if kind == "away" else "UP"
+            stats = {
+                "brokers": {"k1:9092/1": {"state": state}},
+                "eos": {"producer_id": 7, "producer_epoch": self.epoch},
+            }
+            self.stats_cb(orjson.dumps(stats).decode())
+        reports, self.reports = self.reports, []
+        for callback, error, value in reports:
+            callback(error, _Message(value))
+        if not reports:
+            time.sleep(min(timeout, 0.005))
+        return len(reports)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll(0)
+        return len(self.pending)
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.reports)
+
+
+class _Message:
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class FakeProducers:
+    """The producers the engine makes, in order; the i-th one behaves as `modes[i]` (the last mode
+    repeats)."""
+
+    def __init__(self, modes: list[str]) -> None:
+        self.modes = modes
+        self.made: list[FakeProducer] = []
+
+    def __call__(self, config: dict) -> FakeProducer:
+        producer = FakeProducer(config, self.modes[min(len(self.made), len(self.modes) - 1)])
+        self.made.append(producer)
+        return producer
+
+
+def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modes: list[str], **kafka: Any) -> Any:
+    from edge_agents import engine as engine_module
+    from edge_agents.config import parse_config
+
+    producers = FakeProducers(modes)
+    monkeypatch.setattr(engine_module, "Producer", producers)
+    config = parse_config(
+        {
+            "kafka": {"stats_interval_ms": 20, **kafka},
+            "queue": {"path": str(tmp_path / "q.db")},
+            "metrics": {"port": 0},
+            "shutdown_timeout_s": 0.2,
+            "sources": [{"name": "sim", "type": "simulator"}],
+        }
+    )
+    eng = engine_module.Engine(config)
+    eng.start()
+    return eng, producers
+
+
+def readings(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": "2026-11-23T10:00:00Z",
+            "tenant_id": "t1",
+            "factory_id": "f1",
+            "machine_id": f"mc-{i % 2}",
+            "sensor_id": "s-temp",
+            "metric": "temp",
+            "value": float(i),
+        }
+        for i in range(n)
+    ]
+
+
+def values(producer: FakeProducer) -> list[float]:
+    return [orjson.loads(v)["value"] for v in producer.produced]
+
+
+def delivered(eng: Any, n: int) -> None:
+    from analytics_platform_tests.edge_support import wait_for
+
+    wait_for(lambda: eng.metrics.snapshot()["edge_agent_sent_total"] == n, 20, f"{n} messages acknowledged")
+    wait_for(lambda: eng.queue.count == 0, 5, "the queue to empty")
+
+
+def test_a_stalled_producer_is_rebuilt_and_the_queue_resent_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages in flight, a broker connected, no ack for stall_timeout_s: purge, rebuild, resend
+    everything not acknowledged from the oldest, in queue order."""
+    eng, producers = fake_engine(tmp_path, monkeypatch, ["silent", "ack"], stall_timeout_s=0.3)
+    try:
+        eng.submit("test", "sensor", readings(10))
+        delivered(eng, 10)
+        snapshot = eng.metrics.snapshot()
+    finally:
+        eng.stop()
+    first, second = producers.made
+    assert values(first) == values(second) == [float(i) for i in range(10)]
+    assert second.created - first.created >= 0.3
+    assert snapshot["edge_agent_producer_restarts_total"] == 1
+    assert snapshot["edge_agent_delivery_errors_total"] == 0  # our own purge is not a failed delivery
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rebuilding the Kafka producer")]
+    assert re.search(
+        r"resending from queue entry 1; cause: no acknowledgement for \d+\.\d s with 10 messages in flight "
+        r"and the broker connected$",
+        line,
+    ), line
+
+
+def test_the_unknown_producer_id_loop_is_seen_in_the_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka reports UnknownProducerId nowhere but in its epoch: bumped 5 times with nothing
+    acknowledged is a rebuild, long before the stall watchdog."""
+    eng, producers = fake_engine(tmp_path, monkeypatch, ["bumping", "ack"], stall_timeout_s=600)
+    try:
+        eng.submit("test", "sensor", readings(6))
+        delivered(eng, 6)
+        snapshot = eng.metrics.snapshot()
+    finally:
+        eng.stop()
+    bumping, fresh = producers.made
+    assert values(bumping) == values(fresh) == [float(i) for i in range(6)]
+    assert snapshot["edge_agent_producer_restarts_total"] == 1
+    causes = [r.getMessage().partition("cause: ")[2] for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert causes == [
+        "the broker does not accept the producer id: its epoch was bumped 5 times with nothing acknowledged "
+        "(unknown producer id, e.g. a replaced broker)"
+    ]
+
+
+def wait_for_producers(producers: FakeProducers, n: int) -> None:
+    from analytics_platform_tests.edge_support import wait_for
+
+    wait_for(lambda: len(producers.made) >= n, 10, f"{n} producers")
+
+
+@pytest.mark.parametrize(
+    ("mode", "cause"),
+    [
+        ("dr:UNKNOWN_PRODUCER_ID", "a delivery failed with UNKNOWN_PRODUCER_ID"),
+        ("dr:OUT_OF_ORDER_SEQUENCE_NUMBER", "a delivery failed with OUT_OF_ORDER_SEQUENCE_NUMBER"),
+        ("error:INVALID_PRODUCER_EPOCH", "the broker answered INVALID_PRODUCER_EPOCH"),
+        ("error:PRODUCER_FENCED", "the broker answered PRODUCER_FENCED"),
+        ("raise:UNKNOWN_PRODUCER_ID", "fatal producer error UNKNOWN_PRODUCER_ID: unable to retry"),
+    ],
+)
+def test_error_codes_that_need_a_new_producer_rebuild_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str, cause: str
+) -> None:
+    eng, producers = fake_engine(tmp_path, monkeypatch, [mode, "ack"], stall_timeout_s=600)
+    try:
+        eng.submit("test", "sensor", readings(6))
+        delivered(eng, 6)
+        snapshot = eng.metrics.snapshot()
+    finally:
+        eng.stop()
+    broken, fresh = producers.made
+    assert values(broken) == values(fresh) == [float(i) for i in range(6)]
+    assert snapshot["edge_agent_producer_restarts_total"] == 1
+    assert snapshot["edge_agent_delivery_errors_total"] == (6 if mode.startswith("dr:") else 0)
+    causes = [r.getMessage().partition("cause: ")[2] for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert len(causes) == 1 and causes[0].startswith(cause), causes
+
+
+def test_no_rebuild_while_no_broker_is_connected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that is simply away is not a stall: nothing is rebuilt however long it stays away,
+    and the stall clock starts only when a broker is connected again."""
+    eng, producers = fake_engine(tmp_path, monkeypatch, ["away", "ack"], stall_timeout_s=0.2)
+    try:
+        eng.submit("test", "sensor", readings(3))
+        [away] = producers.made
+        wait_for_ticks(away, 30)  # 0.6 s of statistics saying no broker: three stall timeouts
+        assert len(producers.made) == 1
+        assert eng.metrics.snapshot()["edge_agent_producer_restarts_total"] == 0
+        back = time.monotonic()
+        away.mode = "silent"  # connected again, and still nothing acknowledged
+        delivered(eng, 3)
+        snapshot = eng.metrics.snapshot()
+    finally:
+        eng.stop()
+    assert producers.made[1].created - back >= 0.2
+    assert snapshot["edge_agent_producer_restarts_total"] == 1
+
+
+def wait_for_ticks(producer: FakeProducer, n: int) -> None:
+    from analytics_platform_tests.edge_support import wait_for
+
+    wait_for(lambda: producer.stats_ticks >= n, 10, f"{n} statistics ticks")
+
+
+def test_rebuilds_back_off_while_nothing_is_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that keeps taking messages and never acknowledges: each rebuild waits twice as long
+    as the one before, up to the maximum, so a broken broker is not hammered. An acknowledgement
+    ends the backoff: the next stall starts again from the first wait. (The waits are longer than
+    the engine's 0.5 s pause before it resends after a rewind, or that pause would hide them.)"""
+    eng, producers = fake_engine(
+        tmp_path,
+        monkeypatch,
+        ["silent"] * 3 + ["ack"],
+        stall_timeout_s=0.05,
+        rebuild_backoff_s=0.6,
+        rebuild_backoff_max_s=1.0,
+    )
+    try:
+        eng.submit("test", "sensor", readings(4))
+        delivered(eng, 4)
+        producers.made[-1].mode = "silent"  # the working producer stalls in turn
+        eng.submit("test", "sensor", readings(6)[4:])
+        delivered(eng, 6)
+        snapshot = eng.metrics.snapshot()
+    finally:
+        eng.stop()
+    assert len(producers.made) == 5
+    made = [p.created for p in producers.made[:4]]
+    gaps = [b - a for a, b in itertools.pairwise(made)]
+    # the first rebuild waits for the stall alone, each further one for the backoff
+    assert all(gap >= wait for gap, wait in zip(gaps, [0.05, 0.6, 1.0], strict=True)), gaps
+    waits = [
+        re.search(r"no sooner than (\S+) s", r.getMessage()).group(1)  # type: ignore[union-attr]
+        for r in caplog.records
+        if r.getMessage().startswith("rebuilding")
+    ]
+    assert waits == ["0.6", "1.0", "1.0", "0.6"]
+    assert snapshot["edge_agent_producer_restarts_total"] == 4
+    assert all(values(p) == [0.0, 1.0, 2.0, 3.0] for p in producers.made[:3])
+    assert values(producers.made[3]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert values(producers.made[4]) == [4.0, 5.0]

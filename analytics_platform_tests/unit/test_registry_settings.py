@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_platform.contracts.base import ContractConfig
+from analytics_platform.contracts.catalog import MetricCatalog
 from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.registry import (
@@ -187,7 +188,9 @@ def test_contract_config_from_settings(tmp_path: Path) -> None:
     path.write_text("metrics:\n  temp: {}\n")
     start = datetime(2025, 1, 1, tzinfo=UTC)
     config = contract_config(PlatformSettings(metrics_catalog=path, contract_max_future_s=30, partitions_start=start))
-    assert config == ContractConfig(known_metrics=frozenset({"temp"}), max_future_s=30, partitions_start=start)
+    assert config == ContractConfig(
+        catalog=MetricCatalog(frozenset({("*", "temp")}), {"*": "reject"}), max_future_s=30, partitions_start=start
+    )
 
 
 # ----- settings from the environment -------------------------------------------------------------

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
+from analytics_platform.api.metric_catalog import known_metric
 from analytics_platform.api.models import ERRORS, OTHER_TENANT, AggPage
 from analytics_platform.api.params import (
     Cursor,
@@ -21,7 +22,6 @@ from analytics_platform.api.params import (
     Start,
     TenantParam,
     ceil_to,
-    known,
     page_limit,
     time_range,
 )
@@ -163,7 +163,7 @@ def aggregates(
     tenant = tenant_scope(caller, tenant_id, required=True)
     page_limit(limit, settings.api_page_limit_max)
     start, end = time_range(start, end, max_days=MAX_RANGE_DAYS)
-    known("metric", metric, state.known_metrics)
+    known_metric(state.metric_catalog, state.db, tenant, metric)
     buckets = (end - start) / timedelta(seconds=window_s)
     if buckets > settings.api_max_buckets:
         raise invalid(

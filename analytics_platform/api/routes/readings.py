@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from analytics_platform.api.auth import Caller, tenant_scope
+from analytics_platform.api.metric_catalog import known_metric
 from analytics_platform.api.models import ERRORS, OTHER_TENANT, Page
 from analytics_platform.api.params import (
     Cursor,
@@ -19,7 +20,6 @@ from analytics_platform.api.params import (
     OptionalIdentifier,
     Start,
     TenantParam,
-    known,
     page_limit,
     time_range,
 )
@@ -74,7 +74,7 @@ def readings(
     tenant = tenant_scope(caller, tenant_id, required=True)
     page_limit(limit, state.settings.api_page_limit_max)
     start, end = time_range(start, end, state.settings.api_max_range_days)
-    known("metric", metric, state.known_metrics)
+    known_metric(state.metric_catalog, state.db, tenant, metric)
     select = (
         Select(", ".join((*COLUMNS, "dedup_key")), "analytics.raw_sensor_readings")
         .eq("tenant_id", tenant)

@@ -10,6 +10,7 @@ import dagster as dg
 from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.defs.checks import raw_checks, raw_specs
 from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.rederive import merged_quality, rederive_range
 from analytics_platform.resources import PostgresResource
 from analytics_platform.settings import PlatformSettings
@@ -53,7 +54,8 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
     def _raw(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         with db.connect() as conn:
-            results = rederive_range(conn, binding, contract_config(settings), window.start, window.end)
+            config = contract_config(settings, read_catalog(conn))
+            results = rederive_range(conn, binding, config, window.start, window.end)
             quality = merged_quality(results)
             checks = raw_checks(conn, binding, settings, quality, window.start, window.end)
         context.log.info(

@@ -6,7 +6,7 @@ import dagster as dg
 
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.defs.ingest.assets import build_raw_asset, kafka_landing
-from analytics_platform.defs.ingest.sensors import build_drain_sensor
+from analytics_platform.defs.ingest.sensors import build_drain_sensor, build_rederivation_sensor
 from analytics_platform.settings import PlatformSettings
 
 
@@ -14,7 +14,7 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     bindings = bind_domains(settings)
     return dg.Definitions(
         assets=[kafka_landing, *(build_raw_asset(b, settings) for b in bindings)],
-        sensors=drain_sensors(settings),
+        sensors=[*drain_sensors(settings), build_rederivation_sensor(bindings, interval_s=30)],
     )
 
 

@@ -25,7 +25,6 @@ from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
 from analytics_platform.defs.ingest.partitions import hourly_partitions, partition_key
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
-from analytics_platform.quality.config import cached_metric_limits
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.raw_quality import CheckOutcome, PartitionQuality, check_outcomes, range_outcomes
@@ -38,6 +37,7 @@ def partition_metadata(quality: PartitionQuality, report: DrainReport) -> dict:
         "rows": quality.rows,
         "rejects": quality.rejects,
         "reject_reasons": dict(sorted(quality.reject_reasons.items())),
+        "uncatalogued": quality.uncatalogued,
         "min_time": quality.min_time.isoformat() if quality.min_time else "",
         "max_time": quality.max_time.isoformat() if quality.max_time else "",
         "ingest_lag_s": round(report.max_ingest_lag_s, 3),
@@ -92,8 +92,32 @@ def report_events(
                     "messages_per_s": round(report.rate, 1),
                     "ingest_lag_s": round(report.max_ingest_lag_s, 3),
                     "next_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(report.positions.items())},
+                    "uncatalogued_rows": sum(q.uncatalogued for q in report.partitions.values()),
                 },
             ),
+        )
+    if report.offset_resets:
+        # a log that changed under a stored offset: said where operators look (the landing asset's
+        # materialisations), besides analytics.ingest_resets, the Prometheus counter and the alert
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=kafka_landing.key,
+                metadata={
+                    "domain": binding.domain,
+                    "offset_resets": [
+                        {
+                            "partition": f"{r.topic}[{r.partition}]",
+                            "reason": r.reason,
+                            "detail": r.detail,
+                            "stored_offset": r.stored_offset,
+                            "resumed_at": r.resumed_at,
+                            "skipped": r.skipped,
+                        }
+                        for r in report.offset_resets
+                    ],
+                },
+                description=f"{len(report.offset_resets)} offset reset(s): the log changed under stored offsets",
+            )
         )
     return events, waiting
 
@@ -164,7 +188,6 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
             batch_size=settings.drain_batch_size,
             poll_timeout_s=settings.drain_poll_timeout_s,
             start=settings.drain_start,
-            metric_limits=cached_metric_limits(settings.metrics_catalog),
             missing_unit_is_canonical=checks_config(settings).units.missing_is_canonical,
             shard=shard,
             shards=shards,
@@ -175,8 +198,8 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
             context.log.error(str(exc))
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
         events, waiting = report_events(binding, report, cursor.get("pending", {}), settings)
-        for note in report.offset_resets:
-            context.log.warning("offset reset: %s", note)
+        for reset in report.offset_resets:
+            context.log.warning("offset reset: %s (resumed at offset %d)", reset.describe(), reset.resumed_at)
         for topic in report.missing_topics:
             context.log.info("topic %s does not exist yet", topic)
         if report.busy:
@@ -204,3 +227,56 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
         return dg.SensorResult(asset_events=events, cursor=new_cursor)
 
     return _drain
+
+
+def build_rederivation_sensor(bindings: list[DomainBinding], interval_s: int) -> dg.SensorDefinition:
+    """Tells Dagster about raw hours re-derived outside a run (`analytics-platform migrate` after a
+    key migration, `rejects readmit`): one runless materialization per hour, with what changed, so
+    partition status, lineage and the downstream automation (aggregates, rollups, KPIs) follow as
+    they do for live ingest. The cursor (the last reported `done_at`) makes it at least once."""
+    keys = {b.contract.raw_table: raw_asset_key(b) for b in bindings}
+
+    @dg.sensor(
+        name="raw_rederivations",
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reports raw hours re-derived from kafka_landing outside a run (migrations, re-admitted "
+        "rejects), so downstream assets recompute them.",
+    )
+    def _rederivations(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
+        after = json.loads(context.cursor) if context.cursor else ["-infinity", "", "-infinity"]
+        with db.connect() as conn:
+            rows = conn.execute(
+                "SELECT done_at, raw_table, hour, string_agg(DISTINCT reason, '; '), min(rows_before), max(rows_after) "
+                "FROM analytics.raw_rederivations WHERE done_at IS NOT NULL AND raw_table = ANY(%s) "
+                "AND (done_at, raw_table, hour) > (%s::timestamptz, %s, %s::timestamptz) "
+                "GROUP BY done_at, raw_table, hour ORDER BY done_at, raw_table, hour LIMIT 2000",
+                (list(keys), *after),
+            ).fetchall()
+            if not rows:
+                return dg.SensorResult(skip_reason="no re-derived raw hours to report")
+            events = [
+                dg.AssetMaterialization(
+                    asset_key=keys[table],
+                    partition=partition_key(hour),
+                    metadata={
+                        "source": "kafka_landing (re-derived)",
+                        "reason": why,
+                        "rows_before": before,
+                        "rows": rows_after,
+                    },
+                )
+                for _done, table, hour, why, before, rows_after in rows
+                if hourly_partitions.has_partition_key(partition_key(hour))
+            ]
+            conn.execute(
+                "UPDATE analytics.raw_rederivations SET reported_at = now() "
+                "WHERE reported_at IS NULL AND done_at IS NOT NULL AND done_at <= %s",
+                (rows[-1][0],),
+            )
+        last = rows[-1]
+        context.log.info("reported %d re-derived raw hour(s) to Dagster", len(events))
+        cursor = json.dumps([last[0].isoformat(), last[1], last[2].isoformat()])
+        return dg.SensorResult(asset_events=events, cursor=cursor)
+
+    return _rederivations

@@ -1,0 +1,69 @@
+"""The metrics catalogue as the contracts see it: which metric names each tenant's readings may
+carry, and what becomes of the others (the tenant's policy: reject or accept).
+
+Pure data, no database: `analytics_platform.catalog` reads it from the tables (tenant data,
+edited with the CLI and the API) and the drain hands it to the contracts with every pass. The
+vectorised expressions here are what the sensor and sweep contracts judge a micro-batch with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+WILDCARD = "*"  # the tenant of the platform defaults, and of the default policy
+REJECT, ACCEPT = "reject", "accept"
+POLICIES = (REJECT, ACCEPT)
+
+
+def _pair(tenant: pl.Expr, metric: pl.Expr) -> pl.Expr:
+    # length-prefixed, so no tenant or metric name can spell another (tenant, metric) pair
+    return pl.format("{}:{}/{}", tenant.str.len_bytes(), tenant, metric)
+
+
+@dataclass(frozen=True)
+class MetricCatalog:
+    """`entries`: (tenant or '*', metric) names; `policies`: tenant or '*' -> reject | accept."""
+
+    entries: frozenset[tuple[str, str]] = frozenset()
+    policies: Mapping[str, str] = field(default_factory=lambda: {WILDCARD: REJECT})
+
+    @classmethod
+    def of(cls, names: Iterable[str], policy: str = REJECT) -> MetricCatalog:
+        """A catalogue of platform defaults only (no tenant entries), one policy for everybody."""
+        return cls(frozenset((WILDCARD, n) for n in names), {WILDCARD: policy})
+
+    @property
+    def default_policy(self) -> str:
+        return self.policies.get(WILDCARD, REJECT)
+
+    def defaults(self) -> frozenset[str]:
+        return frozenset(m for t, m in self.entries if t == WILDCARD)
+
+    def known_to(self, tenant: str) -> frozenset[str]:
+        """The metric names `tenant`'s readings may carry: the defaults and its own."""
+        return frozenset(m for t, m in self.entries if t in (WILDCARD, tenant))
+
+    def policy_of(self, tenant: str) -> str:
+        return self.policies.get(tenant, self.default_policy)
+
+    def catalogued(self, tenant: pl.Expr, metric: pl.Expr) -> pl.Expr:
+        """True where `metric` is a default or one of the tenant's own entries."""
+        own = sorted(_pair_text(t, m) for t, m in self.entries if t != WILDCARD)
+        expr = metric.is_in(sorted(self.defaults()))
+        if own:
+            expr = expr | _pair(tenant, metric).is_in(own)
+        return expr
+
+    def accepting(self, tenant: pl.Expr) -> pl.Expr:
+        """True where the tenant's policy stores readings of uncatalogued metrics."""
+        others = sorted(t for t, p in self.policies.items() if t != WILDCARD and p != self.default_policy)
+        if self.default_policy == ACCEPT:
+            return ~tenant.is_in(others) if others else pl.lit(True)
+        return tenant.is_in(others) if others else pl.lit(False)
+
+
+def _pair_text(tenant: str, metric: str) -> str:
+    return f"{len(tenant.encode())}:{tenant}/{metric}"
