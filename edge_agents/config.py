@@ -158,6 +158,7 @@ class ContractConfigModel(_Model):
     unknown_metrics: Literal["forward", "reject"] = "forward"
     metrics_catalog: Path | None = None  # for `reject`; default: the platform's packaged config/metrics.yaml
     max_future_s: int = Field(600, ge=0)
+    partitions_start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
 
     @model_validator(mode="before")
     @classmethod
@@ -166,7 +167,6 @@ class ContractConfigModel(_Model):
         if isinstance(data, dict) and data.get("metrics_catalog") and "unknown_metrics" not in data:
             return {**data, "unknown_metrics": "reject"}
         return data
-    partitions_start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class MetricsConfig(_Model):
