@@ -214,7 +214,9 @@ EXPECTED = Expected(
     ],
     zscore_observed={at(3, 12): 95.676, at(3, 41): 95.294},
     # GET /v1/kpi period=hour, 2025-08-20 03:00, mc-01 (test_energy's derivation; t1 = Asia/Bangkok, 10:00
-    # local is the peak band at 4.18 THB/kWh, 0.4999 kg CO2/kWh; ideal cycle time 2.0 s):
+    # local is the peak band at 4.18 THB/kWh, 0.4999 kg CO2/kWh; ideal cycle time 2.0 s). A counter or power
+    # reading measures the interval back to its series' previous reading (docs/kpis.md): the readings at 03:00
+    # belong to 02:55-03:00 (hour 02), the hour's last 5 minutes are closed by readings at 04:00 or later:
     kpi_hour={
         "run_time_s": _KPI_HOUR_RUN_S,
         "fault_time_s": 600.0,  # fault 03:20-03:30
@@ -222,19 +224,19 @@ EXPECTED = Expected(
         "planned_downtime_s": 600.0,  # planned_stop 03:50-04:00
         "idle_time_s": 0.0,
         "availability": 0.8,  # 2400 / (3600 - 600)
-        "production_count": 972.0,  # 9 x 108 while running (the counter reset at 03:35 is followed)
-        "good_count": 945.0,  # 9 x 105
-        "performance": 0.81,  # 2.0 x 972 / 2400
-        "quality": 945 / 972,
-        "oee": 0.8 * 0.81 * 945 / 972,  # 0.63
-        "energy_kwh": 20.0,  # meter 1000 (02:55) -> 1020 (03:55)
-        "energy_cost": 20 * 4.18,
-        "carbon_kg": 20 * 0.4999,
+        "production_count": 864.0,  # 8 x 108 closed by 03:05..03:55 (the reset at 03:35 is followed)
+        "good_count": 840.0,  # 8 x 105
+        "performance": 0.72,  # 2.0 x 864 / 2400
+        "quality": 840 / 864,
+        "oee": 0.56,  # good x ideal / busy = 840 x 2.0 / 3000 = 0.8 x 0.72 x 840 / 864
+        "energy_kwh": 128 / 7,  # meter 1000 (02:55) -> 1012 (03:30): 12 x 1800 / 2100 = 72/7 in the hour; + 8 to 03:55
+        "energy_cost": 128 / 7 * 4.18,
+        "carbon_kg": 128 / 7 * 0.4999,
         "peak_demand_kw": 80.0,  # 03:10
-        "avg_demand_kw": 36.5,  # 12 power readings summing to 438
-        "load_factor": 36.5 / 80,
-        "sec_kwh_per_unit": 20 / 972,
-        "production_rate_per_h": 972 / (_KPI_HOUR_RUN_S / 3600),  # 1458
+        "avg_demand_kw": 32.5,  # the 12 samples 03:05..04:00, 300 s each: 438 - 50 (03:00) + 2 (04:00) = 390
+        "load_factor": 32.5 / 80,
+        "sec_kwh_per_unit": 128 / 7 / 864,
+        "production_rate_per_h": 864 / (_KPI_HOUR_RUN_S / 3600),  # 1296
         "data_completeness_pct": 20.0,  # 12 of 60 minutes carry a KPI reading
     },
     # GET /v1/kpi period=day, 2025-08-20 (a UTC day), mc-01: the same readings over the whole day.
@@ -256,8 +258,9 @@ EXPECTED = Expected(
         "energy_cost": 20 * 4.18,
         "carbon_kg": 20 * 0.4999,
         "peak_demand_kw": 80.0,
-        "avg_demand_kw": 35.0,  # 14 power readings: 50 (02:55) + 438 (the hour) + 2 (04:00) = 490
-        "load_factor": 35.0 / 80,
+        # the 02:55 sample has no known interval (the first); 03:00..04:00 hold 300 s each: 438 + 2 = 440 / 13
+        "avg_demand_kw": 440 / 13,
+        "load_factor": 440 / 13 / 80,
         "sec_kwh_per_unit": 20 / 972,
         "production_rate_per_h": 972 / (_KPI_DAY_RUN_S / 3600),  # 1296
         "data_completeness_pct": 100 * 14 / 1440,  # 02:55, 03:00..03:55, 04:00
@@ -316,6 +319,7 @@ EXPECTED = Expected(
         "lab-out-of-spec": ("ops-email", "ops-webhook"),
         "check-failed": ("ops-slack", "ops-webhook"),
         "run-failed": ("ops-slack", "ops-webhook"),
+        "ingest-reset": ("ops-slack", "ops-webhook"),
     },
     # analytics.alert_log after the tick at ALERT_NOW (05:00): one 'open' row per condition and channel, every
     # one 'unconfigured' (no ALERT_*_URL set): 7 x 4 + 1 x 4 + 1 x 2 = 34 rows
@@ -326,7 +330,7 @@ EXPECTED = Expected(
     #     (mc-02 and mc-99 never sent device health, so the rule does not see them)
     #   lab-out-of-spec: Moisture 14.0 (sample S-2)
     #   none for sweep-fail-rate (no sweep in 04:00-05:00, and 2 < min_count 5), check-failed (no check failed)
-    #   and run-failed (no run failed)
+    #   run-failed (no run failed) and ingest-reset (no Kafka log changed under a drain)
     alert_conditions={
         "anomaly-critical": [
             f"anomaly-critical:t1/f1/mc-01/s-temp/temp/{method}/temperature/{moment:%Y-%m-%dT%H:%M:%SZ}"
@@ -341,7 +345,9 @@ EXPECTED = Expected(
             ]
         ],
         "device-offline": ["device-offline:t1/f1/mc-01"],
-        "lab-out-of-spec": ["lab-out-of-spec:t1/f1/lab-f1/t1\x1ff1\x1flab-f1\x1fS-2\x1fMoisture"],
+        # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
+        # each part length-prefixed, then `n` (no event id)
+        "lab-out-of-spec": ["lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn"],
     },
     # right now (the real clock): mc-01 sent `online` and a reading LIVE_AGE before the build, mc-99 a reading
     # (it never sent a status); mc-02 has been silent since 2025-08-20 03:09 and never sent a status. Their

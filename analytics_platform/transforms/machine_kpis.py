@@ -1,7 +1,20 @@
 """Production and energy KPIs per machine and period (hour, shift, day).
 
 One call computes every period of a range from the same inputs, so an hour, a shift and a day are
-always consistent with each other (a day's energy is the sum of its hours', exactly).
+always consistent with each other: the counters are cut into the same parts (at every hour, shift,
+day and tariff-band edge) and a period sums its parts, so a day's energy is the sum of its hours'
+(up to floating-point rounding of the sums).
+
+Counters and demand are booked by the interval each reading closes (energy_kpis.py; the worked
+examples are in docs/kpis.md): a cumulative reading at t1 measures (t0, t1] back to its series'
+previous reading, and its increment is spread over every period and tariff band it overlaps in
+proportion to time. A reading exactly on a boundary belongs to the period ending there, so a
+machine running through a shift change keeps its last minute's parts and kWh in the shift that
+made them. The production counts (count_total, count_good) follow the same rule as energy, per
+series (tenant, factory, machine, sensor_id, metric), summed per machine. The inputs therefore
+carry each series' last reading before the range (`prior`) and its first after it
+(`next_readings`); an interval whose closing reading has not arrived yet is not counted yet, and
+the KPI's details give the seconds still open (`open_s`) until the period is recomputed.
 
 Time accounting (ISO 22400), per machine, from the run-state timeline (`run_state` on
 device.health; a state holds until the next one) and the readings' heartbeat:
@@ -19,7 +32,8 @@ Precedence where they overlap: planned state > outside the schedule > no data > 
     performance        = ideal cycle time x total count / running      (may exceed 1: then the
                                                                         ideal cycle time is wrong)
     quality            = good / total
-    OEE                = availability x performance x quality
+    OEE                = availability x performance x quality = good x ideal cycle time / planned
+                         busy time, computed as that one division (exact for exact inputs)
     downtime_s         = fault + no data (inside planned busy time)
     SEC                = energy kWh / units produced
     production_rate_h  = units / running hours
@@ -34,8 +48,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,11 +58,18 @@ import polars as pl
 from analytics_platform.transforms.energy_kpis import (
     KPI_SCHEMA,
     MACHINE,
+    POINT_SCHEMA,
     TARIFF_SCHEMA,
-    counter_increments,
+    band_edges,
+    counter_intervals,
+    demand_points,
     energy_kpis,
     kpi_row,
+    power_intervals,
     price_increments,
+    segment_points,
+    split_intervals,
+    spread,
 )
 from analytics_platform.transforms.window_aggregates import TIME
 
@@ -85,6 +106,18 @@ READING_SCHEMA: dict[str, pl.DataType] = {
     "metric": pl.String(),
     "value": pl.Float64(),
 }
+# what the KPI reader delivers: with sensor_id, so two meters of one metric on a machine stay two
+# counters (frames in READING_SCHEMA are accepted too: then each machine and metric is one series)
+SERIES_READING_SCHEMA: dict[str, pl.DataType] = {
+    "time": TIME,
+    "tenant_id": pl.String(),
+    "factory_id": pl.String(),
+    "machine_id": pl.String(),
+    "sensor_id": pl.String(),
+    "metric": pl.String(),
+    "value": pl.Float64(),
+}
+SERIES = (*MACHINE, "sensor_id", "metric")
 STATE_SCHEMA: dict[str, pl.DataType] = {
     "time": TIME,
     "tenant_id": pl.String(),
@@ -119,26 +152,39 @@ class Plant:
     machines: pl.DataFrame  # MACHINE_META_SCHEMA
 
 
+def _no_readings() -> pl.DataFrame:
+    return pl.DataFrame(schema=SERIES_READING_SCHEMA)
+
+
 @dataclass(frozen=True)
 class KpiInputs:
-    """Everything one range [start, end) needs. `prior` (last reading per machine and metric
-    before the range) carries counters and the heartbeat over the range start; `prior_states` the
-    run state; `next_seen` (first reading at or after the end) closes a trailing silence."""
+    """Everything one range [start, end) needs. `prior` (the last reading per series before the
+    range) opens the first counter and power intervals and carries the heartbeat over the range
+    start; `next_readings` (the first reading per counter and power series at or after the end)
+    closes the last intervals: without it the range's tail is not counted yet. `prior_states`
+    carries the run state; `next_seen` (first reading per machine at or after the end, within
+    gap_s) closes a trailing silence. Reading frames are SERIES_READING_SCHEMA (READING_SCHEMA
+    is accepted: one sensor per machine and metric)."""
 
     start: datetime
     end: datetime
-    readings: pl.DataFrame  # READING_SCHEMA, KPI metrics and drivers, in [start, end)
-    prior: pl.DataFrame  # READING_SCHEMA
+    readings: pl.DataFrame  # KPI metrics and drivers, in [start, end)
+    prior: pl.DataFrame
     states: pl.DataFrame  # STATE_SCHEMA, in [start, end)
     prior_states: pl.DataFrame  # STATE_SCHEMA
     next_seen: pl.DataFrame  # SEEN_SCHEMA
+    next_readings: pl.DataFrame = field(default_factory=_no_readings)
 
 
 @dataclass(frozen=True)
 class KpiOptions:
+    """`max_interval_s`: a counter interval longer than this is not counted (the reader's lookback
+    and lookahead must reach at least this far, or an hour and its day could disagree)."""
+
     gap_s: int = 300
     slot_s: int = 60
     drivers: tuple[str, ...] = ("outdoor_temp", "outdoor_pressure")
+    max_interval_s: int = 86_400
 
 
 # ----- metadata resolution -------------------------------------------------------------------
@@ -386,6 +432,132 @@ def _time_components(segments: pl.DataFrame, start: datetime, end: datetime) -> 
     return out
 
 
+# ----- interval booking ----------------------------------------------------------------------
+
+
+def _series_readings(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in SERIES_READING_SCHEMA; without a sensor_id each machine and metric is one series."""
+    if "sensor_id" not in frame.columns:
+        frame = frame.with_columns(sensor_id=pl.lit(""))
+    return (
+        frame.select(list(SERIES_READING_SCHEMA))
+        .cast(SERIES_READING_SCHEMA)
+        .with_columns(pl.col("sensor_id").fill_null(""))
+    )
+
+
+def _edges(
+    start: datetime, end: datetime, periods: pl.DataFrame, tariffs: pl.DataFrame, tenant_ids: Sequence[str]
+) -> dict[str, list[datetime]]:
+    """Per tenant, where intervals are cut: the range's ends, every UTC hour (so hourly and daily
+    runs cut alike), every period boundary and every edge of the tenant's tariff bands."""
+    common = {start, end}
+    for bounds in periods.select("period_start", "period_end").iter_rows():
+        common.update(bounds)
+    at = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    while at < end:
+        common.add(at)
+        at += timedelta(hours=1)
+    bands = band_edges(tariffs, start, end)
+    return {tenant: sorted(common | set(bands.get(tenant, ()))) for tenant in tenant_ids}
+
+
+def _per_tenant(
+    frame: pl.DataFrame,
+    edges: dict[str, list[datetime]],
+    cut: Callable[[pl.DataFrame, list[datetime]], pl.DataFrame],
+) -> pl.DataFrame:
+    """`cut` applied to each tenant's rows with that tenant's edges (band edges are local times)."""
+    parts = [cut(frame.filter(pl.col("tenant_id") == tenant), tenant_edges) for tenant, tenant_edges in edges.items()]
+    return pl.concat(parts) if parts else cut(frame.clear(), [])
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A range's counters and demand per segment between consecutive edges: a period sums the
+    segments inside it. `counters`: *MACHINE, metric, seg_start, seg_end, amount, increments,
+    resets, band, price (band and price for energy); `held`: *MACHINE, sensor_id, seg_start,
+    seg_end, kws, held_s; `peaks`: the highest demand point per machine and segment (POINT_SCHEMA
+    and the segment); `last_seen`: *MACHINE, sensor_id, metric, last, the newest reading of each
+    counter series (what is after it is not counted yet)."""
+
+    counters: pl.DataFrame
+    held: pl.DataFrame
+    peaks: pl.DataFrame
+    last_seen: pl.DataFrame
+
+
+def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, options: KpiOptions) -> Booked:
+    """Book the counters and power samples of `inputs` (prior, range and next readings) into the
+    segments of `periods` and the tariff bands (energy_kpis.py has the rules)."""
+    start = min(inputs.start, periods["period_start"].min())
+    end = max(inputs.end, periods["period_end"].max())
+    known = pl.concat(
+        [
+            _series_readings(f).filter(pl.col("metric").is_in((*COUNTERS, POWER)))
+            for f in (inputs.prior, inputs.readings, inputs.next_readings)
+        ]
+    )
+    tenant_ids = sorted(set(known["tenant_id"].to_list()))
+    edges = _edges(start, end, periods, tariffs, tenant_ids)
+
+    counters = known.filter(pl.col("metric").is_in(COUNTERS))
+    closing = pl.col("t1") <= pl.col("seg_end")  # the part a reading closes
+    parts = (
+        _per_tenant(counter_intervals(counters, SERIES, options.max_interval_s), edges, split_intervals)
+        .group_by(*MACHINE, "metric", "seg_start", "seg_end")
+        .agg(
+            amount=spread("increment").sum(),
+            increments=closing.sum().cast(pl.Int64),
+            resets=(closing & pl.col("reset")).sum().cast(pl.Int64),
+        )
+    )
+    priced = price_increments(parts.filter(pl.col("metric") == ENERGY).with_columns(time="seg_start"), tariffs)
+    counted = pl.concat(
+        [
+            priced.drop("time"),
+            parts.filter(pl.col("metric") != ENERGY).with_columns(
+                band=pl.lit(None, pl.String), price=pl.lit(None, pl.Float64)
+            ),
+        ]
+    )
+
+    power_key = (*MACHINE, "sensor_id")
+    power = power_intervals(known.filter(pl.col("metric") == POWER), power_key, options.gap_s)
+    held = (
+        _per_tenant(power.filter("held"), edges, split_intervals)
+        .group_by(*power_key, "seg_start", "seg_end")
+        .agg(kws=(pl.col("value") * pl.col("part_us") / 1e6).sum(), held_s=(pl.col("part_us") / 1e6).sum())
+    )
+    points = demand_points(power, power_key, periods["period_end"].to_list())
+    peaks = (
+        _per_tenant(points, edges, lambda frame, tenant_edges: segment_points(frame, "time", tenant_edges))
+        .group_by(*MACHINE, "seg_start", "seg_end")
+        .agg(
+            time=pl.col("time").filter(pl.col("kw") == pl.col("kw").max()).min(),
+            kw=pl.col("kw").max(),
+            samples=pl.col("samples").sum(),
+        )
+    )
+    last_seen = counters.group_by(*MACHINE, "sensor_id", "metric").agg(last=pl.col("time").max())
+    return Booked(counted, held, peaks, last_seen)
+
+
+def _open_seconds(last_seen: pl.DataFrame, start: datetime, end: datetime) -> dict[tuple, float]:
+    """Per (machine, metric): the longest tail of [start, end) after a series' newest reading,
+    which is not counted until the reading closing it arrives."""
+    return {
+        (*r[:3], r[3]): r[4]
+        for r in last_seen.filter(pl.col("last") < end)
+        .with_columns(
+            open_s=(pl.lit(end, TIME) - pl.max_horizontal("last", pl.lit(start, TIME))).dt.total_microseconds() / 1e6
+        )
+        .group_by(*MACHINE, "metric")
+        .agg(pl.col("open_s").max())
+        .iter_rows()
+    }
+
+
 # ----- KPIs ----------------------------------------------------------------------------------
 
 
@@ -413,19 +585,44 @@ def _ratio(numerator: float | None, denominator: float | None, why_numerator: st
     return numerator / denominator, None
 
 
+def _counter_reason(metric: str, open_s: float) -> str:
+    if open_s > 0:
+        return f"the {metric} counter's interval over the period has not closed yet (no reading after it)"
+    if metric == TOTAL:
+        return "no production counter (count_total) readings in the period"
+    return "no good-count (count_good) readings in the period"
+
+
 def _production_rows(
     period: dict,
     machine: tuple,
     times: dict[str, float] | None,
     counts: dict[str, float | None],
+    open_s: dict[str, float],
     energy_kwh: float | None,
     meta: dict,
 ) -> list[dict]:
     total, good = counts.get(TOTAL), counts.get(GOOD)
-    no_counter = "no production counter (count_total) readings in the period"
+    no_counter, no_good = _counter_reason(TOTAL, open_s.get(TOTAL, 0.0)), _counter_reason(GOOD, open_s.get(GOOD, 0.0))
     rows = [
-        _row(period, machine, "production_count", total, "units", no_counter),
-        _row(period, machine, "good_count", good, "units", "no good-count (count_good) readings in the period"),
+        _row(
+            period,
+            machine,
+            "production_count",
+            total,
+            "units",
+            no_counter,
+            **({"open_s": open_s[TOTAL]} if open_s.get(TOTAL) else {}),
+        ),
+        _row(
+            period,
+            machine,
+            "good_count",
+            good,
+            "units",
+            no_good,
+            **({"open_s": open_s[GOOD]} if open_s.get(GOOD) else {}),
+        ),
     ]
     sec, sec_reason = _ratio(
         energy_kwh,
@@ -507,9 +704,7 @@ def _production_rows(
             **({"above_1": "ideal cycle time may be too long"} if performance is not None and performance > 1 else {}),
         )
     )
-    quality, q_reason = _ratio(
-        good, total, "no good-count (count_good) readings in the period", "no units produced in the period"
-    )
+    quality, q_reason = _ratio(good, total, no_good, "no units produced in the period")
     rows.append(_row(period, machine, "quality", quality, "ratio", q_reason, good=good, total=total))
     parts = {
         "availability": (availability, a_reason),
@@ -517,7 +712,8 @@ def _production_rows(
         "quality": (quality, q_reason),
     }
     missing = next(((name, why) for name, (value, why) in parts.items() if value is None), None)
-    oee = None if missing else availability * performance * quality
+    # A x P x Q = (run / busy) (ideal x total / run) (good / total) = good x ideal / busy: one division
+    oee = None if missing else good * ideal / busy
     rows.append(
         _row(
             period,
@@ -556,17 +752,9 @@ def machine_kpis(
         for r in resolve_machines(machine_frame, plant.machines).iter_rows()
     }
     segments = timeline(inputs, tenants, shifts, options.gap_s)
+    booked = book(inputs, periods, tariffs, options)
 
     readings = inputs.readings
-    increments = {}
-    for metric in COUNTERS:
-        inc = counter_increments(
-            readings.filter(pl.col("metric") == metric).sort("time"),
-            inputs.prior.filter(pl.col("metric") == metric),
-            MACHINE,
-        )
-        increments[metric] = price_increments(inc, tariffs) if metric == ENERGY else inc
-    power = readings.filter(pl.col("metric") == POWER).select("time", *MACHINE, "value")
     factors = tenants.select("tenant_id", kg_co2_per_kwh="emission_factor_kg_per_kwh").filter(
         pl.col("kg_co2_per_kwh").is_not_null()
     )
@@ -581,24 +769,30 @@ def machine_kpis(
         )
         if scope.is_empty():
             continue
-        in_period = (pl.col("time") >= start) & (pl.col("time") < end)
+        inside = (pl.col("seg_start") >= start) & (pl.col("seg_end") <= end)
+        counters = booked.counters.filter(inside)
+        open_s = _open_seconds(booked.last_seen, start, end)
         energy = energy_kpis(
-            increments[ENERGY].filter(in_period), power.filter(in_period), factors, scope, start=start, end=end
+            counters.filter(pl.col("metric") == ENERGY).rename({"amount": "kwh"}),
+            booked.held.filter(inside),
+            booked.peaks.filter(inside).select(list(POINT_SCHEMA)),
+            factors,
+            scope,
+            start=start,
+            end=end,
+            open_s={m[:3]: seconds for m, seconds in open_s.items() if m[3] == ENERGY},
         ).with_columns(period=pl.lit(period["period"]))
         kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == "energy_kwh").select(*MACHINE, "value").iter_rows()}
-        counts = {
-            metric: {
-                r[:3]: r[3]
-                for r in increments[metric]
-                .filter(in_period)
-                .group_by(MACHINE)
-                .agg(pl.col("increment").sum())
-                .iter_rows()
-            }
-            for metric in (TOTAL, GOOD)
-        }
+        counts: dict[str, dict[tuple, float]] = {TOTAL: {}, GOOD: {}}
+        for *machine, metric, amount in (
+            counters.filter(pl.col("metric").is_in((TOTAL, GOOD)))
+            .group_by(*MACHINE, "metric")
+            .agg(pl.col("amount").sum())
+            .iter_rows()
+        ):
+            counts[metric][tuple(machine)] = amount
         times = _time_components(segments, start, end)
-        period_readings = readings.filter(in_period)
+        period_readings = readings.filter((pl.col("time") >= start) & (pl.col("time") < end))
         slots_total = -(-int((end - start).total_seconds()) // options.slot_s)
         covered = {r[:3]: r[3] for r in period_readings.group_by(MACHINE).agg(slot.n_unique()).iter_rows()}
         drivers = {
@@ -618,6 +812,7 @@ def machine_kpis(
                 machine,
                 times.get(machine),
                 {TOTAL: counts[TOTAL].get(machine), GOOD: counts[GOOD].get(machine)},
+                {metric: open_s.get((*machine, metric), 0.0) for metric in (TOTAL, GOOD)},
                 kwh.get(machine),
                 meta.get(machine, {}),
             )

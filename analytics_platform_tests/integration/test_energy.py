@@ -3,14 +3,24 @@ drain sensors, the KPI and anomaly assets materialised through Dagster, exact ro
 analytics_kpi and analytics_anomaly; baselines trained, versioned and compared; anomalies resolved
 and kept across re-materialisation.
 
-Hour 2025-08-20 03:00 UTC of t1/f1/mc-01 (t1 is Asia/Bangkok: 10:00 local, the peak band at 4.18):
+Hour 2025-08-20 03:00 UTC of t1/f1/mc-01 (t1 is Asia/Bangkok: 10:00 local, the peak band at 4.18).
+A counter or power reading at t1 measures (t0, t1] back to the previous reading of its series, and is
+booked to the hours that interval overlaps, in proportion to time (docs/kpis.md):
   run state: running (since 02:55), fault 03:20-03:30, running, planned_stop from 03:50
     -> running 2400 s, fault 600 s, planned 600 s; availability 2400 / 3000 = 0.8
-  count_total every 5 min: +108 while running (03:00..03:20, 03:35..03:50), reset at 03:35
-    -> 9 x 108 = 972 units; performance 2.0 x 972 / 2400 = 0.81
-  count_good: +105 each -> 945; quality 945 / 972
-  energy 1000 (02:55) -> 1012 (03:30) -> 1020 (03:55): 20 kWh, cost 20 x 4.18, carbon 20 x 0.4999
-  power every 5 min: 50 kW running, 80 at 03:10, 2 kW in fault / planned: sum 438 over 12 -> 36.5 avg
+  count_total every 5 min from 02:55 (5000): +108 at 03:00..03:20 and 03:40..03:50, reset at 03:35
+    (reads 108: +108), +0 at 03:25, 03:30, 03:55. The +108 read at 03:00 was made in 02:55-03:00 (hour
+    02's); 03:05..03:55 close 8 x 108 = 864 units in the hour, and 03:55-04:00 is still open (no count
+    after 03:55): performance 2.0 x 864 / 2400 = 0.72
+  count_good: +105 with each +108 -> 8 x 105 = 840; quality 840 / 864; OEE = good x ideal / busy =
+    840 x 2.0 / 3000 = 0.56 (= 0.8 x 0.72 x 840 / 864)
+  energy 1000 (02:55) -> 1012 (03:30) -> 1020 (03:55): 12 kWh over 2100 s of which 1800 s in the hour,
+    + 8 -> 12 x 1800 / 2100 + 8 = 72/7 + 8 = 128/7 = 18.29 kWh (the other 12/7 are hour 02's),
+    cost x 4.18, carbon x 0.4999; 03:55-04:00 still open
+  power every 5 min: 50 kW running, 80 at 03:10, 2 kW in fault / planned; each sample holds the 300 s
+    before it, so the hour is 03:05..04:00: 438 - 50 (03:00) + 2 (04:00) = 390 over 12 -> 32.5 kW
+    average; peak 80 at 03:10
+  The day holds all of these intervals: 972 units, 945 good, 20 kWh.
   temp every 10 s for three hours around 65 (bounded), +30 spikes at 03:12:00 and 03:41:00
 """
 
@@ -25,6 +35,7 @@ import pytest
 
 from analytics_platform.results.anomalies import resolve_anomaly
 from analytics_platform.results.baselines import predict_what_if
+from analytics_platform.results.kpis import read_inputs
 from analytics_platform.results.plant import load_plant_config
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.conftest import DatabaseHandle, produce
@@ -115,25 +126,26 @@ def test_hourly_and_daily_kpis_from_kafka_messages(
 ) -> None:
     materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-03:00")
     k = kpis(database, "hour", HOUR)
-    assert k["energy_kwh"][0] == pytest.approx(20.0)
-    assert k["energy_cost"][0] == pytest.approx(20 * 4.18)
-    assert k["energy_cost"][2]["kwh_by_band"] == pytest.approx({"peak": 20.0})
-    assert k["carbon_kg"][0] == pytest.approx(20 * 0.4999)
+    assert k["energy_kwh"][0] == pytest.approx(128 / 7)
+    assert k["energy_kwh"][2] == {"counter_resets": 0, "increments": 2, "open_s": 300.0}
+    assert k["energy_cost"][0] == pytest.approx(128 / 7 * 4.18)
+    assert k["energy_cost"][2]["kwh_by_band"] == pytest.approx({"peak": 128 / 7})
+    assert k["carbon_kg"][0] == pytest.approx(128 / 7 * 0.4999)
     assert k["peak_demand_kw"][0] == 80.0
     assert k["peak_demand_kw"][2]["at"].startswith("2025-08-20 03:10:00")
-    assert k["avg_demand_kw"][0] == pytest.approx(36.5)
-    assert k["load_factor"][0] == pytest.approx(36.5 / 80)
-    assert k["production_count"][0] == 972
-    assert k["good_count"][0] == 945
-    assert k["sec_kwh_per_unit"][0] == pytest.approx(20 / 972)
+    assert k["avg_demand_kw"][0] == pytest.approx(32.5)
+    assert k["load_factor"][0] == pytest.approx(32.5 / 80)
+    assert k["production_count"][:1] == (864,) and k["production_count"][2] == {"open_s": 300.0}
+    assert k["good_count"][0] == 840
+    assert k["sec_kwh_per_unit"][0] == pytest.approx(128 / 7 / 864)
     assert k["run_time_s"][0] == 2400
     assert k["downtime_s"][:1] == (600.0,) and k["downtime_s"][2] == {"fault_s": 600.0, "gap_s": 0.0}
     assert k["planned_downtime_s"][0] == 600
     assert k["availability"][0] == pytest.approx(0.8)
-    assert k["performance"][0] == pytest.approx(0.81)
-    assert k["quality"][0] == pytest.approx(945 / 972)
-    assert k["oee"][0] == pytest.approx(0.8 * 0.81 * 945 / 972)
-    assert k["production_rate_per_h"][0] == pytest.approx(972 / (2400 / 3600))
+    assert k["performance"][0] == pytest.approx(0.72)
+    assert k["quality"][0] == pytest.approx(840 / 864)
+    assert k["oee"][0] == pytest.approx(0.56)
+    assert k["production_rate_per_h"][0] == pytest.approx(864 / (2400 / 3600))
     assert k["data_completeness_pct"][0] == pytest.approx(20.0)  # 12 of 60 minutes carry a KPI reading
     assert k["avg_outdoor_temp"] == (None, "no outdoor_temp readings in the period", None)
 
@@ -159,9 +171,14 @@ def test_hourly_and_daily_kpis_from_kafka_messages(
         ("B", datetime(2025, 8, 20, 7, tzinfo=UTC), datetime(2025, 8, 20, 15, tzinfo=UTC)),
         ("C", datetime(2025, 8, 20, 15, tzinfo=UTC), datetime(2025, 8, 20, 23, tzinfo=UTC)),
     ]
-    # shift B saw only silence: completeness 0, energy NULL with its reason, never a fake 0
+    # shift B saw only silence: completeness 0, energy NULL with its reason, never a fake 0 (the meter
+    # last read at 03:55; whatever it reads next closes an interval over the whole shift)
     shift_b = kpis(database, "shift", datetime(2025, 8, 20, 7, tzinfo=UTC))
-    assert shift_b["energy_kwh"][:2] == (None, "no energy counter readings in the period")
+    assert shift_b["energy_kwh"] == (
+        None,
+        "the energy counter's interval over the period has not closed yet (no reading after it)",
+        {"open_s": 8 * 3600.0, "shift": "B"},
+    )
     assert shift_b["data_completeness_pct"][0] == 0.0
 
 
@@ -213,6 +230,46 @@ def test_anomalies_from_kafka_messages_are_replaced_and_keep_their_resolution(
         (first_id,),
     ) == [("resolved", "qa", "thermocouple reseated")]
     assert database.scalar("SELECT count(*) FROM analytics.analytics_anomaly_model") == 1
+
+
+def test_two_meters_on_one_machine_are_read_and_booked_as_two_counters(
+    defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """mc-07 has two energy meters. Hour 05:00 (12:00 Bangkok, peak 4.18):
+      s-a 100 (04:50) -> 104 (05:20) -> 106 (05:40) -> 109 (06:10): 4 x 1200 / 1800 + 2 + 3 x 1200 / 1800 = 20/3
+      s-b 5000 (04:00) -> 5030 (07:00): silent through the hour, 30 kWh over 3 h -> 10 in it
+      machine 20/3 + 10 = 50/3 kWh. The reader finds both meters' last reading before the hour (s-b's
+    is older than s-a's) and first after it; read as one series the meters would interleave."""
+    with database.connect() as conn:
+        load_plant_config(conn)
+    # minutes after 03:00: 04:50 = 110, 05:20 = 140, 05:40 = 160, 06:10 = 190, 04:00 = 60, 07:00 = 240
+    meters = [("s-a", 110, 100.0), ("s-a", 140, 104.0), ("s-a", 160, 106.0), ("s-a", 190, 109.0)]
+    meters += [("s-b", 60, 5000.0), ("s-b", 240, 5030.0)]
+    produce(
+        settings.kafka_brokers,
+        topic(settings, "sensor"),
+        [
+            ("t1-f1-mc-07", message(minutes(m), machine_id="mc-07", sensor_id=s, metric="energy", value=v))
+            for s, m, v in meters
+        ],
+    )
+    drain(defs, instance, ["sensor"])
+    hour = minutes(120)
+    with database.connect() as conn:
+        inputs = read_inputs(conn, hour, hour + timedelta(hours=1), drivers=[], gap_s=300, lookback=timedelta(hours=24))
+    assert sorted(inputs.prior.select("sensor_id", "time", "value").rows()) == [
+        ("s-a", minutes(110), 100.0),
+        ("s-b", minutes(60), 5000.0),
+    ]
+    assert sorted(inputs.next_readings.select("sensor_id", "time", "value").rows()) == [
+        ("s-a", minutes(190), 109.0),
+        ("s-b", minutes(240), 5030.0),
+    ]
+    materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-05:00")
+    energy = database.query(
+        "SELECT value, details::text FROM analytics.analytics_kpi WHERE machine_id = 'mc-07' AND kpi = 'energy_kwh'"
+    )
+    assert [(pytest.approx(v), json.loads(d)) for v, d in energy] == [(50 / 3, {"counter_resets": 0, "increments": 2})]
 
 
 def test_baseline_training_versions_refusal_deviation_and_what_if(
@@ -287,3 +344,30 @@ def test_hourly_kpis_follow_their_inputs_once_the_hour_has_ended(
     )
     # the hour has ended: its partition appears, and is requested once
     assert sorted(after.get_requested_partitions(key)) == ["2025-08-20-03:00"]
+    # a later drain tick (nothing new) does not request it again ...
+    quiet = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=datetime(2025, 8, 20, 4, 15, tzinfo=UTC),
+        cursor=after.cursor,
+    )
+    assert quiet.get_requested_partitions(key) == set()
+    # ... but at 04:20 the readings closing its last intervals (04:00 and later, in raw 04:00) have
+    # landed: the latest ended hour is recomputed once more, and only once
+    closing = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=datetime(2025, 8, 20, 4, 20, 5, tzinfo=UTC),
+        cursor=quiet.cursor,
+    )
+    assert sorted(closing.get_requested_partitions(key)) == ["2025-08-20-03:00"]
+    settled = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=datetime(2025, 8, 20, 4, 40, tzinfo=UTC),
+        cursor=closing.cursor,
+    )
+    assert settled.get_requested_partitions(key) == set()

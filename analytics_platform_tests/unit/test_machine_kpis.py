@@ -2,18 +2,25 @@
 a production-counter reset, a planned stop, a fault, an idle hour, a silence in the data, an hour
 with zero production, a machine without counters or run states, and shift periods in local time.
 
-The day (machine mc-01, all values by hand):
-  power every 5 min at 40 kW, 100 kW at 10:30; none at 03:05..03:20 (a 25 min silence 03:00-03:25)
-  energy counter at HH:30, +10 kWh each, prior 1000 at 23:30 the day before; reset at 12:30 (reads 5)
-    -> 23 x 10 + 5 = 235 kWh; off-peak (22:00-09:00) 00:30..08:30 + 22:30, 23:30 = 11 x 10 = 110,
-       peak 125 -> cost 110 x 0.10 + 125 x 0.20 = 36.0; carbon 235 x 0.45 = 105.75
-  count_total at HH:30 +1500 (none at 12:30), reset at 06:30 (reads 1500): 23 x 1500 = 34500
-  count_good  at HH:30 +1470 (none at 12:30), reset at 06:30 (reads 1470): 23 x 1470 = 33810
+The day (machine mc-01, all values by hand; a counter reading at t1 measures the hour (t0, t1]
+before it, which is spread over the periods it overlaps in proportion to time):
+  power every 5 min at 40 kW, 100 kW at 10:30; none at 03:05..03:20 (a 25 min silence 03:00-03:25);
+    the day before ends with 40 kW at 23:55, the next day starts with 40 kW at 00:00
+  energy counter at HH:30, +10 kWh each, prior 1000 at 23:30 the day before, next 00:30 the day
+    after; reset at 12:30 (reads 5: +5 over 11:30-12:30)
+    -> half of 23:30-00:30 (5) + 22 x 10 + 5 (the intervals closing 01:30..23:30) + half of
+       23:30-00:30 next (5) = 235 kWh (24 readings close an interval in the day, one reset)
+       each hour H gets half of the intervals closing at H:30 and (H+1):30: off-peak (22:00-09:00)
+       hours 00..08, 22, 23 are 11 x (5 + 5) = 110 kWh, peak 125 -> cost 110 x 0.10 + 125 x 0.20 = 36.0;
+       carbon 235 x 0.45 = 105.75
+  count_total at HH:30 +1500 (+0 at 12:30), reset at 06:30 (reads 1500), next +1500:
+    750 + 22 x 1500 + 750 = 34500
+  count_good  at HH:30 +1470 (+0 at 12:30), reset at 06:30 (reads 1470): 735 + 22 x 1470 + 735 = 33810
   run state: running (since the day before), planned_stop 12:00-13:00, fault 15:00-15:30,
     idle 20:00-21:00
   -> planned 3600, fault 1800, idle 3600, no data 1500 (03:00-03:25), running 75900
      availability 75900 / 82800 = 11/12, performance 2.0 x 34500 / 75900 = 10/11,
-     quality 33810 / 34500 = 0.98, OEE = 11/12 x 10/11 x 0.98
+     quality 33810 / 34500 = 0.98, OEE = 33810 x 2.0 / 82800 = 11/12 x 10/11 x 0.98
 """
 
 from __future__ import annotations
@@ -86,6 +93,13 @@ def day_inputs() -> KpiInputs:
         elif hour != 12:
             total, good = total + 1500, good + 1470
         rows += [reading(ts, "energy", energy), reading(ts, "count_total", total), reading(ts, "count_good", good)]
+    after = [
+        reading(at(0, 30, NEXT), "energy", energy + 10),
+        reading(at(0, 30, NEXT), "count_total", total + 1500),
+        reading(at(0, 30, NEXT), "count_good", good + 1470),
+        reading(NEXT, "power", 40.0),
+        reading(NEXT, "power", 40.0, "mc-02"),
+    ]
     prior = [
         reading(at(23, 30, DAY - timedelta(days=1)), "energy", 1000.0),
         reading(at(23, 30, DAY - timedelta(days=1)), "count_total", 500.0),
@@ -110,6 +124,7 @@ def day_inputs() -> KpiInputs:
         states=frame(states, STATE_SCHEMA),
         prior_states=frame([(at(22, 0, DAY - timedelta(days=1)), "t1", "f1", "mc-01", "running")], STATE_SCHEMA),
         next_seen=frame([("t1", "f1", m, NEXT) for m in ("mc-01", "mc-02")], SEEN_SCHEMA),
+        next_readings=frame(after, READING_SCHEMA),
     )
 
 
@@ -136,8 +151,11 @@ def test_energy_cost_carbon_and_demand(day: pl.DataFrame) -> None:
     assert k["carbon_kg"]["value"] == pytest.approx(105.75)
     assert k["peak_demand_kw"]["value"] == 100.0
     assert json.loads(k["peak_demand_kw"]["details"])["at"].startswith("2025-08-20 10:30:00")
-    assert k["avg_demand_kw"]["value"] == pytest.approx(11420 / 284)
-    assert k["load_factor"]["value"] == pytest.approx(11420 / 284 / 100)
+    # time-weighted: each sample holds the 300 s before it; the 24:00 sample closes the day's last
+    # interval, 03:25's 1500 s reach back over the silence (longer than max(300, 2 x 300)): not held.
+    # 283 held samples, 282 x 40 + 100 = 11380, each x 300 s -> 11380 x 300 / (283 x 300)
+    assert k["avg_demand_kw"]["value"] == 11380 / 283
+    assert k["load_factor"]["value"] == 11380 / 283 / 100
 
 
 def test_time_accounting_and_oee(day: pl.DataFrame) -> None:
@@ -175,7 +193,7 @@ def test_machine_without_counters_or_states_gets_null_with_reasons(day: pl.DataF
     assert k["downtime_s"]["value"] == 0.0
 
 
-def test_planned_stop_hour_has_no_production_and_no_availability() -> None:
+def test_planned_stop_hour_has_no_availability_and_the_hours_add_up_to_the_day() -> None:
     hours = machine_kpis(
         day_inputs(), fixed_periods("hour", DAY, NEXT, timedelta(hours=1)), plant(), KpiOptions(drivers=())
     )
@@ -184,12 +202,17 @@ def test_planned_stop_hour_has_no_production_and_no_availability() -> None:
         == 24 * hours.filter((pl.col("machine_id") == "mc-01") & (pl.col("period_start") == DAY)).height
     )
     k = kpis(hours, period="hour", start=at(12))
-    assert k["production_count"]["value"] == 0.0
+    # hourly counters at :30 only know each hour's total: the planned-stop hour 12:00-13:00 gets half
+    # of 11:30-12:30 (+0) and half of 12:30-13:30 (+1500): 750 parts, 735 good; energy half of the
+    # reset interval's 5 kWh and half of the next one's 10: 7.5 kWh
+    assert k["production_count"]["value"] == 750.0
+    assert k["good_count"]["value"] == 735.0
     assert k["planned_downtime_s"]["value"] == 3600
     assert k["availability"]["null_reason"] == "no planned production time in the period"
-    assert k["sec_kwh_per_unit"]["null_reason"] == "no units produced in the period"
-    assert k["quality"]["null_reason"] == "no units produced in the period"
-    assert k["energy_kwh"]["value"] == 5.0  # the reset hour: the meter restarted from 0
+    assert k["energy_kwh"]["value"] == 7.5
+    assert json.loads(k["energy_kwh"]["details"]) == {"counter_resets": 1, "increments": 1}
+    assert k["sec_kwh_per_unit"]["value"] == 7.5 / 750
+    assert k["quality"]["value"] == 735 / 750
     # the hours add up to the day, exactly
     energy = hours.filter((pl.col("machine_id") == "mc-01") & (pl.col("kpi") == "energy_kwh"))["value"].sum()
     assert energy == pytest.approx(235.0)

@@ -1,5 +1,18 @@
-"""Machine KPIs: hourly (follows its raw inputs, late data included) and daily with the day's
-shifts (scheduled once the day has closed). Plant metadata is a table, like spec limits."""
+"""Machine KPIs: hourly (follows its raw inputs, late data included, and runs once more when the
+hour's closing readings have landed) and daily with the day's shifts (scheduled once the day has
+closed). Plant metadata is a table, like spec limits.
+
+Why the hour runs twice: a counter or power reading measures the interval back to its series'
+previous reading, so the hour's last intervals are closed by the first readings AFTER the hour
+(docs/kpis.md). The hour is first computed as soon as it ends, when those may not have landed;
+they land in the next hour's raw partition, which does not make Dagster recompute this one. So the
+latest ended hour is recomputed once more at :20 past the next hour (CLOSING_READINGS_CRON: a
+15-minute meter's closing reading plus delivery slack), once an hour, not on every drain tick of
+the next hour. A closing reading later than that is counted the next time the hour is recomputed
+(late data in it, a backfill); until then the KPI's details say how many seconds are still open.
+The daily schedule runs at 00:30 UTC, after the day's closing readings, and reads up to
+KpiOptions.max_interval_s (24 h) past the day for them.
+"""
 
 from datetime import timedelta
 
@@ -16,6 +29,7 @@ from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
 
 ENERGY_GROUP = "energy"
+CLOSING_READINGS_CRON = "20 * * * *"  # UTC: the latest ended hour, once its closing readings are in
 
 plant_metadata = dg.AssetSpec(
     "plant_metadata",
@@ -32,24 +46,42 @@ def kpi_options(settings: PlatformSettings) -> KpiOptions:
     return KpiOptions(gap_s=settings.kpi_gap_s, slot_s=settings.kpi_slot_s, drivers=tuple(settings.kpi_drivers))
 
 
+def closing_readings_landed(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
+    """Recompute the latest ended hour once, at CLOSING_READINGS_CRON. The trigger resets only when
+    the hour is requested (not when a run finishes), so a late-data run finishing in the same
+    evaluation as the cron tick cannot swallow it; while the hour or its inputs run, it waits."""
+    ac = dg.AutomationCondition
+    return (
+        ac.in_latest_time_window()
+        & ac.cron_tick_passed(CLOSING_READINGS_CRON, "UTC").since(ac.newly_requested())
+        & ~ac.any_deps_missing().ignore(dg.AssetSelection.assets(*optional))
+        & ~ac.any_deps_in_progress()
+        & ~ac.in_progress()
+    ).with_label("the hour's closing readings have landed")
+
+
 def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list:
     options = kpi_options(settings)
-    lookback = timedelta(hours=24)
+    # prior and next readings as far as a counter interval is counted: hours and days agree
+    lookback = timedelta(seconds=options.max_interval_s)
+    optional = [k for k in raw if k.path[-1] != "raw_sensor_readings"] + [plant_metadata.key]
 
     @dg.asset(
         deps=[*raw, plant_metadata.key],
         partitions_def=ended_hourly_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(
-            timedelta(hours=settings.automation_lookback_hours),
-            optional=[k for k in raw if k.path[-1] != "raw_sensor_readings"] + [plant_metadata.key],
-        ),
+            timedelta(hours=settings.automation_lookback_hours), optional=optional
+        )
+        | closing_readings_landed(optional),
         group_name=ENERGY_GROUP,
         kinds={"polars", "postgres"},
         description="Per machine and hour (analytics.analytics_kpi, period 'hour'): energy, cost (time-of-use), "
         "carbon, peak / average demand, load factor, SEC, production and good count, run / idle / planned / "
         "unplanned downtime, availability, performance, quality, OEE, production rate, data completeness, "
-        "driver averages. NULL with a reason where a value cannot be computed.",
+        "driver averages. NULL with a reason where a value cannot be computed. Counters are booked by the "
+        "interval each reading closes (docs/kpis.md); the hour runs when it ends, when its inputs change, and "
+        "once more at :20 past the next hour, when the readings closing its last intervals have landed.",
         metadata={"table": "analytics.analytics_kpi"},
         check_specs=contract_specs(dg.AssetKey("hourly_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
@@ -76,7 +108,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         group_name=ENERGY_GROUP,
         kinds={"polars", "postgres"},
         description="Per machine and day and per shift (local time, reported with the day it ends in): the same "
-        "KPIs as the hours, computed from the same readings by the same code, so a day's energy is exactly the sum "
+        "KPIs as the hours, computed from the same readings by the same code, so a day's energy is the sum "
         "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
         "Scheduled after the day closes (daily_kpis_schedule).",
         metadata={"table": "analytics.analytics_kpi"},
