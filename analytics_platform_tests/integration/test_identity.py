@@ -79,42 +79,56 @@ def topic_of(settings: PlatformSettings, domain: str) -> str:
     return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
 
 
-@pytest.mark.parametrize(
-    ("domain", "build", "table", "value", "first", "second"),
-    CASES,
-    ids=[f"{c[0]}-{next(iter(c[4]))}" for c in CASES],
-)
+def case_base(n: int, varied: str) -> dict:
+    """What keeps the cases apart in one database: each its own factory (or tenant, for the case
+    that varies the factory), so the two senders of a case differ only in the field under test."""
+    return {"tenant_id": f"t-case{n}"} if varied == "factory_id" else {"factory_id": f"f-case{n}"}
+
+
+@pytest.fixture(scope="module")
+def reused_ids(module_settings: PlatformSettings) -> dict[str, list]:
+    """Every case's first sender sends `e-1 .. e-3` and is drained; then every case's second sender
+    sends the same ids at the same times and is drained. One database for all cases (they cannot
+    touch each other: see case_base); returns the drain reports of the second round per domain."""
+    rounds: dict[str, list] = {}
+    for position in (4, 5):  # the first senders, then the second
+        for domain in sorted({c[0] for c in CASES}):
+            messages = []
+            for n, case in enumerate(CASES):
+                if case[0] != domain:
+                    continue
+                who = {**case_base(n, next(iter(case[4]))), **case[position]}
+                base = 10.0 if position == 4 else 50.0
+                messages += [case[1](t, i, base + k, **who) for k, (t, i) in enumerate(zip(TIMES, IDS, strict=True))]
+            topic = topic_of(module_settings, domain)
+            produce(
+                module_settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in messages], partition=0
+            )
+            rounds.setdefault(domain, []).append(drain_domain(module_settings, domain).run(budget_s=30))
+    return rounds
+
+
+@pytest.mark.parametrize(("n", "case"), list(enumerate(CASES)), ids=[f"{c[0]}-{next(iter(c[4]))}" for c in CASES])
 def test_senders_reusing_ids_keep_their_own_rows(
-    settings: PlatformSettings,
-    database: DatabaseHandle,
-    domain: str,
-    build: Callable[..., dict],
-    table: str,
-    value: str,
-    first: dict,
-    second: dict,
+    reused_ids: dict[str, list], module_database: DatabaseHandle, n: int, case: tuple
 ) -> None:
-    topic = topic_of(settings, domain)
-    a = [build(t, i, 10.0 + n, **first) for n, (t, i) in enumerate(zip(TIMES, IDS, strict=True))]
-    b = [build(t, i, 50.0 + n, **second) for n, (t, i) in enumerate(zip(TIMES, IDS, strict=True))]
+    domain, _build, table, value, first, second = case
     column = next(iter(first))
-
-    # A first, drained; then B with the same ids and times, drained: B must not touch A
-    produce(settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in a], partition=0)
-    drain_domain(settings, domain).run(budget_s=30)
-    produce(settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in b], partition=0)
-    report = drain_domain(settings, domain).run(budget_s=30)
-    assert report.rows == 3 and report.rejects == 0
-
+    base = case_base(n, column)
+    ((where, tag),) = base.items()
+    second_round = reused_ids[domain][1]
+    assert second_round.rejects == 0 and second_round.rows == 3 * sum(c[0] == domain for c in CASES)
     scale = 100 if domain == "device" else 1
-    stored = database.query(
-        f"SELECT {column}, event_id, round(({value} * {scale})::numeric, 6)::float FROM analytics.{table} ORDER BY 1, 2"
+    stored = module_database.query(
+        f"SELECT {column}, event_id, round(({value} * {scale})::numeric, 6)::float FROM analytics.{table} "
+        f"WHERE {where} = %s ORDER BY 1, 2",
+        (tag,),
     )
     assert stored == sorted(
-        [(first[column], i, 10.0 + n) for n, i in enumerate(IDS)]
-        + [(second[column], i, 50.0 + n) for n, i in enumerate(IDS)]
+        [(first[column], i, 10.0 + k) for k, i in enumerate(IDS)]
+        + [(second[column], i, 50.0 + k) for k, i in enumerate(IDS)]
     )
-    assert database.scalar("SELECT count(*) FROM analytics.rejected_message") == 0
+    assert module_database.scalar("SELECT count(*) FROM analytics.rejected_message") == 0
 
 
 def test_a_true_resend_from_the_same_sender_is_stored_once(
