@@ -1,0 +1,156 @@
+"""End to end through broker replacements (issue 19, findings 2 and 4 together): MQTT at 1000 msg/s ->
+a running edge agent -> Kafka -> the drain -> raw, while the in-memory broker is replaced by a fresh
+one three times and the topics are re-created, as the docs say to.
+
+Every reading the agent delivered to a broker that kept it must be in raw exactly once. "Kept" is
+made exact the way an operator would: before each replacement the agent is frozen (SIGSTOP) and the
+drain catches up, so everything the dying broker held was drained; then the broker is killed, a
+fresh one started and the agent let go (SIGCONT). The agent meets a fresh broker with its old
+producer (it must rebuild it), and the drain meets a new log whose offsets start again at 0 while its
+checkpoints point far into the old one (it must see the topic id changed and read the new log from
+its start). Before the fixes, the agent never delivered again and the drain skipped the new log's
+first offsets.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analytics_platform.contracts.registry import bind_domains, contract_config
+from analytics_platform.devstack.processes import free_port
+from analytics_platform.ingest.drain import Drain
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.edge_support import (
+    AgentProcess,
+    MQTTPublisher,
+    OwnBroker,
+    mosquitto,
+    scrape_metrics,
+    topic_has_messages,
+    wait_for,
+)
+from edge_agents.simulator import TOPICS
+
+RATE = 1000
+MACHINES = [f"mc-{i:02d}" for i in range(1, 7)]
+REPLACEMENTS = 3
+PHASE = 1500  # messages published on each broker before it is replaced
+TOPIC = "sensors.device.readings"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def agent_yaml(path: Path, brokers: str, queue: Path, metrics_port: int, mqtt_port: int) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "agent_id": "e2e",
+                "kafka": {"brokers": brokers},
+                "queue": {"path": str(queue)},
+                "metrics": {"port": metrics_port},
+                "backpressure": {"high": 1_000_000, "low": 500_000},
+                "sources": [
+                    {
+                        "name": "line",
+                        "type": "mqtt",
+                        "port": mqtt_port,
+                        "identity": {"tenant_id": "t1", "factory_id": "f1"},
+                        "mappings": [
+                            {
+                                "topic": "e2e/{machine_id}",
+                                "format": "json",
+                                "values": {"temp": "seq"},
+                                "time_path": "ts",
+                                "fields": {"sensor_id": "s-temp"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+def catch_up(drain: Drain) -> None:
+    """Drain passes until one finds nothing new (nothing is producing: the agent is frozen or done)."""
+    for _ in range(20):
+        if drain.run(budget_s=20).messages == 0:
+            return
+    raise AssertionError("the drain did not catch up in 20 passes")
+
+
+def test_every_reading_delivered_to_a_broker_that_kept_it_is_in_raw_once(
+    tmp_path: Path, database: DatabaseHandle
+) -> None:
+    broker = OwnBroker(tmp_path, list(TOPICS))
+    broker.start()
+    settings = PlatformSettings(
+        database_url=database.pipeline_url, kafka_brokers=broker.address, kafka_topic_prefix="", drain_consumer="e2e"
+    )
+    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
+    drain = Drain(
+        binding,
+        contract_config(settings),
+        database_url=database.pipeline_url,
+        kafka_config=settings.kafka_client_config(),
+        consumer_name="e2e",
+        poll_timeout_s=0.5,
+    )
+    metrics_port = free_port()
+    try:
+        with mosquitto(tmp_path) as mqtt_port:
+            config = agent_yaml(tmp_path / "agent.yaml", broker.address, tmp_path / "queue.db", metrics_port, mqtt_port)
+            agent = AgentProcess(config, tmp_path / "agent.log")
+            agent.start()
+            try:
+                connected = 'edge_agent_source_connected{source="line"}'
+                wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
+                publisher = MQTTPublisher(mqtt_port, RATE, MACHINES, "e2e", "e2e-pub")
+                publisher.start()
+                try:
+                    mark = 0
+                    for i in range(REPLACEMENTS):
+                        wait_for(lambda mark=mark: len(publisher.published) >= mark + PHASE, 60, f"traffic {i + 1}")
+                        drain.run(budget_s=20)  # a pass while the agent is sending: positions deep in this log
+                        agent.signal(signal.SIGSTOP)
+                        catch_up(drain)  # everything this broker holds is drained before it dies
+                        broker.kill()
+                        broker.start()
+                        agent.signal(signal.SIGCONT)
+                        wait_for(lambda: topic_has_messages(broker.address, TOPIC), 30, f"the agent on broker {i + 2}")
+                        mark = len(publisher.published)
+                    wait_for(lambda: len(publisher.published) >= mark + PHASE, 60, "traffic on the last broker")
+                finally:
+                    publisher.finish()
+                published = publisher.published
+                wait_for(
+                    lambda: (
+                        scrape_metrics(metrics_port).get("edge_agent_sent_total") == len(published)
+                        and scrape_metrics(metrics_port).get("edge_agent_queue_depth") == 0
+                    ),
+                    60,
+                    "every published reading acknowledged by a broker",
+                )
+                catch_up(drain)
+                rebuilds = scrape_metrics(metrics_port)["edge_agent_producer_restarts_total"]
+            finally:
+                agent.stop()
+    finally:
+        broker.stop()
+
+    stored = database.query("SELECT machine_id, value, event_id FROM analytics.raw_sensor_readings")
+    assert len(stored) == len(published)  # nothing lost, nothing doubled
+    assert len({event for _, _, event in stored}) == len(stored)
+    assert {(machine, int(value)) for machine, value, _ in stored} == set(published)
+    assert database.scalar("SELECT count(*) FROM analytics.rejected_message") == 0
+    # the drain saw every new log for what it was; the agent rebuilt its producer for each broker
+    resets = database.query("SELECT reason, resumed_at FROM analytics.ingest_resets")
+    assert {reason for reason, _ in resets} == {"topic_id_changed"} and {at for _, at in resets} == {0}
+    assert REPLACEMENTS <= len(resets) <= 3 * REPLACEMENTS
+    assert rebuilds >= REPLACEMENTS
