@@ -8,7 +8,7 @@ PYPI_INDEX ?= https://pypi.org/simple
 # the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
 UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install ui-assets demo test test-fast dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast soak dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -40,6 +40,14 @@ test: $(STAMP) ui-assets mosquitto chromium
 ## Everything but the end-to-end demo test.
 test-fast: $(STAMP) ui-assets mosquitto chromium
 	@$(VENV)/bin/pytest -m "not slow"
+
+## The ingest model's long run (docs/benchmarks.md, "Soak"): SOAK_EXAMPLES generated streams, longer than the
+## `make test` ones and on new random seeds each run, through the real broker, drain, database, re-derivation and
+## window aggregates. A failure prints the shrunk stream and the line to reproduce it (@reproduce_failure).
+SOAK_EXAMPLES ?= 200
+soak: $(STAMP)
+	@INGEST_MODEL_PROFILE=soak INGEST_MODEL_EXAMPLES=$(SOAK_EXAMPLES) INGEST_MODEL_TIMEOUT_S=0 $(VENV)/bin/pytest -q \
+	  analytics_platform_tests/integration/test_ingest_model.py -k test_ingest_stores_what_the_model_says
 
 ## The edge-agent tests run a Mosquitto broker of their own (Debian package; installed when root).
 mosquitto:

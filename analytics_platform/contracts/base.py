@@ -78,11 +78,13 @@ _ISO_UTC = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|\+
 _ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 _SOURCE_COLUMNS = ["topic", "kafka_partition", "kafka_offset"]
 KEY_SEPARATOR = "\x1f"  # ASCII unit separator between the parts of an identity key
-# Which copy of one reading is kept: the lowest Kafka coordinate, then the older Kafka timestamp (two
-# logs of one topic -- a broker replaced, a topic re-created -- reuse offsets). The same order in
-# the drain, in a re-derivation from landing and in the raw tables' conflict rule, so the stored row
+# Which copy of one reading is kept: the lowest Kafka coordinate; on a tie (one coordinate in two logs
+# of a topic -- a broker replaced, a topic re-created -- which reuse offsets) the message that came
+# first in the input, which is the one landed first: the live drain reads a log before the broker
+# replacing it exists, and a re-derivation reads landing in landing order (store.read_landing). The
+# raw tables' conflict rule replaces a row only on a strictly lower coordinate. So the stored row
 # never depends on the order batches were processed in.
-COORDINATE_ORDER = ("kafka_partition", "kafka_offset", "topic", "_coord_ts")
+COORDINATE_ORDER = ("kafka_partition", "kafka_offset", "topic")
 
 
 def identity_part(value: pl.Expr) -> pl.Expr:
@@ -174,6 +176,14 @@ def classify_decode_error(value: bytes, exc: msgspec.DecodeError) -> ContractVio
             return ContractViolation(INVALID_VALUE, text)
         return ContractViolation(WRONG_TYPE, text)
     return ContractViolation(INVALID_VALUE, text)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _peek_time(value: bytes) -> str | None:
@@ -340,6 +350,12 @@ class Contract:
             if value is None:
                 rejected.append((i, NOT_JSON, "message has no value (tombstone)"))
                 continue
+            # msgspec does not check the UTF-8 inside the strings it decodes (a byte 0xff in an id
+            # would fail later, stopping the drain): check it here; ASCII, nearly every message,
+            # is one C-speed scan
+            if not value.isascii() and not _is_utf8(value):
+                rejected.append((i, NOT_UTF8, "message is not valid UTF-8"))
+                continue
             try:
                 obj = decode(value)
                 if obj.schema_version == current:
@@ -385,7 +401,8 @@ class Contract:
         checks = [
             RowCheck(
                 BAD_TIME,
-                ~time_text.str.contains(_ISO_UTC) | pl.col("_time").is_null(),
+                # year 0000 has the shape, and a Polars datetime, but no PostgreSQL timestamp
+                ~time_text.str.contains(_ISO_UTC) | pl.col("_time").is_null() | (pl.col("_time").dt.year() < 1),
                 pl.format("time '{}' is not ISO-8601 UTC (e.g. 2025-08-20T03:12:00Z)", time_text),
             ),
             *[
@@ -446,7 +463,9 @@ class Contract:
         times = pl.DataFrame({"_msg": pl.int_range(0, messages.height, eager=True, dtype=pl.Int64)}).join(
             by_msg, on="_msg", how="left"
         )
-        missing = rejects.join(by_msg, on="_msg", how="anti").get_column("_msg").to_list()
+        # a message that is not UTF-8 has no text to read a time from
+        unread = rejects.join(by_msg, on="_msg", how="anti").filter(pl.col("reason") != NOT_UTF8)
+        missing = unread.get_column("_msg").to_list()
         if missing:
             values = messages.get_column("value")
             peeked = pl.DataFrame(
@@ -462,16 +481,13 @@ class Contract:
                 .str.replace(r"\+00:00$", "Z")
                 .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", time_unit="us", strict=False)
             )
+            # a time PostgreSQL cannot store (year 0000) is no event time: landing and rejects keep it null
+            peeked = peeked.with_columns(pl.when(pl.col("_peek").dt.year() >= 1).then(pl.col("_peek")))
             times = times.join(peeked, on="_msg", how="left").select("_msg", pl.coalesce("time", "_peek").alias("time"))
         return times.sort("_msg").get_column("time").alias("event_time")
 
     def _finish(self, rows: pl.DataFrame, messages: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        coords = (
-            messages.select(*_SOURCE_COLUMNS, "kafka_ts")
-            .rename({"kafka_ts": "_coord_ts"})
-            .with_row_index("_msg")
-            .with_columns(pl.col("_msg").cast(pl.Int64))
-        )
+        coords = messages.select(_SOURCE_COLUMNS).with_row_index("_msg").with_columns(pl.col("_msg").cast(pl.Int64))
         rows = (
             rows.join(coords, on="_msg", how="left")
             .with_columns(self.identity_expr().alias("dedup_key"))

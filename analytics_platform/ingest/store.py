@@ -319,14 +319,15 @@ def reset_checkpoints(conn: psycopg.Connection, consumer: str, topic: str, offse
 
 
 def read_landing(conn: psycopg.Connection, topics: Sequence[str], start: datetime, end: datetime) -> pl.DataFrame:
-    """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order (two logs
-    of one topic, before and after a broker was replaced, ordered by their Kafka timestamps)."""
+    """Landed messages of `topics` whose reading time falls in [start, end), in Kafka order; one
+    coordinate in two logs of a topic (before and after a broker was replaced) in the order they
+    landed, which is the live drain's order (the contracts keep the first of two such copies)."""
     cur = conn.execute(
         """SELECT topic, kafka_partition, kafka_offset, kafka_key, kafka_ts,
                   coalesce(convert_to(value_text, 'UTF8'), value_bytes) AS value
            FROM analytics.kafka_landing
            WHERE topic = ANY(%s) AND event_time >= %s AND event_time < %s
-           ORDER BY topic, kafka_partition, kafka_offset, kafka_ts""",
+           ORDER BY topic, kafka_partition, kafka_offset, landed_at, kafka_ts""",
         (list(topics), start, end),
     )
     return pl.DataFrame(cur.fetchall(), schema=MESSAGE_SCHEMA, orient="row")
