@@ -27,12 +27,13 @@ import pytest
 from confluent_kafka import Producer
 from psycopg import sql
 
-from analytics_platform.contracts.registry import bind_domains
+from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.defs import build_definitions
 from analytics_platform.devstack.broker import ensure_topics, start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import free_port
 from analytics_platform.devstack.stack import with_credentials
+from analytics_platform.ingest.drain import Drain
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 
@@ -221,6 +222,25 @@ def module_instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (runs, events, cursors) shared by one module's tests."""
     with dg.instance_for_test() as instance:
         yield instance
+
+
+def domain_drain(settings: PlatformSettings, domain: str = "sensor", cls: type[Drain] = Drain, **kwargs) -> Drain:
+    """The drain of one domain as the sensor builds it, for these settings' database, broker and
+    topics (`cls`: a subclass standing for another kind of broker)."""
+    binding = next(b for b in bind_domains(settings) if b.domain == domain)
+    return cls(
+        binding,
+        contract_config(settings),
+        database_url=settings.database_url.get_secret_value(),
+        kafka_config=settings.kafka_client_config(),
+        consumer_name=settings.drain_consumer,
+        poll_timeout_s=settings.drain_poll_timeout_s,
+        **kwargs,
+    )
+
+
+def domain_topic(settings: PlatformSettings, domain: str = "sensor") -> str:
+    return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
 
 
 def produce(brokers: str, topic: str, messages: list[tuple[str | None, bytes]], partition: int | None = None) -> None:

@@ -716,3 +716,20 @@ def agg_close(field_name: str, want: float | None, got: float | None, exact: boo
         return want == got
     tolerance = 1e-12 if exact else 1e-9
     return math.isclose(want, got, rel_tol=tolerance, abs_tol=1e-300)
+
+
+# Times with the wrong shape (each a bad_time): the generators draw them, the model's own tests check each.
+BAD_TIMES = (
+    "2025-08-20T11:00Z",
+    "2025-08-20 11:00:00Z",
+    "2025-08-20T11:00:00",
+    "2025-08-20T11:00:00+01:00",
+    "2025-08-20T11:00:60Z",
+    "2025-08-20T24:00:00Z",
+    "2025-02-30T11:00:00Z",
+    "2025-08-20T11:00:00.1234567890Z",
+    "2025-08-20T11:00:00z",
+    "2025-08-20T11:00:00Z\n",
+    "２０２５-08-20T11:00:00Z",
+    "",
+)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.ingest.catalog import read_packaged
 from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA
 
 Bound = float | None
@@ -167,21 +168,7 @@ def load_metric_limits(path: Path) -> pl.DataFrame:
     metric, min_value, max_value, canonical_unit (NULL where the file gives none: that side is not
     judged). The pipeline judges with the database's catalogue (`ingest.catalog.read_limits`); this
     is for code and tests without one."""
-    data = _read_yaml(path, "METRICS_CATALOG")
-    metrics = data.get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        raise ConfigError(f"METRICS_CATALOG file {path} has no `metrics:` mapping")
-    rows = []
-    for name, entry in metrics.items():
-        entry = entry or {}
-        if not isinstance(entry, dict):
-            raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name} must be a mapping")
-        low, high = entry.get("min"), entry.get("max")
-        try:
-            bounds = _ordered((None if low is None else float(low), None if high is None else float(high)))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name}: {exc}") from None
-        rows.append(("*", str(name), *bounds, entry.get("unit")))
+    rows = [(e.tenant_id, e.metric, e.min_value, e.max_value, e.unit) for e in read_packaged(path)]
     return pl.DataFrame(rows, schema=LIMITS_SCHEMA, orient="row")
 
 

@@ -18,8 +18,7 @@ from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.ingest.drain import Drain, DrainReport
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests import dataset
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.integration.test_ingest import make_drain, sensor_binding
+from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
 
 PARTITIONS = 6
 START = datetime(2025, 8, 20, 0, 0, tzinfo=UTC)
@@ -36,7 +35,7 @@ def sharded(settings: PlatformSettings) -> PlatformSettings:
 
 
 def topic_of(settings: PlatformSettings) -> str:
-    return sensor_binding(settings).topics[0]
+    return domain_topic(settings)
 
 
 def produce_round(settings: PlatformSettings, round_no: int, per_partition: int) -> None:
@@ -56,7 +55,7 @@ def produce_round(settings: PlatformSettings, round_no: int, per_partition: int)
 
 
 def shard(settings: PlatformSettings, index: int, of: int) -> Drain:
-    return make_drain(settings, batch_size=50, shard=index, shards=of)
+    return domain_drain(settings, batch_size=50, shard=index, shards=of)
 
 
 def run_together(drains: list[Drain]) -> list[DrainReport]:

@@ -18,11 +18,9 @@ import psycopg
 import pytest
 
 from analytics_platform import cli
-from analytics_platform.contracts.registry import bind_domains, contract_config
-from analytics_platform.ingest.drain import Drain
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings, get_settings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
+from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
 
 TIMES = ["2025-08-20T03:12:00Z", "2025-08-20T03:13:00Z", "2025-08-20T03:14:00Z"]
 IDS = ["e-1", "e-2", "e-3"]
@@ -63,22 +61,6 @@ CASES: list[tuple[str, Callable[..., dict], str, str, dict, dict]] = [
 ]
 
 
-def drain_domain(settings: PlatformSettings, domain: str) -> Drain:
-    binding = next(b for b in bind_domains(settings) if b.domain == domain)
-    return Drain(
-        binding,
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-    )
-
-
-def topic_of(settings: PlatformSettings, domain: str) -> str:
-    return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
-
-
 def case_base(n: int, varied: str) -> dict:
     """What keeps the cases apart in one database: each its own factory (or tenant, for the case
     that varies the factory), so the two senders of a case differ only in the field under test."""
@@ -100,11 +82,11 @@ def reused_ids(module_settings: PlatformSettings) -> dict[str, list]:
                 who = {**case_base(n, next(iter(case[4]))), **case[position]}
                 base = 10.0 if position == 4 else 50.0
                 messages += [case[1](t, i, base + k, **who) for k, (t, i) in enumerate(zip(TIMES, IDS, strict=True))]
-            topic = topic_of(module_settings, domain)
+            topic = domain_topic(module_settings, domain)
             produce(
                 module_settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in messages], partition=0
             )
-            rounds.setdefault(domain, []).append(drain_domain(module_settings, domain).run(budget_s=30))
+            rounds.setdefault(domain, []).append(domain_drain(module_settings, domain).run(budget_s=30))
     return rounds
 
 
@@ -135,12 +117,12 @@ def test_a_true_resend_from_the_same_sender_is_stored_once(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
     """The other half of the guarantee: the same sender re-sending its id (an edge replay) is one row."""
-    topic = topic_of(settings, "sensor")
+    topic = domain_topic(settings, "sensor")
     messages = [sensor(t, i, 1.0 + n) for n, (t, i) in enumerate(zip(TIMES, IDS, strict=True))]
     produce(settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in messages], partition=1)
-    drain_domain(settings, "sensor").run(budget_s=30)
+    domain_drain(settings, "sensor").run(budget_s=30)
     produce(settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in messages], partition=2)
-    drain_domain(settings, "sensor").run(budget_s=30)
+    domain_drain(settings, "sensor").run(budget_s=30)
     assert database.query("SELECT event_id, value, kafka_partition FROM analytics.raw_sensor_readings ORDER BY 1") == [
         ("e-1", 1.0, 1),
         ("e-2", 2.0, 1),
@@ -153,12 +135,12 @@ def test_ids_containing_the_key_separator_cannot_forge_another_senders_key(
 ) -> None:
     """Ids are the sender's choice, characters and all: (machine `a<US>b`, sensor `c`) and (machine
     `a`, sensor `b<US>c`) join to the same text with a plain separator, yet are two senders."""
-    topic = topic_of(settings, "sensor")
+    topic = domain_topic(settings, "sensor")
     sep = "\x1f"
     one = sensor(TIMES[0], "x", 1.0, machine_id=f"a{sep}b", sensor_id="c")
     other = sensor(TIMES[0], "x", 2.0, machine_id="a", sensor_id=f"b{sep}c")
     produce(settings.kafka_brokers, topic, [(None, json.dumps(m).encode()) for m in (one, other)], partition=0)
-    drain_domain(settings, "sensor").run(budget_s=30)
+    domain_drain(settings, "sensor").run(budget_s=30)
     assert database.query("SELECT machine_id, sensor_id, value FROM analytics.raw_sensor_readings ORDER BY 3") == [
         (f"a{sep}b", "c", 1.0),
         ("a", f"b{sep}c", 2.0),

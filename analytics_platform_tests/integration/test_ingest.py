@@ -8,12 +8,11 @@ import textwrap
 
 import pytest
 
-from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.ingest import store
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests import dataset
-from analytics_platform_tests.conftest import DatabaseHandle, produce
+from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
 
 RAW_QUERY = """
 SELECT time, machine_id, sensor_id, metric, value, event_id, schema_version, kafka_partition, kafka_offset
@@ -22,24 +21,12 @@ FROM analytics.raw_sensor_readings ORDER BY 1, 2, 3, 4, 5
 REJECT_QUERY = "SELECT kafka_partition, kafka_offset, reason FROM analytics.rejected_message ORDER BY 1, 2"
 
 
-def sensor_binding(settings: PlatformSettings):
-    return next(b for b in bind_domains(settings) if b.domain == "sensor")
-
-
 def make_drain(settings: PlatformSettings, **kwargs) -> Drain:
-    return Drain(
-        sensor_binding(settings),
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-        **kwargs,
-    )
+    return domain_drain(settings, "sensor", **kwargs)
 
 
 def produce_dataset(settings: PlatformSettings) -> str:
-    topic = sensor_binding(settings).topics[0]
+    topic = domain_topic(settings)
     for partition, values in dataset.MESSAGES.items():
         produce(settings.kafka_brokers, topic, [(dataset.KEY, v) for v in values], partition=partition)
     return topic
@@ -170,14 +157,14 @@ def test_killed_process_mid_transaction_loses_and_doubles_nothing(
         f"""
         import os
         from analytics_platform.settings import PlatformSettings
-        from analytics_platform_tests.integration.test_ingest import make_drain
+        from analytics_platform_tests.conftest import domain_drain
         settings = PlatformSettings(
             database_url={settings.database_url.get_secret_value()!r},
             kafka_brokers={settings.kafka_brokers!r},
             kafka_topic_prefix={settings.kafka_topic_prefix!r},
             drain_consumer={settings.drain_consumer!r},
         )
-        drain = make_drain(settings)
+        drain = domain_drain(settings)
         drain.before_checkpoint = lambda: os._exit(137)
         drain.run(budget_s=30)
         """
@@ -196,7 +183,7 @@ def test_edge_replay_on_another_partition_keeps_the_lowest_coordinate(
 ) -> None:
     """A re-sent message (same event id, other value) arriving later on a lower partition wins,
     whatever the processing order: live ingest and re-derivation must converge on one row."""
-    topic = sensor_binding(settings).topics[0]
+    topic = domain_topic(settings)
     produce(
         settings.kafka_brokers,
         topic,

@@ -58,6 +58,7 @@ from analytics_platform_tests.edge_support import OwnBroker, wait_for
 from analytics_platform_tests.ingest_model import (
     ACCEPT,
     AGG_FIELDS,
+    BAD_TIMES,
     REJECT,
     ROW_COLUMNS,
     US,
@@ -156,20 +157,6 @@ SPECIAL_TIMES = (
     "2023-12-31T23:59:59.999999Z",  # just before the first partition
     "2026-08-20T11:00:00Z",  # a year ahead of the Kafka timestamp
     "0000-01-01T00:00:00Z",  # ISO year 0000
-)
-BAD_TIMES = (
-    "2025-08-20T11:00Z",
-    "2025-08-20 11:00:00Z",
-    "2025-08-20T11:00:00",
-    "2025-08-20T11:00:00+01:00",
-    "2025-08-20T11:00:60Z",
-    "2025-08-20T24:00:00Z",
-    "2025-02-30T11:00:00Z",
-    "2025-08-20T11:00:00.1234567890Z",
-    "2025-08-20T11:00:00z",
-    "2025-08-20T11:00:00Z\n",
-    "２０２５-08-20T11:00:00Z",
-    "",
 )
 # Kafka timestamp skews of a producer's clock (ms); multiples of 1 s so timestamps stay unique
 SKEWS_MS = (0, -2 * 3600_000, 3600_000, -30_000)

@@ -14,23 +14,10 @@ import dagster as dg
 import pytest
 
 from analytics_platform import cli
-from analytics_platform.contracts.registry import bind_domains, contract_config
+from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.defs import build_definitions
-from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings, get_settings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-
-
-def drain(settings: PlatformSettings) -> Drain:
-    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
-    return Drain(
-        binding,
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-    )
+from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, produce
 
 
 def reading(tenant: str, minute: int, metric: str = "power_kw", value: float = 42.0) -> bytes:
@@ -88,7 +75,7 @@ def test_a_tenant_adds_a_metric_and_readmits_its_rejected_readings(
         [(None, reading("t1", m)) for m in (1, 2, 3)] + [(None, reading("t2", m)) for m in (1, 2)],
         partition=0,
     )
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     assert rows(database) == []
     assert rejects(database) == [("t1", "unknown_metric")] * 3 + [("t2", "unknown_metric")] * 2
 
@@ -116,7 +103,7 @@ def test_a_tenant_adds_a_metric_and_readmits_its_rejected_readings(
 
     # the drain judges with the table from its next pass on
     produce(settings.kafka_brokers, topic, [(None, reading("t1", 4)), (None, reading("t2", 4))], partition=0)
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     assert len(rows(database)) == 4 and len(rejects(database)) == 3
 
     # t2 chooses to accept whatever its meters send: stored, flagged uncatalogued, no range check

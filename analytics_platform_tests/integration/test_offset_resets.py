@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from analytics_platform.alerts.config import read_alert_file, read_rules, seed_alert_rules
 from analytics_platform.alerts.engine import DeliveryPolicy, run_tick
 from analytics_platform.api.app import create_app
-from analytics_platform.contracts.registry import bind_domains, contract_config
+from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, new_settings, produce
+from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, new_settings, produce
 from analytics_platform_tests.edge_support import OwnBroker, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -50,23 +50,6 @@ def broker(tmp_path: Path):
 @pytest.fixture
 def on_broker(database: DatabaseHandle, broker: OwnBroker) -> PlatformSettings:
     return new_settings(database, broker.address)
-
-
-def topic_of(settings: PlatformSettings) -> str:
-    return next(b for b in bind_domains(settings) if b.domain == "sensor").topics[0]
-
-
-def drain(settings: PlatformSettings, cls: type[Drain] = Drain, **kwargs) -> Drain:
-    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
-    return cls(
-        binding,
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-        **kwargs,
-    )
 
 
 def readings(prefix: str, n: int) -> list[tuple[str | None, bytes]]:
@@ -120,14 +103,14 @@ def checkpoint(database: DatabaseHandle, topic: str) -> tuple:
 def test_a_replaced_broker_whose_log_outgrows_the_stored_offset_loses_nothing(
     broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("old", 30), partition=0)
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     assert checkpoint(database, topic) == (30, 0, True, True)
 
     replace_broker(broker, settings)
     produce(broker.address, topic, readings("new", 50), partition=0)  # the new log passes offset 30
-    report = drain(settings).run(budget_s=30)
+    report = domain_drain(settings).run(budget_s=30)
 
     assert report.rows == 50
     assert stored_ids(database) == sorted([f"old-{i}" for i in range(30)] + [f"new-{i}" for i in range(50)])
@@ -135,7 +118,7 @@ def test_a_replaced_broker_whose_log_outgrows_the_stored_offset_loses_nothing(
     assert [(r.reason, r.stored_offset, r.resumed_at) for r in report.offset_resets] == [("topic_id_changed", 30, 0)]
     assert checkpoint(database, topic) == (50, 1, True, True)
     # the next pass finds the new log proven: no second reset, nothing re-read
-    again = drain(settings).run(budget_s=10)
+    again = domain_drain(settings).run(budget_s=10)
     assert (again.messages, again.offset_resets) == (0, [])
     assert len(resets(database)) == 1
 
@@ -143,16 +126,16 @@ def test_a_replaced_broker_whose_log_outgrows_the_stored_offset_loses_nothing(
 def test_a_topic_deleted_and_recreated_is_read_from_its_start(
     broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("old", 20), partition=0)
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     admin = AdminClient({"bootstrap.servers": broker.address})
     admin.delete_topics([topic])[topic].result(timeout=30)
     wait_for(lambda: topic not in admin.list_topics(timeout=5).topics, 30, "the topic to be gone")
     ensure_topics(settings.kafka_client_config(), [topic], partitions=3)
     produce(broker.address, topic, readings("new", 25), partition=0)
 
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
 
     assert stored_ids(database) == sorted([f"old-{i}" for i in range(20)] + [f"new-{i}" for i in range(25)])
     assert resets(database) == [(topic, 0, "topic_id_changed", 20, 0, 0, True)]
@@ -161,16 +144,16 @@ def test_a_topic_deleted_and_recreated_is_read_from_its_start(
 def test_without_topic_ids_the_fingerprint_finds_a_longer_new_log(
     broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("old", 30), partition=0)
-    drain(settings, NoTopicIds).run(budget_s=30)
+    domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     replace_broker(broker, settings)
     produce(broker.address, topic, readings("new", 50), partition=0)
 
-    first = drain(settings, NoTopicIds).run(budget_s=30)
+    first = domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     # offset 29 holds another message now: the reset is recorded, the partition is read next pass
     assert [(r.reason, r.stored_offset, r.resumed_at) for r in first.offset_resets] == [("fingerprint_mismatch", 30, 0)]
-    second = drain(settings, NoTopicIds).run(budget_s=30)
+    second = domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     assert second.offset_resets == []
     assert stored_ids(database) == sorted([f"old-{i}" for i in range(30)] + [f"new-{i}" for i in range(50)])
     assert checkpoint(database, topic) == (50, 1, False, True)
@@ -179,17 +162,17 @@ def test_without_topic_ids_the_fingerprint_finds_a_longer_new_log(
 def test_without_topic_ids_a_shorter_new_log_is_found_by_its_end(
     broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("old", 30), partition=0)
-    drain(settings, NoTopicIds).run(budget_s=30)
+    domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     replace_broker(broker, settings)
     produce(broker.address, topic, readings("new", 10), partition=0)  # never reaches offset 29
 
-    first = drain(settings, NoTopicIds).run(budget_s=30)
+    first = domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     assert [(r.reason, r.stored_offset, r.resumed_at) for r in first.offset_resets] == [
         ("log_end_before_offset", 30, 0)
     ]
-    drain(settings, NoTopicIds).run(budget_s=30)
+    domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     assert stored_ids(database) == sorted([f"old-{i}" for i in range(30)] + [f"new-{i}" for i in range(10)])
 
 
@@ -198,19 +181,19 @@ def test_the_same_log_is_never_taken_for_a_new_one(
 ) -> None:
     """Passes on an unchanged log (with and without new data, with and without topic ids, with a
     checkpoint from before fingerprints were stored) record no reset and re-read nothing."""
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("a", 10), partition=0)
-    assert drain(settings).run(budget_s=30).messages == 10
+    assert domain_drain(settings).run(budget_s=30).messages == 10
     produce(broker.address, topic, readings("b", 5), partition=0)
     for cls in (Drain, NoTopicIds):
-        report = drain(settings, cls).run(budget_s=30)
+        report = domain_drain(settings, "sensor", cls).run(budget_s=30)
         assert report.offset_resets == []
-    assert drain(settings).run(budget_s=10).messages == 0
+    assert domain_drain(settings).run(budget_s=10).messages == 0
     # a checkpoint written before this release: no fingerprint, no topic id; landing proves the log
     with database.connect() as conn:
         conn.execute("UPDATE analytics.worker_checkpoints SET last_digest = NULL, topic_id = NULL")
     produce(broker.address, topic, readings("c", 3), partition=0)
-    report = drain(settings, NoTopicIds).run(budget_s=30)
+    report = domain_drain(settings, "sensor", NoTopicIds).run(budget_s=30)
     assert (report.messages, report.offset_resets) == (3, [])
     assert database.scalar("SELECT count(*) FROM analytics.ingest_resets") == 0
     assert len(stored_ids(database)) == 18
@@ -221,9 +204,9 @@ def test_a_pass_stays_in_its_budget_when_the_broker_dies_mid_pass(
 ) -> None:
     """Finding 5: the pass used to wait ~45 s for the dead broker's group coordinator when it
     mirrored its offsets to the Kafka consumer group (and as long again closing the consumer)."""
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("x", 3000), partition=0)
-    run = drain(settings, batch_size=500)
+    run = domain_drain(settings, "sensor", batch_size=500)
     killed = []
 
     def kill_broker_once() -> None:
@@ -245,12 +228,12 @@ def test_a_reset_is_counted_and_alerted(
 ) -> None:
     """The shipped `ingest-reset` rule notifies once per reset (critical when messages expired
     unread), and the API's Prometheus endpoint counts resets per topic and reason."""
-    settings, topic = on_broker, topic_of(on_broker)
+    settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("old", 5), partition=0)
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     replace_broker(broker, settings)
     produce(broker.address, topic, readings("new", 5), partition=0)
-    drain(settings).run(budget_s=30)
+    domain_drain(settings).run(budget_s=30)
     with database.connect() as conn:
         conn.execute(  # the retention case, which a Tansu broker cannot produce: recorded as the drain does
             "INSERT INTO analytics.ingest_resets (consumer, topic, kafka_partition, reason, detail, stored_offset, "
