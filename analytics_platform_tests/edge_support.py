@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from analytics_platform.devstack.broker import ensure_topics, start_tansu
@@ -335,3 +336,41 @@ class MQTTPublisher(threading.Thread):
             info.wait_for_publish(30)
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def mqtt_agent_yaml(
+    path: Path, brokers: str, queue: Path, metrics_port: int, mqtt_port: int, *, agent_id: str, topic: str
+) -> Path:
+    """An agent config with the agent's own Kafka defaults (what ships is what is tested) and one MQTT
+    source mapping `<topic>/{machine_id}` messages `{"seq", "ts"}` (MQTTPublisher's) to `temp`
+    readings of tenant t1, factory f1, sensor s-temp. Backpressure thresholds are out of reach:
+    pausing the subscription is tested elsewhere, and its QoS 1 redeliveries would make counts inexact."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "agent_id": agent_id,
+                "kafka": {"brokers": brokers},
+                "queue": {"path": str(queue)},
+                "metrics": {"port": metrics_port},
+                "backpressure": {"high": 1_000_000, "low": 500_000},
+                "sources": [
+                    {
+                        "name": "plc-gw",
+                        "type": "mqtt",
+                        "port": mqtt_port,
+                        "identity": {"tenant_id": "t1", "factory_id": "f1"},
+                        "mappings": [
+                            {
+                                "topic": f"{topic}/{{machine_id}}",
+                                "format": "json",
+                                "values": {"temp": "seq"},
+                                "time_path": "ts",
+                                "fields": {"sensor_id": "s-temp"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    return path

@@ -18,7 +18,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import yaml
 
 from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.devstack.processes import free_port
@@ -30,6 +29,7 @@ from analytics_platform_tests.edge_support import (
     MQTTPublisher,
     OwnBroker,
     mosquitto,
+    mqtt_agent_yaml,
     scrape_metrics,
     topic_has_messages,
     wait_for,
@@ -43,38 +43,6 @@ PHASE = 1500  # messages published on each broker before it is replaced
 TOPIC = "sensors.device.readings"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def agent_yaml(path: Path, brokers: str, queue: Path, metrics_port: int, mqtt_port: int) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "agent_id": "e2e",
-                "kafka": {"brokers": brokers},
-                "queue": {"path": str(queue)},
-                "metrics": {"port": metrics_port},
-                "backpressure": {"high": 1_000_000, "low": 500_000},
-                "sources": [
-                    {
-                        "name": "line",
-                        "type": "mqtt",
-                        "port": mqtt_port,
-                        "identity": {"tenant_id": "t1", "factory_id": "f1"},
-                        "mappings": [
-                            {
-                                "topic": "e2e/{machine_id}",
-                                "format": "json",
-                                "values": {"temp": "seq"},
-                                "time_path": "ts",
-                                "fields": {"sensor_id": "s-temp"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    return path
 
 
 def catch_up(drain: Drain) -> None:
@@ -105,11 +73,19 @@ def test_every_reading_delivered_to_a_broker_that_kept_it_is_in_raw_once(
     metrics_port = free_port()
     try:
         with mosquitto(tmp_path) as mqtt_port:
-            config = agent_yaml(tmp_path / "agent.yaml", broker.address, tmp_path / "queue.db", metrics_port, mqtt_port)
+            config = mqtt_agent_yaml(
+                tmp_path / "agent.yaml",
+                broker.address,
+                tmp_path / "queue.db",
+                metrics_port,
+                mqtt_port,
+                agent_id="e2e",
+                topic="e2e",
+            )
             agent = AgentProcess(config, tmp_path / "agent.log")
             agent.start()
             try:
-                connected = 'edge_agent_source_connected{source="line"}'
+                connected = 'edge_agent_source_connected{source="plc-gw"}'
                 wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
                 publisher = MQTTPublisher(mqtt_port, RATE, MACHINES, "e2e", "e2e-pub")
                 publisher.start()

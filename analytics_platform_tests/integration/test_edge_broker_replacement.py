@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 
 from analytics_platform.devstack.processes import free_port
 from analytics_platform_tests.edge_support import (
@@ -35,6 +34,7 @@ from analytics_platform_tests.edge_support import (
     MQTTPublisher,
     OwnBroker,
     mosquitto,
+    mqtt_agent_yaml,
     read_whole_topic,
     scrape_metrics,
     topic_has_messages,
@@ -69,41 +69,6 @@ def drain(address: str) -> list[Row]:
     return [(m.partition(), m.offset(), m.key(), orjson.loads(m.value())) for m in read_whole_topic(address, TOPIC)]
 
 
-def agent_yaml(path: Path, brokers: str, queue: Path, metrics_port: int, mqtt_port: int) -> Path:
-    """The agent's own defaults for Kafka (what ships is what is tested). Backpressure thresholds are
-    out of reach: pausing the MQTT subscription is tested elsewhere, and its QoS 1 redeliveries would
-    make the queued count inexact."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "agent_id": "replace",
-                "kafka": {"brokers": brokers},
-                "queue": {"path": str(queue)},
-                "metrics": {"port": metrics_port},
-                "backpressure": {"high": 1_000_000, "low": 500_000},
-                "sources": [
-                    {
-                        "name": "plc-gw",
-                        "type": "mqtt",
-                        "port": mqtt_port,
-                        "identity": {"tenant_id": "t1", "factory_id": "f1"},
-                        "mappings": [
-                            {
-                                "topic": "replace/{machine_id}",
-                                "format": "json",
-                                "values": {"temp": "seq"},
-                                "time_path": "ts",
-                                "fields": {"sensor_id": "s-temp"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    return path
-
-
 def test_agent_delivers_in_order_through_broker_replacements(tmp_path: Path) -> None:
     started = time.monotonic()
     broker = OwnBroker(tmp_path, list(TOPICS))
@@ -117,7 +82,15 @@ def test_agent_delivers_in_order_through_broker_replacements(tmp_path: Path) -> 
 
     try:
         with mosquitto(tmp_path) as mqtt_port:
-            config = agent_yaml(tmp_path / "agent.yaml", broker.address, tmp_path / "queue.db", metrics_port, mqtt_port)
+            config = mqtt_agent_yaml(
+                tmp_path / "agent.yaml",
+                broker.address,
+                tmp_path / "queue.db",
+                metrics_port,
+                mqtt_port,
+                agent_id="replace",
+                topic="replace",
+            )
             agent = AgentProcess(config, tmp_path / "agent.log")
             agent.start()
             try:
