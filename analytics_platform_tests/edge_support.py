@@ -338,13 +338,25 @@ class MQTTPublisher(threading.Thread):
         self.client.disconnect()
 
 
+NO_BACKPRESSURE = {"high": 1_000_000, "low": 500_000}
+
+
 def mqtt_agent_yaml(
-    path: Path, brokers: str, queue: Path, metrics_port: int, mqtt_port: int, *, agent_id: str, topic: str
+    path: Path,
+    brokers: str,
+    queue: Path,
+    metrics_port: int,
+    mqtt_port: int,
+    *,
+    agent_id: str,
+    topic: str,
+    backpressure: dict[str, int] | None = NO_BACKPRESSURE,
 ) -> Path:
     """An agent config with the agent's own Kafka defaults (what ships is what is tested) and one MQTT
     source mapping `<topic>/{machine_id}` messages `{"seq", "ts"}` (MQTTPublisher's) to `temp`
-    readings of tenant t1, factory f1, sensor s-temp. Backpressure thresholds are out of reach:
-    pausing the subscription is tested elsewhere, and its QoS 1 redeliveries would make counts inexact."""
+    readings of tenant t1, factory f1, sensor s-temp. By default backpressure thresholds are out of
+    reach (pausing the subscription is tested elsewhere, and its QoS 1 redeliveries would make
+    counts inexact); `backpressure=None` keeps the agent's own."""
     path.write_text(
         yaml.safe_dump(
             {
@@ -352,7 +364,7 @@ def mqtt_agent_yaml(
                 "kafka": {"brokers": brokers},
                 "queue": {"path": str(queue)},
                 "metrics": {"port": metrics_port},
-                "backpressure": {"high": 1_000_000, "low": 500_000},
+                **({"backpressure": backpressure} if backpressure is not None else {}),
                 "sources": [
                     {
                         "name": "plc-gw",
