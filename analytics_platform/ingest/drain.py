@@ -36,7 +36,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicCollection,
@@ -47,6 +46,7 @@ from confluent_kafka.admin import AdminClient
 from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
 from analytics_platform.ingest import catalog, store
+from analytics_platform.ingest.group_mirror import MIRROR, GroupMirror
 from analytics_platform.transforms.raw_quality import PartitionQuality, profile, range_profile
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 # How long a pass keeps polling an empty fetch while the watermarks say data is there (a first
 # fetch on a cold connection can take seconds).
 _COLD_FETCH_S = 5.0
+# the consumer-group mirror's own request timeout (its child process; the pass does not wait for it)
+MIRROR_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Drain:
         missing_unit_is_canonical: bool = True,
         shard: int = 0,
         shards: int = 1,
+        mirror: GroupMirror | None = None,
     ) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"drain shard {shard} does not exist among {shards} shard(s) (0..{shards - 1})")
@@ -165,6 +168,8 @@ class Drain:
         self.poll_timeout_s = poll_timeout_s
         self.start = start
         self.commit_to_kafka = commit_to_kafka
+        # the consumer-group mirror runs in a child process (group_mirror.py: a librdkafka abort)
+        self.mirror = mirror if mirror is not None else MIRROR
         # the live `values_in_range` / `units_match` counts of domains with a range column, against
         # the catalogue's limits as the database holds them at the start of each pass
         self.profile_ranges = profile_ranges and binding.contract.range_column is not None
@@ -213,8 +218,8 @@ class Drain:
             floors = {tp: p.high for tp, p in plan.items() if p.high is not None and p.start != OFFSET_END}
             self._loop(consumer, conn, plan, floors, report, max_messages)
             self._unverified(conn, plan, report)
-            if self.commit_to_kafka and report.positions:
-                self._mirror_to_group(admin, report.positions)
+            if self.commit_to_kafka and (report.positions or self.mirror.pending(self.consumer_name)):
+                self.mirror.submit(self.kafka_config, self.consumer_name, report.positions, MIRROR_TIMEOUT_S)
         finally:
             if consumer is not None:
                 consumer.close()
@@ -663,20 +668,6 @@ class Drain:
             report.partitions[start].add_rejects(
                 dict(reasons), group.get_column("event_time").min(), group.get_column("event_time").max()
             )
-
-    def _mirror_to_group(self, admin: AdminClient, positions: dict[tuple[str, int], int]) -> None:
-        """Mirror the stored offsets into the Kafka consumer group, for lag dashboards only (the
-        database is the truth). Through the admin API with a short timeout: a consumer's commit
-        waits up to 45 s for a group coordinator that died with its broker."""
-        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]
-        try:
-            futures = admin.alter_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(self.consumer_name, offsets)], request_timeout=self._left(3)
-            )
-            for future in futures.values():
-                future.result(timeout=self._left(3) + 1)
-        except Exception as exc:  # a timeout, a broker without the admin API: lag dashboards wait
-            log.warning("could not mirror offsets to Kafka group %s: %s", self.consumer_name, exc)
 
 
 def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:

@@ -9,10 +9,13 @@ resumed at the stored offset and never read what the new log held below it, sile
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
@@ -22,6 +25,7 @@ from analytics_platform.api.app import create_app
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.ingest.drain import Drain
+from analytics_platform.ingest.group_mirror import GroupMirror
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, new_settings, produce
 from analytics_platform_tests.edge_support import OwnBroker, wait_for
@@ -221,6 +225,51 @@ def test_a_pass_stays_in_its_budget_when_the_broker_dies_mid_pass(
     stored = database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings")
     assert stored == report.rows == checkpoint(database, topic)[0]
     assert report.elapsed_s < 10 + 5, f"a 10 s pass took {report.elapsed_s:.1f} s with the broker gone"
+
+
+def test_the_consumer_group_mirrors_the_stored_offsets(
+    broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """The Kafka consumer group (lag dashboards) ends at the offsets the database holds, set by the
+    mirror's child process after the pass."""
+    settings, topic = on_broker, domain_topic(on_broker)
+    produce(broker.address, topic, readings("a", 4), partition=0)
+    produce(broker.address, topic, readings("b", 2), partition=2)
+    mirror = GroupMirror()
+    report = domain_drain(settings, mirror=mirror).run(budget_s=30)
+    assert [o.ok for o in mirror.wait()] == [True]
+    stored = dict(
+        database.query(
+            "SELECT kafka_partition, next_offset FROM analytics.worker_checkpoints WHERE topic = %s", (topic,)
+        )
+    )
+    assert stored == {0: 4, 2: 2}  # partition 1 held nothing: no checkpoint
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.drain_consumer)]).values()
+    group = {tp.partition: tp.offset for tp in future.result(timeout=10).topic_partitions if tp.topic == topic}
+    assert {p: o for p, o in group.items() if o >= 0} == stored
+    assert report.rows == 6
+
+
+def test_a_mirror_process_that_aborts_leaves_the_drain_and_its_rows_alone(
+    broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """What librdkafka#4605 does to a mirror whose request timed out while the broker was away
+    (SIGABRT) happens in the mirror's process: the pass, its rows and offsets, and the next pass
+    are untouched, and the abort is reported."""
+    settings, topic = on_broker, domain_topic(on_broker)
+    mirror = GroupMirror(command=[sys.executable, "-c", "import os; os.abort()"])
+    produce(broker.address, topic, readings("a", 5), partition=0)
+    first = domain_drain(settings, mirror=mirror).run(budget_s=30)
+    (outcome,) = mirror.wait()
+    assert outcome.returncode == -signal.SIGABRT
+    produce(broker.address, topic, readings("b", 3), partition=0)
+    second = domain_drain(settings, mirror=mirror).run(budget_s=30)
+    assert [o.returncode for o in mirror.wait()] == [-signal.SIGABRT]
+    assert (first.rows, second.rows) == (5, 3)
+    assert len(stored_ids(database)) == 8
+    assert checkpoint(database, topic)[0] == 8
+    assert mirror.pending(settings.drain_consumer)  # still owed to the group, sent by a later pass
 
 
 def test_a_reset_is_counted_and_alerted(
