@@ -8,7 +8,7 @@ PYPI_INDEX ?= https://pypi.org/simple
 # the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
 UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install ui-assets demo test test-fast soak dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -48,6 +48,14 @@ SOAK_EXAMPLES ?= 200
 soak: $(STAMP)
 	@INGEST_MODEL_PROFILE=soak INGEST_MODEL_EXAMPLES=$(SOAK_EXAMPLES) INGEST_MODEL_TIMEOUT_S=0 $(VENV)/bin/pytest -q \
 	  analytics_platform_tests/integration/test_ingest_model.py -k test_ingest_stores_what_the_model_says
+
+## The fault campaign (docs/benchmarks.md, "Chaos"): 200,000 readings through an edge agent, its own broker, drain and
+## PostgreSQL while 24 faults (kill -9 of the drain, PostgreSQL, the agent; broker restarts) hit at seeded moments;
+## prints accepted / in raw / lost (by cause) / doubled / wrong, fails on anything but documented losses.
+## CHAOS_ARGS="--seed 7" (or --readings, --rate, --faults, --workdir, --timeout) changes the run.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	@$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 ## The edge-agent tests run a Mosquitto broker of their own (Debian package; installed when root).
 mosquitto:
