@@ -73,3 +73,14 @@ def test_the_real_child_reports_an_unreachable_broker() -> None:
     (outcome,) = mirror.wait()
     assert outcome.returncode == 1
     assert outcome.error.startswith("KafkaException: ") and "_TIMED_OUT" in outcome.error
+
+
+def test_a_config_that_cannot_travel_to_the_child_costs_the_update_not_the_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mirror = GroupMirror(command=_python("raise SystemExit(0)"))
+    with caplog.at_level(logging.WARNING, logger="analytics_platform.ingest.group_mirror"):
+        started = mirror.submit({**KAFKA, "oauth_cb": print}, "g", {("t", 0): 5}, timeout_s=5)
+    assert (started, mirror.wait()) == (False, [])
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["cannot mirror offsets to Kafka group g"]
+    assert mirror.pending("g")  # kept for a later update
