@@ -93,6 +93,7 @@ bench: $(STAMP) ui-assets mosquitto
 	@$(PY) bench/checks.py
 	@$(PY) bench/api.py
 	@$(PY) bench/edge.py
+	@$(PY) bench/detection.py
 
 ## Re-pin the image's runtime dependencies (constraints.txt, CPython 3.11 on Linux) after a change to
 ## [project.dependencies]; existing pins are kept where they still fit. UPGRADE=1 moves every pin to
