@@ -341,6 +341,27 @@ class MQTTPublisher(threading.Thread):
 NO_BACKPRESSURE = {"high": 1_000_000, "low": 500_000}
 
 
+def start_mqtt_agent(
+    workdir: Path, brokers: str, metrics_port: int, mqtt_port: int, *, name: str, **options: Any
+) -> AgentProcess:
+    """The agent of `mqtt_agent_yaml` (agent id and MQTT topic `name`; `options` go to it) as a child
+    process with its config, queue and log under `workdir`, returned once its MQTT source is
+    subscribed (and stopped again if it never is)."""
+    queue = workdir / "queue.db"
+    config = mqtt_agent_yaml(
+        workdir / "agent.yaml", brokers, queue, metrics_port, mqtt_port, agent_id=name, topic=name, **options
+    )
+    agent = AgentProcess(config, workdir / "agent.log")
+    agent.start()
+    connected = 'edge_agent_source_connected{source="plc-gw"}'
+    try:
+        wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
+    except BaseException:
+        agent.stop()
+        raise
+    return agent
+
+
 def mqtt_agent_yaml(
     path: Path,
     brokers: str,

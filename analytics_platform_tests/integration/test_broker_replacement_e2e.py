@@ -25,12 +25,11 @@ from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.conftest import DatabaseHandle
 from analytics_platform_tests.edge_support import (
-    AgentProcess,
     MQTTPublisher,
     OwnBroker,
     mosquitto,
-    mqtt_agent_yaml,
     scrape_metrics,
+    start_mqtt_agent,
     topic_has_messages,
     wait_for,
 )
@@ -73,20 +72,8 @@ def test_every_reading_delivered_to_a_broker_that_kept_it_is_in_raw_once(
     metrics_port = free_port()
     try:
         with mosquitto(tmp_path) as mqtt_port:
-            config = mqtt_agent_yaml(
-                tmp_path / "agent.yaml",
-                broker.address,
-                tmp_path / "queue.db",
-                metrics_port,
-                mqtt_port,
-                agent_id="e2e",
-                topic="e2e",
-            )
-            agent = AgentProcess(config, tmp_path / "agent.log")
-            agent.start()
+            agent = start_mqtt_agent(tmp_path, broker.address, metrics_port, mqtt_port, name="e2e")
             try:
-                connected = 'edge_agent_source_connected{source="plc-gw"}'
-                wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
                 publisher = MQTTPublisher(mqtt_port, RATE, MACHINES, "e2e", "e2e-pub")
                 publisher.start()
                 try:

@@ -30,13 +30,12 @@ import pytest
 
 from analytics_platform.devstack.processes import free_port
 from analytics_platform_tests.edge_support import (
-    AgentProcess,
     MQTTPublisher,
     OwnBroker,
     mosquitto,
-    mqtt_agent_yaml,
     read_whole_topic,
     scrape_metrics,
+    start_mqtt_agent,
     topic_has_messages,
     wait_for,
 )
@@ -82,20 +81,8 @@ def test_agent_delivers_in_order_through_broker_replacements(tmp_path: Path) -> 
 
     try:
         with mosquitto(tmp_path) as mqtt_port:
-            config = mqtt_agent_yaml(
-                tmp_path / "agent.yaml",
-                broker.address,
-                tmp_path / "queue.db",
-                metrics_port,
-                mqtt_port,
-                agent_id="replace",
-                topic="replace",
-            )
-            agent = AgentProcess(config, tmp_path / "agent.log")
-            agent.start()
+            agent = start_mqtt_agent(tmp_path, broker.address, metrics_port, mqtt_port, name="replace")
             try:
-                connected = 'edge_agent_source_connected{source="plc-gw"}'
-                wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
                 publisher = MQTTPublisher(mqtt_port, RATE, MACHINES, "replace", "replace-pub")
                 publisher.start()
                 try:

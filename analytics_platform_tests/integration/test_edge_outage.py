@@ -21,13 +21,12 @@ import pytest
 
 from analytics_platform.devstack.processes import free_port
 from analytics_platform_tests.edge_support import (
-    AgentProcess,
     MQTTPublisher,
     OwnBroker,
     mosquitto,
-    mqtt_agent_yaml,
     read_topic,
     scrape_metrics,
+    start_mqtt_agent,
     wait_for,
 )
 from edge_agents.simulator import TOPICS
@@ -56,20 +55,14 @@ def test_no_loss_through_broker_outage_and_agent_kill(tmp_path: Path) -> None:
     broker.start()
     metrics_port = free_port()
     with mosquitto(tmp_path) as mqtt_port:
-        config = mqtt_agent_yaml(
-            tmp_path / "agent.yaml",
+        agent = start_mqtt_agent(
+            tmp_path,
             broker.address,
-            tmp_path / "queue.db",
             metrics_port,
             mqtt_port,
-            agent_id="outage",
-            topic="outage",
+            name="outage",
             backpressure=None,  # the agent's own: a 60 s outage at 1000 msg/s passes its thresholds
         )
-        agent = AgentProcess(config, tmp_path / "agent.log")
-        agent.start()
-        connected = 'edge_agent_source_connected{source="plc-gw"}'
-        wait_for(lambda: scrape_metrics(metrics_port).get(connected) == 1, 30, "the agent's MQTT subscription")
         publisher = MQTTPublisher(mqtt_port, RATE, MACHINES, "outage", "outage-pub")
         publisher.start()
         try:
