@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -127,35 +128,67 @@ def read_topic(
     return out
 
 
-def read_whole_topic(brokers: str, topic: str, timeout: float = 60.0) -> list[Any]:
-    """Every message a broker holds on a topic, known to be complete (for a broker about to be
-    stopped, with nothing producing to it): reads each partition up to its high watermark. Tansu's
-    high watermark is the start of the partition's last batch + 1, so the read goes on until that
-    offset was seen and one read came back empty (the rest of that batch arrives with it)."""
+def read_log(brokers: str, topic: str, timeout: float = 60.0, recheck: bool = False) -> tuple[list[Any], bool]:
+    """Every message a broker holds on a topic, and whether the read is known complete (for a broker
+    about to be stopped, with nothing producing to it): each partition is read up to its high
+    watermark. Tansu's high watermark is the start of the partition's last batch + 1, so the read
+    goes on until that offset was seen and one read came back empty (the rest of that batch arrives
+    with it). `recheck`: then the watermarks are asked once more and a partition that grew meanwhile
+    is read on (for a log something may still be writing to; each ask costs Tansu ~0.5 s a partition).
+    On a timeout or a broker error: what was read, and False."""
     consumer = Consumer(
-        {"bootstrap.servers": brokers, "group.id": f"read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"read-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "log_level": 3,
+        }
     )
+    out: list[Any] = []
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+
+    def marks(partitions: list[int]) -> dict[int, int]:
+        need = {}
+        for partition in partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > 0:
+                need[partition] = high - 1
+        return need
+
     try:
         assign_all(consumer, topic)
-        need = {}
-        for tp in consumer.assignment():
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high > 0:
-                need[tp.partition] = high - 1
-        seen: dict[int, int] = {}
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            batch = [m for m in consumer.consume(num_messages=10000, timeout=0.5) if m.error() is None]
+        partitions = sorted(tp.partition for tp in consumer.assignment())
+        need = marks(partitions)
+        while time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(num_messages=10000, timeout=0.2) if m.error() is None]
             out.extend(batch)
             for m in batch:
                 seen[m.partition()] = max(seen.get(m.partition(), -1), m.offset())
-            if not batch and all(seen.get(p, -1) >= offset for p, offset in need.items()):
-                return out
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{topic} on {brokers}: read up to {seen} of {need} in {timeout} s")
+            if batch or not all(seen.get(p, -1) >= offset for p, offset in need.items()):
+                continue
+            if not recheck:
+                return out, True
+            again = marks(partitions)
+            if again == need:
+                return out, True
+            need = again
+        return out, False
+    except KafkaException:
+        return out, False
     finally:
         consumer.close()
+
+
+def read_whole_topic(brokers: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """`read_log`, for a test: complete, or the test fails."""
+    messages, complete = read_log(brokers, topic, timeout)
+    if not complete:
+        seen = Counter(m.partition() for m in messages)
+        raise AssertionError(f"{topic} on {brokers}: read {dict(seen)} messages a partition, not whole, in {timeout} s")
+    return messages
 
 
 def topic_has_messages(brokers: str, topic: str) -> bool:

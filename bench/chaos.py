@@ -116,7 +116,6 @@ from typing import Any
 import orjson
 import psycopg
 import yaml
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -131,7 +130,7 @@ from analytics_platform.devstack.processes import (  # noqa: E402
 )
 from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
-from analytics_platform_tests.edge_support import AgentProcess, OwnBroker, assign_all, scrape_metrics  # noqa: E402
+from analytics_platform_tests.edge_support import AgentProcess, OwnBroker, read_log, scrape_metrics  # noqa: E402
 from edge_agents.canonical import time_text  # noqa: E402
 from edge_agents.simulator import SENSOR_TOPIC, TOPICS  # noqa: E402
 
@@ -457,7 +456,7 @@ class Stack:
         try:
             time.sleep(FREEZE_LAND_S)
             began = time.monotonic()
-            rows, complete = read_log(self.broker.address)
+            rows, complete = read_broker_log(self.broker.address)
             read_s = time.monotonic() - began
             incarnation = self.broker.starts
             self.broker_logs.append((incarnation, True, rows))
@@ -533,55 +532,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_log(brokers: str, timeout: float = 60.0) -> tuple[list[tuple[int, int, str]], bool]:
+def read_broker_log(brokers: str) -> tuple[list[tuple[int, int, str]], bool]:
     """(partition, offset, event_id) of every message the broker holds on the sensor topic, and
-    whether the read is known complete (nothing may be producing to it). As
-    `edge_support.read_whole_topic`: each partition is read past its high watermark (Tansu reports
-    the start of the last batch + 1, so the rest of that batch comes with it) until a read comes back
-    empty; then the watermarks are asked once more, and a partition that grew meanwhile is read on.
-    Watermarks are asked only then: each request costs Tansu about half a second."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": f"chaos-read-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "log_level": 3,
-        }
-    )
-    rows: list[tuple[int, int, str]] = []
-    seen: dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-
-    def marks(partitions: list[int]) -> dict[int, int]:
-        need = {}
-        for partition in partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(SENSOR_TOPIC, partition), timeout=10)
-            if high > 0:
-                need[partition] = high - 1
-        return need
-
-    try:
-        assign_all(consumer, SENSOR_TOPIC)
-        partitions = sorted(tp.partition for tp in consumer.assignment())
-        need = marks(partitions)
-        while time.monotonic() < deadline:
-            batch = [m for m in consumer.consume(num_messages=10000, timeout=0.2) if m.error() is None]
-            for m in batch:
-                rows.append((m.partition(), m.offset(), orjson.loads(m.value())["event_id"]))
-                seen[m.partition()] = max(seen.get(m.partition(), -1), m.offset())
-            if batch or not all(seen.get(p, -1) >= offset for p, offset in need.items()):
-                continue
-            again = marks(partitions)
-            if again == need:
-                return rows, True
-            need = again
-        return rows, False
-    except KafkaException:
-        return rows, False
-    finally:
-        consumer.close()
+    whether the read is known complete: `edge_support.read_log`, watermarks asked again at the end
+    (the agent may still be writing to the last broker)."""
+    messages, complete = read_log(brokers, SENSOR_TOPIC, recheck=True)
+    return [(m.partition(), m.offset(), orjson.loads(m.value())["event_id"]) for m in messages], complete
 
 
 # ----- watching -------------------------------------------------------------------------------------
@@ -837,7 +793,7 @@ class Campaign:
                 break
             self.left()
             time.sleep(0.2)
-        rows, complete = read_log(self.stack.broker.address)
+        rows, complete = read_broker_log(self.stack.broker.address)
         if not complete:
             self.outcome.problems.append("the last broker's log could not be read whole")
         self.stack.broker_logs.append((self.stack.broker.starts, False, rows))
