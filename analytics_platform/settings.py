@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -131,13 +132,43 @@ class PlatformSettings(BaseSettings):
     anomaly_contamination: float = Field(default=0.01, gt=0, le=0.5, description="Isolation Forest contamination.")
     anomaly_trees: int = Field(default=50, ge=1, description="Trees per Isolation Forest.")
     anomaly_training_hours: int = Field(
-        default=24, ge=1, description="Trailing hours an anomaly model (and the z-score statistics) learn from."
+        default=24,
+        ge=1,
+        description="Trailing hours the Isolation Forest learns from (and the context the hourly statistics read).",
     )
     anomaly_refit_hours: int = Field(
-        default=24, ge=1, description="A persisted anomaly model older than this is refitted."
+        default=24,
+        ge=1,
+        description="Forests and profiles are re-learned at every multiple of this (epoch-aligned: UTC midnight "
+        "for 24); an hour is judged with those learned up to the last such point before it.",
     )
     anomaly_metrics: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Metrics judged for anomalies (empty = every metric with history)."
+    )
+    anomaly_skip_metrics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Metrics never judged for anomalies (besides the cumulative counters energy, count_total, "
+        "count_good, which are judged as production stoppages). Empty: every other metric is judged, KPI drivers "
+        "such as outdoor_temp included (their daily cycle is part of their profile).",
+    )
+    anomaly_history_days: int = Field(
+        default=14,
+        ge=1,
+        le=90,
+        description="Days of history a series' anomaly profile (time of day × weekday) learns from; a new "
+        "deployment starts from whatever history exists.",
+    )
+    anomaly_timezone: str = Field(
+        default="UTC", description="Plant time zone (IANA name) in which hours of day and weekdays are profiled."
+    )
+    anomaly_weekend_days: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [6, 7],
+        description="ISO weekdays (Mon=1 .. Sun=7) profiled as the plant's weekend, comma-separated.",
+    )
+    anomaly_settle_minutes: int = Field(
+        default=30,
+        ge=0,
+        description="Minutes after a machine resumes running during which its readings are not judged.",
     )
     anomaly_stoppage_minutes: int = Field(
         default=10, ge=1, description="Running without production this long is a stoppage."
@@ -194,6 +225,7 @@ class PlatformSettings(BaseSettings):
         "kpi_drivers",
         "baseline_drivers",
         "anomaly_metrics",
+        "anomaly_skip_metrics",
         "api_cors_origins",
         mode="before",
     )
@@ -226,6 +258,26 @@ class PlatformSettings(BaseSettings):
     def drain_shards_run_here(self) -> list[int]:
         """The shard numbers whose drain sensors this process defines."""
         return list(range(self.drain_shards)) if self.drain_shards_here is None else list(self.drain_shards_here)
+
+    @field_validator("anomaly_weekend_days", mode="before")
+    @classmethod
+    def _weekend(cls, value: Any) -> Any:
+        try:
+            days = sorted({int(v) for v in _split_list(value)})
+        except (TypeError, ValueError):
+            raise ValueError(f"ANOMALY_WEEKEND_DAYS must be ISO weekdays 1..7 like 6,7; got {value!r}") from None
+        if any(not 1 <= d <= 7 for d in days):
+            raise ValueError(f"ANOMALY_WEEKEND_DAYS must be ISO weekdays 1..7 like 6,7; got {value!r}")
+        return days
+
+    @field_validator("anomaly_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"ANOMALY_TIMEZONE must be an IANA time zone like Europe/Berlin; got {value!r}") from None
+        return value
 
     @field_validator("windows", mode="before")
     @classmethod

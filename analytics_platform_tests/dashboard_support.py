@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import httpx
@@ -128,6 +128,20 @@ MC99: Machine = ("t2", "f9", "mc-99")
 LAB_STATION: Machine = ("t1", "f1", "lab-f1")  # lab results are keyed by station, not machine
 
 
+class Event(NamedTuple):
+    """An anomaly event as GET /v1/anomaly-events lists it (analytics.anomaly_events)."""
+
+    start: datetime
+    end: datetime
+    peak: datetime
+    severity: int
+    label: str
+    methods: tuple[str, ...]
+    anomalies: int
+    observed: float  # the peak row's
+    expected: float
+
+
 @dataclass(frozen=True)
 class Expected:
     """The plant's figures, derived by hand from the messages (see EXPECTED for how)."""
@@ -136,7 +150,8 @@ class Expected:
     temp_day: dict[Machine, dict[str, float]]
     temp_hours: dict[datetime, dict[str, float]]
     anomalies: list[tuple[datetime, str, int, str]]
-    zscore_observed: dict[datetime, float]
+    anomaly_observed: dict[tuple[datetime, str], tuple[float, float]]
+    anomaly_events: list[Event]
     kpi_hour: dict[str, float]
     kpi_day: dict[str, float]
     kpi_null: dict[str, str]
@@ -191,28 +206,30 @@ EXPECTED = Expected(
         at(2): {"count": 360, "sum": 23400.0, "min": 64.3},
         at(3): {"count": 360, "sum": 23460.0, "min": 64.3, "max": 95.676},
     },
-    # analytics_anomaly of mc-01 (reading_anomalies 03:00, trained on 01:00-02:59), (time, method, severity,
-    # label) ordered by time and method:
-    #   zscore: each spike is +30 over readings with mean 65 and sigma ~0.4 -> |z| >> 5 -> 5 'critical'
-    #   sudden_change: the minute mean jumps by +5 (one reading of six is +30) at the spike's minute and
-    #     drops back at the next: 03:12 + 03:13, 03:41 + 03:42, all far beyond 5 sigma of minute steps -> 5
-    #   isolation_forest (random_state 0, not derivable by hand: pinned as the seeded model's answer): it
-    #     flags 03:12 (the spike minute; its reading is beyond 5 sigma -> 5 'critical'), 03:30 (the first
-    #     minute after the fault 03:20-03:30, no previous minute to step from) and 03:42 (the step back
-    #     down), whose readings are normal -> 2 'warning'. It does not flag 03:41.
-    # 9 anomalies: 7 of severity >= 3 ('critical'), 2 'warning'; all open; none on mc-02 or mc-99 (no history)
-    anomalies=[
-        (at(3, 12), "isolation_forest", 5, "critical"),
-        (at(3, 12), "sudden_change", 5, "critical"),
-        (at(3, 12), "zscore", 5, "critical"),
-        (at(3, 13), "sudden_change", 5, "critical"),
-        (at(3, 30), "isolation_forest", 2, "warning"),
-        (at(3, 41), "sudden_change", 5, "critical"),
-        (at(3, 41), "zscore", 5, "critical"),
-        (at(3, 42), "isolation_forest", 2, "warning"),
-        (at(3, 42), "sudden_change", 5, "critical"),
+    # analytics_anomaly of mc-01 (reading_anomalies 03:00), (time, method, severity, label) ordered by time and
+    # method. The seasonal statistics judge mc-01's temp (its 10-s readings as one-minute samples of 6) against a
+    # profile learned from the two hours before 03:00 (01:00-02:59, 120 samples): less than a day of history, so
+    # the 'flat' stage (expected = the median of the 120 minute means, the average of the middle two, 64.840333
+    # and 65.094: 64.967167), and younger than 3 days (critical_after), so it only warns: severity 2 at most.
+    #   03:12 the spike (95.676) lifts its minute's mean by +5: 'deviation' ~10 scales (robust sigma 0.55 of the
+    #         minute means) and 'extreme' (the reading furthest from its minute's mean against the usual spread
+    #         within a minute, 0.135) ~186, both beyond twice the critical level (4.86, the Gaussian floor for
+    #         1440 samples a day) -> one 'deviation' row, capped at 2 'warning', window 03:12-03:13, sample_s 60
+    #         ('shift' sees the residual clipped at 4 scales: 1.8 and 1.5 < 4.23; 'noise' leaves the furthest
+    #         reading out: 1.15 < 2; no run of equal readings for 'stuck')
+    #   03:41 not judged: the fault 03:20-03:30 and the 30-minute settling time after it (ANOMALY_SETTLE_MINUTES)
+    #         exclude 03:20-04:00 (the planned_stop from 03:50 too), so the spike is never scored
+    #   no 'isolation_forest': forests learn the day before the hour's midnight (00:00), which holds no data
+    #   none on mc-02 or mc-99, none on mc-01's power: their profiles are 'learning' (too little history)
+    # 1 anomaly, 'warning', open: none of severity >= 3, so the anomaly-critical rule has nothing to notify
+    anomalies=[(at(3, 12), "deviation", 2, "warning")],
+    # (time, method) -> (observed, expected) of those rows: the spike's reading and the profile's expectation
+    anomaly_observed={(at(3, 12), "deviation"): (95.676, 64.96716666666667)},
+    # GET /v1/anomaly-events of the day (analytics.anomaly_events): the one row is one event, from its window's
+    # start to its end, peak the row itself
+    anomaly_events=[
+        Event(at(3, 12), at(3, 13), at(3, 12), 2, "warning", ("deviation",), 1, 95.676, 64.96716666666667),
     ],
-    zscore_observed={at(3, 12): 95.676, at(3, 41): 95.294},
     # GET /v1/kpi period=hour, 2025-08-20 03:00, mc-01 (test_energy's derivation; t1 = Asia/Bangkok, 10:00
     # local is the peak band at 4.18 THB/kWh, 0.4999 kg CO2/kWh; ideal cycle time 2.0 s). A counter or power
     # reading measures the interval back to its series' previous reading (docs/kpis.md): the readings at 03:00
@@ -322,28 +339,16 @@ EXPECTED = Expected(
         "ingest-reset": ("ops-slack", "ops-webhook"),
     },
     # analytics.alert_log after the tick at ALERT_NOW (05:00): one 'open' row per condition and channel, every
-    # one 'unconfigured' (no ALERT_*_URL set): 7 x 4 + 1 x 4 + 1 x 2 = 34 rows
-    alert_log={"anomaly-critical": 28, "device-offline": 4, "lab-out-of-spec": 2},
+    # one 'unconfigured' (no ALERT_*_URL set): 1 x 4 + 1 x 2 = 6 rows
+    alert_log={"device-offline": 4, "lab-out-of-spec": 2},
     # analytics.alert_conditions, all 'open', per rule (fingerprints):
-    #   anomaly-critical: the 7 anomalies of severity >= 3 within 24 h of 05:00
+    #   none for anomaly-critical: its one anomaly event (03:12) has peak severity 2, below min_severity 3
     #   device-offline: mc-01's last status before 05:00 is offline since 04:30 -> "device offline for 30 min"
     #     (mc-02 and mc-99 never sent device health, so the rule does not see them)
     #   lab-out-of-spec: Moisture 14.0 (sample S-2)
     #   none for sweep-fail-rate (no sweep in 04:00-05:00, and 2 < min_count 5), check-failed (no check failed)
     #   run-failed (no run failed) and ingest-reset (no Kafka log changed under a drain)
     alert_conditions={
-        "anomaly-critical": [
-            f"anomaly-critical:t1/f1/mc-01/s-temp/temp/{method}/temperature/{moment:%Y-%m-%dT%H:%M:%SZ}"
-            for moment, method in [
-                (at(3, 12), "isolation_forest"),
-                (at(3, 12), "sudden_change"),
-                (at(3, 12), "zscore"),
-                (at(3, 13), "sudden_change"),
-                (at(3, 41), "sudden_change"),
-                (at(3, 41), "zscore"),
-                (at(3, 42), "sudden_change"),
-            ]
-        ],
         "device-offline": ["device-offline:t1/f1/mc-01"],
         # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
         # each part length-prefixed, then `n` (no event id)

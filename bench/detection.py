@@ -1,5 +1,5 @@
-"""Detection quality of the CURRENT anomaly detectors on labelled synthetic data (the "before"
-figures for the detector redesign). Pure in-process: no database, no broker, nothing is stored.
+"""Detection quality of the anomaly detectors on labelled synthetic data, at 1 s .. 1 h sampling.
+Pure in-process: no database, no broker, nothing is stored. (The real machine: detection_nab.py.)
 
 What is generated (numpy, seeded, deterministic)
   Per sampling rate (1 s, 1 min, 5 min, 15 min, 1 h) `--series` machine temperatures (metric
@@ -11,7 +11,7 @@ What is generated (numpy, seeded, deterministic)
   Warm-up then judged days: 14 + 14 at 1 min .. 1 h; at 1 s 8 + 6 (CPU/memory budget; see
   --warmup-days-1s / --judged-days-1s). Into the judged period only, non-overlapping (≥ 1 h
   apart, ≥ 2 h away from idle blocks and their warm-up), at random sample-aligned times, each kind
-  `--per-kind` times per series (default: 3 per 14 judged days, rounded up, so 2 at 1 s):
+  `--per-kind` times per series (default: 1 per 14 judged days, rounded up):
     spike        1 sample, +8σ (σ = the noise σ)            window = that sample
     level_shift  +5σ for 2 h                                  window = 2 h
     drift        linear ramp to +6σ over 6 h, back over 1 h  window = 7 h
@@ -23,24 +23,28 @@ The list (kind, start, end) is kept per series; it is written with --json.
 How the hourly asset (`results.anomalies.recompute_anomalies`) is mimicked
   * Every judged hour [h, h+1h) is judged on its own: the hour's readings plus `history` = the
     60 s aggregate rows with bucket_start ≥ h − training_hours (24 h, AnomalyOptions default) and
-    bucket_end ≤ h, exactly the asset's `analytics_agg` query. The aggregates come from
+    bucket_end ≤ h, exactly the asset's context. The aggregates come from
     `transforms.window_aggregates.window_aggregates` over all readings, i.e. as if the aggregate
     asset had run on complete data before the anomaly hour.
-  * `detect_anomalies(readings, history, excluded, models=..., bucket_s=60)` with the platform's
-    defaults (2σ warning, 3σ critical, min_history 30): z-score, sudden change, Isolation Forest.
-  * Isolation Forests: the asset's reuse rule exactly (`load_models`: a model is usable for hour h
-    while h − refit_hours < trained_to ≤ h, refit_hours = 24); a series without a usable model
-    is fitted from that hour's history with `fit_isolation_forests(contamination=0.01,
-    n_estimators=50)` (the settings' defaults; min_buckets stays at its default 120, as in the asset).
+  * Profiles: `seasonal.profiles_for_hour`, the asset's rule: learned (`fit_profiles`, the
+    asset's SeasonalOptions) from the 14 days of running 60 s aggregates before the hour's UTC
+    midnight, re-learned up to the hour itself while a series is younger than a day.
+  * `detect_anomalies(readings, history, excluded, start=h, profiles=..., models=...)`: the
+    seasonal statistics (deviation, shift, noise, stuck) and the forest as a second opinion.
+  * Isolation Forests: the asset's rule exactly (`load_models`: hour h uses the forest trained up to
+    training_end(h) = h's UTC midnight, on the 24 h before it); a series without such a model
+    is fitted with `fit_isolation_forests(contamination=0.01, n_estimators=50)` (the settings'
+    defaults; min_buckets stays at its default 120, as in the asset). Its verdicts on their own
+    are scored too, as 'forest_alone', to measure what it would add if it could raise anomalies.
   * Run states: the idle blocks are passed as `excluded` intervals (the asset excludes
-    idle/planned_stop/maintenance/fault), so idle readings are neither judged nor trained on. The
-    baselines get the same knowledge (idle readings are neither judged nor used). With
-    --no-run-states nothing is excluded anywhere (a machine that reports no run state).
+    idle/planned_stop/maintenance/fault, and the settling time after them), so idle readings are
+    neither judged nor learned from. The baselines get the same knowledge (idle readings are
+    neither judged nor used). With --no-run-states nothing is excluded anywhere.
   Where this differs from the asset: no stoppage detector (it needs count_total counters, not a
   temperature) and no energy-baseline deviations; run-state intervals are given exactly instead of
-  being derived from device.health messages (`state_intervals`); models are kept in memory, not
-  pickled into PostgreSQL (no effect on results); the aggregates are always complete (no late
-  data); series keys are String, not Categorical; sampling is perfectly regular.
+  being derived from device.health messages (`state_intervals`); models and profiles are kept in
+  memory, not stored in PostgreSQL (no effect on results); the aggregates are always complete (no
+  late data); series keys are String, not Categorical; sampling is perfectly regular.
 
 Baselines (same run, same judged hours, same idle exclusion)
   3sigma          per hour: mean/std (ddof 1) of the trailing 24 h of readings, flag |z| > 3.
@@ -50,11 +54,10 @@ Baselines (same run, same judged hours, same idle exclusion)
                   flag |r| > 3.5 × scale.
   For both, every flag is "critical" (|z| ≥ 3); for the platform, critical = severity ≥ 3.
 
-Scoring, per method (zscore, sudden_change, isolation_forest, ensemble = union of the three,
-3sigma, seasonal_naive) and sampling rate
-  * A platform row flags samples: z-score its reading; sudden change the samples of its later
-    60 s bucket [time, window_end); the forest the samples of its bucket. Severity per sample =
-    the highest of the rows covering it.
+Scoring, per method (deviation, shift, noise, stuck, isolation_forest (second opinion), ensemble
+= their union (the platform's rows), forest_alone, ensemble+forest, 3sigma, seasonal_naive) and rate
+  * A platform row flags the samples in its window [window_start, window_end): one reading, or
+    the minute of a faster series. Severity per sample = the highest of the rows covering it.
   * Flagged samples of a series form events: consecutive flags with gaps ≤ 2 samples.
   * recall: share of injected events overlapped by a detected event, the injected window extended
     by 2 samples after its end (tolerance); also per kind.
@@ -68,10 +71,10 @@ Scoring, per method (zscore, sudden_change, isolation_forest, ensemble = union o
 Goals of the redesign printed for comparison: ≤ 0.1 critical FP events per series-day, ≥ 90 %
 recall at every rate, median delay ≤ 2 samples excluding drifts.
 
-Usage: python bench/detection.py [--seed 1] [--rates 1s,1m,5m,15m,1h] [--series 3] [--json PATH]
+Usage: python bench/detection.py [--seed 1] [--rates 1s,1m,5m,15m,1h] [--series 6] [--json PATH]
        [--warmup-days 14] [--judged-days 14] [--warmup-days-1s 8] [--judged-days-1s 6] [--per-kind N]
-       [--no-run-states]
-A full default run takes about a minute on one core (1 s rate: ~3.6M readings, ~1.2 GB peak RSS).
+       [--no-run-states] [--seasonal '{"quantile": 0.8}']
+A full default run takes about 2.5 minutes on one core (1 s rate: ~7.3M readings, ~2.5 GB peak RSS).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics_platform.results.anomalies import HISTORY_SCHEMA, AnomalyOptions  # noqa: E402
 from analytics_platform.transforms import anomalies as an  # noqa: E402
+from analytics_platform.transforms import seasonal as se  # noqa: E402
 from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME, window_aggregates  # noqa: E402
 
 T0 = datetime(2025, 6, 2, tzinfo=UTC)  # a Monday
@@ -103,8 +107,8 @@ HOUR_S = 3_600
 RATES = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst", "drop")
 SHORT = {"spike": "spk", "level_shift": "shf", "drift": "drf", "stuck": "stk", "noise_burst": "nbs", "drop": "drp"}
-PLATFORM = ("zscore", "sudden_change", "isolation_forest")
-METHODS = (*PLATFORM, "ensemble", "3sigma", "seasonal_naive")
+PLATFORM = (*an.STATISTICAL, "isolation_forest")
+METHODS = (*PLATFORM, "ensemble", "forest_alone", "ensemble+forest", "3sigma", "seasonal_naive")
 
 BASE, DAILY_AMP, WEEKEND_DROP, IDLE_DROP, NOISE = 60.0, 4.0, 3.0, 15.0, 0.5
 TAU_S = 600.0  # thermal lag of idle blocks
@@ -119,6 +123,7 @@ TOLERANCE = 2  # samples after an injected window that still count as on time
 MERGE_GAP = 2  # flags with at most this many unflagged samples between them are one event
 GOALS = {"critical_fp_per_series_day": 0.1, "recall": 0.90, "median_delay_samples": 2}
 OPTIONS = AnomalyOptions()  # the asset's defaults: training_hours, refit_hours, contamination, trees
+SEASONAL = OPTIONS.seasonal
 
 
 @dataclass
@@ -267,19 +272,39 @@ def excluded_frame(series: list[Series], use_states: bool) -> pl.DataFrame | Non
 
 def run_platform(series: list[Series], judged_hours: range, use_states: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Every judged hour as `recompute_anomalies` does it; returns the anomaly rows (machine_id,
-    method, severity, window in seconds after T0) and counters."""
+    method, severity, window in seconds after T0) and counters. Besides the platform's own rows
+    (forest as a second opinion), the forest's verdicts on its own are kept as method
+    'forest_alone', to measure what it would add if it could raise anomalies by itself."""
     readings = readings_frame(series)
     bucket_s = OPTIONS.bucket_s
     history_all = (
         window_aggregates(readings.lazy(), [bucket_s]).collect().select(HISTORY_SCHEMA.keys()).sort("bucket_start")
     )
     excluded = excluded_frame(series, use_states)
+    fenced = an.settled(excluded, SEASONAL.settle)
+    running_history = an.drop_excluded(history_all, fenced, "bucket_start", "bucket_end")
     r_time = readings["time"].dt.epoch("s").to_numpy()
     h_start = history_all["bucket_start"].dt.epoch("s").to_numpy()
     h_end = history_all["bucket_end"].dt.epoch("s").to_numpy()
+    rh_start = running_history["bucket_start"].dt.epoch("s").to_numpy()
     cache: dict[tuple, an.FittedForest] = {}
+    profiles: dict[datetime, dict[tuple, se.Profile]] = {}
     refit = timedelta(hours=OPTIONS.refit_hours)
-    fits = 0
+    fits = profile_fits = 0
+
+    def get(trained_to: datetime, keys: set[tuple]) -> dict[tuple, se.Profile]:
+        nonlocal profile_fits
+        known = profiles.setdefault(trained_to, {})
+        if missing := keys - set(known):
+            end_s = int(trained_to.timestamp())
+            lo = int(np.searchsorted(rh_start, end_s - SEASONAL.history_days * DAY_S, "left"))
+            hi = int(np.searchsorted(rh_start, end_s, "left"))
+            part = running_history.slice(lo, hi - lo).filter(pl.col("machine_id").is_in([k[2] for k in missing]))
+            fitted = se.fit_profiles(part, trained_to, SEASONAL, series=sorted(missing))
+            profile_fits += len(fitted)
+            known.update({p.key: p for p in fitted})
+        return {k: known[k] for k in keys if k in known}
+
     found = []
     for hour in judged_hours:
         start_s = T0_S + hour * HOUR_S
@@ -292,21 +317,38 @@ def run_platform(series: list[Series], judged_hours: range, use_states: bool) ->
         b = int(np.searchsorted(r_time, start_s + HOUR_S, "left"))
         hour_readings = readings.slice(a, b - a)
         wanted = set(hour_readings.select(SERIES_KEY).unique().rows())
-        usable = {k: m for k, m in cache.items() if k in wanted and start - refit < m.trained_to <= start}
+        trained_to = se.training_end(start, refit)
+        usable = {k: m for k, m in cache.items() if k in wanted and m.trained_to == trained_to}
         missing = wanted - set(usable)
         if missing:
+            end_s = int(trained_to.timestamp())
+            lo = int(np.searchsorted(h_start, end_s - OPTIONS.training_hours * HOUR_S, "left"))
+            hi = int(np.searchsorted(h_start, end_s, "left"))
+            training = history_all.slice(lo, hi - lo).filter(pl.Series(h_end[lo:hi] <= end_s))
             fitted = an.fit_isolation_forests(
-                history.filter(pl.col("machine_id").is_in([k[2] for k in missing])),
+                training.filter(pl.col("machine_id").is_in([k[2] for k in missing])),
                 excluded,
                 bucket_s=bucket_s,
                 contamination=OPTIONS.contamination,
                 n_estimators=OPTIONS.trees,
+                trained_to=trained_to,
             )
             fits += len(fitted)
             for m in fitted:
                 cache[m.key] = m
                 usable[m.key] = m
-        rows = an.detect_anomalies(hour_readings, history, excluded, models=list(usable.values()), bucket_s=bucket_s)
+        judged_with = se.profiles_for_hour(start, wanted, get, refit)
+        rows = an.detect_anomalies(
+            hour_readings,
+            history,
+            excluded,
+            start=start,
+            profiles=list(judged_with.values()),
+            models=list(usable.values()),
+            options=SEASONAL,
+        )
+        alone = an.isolation_forest_anomalies(list(usable.values()), hour_readings, excluded, history=history)
+        rows = pl.concat([rows, alone.with_columns(method=pl.lit("forest_alone"))])
         if not rows.is_empty():
             found.append(
                 rows.select(
@@ -320,31 +362,35 @@ def run_platform(series: list[Series], judged_hours: range, use_states: bool) ->
             )
     schema = {"machine_id": pl.String, "method": pl.String, "severity": pl.Int16, "t": pl.Int64}
     out = pl.concat(found) if found else pl.DataFrame(schema={**schema, "ws": pl.Int64, "we": pl.Int64})
-    return out, {"forest_fits": fits, "agg_rows": history_all.height, "readings": readings.height}
+    counters = {
+        "forest_fits": fits,
+        "profile_fits": profile_fits,
+        "agg_rows": history_all.height,
+        "readings": readings.height,
+    }
+    return out, counters
 
 
 def platform_flags(rows: pl.DataFrame, s: Series) -> dict[str, np.ndarray]:
-    """Per platform method, the severity of every sample of `s` (0 = not flagged)."""
+    """Per platform method, the severity of every sample of `s` (0 = not flagged): a row flags the
+    samples in its window [window_start, window_end) (one reading, or a minute of fast ones)."""
     n, c = s.values.size, s.cadence
     out = {}
     mine = rows.filter(pl.col("machine_id") == s.machine_id)
-    for method in PLATFORM:
+    for method in (*PLATFORM, "forest_alone"):
         sev = np.zeros(n, dtype=np.int16)
         part = mine.filter(pl.col("method") == method)
         if part.height:
             level = part["severity"].to_numpy().astype(np.int16)
-            if method == "zscore":
-                first = part["t"].to_numpy() // c
-                last = first + 1
-            else:  # the later bucket for a step (time = its start), the bucket for the forest
-                first = -(-part["t"].to_numpy() // c)
-                last = -(-part["we"].to_numpy() // c)
+            first = -(-part["ws"].to_numpy() // c)
+            last = np.maximum(-(-part["we"].to_numpy() // c), first + 1)
             counts = np.maximum(last - first, 0)
             idx = np.repeat(first, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
             keep = idx < n
             np.maximum.at(sev, idx[keep], np.repeat(level, counts)[keep])
         out[method] = sev
     out["ensemble"] = np.maximum.reduce([out[m] for m in PLATFORM])
+    out["ensemble+forest"] = np.maximum(out["ensemble"], out["forest_alone"])
     return out
 
 
@@ -456,7 +502,7 @@ def run_rate(rate: str, args: argparse.Namespace) -> dict[str, Any]:
     warmup, judged = (
         (args.warmup_days_1s, args.judged_days_1s) if rate == "1s" else (args.warmup_days, args.judged_days)
     )
-    per_kind = args.per_kind or math.ceil(judged * 3 / 14)
+    per_kind = args.per_kind or math.ceil(judged / 14)
     rng = np.random.default_rng([args.seed, cadence])
     clock = time.perf_counter()
     series = [make_series(rng, f"m{k + 1}", cadence, warmup, judged, per_kind) for k in range(args.series)]
@@ -503,12 +549,13 @@ def share(value: float | None) -> str:
 
 def print_rate(result: dict[str, Any]) -> None:
     m = result["methods"]
-    events = m["zscore"]["events_by_kind"]
+    events = m["ensemble"]["events_by_kind"]
     print(
         f"\n== {result['rate']} sampling: {result['series']} series x {result['judged_days']} judged days "
         f"(+{result['warmup_days']} warm-up), {sum(events.values())} events "
         f"({result['per_kind']} per kind per series), {result['readings']:,} readings, "
-        f"{result['agg_rows']:,} 60 s aggregate rows, {result['forest_fits']} forest fits, {result['seconds']} s"
+        f"{result['agg_rows']:,} 60 s aggregate rows, {result['profile_fits']} profile fits, "
+        f"{result['forest_fits']} forest fits, {result['seconds']} s"
     )
     kinds = " ".join(f"{SHORT[k]:>4}" for k in KINDS)
     header = (
@@ -549,17 +596,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rates", default=",".join(RATES), help="subset of " + ",".join(RATES))
-    parser.add_argument("--series", type=int, default=3, help="series (machines) per rate")
+    parser.add_argument("--series", type=int, default=6, help="series (machines) per rate")
     parser.add_argument("--warmup-days", type=int, default=14, help="warm-up days at 1 min .. 1 h")
     parser.add_argument("--judged-days", type=int, default=14, help="judged days at 1 min .. 1 h")
     parser.add_argument("--warmup-days-1s", type=int, default=8)
     parser.add_argument("--judged-days-1s", type=int, default=6)
     parser.add_argument(
-        "--per-kind", type=int, default=0, help="events per kind per series (0: 3 per 14 judged days, rounded up)"
+        "--per-kind", type=int, default=0, help="events per kind per series (0: 1 per 14 judged days, rounded up)"
     )
+    parser.add_argument("--seasonal", default="", help='override SeasonalOptions, JSON, e.g. {"quantile": 0.8}')
     parser.add_argument("--no-run-states", action="store_true", help="exclude nothing (machine reports no states)")
     parser.add_argument("--json", type=Path, help="also write every figure (and the injected events) here")
     args = parser.parse_args()
+    if args.seasonal:
+        global SEASONAL
+        SEASONAL = replace(SEASONAL, **json.loads(args.seasonal))
     rates = [r.strip() for r in args.rates.split(",") if r.strip()]
     if unknown := [r for r in rates if r not in RATES]:
         parser.error(f"unknown rate(s) {unknown}; choose from {list(RATES)}")
@@ -568,9 +619,11 @@ def main() -> int:
 
     clock = time.perf_counter()
     print(
-        f"detectors as the hourly asset runs them: history {OPTIONS.training_hours} h of {OPTIONS.bucket_s} s "
-        f"aggregates, forests contamination {OPTIONS.contamination}, {OPTIONS.trees} trees, refit after "
-        f"{OPTIONS.refit_hours} h; run states {'ignored' if args.no_run_states else 'excluded (idle blocks)'}; "
+        f"detectors as the hourly asset runs them: profiles from {SEASONAL.history_days} days of {SEASONAL.bucket_s} s "
+        f"aggregates (quantile {SEASONAL.quantile}, margins {SEASONAL.warning_margin}/{SEASONAL.critical_margin}), "
+        f"context {OPTIONS.training_hours} h, forests contamination {OPTIONS.contamination}, {OPTIONS.trees} trees, "
+        f"re-learned every {OPTIONS.refit_hours} h; run states "
+        f"{'ignored' if args.no_run_states else 'excluded (idle blocks)'}; "
         f"seed {args.seed}"
     )
     print(

@@ -10,9 +10,14 @@ SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric, window
 FROM analytics.analytics_agg
 ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, window_s, bucket_start DESC;
 
--- Anomalies of the last 7 days, newest first, open ones with their age.
+-- Anomalies of the last 7 days, newest first, open ones with their age. The columns are listed,
+-- not a.*: a column added to the table later (11: sample_s) would otherwise make re-applying this
+-- file fail ("cannot change name of view column"); the list is what a.* was when the view was made.
 CREATE OR REPLACE VIEW analytics.v_anomaly_recent AS
-SELECT a.*, CASE WHEN a.status = 'open' THEN now() - a.time END AS open_for
+SELECT a.anomaly_id, a.time, a.tenant_id, a.factory_id, a.machine_id, a.sensor_id, a.metric, a.anomaly_type,
+       a.method, a.score, a.severity, a.severity_label, a.confidence, a.observed, a.expected, a.details,
+       a.status, a.resolved_at, a.resolved_by, a.resolution_note, a.created_at, a.window_start, a.window_end,
+       a.model_version, CASE WHEN a.status = 'open' THEN now() - a.time END AS open_for
 FROM analytics.analytics_anomaly a
 WHERE a.time >= now() - INTERVAL '7 days'
 ORDER BY a.time DESC;

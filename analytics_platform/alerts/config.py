@@ -26,7 +26,7 @@ DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
 
 # every parameter a rule kind understands, with its default
 RULE_PARAMS: dict[str, dict[str, Any]] = {
-    "anomaly": {"min_severity": 3, "max_age_hours": 24},
+    "anomaly": {"min_severity": 3, "max_age_hours": 24, "max_per_machine": 3},
     "device_offline": {"minutes": 10, "lookback_hours": 168},
     "fail_rate": {
         "event_types": ["sweep_batch"],

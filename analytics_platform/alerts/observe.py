@@ -32,42 +32,97 @@ def _tenant_clause(rule: Rule, column: str = "tenant_id") -> tuple[str, dict]:
 
 
 def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
-    """Open anomalies at or above `min_severity` no older than `max_age_hours`."""
-    since = now - timedelta(hours=float(rule.params["max_age_hours"]))
-    tenant, args = _tenant_clause(rule)
-    rows = conn.execute(
-        f"""SELECT anomaly_id, time, tenant_id, factory_id, machine_id, sensor_id, metric, anomaly_type, method,
-                   severity, severity_label, score, observed, expected, confidence
-            FROM analytics.analytics_anomaly
-            WHERE status = 'open' AND severity >= %(min)s AND time >= %(since)s AND time <= %(now)s AND {tenant}
-            ORDER BY time, anomaly_id""",
-        {"min": int(rule.params["min_severity"]), "since": since, "now": now, **args},
-    ).fetchall()
+    """Open anomaly *events* (consecutive anomalous samples of one series, `analytics.anomaly_events`)
+    of at least `min_severity` overlapping the last `max_age_hours`: one condition per event, keyed
+    by the event's start, so an event that grows stays one alert. Per machine, the first
+    `max_per_machine` events of the look-back (by start) get their own condition and every later
+    one is folded into one grouped condition for the machine (0 or less: no limit). Events count
+    toward the limit whether open or resolved, so resolving one does not move the others."""
+    p = rule.params
+    hours = float(p["max_age_hours"])
+    since = now - timedelta(hours=hours)
+    limit = int(p.get("max_per_machine", 3))
+    with conn.cursor(row_factory=psycopg.rows.namedtuple_row) as cur:
+        events = cur.execute(
+            """SELECT event_id, tenant_id, factory_id, machine_id, sensor_id, metric, anomaly_type, start_time,
+                      end_time, peak_time, severity, methods, anomalies, status, observed, expected
+               FROM analytics.anomaly_events(%(since)s, %(end)s, %(tenant)s::text)
+               WHERE severity >= %(min)s AND start_time <= %(now)s
+               ORDER BY tenant_id, factory_id, machine_id, start_time, event_id""",
+            {
+                "since": since,
+                "end": now + timedelta(microseconds=1),  # rows at `now` itself count
+                "tenant": None if rule.tenant_id == ANY else rule.tenant_id,
+                "min": int(p["min_severity"]),
+                "now": now,
+            },
+        ).fetchall()
+    per_machine: dict[tuple[str, str, str], list] = {}
+    for e in events:
+        per_machine.setdefault((e.tenant_id, e.factory_id, e.machine_id), []).append(e)
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
     conditions = []
-    for aid, ts, t, f, m, sensor, metric, atype, method, sev, label, score, observed, expected, conf in rows:
-        what = metric or atype
+    for (t, f, m), machine_events in per_machine.items():
+        own, folded = (machine_events[:limit], machine_events[limit:]) if limit > 0 else (machine_events, [])
+        for e in own:
+            if e.status != "open":
+                continue
+            what, methods = e.metric or e.anomaly_type, ", ".join(e.methods)
+            conditions.append(
+                Condition(
+                    fingerprint=f"{rule.name}:{t}/{f}/{m}/{e.sensor_id or ''}/{e.metric or ''}/event/"
+                    f"{iso(e.start_time)}",
+                    severity="critical" if e.severity >= 3 else "warning",
+                    summary=f"{e.anomaly_type} anomaly event on {what}: {count(e.anomalies, 'anomaly', 'anomalies')}"
+                    f" ({methods}), peak severity {e.severity}",
+                    tenant_id=t,
+                    factory_id=f,
+                    machine_id=m,
+                    observed_at=e.start_time,
+                    details=_clean(
+                        {
+                            "event_id": e.event_id,
+                            "anomalies": e.anomalies,
+                            "methods": methods,
+                            "severity": e.severity,
+                            "peak_time": iso(e.peak_time),
+                            "observed": e.observed,
+                            "expected": e.expected,
+                            "start": iso(e.start_time),
+                            "end": iso(e.end_time),
+                            "sensor": e.sensor_id,
+                        }
+                    ),
+                    link=asset_link(ui_url, "reading_anomalies", e.start_time.strftime(HOUR_KEY)),
+                )
+            )
+        grouped = [e for e in folded if e.status == "open"]
+        if not grouped:
+            continue
+        first, worst, total = grouped[0].start_time, max(e.severity for e in grouped), sum(e.anomalies for e in grouped)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{m}/{sensor or ''}/{metric or ''}/{method}/{atype}/{iso(ts)}",
-                severity="critical" if sev >= 3 else "warning",
-                summary=f"{atype} anomaly severity {sev} on {what} ({method})",
+                # keyed by the first folded event (open or not): the group stays one alert as events join it
+                fingerprint=f"{rule.name}:{t}/{f}/{m}/grouped/{iso(folded[0].start_time)}",
+                severity="critical" if worst >= 3 else "warning",
+                summary=f"{count(len(grouped), 'more anomaly event', 'more anomaly events')} on this machine "
+                f"(rate limit {limit} per {hours:g} h): {count(total, 'anomaly', 'anomalies')}, peak severity {worst}",
                 tenant_id=t,
                 factory_id=f,
                 machine_id=m,
-                observed_at=ts,
-                details=_clean(
-                    {
-                        "anomaly_id": aid,
-                        "severity": sev,
-                        "label": label,
-                        "observed": observed,
-                        "expected": expected,
-                        "score": score,
-                        "confidence": conf,
-                        "sensor": sensor,
-                    }
-                ),
-                link=asset_link(ui_url, "reading_anomalies", ts.strftime(HOUR_KEY)),
+                observed_at=first,
+                details={
+                    "events": len(grouped),
+                    "event_ids": ", ".join(str(e.event_id) for e in grouped),
+                    "anomalies": total,
+                    "severity": worst,
+                    "start": iso(first),
+                    "end": iso(max(e.end_time for e in grouped)),
+                },
+                link=asset_link(ui_url, "reading_anomalies", first.strftime(HOUR_KEY)),
             )
         )
     return Observation(conditions, horizon=since)

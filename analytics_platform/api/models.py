@@ -142,13 +142,21 @@ class Anomaly(BaseModel):
     time: datetime
     window_start: datetime | None
     window_end: datetime | None
+    sample_s: float | None = Field(
+        description="The series' sample spacing (s) when judged; null for interval rows (stoppage, baseline). Rows at "
+        "most 3 samples apart form one anomaly event"
+    )
     tenant_id: str
     factory_id: str
     machine_id: str
     sensor_id: str | None
     metric: str | None
     anomaly_type: str = Field(examples=["power", "temperature", "baseline_deviation", "production"])
-    method: str = Field(examples=["isolation_forest", "zscore", "sudden_change", "stoppage"])
+    method: str = Field(
+        examples=["deviation", "shift", "noise", "stuck", "isolation_forest", "stoppage", "baseline"],
+        description="deviation, shift, noise, stuck (seasonal statistics), isolation_forest (second opinion), "
+        "stoppage, baseline",
+    )
     score: float | None
     severity: int = Field(ge=1, le=5)
     severity_label: Literal["info", "warning", "critical"]
@@ -166,6 +174,66 @@ class Anomaly(BaseModel):
 
 class AnomalyPage(Page):
     items: list[Anomaly]
+
+
+class AnomalyEvent(BaseModel):
+    """Consecutive anomaly rows of one series (rows at most 3 samples apart), computed on read."""
+
+    event_id: int = Field(description="The anomaly_id of the event's first row")
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str | None
+    metric: str | None
+    anomaly_type: str = Field(description="The peak row's type", examples=["temperature", "power", "production"])
+    start_time: datetime = Field(description=f"The first row's window start, {TIME}")
+    end_time: datetime = Field(description=f"The last row's window end, {TIME}")
+    peak_time: datetime = Field(description="The time of the peak row: highest severity, then largest |score|")
+    peak_anomaly_id: int
+    severity: int = Field(ge=1, le=5, description="The highest severity of its rows")
+    severity_label: Literal["info", "warning", "critical"]
+    methods: list[str] = Field(description="The methods that flagged its rows, by name", examples=[["deviation"]])
+    anomalies: int = Field(description="Rows in the event")
+    open_anomalies: int = Field(description="Rows still open")
+    status: Literal["open", "resolved"] = Field(description="open while any row is open")
+    observed: float | None = Field(description="The peak row's observed value")
+    expected: float | None = Field(description="The peak row's expected value")
+    score: float | None = Field(description="The peak row's score")
+
+
+class AnomalyEventPage(Page):
+    items: list[AnomalyEvent]
+
+
+class AnomalyEventDetail(AnomalyEvent):
+    rows: list[Anomaly] = Field(
+        description="The event's rows by time (at most `limit`; `anomalies` says how many there are)"
+    )
+
+
+class AnomalyProfile(BaseModel):
+    """What a series' anomalies are judged against: its newest seasonal profile."""
+
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str
+    metric: str
+    version: int
+    trained_from: datetime
+    trained_to: datetime
+    n_samples: int
+    stage: str | None = Field(
+        description="learning (too little history: not judged yet), flat (< 1 day: its median), daily, weekly",
+        examples=["learning", "flat", "daily", "weekly"],
+    )
+    cadence_s: float | None = Field(description="The series' sample spacing (s)")
+    span_hours: float | None = Field(description="Hours of history the profile was learnt from")
+    created_at: datetime
+
+
+class AnomalyProfilePage(Page):
+    items: list[AnomalyProfile]
 
 
 class Resolution(BaseModel):
@@ -306,8 +374,10 @@ class MachineStatus(BaseModel):
     run_state: str | None = Field(description="The last run state reported (running, idle, fault, ...)")
     health_score: float | None = Field(description="The last health score reported")
     metrics: list[MetricSeen] = Field(description="Metrics with raw readings in the look-back, by name")
-    open_anomalies: int = Field(description="Anomalies with status open (any age)")
-    max_open_severity: int | None = Field(description="Highest severity among the open anomalies")
+    open_anomalies: int = Field(
+        description="Open anomaly events (any age): consecutive anomaly rows of a series, open while any row is"
+    )
+    max_open_severity: int | None = Field(description="Highest peak severity among the open anomaly events")
 
 
 class FailingCheck(BaseModel):

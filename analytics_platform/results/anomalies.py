@@ -6,9 +6,11 @@ the active baseline; replace the hour's anomalies, keeping the resolution of tho
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -22,6 +24,7 @@ from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.results.kpis import read_run_states
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import machine_kpis as mk
+from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.energy_kpis import counter_increments
 from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
 
@@ -56,9 +59,10 @@ class AnomalyOptions:
     contamination: float = 0.01
     trees: int = 50
     metrics: tuple[str, ...] = ()  # empty = every metric but the counters and `skip_metrics`
-    skip_metrics: tuple[str, ...] = ()  # e.g. the KPI drivers: weather is context, not a machine fault
+    skip_metrics: tuple[str, ...] = ()  # ANOMALY_SKIP_METRICS: named by the operator, never implied
     stoppage_minutes: int = 10
     state_lookback: timedelta = timedelta(hours=168)
+    seasonal: se.SeasonalOptions = field(default_factory=se.SeasonalOptions)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class AnomalyRun:
     models_reused: int
     deviations: int
     deleted: int
+    profiles_learned: int = 0
+    learning: int = 0  # series in the hour with too little history to be judged yet
 
 
 def _metric_filter(options: AnomalyOptions) -> tuple[str, list]:
@@ -103,35 +109,29 @@ def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.Da
 
 def load_models(
     conn: psycopg.Connection,
-    start: datetime,
+    trained_to: datetime,
     options: AnomalyOptions,
     wanted: set[tuple] | None = None,
     cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
 ) -> dict[tuple, tuple[int, an.FittedForest]]:
-    """The newest usable model per series: trained on data before `start` and no older than
-    `refit_hours`, pickled by this scikit-learn (another version's pickle is not trusted).
+    """The forests trained up to exactly `trained_to` (`seasonal.training_end` of the hour, so an
+    hour uses the same forest whether it runs live or in a backfill, in any order), pickled by this
+    scikit-learn (another version's pickle is not trusted), newest version per series.
 
     A run over several hours passes a `cache`: while it holds a usable model for every `wanted`
     series, nothing is read (unpickling 700 forests costs ~3 s an hour)."""
     if cache is not None and wanted is not None:
-        usable = {
-            k: v for k, v in cache.items() if start - timedelta(hours=options.refit_hours) < v[1].trained_to <= start
-        }
+        usable = {k: v for k, v in cache.items() if v[1].trained_to == trained_to}
         if wanted <= set(usable):
             return usable
     out = {}
     rows = conn.execute(
         "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
         "tenant_id, factory_id, machine_id, sensor_id, metric, version, model FROM analytics.analytics_anomaly_model "
-        "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to <= %s "
-        "AND trained_to > %s AND contamination = %s "
-        "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, trained_to DESC, version DESC",
-        (
-            f"scikit-learn {sklearn.__version__}",
-            start,
-            start - timedelta(hours=options.refit_hours),
-            options.contamination,
-        ),
+        "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to = %s "
+        "AND contamination = %s "
+        "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC",
+        (f"scikit-learn {sklearn.__version__}", trained_to, options.contamination),
     ).fetchall()
     for *key, version, blob in rows:
         out[tuple(key)] = (version, an.FittedForest.from_bytes(bytes(blob)))
@@ -139,6 +139,27 @@ def load_models(
         cache.clear()
         cache.update(out)
     return out
+
+
+def _next_version(cur: psycopg.Cursor, key: tuple, method: str, trained_to: datetime) -> tuple[int, bool]:
+    """The next version number of a series' `method` model, and whether one trained up to
+    `trained_to` becomes the active one: unless a model trained on later data already is (a
+    backfill of old hours must not demote it). If it does, the old active one is deactivated."""
+    cur.execute(
+        "SELECT coalesce(max(version), 0) + 1, max(trained_to) FILTER (WHERE active) "
+        "FROM analytics.analytics_anomaly_model WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s "
+        "AND sensor_id = %s AND metric = %s AND method = %s",
+        (*key, method),
+    )
+    version, active_to = cur.fetchone()
+    newest = active_to is None or trained_to >= active_to
+    if newest:
+        cur.execute(
+            "UPDATE analytics.analytics_anomaly_model SET active = false WHERE tenant_id = %s AND factory_id = %s "
+            "AND machine_id = %s AND sensor_id = %s AND metric = %s AND method = %s AND active",
+            (*key, method),
+        )
+    return version, newest
 
 
 def store_models(conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions) -> dict[tuple, int]:
@@ -150,21 +171,7 @@ def store_models(conn: psycopg.Connection, models: list[an.FittedForest], option
         lock_results(cur, "analytics_anomaly_model")
         for model in models:
             key = model.key
-            cur.execute(
-                "SELECT coalesce(max(version), 0) + 1, max(trained_to) FILTER (WHERE active) "
-                "FROM analytics.analytics_anomaly_model WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s "
-                "AND sensor_id = %s AND metric = %s AND method = 'isolation_forest'",
-                key,
-            )
-            version, active_to = cur.fetchone()
-            newest = active_to is None or model.trained_to >= active_to
-            if newest:
-                cur.execute(
-                    "UPDATE analytics.analytics_anomaly_model SET active = false "
-                    "WHERE tenant_id = %s AND factory_id = %s AND machine_id = %s AND sensor_id = %s AND metric = %s "
-                    "AND method = 'isolation_forest' AND active",
-                    key,
-                )
+            version, newest = _next_version(cur, key, "isolation_forest", model.trained_to)
             cur.execute(
                 "INSERT INTO analytics.analytics_anomaly_model (tenant_id, factory_id, machine_id, sensor_id, metric, "
                 "version, trained_from, trained_to, n_samples, contamination, params, library, model, active) "
@@ -192,6 +199,133 @@ def store_models(conn: psycopg.Connection, models: list[an.FittedForest], option
             ") r WHERE m.model_id = r.model_id AND r.newest > 3 AND NOT m.active"
         )
     return versions
+
+
+PROFILE_LIBRARY = f"analytics_platform {se.VERSION}"
+
+
+def _options_tag(options: AnomalyOptions) -> str:
+    """A digest of what a profile depends on besides the data: change a setting, get new profiles."""
+    return hashlib.sha256(json.dumps(asdict(options.seasonal), default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_profiles(
+    conn: psycopg.Connection, trained_to: datetime, keys: set[tuple], options: AnomalyOptions
+) -> dict[tuple, se.Profile]:
+    """The stored profiles learned up to exactly `trained_to` with these options, for `keys`."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
+        "tenant_id, factory_id, machine_id, sensor_id, metric, params->'profile' "
+        "FROM analytics.analytics_anomaly_model WHERE method = 'seasonal' AND trained_to = %s AND library = %s "
+        "AND params->>'options' = %s "
+        "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC",
+        (trained_to, PROFILE_LIBRARY, _options_tag(options)),
+    ).fetchall()
+    return {tuple(r[:5]): se.Profile.from_json(r[5]) for r in rows if tuple(r[:5]) in keys}
+
+
+def _profile_history(
+    conn: psycopg.Connection, trained_to: datetime, keys: set[tuple], options: AnomalyOptions
+) -> pl.DataFrame:
+    """The running samples a profile learns from: `history_days` of `bucket_s` aggregates before
+    `trained_to`, without the machine's non-running periods and their settling time."""
+    seasonal = options.seasonal
+    since = trained_to - timedelta(days=seasonal.history_days)
+    machines = sorted({k[:3] for k in keys})
+    history = read_frame(
+        conn,
+        "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
+        "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
+        "AND bucket_end <= %s AND (tenant_id, factory_id, machine_id) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+        [
+            seasonal.bucket_s,
+            since,
+            trained_to,
+            [m[0] for m in machines],
+            [m[1] for m in machines],
+            [m[2] for m in machines],
+        ],
+        HISTORY_SCHEMA,
+    )
+    wanted = pl.DataFrame(sorted(keys), schema=list(SERIES), orient="row")
+    history = history.join(wanted, on=list(SERIES), how="semi")
+    intervals = _states(conn, since, trained_to, options.state_lookback)
+    fenced = an.settled(intervals.filter(pl.col("state").is_in(NOT_RUNNING)), seasonal.settle)
+    return an.drop_excluded(history, fenced, "bucket_start", "bucket_end")
+
+
+def store_profiles(conn: psycopg.Connection, profiles: list[se.Profile], options: AnomalyOptions) -> None:
+    """Persist profiles as each series' next 'seasonal' version (active: the newest trained_to).
+    Profiles learned more than `history_days` + 7 days before the newest are deleted: any hour
+    needing one again re-learns it from the same data."""
+    if not profiles:
+        return
+    tag = _options_tag(options)
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_anomaly_model")
+        for profile in profiles:
+            key = profile.key
+            version, newest = _next_version(cur, key, "seasonal", profile.trained_to)
+            cur.execute(
+                "INSERT INTO analytics.analytics_anomaly_model (tenant_id, factory_id, machine_id, sensor_id, metric, "
+                "method, version, trained_from, trained_to, n_samples, contamination, params, library, model, active) "
+                "VALUES (%s, %s, %s, %s, %s, 'seasonal', %s, %s, %s, %s, 0, %s, %s, NULL, %s)",
+                (
+                    *key,
+                    version,
+                    profile.trained_from or profile.trained_to,
+                    profile.trained_to,
+                    profile.n_samples,
+                    psycopg.types.json.Jsonb(
+                        {
+                            "options": tag,
+                            "stage": profile.stage,
+                            "cadence_s": profile.cadence_s,
+                            "span_hours": profile.span_hours,
+                            "profile": profile.to_json(),
+                        }
+                    ),
+                    PROFILE_LIBRARY,
+                    newest,
+                ),
+            )
+        horizon = max(p.trained_to for p in profiles) - timedelta(days=options.seasonal.history_days + 7)
+        cur.execute(
+            "DELETE FROM analytics.analytics_anomaly_model "
+            "WHERE method = 'seasonal' AND trained_to < %s AND NOT active",
+            (horizon,),
+        )
+
+
+def profiles_for_hour(
+    conn: psycopg.Connection,
+    start: datetime,
+    keys: set[tuple],
+    options: AnomalyOptions,
+    cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
+) -> tuple[dict[tuple, se.Profile], int]:
+    """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
+    from `cache`, else stored, else learned now and stored. Returns them and how many were learned."""
+    cache = {} if cache is None else cache
+    learned = 0
+
+    def get(trained_to: datetime, wanted: set[tuple]) -> dict[tuple, se.Profile]:
+        nonlocal learned
+        found = {k: cache[(trained_to, k)] for k in wanted if (trained_to, k) in cache}
+        if missing := wanted - set(found):
+            found.update(load_profiles(conn, trained_to, missing, options))
+        if missing := wanted - set(found):
+            history = _profile_history(conn, trained_to, missing, options)
+            fitted = se.fit_profiles(history, trained_to, options.seasonal, series=sorted(missing))
+            store_profiles(conn, fitted, options)
+            learned += len(fitted)
+            found.update({p.key: p for p in fitted})
+        cache.update({(trained_to, k): p for k, p in found.items()})
+        return found
+
+    profiles = se.profiles_for_hour(start, keys, get, timedelta(hours=options.refit_hours))
+    return profiles, learned
 
 
 def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
@@ -257,9 +391,10 @@ def recompute_anomalies(
     end: datetime,
     options: AnomalyOptions,
     cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
+    profile_cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
 ) -> AnomalyRun:
     """Judge [start, end) (an hour) and replace its anomalies and hourly baseline deviations.
-    `cache` carries the loaded forests from one hour to the next within a run."""
+    `cache` and `profile_cache` carry forests and profiles from one hour to the next within a run."""
     where, params = _metric_filter(options)
     readings = read_frame(
         conn,
@@ -268,16 +403,20 @@ def recompute_anomalies(
         [start, end, *params],
         RAW_SCHEMA,
     )
-    train_from = start - timedelta(hours=options.training_hours)
+    # forests learn the `training_hours` before the hour's training end (its midnight), the
+    # statistics read the `training_hours` before the hour as context: one read covers both
+    trained_to = se.training_end(start, timedelta(hours=options.refit_hours))
+    train_from = trained_to - timedelta(hours=options.training_hours)
+    read_from = min(train_from, start - timedelta(hours=options.training_hours))
     history = read_frame(
         conn,
         "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
         "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
         f"AND bucket_end <= %s AND {where}",
-        [options.bucket_s, train_from, start, *params],
+        [options.bucket_s, read_from, start, *params],
         HISTORY_SCHEMA,
     )
-    intervals = _states(conn, train_from, end, options.state_lookback)
+    intervals = _states(conn, read_from, end, options.state_lookback)
     excluded = intervals.filter(pl.col("state").is_in(NOT_RUNNING))
     running = intervals.filter(
         (pl.col("state") == "running") & (pl.col("end") > start) & (pl.col("start") < end)
@@ -286,24 +425,36 @@ def recompute_anomalies(
     )
 
     wanted = set(readings.select(SERIES).unique().rows())
-    models = load_models(conn, start, options, wanted, cache)
-    missing = history.filter(pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in wanted - set(models)]))
+    models = load_models(conn, trained_to, options, wanted, cache)
+    missing = history.filter(
+        pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in wanted - set(models)])
+        & (pl.col("bucket_start") >= train_from)
+        & (pl.col("bucket_end") <= trained_to)
+    )
     fitted = an.fit_isolation_forests(
-        missing, excluded, bucket_s=options.bucket_s, contamination=options.contamination, n_estimators=options.trees
+        missing,
+        excluded,
+        bucket_s=options.bucket_s,
+        contamination=options.contamination,
+        n_estimators=options.trees,
+        trained_to=trained_to,
     )
     versions = store_models(conn, fitted, options) if fitted else {}
     if cache is not None:
         cache.update({m.key: (versions[m.key], m) for m in fitted})
     usable = {**{k: v for k, v in models.items() if k in wanted}, **{m.key: (versions[m.key], m) for m in fitted}}
 
+    profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache)
     found = an.detect_anomalies(
         readings,
         history,
         excluded,
+        start=start,
+        profiles=list(profiles.values()),
         models=[m for _, m in usable.values()],
         counters=_counters(conn, start, end),
         running=running,
-        bucket_s=options.bucket_s,
+        options=options.seasonal,
         min_stop_minutes=options.stoppage_minutes,
     )
     deviations = baselines.compute_deviations(conn, start, end, period="hour")
@@ -329,6 +480,8 @@ def recompute_anomalies(
         models_reused=len(usable) - len(fitted),
         deviations=deviations.height,
         deleted=deleted,
+        profiles_learned=learned,
+        learning=sum(1 for p in profiles.values() if not p.judged),
     )
 
 

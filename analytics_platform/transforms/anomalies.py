@@ -1,37 +1,34 @@
-"""Anomalies of one hour of sensor readings: z-score against the trailing history, sudden steps
-between bucket means, production stoppages while running, and an Isolation Forest per series.
+"""Anomalies of one hour of sensor readings: the seasonal statistics of `transforms.seasonal`
+(deviation, shift, noise, stuck: each series at its own cadence, against a robust profile of its
+weekday × hour), production stoppages while running, and an Isolation Forest per series as a
+second opinion.
 
 Every detector returns ANOMALY_SCHEMA rows, so the asset can concatenate them and COPY them as
 they are. Nothing here reads a clock or a database: the caller passes the hour's readings, the
-trailing `analytics_agg` rows (`history`, one window size, normally 60 s), the maintenance/fault
-intervals (`excluded`) and, for the forest, models it fitted earlier and stored.
+trailing `analytics_agg` rows (`history`, one window size, normally 60 s), the not-running
+intervals (`excluded`), the series' profiles and, for the forest, models it fitted earlier.
 
 Conventions:
-* Severity is one scale for every σ-based method, because the alert rules notify at severity ≥ 3:
-  |z| below `warning_sigma` is no anomaly; [warning, critical) → 2 'warning'; [critical,
-  critical+1) → 3, [critical+1, critical+2) → 4, beyond → 5, all 'critical'. With the defaults
-  (2σ, 3σ) that is 2σ→2, 3σ→3, 4σ→4, 5σ→5. Severity 1 'info' is never produced here.
-* The history's mean and standard deviation are those of the *individual readings*, pooled
-  exactly from the bucket aggregates (see `pooled_stats`), so z is the same number one would get
-  from the raw readings: a 60-s bucket mean is not a reading, and its spread is much smaller.
+* Severity is one scale for every method, because the alert rules notify at severity ≥ 3: 2
+  'warning', 3..5 'critical' (3 at the critical level, 4 at 1.5×, 5 at 2×). Severity 1 'info' is
+  never produced here. Critical levels are calibrated per series (see `transforms.seasonal`).
 * A reading is excluded when `start <= time < end` of an interval of its machine (`end` NULL =
   still open); a bucket is excluded when it overlaps one. Excluded rows are neither scored nor
-  trained on, so a fault's wild values never widen the baseline.
-* A series whose history is too short or has zero spread is skipped (no anomaly, no error):
-  without a baseline there is nothing to deviate from.
-* Output is unique on the table's key (machine, method, anomaly_type, time, sensor, metric):
-  z-score keeps the most extreme of readings at the same instant.
+  trained on, so a fault's wild values never widen the baseline; for the seasonal statistics the
+  interval is lengthened by the settling time after the machine resumes.
+* One row per anomalous sample and method family; consecutive rows of a series are one *event*
+  (`analytics.anomaly_events()` in SQL groups rows at most 3 × `sample_s` apart).
+* Output is unique on the table's key (machine, method, anomaly_type, time, sensor, metric).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -39,6 +36,7 @@ import polars as pl
 import sklearn
 from sklearn.ensemble import IsolationForest
 
+from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY, TIME, bucket_expr, moment_aggs
 
 MACHINE = MACHINE_KEY
@@ -60,6 +58,7 @@ ANOMALY_SCHEMA: dict[str, pl.DataType] = {
     "observed": pl.Float64(),
     "expected": pl.Float64(),
     "details": pl.String(),  # JSON object, always with "readings": [{"time", "value"}, ...]
+    "sample_s": pl.Float64(),  # the series' sample spacing: rows closer than 2 samples are one event
 }
 ANOMALY_TYPES = {
     "power": "power",
@@ -108,11 +107,6 @@ def severity_label(level: pl.Expr) -> pl.Expr:
 def _check_sigmas(warning_sigma: float, critical_sigma: float) -> None:
     if not 0 < warning_sigma <= critical_sigma:
         raise ValueError(f"need 0 < warning_sigma <= critical_sigma, got {warning_sigma}, {critical_sigma}")
-
-
-def _two_sided(abs_z: np.ndarray) -> np.ndarray:
-    """P(|Z| < z) of a standard normal: how unlikely a deviation this large is by chance."""
-    return np.array([math.erf(z / math.sqrt(2.0)) for z in abs_z], dtype=np.float64)
 
 
 def _strings(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
@@ -246,6 +240,8 @@ def _finish(frame: pl.DataFrame, stats: Sequence[str]) -> pl.DataFrame:
     with `details` = {"readings": [...], **stats} as JSON."""
     if frame.is_empty():
         return _empty()
+    if "sample_s" not in frame.columns:
+        frame = frame.with_columns(sample_s=pl.lit(None, pl.Float64))
     details = []
     for row in frame.select("readings", *stats).iter_rows(named=True):
         entry: dict[str, Any] = {
@@ -262,149 +258,113 @@ def _finish(frame: pl.DataFrame, stats: Sequence[str]) -> pl.DataFrame:
     )
 
 
-def _with_confidence(frame: pl.DataFrame, abs_z: str) -> pl.DataFrame:
-    return frame.with_columns(confidence=pl.Series(_two_sided(frame[abs_z].to_numpy()), dtype=pl.Float64))
-
-
 def _reading_struct() -> pl.Expr:
     return pl.struct(pl.col("time"), pl.col("value"))
 
 
-# ----- z-score -----------------------------------------------------------------------------------
+# ----- seasonal, robust, at the series' cadence ----------------------------------------------------
+
+FAMILIES = {
+    "deviation": ("deviation", "extreme"),
+    "shift": ("shift4", "shift16"),
+    "noise": ("noise",),
+    "stuck": ("stuck",),
+}
+STATISTICAL = tuple(FAMILIES)
 
 
-def zscore_anomalies(
+def settled(excluded: pl.DataFrame | None, settle: timedelta) -> pl.DataFrame | None:
+    """The excluded intervals, each lengthened by `settle`: a machine that has just resumed is
+    still warming up (or cooling down), and its first readings would read as a fault."""
+    if excluded is None or not settle:
+        return excluded
+    return _excluded(excluded).with_columns(end=pl.col("end") + settle)
+
+
+def seasonal_anomalies(
     readings: pl.DataFrame,
     history: pl.DataFrame,
+    profiles: Sequence[se.Profile],
     excluded: pl.DataFrame | None = None,
     *,
-    warning_sigma: float = 2.0,
-    critical_sigma: float = 3.0,
-    min_history: int = 30,
+    start: datetime,
+    options: se.SeasonalOptions = se.SeasonalOptions(),
 ) -> pl.DataFrame:
-    """Readings at least `warning_sigma` pooled standard deviations from the trailing mean.
+    """The hour's samples (its readings in `options.bucket_s` buckets) that a statistic of
+    `transforms.seasonal` finds unusual for their series, one row per sample and method family
+    (deviation, shift, noise, stuck) at the family's worst level.
 
-    score = z (signed, so the direction is kept), observed = value, expected = mean, confidence =
-    erf(|z|/√2), the two-sided normal probability that a reading is closer to the mean than this.
-    Series with fewer than `min_history` history readings, or zero spread, are skipped."""
-    _check_sigmas(warning_sigma, critical_sigma)
-    stats = pooled_stats(history, excluded).filter((pl.col("n") >= min_history) & pl.col("std").is_not_null())
-    scored = (
-        _readings(readings, excluded)
-        .join(stats, on=list(SERIES_KEY))
-        .with_columns(z=(pl.col("value") - pl.col("mean")) / pl.col("std"))
-        .with_columns(abs_z=pl.col("z").abs())
-        .filter(pl.col("abs_z") >= warning_sigma)
-        # one row per series and instant (the table's key): the most extreme reading
-        .sort(*SERIES_KEY, "time", "abs_z", "value", descending=[False] * 6 + [True, True])
-        .unique([*SERIES_KEY, "time"], keep="first", maintain_order=True)
-    )
-    if scored.is_empty():
+    `history` supplies the samples before `start` (the rolling statistics look up to 16 samples
+    back, across the hour boundary, so an hour is judged the same whatever ran before it);
+    `excluded` intervals (machine not running), lengthened by `options.settle`, are neither
+    judged nor part of any window. Series whose profile is missing or 'learning' are skipped.
+
+    score = statistic / its critical level (1 = just critical); confidence = min(1, score);
+    observed = the sample's mean, or its furthest reading when that is what stood out; expected =
+    the profile's expectation; `time` = the sample's reading furthest from it, the window its
+    bucket; details name the statistic, its value and levels, the profile's stage and the
+    sample spacing (`sample_s`, which also groups rows into events)."""
+    fenced = settled(excluded, options.settle)
+    live = _readings(readings, fenced).filter(pl.col("time") >= start)
+    if live.is_empty() or not profiles:
         return _empty()
-    scored = _with_confidence(scored, "abs_z").with_columns(
-        severity=severity(pl.col("abs_z"), warning_sigma=warning_sigma, critical_sigma=critical_sigma)
-    )
-    return _finish(
-        scored.with_columns(
-            window_start=pl.col("time"),
-            window_end=pl.col("time"),
-            anomaly_type=anomaly_type(pl.col("metric")),
-            method=pl.lit("zscore"),
-            score=pl.col("z"),
-            severity_label=severity_label(pl.col("severity")),
-            observed=pl.col("value"),
-            expected=pl.col("mean"),
-            readings=pl.concat_list(_reading_struct()),
-            history_n=pl.col("n"),
-        ).rename({"mean": "history_mean", "std": "history_std"}),
-        ["z", "history_mean", "history_std", "history_n"],
-    )
-
-
-# ----- sudden change -----------------------------------------------------------------------------
-
-
-def sudden_change_anomalies(
-    readings: pl.DataFrame,
-    history: pl.DataFrame,
-    excluded: pl.DataFrame | None = None,
-    *,
-    bucket_s: int = 60,
-    warning_sigma: float = 2.0,
-    critical_sigma: float = 3.0,
-    min_history: int = 30,
-) -> pl.DataFrame:
-    """Steps between the means of adjacent `bucket_s` buckets, against the spread of such steps in
-    the history (z = (step − mean step) / std of steps, over ≥ `min_history` adjacent pairs).
-
-    A step is judged where it happens: `time` is the later bucket's start, the window spans both
-    buckets. The hour's first bucket is compared with the last history bucket when they are
-    adjacent, so a step exactly at the hour boundary is not lost between two runs. Only adjacent
-    buckets are compared (a gap, e.g. an excluded stretch, is not a step). The readings listed are
-    the later bucket's, the ones furthest from the earlier mean first (at most MAX_READINGS)."""
-    _check_sigmas(warning_sigma, critical_sigma)
-    live = _readings(readings, excluded)
-    past = _history(history, excluded, bucket_s).select(*SERIES_KEY, "bucket_start", "bucket_end", "avg_v")
-    hour = bucket_readings(live, bucket_s).select(*SERIES_KEY, "bucket_start", "bucket_end", "avg_v")
-    if hour.is_empty() or past.is_empty():
+    columns = [*SERIES_KEY, *se.SAMPLE_COLUMNS]
+    hour = bucket_readings(live, options.bucket_s).select(columns)
+    past = _history(history, fenced, options.bucket_s).filter(pl.col("bucket_start") < start)
+    samples = pl.concat([_strings(past, SERIES_KEY).select(columns).cast(hour.schema), hour])
+    stats = se.judge(samples, profiles, start, options)
+    if stats.is_empty():
         return _empty()
-    both = (
-        pl.concat([past.with_columns(live=pl.lit(False)), hour.with_columns(live=pl.lit(True))])
-        .sort(*SERIES_KEY, "bucket_start", "live")
-        .unique([*SERIES_KEY, "bucket_start"], keep="last", maintain_order=True)  # the hour wins
-        .with_columns(
-            prev_avg=pl.col("avg_v").shift(1).over(SERIES_KEY),
-            prev_start=pl.col("bucket_start").shift(1).over(SERIES_KEY),
-            prev_end=pl.col("bucket_end").shift(1).over(SERIES_KEY),
-            prev_live=pl.col("live").shift(1).over(SERIES_KEY),
+    meta = pl.DataFrame(
+        [(*p.key, p.stage, p.sample_s) for p in profiles if p.judged],
+        schema={**{c: pl.String() for c in SERIES_KEY}, "stage": pl.String(), "sample_s": pl.Float64()},
+        orient="row",
+    )
+    stats = stats.join(meta, on=list(SERIES_KEY))
+    parts = []
+    for method, tests in FAMILIES.items():
+        level = pl.max_horizontal(pl.col(f"l_{t}") for t in tests)
+        ratio = pl.concat_list((pl.col(t) / pl.col(f"c_{t}")).fill_null(-1.0).fill_nan(-1.0).alias(t) for t in tests)
+        picked = stats.filter(level >= 2).with_columns(
+            level=level.cast(pl.Int16), _worst=ratio.list.arg_max(), score=ratio.list.max()
         )
-        .filter(pl.col("prev_end") == pl.col("bucket_start"))
-        .with_columns(step=pl.col("avg_v") - pl.col("prev_avg"))
-    )
-    spread = (
-        both.filter(~pl.col("live") & ~pl.col("prev_live"))
-        .group_by(SERIES_KEY)
-        .agg(n_steps=pl.len(), step_mean=pl.col("step").mean(), step_std=pl.col("step").std(ddof=1))
-    )
-    tiny = pl.col("step_std") <= _RELATIVE_ZERO * pl.max_horizontal(pl.lit(1.0), pl.col("prev_avg").abs())
-    steps = (
-        both.filter(pl.col("live"))
-        .join(spread.filter(pl.col("n_steps") >= min_history), on=list(SERIES_KEY))
-        .filter(pl.col("step_std").is_not_null() & ~tiny)
-        .with_columns(z=(pl.col("step") - pl.col("step_mean")) / pl.col("step_std"))
-        .with_columns(abs_z=pl.col("z").abs())
-        .filter(pl.col("abs_z") >= warning_sigma)
-    )
-    if steps.is_empty():
-        return _empty()
-    listed = (
-        live.with_columns(bucket_start=bucket_expr(bucket_s))
-        .join(steps.select(*SERIES_KEY, "bucket_start", "prev_avg"), on=[*SERIES_KEY, "bucket_start"])
-        .with_columns(dev=(pl.col("value") - pl.col("prev_avg")).abs())
-        .sort(*SERIES_KEY, "bucket_start", "dev", "time", descending=[False] * 6 + [True, False])
-        .group_by(*SERIES_KEY, "bucket_start", maintain_order=True)
-        .head(MAX_READINGS)
-        .sort(*SERIES_KEY, "bucket_start", "time")
-        .group_by(*SERIES_KEY, "bucket_start", maintain_order=True)
-        .agg(readings=_reading_struct())
-    )
-    steps = _with_confidence(steps.join(listed, on=[*SERIES_KEY, "bucket_start"], how="left"), "abs_z")
-    return _finish(
-        steps.with_columns(
-            time=pl.col("bucket_start"),
-            window_start=pl.col("prev_start"),
-            window_end=pl.col("bucket_end"),
-            anomaly_type=anomaly_type(pl.col("metric")),
-            method=pl.lit("sudden_change"),
-            score=pl.col("z"),
-            severity=severity(pl.col("abs_z"), warning_sigma=warning_sigma, critical_sigma=critical_sigma),
-            observed=pl.col("avg_v"),
-            expected=pl.col("prev_avg") + pl.col("step_mean"),
+        if picked.is_empty():
+            continue
+        names = pl.lit(list(tests), pl.List(pl.String)).list.get(pl.col("_worst"))
+        parts.append(
+            picked.with_columns(method=pl.lit(method), statistic=names).with_columns(
+                value=pl.coalesce(*(pl.when(pl.col("statistic") == t).then(pl.col(t)) for t in tests)),
+                warning_at=pl.coalesce(*(pl.when(pl.col("statistic") == t).then(pl.col(f"w_{t}")) for t in tests)),
+                critical_at=pl.coalesce(*(pl.when(pl.col("statistic") == t).then(pl.col(f"c_{t}")) for t in tests)),
+            )
         )
-        .with_columns(severity_label=severity_label(pl.col("severity")))
-        .rename({"avg_v": "bucket_avg", "prev_avg": "previous_avg"}),
-        ["z", "step", "bucket_avg", "previous_avg", "step_mean", "step_std", "n_steps"],
+    if not parts:
+        return _empty()
+    flagged = pl.concat(parts, how="diagonal_relaxed")
+    key = [*SERIES_KEY, "bucket_start"]
+    ranked = (
+        live.with_columns(bucket_start=bucket_expr(options.bucket_s))
+        .join(flagged.select(*key, "expected").unique(key), on=key)
+        .with_columns(dev=(pl.col("value") - pl.col("expected")).abs())
+        .sort(*key, "dev", "time", descending=[False] * 6 + [True, False])
+        .group_by(key, maintain_order=True)
+        .agg(
+            time=pl.col("time").first(),
+            furthest=pl.col("value").first(),
+            readings=_reading_struct().head(MAX_READINGS).sort_by(pl.col("time").head(MAX_READINGS)),
+        )
     )
+    rows = flagged.join(ranked, on=key, how="left").with_columns(
+        time=pl.coalesce("time", "bucket_start"),
+        window_start=pl.col("bucket_start"),
+        window_end=pl.col("bucket_end"),
+        anomaly_type=anomaly_type(pl.col("metric")),
+        severity=pl.col("level"),
+        severity_label=severity_label(pl.col("level")),
+        confidence=pl.col("score").clip(0.0, 1.0),
+        observed=pl.when(pl.col("statistic") == "extreme").then(pl.col("furthest")).otherwise(pl.col("avg_v")),
+    )
+    return _finish(rows, ["statistic", "value", "warning_at", "critical_at", "stage"])
 
 
 # ----- stoppage ----------------------------------------------------------------------------------
@@ -585,9 +545,12 @@ def fit_isolation_forests(
     n_estimators: int = 100,
     min_buckets: int = 120,
     random_state: int = 0,
+    trained_to: datetime | None = None,
 ) -> list[FittedForest]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
-    (excluded ones dropped). Series are fitted one at a time with n_jobs=1: at ~1440 buckets a fit
+    (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
+    end; the asset passes the window's end, which is how it finds the model again). Series are
+    fitted one at a time with n_jobs=1: at ~1440 buckets a fit
     is far too short for process/thread start-up to pay, and the asset runs beside other work."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
@@ -625,7 +588,7 @@ def fit_isolation_forests(
                 features=FEATURES,
                 bucket_s=bucket_s,
                 trained_from=group["bucket_start"].min(),
-                trained_to=group["bucket_end"].max(),
+                trained_to=trained_to or group["bucket_end"].max(),
                 n_samples=group.height,
                 contamination=contamination,
                 threshold=float(model.offset_),
@@ -761,23 +724,32 @@ def detect_anomalies(
     history: pl.DataFrame,
     excluded: pl.DataFrame | None = None,
     *,
+    start: datetime,
+    profiles: Sequence[se.Profile] = (),
     models: Sequence[FittedForest] = (),
     counters: pl.DataFrame | None = None,
     running: pl.DataFrame | None = None,
-    bucket_s: int = 60,
-    warning_sigma: float = 2.0,
-    critical_sigma: float = 3.0,
-    min_history: int = 30,
+    options: se.SeasonalOptions = se.SeasonalOptions(),
     min_stop_minutes: float = 10.0,
 ) -> pl.DataFrame:
-    """Every detector's anomalies of the hour in one frame (z-score, sudden change, forest when
-    `models` are given, stoppage when `counters` and `running` are), sorted by `sort_anomalies`."""
-    sigmas = {"warning_sigma": warning_sigma, "critical_sigma": critical_sigma}
-    parts = [
-        zscore_anomalies(readings, history, excluded, min_history=min_history, **sigmas),
-        sudden_change_anomalies(readings, history, excluded, bucket_s=bucket_s, min_history=min_history, **sigmas),
-        isolation_forest_anomalies(models, readings, excluded, history=history, **sigmas),
-    ]
+    """Every detector's anomalies of the hour starting at `start` in one frame, sorted by
+    `sort_anomalies`: the seasonal statistics (deviation, shift, noise, stuck), stoppage when
+    `counters` and `running` are given, and the Isolation Forest as a second opinion.
+
+    The forest only speaks where a statistic already flagged the same sample, and at most as a
+    warning: on the labelled harness it found nothing the statistics missed while adding false
+    alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page."""
+    statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
+    forest = isolation_forest_anomalies(models, readings, excluded, history=history)
+    if not forest.is_empty():
+        seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
+        forest = (
+            forest.drop("sample_s")
+            .join(seen, on=[*SERIES_KEY, "window_start"], nulls_equal=True)
+            .with_columns(severity=pl.col("severity").clip(upper_bound=2), severity_label=pl.lit("warning"))
+            .select(ANOMALY_SCHEMA.keys())
+        )
+    parts = [statistical, forest]
     if counters is not None and running is not None:
         parts.append(stoppage_anomalies(counters, running, min_minutes=min_stop_minutes))
     return sort_anomalies(pl.concat(parts))

@@ -126,14 +126,31 @@ def environ(http: HttpReceiver, mail: MailReceiver) -> dict[str, str]:
     }
 
 
-def insert_anomaly(db: DatabaseHandle, machine: str, severity: int, at: datetime) -> int:
+def insert_anomaly(
+    db: DatabaseHandle,
+    machine: str,
+    severity: int,
+    at: datetime,
+    method: str = "deviation",
+    *,
+    sample_s: float | None = 60.0,
+    window_s: float | None = None,
+    tenant: str = "t1",
+    sensor: str | None = "s-temp",
+    metric: str | None = "temp",
+    anomaly_type: str = "temperature",
+) -> int:
+    """One anomalous sample as the detector writes it: judged at `at` over [at, at + sample_s)
+    (or `window_s` for an interval such as a stoppage, which has no sample spacing)."""
+    end = at + timedelta(seconds=window_s if window_s is not None else sample_s or 0)
+    label = "critical" if severity >= 3 else "warning" if severity == 2 else "info"
     return db.scalar(
         """INSERT INTO analytics.analytics_anomaly
-               (time, tenant_id, factory_id, machine_id, sensor_id, metric, anomaly_type, method, score, severity,
-                severity_label, confidence, observed, expected)
-           VALUES (%s, 't1', 'f1', %s, 's-temp', 'temp', 'temperature', 'zscore', 4.2, %s, 'critical', 0.9, 95, 65)
+               (time, window_start, window_end, sample_s, tenant_id, factory_id, machine_id, sensor_id, metric,
+                anomaly_type, method, score, severity, severity_label, confidence, observed, expected)
+           VALUES (%s, %s, %s, %s, %s, 'f1', %s, %s, %s, %s, %s, 4.2, %s, %s, 0.9, 95, 65)
            RETURNING anomaly_id""",
-        (at, machine, severity),
+        (at, at, end, sample_s, tenant, machine, sensor, metric, anomaly_type, method, severity, label),
     )
 
 
@@ -153,19 +170,23 @@ def test_one_notification_per_channel_when_it_opens_none_while_open_one_when_it_
     env = environ(http_receiver, mail_receiver)
     with database.connect() as conn:
         store_rules(conn, [RULE])
+    # two consecutive anomalous samples of one series (two methods): one event, one alert
     anomaly = insert_anomaly(database, "mc-01", 4, NOW - timedelta(minutes=10))
+    second = insert_anomaly(database, "mc-01", 3, NOW - timedelta(minutes=9), "shift")
     insert_anomaly(database, "mc-03", 2, NOW - timedelta(minutes=5))  # below the rule's severity
 
     report = tick(database, NOW, env)
     assert (report.opened, report.queued, report.sent, report.failed) == (1, 3, 3, 0)
-    fingerprint = "anomaly-critical:t1/f1/mc-01/s-temp/temp/zscore/temperature/2026-03-02T09:50:00Z"
-    title = "[CRITICAL] t1/f1/mc-01: temperature anomaly severity 4 on temp (zscore)"
+    fingerprint = "anomaly-critical:t1/f1/mc-01/s-temp/temp/event/2026-03-02T09:50:00Z"
+    summary = "temperature anomaly event on temp: 2 anomalies (deviation, shift), peak severity 4"
+    title = f"[CRITICAL] t1/f1/mc-01: {summary}"
     body = [
-        "What: temperature anomaly severity 4 on temp (zscore) (rule anomaly-critical, anomaly)",
+        f"What: {summary} (rule anomaly-critical, anomaly)",
         "Where: t1/f1/mc-01",
         "When: 2026-03-02T09:50:00Z; detected 2026-03-02T10:00:00Z",
-        f"How bad: critical; anomaly_id {anomaly}; severity 4; label critical; observed 95.0; expected 65.0; "
-        "score 4.2; confidence 0.9; sensor s-temp",
+        f"How bad: critical; event_id {anomaly}; anomalies 2; methods deviation, shift; severity 4; "
+        "peak_time 2026-03-02T09:50:00Z; observed 95.0; expected 65.0; start 2026-03-02T09:50:00Z; "
+        "end 2026-03-02T09:52:00Z; sensor s-temp",
         f"Link: {UI}/assets/reading_anomalies?view=partitions&partition=2026-03-02-09:00",
         f"Fingerprint: {fingerprint}",
     ]
@@ -200,9 +221,13 @@ def test_one_notification_per_channel_when_it_opens_none_while_open_one_when_it_
 
     with database.connect(database.pipeline_url) as conn:
         assert resolve_anomaly(conn, anomaly, "bearing replaced", "ops")
-    report = tick(database, NOW + timedelta(minutes=1), env)
+    report = tick(database, NOW + timedelta(minutes=1), env)  # one row of the event is still open
+    assert (report.resolved, report.opened, report.queued) == (0, 0, 0)
+    with database.connect(database.pipeline_url) as conn:
+        assert resolve_anomaly(conn, second, "bearing replaced", "ops")
+    report = tick(database, NOW + timedelta(minutes=2), env)
     assert (report.resolved, report.queued, report.sent) == (1, 3, 3)
-    resolved_title = "[RESOLVED] t1/f1/mc-01: temperature anomaly severity 4 on temp (zscore)"
+    resolved_title = f"[RESOLVED] t1/f1/mc-01: {summary}"
     assert [m["Subject"] for m in mail_receiver.messages] == [title, resolved_title]
     hook = [b for p, b in http_receiver.requests if p == "/hook"]
     assert [(b["title"], b["transition"], b["severity"]) for b in hook] == [
@@ -210,7 +235,7 @@ def test_one_notification_per_channel_when_it_opens_none_while_open_one_when_it_
         (resolved_title, "resolve", "info"),
     ]
     assert len(http_receiver.requests) == 4
-    report = tick(database, NOW + timedelta(minutes=2), env)
+    report = tick(database, NOW + timedelta(minutes=3), env)
     assert (report.opened, report.resolved, report.queued) == (0, 0, 0)
     assert log(database) == [
         ("open", "slack", "sent", 1, "mc-01"),

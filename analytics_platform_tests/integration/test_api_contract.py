@@ -173,6 +173,18 @@ VALUES (date_trunc('minute', now()) - INTERVAL '1 hour', NULL, NULL, 't1', 'f1',
        (TIMESTAMPTZ '{DAY} 03:05:00+00', NULL, NULL, 't2', 'f1', 'm1', 's1', 'temp', 'temperature', 'zscore', 3.1, 3,
         'warning', 0.9, 70.0, 65.0, NULL, NULL, 'open', NULL, NULL, NULL);
 
+-- seasonal anomaly profiles (GET /v1/anomaly-profiles): t1 m1 judged daily, t1 m2 still learning, t2 m1
+INSERT INTO analytics.analytics_anomaly_model (tenant_id, factory_id, machine_id, sensor_id, metric, method, version,
+    trained_from, trained_to, n_samples, contamination, params, library)
+VALUES ('t1', 'f1', 'm1', 's1', 'temp', 'seasonal', 1, TIMESTAMPTZ '2025-08-18 00:00:00+00',
+        TIMESTAMPTZ '{DAY} 00:00:00+00', 2880, 0, '{{"stage": "daily", "cadence_s": 60, "span_hours": 48}}',
+        'seasonal'),
+       ('t1', 'f1', 'm2', 's1', 'temp', 'seasonal', 1, TIMESTAMPTZ '{DAY} 03:00:00+00',
+        TIMESTAMPTZ '{DAY} 03:30:00+00', 30, 0, '{{"stage": "learning", "cadence_s": 60, "span_hours": 0.5}}',
+        'seasonal'),
+       ('t2', 'f1', 'm1', 's1', 'temp', 'seasonal', 1, TIMESTAMPTZ '{DAY} 00:00:00+00',
+        TIMESTAMPTZ '{DAY} 06:00:00+00', 360, 0, '{{"stage": "flat", "cadence_s": 60, "span_hours": 6}}', 'seasonal');
+
 -- baselines 1 (t1 m1, superseded), 2 (t1 m1, active), 3 (t2)
 INSERT INTO analytics.analytics_baseline (tenant_id, factory_id, machine_id, version, target, drivers, coefficients,
     p_values, std_errors, r2, adj_r2, rmse, mae, n, excluded, trained_from, trained_to, accepted, warning, active,
@@ -259,6 +271,11 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/kpi": [{"factory_id": "f1", "period": p, **RANGE} for p in ("hour", "shift", "day")],
     "/v1/event-rollup": [{"factory_id": "f1", "window_s": w, **RANGE} for w in (60, 3600, 86400)],
     "/v1/anomalies": [{}, {"factory_id": "f1", "status": "all", **RANGE}],
+    # anomalies 1-4 are one event each (event_id = anomaly_id): 1 in the default ranges, 2-4 on {DAY}
+    "/v1/anomaly-events": [{}, {"factory_id": "f1", "status": "all", **RANGE}],
+    "/v1/anomaly-events/{event_id}": [{}, RANGE],
+    "/v1/anomaly-events/{event_id}/resolve": [{}, RANGE],
+    "/v1/anomaly-profiles": [{}, {"stage": "learning"}, {"machine_id": "m1"}],
     "/v1/baselines": [{}, {"include_inactive": True}],
     "/v1/baseline-deviation": [{"factory_id": "f1", "period": p, **RANGE} for p in ("hour", "day")],
     "/v1/spec-limits": [{}, {"factory_id": "f1"}],
@@ -276,6 +293,7 @@ ADMIN_AIMED = ("/v1/rejects", "/v1/fleet")
 CATALOG_AIMED = ("/v1/catalog/metrics/{metric}", "/v1/catalog/policy")
 AIMED_IDS = {
     "anomaly_id": [1, 2, 3, 4],  # anomaly 4 and baseline 3 are t2's: 404
+    "event_id": [1, 2, 3, 4],  # so is event 4
     "baseline_id": [1, 2, 3],
     "metric": ["contract_a", "contract_b", "temp"],  # PUT: 201 the first time, 200 after
 }
@@ -294,7 +312,7 @@ PREDICT_BODY = {
     "machine_id": "m1",
     "drivers": {"production_count": 120, "avg_outdoor_temp": 31.5, "avg_outdoor_pressure": 1008},
 }
-LISTINGS = tuple(f"GET {path}" for path in AIMED_QUERIES)
+LISTINGS = tuple(f"GET {path}" for path in AIMED_QUERIES if not path.endswith("/resolve"))
 HOW = ("over", "exact", "csv", "no key", "bad key")
 
 
@@ -463,6 +481,7 @@ SURROGATE_CURSORS = [
     ("/v1/kpi", {"factory_id": "f1", "period": "hour", **RANGE}, ["2025-08-20T00:00:00+00:00", "m1", "\udfff"]),
     ("/v1/agg", {**SERIES, "window_s": 7200}, ["2025-08-20T00:00:00+00:00", "s\ud83d"]),
     ("/v1/readings", AIMED_QUERIES["/v1/readings"][0], ["2025-08-20T03:00:00+00:00", "\ud800"]),
+    ("/v1/anomaly-profiles", {}, ["t1", "f1", "\ud800", "s1", "temp"]),
 ]
 
 

@@ -10,15 +10,21 @@ database clock just before they are inserted (a test takes far less than the 600
               (out of the look-back: not listed); health N-2h offline/fault/0.1, N-1h online/running/0.9,
               N-30min run_state idle only, N-15min status degraded only, N-60s health_score 0.75 only
               -> online (degraded is not offline), last seen N-30s, degraded / idle / 0.75;
-              anomalies open sev 2 (N-1h), open sev 4 (N-40d: any age counts), resolved sev 5 -> 2, max 4
+              anomalies, counted as open anomaly *events* (rows of one series at most 3 samples apart,
+              analytics.anomaly_events) with their peak severity: open sev 4 (N-40d: any age counts);
+              s1/temp every 60 s at N-62min open sev 2, N-61min resolved sev 5, N-60min open sev 3:
+              one event, open, peak 5 (a resolved row's severity is still the event's peak); resolved
+              sev 5 (N-2h), an event of its own, resolved -> 2 open events (of 3 open rows), max 5
     t1/f1/m2  reading N-700s, health N-650s online -> offline: silent for more than 600 s
     t1/f1/m3  reading N-10s, health N-120s offline/idle/0.5, N-20s health_score 0.4 only -> offline
     t1/f1/m4  device health only, N-100s online/running/1.0 -> online, no readings, no metrics
-    t1/f1/m5  reading N-10d, health N-9d; an open anomaly sev 3 -> listed (offline, nothing in the look-back)
+    t1/f1/m5  reading N-10d, health N-9d; open anomalies sev 3 (N-10d) and sev 2 (N-10d+2min, 60 s samples:
+              one event) -> listed (offline, nothing in the look-back), 1 open event, max 3
     t1/f1/m6  reading and health N-8d, a resolved anomaly -> not listed
     t1/f1/m7  reading N-2d only -> offline; gone with lookback_days=1
     t1/f2/m1  reading N-45s -> online
-    t2/f1/m1  reading N-5s, health N-5s online/running/0.99, an open anomaly sev 5 -> online (t2 only)
+    t2/f1/m1  reading N-5s, health N-5s online/running/0.99, open anomalies sev 5 (N-1h) and sev 2 (N-50min,
+              60 s samples: 10 samples apart, two events) -> online (t2 only), 2 open events, max 5
 
 GET /v1/quality, tenant t1, factory f1, 2025-08-20 [00:00, 24:00), 3600 s rollups (subject <> ''):
 
@@ -150,6 +156,8 @@ class Fleet:
 def fleet(database: DatabaseHandle) -> Fleet:
     """Inserts the fleet of the module docstring."""
     n = db_now(database)
+    temp_s1 = {"sensor": "s1", "metric": "temp", "sample_s": 60.0}
+    resolved = {"status": "resolved", "resolved_at": n - 30 * MINUTE, "resolved_by": "ops"}
     insert(
         database,
         "raw_sensor_readings",
@@ -191,12 +199,16 @@ def fleet(database: DatabaseHandle) -> Fleet:
         database,
         "analytics_anomaly",
         [
-            anomaly(n - HOUR, "m1", 2, "warning"),
             anomaly(n - 40 * D, "m1", 4, "critical"),
-            anomaly(n - 2 * HOUR, "m1", 5, "critical", status="resolved", resolved_at=n - HOUR, resolved_by="ops"),
-            anomaly(n - 10 * D, "m5", 3, "warning"),
+            anomaly(n - HOUR - 2 * MINUTE, "m1", 2, "warning", **temp_s1),
+            anomaly(n - HOUR - MINUTE, "m1", 5, "critical", **temp_s1, **resolved),
+            anomaly(n - HOUR, "m1", 3, "critical", **temp_s1),
+            anomaly(n - 2 * HOUR, "m1", 5, "critical", **resolved),
+            anomaly(n - 10 * D, "m5", 3, "critical", sample_s=60.0),
+            anomaly(n - 10 * D + 2 * MINUTE, "m5", 2, "warning", sample_s=60.0),
             anomaly(n - 8 * D, "m6", 4, "critical", status="resolved", resolved_at=n - 7 * D, resolved_by="ops"),
-            anomaly(n - HOUR, "m1", 5, "critical", tenant="t2"),
+            anomaly(n - HOUR, "m1", 5, "critical", tenant="t2", sample_s=60.0),
+            anomaly(n - 50 * MINUTE, "m1", 2, "warning", tenant="t2", sample_s=60.0),
         ],
     )
     return Fleet(n, {
@@ -212,7 +224,7 @@ def fleet(database: DatabaseHandle) -> Fleet:
             health_score=0.75,
             metrics=[("power", n - 300 * S), ("temp", n - 30 * S)],
             open_anomalies=2,
-            max_open_severity=4,
+            max_open_severity=5,
         ),
         "m2": machine(
             "t1",
@@ -266,7 +278,7 @@ def fleet(database: DatabaseHandle) -> Fleet:
             run_state="running",
             health_score=0.99,
             metrics=[("temp", n - 5 * S)],
-            open_anomalies=1,
+            open_anomalies=2,
             max_open_severity=5,
         ),
     })  # fmt: skip
@@ -377,6 +389,31 @@ def test_fleet_lookback_days(api: Api, database: DatabaseHandle, fleet: Fleet) -
     )
     expected = [m1, fleet["m2"], fleet["m3"], fleet["m4"], m5, m6, fleet["m7"], fleet["f2/m1"]]
     assert fleet_machines(body) == expected
+
+
+def test_fleet_counts_open_anomaly_events_not_rows(api: Api, database: DatabaseHandle, fleet: Fleet) -> None:
+    """m1's s1/temp event stays one open event, of peak severity 5, while any of its rows is open."""
+    n = fleet.n
+
+    def resolve(*moments: datetime) -> None:
+        with database.connect() as conn:
+            conn.execute(
+                "UPDATE analytics.analytics_anomaly SET status = 'resolved', resolved_at = now(), resolved_by = 'ops' "
+                "WHERE tenant_id = 't1' AND machine_id = 'm1' AND time = ANY(%s)",
+                (list(moments),),
+            )
+
+    def m1() -> dict:
+        (item,) = get_fleet(database, api.t1, factory_id="f1", machine_id="m1")["machines"]
+        return {k: item[k] for k in ("open_anomalies", "max_open_severity")}
+
+    assert m1() == {"open_anomalies": 2, "max_open_severity": 5}
+    resolve(n - HOUR - 2 * MINUTE)  # one of the event's two open rows: still one open event
+    assert m1() == {"open_anomalies": 2, "max_open_severity": 5}
+    resolve(n - HOUR)  # its last open row: the event is resolved, N-40d's (sev 4) is left
+    assert m1() == {"open_anomalies": 1, "max_open_severity": 4}
+    resolve(n - 40 * D)
+    assert m1() == {"open_anomalies": 0, "max_open_severity": None}
 
 
 @pytest.fixture

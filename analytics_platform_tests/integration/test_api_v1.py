@@ -553,6 +553,7 @@ def anomaly(time: datetime, machine: str, severity: int, label: str, **more: Any
         "time": time,
         "window_start": more.get("window_start"),
         "window_end": more.get("window_end"),
+        "sample_s": more.get("sample_s"),
         "tenant_id": more.get("tenant", "t1"),
         "factory_id": more.get("factory", "f1"),
         "machine_id": machine,
@@ -591,6 +592,7 @@ ANOMALY_ROWS = {
         details={"z": 4.5, "window": "5m"},
         window_start=at(3, 5),
         window_end=at(3, 10),
+        sample_s=10.0,
     ),
     "a2": anomaly(
         at(3, 20),

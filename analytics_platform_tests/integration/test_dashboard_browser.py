@@ -10,7 +10,7 @@ call count are recorded in `<shots>/timings.json`, with a screenshot of the page
 by default, `docs/dashboard/` when DASHBOARD_SHOTS_DIR says so (`make dashboard-screenshots`).
 Speed is recorded, not asserted.
 
-The plant is shared by the module; the resolve test writes (it resolves one anomaly) and runs last.
+The plant is shared by the module; the resolve test writes (it resolves one anomaly event) and runs last.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, expect, sync_playwright
 
@@ -37,6 +37,7 @@ from analytics_platform_tests.dashboard_support import (
     DAGSTER_UI_URL,
     EXPECTED,
     MC01,
+    Event,
     Plant,
     at,
     running_api,
@@ -138,8 +139,8 @@ class Tab:
         figure = self.page.locator(f"figure#{chart_id}")
         return {
             "points": figure.get_attribute("data-points"),
-            "anomalies": figure.get_attribute("data-anomalies"),
-            "drawn": figure.get_attribute("data-anomalies-drawn"),
+            "events": figure.get_attribute("data-events"),  # anomaly events marked on the chart
+            "drawn": figure.get_attribute("data-events-drawn"),  # ... of which drawn in the plot
             "lineage": figure.locator("figcaption a.lineage").get_attribute("href")
             if figure.locator("figcaption a.lineage").count()
             else None,
@@ -227,6 +228,20 @@ def pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+def num(value: float) -> str:
+    """app.js's num(): en-US, at most 2 decimals, no trailing zeros."""
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def span(event: Event) -> str:
+    """app.js's span() of an event: start – end (the end's date only when it differs) (duration)."""
+    seconds = round((event.end - event.start).total_seconds())
+    assert seconds < 7200, "duration() shows hours from 2 h on: not needed by the plant's events"
+    length = f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} min"
+    end = f"{event.end:%H:%M:%S}" if event.end.date() == event.start.date() else f"{event.end:%Y-%m-%d %H:%M:%S}"
+    return f"{event.start:%Y-%m-%d %H:%M:%S} – {end} ({length})"
+
+
 # ------------------------------------------------------------------------------------------------
 # Overview
 # ------------------------------------------------------------------------------------------------
@@ -242,11 +257,12 @@ def test_overview_lists_tenants_factories_machines_with_live_status(
     assert by_machine["mc-01"][1] == "● online"
     assert by_machine["mc-02"][1] == "○ offline"
     assert by_machine["mc-99"][1] == "● online"
-    # open anomalies: the 9 of mc-01, the worst severity 5
-    assert by_machine["mc-01"][7] == "9 sev 5 critical"
+    # open anomalies, counted in anomaly events (EXPECTED.anomaly_events): mc-01's one, peak severity 2
+    assert by_machine["mc-01"][7] == "1 sev 2 warning"
     assert by_machine["mc-02"][7] == "0"
+    assert by_machine["mc-99"][7] == "0"
     assert tab.page.locator("#stat-online .value").inner_text() == "2 / 3"
-    assert tab.page.locator("#stat-anomalies .value").inner_text() == "9"
+    assert tab.page.locator("#stat-anomalies .value").inner_text() == "1"
     assert tab.page.locator("#stat-checks .value").inner_text() == "0"
     # factories are grouped under their tenant, with links to their KPI and quality pages
     tables = tab.page.locator("main table.machines")
@@ -322,21 +338,23 @@ def test_a_refused_key_returns_to_sign_in_with_the_reason(browser: Browser, plan
 # ------------------------------------------------------------------------------------------------
 def test_machine_chart_has_one_point_per_bucket_for_every_window(tab: Tab) -> None:
     loaded = tab.open(f"{MACHINE}?metric=temp&sensor=s-temp&window=60&{DAY_RANGE}", "machine")
-    assert sorted(loaded["calls"]) == ["/agg", "/anomalies", "/fleet"]
+    assert sorted(loaded["calls"]) == ["/agg", "/anomaly-events", "/fleet"]
     chart = tab.chart("agg-chart")
     assert chart["points"] == str(EXPECTED.agg_buckets[MC01][60])
-    # every anomaly of mc-01 is on s-temp/temp: each is marked on the chart
-    assert chart["anomalies"] == chart["drawn"] == str(len(EXPECTED.anomalies))
+    # every anomaly event of mc-01 is on s-temp/temp: each is marked on the chart and drawn in it
+    assert chart["events"] == chart["drawn"] == str(len(EXPECTED.anomaly_events)) == "1"
     assert (
         chart["lineage"]
         == f"{DAGSTER_UI_URL}/assets/sensor_window_aggregates?view=partitions&partition=2025-08-20-03:00"
     )
     for window, label in WINDOWS.items():
         switched = tab.navigate(lambda label=label: tab.page.get_by_role("button", name=label, exact=True).click())
-        assert sorted(switched["calls"]) == ["/agg", "/anomalies"]  # the machine's metrics are known already
+        # the machine's metrics are known already
+        assert sorted(switched["calls"]) == ["/agg", "/anomaly-events"]
         assert tab.chart("agg-chart")["points"] == str(EXPECTED.agg_buckets[MC01][window])
+        assert tab.chart("agg-chart")["events"] == str(len(EXPECTED.anomaly_events))
         assert tab.page.get_by_role("button", name=label, exact=True).get_attribute("aria-pressed") == "true"
-    assert len(tab.rows("#anomalies")) == len(EXPECTED.anomalies)
+    assert len(tab.rows("#anomaly-events")) == len(EXPECTED.anomaly_events)
 
 
 def test_machine_range_picker_narrows_the_chart(tab: Tab) -> None:
@@ -345,25 +363,48 @@ def test_machine_range_picker_narrows_the_chart(tab: Tab) -> None:
     tab.page.get_by_label("To (UTC)").fill("2025-08-20T03:00")
     tab.navigate(lambda: tab.page.get_by_role("button", name="Apply").click())
     assert tab.chart("agg-chart")["points"] == "12"  # 02:00 .. 02:55, five-minute buckets
-    assert tab.chart("agg-chart")["anomalies"] == "0"
-    assert tab.rows("#anomalies") == [["No anomalies in this range."]]
+    # the one event (03:12) is after the range: none marked, none listed
+    assert (tab.chart("agg-chart")["events"], tab.chart("agg-chart")["drawn"]) == ("0", "0")
+    assert tab.rows("#anomaly-events") == [["No anomaly events in this range."]]
 
 
-def test_anomalies_are_listed_with_their_severity(tab: Tab) -> None:
+def test_anomaly_events_are_listed_with_their_severity(tab: Tab, plant: Plant) -> None:
     tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}")
-    rows = tab.rows("#anomalies")
-    listed = [(r[0], r[2].split(" / ")[1], r[3], r[6]) for r in rows]
-    expected = sorted(
-        (
-            (f"{t:%Y-%m-%d %H:%M:%S}", method, f"{label} ({severity})", "open")
-            for t, method, severity, label in EXPECTED.anomalies
-        ),
-        key=lambda a: a[0],
-        reverse=True,
+    ids = [
+        e["event_id"]
+        for e in plant.get(
+            "/v1/anomaly-events", tenant_id="t1", machine_id="mc-01", start=at(0).isoformat(), end=at(24).isoformat()
+        ).json()["items"]
+    ]
+    # newest first; each row: span, machine, sensor / metric, type / methods, peak severity, anomalies, status,
+    # peak observed / expected, action, lineage
+    expected = [
+        [
+            span(e),
+            MC01[2],
+            "s-temp / temp",
+            f"temperature / {', '.join(e.methods)}",
+            f"{e.label} ({e.severity})",
+            str(e.anomalies),
+            "open",
+            f"{num(e.observed)} / {num(e.expected)}",
+            f"Resolve event #{event_id}",
+            "Dagster ↗",
+        ]
+        for e, event_id in zip(sorted(EXPECTED.anomaly_events, key=lambda e: e.start, reverse=True), ids, strict=True)
+    ]
+    assert tab.rows("#anomaly-events") == expected
+    assert [
+        int(i)
+        for i in tab.page.eval_on_selector_all("#anomaly-events tbody tr", "rows => rows.map(r => r.dataset.eventId)")
+    ] == ids
+    link = tab.page.locator("#anomaly-events tbody tr").first.get_by_role("link", name="Dagster ↗")
+    assert link.get_attribute("href") == (
+        f"{DAGSTER_UI_URL}/assets/reading_anomalies?view=partitions&partition=2025-08-20-03:00"
     )
-    assert sorted(listed, key=lambda a: (a[0], a[1])) == sorted(expected, key=lambda a: (a[0], a[1]))
+    # the peak severity's badge, and the status badge ('open' is shown in the critical colour)
     colours = tab.page.eval_on_selector_all(
-        "#anomalies .badge.critical, #anomalies .badge.warning",
+        "#anomaly-events .badge.critical, #anomaly-events .badge.warning",
         "els => [...new Set(els.map(e => e.className + ' ' + getComputedStyle(e).backgroundColor))].sort()",
     )
     assert colours == ["badge critical rgb(179, 22, 29)", "badge warning rgb(160, 74, 0)"]
@@ -527,33 +568,45 @@ def test_keyboard_only_navigation_with_visible_focus(tab: Tab) -> None:
 # ------------------------------------------------------------------------------------------------
 def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant) -> None:
     tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}")
-    first = tab.page.locator("#anomalies tbody tr").first
-    anomaly_id = int(first.get_attribute("data-anomaly-id"))
-    button = first.get_by_role("button", name=f"Resolve #{anomaly_id}")
+    first = tab.page.locator("#anomaly-events tbody tr").first
+    event_id = int(first.get_attribute("data-event-id"))
+    button = first.get_by_role("button", name=f"Resolve event #{event_id}")
     button.focus()
     tab.page.keyboard.press("Enter")
     note = "Spike from a loose thermocouple; re-seated at 10:20"
-    assert tab.page.evaluate("document.activeElement.id") == f"note-{anomaly_id}"
+    assert tab.page.evaluate("document.activeElement.id") == f"note-{event_id}"
     tab.page.keyboard.type(note)
     tab.page.keyboard.press("Tab")
-    with tab.page.expect_response(re.compile(rf"/v1/anomalies/{anomaly_id}/resolve$")) as answer:
+    with tab.page.expect_response(re.compile(rf"/v1/anomaly-events/{event_id}/resolve\?")) as answer:
         tab.page.keyboard.press("Enter")
     assert answer.value.status == 200
+    # the event is looked for in the page's range
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.value.url).query)
+    assert query == {"start": ["2025-08-20T00:00:00.000Z"], "end": ["2025-08-21T00:00:00.000Z"]}
     # the row changes once the page has read the answer's body: wait for it (expect polls the DOM)
+    (event,) = EXPECTED.anomaly_events
     expect(first.locator("td").nth(6)).to_have_text("resolved")
-    shown = first.locator("td").nth(7).inner_text()
-    assert re.fullmatch(
-        rf"{re.escape(note)} — dashboard-admin \(key \w+\), \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown
-    )
-    stored = httpx.get(f"{plant.api_url}/v1/anomalies/{anomaly_id}", headers={"X-API-Key": plant.admin_key}).json()
-    assert (stored["status"], stored["resolution_note"]) == ("resolved", note)
-    assert stored["resolved_by"] in shown
-    # a fresh load shows it resolved, from the API
+    assert first.locator("td").nth(5).inner_text() == str(event.anomalies)
+    assert first.locator("td").nth(8).inner_text() == f"Resolved (1 anomaly): {note}"
+    assert first.get_by_role("button").count() == 0
+    stored = plant.get(f"/v1/anomaly-events/{event_id}", start=at(0).isoformat(), end=at(24).isoformat()).json()
+    assert (stored["status"], stored["anomalies"], stored["open_anomalies"]) == ("resolved", 1, 0)
+    ((row_status, row_note, row_by),) = [(r["status"], r["resolution_note"], r["resolved_by"]) for r in stored["rows"]]
+    assert (row_status, row_note) == ("resolved", note)
+    assert re.fullmatch(r"dashboard-admin \(key \w+\)", row_by)
+    assert datetime.fromisoformat(stored["start_time"]) == event.start
+    # a fresh load shows it resolved, from the API, still marked on the chart (hollow)
     reloaded = tab.open(f"{MACHINE}?metric=temp&window=60&{DAY_RANGE}", "machine-resolved")
-    assert sorted(reloaded["calls"]) == ["/agg", "/anomalies", "/fleet"]
-    row = tab.page.locator(f"#anomalies tbody tr[data-anomaly-id='{anomaly_id}']")
+    assert sorted(reloaded["calls"]) == ["/agg", "/anomaly-events", "/fleet"]
+    row = tab.page.locator(f"#anomaly-events tbody tr[data-event-id='{event_id}']")
     assert row.locator("td").nth(6).inner_text() == "resolved"
-    assert row.locator("td").nth(7).inner_text() == shown
+    assert row.locator("td").nth(8).inner_text() == ""
     assert row.get_by_role("button").count() == 0
-    assert tab.page.locator("#anomalies tbody tr").count() == len(EXPECTED.anomalies)
-    assert at(3, 0) < datetime.fromisoformat(stored["time"]) < at(4, 0)
+    assert tab.page.locator("#anomaly-events tbody tr").count() == len(EXPECTED.anomaly_events)
+    chart = tab.chart("agg-chart")
+    assert chart["events"] == chart["drawn"] == "1"
+    # and the overview counts no open anomaly event any more
+    tab.open("#/")
+    mc01 = tab.page.locator("table.machines tr", has_text="mc-01")
+    assert mc01.locator("td").nth(7).inner_text() == "0"
+    assert tab.page.locator("#stat-anomalies .value").inner_text() == "0"

@@ -127,12 +127,84 @@ def test_anomalies_of_the_day(plant: Plant) -> None:
     assert [moment(a["time"]) for a in found] == sorted((moment(a["time"]) for a in found), reverse=True)
     assert {a["status"] for a in found} == {"open"}
     assert {a["anomaly_type"] for a in found} == {"temperature"}
-    observed = {moment(a["time"]): a["observed"] for a in found if a["method"] == "zscore"}
-    assert observed == EXPECTED.zscore_observed
-    critical = items(plant, "/v1/anomalies", tenant_id="t1", min_severity=3, **DAY_RANGE)
-    assert len(critical) == sum(1 for a in EXPECTED.anomalies if a[2] >= 3) == 7
+    observed = {(moment(a["time"]), a["method"]): (a["observed"], a["expected"]) for a in found}
+    assert observed.keys() == EXPECTED.anomaly_observed.keys()
+    for row, values in EXPECTED.anomaly_observed.items():
+        assert observed[row] == pytest.approx(values), row
+    assert items(plant, "/v1/anomalies", tenant_id="t1", min_severity=3, **DAY_RANGE) == []
     assert items(plant, "/v1/anomalies", key=plant.tenant_key, machine_id="mc-02", **DAY_RANGE) == []
     assert items(plant, "/v1/anomalies", tenant_id="t2", **DAY_RANGE) == []
+    # the machine page's events
+    events = items(plant, "/v1/anomaly-events", tenant_id="t1", machine_id="mc-01", **DAY_RANGE)
+    listed = [
+        (
+            moment(e["start_time"]),
+            moment(e["end_time"]),
+            moment(e["peak_time"]),
+            e["severity"],
+            e["severity_label"],
+            tuple(e["methods"]),
+            e["anomalies"],
+        )
+        for e in events
+    ]
+    assert listed == [event[:7] for event in EXPECTED.anomaly_events]
+    values = [(e["observed"], e["expected"]) for e in events]
+    assert values == [pytest.approx((event.observed, event.expected)) for event in EXPECTED.anomaly_events]
+    assert {(e["sensor_id"], e["metric"], e["anomaly_type"], e["status"]) for e in events} == {
+        ("s-temp", "temp", "temperature", "open")
+    }
+    assert [e["event_id"] for e in events] == [min(a["anomaly_id"] for a in found)]
+    assert items(plant, "/v1/anomaly-events", tenant_id="t1", min_severity=3, **DAY_RANGE) == []
+
+
+def test_anomaly_events_of_the_day_hold_its_anomalies(plant: Plant) -> None:
+    """The machine page lists events, not rows: whatever the detector found, every anomaly row of the
+    day is in exactly one event of its series, and an event's rows are the ones it counts."""
+    found = items(plant, "/v1/anomalies", tenant_id="t1", **DAY_RANGE)
+    events = items(plant, "/v1/anomaly-events", tenant_id="t1", **DAY_RANGE)
+    assert found, "the plant has anomalies"
+    assert sum(e["anomalies"] for e in events) == len(found)
+    assert [(moment(e["start_time"]), e["event_id"]) for e in events] == sorted(
+        ((moment(e["start_time"]), e["event_id"]) for e in events), reverse=True
+    )
+    series = ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")
+    for row in found:
+        holding = [
+            e
+            for e in events
+            if all(e[k] == row[k] for k in series)
+            and moment(e["start_time"]) <= moment(row["window_start"] or row["time"])
+            and moment(row["time"]) <= moment(e["end_time"])
+        ]
+        assert len(holding) == 1, row
+    by_id = {a["anomaly_id"]: a for a in found}
+    for e in events:
+        detail = plant.get(f"/v1/anomaly-events/{e['event_id']}", **DAY_RANGE).json()
+        assert {k: v for k, v in detail.items() if k != "rows"} == e
+        assert detail["rows"] == sorted((by_id[r["anomaly_id"]] for r in detail["rows"]), key=lambda r: r["time"])
+        assert len(detail["rows"]) == e["anomalies"]
+        assert e["severity"] == max(r["severity"] for r in detail["rows"])
+        assert e["methods"] == sorted({r["method"] for r in detail["rows"]})
+        assert (e["status"], e["open_anomalies"]) == ("open", e["anomalies"])
+    # the t1 key sees the same; t2 has none
+    assert items(plant, "/v1/anomaly-events", key=plant.tenant_key, **DAY_RANGE) == events
+    assert items(plant, "/v1/anomaly-events", tenant_id="t2", **DAY_RANGE) == []
+
+
+def test_series_with_anomalies_are_judged_not_learning(plant: Plant) -> None:
+    """GET /v1/anomaly-profiles: a series still 'learning' is not judged, so it has no anomalies."""
+    profiles = items(plant, "/v1/anomaly-profiles", tenant_id="t1")
+    assert profiles, "the detector kept a profile per series it saw"
+    assert {p["stage"] for p in profiles} <= {"learning", "flat", "daily", "weekly"}
+    learning = items(plant, "/v1/anomaly-profiles", tenant_id="t1", stage="learning")
+    assert learning == [p for p in profiles if p["stage"] == "learning"]
+    flagged = {
+        (a["factory_id"], a["machine_id"], a["sensor_id"], a["metric"])
+        for a in items(plant, "/v1/anomalies", tenant_id="t1", **DAY_RANGE)
+        if a["sensor_id"] is not None
+    }
+    assert not flagged & {(p["factory_id"], p["machine_id"], p["sensor_id"], p["metric"]) for p in learning}
 
 
 def kpis(plant: Plant, period: str, start: datetime, end: datetime, machine: str | None = "mc-01") -> list[dict]:
@@ -211,7 +283,7 @@ def test_rejected_messages_by_topic_and_reason(plant: Plant) -> None:
 
 def test_alert_log_and_conditions_of_the_tick(plant: Plant) -> None:
     log = plant.database.query("SELECT rule_name, transition, channel, status FROM analytics.alert_log")
-    assert len(log) == sum(EXPECTED.alert_log.values()) == 34
+    assert len(log) == sum(EXPECTED.alert_log.values()) == 6
     assert Counter(rule for rule, *_ in log) == EXPECTED.alert_log
     assert {(transition, status) for _, transition, _, status in log} == {("open", "unconfigured")}
     for rule, count in EXPECTED.alert_log.items():

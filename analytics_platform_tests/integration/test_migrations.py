@@ -43,12 +43,20 @@ TABLES = {
     "metric_policy",
     "ingest_resets",
 }
-VIEWS = {"v_agg_latest", "v_anomaly_recent", "v_kpi_latest", "v_event_daily", "v_rejects_summary", "v_ingest_progress"}
+VIEWS = {
+    "v_agg_latest",
+    "v_anomaly_recent",
+    "v_kpi_latest",
+    "v_event_daily",
+    "v_rejects_summary",
+    "v_ingest_progress",
+    "v_anomaly_profile",
+}
 
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:
     versions = [m.version for m in discover(repo_root / "sql")]
-    assert versions[:10] == [
+    assert versions[:11] == [
         "01_analytics_core",
         "02_analytics_events",
         "03_analytics_rollup_subjects",
@@ -59,6 +67,7 @@ def test_files_are_numbered_and_ordered(repo_root) -> None:
         "08_metric_catalog",
         "09_log_identity",
         "10_analytics_views",
+        "11_anomaly_events",
     ]
     assert versions == sorted(versions, key=lambda v: int(v.split("_", 1)[0]))
 
@@ -90,6 +99,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "08_metric_catalog",
         "09_log_identity",
         "10_analytics_views",
+        "11_anomaly_events",
     ]
 
 
@@ -111,6 +121,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "08_metric_catalog": "skipped",
         "09_log_identity": "skipped",
         "10_analytics_views": "reapplied",
+        "11_anomaly_events": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

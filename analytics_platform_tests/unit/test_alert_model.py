@@ -138,7 +138,16 @@ CONFIG = {
 def test_config_parses_with_defaults_filled_in() -> None:
     config = parse_alert_config(CONFIG)
     assert config.rules == [
-        Rule("a", "anomaly", "*", {"min_severity": 4, "max_age_hours": 24}, ("hook",), True, True, "")
+        Rule(
+            "a",
+            "anomaly",
+            "*",
+            {"min_severity": 4, "max_age_hours": 24, "max_per_machine": 3},
+            ("hook",),
+            True,
+            True,
+            "",
+        )
     ]
     assert config.mutes == [
         Mute(datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 11, tzinfo=UTC), "pm", machine_id="m1")

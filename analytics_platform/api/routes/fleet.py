@@ -65,10 +65,12 @@ def _last(table_filter: str, column: str) -> str:
 @router.get(
     "/fleet",
     response_model=Fleet,
-    summary="Every machine's live status: online/offline, data freshness, open anomalies; failing checks",
+    summary="Every machine's live status: online/offline, data freshness, open anomaly events; failing checks",
     description=(
         "Machines that sent sensor readings or device health in the last `lookback_days`, or that have open "
-        "anomalies, by tenant, factory and machine. A machine is offline when its last reported status is "
+        "anomalies, by tenant, factory and machine. `open_anomalies` counts the machine's open anomaly events "
+        "(of any age; an event is open while any of its anomalies is) and `max_open_severity` is their highest "
+        "peak severity. A machine is offline when its last reported status is "
         "`offline` or nothing (reading or device health) arrived from it for more than `offline_after_s`. "
         "An admin key sees every tenant unless `tenant_id` is given."
     ),
@@ -97,10 +99,18 @@ def fleet(
         health = cur.execute(
             _skip_scan("analytics.raw_device_health", ("tenant_id", "factory_id", "machine_id"), where), params
         ).fetchall()
-        open_rows = cur.execute(
-            f"""SELECT tenant_id, factory_id, machine_id, count(*), max(severity) FROM analytics.analytics_anomaly
+        # open anomaly *events* (consecutive anomalous samples of one series, analytics.anomaly_events)
+        # of any age, each with its peak severity. An event is open while any of its rows is, so every
+        # open event ends at or after the scope's oldest open row: events are read from that row's time
+        # (anomaly_events reads rows from a day before it, as a listing does), not from the table's
+        # first row, which every refresh of the overview would otherwise sort through
+        open_events = cur.execute(
+            f"""SELECT tenant_id, factory_id, machine_id, count(*), max(severity)
+                FROM analytics.anomaly_events(
+                    (SELECT min(time) FROM analytics.analytics_anomaly WHERE status = 'open' AND {where}),
+                    'infinity'::timestamptz, %(events_tenant)s::text)
                 WHERE status = 'open' AND {where} GROUP BY 1, 2, 3""",
-            params,
+            {**params, "events_tenant": tenant},
         ).fetchall()
 
         metrics: dict[Machine, list[dict[str, Any]]] = {}
@@ -108,7 +118,7 @@ def fleet(
             if last >= since:
                 metrics.setdefault((t, f, m), []).append({"metric": metric, "last_time": last})
         last_health = {(t, f, m): last for t, f, m, last in health if last >= since}
-        anomalies = {(t, f, m): (n, worst) for t, f, m, n, worst in open_rows}
+        anomalies = {(t, f, m): (n, worst) for t, f, m, n, worst in open_events}
         machines = sorted(set(metrics) | set(last_health) | set(anomalies))
 
         items = []

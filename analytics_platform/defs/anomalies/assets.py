@@ -13,6 +13,7 @@ from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
 from analytics_platform.results.aggregates import chunks
 from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms.seasonal import SeasonalOptions
 
 
 def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
@@ -23,9 +24,16 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
         contamination=settings.anomaly_contamination,
         trees=settings.anomaly_trees,
         metrics=tuple(settings.anomaly_metrics),
-        skip_metrics=tuple(settings.kpi_drivers),
+        skip_metrics=tuple(settings.anomaly_skip_metrics),
         stoppage_minutes=settings.anomaly_stoppage_minutes,
         state_lookback=timedelta(hours=settings.device_state_lookback_hours),
+        seasonal=SeasonalOptions(
+            bucket_s=min(settings.windows),
+            history_days=settings.anomaly_history_days,
+            timezone=settings.anomaly_timezone,
+            weekend_days=tuple(settings.anomaly_weekend_days),
+            settle=timedelta(minutes=settings.anomaly_settle_minutes),
+        ),
     )
 
 
@@ -43,32 +51,52 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
         kinds={"scikit-learn", "postgres"},
-        description="Anomalies of the hour (analytics.analytics_anomaly): z-score (2σ warning, 3σ critical) and "
-        "sudden change against the trailing window, Isolation Forest per machine and metric (persisted, "
-        "versioned in analytics.analytics_anomaly_model, refitted when older than ANOMALY_REFIT_HOURS), "
-        "production stoppage while running, energy baseline deviation. Maintenance and fault periods are "
-        "skipped. Re-materialising an hour replaces its anomalies; resolutions of those found again are kept.",
+        description="Anomalies of the hour (analytics.analytics_anomaly; events: analytics.anomaly_events()): "
+        "each series judged at its own cadence against a robust seasonal profile (weekday × hour medians, "
+        "learned over ANOMALY_HISTORY_DAYS, stored in analytics.analytics_anomaly_model as method 'seasonal') "
+        "for deviation, level shift, noise and stuck readings; the Isolation Forest as a second opinion; "
+        "production stoppage while running; energy baseline deviation. Non-running periods (and "
+        "ANOMALY_SETTLE_MINUTES after them) are skipped; series with too little history are 'learning'. "
+        "Re-materialising an hour replaces its anomalies; resolutions of those found again are kept.",
         metadata={"table": "analytics.analytics_anomaly"},
         check_specs=contract_specs(dg.AssetKey("reading_anomalies"), RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def reading_anomalies(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
-        totals: dict[str, int] = {"readings": 0, "anomalies": 0, "models_fitted": 0, "deviations": 0}
+        totals: dict[str, int] = {
+            "readings": 0,
+            "anomalies": 0,
+            "models_fitted": 0,
+            "profiles_learned": 0,
+            "deviations": 0,
+        }
         methods: dict[str, int] = {}
         models: dict = {}  # forests loaded or fitted once per run, reused hour after hour
+        profiles: dict = {}  # profiles likewise (one per series and day)
+        learning = 0
         with db.connect() as conn:
             for start, end in chunks(window.start, window.end, 1):
-                run = anomalies.recompute_anomalies(conn, start, end, options, models)
+                run = anomalies.recompute_anomalies(conn, start, end, options, models, profiles)
                 totals["readings"] += run.readings
                 totals["anomalies"] += run.anomalies
                 totals["models_fitted"] += run.models_fitted
+                totals["profiles_learned"] += run.profiles_learned
                 totals["deviations"] += run.deviations
+                learning = run.learning
                 for method, count in run.by_method.items():
                     methods[method] = methods.get(method, 0) + count
             checks = anomaly_checks(conn, settings, window.start, window.end)
-        context.log.info("reading_anomalies %s..%s: %s %s", window.start, window.end, totals, methods)
+        context.log.info(
+            "reading_anomalies %s..%s: %s %s; %d series still learning (not judged)",
+            window.start,
+            window.end,
+            totals,
+            methods,
+            learning,
+        )
         return dg.MaterializeResult(
-            metadata={**totals, **{f"by_{k}": v for k, v in methods.items()}}, check_results=checks
+            metadata={**totals, "series_learning": learning, **{f"by_{k}": v for k, v in methods.items()}},
+            check_results=checks,
         )
 
     return reading_anomalies

@@ -488,7 +488,7 @@ function table(headers, rows, attrs = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Machine: aggregates with band and average, anomalies with severity, resolve
+// Machine: aggregates with band and average, anomaly events with severity, resolve
 // ---------------------------------------------------------------------------------------------
 function rangeFrom(params, defaultSeconds) {
   const end = params.get("end") ? new Date(params.get("end")) : new Date();
@@ -506,9 +506,10 @@ async function machineView(parts, params) {
   const where = { tenant_id: tenant, factory_id: factory, machine_id: machine };
   const machineKey = `${tenant}/${factory}/${machine}`;
   const cached = state.machineCache[machineKey];
-  const [fleet, anomalies] = await Promise.all([
+  const range = { start: start.toISOString(), end: end.toISOString() };
+  const [fleet, events] = await Promise.all([
     cached ? Promise.resolve(null) : api("/fleet", where),
-    api("/anomalies", { ...where, start: start.toISOString(), end: end.toISOString(), limit: 500 }),
+    api("/anomaly-events", { ...where, ...range, limit: 500 }),
   ]);
   const status = fleet ? fleet.machines[0] : cached;
   if (!status) throw new ApiError(404, `machine ${tenant}/${factory}/${machine} has sent nothing in the last 7 days`);
@@ -576,7 +577,7 @@ async function machineView(parts, params) {
     h("button", { type: "submit", class: "primary" }, "Apply"),
   );
 
-  const marked = anomalies.items.filter((a) => a.metric === metric && (!a.sensor_id || a.sensor_id === sensor));
+  const marked = events.items.filter((e) => e.metric === metric && (!e.sensor_id || e.sensor_id === sensor));
   const chart = aggChart(buckets, marked, { metric, sensor, window, agg });
   return h(
     "section",
@@ -591,7 +592,7 @@ async function machineView(parts, params) {
     ),
     controls,
     chart,
-    anomalyList(anomalies.items, marked),
+    eventList(events.items, marked, range),
   );
 }
 
@@ -604,14 +605,27 @@ function aggChart(buckets, marked, { metric, sensor, window, agg }) {
       (u) => {
         const ctx = u.ctx;
         drawn.length = 0;
-        for (const a of marked) {
-          const t = Date.parse(a.time) / 1000;
-          const x = u.valToPos(t, "x", true);
-          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
-          const y = a.observed === null ? u.bbox.top + 10 : u.valToPos(a.observed, "y", true);
+        const left = u.bbox.left;
+        const right = u.bbox.left + u.bbox.width;
+        for (const e of marked) {
+          // the event's span, shaded in its severity colour, and its peak marked
+          const from = Math.max(left, u.valToPos(Date.parse(e.start_time) / 1000, "x", true));
+          const to = Math.min(right, u.valToPos(Date.parse(e.end_time) / 1000, "x", true));
+          const x = u.valToPos(Date.parse(e.peak_time) / 1000, "x", true);
+          if (to < left || from > right) continue;
+          const colour = SEVERITY_COLOUR[e.severity_label];
           ctx.save();
-          ctx.strokeStyle = SEVERITY_COLOUR[a.severity_label];
-          ctx.fillStyle = a.status === "open" ? SEVERITY_COLOUR[a.severity_label] : "#ffffff";
+          ctx.fillStyle = `${colour}26`;
+          ctx.fillRect(from, u.bbox.top, Math.max(to - from, 2 * devicePixelRatio), u.bbox.height);
+          ctx.restore();
+          if (x < left || x > right) {
+            drawn.push(e.event_id);
+            continue;
+          }
+          const y = e.observed === null ? u.bbox.top + 10 : u.valToPos(e.observed, "y", true);
+          ctx.save();
+          ctx.strokeStyle = colour;
+          ctx.fillStyle = e.status === "open" ? colour : "#ffffff";
           ctx.lineWidth = 2 * devicePixelRatio;
           ctx.setLineDash([4 * devicePixelRatio, 4 * devicePixelRatio]);
           ctx.beginPath();
@@ -624,9 +638,9 @@ function aggChart(buckets, marked, { metric, sensor, window, agg }) {
           ctx.fill();
           ctx.stroke();
           ctx.restore();
-          drawn.push(a.anomaly_id);
+          drawn.push(e.event_id);
         }
-        u.root.closest("figure").dataset.anomaliesDrawn = String(drawn.length);
+        u.root.closest("figure").dataset.eventsDrawn = String(drawn.length);
       },
     ],
   };
@@ -635,10 +649,10 @@ function aggChart(buckets, marked, { metric, sensor, window, agg }) {
   return chartFigure({
     id: "agg-chart",
     title: `${metric || "no metric"} · ${sensor || "—"} · ${WINDOWS.find(([s]) => s === window)?.[1] || `${window} s`} buckets${source}`,
-    description: `${buckets.length} buckets: min–max band and average line; ${marked.length} anomalies marked (filled = open, hollow = resolved).`,
+    description: `${buckets.length} buckets: min–max band and average line; ${plural(marked.length, "anomaly event", "anomaly events")} shaded, peaks marked (filled = open, hollow = resolved).`,
     data,
     points: buckets.length,
-    extra: { anomalies: String(marked.length), window: String(window) },
+    extra: { events: String(marked.length), window: String(window) },
     series: [
       { label: "min", stroke: "#7fa6d6", width: 1 },
       { label: "max", stroke: "#7fa6d6", width: 1 },
@@ -651,7 +665,23 @@ function aggChart(buckets, marked, { metric, sensor, window, agg }) {
   });
 }
 
-function anomalyList(items, marked) {
+/** The event's span: "2025-08-20 03:00:00 – 03:12:00 (12 min)"; the end's date only when it differs. */
+function span(e) {
+  const from = utc(e.start_time);
+  const to = utc(e.end_time);
+  const seconds = (Date.parse(e.end_time) - Date.parse(e.start_time)) / 1000;
+  return `${from} – ${to.slice(0, 10) === from.slice(0, 10) ? to.slice(11) : to} (${duration(seconds)})`;
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+function rowCount(e) {
+  return e.open_anomalies > 0 && e.open_anomalies < e.anomalies ? `${e.anomalies} (${e.open_anomalies} open)` : String(e.anomalies);
+}
+
+/** Anomaly events (consecutive anomalous samples of one series), newest first, with a Resolve action
+ * that resolves every row of the event with one note. */
+function eventList(items, marked, range) {
   const legend = h(
     "p",
     { class: "legend-sev" },
@@ -661,59 +691,46 @@ function anomalyList(items, marked) {
     badge("critical"),
     ` · ${marked.length} of ${items.length} on this chart`,
   );
-  const rows = items.map((a) => {
+  const rows = items.map((e) => {
     const cell = h("td", {});
-    const status = h("td", {}, a.status === "open" ? badge("critical", "open") : badge("resolved", "resolved"));
-    const note = h("td", {}, a.resolution_note ? resolutionText(a) : "");
-    if (a.status === "open") cell.append(resolveButton(a, { cell, status, note }));
+    const status = h("td", {}, e.status === "open" ? badge("critical", "open") : badge("resolved", "resolved"));
+    const count = h("td", { class: "num" }, rowCount(e));
+    if (e.status === "open") cell.append(resolveButton(e, range, { cell, status, count }));
     return h(
       "tr",
-      { dataset: { anomalyId: String(a.anomaly_id) } },
-      h("td", {}, utc(a.time)),
-      h("td", {}, a.metric || a.anomaly_type),
-      h("td", {}, `${a.anomaly_type} / ${a.method}`),
-      h("td", {}, badge(a.severity_label, `${a.severity_label} (${a.severity})`)),
-      h("td", { class: "num" }, num(a.observed)),
-      h("td", { class: "num" }, num(a.expected)),
+      { dataset: { eventId: String(e.event_id) } },
+      h("td", {}, span(e)),
+      h("td", {}, e.machine_id),
+      h("td", {}, `${e.sensor_id || "—"} / ${e.metric || "—"}`),
+      h("td", {}, `${e.anomaly_type} / ${e.methods.join(", ")}`),
+      h("td", {}, badge(e.severity_label, `${e.severity_label} (${e.severity})`)),
+      count,
       status,
-      note,
+      h("td", { class: "num" }, `${num(e.observed)} / ${num(e.expected)}`),
       cell,
-      h("td", {}, assetLink("reading_anomalies", hourKey(a.time), "Dagster ↗")),
+      h("td", {}, assetLink("reading_anomalies", hourKey(e.start_time), "Dagster ↗")),
     );
   });
+  const headers = ["Start – end (UTC)", "Machine", "Sensor / metric", "Type / methods", "Peak severity", "Anomalies", "Status", "Peak observed / expected", "Action", "Lineage"];
   return h(
     "section",
-    { "aria-labelledby": "anomalies-title" },
-    h("h2", { id: "anomalies-title" }, `Anomalies (${items.length})`),
+    { "aria-labelledby": "events-title" },
+    h("h2", { id: "events-title" }, `Anomaly events (${items.length})`),
     legend,
     h(
       "table",
-      { id: "anomalies" },
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          ["Time (UTC)", "Metric", "Type / method", "Severity", "Observed", "Expected", "Status", "Note", "Action", "Lineage"].map((t) =>
-            h("th", { scope: "col" }, t),
-          ),
-        ),
-      ),
-      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No anomalies in this range."))),
+      { id: "anomaly-events" },
+      h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, "No anomaly events in this range."))),
     ),
   );
 }
 
-function resolutionText(a) {
-  return `${a.resolution_note} — ${a.resolved_by || "unknown"}, ${utc(a.resolved_at)} UTC`;
-}
-
-function resolveButton(anomaly, cells) {
-  const button = h("button", { type: "button", "aria-expanded": "false" }, `Resolve #${anomaly.anomaly_id}`);
+function resolveButton(e, range, cells) {
+  const button = h("button", { type: "button", "aria-expanded": "false" }, `Resolve event #${e.event_id}`);
   button.addEventListener("click", () => {
     button.hidden = true;
-    const id = `note-${anomaly.anomaly_id}`;
+    const id = `note-${e.event_id}`;
     const textarea = h("textarea", { id, name: "note", required: true, maxlength: 4000 });
     const error = h("p", { role: "alert", class: "muted" });
     const form = h(
@@ -728,19 +745,19 @@ function resolveButton(anomaly, cells) {
             return;
           }
           try {
-            const resolved = await api(`/anomalies/${anomaly.anomaly_id}/resolve`, {}, { method: "POST", body: { note } });
-            anomaly.status = resolved.status;
-            anomaly.resolution_note = resolved.resolution_note;
+            // the event is looked for in the range it was listed from
+            const resolved = await api(`/anomaly-events/${e.event_id}/resolve`, range, { method: "POST", body: { note } });
+            Object.assign(e, resolved);
             cells.status.replaceChildren(badge("resolved", "resolved"));
-            cells.note.textContent = resolutionText(resolved);
-            cells.cell.replaceChildren(h("span", { role: "status" }, "Resolved"));
+            cells.count.textContent = rowCount(e);
+            cells.cell.replaceChildren(h("span", { role: "status" }, `Resolved (${plural(resolved.anomalies, "anomaly", "anomalies")}): ${note}`));
             for (const chart of state.charts) chart.redraw(false);
           } catch (failure) {
             error.textContent = `Not resolved — ${failure.message}`;
           }
         },
       },
-      h("label", { for: id }, `Resolution note for #${anomaly.anomaly_id}`),
+      h("label", { for: id }, `Resolution note for event #${e.event_id} (${e.anomalies === 1 ? "its anomaly" : `all its ${e.anomalies} anomalies`})`),
       textarea,
       h("div", {}, h("button", { type: "submit", class: "primary" }, "Save resolution"), " ", h("button", { type: "button", onclick: () => { form.remove(); button.hidden = false; button.focus(); } }, "Cancel")),
       error,

@@ -1,0 +1,592 @@
+"""Seasonal, robust anomaly detection at each series' own cadence (issue 20).
+
+Why this replaced "z-score against the trailing 24 h": on a real machine the daily swing, the
+weekend and a change of run state are larger than most faults, so a mean/σ of the last day called
+a third of all normal samples anomalous, and rules written in one-minute buckets never fired on a
+series sampled every five minutes or every hour. Here every series is judged on *samples* — its
+`bucket_s` (60 s) aggregates: one reading per sample for series sampled once a minute or slower,
+the minute's mean, extremes and spread for faster ones — against an expectation that knows the
+time of day, weekdays from weekends, and whether the machine is running.
+
+A `Profile` is learned per series from up to `history_days` (default 14) of history, robustly:
+  * expected(t): the median sample per weekday and hour of day in the plant's time zone (a
+    weekday with under three days of data takes its day class's median: weekdays or weekend),
+    linearly interpolated between hour centres; a day class without data takes the other's, a
+    series with less than a day of history its overall median ('flat' stage). Samples taken
+    while the machine was not running (and for `settle` after it resumed) are neither learned
+    from nor judged: state is part of the expectation.
+  * scale: 1.4826·MAD of the residuals (robust σ), per statistic.
+  * thresholds: each statistic's warning/critical level is the larger of a floor that keeps
+    Gaussian noise quiet (tail probability spread over the samples of a day) and a margin times a
+    high quantile (0.8) of the statistic's *daily maxima* in the history. Daily maxima rather than
+    all samples: a fault that lasted two hours in the history moves one of fourteen daily maxima,
+    not the quantile, so it does not blind the detector to the next one; yet a machine that really
+    swings by 30 °C every few days teaches the detector that this is normal for it. (Anomalies on
+    most days of the history are learned as normal too: docs/benchmarks.md, "Anomaly density".)
+    A profile younger than `critical_after` (3 days) raises warnings only.
+
+Statistics per sample (all "larger = more unusual"), each reported under its method:
+  deviation  |residual| / scale; for samples of ≥ 3 readings also the reading furthest from the
+             sample's own mean, against the usual spread within a sample (spikes)
+  shift      |mean residual| of the last 4 and 16 samples / its scale (level shifts, drifts)
+  noise      spread of the sample / usual spread (multi-reading), or the median step between
+             the last 6 residuals / its value for Gaussian noise of the usual scale
+  stuck      readings in a run of identical values, against the longest usual run
+
+A series with too little history (`min_samples`, `min_history`) is 'learning': it is not judged
+and the caller reports it as such. Nothing here reads a clock or a database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from statistics import NormalDist
+from typing import Any
+
+import polars as pl
+
+from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
+
+VERSION = "seasonal-1"
+SHIFT_WINDOWS = (4, 16)
+NOISE_WINDOW = 6
+STEP_MEDIAN = 0.6745 * math.sqrt(2)  # median |r_t − r_t−1| of independent N(0, 1) residuals
+TESTS = ("deviation", "extreme", "shift4", "shift16", "noise", "stuck")
+MAD_SIGMA = 1.4826  # MAD of a normal distribution × this = σ
+MIN_CELL = 6  # samples a weekday-and-hour cell needs before it stands on its own
+MIN_CELL_DAYS = 3  # ... and days: the median of two days fits their noise, not the weekday
+MAX_GAP_SAMPLES = 3  # a gap longer than this many samples breaks rolling windows and runs
+CLIP = 4.0  # residuals enter window statistics clipped at this many scales (Huber-style)
+NEVER = 1e300  # a level no statistic reaches (JSON has no infinity)
+SAMPLE_COLUMNS = ("bucket_start", "bucket_end", "count_n", "avg_v", "min_v", "max_v", "stddev_v")
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True)
+class SeasonalOptions:
+    """How profiles are learned and samples judged; the defaults are tuned on bench/detection.py
+    (see docs/benchmarks.md, "Detection quality")."""
+
+    bucket_s: int = 60
+    history_days: int = 14
+    min_samples: int = 30
+    min_history: timedelta = timedelta(hours=1)
+    timezone: str = "UTC"
+    weekend_days: tuple[int, ...] = (6, 7)  # ISO weekdays (Mon = 1) that form the second day class
+    settle: timedelta = timedelta(minutes=30)
+    critical_after: timedelta = timedelta(days=3)  # younger profiles raise warnings only
+    quantile: float = 0.8  # of the daily maxima
+    warning_margin: float = 1.1
+    critical_margin: float = 1.6
+    warning_per_day: float = 0.2  # Gaussian floor: expected exceedances per series-day, all tests
+    critical_per_day: float = 0.01
+
+    def floors(self, samples_per_day: float) -> dict[str, tuple[float, float]]:
+        """(warning, critical) floor per statistic for a series with this many samples a day."""
+        out = {}
+        n = max(samples_per_day, 1.0) * len(TESTS)
+        for test in TESTS:
+            if test == "stuck":
+                out[test] = (3.0, 6.0)
+            elif test == "noise":
+                out[test] = (2.0, 3.0)
+            else:
+                warn = _NORMAL.inv_cdf(1 - self.warning_per_day / n / 2)
+                crit = _NORMAL.inv_cdf(1 - self.critical_per_day / n / 2)
+                out[test] = (warn, crit)
+        return out
+
+
+@dataclass
+class Profile:
+    """What one series normally looks like; JSON-serialisable (stored in analytics_anomaly_model)."""
+
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str
+    metric: str
+    stage: str  # learning | flat | daily | weekly
+    trained_from: datetime | None
+    trained_to: datetime
+    n_samples: int
+    span_hours: float
+    cadence_s: float
+    per_sample: float  # median readings per sample
+    centre: list[list[float]] = field(default_factory=list)  # [ISO weekday − 1][hour] → median
+    scale: dict[str, float] = field(default_factory=dict)
+    spread: float | None = None  # median within-sample stddev (multi-reading samples)
+    warning: dict[str, float] = field(default_factory=dict)
+    critical: dict[str, float] = field(default_factory=dict)
+    version: str = VERSION
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.tenant_id, self.factory_id, self.machine_id, self.sensor_id, self.metric)
+
+    @property
+    def judged(self) -> bool:
+        return self.stage != "learning"
+
+    @property
+    def sample_s(self) -> float:
+        return self.cadence_s * max(self.per_sample, 1.0)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("trained_from", "trained_to"):
+            out[name] = out[name].isoformat() if out[name] else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        values = dict(data)
+        for name in ("trained_from", "trained_to"):
+            values[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
+        return cls(**values)
+
+
+# ----- samples -----------------------------------------------------------------------------------
+
+
+def _strings(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(c).cast(pl.String) for c in SERIES_KEY)
+
+
+def samples_of(aggregates: pl.DataFrame, bucket_s: int) -> pl.DataFrame:
+    """The `bucket_s` aggregate rows with readings, as samples sorted per series."""
+    frame = _strings(aggregates).with_columns(
+        pl.col("bucket_start").cast(TIME), pl.col("bucket_end").cast(TIME), pl.col("count_n").cast(pl.Int64)
+    )
+    frame = frame.filter(
+        (pl.col("count_n") > 0)
+        & (pl.col("bucket_end") - pl.col("bucket_start") == pl.duration(seconds=bucket_s))
+        & pl.col("avg_v").is_finite()
+    )
+    return frame.select(*SERIES_KEY, *SAMPLE_COLUMNS).sort(*SERIES_KEY, "bucket_start")
+
+
+def _day_class(ts: pl.Expr, options: SeasonalOptions) -> pl.Expr:
+    return ts.dt.weekday().is_in(list(options.weekend_days)).cast(pl.Int8)
+
+
+def _local(ts: pl.Expr, options: SeasonalOptions) -> pl.Expr:
+    return ts.dt.convert_time_zone(options.timezone)
+
+
+def _mid(options: SeasonalOptions) -> pl.Expr:
+    """The sample's midpoint in plant time: what its hour of day and day class are taken from."""
+    return _local(pl.col("bucket_start") + (pl.col("bucket_end") - pl.col("bucket_start")) / 2, options)
+
+
+# ----- fitting -----------------------------------------------------------------------------------
+
+
+def _centres(frame: pl.DataFrame, stages: dict[tuple, str], options: SeasonalOptions) -> dict[tuple, list[list[float]]]:
+    """Per series the 7×24 table (ISO weekday − 1, hour) of medians, every cell filled.
+
+    'weekly': a weekday's own median where that weekday and hour hold ≥ MIN_CELL samples from ≥
+    MIN_CELL_DAYS different days (a plant's Monday start-up is not its Wednesday), else the median
+    of its day class (weekdays or weekend days) at that hour, else the other class's; 'daily': the
+    hour's median over all days; 'flat': the overall median."""
+    mid = _mid(options)
+    tagged = frame.with_columns(
+        dow=mid.dt.weekday().cast(pl.Int8), cls=_day_class(mid, options), hour=mid.dt.hour().cast(pl.Int8)
+    )
+    by_dow = (
+        tagged.group_by(*SERIES_KEY, "dow", "hour")
+        .agg(centre=pl.col("avg_v").median(), n=pl.len(), days=pl.col("bucket_start").dt.date().n_unique())
+        .filter((pl.col("n") >= MIN_CELL) & (pl.col("days") >= MIN_CELL_DAYS))
+    )
+    by_cls = tagged.group_by(*SERIES_KEY, "cls", "hour").agg(centre=pl.col("avg_v").median())
+    by_hour = tagged.group_by(*SERIES_KEY, "hour").agg(centre=pl.col("avg_v").median())
+    overall = {tuple(r[:5]): r[5] for r in frame.group_by(SERIES_KEY).agg(pl.col("avg_v").median()).iter_rows()}
+
+    def cells(table: pl.DataFrame, by: list[str]) -> dict[tuple, dict[tuple, float]]:
+        out: dict[tuple, dict[tuple, float]] = {}
+        for row in table.select(*SERIES_KEY, *by, "centre").iter_rows():
+            out.setdefault(tuple(row[:5]), {})[tuple(row[5:-1])] = row[-1]
+        return out
+
+    dows, classes, hours = cells(by_dow, ["dow", "hour"]), cells(by_cls, ["cls", "hour"]), cells(by_hour, ["hour"])
+    weekend = set(options.weekend_days)
+    out = {}
+    for key, level in overall.items():
+        stage = stages[key]
+        grid = []
+        for dow in range(1, 8):
+            cls = int(dow in weekend)
+            row = []
+            for hour in range(24):
+                if stage == "flat":
+                    value = None
+                elif stage == "daily":
+                    value = hours.get(key, {}).get((hour,))
+                else:
+                    mine, by = dows.get(key, {}), classes.get(key, {})
+                    value = mine.get((dow, hour), by.get((cls, hour), by.get((1 - cls, hour))))
+                row.append(float(level if value is None else value))
+            grid.append(row)
+        out[key] = grid
+    return out
+
+
+def _expected(frame: pl.DataFrame, centres: pl.DataFrame, options: SeasonalOptions) -> pl.Series:
+    """expected(t) per sample: the weekday/hour medians interpolated between hour centres (the
+    centre of hour h is h:30; a sample at its midpoint m lies between the centres around it)."""
+    mid = _mid(options)
+    anchor = (mid - pl.duration(minutes=30)).dt.truncate("1h")
+    nxt = anchor + pl.duration(hours=1)
+    weight = (mid - anchor - pl.duration(minutes=30)).dt.total_microseconds() / 3.6e9
+    lookup = frame.select(
+        *SERIES_KEY,
+        dow_a=anchor.dt.weekday().cast(pl.Int8),
+        hour_a=anchor.dt.hour().cast(pl.Int8),
+        dow_b=nxt.dt.weekday().cast(pl.Int8),
+        hour_b=nxt.dt.hour().cast(pl.Int8),
+        w=weight,
+    ).with_row_index("_row")
+    a = centres.rename({"dow": "dow_a", "hour": "hour_a", "centre": "centre_a"})
+    b = centres.rename({"dow": "dow_b", "hour": "hour_b", "centre": "centre_b"})
+    joined = (
+        lookup.join(a, on=[*SERIES_KEY, "dow_a", "hour_a"], how="left")
+        .join(b, on=[*SERIES_KEY, "dow_b", "hour_b"], how="left")
+        .sort("_row")
+    )
+    return joined.select(expected=(1 - pl.col("w")) * pl.col("centre_a") + pl.col("w") * pl.col("centre_b"))["expected"]
+
+
+def _centre_frame(profiles: Sequence[Profile]) -> pl.DataFrame:
+    rows = [
+        (*p.key, dow, hour, value)
+        for p in profiles
+        for dow, row in enumerate(p.centre, start=1)
+        for hour, value in enumerate(row)
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={**{c: pl.String() for c in SERIES_KEY}, "dow": pl.Int8(), "hour": pl.Int8(), "centre": pl.Float64()},
+        orient="row",
+    )
+
+
+def _segments(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
+    """A segment id per sample: a new segment starts after a gap longer than `max_gap` (per series)."""
+    gap = pl.col("bucket_start") - pl.col("bucket_end").shift(1).over(SERIES_KEY)
+    brk = (gap.is_null() | (gap.dt.total_microseconds() / 1e6 > max_gap)).cast(pl.Int32)
+    return frame.with_columns(_seg=brk.cum_sum().over(SERIES_KEY))
+
+
+def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
+    """Residual-based raw statistics per sample (before scaling; `s_r` must be joined): `r`,
+    `ext`, rolling means of the clipped r over SHIFT_WINDOWS, the rolling median of its steps over
+    NOISE_WINDOW, the spread without the furthest reading, and the flat run length."""
+    frame = _segments(frame.sort(*SERIES_KEY, "bucket_start"), max_gap)
+    seg = [*SERIES_KEY, "_seg"]
+    r = pl.col("avg_v") - pl.col("expected")
+    flat = pl.col("min_v") == pl.col("max_v")  # a one-reading sample is flat by itself
+    same = flat & (pl.col("avg_v") == pl.col("avg_v").shift(1).over(seg)) & pl.col("_flat_prev").fill_null(False)
+    frame = frame.with_columns(r=r, _flat=flat).with_columns(_flat_prev=pl.col("_flat").shift(1).over(seg))
+    frame = frame.with_columns(_same=same)
+    run_id = (~pl.col("_same")).cast(pl.Int32).cum_sum().over(seg)
+    frame = frame.with_columns(_run=run_id).with_columns(
+        run=pl.when(pl.col("_flat")).then(pl.col("count_n").cum_sum().over([*seg, "_run"])).otherwise(0)
+    )
+    # the sample's spread without its furthest reading (exact from count, mean and stddev): one
+    # spike is the extreme test's to report, not a burst of noise
+    n, mean = pl.col("count_n").cast(pl.Float64), pl.col("avg_v")
+    far = pl.when((pl.col("max_v") - mean).abs() >= (pl.col("min_v") - mean).abs()).then("max_v").otherwise("min_v")
+    squares = pl.col("stddev_v").fill_null(0.0).pow(2) * (n - 1) - (far - mean).pow(2) * n / (n - 1)
+    trimmed = pl.when(pl.col("count_n") >= 3).then((squares.clip(lower_bound=0.0) / (n - 2)).sqrt())
+    # windows see residuals clipped at CLIP scales: a drop already reported by its own deviation
+    # must not make the next 16 samples' mean (or spread) look shifted (or noisy)
+    clipped = pl.col("r").clip(-CLIP * pl.col("s_r"), CLIP * pl.col("s_r"))
+    return frame.with_columns(
+        ext=pl.max_horizontal((pl.col("max_v") - pl.col("avg_v")).abs(), (pl.col("min_v") - pl.col("avg_v")).abs()),
+        trimmed=trimmed,
+        **{f"m{k}": clipped.rolling_mean(k, min_samples=k).over(seg) for k in SHIFT_WINDOWS},
+        # the median step between neighbouring residuals: a level shift is one big step and leaves
+        # it alone, a burst of noise makes every step big
+        steps=(clipped - clipped.shift(1).over(seg))
+        .abs()
+        .rolling_median(NOISE_WINDOW, min_samples=NOISE_WINDOW)
+        .over(seg),
+    ).drop("_flat", "_flat_prev", "_same", "_run")
+
+
+def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
+    """The six statistics of TESTS from the raw ones and the joined scales (`s_*` columns)."""
+    multi = pl.col("count_n") >= 3
+    # a window statistic speaks only while the sample itself is off the same way as the window (by
+    # at least one scale) and the window's recent part (the sample for 4, the last 4 for 16) is at
+    # least half as far off: otherwise a 16-sample mean keeps "finding" a fault after it ended
+    off = pl.col("r").abs() >= pl.col("s_r")
+
+    def along(m: str, recent: str) -> pl.Expr:
+        same = (pl.col("r").sign() == pl.col(m).sign()) & (pl.col(recent).sign() == pl.col(m).sign())
+        return off & same & (pl.col(recent).abs() >= 0.5 * pl.col(m).abs())
+
+    return frame.with_columns(
+        deviation=pl.col("r").abs() / pl.col("s_r"),
+        extreme=pl.when(multi & pl.col("s_spread").is_not_null()).then(pl.col("ext") / pl.col("s_spread")),
+        shift4=pl.when(along("m4", "r")).then(pl.col("m4").abs() / pl.col("s_m4")),
+        shift16=pl.when(along("m16", "m4")).then(pl.col("m16").abs() / pl.col("s_m16")),
+        noise=pl.when(multi & pl.col("s_spread").is_not_null())
+        .then(pl.col("trimmed") / pl.col("s_spread"))
+        .when(~multi)
+        .then(pl.col("steps") / (STEP_MEDIAN * pl.col("s_r"))),
+        stuck=pl.when(pl.col("run") > 1).then(pl.col("run").cast(pl.Float64)),
+    )
+
+
+def _robust(values: pl.Series) -> float | None:
+    clean = values.drop_nulls().drop_nans()
+    if clean.len() < 2:
+        return None
+    mad = (clean - clean.median()).abs().median()
+    return float(MAD_SIGMA * mad) if mad and mad > 0 else None
+
+
+def fit_profiles(
+    history: pl.DataFrame,
+    trained_to: datetime,
+    options: SeasonalOptions = SeasonalOptions(),
+    *,
+    series: Sequence[tuple] = (),
+) -> list[Profile]:
+    """One Profile per series of `history` (its `bucket_s` aggregates before `trained_to`, running
+    samples only: the caller drops the rest) and per extra key in `series` (those get 'learning')."""
+    samples = samples_of(history, options.bucket_s).filter(pl.col("bucket_end") <= trained_to)
+    by_key = samples.partition_by(SERIES_KEY, as_dict=True) if not samples.is_empty() else {}
+    keys = sorted({*by_key, *map(tuple, series)})
+    out: list[Profile] = []
+    ready: dict[tuple, Profile] = {}
+    for key in keys:
+        group = by_key.get(key)
+        n = 0 if group is None else group.height
+        span_h = 0.0
+        per_sample, cadence = 1.0, float(options.bucket_s)
+        stage = "learning"
+        if group is not None:
+            span_h = (group["bucket_end"].max() - group["bucket_start"].min()).total_seconds() / 3600
+            per_sample = float(group["count_n"].median())
+            if group.height > 1:
+                gaps = group["bucket_start"].diff().drop_nulls().dt.total_seconds()
+                cadence = float(gaps.median()) if per_sample <= 1 else options.bucket_s / per_sample
+            if n >= options.min_samples and span_h * 3600 >= options.min_history.total_seconds():
+                days = group["bucket_start"].dt.date().n_unique()
+                classes = group.select(_day_class(_mid(options), options).n_unique()).item()
+                stage = "flat" if span_h < 24 else ("weekly" if classes == 2 and days >= 7 else "daily")
+        profile = Profile(
+            *key,
+            stage=stage,
+            trained_from=None if group is None else group["bucket_start"].min(),
+            trained_to=trained_to,
+            n_samples=n,
+            span_hours=round(span_h, 3),
+            cadence_s=cadence,
+            per_sample=per_sample,
+        )
+        out.append(profile)
+        if stage != "learning":
+            ready[key] = profile
+    if not ready:
+        return out
+    frame = pl.concat([by_key[k] for k in ready])
+    centres = _centres(frame, {k: p.stage for k, p in ready.items()}, options)
+    for key, profile in ready.items():
+        profile.centre = centres[key]
+    frame = frame.sort(*SERIES_KEY, "bucket_start")
+    frame = frame.with_columns(expected=_expected(frame, _centre_frame(list(ready.values())), options))
+    residual_scale = {}
+    for key, part in frame.partition_by(SERIES_KEY, as_dict=True).items():
+        s_r = _robust(part["avg_v"] - part["expected"])
+        # a constant series: any deviation at all is unusual; its scale is a thousandth of its size
+        residual_scale[key] = s_r if s_r is not None else max(abs(float(part["avg_v"].median())) * 1e-3, 1e-9)
+    scale_frame = pl.DataFrame(
+        [(*k, v) for k, v in residual_scale.items()],
+        schema={**{c: pl.String() for c in SERIES_KEY}, "s_r": pl.Float64()},
+        orient="row",
+    )
+    frame = frame.join(_gap_frame(ready.values()), on=list(SERIES_KEY)).join(scale_frame, on=list(SERIES_KEY))
+    stats = _raw_statistics(frame, pl.col("_max_gap")).drop("s_r")
+    for key, part in stats.partition_by(SERIES_KEY, as_dict=True).items():
+        profile = ready[key]
+        s_r = residual_scale[key]
+        spread = part.filter(pl.col("count_n") >= 3)["trimmed"].drop_nulls()
+        profile.spread = float(spread.median()) if spread.len() and spread.median() > 0 else None
+        profile.scale = {
+            "r": s_r,
+            **{f"m{k}": _robust(part[f"m{k}"]) or s_r / math.sqrt(k) for k in SHIFT_WINDOWS},
+        }
+        scaled = _scaled(_with_scales(part, [profile]))
+        floors = options.floors(86_400 / profile.sample_s)
+        daily = scaled.group_by(pl.col("bucket_start").dt.date().alias("day")).agg(pl.col(t).max() for t in TESTS)
+        for test in TESTS:
+            warn_floor, crit_floor = floors[test]
+            maxima = daily[test].drop_nulls().drop_nans()
+            usual = float(maxima.quantile(options.quantile, "linear")) if maxima.len() else 0.0
+            if test == "stuck":
+                usual = max(usual, 1.0)
+            profile.warning[test] = max(warn_floor, options.warning_margin * usual)
+            profile.critical[test] = max(crit_floor, options.critical_margin * usual, profile.warning[test])
+        if part["run"].max() * 2 >= part["count_n"].sum():
+            # a series that held one value for half its history (a setpoint, a flag) is not stuck
+            # when it does so again: its runs only grow, so no level learned from them would hold
+            profile.warning["stuck"] = profile.critical["stuck"] = NEVER
+    return sorted(out, key=lambda p: p.key)
+
+
+def _gap_frame(profiles: Sequence[Profile] | Any) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(*p.key, MAX_GAP_SAMPLES * p.sample_s) for p in profiles],
+        schema={**{c: pl.String() for c in SERIES_KEY}, "_max_gap": pl.Float64()},
+        orient="row",
+    )
+
+
+def _with_scales(frame: pl.DataFrame, profiles: Sequence[Profile]) -> pl.DataFrame:
+    scales = pl.DataFrame(
+        [(*p.key, p.scale["r"], p.scale["m4"], p.scale["m16"], p.spread) for p in profiles if p.judged],
+        schema={
+            **{c: pl.String() for c in SERIES_KEY},
+            **{c: pl.Float64() for c in ("s_r", "s_m4", "s_m16", "s_spread")},
+        },
+        orient="row",
+    )
+    return frame.join(scales, on=list(SERIES_KEY))
+
+
+# ----- judging -----------------------------------------------------------------------------------
+
+
+def judge(
+    samples: pl.DataFrame,
+    profiles: Sequence[Profile],
+    start: datetime,
+    options: SeasonalOptions = SeasonalOptions(),
+) -> pl.DataFrame:
+    """Every sample at or after `start` of a judged series with its statistics, their levels
+    (0 none, 2 warning, 3..5 critical) and `level`/`method` of the worst. `samples` holds the
+    context before `start` too (up to 16 samples are used), running samples only."""
+    judged = [p for p in profiles if p.judged]
+    if not judged or samples.is_empty():
+        return pl.DataFrame()
+    frame = _strings(samples).join(
+        pl.DataFrame([p.key for p in judged], schema=list(SERIES_KEY), orient="row"), on=list(SERIES_KEY), how="semi"
+    )
+    if frame.is_empty():
+        return pl.DataFrame()
+    frame = frame.sort(*SERIES_KEY, "bucket_start")
+    frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
+    gaps = _gap_frame(judged)
+    stats = _scaled(_raw_statistics(_with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged), pl.col("_max_gap")))
+    stats = stats.filter(pl.col("bucket_start") >= start)
+    limits = pl.DataFrame(
+        [(*p.key, *(p.warning[t] for t in TESTS), *(p.critical[t] for t in TESTS)) for p in judged],
+        schema={
+            **{c: pl.String() for c in SERIES_KEY},
+            **{f"w_{t}": pl.Float64() for t in TESTS},
+            **{f"c_{t}": pl.Float64() for t in TESTS},
+        },
+        orient="row",
+    )
+    stats = stats.join(limits, on=list(SERIES_KEY))
+    levels = {}
+    for t in TESTS:
+        value, crit = pl.col(t), pl.col(f"c_{t}")
+        levels[f"l_{t}"] = (
+            pl.when(value >= 2 * crit)
+            .then(5)
+            .when(value >= 1.5 * crit)
+            .then(4)
+            .when(value >= crit)
+            .then(3)
+            .when(value >= pl.col(f"w_{t}"))
+            .then(2)
+            .otherwise(0)
+            .fill_null(0)
+            .cast(pl.Int16)
+        )
+    stats = stats.with_columns(**levels)
+    young = [p.key for p in judged if p.span_hours * 3600 < options.critical_after.total_seconds()]
+    if young:
+        cap = pl.struct(SERIES_KEY).is_in([dict(zip(SERIES_KEY, k, strict=True)) for k in young])
+        stats = stats.with_columns(
+            pl.when(cap).then(pl.col(c).clip(upper_bound=2)).otherwise(pl.col(c)) for c in levels
+        )
+    return stats
+
+
+def training_end(start: datetime, refit: timedelta) -> datetime:
+    """The end of the history a profile for the hour at `start` learns from: `start` floored to
+    the refit period (epoch-aligned, so UTC midnight for a day). A function of `start` alone, so
+    a live hour and a backfill of it use the same profile whatever order hours run in."""
+    period = int(refit.total_seconds())
+    if period <= 0:
+        raise ValueError(f"refit period must be positive, got {refit}")
+    epoch = int(start.timestamp())
+    return start - timedelta(seconds=epoch % period, microseconds=start.microsecond)
+
+
+def profiles_for_hour(
+    start: datetime,
+    keys: set[tuple],
+    get: Callable[[datetime, set[tuple]], dict[tuple, Profile]],
+    refit: timedelta = timedelta(hours=24),
+) -> dict[tuple, Profile]:
+    """The profile each series is judged with in the hour at `start`: the one learned up to
+    `training_end(start)`; a series that had less than a day of history then ('learning' or
+    'flat') is re-learned up to `start` itself, so a new series starts being judged within hours
+    rather than at the next midnight. `get(trained_to, keys)` loads or fits profiles."""
+    end = training_end(start, refit)
+    found = get(end, keys) if keys else {}
+    young = {k for k in keys if k not in found or found[k].stage in ("learning", "flat")}
+    if young and end != start:
+        found.update(get(start, young))
+    return found
+
+
+def backtest(
+    aggregates: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    options: SeasonalOptions = SeasonalOptions(),
+    refit: timedelta = timedelta(hours=24),
+) -> pl.DataFrame:
+    """Every sample in [start, end) judged exactly as the hourly asset would have judged it, from
+    `aggregates` alone (the series' `bucket_s` rows, running samples only): each hour with the
+    profile `profiles_for_hour` picks, learned from the same rows. Hours that share one profile
+    are judged together (the statistics only look back, so this is the same as hour by hour).
+
+    What an engineer runs to see what the detector would have said about last month, and what
+    bench/detection.py and the tests replay labelled data with."""
+    samples = samples_of(aggregates, options.bucket_s).sort("bucket_start")
+    starts = samples["bucket_start"]
+    fitted: dict[datetime, dict[tuple, Profile]] = {}
+
+    def get(trained_to: datetime, keys: set[tuple]) -> dict[tuple, Profile]:
+        if trained_to not in fitted:
+            since = trained_to - timedelta(days=options.history_days)
+            lo, hi = starts.search_sorted(since, "left"), starts.search_sorted(trained_to, "left")
+            fitted[trained_to] = {p.key: p for p in fit_profiles(samples.slice(lo, hi - lo), trained_to, options)}
+        return {k: fitted[trained_to][k] for k in keys if k in fitted[trained_to]}
+
+    keys = set(samples.select(SERIES_KEY).unique().rows())
+    out = []
+    hour = start
+    while hour < end:
+        profiles = profiles_for_hour(hour, keys, get, refit)
+        block_end = hour + timedelta(hours=1)
+        if all(p.stage not in ("learning", "flat") for p in profiles.values()):  # same profile until the next refit
+            block_end = min(training_end(hour, refit) + refit, end)
+        lo = starts.search_sorted(hour - timedelta(hours=24), "left")
+        hi = starts.search_sorted(block_end, "left")
+        judged = judge(samples.slice(lo, hi - lo), list(profiles.values()), hour, options)
+        if not judged.is_empty():
+            out.append(judged)
+        hour = block_end
+    return pl.concat(out, how="diagonal_relaxed") if out else pl.DataFrame()
