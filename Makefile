@@ -94,6 +94,7 @@ bench: $(STAMP) ui-assets mosquitto
 	@$(PY) bench/api.py
 	@$(PY) bench/edge.py
 	@$(PY) bench/detection.py
+	@$(PY) bench/detection_nab.py
 
 ## Re-pin the image's runtime dependencies (constraints.txt, CPython 3.11 on Linux) after a change to
 ## [project.dependencies]; existing pins are kept where they still fit. UPGRADE=1 moves every pin to
