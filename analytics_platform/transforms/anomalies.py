@@ -724,8 +724,8 @@ def detect_anomalies(
     history: pl.DataFrame,
     excluded: pl.DataFrame | None = None,
     *,
-    start: datetime,
-    profiles: Sequence[se.Profile] = (),
+    start: datetime | None = None,
+    profiles: Sequence[se.Profile] | None = None,
     models: Sequence[FittedForest] = (),
     counters: pl.DataFrame | None = None,
     running: pl.DataFrame | None = None,
@@ -738,7 +738,20 @@ def detect_anomalies(
 
     The forest only speaks where a statistic already flagged the same sample, and at most as a
     warning: on the labelled harness it found nothing the statistics missed while adding false
-    alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page."""
+    alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page.
+
+    Without `start`, the hour of the earliest reading; without `profiles`, they are learned from
+    `history` up to `start` (running samples only), as a new deployment's first hour would be."""
+    if start is None:
+        first = readings["time"].min() if not readings.is_empty() else None
+        if first is None:
+            return _empty()
+        start = first.replace(minute=0, second=0, microsecond=0)
+    if profiles is None:
+        running = drop_excluded(_history(history, None, options.bucket_s), settled(excluded, options.settle),
+                                "bucket_start", "bucket_end")  # fmt: skip
+        keys = _strings(readings, SERIES_KEY).select(SERIES_KEY).unique().rows()
+        profiles = se.fit_profiles(running, start, options, series=keys)
     statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
     forest = isolation_forest_anomalies(models, readings, excluded, history=history)
     if not forest.is_empty():

@@ -340,3 +340,16 @@ def test_bucket_features_change_is_null_without_an_adjacent_bucket() -> None:
         (HOUR + timedelta(minutes=1), 3.0, 0.0, 2.0),
         (HOUR + timedelta(minutes=3), 10.0, 0.0, None),
     ]
+
+
+def test_without_profiles_they_are_learned_from_the_history_given(clean_day) -> None:
+    """What a caller with only readings and history gets: the hour of the first reading, profiles
+    learned from that history (four days: critical allowed), the same rows as with stored profiles."""
+    history, readings, models, profiles = clean_day
+    past = times(DAYS_BEFORE, 4 * 24 * 3600)
+    full = history_of(raw(past, signal(past, seed=7)))
+    hot = spiked(readings, pooled_stats(history)["std"][0])
+    learned = detect_anomalies(hot, full, models=models)
+    assert learned.equals(detect_anomalies(hot, full, start=HOUR, profiles=profiles, models=models))
+    assert learned.filter(pl.col("method") == "deviation")["time"].to_list() == SPIKES
+    assert detect_anomalies(hot.clear(), full).is_empty()
