@@ -335,15 +335,17 @@ def run_step(name: str, url: str) -> dict:
                 f"day deviations {time.perf_counter() - began - kpi_s:.2f} s ({deviations.height} rows)",
             )
         elif name in ("anomalies_first", "anomalies_rest"):
-            # as the asset runs them: drivers (weather) not judged, forests kept across the run's hours
+            # as the asset runs them: weather not judged (ANOMALY_SKIP_METRICS' default), forests and
+            # profiles kept across the run's hours
             options = AnomalyOptions(bucket_s=60, trees=50, skip_metrics=("outdoor_temp", "outdoor_pressure"))
             cache: dict = {}
+            profile_cache: dict = {}
             hours = [0] if name == "anomalies_first" else list(range(1, 24))
             per_hour, rows_in, rows_out, fitted, reused, methods = [], 0, 0, 0, 0, {}
             for h in hours:
                 t0 = time.perf_counter()
                 run = anomalies.recompute_anomalies(
-                    conn, DAY + timedelta(hours=h), DAY + timedelta(hours=h + 1), options, cache
+                    conn, DAY + timedelta(hours=h), DAY + timedelta(hours=h + 1), options, cache, profile_cache
                 )
                 per_hour.append(time.perf_counter() - t0)
                 rows_in += run.readings

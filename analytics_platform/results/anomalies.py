@@ -385,6 +385,20 @@ def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datet
     return deleted
 
 
+def _aggregates(
+    conn: psycopg.Connection, bucket_s: int, since: datetime, until: datetime, where: str, params: list
+) -> pl.DataFrame:
+    """The `bucket_s` window aggregates in [since, until) of the judged metrics (`where`, `params`)."""
+    return read_frame(
+        conn,
+        "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
+        "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
+        f"AND bucket_end <= %s AND {where}",
+        [bucket_s, since, until, *params],
+        HISTORY_SCHEMA,
+    )
+
+
 def recompute_anomalies(
     conn: psycopg.Connection,
     start: datetime,
@@ -403,19 +417,17 @@ def recompute_anomalies(
         [start, end, *params],
         RAW_SCHEMA,
     )
-    # forests learn the `training_hours` before the hour's training end (its midnight), the
-    # statistics read the `training_hours` before the hour as context: one read covers both
+    # the statistics read the `training_hours` before the hour as context; forests learn the
+    # `training_hours` before the hour's training end (its midnight), read only for the series that
+    # have no forest for it yet (normally: in the day's first hour)
     trained_to = se.training_end(start, timedelta(hours=options.refit_hours))
     train_from = trained_to - timedelta(hours=options.training_hours)
-    read_from = min(train_from, start - timedelta(hours=options.training_hours))
-    history = read_frame(
-        conn,
-        "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
-        "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
-        f"AND bucket_end <= %s AND {where}",
-        [options.bucket_s, read_from, start, *params],
-        HISTORY_SCHEMA,
-    )
+    context_from = start - timedelta(hours=options.training_hours)
+    wanted = set(readings.select(SERIES).unique().rows())
+    models = load_models(conn, trained_to, options, wanted, cache)
+    need = wanted - set(models)
+    history = _aggregates(conn, options.bucket_s, context_from, start, where, params)
+    read_from = min(train_from, context_from) if need else context_from
     intervals = _states(conn, read_from, end, options.state_lookback)
     excluded = intervals.filter(pl.col("state").is_in(NOT_RUNNING))
     running = intervals.filter(
@@ -423,14 +435,18 @@ def recompute_anomalies(
     ).with_columns(
         start=pl.max_horizontal("start", pl.lit(start, TIME)), end=pl.min_horizontal("end", pl.lit(end, TIME))
     )
-
-    wanted = set(readings.select(SERIES).unique().rows())
-    models = load_models(conn, trained_to, options, wanted, cache)
-    missing = history.filter(
-        pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in wanted - set(models)])
-        & (pl.col("bucket_start") >= train_from)
-        & (pl.col("bucket_end") <= trained_to)
-    )
+    missing = pl.DataFrame(schema=HISTORY_SCHEMA)
+    if need:
+        training = (
+            history
+            if train_from >= context_from
+            else _aggregates(conn, options.bucket_s, train_from, trained_to, where, params)
+        )
+        missing = training.filter(
+            pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in need])
+            & (pl.col("bucket_start") >= train_from)
+            & (pl.col("bucket_end") <= trained_to)
+        )
     fitted = an.fit_isolation_forests(
         missing,
         excluded,

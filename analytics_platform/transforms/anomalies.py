@@ -271,6 +271,7 @@ FAMILIES = {
     "stuck": ("stuck",),
 }
 STATISTICAL = tuple(FAMILIES)
+CONTEXT = timedelta(hours=24)  # history before the hour the seasonal statistics read
 
 
 def settled(excluded: pl.DataFrame | None, settle: timedelta) -> pl.DataFrame | None:
@@ -310,7 +311,11 @@ def seasonal_anomalies(
         return _empty()
     columns = [*SERIES_KEY, *se.SAMPLE_COLUMNS]
     hour = bucket_readings(live, options.bucket_s).select(columns)
-    past = _history(history, fenced, options.bucket_s).filter(pl.col("bucket_start") < start)
+    # the context: a day before the hour (windows look back 16 samples; a day bounds the work
+    # whatever history the caller read, and is the same live and in a backfill)
+    past = _history(history, fenced, options.bucket_s).filter(
+        (pl.col("bucket_start") < start) & (pl.col("bucket_start") >= start - CONTEXT)
+    )
     samples = pl.concat([_strings(past, SERIES_KEY).select(columns).cast(hour.schema), hour])
     stats = se.judge(samples, profiles, start, options)
     if stats.is_empty():

@@ -12,7 +12,7 @@ A `Profile` is learned per series from up to `history_days` (default 14) of hist
   * expected(t): the median sample per weekday and hour of day in the plant's time zone (a
     weekday with under three days of data takes its day class's median: weekdays or weekend),
     linearly interpolated between hour centres; a day class without data takes the other's, a
-    series with less than a day of history its overall median ('flat' stage). Samples taken
+    series with less than three days of history its overall median ('flat' stage). Samples taken
     while the machine was not running (and for `settle` after it resumed) are neither learned
     from nor judged: state is part of the expectation.
   * scale: 1.4826·MAD of the residuals (robust σ), per statistic.
@@ -379,7 +379,10 @@ def fit_profiles(
             if n >= options.min_samples and span_h * 3600 >= options.min_history.total_seconds():
                 days = group["bucket_start"].dt.date().n_unique()
                 classes = group.select(_day_class(_mid(options), options).n_unique()).item()
-                stage = "flat" if span_h < 24 else ("weekly" if classes == 2 and days >= 7 else "daily")
+                # an hour of day needs MIN_CELL_DAYS days: an hour's median from one or two days fits
+                # those days' own level, and tomorrow's ordinary wander would read as a shift
+                flat = span_h < 24 or days < MIN_CELL_DAYS
+                stage = "flat" if flat else ("weekly" if classes == 2 and days >= 7 else "daily")
         profile = Profile(
             *key,
             stage=stage,
@@ -539,12 +542,12 @@ def profiles_for_hour(
     refit: timedelta = timedelta(hours=24),
 ) -> dict[tuple, Profile]:
     """The profile each series is judged with in the hour at `start`: the one learned up to
-    `training_end(start)`; a series that had less than a day of history then ('learning' or
-    'flat') is re-learned up to `start` itself, so a new series starts being judged within hours
-    rather than at the next midnight. `get(trained_to, keys)` loads or fits profiles."""
+    `training_end(start)`; a series that had less than a day of history then (or was still
+    'learning') is re-learned up to `start` itself, so a new series starts being judged within
+    hours rather than at the next midnight. `get(trained_to, keys)` loads or fits profiles."""
     end = training_end(start, refit)
     found = get(end, keys) if keys else {}
-    young = {k for k in keys if k not in found or found[k].stage in ("learning", "flat")}
+    young = {k for k in keys if k not in found or not found[k].judged or found[k].span_hours < 24}
     if young and end != start:
         found.update(get(start, young))
     return found
@@ -581,7 +584,7 @@ def backtest(
     while hour < end:
         profiles = profiles_for_hour(hour, keys, get, refit)
         block_end = hour + timedelta(hours=1)
-        if all(p.stage not in ("learning", "flat") for p in profiles.values()):  # same profile until the next refit
+        if all(p.judged and p.span_hours >= 24 for p in profiles.values()):  # one profile until the next refit
             block_end = min(training_end(hour, refit) + refit, end)
         lo = starts.search_sorted(hour - timedelta(hours=24), "left")
         hi = starts.search_sorted(block_end, "left")

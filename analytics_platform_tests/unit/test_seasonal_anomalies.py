@@ -51,9 +51,9 @@ def test_training_end_is_the_start_floored_to_the_refit_period() -> None:
         se.training_end(at, timedelta(0))
 
 
-def profile(key: tuple, stage: str, trained_to: datetime) -> se.Profile:
-    return se.Profile(*key, stage=stage, trained_from=None, trained_to=trained_to, n_samples=0, span_hours=0,
-                      cadence_s=60, per_sample=1)  # fmt: skip
+def profile(key: tuple, stage: str, trained_to: datetime, span_hours: float) -> se.Profile:
+    return se.Profile(*key, stage=stage, trained_from=None, trained_to=trained_to, n_samples=0,
+                      span_hours=span_hours, cadence_s=60, per_sample=1)  # fmt: skip
 
 
 def test_a_young_series_is_relearned_every_hour_a_mature_one_at_midnight() -> None:
@@ -62,7 +62,9 @@ def test_a_young_series_is_relearned_every_hour_a_mature_one_at_midnight() -> No
 
     def get(trained_to: datetime, keys: set[tuple]) -> dict[tuple, se.Profile]:
         calls.append((trained_to, sorted(keys)))
-        return {k: profile(k, "weekly" if k == old else "flat", trained_to) for k in keys}
+        # the old series has two weeks of history, the new one 20 hours
+        return {k: profile(k, "weekly", trained_to, 336.0) if k == old else profile(k, "flat", trained_to, 20.0)
+                for k in keys}  # fmt: skip
 
     hour = datetime(2025, 8, 20, 13, tzinfo=UTC)
     chosen = se.profiles_for_hour(hour, {old, young}, get)
@@ -85,7 +87,9 @@ def test_stages_follow_the_history_there_is() -> None:
     (flat,) = se.fit_profiles(five_min(3), start + timedelta(hours=3))
     assert (flat.stage, flat.n_samples, flat.cadence_s, flat.per_sample, flat.sample_s) == ("flat", 36, 300, 1, 300)
     assert {v for row in flat.centre for v in row} == {53.0}  # the overall median of 50..56
-    (day,) = se.fit_profiles(five_min(48), start + timedelta(hours=48))
+    (two_days,) = se.fit_profiles(five_min(48), start + timedelta(hours=48))
+    assert two_days.stage == "flat"  # an hour's median from two days fits those days, not the hour
+    (day,) = se.fit_profiles(five_min(72), start + timedelta(hours=72))
     assert day.stage == "daily"
     (week,) = se.fit_profiles(five_min(24 * 8), start + timedelta(days=8))
     assert week.stage == "weekly"
@@ -102,11 +106,11 @@ def test_cadence_is_learned_fast_series_are_judged_per_minute() -> None:
     )
     assert (fast.cadence_s, fast.per_sample, fast.sample_s) == (10.0, 6.0, 60.0)
     (hourly,) = se.fit_profiles(
-        aggregates(readings(MONDAY, 3600, [float(i % 5) for i in range(48)])), MONDAY + timedelta(days=2)
+        aggregates(readings(MONDAY, 3600, [float(i % 5) for i in range(72)])), MONDAY + timedelta(days=3)
     )
     assert (hourly.cadence_s, hourly.per_sample, hourly.sample_s, hourly.stage) == (3600.0, 1.0, 3600.0, "daily")
-    # two days: every hour's median is the middle of its two values
-    assert hourly.centre[0][:3] == [pytest.approx((0 + 4) / 2), pytest.approx((1 + 0) / 2), pytest.approx((2 + 1) / 2)]
+    # three days: every hour's median is the middle of its three values (i mod 5 for i = h, h+24, h+48)
+    assert hourly.centre[0][:3] == [3.0, 1.0, 1.0]
 
 
 def test_weekday_cells_stand_alone_only_with_three_days_of_them() -> None:

@@ -86,16 +86,24 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
                 for method, count in run.by_method.items():
                     methods[method] = methods.get(method, 0) + count
             checks = anomaly_checks(conn, settings, window.start, window.end)
+        skipped = ", ".join(options.skip_metrics) or "none"
         context.log.info(
-            "reading_anomalies %s..%s: %s %s; %d series still learning (not judged)",
+            "reading_anomalies %s..%s: %s %s; %d series still learning (not judged); metrics not judged "
+            "(ANOMALY_SKIP_METRICS): %s",
             window.start,
             window.end,
             totals,
             methods,
             learning,
+            skipped,
         )
         return dg.MaterializeResult(
-            metadata={**totals, "series_learning": learning, **{f"by_{k}": v for k, v in methods.items()}},
+            metadata={
+                **totals,
+                "series_learning": learning,
+                "metrics_not_judged": skipped,
+                **{f"by_{k}": v for k, v in methods.items()},
+            },
             check_results=checks,
         )
 
