@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -63,6 +63,11 @@ class AnomalyOptions:
     stoppage_minutes: int = 10
     state_lookback: timedelta = timedelta(hours=168)
     seasonal: se.SeasonalOptions = field(default_factory=se.SeasonalOptions)
+
+    def __post_init__(self) -> None:
+        # the profiles' samples are the aggregates this reads: one bucket size, given once
+        if self.seasonal.bucket_s != self.bucket_s:
+            object.__setattr__(self, "seasonal", replace(self.seasonal, bucket_s=self.bucket_s))
 
 
 @dataclass(frozen=True)
@@ -232,21 +237,13 @@ def _profile_history(
     seasonal = options.seasonal
     since = trained_to - timedelta(days=seasonal.history_days)
     machines = sorted({k[:3] for k in keys})
-    history = read_frame(
+    history = _aggregates(
         conn,
-        "SELECT bucket_start, bucket_end, tenant_id, factory_id, machine_id, sensor_id, metric, count_n, sum_v, "
-        "avg_v, min_v, max_v, stddev_v FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start >= %s "
-        "AND bucket_end <= %s AND (tenant_id, factory_id, machine_id) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
-        [
-            seasonal.bucket_s,
-            since,
-            trained_to,
-            [m[0] for m in machines],
-            [m[1] for m in machines],
-            [m[2] for m in machines],
-        ],
-        HISTORY_SCHEMA,
+        seasonal.bucket_s,
+        since,
+        trained_to,
+        "(tenant_id, factory_id, machine_id) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+        [[m[0] for m in machines], [m[1] for m in machines], [m[2] for m in machines]],
     )
     wanted = pl.DataFrame(sorted(keys), schema=list(SERIES), orient="row")
     history = history.join(wanted, on=list(SERIES), how="semi")

@@ -753,8 +753,7 @@ def detect_anomalies(
             return _empty()
         start = first.replace(minute=0, second=0, microsecond=0)
     if profiles is None:
-        running = drop_excluded(_history(history, None, options.bucket_s), settled(excluded, options.settle),
-                                "bucket_start", "bucket_end")  # fmt: skip
+        running = _history(history, settled(excluded, options.settle), options.bucket_s)
         keys = _strings(readings, SERIES_KEY).select(SERIES_KEY).unique().rows()
         profiles = se.fit_profiles(running, start, options, series=keys)
     statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)

@@ -28,7 +28,6 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
         stoppage_minutes=settings.anomaly_stoppage_minutes,
         state_lookback=timedelta(hours=settings.device_state_lookback_hours),
         seasonal=SeasonalOptions(
-            bucket_s=min(settings.windows),
             history_days=settings.anomaly_history_days,
             timezone=settings.anomaly_timezone,
             weekend_days=tuple(settings.anomaly_weekend_days),
