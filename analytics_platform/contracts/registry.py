@@ -11,19 +11,40 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
 from analytics_platform.contracts.base import Contract, ContractConfig, Registry
 from analytics_platform.contracts.catalog import MetricCatalog
-from analytics_platform.settings import PlatformSettings
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the variable to fix."""
+
+
+class DomainSettings(Protocol):
+    """What binding domains and contract rules read from the settings. A protocol, not the
+    platform's `PlatformSettings`, so this package imports nothing else of the platform and the
+    edge agent can install it without Dagster (the platform's settings satisfy it as they are)."""
+
+    @property
+    def domains_enabled(self) -> Sequence[str]: ...
+    @property
+    def kafka_topics(self) -> Sequence[str]: ...
+    @property
+    def kafka_topic_prefix(self) -> str: ...
+    @property
+    def metrics_catalog(self) -> Path: ...
+    @property
+    def contract_max_future_s(self) -> int: ...
+    @property
+    def partitions_start(self) -> datetime: ...
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +72,7 @@ class DomainBinding:
         return self.contract.domain
 
 
-def bind_domains(settings: PlatformSettings) -> list[DomainBinding]:
+def bind_domains(settings: DomainSettings) -> list[DomainBinding]:
     """Resolve DOMAINS_ENABLED and KAFKA_TOPICS into bindings, or raise ConfigError."""
     contracts = registry().contracts
     unknown = [d for d in settings.domains_enabled if d not in contracts]
@@ -94,7 +115,7 @@ def load_known_metrics(path: Path) -> frozenset[str]:
     return frozenset(str(name) for name in metrics)
 
 
-def contract_config(settings: PlatformSettings, catalog: MetricCatalog | None = None) -> ContractConfig:
+def contract_config(settings: DomainSettings, catalog: MetricCatalog | None = None) -> ContractConfig:
     """The data-dependent contract rules: `catalog` (the tenants' catalogue and policies, as the
     database holds them: `analytics_platform.ingest.catalog.read_catalog`), or, without one, the
     packaged defaults (METRICS_CATALOG) under the reject policy. The drain and re-derivation always
