@@ -112,16 +112,15 @@ def readings(start: datetime, machines: int, series: int, per_hour: int) -> pl.D
 def measure(url: str, repeat: int) -> dict:
     """Runs in a fresh process: the checks of the hour, each part timed, best and median."""
     began = time.perf_counter()
-    from analytics_platform.quality.validation import _batch_definition
+    from analytics_platform.data_quality.validation import _batch_definition
 
     _batch_definition()
     gx_s = time.perf_counter() - began
 
-    from analytics_platform.quality import raw, results
-    from analytics_platform.quality.config import load_checks_config, load_metric_limits
-    from analytics_platform.results import written
+    from analytics_platform.data_quality import raw, result_contracts, written
+    from analytics_platform.data_quality.config import load_checks_config, load_metric_limits
+    from analytics_platform.data_quality.raw_profile import range_profile
     from analytics_platform.settings import PlatformSettings
-    from analytics_platform.transforms.raw_quality import range_profile
 
     settings = PlatformSettings()
     config = load_checks_config(settings.checks_config)
@@ -146,11 +145,11 @@ def measure(url: str, repeat: int) -> dict:
             )
             outcomes.update({f"raw_sensor_readings.{o.name}": o.passed for o in found})
             aggs, columns = timed(
-                "aggregates: read the buckets", written.read_written, conn, results.AGG, agg_where, (end, HOUR)
+                "aggregates: read the buckets", written.read_written, conn, result_contracts.AGG, agg_where, (end, HOUR)
             )
             found = timed(
                 "aggregates: GX suites",
-                results.aggregate_outcomes,
+                result_contracts.aggregate_outcomes,
                 aggs,
                 columns,
                 limits,

@@ -2,7 +2,7 @@
 
 Every asset that writes results declares `contract_specs(...)` and returns the `*_checks(...)`
 results of the rows its partition wrote, read back from the database and judged by the Great
-Expectations suites of `analytics_platform.quality`. Whether a check blocks comes from
+Expectations suites of `analytics_platform.data_quality`. Whether a check blocks comes from
 config/checks.yaml: a blocking check fails with severity ERROR, so Dagster fails the step after
 recording the materialization and skips the assets downstream of it in the same run; the others
 fail with severity WARN and only report.
@@ -17,20 +17,20 @@ import dagster as dg
 import psycopg
 
 from analytics_platform.contracts.registry import ConfigError, DomainBinding
+from analytics_platform.data_quality import raw as raw_suites
+from analytics_platform.data_quality import result_contracts as suites
+from analytics_platform.data_quality import written
+from analytics_platform.data_quality.checks import DESCRIPTIONS, raw_check_names
+from analytics_platform.data_quality.config import ChecksConfig, cached_checks_config
+from analytics_platform.data_quality.raw_profile import CheckOutcome, PartitionQuality, check_outcomes
+from analytics_platform.data_quality.validation import merge_windows
 from analytics_platform.defs.ingest.partitions import partition_key
 from analytics_platform.ingest.catalog import read_limits
 from analytics_platform.ingest.rederive import HOUR, hours
-from analytics_platform.quality import raw as raw_suites
-from analytics_platform.quality import results as suites
-from analytics_platform.quality.checks import DESCRIPTIONS, raw_check_names
-from analytics_platform.quality.config import ChecksConfig, cached_checks_config
-from analytics_platform.quality.validation import merge_windows
-from analytics_platform.results import written
 from analytics_platform.results.aggregates import chunks
 from analytics_platform.results.events import EVENT_TYPES
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.event_rollups import DAY_S, HOUR_S, rollup_windows
-from analytics_platform.transforms.raw_quality import CheckOutcome, PartitionQuality, check_outcomes
 
 
 def checks_config(settings: PlatformSettings) -> ChecksConfig:

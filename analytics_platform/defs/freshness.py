@@ -20,12 +20,12 @@ from datetime import timedelta
 import dagster as dg
 
 from analytics_platform.contracts.registry import ConfigError, registry
+from analytics_platform.data_quality.config import Freshness
 from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
 from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.events.definitions import build_defs as event_defs
 from analytics_platform.defs.ingest.definitions import build_defs as ingest_defs
 from analytics_platform.defs.kpis.definitions import build_defs as kpi_defs
-from analytics_platform.quality.config import Freshness
 from analytics_platform.settings import PlatformSettings
 
 FRESHNESS_SENSOR = "freshness_checks_sensor"

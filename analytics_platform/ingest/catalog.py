@@ -19,7 +19,7 @@ import yaml
 
 from analytics_platform.contracts.catalog import POLICIES, WILDCARD, MetricCatalog
 from analytics_platform.contracts.registry import ConfigError
-from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA
+from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 
 
 class CatalogError(ValueError):
@@ -105,7 +105,7 @@ def read_catalog(conn: psycopg.Connection) -> MetricCatalog:
 
 def read_limits(conn: psycopg.Connection) -> pl.DataFrame:
     """Every entry's plausible range and canonical unit (LIMITS_SCHEMA, tenant '*' = defaults), for
-    the value-range data contracts (`analytics_platform.transforms.raw_quality.with_catalog_limits`)."""
+    the value-range data contracts (`analytics_platform.data_quality.raw_profile.with_catalog_limits`)."""
     rows = conn.execute(
         "SELECT tenant_id, metric, min_value, max_value, unit FROM analytics.metric_catalog ORDER BY 1, 2"
     ).fetchall()

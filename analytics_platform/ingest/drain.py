@@ -45,9 +45,9 @@ from confluent_kafka.admin import AdminClient
 
 from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
+from analytics_platform.data_quality.raw_profile import PartitionQuality, profile, range_profile
 from analytics_platform.ingest import catalog, store
 from analytics_platform.ingest.group_mirror import MIRROR, GroupMirror
-from analytics_platform.transforms.raw_quality import PartitionQuality, profile, range_profile
 
 log = logging.getLogger(__name__)
 

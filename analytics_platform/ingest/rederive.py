@@ -16,10 +16,10 @@ from psycopg import sql
 
 from analytics_platform.contracts.base import ContractConfig
 from analytics_platform.contracts.registry import DomainBinding, bind_domains, contract_config
+from analytics_platform.data_quality.raw_profile import PartitionQuality, profile
 from analytics_platform.ingest import store
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.settings import PlatformSettings
-from analytics_platform.transforms.raw_quality import PartitionQuality, profile
 
 HOUR = timedelta(hours=1)
 

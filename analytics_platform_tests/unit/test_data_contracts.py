@@ -1,4 +1,4 @@
-"""Data contracts (analytics_platform.quality): Great Expectations suites over small hand-built
+"""Data contracts (analytics_platform.data_quality): Great Expectations suites over small hand-built
 frames, each expected failure written out by hand with the exact offending values."""
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics_platform.defs import build_definitions
-from analytics_platform.quality import raw, results
-from analytics_platform.quality.config import (
+from analytics_platform.data_quality import raw, result_contracts
+from analytics_platform.data_quality.config import (
     ChecksConfig,
     Completeness,
     ResultRanges,
     load_checks_config,
     load_metric_limits,
 )
-from analytics_platform.quality.validation import merge_windows
+from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA, PartitionQuality, range_outcomes, range_profile
+from analytics_platform.data_quality.validation import merge_windows
+from analytics_platform.defs import build_definitions
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
-from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA, PartitionQuality, range_outcomes, range_profile
 
 H3 = datetime(2025, 8, 20, 3, tzinfo=UTC)
 H4 = H3 + timedelta(hours=1)
@@ -49,10 +49,12 @@ def by_name(outcomes: list) -> dict:
     return {o.name: o for o in outcomes}
 
 
-def columns_of(contract: results.TableContract, drop: str | None = None) -> pl.DataFrame:
+def columns_of(contract: result_contracts.TableContract, drop: str | None = None) -> pl.DataFrame:
     """information_schema rows of a table that matches `contract` (minus `drop`), plus a column
     the contract does not mention (extra columns are allowed)."""
-    rows = [(name, kind) for name, kind in contract.columns.items() if name != drop] + [("computed_at", results.TS)]
+    rows = [(name, kind) for name, kind in contract.columns.items() if name != drop] + [
+        ("computed_at", result_contracts.TS)
+    ]
     return pl.DataFrame(rows, schema={"column_name": pl.String(), "data_type": pl.String()}, orient="row")
 
 
@@ -286,7 +288,7 @@ def agg(window_s: int, minute: int, count: int, low: float = 1.0, high: float = 
 
 
 def agg_frame(rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=results.AGG.schema, orient="row")
+    return pl.DataFrame(rows, schema=result_contracts.AGG.schema, orient="row")
 
 
 CLEAN_AGG = [
@@ -300,8 +302,13 @@ CLEAN_AGG = [
 
 
 def aggregate_outcomes(rows: list[tuple], columns: pl.DataFrame | None = None) -> dict:
-    found = results.aggregate_outcomes(
-        agg_frame(rows), columns_of(results.AGG) if columns is None else columns, LIMITS, RANGES, start=H3, end=H4
+    found = result_contracts.aggregate_outcomes(
+        agg_frame(rows),
+        columns_of(result_contracts.AGG) if columns is None else columns,
+        LIMITS,
+        RANGES,
+        start=H3,
+        end=H4,
     )
     return by_name(found)
 
@@ -363,7 +370,7 @@ def test_a_reconciliation_mismatch_names_the_series_and_both_counts() -> None:
 
 def test_reconciliation_only_judges_coarse_buckets_inside_the_window() -> None:
     frame = agg_frame([agg(60, 0, 3), agg(300, 0, 3), agg(7200, 0, 9)])  # the 7200 s bucket runs past 04:00
-    table = results.count_reconciliation(frame, results.SERIES, H3, H4)
+    table = result_contracts.count_reconciliation(frame, result_contracts.SERIES, H3, H4)
     assert table.select("window_s", "bucket_start", "fine_window_s", "fine_count", "count_n").rows() == [
         (300, at(0), 60, 3, 3)
     ]
@@ -380,7 +387,7 @@ def test_derived_aggregate_values_out_of_their_ranges_warn() -> None:
 
 
 def test_a_table_missing_a_contract_column_fails_the_schema_check() -> None:
-    outcome = aggregate_outcomes(CLEAN_AGG, columns_of(results.AGG, drop="p95_v"))["schema"]
+    outcome = aggregate_outcomes(CLEAN_AGG, columns_of(result_contracts.AGG, drop="p95_v"))["schema"]
     assert not outcome.passed
     assert outcome.metadata["unexpected"] == 1
     assert outcome.metadata["failures"][0]["missing"] == ["p95_v double precision"]
@@ -401,8 +408,11 @@ def test_kpis_outside_their_ranges_and_longer_than_their_period_are_found() -> N
         kpi("unknown_kpi", -5.0, ""),  # no range configured: not judged
     ]
     found = by_name(
-        results.kpi_outcomes(
-            pl.DataFrame(rows, schema=results.KPI.schema, orient="row"), columns_of(results.KPI), RANGES, LIMITS
+        result_contracts.kpi_outcomes(
+            pl.DataFrame(rows, schema=result_contracts.KPI.schema, orient="row"),
+            columns_of(result_contracts.KPI),
+            RANGES,
+            LIMITS,
         )
     )
     assert [found[n].passed for n in ("schema", "unique_keys")] == [True, True]
@@ -444,10 +454,10 @@ def anomaly(severity: int, label: str, confidence: float, method: str = "zscore"
 def test_anomalies_with_a_duplicate_key_or_severity_out_of_range_are_found() -> None:
     rows = pl.DataFrame(
         [anomaly(3, "critical", 0.99), anomaly(3, "critical", 0.99), anomaly(7, "extreme", 1.5, "sudden_change")],
-        schema=results.ANOMALY.schema,
+        schema=result_contracts.ANOMALY.schema,
         orient="row",
     )
-    found = by_name(results.anomaly_outcomes(rows, columns_of(results.ANOMALY), RANGES))
+    found = by_name(result_contracts.anomaly_outcomes(rows, columns_of(result_contracts.ANOMALY), RANGES))
     assert found["schema"].passed
     assert not found["unique_keys"].passed and found["unique_keys"].metadata["unexpected"] == 2
     failures = found["result_ranges"].metadata["failures"]
@@ -461,7 +471,7 @@ def test_anomalies_with_a_duplicate_key_or_severity_out_of_range_are_found() -> 
 def test_clean_events_and_rollups_pass_and_a_rollup_mismatch_is_found() -> None:
     events = pl.DataFrame(
         [(at(5), "t1", "f1", "lab-1", "lab_result", "S-1", "lab", None, 12.0, True, None, None, None)],
-        schema=results.EVENT.schema,
+        schema=result_contracts.EVENT.schema,
         orient="row",
     )
 
@@ -486,13 +496,17 @@ def test_clean_events_and_rollups_pass_and_a_rollup_mismatch_is_found() -> None:
         )
 
     clean = [rollup(60, 5, 2, 1), rollup(3600, 0, 2, 1)]
-    frame = pl.DataFrame(clean, schema=results.ROLLUP.schema, orient="row")
-    columns = (columns_of(results.EVENT), columns_of(results.ROLLUP))
-    found = by_name(results.event_outcomes(events, frame, *columns, RANGES, start=H3, end=H4))
+    frame = pl.DataFrame(clean, schema=result_contracts.ROLLUP.schema, orient="row")
+    columns = (columns_of(result_contracts.EVENT), columns_of(result_contracts.ROLLUP))
+    found = by_name(result_contracts.event_outcomes(events, frame, *columns, RANGES, start=H3, end=H4))
     assert all(o.passed for o in found.values()), {n: o.metadata for n, o in found.items()}
 
-    frame = pl.DataFrame([rollup(60, 5, 2, 1), rollup(3600, 0, 3, 1)], schema=results.ROLLUP.schema, orient="row")
-    outcome = by_name(results.event_outcomes(events, frame, *columns, RANGES, start=H3, end=H4))["reconciliation"]
+    frame = pl.DataFrame(
+        [rollup(60, 5, 2, 1), rollup(3600, 0, 3, 1)], schema=result_contracts.ROLLUP.schema, orient="row"
+    )
+    outcome = by_name(result_contracts.event_outcomes(events, frame, *columns, RANGES, start=H3, end=H4))[
+        "reconciliation"
+    ]
     assert not outcome.passed
     assert outcome.metadata["failures"][0]["offending"][0] == {
         "tenant_id": "t1",
@@ -511,9 +525,13 @@ def test_two_active_baselines_for_one_machine_break_the_key() -> None:
     def model(version: int, active: bool, r2: float = 0.9) -> tuple:
         return ("t1", "f1", "mc-01", version, "energy_kwh", "{x}", "{}", r2, r2, 1.0, 0.8, 1200, H3, H4, True, active)
 
-    frame = pl.DataFrame([model(1, True), model(2, True, r2=0.5)], schema=results.BASELINE.schema, orient="row")
+    frame = pl.DataFrame(
+        [model(1, True), model(2, True, r2=0.5)], schema=result_contracts.BASELINE.schema, orient="row"
+    )
     found = by_name(
-        results.baseline_outcomes(frame, columns_of(results.BASELINE), RANGES, min_samples=1000, r2_min=0.8)
+        result_contracts.baseline_outcomes(
+            frame, columns_of(result_contracts.BASELINE), RANGES, min_samples=1000, r2_min=0.8
+        )
     )
     assert not found["unique_keys"].passed
     assert found["unique_keys"].metadata["failures"][0]["offending"] == [

@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import aggregate_checks, contract_specs
 from analytics_platform.defs.ingest.partitions import hourly_partitions
-from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks, recompute_aggregates
 from analytics_platform.settings import PlatformSettings

@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.defs.checks import anomaly_checks, contract_specs
 from analytics_platform.defs.ingest.partitions import ended_hourly_partitions
 from analytics_platform.defs.kpis.assets import ENERGY_GROUP
-from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
 from analytics_platform.results.aggregates import chunks

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.defs.checks import baseline_checks, contract_specs
 from analytics_platform.defs.kpis.assets import ENERGY_GROUP
-from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines
 from analytics_platform.settings import PlatformSettings

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import dagster as dg
 import psycopg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS
 from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
 from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
 from analytics_platform.defs.checks import contract_specs, daily_rollup_checks, event_checks
 from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
-from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
 from analytics_platform.results.aggregates import chunks

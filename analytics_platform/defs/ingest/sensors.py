@@ -21,13 +21,13 @@ from datetime import datetime
 import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
+from analytics_platform.data_quality.raw_profile import CheckOutcome, PartitionQuality, check_outcomes, range_outcomes
 from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
 from analytics_platform.defs.ingest.partitions import hourly_partitions, partition_key
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
-from analytics_platform.transforms.raw_quality import CheckOutcome, PartitionQuality, check_outcomes, range_outcomes
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import contract_specs, kpi_checks
 from analytics_platform.defs.ingest.partitions import daily_partitions, ended_hourly_partitions
-from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines, kpis
 from analytics_platform.results.aggregates import chunks

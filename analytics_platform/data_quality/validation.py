@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from analytics_platform.transforms.raw_quality import CheckOutcome
+from analytics_platform.data_quality.raw_profile import CheckOutcome
 
 # failing expectations, offending rows and unexpected values kept per check: metadata stays small
 MAX_ITEMS = 5

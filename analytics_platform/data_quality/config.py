@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 from analytics_platform.ingest.catalog import read_packaged
-from analytics_platform.transforms.raw_quality import LIMITS_SCHEMA
 
 Bound = float | None
 Range = tuple[Bound, Bound]

@@ -7,7 +7,7 @@ a frame is validated). Whether a check blocks is configuration (config/checks.ya
 
 from __future__ import annotations
 
-from analytics_platform.transforms.raw_quality import CHECK_NAMES, RANGE_CHECK_NAMES
+from analytics_platform.data_quality.raw_profile import CHECK_NAMES, RANGE_CHECK_NAMES
 
 DESCRIPTIONS: dict[str, str] = {
     "keys_not_null": "every row has its time and key columns",

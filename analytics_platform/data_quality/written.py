@@ -15,8 +15,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from analytics_platform.quality.raw import SERIES, SERIES_SCHEMA
-from analytics_platform.quality.results import TableContract
+from analytics_platform.data_quality.raw import SERIES, SERIES_SCHEMA
+from analytics_platform.data_quality.result_contracts import TableContract
 from analytics_platform.results.frames import read_frame
 from analytics_platform.transforms import spec_quality
 

@@ -6,7 +6,7 @@ columns with their PostgreSQL types, and its natural key. It is written out here
 derived from the migrations because it is what the check holds the table to: a migration that
 drops or retypes a column the pipeline relies on is caught at the next materialisation.
 
-Every suite works on the rows one partition wrote (read back by `results.written`), so a check
+Every suite works on the rows one partition wrote (read back by `data_quality.written`), so a check
 judges what readers will see. Float comparisons allow `result_ranges.tolerance` of slack through
 helper columns (`<column>__slack`), since GX compares columns exactly.
 """
@@ -19,10 +19,10 @@ from datetime import datetime
 
 import polars as pl
 
-from analytics_platform.quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BUCKETS, describe
-from analytics_platform.quality.config import ResultRanges
-from analytics_platform.quality.validation import Expect, ExpectationResult, outcomes, validate
-from analytics_platform.transforms.raw_quality import CheckOutcome, with_catalog_limits
+from analytics_platform.data_quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BUCKETS, describe
+from analytics_platform.data_quality.config import ResultRanges
+from analytics_platform.data_quality.raw_profile import CheckOutcome, with_catalog_limits
+from analytics_platform.data_quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 TS = "timestamp with time zone"

@@ -8,7 +8,7 @@ re-derived partition against its fixed window, where `outside_window` really can
 contract accepts a plausible-looking 5000 degC (it only knows types), so the drain counts readings
 outside their metric's catalogue range, or in another unit, per micro-batch with one join and a
 few vectorised comparisons, and keeps a handful of offending rows to show. Re-materialising a
-partition judges the same rule with the Great Expectations suite of `analytics_platform.quality`.
+partition judges the same rule with the Great Expectations suite of `analytics_platform.data_quality`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from analytics_platform.transforms.raw_quality import (
+from analytics_platform.data_quality.raw_profile import (
     CHECK_NAMES,
     PROFILE_SCHEMA,
     PartitionQuality,
