@@ -1,6 +1,6 @@
 """The Kafka drain: one bounded pass from the stored offsets to (about) the end of the topics.
 
-Invariants (DESIGN.md, "Ingest"):
+Invariants (docs/architecture.md, "Ingest"; docs/data-guarantees.md):
 1. Offsets live with the data: the landing rows, raw rows, rejects and the next offsets of one
    micro-batch are committed in one database transaction. A crash anywhere re-reads from the last
    committed position; dedup by key makes the replay a no-op.
@@ -326,7 +326,7 @@ class Drain:
         report: DrainReport,
     ) -> dict[tuple[str, int], _Partition]:
         """Where each partition starts, after proving (or disproving) that its stored offset belongs
-        to the log the broker has now (DESIGN.md, "Identity belongs to the sender"; sql/09)."""
+        to the log the broker has now (docs/data-guarantees.md, section 4; sql/09)."""
         plan: dict[tuple[str, int], _Partition] = {}
         for topic, partition in claimed:
             checkpoint = stored.get((topic, partition))
