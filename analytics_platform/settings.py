@@ -257,7 +257,9 @@ class PlatformSettings(BaseSettings):
     @model_validator(mode="after")
     def _every_domain_by_default(self) -> PlatformSettings:
         if "domains_enabled" not in self.model_fields_set:
-            self.domains_enabled = list(registry(self.domain_modules).contracts)
+            # not through __setattr__: the value stays a default (not in model_fields_set), so a copy
+            # of these settings with other DOMAIN_MODULES gets the default of those
+            self.__dict__["domains_enabled"] = list(registry(self.domain_modules).contracts)
         return self
 
     @model_validator(mode="after")
