@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from analytics_platform.contracts.registry import registry
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,8 +57,13 @@ class PlatformSettings(BaseSettings):
         default_factory=list,
         description="Topics to drain; empty means the default topic of every enabled domain.",
     )
+    domain_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Importable modules defining `CONTRACT`: domains registered from outside the package.",
+    )
     domains_enabled: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["sensor", "device", "lab", "sweep"]
+        default_factory=list,
+        description="Domains that get a drain sensor and a raw asset; unset = every registered domain.",
     )
     windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60, 300, 3600])
 
@@ -222,6 +229,7 @@ class PlatformSettings(BaseSettings):
 
     @field_validator(
         "kafka_topics",
+        "domain_modules",
         "domains_enabled",
         "kpi_drivers",
         "baseline_drivers",
@@ -245,6 +253,14 @@ class PlatformSettings(BaseSettings):
             return sorted({int(v) for v in _split_list(value)})
         except (TypeError, ValueError):
             raise ValueError(f"DRAIN_SHARDS_HERE must be all, none or shard numbers like 0,2; got {value!r}") from None
+
+    @model_validator(mode="after")
+    def _every_domain_by_default(self) -> PlatformSettings:
+        if "domains_enabled" not in self.model_fields_set:
+            # not through __setattr__: the value stays a default (not in model_fields_set), so a copy
+            # of these settings with other DOMAIN_MODULES gets the default of those
+            self.__dict__["domains_enabled"] = list(registry(self.domain_modules).contracts)
+        return self
 
     @model_validator(mode="after")
     def _shards_in_range(self) -> PlatformSettings:

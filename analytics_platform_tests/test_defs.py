@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_platform.contracts.registry import registry
 from analytics_platform.definitions import defs
 
-RAW_ASSETS = {"raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results"}
+# one raw asset and one drain sensor per registered domain (the registry pins the four: test_registry_settings)
+RAW_ASSETS = {c.raw_table for c in registry().contracts.values()}
+DRAINS = {f"drain_{domain}" for domain in registry().contracts}
 CHECKS = {"keys_not_null", "time_in_partition", "values_finite", "reject_ratio"}
 # data contracts beyond the four raw-contract checks; blocking ones map to True
 RAW_CONTRACTS = {
@@ -32,11 +35,7 @@ RESULT_CONTRACTS = {
         for name in ("hourly_machine_kpis", "daily_machine_kpis", "energy_baseline_models", "reading_anomalies")
     },
 }
-FRESHNESS = {
-    "raw_sensor_readings",
-    "raw_device_health",
-    "raw_sweep_readings",
-    "raw_lab_results",
+FRESHNESS = RAW_ASSETS | {
     "sensor_window_aggregates",
     "device_health_events",
     "hourly_machine_kpis",
@@ -85,11 +84,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         (asset, check) for asset, checks in RAW_CONTRACTS.items() for check in [*checks, "freshness_check"]
     }
     repository = defs.get_repository_def()
-    assert {s.name for s in repository.sensor_defs} == {
-        "drain_sensor",
-        "drain_device",
-        "drain_sweep",
-        "drain_lab",
+    assert {s.name for s in repository.sensor_defs} == DRAINS | {
         "raw_rederivations",
         "analytics_automation",
         "aggregates_automation",

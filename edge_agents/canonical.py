@@ -29,10 +29,7 @@ from analytics_platform.contracts.base import (
 from analytics_platform.contracts.catalog import ACCEPT, WILDCARD, MetricCatalog
 from analytics_platform.contracts.registry import load_known_metrics, registry
 from analytics_platform.settings import REPO_ROOT
-from edge_agents.config import DOMAINS, ContractConfigModel, KafkaConfig
-
-# the field that names the device in the Kafka key, per domain (lab results come from a station)
-_KEY_DEVICE = {"sensor": "machine_id", "device": "machine_id", "sweep": "machine_id", "lab": "station_id"}
+from edge_agents.config import ContractConfigModel, KafkaConfig
 
 
 @dataclass(frozen=True)
@@ -42,12 +39,6 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes
-
-
-def kafka_key(domain: str, payload: dict[str, Any]) -> str:
-    """`<tenant>-<factory>-<machine>` (lab: the station), the partitioning key of every topic."""
-    device = payload.get(_KEY_DEVICE[domain])
-    return f"{payload.get('tenant_id')}-{payload.get('factory_id')}-{device}"
 
 
 def content_event_id(domain: str, payload: dict[str, Any]) -> str:
@@ -90,8 +81,7 @@ class Canonicalizer:
     """Topics, keys, event ids and the contract check for every domain."""
 
     def __init__(self, kafka: KafkaConfig, contract: ContractConfigModel) -> None:
-        contracts = registry().contracts
-        self.contracts: dict[str, Contract] = {d: contracts[d] for d in DOMAINS}
+        self.contracts: dict[str, Contract] = dict(registry(contract.domain_modules).contracts)
         self.topics = {d: kafka.topic_prefix + c.default_topic for d, c in self.contracts.items()}
         if contract.unknown_metrics == "reject":
             path = contract.metrics_catalog or REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
@@ -112,7 +102,8 @@ class Canonicalizer:
         where = _non_finite(payload)
         if where:
             raise ContractViolation(NON_FINITE, f"{where} is not a finite number")
-        key = kafka_key(domain, payload).encode()
+        # `<tenant>-<factory>-<machine>` (lab: the station): the contract's key fields
+        key = self.contracts[domain].kafka_key(payload).encode()
         if payload.get("event_id"):
             return Outgoing(self.topics[domain], key, orjson.dumps(payload))
         # one serialisation serves both the hash and the message: the sorted body plus the id

@@ -18,10 +18,17 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DOMAINS = ("sensor", "device", "sweep", "lab")
+from analytics_platform.contracts.registry import ConfigError as DomainConfigError
+from analytics_platform.contracts.registry import registry
+from analytics_platform.contracts.sensor import SensorContract
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CAPTURE = re.compile(r"\{([a-z_]+)\}")
 IDENTITY_FIELDS = ("tenant_id", "factory_id", "machine_id")
+
+
+def _env_list(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
 
 class ConfigError(ValueError):
@@ -159,6 +166,21 @@ class ContractConfigModel(_Model):
     metrics_catalog: Path | None = None  # for `reject`; default: the platform's packaged config/metrics.yaml
     max_future_s: int = Field(600, ge=0)
     partitions_start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+    # domains registered from outside the platform's package: importable modules defining `CONTRACT`,
+    # as the platform's DOMAIN_MODULES (the default, read from the environment)
+    domain_modules: list[str] = Field(default_factory=lambda: _env_list("DOMAIN_MODULES"))
+
+    @field_validator("domain_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: Any) -> Any:
+        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    def domains(self) -> list[str]:
+        """Every domain the agent can send: the registry's, with `domain_modules`."""
+        try:
+            return list(registry(self.domain_modules).contracts)
+        except DomainConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -193,7 +215,7 @@ class MQTTMapping(_Model):
     """
 
     topic: str
-    domain: Literal["sensor", "device", "sweep", "lab"] = "sensor"
+    domain: str = SensorContract.domain  # any registered domain (checked by AgentConfig)
     format: Literal["canonical", "value", "json"] = "canonical"
     values: dict[str, str] = {}
     time_path: str | None = None
@@ -219,7 +241,7 @@ class MQTTMapping(_Model):
         captures = set(_CAPTURE.findall(self.topic))
         if self.format == "json" and not self.values:
             raise ValueError("format json needs `values` (metric: dotted.path)")
-        if self.format in ("value", "json") and self.domain != "sensor":
+        if self.format in ("value", "json") and self.domain != SensorContract.domain:
             raise ValueError(f"format {self.format} builds sensor readings; use domain sensor or format canonical")
         if self.format == "value":
             known = captures | set(self.fields)
@@ -340,7 +362,7 @@ class AgentConfig(_Model):
     kafka: KafkaConfig = KafkaConfig()
     queue: QueueConfig = QueueConfig()
     backpressure: BackpressureConfig = BackpressureConfig()
-    contract: ContractConfigModel = ContractConfigModel()
+    contract: ContractConfigModel = Field(default_factory=ContractConfigModel)
     metrics: MetricsConfig = MetricsConfig()
     log_format: Literal["json", "text"] = "json"
     shutdown_timeout_s: float = Field(10.0, ge=0)
@@ -352,6 +374,15 @@ class AgentConfig(_Model):
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
             raise ValueError(f"source names must be unique; repeated: {doubled}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_domains(self) -> AgentConfig:
+        known = self.contract.domains()
+        for source in self.sources:
+            for mapping in getattr(source, "mappings", []):
+                if isinstance(mapping, MQTTMapping) and mapping.domain not in known:
+                    raise ValueError(f"source {source.name!r}: unknown domain {mapping.domain!r}; known: {known}")
         return self
 
 

@@ -1,4 +1,4 @@
--- 01_analytics_core.sql: schema, roles, ingest tables (landing, raw, rejects, checkpoints) and the
+-- 01_analytics_core.sql: schema, roles, ingest tables (landing, rejects, checkpoints) and the
 -- core result tables. Idempotent: every statement can run again on a database that has it.
 --
 -- TimescaleDB first, plain PostgreSQL works: when the `timescaledb` extension is available (and
@@ -101,91 +101,9 @@ CREATE TABLE IF NOT EXISTS analytics.kafka_landing (
 -- index costs almost nothing to maintain and still narrows an hour's re-derivation to a few blocks.
 CREATE INDEX IF NOT EXISTS kafka_landing_event_time_brin ON analytics.kafka_landing USING brin (event_time);
 
-CREATE TABLE IF NOT EXISTS analytics.raw_sensor_readings (
-    time            timestamptz      NOT NULL,
-    tenant_id       text             NOT NULL,
-    factory_id      text             NOT NULL,
-    machine_id      text             NOT NULL,
-    sensor_id       text             NOT NULL,
-    metric          text             NOT NULL,
-    value           double precision NOT NULL,
-    unit            text,
-    payload         jsonb,
-    event_id        text,
-    schema_version  smallint         NOT NULL,
-    dedup_key       text             NOT NULL,
-    topic           text             NOT NULL,
-    kafka_partition integer          NOT NULL,
-    kafka_offset    bigint           NOT NULL,
-    ingested_at     timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (time, dedup_key)
-);
-CREATE INDEX IF NOT EXISTS raw_sensor_readings_key_idx
-    ON analytics.raw_sensor_readings (tenant_id, factory_id, machine_id, metric, time DESC);
-
-CREATE TABLE IF NOT EXISTS analytics.raw_device_health (
-    time            timestamptz      NOT NULL,
-    tenant_id       text             NOT NULL,
-    factory_id      text             NOT NULL,
-    machine_id      text             NOT NULL,
-    status          text,
-    level           text,
-    health_score    double precision,
-    event_id        text,
-    schema_version  smallint         NOT NULL,
-    dedup_key       text             NOT NULL,
-    topic           text             NOT NULL,
-    kafka_partition integer          NOT NULL,
-    kafka_offset    bigint           NOT NULL,
-    ingested_at     timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (time, dedup_key)
-);
-CREATE INDEX IF NOT EXISTS raw_device_health_key_idx
-    ON analytics.raw_device_health (tenant_id, factory_id, machine_id, time DESC);
-
-CREATE TABLE IF NOT EXISTS analytics.raw_sweep_readings (
-    time            timestamptz        NOT NULL,
-    tenant_id       text               NOT NULL,
-    factory_id      text               NOT NULL,
-    machine_id      text               NOT NULL,
-    metric          text               NOT NULL,
-    batch_id        text,
-    unit            text,
-    n               integer            NOT NULL,
-    reading_values  double precision[] NOT NULL,
-    event_id        text,
-    schema_version  smallint           NOT NULL,
-    dedup_key       text               NOT NULL,
-    topic           text               NOT NULL,
-    kafka_partition integer            NOT NULL,
-    kafka_offset    bigint             NOT NULL,
-    ingested_at     timestamptz        NOT NULL DEFAULT now(),
-    PRIMARY KEY (time, dedup_key)
-);
-CREATE INDEX IF NOT EXISTS raw_sweep_readings_key_idx
-    ON analytics.raw_sweep_readings (tenant_id, factory_id, machine_id, metric, time DESC);
-
-CREATE TABLE IF NOT EXISTS analytics.raw_lab_results (
-    time            timestamptz      NOT NULL,
-    tenant_id       text             NOT NULL,
-    factory_id      text             NOT NULL,
-    station_id      text             NOT NULL,
-    sample_id       text             NOT NULL,
-    analyte         text             NOT NULL,
-    value           double precision NOT NULL,
-    unit            text,
-    machine_id      text,
-    event_id        text,
-    schema_version  smallint         NOT NULL,
-    dedup_key       text             NOT NULL,
-    topic           text             NOT NULL,
-    kafka_partition integer          NOT NULL,
-    kafka_offset    bigint           NOT NULL,
-    ingested_at     timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (time, dedup_key)
-);
-CREATE INDEX IF NOT EXISTS raw_lab_results_key_idx
-    ON analytics.raw_lab_results (tenant_id, factory_id, station_id, analyte, time DESC);
+-- The raw table of each domain (raw_sensor_readings, raw_device_health, ...) is not here: its
+-- contract declares it (analytics_platform/contracts/storage.py) and the migration runner creates
+-- and evolves it right after this file, with the same make_timeseries as the tables below.
 
 -- Messages that broke their contract: never dropped, kept with the reason and coordinates.
 CREATE TABLE IF NOT EXISTS analytics.rejected_message (
@@ -217,14 +135,6 @@ CREATE TABLE IF NOT EXISTS analytics.worker_checkpoints (
 
 SELECT analytics.make_timeseries('analytics.kafka_landing', 'kafka_ts', INTERVAL '1 day',
     'topic', 'kafka_partition, kafka_offset', INTERVAL '7 days', INTERVAL '90 days');
-SELECT analytics.make_timeseries('analytics.raw_sensor_readings', 'time', INTERVAL '1 day',
-    'tenant_id, factory_id, machine_id', 'time DESC', INTERVAL '7 days', INTERVAL '90 days');
-SELECT analytics.make_timeseries('analytics.raw_device_health', 'time', INTERVAL '1 day',
-    'tenant_id, factory_id, machine_id', 'time DESC', INTERVAL '7 days', INTERVAL '90 days');
-SELECT analytics.make_timeseries('analytics.raw_sweep_readings', 'time', INTERVAL '1 day',
-    'tenant_id, factory_id, machine_id', 'time DESC', INTERVAL '7 days', INTERVAL '90 days');
-SELECT analytics.make_timeseries('analytics.raw_lab_results', 'time', INTERVAL '1 day',
-    'tenant_id, factory_id', 'time DESC', INTERVAL '7 days', INTERVAL '90 days');
 
 -- ---------------------------------------------------------------------------------------------
 -- Results

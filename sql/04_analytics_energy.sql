@@ -3,10 +3,9 @@
 -- ideal cycle time), energy baselines (ISO 50001 EnB) and their deviations, persisted anomaly
 -- models, and anomaly windows and resolution. Idempotent.
 
--- running | idle | planned_stop | maintenance | fault, reported beside (or instead of) the status
-ALTER TABLE analytics.raw_device_health ADD COLUMN IF NOT EXISTS run_state text;
-CREATE INDEX IF NOT EXISTS raw_device_health_run_state_idx
-    ON analytics.raw_device_health (tenant_id, factory_id, machine_id, time DESC) WHERE run_state IS NOT NULL;
+-- The run_state column of raw_device_health (running | idle | planned_stop | maintenance | fault,
+-- reported beside or instead of the status) and its index are declared by the device contract
+-- (analytics_platform/contracts/device.py); the migration runner adds them to older tables.
 
 -- ---------------------------------------------------------------------------------------------
 -- Plant metadata: data, not code (seeded from analytics_platform/config/plant.yaml). A row for

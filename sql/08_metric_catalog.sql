@@ -39,12 +39,9 @@ CREATE TABLE IF NOT EXISTS analytics.metric_policy (
 INSERT INTO analytics.metric_policy (tenant_id, unknown_metrics, updated_by)
 VALUES ('*', 'reject', 'migration 08') ON CONFLICT (tenant_id) DO NOTHING;
 
--- Readings stored under the `accept` policy carry the flag (re-deriving a partition re-judges it
--- against the catalogue of that moment).
-ALTER TABLE analytics.raw_sensor_readings ADD COLUMN IF NOT EXISTS uncatalogued boolean NOT NULL DEFAULT false;
-ALTER TABLE analytics.raw_sweep_readings ADD COLUMN IF NOT EXISTS uncatalogued boolean NOT NULL DEFAULT false;
-CREATE INDEX IF NOT EXISTS raw_sensor_readings_uncatalogued_idx
-    ON analytics.raw_sensor_readings (tenant_id, metric, time) WHERE uncatalogued;
+-- Readings stored under the `accept` policy carry the flag `uncatalogued` (re-deriving a partition
+-- re-judges it against the catalogue of that moment): a derived column the sensor and sweep
+-- contracts declare, added to older raw tables by the migration runner.
 
 -- The API's writer role may edit the catalogue and the policies (keys with the `admin` scope),
 -- besides resolving anomalies; it reads nothing else.

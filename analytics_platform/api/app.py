@@ -40,6 +40,7 @@ from analytics_platform.api.routes import (
     spec_limits,
 )
 from analytics_platform.api.routes.health import BrokerProbe
+from analytics_platform.contracts.registry import registry as domain_registry
 from analytics_platform.settings import PlatformSettings, get_settings
 from analytics_platform.ui.web import mount_dashboard
 
@@ -74,7 +75,9 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     )
     registry = CollectorRegistry()
     http = HttpMetrics(registry)
-    registry.register(PipelineCollector(db))
+    contracts = domain_registry(settings.domain_modules).contracts
+    raw_tables = [c.raw_table for d, c in contracts.items() if d in settings.domains_enabled]
+    registry.register(PipelineCollector(db, raw_tables))
     app.state.settings = settings
     app.state.db = db
     app.state.registry = registry

@@ -4,15 +4,14 @@ from the database at scrape time (rejects per topic and reason, drain positions 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from analytics_platform.api.db import Database, DatabaseDown
-
-RAW_TABLES = ("raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results")
+from analytics_platform.contracts.sensor import SensorContract
 
 
 class HttpMetrics:
@@ -33,10 +32,14 @@ class HttpMetrics:
 
 
 class PipelineCollector(Collector):
-    """Reads pipeline figures on scrape, cached for `ttl` seconds to keep scrapes cheap."""
+    """Reads pipeline figures on scrape, cached for `ttl` seconds to keep scrapes cheap.
 
-    def __init__(self, db: Database, ttl: float = 5.0) -> None:
+    `raw_tables`: the raw table of every enabled domain (the registry's, so a domain registered by
+    configuration is measured like the others)."""
+
+    def __init__(self, db: Database, raw_tables: Sequence[str], ttl: float = 5.0) -> None:
         self.db = db
+        self.raw_tables = tuple(raw_tables)
         self.ttl = ttl
         self._at = 0.0
         self._cache: list = []
@@ -88,7 +91,7 @@ class PipelineCollector(Collector):
         )
         try:
             with self.db.connection() as conn:
-                for table in RAW_TABLES:
+                for table in self.raw_tables:
                     row = conn.execute(
                         f"SELECT extract(epoch FROM now() - max(time)) AS lag FROM analytics.{table}"
                     ).fetchone()
@@ -104,8 +107,8 @@ class PipelineCollector(Collector):
                     if row["skipped"]:
                         expired.add_metric([row["topic"]], float(row["skipped"]))
                 for row in conn.execute(  # the partial index holds only these rows
-                    "SELECT tenant_id, metric, count(*) AS n FROM analytics.raw_sensor_readings WHERE uncatalogued "
-                    "GROUP BY tenant_id, metric ORDER BY 1, 2"
+                    f"SELECT tenant_id, metric, count(*) AS n FROM analytics.{SensorContract.raw_table} "
+                    "WHERE uncatalogued GROUP BY tenant_id, metric ORDER BY 1, 2"
                 ):
                     uncatalogued.add_metric([row["tenant_id"], row["metric"]], row["n"])
                 for row in conn.execute(

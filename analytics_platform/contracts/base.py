@@ -23,6 +23,7 @@ import msgspec
 import polars as pl
 
 from analytics_platform.contracts.catalog import MetricCatalog
+from analytics_platform.contracts.storage import RawIndex, Timeseries
 
 # Reason codes stored in analytics.rejected_message.reason. Operators filter and count by these.
 NOT_UTF8 = "not_utf8"
@@ -229,6 +230,19 @@ class Contract:
         and canonical unit of config/metrics.yaml, for payloads that carry `metric` and `unit`;
         None for domains outside the metrics catalogue.
       legacy: schema_version -> function mapping an older/other payload shape to row_type objects.
+      order: where the domain sorts among domains (the default DOMAINS_ENABLED, drain sensors, assets).
+
+    What the platform stores and runs for the domain (see `storage.py`):
+      key_fields: the payload fields joined into the Kafka message key (`<tenant>-<factory>-<machine>`):
+        the partitioning key the edge agent sends with, and the default compression segments.
+      key_index: the columns of the raw table's main lookup index (`<raw_table>_key_idx`, then
+        `time DESC`); default: the natural key. extra_indexes: further indexes.
+      required_extra: raw columns that are NOT NULL although no payload field of that name is
+        required (columns built by `column_values`); payload fields without a default are NOT NULL.
+      column_defaults: SQL default of a derived column (derived columns are NOT NULL).
+      timeseries: hypertable chunk, compression and retention on TimescaleDB.
+      quality_checks: the raw data-quality checks beyond the four every raw asset has
+        (`values_in_range`, `units_match` need `range_column`; `completeness` judges a steady cadence).
     """
 
     domain: ClassVar[str]
@@ -244,6 +258,14 @@ class Contract:
     derived_schema: ClassVar[dict[str, pl.DataType]] = {}  # raw columns the contract adds (`derive`)
     current_version: ClassVar[int] = 1
     legacy: ClassVar[dict[int, Callable[[bytes], list[Any]]]] = {}
+    order: ClassVar[int] = 100
+    key_fields: ClassVar[tuple[str, ...]] = ("tenant_id", "factory_id", "machine_id")
+    key_index: ClassVar[tuple[str, ...] | None] = None
+    extra_indexes: ClassVar[tuple[RawIndex, ...]] = ()
+    required_extra: ClassVar[tuple[str, ...]] = ()
+    column_defaults: ClassVar[dict[str, str]] = {}
+    timeseries: ClassVar[Timeseries] = Timeseries()
+    quality_checks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(self.row_type)
@@ -265,6 +287,22 @@ class Contract:
     def raw_columns(self) -> list[str]:
         """Columns of the raw table, in COPY order."""
         return [*self.row_schema, *self.derived_schema, "event_id", "schema_version", "dedup_key", *_SOURCE_COLUMNS]
+
+    def required_columns(self) -> frozenset[str]:
+        """Raw columns that are NOT NULL: `time`, the payload fields a message must carry (no
+        default in `row_type`) and `required_extra`."""
+        fields = msgspec.structs.fields(self.row_type)
+        required = {f.name for f in fields if f.required}
+        return frozenset(c for c in self.row_schema if c in required or c == "time") | set(self.required_extra)
+
+    def raw_indexes(self) -> tuple[RawIndex, ...]:
+        """The raw table's indexes: the key index, then `extra_indexes`."""
+        key = self.key_index if self.key_index is not None else self.natural_key
+        return (RawIndex("key_idx", (*key, "time DESC")), *self.extra_indexes)
+
+    def kafka_key(self, payload: dict[str, Any]) -> str:
+        """The Kafka message key of a canonical payload: its `key_fields`, joined by `-`."""
+        return "-".join(str(payload.get(f)) for f in self.key_fields)
 
     # ----- decoding ----------------------------------------------------------------------------
     def decode(self, value: bytes) -> list[Any]:

@@ -24,6 +24,7 @@ from analytics_platform.contracts.base import (
     RowCheck,
 )
 from analytics_platform.contracts.fields import Identifier, Label
+from analytics_platform.contracts.storage import RawIndex
 
 STATUSES = ("online", "offline", "degraded", "maintenance", "fault", "starting", "stopping")
 RUN_STATES = ("running", "idle", "planned_stop", "maintenance", "fault")
@@ -60,6 +61,11 @@ class DeviceHealthContract(Contract):
     }
     natural_key = ("tenant_id", "factory_id", "machine_id")
     finite_columns = ("health_score",)
+    order = 20
+    # a machine's run states alone (the OEE availability and the KPIs read them)
+    extra_indexes = (
+        RawIndex("run_state_idx", ("tenant_id", "factory_id", "machine_id", "time DESC"), "run_state IS NOT NULL"),
+    )
 
     def scope_exprs(self) -> list[pl.Expr]:
         # which stream of the device a message belongs to: its status events, health scores and run

@@ -9,6 +9,7 @@ import polars as pl
 
 from analytics_platform.contracts.base import UTC_TIME, Contract
 from analytics_platform.contracts.fields import Identifier, Label
+from analytics_platform.contracts.storage import Timeseries
 
 
 class LabResult(msgspec.Struct, gc=False):
@@ -44,6 +45,10 @@ class LabContract(Contract):
     }
     natural_key = ("tenant_id", "factory_id", "station_id", "sample_id", "analyte")
     finite_columns = ("value",)
+    order = 30
+    key_fields = ("tenant_id", "factory_id", "station_id")  # a lab result comes from a station
+    key_index = ("tenant_id", "factory_id", "station_id", "analyte")
+    timeseries = Timeseries(segment_by=("tenant_id", "factory_id"))
 
 
 CONTRACT = LabContract()

@@ -1,10 +1,13 @@
 """Which domains exist, which are enabled, and which Kafka topics feed them.
 
-A domain plugs in as one module in this package that defines `CONTRACT = <Contract subclass>()`;
-it is found by discovery, so adding one touches no other file. What runs is configuration:
-`DOMAINS_ENABLED=sensor,device,lab,sweep` picks domains, `KAFKA_TOPICS` optionally narrows or
-renames their topics (`lab.results` or `lab:plant7.lab.results`), `KAFKA_TOPIC_PREFIX` namespaces
-them all.
+A domain plugs in as one module that defines `CONTRACT = <Contract subclass>()`: a module of this
+package (found by discovery), a module named in `DOMAIN_MODULES=pkg.module,...` (any importable
+module, e.g. of the plant's own package), or one registered under the entry-point group
+`analytics_platform.domains` by an installed distribution. The contract declares everything the
+platform needs (payload, identity, raw table, checks, Kafka key), so adding a domain touches no
+other file. What runs is configuration: `DOMAINS_ENABLED` picks domains (default: every registered
+one), `KAFKA_TOPICS` optionally narrows or renames their topics (`lab.results` or
+`lab:plant7.lab.results`), `KAFKA_TOPIC_PREFIX` namespaces them all.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +38,8 @@ class DomainSettings(Protocol):
     edge agent can install it without Dagster (the platform's settings satisfy it as they are)."""
 
     @property
+    def domain_modules(self) -> Sequence[str]: ...
+    @property
     def domains_enabled(self) -> Sequence[str]: ...
     @property
     def kafka_topics(self) -> Sequence[str]: ...
@@ -47,17 +53,47 @@ class DomainSettings(Protocol):
     def partitions_start(self) -> datetime: ...
 
 
-@lru_cache(maxsize=1)
-def registry() -> Registry:
-    """All contracts found in this package (modules that define `CONTRACT`)."""
-    found = Registry()
+ENTRY_POINT_GROUP = "analytics_platform.domains"
+
+
+def registry(modules: Sequence[str] = ()) -> Registry:
+    """Every contract: this package's modules that define `CONTRACT`, the installed distributions'
+    `analytics_platform.domains` entry points, and `modules` (DOMAIN_MODULES), in their `order`.
+
+    Cached per list of modules, so the contract objects are the same wherever they are asked for.
+    """
+    return _registry(tuple(m.strip() for m in modules if m.strip()))
+
+
+@lru_cache(maxsize=8)
+def _registry(modules: tuple[str, ...]) -> Registry:
+    found: list[Contract] = []
     package = importlib.import_module("analytics_platform.contracts")
     for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"analytics_platform.contracts.{module_info.name}")
-        contract = getattr(module, "CONTRACT", None)
+        contract = getattr(importlib.import_module(f"{package.__name__}.{module_info.name}"), "CONTRACT", None)
         if isinstance(contract, Contract):
-            found.register(contract)
-    return found
+            found.append(contract)
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found.append(_contract_of(entry.load(), f"entry point {entry.name!r} ({entry.value})"))
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"DOMAIN_MODULES names {name!r}, which cannot be imported: {exc}") from None
+        found.append(_contract_of(module, f"DOMAIN_MODULES module {name!r}"))
+    registered = Registry()
+    for contract in sorted(found, key=lambda c: (c.order, c.domain)):
+        if contract.domain in registered.contracts and registered.contracts[contract.domain] is contract:
+            continue  # a module named twice (in DOMAIN_MODULES and as an entry point)
+        registered.register(contract)
+    return registered
+
+
+def _contract_of(source: object, where: str) -> Contract:
+    contract = source if isinstance(source, Contract) else getattr(source, "CONTRACT", None)
+    if not isinstance(contract, Contract):
+        raise ConfigError(f"{where} defines no `CONTRACT = <Contract subclass>()`")
+    return contract
 
 
 @dataclass(frozen=True)
@@ -74,7 +110,7 @@ class DomainBinding:
 
 def bind_domains(settings: DomainSettings) -> list[DomainBinding]:
     """Resolve DOMAINS_ENABLED and KAFKA_TOPICS into bindings, or raise ConfigError."""
-    contracts = registry().contracts
+    contracts = registry(settings.domain_modules).contracts
     unknown = [d for d in settings.domains_enabled if d not in contracts]
     if unknown:
         raise ConfigError(f"DOMAINS_ENABLED names unknown domain(s) {unknown}; known: {sorted(contracts)}")

@@ -25,6 +25,7 @@ from analytics_platform.contracts.base import (
     RowCheck,
 )
 from analytics_platform.contracts.fields import Identifier, Label, raw_json_text
+from analytics_platform.contracts.storage import RawIndex
 
 
 class SensorReading(msgspec.Struct, gc=False):
@@ -102,6 +103,11 @@ class SensorContract(Contract):
     json_columns = ("payload",)
     legacy: ClassVar[dict[int, Any]] = {2: _from_v2}
     derived_schema: ClassVar[dict[str, pl.DataType]] = {"uncatalogued": pl.Boolean()}
+    order = 10
+    key_index = ("tenant_id", "factory_id", "machine_id", "metric")
+    # the readings stored under a tenant's `accept` policy (the uncatalogued-readings metric counts them)
+    extra_indexes = (RawIndex("uncatalogued_idx", ("tenant_id", "metric", "time"), "uncatalogued"),)
+    quality_checks = ("values_in_range", "units_match", "completeness")
 
     def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
         return flag_uncatalogued(rows, config)

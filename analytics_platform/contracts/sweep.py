@@ -55,6 +55,10 @@ class SweepContract(Contract):
     finite_columns = ("reading_values",)
     range_column = "reading_values"
     derived_schema: ClassVar[dict[str, pl.DataType]] = {"uncatalogued": pl.Boolean()}
+    order = 40
+    key_index = ("tenant_id", "factory_id", "machine_id", "metric")
+    required_extra = ("n", "reading_values")  # built from `readings`, which every batch carries
+    quality_checks = ("values_in_range", "units_match")
 
     def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:
         return flag_uncatalogued(rows, config)

@@ -7,6 +7,8 @@ a frame is validated). Whether a check blocks is configuration (config/checks.ya
 
 from __future__ import annotations
 
+from analytics_platform.contracts.base import Contract
+from analytics_platform.contracts.registry import ConfigError
 from analytics_platform.data_quality.raw_profile import CHECK_NAMES, RANGE_CHECK_NAMES
 
 DESCRIPTIONS: dict[str, str] = {
@@ -28,16 +30,17 @@ RESULT_CHECKS = ("schema", "unique_keys", "reconciliation", "result_ranges")
 RESULT_CHECKS_NO_BUCKETS = ("schema", "unique_keys", "result_ranges")
 
 
-def raw_check_names(domain: str, range_column: str | None) -> tuple[str, ...]:
-    """The checks of a raw asset: the four raw-contract checks, the metric-value contracts when
-    the domain's rows carry a metric and a value, and completeness for sensor readings (the one
-    domain sent at a steady cadence)."""
-    names = list(CHECK_NAMES)
-    if range_column is not None:
-        names += RANGE_CHECK_NAMES
-    if domain == "sensor":
-        names.append("completeness")
-    return tuple(names)
+def raw_check_names(contract: Contract) -> tuple[str, ...]:
+    """The checks of a raw asset: the four raw-contract checks every domain has, then those its
+    contract declares (`quality_checks`: the metric-value contracts for rows that carry a metric
+    and a value, completeness for a domain sent at a steady cadence). Raises ConfigError for a
+    check the platform does not know or a metric-value check without a `range_column`."""
+    unknown = [n for n in contract.quality_checks if n not in DESCRIPTIONS or n in CHECK_NAMES]
+    if unknown:
+        raise ConfigError(f"domain {contract.domain!r} declares unknown raw check(s) {unknown}")
+    if contract.range_column is None and set(RANGE_CHECK_NAMES) & set(contract.quality_checks):
+        raise ConfigError(f"domain {contract.domain!r} declares {list(RANGE_CHECK_NAMES)} without a range_column")
+    return (*CHECK_NAMES, *contract.quality_checks)
 
 
 def describe(names: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
 from analytics_platform.defs.alerts.definitions import build_defs as alert_defs
 from analytics_platform.defs.automation import automation_sensors
@@ -28,7 +29,7 @@ def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = Tr
         alert_defs(settings),
         dg.Definitions(
             sensors=automation_sensors(
-                [dg.AssetKey("sensor_window_aggregates")] if "sensor" in settings.domains_enabled else [],
+                [dg.AssetKey("sensor_window_aggregates")] if SensorContract.domain in settings.domains_enabled else [],
                 settings.automation_interval_s,
                 settings.automation_events_interval_s,
             ),

@@ -17,12 +17,14 @@ import dagster as dg
 import psycopg
 
 from analytics_platform.contracts.registry import ConfigError, DomainBinding
+from analytics_platform.contracts.sensor import SensorContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.data_quality import raw as raw_suites
 from analytics_platform.data_quality import result_contracts as suites
 from analytics_platform.data_quality import written
 from analytics_platform.data_quality.checks import DESCRIPTIONS, raw_check_names
 from analytics_platform.data_quality.config import ChecksConfig, cached_checks_config
-from analytics_platform.data_quality.raw_profile import CheckOutcome, PartitionQuality, check_outcomes
+from analytics_platform.data_quality.raw_profile import CHECK_NAMES, CheckOutcome, PartitionQuality, check_outcomes
 from analytics_platform.data_quality.validation import merge_windows
 from analytics_platform.defs.ingest.partitions import partition_key
 from analytics_platform.ingest.catalog import read_limits
@@ -69,10 +71,12 @@ def check_results(outcomes: Sequence[CheckOutcome], settings: PlatformSettings) 
 
 # ----- raw assets ---------------------------------------------------------------------------------
 def raw_specs(binding: DomainBinding, key: dg.AssetKey, settings: PlatformSettings) -> list[dg.AssetCheckSpec]:
-    """A raw asset's checks (quality.checks.raw_check_names): its domain decides which apply."""
-    names = raw_check_names(binding.domain, binding.contract.range_column)
-    if binding.contract.range_column is not None and binding.domain not in _METRIC_SUITES:
-        raise ConfigError(f"domain {binding.domain!r} has a range column but no metric-value suite")
+    """A raw asset's checks (quality.checks.raw_check_names): its contract declares which apply."""
+    names = raw_check_names(binding.contract)
+    if len(names) > len(CHECK_NAMES) and binding.domain not in _METRIC_SUITES:
+        raise ConfigError(
+            f"domain {binding.domain!r} declares {names[len(CHECK_NAMES) :]} but has no suite judging them"
+        )
     return contract_specs(key, names, settings)
 
 
@@ -88,7 +92,7 @@ def raw_checks(
     (and completeness) of the re-derived rows, judged by GX."""
     config = checks_config(settings)
     outcomes = check_outcomes(quality, config.reject_ratio_max(settings.reject_ratio_max))
-    suite = _METRIC_SUITES.get(binding.domain) if binding.contract.range_column else None
+    suite = _METRIC_SUITES.get(binding.domain)
     if suite is not None:
         # hour by hour, as re-derived: a range run never holds more than an hour of readings
         outcomes += merge_windows(
@@ -117,7 +121,11 @@ def _sweep_suite(
     return raw_suites.sweep_outcomes(written.read_sweep_readings(conn, start, end), read_limits(conn), config)
 
 
-_METRIC_SUITES: dict[str, Callable[..., list[CheckOutcome]]] = {"sensor": _sensor_suite, "sweep": _sweep_suite}
+# the suites reading the rows of the domains whose contracts declare checks beyond the raw four
+_METRIC_SUITES: dict[str, Callable[..., list[CheckOutcome]]] = {
+    SensorContract.domain: _sensor_suite,
+    SweepContract.domain: _sweep_suite,
+}
 
 
 # ----- result assets ------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     """The freshness checks and their sensor. Builds the domains' definitions again (a few ms) to
     learn which assets exist and how they are partitioned: the one place that knows is the
     domains' own builders, and with every domain enabled, which names are not typos."""
-    every_domain = settings.model_copy(update={"domains_enabled": sorted(registry().contracts), "kafka_topics": []})
+    every_domain = settings.model_copy(
+        update={"domains_enabled": list(registry(settings.domain_modules).contracts), "kafka_topics": []}
+    )
     checks = freshness_checks(_materializable(_parts(settings)), set(_materializable(_parts(every_domain))), settings)
     if not checks:
         return dg.Definitions()

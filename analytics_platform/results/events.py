@@ -14,6 +14,9 @@ from datetime import datetime, timedelta
 import polars as pl
 import psycopg
 
+from analytics_platform.contracts.device import DeviceHealthContract
+from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms import device_health as device
@@ -37,9 +40,9 @@ from analytics_platform.transforms.spec_quality import (
 
 # the event types each domain writes (and so replaces)
 EVENT_TYPES = {
-    "device": (device.DEVICE_HEALTH, device.STATUS_CHANGE, device.OFFLINE_PERIOD),
-    "sweep": (SWEEP_BATCH,),
-    "lab": (LAB_RESULT,),
+    DeviceHealthContract.domain: (device.DEVICE_HEALTH, device.STATUS_CHANGE, device.OFFLINE_PERIOD),
+    SweepContract.domain: (SWEEP_BATCH,),
+    LabContract.domain: (LAB_RESULT,),
 }
 EVENT_KEY = ("tenant_id", "factory_id", "machine_id", "event_type", "event_key", "time")
 
@@ -166,21 +169,21 @@ def recompute_device(
         # cut off): nothing is carried into it, exactly as live processing never computes it
         health, prior = health.clear(), prior.clear()
     result = device.device_health(health, prior, next_up, start=start, end=end, until=end, windows=windows)
-    deleted = replace_events(conn, "device", result.events, result.rollups, windows, start, end)
-    return EventRun("device", health.height, result.events.height, result.rollups.height, deleted)
+    deleted = replace_events(conn, DeviceHealthContract.domain, result.events, result.rollups, windows, start, end)
+    return EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
 
 
 SPEC_QUALITY = {
     # domain: (raw query, its schema, the transform judging it against spec limits)
-    "sweep": (
+    SweepContract.domain: (
         "SELECT time, tenant_id, factory_id, machine_id, metric, batch_id, unit, reading_values, dedup_key "
-        "FROM analytics.raw_sweep_readings WHERE time >= %s AND time < %s",
+        f"FROM analytics.{SweepContract.raw_table} WHERE time >= %s AND time < %s",
         SWEEP_SCHEMA,
         sweep_batches,
     ),
-    "lab": (
+    LabContract.domain: (
         "SELECT time, tenant_id, factory_id, station_id, sample_id, analyte, value, unit, dedup_key "
-        "FROM analytics.raw_lab_results WHERE time >= %s AND time < %s",
+        f"FROM analytics.{LabContract.raw_table} WHERE time >= %s AND time < %s",
         LAB_SCHEMA,
         lab_results,
     ),

@@ -22,6 +22,7 @@ from datetime import datetime
 
 import polars as pl
 
+from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.transforms.event_rollups import (
     DEVICE_DETAILS,
     DEVICE_HEALTH,
@@ -37,7 +38,7 @@ from analytics_platform.transforms.window_aggregates import TIME, bucket_expr
 UP = ("online", "degraded")
 PLANNED = ("maintenance",)
 OFFLINE = "offline"
-DOMAIN = "device"
+DOMAIN = DeviceHealthContract.domain
 STATUS_CHANGE = "status_change"
 OFFLINE_PERIOD = "offline_period"
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.transforms.event_rollups import MACHINE_KEY, as_events
 from analytics_platform.transforms.window_aggregates import TIME
 
@@ -138,7 +140,7 @@ def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
         *MACHINE_KEY,
         event_type=pl.lit(SWEEP_BATCH),
         event_key="dedup_key",
-        domain=pl.lit("sweep"),
+        domain=pl.lit(SweepContract.domain),
         value="mean",
         **_verdict_columns(),
         details=pl.struct(
@@ -173,7 +175,7 @@ def lab_results(results: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
         machine_id="station_id",
         event_type=pl.lit(LAB_RESULT),
         event_key="dedup_key",
-        domain=pl.lit("lab"),
+        domain=pl.lit(LabContract.domain),
         value="value",
         **_verdict_columns(),
         details=pl.struct(

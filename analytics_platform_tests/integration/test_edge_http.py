@@ -263,7 +263,7 @@ def test_unusable_bodies_get_422_with_a_clear_message(kafka_brokers: str, tmp_pa
                 "sensors",
                 sensor(),
                 "unknown_domain",
-                "unknown domain 'sensors'; use one of sensor, device, sweep, lab",
+                "unknown domain 'sensors'; use one of sensor, device, lab, sweep",
             ),
             ("sensor", "23.7", "not_object", "the body is a JSON string; send an object or an array"),
             ("sensor", [sensor()] * 4, "batch_too_large", "4 items in one request; at most 3 (max_batch)"),

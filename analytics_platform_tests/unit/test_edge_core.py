@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
+from analytics_platform.contracts.registry import registry
 from edge_agents.backpressure import Backpressure
-from edge_agents.canonical import Canonicalizer, content_event_id, kafka_key, time_text
+from edge_agents.canonical import Canonicalizer, content_event_id, time_text
 from edge_agents.config import ContractConfigModel, KafkaConfig, MQTTMapping
 from edge_agents.sources.mqtt import MappingError, TopicMapper, to_payloads
 from edge_agents.store import DiskQueue, entry_size
@@ -127,8 +128,10 @@ READING = {
 
 
 def test_keys_per_domain() -> None:
-    assert kafka_key("sensor", READING) == "t1-f1-mc-01"
-    assert kafka_key("lab", {"tenant_id": "t1", "factory_id": "f2", "station_id": "lab-01"}) == "t1-f2-lab-01"
+    """The Kafka key is the contract's `key_fields` (lab results come from a station)."""
+    assert registry().get("sensor").kafka_key(READING) == "t1-f1-mc-01"
+    lab = {"tenant_id": "t1", "factory_id": "f2", "station_id": "lab-01"}
+    assert registry().get("lab").kafka_key(lab) == "t1-f2-lab-01"
 
 
 def test_event_id_depends_on_content_only() -> None:

@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edge_agents.config import DOMAINS, IDENTITY_FIELDS
+from edge_agents.config import IDENTITY_FIELDS
 from edge_agents.config import HTTPSource as HTTPSourceConfig
 from edge_agents.engine import Engine, SubmitResult
 from edge_agents.sources.base import Source
@@ -160,11 +160,12 @@ class HTTPSource(Source):
                 401, {"detail": "missing or wrong bearer token"}, {"WWW-Authenticate": 'Bearer realm="edge-agent"'}
             )
         domain = request.path_params["domain"]
+        domains = self.engine.canonical.contracts  # every registered domain (DOMAIN_MODULES included)
         body = b""
         try:
-            if domain not in DOMAINS:
+            if domain not in domains:
                 raise _Refusal.body(
-                    422, "unknown_domain", f"unknown domain {domain!r}; use one of {', '.join(DOMAINS)}"
+                    422, "unknown_domain", f"unknown domain {domain!r}; use one of {', '.join(domains)}"
                 )
             body = await _read_body(request)
             items = self._items(body)
@@ -172,7 +173,7 @@ class HTTPSource(Source):
             # counted and kept like any other input that cannot be used (`edge-agent rejects`)
             for _, reason, message, raw in refusal.problems:
                 self.engine.reject(
-                    self.name, domain if domain in DOMAINS else None, raw or body[:_KEPT_RAW_BYTES], reason, message
+                    self.name, domain if domain in domains else None, raw or body[:_KEPT_RAW_BYTES], reason, message
                 )
             problems = [
                 {"index": i, "reason": reason, "message": message} for i, reason, message, _ in refusal.problems

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import aggregate_checks, contract_specs
@@ -20,7 +21,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
 
     @dg.asset(
         name="sensor_window_aggregates",
-        deps=[dg.AssetKey("raw_sensor_readings")],
+        deps=[dg.AssetKey(SensorContract.raw_table)],
         partitions_def=hourly_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(timedelta(hours=settings.automation_lookback_hours)),

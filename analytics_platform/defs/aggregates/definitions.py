@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.aggregates.assets import build_window_aggregates
 from analytics_platform.settings import PlatformSettings
 
 
 def build_defs(settings: PlatformSettings) -> dg.Definitions:
-    if "sensor" not in settings.domains_enabled:
+    if SensorContract.domain not in settings.domains_enabled:
         return dg.Definitions()
     return dg.Definitions(assets=[build_window_aggregates(settings)])

@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 import dagster as dg
 import psycopg
 
+from analytics_platform.contracts.device import DeviceHealthContract
+from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS
 from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
 from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
@@ -40,25 +43,25 @@ class EventAsset:
 
 EVENT_ASSETS = (
     EventAsset(
-        "device",
+        DeviceHealthContract.domain,
         "device_health_events",
-        "raw_device_health",
+        DeviceHealthContract.raw_table,
         "Status transitions and offline periods (analytics.analytics_event); uptime % and health-score "
         "statistics per machine and window (analytics.analytics_event_rollup, event_type device_health).",
         False,
     ),
     EventAsset(
-        "sweep",
+        SweepContract.domain,
         "sweep_batch_quality",
-        "raw_sweep_readings",
+        SweepContract.raw_table,
         "Each sweep batch's n, mean, min, max, stddev and pass/fail against spec limits "
         "(analytics_event sweep_batch); fail rate per machine and window (analytics_event_rollup).",
         True,
     ),
     EventAsset(
-        "lab",
+        LabContract.domain,
         "lab_result_quality",
-        "raw_lab_results",
+        LabContract.raw_table,
         "Each lab result judged against its analyte's spec limits (analytics_event lab_result); pass rate "
         "per station and analyte and window (analytics_event_rollup, subject = analyte).",
         True,
@@ -70,7 +73,7 @@ def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., ev
     lookback = timedelta(hours=settings.device_state_lookback_hours)
 
     def run(conn: psycopg.Connection, start: datetime, end: datetime) -> events.EventRun:
-        if spec.domain == "device":
+        if spec.domain == DeviceHealthContract.domain:
             return events.recompute_device(conn, settings.windows, start, end, lookback=lookback)
         return events.recompute_quality(conn, spec.domain, settings.windows, start, end)
 

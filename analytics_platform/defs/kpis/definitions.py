@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_platform.contracts.device import DeviceHealthContract
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.anomalies.assets import build_anomaly_asset
 from analytics_platform.defs.baselines.assets import build_baseline_asset
 from analytics_platform.defs.kpis.assets import build_kpi_assets
@@ -12,11 +14,11 @@ from analytics_platform.settings import PlatformSettings
 
 def build_defs(settings: PlatformSettings) -> dg.Definitions:
     """Needs sensor readings; run states (device domain) are used when that domain is enabled."""
-    if "sensor" not in settings.domains_enabled:
+    if SensorContract.domain not in settings.domains_enabled:
         return dg.Definitions()
-    raw = [dg.AssetKey("raw_sensor_readings")]
-    if "device" in settings.domains_enabled:
-        raw.append(dg.AssetKey("raw_device_health"))
+    raw = [dg.AssetKey(SensorContract.raw_table)]
+    if DeviceHealthContract.domain in settings.domains_enabled:
+        raw.append(dg.AssetKey(DeviceHealthContract.raw_table))
     kpi_assets = build_kpi_assets(settings, raw)
     baseline = build_baseline_asset(settings)
     anomalies = build_anomaly_asset(settings, raw)
