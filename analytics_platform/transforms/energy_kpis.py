@@ -51,6 +51,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from analytics_platform.transforms import kpi_catalog as K
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, TIME
 
 MACHINE = MACHINE_KEY
@@ -333,21 +334,20 @@ def kpi_row(
     machine: dict,
     start: datetime,
     end: datetime,
-    kpi: str,
+    kpi: K.Kpi,
     value: float | None,
-    unit: str,
     reason: str | None,
     **details,
 ) -> dict:
-    """One KPI row: the value, or NULL and why; `details` as a JSON object (shared by every KPI
-    transform so all rows read alike)."""
+    """One row of a catalogue KPI (name and unit from its entry): the value, or NULL and why;
+    `details` as a JSON object (shared by every KPI transform so all rows read alike)."""
     return {
         "period_start": start,
         "period_end": end,
         **machine,
-        "kpi": kpi,
+        "kpi": kpi.name,
         "value": value,
-        "unit": unit,
+        "unit": kpi.unit,
         "null_reason": None if value is not None else reason,
         "details": json.dumps(details, default=str, sort_keys=True) if details else None,
     }
@@ -425,9 +425,8 @@ def energy_kpis(
                 machine,
                 start,
                 end,
-                "energy_kwh",
+                K.ENERGY_KWH,
                 kwh,
-                "kWh",
                 no_energy,
                 **({"increments": e["n"], "counter_resets": e["resets"]} if e else {}),
                 **open_details,
@@ -442,23 +441,22 @@ def energy_kpis(
         bands: dict[str, float] = {}
         for item in e["by_band"] if e else []:
             bands[item["band"]] = bands.get(item["band"], 0.0) + item["kwh"]
-        rows.append(kpi_row(machine, start, end, "energy_cost", cost, "currency", reason, kwh_by_band=bands))
+        rows.append(kpi_row(machine, start, end, K.ENERGY_COST, cost, reason, kwh_by_band=bands))
         factor = factors.get(machine["tenant_id"])
         carbon = kwh * factor if kwh is not None and factor is not None else None
         carbon_reason = no_energy if kwh is None else "no emission factor for the tenant"
-        rows.append(kpi_row(machine, start, end, "carbon_kg", carbon, "kg CO2", carbon_reason, kg_co2_per_kwh=factor))
+        rows.append(kpi_row(machine, start, end, K.CARBON_KG, carbon, carbon_reason, kg_co2_per_kwh=factor))
         peak, peak_time, samples = peaks.get(machine_key, (None, None, 0))
         avg, held_s, series = average.get(machine_key, (None, 0.0, 0))
         no_power = "no power readings in the period"
-        rows.append(kpi_row(machine, start, end, "peak_demand_kw", peak, "kW", no_power, at=peak_time, samples=samples))
+        rows.append(kpi_row(machine, start, end, K.PEAK_DEMAND_KW, peak, no_power, at=peak_time, samples=samples))
         rows.append(
             kpi_row(
                 machine,
                 start,
                 end,
-                "avg_demand_kw",
+                K.AVG_DEMAND_KW,
                 avg,
-                "kW",
                 no_power
                 if peak is None
                 else "no power sample holds over the period (samples further apart than the gap limit)",
@@ -475,5 +473,5 @@ def energy_kpis(
             load, load_reason = None, "peak demand is 0: the machine drew no power"
         else:
             load, load_reason = avg / peak, None
-        rows.append(kpi_row(machine, start, end, "load_factor", load, "ratio", load_reason))
+        rows.append(kpi_row(machine, start, end, K.LOAD_FACTOR, load, load_reason))
     return pl.DataFrame(rows, schema=KPI_SCHEMA, orient="row") if rows else pl.DataFrame(schema=KPI_SCHEMA)
