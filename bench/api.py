@@ -63,7 +63,6 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analytics_platform.api.catalog import KPI_NAMES  # noqa: E402
 from analytics_platform.api.keys import create_key  # noqa: E402
 from analytics_platform.api.query import Select  # noqa: E402
 from analytics_platform.api.respond import page_response  # noqa: E402
@@ -75,6 +74,7 @@ from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
 from analytics_platform.settings import utc_options  # noqa: E402
+from analytics_platform.transforms.kpi_catalog import CATALOGUE  # noqa: E402
 from bench.ingest import machine_info  # noqa: E402
 
 TENANT, FACTORY = "t1", "f1"
@@ -117,28 +117,30 @@ KPI_LOAD_COLUMNS = (
     "null_reason",
     "details",
 )
-# KPI -> (unit, hourly level, scales with the period's length, the details keys the pipeline writes)
-KPIS: dict[str, tuple[str, float, bool, tuple[str, ...]]] = {
-    "availability": ("ratio", 0.9, False, ("run_time_s", "planned_busy_s", "unknown_s")),
-    "performance": ("ratio", 0.85, False, ("ideal_cycle_time_s",)),
-    "quality": ("ratio", 0.97, False, ("good", "total")),
-    "oee": ("ratio", 0.74, False, ("availability", "performance", "quality")),
-    "load_factor": ("ratio", 0.6, False, ()),
-    "data_completeness_pct": ("%", 99.5, False, ()),
-    "energy_kwh": ("kWh", 48.0, True, ()),
-    "energy_cost": ("EUR", 9.6, True, ()),
-    "carbon_kg": ("kg", 18.0, True, ()),
-    "peak_demand_kw": ("kW", 70.0, False, ()),
-    "avg_demand_kw": ("kW", 48.0, False, ()),
-    "production_count": ("units", 300.0, True, ()),
-    "good_count": ("units", 291.0, True, ()),
-    "sec_kwh_per_unit": ("kWh/unit", 0.16, False, ("energy_kwh", "units")),
-    "production_rate_per_h": ("units/h", 333.0, False, ()),
-    "run_time_s": ("s", 3240.0, True, ()),
-    "idle_time_s": ("s", 180.0, True, ()),
-    "planned_downtime_s": ("s", 120.0, True, ("planned_stop_s", "maintenance_s", "unscheduled_s")),
-    "downtime_s": ("s", 60.0, True, ("fault_s", "gap_s")),
-    "fault_time_s": ("s", 45.0, True, ()),
+# KPI -> (hourly level, the details keys the pipeline writes). Names, units and whether a KPI scales
+# with the period's length (it combines by summing) come from the KPI catalogue; a KPI not listed
+# here is loaded at level 1 without details.
+KPI_LEVELS: dict[str, tuple[float, tuple[str, ...]]] = {
+    "availability": (0.9, ("run_time_s", "planned_busy_s", "unknown_s")),
+    "performance": (0.85, ("ideal_cycle_time_s",)),
+    "quality": (0.97, ("good", "total")),
+    "oee": (0.74, ("availability", "performance", "quality")),
+    "load_factor": (0.6, ()),
+    "data_completeness_pct": (99.5, ()),
+    "energy_kwh": (48.0, ()),
+    "energy_cost": (9.6, ()),
+    "carbon_kg": (18.0, ()),
+    "peak_demand_kw": (70.0, ()),
+    "avg_demand_kw": (48.0, ()),
+    "production_count": (300.0, ()),
+    "good_count": (291.0, ()),
+    "sec_kwh_per_unit": (0.16, ("energy_kwh", "units")),
+    "production_rate_per_h": (333.0, ()),
+    "run_time_s": (3240.0, ()),
+    "idle_time_s": (180.0, ()),
+    "planned_downtime_s": (120.0, ("planned_stop_s", "maintenance_s", "unscheduled_s")),
+    "downtime_s": (60.0, ("fault_s", "gap_s")),
+    "fault_time_s": (45.0, ()),
 }
 PERIODS = {"hour": 3600, "day": 86400}
 
@@ -202,15 +204,19 @@ def kpi_rows(machines: list[str], offset: int, period: str, start: datetime, end
     reason (no units produced), and the KPIs whose pipeline rows carry details get a details object."""
     length = PERIODS[period]
     periods = int((end - start).total_seconds()) // length
-    names = list(KPIS)
+    names = [kpi.name for kpi in CATALOGUE]
+    units = [kpi.unit for kpi in CATALOGUE]
+    levels = [KPI_LEVELS.get(kpi.name, (1.0, ()))[0] for kpi in CATALOGUE]
+    additive = [kpi.combine.kind == "sum" for kpi in CATALOGUE]
     frame = (
         pl.DataFrame(
             {
                 "machine_id": [m for m in machines for _ in names],
                 "mi": [offset + i for i in range(len(machines)) for _ in names],
                 "kpi": names * len(machines),
-                "unit": [KPIS[n][0] for n in names] * len(machines),
-                "level": [KPIS[n][1] * (length / 3600 if KPIS[n][2] else 1.0) for n in names] * len(machines),
+                "unit": units * len(machines),
+                "level": [lv * (length / 3600 if add else 1.0) for lv, add in zip(levels, additive, strict=True)]
+                * len(machines),
                 "ki": list(range(len(names))) * len(machines),
             }
         )
@@ -222,7 +228,7 @@ def kpi_rows(machines: list[str], offset: int, period: str, start: datetime, end
         (pl.col("k") + pl.col("mi")) % 25 == 0
     )
     details = pl.lit(None, pl.String)
-    for name, (*_, keys) in KPIS.items():
+    for name, (_, keys) in KPI_LEVELS.items():
         if keys:
             body = ", ".join(f'"{key}": {{}}' for key in keys)
             parts = [(value * (j + 1) * 1.5).round(3) for j in range(len(keys))]
@@ -431,7 +437,7 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
         ),
         Scenario(
             f"kpi {days} days (day, all)",
-            days * len(KPI_NAMES),
+            days * len(CATALOGUE),
             50,
             kpi,
             kpi_sql("day", end - timedelta(days=days), end),

@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
 
 from analytics_platform.api.auth import KeyCache
-from analytics_platform.api.catalog import known_kpis
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
@@ -42,6 +41,7 @@ from analytics_platform.api.routes import (
 from analytics_platform.api.routes.health import BrokerProbe
 from analytics_platform.contracts.registry import registry as domain_registry
 from analytics_platform.settings import PlatformSettings, get_settings
+from analytics_platform.transforms import kpi_catalog
 from analytics_platform.ui.web import mount_dashboard
 
 log = logging.getLogger("analytics_platform.api")
@@ -85,7 +85,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.writer = writer
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.metric_catalog = MetricCatalogCache()
-    app.state.known_kpis = known_kpis(settings.kpi_drivers)
+    app.state.kpis = kpi_catalog.kpis(settings.kpi_drivers)  # what /v1/kpi serves and accepts
+    app.state.kpi_names = kpi_catalog.kpi_names(settings.kpi_drivers)
     app.state.agg_daily_view = None  # looked up on first use
 
     for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):

@@ -137,6 +137,42 @@ class KpiPage(Page):
     items: list[Kpi]
 
 
+class KpiCombine(BaseModel):
+    """How a KPI of a longer period (a day from its hours, a factory from its machines) follows from
+    its parts. Terms name a KPI, or a key of the KPI's own `details`; several terms multiply."""
+
+    kind: Literal["sum", "ratio_of_sums", "max_with_time", "time_weighted_mean", "from_components"] = Field(
+        description=(
+            "sum: add the parts; ratio_of_sums: sum(numerator) / sum(denominator) x scale; max_with_time: the "
+            "largest part, `at` names the details key saying when; time_weighted_mean: weighted by `weight` "
+            "(null: the period's length); from_components: numerator / denominator of the combined components"
+        )
+    )
+    numerator: list[str] = Field(examples=[["good_count"]])
+    denominator: list[str] = Field(examples=[["production_count"]])
+    scale: float
+    weight: str | None
+    at: str | None
+
+
+class KpiDefinition(BaseModel):
+    name: str = Field(examples=["oee"])
+    unit: str = Field(description="The unit of `value` in /v1/kpi rows; empty for avg_<metric> (the metric's unit)")
+    label: str = Field(description="Display label", examples=["OEE"])
+    description: str
+    valid_min: float | None = Field(description="Lowest plausible value (the result checks' range); null: unbounded")
+    valid_max: float | None = Field(description="Highest plausible value; null: unbounded")
+    combine: KpiCombine
+    format: Literal["percent", "number"] = Field(
+        description="percent: a ratio shown x 100 with %; number: rounded to `digits`, followed by the unit"
+    )
+    digits: int = Field(description="Fraction digits to show")
+
+
+class KpiCatalogPage(Page):
+    items: list[KpiDefinition]
+
+
 class Anomaly(BaseModel):
     anomaly_id: int
     time: datetime

@@ -23,6 +23,7 @@ from analytics_platform.data_quality.checks import RESULT_CHECKS, RESULT_CHECKS_
 from analytics_platform.data_quality.config import ResultRanges
 from analytics_platform.data_quality.raw_profile import CheckOutcome, with_catalog_limits
 from analytics_platform.data_quality.validation import Expect, ExpectationResult, outcomes, validate
+from analytics_platform.transforms import kpi_catalog
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 TS = "timestamp with time zone"
@@ -422,10 +423,11 @@ def daily_rollup_outcomes(
 
 
 def with_kpi_ranges(rows: pl.DataFrame, ranges: ResultRanges, limits: pl.DataFrame) -> pl.DataFrame:
-    """`rows` (KPI rows) with kpi_min, kpi_max: the configured KPI ranges, and for avg_<metric> the
-    metric's range in the row's tenant's catalogue."""
+    """`rows` (KPI rows) with kpi_min, kpi_max: each KPI's catalogue range unless checks.yaml
+    overrides it, and for avg_<metric> the metric's range in the row's tenant's metrics catalogue.
+    The catalogue supplies the default so that a KPI left out of checks.yaml is still judged."""
     configured = pl.DataFrame(
-        [(name, low, high) for name, (low, high) in ranges.kpi.items()],
+        [(name, low, high) for name, (low, high) in {**kpi_catalog.valid_ranges(), **ranges.kpi}.items()],
         schema={"kpi": pl.String(), "kpi_min": pl.Float64(), "kpi_max": pl.Float64()},
         orient="row",
     ).with_columns(_configured=pl.lit(True))
@@ -449,8 +451,9 @@ def with_kpi_ranges(rows: pl.DataFrame, ranges: ResultRanges, limits: pl.DataFra
 def kpi_outcomes(
     rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRanges, limits: pl.DataFrame
 ) -> list[CheckOutcome]:
-    """KPI rows of a period range: schema, unique key, each KPI within its configured range (ratios
-    0..1 ...), avg_<metric> within the metric's range, durations (unit s) within their period."""
+    """KPI rows of a period range: schema, unique key, each KPI within its range (the catalogue's or
+    checks.yaml's: ratios 0..1 ...), avg_<metric> within the metric's range, durations (unit s)
+    within their period."""
     frame = with_kpi_ranges(rows, ranges, limits).with_columns(
         pl.when(pl.col("unit") == "s")
         .then((pl.col("period_end") - pl.col("period_start")).dt.total_seconds().cast(pl.Float64))

@@ -340,7 +340,7 @@ def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime
         factory_id="factory_id",
         machine_id="machine_id",
         sensor_id=pl.lit(None, pl.String),
-        metric=pl.lit("energy_kwh"),
+        metric=pl.lit(baselines.TARGET),
         anomaly_type=pl.lit("baseline_deviation"),
         method=pl.lit("baseline"),
         score=pl.col("z"),

@@ -22,11 +22,12 @@ from psycopg import sql
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms import energy_baseline as eb
+from analytics_platform.transforms.kpi_catalog import ENERGY_KWH
 from analytics_platform.transforms.window_aggregates import TIME
 
 log = logging.getLogger(__name__)
 MACHINE = ("tenant_id", "factory_id", "machine_id")
-TARGET = "energy_kwh"
+TARGET = ENERGY_KWH.name  # the KPI a baseline predicts
 DEVIATION_COLUMNS = [
     "period_start",
     "period_end",

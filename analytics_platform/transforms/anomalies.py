@@ -401,6 +401,38 @@ def stoppage_anomalies(
     runs = _strings(running, MACHINE).select(*MACHINE, pl.col("start").cast(TIME), pl.col("end").cast(TIME))
     if runs.is_empty():
         return _empty()
+    gaps, runs, inside = _stops(counts, runs, min_minutes)
+    if gaps.is_empty():
+        return _empty()
+    stops = _with_rate_and_readings(gaps, runs, inside, counts)
+    level = pl.when(pl.col("minutes") >= 3 * min_minutes).then(3).otherwise(2).cast(pl.Int16)
+    return _finish(
+        stops.with_columns(
+            window_start=pl.col("time"),
+            window_end=pl.col("stop_end"),
+            sensor_id=pl.lit(None, pl.String),
+            metric=pl.lit("count_total"),
+            anomaly_type=pl.lit("production"),
+            method=pl.lit("stoppage"),
+            score=pl.col("minutes"),
+            severity=level,
+            severity_label=severity_label(level),
+            confidence=pl.lit(1.0),
+            observed=pl.lit(0.0),
+            expected=pl.col("per_minute") * pl.col("minutes"),
+            running_start=pl.col("start"),
+            running_end=pl.col("end"),
+        ),
+        ["minutes", "per_minute", "running_start", "running_end"],
+    )
+
+
+def _stops(
+    counts: pl.DataFrame, runs: pl.DataFrame, min_minutes: float
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The stops of at least `min_minutes` (per run: time, stop_end, next_time, minutes, the run and
+    the machine's median reading `period`), the runs of machines with counter readings (numbered
+    `_run`), and the counter readings inside them."""
     period = (
         counts.sort(*MACHINE, "time")
         .with_columns(gap=pl.col("time").diff().over(MACHINE))
@@ -437,8 +469,15 @@ def stoppage_anomalies(
         .with_columns(minutes=(pl.col("stop_end") - pl.col("time")).dt.total_microseconds() / 60e6)
         .filter(pl.col("minutes") >= min_minutes)
     )
-    if gaps.is_empty():
-        return _empty()
+    return gaps, runs, inside
+
+
+def _with_rate_and_readings(
+    gaps: pl.DataFrame, runs: pl.DataFrame, inside: pl.DataFrame, counts: pl.DataFrame
+) -> pl.DataFrame:
+    """Each stop once (overlapping running rows give it twice) with the machine's production rate
+    over its running time (`per_minute`, NULL when it produced nothing) and the counter readings
+    from the stop's start to the increment that ended it (at most MAX_READINGS)."""
     run_minutes = (
         runs.select(*MACHINE, minutes=(pl.col("end") - pl.col("start")).dt.total_microseconds() / 60e6)
         .group_by(MACHINE)
@@ -460,31 +499,11 @@ def stoppage_anomalies(
         .group_by(*MACHINE, "time", maintain_order=True)
         .agg(readings=pl.struct(time=pl.col("at"), value=pl.col("increment")))
     )
-    stops = (
+    return (
         gaps.join(rate, on=list(MACHINE), how="left")
         .join(listed, on=[*MACHINE, "time"], how="left")
         .sort(*MACHINE, "time")
         .unique([*MACHINE, "time"], keep="first", maintain_order=True)  # overlapping running rows
-    )
-    level = pl.when(pl.col("minutes") >= 3 * min_minutes).then(3).otherwise(2).cast(pl.Int16)
-    return _finish(
-        stops.with_columns(
-            window_start=pl.col("time"),
-            window_end=pl.col("stop_end"),
-            sensor_id=pl.lit(None, pl.String),
-            metric=pl.lit("count_total"),
-            anomaly_type=pl.lit("production"),
-            method=pl.lit("stoppage"),
-            score=pl.col("minutes"),
-            severity=level,
-            severity_label=severity_label(level),
-            confidence=pl.lit(1.0),
-            observed=pl.lit(0.0),
-            expected=pl.col("per_minute") * pl.col("minutes"),
-            running_start=pl.col("start"),
-            running_end=pl.col("end"),
-        ),
-        ["minutes", "per_minute", "running_start", "running_end"],
     )
 
 
@@ -639,6 +658,43 @@ def isolation_forest_anomalies(
     live = _readings(readings, excluded)
     if live.is_empty():
         return _empty()
+    buckets = _flagged_buckets(models, live, excluded, history)
+    if buckets is None:
+        return _empty()
+    scored = _furthest_readings(live, buckets).with_columns(
+        z=pl.when(pl.col("training_std") > 0).then(
+            (pl.col("observed") - pl.col("training_mean")) / pl.col("training_std")
+        )
+    )
+    by_z = severity(pl.col("z").abs(), warning_sigma=warning_sigma, critical_sigma=critical_sigma)
+    level = pl.when(pl.col("z").abs() >= critical_sigma).then(by_z).otherwise(2).cast(pl.Int16)
+    return _finish(
+        scored.with_columns(
+            time=pl.col("bucket_start"),
+            window_start=pl.col("bucket_start"),
+            window_end=pl.col("bucket_end"),
+            anomaly_type=anomaly_type(pl.col("metric")),
+            method=pl.lit("isolation_forest"),
+            score=-pl.col("score_samples"),
+            severity=level,
+            severity_label=severity_label(level),
+            confidence=(0.5 + 0.5 * (pl.col("threshold") - pl.col("score_samples")) / (pl.col("threshold") + 1.0)).clip(
+                0.0, 1.0
+            ),
+            expected=pl.col("training_mean"),
+        ),
+        ["score_samples", "threshold", "z", "training_mean", "training_std"],
+    )
+
+
+def _flagged_buckets(
+    models: Sequence[FittedForest],
+    live: pl.DataFrame,
+    excluded: pl.DataFrame | None,
+    history: pl.DataFrame | None,
+) -> pl.DataFrame | None:
+    """The buckets of `live` its series' forest scores below the threshold, with the score and the
+    model's training statistics; None when there are none."""
     flagged = []
     for bucket_s in sorted({m.bucket_s for m in models}):
         buckets = bucket_readings(live, bucket_s)
@@ -669,9 +725,12 @@ def isolation_forest_anomalies(
                         bucket_s=pl.lit(bucket_s, pl.Int64),
                     )
                 )
-    if not flagged:
-        return _empty()
-    buckets = pl.concat(flagged)
+    return pl.concat(flagged) if flagged else None
+
+
+def _furthest_readings(live: pl.DataFrame, buckets: pl.DataFrame) -> pl.DataFrame:
+    """`buckets` (flagged) with each one's reading furthest from the training mean (`observed`) and
+    its three furthest readings, in time order."""
     key = [*SERIES_KEY, "bucket_start"]
     ranked = (
         pl.concat(
@@ -688,30 +747,7 @@ def isolation_forest_anomalies(
             readings=_reading_struct().head(3).sort_by(pl.col("time").head(3)),
         )
     )
-    scored = buckets.join(ranked, on=key).with_columns(
-        z=pl.when(pl.col("training_std") > 0).then(
-            (pl.col("observed") - pl.col("training_mean")) / pl.col("training_std")
-        )
-    )
-    by_z = severity(pl.col("z").abs(), warning_sigma=warning_sigma, critical_sigma=critical_sigma)
-    level = pl.when(pl.col("z").abs() >= critical_sigma).then(by_z).otherwise(2).cast(pl.Int16)
-    return _finish(
-        scored.with_columns(
-            time=pl.col("bucket_start"),
-            window_start=pl.col("bucket_start"),
-            window_end=pl.col("bucket_end"),
-            anomaly_type=anomaly_type(pl.col("metric")),
-            method=pl.lit("isolation_forest"),
-            score=-pl.col("score_samples"),
-            severity=level,
-            severity_label=severity_label(level),
-            confidence=(0.5 + 0.5 * (pl.col("threshold") - pl.col("score_samples")) / (pl.col("threshold") + 1.0)).clip(
-                0.0, 1.0
-            ),
-            expected=pl.col("training_mean"),
-        ),
-        ["score_samples", "threshold", "z", "training_mean", "training_std"],
-    )
+    return buckets.join(ranked, on=key)
 
 
 # ----- all together ------------------------------------------------------------------------------

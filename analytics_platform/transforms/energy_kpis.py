@@ -51,6 +51,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from analytics_platform.transforms import kpi_catalog as K
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, TIME
 
 MACHINE = MACHINE_KEY
@@ -333,21 +334,20 @@ def kpi_row(
     machine: dict,
     start: datetime,
     end: datetime,
-    kpi: str,
+    kpi: K.Kpi,
     value: float | None,
-    unit: str,
     reason: str | None,
     **details,
 ) -> dict:
-    """One KPI row: the value, or NULL and why; `details` as a JSON object (shared by every KPI
-    transform so all rows read alike)."""
+    """One row of a catalogue KPI (name and unit from its entry): the value, or NULL and why;
+    `details` as a JSON object (shared by every KPI transform so all rows read alike)."""
     return {
         "period_start": start,
         "period_end": end,
         **machine,
-        "kpi": kpi,
+        "kpi": kpi.name,
         "value": value,
-        "unit": unit,
+        "unit": kpi.unit,
         "null_reason": None if value is not None else reason,
         "details": json.dumps(details, default=str, sort_keys=True) if details else None,
     }
@@ -379,7 +379,23 @@ def energy_kpis(
     """
     open_s = open_s or {}
     factors = dict(emission_factors.select("tenant_id", "kg_co2_per_kwh").iter_rows())
-    booked = {
+    booked = _booked_energy(energy)
+    average = _average_demand(held)
+    peaks = _peak_demand(points)
+    rows = []
+    for machine_key in machines.select(MACHINE).unique().sort(MACHINE).iter_rows():
+        machine = dict(zip(MACHINE, machine_key, strict=True))
+        factor = factors.get(machine["tenant_id"])
+        rows += _consumption_rows(machine, start, end, booked.get(machine_key), open_s.get(machine_key, 0.0), factor)
+        rows += _demand_rows(
+            machine, start, end, peaks.get(machine_key, (None, None, 0)), average.get(machine_key, (None, 0.0, 0))
+        )
+    return pl.DataFrame(rows, schema=KPI_SCHEMA, orient="row") if rows else pl.DataFrame(schema=KPI_SCHEMA)
+
+
+def _booked_energy(energy: pl.DataFrame) -> dict[tuple, dict]:
+    """Per machine: kWh, increments, resets, the kWh no tariff band prices, cost and kWh by band."""
+    return {
         (r["tenant_id"], r["factory_id"], r["machine_id"]): r
         for r in energy.group_by(*MACHINE)
         .agg(
@@ -393,7 +409,11 @@ def energy_kpis(
         )
         .iter_rows(named=True)
     }
-    average = {
+
+
+def _average_demand(held: pl.DataFrame) -> dict[tuple, tuple]:
+    """Per machine: (the sum of its series' time-weighted averages, held seconds, series)."""
+    return {
         tuple(r[:3]): r[3:]
         for r in held.group_by(*MACHINE, "sensor_id")
         .agg(kws=pl.col("kws").sum(), held_s=pl.col("held_s").sum())
@@ -402,7 +422,11 @@ def energy_kpis(
         .agg(avg=(pl.col("kws") / pl.col("held_s")).sum(), held_s=pl.col("held_s").sum(), series=pl.len())
         .iter_rows()
     }
-    peaks = {
+
+
+def _peak_demand(points: pl.DataFrame) -> dict[tuple, tuple]:
+    """Per machine: (the highest demand point, its first time, samples stamped in the period)."""
+    return {
         tuple(r[:3]): r[3:]
         for r in points.group_by(*MACHINE)
         .agg(
@@ -412,68 +436,69 @@ def energy_kpis(
         )
         .iter_rows()
     }
-    rows = []
-    for machine_key in machines.select(MACHINE).unique().sort(MACHINE).iter_rows():
-        machine = dict(zip(MACHINE, machine_key, strict=True))
-        e = booked.get(machine_key)
-        still_open = open_s.get(machine_key, 0.0)
-        open_details = {"open_s": still_open} if still_open > 0 else {}
-        kwh = e["kwh"] if e else None
-        no_energy = ENERGY_OPEN if still_open > 0 else NO_ENERGY
-        rows.append(
-            kpi_row(
-                machine,
-                start,
-                end,
-                "energy_kwh",
-                kwh,
-                "kWh",
-                no_energy,
-                **({"increments": e["n"], "counter_resets": e["resets"]} if e else {}),
-                **open_details,
-            )
-        )
-        if e is None:
-            cost, reason = None, no_energy
-        elif e["unpriced_parts"]:
-            cost, reason = None, f"{e['unpriced']:g} kWh of the period fall outside every tariff band of the tenant"
-        else:
-            cost, reason = e["cost"], None
-        bands: dict[str, float] = {}
-        for item in e["by_band"] if e else []:
-            bands[item["band"]] = bands.get(item["band"], 0.0) + item["kwh"]
-        rows.append(kpi_row(machine, start, end, "energy_cost", cost, "currency", reason, kwh_by_band=bands))
-        factor = factors.get(machine["tenant_id"])
-        carbon = kwh * factor if kwh is not None and factor is not None else None
-        carbon_reason = no_energy if kwh is None else "no emission factor for the tenant"
-        rows.append(kpi_row(machine, start, end, "carbon_kg", carbon, "kg CO2", carbon_reason, kg_co2_per_kwh=factor))
-        peak, peak_time, samples = peaks.get(machine_key, (None, None, 0))
-        avg, held_s, series = average.get(machine_key, (None, 0.0, 0))
-        no_power = "no power readings in the period"
-        rows.append(kpi_row(machine, start, end, "peak_demand_kw", peak, "kW", no_power, at=peak_time, samples=samples))
-        rows.append(
-            kpi_row(
-                machine,
-                start,
-                end,
-                "avg_demand_kw",
-                avg,
-                "kW",
-                no_power
-                if peak is None
-                else "no power sample holds over the period (samples further apart than the gap limit)",
-                samples=samples,
-                held_s=held_s,
-                **({"series": series} if series > 1 else {}),
-            )
-        )
-        if peak is None:
-            load, load_reason = None, no_power
-        elif avg is None:
-            load, load_reason = None, "no average demand in the period"
-        elif peak <= 0:
-            load, load_reason = None, "peak demand is 0: the machine drew no power"
-        else:
-            load, load_reason = avg / peak, None
-        rows.append(kpi_row(machine, start, end, "load_factor", load, "ratio", load_reason))
-    return pl.DataFrame(rows, schema=KPI_SCHEMA, orient="row") if rows else pl.DataFrame(schema=KPI_SCHEMA)
+
+
+def _consumption_rows(
+    machine: dict, start: datetime, end: datetime, e: dict | None, still_open: float, factor: float | None
+) -> list[dict]:
+    """energy_kwh, energy_cost and carbon_kg of one machine from its booked energy `e`."""
+    open_details = {"open_s": still_open} if still_open > 0 else {}
+    kwh = e["kwh"] if e else None
+    no_energy = ENERGY_OPEN if still_open > 0 else NO_ENERGY
+    if e is None:
+        cost, reason = None, no_energy
+    elif e["unpriced_parts"]:
+        cost, reason = None, f"{e['unpriced']:g} kWh of the period fall outside every tariff band of the tenant"
+    else:
+        cost, reason = e["cost"], None
+    bands: dict[str, float] = {}
+    for item in e["by_band"] if e else []:
+        bands[item["band"]] = bands.get(item["band"], 0.0) + item["kwh"]
+    carbon = kwh * factor if kwh is not None and factor is not None else None
+    carbon_reason = no_energy if kwh is None else "no emission factor for the tenant"
+    return [
+        kpi_row(
+            machine,
+            start,
+            end,
+            K.ENERGY_KWH,
+            kwh,
+            no_energy,
+            **({"increments": e["n"], "counter_resets": e["resets"]} if e else {}),
+            **open_details,
+        ),
+        kpi_row(machine, start, end, K.ENERGY_COST, cost, reason, kwh_by_band=bands),
+        kpi_row(machine, start, end, K.CARBON_KG, carbon, carbon_reason, kg_co2_per_kwh=factor),
+    ]
+
+
+def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, average_of: tuple) -> list[dict]:
+    """peak_demand_kw, avg_demand_kw and load_factor of one machine."""
+    peak, peak_time, samples = peak_of
+    avg, held_s, series = average_of
+    no_power = "no power readings in the period"
+    if peak is None:
+        load, load_reason = None, no_power
+    elif avg is None:
+        load, load_reason = None, "no average demand in the period"
+    elif peak <= 0:
+        load, load_reason = None, "peak demand is 0: the machine drew no power"
+    else:
+        load, load_reason = avg / peak, None
+    return [
+        kpi_row(machine, start, end, K.PEAK_DEMAND_KW, peak, no_power, at=peak_time, samples=samples),
+        kpi_row(
+            machine,
+            start,
+            end,
+            K.AVG_DEMAND_KW,
+            avg,
+            no_power
+            if peak is None
+            else "no power sample holds over the period (samples further apart than the gap limit)",
+            samples=samples,
+            held_s=held_s,
+            **({"series": series} if series > 1 else {}),
+        ),
+        kpi_row(machine, start, end, K.LOAD_FACTOR, load, load_reason),
+    ]

@@ -55,6 +55,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from analytics_platform.transforms import kpi_catalog as K
 from analytics_platform.transforms.energy_kpis import (
     KPI_SCHEMA,
     MACHINE,
@@ -561,7 +562,7 @@ def _open_seconds(last_seen: pl.DataFrame, start: datetime, end: datetime) -> di
 # ----- KPIs ----------------------------------------------------------------------------------
 
 
-def _row(period: dict, machine: tuple, kpi: str, value: float | None, unit: str, reason: str | None, **details) -> dict:
+def _row(period: dict, machine: tuple, kpi: K.Kpi, value: float | None, reason: str | None, **details) -> dict:
     return {
         "period": period["period"],
         **kpi_row(
@@ -570,7 +571,6 @@ def _row(period: dict, machine: tuple, kpi: str, value: float | None, unit: str,
             period["period_end"],
             kpi,
             value,
-            unit,
             reason,
             **details,
         ),
@@ -593,147 +593,293 @@ def _counter_reason(metric: str, open_s: float) -> str:
     return "no good-count (count_good) readings in the period"
 
 
-def _production_rows(
-    period: dict,
-    machine: tuple,
-    times: dict[str, float] | None,
-    counts: dict[str, float | None],
-    open_s: dict[str, float],
-    energy_kwh: float | None,
-    meta: dict,
-) -> list[dict]:
-    total, good = counts.get(TOTAL), counts.get(GOOD)
-    no_counter, no_good = _counter_reason(TOTAL, open_s.get(TOTAL, 0.0)), _counter_reason(GOOD, open_s.get(GOOD, 0.0))
-    rows = [
+NO_STATES = "no run-state data for the machine in the period"
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """One machine's production counters over one period, and why each is NULL when it is."""
+
+    total: float | None
+    good: float | None
+    open_s: dict[str, float]  # per counter metric, seconds at the period's end not counted yet
+
+    @property
+    def no_total(self) -> str:
+        return _counter_reason(TOTAL, self.open_s.get(TOTAL, 0.0))
+
+    @property
+    def no_good(self) -> str:
+        return _counter_reason(GOOD, self.open_s.get(GOOD, 0.0))
+
+
+@dataclass(frozen=True)
+class _Account:
+    """One machine's time over one period: seconds per category (CATEGORIES), whether any run
+    state was seen, planned downtime (planned states and time outside every shift) and planned
+    busy time (the period less planned downtime and unknown time)."""
+
+    seconds: dict[str, float]
+    has_states: bool
+    planned: float
+    busy: float
+
+    @classmethod
+    def of(cls, period: dict, times: dict[str, float] | None) -> _Account:
+        t = times or dict.fromkeys(CATEGORIES, 0.0)
+        period_s = (period["period_end"] - period["period_start"]).total_seconds()
+        planned = t["planned_stop"] + t["maintenance"] + t["unscheduled"]
+        has_states = times is not None and sum(t[c] for c in ("running", "idle", "fault", *PLANNED_STATES)) > 0
+        return cls(t, has_states, planned, period_s - planned - t["unknown"])
+
+
+def _count_rows(period: dict, machine: tuple, counts: _Counts, energy_kwh: float | None) -> list[dict]:
+    """production_count, good_count and the energy per unit."""
+    total, open_s = counts.total, counts.open_s
+    sec, sec_reason = _ratio(
+        energy_kwh,
+        total,
+        "no energy counter readings in the period",
+        "no units produced in the period" if total is not None else counts.no_total,
+    )
+    return [
         _row(
             period,
             machine,
-            "production_count",
+            K.PRODUCTION_COUNT,
             total,
-            "units",
-            no_counter,
+            counts.no_total,
             **({"open_s": open_s[TOTAL]} if open_s.get(TOTAL) else {}),
         ),
         _row(
             period,
             machine,
-            "good_count",
-            good,
-            "units",
-            no_good,
+            K.GOOD_COUNT,
+            counts.good,
+            counts.no_good,
             **({"open_s": open_s[GOOD]} if open_s.get(GOOD) else {}),
         ),
+        _row(period, machine, K.SEC_KWH_PER_UNIT, sec, sec_reason, energy_kwh=energy_kwh, units=total),
     ]
-    sec, sec_reason = _ratio(
-        energy_kwh,
-        total,
-        "no energy counter readings in the period",
-        "no units produced in the period" if total is not None else no_counter,
-    )
-    rows.append(
-        _row(period, machine, "sec_kwh_per_unit", sec, "kWh/unit", sec_reason, energy_kwh=energy_kwh, units=total)
-    )
-    t = times or dict.fromkeys(CATEGORIES, 0.0)
-    period_s = (period["period_end"] - period["period_start"]).total_seconds()
-    planned = t["planned_stop"] + t["maintenance"] + t["unscheduled"]
-    running = t["running"]
-    busy = period_s - planned - t["unknown"]
-    has_states = times is not None and sum(t[c] for c in ("running", "idle", "fault", *PLANNED_STATES)) > 0
-    no_states = "no run-state data for the machine in the period"
-    rows += [
-        _row(period, machine, "run_time_s", running if has_states else None, "s", no_states),
-        _row(period, machine, "idle_time_s", t["idle"] if has_states else None, "s", no_states),
+
+
+def _time_rows(period: dict, machine: tuple, account: _Account) -> list[dict]:
+    """Run, idle, planned, unplanned and fault time."""
+    t, has_states = account.seconds, account.has_states
+    return [
+        _row(period, machine, K.RUN_TIME_S, t["running"] if has_states else None, NO_STATES),
+        _row(period, machine, K.IDLE_TIME_S, t["idle"] if has_states else None, NO_STATES),
         _row(
             period,
             machine,
-            "planned_downtime_s",
-            planned if has_states or t["unscheduled"] else None,
-            "s",
-            no_states,
+            K.PLANNED_DOWNTIME_S,
+            account.planned if has_states or t["unscheduled"] else None,
+            NO_STATES,
             planned_stop_s=t["planned_stop"],
             maintenance_s=t["maintenance"],
             unscheduled_s=t["unscheduled"],
         ),
-        _row(
-            period,
-            machine,
-            "downtime_s",
-            t["fault"] + t["no_data"],
-            "s",
-            None,
-            fault_s=t["fault"],
-            gap_s=t["no_data"],
-        ),
-        _row(period, machine, "fault_time_s", t["fault"], "s", None),
+        _row(period, machine, K.DOWNTIME_S, t["fault"] + t["no_data"], None, fault_s=t["fault"], gap_s=t["no_data"]),
+        _row(period, machine, K.FAULT_TIME_S, t["fault"], None),
     ]
-    if not has_states:
-        availability, a_reason = None, no_states
+
+
+def _performance(account: _Account, counts: _Counts, ideal: float | None) -> tuple[float | None, str | None]:
+    if ideal is None:
+        return None, "no ideal cycle time for the machine (machine_metadata)"
+    if counts.total is None:
+        return None, counts.no_total
+    if not account.has_states:
+        return None, NO_STATES
+    return _ratio(ideal * counts.total, account.seconds["running"], counts.no_total, "no run time in the period")
+
+
+def _oee_rows(period: dict, machine: tuple, account: _Account, counts: _Counts, ideal: float | None) -> list[dict]:
+    """Availability, performance, quality, their product OEE, and the production rate."""
+    running, busy, total, good = account.seconds["running"], account.busy, counts.total, counts.good
+    if not account.has_states:
+        availability, a_reason = None, NO_STATES
     else:
-        availability, a_reason = _ratio(running, busy, no_states, "no planned production time in the period")
-    rows.append(
+        availability, a_reason = _ratio(running, busy, NO_STATES, "no planned production time in the period")
+    performance, p_reason = _performance(account, counts, ideal)
+    quality, q_reason = _ratio(good, total, counts.no_good, "no units produced in the period")
+    parts = {
+        K.AVAILABILITY: (availability, a_reason),
+        K.PERFORMANCE: (performance, p_reason),
+        K.QUALITY: (quality, q_reason),
+    }
+    missing = next(((kpi.name, why) for kpi, (value, why) in parts.items() if value is None), None)
+    # A x P x Q = (run / busy) (ideal x total / run) (good / total) = good x ideal / busy: one division
+    oee = None if missing else good * ideal / busy
+    rate, r_reason = _ratio(
+        total,
+        running / 3600 if account.has_states else None,
+        counts.no_total,
+        "no run time in the period" if account.has_states else NO_STATES,
+    )
+    above_1 = {"above_1": "ideal cycle time may be too long"} if performance is not None and performance > 1 else {}
+    return [
         _row(
             period,
             machine,
-            "availability",
+            K.AVAILABILITY,
             availability,
-            "ratio",
             a_reason,
             run_time_s=running,
             planned_busy_s=busy,
-            unknown_s=t["unknown"],
-        )
-    )
-    ideal = meta.get("ideal_cycle_time_s")
-    if ideal is None:
-        performance, p_reason = None, "no ideal cycle time for the machine (machine_metadata)"
-    elif total is None:
-        performance, p_reason = None, no_counter
-    elif not has_states:
-        performance, p_reason = None, no_states
-    else:
-        performance, p_reason = _ratio(ideal * total, running, no_counter, "no run time in the period")
-    rows.append(
+            unknown_s=account.seconds["unknown"],
+        ),
+        _row(period, machine, K.PERFORMANCE, performance, p_reason, ideal_cycle_time_s=ideal, **above_1),
+        _row(period, machine, K.QUALITY, quality, q_reason, good=good, total=total),
         _row(
             period,
             machine,
-            "performance",
-            performance,
-            "ratio",
-            p_reason,
-            ideal_cycle_time_s=ideal,
-            **({"above_1": "ideal cycle time may be too long"} if performance is not None and performance > 1 else {}),
-        )
-    )
-    quality, q_reason = _ratio(good, total, no_good, "no units produced in the period")
-    rows.append(_row(period, machine, "quality", quality, "ratio", q_reason, good=good, total=total))
-    parts = {
-        "availability": (availability, a_reason),
-        "performance": (performance, p_reason),
-        "quality": (quality, q_reason),
-    }
-    missing = next(((name, why) for name, (value, why) in parts.items() if value is None), None)
-    # A x P x Q = (run / busy) (ideal x total / run) (good / total) = good x ideal / busy: one division
-    oee = None if missing else good * ideal / busy
-    rows.append(
-        _row(
-            period,
-            machine,
-            "oee",
+            K.OEE,
             oee,
-            "ratio",
             f"{missing[0]}: {missing[1]}" if missing else None,
             availability=availability,
             performance=performance,
             quality=quality,
+        ),
+        _row(period, machine, K.PRODUCTION_RATE_PER_H, rate, r_reason),
+    ]
+
+
+def _production_rows(
+    period: dict,
+    machine: tuple,
+    times: dict[str, float] | None,
+    counts: _Counts,
+    energy_kwh: float | None,
+    meta: dict,
+) -> list[dict]:
+    """The production, time and OEE KPIs of one machine and period."""
+    account = _Account.of(period, times)
+    return [
+        *_count_rows(period, machine, counts, energy_kwh),
+        *_time_rows(period, machine, account),
+        *_oee_rows(period, machine, account, counts, meta.get("ideal_cycle_time_s")),
+    ]
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What every period of a range reads, computed once: the machines' metadata, their time
+    lines, the booked counters and demand, and the tenants' emission factors."""
+
+    meta: dict[tuple, dict]
+    segments: pl.DataFrame
+    booked: Booked
+    factors: pl.DataFrame  # tenant_id, kg_co2_per_kwh
+    options: KpiOptions
+
+
+@dataclass(frozen=True)
+class _Period:
+    """One period's measurements per machine, read by `_machine_rows`."""
+
+    energy_rows: dict[tuple, list[dict]]
+    kwh: dict[tuple, float]
+    counts: dict[str, dict[tuple, float]]
+    open_s: dict[tuple, float]
+    times: dict[tuple, dict[str, float]]
+    covered: dict[tuple, int]
+    slots_total: int
+    drivers: dict[tuple, float]
+
+
+def _measure(context: _Range, readings: pl.DataFrame, period: dict, scope: pl.DataFrame) -> _Period:
+    """The energy KPIs of the machines in `scope` over one period, and what the other KPIs need."""
+    start, end, options = period["period_start"], period["period_end"], context.options
+    booked = context.booked
+    inside = (pl.col("seg_start") >= start) & (pl.col("seg_end") <= end)
+    counters = booked.counters.filter(inside)
+    open_s = _open_seconds(booked.last_seen, start, end)
+    energy = energy_kpis(
+        counters.filter(pl.col("metric") == ENERGY).rename({"amount": "kwh"}),
+        booked.held.filter(inside),
+        booked.peaks.filter(inside).select(list(POINT_SCHEMA)),
+        context.factors,
+        scope,
+        start=start,
+        end=end,
+        open_s={m[:3]: seconds for m, seconds in open_s.items() if m[3] == ENERGY},
+    ).with_columns(period=pl.lit(period["period"]))
+    kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == K.ENERGY_KWH.name).select(*MACHINE, "value").iter_rows()}
+    counts: dict[str, dict[tuple, float]] = {TOTAL: {}, GOOD: {}}
+    for *machine, metric, amount in (
+        counters.filter(pl.col("metric").is_in((TOTAL, GOOD)))
+        .group_by(*MACHINE, "metric")
+        .agg(pl.col("amount").sum())
+        .iter_rows()
+    ):
+        counts[metric][tuple(machine)] = amount
+    period_readings = readings.filter((pl.col("time") >= start) & (pl.col("time") < end))
+    slot = pl.col("time").dt.epoch("s") // options.slot_s
+    energy_rows: dict[tuple, list[dict]] = {}
+    for row in energy.select(list(OUTPUT_SCHEMA)).to_dicts():
+        energy_rows.setdefault((row["tenant_id"], row["factory_id"], row["machine_id"]), []).append(row)
+    return _Period(
+        energy_rows=energy_rows,
+        kwh=kwh,
+        counts=counts,
+        open_s=open_s,
+        times=_time_components(context.segments, start, end),
+        covered={r[:3]: r[3] for r in period_readings.group_by(MACHINE).agg(slot.n_unique()).iter_rows()},
+        slots_total=-(-int((end - start).total_seconds()) // options.slot_s),
+        drivers={
+            (r[0], *r[1:4]): r[4]
+            for r in period_readings.filter(pl.col("metric").is_in(options.drivers))
+            .group_by("metric", *MACHINE)
+            .agg(pl.col("value").mean())
+            .iter_rows()
+        },
+    )
+
+
+def _machine_rows(context: _Range, period: dict, machine: tuple, measured: _Period) -> list[dict]:
+    """Every KPI row of one machine and period (a shift's carry its name in details)."""
+    options = context.options
+    counts = _Counts(
+        measured.counts[TOTAL].get(machine),
+        measured.counts[GOOD].get(machine),
+        {metric: measured.open_s.get((*machine, metric), 0.0) for metric in (TOTAL, GOOD)},
+    )
+    rows = measured.energy_rows.get(machine, [])
+    rows += _production_rows(
+        period,
+        machine,
+        measured.times.get(machine),
+        counts,
+        measured.kwh.get(machine),
+        context.meta.get(machine, {}),
+    )
+    rows.append(
+        _row(
+            period,
+            machine,
+            K.DATA_COMPLETENESS_PCT,
+            100.0 * measured.covered.get(machine, 0) / measured.slots_total,
+            None,
+            slots=measured.slots_total,
+            slots_with_data=measured.covered.get(machine, 0),
+            slot_s=options.slot_s,
         )
     )
-    rate, r_reason = _ratio(
-        total,
-        running / 3600 if has_states else None,
-        no_counter,
-        "no run time in the period" if has_states else no_states,
-    )
-    rows.append(_row(period, machine, "production_rate_per_h", rate, "units/h", r_reason))
+    for driver in options.drivers:
+        rows.append(
+            _row(
+                period,
+                machine,
+                K.driver_kpi(driver),
+                measured.drivers.get((driver, *machine)),
+                f"no {driver} readings in the period",
+            )
+        )
+    if period["label"] is not None:
+        for row in rows:
+            details = json.loads(row["details"]) if row["details"] else {}
+            row["details"] = json.dumps({"shift": period["label"], **details}, default=str, sort_keys=True)
     return rows
 
 
@@ -747,21 +893,20 @@ def machine_kpis(
         return pl.DataFrame(schema=OUTPUT_SCHEMA)
     machine_frame = pl.DataFrame(machines, schema=list(MACHINE), orient="row")
     tenants, tariffs, shifts = resolve_tenants(plant, machine_frame["tenant_id"].unique().to_list())
-    meta = {
-        r[:3]: {"ideal_cycle_time_s": r[3], "rated_power_kw": r[4]}
-        for r in resolve_machines(machine_frame, plant.machines).iter_rows()
-    }
-    segments = timeline(inputs, tenants, shifts, options.gap_s)
-    booked = book(inputs, periods, tariffs, options)
-
-    readings = inputs.readings
-    factors = tenants.select("tenant_id", kg_co2_per_kwh="emission_factor_kg_per_kwh").filter(
-        pl.col("kg_co2_per_kwh").is_not_null()
+    context = _Range(
+        meta={
+            r[:3]: {"ideal_cycle_time_s": r[3], "rated_power_kw": r[4]}
+            for r in resolve_machines(machine_frame, plant.machines).iter_rows()
+        },
+        segments=timeline(inputs, tenants, shifts, options.gap_s),
+        booked=book(inputs, periods, tariffs, options),
+        factors=tenants.select("tenant_id", kg_co2_per_kwh="emission_factor_kg_per_kwh").filter(
+            pl.col("kg_co2_per_kwh").is_not_null()
+        ),
+        options=options,
     )
-    slot = pl.col("time").dt.epoch("s") // options.slot_s
     rows: list[dict] = []
     for period in periods.iter_rows(named=True):
-        start, end = period["period_start"], period["period_end"]
         scope = (
             machine_frame
             if period["tenant_id"] is None
@@ -769,82 +914,9 @@ def machine_kpis(
         )
         if scope.is_empty():
             continue
-        inside = (pl.col("seg_start") >= start) & (pl.col("seg_end") <= end)
-        counters = booked.counters.filter(inside)
-        open_s = _open_seconds(booked.last_seen, start, end)
-        energy = energy_kpis(
-            counters.filter(pl.col("metric") == ENERGY).rename({"amount": "kwh"}),
-            booked.held.filter(inside),
-            booked.peaks.filter(inside).select(list(POINT_SCHEMA)),
-            factors,
-            scope,
-            start=start,
-            end=end,
-            open_s={m[:3]: seconds for m, seconds in open_s.items() if m[3] == ENERGY},
-        ).with_columns(period=pl.lit(period["period"]))
-        kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == "energy_kwh").select(*MACHINE, "value").iter_rows()}
-        counts: dict[str, dict[tuple, float]] = {TOTAL: {}, GOOD: {}}
-        for *machine, metric, amount in (
-            counters.filter(pl.col("metric").is_in((TOTAL, GOOD)))
-            .group_by(*MACHINE, "metric")
-            .agg(pl.col("amount").sum())
-            .iter_rows()
-        ):
-            counts[metric][tuple(machine)] = amount
-        times = _time_components(segments, start, end)
-        period_readings = readings.filter((pl.col("time") >= start) & (pl.col("time") < end))
-        slots_total = -(-int((end - start).total_seconds()) // options.slot_s)
-        covered = {r[:3]: r[3] for r in period_readings.group_by(MACHINE).agg(slot.n_unique()).iter_rows()}
-        drivers = {
-            (r[0], *r[1:4]): r[4]
-            for r in period_readings.filter(pl.col("metric").is_in(options.drivers))
-            .group_by("metric", *MACHINE)
-            .agg(pl.col("value").mean())
-            .iter_rows()
-        }
-        energy_rows: dict[tuple, list[dict]] = {}
-        for row in energy.select(list(OUTPUT_SCHEMA)).to_dicts():
-            energy_rows.setdefault((row["tenant_id"], row["factory_id"], row["machine_id"]), []).append(row)
+        measured = _measure(context, inputs.readings, period, scope)
         for machine in scope.rows():
-            machine_rows = energy_rows.get(machine, [])
-            machine_rows += _production_rows(
-                period,
-                machine,
-                times.get(machine),
-                {TOTAL: counts[TOTAL].get(machine), GOOD: counts[GOOD].get(machine)},
-                {metric: open_s.get((*machine, metric), 0.0) for metric in (TOTAL, GOOD)},
-                kwh.get(machine),
-                meta.get(machine, {}),
-            )
-            machine_rows.append(
-                _row(
-                    period,
-                    machine,
-                    "data_completeness_pct",
-                    100.0 * covered.get(machine, 0) / slots_total,
-                    "%",
-                    None,
-                    slots=slots_total,
-                    slots_with_data=covered.get(machine, 0),
-                    slot_s=options.slot_s,
-                )
-            )
-            for driver in options.drivers:
-                machine_rows.append(
-                    _row(
-                        period,
-                        machine,
-                        f"avg_{driver}",
-                        drivers.get((driver, *machine)),
-                        "",
-                        f"no {driver} readings in the period",
-                    )
-                )
-            if period["label"] is not None:
-                for row in machine_rows:
-                    details = json.loads(row["details"]) if row["details"] else {}
-                    row["details"] = json.dumps({"shift": period["label"], **details}, default=str, sort_keys=True)
-            rows += machine_rows
+            rows += _machine_rows(context, period, machine, measured)
     if not rows:
         return pl.DataFrame(schema=OUTPUT_SCHEMA)
     return pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row").sort("period", "period_start", *MACHINE, "kpi")

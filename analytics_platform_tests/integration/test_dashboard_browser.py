@@ -32,6 +32,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Reque
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import REPO_ROOT
+from analytics_platform.transforms import kpi_catalog
 from analytics_platform_tests.conftest import produce
 from analytics_platform_tests.dashboard_support import (
     DAGSTER_UI_URL,
@@ -415,7 +416,8 @@ def test_anomaly_events_are_listed_with_their_severity(tab: Tab, plant: Plant) -
 # ------------------------------------------------------------------------------------------------
 def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
     loaded = tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}", "kpis")
-    assert sorted(loaded["calls"]) == ["/baseline-deviation", "/kpi"]
+    # labels, units and formats come from the KPI catalogue, fetched once per page load
+    assert sorted(loaded["calls"]) == ["/baseline-deviation", "/kpi", "/kpi/catalog"]
     card = tab.page.locator("article[data-machine='mc-01']")
     day = EXPECTED.kpi_day
     shown = {
@@ -440,8 +442,12 @@ def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
     )
 
 
-def test_kpi_trend_picker_and_shift_period(tab: Tab) -> None:
+def test_kpi_trend_picker_and_shift_period(tab: Tab, plant: Plant) -> None:
     tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}")
+    options = tab.page.locator("#trend-kpi option")
+    assert options.evaluate_all("os => os.map(o => [o.value, o.textContent])") == [
+        [kpi.name, kpi.label] for kpi in kpi_catalog.kpis(plant.settings.kpi_drivers)
+    ]
     tab.navigate(lambda: tab.page.get_by_label("Trend of").select_option("energy_cost"))
     assert tab.page.locator("figure#kpi-chart figcaption strong").inner_text() == "Energy cost per day"
     assert tab.chart("kpi-chart")["points"] == "1"

@@ -1,5 +1,7 @@
 """GET /v1/kpi and GET /v1/event-rollup: stored KPIs per machine and period, and event rollups per
-window. Both are pages ordered by time, with CSV on request."""
+window. Both are pages ordered by time, with CSV on request. GET /v1/kpi/catalog: what each KPI
+is, straight from the KPI catalogue (transforms/kpi_catalog.py), so a client labels, formats and
+combines KPIs without copying the catalogue."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
-from analytics_platform.api.models import ERRORS, OTHER_TENANT, EventRollupPage, KpiPage
+from analytics_platform.api.models import ERRORS, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
 from analytics_platform.api.params import (
     Cursor,
     End,
@@ -24,8 +26,9 @@ from analytics_platform.api.params import (
     time_range,
 )
 from analytics_platform.api.query import Select, fetch_page
-from analytics_platform.api.respond import CSV_RESPONSE, keyset
+from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset
 from analytics_platform.transforms.event_rollups import DAY_S, rollup_windows
+from analytics_platform.transforms.kpi_catalog import Kpi
 
 router = APIRouter(prefix="/v1", tags=["kpis and events"])
 
@@ -73,7 +76,7 @@ def kpis(
     page_limit(limit, state.settings.api_page_limit_max)
     start, end = time_range(start, end, state.settings.api_max_result_range_days)
     if kpi is not None:
-        known("kpi", kpi, state.known_kpis)
+        known("kpi", kpi, state.kpi_names)
     select = (
         Select(", ".join(KPI_COLUMNS), "analytics.analytics_kpi")
         .eq("tenant_id", tenant)
@@ -86,6 +89,45 @@ def kpis(
         .after(KPI_KEY, keyset(cursor, (datetime, str, str)))
     )
     return fetch_page(request, select, key=KPI_KEY, limit=limit, columns=KPI_COLUMNS)
+
+
+def _definition(kpi: Kpi) -> dict:
+    low, high = kpi.valid_range
+    combine = kpi.combine
+    return {
+        "name": kpi.name,
+        "unit": kpi.unit,
+        "label": kpi.label,
+        "description": kpi.description,
+        "valid_min": low,
+        "valid_max": high,
+        "combine": {
+            "kind": combine.kind,
+            "numerator": list(combine.numerator),
+            "denominator": list(combine.denominator),
+            "scale": combine.scale,
+            "weight": combine.weight,
+            "at": combine.at,
+        },
+        "format": kpi.format,
+        "digits": kpi.digits,
+    }
+
+
+@router.get(
+    "/kpi/catalog",
+    response_model=KpiCatalogPage,
+    summary="Every KPI /v1/kpi serves: unit, meaning, valid range, how it combines, display label and format",
+    description=(
+        "One page, in display order: the platform's KPIs, then one `avg_<metric>` per configured KPI driver. "
+        "`valid_min`/`valid_max` is the range the result checks judge a KPI by (a deployment's checks.yaml may "
+        "override it; `avg_<metric>` is judged by the metric's range in the tenant's metrics catalogue)."
+    ),
+    responses={**ERRORS},
+)
+def kpi_catalog(request: Request, caller: Caller) -> Response:
+    items = [_definition(kpi) for kpi in request.app.state.kpis]
+    return json_response({"items": items, "count": len(items), "next_cursor": None})
 
 
 EVENT_COLUMNS = (

@@ -19,21 +19,10 @@ const RANGES = [
 ];
 const SEVERITY_COLOUR = { info: "#1d4ed8", warning: "#a04a00", critical: "#b3161d" };
 const SERIES_COLOURS = ["#0b5cad", "#a04a00", "#146c2e", "#6b21a8", "#b3161d", "#0f766e", "#4a5565"];
-const KPI_LABELS = {
-  oee: "OEE",
-  availability: "Availability",
-  performance: "Performance",
-  quality: "Quality",
-  sec_kwh_per_unit: "SEC (kWh/unit)",
-  load_factor: "Load factor",
-  peak_demand_kw: "Peak demand (kW)",
-  energy_kwh: "Energy (kWh)",
-  energy_cost: "Energy cost",
-  carbon_kg: "Carbon (kg CO₂e)",
-  production_count: "Production",
-};
-const RATIO_KPIS = new Set(["oee", "availability", "performance", "quality", "load_factor"]);
-const ADDITIVE_KPIS = ["energy_kwh", "energy_cost", "carbon_kg", "production_count"];
+// Which KPIs the KPI page's cards show. What a KPI is (label, unit, format, whether it adds up over
+// machines) comes from GET /v1/kpi/catalog, fetched once per page load (state.kpiCatalog).
+const CARD_KPIS = ["availability", "performance", "quality", "sec_kwh_per_unit", "load_factor", "peak_demand_kw", "energy_cost", "carbon_kg", "energy_kwh"];
+const FACTORY_KPIS = ["energy_kwh", "energy_cost", "carbon_kg", "production_count"];
 
 const state = {
   key: sessionStorage.getItem("ap.key") || localStorage.getItem("ap.key") || "",
@@ -43,6 +32,7 @@ const state = {
   charts: [],
   fleetCache: null,
   machineCache: {},
+  kpiCatalog: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -85,6 +75,11 @@ function duration(seconds) {
   if (Math.abs(s) < 7200) return `${Math.round(s / 60)} min`;
   if (Math.abs(s) < 172800) return `${(s / 3600).toFixed(1)} h`;
   return `${(s / 86400).toFixed(1)} d`;
+}
+/** A KPI's value as its catalogue entry says: a percent, or a number with its digits and unit. */
+function kpiValue(kpi, value) {
+  if (kpi.format === "percent") return pct(value);
+  return `${num(value, kpi.digits)}${kpi.unit ? ` ${kpi.unit}` : ""}`;
 }
 function inputTime(date) {
   return `${date.getUTCFullYear()}-${pad(date.getUTCMonth() + 1)}-${pad(date.getUTCDate())}T${pad(
@@ -823,11 +818,13 @@ async function kpiView(_parts, params) {
   const period = params.get("period") === "shift" ? "shift" : "day";
   const { start, end } = rangeFrom(params, 14 * 86400);
   const where = { tenant_id: context.tenant, factory_id: context.factory, start: start.toISOString(), end: end.toISOString() };
-  const [kpis, deviation] = await Promise.all([
+  const [kpis, deviation, catalog] = await Promise.all([
     api("/kpi", { ...where, period, limit: 10000 }),
     api("/baseline-deviation", { ...where, period: period === "day" ? "day" : "hour", limit: 10000 }),
+    state.kpiCatalog || api("/kpi/catalog").then((c) => new Map(c.items.map((k) => [k.name, k]))),
   ]);
-  const trendKpi = KPI_LABELS[params.get("kpi")] ? params.get("kpi") : "oee";
+  state.kpiCatalog = catalog;
+  const trendKpi = catalog.has(params.get("kpi")) ? params.get("kpi") : "oee";
   const { form, go } = rangeControls("kpis", context, params, start, end, { period, kpi: trendKpi });
   const periodPicker = h(
     "fieldset",
@@ -844,12 +841,14 @@ async function kpiView(_parts, params) {
     const latest = rows.reduce((a, b) => (a.period_start > b.period_start ? a : b)).period_start;
     latestPeriods.push(latest);
     const values = Object.fromEntries(rows.filter((r) => r.period_start === latest).map((r) => [r.kpi, r]));
-    cards.push(kpiCard(`Machine ${machine}`, latest, values, period, machine, context));
+    cards.push(kpiCard(`Machine ${machine}`, latest, values, period, machine, context, catalog));
   }
+  // only what adds up over machines is summed (the catalogue's combination rule)
+  const additive = FACTORY_KPIS.filter((name) => catalog.get(name)?.combine.kind === "sum");
   const factoryTotals = {};
-  for (const name of ADDITIVE_KPIS) {
+  for (const name of additive) {
     const rows = kpis.items.filter((k) => k.kpi === name && latestPeriods.includes(k.period_start) && k.value !== null);
-    if (rows.length) factoryTotals[name] = { value: rows.reduce((s, r) => s + r.value, 0), unit: rows[0].unit };
+    if (rows.length) factoryTotals[name] = rows.reduce((s, r) => s + r.value, 0);
   }
   const header = h("h1", {}, `KPIs · ${context.tenant} / ${context.factory}`);
   const factoryCard = h(
@@ -859,7 +858,7 @@ async function kpiView(_parts, params) {
     h(
       "dl",
       {},
-      ADDITIVE_KPIS.flatMap((name) => [h("dt", {}, KPI_LABELS[name]), h("dd", { dataset: { kpi: name } }, factoryTotals[name] ? `${num(factoryTotals[name].value)} ${factoryTotals[name].unit || ""}` : "—")]),
+      additive.flatMap((name) => [h("dt", {}, catalog.get(name).label), h("dd", { dataset: { kpi: name } }, name in factoryTotals ? kpiValue(catalog.get(name), factoryTotals[name]) : "—")]),
     ),
     h("p", { class: "muted" }, "OEE, SEC, load factor and peak demand are per machine: they do not add up."),
   );
@@ -870,45 +869,47 @@ async function kpiView(_parts, params) {
     form,
     h("h2", {}, `Latest ${period} per machine`),
     h("div", { class: "cards" }, factoryCard, cards.length ? cards : h("p", { class: "empty" }, "No KPIs in this range.")),
-    kpiTrend(kpis.items, trendKpi, period, go),
+    kpiTrend(kpis.items, catalog, trendKpi, period, go),
     deviationSection(deviation.items, period),
   );
 }
 
-function kpiCard(title, periodStart, values, period, machine, context) {
-  const value = (name, digits = 2) => {
+function kpiCard(title, periodStart, values, period, machine, context, catalog) {
+  const value = (name) => {
     const row = values[name];
     if (!row) return "—";
     if (row.value === null) return h("span", { title: row.null_reason || "" }, `— (${row.null_reason || "undefined"})`);
-    return RATIO_KPIS.has(name) ? pct(row.value) : `${num(row.value, digits)}${row.unit && !RATIO_KPIS.has(name) ? ` ${row.unit}` : ""}`;
+    return kpiValue(catalog.get(name), row.value);
   };
-  const rows = ["availability", "performance", "quality", "sec_kwh_per_unit", "load_factor", "peak_demand_kw", "energy_cost", "carbon_kg", "energy_kwh"];
+  const rows = CARD_KPIS.filter((name) => catalog.has(name));
   return h(
     "article",
     { class: "panel card", dataset: { machine } },
     h("h3", {}, title),
     h("p", { class: "muted" }, `${period} starting ${utc(periodStart)} UTC`),
     h("p", {}, "OEE ", h("span", { class: "oee", dataset: { kpi: "oee" } }, value("oee"))),
-    h("dl", {}, rows.flatMap((name) => [h("dt", {}, KPI_LABELS[name]), h("dd", { dataset: { kpi: name } }, value(name))])),
+    h("dl", {}, rows.flatMap((name) => [h("dt", {}, catalog.get(name).label), h("dd", { dataset: { kpi: name } }, value(name))])),
     assetLink("daily_machine_kpis", dayKey(periodStart)),
     h("span", {}, " · "),
     h("a", { href: href(`/machine/${context.tenant}/${context.factory}/${machine}`) }, "machine view"),
   );
 }
 
-function kpiTrend(items, kpi, period, go) {
+function kpiTrend(items, catalog, kpi, period, go) {
+  const { label, format } = catalog.get(kpi);
+  const percent = format === "percent";
   const rows = items.filter((k) => k.kpi === kpi);
   const periods = [...new Set(rows.map((r) => r.period_start))].sort();
   const machines = [...new Set(rows.map((r) => r.machine_id))].sort();
   const lookup = new Map(rows.map((r) => [`${r.machine_id}|${r.period_start}`, r.value]));
-  const scale = RATIO_KPIS.has(kpi) ? 100 : 1;
+  const scale = percent ? 100 : 1;
   const data = [periods.map((p) => Date.parse(p) / 1000), ...machines.map((m) => periods.map((p) => (lookup.get(`${m}|${p}`) ?? null) === null ? null : lookup.get(`${m}|${p}`) * scale))];
   const points = data.slice(1).reduce((n, s) => n + s.filter((v) => v !== null).length, 0);
   const picker = h(
     "div",
     { class: "field" },
     h("label", { for: "trend-kpi" }, "Trend of"),
-    h("select", { id: "trend-kpi", onchange: (e) => go({ kpi: e.target.value }) }, Object.entries(KPI_LABELS).map(([name, label]) => h("option", { value: name, selected: name === kpi }, label))),
+    h("select", { id: "trend-kpi", onchange: (e) => go({ kpi: e.target.value }) }, [...catalog.values()].map((k) => h("option", { value: k.name, selected: k.name === kpi }, k.label))),
   );
   const last = periods.at(-1);
   return h(
@@ -918,12 +919,12 @@ function kpiTrend(items, kpi, period, go) {
     picker,
     chartFigure({
       id: "kpi-chart",
-      title: `${KPI_LABELS[kpi]} per ${period}${RATIO_KPIS.has(kpi) ? " (%)" : ""}`,
+      title: `${label} per ${period}${percent ? " (%)" : ""}`,
       description: `${points} values of ${machines.length} machines over ${periods.length} periods.`,
       data,
       points,
       series: machines.map((m, i) => ({ label: m, stroke: SERIES_COLOURS[i % SERIES_COLOURS.length], width: 2, points: { show: true } })),
-      yLabel: KPI_LABELS[kpi],
+      yLabel: label,
       lineage: last ? assetLink("daily_machine_kpis", dayKey(last)) : null,
     }),
   );
