@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from analytics_platform.data_quality import results
+from analytics_platform.data_quality import result_contracts
 from analytics_platform.data_quality.config import ResultRanges, load_checks_config
 from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 from analytics_platform.settings import REPO_ROOT
@@ -19,7 +19,9 @@ H3 = datetime(2025, 8, 20, 3, tzinfo=UTC)
 H4 = H3 + timedelta(hours=1)
 LIMITS = pl.DataFrame([("*", "outdoor_temp", -80.0, 70.0, "degC")], schema=LIMITS_SCHEMA, orient="row")
 COLUMNS = pl.DataFrame(
-    list(results.KPI.columns.items()), schema={"column_name": pl.String(), "data_type": pl.String()}, orient="row"
+    list(result_contracts.KPI.columns.items()),
+    schema={"column_name": pl.String(), "data_type": pl.String()},
+    orient="row",
 )
 
 
@@ -29,8 +31,8 @@ def kpi(name: str, value: float, unit: str = "ratio", machine: str = "mc-01") ->
 
 def out_of_range(rows: list[tuple], ranges: ResultRanges) -> list[tuple[str, str]]:
     """(machine, kpi) of every row the result_ranges check finds below or above its range."""
-    frame = pl.DataFrame(rows, schema=results.KPI.schema, orient="row")
-    (outcome,) = [o for o in results.kpi_outcomes(frame, COLUMNS, ranges, LIMITS) if o.name == "result_ranges"]
+    frame = pl.DataFrame(rows, schema=result_contracts.KPI.schema, orient="row")
+    (outcome,) = [o for o in result_contracts.kpi_outcomes(frame, COLUMNS, ranges, LIMITS) if o.name == "result_ranges"]
     return sorted(
         (o["machine_id"], o["kpi"])
         for f in outcome.metadata.get("failures", [])
