@@ -62,7 +62,7 @@ def apply_migrations(
     """Apply pending migrations to the database at `url`; return what happened to each file.
 
     Then seed the metrics catalogue's platform defaults from `metrics_catalog` (METRICS_CATALOG,
-    the packaged config/metrics.yaml): entries the table lacks are added, edited ones are kept.
+    the packaged contracts/metrics.yaml): entries the table lacks are added, edited ones are kept.
     """
     if timescale not in _TIMESCALE_MODES:
         raise ValueError(f"timescale must be one of {_TIMESCALE_MODES}, not {timescale!r}")
