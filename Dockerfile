@@ -1,6 +1,7 @@
 # The platform's one image. The Helm chart runs every component from it and picks the command:
 # dagster-webserver, dagster-daemon, dagster api grpc, uvicorn (the API), analytics-platform migrate,
-# edge-agent. Build and push: docs/deploy.md.
+# edge-agent. Build and push: docs/deploy.md. (A plant gateway installs the edge agent without the
+# platform, from its own two distributions: docs/edge.md, "Installing on a gateway".)
 #
 # The base is pinned by tag, which still moves with Debian and Python patch releases. For a rebuild
 # that gets the very same base, pin its digest as well (one multi-arch index digest covers both

@@ -8,7 +8,7 @@ PYPI_INDEX ?= https://pypi.org/simple
 # the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
 UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install ui-assets demo test test-fast soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast test-edge soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -40,6 +40,22 @@ test: $(STAMP) ui-assets mosquitto chromium
 ## Everything but the end-to-end demo test.
 test-fast: $(STAMP) ui-assets mosquitto chromium
 	@$(VENV)/bin/pytest -m "not slow"
+
+## The edge agent on its own, as a plant gateway installs it (docs/edge.md, "Installing"): a fresh virtualenv
+## with only its two small distributions (analytics_platform/contracts, edge_agents) and pytest, then the edge
+## agent's unit tests there (configured by edge_agents/pyproject.toml). The in-place build trees are removed
+## first, so a module deleted from the sources cannot linger in the wheels. test_simulator.py (the simulated
+## plant's behaviour, 25 s of CPU) stays in `make test` only: the simulator's imports are checked here by
+## test_edge_distribution.py and its output against the contracts by test_edge_core.py.
+EDGE_VENV  := .venv-edge
+EDGE_TESTS := $(addprefix analytics_platform_tests/unit/,test_edge_distribution.py test_edge_core.py \
+              test_edge_config.py test_edge_modbus_decode.py)
+test-edge:
+	@rm -rf $(EDGE_VENV) analytics_platform/contracts/build edge_agents/build
+	@$(PYTHON) -m venv $(EDGE_VENV)
+	@$(EDGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+	  ./analytics_platform/contracts ./edge_agents 'pytest>=8'
+	@$(EDGE_VENV)/bin/pytest -c edge_agents/pyproject.toml --rootdir . $(EDGE_TESTS)
 
 ## The ingest model's long run (docs/benchmarks.md, "Soak"): SOAK_EXAMPLES generated streams, longer than the
 ## `make test` ones and on new random seeds each run, through the real broker, drain, database, re-derivation and

@@ -77,7 +77,7 @@ def apply_migrations(
     After the first file, the raw table of every registered contract (the package's, the entry
     points' and `domain_modules`, default DOMAIN_MODULES) is created or evolved (`raw_tables`).
     Then seed the metrics catalogue's platform defaults from `metrics_catalog` (METRICS_CATALOG,
-    the packaged config/metrics.yaml): entries the table lacks are added, edited ones are kept.
+    the packaged contracts/metrics.yaml): entries the table lacks are added, edited ones are kept.
     """
     if timescale not in _TIMESCALE_MODES:
         raise ValueError(f"timescale must be one of {_TIMESCALE_MODES}, not {timescale!r}")

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from analytics_platform.contracts.catalog import PACKAGED_CATALOG
 from analytics_platform.contracts.registry import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ class PlatformSettings(BaseSettings):
         description="A reading whose time is more than this ahead of its Kafka timestamp is rejected.",
     )
     metrics_catalog: Path = Field(
-        default=REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml",
+        default=PACKAGED_CATALOG,
         description="Known metrics (name, unit, plausible range) for sensors.device.readings.",
     )
 

@@ -80,7 +80,7 @@ from bench.ingest import machine_info  # noqa: E402
 TENANT, FACTORY = "t1", "f1"
 WINDOWS = (60, 300, 3600)
 YEAR_DAYS = 365
-# metric (from config/metrics.yaml), level, daily swing, spread within a minute
+# metric (from contracts/metrics.yaml), level, daily swing, spread within a minute
 METRICS = (("power", 50.0, 15.0, 2.0), ("temp", 65.0, 5.0, 0.5), ("vibration", 3.2, 0.8, 0.3))
 SPREAD = {60: 1.0, 300: 1.3, 3600: 2.0}  # a longer window spans more of the signal
 READING_S = 10  # one reading every 10 s per series

@@ -26,9 +26,8 @@ from analytics_platform.contracts.base import (
     ContractConfig,
     ContractViolation,
 )
-from analytics_platform.contracts.catalog import ACCEPT, WILDCARD, MetricCatalog
+from analytics_platform.contracts.catalog import ACCEPT, PACKAGED_CATALOG, WILDCARD, MetricCatalog
 from analytics_platform.contracts.registry import load_known_metrics, registry
-from analytics_platform.settings import REPO_ROOT
 from edge_agents.config import ContractConfigModel, KafkaConfig
 
 
@@ -84,7 +83,7 @@ class Canonicalizer:
         self.contracts: dict[str, Contract] = dict(registry(contract.domain_modules).contracts)
         self.topics = {d: kafka.topic_prefix + c.default_topic for d, c in self.contracts.items()}
         if contract.unknown_metrics == "reject":
-            path = contract.metrics_catalog or REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
+            path = contract.metrics_catalog or PACKAGED_CATALOG
             catalog = MetricCatalog.of(load_known_metrics(path))
         else:  # the platform judges metrics against the tenant's catalogue and policy
             catalog = MetricCatalog(frozenset(), {WILDCARD: ACCEPT})

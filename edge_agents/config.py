@@ -163,7 +163,7 @@ class ContractConfigModel(_Model):
     `metrics_catalog`, and keeps failures in the agent's own rejects table."""
 
     unknown_metrics: Literal["forward", "reject"] = "forward"
-    metrics_catalog: Path | None = None  # for `reject`; default: the platform's packaged config/metrics.yaml
+    metrics_catalog: Path | None = None  # for `reject`; default: the contracts' packaged metrics.yaml
     max_future_s: int = Field(600, ge=0)
     partitions_start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
     # domains registered from outside the platform's package: importable modules defining `CONTRACT`,

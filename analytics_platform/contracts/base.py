@@ -227,7 +227,7 @@ class Contract:
       natural_key: columns (besides time) that identify a reading when no `event_id` is given.
       finite_columns: float columns that must be finite.
       range_column: the float (or float list) column judged against the metric's plausible range
-        and canonical unit of config/metrics.yaml, for payloads that carry `metric` and `unit`;
+        and canonical unit of contracts/metrics.yaml, for payloads that carry `metric` and `unit`;
         None for domains outside the metrics catalogue.
       legacy: schema_version -> function mapping an older/other payload shape to row_type objects.
       order: where the domain sorts among domains (the default DOMAINS_ENABLED, drain sensors, assets).

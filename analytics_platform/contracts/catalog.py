@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
+
+# The platform's default metrics (tenant '*'), shipped inside this package rather than in the
+# platform's config/ so that the edge agent, which installs the contracts without the platform,
+# finds the same file (METRICS_CATALOG's default, and the agent's `contract.metrics_catalog`).
+PACKAGED_CATALOG = Path(__file__).with_name("metrics.yaml")
 
 WILDCARD = "*"  # the tenant of the platform defaults, and of the default policy
 REJECT, ACCEPT = "reject", "accept"

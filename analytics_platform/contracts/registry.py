@@ -140,7 +140,7 @@ def bind_domains(settings: DomainSettings) -> list[DomainBinding]:
 
 
 def load_known_metrics(path: Path) -> frozenset[str]:
-    """Metric names from the catalogue file (see config/metrics.yaml)."""
+    """Metric names from the catalogue file (see contracts/metrics.yaml)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""The data contracts' thresholds (config/checks.yaml) and the metric limits (config/metrics.yaml).
+"""The data contracts' thresholds (config/checks.yaml) and the metric limits (contracts/metrics.yaml).
 
 Thresholds are configuration, not code, so operators tune them without a release. Loading is
 strict: an unknown key is a typo that would otherwise silently keep a default, so it fails with a

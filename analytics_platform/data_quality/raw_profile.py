@@ -306,13 +306,13 @@ def range_outcomes(quality: PartitionQuality) -> list[CheckOutcome]:
         CheckOutcome(
             "values_in_range",
             quality.out_of_range == 0,
-            "every reading lies within its metric's plausible range (config/metrics.yaml)",
+            "every reading lies within its metric's plausible range (contracts/metrics.yaml)",
             {"rows": quality.range_rows, "unexpected": quality.out_of_range, "offending": quality.out_of_range_sample},
         ),
         CheckOutcome(
             "units_match",
             quality.unit_mismatch == 0,
-            "every reading is in its metric's canonical unit (config/metrics.yaml)",
+            "every reading is in its metric's canonical unit (contracts/metrics.yaml)",
             {"rows": quality.range_rows, "unexpected": quality.unit_mismatch, "offending": quality.unit_sample},
         ),
     ]

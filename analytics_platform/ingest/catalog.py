@@ -1,6 +1,6 @@
 """The metrics catalogue tables (analytics.metric_catalog, analytics.metric_policy): tenant data.
 
-The packaged config/metrics.yaml seeds the platform defaults (tenant '*') and nothing more: after
+The packaged contracts/metrics.yaml seeds the platform defaults (tenant '*') and nothing more: after
 that, tenants and operators edit the tables with `analytics-platform metrics ...` or the API, and
 the drain reads them on every pass, so a new metric is accepted within one tick without a deploy.
 Readings rejected while a metric was missing are re-admitted with `analytics-platform rejects
@@ -49,7 +49,7 @@ class MetricEntry:
 
 
 def read_packaged(path: Path) -> list[MetricEntry]:
-    """The platform defaults from a catalogue file (config/metrics.yaml), as tenant '*' entries."""
+    """The platform defaults from a catalogue file (contracts/metrics.yaml), as tenant '*' entries."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:

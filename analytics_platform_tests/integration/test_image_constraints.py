@@ -221,6 +221,7 @@ dg.Definitions.validate_loadable(definitions.defs)
 create_app()
 settings = get_settings()
 config = resources.files("analytics_platform") / "config"
+contracts = resources.files("analytics_platform.contracts")
 static = Path(vendor.__file__).parent / "static"
 print(json.dumps({
     # analytics_platform is a namespace package (no __init__.py): every portion must be installed
@@ -230,6 +231,8 @@ print(json.dumps({
     "assets": len(list(definitions.defs.resolve_asset_graph().get_all_asset_keys())),
     "k8s": [K8sRunLauncher.__name__, type(k8s_job_executor).__name__],
     "config_files": sorted(p.name for p in config.iterdir()),
+    "contracts_data": sorted(p.name for p in contracts.iterdir() if p.name.endswith(".yaml")),
+    "metrics_catalog": str(settings.metrics_catalog),
     "runtime_files": {str(p): p.is_file() for p in (settings.metrics_catalog, settings.checks_config,
                       settings.alerts_config, plant.DEFAULT_FILE, spec_limits.DEFAULT_FILE)},
     "migrations": [m.version for m in migrations.discover()],
@@ -279,7 +282,9 @@ def test_fresh_install_runs(fresh_venv: FreshVenv, capsys: pytest.CaptureFixture
     assert prefix == fresh_venv.root, found["prefix"]
     assert found["paths"] and all(Path(p).is_relative_to(prefix / "lib") for p in found["paths"]), found["paths"]
     assert found["defs"] == "Definitions" and found["assets"] > 0, found
-    assert "metrics.yaml" in found["config_files"], found["config_files"]
+    # the default metrics catalogue is the contracts' package data (the edge distribution ships it too)
+    assert found["contracts_data"] == ["metrics.yaml"], found["contracts_data"]
+    assert Path(found["metrics_catalog"]).is_relative_to(prefix / "lib"), found["metrics_catalog"]
     repo_config = sorted(p.name for p in (REPO / "analytics_platform" / "config").iterdir() if p.is_file())
     assert found["config_files"] == repo_config, "config files missing from the wheel (package-data)"
     assert all(found["runtime_files"].values()), found["runtime_files"]

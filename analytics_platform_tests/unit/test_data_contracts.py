@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from analytics_platform.contracts.catalog import PACKAGED_CATALOG
 from analytics_platform.data_quality import raw, result_contracts
 from analytics_platform.data_quality.config import (
     ChecksConfig,
@@ -547,7 +548,7 @@ def test_the_shipped_configuration_loads_and_names_existing_metrics() -> None:
     config = load_checks_config(REPO_ROOT / "analytics_platform" / "config" / "checks.yaml")
     assert config.blocking.of("values_in_range") and not config.blocking.of("completeness")
     assert config.reject_ratio_max(0.05) == 0.05  # null in the file: REJECT_RATIO_MAX
-    limits = load_metric_limits(REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml")
+    limits = load_metric_limits(PACKAGED_CATALOG)
     assert limits.filter(pl.col("metric") == "temp").rows() == [("*", "temp", -60.0, 400.0, "degC")]
 
 

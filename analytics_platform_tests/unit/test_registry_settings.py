@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_platform.contracts.base import ContractConfig
-from analytics_platform.contracts.catalog import MetricCatalog
+from analytics_platform.contracts.catalog import PACKAGED_CATALOG, MetricCatalog
 from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.registry import (
@@ -20,9 +20,9 @@ from analytics_platform.contracts.registry import (
 )
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.contracts.sweep import SweepContract
-from analytics_platform.settings import REPO_ROOT, PlatformSettings
+from analytics_platform.settings import PlatformSettings
 
-METRICS_YAML = REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml"
+METRICS_YAML = PACKAGED_CATALOG
 KNOWN_DOMAINS = "['device', 'lab', 'sensor', 'sweep']"
 
 

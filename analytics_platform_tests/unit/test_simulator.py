@@ -12,10 +12,9 @@ from functools import cache
 import polars as pl
 
 from analytics_platform.contracts.base import MESSAGE_SCHEMA, ContractConfig, ParsedBatch
-from analytics_platform.contracts.catalog import MetricCatalog
+from analytics_platform.contracts.catalog import PACKAGED_CATALOG, MetricCatalog
 from analytics_platform.contracts.device import DeviceHealth
 from analytics_platform.contracts.registry import load_known_metrics, registry
-from analytics_platform.settings import REPO_ROOT
 from edge_agents.simulator import (
     HEALTH_TOPIC,
     IDEAL_CYCLE_TIME_S,
@@ -33,7 +32,7 @@ from edge_agents.simulator import (
 
 NOW = datetime(2025, 8, 20, 3, 30, tzinfo=UTC)
 CONFIG = ContractConfig(
-    catalog=MetricCatalog.of(load_known_metrics(REPO_ROOT / "analytics_platform" / "config" / "metrics.yaml")),
+    catalog=MetricCatalog.of(load_known_metrics(PACKAGED_CATALOG)),
     max_future_s=600,
     partitions_start=datetime(2024, 1, 1, tzinfo=UTC),
 )
