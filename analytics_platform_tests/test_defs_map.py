@@ -8,6 +8,7 @@ must not change any of it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -347,3 +348,42 @@ def test_domains_shards_and_executors_change_only_what_they_enable() -> None:
     for name, overrides in VARIANTS.items():
         found = listing(build_definitions(PlatformSettings(**overrides), secrets_from_env=False))
         assert summary(found) == VARIANT_SUMMARIES[name], name
+
+
+SPECS = {dg.AssetKey("kafka_landing"), dg.AssetKey("analytics_spec_limits")}
+
+
+def test_each_build_partitions_from_its_own_start() -> None:
+    """Partitions come from the settings passed in, not from the process's environment: two builds
+    with different PARTITIONS_START each get their own, and within a build the hourly assets' partitions
+    still equal their raw inputs' (Dagster compares them by value)."""
+    starts = {"early": datetime(2023, 6, 1, tzinfo=UTC), "late": datetime(2025, 3, 2, 5, tzinfo=UTC)}
+    graphs = {
+        name: build_definitions(PlatformSettings(partitions_start=start), secrets_from_env=False).resolve_asset_graph()
+        for name, start in starts.items()
+    }
+    for name, graph in graphs.items():
+        day, hour = starts[name].strftime("%Y-%m-%d"), starts[name].strftime("%Y-%m-%d-%H:%M")
+        partitions = {n.key.to_user_string(): describe_partitions(n.partitions_def) for n in graph.asset_nodes}
+        assert partitions == {
+            **dict.fromkeys(["kafka_landing", "analytics_spec_limits", "plant_metadata", "energy_baseline_models"]),
+            **dict.fromkeys(
+                [
+                    "raw_sensor_readings",
+                    "raw_device_health",
+                    "raw_sweep_readings",
+                    "raw_lab_results",
+                    "sensor_window_aggregates",
+                    "device_health_events",
+                    "sweep_batch_quality",
+                    "lab_result_quality",
+                ],
+                f"hourly {hour} +1 UTC",
+            ),
+            **dict.fromkeys(["hourly_machine_kpis", "reading_anomalies"], f"hourly {hour} +0 UTC"),
+            **dict.fromkeys(["daily_event_rollups", "daily_machine_kpis"], f"daily {day} +0 UTC"),
+        }, name
+        for node in graph.asset_nodes:
+            if describe_partitions(node.partitions_def) == f"hourly {hour} +1 UTC":
+                # the raw parent of an hourly asset: a separate instance, equal by value
+                assert all(graph.get(p).partitions_def == node.partitions_def for p in node.parent_keys - SPECS), node

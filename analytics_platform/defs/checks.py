@@ -17,7 +17,7 @@ import dagster as dg
 import psycopg
 
 from analytics_platform.contracts.registry import ConfigError, DomainBinding
-from analytics_platform.defs.ingest.partitions import partition_key
+from analytics_platform.defs.partitions import partition_key
 from analytics_platform.ingest.catalog import read_limits
 from analytics_platform.ingest.rederive import HOUR, hours
 from analytics_platform.quality import raw as raw_suites

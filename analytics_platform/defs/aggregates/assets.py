@@ -6,7 +6,7 @@ import dagster as dg
 
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import aggregate_checks, contract_specs
-from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.defs.partitions import hourly_partitions
 from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks, recompute_aggregates
@@ -21,7 +21,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
     @dg.asset(
         name="sensor_window_aggregates",
         deps=[dg.AssetKey("raw_sensor_readings")],
-        partitions_def=hourly_partitions,
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(timedelta(hours=settings.automation_lookback_hours)),
         group_name=ANALYTICS_GROUP,

@@ -6,8 +6,8 @@ from datetime import timedelta
 import dagster as dg
 
 from analytics_platform.defs.checks import anomaly_checks, contract_specs
-from analytics_platform.defs.ingest.partitions import ended_hourly_partitions
 from analytics_platform.defs.kpis.assets import ENERGY_GROUP
+from analytics_platform.defs.partitions import ended_hourly_partitions
 from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
@@ -46,7 +46,7 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
             dg.AssetKey("hourly_machine_kpis"),
             dg.AssetKey("energy_baseline_models"),
         ],
-        partitions_def=ended_hourly_partitions,
+        partitions_def=ended_hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
         kinds={"scikit-learn", "postgres"},

@@ -11,7 +11,7 @@ import psycopg
 from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
 from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
 from analytics_platform.defs.checks import contract_specs, daily_rollup_checks, event_checks
-from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
+from analytics_platform.defs.partitions import daily_partitions, hourly_partitions
 from analytics_platform.quality.checks import RESULT_CHECKS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
@@ -84,7 +84,7 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
     @dg.asset(
         name=spec.name,
         deps=deps,
-        partitions_def=hourly_partitions,
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(
             timedelta(hours=settings.automation_lookback_hours), optional=[spec_limits.key]
@@ -120,7 +120,7 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
     @dg.asset(
         name="daily_event_rollups",
         deps=[dg.AssetKey(s.name) for s in specs],
-        partitions_def=daily_partitions,
+        partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=complete_days(timedelta(hours=max(48, settings.automation_lookback_hours))),
         group_name=ANALYTICS_GROUP,

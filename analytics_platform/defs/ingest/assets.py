@@ -9,7 +9,7 @@ import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.defs.checks import raw_checks, raw_specs
-from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.defs.partitions import hourly_partitions
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.rederive import merged_quality, rederive_range
 from analytics_platform.resources import PostgresResource
@@ -41,7 +41,7 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
     @dg.asset(
         key=key,
         deps=[kafka_landing],
-        partitions_def=hourly_partitions,
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=INGEST_GROUP,
         kinds={"polars", "postgres"},

@@ -14,7 +14,7 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     bindings = bind_domains(settings)
     return dg.Definitions(
         assets=[kafka_landing, *(build_raw_asset(b, settings) for b in bindings)],
-        sensors=[*drain_sensors(settings), build_rederivation_sensor(bindings, interval_s=30)],
+        sensors=[*drain_sensors(settings), build_rederivation_sensor(bindings, settings, interval_s=30)],
     )
 
 

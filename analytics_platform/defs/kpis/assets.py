@@ -20,7 +20,7 @@ import dagster as dg
 
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import contract_specs, kpi_checks
-from analytics_platform.defs.ingest.partitions import daily_partitions, ended_hourly_partitions
+from analytics_platform.defs.partitions import daily_partitions, ended_hourly_partitions
 from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines, kpis
@@ -68,7 +68,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
 
     @dg.asset(
         deps=[*raw, plant_metadata.key],
-        partitions_def=ended_hourly_partitions,
+        partitions_def=ended_hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(
             timedelta(hours=settings.automation_lookback_hours), optional=optional
@@ -103,7 +103,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
 
     @dg.asset(
         deps=[hourly_machine_kpis, dg.AssetKey("energy_baseline_models")],
-        partitions_def=daily_partitions,
+        partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
         kinds={"polars", "postgres"},
