@@ -8,12 +8,16 @@ must not change any of it.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from analytics_platform.defs import build_definitions
+from analytics_platform.contracts.registry import registry
+from analytics_platform.defs import ASSET_FOLDERS, build_definitions
 from analytics_platform.settings import PlatformSettings
 
 
@@ -37,6 +41,12 @@ def describe_condition(condition: dg.AutomationCondition | None) -> str | None:
     return condition.get_label() or f"{condition.name}({', '.join(map(describe_condition, condition.children))})"
 
 
+def targets(sensor: dg.SensorDefinition, graph: Any) -> list[str] | None:
+    """The assets an automation sensor evaluates (None for the others)."""
+    selection = getattr(sensor, "asset_selection", None)
+    return None if selection is None else sorted(k.to_user_string() for k in selection.resolve(graph))
+
+
 def listing(defs: dg.Definitions) -> dict[str, Any]:
     """Everything of `defs` the UI shows as structure (not descriptions), as plain data."""
     graph = defs.resolve_asset_graph()
@@ -58,9 +68,13 @@ def listing(defs: dg.Definitions) -> dict[str, Any]:
         "resources": sorted(defs.resources or {}),
         "assets": assets,
         "checks": checks,
-        "jobs": sorted(j.name for j in repository.get_all_jobs() if not j.name.startswith("__")),
+        "jobs": {
+            job.name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+            for job in sorted(repository.get_all_jobs(), key=lambda j: j.name)
+            if not job.name.startswith("__")
+        },
         "sensors": {
-            s.name: (s.minimum_interval_seconds, s.default_status.value)
+            s.name: (s.minimum_interval_seconds, s.default_status.value, targets(s, graph))
             for s in sorted(repository.sensor_defs, key=lambda s: s.name)
         },
         "schedules": {
@@ -230,17 +244,38 @@ EXPECTED = {
         },
         "sweep_batch_quality": {"reconciliation": True, "result_ranges": False, "schema": True, "unique_keys": True},
     },
-    "jobs": ["anomalies_job", "baseline_training_job", "daily_kpis_job"],
+    "jobs": {
+        "anomalies_job": ["reading_anomalies"],
+        "baseline_training_job": ["energy_baseline_models"],
+        "daily_kpis_job": ["daily_machine_kpis"],
+    },
     "sensors": {
-        "aggregates_automation": (5, "RUNNING"),
-        "alert_rules": (30, "RUNNING"),
-        "analytics_automation": (30, "RUNNING"),
-        "drain_device": (5, "RUNNING"),
-        "drain_lab": (5, "RUNNING"),
-        "drain_sensor": (5, "RUNNING"),
-        "drain_sweep": (5, "RUNNING"),
-        "freshness_checks_sensor": (60, "RUNNING"),
-        "raw_rederivations": (30, "RUNNING"),
+        "aggregates_automation": (5, "RUNNING", ["sensor_window_aggregates"]),
+        "alert_rules": (30, "RUNNING", None),
+        "analytics_automation": (
+            30,
+            "RUNNING",
+            [
+                "daily_event_rollups",
+                "daily_machine_kpis",
+                "device_health_events",
+                "energy_baseline_models",
+                "hourly_machine_kpis",
+                "lab_result_quality",
+                "raw_device_health",
+                "raw_lab_results",
+                "raw_sensor_readings",
+                "raw_sweep_readings",
+                "reading_anomalies",
+                "sweep_batch_quality",
+            ],
+        ),
+        "drain_device": (5, "RUNNING", None),
+        "drain_lab": (5, "RUNNING", None),
+        "drain_sensor": (5, "RUNNING", None),
+        "drain_sweep": (5, "RUNNING", None),
+        "freshness_checks_sensor": (60, "RUNNING", []),
+        "raw_rederivations": (30, "RUNNING", None),
     },
     "schedules": {
         "anomalies_schedule": ("10 * * * *", "anomalies_job", "UTC", "RUNNING"),
@@ -248,6 +283,7 @@ EXPECTED = {
         "daily_kpis_schedule": ("30 0 * * *", "daily_kpis_job", "UTC", "RUNNING"),
     },
 }
+
 VARIANT_SUMMARIES = {
     "sensor_only_sharded": {
         "assets": [
@@ -261,7 +297,11 @@ VARIANT_SUMMARIES = {
             "sensor_window_aggregates",
         ],
         "checks": 29,
-        "jobs": ["anomalies_job", "baseline_training_job", "daily_kpis_job"],
+        "jobs": {
+            "anomalies_job": ["reading_anomalies"],
+            "baseline_training_job": ["energy_baseline_models"],
+            "daily_kpis_job": ["daily_machine_kpis"],
+        },
         "sensors": [
             "aggregates_automation",
             "alert_rules",
@@ -284,7 +324,10 @@ VARIANT_SUMMARIES = {
             "raw_lab_results",
         ],
         "checks": 24,
-        "jobs": ["k8s_backfill_analytics_daily", "k8s_backfill_analytics_hourly"],
+        "jobs": {
+            "k8s_backfill_analytics_daily": ["daily_event_rollups"],
+            "k8s_backfill_analytics_hourly": ["device_health_events", "lab_result_quality"],
+        },
         "sensors": [
             "alert_rules",
             "analytics_automation",
@@ -315,15 +358,20 @@ VARIANT_SUMMARIES = {
             "sweep_batch_quality",
         ],
         "checks": 64,
-        "jobs": [
-            "anomalies_job",
-            "baseline_training_job",
-            "daily_kpis_job",
-            "k8s_backfill_analytics_daily",
-            "k8s_backfill_analytics_hourly",
-            "k8s_backfill_energy_daily",
-            "k8s_backfill_energy_hourly",
-        ],
+        "jobs": {
+            "anomalies_job": ["reading_anomalies"],
+            "baseline_training_job": ["energy_baseline_models"],
+            "daily_kpis_job": ["daily_machine_kpis"],
+            "k8s_backfill_analytics_daily": ["daily_event_rollups"],
+            "k8s_backfill_analytics_hourly": [
+                "device_health_events",
+                "lab_result_quality",
+                "sensor_window_aggregates",
+                "sweep_batch_quality",
+            ],
+            "k8s_backfill_energy_daily": ["daily_machine_kpis"],
+            "k8s_backfill_energy_hourly": ["hourly_machine_kpis", "reading_anomalies"],
+        },
         "sensors": [
             "aggregates_automation",
             "alert_rules",
@@ -387,3 +435,34 @@ def test_each_build_partitions_from_its_own_start() -> None:
             if describe_partitions(node.partitions_def) == f"hourly {hour} +1 UTC":
                 # the raw parent of an hourly asset: a separate instance, equal by value
                 assert all(graph.get(p).partitions_def == node.partitions_def for p in node.parent_keys - SPECS), node
+
+
+def test_every_asset_folder_declares_what_it_materialises() -> None:
+    """The declarations freshness entries are checked against (`materialised_keys`) are exactly what
+    the folders build with every domain enabled."""
+    every_domain = PlatformSettings(domains_enabled=sorted(registry().contracts))
+    graph = build_definitions(every_domain, secrets_from_env=False).resolve_asset_graph()
+    declared = [key for folder in ASSET_FOLDERS for key in folder.materialised_keys()]
+    assert len(declared) == len(set(declared))
+    assert set(declared) == set(graph.materializable_asset_keys)
+
+
+def test_the_definitions_read_no_settings_when_imported() -> None:
+    """Only the entry points (definitions.py, drain_definitions.py) read the environment: every module
+    under defs/ imports with a PARTITIONS_START that cannot be parsed; the entry point then fails on it."""
+    env = {**os.environ, "PARTITIONS_START": "not a time", "PYTHONWARNINGS": "ignore"}
+    import_all = (
+        "import importlib, pkgutil, analytics_platform.defs as d\n"
+        "names = [m.name for m in pkgutil.walk_packages(d.__path__, 'analytics_platform.defs.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(names))"
+    )
+    defs = subprocess.run([sys.executable, "-c", import_all], env=env, capture_output=True, text=True, check=False)
+    assert (defs.returncode, defs.stderr) == (0, "")
+    assert int(defs.stdout) > 20  # the folders and their modules, not an empty walk
+    entry = subprocess.run(
+        [sys.executable, "-c", "import analytics_platform.definitions"], env=env, capture_output=True, text=True
+    )
+    assert entry.returncode == 1
+    assert "partitions_start" in entry.stderr

@@ -22,7 +22,8 @@ import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.defs.checks import checks_config, severity
-from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
+from analytics_platform.defs.ingest import raw_asset_key
+from analytics_platform.defs.ingest.assets import kafka_landing
 from analytics_platform.defs.partitions import hourly_partitions, partition_key
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.resources import KafkaResource, PostgresResource
@@ -52,7 +53,7 @@ def report_events(
     settings: PlatformSettings,
 ) -> tuple[list, dict[str, dict]]:
     """Dagster events for a drain report; returns (events, partitions still waiting to exist)."""
-    key = raw_asset_key(binding)
+    key = raw_asset_key(binding.domain)
     events: list = []
     waiting = dict(pending)
     for start, quality in sorted(report.partitions.items()):
@@ -237,7 +238,7 @@ def build_rederivation_sensor(
     key migration, `rejects readmit`): one runless materialization per hour, with what changed, so
     partition status, lineage and the downstream automation (aggregates, rollups, KPIs) follow as
     they do for live ingest. The cursor (the last reported `done_at`) makes it at least once."""
-    keys = {b.contract.raw_table: raw_asset_key(b) for b in bindings}
+    keys = {b.contract.raw_table: raw_asset_key(b.domain) for b in bindings}
     partitions = hourly_partitions(settings)
 
     @dg.sensor(

@@ -19,7 +19,11 @@ from datetime import timedelta
 import dagster as dg
 
 from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import contract_specs, kpi_checks
+from analytics_platform.defs.groups import ENERGY_GROUP
+from analytics_platform.defs.ingest import raw_asset_key, raw_asset_keys
+from analytics_platform.defs.kpis import DAILY_KPIS, HOURLY_KPIS
 from analytics_platform.defs.partitions import daily_partitions, ended_hourly_partitions
 from analytics_platform.quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.resources import PostgresResource
@@ -28,7 +32,6 @@ from analytics_platform.results.aggregates import chunks
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
 
-ENERGY_GROUP = "energy"
 CLOSING_READINGS_CRON = "20 * * * *"  # UTC: the latest ended hour, once its closing readings are in
 
 plant_metadata = dg.AssetSpec(
@@ -60,13 +63,16 @@ def closing_readings_landed(optional: list[dg.AssetKey]) -> dg.AutomationConditi
     ).with_label("the hour's closing readings have landed")
 
 
-def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list:
+def build_kpi_assets(settings: PlatformSettings) -> list:
+    """Reads sensor readings, and run states when the device domain runs (availability needs them)."""
     options = kpi_options(settings)
+    raw = raw_asset_keys(settings, ["sensor", "device"])
     # prior and next readings as far as a counter interval is counted: hours and days agree
     lookback = timedelta(seconds=options.max_interval_s)
-    optional = [k for k in raw if k.path[-1] != "raw_sensor_readings"] + [plant_metadata.key]
+    optional = [k for k in raw if k != raw_asset_key("sensor")] + [plant_metadata.key]
 
     @dg.asset(
+        key=HOURLY_KPIS,
         deps=[*raw, plant_metadata.key],
         partitions_def=ended_hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -83,7 +89,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "interval each reading closes (docs/kpis.md); the hour runs when it ends, when its inputs change, and "
         "once more at :20 past the next hour, when the readings closing its last intervals have landed.",
         metadata={"table": "analytics.analytics_kpi"},
-        check_specs=contract_specs(dg.AssetKey("hourly_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(HOURLY_KPIS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def hourly_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -102,7 +108,8 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     @dg.asset(
-        deps=[hourly_machine_kpis, dg.AssetKey("energy_baseline_models")],
+        key=DAILY_KPIS,
+        deps=[hourly_machine_kpis, BASELINE_MODELS],
         partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
@@ -112,7 +119,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
         "Scheduled after the day closes (daily_kpis_schedule).",
         metadata={"table": "analytics.analytics_kpi"},
-        check_specs=contract_specs(dg.AssetKey("daily_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(DAILY_KPIS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def daily_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
