@@ -1,35 +1,50 @@
-"""One folder per concept; `build_definitions` merges them (definitions.py calls it once)."""
+"""The Dagster definitions, as a map: one folder per concept, shared helpers beside them.
+
+Each concept folder (`ingest/`, `aggregates/`, `events/`, `kpis/`, `baselines/`, `anomalies/`,
+`alerts/`) declares its asset keys in its `__init__.py` and builds its assets, checks, jobs,
+sensors and schedules from the settings passed in with `definitions.py: build_defs(settings)`.
+The modules beside them are used by several folders: `partitions.py` (the time partitions),
+`groups.py` (the UI's asset groups), `automation.py` (automation conditions and their sensors),
+`checks.py` (data-contract check wiring), `freshness.py` (freshness checks of what was built) and
+`resources.py`. `build_definitions` below is the one place they are merged.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
-from analytics_platform.contracts.sensor import SensorContract
-from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
-from analytics_platform.defs.alerts.definitions import build_defs as alert_defs
+from analytics_platform.defs import freshness
+from analytics_platform.defs.aggregates import definitions as aggregates
+from analytics_platform.defs.alerts import definitions as alerts
+from analytics_platform.defs.anomalies import definitions as anomalies
 from analytics_platform.defs.automation import automation_sensors
-from analytics_platform.defs.events.definitions import build_defs as event_defs
-from analytics_platform.defs.freshness import build_defs as freshness_defs
-from analytics_platform.defs.ingest.assets import INGEST_GROUP
-from analytics_platform.defs.ingest.definitions import build_defs as ingest_defs
-from analytics_platform.defs.kpis.definitions import build_defs as kpi_defs
+from analytics_platform.defs.baselines import definitions as baselines
+from analytics_platform.defs.events import definitions as events
+from analytics_platform.defs.groups import INGEST_GROUP
+from analytics_platform.defs.ingest import definitions as ingest
+from analytics_platform.defs.kpis import definitions as kpis
 from analytics_platform.defs.resources import build_resources
 from analytics_platform.settings import PlatformSettings
+
+# the folders that own assets, each with `build_defs(settings)` and `materialised_keys()`
+ASSET_FOLDERS = (ingest, aggregates, events, kpis, baselines, anomalies)
 
 
 def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = True) -> dg.Definitions:
     """The platform's definitions for `settings` (tests build their own with explicit settings)."""
+    parts = {folder: folder.build_defs(settings) for folder in ASSET_FOLDERS}
+    assets = dg.Definitions.merge(*parts.values())
+    known = {key for folder in ASSET_FOLDERS for key in folder.materialised_keys()}
     defs = dg.Definitions.merge(
-        ingest_defs(settings),
-        aggregate_defs(settings),
-        event_defs(settings),
-        kpi_defs(settings),
-        freshness_defs(settings),
-        alert_defs(settings),
+        assets,
+        freshness.build_defs(settings, materialised(assets), known),
+        alerts.build_defs(settings),
         dg.Definitions(
             sensors=automation_sensors(
-                [dg.AssetKey("sensor_window_aggregates")] if SensorContract.domain in settings.domains_enabled else [],
+                list(materialised(parts[aggregates])),  # the window aggregates: the fast lane
                 settings.automation_interval_s,
                 settings.automation_events_interval_s,
             ),
@@ -44,13 +59,23 @@ def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = Tr
     return defs
 
 
+def materialised(defs: dg.Definitions) -> Mapping[dg.AssetKey, dg.PartitionsDefinition | None]:
+    """Asset key -> partitions of every asset `defs` materialises (specs of tables are not)."""
+    return {
+        key: asset.partitions_def
+        for asset in defs.assets or []
+        if isinstance(asset, dg.AssetsDefinition) and asset.is_executable
+        for key in asset.keys
+    }
+
+
 def k8s_backfill_jobs(defs: dg.Definitions) -> list[dg.UnresolvedAssetJobDefinition]:
     """One job per asset group and cadence (hourly, daily) of the derived assets, run with
     `k8s_job_executor`: a backfill launched from such a job spreads each run's steps over pods.
 
     Only for backfills: a pod per step costs seconds of start-up, which live automation (in-process,
     one pod per run) cannot afford against the 30 s freshness goal. Raw assets stay out: re-deriving
-    them from landing is a separate, deliberate act (DESIGN.md, "Ingest"). A job needs one
+    them from landing is a separate, deliberate act (docs/architecture.md, "Ingest"). A job needs one
     partitioning for all its assets, and within a group and cadence they share one.
     """
     jobs: dict[str, list[dg.AssetKey]] = {}

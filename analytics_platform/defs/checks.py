@@ -26,7 +26,7 @@ from analytics_platform.data_quality.checks import DESCRIPTIONS, raw_check_names
 from analytics_platform.data_quality.config import ChecksConfig, cached_checks_config
 from analytics_platform.data_quality.raw_profile import CHECK_NAMES, CheckOutcome, PartitionQuality, check_outcomes
 from analytics_platform.data_quality.validation import merge_windows
-from analytics_platform.defs.ingest.partitions import partition_key
+from analytics_platform.defs.partitions import partition_key
 from analytics_platform.ingest.catalog import read_limits
 from analytics_platform.ingest.rederive import HOUR, hours
 from analytics_platform.results.aggregates import chunks

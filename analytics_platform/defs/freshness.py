@@ -13,19 +13,15 @@ builders are kept on purpose and their warning silenced here (it printed once pe
 """
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
 import dagster as dg
 
-from analytics_platform.contracts.registry import ConfigError, registry
+from analytics_platform.contracts.registry import ConfigError
 from analytics_platform.data_quality.config import Freshness
-from analytics_platform.defs.aggregates.definitions import build_defs as aggregate_defs
 from analytics_platform.defs.checks import checks_config, severity
-from analytics_platform.defs.events.definitions import build_defs as event_defs
-from analytics_platform.defs.ingest.definitions import build_defs as ingest_defs
-from analytics_platform.defs.kpis.definitions import build_defs as kpi_defs
 from analytics_platform.settings import PlatformSettings
 
 FRESHNESS_SENSOR = "freshness_checks_sensor"
@@ -44,7 +40,7 @@ def deadline_cron(partitions_def: dg.PartitionsDefinition | None, lag_minutes: i
 
 
 def freshness_checks(
-    assets: dict[dg.AssetKey, dg.PartitionsDefinition | None], known: set[dg.AssetKey], settings: PlatformSettings
+    assets: Mapping[dg.AssetKey, dg.PartitionsDefinition | None], known: set[dg.AssetKey], settings: PlatformSettings
 ) -> list[dg.AssetChecksDefinition]:
     """One freshness check per `freshness:` entry whose asset is in `assets` (the enabled ones).
     An entry naming an asset of a disabled domain is skipped; one naming no asset of the platform
@@ -69,7 +65,7 @@ def _superseded_ok() -> Iterator[None]:
 def _freshness_check(
     name: str,
     rule: Freshness,
-    assets: dict[dg.AssetKey, dg.PartitionsDefinition | None],
+    assets: Mapping[dg.AssetKey, dg.PartitionsDefinition | None],
     known: set[dg.AssetKey],
     settings: PlatformSettings,
     level: dg.AssetCheckSeverity,
@@ -95,29 +91,13 @@ def _freshness_check(
     )
 
 
-def _materializable(parts: Sequence[dg.Definitions]) -> dict[dg.AssetKey, dg.PartitionsDefinition | None]:
-    """Asset key -> partitions of every asset the parts materialise (specs of tables are not)."""
-    return {
-        key: asset.partitions_def
-        for part in parts
-        for asset in part.assets or []
-        if isinstance(asset, dg.AssetsDefinition) and asset.is_executable
-        for key in asset.keys
-    }
-
-
-def _parts(settings: PlatformSettings) -> list[dg.Definitions]:
-    return [ingest_defs(settings), aggregate_defs(settings), event_defs(settings), kpi_defs(settings)]
-
-
-def build_defs(settings: PlatformSettings) -> dg.Definitions:
-    """The freshness checks and their sensor. Builds the domains' definitions again (a few ms) to
-    learn which assets exist and how they are partitioned: the one place that knows is the
-    domains' own builders, and with every domain enabled, which names are not typos."""
-    every_domain = settings.model_copy(
-        update={"domains_enabled": list(registry(settings.domain_modules).contracts), "kafka_topics": []}
-    )
-    checks = freshness_checks(_materializable(_parts(settings)), set(_materializable(_parts(every_domain))), settings)
+def build_defs(
+    settings: PlatformSettings, assets: Mapping[dg.AssetKey, dg.PartitionsDefinition | None], known: set[dg.AssetKey]
+) -> dg.Definitions:
+    """The freshness checks and their sensor, for the `assets` built (key -> partitions: what the
+    concept folders materialise with these settings) and the names a `freshness:` entry may use
+    (`known`: what the folders declare they materialise with every domain enabled)."""
+    checks = freshness_checks(assets, known, settings)
     if not checks:
         return dg.Definitions()
     with _superseded_ok():

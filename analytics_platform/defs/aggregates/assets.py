@@ -6,23 +6,24 @@ import dagster as dg
 
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS
+from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import aggregate_checks, contract_specs
-from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.defs.groups import ANALYTICS_GROUP
+from analytics_platform.defs.ingest import raw_asset_key
+from analytics_platform.defs.partitions import hourly_partitions
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks, recompute_aggregates
 from analytics_platform.settings import PlatformSettings
-
-ANALYTICS_GROUP = "analytics"
 
 
 def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
     windows = sorted(set(settings.windows))
 
     @dg.asset(
-        name="sensor_window_aggregates",
-        deps=[dg.AssetKey(SensorContract.raw_table)],
-        partitions_def=hourly_partitions,
+        key=WINDOW_AGGREGATES,
+        deps=[raw_asset_key(SensorContract.domain)],
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(timedelta(hours=settings.automation_lookback_hours)),
         group_name=ANALYTICS_GROUP,
@@ -31,7 +32,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
         "sensor and metric: count, sum, avg, min, max, stddev, first, last, p50, p95 (analytics.analytics_agg). "
         "A partition recomputes every bucket that overlaps its hour from all of that bucket's readings.",
         metadata={"table": "analytics.analytics_agg", "windows": windows},
-        check_specs=contract_specs(dg.AssetKey("sensor_window_aggregates"), RESULT_CHECKS, settings),
+        check_specs=contract_specs(WINDOW_AGGREGATES, RESULT_CHECKS, settings),
     )
     def sensor_window_aggregates(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window

@@ -5,10 +5,17 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.contracts.device import DeviceHealthContract
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
+from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
+from analytics_platform.defs.anomalies import READING_ANOMALIES
+from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import anomaly_checks, contract_specs
-from analytics_platform.defs.ingest.partitions import ended_hourly_partitions
-from analytics_platform.defs.kpis.assets import ENERGY_GROUP
+from analytics_platform.defs.groups import ENERGY_GROUP
+from analytics_platform.defs.ingest import raw_asset_keys
+from analytics_platform.defs.kpis import HOURLY_KPIS
+from analytics_platform.defs.partitions import ended_hourly_partitions
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
 from analytics_platform.results.aggregates import chunks
@@ -36,17 +43,15 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
     )
 
 
-def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> dg.AssetsDefinition:
+def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
+    """Reads sensor readings, and run states when the device domain runs (non-running periods are skipped)."""
     options = anomaly_options(settings)
+    raw = raw_asset_keys(settings, [SensorContract.domain, DeviceHealthContract.domain])
 
     @dg.asset(
-        deps=[
-            *raw,
-            dg.AssetKey("sensor_window_aggregates"),
-            dg.AssetKey("hourly_machine_kpis"),
-            dg.AssetKey("energy_baseline_models"),
-        ],
-        partitions_def=ended_hourly_partitions,
+        key=READING_ANOMALIES,
+        deps=[*raw, WINDOW_AGGREGATES, HOURLY_KPIS, BASELINE_MODELS],
+        partitions_def=ended_hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
         kinds={"scikit-learn", "postgres"},
@@ -58,7 +63,7 @@ def build_anomaly_asset(settings: PlatformSettings, raw: list[dg.AssetKey]) -> d
         "ANOMALY_SETTLE_MINUTES after them) are skipped; series with too little history are 'learning'. "
         "Re-materialising an hour replaces its anomalies; resolutions of those found again are kept.",
         metadata={"table": "analytics.analytics_anomaly"},
-        check_specs=contract_specs(dg.AssetKey("reading_anomalies"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(READING_ANOMALIES, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def reading_anomalies(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window

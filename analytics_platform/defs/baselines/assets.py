@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
+from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import baseline_checks, contract_specs
-from analytics_platform.defs.kpis.assets import ENERGY_GROUP
+from analytics_platform.defs.groups import ENERGY_GROUP
+from analytics_platform.defs.kpis import HOURLY_KPIS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines
 from analytics_platform.settings import PlatformSettings
@@ -14,7 +16,8 @@ from analytics_platform.settings import PlatformSettings
 
 def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
     @dg.asset(
-        deps=[dg.AssetKey("hourly_machine_kpis")],
+        key=BASELINE_MODELS,
+        deps=[HOURLY_KPIS],
         group_name=ENERGY_GROUP,
         kinds={"statsmodels", "postgres"},
         description="One energy baseline per machine: OLS of hourly energy_kwh on "
@@ -23,7 +26,7 @@ def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         f"R² below {settings.baseline_r2_min} is stored with a warning. A new version deactivates the previous "
         "one (analytics.analytics_baseline). Retrained weekly (baseline_training_schedule).",
         metadata={"table": "analytics.analytics_baseline"},
-        check_specs=contract_specs(dg.AssetKey("energy_baseline_models"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(BASELINE_MODELS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def energy_baseline_models(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -12,10 +12,12 @@ from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS
-from analytics_platform.defs.aggregates.assets import ANALYTICS_GROUP
 from analytics_platform.defs.automation import complete_days, follow_hourly_inputs
 from analytics_platform.defs.checks import contract_specs, daily_rollup_checks, event_checks
-from analytics_platform.defs.ingest.partitions import daily_partitions, hourly_partitions
+from analytics_platform.defs.events import DAILY_EVENT_ROLLUPS
+from analytics_platform.defs.groups import ANALYTICS_GROUP
+from analytics_platform.defs.ingest import raw_asset_key
+from analytics_platform.defs.partitions import daily_partitions, hourly_partitions
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
 from analytics_platform.results.aggregates import chunks
@@ -34,18 +36,22 @@ spec_limits = dg.AssetSpec(
 
 @dataclass(frozen=True)
 class EventAsset:
+    """An hourly event asset: computed from its domain's raw asset (named by the ingest folder)."""
+
     domain: str
     name: str
-    raw: str
     description: str
     uses_limits: bool
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.name)
 
 
 EVENT_ASSETS = (
     EventAsset(
         DeviceHealthContract.domain,
         "device_health_events",
-        DeviceHealthContract.raw_table,
         "Status transitions and offline periods (analytics.analytics_event); uptime % and health-score "
         "statistics per machine and window (analytics.analytics_event_rollup, event_type device_health).",
         False,
@@ -53,7 +59,6 @@ EVENT_ASSETS = (
     EventAsset(
         SweepContract.domain,
         "sweep_batch_quality",
-        SweepContract.raw_table,
         "Each sweep batch's n, mean, min, max, stddev and pass/fail against spec limits "
         "(analytics_event sweep_batch); fail rate per machine and window (analytics_event_rollup).",
         True,
@@ -61,7 +66,6 @@ EVENT_ASSETS = (
     EventAsset(
         LabContract.domain,
         "lab_result_quality",
-        LabContract.raw_table,
         "Each lab result judged against its analyte's spec limits (analytics_event lab_result); pass rate "
         "per station and analyte and window (analytics_event_rollup, subject = analyte).",
         True,
@@ -82,12 +86,12 @@ def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., ev
 
 def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.AssetsDefinition:
     recompute = _recompute(spec, settings)
-    deps = [dg.AssetKey(spec.raw), *([spec_limits.key] if spec.uses_limits else [])]
+    deps = [raw_asset_key(spec.domain), *([spec_limits.key] if spec.uses_limits else [])]
 
     @dg.asset(
-        name=spec.name,
+        key=spec.key,
         deps=deps,
-        partitions_def=hourly_partitions,
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(
             timedelta(hours=settings.automation_lookback_hours), optional=[spec_limits.key]
@@ -96,7 +100,7 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
         kinds={"polars", "postgres"},
         description=spec.description,
         metadata={"tables": "analytics.analytics_event, analytics.analytics_event_rollup"},
-        check_specs=contract_specs(dg.AssetKey(spec.name), RESULT_CHECKS, settings),
+        check_specs=contract_specs(spec.key, RESULT_CHECKS, settings),
     )
     def _asset(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -121,9 +125,9 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
     domains = [s.domain for s in specs]
 
     @dg.asset(
-        name="daily_event_rollups",
-        deps=[dg.AssetKey(s.name) for s in specs],
-        partitions_def=daily_partitions,
+        key=DAILY_EVENT_ROLLUPS,
+        deps=[s.key for s in specs],
+        partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=complete_days(timedelta(hours=max(48, settings.automation_lookback_hours))),
         group_name=ANALYTICS_GROUP,
@@ -132,7 +136,7 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
         "statistics, sweep fail rate, lab pass rate per station and analyte. Built from the day's 24 hourly rows, "
         "so a day always equals the sum of its hours.",
         metadata={"table": "analytics.analytics_event_rollup", "window_s": 86400},
-        check_specs=contract_specs(dg.AssetKey("daily_event_rollups"), RESULT_CHECKS, settings),
+        check_specs=contract_specs(DAILY_EVENT_ROLLUPS, RESULT_CHECKS, settings),
     )
     def daily_event_rollups(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_platform.defs.events import DAILY_EVENT_ROLLUPS
 from analytics_platform.defs.events.assets import EVENT_ASSETS, build_daily_rollups, build_event_asset, spec_limits
 from analytics_platform.settings import PlatformSettings
 
@@ -16,3 +17,9 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     if any(s.uses_limits for s in specs):
         assets.append(spec_limits)
     return dg.Definitions(assets=[*assets, build_daily_rollups(specs, settings)])
+
+
+def materialised_keys() -> set[dg.AssetKey]:
+    """Every asset this folder materialises with all its domains enabled: the names CHECKS_CONFIG
+    `freshness:` entries may use."""
+    return {*(spec.key for spec in EVENT_ASSETS), DAILY_EVENT_ROLLUPS}

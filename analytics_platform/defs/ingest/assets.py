@@ -9,13 +9,13 @@ import dagster as dg
 
 from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.defs.checks import raw_checks, raw_specs
-from analytics_platform.defs.ingest.partitions import hourly_partitions
+from analytics_platform.defs.groups import INGEST_GROUP
+from analytics_platform.defs.ingest import raw_asset_key
+from analytics_platform.defs.partitions import hourly_partitions
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.rederive import merged_quality, rederive_range
 from analytics_platform.resources import PostgresResource
 from analytics_platform.settings import PlatformSettings
-
-INGEST_GROUP = "ingest"
 
 kafka_landing = dg.AssetSpec(
     "kafka_landing",
@@ -28,20 +28,16 @@ kafka_landing = dg.AssetSpec(
 )
 
 
-def raw_asset_key(binding: DomainBinding) -> dg.AssetKey:
-    return dg.AssetKey(binding.contract.raw_table)
-
-
 def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.AssetsDefinition:
     """The hourly raw asset of one domain, with its raw-contract checks (defs/checks.py): the four
     of every domain, plus the metric-value contracts and completeness where they apply."""
     contract = binding.contract
-    key = raw_asset_key(binding)
+    key = raw_asset_key(binding.domain)
 
     @dg.asset(
         key=key,
         deps=[kafka_landing],
-        partitions_def=hourly_partitions,
+        partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=INGEST_GROUP,
         kinds={"polars", "postgres"},

@@ -23,8 +23,9 @@ import dagster as dg
 from analytics_platform.contracts.registry import DomainBinding, contract_config
 from analytics_platform.data_quality.raw_profile import CheckOutcome, PartitionQuality, check_outcomes, range_outcomes
 from analytics_platform.defs.checks import checks_config, severity
-from analytics_platform.defs.ingest.assets import kafka_landing, raw_asset_key
-from analytics_platform.defs.ingest.partitions import hourly_partitions, partition_key
+from analytics_platform.defs.ingest import raw_asset_key
+from analytics_platform.defs.ingest.assets import kafka_landing
+from analytics_platform.defs.partitions import hourly_partitions, partition_key
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
@@ -52,7 +53,7 @@ def report_events(
     settings: PlatformSettings,
 ) -> tuple[list, dict[str, dict]]:
     """Dagster events for a drain report; returns (events, partitions still waiting to exist)."""
-    key = raw_asset_key(binding)
+    key = raw_asset_key(binding.domain)
     events: list = []
     waiting = dict(pending)
     for start, quality in sorted(report.partitions.items()):
@@ -64,8 +65,9 @@ def report_events(
             ],
         }
     by_check: dict[str, list[tuple[str, dict]]] = {}
+    partitions = hourly_partitions(settings)
     for pkey in sorted(waiting):
-        if not hourly_partitions.has_partition_key(pkey):
+        if not partitions.has_partition_key(pkey):
             continue
         entry = waiting.pop(pkey)
         events.append(dg.AssetMaterialization(asset_key=key, partition=pkey, metadata=entry["metadata"]))
@@ -229,12 +231,15 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
     return _drain
 
 
-def build_rederivation_sensor(bindings: list[DomainBinding], interval_s: int) -> dg.SensorDefinition:
+def build_rederivation_sensor(
+    bindings: list[DomainBinding], settings: PlatformSettings, interval_s: int
+) -> dg.SensorDefinition:
     """Tells Dagster about raw hours re-derived outside a run (`analytics-platform migrate` after a
     key migration, `rejects readmit`): one runless materialization per hour, with what changed, so
     partition status, lineage and the downstream automation (aggregates, rollups, KPIs) follow as
     they do for live ingest. The cursor (the last reported `done_at`) makes it at least once."""
-    keys = {b.contract.raw_table: raw_asset_key(b) for b in bindings}
+    keys = {b.contract.raw_table: raw_asset_key(b.domain) for b in bindings}
+    partitions = hourly_partitions(settings)
 
     @dg.sensor(
         name="raw_rederivations",
@@ -267,7 +272,7 @@ def build_rederivation_sensor(bindings: list[DomainBinding], interval_s: int) ->
                     },
                 )
                 for _done, table, hour, why, before, rows_after in rows
-                if hourly_partitions.has_partition_key(partition_key(hour))
+                if partitions.has_partition_key(partition_key(hour))
             ]
             conn.execute(
                 "UPDATE analytics.raw_rederivations SET reported_at = now() "

@@ -18,17 +18,22 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.contracts.device import DeviceHealthContract
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
 from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import contract_specs, kpi_checks
-from analytics_platform.defs.ingest.partitions import daily_partitions, ended_hourly_partitions
+from analytics_platform.defs.groups import ENERGY_GROUP
+from analytics_platform.defs.ingest import raw_asset_key, raw_asset_keys
+from analytics_platform.defs.kpis import DAILY_KPIS, HOURLY_KPIS
+from analytics_platform.defs.partitions import daily_partitions, ended_hourly_partitions
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines, kpis
 from analytics_platform.results.aggregates import chunks
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
 
-ENERGY_GROUP = "energy"
 CLOSING_READINGS_CRON = "20 * * * *"  # UTC: the latest ended hour, once its closing readings are in
 
 plant_metadata = dg.AssetSpec(
@@ -60,15 +65,18 @@ def closing_readings_landed(optional: list[dg.AssetKey]) -> dg.AutomationConditi
     ).with_label("the hour's closing readings have landed")
 
 
-def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list:
+def build_kpi_assets(settings: PlatformSettings) -> list:
+    """Reads sensor readings, and run states when the device domain runs (availability needs them)."""
     options = kpi_options(settings)
+    raw = raw_asset_keys(settings, [SensorContract.domain, DeviceHealthContract.domain])
     # prior and next readings as far as a counter interval is counted: hours and days agree
     lookback = timedelta(seconds=options.max_interval_s)
-    optional = [k for k in raw if k.path[-1] != "raw_sensor_readings"] + [plant_metadata.key]
+    optional = [k for k in raw if k != raw_asset_key(SensorContract.domain)] + [plant_metadata.key]
 
     @dg.asset(
+        key=HOURLY_KPIS,
         deps=[*raw, plant_metadata.key],
-        partitions_def=ended_hourly_partitions,
+        partitions_def=ended_hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(
             timedelta(hours=settings.automation_lookback_hours), optional=optional
@@ -83,7 +91,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "interval each reading closes (docs/kpis.md); the hour runs when it ends, when its inputs change, and "
         "once more at :20 past the next hour, when the readings closing its last intervals have landed.",
         metadata={"table": "analytics.analytics_kpi"},
-        check_specs=contract_specs(dg.AssetKey("hourly_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(HOURLY_KPIS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def hourly_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -102,8 +110,9 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     @dg.asset(
-        deps=[hourly_machine_kpis, dg.AssetKey("energy_baseline_models")],
-        partitions_def=daily_partitions,
+        key=DAILY_KPIS,
+        deps=[hourly_machine_kpis, BASELINE_MODELS],
+        partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ENERGY_GROUP,
         kinds={"polars", "postgres"},
@@ -112,7 +121,7 @@ def build_kpi_assets(settings: PlatformSettings, raw: list[dg.AssetKey]) -> list
         "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
         "Scheduled after the day closes (daily_kpis_schedule).",
         metadata={"table": "analytics.analytics_kpi"},
-        check_specs=contract_specs(dg.AssetKey("daily_machine_kpis"), RESULT_CHECKS_NO_BUCKETS, settings),
+        check_specs=contract_specs(DAILY_KPIS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def daily_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
