@@ -35,7 +35,6 @@ import pytest
 
 from analytics_platform.api.params import encode_cursor
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
 from analytics_platform_tests.integration import test_api_v1
 from analytics_platform_tests.integration.test_api_v1 import (
     BAD_CURSOR,
@@ -56,6 +55,7 @@ from analytics_platform_tests.integration.test_api_v1 import (
     running,
     split,
 )
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 # test_api_v1's fixture, bound here so pytest finds it: the app over this test's fresh database
 api = test_api_v1.api

@@ -65,7 +65,6 @@ from typing import Any
 
 import pytest
 
-from analytics_platform_tests.conftest import DatabaseHandle
 from analytics_platform_tests.integration import test_api_v1
 from analytics_platform_tests.integration.test_api_v1 import (
     MISSING_KEY,
@@ -82,6 +81,7 @@ from analytics_platform_tests.integration.test_api_v1 import (
     pages,
     reading,
 )
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 # test_api_v1's fixtures, bound here so pytest finds them: `api` (the app over this test's fresh
 # database, one key per kind of caller) and `empty_api` (the app over one empty database per module)

@@ -56,7 +56,7 @@ from analytics_platform.api.keys import create_key, revoke_key
 from analytics_platform.devstack.stack import with_credentials
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, role_password
+from analytics_platform_tests.support.stack import DatabaseHandle, role_password
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
 HOUR = timedelta(hours=1)
