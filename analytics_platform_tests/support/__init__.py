@@ -16,6 +16,12 @@ Where things live:
   ingest_model.py  the pure-Python model of ingest the property tests compare the stack with
   alerts.py        real alert receivers on 127.0.0.1 (HttpReceiver, MailReceiver), the alert tick at a
                    given clock (tick, NOW, UI, RULE, CHANNELS, POLICY) and insert_anomaly
+  api.py           the /v1 API under test: Api, Caller, running, make_key, insert, ok, assert_422, pages,
+                   split, the CSV checks, the error bodies (MISSING_KEY, OTHER_TENANT, ...), at, iso
+  api_data.py      the /v1 tests' known rows (aggregates, events, KPIs, deviations, anomalies, baselines,
+                   spec limits, readings) with their JSON items, insert_* for each, a valid request of
+                   each listing (AGG, KPI, ...); the fixtures api, empty_api, agg_data, anomalies, ...
+                   are in ../integration/conftest.py
   dashboard.py     the dashboard plant built through the real pipeline (fixture `plant`, EXPECTED)
   edge.py          edge-agent helpers: OwnBroker, AgentProcess, running_agent, mosquitto, read_topic,
                    wait_for, ... (bench/edge.py and bench/chaos.py use them too)
