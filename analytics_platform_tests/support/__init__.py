@@ -1,8 +1,8 @@
 """What the tests stand on: builders, known data sets and the pieces of the test stack, in one place.
 
 Test modules (test_*.py) and conftest.py import from here, never from each other; support modules
-never import a test module; bench/ imports nothing of analytics_platform_tests but this package.
-Where things live:
+never import a test module; bench/ imports nothing of analytics_platform_tests but this package
+(unit/test_suite_layout.py checks all three). Where things live:
 
   stack.py         DatabaseHandle, new_database, new_settings, role_password; domain_drain, domain_topic
                    (a domain's drain and topic as the sensor builds them) and produce (acknowledged);
