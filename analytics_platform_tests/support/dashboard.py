@@ -59,7 +59,7 @@ from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support import energy_hour
 from analytics_platform_tests.support.dataset import P0, P2
-from analytics_platform_tests.support.readings import HEALTH, LAB, SWEEPS, drain
+from analytics_platform_tests.support.readings import HEALTH, LAB, SWEEPS, drain, materialize
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
@@ -419,16 +419,16 @@ def build_plant(
     if consumed != produced:  # the plant's figures assume every message landed
         raise RuntimeError(f"one drain tick per domain consumed {consumed}, but {produced} were produced")
 
-    def materialize(names: list[str], *partitions: str) -> None:
+    def materialize_partitions(names: list[str], *partitions: str) -> None:
         for partition in partitions:
             materialize(defs, instance, names, partition)
 
-    materialize(["sensor_window_aggregates"], *(hour_key(at(h)) for h in (1, 2, 3, 4)))
-    materialize(["device_health_events"], *(hour_key(at(h)) for h in (2, 3, 4)))
-    materialize(["sweep_batch_quality", "lab_result_quality"], hour_key(at(3)))
-    materialize(["hourly_machine_kpis"], hour_key(at(3)))
-    materialize(["reading_anomalies"], hour_key(at(3)))
-    materialize(["daily_event_rollups", "daily_machine_kpis"], "2025-08-20")
+    materialize_partitions(["sensor_window_aggregates"], *(hour_key(at(h)) for h in (1, 2, 3, 4)))
+    materialize_partitions(["device_health_events"], *(hour_key(at(h)) for h in (2, 3, 4)))
+    materialize_partitions(["sweep_batch_quality", "lab_result_quality"], hour_key(at(3)))
+    materialize_partitions(["hourly_machine_kpis"], hour_key(at(3)))
+    materialize_partitions(["reading_anomalies"], hour_key(at(3)))
+    materialize_partitions(["daily_event_rollups", "daily_machine_kpis"], "2025-08-20")
 
     checks = list(defs.resolve_asset_graph().asset_check_keys)
     tick = alert_tick(database, instance, checks, settings)
