@@ -10,32 +10,24 @@ equivalents instead: the same creation code, kept for the whole module.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
 import signal
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
-from confluent_kafka import Producer
 from psycopg import sql
 
-from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.defs import build_definitions
-from analytics_platform.devstack.broker import ensure_topics, start_tansu
+from analytics_platform.devstack.broker import start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import free_port
-from analytics_platform.devstack.stack import with_credentials
-from analytics_platform.ingest.drain import Drain
-from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
+from analytics_platform_tests.support.stack import DatabaseHandle, new_database, new_settings, role_password
 
 TEST_PASSWORD = "test-" + secrets.token_hex(8)
 
@@ -88,25 +80,6 @@ def kafka_brokers() -> Iterator[str]:
         broker.stop(timeout=10)
 
 
-@dataclass(frozen=True)
-class DatabaseHandle:
-    name: str
-    admin_url: str  # owner of the schema (runs migrations)
-    pipeline_url: str  # analytics_rw login
-    api_url: str  # analytics_ro login
-    writer_url: str  # analytics_resolver login (the API's one write)
-
-    def connect(self, url: str | None = None) -> psycopg.Connection:
-        return psycopg.connect(url or self.admin_url, autocommit=True)
-
-    def query(self, statement: str, params: tuple | dict | None = None) -> list[tuple]:
-        with self.connect() as conn:
-            return conn.execute(statement, params).fetchall()
-
-    def scalar(self, statement: str, params: tuple | dict | None = None):
-        return self.query(statement, params)[0][0]
-
-
 @pytest.fixture(scope="session")
 def login_roles(pg_admin_url: str) -> dict[str, str]:
     """Login users of the group roles (roles are cluster-wide; groups come from migrations)."""
@@ -122,36 +95,6 @@ def login_roles(pg_admin_url: str) -> dict[str, str]:
     return {"pipeline": "test_pipeline", "api": "test_api", "writer": "test_api_writer"}
 
 
-def role_password(pg_admin_url: str) -> str:
-    """The test logins' password: derived from the admin URL, so test sessions sharing one server
-    (TEST_DATABASE_URL) agree on it instead of resetting each other's, and nobody without the
-    admin URL can work it out."""
-    return "test-" + hashlib.sha256(f"test-roles:{pg_admin_url}".encode()).hexdigest()[:24]
-
-
-@contextmanager
-def new_database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
-    """A new, fully migrated database, dropped on exit: the one way the test fixtures (per test or
-    per module) make a database, so both always see the same schema and roles."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        admin = _with_database(pg_admin_url, name)
-        apply_migrations(admin, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
-        password = role_password(pg_admin_url)
-        yield DatabaseHandle(
-            name=name,
-            admin_url=admin,
-            pipeline_url=with_credentials(admin, login_roles["pipeline"], password),
-            api_url=with_credentials(admin, login_roles["api"], password),
-            writer_url=with_credentials(admin, login_roles["writer"], password),
-        )
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
     """A new, fully migrated database for this test."""
@@ -164,32 +107,6 @@ def module_database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[
     """A new, fully migrated database shared by every test of one module (a dataset built once)."""
     with new_database(pg_admin_url, login_roles) as handle:
         yield handle
-
-
-def _with_database(url: str, database: str) -> str:
-    head, _, tail = url.rpartition("/")
-    query = ""
-    if "?" in tail:
-        query = "?" + tail.split("?", 1)[1]
-    return f"{head}/{database}{query}"
-
-
-def new_settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
-    """Settings pointing at `database` and at topics of their own (a unique prefix), the topics
-    created: the one way the test fixtures (per test or per module) make settings."""
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    result = PlatformSettings(
-        database_url=database.pipeline_url,
-        api_database_url=database.api_url,
-        api_write_database_url=database.writer_url,
-        kafka_brokers=kafka_brokers,
-        kafka_topic_prefix=prefix,
-        drain_consumer="test-drain",
-        drain_poll_timeout_s=1.0,
-    )
-    topics = [t for b in bind_domains(result) for t in b.topics]
-    ensure_topics(result.kafka_client_config(), topics, partitions=3)
-    return result
 
 
 @pytest.fixture
@@ -222,41 +139,6 @@ def module_instance() -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (runs, events, cursors) shared by one module's tests."""
     with dg.instance_for_test() as instance:
         yield instance
-
-
-def domain_drain(settings: PlatformSettings, domain: str = "sensor", cls: type[Drain] = Drain, **kwargs) -> Drain:
-    """The drain of one domain as the sensor builds it, for these settings' database, broker and
-    topics (`cls`: a subclass standing for another kind of broker)."""
-    binding = next(b for b in bind_domains(settings) if b.domain == domain)
-    return cls(
-        binding,
-        contract_config(settings),
-        database_url=settings.database_url.get_secret_value(),
-        kafka_config=settings.kafka_client_config(),
-        consumer_name=settings.drain_consumer,
-        poll_timeout_s=settings.drain_poll_timeout_s,
-        **kwargs,
-    )
-
-
-def domain_topic(settings: PlatformSettings, domain: str = "sensor") -> str:
-    return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
-
-
-def produce(brokers: str, topic: str, messages: list[tuple[str | None, bytes]], partition: int | None = None) -> None:
-    """Produce (key, value) pairs and wait until the broker acknowledged every one."""
-    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 5})
-    failures: list[str] = []
-
-    def _ack(err, _msg) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    for key, value in messages:
-        kwargs = {"partition": partition} if partition is not None else {}
-        producer.produce(topic, key=key.encode() if key else None, value=value, on_delivery=_ack, **kwargs)
-    remaining = producer.flush(30)
-    assert remaining == 0 and not failures, f"produce failed: {remaining} unacknowledged, {failures}"
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ from analytics_platform.devstack.processes import (  # noqa: E402
 )
 from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
-from analytics_platform_tests.edge_support import AgentProcess, OwnBroker, read_log, scrape_metrics  # noqa: E402
+from analytics_platform_tests.support.edge import AgentProcess, OwnBroker, read_log, scrape_metrics  # noqa: E402
 from edge_agents.canonical import time_text  # noqa: E402
 from edge_agents.simulator import SENSOR_TOPIC, TOPICS  # noqa: E402
 
@@ -534,8 +534,8 @@ def _alive(pid: int) -> bool:
 
 def read_broker_log(brokers: str) -> tuple[list[tuple[int, int, str]], bool]:
     """(partition, offset, event_id) of every message the broker holds on the sensor topic, and
-    whether the read is known complete: `edge_support.read_log`, watermarks asked again at the end
-    (the agent may still be writing to the last broker)."""
+    whether the read is known complete: `read_log` of analytics_platform_tests/support/edge.py, watermarks asked
+    again at the end (the agent may still be writing to the last broker)."""
     messages, complete = read_log(brokers, SENSOR_TOPIC, recheck=True)
     return [(m.partition(), m.offset(), orjson.loads(m.value())["event_id"]) for m in messages], complete
 

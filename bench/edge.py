@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics_platform.devstack.broker import ensure_topics, start_tansu  # noqa: E402
 from analytics_platform.devstack.processes import free_port, port_open  # noqa: E402
-from analytics_platform_tests.edge_support import wait_for  # noqa: E402
+from analytics_platform_tests.support.edge import wait_for  # noqa: E402
 from bench.ingest import git_revision, machine_info  # noqa: E402
 from edge_agents.config import AgentConfig, Identity, parse_config  # noqa: E402
 from edge_agents.engine import Engine, SubmitResult  # noqa: E402
@@ -628,7 +628,7 @@ def bare_mqtt(port: int, args: argparse.Namespace) -> tuple[float, float]:
 
 
 def bench_mqtt(stack: Stack, args: argparse.Namespace) -> list[Figure]:
-    from analytics_platform_tests.edge_support import mosquitto, running_agent
+    from analytics_platform_tests.support.edge import mosquitto, running_agent
 
     if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
         print("  skipped: Mosquitto is not installed (apt-get install mosquitto)")
@@ -907,7 +907,7 @@ def http_poster(port: int, duration: float, batch: int, threads: int, results: A
 
 def bench_http(stack: Stack, args: argparse.Namespace) -> list[Figure]:
     """The HTTP webhook source at full speed: batches posted by another process, 202 once queued."""
-    from analytics_platform_tests.edge_support import running_agent
+    from analytics_platform_tests.support.edge import running_agent
 
     config = stack.config(
         stack.queue_path("http"), sources=[{"name": "bench-http", "type": "http", "port": 0, "max_batch": 100_000}]
@@ -987,7 +987,7 @@ async def _opcua_server(port: int, conn: Any) -> None:
 
 
 def bench_opcua(stack: Stack, args: argparse.Namespace) -> list[Figure]:
-    from analytics_platform_tests.edge_support import running_agent
+    from analytics_platform_tests.support.edge import running_agent
 
     ctx = multiprocessing.get_context("spawn")
     port = free_port()

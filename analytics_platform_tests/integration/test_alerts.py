@@ -2,90 +2,38 @@
 endpoints (it records every request) and a local SMTP server (aiosmtpd), both on 127.0.0.1,
 against a real PostgreSQL. Notifications go out through Apprise exactly as in production; only
 the URLs point here. Time is passed explicitly (`now`), so retries and backoff need no sleeping.
+The receivers and the tick are support/alerts.py's.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
-import http.server
-import json
-import socket
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from aiosmtpd.controller import Controller
 
-from analytics_platform.alerts.config import Channel, load_alert_config, store_mutes, store_rules
-from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, run_tick
+from analytics_platform.alerts.config import load_alert_config, store_mutes, store_rules
 from analytics_platform.alerts.model import Mute, Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.alerts import sensors as alert_sensors
+from analytics_platform.devstack.processes import free_port
 from analytics_platform.results.anomalies import resolve_anomaly
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.integration.test_analytics import KEY, drain, reading, topic
-
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-UI = "http://dagster.test:3000"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class HttpReceiver:
-    """Records each POST (path, JSON body); can be taken down and brought back on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.requests: list[tuple[str, dict]] = []
-        self._server: http.server.ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        requests = self.requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                requests.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-class MailReceiver:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        self._controller.stop()
+from analytics_platform_tests.support.alerts import (
+    NOW,
+    POLICY,
+    RULE,
+    UI,
+    HttpReceiver,
+    MailReceiver,
+    environ,
+    insert_anomaly,
+    tick,
+)
+from analytics_platform_tests.support.readings import KEY, drain, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 
 @pytest.fixture
@@ -102,62 +50,6 @@ def mail_receiver() -> Iterator[MailReceiver]:
     receiver.start()
     yield receiver
     receiver.stop()
-
-
-CHANNELS = {
-    "slack": Channel("slack", "slack", "ALERT_TEST_SLACK"),
-    "hook": Channel("hook", "webhook", "ALERT_TEST_HOOK"),
-    "mail": Channel("mail", "email", "ALERT_TEST_MAIL"),
-}
-POLICY = DeliveryPolicy(timeout_s=2, retry_base_s=30, retry_max_s=600, max_attempts=3, budget_s=30)
-RULE = Rule(
-    "anomaly-critical", "anomaly", params={"min_severity": 3, "max_age_hours": 24}, channels=("slack", "hook", "mail")
-)
-
-
-def environ(http: HttpReceiver, mail: MailReceiver) -> dict[str, str]:
-    """Where each channel points: a Slack-shaped JSON body ({"text": ...}) for the Slack stand-in,
-    the generic JSON webhook, and plain SMTP on the local server."""
-    base = f"127.0.0.1:{http.port}"
-    return {
-        "ALERT_TEST_SLACK": f"json://{base}/slack?:message=text&:title=&:version=&:attachments=&:type=",
-        "ALERT_TEST_HOOK": f"json://{base}/hook",
-        "ALERT_TEST_MAIL": f"mailto://127.0.0.1:{mail.port}?from=alerts@plant.test&to=ops@plant.test&mode=insecure",
-    }
-
-
-def insert_anomaly(
-    db: DatabaseHandle,
-    machine: str,
-    severity: int,
-    at: datetime,
-    method: str = "deviation",
-    *,
-    sample_s: float | None = 60.0,
-    window_s: float | None = None,
-    tenant: str = "t1",
-    sensor: str | None = "s-temp",
-    metric: str | None = "temp",
-    anomaly_type: str = "temperature",
-) -> int:
-    """One anomalous sample as the detector writes it: judged at `at` over [at, at + sample_s)
-    (or `window_s` for an interval such as a stoppage, which has no sample spacing)."""
-    end = at + timedelta(seconds=window_s if window_s is not None else sample_s or 0)
-    label = "critical" if severity >= 3 else "warning" if severity == 2 else "info"
-    return db.scalar(
-        """INSERT INTO analytics.analytics_anomaly
-               (time, window_start, window_end, sample_s, tenant_id, factory_id, machine_id, sensor_id, metric,
-                anomaly_type, method, score, severity, severity_label, confidence, observed, expected)
-           VALUES (%s, %s, %s, %s, %s, 'f1', %s, %s, %s, %s, %s, 4.2, %s, %s, 0.9, 95, 65)
-           RETURNING anomaly_id""",
-        (at, at, end, sample_s, tenant, machine, sensor, metric, anomaly_type, method, severity, label),
-    )
-
-
-def tick(db: DatabaseHandle, now: datetime, env: dict[str, str], rules=(RULE,)) -> TickReport:
-    """One evaluation + delivery, as the alert sensor does it, at `now`."""
-    with db.connect(db.pipeline_url) as conn:
-        return run_tick(conn, list(rules), now, UI, CHANNELS, POLICY, environ=env)
 
 
 def log(db: DatabaseHandle) -> list[tuple]:
@@ -453,7 +345,7 @@ def test_a_contract_violation_from_kafka_fails_the_check_blocks_downstream_and_a
 
     messages = [reading(f"2025-08-20T05:{m:02d}:00Z", 60.0 + m, f"r{m}") for m in range(0, 60, 10)]
     messages.append(reading("2025-08-20T05:30:30Z", 5000.0, "r-bad"))  # temp plausible range is -60..400 degC
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in messages])
+    produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in messages])
     assert drain(defs, instance, ("sensor",)) == {"raw_sensor_readings": ["2025-08-20-05:00"]}
 
     def alert_tick() -> list[str]:
@@ -494,7 +386,9 @@ def test_a_contract_violation_from_kafka_fails_the_check_blocks_downstream_and_a
     # clean readings arrive: the live evaluation passes and its condition resolves; the failed hour
     # was not judged again, so it stays open even once its evaluation is beyond the history read
     monkeypatch.setattr(alert_sensors, "CHECK_HISTORY", 1)
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, reading("2025-08-20T06:00:00Z", 61.0, "r-ok"))])
+    produce(
+        settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, reading("2025-08-20T06:00:00Z", 61.0, "r-ok"))]
+    )
     assert drain(defs, instance, ("sensor",)) == {"raw_sensor_readings": ["2025-08-20-06:00"]}
     assert alert_tick() == ["[RESOLVED] platform: asset check values_in_range on raw_sensor_readings failed (live)"]
     assert database.query("SELECT fingerprint, state FROM analytics.alert_conditions ORDER BY fingerprint")[:2] == [

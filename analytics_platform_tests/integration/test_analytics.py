@@ -10,28 +10,19 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.defs import build_definitions
 from analytics_platform.ingest import store
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
+from analytics_platform_tests.support.readings import HEALTH, KEY, LAB, SWEEPS, body, drain, materialize, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 AGG = dg.AssetKey("sensor_window_aggregates")
 HOURLY = ("sensor_window_aggregates", "device_health_events", "sweep_batch_quality", "lab_result_quality")
-KEY = "t1-f1-mc-01"
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def body(time: str, **fields: object) -> bytes:
-    return json.dumps({"time": time, "tenant_id": "t1", "factory_id": "f1", "machine_id": "mc-01", **fields}).encode()
-
-
-def reading(time: str, value: float, event_id: str, **extra: object) -> bytes:
-    return body(time, sensor_id="s-001", metric="temp", value=value, event_id=event_id, **extra)
 
 
 SENSOR_WAVE_1 = [
@@ -43,54 +34,6 @@ SENSOR_WAVE_1 = [
     reading("2025-08-20T04:00:00Z", 60.0, "r6"),
     reading("2025-08-20T03:00:30Z", 20.0, "r2"),  # duplicate (edge re-send)
 ]
-HEALTH = [
-    body("2025-08-20T03:10:00Z", status="online", level="ok"),
-    body("2025-08-20T03:20:00Z", status="offline", level="critical"),
-    body("2025-08-20T03:30:00Z", health_score=0.9),
-    body("2025-08-20T03:40:00Z", status="online", level="ok"),
-    body("2025-08-20T03:50:00Z", health_score=0.8),
-    body("2025-08-20T04:30:00Z", status="offline", level="critical"),
-]
-SWEEPS = [
-    body("2025-08-20T03:15:00Z", metric="temp", readings=[{"value": 64.0}, {"value": 65.0}, {"value": 66.0}]),
-    body("2025-08-20T03:45:00Z", metric="temp", batch_id="B-2", readings=[{"value": 62.0}, {"value": 65.0}]),
-]
-
-
-def lab(time: str, sample: str, analyte: str, value: float) -> bytes:
-    return body(time, station_id="lab-f1", sample_id=sample, analyte=analyte, value=value)
-
-
-LAB = [
-    lab("2025-08-20T03:05:00Z", "S-1", "Moisture", 12.0),  # 11.5..13.5: pass
-    lab("2025-08-20T03:06:00Z", "S-2", "Moisture", 14.0),  # fail
-    lab("2025-08-20T03:07:00Z", "S-3", "pH", 6.8),  # pass
-    lab("2025-08-20T03:08:00Z", "S-4", "Ash", 1.0),  # no limit: no verdict
-]
-
-
-def topic(settings: PlatformSettings, domain: str) -> str:
-    return next(b for b in bind_domains(settings) if b.domain == domain).topics[0]
-
-
-def drain(defs: dg.Definitions, instance: dg.DagsterInstance, domains=("sensor", "device", "sweep", "lab")) -> dict:
-    """One tick of each drain sensor, recorded as the daemon would; the raw partitions reported."""
-    reported: dict[str, list[str]] = {}
-    for domain in domains:
-        sensor = defs.resolve_sensor_def(f"drain_{domain}")
-        result = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
-        for event in result.asset_events:
-            instance.report_runless_asset_event(event)
-            if isinstance(event, dg.AssetMaterialization) and event.partition:
-                reported.setdefault(event.asset_key.to_user_string(), []).append(event.partition)
-    return reported
-
-
-def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, names, partition: str | None = None, **kw):
-    assets = [defs.resolve_assets_def(name) for name in names]
-    result = dg.materialize(assets, partition_key=partition, instance=instance, **kw)  # resources bound by defs
-    assert result.success
-    return result
 
 
 def materialize_range(defs, instance, names, first: str, last: str) -> None:
@@ -130,7 +73,7 @@ def agg(db: DatabaseHandle, window_s: int) -> dict[datetime, tuple]:
 def test_window_aggregates_exact_rows_from_known_messages(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
+    produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
     reported = drain(defs, instance, ["sensor"])
     assert sorted(reported["raw_sensor_readings"]) == ["2025-08-20-03:00", "2025-08-20-04:00"]
     for partition in reported["raw_sensor_readings"]:
@@ -161,7 +104,7 @@ def test_window_aggregates_exact_rows_from_known_messages(
 def test_a_late_message_updates_exactly_its_buckets_and_a_replay_changes_nothing(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    sensor_topic = topic(settings, "sensor")
+    sensor_topic = domain_topic(settings, "sensor")
     produce(settings.kafka_brokers, sensor_topic, [(KEY, m) for m in SENSOR_WAVE_1])
     for partition in drain(defs, instance, ["sensor"])["raw_sensor_readings"]:
         materialize(defs, instance, ["sensor_window_aggregates"], partition)
@@ -198,13 +141,15 @@ def test_a_window_longer_than_an_hour_is_whole_from_any_of_its_hours(
     reading of both hours; re-materialising the other hour gives the same row."""
     wide = settings.model_copy(update={"windows": [60, 7200]})
     defs = build_definitions(wide, secrets_from_env=False)
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
+    produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
     drain(defs, instance, ["sensor"])
     materialize(defs, instance, ["sensor_window_aggregates"], "2025-08-20-03:00")
     first = agg(database, 7200)
     # the 03:00 hour writes the one 7200 s bucket overlapping it, 02:00-04:00 (04:00's belongs to 04:00)
     assert first == {at("2025-08-20T02:00:00"): (5, 150.0, 30.0, 10.0, 50.0, 15.811388, 10.0, 50.0, 30.0, 48.0)}
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, reading("2025-08-20T02:30:00Z", 0.0, "early"))])
+    produce(
+        settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, reading("2025-08-20T02:30:00Z", 0.0, "early"))]
+    )
     drain(defs, instance, ["sensor"])
     materialize(defs, instance, ["sensor_window_aggregates"], "2025-08-20-02:00")
     from_two = agg(database, 7200)[at("2025-08-20T02:00:00")]
@@ -215,9 +160,9 @@ def test_a_window_longer_than_an_hour_is_whole_from_any_of_its_hours(
 
 
 def produce_events(settings: PlatformSettings) -> None:
-    produce(settings.kafka_brokers, topic(settings, "device"), [(KEY, m) for m in HEALTH])
-    produce(settings.kafka_brokers, topic(settings, "sweep"), [(KEY, m) for m in SWEEPS])
-    produce(settings.kafka_brokers, topic(settings, "lab"), [("t1-f1-lab-f1", m) for m in LAB])
+    produce(settings.kafka_brokers, domain_topic(settings, "device"), [(KEY, m) for m in HEALTH])
+    produce(settings.kafka_brokers, domain_topic(settings, "sweep"), [(KEY, m) for m in SWEEPS])
+    produce(settings.kafka_brokers, domain_topic(settings, "lab"), [("t1-f1-lab-f1", m) for m in LAB])
 
 
 def rollup(db: DatabaseHandle, event_type: str, window_s: int, subject: str = "") -> dict[datetime, tuple]:
@@ -330,7 +275,7 @@ def test_automation_requests_exactly_the_changed_partitions_late_ones_included(
         defs=defs, instance=instance, asset_selection=selection, evaluation_time=now
     )
     assert start.total_requested == 0  # no raw data yet
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
+    produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
     drain(defs, instance, ["sensor"])
     first = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=start.cursor
@@ -342,7 +287,9 @@ def test_automation_requests_exactly_the_changed_partitions_late_ones_included(
     )
     assert again.total_requested == 0
     # a late reading for 01:00 (three hours back): exactly that hour
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, reading("2025-08-20T01:30:00Z", 1.0, "late"))])
+    produce(
+        settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, reading("2025-08-20T01:30:00Z", 1.0, "late"))]
+    )
     drain(defs, instance, ["sensor"])
     late = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=again.cursor
@@ -358,7 +305,7 @@ def test_live_processing_equals_a_backfill_of_the_same_range(
     range is backfilled in one run per asset (twice): every row equals the live one."""
     with database.connect() as conn:
         load_spec_limits(conn)
-    sensor_topic = topic(settings, "sensor")
+    sensor_topic = domain_topic(settings, "sensor")
     produce(settings.kafka_brokers, sensor_topic, [(KEY, m) for m in SENSOR_WAVE_1[:4]])
     produce_events(settings)
 
@@ -382,7 +329,7 @@ def test_live_processing_equals_a_backfill_of_the_same_range(
         *SENSOR_WAVE_1[:4],  # the first wave again (edge replay)
     ]
     produce(settings.kafka_brokers, sensor_topic, [(KEY, m) for m in wave_2])
-    produce(settings.kafka_brokers, topic(settings, "device"), [(KEY, m) for m in HEALTH[:2]])  # re-sent
+    produce(settings.kafka_brokers, domain_topic(settings, "device"), [(KEY, m) for m in HEALTH[:2]])  # re-sent
     process_live()
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
     live = results(database)
@@ -429,7 +376,11 @@ def test_the_day_rollup_waits_for_its_day_to_end_then_follows_late_hours(
     )
     assert quiet.total_requested == 0
     # a late health message for 05:00 re-materialises its hour, and then the day again
-    produce(settings.kafka_brokers, topic(settings, "device"), [(KEY, body("2025-08-20T05:00:00Z", health_score=0.7))])
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings, "device"),
+        [(KEY, body("2025-08-20T05:00:00Z", health_score=0.7))],
+    )
     drain(defs, instance, ["device"])
     materialize(defs, instance, ["device_health_events"], "2025-08-20-05:00")
     late = dg.evaluate_automation_conditions(

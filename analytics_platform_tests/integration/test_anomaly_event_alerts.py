@@ -14,8 +14,8 @@ import pytest
 from analytics_platform.alerts.config import DEFAULT_FILE, AlertConfigError, parse_alert_config, read_alert_file
 from analytics_platform.alerts.engine import TickReport
 from analytics_platform.alerts.model import Rule
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.integration.test_alerts import NOW, UI, HttpReceiver, insert_anomaly, tick
+from analytics_platform_tests.support.alerts import NOW, UI, HttpReceiver, insert_anomaly, tick
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 T0 = NOW - timedelta(hours=1)  # 09:00
 RULE = Rule(

@@ -16,7 +16,7 @@ from psycopg import sql
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 START = datetime(2025, 8, 15, tzinfo=UTC)  # a Friday: four days of history before the judged day
 DAY = datetime(2025, 8, 19, tzinfo=UTC)

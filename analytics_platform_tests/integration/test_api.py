@@ -32,7 +32,7 @@ from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 COLUMNS = (
     "time, tenant_id, factory_id, machine_id, sensor_id, metric, value, unit, payload, event_id, "

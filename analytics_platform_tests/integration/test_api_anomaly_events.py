@@ -3,7 +3,7 @@
 A real fault is many rows of analytics_anomaly (one per anomalous sample and method); the database
 groups consecutive rows of one series into an event on read (analytics.anomaly_events, rows at most
 3 samples apart). Rows are inserted with SQL as the schema owner; every request goes through the
-app with the key of the caller under test (test_api_v1's callers). The data set, 2025-08-20 UTC
+app with the key of the caller under test (support/api.py's callers). The data set, 2025-08-20 UTC
 unless said; a sampled row's window is [t, t + 60 s) (sample_s 60, so rows up to 180 s apart join)
 and its time t + 20 s:
 
@@ -35,15 +35,12 @@ import pytest
 
 from analytics_platform.api.params import encode_cursor
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.integration import test_api_v1
-from analytics_platform_tests.integration.test_api_v1 import (
+from analytics_platform_tests.support.api import (
     BAD_CURSOR,
     NOTE_PATTERN,
     OTHER_TENANT,
     Api,
     Caller,
-    anomaly,
     assert_422,
     assert_csv_equals_json,
     at,
@@ -56,9 +53,8 @@ from analytics_platform_tests.integration.test_api_v1 import (
     running,
     split,
 )
-
-# test_api_v1's fixture, bound here so pytest finds it: the app over this test's fresh database
-api = test_api_v1.api
+from analytics_platform_tests.support.api_data import anomaly
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 MINUTE = timedelta(minutes=1)
 DAY_RANGE = {"start": iso(at(0)), "end": iso(at(24))}

@@ -37,7 +37,7 @@ from analytics_platform import cli
 from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 T0 = datetime(2025, 8, 20, tzinfo=UTC)
 T1 = datetime(2025, 8, 21, 9, 30, tzinfo=UTC)

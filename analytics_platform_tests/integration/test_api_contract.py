@@ -60,7 +60,7 @@ from analytics_platform.api.keys import create_key
 from analytics_platform.devstack.stack import with_credentials
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import role_password
+from analytics_platform_tests.support.stack import role_password
 
 # Fixed, so CI runs the same cases; set API_CONTRACT_SEED (and API_CONTRACT_EXAMPLES) to explore others.
 SEED = int(os.environ.get("API_CONTRACT_SEED", "20250820"))

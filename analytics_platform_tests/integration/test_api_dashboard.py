@@ -1,6 +1,7 @@
 """The dashboard's endpoints of /v1 against a real database, no mocks: GET /v1/fleet, /v1/quality,
 /v1/alerts and /v1/rejects answer exactly what the rows inserted here say (hand-computed below),
-to the right key only. The helpers, keys and app come from test_api_v1.
+to the right key only. The helpers and keys are support/api.py's; `api` and `empty_api` are the
+fixtures of integration/conftest.py.
 
 GET /v1/fleet is judged at the database's now(), so its rows are placed relative to N, the
 database clock just before they are inserted (a test takes far less than the 600 s of
@@ -65,13 +66,10 @@ from typing import Any
 
 import pytest
 
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.integration import test_api_v1
-from analytics_platform_tests.integration.test_api_v1 import (
+from analytics_platform_tests.support.api import (
     MISSING_KEY,
     OTHER_TENANT,
     Api,
-    anomaly,
     assert_422,
     at,
     db_now,
@@ -80,13 +78,9 @@ from analytics_platform_tests.integration.test_api_v1 import (
     jsonable,
     ok,
     pages,
-    reading,
 )
-
-# test_api_v1's fixtures, bound here so pytest finds them: `api` (the app over this test's fresh
-# database, one key per kind of caller) and `empty_api` (the app over one empty database per module)
-api = test_api_v1.api
-empty_api = test_api_v1.empty_api
+from analytics_platform_tests.support.api_data import anomaly, reading
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 S = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)

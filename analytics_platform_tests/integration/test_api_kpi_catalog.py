@@ -16,7 +16,7 @@ from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.kpi_catalog import CATALOGUE
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 KPI_QUERY = {"factory_id": "f1", "period": "day", "start": "2025-08-20T00:00:00Z", "end": "2025-08-21T00:00:00Z"}
 OEE = {

@@ -23,8 +23,7 @@ from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.devstack.processes import free_port
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.edge_support import (
+from analytics_platform_tests.support.edge import (
     MQTTPublisher,
     OwnBroker,
     mosquitto,
@@ -33,6 +32,7 @@ from analytics_platform_tests.edge_support import (
     topic_has_messages,
     wait_for,
 )
+from analytics_platform_tests.support.stack import DatabaseHandle
 from edge_agents.simulator import TOPICS
 
 RATE = 1000

@@ -9,9 +9,9 @@ import dagster as dg
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests import dataset
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.integration.test_ingest import produce_dataset
+from analytics_platform_tests.support import dataset
+from analytics_platform_tests.support.dataset import produce_dataset
+from analytics_platform_tests.support.stack import DatabaseHandle, produce
 
 RAW = dg.AssetKey("raw_sensor_readings")
 ROWS = (

@@ -11,7 +11,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from analytics_platform.devstack.stack import psycopg2_url
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 
 @pytest.fixture

@@ -32,8 +32,7 @@ from dagster_k8s.job import construct_dagster_k8s_job
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from analytics_platform.devstack.stack import psycopg2_url
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.helm_support import (
+from analytics_platform_tests.support.helm import (
     KUBERNETES_VERSION,
     NAMESPACE,
     PREFIX,
@@ -42,6 +41,7 @@ from analytics_platform_tests.helm_support import (
     dagster_instance_yaml,
     render,
 )
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 IMAGE = "registry.example.com/plant/analytics-platform:0.1.0"
 RUN_LABELS = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/part-of": "analytics-platform"}

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Playwright (the `playwright` wheel, which ships playwright-core
 and its driver) drives Debian's Chromium headless against the API process serving the plant that
-dashboard_support built through the real pipeline.
+support/dashboard.py built through the real pipeline.
 
 Every page is opened fresh (a full load, as a user arriving from a link) and must: render without a
 console error, make at most three /v1 calls, touch no origin but the API's (it works offline), draw
@@ -33,8 +33,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Reque
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import REPO_ROOT
 from analytics_platform.transforms import kpi_catalog
-from analytics_platform_tests.conftest import produce
-from analytics_platform_tests.dashboard_support import (
+from analytics_platform_tests.support.dashboard import (
     DAGSTER_UI_URL,
     EXPECTED,
     MC01,
@@ -43,10 +42,11 @@ from analytics_platform_tests.dashboard_support import (
     at,
     running_api,
 )
-from analytics_platform_tests.dashboard_support import (
+from analytics_platform_tests.support.dashboard import (
     plant as plant,  # the module-scoped fixture, re-exported for pytest
 )
-from analytics_platform_tests.integration import test_analytics as analytics
+from analytics_platform_tests.support.readings import drain
+from analytics_platform_tests.support.stack import domain_topic, produce
 
 pytestmark = pytest.mark.browser
 
@@ -210,9 +210,9 @@ def reading(machine: tuple[str, str, str], moment: datetime, value: float) -> by
 def send_live(plant: Plant, readings: dict[tuple[str, str, str], datetime]) -> None:
     """Produce one reading per machine at its time and drain it, as the drain sensor would."""
     messages = [("-".join(m), reading(m, moment, 50.0)) for m, moment in readings.items()]
-    produce(plant.settings.kafka_brokers, analytics.topic(plant.settings, "sensor"), messages)
+    produce(plant.settings.kafka_brokers, domain_topic(plant.settings, "sensor"), messages)
     with dg.instance_for_test() as instance:
-        analytics.drain(build_definitions(plant.settings, secrets_from_env=False), instance, ["sensor"])
+        drain(build_definitions(plant.settings, secrets_from_env=False), instance, ["sensor"])
 
 
 @pytest.fixture(scope="module")

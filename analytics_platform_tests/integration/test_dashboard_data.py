@@ -2,7 +2,7 @@
 the hand-derived figures over HTTP, and the tables the new endpoints will read (rejects, alert log,
 raw freshness) hold them. When a browser test on the same fixture fails, the data is not why.
 
-One plant is built for the whole module (dashboard_support.plant); no test here writes to it."""
+One plant is built for the whole module (support/dashboard.py, fixture `plant`); no test here writes to it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from analytics_platform_tests.dashboard_support import (
+from analytics_platform_tests.support.dashboard import (
     DAY,
     EXPECTED,
     LIVE_AGE,
@@ -24,7 +24,7 @@ from analytics_platform_tests.dashboard_support import (
     Plant,
     at,
 )
-from analytics_platform_tests.dashboard_support import (
+from analytics_platform_tests.support.dashboard import (
     plant as plant,  # the module-scoped fixture (an explicit re-export: no F401 / F811)
 )
 

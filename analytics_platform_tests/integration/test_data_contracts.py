@@ -9,8 +9,8 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.integration.test_analytics import KEY, reading, topic
+from analytics_platform_tests.support.readings import KEY, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 RAW = dg.AssetKey("raw_sensor_readings")
 AGG = dg.AssetKey("sensor_window_aggregates")
@@ -49,7 +49,7 @@ def latest_check_status(instance: dg.DagsterInstance, name: str) -> str:
 def test_an_out_of_range_reading_fails_live_then_blocks_its_hour_and_a_clean_hour_passes(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    produce(settings.kafka_brokers, topic(settings, "sensor"), [(KEY, m) for m in MESSAGES])
+    produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in MESSAGES])
 
     # live: the drain tick reports the failure with the offending reading, before any run
     live = tick(defs, instance)

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from analytics_platform.contracts.registry import registry
 from analytics_platform.migrations import apply_migrations
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 RAW_TABLES = ("raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results")
 TIMESCALE = os.environ.get("ANALYTICS_TIMESCALE", "auto")

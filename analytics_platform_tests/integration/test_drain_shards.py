@@ -17,8 +17,8 @@ from analytics_platform.defs.resources import build_resources
 from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.ingest.drain import Drain, DrainReport
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests import dataset
-from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
+from analytics_platform_tests.support import dataset
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
 PARTITIONS = 6
 START = datetime(2025, 8, 20, 0, 0, tzinfo=UTC)

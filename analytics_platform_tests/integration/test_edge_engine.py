@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from analytics_platform_tests.edge_support import OwnBroker, agent_config, read_topic, wait_for
+from analytics_platform_tests.support.edge import OwnBroker, agent_config, read_topic, wait_for
 from edge_agents.canonical import Canonicalizer
 from edge_agents.config import AgentConfig, ContractConfigModel, KafkaConfig
 from edge_agents.engine import Engine, SubmitResult

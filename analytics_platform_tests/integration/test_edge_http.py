@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from analytics_platform.devstack.processes import free_port, port_open
-from analytics_platform_tests.edge_support import (
+from analytics_platform_tests.support.edge import (
     agent_config,
     decoded,
     edge_prefix,

@@ -9,7 +9,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from analytics_platform_tests.edge_support import (
+from analytics_platform_tests.support.edge import (
     OwnBroker,
     agent_config,
     decoded,

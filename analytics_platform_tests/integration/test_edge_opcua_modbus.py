@@ -26,7 +26,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from analytics_platform.devstack.processes import free_port
-from analytics_platform_tests.edge_support import (
+from analytics_platform_tests.support.edge import (
     agent_config,
     assign_all,
     decoded,

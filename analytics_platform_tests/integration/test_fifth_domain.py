@@ -27,8 +27,8 @@ from analytics_platform.defs import build_definitions
 from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.edge_support import agent_config, decoded, read_topic, running_agent, wait_for
+from analytics_platform_tests.support.edge import agent_config, decoded, read_topic, running_agent, wait_for
+from analytics_platform_tests.support.stack import DatabaseHandle, produce
 from edge_agents.canonical import content_event_id
 from edge_agents.sources.http import HTTPSource
 

@@ -20,7 +20,7 @@ import pytest
 from analytics_platform import cli
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings, get_settings
-from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
 TIMES = ["2025-08-20T03:12:00Z", "2025-08-20T03:13:00Z", "2025-08-20T03:14:00Z"]
 IDS = ["e-1", "e-2", "e-3"]

@@ -11,8 +11,9 @@ import pytest
 from analytics_platform.ingest import store
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests import dataset
-from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, produce
+from analytics_platform_tests.support import dataset
+from analytics_platform_tests.support.dataset import produce_dataset
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
 RAW_QUERY = """
 SELECT time, machine_id, sensor_id, metric, value, event_id, schema_version, kafka_partition, kafka_offset
@@ -23,13 +24,6 @@ REJECT_QUERY = "SELECT kafka_partition, kafka_offset, reason FROM analytics.reje
 
 def make_drain(settings: PlatformSettings, **kwargs) -> Drain:
     return domain_drain(settings, "sensor", **kwargs)
-
-
-def produce_dataset(settings: PlatformSettings) -> str:
-    topic = domain_topic(settings)
-    for partition, values in dataset.MESSAGES.items():
-        produce(settings.kafka_brokers, topic, [(dataset.KEY, v) for v in values], partition=partition)
-    return topic
 
 
 def snapshot(db: DatabaseHandle) -> dict[str, list[tuple]]:
@@ -157,7 +151,7 @@ def test_killed_process_mid_transaction_loses_and_doubles_nothing(
         f"""
         import os
         from analytics_platform.settings import PlatformSettings
-        from analytics_platform_tests.conftest import domain_drain
+        from analytics_platform_tests.support.stack import domain_drain
         settings = PlatformSettings(
             database_url={settings.database_url.get_secret_value()!r},
             kafka_brokers={settings.kafka_brokers!r},

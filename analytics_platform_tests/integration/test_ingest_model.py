@@ -1,6 +1,6 @@
 """Ingest checked against a model (issue 19, part 6): generated streams of `sensors.device.readings`
 messages through the real broker, drain, database, re-derivation and window aggregates, compared
-with what `analytics_platform_tests.ingest_model` says must be stored.
+with what `analytics_platform_tests.support.ingest_model` says must be stored.
 
 Each Hypothesis example is a `Stream`: a metrics catalogue with policies, then steps -- batches
 produced (new readings v1/v2, malformed messages of every kind, exact re-sends, corrections of an
@@ -53,9 +53,8 @@ from analytics_platform.ingest.drain import Drain
 from analytics_platform.ingest.rederive import rederive_range
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
-from analytics_platform_tests.edge_support import OwnBroker, wait_for
-from analytics_platform_tests.ingest_model import (
+from analytics_platform_tests.support.edge import OwnBroker, wait_for
+from analytics_platform_tests.support.ingest_model import (
     ACCEPT,
     AGG_FIELDS,
     BAD_TIMES,
@@ -73,6 +72,7 @@ from analytics_platform_tests.ingest_model import (
     canonical_payload,
     expect,
 )
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 pytestmark = pytest.mark.timeout(int(os.environ.get("INGEST_MODEL_TIMEOUT_S", "600")))
 

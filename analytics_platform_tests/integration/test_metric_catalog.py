@@ -17,7 +17,7 @@ from analytics_platform import cli
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import PlatformSettings, get_settings
-from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, produce
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, produce
 
 
 def reading(tenant: str, minute: int, metric: str = "power_kw", value: float = 42.0) -> bytes:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from analytics_platform.migrations import apply_migrations, discover
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 TABLES = {
     "kafka_landing",

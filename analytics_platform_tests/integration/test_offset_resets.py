@@ -27,8 +27,8 @@ from analytics_platform.devstack.broker import ensure_topics
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.ingest.group_mirror import GroupMirror
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, domain_drain, domain_topic, new_settings, produce
-from analytics_platform_tests.edge_support import OwnBroker, wait_for
+from analytics_platform_tests.support.edge import OwnBroker, wait_for
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, new_settings, produce
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle
 from edge_agents.simulator import TOPICS, SimulatorConfig, run
 
 

@@ -489,7 +489,7 @@ def values(producer: FakeProducer) -> list[float]:
 
 
 def delivered(eng: Any, n: int) -> None:
-    from analytics_platform_tests.edge_support import wait_for
+    from analytics_platform_tests.support.edge import wait_for
 
     wait_for(lambda: eng.metrics.snapshot()["edge_agent_sent_total"] == n, 20, f"{n} messages acknowledged")
     wait_for(lambda: eng.queue.count == 0, 5, "the queue to empty")
@@ -543,7 +543,7 @@ def test_the_unknown_producer_id_loop_is_seen_in_the_statistics(
 
 
 def wait_for_producers(producers: FakeProducers, n: int) -> None:
-    from analytics_platform_tests.edge_support import wait_for
+    from analytics_platform_tests.support.edge import wait_for
 
     wait_for(lambda: len(producers.made) >= n, 10, f"{n} producers")
 
@@ -597,7 +597,7 @@ def test_no_rebuild_while_no_broker_is_connected(tmp_path: Path, monkeypatch: py
 
 
 def wait_for_ticks(producer: FakeProducer, n: int) -> None:
-    from analytics_platform_tests.edge_support import wait_for
+    from analytics_platform_tests.support.edge import wait_for
 
     wait_for(lambda: producer.stats_ticks >= n, 10, f"{n} statistics ticks")
 

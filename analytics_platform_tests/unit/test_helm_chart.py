@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.helm_support import (
+from analytics_platform_tests.support.helm import (
     CHART_DIR,
     KUBERNETES_VERSION,
     NAMESPACE,

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from analytics_platform_tests.ingest_model import (
+from analytics_platform_tests.support.ingest_model import (
     ACCEPT,
     ANY_REASON,
     BAD_TIMES,

@@ -11,14 +11,14 @@ those numbers, so a failing browser test points at the dashboard, not at the dat
 
 Building it takes about 20 s, so it is built once per test module:
 
-    from analytics_platform_tests.dashboard_support import EXPECTED, Plant, plant as plant
+    from analytics_platform_tests.support.dashboard import EXPECTED, Plant, plant as plant
 
 and asks for `plant: Plant`. (The redundant alias marks an explicit re-export: without it ruff
 reports the import as unused, F401, and every test's `plant` argument as shadowing it, F811.)
 
 The plant (tenant t1 in Asia/Bangkok, factory f1, all times UTC on 2025-08-20 unless said):
-  t1/f1/mc-01  test_energy's hour: temp (s-temp) every 10 s 01:00..03:59:50 with spikes at 03:12 and
-               03:41, power / energy / counters and run states for the KPIs of 03:00; test_analytics'
+  t1/f1/mc-01  the energy hour (energy_hour.py): temp (s-temp) every 10 s 01:00..03:59:50 with spikes at 03:12 and
+               03:41, power / energy / counters and run states for the KPIs of 03:00; readings.py's
                device health (HEALTH), sweeps (SWEEPS) and lab results (LAB, station lab-f1); plus two
                LIVE messages (status online, temp 64.5) stamped LIVE_AGE (30 s) before the build's clock
   t1/f1/mc-02  temp (s-temp) 70..79 once a minute 03:00..03:09, nothing since: offline
@@ -57,10 +57,10 @@ from analytics_platform.devstack.processes import StackError, api_command, free_
 from analytics_platform.results.plant import load_plant_config
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.conftest import DatabaseHandle, produce
-from analytics_platform_tests.dataset import P0, P2
-from analytics_platform_tests.integration import test_analytics as analytics
-from analytics_platform_tests.integration import test_energy as energy
+from analytics_platform_tests.support import energy_hour
+from analytics_platform_tests.support.dataset import P0, P2
+from analytics_platform_tests.support.readings import HEALTH, LAB, SWEEPS, drain, materialize
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
 ALERT_NOW = datetime(2025, 8, 20, 5, tzinfo=UTC)  # the alert tick's clock: after every 2025-08-20 message
@@ -81,7 +81,7 @@ def hour_key(moment: datetime) -> str:
 def _reading(tenant: str, factory: str, machine: str, ts: datetime, value: float) -> bytes:
     return json.dumps(
         {
-            "time": energy.iso(ts),
+            "time": energy_hour.iso(ts),
             "tenant_id": tenant,
             "factory_id": factory,
             "machine_id": machine,
@@ -111,9 +111,9 @@ def live_messages(live_at: datetime) -> dict[str, list[tuple[str, bytes]]]:
     """Keyed messages per domain at `live_at` (the real clock): mc-01 reports `online` and a
     temperature, mc-99 only a temperature, so one machine is live by its status and one by its data."""
     return {
-        "device": [(energy.KEY, energy.message(live_at, status="online", level="ok"))],
+        "device": [(energy_hour.KEY, energy_hour.message(live_at, status="online", level="ok"))],
         "sensor": [
-            (energy.KEY, energy.sensor(live_at, "temp", EXPECTED.live_temp[MC01], "s-temp")),
+            (energy_hour.KEY, energy_hour.sensor(live_at, "temp", EXPECTED.live_temp[MC01], "s-temp")),
             ("t2-f9-mc-99", _reading(*MC99, live_at, EXPECTED.live_temp[MC99])),
         ],
     }
@@ -172,7 +172,7 @@ class Expected:
     failed_checks: tuple[str, ...]
 
 
-_KPI_HOUR_RUN_S = 2400.0  # 03:00-03:20 and 03:30-03:50 running (test_energy's STATES)
+_KPI_HOUR_RUN_S = 2400.0  # 03:00-03:20 and 03:30-03:50 running (energy_hour.STATES)
 _KPI_DAY_RUN_S = 2700.0  # plus 02:55-03:00
 _KPI_DAY_PLANNED_S = 72600.0  # planned_stop from 03:50 to the day's end: 20 h 10 min
 
@@ -230,7 +230,7 @@ EXPECTED = Expected(
     anomaly_events=[
         Event(at(3, 12), at(3, 13), at(3, 12), 2, "warning", ("deviation",), 1, 95.676, 64.96716666666667),
     ],
-    # GET /v1/kpi period=hour, 2025-08-20 03:00, mc-01 (test_energy's derivation; t1 = Asia/Bangkok, 10:00
+    # GET /v1/kpi period=hour, 2025-08-20 03:00, mc-01 (energy_hour.py's derivation; t1 = Asia/Bangkok, 10:00
     # local is the peak band at 4.18 THB/kWh, 0.4999 kg CO2/kWh; ideal cycle time 2.0 s). A counter or power
     # reading measures the interval back to its series' previous reading (docs/kpis.md): the readings at 03:00
     # belong to 02:55-03:00 (hour 02), the hour's last 5 minutes are closed by readings at 04:00 or later:
@@ -394,41 +394,41 @@ def build_plant(
 
     live_at = (now - LIVE_AGE).replace(microsecond=0)  # messages carry whole seconds
     live = live_messages(live_at)
-    mc01 = energy.KEY
+    mc01 = energy_hour.KEY
     messages: dict[str, list[tuple[str, bytes]]] = {
         "sensor": [
-            *((mc01, m) for m in energy.sensor_messages()),
+            *((mc01, m) for m in energy_hour.sensor_messages()),
             *(("t1-f1-mc-02", m) for m in mc02_messages()),
             *(("t2-f9-mc-99", m) for m in t2_messages()),
             *((mc01, m) for m in MALFORMED),
             *live["sensor"],
         ],
         "device": [
-            *((mc01, energy.message(energy.minutes(m), run_state=state)) for m, state in energy.STATES),
-            *((mc01, m) for m in analytics.HEALTH),
+            *((mc01, energy_hour.message(energy_hour.minutes(m), run_state=state)) for m, state in energy_hour.STATES),
+            *((mc01, m) for m in HEALTH),
             *live["device"],
         ],
-        "sweep": [(mc01, m) for m in analytics.SWEEPS],
-        "lab": [("t1-f1-lab-f1", m) for m in analytics.LAB],
+        "sweep": [(mc01, m) for m in SWEEPS],
+        "lab": [("t1-f1-lab-f1", m) for m in LAB],
     }
     for domain, keyed in messages.items():
-        produce(settings.kafka_brokers, analytics.topic(settings, domain), keyed)
-    reported = analytics.drain(defs, instance)
+        produce(settings.kafka_brokers, domain_topic(settings, domain), keyed)
+    reported = drain(defs, instance)
     consumed = dict(database.query("SELECT topic, sum(next_offset)::int FROM analytics.worker_checkpoints GROUP BY 1"))
-    produced = {analytics.topic(settings, domain): len(keyed) for domain, keyed in messages.items()}
+    produced = {domain_topic(settings, domain): len(keyed) for domain, keyed in messages.items()}
     if consumed != produced:  # the plant's figures assume every message landed
         raise RuntimeError(f"one drain tick per domain consumed {consumed}, but {produced} were produced")
 
-    def materialize(names: list[str], *partitions: str) -> None:
+    def materialize_partitions(names: list[str], *partitions: str) -> None:
         for partition in partitions:
-            analytics.materialize(defs, instance, names, partition)
+            materialize(defs, instance, names, partition)
 
-    materialize(["sensor_window_aggregates"], *(hour_key(at(h)) for h in (1, 2, 3, 4)))
-    materialize(["device_health_events"], *(hour_key(at(h)) for h in (2, 3, 4)))
-    materialize(["sweep_batch_quality", "lab_result_quality"], hour_key(at(3)))
-    materialize(["hourly_machine_kpis"], hour_key(at(3)))
-    materialize(["reading_anomalies"], hour_key(at(3)))
-    materialize(["daily_event_rollups", "daily_machine_kpis"], "2025-08-20")
+    materialize_partitions(["sensor_window_aggregates"], *(hour_key(at(h)) for h in (1, 2, 3, 4)))
+    materialize_partitions(["device_health_events"], *(hour_key(at(h)) for h in (2, 3, 4)))
+    materialize_partitions(["sweep_batch_quality", "lab_result_quality"], hour_key(at(3)))
+    materialize_partitions(["hourly_machine_kpis"], hour_key(at(3)))
+    materialize_partitions(["reading_anomalies"], hour_key(at(3)))
+    materialize_partitions(["daily_event_rollups", "daily_machine_kpis"], "2025-08-20")
 
     checks = list(defs.resolve_asset_graph().asset_check_keys)
     tick = alert_tick(database, instance, checks, settings)
@@ -536,7 +536,7 @@ class Plant:
 
     def topic(self, domain: str) -> str:
         """The (prefixed) topic of a domain, as stored in rejected_message.topic."""
-        return analytics.topic(self.settings, domain)
+        return domain_topic(self.settings, domain)
 
     def get(self, path: str, *, key: str | None = None, **params: Any) -> httpx.Response:
         """GET `path` with `key` (default: the admin key); None-valued params are left out."""

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.stack import domain_topic, produce
+
 KEY = "t1-f1-mc-01"
 
 
@@ -123,3 +126,12 @@ EXPECTED_REJECTS = sorted(
 )
 
 EXPECTED_OFFSETS = {0: len(P0), 1: len(P1), 2: len(P2)}
+
+
+def produce_dataset(settings: PlatformSettings) -> str:
+    """Each partition's messages to its own partition of the sensor topic (the expected rows name their
+    offsets); the topic returned."""
+    topic = domain_topic(settings)
+    for partition, values in MESSAGES.items():
+        produce(settings.kafka_brokers, topic, [(KEY, v) for v in values], partition=partition)
+    return topic
