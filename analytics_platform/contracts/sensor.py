@@ -1,6 +1,6 @@
 """`sensors.device.readings`: one measurement of one metric of one sensor.
 
-schema_version 1 (default when absent) is the canonical shape of BRIEF.md. schema_version 2 lets
+schema_version 1 (default when absent) is the canonical shape (`SensorReading` below). schema_version 2 lets
 an edge device send several metrics of one sensor in one message
 (`"metrics": {"temp": 23.7, "humidity": 41.0}`, optional `"units"`); it maps to one v1 row per
 metric, so everything downstream only ever sees the canonical row.
