@@ -70,7 +70,8 @@ def sensor_payload(
     unit: str | None = None,
     source: str,
 ) -> dict[str, Any]:
-    """A canonical `sensors.device.readings` payload (`analytics_platform.contracts.sensor`); the contract checks the rest."""
+    """A canonical `sensors.device.readings` payload (`analytics_platform.contracts.sensor`); the
+    contract checks the rest."""
     payload: dict[str, Any] = {
         "time": time_text(time),
         "tenant_id": identity.tenant_id,
