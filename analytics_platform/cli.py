@@ -37,7 +37,9 @@ import psycopg
 from analytics_platform.alerts.config import AlertConfigError, load_alert_config, store_mutes
 from analytics_platform.alerts.model import ANY, Mute
 from analytics_platform.api import keys as api_keys
-from analytics_platform.contracts.registry import ConfigError, bind_domains, contract_config
+from analytics_platform.contracts.catalog import CatalogError, MetricEntry
+from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.ingest import catalog, store
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.readmit import readmit
@@ -189,7 +191,7 @@ def _metrics(args: argparse.Namespace) -> int:
         if args.action in ("set", "remove") and (not args.name or not args.tenant):
             raise ConfigError(f"metrics {args.action} needs the metric NAME and --tenant (a tenant, or '*')")
         if args.action == "set":
-            entry = catalog.MetricEntry(args.tenant, args.name, args.unit, args.min, args.max, args.description or "")
+            entry = MetricEntry(args.tenant, args.name, args.unit, args.min, args.max, args.description or "")
             created = catalog.upsert_entry(conn, entry, source="cli", by=by)
             print(f"{'added' if created else 'updated'} {args.name} for tenant {args.tenant}")
             print("the drain judges with it from its next pass; re-admit earlier rejects with `rejects readmit`")
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, SpecLimitError, plant.PlantConfigError, AlertConfigError, catalog.CatalogError) as exc:
+    except (ConfigError, SpecLimitError, plant.PlantConfigError, AlertConfigError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analytics_platform.contracts.registry import ConfigError as DomainConfigError
+from analytics_platform.contracts.errors import ConfigError as DomainConfigError
 from analytics_platform.contracts.registry import registry
 from analytics_platform.contracts.sensor import SensorContract
 

@@ -22,14 +22,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
-import yaml
-
 from analytics_platform.contracts.base import Contract, ContractConfig, Registry
-from analytics_platform.contracts.catalog import MetricCatalog
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the variable to fix."""
+from analytics_platform.contracts.catalog import MetricCatalog, read_packaged
+from analytics_platform.contracts.errors import ConfigError
 
 
 class DomainSettings(Protocol):
@@ -141,14 +136,7 @@ def bind_domains(settings: DomainSettings) -> list[DomainBinding]:
 
 def load_known_metrics(path: Path) -> frozenset[str]:
     """Metric names from the catalogue file (see contracts/metrics.yaml)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"METRICS_CATALOG file {path} does not exist") from None
-    metrics = (data or {}).get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        raise ConfigError(f"METRICS_CATALOG file {path} has no `metrics:` mapping")
-    return frozenset(str(name) for name in metrics)
+    return frozenset(entry.metric for entry in read_packaged(path))
 
 
 def contract_config(settings: DomainSettings, catalog: MetricCatalog | None = None) -> ContractConfig:

@@ -8,7 +8,7 @@ a frame is validated). Whether a check blocks is configuration (config/checks.ya
 from __future__ import annotations
 
 from analytics_platform.contracts.base import Contract
-from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.contracts.errors import ConfigError
 from analytics_platform.data_quality.raw_profile import CHECK_NAMES, RANGE_CHECK_NAMES
 
 DESCRIPTIONS: dict[str, str] = {

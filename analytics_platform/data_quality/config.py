@@ -17,9 +17,9 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.contracts.catalog import read_packaged
+from analytics_platform.contracts.errors import ConfigError
 from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
-from analytics_platform.ingest.catalog import read_packaged
 
 Bound = float | None
 Range = tuple[Bound, Bound]

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import psycopg
 
-from analytics_platform.contracts.registry import ConfigError, DomainBinding
+from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.registry import DomainBinding
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.data_quality import raw as raw_suites

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.contracts.errors import ConfigError
 from analytics_platform.data_quality.config import Freshness
 from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.settings import PlatformSettings

@@ -22,7 +22,8 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from analytics_platform.contracts.registry import ConfigError, bind_domains
+from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.devstack.postgres import EmbeddedPostgres
 from analytics_platform.devstack.processes import (
     Service,

@@ -9,76 +9,20 @@ readmit` (or by re-materialising their raw partitions).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import psycopg
-import yaml
 
-from analytics_platform.contracts.catalog import POLICIES, WILDCARD, MetricCatalog
-from analytics_platform.contracts.registry import ConfigError
+from analytics_platform.contracts.catalog import (
+    POLICIES,
+    WILDCARD,
+    CatalogError,
+    MetricCatalog,
+    MetricEntry,
+    read_packaged,
+)
 from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
-
-
-class CatalogError(ValueError):
-    """An edit the catalogue cannot take; the message says which value and why."""
-
-
-@dataclass(frozen=True)
-class MetricEntry:
-    tenant_id: str
-    metric: str
-    unit: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-    description: str = ""
-
-    def check(self) -> MetricEntry:
-        """The entry, or CatalogError saying what is wrong with it."""
-        for name, value in (("tenant", self.tenant_id), ("metric", self.metric)):
-            if not value or not value.strip() or len(value) > 200 or "\x00" in value:
-                raise CatalogError(f"{name} must be 1 to 200 characters without NUL, got {value!r}")
-        for name, value in (("min", self.min_value), ("max", self.max_value)):
-            if value is not None and not math.isfinite(value):
-                raise CatalogError(f"{name} must be a finite number, got {value}")
-        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
-            raise CatalogError(f"min {self.min_value} is above max {self.max_value}")
-        return self
-
-
-def read_packaged(path: Path) -> list[MetricEntry]:
-    """The platform defaults from a catalogue file (contracts/metrics.yaml), as tenant '*' entries."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"METRICS_CATALOG file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"METRICS_CATALOG file {path} is not valid YAML: {exc}") from None
-    metrics = (data or {}).get("metrics") if isinstance(data, dict) else None
-    if not isinstance(metrics, dict) or not metrics:
-        raise ConfigError(f"METRICS_CATALOG file {path} has no `metrics:` mapping")
-    entries = []
-    for name, entry in metrics.items():
-        entry = entry or {}
-        if not isinstance(entry, dict):
-            raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name} must be a mapping")
-        try:
-            low, high = entry.get("min"), entry.get("max")
-            entries.append(
-                MetricEntry(
-                    WILDCARD,
-                    str(name),
-                    entry.get("unit"),
-                    None if low is None else float(low),
-                    None if high is None else float(high),
-                    str(entry.get("description") or ""),
-                ).check()
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name}: {exc}") from None
-    return entries
 
 
 def seed_packaged(conn: psycopg.Connection, path: Path) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from analytics_platform.contracts.registry import ConfigError, registry
+from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.registry import registry
 from analytics_platform.contracts.storage import column_definitions, create_statements
 from analytics_platform.data_quality.checks import raw_check_names
 from analytics_platform.settings import PlatformSettings

@@ -37,8 +37,8 @@ from analytics_platform.api.models import (
     PolicyBody,
 )
 from analytics_platform.api.respond import CSV_RESPONSE, json_response, page_response
-from analytics_platform.contracts.catalog import REJECT, WILDCARD
-from analytics_platform.ingest.catalog import CatalogError, MetricEntry, remove_entry, set_policy, upsert_entry
+from analytics_platform.contracts.catalog import REJECT, WILDCARD, CatalogError, MetricEntry
+from analytics_platform.ingest.catalog import remove_entry, set_policy, upsert_entry
 
 router = APIRouter(prefix="/v1/catalog", tags=["metrics catalogue"])
 
