@@ -22,7 +22,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=WINDOW_AGGREGATES,
-        deps=[raw_asset_key(SensorContract.domain)],
+        deps=[raw_asset_key(SensorContract)],
         partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=follow_hourly_inputs(timedelta(hours=settings.automation_lookback_hours)),

@@ -46,7 +46,7 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
 def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
     """Reads sensor readings, and run states when the device domain runs (non-running periods are skipped)."""
     options = anomaly_options(settings)
-    raw = raw_asset_keys(settings, [SensorContract.domain, DeviceHealthContract.domain])
+    raw = raw_asset_keys(settings, [SensorContract, DeviceHealthContract])
 
     @dg.asset(
         key=READING_ANOMALIES,

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import psycopg
 
+from analytics_platform.contracts.base import Contract
 from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.sweep import SweepContract
@@ -38,10 +39,14 @@ spec_limits = dg.AssetSpec(
 class EventAsset:
     """An hourly event asset: computed from its domain's raw asset (named by the ingest folder)."""
 
-    domain: str
+    contract: type[Contract]
     name: str
     description: str
     uses_limits: bool
+
+    @property
+    def domain(self) -> str:
+        return self.contract.domain
 
     @property
     def key(self) -> dg.AssetKey:
@@ -50,21 +55,21 @@ class EventAsset:
 
 EVENT_ASSETS = (
     EventAsset(
-        DeviceHealthContract.domain,
+        DeviceHealthContract,
         "device_health_events",
         "Status transitions and offline periods (analytics.analytics_event); uptime % and health-score "
         "statistics per machine and window (analytics.analytics_event_rollup, event_type device_health).",
         False,
     ),
     EventAsset(
-        SweepContract.domain,
+        SweepContract,
         "sweep_batch_quality",
         "Each sweep batch's n, mean, min, max, stddev and pass/fail against spec limits "
         "(analytics_event sweep_batch); fail rate per machine and window (analytics_event_rollup).",
         True,
     ),
     EventAsset(
-        LabContract.domain,
+        LabContract,
         "lab_result_quality",
         "Each lab result judged against its analyte's spec limits (analytics_event lab_result); pass rate "
         "per station and analyte and window (analytics_event_rollup, subject = analyte).",
@@ -86,7 +91,7 @@ def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., ev
 
 def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.AssetsDefinition:
     recompute = _recompute(spec, settings)
-    deps = [raw_asset_key(spec.domain), *([spec_limits.key] if spec.uses_limits else [])]
+    deps = [raw_asset_key(spec.contract), *([spec_limits.key] if spec.uses_limits else [])]
 
     @dg.asset(
         key=spec.key,

@@ -32,7 +32,7 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
     """The hourly raw asset of one domain, with its raw-contract checks (defs/checks.py): the four
     of every domain, plus the metric-value contracts and completeness where they apply."""
     contract = binding.contract
-    key = raw_asset_key(binding.domain)
+    key = raw_asset_key(binding.contract)
 
     @dg.asset(
         key=key,

@@ -22,7 +22,7 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
 def materialised_keys() -> set[dg.AssetKey]:
     """Every asset this folder materialises with all its domains enabled: the names CHECKS_CONFIG
     `freshness:` entries may use."""
-    return {raw_asset_key(domain) for domain in registry().contracts}
+    return {raw_asset_key(contract) for contract in registry().contracts.values()}
 
 
 def drain_sensors(settings: PlatformSettings) -> list[dg.SensorDefinition]:

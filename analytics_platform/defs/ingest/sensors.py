@@ -53,7 +53,7 @@ def report_events(
     settings: PlatformSettings,
 ) -> tuple[list, dict[str, dict]]:
     """Dagster events for a drain report; returns (events, partitions still waiting to exist)."""
-    key = raw_asset_key(binding.domain)
+    key = raw_asset_key(binding.contract)
     events: list = []
     waiting = dict(pending)
     for start, quality in sorted(report.partitions.items()):
@@ -238,7 +238,7 @@ def build_rederivation_sensor(
     key migration, `rejects readmit`): one runless materialization per hour, with what changed, so
     partition status, lineage and the downstream automation (aggregates, rollups, KPIs) follow as
     they do for live ingest. The cursor (the last reported `done_at`) makes it at least once."""
-    keys = {b.contract.raw_table: raw_asset_key(b.domain) for b in bindings}
+    keys = {b.contract.raw_table: raw_asset_key(b.contract) for b in bindings}
     partitions = hourly_partitions(settings)
 
     @dg.sensor(

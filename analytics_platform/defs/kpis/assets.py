@@ -68,10 +68,10 @@ def closing_readings_landed(optional: list[dg.AssetKey]) -> dg.AutomationConditi
 def build_kpi_assets(settings: PlatformSettings) -> list:
     """Reads sensor readings, and run states when the device domain runs (availability needs them)."""
     options = kpi_options(settings)
-    raw = raw_asset_keys(settings, [SensorContract.domain, DeviceHealthContract.domain])
+    raw = raw_asset_keys(settings, [SensorContract, DeviceHealthContract])
     # prior and next readings as far as a counter interval is counted: hours and days agree
     lookback = timedelta(seconds=options.max_interval_s)
-    optional = [k for k in raw if k != raw_asset_key(SensorContract.domain)] + [plant_metadata.key]
+    optional = [k for k in raw if k != raw_asset_key(SensorContract)] + [plant_metadata.key]
 
     @dg.asset(
         key=HOURLY_KPIS,
