@@ -23,6 +23,7 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 
+from analytics_platform.contracts.sensor import SensorContract
 from edge_agents.config import ModbusRegister
 from edge_agents.config import ModbusSource as ModbusConfig
 from edge_agents.engine import Engine
@@ -149,7 +150,7 @@ class ModbusSource(Source):
             started = loop.time()
             payloads = await self._poll_once(client, datetime.now(UTC))
             if payloads:
-                self.engine.submit(self.name, "sensor", payloads)
+                self.engine.submit(self.name, SensorContract.domain, payloads)
             self.polls += 1
             self._retune.clear()
             while True:
@@ -193,7 +194,7 @@ class ModbusSource(Source):
                 if not math.isfinite(value):
                     self.engine.reject(
                         self.name,
-                        "sensor",
+                        SensorContract.domain,
                         repr(chunk).encode(),
                         "non_finite",
                         f"{register.kind} register {register.address} ({register.type}) is not finite",

@@ -29,6 +29,7 @@ from asyncua import Client, Node, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeNotif, Subscription
 
+from analytics_platform.contracts.sensor import SensorContract
 from edge_agents.config import OPCUANode
 from edge_agents.config import OPCUASource as OPCUAConfig
 from edge_agents.engine import Engine
@@ -291,7 +292,9 @@ class OPCUASource(Source):
         self._flush_scheduled = False
         payloads, self._pending = self._pending, []
         if payloads:
-            self.engine.submit(self.name, "sensor", payloads)
+            self.engine.submit(self.name, SensorContract.domain, payloads)
 
     def _reject(self, node: OPCUANode, raw: Any, reason: str, detail: str) -> None:
-        self.engine.reject(self.name, "sensor", f"{node.node_id}={raw!r}".encode(), reason, f"{node.node_id}: {detail}")
+        self.engine.reject(
+            self.name, SensorContract.domain, f"{node.node_id}={raw!r}".encode(), reason, f"{node.node_id}: {detail}"
+        )
