@@ -107,6 +107,13 @@ class PlatformSettings(BaseSettings):
     automation_interval_s: int = Field(
         default=5, ge=1, description="How often the window aggregates look for new or changed raw partitions."
     )
+    agg_provisional_hours: int = Field(
+        default=3,
+        ge=0,
+        le=48,
+        description="/v1/agg computes the buckets not yet final from raw readings this many whole hours back "
+        "(and in the current hour); older buckets are served as stored.",
+    )
     automation_events_interval_s: int = Field(
         default=30, ge=1, description="How often the event and daily assets look for changed inputs."
     )

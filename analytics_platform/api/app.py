@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -88,6 +89,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.kpis = kpi_catalog.kpis(settings.kpi_drivers)  # what /v1/kpi serves and accepts
     app.state.kpi_names = kpi_catalog.kpi_names(settings.kpi_drivers)
     app.state.agg_daily_view = None  # looked up on first use
+    app.state.clock = lambda: datetime.now(UTC)  # "now" of /v1/agg's provisional horizon; tests pin it
 
     for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
         app.include_router(module.router)

@@ -52,6 +52,10 @@ class AggBucket(BaseModel):
     last: float | None
     p50: float | None = Field(description="Median; null for rolled-up windows (percentiles do not combine)")
     p95: float | None = Field(description="95th percentile; null for rolled-up windows")
+    provisional: bool = Field(
+        description="True while the hourly asset has not made the bucket final: computed from the readings so far "
+        "(stored windows), or holding only the final hours (rollups)"
+    )
 
 
 class AggPage(Page):
@@ -89,6 +93,7 @@ class AggPage(Page):
                             "last": 65.3,
                             "p50": 65.0,
                             "p95": 65.7,
+                            "provisional": False,
                         }
                     ],
                 }

@@ -17,6 +17,7 @@ from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
     READING_SCHEMA,
     SERIES_KEY,
+    canonical_order,
     ceil_to,
     covering_range,
     floor_to,
@@ -54,11 +55,27 @@ def read_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> p
     return pl.concat(parts) if parts else pl.DataFrame(schema=READ_SCHEMA)
 
 
+MARK_MATERIALISED = """
+    INSERT INTO analytics.agg_materialised_hours (hour_start, as_of, materialised_at)
+    SELECT hour, %(as_of)s, now()
+    FROM generate_series(%(first)s::timestamptz, %(last)s::timestamptz, interval '1 hour') AS hour
+    ON CONFLICT (hour_start) DO UPDATE SET as_of = excluded.as_of, materialised_at = excluded.materialised_at"""
+
+
 def replace_aggregates(
-    conn: psycopg.Connection, aggregates: pl.DataFrame, windows: Sequence[int], start: datetime, end: datetime
+    conn: psycopg.Connection,
+    aggregates: pl.DataFrame,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    as_of: datetime | None = None,
 ) -> int:
     """Delete every bucket of `windows` overlapping [start, end) and COPY `aggregates` in its place,
-    in one transaction; returns the rows deleted."""
+    in one transaction; returns the rows deleted.
+
+    With `as_of` (when the read of the readings began), the whole hours of [start, end) are recorded
+    in `analytics.agg_materialised_hours` in the same transaction, so `/v1/agg` never sees the new
+    buckets without knowing they are final, nor the reverse."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
@@ -69,6 +86,9 @@ def replace_aggregates(
             )
             deleted += cur.rowcount
         copy_rows(cur, "analytics_agg", aggregates, AGG_COLUMNS)
+        first, last = ceil_to(start, 3600), floor_to(end, 3600) - timedelta(hours=1)
+        if as_of is not None and first <= last:
+            cur.execute(MARK_MATERIALISED, {"as_of": as_of, "first": first, "last": last})
     return deleted
 
 
@@ -87,13 +107,16 @@ def recompute_aggregates(
     run = AggregateRun(start, end)
     began = time.perf_counter()
     read_start, read_end = covering_range(start, end, windows)
-    readings = read_readings(conn, read_start, read_end)
+    # Every reading committed before this moment is in the buckets written below (each COPY's
+    # snapshot is taken after it): the stored buckets are final for anything ending by then.
+    as_of = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    readings = canonical_order(read_readings(conn, read_start, read_end))
     run.seconds["read"] = time.perf_counter() - began
     began = time.perf_counter()
     aggregates = window_aggregates(readings.lazy(), windows, start=start, end=end).collect()
     run.seconds["transform"] = time.perf_counter() - began
     began = time.perf_counter()
-    run.deleted = replace_aggregates(conn, aggregates, windows, start, end)
+    run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of)
     run.seconds["write"] = time.perf_counter() - began
     run.readings = readings.height
     run.rows = aggregates.height

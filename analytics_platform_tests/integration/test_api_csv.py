@@ -23,10 +23,10 @@ def test_csv_cells_are_rendered_as_documented(api: Api) -> None:
     response = api.t1.csv("/v1/agg", **AGG_QUERY, window_s=3600, start=iso(at(5)), end=iso(at(6)))
     assert response.text == (
         "bucket_start,bucket_end,window_s,tenant_id,factory_id,machine_id,sensor_id,metric,count,sum,avg,min,max,"
-        "stddev,first,last,p50,p95\n"
+        "stddev,first,last,p50,p95,provisional\n"
         f"2025-08-20T05:00:00Z,2025-08-20T06:00:00Z,3600,t1,f1,m1,s1,temp,2,7.0,3.5,3.0,4.0,{math.sqrt(0.5)!r},"
-        "4.0,3.0,3.5,3.95\n"
-        "2025-08-20T05:00:00Z,2025-08-20T06:00:00Z,3600,t1,f1,m1,s2,temp,1,7.0,7.0,7.0,7.0,,7.0,7.0,7.0,7.0\n"
+        "4.0,3.0,3.5,3.95,false\n"
+        "2025-08-20T05:00:00Z,2025-08-20T06:00:00Z,3600,t1,f1,m1,s2,temp,1,7.0,7.0,7.0,7.0,,7.0,7.0,7.0,7.0,false\n"
     )
     assert "X-Next-Cursor" not in response.headers
 

@@ -101,6 +101,7 @@ def bucket(start: datetime, window_s: int, sensor: str, *values: Any, tenant: st
         "last": last,
         "p50": p50,
         "p95": p95,
+        "provisional": False,
     }
 
 

@@ -1,12 +1,22 @@
 """GET /v1/agg: window aggregates of one machine and metric, from the stored window asked for, or
 rolled up from the coarsest stored window that divides it (on TimescaleDB, whole days come from the
-`analytics_agg_daily` continuous aggregate). Raw readings are never scanned here."""
+`analytics_agg_daily` continuous aggregate).
+
+Live buckets: a stored window's bucket that the hourly asset has not made final yet (the open
+bucket, and closed ones whose hour has not been materialised since the bucket ended) is computed on
+read from raw readings by the asset's own transform (`window_aggregates`, in `canonical_order`) and
+marked `provisional`, but only within AGG_PROVISIONAL_HOURS of now: older buckets are served as
+stored, whatever their state. Rollups are never computed from raw readings; theirs are marked
+provisional while they hold an hour of that horizon that is not final."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Annotated
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
+import polars as pl
+import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
 from analytics_platform.api.auth import Caller, tenant_scope
@@ -26,6 +36,8 @@ from analytics_platform.api.params import (
     time_range,
 )
 from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.contracts.sensor import SensorContract
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA, canonical_order, window_aggregates
 
 router = APIRouter(prefix="/v1", tags=["aggregates"])
 
@@ -51,7 +63,9 @@ COLUMNS = (
     "last",
     "p50",
     "p95",
+    "provisional",
 )
+HOUR = timedelta(hours=1)
 _SERIES = """tenant_id = %(tenant_id)s AND factory_id = %(factory_id)s AND machine_id = %(machine_id)s
   AND metric = %(metric)s AND (%(sensor_id)s::text IS NULL OR sensor_id = %(sensor_id)s)"""
 _AFTER = "(%(after_time)s::timestamptz IS NULL OR (bucket_start, sensor_id) > (%(after_time)s, %(after_key)s))"
@@ -59,10 +73,11 @@ _AFTER = "(%(after_time)s::timestamptz IS NULL OR (bucket_start, sensor_id) > (%
 _STORED = f"""
 SELECT bucket_start, bucket_end, window_s, tenant_id, factory_id, machine_id, sensor_id, metric,
        count_n AS count, sum_v AS sum, avg_v AS avg, min_v AS min, max_v AS max, stddev_v AS stddev,
-       first_v AS first, last_v AS last, p50_v AS p50, p95_v AS p95
+       first_v AS first, last_v AS last, p50_v AS p50, p95_v AS p95, false AS provisional
 FROM analytics.analytics_agg
 WHERE {_SERIES} AND window_s = %(window_s)s
   AND bucket_start >= %(start)s AND bucket_start < %(end)s AND {_AFTER}
+  AND NOT (bucket_start = ANY(%(provisional)s::timestamptz[]))
 ORDER BY bucket_start, sensor_id
 LIMIT %(limit)s
 """
@@ -98,12 +113,113 @@ SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucke
        %(machine_id)s AS machine_id, sensor_id, %(metric)s AS metric, count, sum,
        sum / nullif(count, 0) AS avg, min, max,
        CASE WHEN count > 1 THEN sqrt(greatest((sumsq - sum * sum / count) / (count - 1), 0)) END AS stddev,
-       first, last, NULL::float8 AS p50, NULL::float8 AS p95
+       first, last, NULL::float8 AS p50, NULL::float8 AS p95,
+       bucket_start + make_interval(secs => %(window_s)s) > %(final_until)s AS provisional
 FROM grouped
 WHERE {after}
 ORDER BY bucket_start, sensor_id
 LIMIT %(limit)s
 """
+
+_READINGS = f"""
+SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value
+FROM analytics.{SensorContract.raw_table}
+WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
+"""
+_MATERIALISED = """
+SELECT hour_start, as_of FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s
+"""
+
+
+def horizon(now: datetime, hours: int, max_future_s: int) -> tuple[datetime, datetime]:
+    """The hours whose buckets may be provisional: the last `hours` whole hours, the current one, and
+    those readings may reach ahead of now (CONTRACT_MAX_FUTURE_S)."""
+    current = floor_hour(now)
+    return current - hours * HOUR, max(current + HOUR, ceil_to(now + timedelta(seconds=max_future_s), 3600))
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def is_final(bucket_start: datetime, bucket_end: datetime, as_of: dict[datetime, datetime]) -> bool:
+    """A stored bucket is final when every hour it overlaps was materialised from readings read at
+    or after its end (the asset recomputes every bucket overlapping the hours it runs)."""
+    hour = floor_hour(bucket_start)
+    while hour < bucket_end:
+        stamp = as_of.get(hour)
+        if stamp is None or stamp < bucket_end:
+            return False
+        hour += HOUR
+    return True
+
+
+def materialised(conn: psycopg.Connection, lo: datetime, hi: datetime) -> dict[datetime, datetime]:
+    return {row["hour_start"]: row["as_of"] for row in conn.execute(_MATERIALISED, (lo, hi)).fetchall()}
+
+
+def provisional_buckets(
+    conn: psycopg.Connection, window_s: int, first: datetime, end: datetime, lo: datetime, hi: datetime
+) -> list[datetime]:
+    """Starts of the buckets of `window_s` starting in [first, end) and overlapping the horizon
+    [lo, hi) that are not final."""
+    step = timedelta(seconds=window_s)
+    bucket = max(ceil_to(first, window_s), ceil_to(lo, window_s) - step)
+    last = min(end, hi)
+    if bucket >= last:
+        return []
+    as_of = materialised(conn, floor_hour(bucket), ceil_to(last + step, 3600))
+    starts = []
+    while bucket < last:
+        if not is_final(bucket, bucket + step, as_of):
+            starts.append(bucket)
+        bucket += step
+    return starts
+
+
+def live_buckets(conn: psycopg.Connection, params: dict[str, Any], starts: Sequence[datetime]) -> list[dict]:
+    """The buckets starting at `starts` computed from the raw readings, exactly as the asset will."""
+    window_s = params["window_s"]
+    lo, hi = starts[0], starts[-1] + timedelta(seconds=window_s)
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        rows = cur.execute(_READINGS, {**params, "lo": lo, "hi": hi}).fetchall()
+    if not rows:
+        return []
+    readings = canonical_order(pl.DataFrame(rows, schema=READING_SCHEMA, orient="row"))
+    wanted = pl.Series(starts, dtype=READING_SCHEMA["time"])
+    after_time, after_key = params["after_time"], params["after_key"]
+    frame = (
+        window_aggregates(readings.lazy(), [window_s]).filter(pl.col("bucket_start").is_in(wanted.implode())).collect()
+    )
+    items = []
+    for row in frame.iter_rows(named=True):
+        if after_time is not None and (row["bucket_start"], row["sensor_id"]) <= (after_time, after_key):
+            continue
+        items.append(
+            {
+                "bucket_start": row["bucket_start"],
+                "bucket_end": row["bucket_end"],
+                "window_s": window_s,
+                **{k: row[k] for k in ("tenant_id", "factory_id", "machine_id", "sensor_id", "metric")},
+                "count": row["count_n"],
+                **{k: row[f"{k}_v"] for k in ("sum", "avg", "min", "max", "stddev", "first", "last", "p50", "p95")},
+                "provisional": True,
+            }
+        )
+    return items
+
+
+def final_until(conn: psycopg.Connection, window_s: int, start: datetime, end: datetime, lo: datetime) -> datetime:
+    """For rollups: buckets ending after this moment hold an hour of the horizon that is not final
+    (each source bucket is final when its hour was materialised after the source bucket ended)."""
+    hours = materialised(conn, lo, max(end, lo))
+    hour = max(lo, floor_hour(start))
+    while hour < end:
+        stamp = hours.get(hour)
+        if stamp is None or stamp < hour + HOUR:
+            return hour
+        hour += HOUR
+    return datetime.max.replace(tzinfo=UTC)
 
 
 def plan_source(window_s: int, stored: list[int], daily_view: bool) -> tuple[str, int]:
@@ -189,16 +305,26 @@ def aggregates(
         "after_key": after[1],
         "limit": limit + 1,
     }
-    if source == "stored":
-        query = _STORED
-    else:
-        # a bucket is in the answer when its start is in [start, end); it covers its whole window
-        params["lo"] = max(ceil_to(start, window_s), after[0] or start)
-        params["hi"] = ceil_to(end, window_s)
-        if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
-            raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
-        query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
+    lo, hi = horizon(state.clock(), settings.agg_provisional_hours, settings.contract_max_future_s)
     with state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
+        if source == "stored":
+            live = provisional_buckets(conn, window_s, max(start, after[0] or start), end, lo, hi)
+            rows = conn.execute(_STORED, {**params, "provisional": live}).fetchall()
+            if live:
+                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+        else:
+            # a bucket is in the answer when its start is in [start, end); it covers its whole window
+            params["lo"] = max(ceil_to(start, window_s), after[0] or start)
+            params["hi"] = ceil_to(end, window_s)
+            if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
+                raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
+            params["final_until"] = final_until(conn, window_s, params["lo"], params["hi"], lo)
+            query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
+            rows = conn.execute(query, params).fetchall()
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
     return page_response(request, rows, limit=limit, key=("bucket_start", "sensor_id"), columns=COLUMNS, extra=extra)
+
+
+def merge(stored: list[dict], live: list[dict], count: int) -> list[dict]:
+    """The first `count` rows of both, in the page's order (bucket start, sensor)."""
+    return sorted(stored + live, key=lambda row: (row["bucket_start"], row["sensor_id"]))[:count]

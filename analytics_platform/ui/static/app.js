@@ -5,6 +5,8 @@
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content || "";
 const DAGSTER = meta("dagster-ui").replace(/\/$/, "");
 const REFRESH_S = Math.max(1, Number(meta("refresh-s")) || 15);
+// a machine chart whose range ends now re-reads its buckets this often (the open bucket moves)
+const LIVE_S = Math.max(1, Number(meta("live-s")) || 5);
 const WINDOWS = [
   [60, "1 min"],
   [300, "5 min"],
@@ -574,6 +576,9 @@ async function machineView(parts, params) {
 
   const marked = events.items.filter((e) => e.metric === metric && (!e.sensor_id || e.sensor_id === sensor));
   const chart = aggChart(buckets, marked, { metric, sensor, window, agg });
+  // a range that ends now (no end in the address, or the end within one bucket of now) follows the clock
+  const live = metric && (!params.get("end") || Date.now() - end.getTime() < window * 1000);
+  if (live) followMachineChart(chart, { where, metric, sensor, window, span: end.getTime() - start.getTime() });
   return h(
     "section",
     {},
@@ -591,9 +596,50 @@ async function machineView(parts, params) {
   );
 }
 
+/**
+ * Short polling of a live machine chart: every LIVE_S seconds, while the page is shown, re-read the
+ * buckets of [now - span, now) and the anomaly events of that range, and redraw the chart in place.
+ * Two small requests per tick; the provisional buckets (not yet final) are drawn dashed.
+ */
+function followMachineChart(figure, { where, metric, sensor, window, span }) {
+  const seq = state.seq;
+  let current = figure;
+  state.timer = setInterval(async () => {
+    if (seq !== state.seq) return;
+    const end = new Date();
+    const range = { start: new Date(end.getTime() - span).toISOString(), end: end.toISOString() };
+    try {
+      const [agg, events] = await Promise.all([
+        api("/agg", { ...where, metric, window_s: window, ...range, limit: 10000 }),
+        api("/anomaly-events", { ...where, ...range, limit: 500 }),
+      ]);
+      if (seq !== state.seq) return;
+      const buckets = agg.items.filter((b) => b.sensor_id === sensor || !sensor);
+      const marked = events.items.filter((e) => e.metric === metric && (!e.sensor_id || e.sensor_id === sensor));
+      const next = aggChart(buckets, marked, { metric, sensor: sensor || buckets[0]?.sensor_id, window, agg });
+      const old = state.charts.find((chart) => current.contains(chart.root));
+      if (old) {
+        old.destroy();
+        state.charts = state.charts.filter((chart) => chart !== old);
+      }
+      current.replaceWith(next);
+      current = next;
+      if (next._draw) next._draw();
+      next.dataset.refreshedAt = end.toISOString();
+    } catch (error) {
+      if (seq === state.seq) showBanner(`Live refresh failed — ${error.message}; retrying in ${LIVE_S} s`);
+    }
+  }, LIVE_S * 1000);
+}
+
 function aggChart(buckets, marked, { metric, sensor, window, agg }) {
   const xs = buckets.map((b) => Date.parse(b.bucket_start) / 1000);
-  const data = [xs, buckets.map((b) => b.min), buckets.map((b) => b.max), buckets.map((b) => b.avg)];
+  // the final average, and the provisional one (from the last final bucket on, so the line joins)
+  const firstLive = buckets.findIndex((b) => b.provisional);
+  const finalAvg = buckets.map((b) => (b.provisional ? null : b.avg));
+  const liveAvg = buckets.map((b, i) => (b.provisional || (firstLive > 0 && i === firstLive - 1) ? b.avg : null));
+  const data = [xs, buckets.map((b) => b.min), buckets.map((b) => b.max), finalAvg, liveAvg];
+  const provisional = buckets.filter((b) => b.provisional).length;
   const drawn = [];
   const markers = {
     draw: [
@@ -644,14 +690,15 @@ function aggChart(buckets, marked, { metric, sensor, window, agg }) {
   return chartFigure({
     id: "agg-chart",
     title: `${metric || "no metric"} · ${sensor || "—"} · ${WINDOWS.find(([s]) => s === window)?.[1] || `${window} s`} buckets${source}`,
-    description: `${buckets.length} buckets: min–max band and average line; ${plural(marked.length, "anomaly event", "anomaly events")} shaded, peaks marked (filled = open, hollow = resolved).`,
+    description: `${buckets.length} buckets: min–max band and average line; ${plural(provisional, "provisional bucket", "provisional buckets")} (not yet final) dashed; ${plural(marked.length, "anomaly event", "anomaly events")} shaded, peaks marked (filled = open, hollow = resolved).`,
     data,
     points: buckets.length,
-    extra: { events: String(marked.length), window: String(window) },
+    extra: { events: String(marked.length), window: String(window), provisional: String(provisional), lastBucket: buckets.at(-1)?.bucket_start || "" },
     series: [
       { label: "min", stroke: "#7fa6d6", width: 1 },
       { label: "max", stroke: "#7fa6d6", width: 1 },
       { label: "avg", stroke: "#0b5cad", width: 2 },
+      { label: "avg (provisional)", stroke: "#6f9fd8", width: 2, dash: [5, 4] },
     ],
     bands: [{ series: [2, 1], fill: "rgba(11, 92, 173, 0.15)" }],
     hooks: markers,
