@@ -247,6 +247,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "raw_sensor_readings_pkey",
         "raw_sensor_readings_key_idx",
         "raw_sensor_readings_uncatalogued_idx",
+        "raw_sensor_readings_ingested_idx",
     }
     if not timescale:
         assert database.scalar("SELECT analytics.timescale_enabled()") is False
