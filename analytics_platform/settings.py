@@ -84,9 +84,26 @@ class PlatformSettings(BaseSettings):
 
     drain_consumer: str = Field(default="analytics-drain", description="Checkpoint owner name.")
     drain_batch_size: int = Field(default=20000, ge=1)
-    drain_budget_s: float = Field(default=20.0, gt=0, lt=55, description="Max seconds per sensor tick.")
+    drain_budget_s: float = Field(
+        default=20.0,
+        gt=0,
+        lt=55,
+        description="Max seconds per sensor tick. With DRAIN_FOLLOW a tick drains this long: then set it a little "
+        "under a multiple of the sensor daemon's 5 s loop (e.g. 38), so the next tick starts right after.",
+    )
     drain_interval_s: int = Field(default=5, ge=1)
     drain_poll_timeout_s: float = Field(default=0.5, gt=0)
+    drain_follow: bool = Field(
+        default=False,
+        description="A sensor tick keeps consuming after it caught up, until DRAIN_BUDGET_S (false: it ends "
+        "when caught up, and a reading waits for the next tick).",
+    )
+    drain_linger_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="A micro-batch is committed when full or this many seconds after its first message came.",
+    )
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
     drain_shards: int = Field(
         default=1,

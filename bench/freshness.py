@@ -1,4 +1,6 @@
-"""Freshness benchmark: how long after a 60 s window closes its bucket is complete in analytics_agg.
+"""Freshness benchmark: how long after a 60 s window closes its bucket is complete in analytics_agg
+(`--measure bucket`, the default), or how long after it is produced a reading is served by
+`/v1/readings` (`--measure raw`).
 
 Brings up the whole demo (`analytics-devstack demo`: database, broker, simulator, Dagster daemon
 with the drain and automation sensors, API) on free ports, then produces one marker reading per
@@ -6,7 +8,14 @@ second (its own machine, time = now) next to the simulator's traffic, and polls 
 every 0.25 s. A bucket counts as fresh when its row holds every marker produced in its window;
 latency = that moment - the window's end. Prints p50 / p95 / max over the buckets observed.
 
+`--measure raw` produces a marker reading every `--marker-every` seconds (and, with `--load`, that
+many extra readings per second of 100 machines of its own beside the simulator), polls
+/v1/readings for the markers not served yet, and reports p50/p95/p99/max of produce -> served,
+beside the same run's floor: produce -> received by a plain consumer of the topic (assigned at its
+end, consuming all the time), i.e. what the broker alone costs.
+
 Usage: python bench/freshness.py [--minutes 12] [--rate 50]
+       python bench/freshness.py --measure raw [--minutes 5] [--rate 50] [--load 5000]
 Nothing here asserts a time; it prints figures for docs/benchmarks.md.
 """
 
@@ -26,8 +35,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,7 +85,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=12)
     parser.add_argument("--rate", type=int, default=50, help="simulator messages/s besides the markers")
-    parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "freshness.json")
+    parser.add_argument("--json", type=Path, default=None, help="where the figures go (.run/bench/freshness*.json)")
+    parser.add_argument("--measure", choices=("bucket", "raw"), default="bucket")
+    parser.add_argument("--load", type=int, default=0, help="raw: extra readings/s of the bench's own machines")
+    parser.add_argument("--marker-every", type=float, default=0.25, help="raw: seconds between markers")
     args = parser.parse_args()
 
     ports = {name: free_port() for name in ("pg", "kafka", "dagster", "api")}
@@ -83,6 +96,9 @@ def main() -> int:
     print(f"starting the demo (run dir {run_dir}) ...", flush=True)
     demo, _ = start_demo(run_dir, ports, args.rate)
     try:
+        if args.measure == "raw":
+            return measure_raw(args, run_dir, ports)
+        args.json = args.json or ROOT / ".run" / "bench" / "freshness.json"
         secrets = json.loads((run_dir / "secrets.json").read_text())
         url = f"postgresql://postgres:{secrets['postgres']}@127.0.0.1:{ports['pg']}/analytics"
         producer = Producer({"bootstrap.servers": f"127.0.0.1:{ports['kafka']}", "linger.ms": 5})
@@ -158,6 +174,166 @@ def main() -> int:
             demo.wait(timeout=120)
         except subprocess.TimeoutExpired:
             demo.kill()
+    return 0
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "n": len(ordered),
+        "p50_s": round(at(0.50), 3),
+        "p95_s": round(at(0.95), 3),
+        "p99_s": round(at(0.99), 3),
+        "max_s": round(ordered[-1], 3),
+    }
+
+
+def _load(producer: Producer, rate: int, stop: threading.Event) -> None:
+    """`rate` readings/s of 100 machines of the bench's own (time = now), in 10 ms slices."""
+    sent = 0
+    began = time.time()
+    while not stop.is_set():
+        due = int((time.time() - began) * rate)
+        moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        for i in range(sent, due):
+            machine = f"mc-load-{i % 100:03d}"
+            body = {
+                "time": moment,
+                "tenant_id": "t1",
+                "factory_id": "f1",
+                "machine_id": machine,
+                "sensor_id": f"s-{i % 7}",
+                "metric": "temp",
+                "value": 20.0 + (i % 50) / 10,
+                "event_id": f"load-{i}",
+            }
+            while True:
+                try:
+                    producer.produce(SENSOR_TOPIC, key=f"t1-f1-{machine}".encode(), value=json.dumps(body).encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        sent = max(sent, due)
+        producer.poll(0)
+        stop.wait(0.01)
+
+
+def _floor(brokers: str, seen: dict[str, float], ready: threading.Event, stop: threading.Event) -> None:
+    """The bare broker: a plain consumer assigned at the topic's end records when each marker arrives."""
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": "bench-freshness-floor", "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(SENSOR_TOPIC, timeout=10).topics[SENSOR_TOPIC].partitions
+        consumer.assign([TopicPartition(SENSOR_TOPIC, p, OFFSET_END) for p in partitions])
+        while not stop.is_set():
+            for message in consumer.consume(num_messages=10000, timeout=0.1):
+                ready.set()
+                if message.error() is None and message.key() == f"t1-f1-{MACHINE}".encode():
+                    seen.setdefault(json.loads(message.value())["time"], time.time())
+            ready.set()
+    finally:
+        consumer.close()
+
+
+def measure_raw(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) -> int:
+    """Produce -> served by /v1/readings, beside produce -> a plain consumer, over `args.minutes`."""
+    brokers = f"127.0.0.1:{ports['kafka']}"
+    key = (run_dir / "api-key").read_text().strip()
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "queue.buffering.max.messages": 1000000})
+    stop = threading.Event()
+    floor_seen: dict[str, float] = {}
+    floor_ready = threading.Event()
+    threads = [threading.Thread(target=_floor, args=(brokers, floor_seen, floor_ready, stop), daemon=True)]
+    if args.load:
+        threads.append(threading.Thread(target=_load, args=(producer, args.load, stop), daemon=True))
+    for thread in threads:
+        thread.start()
+    floor_ready.wait(30)
+    # the demo's first ticks drain what the simulator produced while Dagster started: markers go
+    # in once the stack is in its steady state
+    print("warming up for 60 s ...", flush=True)
+    stop.wait(60)
+    produced: dict[str, float] = {}  # marker time text -> when it was handed to the producer
+    served: dict[str, float] = {}
+    stop_at = time.time() + args.minutes * 60
+    next_marker = time.time()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", headers={"X-API-Key": key}, timeout=10)
+    try:
+        while time.time() < stop_at or (len(served) < len(produced) and time.time() < stop_at + 120):
+            now = time.time()
+            if now >= next_marker and now < stop_at:
+                text = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                body = {"time": text, "tenant_id": "t1", "factory_id": "f1", "machine_id": MACHINE}
+                body |= {"sensor_id": "s-marker", "metric": "temp", "value": 20.0}
+                produced[text] = time.time()
+                producer.produce(SENSOR_TOPIC, key=f"t1-f1-{MACHINE}".encode(), value=json.dumps(body).encode())
+                producer.poll(0)
+                next_marker += args.marker_every
+            waiting = sorted(t for t in produced if t not in served)
+            if waiting:
+                start = datetime.fromisoformat(waiting[0].replace("Z", "+00:00"))
+                answer = client.get(
+                    "/v1/readings",
+                    params={
+                        "factory_id": "f1",
+                        "machine_id": MACHINE,
+                        "metric": "temp",
+                        "start": start.isoformat(),
+                        "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+                        "limit": 10000,
+                    },
+                )
+                answer.raise_for_status()
+                seen_at = time.time()
+                for item in answer.json()["items"]:
+                    text = (
+                        datetime.fromisoformat(item["time"].replace("Z", "+00:00")).strftime("%Y-%m-%dT%H:%M:%S.%f")[
+                            :-3
+                        ]
+                        + "Z"
+                    )
+                    if text in produced and text not in served:
+                        served[text] = seen_at
+            time.sleep(0.05)  # the polling cadence of the measurement itself, not synchronisation
+    finally:
+        client.close()
+        stop.set()
+        producer.flush(10)
+        for thread in threads:
+            thread.join(15)
+    raw = [served[t] - produced[t] for t in served]
+    floor = [floor_seen[t] - produced[t] for t in produced if t in floor_seen]
+    if not raw:
+        print("no marker was served: is the drain sensor running? see the demo's logs", flush=True)
+        return 1
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "measure": "raw",
+        "simulator_rate": args.rate,
+        "extra_load": args.load,
+        "minutes": args.minutes,
+        "markers": len(produced),
+        "never_served": len(produced) - len(served),
+        "produce_to_served": percentiles(raw),
+        "produce_to_consumer_floor": percentiles(floor) if floor else None,
+    }
+    for name in ("produce_to_served", "produce_to_consumer_floor"):
+        figures = result[name]
+        if figures:
+            print(
+                f"{name}: p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s, p99 {figures['p99_s']:.2f} s, "
+                f"max {figures['max_s']:.2f} s over {figures['n']} markers",
+                flush=True,
+            )
+    path = args.json or ROOT / ".run" / "bench" / f"freshness-raw-{args.rate + args.load}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
     return 0
 
 

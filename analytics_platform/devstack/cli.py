@@ -98,6 +98,9 @@ class Demo:
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
         child_env = {**os.environ, **env, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        # following drain ticks hold a code-server request thread each for DRAIN_BUDGET_S (the
+        # default pool is cores + 4): room for them and for what the daemon and webserver ask
+        child_env.setdefault("DAGSTER_GRPC_MAX_WORKERS", "16")
         logs = self.stack.config.logs
         bin_dir = Path(sys.executable).parent
         self.services.append(

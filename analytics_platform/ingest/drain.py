@@ -1,4 +1,5 @@
-"""The Kafka drain: one bounded pass from the stored offsets to (about) the end of the topics.
+"""The Kafka drain: one bounded pass from the stored offsets to (about) the end of the topics, or,
+following (the sensor's way), on past the end until the budget is spent.
 
 Invariants (docs/architecture.md, "Ingest"; docs/data-guarantees.md):
 1. Offsets live with the data: the landing rows, raw rows, rejects and the next offsets of one
@@ -17,6 +18,14 @@ Invariants (docs/architecture.md, "Ingest"; docs/data-guarantees.md):
 
 Parsing batch i+1 overlaps the database write of batch i (one writer thread, at most one batch in
 flight, batches committed strictly in order), so the client core and the database core both work.
+
+Freshness: a micro-batch is committed when it holds `batch_size` messages or `linger_s` after the
+consume call that brought its first message began, whichever comes first. A following pass
+(`run(..., follow=True)`) keeps consuming after it caught up, so a reading waits at most about
+`linger_s` plus one write for its transaction instead of the gap to the next sensor tick; the pass
+still ends at its budget (the sensor's time limit) and reports what it touched then. `on_commit`
+is the place for work that must see each committed batch as it lands (streaming rules): it runs
+after the transaction commits, in batch order.
 """
 
 from __future__ import annotations
@@ -155,6 +164,8 @@ class Drain:
         shard: int = 0,
         shards: int = 1,
         mirror: GroupMirror | None = None,
+        linger_s: float = 0.5,
+        on_commit: Callable[[ParsedBatch], None] | None = None,
     ) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"drain shard {shard} does not exist among {shards} shard(s) (0..{shards - 1})")
@@ -183,12 +194,21 @@ class Drain:
         # called inside each batch's transaction after its rows and before its offsets are
         # written: the fault-injection point of the crash tests
         self.before_checkpoint: Callable[[], None] | None = None
+        # the oldest a gathered batch gets before it is committed (seconds after the consume call
+        # that brought its first message began)
+        self.linger_s = linger_s
+        # called with each batch's parsed rows and rejects once its transaction has committed, on the
+        # writer thread, strictly in batch order (the hook for per-batch streaming work); an
+        # exception stops the pass like a failed write, after the batch is safely stored
+        self.on_commit = on_commit
         self._deadline = 0.0
         self._pending: Future | None = None  # the batch the writer thread is committing
 
     # ----- public -------------------------------------------------------------------------
-    def run(self, budget_s: float, max_messages: int | None = None) -> DrainReport:
-        """Drain until caught up, `budget_s` elapsed or `max_messages` consumed.
+    def run(self, budget_s: float, max_messages: int | None = None, *, follow: bool = False) -> DrainReport:
+        """Drain until caught up, `budget_s` elapsed or `max_messages` consumed; with `follow`, go
+        on consuming after catching up until `budget_s` (or `max_messages`), committing a batch at
+        least every `linger_s`.
 
         Every call to the broker or the database is bounded by what is left of the budget, so a
         broker that dies or a database that hangs mid-pass costs at most a few seconds more.
@@ -216,7 +236,7 @@ class Drain:
                 return report
             consumer.assign([TopicPartition(p.topic, p.partition, p.start) for p in plan.values()])
             floors = {tp: p.high for tp, p in plan.items() if p.high is not None and p.start != OFFSET_END}
-            self._loop(consumer, conn, plan, floors, report, max_messages)
+            self._loop(consumer, conn, plan, floors, report, max_messages, follow)
             self._unverified(conn, plan, report)
             if self.commit_to_kafka and (report.positions or self.mirror.pending(self.consumer_name)):
                 self.mirror.submit(self.kafka_config, self.consumer_name, report.positions, MIRROR_TIMEOUT_S)
@@ -416,6 +436,7 @@ class Drain:
         floors: dict[tuple[str, int], int],
         report: DrainReport,
         max_messages: int | None,
+        follow: bool,
     ) -> None:
         expected = {tp: p.stored.next_offset for tp, p in plan.items() if p.stored is not None}
 
@@ -423,30 +444,56 @@ class Drain:
             waiting = any(p.verify_offset is not None and not p.seen for p in plan.values())
             return waiting or any(expected.get(tp, 0) < end for tp, end in floors.items() if not plan[tp].paused)
 
+        held: list = []  # the admitted messages of the batch being gathered
+        opened = 0.0  # when the consume call that brought its first message began
         last_progress = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{self.contract.domain}") as writer:
+
+            def commit_held() -> None:
+                nonlocal held
+                batch = self._batch(held, expected, plan)
+                held = []
+                if batch is None:
+                    return
+                if self._pending is not None:
+                    self._pending.result()
+                self._pending = writer.submit(self._write, conn, batch, report)
+                report.messages += batch.messages.height
+
             try:
-                while time.monotonic() < self._deadline:
-                    want = self.batch_size
+                while (now := time.monotonic()) < self._deadline:
+                    if self._pending is not None and self._pending.done():
+                        self._pending.result()  # a failed write ends the pass now, not at its budget
+                    full = self.batch_size
                     if max_messages is not None:
-                        want = min(want, max_messages - report.messages)
-                        if want <= 0:
-                            break
-                    messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
+                        full = min(full, max_messages - report.messages)
+                    want = full - len(held)
+                    if want <= 0:
+                        break
+                    # a log replaced under a paused partition is read from its start by the next
+                    # pass: stop following so that pass comes soon
+                    following = follow and not any(p.paused for p in plan.values())
+                    if held:
+                        wait = opened + self.linger_s - now
+                    else:
+                        wait = min(self.poll_timeout_s, self.linger_s) if following else self.poll_timeout_s
+                    messages = consumer.consume(num_messages=want, timeout=max(0.0, min(wait, self._deadline - now)))
                     kept = self._admit(consumer, conn, messages, plan, report)
-                    batch = self._batch(kept, expected, plan) if kept else None
-                    if batch is not None:
-                        if self._pending is not None:
-                            self._pending.result()
-                        self._pending = writer.submit(self._write, conn, batch, report)
-                        report.messages += batch.messages.height
+                    if kept and not held:
+                        opened = now
+                    held += kept
+                    if held and (len(held) >= full or time.monotonic() >= opened + self.linger_s):
+                        commit_held()
                     if messages:
                         last_progress = time.monotonic()
+                    if following:
+                        continue
                     if len(messages) < want and not behind():
                         break  # caught up: the broker had less than a full batch for us
                     if not messages and time.monotonic() - last_progress > _COLD_FETCH_S:
                         break  # the watermarks promised data that did not come: next tick
-
+                if held:
+                    commit_held()
             finally:
                 pending, self._pending = self._pending, None
                 if pending is not None:
@@ -632,6 +679,8 @@ class Drain:
             store.write_checkpoints(cur, self.consumer_name, batch.positions.values())
         committed = datetime.now(UTC)
         self._account(batch, report, committed)
+        if self.on_commit is not None:
+            self.on_commit(parsed)
 
     def _account(self, batch: _Batch, report: DrainReport, committed: datetime) -> None:
         parsed = batch.parsed

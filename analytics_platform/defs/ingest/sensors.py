@@ -10,6 +10,12 @@ which hourly raw partitions received rows, as runless materializations with meta
 rejects, min/max time, ingest lag) and raw-contract check evaluations. No run is launched per
 tick: on two cores run start-up would dominate; downstream assets coalesce on their own.
 
+With DRAIN_FOLLOW (the default) the pass does not end when it caught up: it keeps committing
+micro-batches (at least every DRAIN_LINGER_S) until DRAIN_BUDGET_S, so rows are queryable within
+about a second while Dagster hears about them when the tick ends. The budget stays under Dagster's
+60 s sensor evaluation limit and a little under a multiple of the daemon's 5 s loop, so the next
+tick is submitted as soon as this one returns (docs/architecture.md, "Ingest").
+
 An hour that is not a valid partition yet (data slightly ahead of the clock) is kept in the cursor
 and reported on the first tick after its partition exists, so Dagster never misses a partition.
 """
@@ -193,9 +199,10 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
             missing_unit_is_canonical=checks_config(settings).units.missing_is_canonical,
             shard=shard,
             shards=shards,
+            linger_s=settings.drain_linger_s,
         )
         try:
-            report = drain.run(settings.drain_budget_s)
+            report = drain.run(settings.drain_budget_s, follow=settings.drain_follow)
         except DrainError as exc:
             context.log.error(str(exc))
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
