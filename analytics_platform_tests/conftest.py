@@ -30,6 +30,8 @@ from analytics_platform.devstack.processes import free_port
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 from analytics_platform_tests.support.stack import (
     DatabaseHandle,
+    dagster_instance,
+    dagster_instance_template,
     migrated_template,
     new_database,
     new_settings,
@@ -142,17 +144,23 @@ def defs(settings: PlatformSettings) -> dg.Definitions:
     return build_definitions(settings, secrets_from_env=False)
 
 
+@pytest.fixture(scope="session")
+def instance_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new Dagster instance's storage, made once per session; `instance` copies it."""
+    return dagster_instance_template(tmp_path_factory.mktemp("dagster-template"))
+
+
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
+def instance(instance_template: Path) -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (runs, events, cursors) for one test."""
-    with dg.instance_for_test() as instance:
+    with dagster_instance(instance_template) as instance:
         yield instance
 
 
 @pytest.fixture(scope="module")
-def module_instance() -> Iterator[dg.DagsterInstance]:
+def module_instance(instance_template: Path) -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance (runs, events, cursors) shared by one module's tests."""
-    with dg.instance_for_test() as instance:
+    with dagster_instance(instance_template) as instance:
         yield instance
 
 

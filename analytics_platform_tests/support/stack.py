@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import dagster as dg
 import psycopg
 from confluent_kafka import Producer
 from psycopg import sql
@@ -108,6 +112,25 @@ def new_database(
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def dagster_instance_template(directory: Path) -> Path:
+    """A Dagster instance's storage (its SQLite run, event and schedule databases) created once in
+    `directory` for `dagster_instance` to copy: creating the schema costs ~0.35 s of CPU per
+    instance, copying the files a tenth of that, and each copy is as new and as private."""
+    with dg.instance_for_test(temp_dir=str(directory)):
+        pass
+    return directory
+
+
+@contextmanager
+def dagster_instance(template: Path) -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (runs, events, cursors) in a copy of `template`, deleted on exit."""
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        home = Path(tmp) / "dagster"
+        shutil.copytree(template, home)
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
 
 
 def _with_database(url: str, database: str) -> str:
