@@ -33,10 +33,10 @@ def api(settings: PlatformSettings, database: DatabaseHandle) -> Iterator[Api]:
 
 
 @pytest.fixture(scope="module")
-def empty_api(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[Api]:
+def empty_api(pg_admin_url: str, login_roles: dict[str, str], template_database: str) -> Iterator[Api]:
     """The app over one empty, migrated database shared by a module's tests that only check how a
     request is refused or that an empty answer is an answer (they write nothing)."""
-    with new_database(pg_admin_url, login_roles) as handle:
+    with new_database(pg_admin_url, login_roles, template_database) as handle:
         settings = PlatformSettings(
             database_url=handle.pipeline_url, api_database_url=handle.api_url, api_write_database_url=handle.writer_url
         )

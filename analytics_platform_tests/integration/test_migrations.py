@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from analytics_platform.migrations import apply_migrations, discover
-from analytics_platform_tests.support.stack import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle, new_database
 
 TABLES = {
     "kafka_landing",
@@ -52,6 +53,14 @@ VIEWS = {
     "v_ingest_progress",
     "v_anomaly_profile",
 }
+
+
+@pytest.fixture
+def database(pg_admin_url: str, login_roles: dict[str, str]) -> Iterator[DatabaseHandle]:
+    """Migrated from scratch here, not copied from the session's template: these tests are about
+    what the migrations do to a new database."""
+    with new_database(pg_admin_url, login_roles) as handle:
+        yield handle
 
 
 def test_files_are_numbered_and_ordered(repo_root) -> None:

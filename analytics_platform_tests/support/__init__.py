@@ -4,7 +4,9 @@ Test modules (test_*.py) and conftest.py import from here, never from each other
 never import a test module; bench/ imports nothing of analytics_platform_tests but this package
 (unit/test_suite_layout.py checks all three). Where things live:
 
-  stack.py         DatabaseHandle, new_database, new_settings, role_password; domain_drain, domain_topic
+  stack.py         DatabaseHandle, new_database (a copy of migrated_template, the session's database
+                   migrated once), new_settings, role_password; dagster_instance (a copy of
+                   dagster_instance_template); domain_drain, domain_topic
                    (a domain's drain and topic as the sensor builds them) and produce (acknowledged);
                    the fixtures of ../conftest.py (database, settings, module_*) are made with these
   readings.py      messages of t1/f1/mc-01 (KEY, body, reading, lab; HEALTH, SWEEPS, LAB) and the two
