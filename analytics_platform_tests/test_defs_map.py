@@ -251,7 +251,7 @@ EXPECTED = {
     },
     "sensors": {
         "aggregates_automation": (5, "RUNNING", ["sensor_window_aggregates"]),
-        "alert_rules": (2, "RUNNING", None),
+        "alert_rules": (30, "RUNNING", None),
         "analytics_automation": (
             30,
             "RUNNING",
@@ -275,7 +275,6 @@ EXPECTED = {
         "drain_sensor": (5, "RUNNING", None),
         "drain_sweep": (5, "RUNNING", None),
         "freshness_checks_sensor": (60, "RUNNING", []),
-        "live_anomalies": (2, "RUNNING", None),
         "raw_rederivations": (30, "RUNNING", None),
     },
     "schedules": {
@@ -310,7 +309,6 @@ VARIANT_SUMMARIES = {
             "drain_sensor_shard_0",
             "drain_sensor_shard_1",
             "freshness_checks_sensor",
-            "live_anomalies",
             "raw_rederivations",
         ],
         "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],
@@ -383,7 +381,6 @@ VARIANT_SUMMARIES = {
             "drain_sensor",
             "drain_sweep",
             "freshness_checks_sensor",
-            "live_anomalies",
             "raw_rederivations",
         ],
         "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],
