@@ -194,10 +194,9 @@ class Anomaly(BaseModel):
     metric: str | None
     anomaly_type: str = Field(examples=["power", "temperature", "baseline_deviation", "production"])
     method: str = Field(
-        examples=["deviation", "shift", "noise", "stuck", "isolation_forest", "stoppage", "baseline", "range", "spec"],
+        examples=["deviation", "shift", "noise", "stuck", "isolation_forest", "stoppage", "baseline"],
         description="deviation, shift, noise, stuck (seasonal statistics), isolation_forest (second opinion), "
-        "stoppage, baseline, range (outside the metrics catalogue's plausible range), spec (outside the metric's "
-        "spec limits)",
+        "stoppage, baseline",
     )
     score: float | None
     severity: int = Field(ge=1, le=5)
@@ -207,15 +206,7 @@ class Anomaly(BaseModel):
     expected: float | None
     model_version: int | None
     details: Json = None
-    status: Literal["open", "resolved", "not_confirmed"] = Field(
-        description="not_confirmed: flagged live, then not found when its hour was judged (the authoritative record)"
-    )
-    detected_live_at: datetime | None = Field(
-        description="When the live judge flagged it, seconds after the reading; null when the hourly asset found it"
-    )
-    confirmed_at: datetime | None = Field(
-        description="When the hourly asset found it; null while a live flag awaits its hour, or not confirmed"
-    )
+    status: Literal["open", "resolved"]
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None
