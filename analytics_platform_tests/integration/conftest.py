@@ -83,3 +83,10 @@ def spec_data(database: DatabaseHandle) -> None:
 @pytest.fixture
 def reading_data(database: DatabaseHandle) -> None:
     insert_reading_data(database)
+
+
+@pytest.fixture
+def cli_env(database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI in-process (`support.api.run_cli`) talks to the test's database."""
+    monkeypatch.setenv("DATABASE_URL", database.admin_url)
+    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)

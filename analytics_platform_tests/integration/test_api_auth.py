@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from analytics_platform import cli
 from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key, revoke_key
 from analytics_platform.settings import PlatformSettings
@@ -26,6 +25,7 @@ from analytics_platform_tests.support.api import (
     insert,
     make_key,
     ok,
+    run_cli,
     running,
 )
 from analytics_platform_tests.support.api_data import (
@@ -191,19 +191,6 @@ def test_the_app_resolves_through_the_writer_login(
 # ------------------------------------------------------------------------------------------------
 # the api-keys CLI
 # ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", database.admin_url)
-    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.splitlines(), err
 
 
 @pytest.mark.usefixtures("cli_env")

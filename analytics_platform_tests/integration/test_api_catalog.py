@@ -26,17 +26,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics_platform import cli
 from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.api import Caller, assert_422, iso, ok, run_cli
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 T0 = datetime(2025, 8, 20, tzinfo=UTC)
@@ -59,28 +58,6 @@ COLUMNS = (
     "updated_at",
     "updated_by",
 )
-
-
-# ------------------------------------------------------------------------------------------------
-# helpers (the few of test_api_v1.py this module needs, copied: test modules do not import each other)
-# ------------------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    """A time as the API writes it: UTC with 'Z', microseconds only when there are some."""
-    return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def assert_422(response: httpx.Response, loc: list, msg: str) -> None:
-    """Exactly one error, at `loc`, saying `msg`."""
-    assert response.status_code == 422, response.text
-    (error,) = response.json()["detail"]
-    assert (error["loc"], error["msg"]) == (loc, msg)
 
 
 def entry(
@@ -116,31 +93,6 @@ DEFAULT_POLICY = {
 }
 T1_POLICY = {**DEFAULT_POLICY, "tenant_id": "t1", "own": False}  # t1 has none: the default applies
 T2_POLICY = {"tenant_id": "t2", "unknown_metrics": "reject", "own": True, "updated_at": iso(T1), "updated_by": "ops"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """One API key talking to the app under test."""
-
-    client: TestClient
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.key}
-
-    def get(self, path: str, *, accept: str | None = None, **params: Any) -> httpx.Response:
-        headers = {**self.headers, **({"Accept": accept} if accept else {})}
-        return self.client.get(path, params={k: v for k, v in params.items() if v is not None}, headers=headers)
-
-    def put(self, path: str, body: Any) -> httpx.Response:
-        return self.client.put(path, json=body, headers=self.headers)
-
-    def put_raw(self, path: str, content: str) -> httpx.Response:
-        return self.client.put(path, content=content, headers={**self.headers, "Content-Type": "application/json"})
-
-    def delete(self, path: str, **params: Any) -> httpx.Response:
-        return self.client.delete(path, params=params, headers=self.headers)
 
 
 @dataclass(frozen=True)
@@ -690,19 +642,6 @@ def test_401_without_a_key(api: Api, method: str, path: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # the api-keys CLI: --catalog-admin
 # ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", database.admin_url)
-    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.splitlines(), err
 
 
 @pytest.mark.usefixtures("cli_env", "catalog")

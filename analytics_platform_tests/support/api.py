@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from analytics_platform import cli
 from analytics_platform.api.app import create_app
 from analytics_platform.api.keys import create_key
 from analytics_platform.settings import PlatformSettings
@@ -103,6 +105,17 @@ class Caller:
     def post(self, path: str, body: Any) -> httpx.Response:
         return self.client.post(path, json=body, headers={"X-API-Key": self.key})
 
+    def put(self, path: str, body: Any) -> httpx.Response:
+        return self.client.put(path, json=body, headers={"X-API-Key": self.key})
+
+    def put_raw(self, path: str, content: str) -> httpx.Response:
+        return self.client.put(
+            path, content=content, headers={"X-API-Key": self.key, "Content-Type": "application/json"}
+        )
+
+    def delete(self, path: str, **params: Any) -> httpx.Response:
+        return self.client.delete(path, params=params, headers={"X-API-Key": self.key})
+
 
 @dataclass(frozen=True)
 class Api:
@@ -133,9 +146,17 @@ def running(settings: PlatformSettings, database: DatabaseHandle) -> Iterator[Ap
         )
 
 
-def ok(response: httpx.Response) -> dict:
-    assert response.status_code == 200, response.text
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
     return response.json()
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:
+    """`analytics-platform ARGV` in-process: exit code, stdout lines, stderr (with `cli_env`)."""
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
 
 
 def assert_422(response: httpx.Response, loc: list, msg: str) -> dict:
