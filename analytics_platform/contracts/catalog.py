@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-import yaml
 
-from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.errors import ConfigError, load_yaml
 
 # The platform's default metrics (tenant '*'), shipped inside this package rather than in the
 # platform's config/ so that the edge agent, which installs the contracts without the platform,
@@ -107,12 +106,7 @@ class MetricEntry:
 
 def read_packaged(path: Path) -> list[MetricEntry]:
     """The platform defaults from a catalogue file (contracts/metrics.yaml), as tenant '*' entries."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"METRICS_CATALOG file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"METRICS_CATALOG file {path} is not valid YAML: {exc}") from None
+    data = load_yaml(path, "METRICS_CATALOG")
     metrics = (data or {}).get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, dict) or not metrics:
         raise ConfigError(f"METRICS_CATALOG file {path} has no `metrics:` mapping")

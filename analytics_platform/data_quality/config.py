@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analytics_platform.contracts.catalog import read_packaged
-from analytics_platform.contracts.errors import ConfigError
+from analytics_platform.contracts.errors import ConfigError, load_yaml
 from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 
 Bound = float | None
@@ -173,12 +172,7 @@ def load_metric_limits(path: Path) -> pl.DataFrame:
 
 
 def _read_yaml(path: Path, variable: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{variable} file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{variable} file {path} is not valid YAML: {exc}") from None
+    data = load_yaml(path, variable)
     if data is None:
         return {}
     if not isinstance(data, dict):
