@@ -36,15 +36,18 @@ demo: $(STAMP) ui-assets
 ## The whole test suite against a real PostgreSQL and a real Kafka-protocol broker it starts itself, in
 ## TEST_WORKERS processes (pytest-xdist; each worker starts its own PostgreSQL and broker). A module's
 ## tests stay on one worker (--dist loadfile), so a dataset a module builds once is still built once.
-## TEST_WORKERS=0 runs it in one process.
+## TEST_WORKERS=0 runs it in one process. Tests marked `alone` (fault tests whose broker kills race
+## their own waits when another worker takes a core) run afterwards, in one process.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP) ui-assets mosquitto chromium
-	@$(VENV)/bin/pytest $(PYTEST_PARALLEL)
+	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not alone"
+	@$(VENV)/bin/pytest -m alone
 
 ## Everything but the end-to-end demo test.
 test-fast: $(STAMP) ui-assets mosquitto chromium
-	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow"
+	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not alone"
+	@$(VENV)/bin/pytest -m "alone and not slow"
 
 ## The edge agent on its own, as a plant gateway installs it (docs/edge.md, "Installing"): a fresh virtualenv
 ## with only its two small distributions (analytics_platform/contracts, edge_agents) and pytest, then the edge

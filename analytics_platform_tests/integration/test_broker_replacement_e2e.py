@@ -41,7 +41,7 @@ REPLACEMENTS = 3
 PHASE = 1500  # messages published on each broker before it is replaced
 TOPIC = "sensors.device.readings"
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.alone]
 
 
 def catch_up(drain: Drain) -> None:
