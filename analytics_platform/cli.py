@@ -7,6 +7,7 @@
     analytics-platform rejects readmit [--topic T] [--reason R] [--tenant T] [--since T0] [--until T1]
                                                            re-judge kept rejects, land what passes now
     analytics-platform resets [--limit 20]                 offset resets: logs that changed under a drain
+    analytics-platform drain serve                         read Kafka all the time (DRAIN_MODE=service)
     analytics-platform metrics list [--tenant T]           the metrics catalogue (defaults and tenants')
     analytics-platform metrics set NAME --tenant T [--unit U] [--min X] [--max Y] [--description D]
     analytics-platform metrics remove NAME --tenant T      a tenant's entry ('*': a default)
@@ -27,8 +28,11 @@ Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +48,7 @@ from analytics_platform.ingest import catalog, store
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.readmit import readmit
 from analytics_platform.ingest.rederive import rederive_queued
+from analytics_platform.ingest.service import DrainService
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results import plant
 from analytics_platform.results.anomalies import resolve_anomaly
@@ -153,6 +158,26 @@ def _readmit(args: argparse.Namespace) -> int:
         print(line)
     if args.dry_run and report.passing:
         print("dry run: nothing changed; run again without --dry-run to re-admit them")
+    return 0
+
+
+def _drain(_args: argparse.Namespace) -> int:
+    """The drain service until SIGINT/SIGTERM; each pass commits what it holds before it ends."""
+    settings = get_settings()
+    if settings.drain_mode != "service":
+        raise ConfigError(
+            "DRAIN_MODE is 'sensor': the Dagster drain sensors read Kafka themselves. Set DRAIN_MODE=service for "
+            "this process and for the Dagster code location, so the sensors only report what it commits"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    service = DrainService(settings, stop)
+    names = ", ".join(f"{b.domain}[{shard}]" for b, shard in service.workers)
+    print(f"drain service: {names or 'no domains'}; passes of {settings.drain_pass_s:.0f} s, Ctrl-C stops", flush=True)
+    service.run_forever()
+    print("drain service stopped; every batch it held is committed", flush=True)
     return 0
 
 
@@ -392,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     rejects.add_argument("--since", help="readmit: readings at or after this time (ISO-8601)")
     rejects.add_argument("--until", help="readmit: readings before this time (ISO-8601)")
     rejects.add_argument("--dry-run", action="store_true", help="readmit: only say what would pass now")
+    drain = sub.add_parser("drain", help="the Kafka drain as a long-lived process (DRAIN_MODE=service)")
+    drain.add_argument("action", choices=("serve",))
     resets = sub.add_parser("resets", help="offset resets: Kafka logs that changed under a drain's position")
     resets.add_argument("--limit", type=int, default=20)
     metrics = sub.add_parser("metrics", help="the metrics catalogue (tenant data) and unknown-metric policies")
@@ -452,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": _replay,
         "rejects": _rejects,
         "resets": _resets,
+        "drain": _drain,
         "metrics": _metrics,
         "spec-limits": _spec_limits,
         "plant": _plant,

@@ -104,6 +104,20 @@ class PlatformSettings(BaseSettings):
         le=10,
         description="A micro-batch is committed when full or this many seconds after its first message came.",
     )
+    drain_mode: str = Field(
+        default="sensor",
+        pattern="^(sensor|service)$",
+        description="`sensor`: the drain sensors read Kafka in their ticks (nothing else to run). `service`: "
+        "`analytics-platform drain serve` reads Kafka all the time (a reading is served ~DRAIN_LINGER_S after it "
+        "reaches the broker) and the drain sensors only report what it committed to Dagster.",
+    )
+    drain_pass_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="The drain service's pass length: each pass re-lists partitions, re-takes their locks and "
+        "re-reads the metrics catalogue, so a catalogue edit or a new partition applies within this many seconds.",
+    )
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
     drain_shards: int = Field(
         default=1,

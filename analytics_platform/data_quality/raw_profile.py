@@ -234,6 +234,23 @@ class PartitionQuality:
         self.min_time = _min(self.min_time, min_time)
         self.max_time = _max(self.max_time, max_time)
 
+    def to_json(self) -> dict:
+        """A JSON-ready copy: the drain service stores each micro-batch's counts in the database
+        (analytics.drain_reports) for the drain sensor to report later, possibly from another process."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["min_time"] = self.min_time.isoformat() if self.min_time else None
+        data["max_time"] = self.max_time.isoformat() if self.max_time else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> PartitionQuality:
+        """The inverse of `to_json` (unknown keys, e.g. from a newer writer, are ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("min_time", "max_time"):
+            if known.get(name):
+                known[name] = datetime.fromisoformat(known[name])
+        return cls(**known)
+
     def merge(self, other: PartitionQuality) -> None:
         """Add another partition's (or micro-batch's) counts to these."""
         self.rows += other.rows

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -91,6 +92,63 @@ class DrainReport:
     @property
     def rate(self) -> float:
         return self.messages / self.elapsed_s if self.elapsed_s else 0.0
+
+    def merge(self, other: DrainReport) -> None:
+        """Add another report's counts (a micro-batch's, or a pass's) to these; `other` is newer."""
+        self.messages += other.messages
+        self.rows += other.rows
+        self.rejects += other.rejects
+        self.duplicates_in_batch += other.duplicates_in_batch
+        self.batches += other.batches
+        self.unpartitioned_rejects += other.unpartitioned_rejects
+        self.max_ingest_lag_s = max(self.max_ingest_lag_s, other.max_ingest_lag_s)
+        self.elapsed_s += other.elapsed_s
+        for start, quality in other.partitions.items():
+            self.partitions[start].merge(quality)
+        self.positions.update(other.positions)
+        self.offset_resets += other.offset_resets
+
+    def to_json(self) -> dict:
+        """What the drain service stores per micro-batch in analytics.drain_reports, in the batch's
+        own transaction (sql/15): the counts the drain sensor turns into Dagster events."""
+        return {
+            "domain": self.domain,
+            "messages": self.messages,
+            "rows": self.rows,
+            "rejects": self.rejects,
+            "duplicates_in_batch": self.duplicates_in_batch,
+            "batches": self.batches,
+            "unpartitioned_rejects": self.unpartitioned_rejects,
+            "max_ingest_lag_s": self.max_ingest_lag_s,
+            "elapsed_s": self.elapsed_s,
+            "partitions": {start.isoformat(): q.to_json() for start, q in self.partitions.items()},
+            "positions": [[topic, partition, offset] for (topic, partition), offset in self.positions.items()],
+            "offset_resets": [asdict(r) for r in self.offset_resets],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> DrainReport:
+        report = cls(
+            domain=data["domain"],
+            **{k: data.get(k, 0) for k in _COUNTS},
+            positions={(t, p): o for t, p, o in data.get("positions", [])},
+            offset_resets=[store.OffsetReset(**r) for r in data.get("offset_resets", [])],
+        )
+        for start, quality in data.get("partitions", {}).items():
+            report.partitions[datetime.fromisoformat(start)] = PartitionQuality.from_json(quality)
+        return report
+
+
+_COUNTS = (
+    "messages",
+    "rows",
+    "rejects",
+    "duplicates_in_batch",
+    "batches",
+    "unpartitioned_rejects",
+    "max_ingest_lag_s",
+    "elapsed_s",
+)
 
 
 @dataclass
@@ -166,6 +224,7 @@ class Drain:
         mirror: GroupMirror | None = None,
         linger_s: float = 0.5,
         on_commit: Callable[[ParsedBatch], None] | None = None,
+        report_batches: bool = False,
     ) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"drain shard {shard} does not exist among {shards} shard(s) (0..{shards - 1})")
@@ -201,14 +260,25 @@ class Drain:
         # writer thread, strictly in batch order (the hook for per-batch streaming work); an
         # exception stops the pass like a failed write, after the batch is safely stored
         self.on_commit = on_commit
+        # write each batch's report (hours touched, quality counts) into analytics.drain_reports in
+        # the batch's transaction: the drain service's way of telling the drain sensor (sql/15)
+        self.report_batches = report_batches
+        self._stop: threading.Event | None = None
         self._deadline = 0.0
         self._pending: Future | None = None  # the batch the writer thread is committing
 
     # ----- public -------------------------------------------------------------------------
-    def run(self, budget_s: float, max_messages: int | None = None, *, follow: bool = False) -> DrainReport:
+    def run(
+        self,
+        budget_s: float,
+        max_messages: int | None = None,
+        *,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+    ) -> DrainReport:
         """Drain until caught up, `budget_s` elapsed or `max_messages` consumed; with `follow`, go
         on consuming after catching up until `budget_s` (or `max_messages`), committing a batch at
-        least every `linger_s`.
+        least every `linger_s`. Setting `stop` ends the pass early, after committing what it holds.
 
         Every call to the broker or the database is bounded by what is left of the budget, so a
         broker that dies or a database that hangs mid-pass costs at most a few seconds more.
@@ -216,6 +286,7 @@ class Drain:
         report = DrainReport(domain=self.contract.domain)
         started = time.monotonic()
         self._deadline = started + budget_s
+        self._stop = stop
         conn = _connect(self.database_url, self._left(10))
         consumer: Consumer | None = None
         admin: AdminClient | None = None
@@ -461,7 +532,7 @@ class Drain:
                 report.messages += batch.messages.height
 
             try:
-                while (now := time.monotonic()) < self._deadline:
+                while (now := time.monotonic()) < self._deadline and not (self._stop and self._stop.is_set()):
                     if self._pending is not None and self._pending.done():
                         self._pending.result()  # a failed write ends the pass now, not at its budget
                     full = self.batch_size
@@ -668,6 +739,8 @@ class Drain:
     def _write(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
         parsed = batch.parsed
         landing = store.landing_frame(batch.messages, parsed)
+        began = time.monotonic()
+        summary = self._account(batch)
         with conn.transaction(), conn.cursor() as cur:
             # a hung database must not hold the pass much past its budget (a few seconds of slack)
             cur.execute(f"SET LOCAL statement_timeout = {int(self._left(3600, floor=5) * 1000) + 5000}")
@@ -677,20 +750,39 @@ class Drain:
             if self.before_checkpoint is not None:
                 self.before_checkpoint()
             store.write_checkpoints(cur, self.consumer_name, batch.positions.values())
-        committed = datetime.now(UTC)
-        self._account(batch, report, committed)
+            if self.report_batches:
+                summary.elapsed_s = time.monotonic() - began
+                store.write_drain_report(cur, self.consumer_name, self.shard, summary.to_json())
+        if batch.oldest_kafka_ts is not None:
+            summary.max_ingest_lag_s = (datetime.now(UTC) - batch.oldest_kafka_ts).total_seconds()
+        summary.elapsed_s = 0.0  # the pass measures its own time
+        summary.messages = 0  # counted when the batch was handed to this thread (the loop's max_messages)
+        report.merge(summary)
         if self.on_commit is not None:
             self.on_commit(parsed)
 
-    def _account(self, batch: _Batch, report: DrainReport, committed: datetime) -> None:
+    def report_pass(self, report: DrainReport) -> None:
+        """Store what a pass found outside its batches (offset resets) for the drain sensor; a
+        batch's own counts are stored in its transaction. Only with `report_batches`."""
+        if not (self.report_batches and report.offset_resets):
+            return
+        only = DrainReport(domain=self.contract.domain, offset_resets=list(report.offset_resets))
+        with _connect(self.database_url) as conn, conn.cursor() as cur:
+            store.write_drain_report(cur, self.consumer_name, self.shard, only.to_json())
+
+    def _account(self, batch: _Batch) -> DrainReport:
+        """One batch's report: its counts, positions and per-hour quality (before it is written, so
+        the drain service can store it with the batch; the ingest lag is measured when it is)."""
         parsed = batch.parsed
-        report.batches += 1
-        report.rows += parsed.rows.height
-        report.rejects += parsed.rejects.height
-        report.duplicates_in_batch += parsed.duplicates_in_batch
+        report = DrainReport(domain=self.contract.domain)
+        report.messages = batch.messages.height
+        report.batches = 1
+        report.rows = parsed.rows.height
+        report.rejects = parsed.rejects.height
+        report.duplicates_in_batch = parsed.duplicates_in_batch
         report.positions.update({tp: p.next_offset for tp, p in batch.positions.items()})
         if batch.oldest_kafka_ts is not None:
-            report.max_ingest_lag_s = max(report.max_ingest_lag_s, (committed - batch.oldest_kafka_ts).total_seconds())
+            report.max_ingest_lag_s = (datetime.now(UTC) - batch.oldest_kafka_ts).total_seconds()
         for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(named=True):
             report.partitions[row["partition_start"]].add_profile(row)
         if "uncatalogued" in parsed.rows.columns:
@@ -717,6 +809,7 @@ class Drain:
             report.partitions[start].add_rejects(
                 dict(reasons), group.get_column("event_time").min(), group.get_column("event_time").max()
             )
+        return report
 
 
 def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:

@@ -19,6 +19,7 @@ from datetime import datetime
 import polars as pl
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from analytics_platform.contracts.base import MESSAGE_SCHEMA, Contract, ParsedBatch
 
@@ -271,6 +272,33 @@ class OffsetReset:
 
     def describe(self) -> str:
         return f"{self.topic}[{self.partition}] {self.reason}: {self.detail}"
+
+
+def write_drain_report(cur: psycopg.Cursor, consumer: str, shard: int, report: dict) -> None:
+    """One drain-service report row (sql/15); called inside the batch's transaction, so the report
+    exists exactly when the batch's rows and offsets do."""
+    cur.execute(
+        "INSERT INTO analytics.drain_reports (consumer, domain, shard, report) VALUES (%s, %s, %s, %s)",
+        (consumer, report["domain"], shard, Jsonb(report)),
+    )
+
+
+def take_drain_reports(
+    conn: psycopg.Connection, consumer: str, domain: str, shard: int, reported: Sequence[int], limit: int = 2000
+) -> list[tuple[int, datetime, dict]]:
+    """The drain-service reports of one domain and shard not reported yet, oldest first, after
+    deleting those a recorded sensor tick reported (`reported`: the ids in its cursor).
+
+    Acknowledged by id, not by a high-water mark: ids come from a sequence, and two shards'
+    transactions can commit out of id order, so a mark could pass a row that was not visible yet.
+    """
+    if reported:
+        conn.execute("DELETE FROM analytics.drain_reports WHERE id = ANY(%s)", (list(reported),))
+    return conn.execute(
+        "SELECT id, committed_at, report FROM analytics.drain_reports WHERE consumer = %s AND domain = %s "
+        "AND shard = %s ORDER BY id LIMIT %s",
+        (consumer, domain, shard, limit),
+    ).fetchall()
 
 
 def record_reset(conn: psycopg.Connection, consumer: str, reset: OffsetReset) -> None:

@@ -171,8 +171,14 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
             output.append(lines.get())
         still_open = [name for name, port in ports.items() if port_open("127.0.0.1", port)]
         leftovers = _processes_with_env(f"DEVSTACK_RUN_DIR={run_dir}")
+        drain_log = run_dir / "logs" / "drain.log"
+        drained = drain_log.read_text() if drain_log.exists() else ""
         shutil.rmtree(run_dir, ignore_errors=True)
     assert code == 0, "".join(output)
     assert "[devstack] stopped" in "".join(output)
     assert still_open == [], f"ports still open after Ctrl-C: {still_open}"
     assert leftovers == [], f"processes left behind: {leftovers}"
+    # the readings above came through the drain service (the demo's DRAIN_MODE), which stopped
+    # on Ctrl-C after committing what it held
+    assert "drain service: sensor[0], device[0], lab[0], sweep[0]" in drained, drained[-2000:]
+    assert "drain service stopped; every batch it held is committed" in drained, drained[-2000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -276,3 +277,23 @@ def test_check_outcomes_report_each_flaw_with_its_figures() -> None:
         ),
     ]
     assert list(outcomes[3].metadata["reasons"]) == ["bad_time", "unknown_metric"]
+
+
+def test_partition_quality_survives_json_exactly() -> None:
+    # the drain service stores each batch's counts as JSON (analytics.drain_reports); the sensor reads
+    # them back in another process, so every field must come back as it went in
+    quality = PartitionQuality(
+        rows=3,
+        rejects=1,
+        null_keys=0,
+        non_finite=1,
+        min_time=datetime(2025, 8, 20, 3, 10, tzinfo=UTC),
+        max_time=datetime(2025, 8, 20, 3, 20, tzinfo=UTC),
+        reject_reasons={"bad_json": 1},
+        range_rows=3,
+        out_of_range=1,
+        out_of_range_sample=[{"metric": "temp", "value": 999.0}],
+    )
+    back = PartitionQuality.from_json(json.loads(json.dumps(quality.to_json())))
+    assert back == quality
+    assert PartitionQuality.from_json(PartitionQuality().to_json()) == PartitionQuality()

@@ -10,11 +10,12 @@ which hourly raw partitions received rows, as runless materializations with meta
 rejects, min/max time, ingest lag) and raw-contract check evaluations. No run is launched per
 tick: on two cores run start-up would dominate; downstream assets coalesce on their own.
 
-With DRAIN_FOLLOW (the default) the pass does not end when it caught up: it keeps committing
-micro-batches (at least every DRAIN_LINGER_S) until DRAIN_BUDGET_S, so rows are queryable within
-about a second while Dagster hears about them when the tick ends. The budget stays under Dagster's
-60 s sensor evaluation limit and a little under a multiple of the daemon's 5 s loop, so the next
-tick is submitted as soon as this one returns (docs/architecture.md, "Ingest").
+With DRAIN_FOLLOW the pass does not end when it caught up: it keeps committing micro-batches (at
+least every DRAIN_LINGER_S) until DRAIN_BUDGET_S, so rows are queryable within about a second while
+the tick runs; but the daemon takes 10-15 s between ticks, which is what the tail sees. With
+DRAIN_MODE=service the drain runs outside Dagster without that gap (`analytics-platform drain
+serve`, ingest/service.py) and these sensors only report what it committed (`build_report_sensor`):
+the same events, from analytics.drain_reports (docs/architecture.md, "Ingest").
 
 An hour that is not a valid partition yet (data slightly ahead of the clock) is kept in the cursor
 and reported on the first tick after its partition exists, so Dagster never misses a partition.
@@ -32,6 +33,7 @@ from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.ingest.assets import kafka_landing
 from analytics_platform.defs.partitions import hourly_partitions, partition_key
+from analytics_platform.ingest import store
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.resources import KafkaResource, PostgresResource
 from analytics_platform.settings import PlatformSettings
@@ -173,8 +175,24 @@ def drain_sensor_name(domain: str, shard: int, shards: int) -> str:
     return f"drain_{domain}" if shards == 1 else f"drain_{domain}_shard_{shard}"
 
 
+def service_report(rows: list[tuple[int, datetime, dict]]) -> DrainReport | None:
+    """One report of the drain service's batches (analytics.drain_reports rows), as a pass's; its
+    rate is over the span from the first batch's start to the last one's commit."""
+    if not rows:
+        return None
+    report = DrainReport.from_json(rows[0][2])
+    for _id, _at, data in rows[1:]:
+        report.merge(DrainReport.from_json(data))
+    first = DrainReport.from_json(rows[0][2]).elapsed_s
+    report.elapsed_s = (rows[-1][1] - rows[0][1]).total_seconds() + first
+    return report
+
+
 def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard: int = 0) -> dg.SensorDefinition:
-    """The sensor that drains shard `shard` of `binding`'s topics into landing and its raw table."""
+    """The sensor that drains shard `shard` of `binding`'s topics into landing and its raw table
+    (DRAIN_MODE=sensor), or reports what the drain service committed for it (DRAIN_MODE=service)."""
+    if settings.drain_mode == "service":
+        return build_report_sensor(binding, settings, shard)
     shards = settings.drain_shards
     which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
 
@@ -236,6 +254,52 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
         return dg.SensorResult(asset_events=events, cursor=new_cursor)
 
     return _drain
+
+
+def build_report_sensor(binding: DomainBinding, settings: PlatformSettings, shard: int = 0) -> dg.SensorDefinition:
+    """DRAIN_MODE=service: the drain service (`analytics-platform drain serve`) reads Kafka; this
+    sensor turns the reports its batches committed (analytics.drain_reports, sql/15) into the same
+    events a draining tick emits. A row is deleted on the tick after the one that reported it: the
+    ids ride in the cursor, which Dagster stores only with a recorded tick, so a tick lost between
+    reading and recording is reported again (at least once, never lost)."""
+    shards = settings.drain_shards
+    which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
+
+    @dg.sensor(
+        name=drain_sensor_name(binding.domain, shard, shards),
+        minimum_interval_seconds=settings.drain_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Reports what the drain service committed from {', '.join(binding.topics)}{which} into "
+        f"kafka_landing and {binding.contract.raw_table} (DRAIN_MODE=service).",
+    )
+    def _report(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        with db.connect() as conn:
+            rows = store.take_drain_reports(
+                conn, settings.drain_consumer, binding.domain, shard, cursor.get("reported", [])
+            )
+        report = service_report(rows) or DrainReport(domain=binding.domain)
+        events, waiting = report_events(binding, report, cursor.get("pending", {}), settings)
+        if report.batches:
+            context.log.info(
+                "%s (%s): the drain service committed %d messages -> %d rows, %d rejects in %d batches, %d hours",
+                binding.domain,
+                shard_label(shard, shards),
+                report.messages,
+                report.rows,
+                report.rejects,
+                report.batches,
+                len(report.partitions),
+            )
+        new_cursor = json.dumps({"pending": waiting, "reported": [row[0] for row in rows]}, default=str)
+        if not events:
+            return dg.SensorResult(
+                skip_reason="no new batches from the drain service (`analytics-platform drain serve` must run)",
+                cursor=new_cursor,
+            )
+        return dg.SensorResult(asset_events=events, cursor=new_cursor)
+
+    return _report
 
 
 def build_rederivation_sensor(

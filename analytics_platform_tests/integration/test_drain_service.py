@@ -1,0 +1,178 @@
+"""The drain service (DRAIN_MODE=service, `analytics-platform drain serve`): the drain runs outside
+Dagster all the time, each batch writes its report in its own transaction, and the drain sensors only
+report those rows to Dagster. Asserted: exact rows, offsets and reports; the report exists exactly
+when its batch does; a sensor tick that was not recorded is reported again; a stopped service has
+committed what it held and a restarted one goes on from the stored offsets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from analytics_platform.defs import build_definitions
+from analytics_platform.ingest.service import DrainService
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.edge import wait_for
+from analytics_platform_tests.support.readings import KEY, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
+
+STATE = (
+    "SELECT (SELECT count(*) FROM analytics.kafka_landing), "
+    "(SELECT count(*) FROM analytics.raw_sensor_readings), "
+    "(SELECT count(*) FROM analytics.rejected_message), "
+    "(SELECT coalesce(sum(next_offset), 0) FROM analytics.worker_checkpoints)"
+)
+# what the stored reports of the sensor domain add up to
+REPORTED = (
+    "SELECT count(*), coalesce(sum((report->>'messages')::int), 0), coalesce(sum((report->>'rows')::int), 0), "
+    "coalesce(sum((report->>'rejects')::int), 0) FROM analytics.drain_reports WHERE domain = 'sensor'"
+)
+
+
+def state(database: DatabaseHandle) -> tuple[int, ...]:
+    return tuple(database.query(STATE)[0])
+
+
+def send(settings: PlatformSettings, *values: bytes) -> None:
+    produce(settings.kafka_brokers, domain_topic(settings), [(KEY, v) for v in values], partition=0)
+
+
+@pytest.fixture
+def service_settings(settings: PlatformSettings) -> PlatformSettings:
+    # short passes, so the test crosses pass boundaries (re-claim, re-read of the stored offsets)
+    return settings.model_copy(update={"drain_mode": "service", "drain_pass_s": 2.0, "drain_linger_s": 0.2})
+
+
+@pytest.fixture
+def service(service_settings: PlatformSettings) -> Iterator[DrainService]:
+    running = DrainService(service_settings)
+    running.start()
+    yield running
+    running.stop.set()
+    assert running.join(60), "the drain service did not stop"
+
+
+def test_each_batch_lands_with_its_report_and_the_sensor_reports_it_at_least_once(
+    service_settings: PlatformSettings, database: DatabaseHandle, instance: dg.DagsterInstance, service: DrainService
+) -> None:
+    send(
+        service_settings,
+        reading("2025-08-20T03:10:00Z", 21.0, "e-1"),
+        reading("2025-08-20T03:20:00Z", 22.0, "e-2"),
+        reading("2025-08-20T04:05:00Z", 23.0, "e-3"),
+        b"{not json",
+    )
+    # 4 landed, 3 rows, 1 reject, the next offset of partition 0 is 4
+    wait_for(lambda: state(database) == (4, 3, 1, 4), 60, "the service committed the four messages")
+    assert database.query(REPORTED)[0][1:] == (4, 3, 1)
+
+    defs = build_definitions(service_settings, secrets_from_env=False)
+    sensor = defs.resolve_sensor_def("drain_sensor")
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        return sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor))
+
+    first = tick(None)
+    landing = [e for e in first.asset_events if e.asset_key == dg.AssetKey("kafka_landing")]
+    assert [(e.metadata["messages"].value, e.metadata["rows"].value, e.metadata["rejects"].value) for e in landing] == [
+        (4, 3, 1)
+    ]
+    assert landing[0].metadata["rejects_without_time"].value == 1
+    raw = [
+        (e.partition, e.metadata["rows"].value)
+        for e in first.asset_events
+        if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey("raw_sensor_readings")
+    ]
+    assert raw == [("2025-08-20-03:00", 2), ("2025-08-20-04:00", 1)]
+    reported = json.loads(first.cursor)["reported"]
+    assert sorted(reported) == [r[0] for r in database.query("SELECT id FROM analytics.drain_reports ORDER BY id")]
+
+    # the daemon lost that tick (its cursor was never stored): the next tick reports the same again
+    again = tick(None)
+    assert sorted(
+        e.partition
+        for e in again.asset_events
+        if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey("raw_sensor_readings")
+    ) == [
+        "2025-08-20-03:00",
+        "2025-08-20-04:00",
+    ]
+    # the tick after a recorded one deletes what that one reported, and has nothing new
+    after = tick(first.cursor)
+    assert after.asset_events == []
+    assert after.skip_reason is not None and "drain service" in (after.skip_reason.skip_message or "")
+    assert database.query(REPORTED)[0] == (0, 0, 0, 0)
+
+    send(service_settings, reading("2025-08-20T04:06:00Z", 24.0, "e-4"))
+    wait_for(lambda: state(database) == (5, 4, 1, 5), 60, "the fifth message committed")
+    later = tick(after.cursor)
+    assert [
+        (e.partition, e.metadata["rows"].value)
+        for e in later.asset_events
+        if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey("raw_sensor_readings")
+    ] == [("2025-08-20-04:00", 1)]
+
+
+def test_a_crash_inside_the_batch_leaves_neither_rows_nor_report(
+    service_settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    def crash() -> None:
+        raise RuntimeError("injected crash after rows were written, before offsets and report")
+
+    send(service_settings, reading("2025-08-20T03:10:00Z", 21.0, "e-1"), reading("2025-08-20T03:11:00Z", 22.0, "e-2"))
+    drain = domain_drain(service_settings, report_batches=True)
+    drain.before_checkpoint = crash
+    with pytest.raises(RuntimeError, match="injected crash"):
+        drain.run(budget_s=30)
+    assert state(database) == (0, 0, 0, 0)
+    assert database.query(REPORTED)[0] == (0, 0, 0, 0)
+
+    report = domain_drain(service_settings, report_batches=True).run(budget_s=30)
+    assert (report.messages, report.rows, report.batches) == (2, 2, 1)
+    assert state(database) == (2, 2, 0, 2)
+    assert database.query(REPORTED)[0] == (1, 2, 2, 0)
+
+
+def test_a_stopped_service_committed_what_it_held_and_a_restart_goes_on_exactly(
+    service_settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    first = DrainService(service_settings)
+    first.start()
+    send(service_settings, *(reading(f"2025-08-20T03:{m:02d}:00Z", 20.0 + m, f"e-{m}") for m in range(3)))
+    wait_for(lambda: state(database) == (3, 3, 0, 3), 60, "three readings committed")
+    first.stop.set()
+    assert first.join(60)
+    assert first.states[("sensor", 0)].rows == 3
+
+    send(service_settings, *(reading(f"2025-08-20T03:{m:02d}:00Z", 20.0 + m, f"e-{m}") for m in range(3, 6)))
+    assert state(database) == (3, 3, 0, 3)  # nothing reads while it is stopped
+    second = DrainService(service_settings)
+    second.start()
+    try:
+        wait_for(lambda: state(database) == (6, 6, 0, 6), 60, "the restarted service read the other three")
+    finally:
+        second.stop.set()
+        assert second.join(60)
+    assert database.query("SELECT kafka_offset, value FROM analytics.raw_sensor_readings ORDER BY kafka_offset") == [
+        (m, 20.0 + m) for m in range(6)
+    ]
+    assert database.query(REPORTED)[0][1:] == (6, 6, 0)
+
+
+def test_the_cli_refuses_to_serve_while_the_sensors_drain(settings: PlatformSettings) -> None:
+    env = {"DATABASE_URL": settings.database_url.get_secret_value(), "DRAIN_MODE": "sensor", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "analytics_platform.cli", "drain", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: DRAIN_MODE is 'sensor'")
+    assert "Traceback" not in done.stderr
