@@ -246,6 +246,12 @@ class PlatformSettings(BaseSettings):
     ui_refresh_s: float = Field(
         default=15, ge=1, le=3600, description="How often the dashboard's overview re-reads the fleet status."
     )
+    ui_live_s: float = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="How often a machine chart whose range ends now re-reads its buckets and anomaly events.",
+    )
     api_write_database_url: SecretStr | None = Field(
         default=None,
         description="URL of the narrowly-granted role (analytics_resolver) for POST /v1/anomalies/{id}/resolve; "

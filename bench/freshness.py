@@ -1,6 +1,7 @@
 """Freshness benchmark: how long after a 60 s window closes its bucket is complete in analytics_agg
-(`--measure bucket`, the default), or how long after it is produced a reading is served by
-`/v1/readings` (`--measure raw`).
+(`--measure bucket`, the default), or, as the API serves them (`--measure live`), how long after
+it is produced a reading is served by `/v1/readings` and counted in the provisional 60 s bucket
+of `/v1/agg`, and how long after its window closes the bucket is served final.
 
 Brings up the whole demo (`analytics-devstack demo`: database, broker, simulator, Dagster daemon
 with the drain and automation sensors, API) on free ports, then produces one marker reading per
@@ -8,14 +9,16 @@ second (its own machine, time = now) next to the simulator's traffic, and polls 
 every 0.25 s. A bucket counts as fresh when its row holds every marker produced in its window;
 latency = that moment - the window's end. Prints p50 / p95 / max over the buckets observed.
 
-`--measure raw` produces a marker reading every `--marker-every` seconds (and, with `--load`, that
+`--measure live` produces a marker reading every `--marker-every` seconds (and, with `--load`, that
 many extra readings per second of 100 machines of its own beside the simulator), polls
-/v1/readings for the markers not served yet, and reports p50/p95/p99/max of produce -> served,
-beside the same run's floor: produce -> received by a plain consumer of the topic (assigned at its
-end, consuming all the time), i.e. what the broker alone costs.
+/v1/readings and /v1/agg (60 s) for the marker machine every 50 ms, and reports p50/p95/p99/max of
+produce -> served raw, produce -> counted in a provisional bucket, window close -> bucket final and
+whole, beside the same run's floor: produce -> received by a plain consumer of the topic (assigned
+at its end, consuming all the time), i.e. what the broker alone costs. The demo's drain is
+DRAIN_MODE=service unless the environment says otherwise.
 
 Usage: python bench/freshness.py [--minutes 12] [--rate 50]
-       python bench/freshness.py --measure raw [--minutes 5] [--rate 50] [--load 5000]
+       python bench/freshness.py --measure live [--minutes 5] [--rate 50] [--load 5000]
 Nothing here asserts a time; it prints figures for docs/benchmarks.md.
 """
 
@@ -86,9 +89,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=12)
     parser.add_argument("--rate", type=int, default=50, help="simulator messages/s besides the markers")
     parser.add_argument("--json", type=Path, default=None, help="where the figures go (.run/bench/freshness*.json)")
-    parser.add_argument("--measure", choices=("bucket", "raw"), default="bucket")
-    parser.add_argument("--load", type=int, default=0, help="raw: extra readings/s of the bench's own machines")
-    parser.add_argument("--marker-every", type=float, default=0.25, help="raw: seconds between markers")
+    parser.add_argument("--measure", choices=("bucket", "live"), default="bucket")
+    parser.add_argument("--load", type=int, default=0, help="live: extra readings/s of the bench's own machines")
+    parser.add_argument("--marker-every", type=float, default=0.25, help="live: seconds between markers")
     args = parser.parse_args()
 
     ports = {name: free_port() for name in ("pg", "kafka", "dagster", "api")}
@@ -96,8 +99,8 @@ def main() -> int:
     print(f"starting the demo (run dir {run_dir}) ...", flush=True)
     demo, _ = start_demo(run_dir, ports, args.rate)
     try:
-        if args.measure == "raw":
-            return measure_raw(args, run_dir, ports)
+        if args.measure == "live":
+            return measure_live(args, run_dir, ports)
         args.json = args.json or ROOT / ".run" / "bench" / "freshness.json"
         secrets = json.loads((run_dir / "secrets.json").read_text())
         url = f"postgresql://postgres:{secrets['postgres']}@127.0.0.1:{ports['pg']}/analytics"
@@ -240,8 +243,84 @@ def _floor(brokers: str, seen: dict[str, float], ready: threading.Event, stop: t
         consumer.close()
 
 
-def measure_raw(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) -> int:
-    """Produce -> served by /v1/readings, beside produce -> a plain consumer, over `args.minutes`."""
+def _marker_text(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _item_text(item: dict) -> str:
+    return _marker_text(datetime.fromisoformat(item["time"].replace("Z", "+00:00")).timestamp())
+
+
+class LiveProbe:
+    """What the API serves of the markers: each marker's first sighting in /v1/readings, and in
+    /v1/agg's 60 s bucket (provisional or final). Markers of one machine share a Kafka key, so they
+    are committed in the order produced: a bucket whose count is k holds its first k markers."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.produced: dict[str, float] = {}  # marker time text -> when it was handed to the producer
+        self.by_bucket: dict[datetime, list[str]] = {}  # bucket start -> its markers in produced order
+        self.raw: dict[str, float] = {}
+        self.provisional: dict[str, float] = {}  # first seen counted in a provisional bucket
+        self.final: dict[datetime, float] = {}  # bucket -> when it was first served final and whole
+        self.final_seen_provisional: dict[datetime, bool] = {}
+
+    def add(self, text: str, at: float) -> None:
+        self.produced[text] = at
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        self.by_bucket.setdefault(moment.replace(second=0, microsecond=0), []).append(text)
+
+    def params(self, start: datetime) -> dict:
+        end = datetime.now(UTC) + timedelta(minutes=2)
+        return {
+            "factory_id": "f1",
+            "machine_id": MACHINE,
+            "metric": "temp",
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+        }
+
+    def waiting(self, first_bucket: datetime, last_bucket: datetime) -> bool:
+        """Whether a marker is not served yet, or a whole bucket not served final."""
+        unserved = len(self.raw) < len(self.produced)
+        return unserved or any(b not in self.final for b in self.by_bucket if first_bucket <= b < last_bucket)
+
+    def poll(self, last_bucket: datetime) -> None:
+        waiting = sorted(t for t in self.produced if t not in self.raw)
+        if waiting:
+            start = datetime.fromisoformat(waiting[0].replace("Z", "+00:00"))
+            answer = self.client.get("/v1/readings", params={**self.params(start), "limit": 10000})
+            answer.raise_for_status()
+            seen_at = time.time()
+            for item in answer.json()["items"]:
+                text = _item_text(item)
+                if text in self.produced:
+                    self.raw.setdefault(text, seen_at)
+        open_buckets = sorted(b for b in self.by_bucket if b not in self.final and b < last_bucket)
+        if not open_buckets:
+            return
+        answer = self.client.get("/v1/agg", params={**self.params(open_buckets[0]), "window_s": 60, "limit": 10000})
+        answer.raise_for_status()
+        seen_at = time.time()
+        for item in answer.json()["items"]:
+            bucket = datetime.fromisoformat(item["bucket_start"].replace("Z", "+00:00"))
+            markers = self.by_bucket.get(bucket)
+            if not markers or bucket in self.final:
+                continue
+            for text in markers[: item["count"]]:
+                if item["provisional"]:
+                    self.provisional.setdefault(text, seen_at)
+                self.final_seen_provisional[bucket] = (
+                    self.final_seen_provisional.get(bucket, False) or item["provisional"]
+                )
+            closed = (bucket + timedelta(seconds=60)).timestamp() <= seen_at
+            if closed and not item["provisional"] and item["count"] == len(markers):
+                self.final[bucket] = seen_at
+
+
+def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) -> int:
+    """Produce -> served by /v1/readings, produce -> counted in the provisional 60 s bucket of /v1/agg,
+    window close -> the bucket served final; beside produce -> a plain consumer, over `args.minutes`."""
     brokers = f"127.0.0.1:{ports['kafka']}"
     key = (run_dir / "api-key").read_text().strip()
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "queue.buffering.max.messages": 1000000})
@@ -254,51 +333,29 @@ def measure_raw(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) 
     for thread in threads:
         thread.start()
     floor_ready.wait(30)
-    # the demo's first ticks drain what the simulator produced while Dagster started: markers go
+    # the demo's first minute drains what the simulator produced while Dagster started: markers go
     # in once the stack is in its steady state
     print("warming up for 60 s ...", flush=True)
     stop.wait(60)
-    produced: dict[str, float] = {}  # marker time text -> when it was handed to the producer
-    served: dict[str, float] = {}
-    stop_at = time.time() + args.minutes * 60
-    next_marker = time.time()
     client = httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", headers={"X-API-Key": key}, timeout=10)
+    probe = LiveProbe(client)
+    stop_at = time.time() + args.minutes * 60
+    # the last bucket markers go into is cut short by the end of the run: not a whole bucket
+    last_bucket = datetime.fromtimestamp(stop_at, UTC).replace(second=0, microsecond=0)
+    first_bucket = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    next_marker = time.time()
     try:
-        while time.time() < stop_at or (len(served) < len(produced) and time.time() < stop_at + 120):
+        while time.time() < stop_at or (time.time() < stop_at + 300 and probe.waiting(first_bucket, last_bucket)):
             now = time.time()
             if now >= next_marker and now < stop_at:
-                text = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                text = _marker_text(now)
                 body = {"time": text, "tenant_id": "t1", "factory_id": "f1", "machine_id": MACHINE}
                 body |= {"sensor_id": "s-marker", "metric": "temp", "value": 20.0}
-                produced[text] = time.time()
+                probe.add(text, time.time())
                 producer.produce(SENSOR_TOPIC, key=f"t1-f1-{MACHINE}".encode(), value=json.dumps(body).encode())
                 producer.poll(0)
                 next_marker += args.marker_every
-            waiting = sorted(t for t in produced if t not in served)
-            if waiting:
-                start = datetime.fromisoformat(waiting[0].replace("Z", "+00:00"))
-                answer = client.get(
-                    "/v1/readings",
-                    params={
-                        "factory_id": "f1",
-                        "machine_id": MACHINE,
-                        "metric": "temp",
-                        "start": start.isoformat(),
-                        "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-                        "limit": 10000,
-                    },
-                )
-                answer.raise_for_status()
-                seen_at = time.time()
-                for item in answer.json()["items"]:
-                    text = (
-                        datetime.fromisoformat(item["time"].replace("Z", "+00:00")).strftime("%Y-%m-%dT%H:%M:%S.%f")[
-                            :-3
-                        ]
-                        + "Z"
-                    )
-                    if text in produced and text not in served:
-                        served[text] = seen_at
+            probe.poll(last_bucket)
             time.sleep(0.05)  # the polling cadence of the measurement itself, not synchronisation
     finally:
         client.close()
@@ -306,32 +363,49 @@ def measure_raw(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) 
         producer.flush(10)
         for thread in threads:
             thread.join(15)
-    raw = [served[t] - produced[t] for t in served]
+    produced = probe.produced
+    raw = [probe.raw[t] - produced[t] for t in probe.raw]
+    provisional = [probe.provisional[t] - produced[t] for t in probe.provisional]
+    whole = [b for b in probe.final if first_bucket <= b < last_bucket]
+    final = [probe.final[b] - (b + timedelta(seconds=60)).timestamp() for b in whole]
     floor = [floor_seen[t] - produced[t] for t in produced if t in floor_seen]
     if not raw:
-        print("no marker was served: is the drain sensor running? see the demo's logs", flush=True)
+        print("no marker was served: is the drain running? see the demo's logs", flush=True)
         return 1
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "measure": "raw",
+        "measure": "live",
+        "drain_mode": os.environ.get("DRAIN_MODE", "service"),
         "simulator_rate": args.rate,
         "extra_load": args.load,
         "minutes": args.minutes,
         "markers": len(produced),
-        "never_served": len(produced) - len(served),
+        "never_served": len(produced) - len(probe.raw),
+        "never_counted_provisional": len(produced) - len(probe.provisional),
+        "whole_buckets": len(range(int(first_bucket.timestamp()), int(last_bucket.timestamp()), 60)),
+        "never_final": len(range(int(first_bucket.timestamp()), int(last_bucket.timestamp()), 60)) - len(whole),
         "produce_to_served": percentiles(raw),
+        "produce_to_provisional_bucket": percentiles(provisional) if provisional else None,
+        "window_close_to_final_bucket": percentiles(final) if final else None,
         "produce_to_consumer_floor": percentiles(floor) if floor else None,
     }
-    for name in ("produce_to_served", "produce_to_consumer_floor"):
+    for name in (
+        "produce_to_served",
+        "produce_to_provisional_bucket",
+        "window_close_to_final_bucket",
+        "produce_to_consumer_floor",
+    ):
         figures = result[name]
         if figures:
             print(
                 f"{name}: p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s, p99 {figures['p99_s']:.2f} s, "
-                f"max {figures['max_s']:.2f} s over {figures['n']} markers",
+                f"max {figures['max_s']:.2f} s over {figures['n']}",
                 flush=True,
             )
-    path = args.json or ROOT / ".run" / "bench" / f"freshness-raw-{args.rate + args.load}.json"
+    served, final_n, whole_n = result["never_served"], result["never_final"], result["whole_buckets"]
+    print(f"never served {served} markers; never final {final_n} of {whole_n} whole buckets", flush=True)
+    path = args.json or ROOT / ".run" / "bench" / f"freshness-live-{args.rate + args.load}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return 0

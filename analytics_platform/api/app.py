@@ -102,7 +102,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
             expose_headers=["X-Next-Cursor", "Link"],
         )
 
-    mount_dashboard(app, settings.dagster_ui_url, settings.ui_refresh_s)
+    mount_dashboard(app, settings.dagster_ui_url, settings.ui_refresh_s, settings.ui_live_s)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -36,7 +36,7 @@ def _page_template() -> str:
     return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
 
-def mount_dashboard(app: FastAPI, dagster_ui_url: str, refresh_s: float) -> None:
+def mount_dashboard(app: FastAPI, dagster_ui_url: str, refresh_s: float, live_s: float = 5) -> None:
     """/ui (the page), /ui/static/* (script, styles, chart library); / redirects to /ui."""
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="ui-static")
 
@@ -54,6 +54,7 @@ def mount_dashboard(app: FastAPI, dagster_ui_url: str, refresh_s: float) -> None
             _page_template()
             .replace("{{DAGSTER_UI_URL}}", html.escape(dagster_ui_url.rstrip("/"), quote=True))
             .replace("{{REFRESH_S}}", html.escape(f"{refresh_s:g}", quote=True))
+            .replace("{{LIVE_S}}", html.escape(f"{live_s:g}", quote=True))
         )
         return HTMLResponse(page, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 

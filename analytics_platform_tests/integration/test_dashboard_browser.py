@@ -616,3 +616,32 @@ def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant)
     mc01 = tab.page.locator("table.machines tr", has_text="mc-01")
     assert mc01.locator("td").nth(7).inner_text() == "0"
     assert tab.page.locator("#stat-anomalies .value").inner_text() == "0"
+
+
+def test_a_live_machine_chart_draws_new_provisional_buckets_without_a_reload(
+    browser: Browser, plant: Plant, tmp_path: Path
+) -> None:
+    """A machine chart whose range ends now re-reads /v1/agg every UI_LIVE_S: a reading that arrives
+    while the page is open shows up as a new provisional (not yet materialised, drawn dashed) bucket
+    of the same page load (real message → drain → raw table → /v1/agg's provisional path → page)."""
+    machine = ("t1", "f1", "mc-08")
+    now = datetime.now(UTC).replace(microsecond=0)
+    send_live(plant, {machine: now - timedelta(minutes=2)})
+    with running_api(plant.database, plant.settings, tmp_path / "api.log", {"UI_LIVE_S": "1"}) as url:
+        tab = new_tab(browser, plant, plant.admin_key, base=url)
+        try:
+            start = (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            tab.page.goto(f"{url}/ui#/machine/{'/'.join(machine)}?metric=temp&sensor=s-temp&window=60&start={start}")
+            tab.ready()
+            figure = tab.page.locator("figure#agg-chart")
+            # one bucket so far, not materialised by any run: provisional
+            assert (figure.get_attribute("data-points"), figure.get_attribute("data-provisional")) == ("1", "1")
+            send_live(plant, {machine: datetime.now(UTC).replace(microsecond=0)})
+            # the next refresh (about a second later) draws the second bucket, provisional too
+            live = tab.page.locator('figure#agg-chart[data-points="2"][data-provisional="2"][data-refreshed-at]')
+            live.wait_for(timeout=15_000)
+            assert tab.page.locator("main[data-ready]").count() == 1  # the same page load throughout
+            assert "2 provisional buckets (not yet final) dashed" in live.get_attribute("aria-label")
+            assert tab.errors == [] and tab.foreign == []
+        finally:
+            tab.page.context.close()
