@@ -318,6 +318,44 @@ class LiveProbe:
                 self.final[bucket] = seen_at
 
 
+class PageCost:
+    """What one open live machine chart costs: the two requests app.js's followMachineChart makes
+    every UI_LIVE_S (a 1 h range of a simulator machine at 60 s, and its anomaly events)."""
+
+    def __init__(self, client: httpx.Client, every_s: float = 5.0) -> None:
+        self.client = client
+        self.every_s = every_s
+        self.next_at = 0.0
+        self.bytes: list[int] = []  # per refresh, both responses (as sent, uncompressed JSON)
+        self.seconds: list[float] = []  # per refresh, both requests one after the other
+
+    def maybe(self) -> None:
+        if time.time() < self.next_at:
+            return
+        self.next_at = time.time() + self.every_s
+        end = datetime.now(UTC)
+        where = {"tenant_id": "t1", "factory_id": "f1", "machine_id": "mc-01"}
+        span = {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat()}
+        began = time.perf_counter()
+        agg = self.client.get("/v1/agg", params={**where, **span, "metric": "temp", "window_s": 60, "limit": 10000})
+        events = self.client.get("/v1/anomaly-events", params={**where, **span, "limit": 500})
+        self.seconds.append(time.perf_counter() - began)
+        agg.raise_for_status()
+        events.raise_for_status()
+        self.bytes.append(len(agg.content) + len(events.content))
+
+    def figures(self) -> dict | None:
+        if not self.bytes:
+            return None
+        return {
+            "refresh_every_s": self.every_s,
+            "requests_per_minute": round(2 * 60 / self.every_s),
+            "bytes_per_refresh_median": int(statistics.median(self.bytes)),
+            "kbytes_per_minute": round(statistics.median(self.bytes) * 60 / self.every_s / 1024, 1),
+            "server_s_per_refresh": percentiles(self.seconds),
+        }
+
+
 def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) -> int:
     """Produce -> served by /v1/readings, produce -> counted in the provisional 60 s bucket of /v1/agg,
     window close -> the bucket served final; beside produce -> a plain consumer, over `args.minutes`."""
@@ -339,6 +377,7 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
     stop.wait(60)
     client = httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", headers={"X-API-Key": key}, timeout=10)
     probe = LiveProbe(client)
+    page = PageCost(client)
     stop_at = time.time() + args.minutes * 60
     # the last bucket markers go into is cut short by the end of the run: not a whole bucket
     last_bucket = datetime.fromtimestamp(stop_at, UTC).replace(second=0, microsecond=0)
@@ -356,6 +395,8 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
                 producer.poll(0)
                 next_marker += args.marker_every
             probe.poll(last_bucket)
+            if time.time() < stop_at:
+                page.maybe()
             time.sleep(0.05)  # the polling cadence of the measurement itself, not synchronisation
     finally:
         client.close()
@@ -389,7 +430,9 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
         "produce_to_provisional_bucket": percentiles(provisional) if provisional else None,
         "window_close_to_final_bucket": percentiles(final) if final else None,
         "produce_to_consumer_floor": percentiles(floor) if floor else None,
+        "live_chart_cost": page.figures(),
     }
+    print(f"one open live chart: {json.dumps(result['live_chart_cost'])}", flush=True)
     for name in (
         "produce_to_served",
         "produce_to_provisional_bucket",
