@@ -20,6 +20,7 @@ TABLES = {
     "raw_lab_results",
     "rejected_message",
     "worker_checkpoints",
+    "drain_reports",
     "analytics_agg",
     "analytics_anomaly",
     "analytics_kpi",
@@ -110,6 +111,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "10_analytics_views",
         "11_anomaly_events",
         "12_agg_materialised_hours",
+        "15_drain_reports",
     ]
 
 
@@ -133,6 +135,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "10_analytics_views": "reapplied",
         "11_anomaly_events": "skipped",
         "12_agg_materialised_hours": "skipped",
+        "15_drain_reports": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
