@@ -2,8 +2,9 @@
 Kubernetes, and what a production install depends on holds for every values set — no secret value
 anywhere, resources, probes and a locked-down securityContext on every container, the migrations
 as a hook that needs nothing the chart creates, the code locations and drain shards as configured,
-a Dagster instance with the K8sRunLauncher and the run-queue limits, NetworkPolicies. Bad values
-fail at render time with a message naming the value. No cluster, no database."""
+a Dagster instance with the K8sRunLauncher and the run-queue limits, NetworkPolicies, one drain-service
+pod per shard exactly when the drain runs as a service. Bad values fail at render time with a
+message naming the value. No cluster, no database."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ class Case:
     )
     edge_agent: bool = False
     kafka_tls: bool = False
+    # DRAIN_MODE; `service` renders one drain-service Deployment per shard
+    drain_mode: str = "service"
+    drain_service_secrets: tuple[str, ...] = ("analytics-database",)
+    drain_service_resources: dict[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        }
+    )
     pull_secrets: tuple[str, ...] = ()
     network_policies: frozenset[str] = frozenset({"default-deny", "code-servers", "webserver", "api"})
 
@@ -80,6 +90,8 @@ CASES = [
         run_resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
         kafka_tls=True,
         pull_secrets=("regcred",),
+        drain_service_secrets=("analytics-database", "analytics-kafka"),
+        drain_service_resources={"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     ),
     Case(
         "shared-drain-3",
@@ -91,6 +103,13 @@ CASES = [
         overrides={"edgeAgent": {"enabled": True}},
         edge_agent=True,
         network_policies=frozenset({"default-deny", "code-servers", "webserver", "api", "edge-agent"}),
+    ),
+    Case("drain-service-2", overrides={"ingest": {"drainShards": 2}}, drain_shards=2),
+    Case(
+        "drain-sensors",
+        overrides={"ingest": {"drainShards": 2, "drain": {"mode": "sensor"}}},
+        drain_shards=2,
+        drain_mode="sensor",
     ),
 ]
 BY_ID = {case.id: case for case in CASES}
@@ -184,6 +203,9 @@ def test_helm_lint_strict_has_no_warnings(case: Case) -> None:
         ({"dagster": {"backfillExecutor": "celery"}}, "at '/dagster/backfillExecutor'"),
         ({"secrets": {"database": "Not A Name"}}, "at '/secrets/database'"),
         ({"drainShards": 3}, "additional properties 'drainShards' not allowed"),
+        ({"ingest": {"drain": {"mode": "daemon"}}}, "at '/ingest/drain/mode'"),
+        ({"ingest": {"drain": {"passSeconds": 0}}}, "at '/ingest/drain/passSeconds'"),
+        ({"ingest": {"drainService": {"replicas": 2}}}, "additional properties 'replicas' not allowed"),
         (
             {"config": {"extraEnv": {"KAFKA_SASL_PASSWORD": "hunter2"}}},
             "config.extraEnv.KAFKA_SASL_PASSWORD looks like a secret",
@@ -211,6 +233,9 @@ def test_helm_lint_strict_has_no_warnings(case: Case) -> None:
         "executor-choice",
         "secret-name",
         "misplaced-key",
+        "drain-mode-choice",
+        "pass-zero",
+        "drain-service-replicas",
         "secret-in-extraEnv",
         "hpa-min-above-max",
         "queue-off-volume",
@@ -447,6 +472,83 @@ def test_the_platform_settings_accept_what_each_code_server_gets(
     assert sorted(owned) == list(range(case.drain_shards))
     assert settings.backfill_executor == "k8s"
     assert settings.kafka_ssl_ca_location == ("/etc/kafka-tls/ca.crt" if case.kafka_tls else None)
+
+
+def drain_services(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in find(docs, "Deployment") if component(d) == "drain-service"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels, matchExpressions with In: all the chart uses) selects `labels`."""
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def test_one_drain_service_pod_per_shard_exactly_when_the_drain_is_a_service(
+    case: Case, docs: list[dict[str, Any]]
+) -> None:
+    """DRAIN_MODE reaches the code servers (their sensors drain or only report) and the drain pods
+    through the one ConfigMap; each shard is a Deployment of one pod that never overlaps itself."""
+    config = app_config(docs)
+    assert (config["DRAIN_MODE"], config["DRAIN_PASS_S"]) == (case.drain_mode, "30")
+    deployments = drain_services(docs)
+    if case.drain_mode == "sensor":
+        assert deployments == []
+        return
+    assert [d["metadata"]["name"] for d in deployments] == [
+        f"{PREFIX}-drain-service-{shard}" for shard in range(case.drain_shards)
+    ]
+    for shard, deployment in enumerate(deployments):
+        name = deployment["metadata"]["name"]
+        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}, name
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector == {
+            "app.kubernetes.io/name": "analytics-platform",
+            "app.kubernetes.io/instance": RELEASE,
+            "app.kubernetes.io/component": "drain-service",
+            "analytics-platform/drain-shard": str(shard),
+        }
+        spec = deployment["spec"]["template"]["spec"]
+        # it never talks to the Kubernetes API, and has a minute to commit what it holds on SIGTERM
+        assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec, name
+        assert spec["terminationGracePeriodSeconds"] == 60, name
+        (container,) = spec["containers"]
+        assert container["command"] == ["analytics-platform", "drain", "serve"]
+        assert env_of(container) == {"DRAIN_SHARDS_HERE": str(shard)}
+        assert env_from(container) == [("configMap", f"{PREFIX}-config")] + [
+            ("secret", s) for s in case.drain_service_secrets
+        ]
+        assert container["resources"] == case.drain_service_resources, name
+        assert "ports" not in container, name
+        assert set(deployment["spec"]["template"]["metadata"]["annotations"]) == {"checksum/app"}
+    # no Service reaches them, and of the NetworkPolicies only the default deny selects them
+    labels = [d["spec"]["template"]["metadata"]["labels"].items() for d in deployments]
+    for service in find(docs, "Service"):
+        assert not any(service["spec"]["selector"].items() <= pod for pod in labels), service["metadata"]["name"]
+    for policy in find(docs, "NetworkPolicy"):
+        expected = policy["metadata"]["name"] == f"{PREFIX}-default-deny"
+        assert selects(policy["spec"]["podSelector"], dict(labels[0])) == expected, policy["metadata"]["name"]
+
+
+def test_the_platform_settings_accept_what_each_drain_service_pod_gets(
+    case: Case, docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read by the real PlatformSettings: every pod drains as a service (`drain serve` refuses
+    otherwise), and the pods' shards add up to every shard exactly once."""
+    for name, value in app_config(docs).items():
+        monkeypatch.setenv(name, value)
+    assert PlatformSettings().drain_mode == case.drain_mode
+    owned: list[int] = []
+    for deployment in drain_services(docs):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        monkeypatch.setenv("DRAIN_SHARDS_HERE", env_of(container)["DRAIN_SHARDS_HERE"])
+        settings = PlatformSettings()
+        assert (settings.drain_mode, settings.drain_pass_s) == ("service", 30.0)
+        owned.extend(settings.drain_shards_run_here())
+    assert sorted(owned) == (list(range(case.drain_shards)) if case.drain_mode == "service" else [])
 
 
 def test_webserver_and_daemon(docs: list[dict[str, Any]]) -> None:

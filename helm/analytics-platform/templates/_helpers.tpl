@@ -38,6 +38,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .location }}
 analytics-platform/code-location: {{ . }}
 {{- end }}
+{{- with .shard }}
+analytics-platform/drain-shard: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "ap.labels" -}}

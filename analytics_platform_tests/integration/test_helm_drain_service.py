@@ -1,0 +1,143 @@
+"""The chart's drain-service pods, run as the chart renders them: each shard's exact command and
+environment (the app ConfigMap, the container's env, DATABASE_URL as its Secret would give it)
+drains its own partitions and together they read every message exactly once; their probes pass
+against the running process and the live database, and fail for what they are meant to catch; and
+SIGTERM makes each commit and exit 0 well inside terminationGracePeriodSeconds.
+
+There is no cluster: the pods' processes run here, the console script and `python` from this
+virtualenv standing for the image's /opt/venv/bin, and the liveness probe pointed at the drain's
+PID instead of PID 1 (which it is in the pod)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics_platform.contracts.registry import bind_domains
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.edge import wait_for
+from analytics_platform_tests.support.helm import PREFIX, find, one, render
+from analytics_platform_tests.support.readings import KEY, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
+
+BIN = Path(sys.executable).parent
+SHARDS = 2
+# per partition of the test topic (3 partitions): shard 0 owns 0 and 2, shard 1 owns 1
+SENT = {0: 3, 1: 2, 2: 4}
+BY_SHARD = (
+    "SELECT shard, sum((report->>'messages')::int) FROM analytics.drain_reports WHERE domain = 'sensor' GROUP BY shard"
+)
+
+
+@dataclass
+class Pod:
+    """One drain-service Deployment's container, running as a local process."""
+
+    name: str
+    container: dict[str, Any]
+    env: dict[str, str]
+    grace_s: int
+    process: subprocess.Popen
+    log: Path
+
+    def probe(self, which: str, **env: str) -> int:
+        """The probe's exit code (its timeoutSeconds is the kubelet's business: on a loaded test
+        machine a Python start-up alone can take seconds, so the test allows a minute)."""
+        command = [sys.executable if part == "python" else part for part in self.container[which]["exec"]["command"]]
+        command[-1] = command[-1].replace("/proc/1/", f"/proc/{self.process.pid}/")
+        return subprocess.run(command, env={**self.env, **env}, capture_output=True, timeout=60).returncode
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+@pytest.fixture
+def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -> Iterator[list[Pod]]:
+    docs = render(
+        overrides={
+            "kafka": {"brokers": settings.kafka_brokers, "topicPrefix": settings.kafka_topic_prefix},
+            "ingest": {"drainShards": SHARDS, "drain": {"consumer": settings.drain_consumer}},
+        }
+    )
+    config = one(docs, "ConfigMap", f"{PREFIX}-config")["data"]
+    deployments = [d for d in find(docs, "Deployment") if d["metadata"]["name"].startswith(f"{PREFIX}-drain-service-")]
+    started: list[Pod] = []
+    try:
+        for deployment in deployments:
+            spec = deployment["spec"]["template"]["spec"]
+            (container,) = spec["containers"]
+            env = {
+                **config,
+                **{e["name"]: e["value"] for e in container["env"]},
+                # what secretRef analytics-database gives the pod
+                "DATABASE_URL": database.pipeline_url,
+                "PATH": f"{BIN}:/usr/bin:/bin",
+                "HOME": str(tmp_path),
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            }
+            command = [str(BIN / container["command"][0]), *container["command"][1:]]
+            log = tmp_path / f"{deployment['metadata']['name']}.log"
+            with log.open("w") as out:
+                process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            started.append(
+                Pod(deployment["metadata"]["name"], container, env, spec["terminationGracePeriodSeconds"], process, log)
+            )
+        yield started
+    finally:
+        for pod in started:
+            if pod.process.poll() is None:
+                pod.process.kill()
+                pod.process.wait(30)
+
+
+def test_the_rendered_drain_service_pods_drain_probe_and_stop_cleanly(
+    settings: PlatformSettings, database: DatabaseHandle, pods: list[Pod]
+) -> None:
+    assert [p.name for p in pods] == [f"{PREFIX}-drain-service-{shard}" for shard in range(SHARDS)]
+    domains = [b.domain for b in bind_domains(settings)]
+    for shard, pod in enumerate(pods):
+        workers = ", ".join(f"{domain}[{shard}]" for domain in domains)
+        wait_for(lambda pod=pod: pod.lines(), 120, f"{pod.name}'s first line")
+        assert pod.lines()[0] == f"drain service: {workers}; passes of 30 s, Ctrl-C stops", pod.lines()
+
+    topic = domain_topic(settings)
+    for partition, count in SENT.items():
+        values = [reading(f"2025-08-20T03:{n:02d}:00Z", 20.0 + n, f"p{partition}-{n}") for n in range(count)]
+        produce(settings.kafka_brokers, topic, [(KEY, v) for v in values], partition=partition)
+    total = sum(SENT.values())
+    wait_for(
+        lambda: database.query("SELECT count(*) FROM analytics.raw_sensor_readings")[0][0] == total,
+        120,
+        "both shards committed every reading",
+    )
+    assert dict(database.query(BY_SHARD)) == {0: SENT[0] + SENT[2], 1: SENT[1]}
+    assert database.query(
+        "SELECT kafka_partition, next_offset FROM analytics.worker_checkpoints WHERE topic = %s ORDER BY 1", (topic,)
+    ) == sorted(SENT.items())
+
+    for pod in pods:
+        assert pod.probe("readinessProbe") == 0, pod.name
+        assert pod.probe("readinessProbe", DATABASE_URL="postgresql://nobody:none@127.0.0.1:1/none") == 1, pod.name
+        assert pod.probe("livenessProbe") == 0, pod.name
+    # what the liveness probe catches: a stopped process
+    pods[0].process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: pods[0].probe("livenessProbe") == 1, 60, "the stopped drain's liveness failing")
+    finally:
+        pods[0].process.send_signal(signal.SIGCONT)
+    assert pods[0].probe("livenessProbe") == 0
+
+    for pod in pods:
+        pod.process.send_signal(signal.SIGTERM)
+    for pod in pods:
+        assert pod.process.wait(pod.grace_s) == 0, pod.lines()
+        assert pod.lines()[-1] == "drain service stopped; every batch it held is committed", pod.lines()
+    assert database.query("SELECT count(*) FROM analytics.raw_sensor_readings")[0][0] == total
