@@ -8,6 +8,7 @@
                                                            re-judge kept rejects, land what passes now
     analytics-platform resets [--limit 20]                 offset resets: logs that changed under a drain
     analytics-platform drain serve                         read Kafka all the time (DRAIN_MODE=service)
+    analytics-platform drain check                         exit 1 when its heartbeat is stale (liveness)
     analytics-platform metrics list [--tenant T]           the metrics catalogue (defaults and tenants')
     analytics-platform metrics set NAME --tenant T [--unit U] [--min X] [--max Y] [--description D]
     analytics-platform metrics remove NAME --tenant T      a tenant's entry ('*': a default)
@@ -48,13 +49,13 @@ from analytics_platform.ingest import catalog, store
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.readmit import readmit
 from analytics_platform.ingest.rederive import rederive_queued
-from analytics_platform.ingest.service import DrainService
+from analytics_platform.ingest.service import DrainService, heartbeat_age_s
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results import plant
 from analytics_platform.results.anomalies import resolve_anomaly
 from analytics_platform.results.baselines import predict_what_if
 from analytics_platform.results.spec_limits import DEFAULT_FILE, SpecLimitError, load_spec_limits
-from analytics_platform.settings import get_settings
+from analytics_platform.settings import PlatformSettings, get_settings
 
 
 def _url(admin: bool = False) -> str:
@@ -161,9 +162,11 @@ def _readmit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drain(_args: argparse.Namespace) -> int:
+def _drain(args: argparse.Namespace) -> int:
     """The drain service until SIGINT/SIGTERM; each pass commits what it holds before it ends."""
     settings = get_settings()
+    if args.action == "check":
+        return _drain_check(settings)
     if settings.drain_mode != "service":
         raise ConfigError(
             "DRAIN_MODE is 'sensor': the Dagster drain sensors read Kafka themselves. Set DRAIN_MODE=service for "
@@ -176,8 +179,26 @@ def _drain(_args: argparse.Namespace) -> int:
     service = DrainService(settings, stop)
     names = ", ".join(f"{b.domain}[{shard}]" for b, shard in service.workers)
     print(f"drain service: {names or 'no domains'}; passes of {settings.drain_pass_s:.0f} s, Ctrl-C stops", flush=True)
-    service.run_forever()
+    service.run_forever(settings.drain_heartbeat_file)
     print("drain service stopped; every batch it held is committed", flush=True)
+    return 0
+
+
+def _drain_check(settings: PlatformSettings) -> int:
+    """Exit 0 while the drain service's heartbeat is fresh: a liveness probe for a process without a port."""
+    path = settings.drain_heartbeat_file
+    if path is None:
+        raise ConfigError("DRAIN_HEARTBEAT_FILE is not set: the drain service keeps no heartbeat to check")
+    age = heartbeat_age_s(path)
+    limit = DrainService(settings).stale_after_s
+    if age is None:
+        print(f"drain service: no heartbeat at {path} yet", file=sys.stderr)
+        return 1
+    if age > limit:
+        stuck = f"drain service: heartbeat {age:.0f} s old (limit {limit:.0f} s): a drain thread is stuck"
+        print(stuck, file=sys.stderr)
+        return 1
+    print(f"drain service: heartbeat {age:.0f} s old (limit {limit:.0f} s)")
     return 0
 
 
@@ -418,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     rejects.add_argument("--until", help="readmit: readings before this time (ISO-8601)")
     rejects.add_argument("--dry-run", action="store_true", help="readmit: only say what would pass now")
     drain = sub.add_parser("drain", help="the Kafka drain as a long-lived process (DRAIN_MODE=service)")
-    drain.add_argument("action", choices=("serve",))
+    drain.add_argument("action", choices=("serve", "check"), help="serve: run it; check: is it alive (heartbeat)")
     resets = sub.add_parser("resets", help="offset resets: Kafka logs that changed under a drain's position")
     resets.add_argument("--limit", type=int, default=20)
     metrics = sub.add_parser("metrics", help="the metrics catalogue (tenant data) and unknown-metric policies")

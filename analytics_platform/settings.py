@@ -118,6 +118,11 @@ class PlatformSettings(BaseSettings):
         description="The drain service's pass length: each pass re-lists partitions, re-takes their locks and "
         "re-reads the metrics catalogue, so a catalogue edit or a new partition applies within this many seconds.",
     )
+    drain_heartbeat_file: Path | None = Field(
+        default=None,
+        description="The drain service renews this file's time while every drain thread makes progress; "
+        "`analytics-platform drain check` fails once it is older than 3 x DRAIN_PASS_S + 30 s (a liveness probe).",
+    )
     drain_start: str = Field(default="earliest", pattern="^(earliest|latest)$")
     drain_shards: int = Field(
         default=1,

@@ -19,8 +19,11 @@ partitions, re-take their locks and re-read the catalogue, as a sensor tick woul
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from analytics_platform.contracts.registry import DomainBinding, bind_domains, contract_config
 from analytics_platform.data_quality.config import cached_checks_config
@@ -45,6 +48,8 @@ class WorkerState:
     rejects: int = 0
     errors: int = 0
     last_error: str = ""
+    # when the thread last finished a pass or a retry wait (time.monotonic): the heartbeat's input
+    beat: float = field(default_factory=time.monotonic)
 
 
 class DrainService:
@@ -92,17 +97,37 @@ class DrainService:
             thread.join(timeout)
         return not any(t.is_alive() for t in self._threads)
 
-    def run_forever(self) -> None:
-        """Start, then block until `stop` is set and every pass has committed what it held."""
+    def run_forever(self, heartbeat: Path | None = None) -> None:
+        """Start, then block until `stop` is set and every pass has committed what it held.
+
+        With `heartbeat`, its modification time is renewed every few seconds while every thread
+        finished a pass (or a retry wait) within `stale_after_s`: the liveness signal of a
+        process that has no port (`analytics-platform drain check`, the chart's liveness probe).
+        A thread stuck in a call no budget bounds stops the renewals, and the pod is restarted."""
         self.start()
-        self.stop.wait()
+        while True:
+            if heartbeat is not None and self.healthy():
+                heartbeat.touch()
+            if self.stop.wait(min(5.0, self.settings.drain_pass_s)):
+                break
         self.join()
+
+    @property
+    def stale_after_s(self) -> float:
+        """A thread that has not finished a pass this long is stuck (a pass lasts DRAIN_PASS_S; a
+        retry wait RETRY_S; a few seconds of slack for connecting and the last batch)."""
+        return 3 * max(self.settings.drain_pass_s, RETRY_S) + 30
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        return all(now - state.beat < self.stale_after_s for state in self.states.values())
 
     def _work(self, binding: DomainBinding, shard: int) -> None:
         state = self.states[(binding.domain, shard)]
         label = f"{binding.domain} ({shard_label(shard, self.settings.drain_shards)})"
         drain = self.drain(binding, shard)
         while not self.stop.is_set():
+            state.beat = time.monotonic()
             try:
                 report = drain.run(self.settings.drain_pass_s, follow=True, stop=self.stop)
                 drain.report_pass(report)
@@ -142,3 +167,11 @@ class DrainService:
                 report.rate,
                 report.max_ingest_lag_s,
             )
+
+
+def heartbeat_age_s(path: Path) -> float | None:
+    """Seconds since the drain service last renewed `path` (None: it never did)."""
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None

@@ -5,8 +5,8 @@ against the running process and the live database, and fail for what they are me
 SIGTERM makes each commit and exit 0 well inside terminationGracePeriodSeconds.
 
 There is no cluster: the pods' processes run here, the console script and `python` from this
-virtualenv standing for the image's /opt/venv/bin, and the liveness probe pointed at the drain's
-PID instead of PID 1 (which it is in the pod)."""
+virtualenv standing for the image's /opt/venv/bin, and each pod's heartbeat file in the test's own
+directory instead of the pod's /tmp."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,13 @@ class Pod:
         """The probe's exit code (its timeoutSeconds is the kubelet's business: on a loaded test
         machine a Python start-up alone can take seconds, so the test allows a minute)."""
         command = [sys.executable if part == "python" else part for part in self.container[which]["exec"]["command"]]
-        command[-1] = command[-1].replace("/proc/1/", f"/proc/{self.process.pid}/")
+        if command[0] == "analytics-platform":
+            command[0] = str(BIN / command[0])
         return subprocess.run(command, env={**self.env, **env}, capture_output=True, timeout=60).returncode
+
+    @property
+    def heartbeat(self) -> Path:
+        return Path(self.env["DRAIN_HEARTBEAT_FILE"])
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -77,6 +83,8 @@ def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -
             env = {
                 **config,
                 **{e["name"]: e["value"] for e in container["env"]},
+                # the pod's /tmp is its own emptyDir: here each pod gets its own file
+                "DRAIN_HEARTBEAT_FILE": str(tmp_path / f"heartbeat-{deployment['metadata']['name']}"),
                 # what secretRef analytics-database gives the pod
                 "DATABASE_URL": database.pipeline_url,
                 "PATH": f"{BIN}:/usr/bin:/bin",
@@ -127,13 +135,21 @@ def test_the_rendered_drain_service_pods_drain_probe_and_stop_cleanly(
         assert pod.probe("readinessProbe") == 0, pod.name
         assert pod.probe("readinessProbe", DATABASE_URL="postgresql://nobody:none@127.0.0.1:1/none") == 1, pod.name
         assert pod.probe("livenessProbe") == 0, pod.name
-    # what the liveness probe catches: a stopped process
-    pods[0].process.send_signal(signal.SIGSTOP)
+    # what the liveness probe catches: a process that stopped renewing its heartbeat. Stopped
+    # (SIGSTOP), it renews nothing; its heartbeat is set back past the limit (3 x 30 s + 30 s)
+    # instead of waiting two minutes for it to age, and stays there while the process is stopped
+    stopped = pods[0]
+    stopped.process.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: pods[0].probe("livenessProbe") == 1, 60, "the stopped drain's liveness failing")
+        aged = time.time() - 121
+        os.utime(stopped.heartbeat, (aged, aged))
+        assert stopped.probe("livenessProbe") == 1
+        assert stopped.heartbeat.stat().st_mtime == aged
     finally:
-        pods[0].process.send_signal(signal.SIGCONT)
-    assert pods[0].probe("livenessProbe") == 0
+        stopped.process.send_signal(signal.SIGCONT)
+    # running again, it renews the heartbeat within its 5 s cadence
+    wait_for(lambda: stopped.heartbeat.stat().st_mtime > aged, 60, "the heartbeat renewed after SIGCONT")
+    assert stopped.probe("livenessProbe") == 0
 
     for pod in pods:
         pod.process.send_signal(signal.SIGTERM)

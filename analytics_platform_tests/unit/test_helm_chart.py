@@ -517,7 +517,9 @@ def test_one_drain_service_pod_per_shard_exactly_when_the_drain_is_a_service(
         assert spec["terminationGracePeriodSeconds"] == 60, name
         (container,) = spec["containers"]
         assert container["command"] == ["analytics-platform", "drain", "serve"]
-        assert env_of(container) == {"DRAIN_SHARDS_HERE": str(shard)}
+        # the heartbeat lives in the pod's own /tmp (an emptyDir); the liveness probe reads it
+        assert env_of(container) == {"DRAIN_SHARDS_HERE": str(shard), "DRAIN_HEARTBEAT_FILE": "/tmp/drain-heartbeat"}
+        assert container["livenessProbe"]["exec"]["command"] == ["analytics-platform", "drain", "check"]
         assert env_from(container) == [("configMap", f"{PREFIX}-config")] + [
             ("secret", s) for s in case.drain_service_secrets
         ]
