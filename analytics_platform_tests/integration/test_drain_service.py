@@ -176,3 +176,28 @@ def test_the_cli_refuses_to_serve_while_the_sensors_drain(settings: PlatformSett
     assert done.returncode == 2
     assert done.stderr.startswith("error: DRAIN_MODE is 'sensor'")
     assert "Traceback" not in done.stderr
+
+
+def test_back_in_sensor_mode_the_sensor_reports_what_the_service_left(
+    service_settings: PlatformSettings, database: DatabaseHandle, instance: dg.DagsterInstance
+) -> None:
+    """A deployment going back from DRAIN_MODE=service to sensor: batches the service committed but
+    no report sensor reported yet are reported by the draining sensor's next tick, then deleted."""
+    send(service_settings, reading("2025-08-20T03:10:00Z", 21.0, "e-1"), reading("2025-08-20T05:10:00Z", 22.0, "e-2"))
+    domain_drain(service_settings, report_batches=True).run(budget_s=30)
+    assert database.query(REPORTED)[0][1:] == (2, 2, 0)
+
+    sensor_mode = service_settings.model_copy(update={"drain_mode": "sensor"})
+    send(sensor_mode, reading("2025-08-20T04:10:00Z", 23.0, "e-3"))
+    defs = build_definitions(sensor_mode, secrets_from_env=False)
+    sensor = defs.resolve_sensor_def("drain_sensor")
+    first = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+    raw = sorted(
+        (e.partition, e.metadata["rows"].value)
+        for e in first.asset_events
+        if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey("raw_sensor_readings")
+    )
+    # 03:00 and 05:00 from the service's reports, 04:00 drained by this tick
+    assert raw == [("2025-08-20-03:00", 1), ("2025-08-20-04:00", 1), ("2025-08-20-05:00", 1)]
+    sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=first.cursor))
+    assert database.query(REPORTED)[0] == (0, 0, 0, 0)

@@ -224,6 +224,15 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
         except DrainError as exc:
             context.log.error(str(exc))
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
+        # batches a drain service committed before the deployment went back to DRAIN_MODE=sensor
+        with db.connect() as conn:
+            rows = store.take_drain_reports(
+                conn, settings.drain_consumer, binding.domain, shard, cursor.get("reported", [])
+            )
+        leftover = service_report(rows)
+        if leftover is not None:
+            leftover.elapsed_s = 0.0  # the rate stays this pass's
+            report.merge(leftover)
         events, waiting = report_events(binding, report, cursor.get("pending", {}), settings)
         for reset in report.offset_resets:
             context.log.warning("offset reset: %s (resumed at offset %d)", reset.describe(), reset.resumed_at)
@@ -248,7 +257,10 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
                 report.rate,
                 len(report.partitions),
             )
-        new_cursor = json.dumps({"pending": waiting, "last_tick": datetime.now().isoformat()}, default=str)
+        new_cursor = json.dumps(
+            {"pending": waiting, "reported": [row[0] for row in rows], "last_tick": datetime.now().isoformat()},
+            default=str,
+        )
         if not events:
             return dg.SensorResult(skip_reason="no new messages", cursor=new_cursor)
         return dg.SensorResult(asset_events=events, cursor=new_cursor)
