@@ -13,8 +13,6 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import apprise
-
 # schemes whose payload can carry extra JSON/form fields (`:key=value` in the URL's query)
 _STRUCTURED = ("json", "jsons", "form", "forms")
 
@@ -34,6 +32,8 @@ def channel_url(url: str, fields: Mapping[str, object], timeout_s: float) -> str
 
 def send(url: str, title: str, body: str, fields: Mapping[str, object], timeout_s: float) -> str | None:
     """Deliver once; None when the service accepted it, else why not (secret-free)."""
+    import apprise  # here: ~0.45 s to import, paid by every run process and code server otherwise
+
     notifier = apprise.Apprise()
     if not notifier.add(channel_url(url, fields, timeout_s)):
         return "the channel URL is not one Apprise understands (check its scheme)"

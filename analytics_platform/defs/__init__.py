@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
 
 from analytics_platform.defs import freshness
 from analytics_platform.defs.aggregates import definitions as aggregates
@@ -78,6 +77,10 @@ def k8s_backfill_jobs(defs: dg.Definitions) -> list[dg.UnresolvedAssetJobDefinit
     them from landing is a separate, deliberate act (docs/architecture.md, "Ingest"). A job needs one
     partitioning for all its assets, and within a group and cadence they share one.
     """
+    # imported here: dagster_k8s (and the kubernetes client) cost ~1.4 s to import, in every run
+    # process, and only BACKFILL_EXECUTOR=k8s uses it
+    from dagster_k8s import k8s_job_executor
+
     jobs: dict[str, list[dg.AssetKey]] = {}
     for node in defs.resolve_asset_graph().asset_nodes:
         partitions = node.partitions_def

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
 
 INTERCEPT = "intercept"
 SEVERITIES = ("normal", "warning", "critical")
@@ -156,6 +155,10 @@ def fit_baseline(
             f"Cannot fit the {target} baseline: the drivers {', '.join(drivers)} are collinear "
             "(singular design matrix: one is a linear combination of the others); remove the redundant one."
         )
+
+    # imported here: statsmodels costs ~1.7 s to import, and every Dagster run process and code
+    # server imports this module, while only a baseline fit needs it
+    import statsmodels.api as sm
 
     result = sm.OLS(y, x).fit()
     names = (INTERCEPT, *drivers)
