@@ -18,6 +18,7 @@ import psycopg
 import sklearn
 from psycopg import sql
 
+from analytics_platform.ingest import catalog as metric_catalog
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import baselines
 from analytics_platform.results.events import read_spec_limits
@@ -402,10 +403,7 @@ def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datet
 def read_limits(conn: psycopg.Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The metrics catalogue's plausible ranges (every tenant's and the `*` defaults) and the spec
     limits: what `limit_anomalies` judges readings against, live and hourly alike."""
-    catalog = read_frame(
-        conn, "SELECT tenant_id, metric, min_value, max_value FROM analytics.metric_catalog", None, an.CATALOG_SCHEMA
-    )
-    return catalog, read_spec_limits(conn)
+    return metric_catalog.read_limits(conn), read_spec_limits(conn)
 
 
 def _aggregates(

@@ -36,6 +36,7 @@ import polars as pl
 import sklearn
 from sklearn.ensemble import IsolationForest
 
+from analytics_platform.contracts.catalog import with_catalog_limits
 from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.spec_quality import applicable_limits
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY, TIME, bucket_expr, moment_aggs
@@ -377,19 +378,14 @@ def seasonal_anomalies(
 
 LIMIT_METHODS = ("range", "spec")  # outside the metrics catalogue's plausible range / a metric's spec limits
 LIMIT_SEVERITY = {"range": 4, "spec": 3}  # an impossible value is a broken sensor or a wild process: both page
-CATALOG_SCHEMA: dict[str, pl.DataType] = {
-    "tenant_id": pl.String(),
-    "metric": pl.String(),
-    "min_value": pl.Float64(),
-    "max_value": pl.Float64(),
-}
 
 
 def limit_anomalies(
     readings: pl.DataFrame, catalog: pl.DataFrame, spec_limits: pl.DataFrame, *, bucket_s: int = 60
 ) -> pl.DataFrame:
-    """One row per reading outside its metric's plausible range (`catalog`: the tenant's own entry,
-    else the `*` default; method `range`, severity 4) or outside the metric's spec limits
+    """One row per reading outside its metric's plausible range (`catalog`, contracts.catalog.LIMITS_SCHEMA:
+    the tenant's own entry, else the `*` default, as `with_catalog_limits` resolves it for the data
+    contracts; method `range`, severity 4) or outside the metric's spec limits
     (`spec_limits` rows of scope `metric`, resolved as `spec_quality.applicable_limits` does:
     the factory's own before `*`, the latest `valid_from`; method `spec`, severity 3).
 
@@ -405,22 +401,8 @@ def limit_anomalies(
     frame = frame.filter(pl.col("value").is_finite())
     if frame.is_empty():
         return _empty()
-    cat = catalog.select(CATALOG_SCHEMA.keys()).cast(CATALOG_SCHEMA)
-    own = cat.filter(pl.col("tenant_id") != "*").with_columns(_own=pl.lit(True))
-    default = (
-        cat.filter(pl.col("tenant_id") == "*")
-        .drop("tenant_id")
-        .rename({"min_value": "_min_default", "max_value": "_max_default"})
-    )
-    mine = pl.col("_own").fill_null(False)
-    ranged = (
-        frame.join(own, on=["tenant_id", "metric"], how="left")
-        .join(default, on="metric", how="left")
-        .select(
-            *frame.columns,
-            lower_limit=pl.when(mine).then("min_value").otherwise("_min_default"),
-            upper_limit=pl.when(mine).then("max_value").otherwise("_max_default"),
-        )
+    ranged = with_catalog_limits(frame, catalog).select(
+        *frame.columns, lower_limit="min_value", upper_limit="max_value"
     )
     spec = applicable_limits(frame, spec_limits, "metric", "metric").drop("target")
     parts = []

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from analytics_platform.contracts.catalog import LIMITS_SCHEMA
 from analytics_platform.transforms.anomalies import (
     ANOMALY_SCHEMA,
     FittedForest,
@@ -371,8 +372,8 @@ def test_limit_anomalies_judge_the_tenants_range_before_the_default_and_the_appl
         orient="row",
     )
     catalog = pl.DataFrame(
-        [("*", "temp", -60.0, 400.0), ("t2", "temp", 0.0, 300.0), ("*", "ph", 0.0, 14.0)],
-        schema=["tenant_id", "metric", "min_value", "max_value"],
+        [("*", "temp", -60.0, 400.0, "degC"), ("t2", "temp", 0.0, 300.0, "degC"), ("*", "ph", 0.0, 14.0, "pH")],
+        schema=LIMITS_SCHEMA,
         orient="row",
     )
     spec = pl.DataFrame(
