@@ -229,13 +229,16 @@ class PlatformSettings(BaseSettings):
         "(check_failed, run_failed): reading check and run history costs more than a database rule.",
     )
     live_detect_interval_s: int = Field(
-        default=2, ge=1, description="How often the live judge reads the sensor readings committed since its cursor."
+        default=2,
+        ge=1,
+        description="How often the live judges read the sensor readings and lab results committed since their cursors.",
     )
     live_detect_lookback_s: int = Field(
         default=600,
         ge=0,
-        description="Readings older than this when they arrive are left to the hourly anomaly asset (late data). "
-        "Keep it at most the anomaly schedule's minute (:10): the hour must run after every reading judged live.",
+        description="Readings and lab results older than this when they arrive are left to the hourly assets "
+        "(late data). Keep it at most the anomaly schedule's minute (:10): the hour must run after every reading "
+        "judged live.",
     )
     live_detect_max_wait_s: int = Field(
         default=30,

@@ -1,26 +1,34 @@
-"""Streaming detection (issue 22): readings produced to Kafka, drained, judged by the live judge on
-the rows just committed, and alerted through the real alert engine to a Slack-shaped webhook on
-127.0.0.1 -- exactly once per condition, mutes respected; the hourly anomaly asset then confirms the
-live rows (same key, resolution kept) and closes the one it does not find as `not_confirmed`.
-Real broker, real PostgreSQL; every step is called once, in order (no clock, no sleeping)."""
+"""Streaming detection (issue 22): readings and lab results produced to Kafka, drained, judged by the
+live judges on the rows just committed, and alerted through the real alert engine to a Slack-shaped
+webhook on 127.0.0.1 -- exactly once per condition, mutes respected; the hourly assets then keep the
+live rows (same key: the anomaly asset confirms them, resolution kept, and closes the one it does not
+find as `not_confirmed`; the lab asset rewrites the same events). Real broker, real PostgreSQL; every
+step is called once, in order (no clock, no sleeping)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
 
 from analytics_platform.alerts.config import store_mutes
 from analytics_platform.alerts.model import Mute, Rule
+from analytics_platform.defs import build_definitions
 from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies, resolve_anomaly
-from analytics_platform.results.live_detection import judge_committed
+from analytics_platform.results.events import recompute_quality
+from analytics_platform.results.live_detection import judge_committed, judge_lab_results
+from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.alerts import HttpReceiver, tick
 from analytics_platform_tests.support.readings import body
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
 RULE = Rule("anomaly-critical", "anomaly", params={"min_severity": 3, "max_age_hours": 24}, channels=("slack",))
+LAB_RULE = Rule(
+    "lab-out-of-spec", "lab_out_of_spec", params={"lookback_hours": 24, "severity": "critical"}, channels=("slack",)
+)
 OPTIONS = AnomalyOptions()
 LIVE = "SELECT machine_id, method, severity, status, detected_live_at IS NOT NULL, confirmed_at IS NOT NULL, "
 LIVE += "anomaly_id FROM analytics.analytics_anomaly ORDER BY machine_id, method"
@@ -130,3 +138,90 @@ def test_out_of_range_readings_alert_once_and_the_hour_confirms_them(
     assert database.query(
         "SELECT fingerprint LIKE '%%mc-01%%', state FROM analytics.alert_conditions ORDER BY fingerprint"
     ) == [(True, "open"), (False, "resolved"), (False, "resolved")]
+
+
+def lab_result(at: datetime, sample: str, analyte: str, value: float) -> tuple[str, bytes]:
+    fields = {"machine_id": "lab-f1", "station_id": "lab-f1", "sample_id": sample, "analyte": analyte, "value": value}
+    return "t1-f1-lab-f1", body(at.isoformat().replace("+00:00", "Z"), **fields)
+
+
+def judge_lab(database: DatabaseHandle):
+    with database.connect(database.pipeline_url) as conn:
+        return judge_lab_results(conn)
+
+
+def test_out_of_spec_lab_results_alert_once_and_the_hour_keeps_their_conditions(
+    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    with database.connect() as conn:
+        load_spec_limits(conn)  # config/spec_limits.yaml: t1 Moisture 11.5..13.5, pH 6.5..7.1, no Ash limit
+    assert judge_lab(database).judged == 0  # the judge has been running: its cursor exists
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    hour = at.replace(minute=0, second=0)
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings, "lab"),
+        [
+            lab_result(at, "S-1", "Moisture", 12.0),  # inside 11.5..13.5: passed
+            lab_result(at, "S-2", "Moisture", 14.0),  # above 13.5: failed
+            lab_result(at, "S-3", "pH", 7.5),  # above 7.1: failed
+            lab_result(at, "S-4", "Ash", 1.0),  # no limit: no verdict
+        ],
+    )
+    assert domain_drain(settings, "lab").run(budget_s=30).messages == 4
+
+    # the two failures are their lab_result events at once; the others wait for the hour. This pass is
+    # the `live_anomalies` sensor's, as the Dagster daemon evaluates it (both judges, one tick)
+    defs = build_definitions(settings, secrets_from_env=False)
+    with dg.instance_for_test() as instance:
+        skipped = defs.resolve_sensor_def("live_anomalies")(
+            dg.build_sensor_context(instance=instance, resources=defs.resources)
+        )
+    assert skipped.skip_message == (
+        "judged 0 reading(s), 0 new anomaly row(s); 4 lab result(s), 2 new out-of-spec event(s)"
+    )
+    events = "SELECT details->>'sample_id', value, passed, event_key FROM analytics.analytics_event ORDER BY 1"
+    failed = database.query(events)
+    assert [r[:3] for r in failed] == [("S-2", 14.0, False), ("S-3", 7.5, False)]
+
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert report.rule_errors == {}
+    assert (report.opened, report.sent) == (2, 2)
+    texts = sorted(b["text"] for _, b in slack.requests)
+    assert texts[0].startswith("What: lab Moisture = 14 ") and "outside spec [11.5, 13.5] (sample S-2)" in texts[0]
+    assert texts[1].startswith("What: lab pH = 7.5 ") and "outside spec [6.5, 7.1] (sample S-3)" in texts[1]
+    assert all("Where: t1/f1/lab-f1\n" in t for t in texts)
+
+    # judged again (a restart that lost its position): nothing new
+    database.query("UPDATE analytics.live_detection_cursor SET position = position - interval '1 hour' RETURNING 1")
+    again = judge_lab(database)
+    assert (again.judged, again.flagged) == (4, 0)
+    assert database.query(events) == failed
+
+    # the lab_result_quality asset's hour: every verdict, the failures with the live rows' keys, so the
+    # alert sensor sees the same two conditions and notifies nothing
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "lab", settings.windows, hour, hour + timedelta(hours=1))
+    assert [r[:3] for r in database.query(events)] == [
+        ("S-1", 12.0, True),
+        ("S-2", 14.0, False),
+        ("S-3", 7.5, False),
+        ("S-4", 1.0, None),
+    ]
+    assert [r for r in database.query(events) if r[2] is False] == failed
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert (report.opened, report.reopened, report.resolved, report.sent) == (0, 0, 0, 0)
+    assert len(slack.requests) == 2
+
+    # the hour is the record: Moisture's limit widens to 15 and the hour is judged again: S-2 passes,
+    # its condition resolves (one notification); S-3's stays
+    database.query(
+        "UPDATE analytics.analytics_spec_limits SET upper_limit = 15 WHERE tenant_id = 't1' AND name = 'Moisture' "
+        "RETURNING 1"
+    )
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "lab", settings.windows, hour, hour + timedelta(hours=1))
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert (report.opened, report.resolved) == (0, 1)
+    (resolved,) = [b["text"] for _, b in slack.requests[2:]]
+    assert "(sample S-2)" in resolved and "; resolved " in resolved
