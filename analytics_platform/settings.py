@@ -235,7 +235,36 @@ class PlatformSettings(BaseSettings):
         default=REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml",
         description="Alert channels, rules and mute windows loaded by `analytics-platform alerts load`.",
     )
-    alert_interval_s: int = Field(default=30, ge=1, description="How often the alert sensor evaluates the rules.")
+    alert_interval_s: int = Field(
+        default=2,
+        ge=1,
+        description="How often the alert sensor evaluates the database rules and delivers (seconds): an anomaly "
+        "flagged live reaches the receiver within a few of these.",
+    )
+    alert_dagster_interval_s: int = Field(
+        default=30,
+        ge=1,
+        description="How often the alert sensor also evaluates the rules that read the Dagster instance "
+        "(check_failed, run_failed): reading check and run history costs more than a database rule.",
+    )
+    live_detect_interval_s: int = Field(
+        default=2,
+        ge=1,
+        description="How often the live judges read the sensor readings and lab results committed since their cursors.",
+    )
+    live_detect_lookback_s: int = Field(
+        default=600,
+        ge=0,
+        description="Readings and lab results older than this when they arrive are left to the hourly assets "
+        "(late data). Keep it at most the anomaly schedule's minute (:10): the hour must run after every reading "
+        "judged live.",
+    )
+    live_detect_max_wait_s: int = Field(
+        default=30,
+        ge=1,
+        description="How long the live judge waits for a writing transaction older than its horizon before "
+        "judging past it (rows it then misses are judged by the hour).",
+    )
     alert_delivery_budget_s: float = Field(
         default=20.0, gt=0, lt=55, description="Seconds per tick spent delivering; the rest waits for the next tick."
     )

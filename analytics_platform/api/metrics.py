@@ -89,8 +89,20 @@ class PipelineCollector(Collector):
             "Seconds between now and the newest stored raw row of each domain (the time of the reading itself)",
             labels=["table"],
         )
+        live = GaugeMetricFamily(
+            "analytics_live_anomalies",
+            "Anomaly rows the live judge flagged, by outcome: pending (their hour not judged yet), confirmed (the "
+            "hourly record found them too), not_confirmed (it did not: closed)",
+            labels=["outcome"],
+        )
         try:
             with self.db.connection() as conn:
+                for row in conn.execute(  # the partial index holds only the live rows
+                    "SELECT CASE WHEN status = 'not_confirmed' THEN 'not_confirmed' WHEN confirmed_at IS NULL "
+                    "THEN 'pending' ELSE 'confirmed' END AS outcome, count(*) AS n FROM analytics.analytics_anomaly "
+                    "WHERE detected_live_at IS NOT NULL GROUP BY 1 ORDER BY 1"
+                ):
+                    live.add_metric([row["outcome"]], row["n"])
                 for table in self.raw_tables:
                     row = conn.execute(
                         f"SELECT extract(epoch FROM now() - max(time)) AS lag FROM analytics.{table}"
@@ -121,4 +133,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag]
+        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live]

@@ -194,9 +194,10 @@ class Anomaly(BaseModel):
     metric: str | None
     anomaly_type: str = Field(examples=["power", "temperature", "baseline_deviation", "production"])
     method: str = Field(
-        examples=["deviation", "shift", "noise", "stuck", "isolation_forest", "stoppage", "baseline"],
+        examples=["deviation", "shift", "noise", "stuck", "isolation_forest", "stoppage", "baseline", "range", "spec"],
         description="deviation, shift, noise, stuck (seasonal statistics), isolation_forest (second opinion), "
-        "stoppage, baseline",
+        "stoppage, baseline, range (outside the metrics catalogue's plausible range), spec (outside the metric's "
+        "spec limits)",
     )
     score: float | None
     severity: int = Field(ge=1, le=5)
@@ -206,7 +207,15 @@ class Anomaly(BaseModel):
     expected: float | None
     model_version: int | None
     details: Json = None
-    status: Literal["open", "resolved"]
+    status: Literal["open", "resolved", "not_confirmed"] = Field(
+        description="not_confirmed: flagged live, then not found when its hour was judged (the authoritative record)"
+    )
+    detected_live_at: datetime | None = Field(
+        description="When the live judge flagged it, seconds after the reading; null when the hourly asset found it"
+    )
+    confirmed_at: datetime | None = Field(
+        description="When the hourly asset found it; null while a live flag awaits its hour, or not confirmed"
+    )
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None

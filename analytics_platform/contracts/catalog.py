@@ -130,3 +130,43 @@ def read_packaged(path: Path) -> list[MetricEntry]:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"METRICS_CATALOG file {path}: metrics.{name}: {exc}") from None
     return entries
+
+
+# the metrics catalogue as a frame (analytics_platform.ingest.catalog.read_limits): tenant '*' rows
+# are the defaults, a tenant's own row replaces the default of that metric for that tenant. Here, beside
+# the catalogue, because the drain's range profile, the data contracts and the anomaly limit rule
+# (transforms.anomalies.limit_anomalies) must resolve a reading's range the same way
+LIMITS_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "metric": pl.String(),
+    "min_value": pl.Float64(),
+    "max_value": pl.Float64(),
+    "canonical_unit": pl.String(),
+}
+LIMIT_COLUMNS = ("min_value", "max_value", "canonical_unit")
+
+
+def with_catalog_limits(frame: pl.DataFrame, limits: pl.DataFrame, metric: str = "metric") -> pl.DataFrame:
+    """`frame` (with `tenant_id` and a metric column) plus the min_value, max_value and canonical_unit
+    of each row's tenant entry, else of the default ('*') entry; NULL for a metric in neither (an
+    uncatalogued reading is not judged). A tenant entry replaces the default whole, NULL bounds
+    included: a tenant may lift a default's range."""
+    limits = limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA)
+    defaults = limits.filter(pl.col("tenant_id") == "*").drop("tenant_id")
+    own = limits.filter(pl.col("tenant_id") != "*")
+    keyed = frame.with_columns(pl.col(metric).alias("_metric"))
+    if not own.is_empty():
+        keyed = keyed.join(
+            own.rename({"metric": "_metric", **{c: f"_own_{c}" for c in LIMIT_COLUMNS}}).with_columns(
+                _own=pl.lit(True)
+            ),
+            on=["tenant_id", "_metric"],
+            how="left",
+            maintain_order="left",
+        )
+    joined = keyed.join(defaults.rename({"metric": "_metric"}), on="_metric", how="left", maintain_order="left")
+    if own.is_empty():
+        return joined.drop("_metric")
+    return joined.with_columns(
+        [pl.when(pl.col("_own")).then(pl.col(f"_own_{c}")).otherwise(pl.col(c)).alias(c) for c in LIMIT_COLUMNS]
+    ).drop("_metric", "_own", *(f"_own_{c}" for c in LIMIT_COLUMNS))

@@ -106,7 +106,11 @@ class SensorContract(Contract):
     order = 10
     key_index = ("tenant_id", "factory_id", "machine_id", "metric")
     # the readings stored under a tenant's `accept` policy (the uncatalogued-readings metric counts them)
-    extra_indexes = (RawIndex("uncatalogued_idx", ("tenant_id", "metric", "time"), "uncatalogued"),)
+    # the live judge reads the rows committed since its cursor by `ingested_at` (results/live_detection.py)
+    extra_indexes = (
+        RawIndex("uncatalogued_idx", ("tenant_id", "metric", "time"), "uncatalogued"),
+        RawIndex("ingested_idx", ("ingested_at",)),
+    )
     quality_checks = ("values_in_range", "units_match", "completeness")
 
     def derive(self, rows: pl.DataFrame, config: ContractConfig) -> pl.DataFrame:

@@ -16,9 +16,8 @@ from typing import Annotated, Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analytics_platform.contracts.catalog import read_packaged
+from analytics_platform.contracts.catalog import LIMITS_SCHEMA, read_packaged
 from analytics_platform.contracts.errors import ConfigError, load_yaml
-from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 
 Bound = float | None
 Range = tuple[Bound, Bound]

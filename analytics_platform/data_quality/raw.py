@@ -15,9 +15,10 @@ from datetime import datetime
 
 import polars as pl
 
+from analytics_platform.contracts.catalog import with_catalog_limits
 from analytics_platform.data_quality.checks import describe
 from analytics_platform.data_quality.config import ChecksConfig, Completeness
-from analytics_platform.data_quality.raw_profile import CheckOutcome, with_catalog_limits
+from analytics_platform.data_quality.raw_profile import CheckOutcome
 from analytics_platform.data_quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from analytics_platform.contracts.base import not_finite
+from analytics_platform.contracts.catalog import with_catalog_limits
 
 PROFILE_SCHEMA: dict[str, pl.DataType] = {
     "partition_start": pl.Datetime("us", "UTC"),
@@ -36,43 +37,6 @@ CHECK_NAMES = ("keys_not_null", "time_in_partition", "values_finite", "reject_ra
 RANGE_CHECK_NAMES = ("values_in_range", "units_match")
 # offending rows kept per partition and check: enough to find the culprit, small enough for metadata
 SAMPLE_ROWS = 5
-
-# the metrics catalogue as a frame (analytics_platform.ingest.catalog.read_limits): tenant '*' rows
-# are the defaults, a tenant's own row replaces the default of that metric for that tenant
-LIMITS_SCHEMA: dict[str, pl.DataType] = {
-    "tenant_id": pl.String(),
-    "metric": pl.String(),
-    "min_value": pl.Float64(),
-    "max_value": pl.Float64(),
-    "canonical_unit": pl.String(),
-}
-LIMIT_COLUMNS = ("min_value", "max_value", "canonical_unit")
-
-
-def with_catalog_limits(frame: pl.DataFrame, limits: pl.DataFrame, metric: str = "metric") -> pl.DataFrame:
-    """`frame` (with `tenant_id` and a metric column) plus the min_value, max_value and canonical_unit
-    of each row's tenant entry, else of the default ('*') entry; NULL for a metric in neither (an
-    uncatalogued reading is not judged). A tenant entry replaces the default whole, NULL bounds
-    included: a tenant may lift a default's range."""
-    limits = limits.select(list(LIMITS_SCHEMA)).cast(LIMITS_SCHEMA)
-    defaults = limits.filter(pl.col("tenant_id") == "*").drop("tenant_id")
-    own = limits.filter(pl.col("tenant_id") != "*")
-    keyed = frame.with_columns(pl.col(metric).alias("_metric"))
-    if not own.is_empty():
-        keyed = keyed.join(
-            own.rename({"metric": "_metric", **{c: f"_own_{c}" for c in LIMIT_COLUMNS}}).with_columns(
-                _own=pl.lit(True)
-            ),
-            on=["tenant_id", "_metric"],
-            how="left",
-            maintain_order="left",
-        )
-    joined = keyed.join(defaults.rename({"metric": "_metric"}), on="_metric", how="left", maintain_order="left")
-    if own.is_empty():
-        return joined.drop("_metric")
-    return joined.with_columns(
-        [pl.when(pl.col("_own")).then(pl.col(f"_own_{c}")).otherwise(pl.col(c)).alias(c) for c in LIMIT_COLUMNS]
-    ).drop("_metric", "_own", *(f"_own_{c}" for c in LIMIT_COLUMNS))
 
 
 def profile(

@@ -19,9 +19,10 @@ from datetime import datetime
 
 import polars as pl
 
+from analytics_platform.contracts.catalog import with_catalog_limits
 from analytics_platform.data_quality.checks import RESULT_CHECKS, RESULT_CHECKS_NO_BUCKETS, describe
 from analytics_platform.data_quality.config import ResultRanges
-from analytics_platform.data_quality.raw_profile import CheckOutcome, with_catalog_limits
+from analytics_platform.data_quality.raw_profile import CheckOutcome
 from analytics_platform.data_quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms import kpi_catalog
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY

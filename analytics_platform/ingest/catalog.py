@@ -15,6 +15,7 @@ import polars as pl
 import psycopg
 
 from analytics_platform.contracts.catalog import (
+    LIMITS_SCHEMA,
     POLICIES,
     WILDCARD,
     CatalogError,
@@ -22,7 +23,6 @@ from analytics_platform.contracts.catalog import (
     MetricEntry,
     read_packaged,
 )
-from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 
 
 def seed_packaged(conn: psycopg.Connection, path: Path) -> int:
@@ -49,7 +49,7 @@ def read_catalog(conn: psycopg.Connection) -> MetricCatalog:
 
 def read_limits(conn: psycopg.Connection) -> pl.DataFrame:
     """Every entry's plausible range and canonical unit (LIMITS_SCHEMA, tenant '*' = defaults), for
-    the value-range data contracts (`analytics_platform.data_quality.raw_profile.with_catalog_limits`)."""
+    the value-range data contracts (`analytics_platform.contracts.catalog.with_catalog_limits`)."""
     rows = conn.execute(
         "SELECT tenant_id, metric, min_value, max_value, unit FROM analytics.metric_catalog ORDER BY 1, 2"
     ).fetchall()

@@ -18,8 +18,10 @@ import psycopg
 import sklearn
 from psycopg import sql
 
+from analytics_platform.ingest import catalog as metric_catalog
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import baselines
+from analytics_platform.results.events import read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.results.kpis import read_run_states
 from analytics_platform.transforms import anomalies as an
@@ -83,7 +85,9 @@ class AnomalyRun:
     learning: int = 0  # series in the hour with too little history to be judged yet
 
 
-def _metric_filter(options: AnomalyOptions) -> tuple[str, list]:
+def metric_filter(options: AnomalyOptions) -> tuple[str, list]:
+    """The SQL condition on `metric` of the readings judged: the hourly asset and the live judge
+    must judge the same metrics, or a live flag could never be confirmed."""
     if options.metrics:
         return "metric = ANY(%s)", [list(options.metrics)]
     return "metric <> ALL(%s)", [[*NOT_JUDGED, *options.skip_metrics]]
@@ -357,7 +361,12 @@ def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime
 
 def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime) -> int:
     """Replace [start, end)'s anomalies: those no longer found go, the others are updated in place
-    so a resolution (status, note, who, when) survives re-materialisation. Returns rows deleted."""
+    so a resolution (status, note, who, when) survives re-materialisation. Returns rows deleted.
+
+    The hour is the authoritative record of what the live judge flagged: a live row found again is
+    confirmed (`confirmed_at`; a `not_confirmed` one re-opens), a live row not found is kept and
+    closed `not_confirmed` (visible and counted, never silently gone). Rows only ever found by an
+    hour still go when no longer found."""
     key = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_anomaly")
@@ -367,19 +376,34 @@ def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datet
             + " FROM analytics.analytics_anomaly WITH NO DATA"
         )
         copy_rows(cur, sql.Identifier("new_anomaly"), rows, ANOMALY_COLUMNS)
+        missing = (
+            "a.time >= %s AND a.time < %s AND NOT EXISTS (SELECT 1 FROM new_anomaly n WHERE "
+            f"({key}) IS NOT DISTINCT FROM "
+            "(a.tenant_id, a.factory_id, a.machine_id, a.method, a.anomaly_type, a.time, a.sensor_id, a.metric))"
+        )
         cur.execute(
-            f"DELETE FROM analytics.analytics_anomaly a WHERE a.time >= %s AND a.time < %s AND NOT EXISTS ("
-            f"SELECT 1 FROM new_anomaly n WHERE ({key}) IS NOT DISTINCT FROM "
-            f"(a.tenant_id, a.factory_id, a.machine_id, a.method, a.anomaly_type, a.time, a.sensor_id, a.metric))",
-            (start, end),
+            f"DELETE FROM analytics.analytics_anomaly a WHERE {missing} AND a.detected_live_at IS NULL", (start, end)
         )
         deleted = cur.rowcount
+        cur.execute(
+            "UPDATE analytics.analytics_anomaly a SET status = 'not_confirmed', confirmed_at = NULL "
+            f"WHERE {missing} AND a.detected_live_at IS NOT NULL AND a.status <> 'resolved'",
+            (start, end),
+        )
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ANOMALY_COLUMNS if c not in key.split(", "))
         cur.execute(
-            f"INSERT INTO analytics.analytics_anomaly ({', '.join(ANOMALY_COLUMNS)}) "
-            f"SELECT {', '.join(ANOMALY_COLUMNS)} FROM new_anomaly ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"INSERT INTO analytics.analytics_anomaly ({', '.join(ANOMALY_COLUMNS)}, confirmed_at) "
+            f"SELECT {', '.join(ANOMALY_COLUMNS)}, now() FROM new_anomaly ON CONFLICT ({key}) DO UPDATE SET {updates}, "
+            "confirmed_at = coalesce(analytics_anomaly.confirmed_at, now()), status = CASE "
+            "WHEN analytics_anomaly.status = 'not_confirmed' THEN 'open' ELSE analytics_anomaly.status END"
         )
     return deleted
+
+
+def read_limits(conn: psycopg.Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The metrics catalogue's plausible ranges (every tenant's and the `*` defaults) and the spec
+    limits: what `limit_anomalies` judges readings against, live and hourly alike."""
+    return metric_catalog.read_limits(conn), read_spec_limits(conn)
 
 
 def _aggregates(
@@ -406,7 +430,7 @@ def recompute_anomalies(
 ) -> AnomalyRun:
     """Judge [start, end) (an hour) and replace its anomalies and hourly baseline deviations.
     `cache` and `profile_cache` carry forests and profiles from one hour to the next within a run."""
-    where, params = _metric_filter(options)
+    where, params = metric_filter(options)
     readings = read_frame(
         conn,
         "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
@@ -470,6 +494,8 @@ def recompute_anomalies(
         options=options.seasonal,
         min_stop_minutes=options.stoppage_minutes,
     )
+    catalog, spec_limits = read_limits(conn)
+    limited = an.limit_anomalies(readings, catalog, spec_limits, bucket_s=options.bucket_s)
     deviations = baselines.compute_deviations(conn, start, end, period="hour")
     baselines.replace_deviations(conn, deviations, start, end, "hour")
     model_version = pl.DataFrame(
@@ -477,7 +503,7 @@ def recompute_anomalies(
         schema={**{c: pl.String() for c in SERIES}, "model_version": pl.Int32()},
         orient="row",
     )
-    rows = pl.concat([found.cast(an.ANOMALY_SCHEMA), _baseline_anomalies(deviations, start, end)])
+    rows = pl.concat([found.cast(an.ANOMALY_SCHEMA), limited, _baseline_anomalies(deviations, start, end)])
     rows = rows.join(
         model_version.with_columns(method=pl.lit("isolation_forest")),
         on=[*SERIES, "method"],

@@ -36,7 +36,9 @@ import polars as pl
 import sklearn
 from sklearn.ensemble import IsolationForest
 
+from analytics_platform.contracts.catalog import with_catalog_limits
 from analytics_platform.transforms import seasonal as se
+from analytics_platform.transforms.spec_quality import applicable_limits
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY, TIME, bucket_expr, moment_aggs
 
 MACHINE = MACHINE_KEY
@@ -370,6 +372,81 @@ def seasonal_anomalies(
         observed=pl.when(pl.col("statistic") == "extreme").then(pl.col("furthest")).otherwise(pl.col("avg_v")),
     )
     return _finish(rows, ["statistic", "value", "warning_at", "critical_at", "stage"])
+
+
+# ----- limits: the catalogue's plausible range and the spec limits --------------------------------
+
+LIMIT_METHODS = ("range", "spec")  # outside the metrics catalogue's plausible range / a metric's spec limits
+LIMIT_SEVERITY = {"range": 4, "spec": 3}  # an impossible value is a broken sensor or a wild process: both page
+
+
+def limit_anomalies(
+    readings: pl.DataFrame, catalog: pl.DataFrame, spec_limits: pl.DataFrame, *, bucket_s: int = 60
+) -> pl.DataFrame:
+    """One row per reading outside its metric's plausible range (`catalog`, contracts.catalog.LIMITS_SCHEMA:
+    the tenant's own entry, else the `*` default, as `with_catalog_limits` resolves it for the data
+    contracts; method `range`, severity 4) or outside the metric's spec limits
+    (`spec_limits` rows of scope `metric`, resolved as `spec_quality.applicable_limits` does:
+    the factory's own before `*`, the latest `valid_from`; method `spec`, severity 3).
+
+    These rules need no fitted model, so the live judge (every few seconds, on the rows just
+    committed) and the hourly asset run this same function and produce the same keys: the live
+    row is confirmed by the hour, never duplicated. No run-state exclusion: an impossible value is
+    wrong whether the machine runs or not. The window is the reading's `bucket_s` sample, so the
+    row starts the same anomaly event as a seasonal row of the same sample would; score = the
+    distance beyond the limit over the limit's width (or its size when one-sided)."""
+    frame = _strings(readings, SERIES_KEY).select(
+        pl.col("time").cast(TIME), *SERIES_KEY, pl.col("value").cast(pl.Float64)
+    )
+    frame = frame.filter(pl.col("value").is_finite())
+    if frame.is_empty():
+        return _empty()
+    ranged = with_catalog_limits(frame, catalog).select(
+        *frame.columns, lower_limit="min_value", upper_limit="max_value"
+    )
+    spec = applicable_limits(frame, spec_limits, "metric", "metric").drop("target")
+    parts = []
+    for method, part in (("range", ranged), ("spec", spec)):
+        low = pl.col("lower_limit").is_not_null() & (pl.col("value") < pl.col("lower_limit"))
+        high = pl.col("upper_limit").is_not_null() & (pl.col("value") > pl.col("upper_limit"))
+        out = part.filter(low | high)
+        if out.is_empty():
+            continue
+        limit = pl.when(low).then(pl.col("lower_limit")).otherwise(pl.col("upper_limit"))
+        width = (
+            pl.when(pl.col("lower_limit").is_not_null() & pl.col("upper_limit").is_not_null())
+            .then(pl.col("upper_limit") - pl.col("lower_limit"))
+            .otherwise(limit.abs())
+        )
+        parts.append(
+            out.with_columns(
+                method=pl.lit(method),
+                bound=pl.when(low).then(pl.lit("lower")).otherwise(pl.lit("upper")),
+                limit=limit,
+                score=1.0 + (pl.col("value") - limit).abs() / pl.when(width > 0).then(width).otherwise(1.0),
+                expected=limit,
+            )
+        )
+    if not parts:
+        return _empty()
+    rows = (
+        pl.concat(parts, how="diagonal_relaxed")
+        .with_columns(
+            window_start=bucket_expr(bucket_s),
+            anomaly_type=anomaly_type(pl.col("metric")),
+            severity=pl.lit(None, pl.Int16),
+            observed=pl.col("value"),
+            confidence=pl.lit(1.0),
+            sample_s=pl.lit(float(bucket_s)),
+            readings=pl.concat_list(_reading_struct()),
+        )
+        .with_columns(
+            window_end=pl.col("window_start") + pl.duration(seconds=bucket_s),
+            severity=pl.col("method").replace_strict(LIMIT_SEVERITY, return_dtype=pl.Int16),
+        )
+        .with_columns(severity_label=severity_label(pl.col("severity")))
+    )
+    return sort_anomalies(_finish(rows, ["bound", "lower_limit", "upper_limit"]))
 
 
 # ----- stoppage ----------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, expect, sync_playwright
 
 from analytics_platform.defs import build_definitions
+from analytics_platform.results.anomalies import AnomalyOptions
+from analytics_platform.results.live_detection import judge_committed
 from analytics_platform.settings import REPO_ROOT
 from analytics_platform.transforms import kpi_catalog
 from analytics_platform_tests.support.dashboard import (
@@ -258,12 +260,13 @@ def test_overview_lists_tenants_factories_machines_with_live_status(
     assert by_machine["mc-01"][1] == "● online"
     assert by_machine["mc-02"][1] == "○ offline"
     assert by_machine["mc-99"][1] == "● online"
-    # open anomalies, counted in anomaly events (EXPECTED.anomaly_events): mc-01's one, peak severity 2
-    assert by_machine["mc-01"][7] == "1 sev 2 warning"
-    assert by_machine["mc-02"][7] == "0"
-    assert by_machine["mc-99"][7] == "0"
+    # open anomalies, counted in anomaly events with their highest severity: mc-01's two (EXPECTED.anomaly_events),
+    # mc-02's and mc-99's one each (EXPECTED.spec_events), every one severity 3; the fleet's total is 4
+    assert by_machine["mc-01"][7] == "2 sev 3 critical"
+    assert by_machine["mc-02"][7] == "1 sev 3 critical"
+    assert by_machine["mc-99"][7] == "1 sev 3 critical"
     assert tab.page.locator("#stat-online .value").inner_text() == "2 / 3"
-    assert tab.page.locator("#stat-anomalies .value").inner_text() == "1"
+    assert tab.page.locator("#stat-anomalies .value").inner_text() == "4"
     assert tab.page.locator("#stat-checks .value").inner_text() == "0"
     # factories are grouped under their tenant, with links to their KPI and quality pages
     tables = tab.page.locator("main table.machines")
@@ -343,7 +346,7 @@ def test_machine_chart_has_one_point_per_bucket_for_every_window(tab: Tab) -> No
     chart = tab.chart("agg-chart")
     assert chart["points"] == str(EXPECTED.agg_buckets[MC01][60])
     # every anomaly event of mc-01 is on s-temp/temp: each is marked on the chart and drawn in it
-    assert chart["events"] == chart["drawn"] == str(len(EXPECTED.anomaly_events)) == "1"
+    assert chart["events"] == chart["drawn"] == str(len(EXPECTED.anomaly_events)) == "2"
     assert (
         chart["lineage"]
         == f"{DAGSTER_UI_URL}/assets/sensor_window_aggregates?view=partitions&partition=2025-08-20-03:00"
@@ -364,7 +367,7 @@ def test_machine_range_picker_narrows_the_chart(tab: Tab) -> None:
     tab.page.get_by_label("To (UTC)").fill("2025-08-20T03:00")
     tab.navigate(lambda: tab.page.get_by_role("button", name="Apply").click())
     assert tab.chart("agg-chart")["points"] == "12"  # 02:00 .. 02:55, five-minute buckets
-    # the one event (03:12) is after the range: none marked, none listed
+    # both events (03:12, 03:41) are after the range: none marked, none listed
     assert (tab.chart("agg-chart")["events"], tab.chart("agg-chart")["drawn"]) == ("0", "0")
     assert tab.rows("#anomaly-events") == [["No anomaly events in this range."]]
 
@@ -403,12 +406,16 @@ def test_anomaly_events_are_listed_with_their_severity(tab: Tab, plant: Plant) -
     assert link.get_attribute("href") == (
         f"{DAGSTER_UI_URL}/assets/reading_anomalies?view=partitions&partition=2025-08-20-03:00"
     )
-    # the peak severity's badge, and the status badge ('open' is shown in the critical colour)
-    colours = tab.page.eval_on_selector_all(
-        "#anomaly-events .badge.critical, #anomaly-events .badge.warning",
-        "els => [...new Set(els.map(e => e.className + ' ' + getComputedStyle(e).backgroundColor))].sort()",
-    )
-    assert colours == ["badge critical rgb(179, 22, 29)", "badge warning rgb(160, 74, 0)"]
+    # the peak severity's badge, and the status badge ('open' is shown in the critical colour): both events peak
+    # at severity 3, so the table holds critical badges only; the warning colour is the legend's badge above it
+    colours = "els => [...new Set(els.map(e => e.className + ' ' + getComputedStyle(e).backgroundColor))].sort()"
+    assert tab.page.eval_on_selector_all(
+        "#anomaly-events .badge.critical, #anomaly-events .badge.warning", colours
+    ) == ["badge critical rgb(179, 22, 29)"]
+    assert tab.page.eval_on_selector_all(".legend-sev .badge.critical, .legend-sev .badge.warning", colours) == [
+        "badge critical rgb(179, 22, 29)",
+        "badge warning rgb(160, 74, 0)",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -589,8 +596,9 @@ def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant)
     # the event is looked for in the page's range
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.value.url).query)
     assert query == {"start": ["2025-08-20T00:00:00.000Z"], "end": ["2025-08-21T00:00:00.000Z"]}
-    # the row changes once the page has read the answer's body: wait for it (expect polls the DOM)
-    (event,) = EXPECTED.anomaly_events
+    # the row changes once the page has read the answer's body: wait for it (expect polls the DOM). The first
+    # row is the newest event, 03:41's (one 'spec' row)
+    event = max(EXPECTED.anomaly_events, key=lambda e: e.start)
     expect(first.locator("td").nth(6)).to_have_text("resolved")
     assert first.locator("td").nth(5).inner_text() == str(event.anomalies)
     assert first.locator("td").nth(8).inner_text() == f"Resolved (1 anomaly): {note}"
@@ -610,23 +618,28 @@ def test_resolve_round_trips_through_the_api_by_keyboard(tab: Tab, plant: Plant)
     assert row.get_by_role("button").count() == 0
     assert tab.page.locator("#anomaly-events tbody tr").count() == len(EXPECTED.anomaly_events)
     chart = tab.chart("agg-chart")
-    assert chart["events"] == chart["drawn"] == "1"
-    # and the overview counts no open anomaly event any more
+    assert chart["events"] == chart["drawn"] == "2"
+    # and the overview counts one open anomaly event less: mc-01's 03:12 one is left (severity 3), 4 - 1 in all
     tab.open("#/")
     mc01 = tab.page.locator("table.machines tr", has_text="mc-01")
-    assert mc01.locator("td").nth(7).inner_text() == "0"
-    assert tab.page.locator("#stat-anomalies .value").inner_text() == "0"
+    assert mc01.locator("td").nth(7).inner_text() == "1 sev 3 critical"
+    assert tab.page.locator("#stat-anomalies .value").inner_text() == "3"
 
 
 def test_a_live_machine_chart_draws_new_provisional_buckets_without_a_reload(
     browser: Browser, plant: Plant, tmp_path: Path
 ) -> None:
-    """A machine chart whose range ends now re-reads /v1/agg every UI_LIVE_S: a reading that arrives
-    while the page is open shows up as a new provisional (not yet materialised, drawn dashed) bucket
-    of the same page load (real message → drain → raw table → /v1/agg's provisional path → page)."""
+    """A machine chart whose range ends now re-reads /v1/agg and /v1/anomaly-events every UI_LIVE_S: a
+    reading that arrives while the page is open shows up as a new provisional (not yet materialised,
+    drawn dashed) bucket of the same page load (real message → drain → raw table → /v1/agg's
+    provisional path → page), and, being below t1's temp spec (63..67, config/spec_limits.yaml), as
+    an anomaly event marked on the chart once the live judge (the `live_anomalies` sensor's pass) ran."""
     machine = ("t1", "f1", "mc-08")
     now = datetime.now(UTC).replace(microsecond=0)
     send_live(plant, {machine: now - timedelta(minutes=2)})
+    # the live judge's first pass starts its position now: what came before is the hour's business
+    with plant.database.connect(plant.database.pipeline_url) as conn:
+        judge_committed(conn, AnomalyOptions())
     with running_api(plant.database, plant.settings, tmp_path / "api.log", {"UI_LIVE_S": "1"}) as url:
         tab = new_tab(browser, plant, plant.admin_key, base=url)
         try:
@@ -634,14 +647,22 @@ def test_a_live_machine_chart_draws_new_provisional_buckets_without_a_reload(
             tab.page.goto(f"{url}/ui#/machine/{'/'.join(machine)}?metric=temp&sensor=s-temp&window=60&start={start}")
             tab.ready()
             figure = tab.page.locator("figure#agg-chart")
-            # one bucket so far, not materialised by any run: provisional
+            # one bucket so far, not materialised by any run: provisional; no anomaly judged
             assert (figure.get_attribute("data-points"), figure.get_attribute("data-provisional")) == ("1", "1")
+            assert figure.get_attribute("data-events") == "0"
             send_live(plant, {machine: datetime.now(UTC).replace(microsecond=0)})
             # the next refresh (about a second later) draws the second bucket, provisional too
             live = tab.page.locator('figure#agg-chart[data-points="2"][data-provisional="2"][data-refreshed-at]')
             live.wait_for(timeout=15_000)
             assert tab.page.locator("main[data-ready]").count() == 1  # the same page load throughout
             assert "2 provisional buckets (not yet final) dashed" in live.get_attribute("aria-label")
+            assert live.get_attribute("data-events") == "0"
+            # the live judge flags the new reading (50 < 63: spec, severity 3); the chart marks it
+            with plant.database.connect(plant.database.pipeline_url) as conn:
+                assert judge_committed(conn, AnomalyOptions()).flagged == 1
+            marked = tab.page.locator('figure#agg-chart[data-points="2"][data-events="1"][data-events-drawn="1"]')
+            marked.wait_for(timeout=15_000)
+            assert tab.page.locator("main[data-ready]").count() == 1
             assert tab.errors == [] and tab.foreign == []
         finally:
             tab.page.context.close()

@@ -7,12 +7,14 @@ One plant is built for the whole module (support/dashboard.py, fixture `plant`);
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from analytics_platform.transforms.anomalies import LIMIT_METHODS
 from analytics_platform_tests.support.dashboard import (
     DAY,
     EXPECTED,
@@ -119,6 +121,19 @@ def test_the_t1_key_sees_t1_and_never_t2(plant: Plant) -> None:
     assert temp_buckets(plant, ("t1", "f9", "mc-99"), 60, key=plant.tenant_key) == []
 
 
+def event_tuple(event: dict) -> tuple:
+    """An event of GET /v1/anomaly-events as the first seven fields of support.dashboard.Event."""
+    return (
+        moment(event["start_time"]),
+        moment(event["end_time"]),
+        moment(event["peak_time"]),
+        event["severity"],
+        event["severity_label"],
+        tuple(event["methods"]),
+        event["anomalies"],
+    )
+
+
 def test_anomalies_of_the_day(plant: Plant) -> None:
     found = items(plant, "/v1/anomalies", tenant_id="t1", machine_id="mc-01", **DAY_RANGE)
     assert sorted((moment(a["time"]), a["method"], a["severity"], a["severity_label"]) for a in found) == (
@@ -131,31 +146,50 @@ def test_anomalies_of_the_day(plant: Plant) -> None:
     assert observed.keys() == EXPECTED.anomaly_observed.keys()
     for row, values in EXPECTED.anomaly_observed.items():
         assert observed[row] == pytest.approx(values), row
-    assert items(plant, "/v1/anomalies", tenant_id="t1", min_severity=3, **DAY_RANGE) == []
-    assert items(plant, "/v1/anomalies", key=plant.tenant_key, machine_id="mc-02", **DAY_RANGE) == []
-    assert items(plant, "/v1/anomalies", tenant_id="t2", **DAY_RANGE) == []
+    # severity 3 or more in t1: mc-01's 'spec' rows and every row of mc-02 (all 'spec', severity 3)
+    severe = items(plant, "/v1/anomalies", tenant_id="t1", min_severity=3, **DAY_RANGE)
+    assert sorted((a["machine_id"], moment(a["time"]), a["method"]) for a in severe) == sorted(
+        [("mc-01", t, method) for t, method, severity, _ in EXPECTED.anomalies if severity >= 3]
+        + [("mc-02", t, "spec") for t, *_ in EXPECTED.spec_anomalies[MC02]]
+    )
+    for machine, key in ((MC02, plant.tenant_key), (MC99, None)):
+        rows = items(
+            plant, "/v1/anomalies", key=key, tenant_id=None if key else machine[0], machine_id=machine[2], **DAY_RANGE
+        )
+        assert [(moment(a["time"]), a["observed"], a["expected"]) for a in rows] == sorted(
+            EXPECTED.spec_anomalies[machine], reverse=True
+        ), machine
+        assert {(a["method"], a["severity"], a["severity_label"], a["status"]) for a in rows} == {
+            ("spec", 3, "critical", "open")
+        }
+    assert items(plant, "/v1/anomalies", tenant_id="t2", **DAY_RANGE) == items(
+        plant, "/v1/anomalies", tenant_id="t2", machine_id="mc-99", **DAY_RANGE
+    )
     # the machine page's events
     events = items(plant, "/v1/anomaly-events", tenant_id="t1", machine_id="mc-01", **DAY_RANGE)
-    listed = [
-        (
-            moment(e["start_time"]),
-            moment(e["end_time"]),
-            moment(e["peak_time"]),
-            e["severity"],
-            e["severity_label"],
-            tuple(e["methods"]),
-            e["anomalies"],
-        )
-        for e in events
-    ]
+    listed = [event_tuple(e) for e in events]
     assert listed == [event[:7] for event in EXPECTED.anomaly_events]
     values = [(e["observed"], e["expected"]) for e in events]
     assert values == [pytest.approx((event.observed, event.expected)) for event in EXPECTED.anomaly_events]
     assert {(e["sensor_id"], e["metric"], e["anomaly_type"], e["status"]) for e in events} == {
         ("s-temp", "temp", "temperature", "open")
     }
-    assert [e["event_id"] for e in events] == [min(a["anomaly_id"] for a in found)]
-    assert items(plant, "/v1/anomaly-events", tenant_id="t1", min_severity=3, **DAY_RANGE) == []
+    # an event's id is its first row's (by window start, then id): the smallest id among the rows it holds
+    assert [e["event_id"] for e in events] == [
+        min(a["anomaly_id"] for a in found if moment(e["start_time"]) <= moment(a["time"]) <= moment(e["end_time"]))
+        for e in events
+    ]
+    # every event of t1 is severity 3: mc-01's and mc-02's
+    severe = items(plant, "/v1/anomaly-events", tenant_id="t1", min_severity=3, **DAY_RANGE)
+    assert [(e["machine_id"], moment(e["start_time"])) for e in severe] == [
+        ("mc-01", EXPECTED.anomaly_events[0].start),
+        ("mc-01", EXPECTED.anomaly_events[1].start),
+        ("mc-02", EXPECTED.spec_events[MC02].start),
+    ]
+    for machine, event in EXPECTED.spec_events.items():
+        (listed,) = items(plant, "/v1/anomaly-events", tenant_id=machine[0], machine_id=machine[2], **DAY_RANGE)
+        assert event_tuple(listed) == event[:7], machine
+        assert (listed["observed"], listed["expected"]) == pytest.approx((event.observed, event.expected)), machine
 
 
 def test_anomaly_events_of_the_day_hold_its_anomalies(plant: Plant) -> None:
@@ -187,24 +221,34 @@ def test_anomaly_events_of_the_day_hold_its_anomalies(plant: Plant) -> None:
         assert e["severity"] == max(r["severity"] for r in detail["rows"])
         assert e["methods"] == sorted({r["method"] for r in detail["rows"]})
         assert (e["status"], e["open_anomalies"]) == ("open", e["anomalies"])
-    # the t1 key sees the same; t2 has none
+    # the t1 key sees the same; t2 has mc-99's one event, which holds its 5 rows
     assert items(plant, "/v1/anomaly-events", key=plant.tenant_key, **DAY_RANGE) == events
-    assert items(plant, "/v1/anomaly-events", tenant_id="t2", **DAY_RANGE) == []
+    (t2,) = items(plant, "/v1/anomaly-events", tenant_id="t2", **DAY_RANGE)
+    assert (t2["machine_id"], event_tuple(t2)) == ("mc-99", EXPECTED.spec_events[MC99][:7])
+    assert len(items(plant, "/v1/anomalies", tenant_id="t2", **DAY_RANGE)) == t2["anomalies"]
 
 
 def test_series_with_anomalies_are_judged_not_learning(plant: Plant) -> None:
-    """GET /v1/anomaly-profiles: a series still 'learning' is not judged, so it has no anomalies."""
+    """GET /v1/anomaly-profiles: a series still 'learning' is not judged by its profile, so it has no
+    statistical anomalies; the limit rules (range, spec) need no history and judge it all the same."""
     profiles = items(plant, "/v1/anomaly-profiles", tenant_id="t1")
     assert profiles, "the detector kept a profile per series it saw"
     assert {p["stage"] for p in profiles} <= {"learning", "flat", "daily", "weekly"}
     learning = items(plant, "/v1/anomaly-profiles", tenant_id="t1", stage="learning")
     assert learning == [p for p in profiles if p["stage"] == "learning"]
-    flagged = {
-        (a["factory_id"], a["machine_id"], a["sensor_id"], a["metric"])
-        for a in items(plant, "/v1/anomalies", tenant_id="t1", **DAY_RANGE)
-        if a["sensor_id"] is not None
-    }
-    assert not flagged & {(p["factory_id"], p["machine_id"], p["sensor_id"], p["metric"]) for p in learning}
+    found = items(plant, "/v1/anomalies", tenant_id="t1", **DAY_RANGE)
+
+    def series(methods: Callable[[str], bool]) -> set[tuple[str, str, str, str]]:
+        return {
+            (a["factory_id"], a["machine_id"], a["sensor_id"], a["metric"])
+            for a in found
+            if a["sensor_id"] is not None and methods(a["method"])
+        }
+
+    learning_series = {(p["factory_id"], p["machine_id"], p["sensor_id"], p["metric"]) for p in learning}
+    assert not series(lambda method: method not in LIMIT_METHODS) & learning_series
+    # mc-02's temp (10 readings: learning) breaks t1's spec with every reading (EXPECTED.spec_anomalies)
+    assert series(lambda method: method in LIMIT_METHODS) & learning_series == {("f1", "mc-02", "s-temp", "temp")}
 
 
 def kpis(plant: Plant, period: str, start: datetime, end: datetime, machine: str | None = "mc-01") -> list[dict]:
@@ -283,7 +327,7 @@ def test_rejected_messages_by_topic_and_reason(plant: Plant) -> None:
 
 def test_alert_log_and_conditions_of_the_tick(plant: Plant) -> None:
     log = plant.database.query("SELECT rule_name, transition, channel, status FROM analytics.alert_log")
-    assert len(log) == sum(EXPECTED.alert_log.values()) == 6
+    assert len(log) == sum(EXPECTED.alert_log.values()) == 22
     assert Counter(rule for rule, *_ in log) == EXPECTED.alert_log
     assert {(transition, status) for _, transition, _, status in log} == {("open", "unconfigured")}
     for rule, count in EXPECTED.alert_log.items():

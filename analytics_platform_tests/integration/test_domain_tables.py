@@ -1,7 +1,8 @@
 """Raw tables come from the contracts: a database built from the declarations has exactly the raw
 tables the hand-written SQL made (columns, types, defaults, constraints, indexes, privileges, and on
-TimescaleDB the hypertable, compression and retention), and a database migrated by the old files
-keeps its rows and gains what a declaration adds, compressed chunks included."""
+TimescaleDB the hypertable, compression and retention) plus the indexes declared since
+(DECLARED_ADDITIONS), and a database migrated by the old files keeps its rows and gains what a
+declaration adds, compressed chunks included."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ from analytics_platform_tests.support.stack import DatabaseHandle
 
 RAW_TABLES = ("raw_sensor_readings", "raw_device_health", "raw_sweep_readings", "raw_lab_results")
 TIMESCALE = os.environ.get("ANALYTICS_TIMESCALE", "auto")
+# What a declaration adds on purpose beyond the hand-written DDL (raw_tables_before_contracts.sql is
+# the snapshot of the old files and stays as they were): table -> (index name, its exact definition).
+# ingested_idx: the live judge reads the sensor rows committed since its cursor by ingested_at (issue 22).
+DECLARED_ADDITIONS: dict[str, list[tuple[str, str]]] = {
+    "raw_sensor_readings": [
+        (
+            "raw_sensor_readings_ingested_idx",
+            "CREATE INDEX raw_sensor_readings_ingested_idx ON analytics.raw_sensor_readings USING btree (ingested_at)",
+        )
+    ]
+}
 
 
 def legacy_sql(repo_root, part: str) -> str:
@@ -105,11 +117,19 @@ def catalog(url: str, table: str) -> dict[str, object]:
     return found
 
 
+def hand_written(url: str, table: str) -> dict[str, object]:
+    """The catalog of a table the old files made, plus the indexes declared since
+    (DECLARED_ADDITIONS): what a database built or migrated from the declarations must equal."""
+    found = catalog(url, table)
+    found["indexes"] = sorted([*found["indexes"], *DECLARED_ADDITIONS.get(table, [])])  # type: ignore[misc]
+    return found
+
+
 def test_contract_tables_equal_the_hand_written_ones(database: DatabaseHandle, pg_admin_url: str, repo_root) -> None:
     with scratch_database(pg_admin_url) as url:
         old_database(url, repo_root, ("create", "04", "08"))
         for table in RAW_TABLES:
-            assert catalog(database.admin_url, table) == catalog(url, table), table
+            assert catalog(database.admin_url, table) == hand_written(url, table), table
         assert database.query("SELECT raw_table, domain FROM analytics.raw_tables ORDER BY 1") == [
             ("raw_device_health", "device"),
             ("raw_lab_results", "lab"),
@@ -169,4 +189,4 @@ def test_a_database_of_the_old_files_keeps_its_rows_and_gains_the_declared_colum
         with scratch_database(pg_admin_url) as reference:
             old_database(reference, repo_root, ("create", "04", "08"))
             for table in RAW_TABLES:
-                assert catalog(url, table) == catalog(reference, table), table
+                assert catalog(url, table) == hand_written(reference, table), table

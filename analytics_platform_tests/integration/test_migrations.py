@@ -111,6 +111,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "10_analytics_views",
         "11_anomaly_events",
         "12_agg_materialised_hours",
+        "13_live_detection",
         "15_drain_reports",
     ]
 
@@ -135,6 +136,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "10_analytics_views": "reapplied",
         "11_anomaly_events": "skipped",
         "12_agg_materialised_hours": "skipped",
+        "13_live_detection": "skipped",
         "15_drain_reports": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
@@ -259,6 +261,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "raw_sensor_readings_pkey",
         "raw_sensor_readings_key_idx",
         "raw_sensor_readings_uncatalogued_idx",
+        "raw_sensor_readings_ingested_idx",
     }
     if not timescale:
         assert database.scalar("SELECT analytics.timescale_enabled()") is False

@@ -304,6 +304,8 @@ def anomaly(time: datetime, machine: str, severity: int, label: str, **more: Any
         "resolved_at": more.get("resolved_at"),
         "resolved_by": more.get("resolved_by"),
         "resolution_note": more.get("resolution_note"),
+        "detected_live_at": more.get("detected_live_at"),  # NULL: the hourly asset found it
+        "confirmed_at": more.get("confirmed_at"),
         "created_at": more.get("created_at", time + timedelta(minutes=1)),
     }
 

@@ -25,6 +25,10 @@ The plant (tenant t1 in Asia/Bangkok, factory f1, all times UTC on 2025-08-20 un
   t2/f9/mc-99  temp (s-temp) 20..24 once a minute 03:00..03:04 (another tenant: t1 must not see it),
                plus one LIVE reading (temp 25.0, no status message) with mc-01's
   rejects      dataset.py's malformed sensor messages (13 of P0 and the empty one of P2)
+Limits (loaded before the messages): the packaged metrics catalogue (temp plausible from -60 to 400 degC)
+and config/spec_limits.yaml (temp spec: t1 63..67, t2 62.5..67.5 degC), which the hourly anomaly asset
+judges every reading against (methods `range` and `spec`), so mc-01's two spikes, every reading of mc-02
+(above 67) and every reading of mc-99 (below 62.5) are `spec` anomalies.
 Materialised: window aggregates 01:00..04:00, device health 02:00..04:00, sweeps and lab 03:00,
 hourly KPIs 03:00, anomalies 03:00, the day's event rollups and KPIs; then one alert tick of the
 shipped rules (config/alerts.yaml, no channel configured) at 2025-08-20T05:00Z.
@@ -152,6 +156,8 @@ class Expected:
     anomalies: list[tuple[datetime, str, int, str]]
     anomaly_observed: dict[tuple[datetime, str], tuple[float, float]]
     anomaly_events: list[Event]
+    spec_anomalies: dict[Machine, list[tuple[datetime, float, float]]]
+    spec_events: dict[Machine, Event]
     kpi_hour: dict[str, float]
     kpi_day: dict[str, float]
     kpi_null: dict[str, str]
@@ -221,15 +227,46 @@ EXPECTED = Expected(
     #         exclude 03:20-04:00 (the planned_stop from 03:50 too), so the spike is never scored
     #   no 'isolation_forest': forests learn the day before the hour's midnight (00:00), which holds no data
     #   none on mc-02 or mc-99, none on mc-01's power: their profiles are 'learning' (too little history)
-    # 1 anomaly, 'warning', open: none of severity >= 3, so the anomaly-critical rule has nothing to notify
-    anomalies=[(at(3, 12), "deviation", 2, "warning")],
-    # (time, method) -> (observed, expected) of those rows: the spike's reading and the profile's expectation
-    anomaly_observed={(at(3, 12), "deviation"): (95.676, 64.96716666666667)},
-    # GET /v1/anomaly-events of the day (analytics.anomaly_events): the one row is one event, from its window's
-    # start to its end, peak the row itself
-    anomaly_events=[
-        Event(at(3, 12), at(3, 13), at(3, 12), 2, "warning", ("deviation",), 1, 95.676, 64.96716666666667),
+    # The limit rules need no profile and judge every reading of the hour, running or not (transforms.anomalies.
+    # limit_anomalies): mc-01's temp is 64.3..65.7 apart from the spikes, inside t1's spec 63..67 and the
+    # catalogue's -60..400, so only the two spikes break a limit, t1's spec upper 67 (not the range: < 400):
+    #   03:12:00 95.676 and 03:41:00 95.294 (the 03:41 spike is judged here: no settling exclusion for a limit)
+    #   -> two 'spec' rows, severity 3 'critical', expected = the broken limit 67, window the reading's minute
+    anomalies=[
+        (at(3, 12), "deviation", 2, "warning"),
+        (at(3, 12), "spec", 3, "critical"),
+        (at(3, 41), "spec", 3, "critical"),
     ],
+    # (time, method) -> (observed, expected) of those rows: the spike's reading and the profile's expectation,
+    # or for 'spec' the spike's reading and the upper spec limit
+    anomaly_observed={
+        (at(3, 12), "deviation"): (95.676, 64.96716666666667),
+        (at(3, 12), "spec"): (95.676, 67.0),
+        (at(3, 41), "spec"): (95.294, 67.0),
+    },
+    # GET /v1/anomaly-events of the day, mc-01 (analytics.anomaly_events), newest first as the API lists them.
+    # Rows of one series whose windows are at most 3 samples (3 min) apart are one event:
+    #   03:41 its 'spec' row alone (03:41-03:42; 28 min after the 03:13 end of the one before): peak itself
+    #   03:12 the 'deviation' and the 'spec' row share the minute 03:12-03:13: one event of 2 anomalies, peak the
+    #         highest severity, the 'spec' row (3): observed 95.676, expected 67
+    anomaly_events=[
+        Event(at(3, 41), at(3, 42), at(3, 41), 3, "critical", ("spec",), 1, 95.294, 67.0),
+        Event(at(3, 12), at(3, 13), at(3, 12), 3, "critical", ("deviation", "spec"), 2, 95.676, 67.0),
+    ],
+    # the other machines' rows (their profiles are learning, so 'spec' rows only), (time, observed, expected):
+    #   mc-02 (t1, spec 63..67): 70..79 at 03:00..03:09, every one above 67 -> 10 rows, expected 67
+    #   mc-99 (t2, spec 62.5..67.5): 20..24 at 03:00..03:04, every one below 62.5 -> 5 rows, expected 62.5
+    spec_anomalies={
+        MC02: [(at(3, m), 70.0 + m, 67.0) for m in range(10)],
+        MC99: [(at(3, m), 20.0 + m, 62.5) for m in range(5)],
+    },
+    # ... each machine's rows are consecutive minutes: one event each, from the first minute to the end of the
+    # last, severity 3. Peak among equal severities = the largest score, 1 + distance beyond the limit / the
+    # spec's width: mc-02 the furthest above 67, 79 at 03:09; mc-99 the furthest below 62.5, 20 at 03:00
+    spec_events={
+        MC02: Event(at(3), at(3, 10), at(3, 9), 3, "critical", ("spec",), 10, 79.0, 67.0),
+        MC99: Event(at(3), at(3, 5), at(3), 3, "critical", ("spec",), 5, 20.0, 62.5),
+    },
     # GET /v1/kpi period=hour, 2025-08-20 03:00, mc-01 (energy_hour.py's derivation; t1 = Asia/Bangkok, 10:00
     # local is the peak band at 4.18 THB/kWh, 0.4999 kg CO2/kWh; ideal cycle time 2.0 s). A counter or power
     # reading measures the interval back to its series' previous reading (docs/kpis.md): the readings at 03:00
@@ -339,16 +376,25 @@ EXPECTED = Expected(
         "ingest-reset": ("ops-slack", "ops-webhook"),
     },
     # analytics.alert_log after the tick at ALERT_NOW (05:00): one 'open' row per condition and channel, every
-    # one 'unconfigured' (no ALERT_*_URL set): 1 x 4 + 1 x 2 = 6 rows
-    alert_log={"device-offline": 4, "lab-out-of-spec": 2},
+    # one 'unconfigured' (no ALERT_*_URL set): anomaly-critical 4 conditions x 4 channels, device-offline 1 x 4,
+    # lab-out-of-spec 1 x 2 = 22 rows
+    alert_log={"anomaly-critical": 16, "device-offline": 4, "lab-out-of-spec": 2},
     # analytics.alert_conditions, all 'open', per rule (fingerprints):
-    #   none for anomaly-critical: its one anomaly event (03:12) has peak severity 2, below min_severity 3
+    #   anomaly-critical (min_severity 3, the last 24 h, at most 3 events per machine): every event of the day is
+    #     severity 3 (anomaly_events, spec_events): mc-01's two (2 <= 3: each its own), mc-02's and mc-99's one
+    #     (the rule is for every tenant); keyed by series and event start
     #   device-offline: mc-01's last status before 05:00 is offline since 04:30 -> "device offline for 30 min"
     #     (mc-02 and mc-99 never sent device health, so the rule does not see them)
     #   lab-out-of-spec: Moisture 14.0 (sample S-2)
     #   none for sweep-fail-rate (no sweep in 04:00-05:00, and 2 < min_count 5), check-failed (no check failed)
     #   run-failed (no run failed) and ingest-reset (no Kafka log changed under a drain)
     alert_conditions={
+        "anomaly-critical": [
+            "anomaly-critical:t1/f1/mc-01/s-temp/temp/event/2025-08-20T03:12:00Z",
+            "anomaly-critical:t1/f1/mc-01/s-temp/temp/event/2025-08-20T03:41:00Z",
+            "anomaly-critical:t1/f1/mc-02/s-temp/temp/event/2025-08-20T03:00:00Z",
+            "anomaly-critical:t2/f9/mc-99/s-temp/temp/event/2025-08-20T03:00:00Z",
+        ],
         "device-offline": ["device-offline:t1/f1/mc-01"],
         # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
         # each part length-prefixed, then `n` (no event id)

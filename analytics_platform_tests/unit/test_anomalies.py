@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from analytics_platform.contracts.catalog import LIMITS_SCHEMA
 from analytics_platform.transforms.anomalies import (
     ANOMALY_SCHEMA,
     FittedForest,
@@ -24,11 +25,13 @@ from analytics_platform.transforms.anomalies import (
     detect_anomalies,
     fit_isolation_forests,
     isolation_forest_anomalies,
+    limit_anomalies,
     pooled_stats,
     seasonal_anomalies,
     stoppage_anomalies,
 )
 from analytics_platform.transforms.seasonal import fit_profiles
+from analytics_platform.transforms.spec_quality import LIMIT_SCHEMA
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, SERIES_KEY, TIME
 
 HOUR = datetime(2025, 8, 20, 12, tzinfo=UTC)
@@ -353,3 +356,48 @@ def test_without_profiles_they_are_learned_from_the_history_given(clean_day) -> 
     assert learned.equals(detect_anomalies(hot, full, start=HOUR, profiles=profiles, models=models))
     assert learned.filter(pl.col("method") == "deviation")["time"].to_list() == SPIKES
     assert detect_anomalies(hot.clear(), full).is_empty()
+
+
+def test_limit_anomalies_judge_the_tenants_range_before_the_default_and_the_applicable_spec() -> None:
+    t = datetime(2026, 3, 2, 10, 1, 30, tzinfo=UTC)
+    readings = pl.DataFrame(
+        [
+            (t, "t1", "f1", "m1", "s1", "temp", 450.0),  # above the default 400: range; above t1's spec 45: spec
+            (t + timedelta(seconds=10), "t1", "f1", "m1", "s1", "temp", 50.0),  # in range, above spec
+            (t + timedelta(seconds=20), "t1", "f1", "m1", "s1", "temp", 40.0),  # fine
+            (t, "t2", "f1", "m1", "s1", "temp", 350.0),  # above t2's own range (300), no spec limit
+            (t, "t2", "f1", "m1", "s1", "ph", float("nan")),  # not finite: never judged here
+        ],
+        schema=["time", "tenant_id", "factory_id", "machine_id", "sensor_id", "metric", "value"],
+        orient="row",
+    )
+    catalog = pl.DataFrame(
+        [("*", "temp", -60.0, 400.0, "degC"), ("t2", "temp", 0.0, 300.0, "degC"), ("*", "ph", 0.0, 14.0, "pH")],
+        schema=LIMITS_SCHEMA,
+        orient="row",
+    )
+    spec = pl.DataFrame(
+        [
+            ("t1", "*", "metric", "temp", None, 45.0, None, None),
+            ("t1", "f2", "metric", "temp", None, 10.0, None, None),  # another factory's: not f1's
+            ("t1", "*", "metric", "temp", None, 5.0, None, t + timedelta(hours=1)),  # not valid yet
+        ],
+        schema=LIMIT_SCHEMA,
+        orient="row",
+    )
+    out = limit_anomalies(readings, catalog, spec)
+    assert out.select("tenant_id", "time", "method", "severity", "observed", "expected").rows() == [
+        ("t1", t, "range", 4, 450.0, 400.0),
+        ("t1", t, "spec", 3, 450.0, 45.0),
+        ("t1", t + timedelta(seconds=10), "spec", 3, 50.0, 45.0),
+        ("t2", t, "range", 4, 350.0, 300.0),
+    ]
+    # the window is the reading's 60 s sample, so it opens the same event a seasonal row of it would
+    assert set(out["window_start"]) == {datetime(2026, 3, 2, 10, 1, tzinfo=UTC)}
+    assert set(out["sample_s"]) == {60.0}
+    assert json.loads(out["details"][0]) == {
+        "bound": "upper",
+        "lower_limit": -60.0,
+        "upper_limit": 400.0,
+        "readings": [{"time": t.isoformat(), "value": 450.0}],
+    }

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics_platform.contracts.catalog import PACKAGED_CATALOG
+from analytics_platform.contracts.catalog import LIMITS_SCHEMA, PACKAGED_CATALOG
 from analytics_platform.data_quality import raw, result_contracts
 from analytics_platform.data_quality.config import (
     ChecksConfig,
@@ -18,7 +18,7 @@ from analytics_platform.data_quality.config import (
     load_checks_config,
     load_metric_limits,
 )
-from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA, PartitionQuality, range_outcomes, range_profile
+from analytics_platform.data_quality.raw_profile import PartitionQuality, range_outcomes, range_profile
 from analytics_platform.data_quality.validation import merge_windows
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import REPO_ROOT, PlatformSettings

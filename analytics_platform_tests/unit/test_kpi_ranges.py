@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from analytics_platform.contracts.catalog import LIMITS_SCHEMA
 from analytics_platform.data_quality import result_contracts
 from analytics_platform.data_quality.config import ResultRanges, load_checks_config
-from analytics_platform.data_quality.raw_profile import LIMITS_SCHEMA
 from analytics_platform.settings import REPO_ROOT
 from analytics_platform.transforms.kpi_catalog import CATALOGUE
 

@@ -82,7 +82,10 @@ def anomalies(
     tenant_id: TenantParam = None,
     factory_id: OptionalIdentifier = None,
     machine_id: OptionalIdentifier = None,
-    status: Annotated[Literal["open", "resolved", "all"], Query(description="open = active")] = "all",
+    status: Annotated[
+        Literal["open", "resolved", "not_confirmed", "all"],
+        Query(description="open = active; not_confirmed = flagged live, not found by the hourly record"),
+    ] = "all",
     min_severity: Annotated[int, Query(ge=1, le=5)] = 1,
     anomaly_type: OptionalIdentifier = None,
     start: Annotated[datetime | None, Query(description="Inclusive; default end - 7 days")] = None,

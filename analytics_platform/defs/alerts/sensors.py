@@ -1,4 +1,6 @@
-"""The alert sensor: evaluates every rule each tick, stores transitions, delivers notifications.
+"""The alert sensor: evaluates the rules, stores transitions, delivers notifications. The database
+rules run every ALERT_INTERVAL_S (2 s: an anomaly the live judge wrote is notified seconds later),
+the Dagster-backed ones (asset checks, runs) every ALERT_DAGSTER_INTERVAL_S.
 
 A sensor rather than hooks on the producing assets: rules look across assets (an anomaly, a
 device that went silent, a failing check, a failed run), a silent device produces no asset run to
@@ -141,6 +143,8 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
         budget_s=settings.alert_delivery_budget_s,
     )
 
+    dagster_kinds = ("check_failed", "run_failed")
+
     @dg.sensor(
         name="alert_rules",
         minimum_interval_seconds=settings.alert_interval_s,
@@ -168,9 +172,15 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
             "check_failed": failed_checks,
             "run_failed": lambda rule: run_conditions(context.instance, rule, now, settings.dagster_ui_url),
         }
+        # the database rules (anomalies flagged live among them) every tick; the rules that read
+        # the Dagster instance's check and run history only every ALERT_DAGSTER_INTERVAL_S
+        last_dagster = float(context.cursor) if context.cursor else 0.0
+        dagster_due = now.timestamp() - last_dagster >= settings.alert_dagster_interval_s
         with db.connect() as conn:
-            rules = read_rules(conn)
+            rules = [r for r in read_rules(conn) if dagster_due or r.kind not in dagster_kinds]
             report = run_tick(conn, rules, now, settings.dagster_ui_url, channels, policy, external)
+        if dagster_due:
+            context.update_cursor(str(now.timestamp()))
         for name, error in report.rule_errors.items():
             context.log.error(f"alert rule {name} could not be evaluated: {error}")
         summary = f"{len(rules)} rule(s) in {time.monotonic() - started:.1f} s: {report.summary()}"

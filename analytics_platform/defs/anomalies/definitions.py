@@ -6,7 +6,8 @@ import dagster as dg
 
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.anomalies import READING_ANOMALIES
-from analytics_platform.defs.anomalies.assets import build_anomaly_asset
+from analytics_platform.defs.anomalies.assets import anomaly_options, build_anomaly_asset
+from analytics_platform.defs.anomalies.sensors import build_live_sensor
 from analytics_platform.settings import PlatformSettings
 
 
@@ -18,6 +19,7 @@ def build_defs(settings: PlatformSettings) -> dg.Definitions:
     return dg.Definitions(
         assets=[build_anomaly_asset(settings)],
         jobs=[job],
+        sensors=[build_live_sensor(settings, anomaly_options(settings))],
         schedules=[
             dg.build_schedule_from_partitioned_job(
                 job,

@@ -1,0 +1,41 @@
+"""The live judges' sensor: judges the sensor readings and the lab results committed since their
+cursors every LIVE_DETECT_INTERVAL_S seconds (rules without a fitted model; results/live_detection.py).
+One sensor for both: each short-interval sensor costs the Dagster daemon a tick of its own.
+
+A sensor reading what was committed, rather than a hook in the drain: it keeps its own durable
+position (a restart resumes there), a slow judgement never holds up ingest, and it sees the rows
+of every drain shard alike."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from analytics_platform.resources import PostgresResource
+from analytics_platform.results.anomalies import AnomalyOptions
+from analytics_platform.results.live_detection import judge_committed, judge_lab_results
+from analytics_platform.settings import PlatformSettings
+
+
+def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="live_anomalies",
+        minimum_interval_seconds=settings.live_detect_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Judges the sensor readings just committed against the metrics catalogue's plausible ranges "
+        "and the metric spec limits; writes the anomalies found to analytics.analytics_anomaly at once (marked "
+        "detected_live_at) for the alert rules. The hourly reading_anomalies asset confirms each one or closes it "
+        "as not_confirmed. Judges the lab results just committed against their spec limits too and writes each "
+        "failed one as its lab_result event (lab_result_quality rewrites the hour later with the same keys).",
+    )
+    def live_anomalies(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SkipReason:
+        lookback = timedelta(seconds=settings.live_detect_lookback_s)
+        max_wait = timedelta(seconds=settings.live_detect_max_wait_s)
+        with db.connect() as conn:
+            readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
+            lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
+        return dg.SkipReason(
+            f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s); "
+            f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s)"
+        )
+
+    return live_anomalies

@@ -1,0 +1,227 @@
+"""Streaming detection (issue 22): readings and lab results produced to Kafka, drained, judged by the
+live judges on the rows just committed, and alerted through the real alert engine to a Slack-shaped
+webhook on 127.0.0.1 -- exactly once per condition, mutes respected; the hourly assets then keep the
+live rows (same key: the anomaly asset confirms them, resolution kept, and closes the one it does not
+find as `not_confirmed`; the lab asset rewrites the same events). Real broker, real PostgreSQL; every
+step is called once, in order (no clock, no sleeping)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from analytics_platform.alerts.config import store_mutes
+from analytics_platform.alerts.model import Mute, Rule
+from analytics_platform.defs import build_definitions
+from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies, resolve_anomaly
+from analytics_platform.results.events import recompute_quality
+from analytics_platform.results.live_detection import judge_committed, judge_lab_results
+from analytics_platform.results.spec_limits import load_spec_limits
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.alerts import HttpReceiver, tick
+from analytics_platform_tests.support.readings import body
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
+
+RULE = Rule("anomaly-critical", "anomaly", params={"min_severity": 3, "max_age_hours": 24}, channels=("slack",))
+LAB_RULE = Rule(
+    "lab-out-of-spec", "lab_out_of_spec", params={"lookback_hours": 24, "severity": "critical"}, channels=("slack",)
+)
+OPTIONS = AnomalyOptions()
+LIVE = "SELECT machine_id, method, severity, status, detected_live_at IS NOT NULL, confirmed_at IS NOT NULL, "
+LIVE += "anomaly_id FROM analytics.analytics_anomaly ORDER BY machine_id, method"
+
+
+@pytest.fixture
+def slack() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+def env(receiver: HttpReceiver) -> dict[str, str]:
+    return {
+        "ALERT_TEST_SLACK": f"json://127.0.0.1:{receiver.port}/slack?:message=text&:title=&:version=&:attachments=&:type="
+    }
+
+
+def reading(at: datetime, machine: str, value: float, n: int) -> tuple[str, bytes]:
+    fields = {"machine_id": machine, "sensor_id": "s-001", "metric": "temp", "value": value, "event_id": f"e{n}"}
+    return f"t1-f1-{machine}", body(at.isoformat().replace("+00:00", "Z"), **fields)
+
+
+def judge(database: DatabaseHandle):
+    with database.connect(database.pipeline_url) as conn:
+        return judge_committed(conn, OPTIONS)
+
+
+def test_out_of_range_readings_alert_once_and_the_hour_confirms_them(
+    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    # the judge has been running: its cursor exists before the readings arrive
+    assert judge(database).judged == 0
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    hour = at.replace(minute=0, second=0)
+    # t1 says temp is plausible up to 300 (the default is 400): mc-03's 350 is out of range, for now
+    database.query(
+        "INSERT INTO analytics.metric_catalog (tenant_id, metric, unit, min_value, max_value) "
+        "VALUES ('t1', 'temp', 'degC', -60, 300) RETURNING metric"
+    )
+    with database.connect(database.pipeline_url) as conn:
+        store_mutes(conn, [Mute(at - timedelta(hours=1), at + timedelta(hours=1), "maintenance", machine_id="mc-02")])
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings),
+        [
+            reading(at, "mc-01", 65.0, 1),
+            reading(at, "mc-01", 450.0, 2),  # above any plausible temperature: a broken sensor
+            reading(at, "mc-02", 500.0, 3),  # the same on a muted machine
+            reading(at, "mc-03", 350.0, 4),
+        ],
+    )
+    assert domain_drain(settings).run(budget_s=30).messages == 4
+
+    live = judge(database)
+    assert (live.judged, live.flagged) == (4, 3)
+    rows = database.query(LIVE)
+    assert [r[:6] for r in rows] == [
+        ("mc-01", "range", 4, "open", True, False),
+        ("mc-02", "range", 4, "open", True, False),
+        ("mc-03", "range", 4, "open", True, False),
+    ]
+
+    report = tick(database, datetime.now(UTC), env(slack), (RULE,))
+    assert report.rule_errors == {}
+    assert (report.opened, report.sent, report.muted) == (3, 2, 1)
+    texts = sorted((b["text"] for _, b in slack.requests), key=lambda t: t.split("Where: ")[1])
+    assert len(texts) == 2
+    what = "What: temperature anomaly event on temp: 1 anomaly (range), peak severity 4 (rule anomaly-critical"
+    assert texts[0].startswith(what) and texts[1].startswith(what)
+    assert "Where: t1/f1/mc-01\n" in texts[0] and "Where: t1/f1/mc-03\n" in texts[1]
+    # the limit that applies: t1's own catalogue entry (300), not the default (400)
+    assert "How bad: critical; " in texts[0] and "; observed 450.0; expected 300.0; " in texts[0]
+    assert "; observed 350.0; expected 300.0; " in texts[1]
+    assert f"event/{at.replace(second=0).strftime('%Y-%m-%dT%H:%M:%SZ')}" in texts[0]  # the reading's sample
+
+    # the same rows judged again (a restart that lost its position) and another tick: nothing new
+    database.query("UPDATE analytics.live_detection_cursor SET position = position - interval '1 hour' RETURNING 1")
+    again = judge(database)
+    assert (again.judged, again.flagged) == (4, 0)
+    report = tick(database, datetime.now(UTC), env(slack), (RULE,))
+    assert (report.opened, report.queued, report.sent) == (0, 0, 0)
+    assert len(slack.requests) == 2
+
+    # an engineer resolves mc-02's row; t1's override goes (350 is plausible after all); the hour runs
+    mc02 = next(r[6] for r in rows if r[0] == "mc-02")
+    with database.connect(database.pipeline_url) as conn:
+        assert resolve_anomaly(conn, mc02, "sensor replaced", "ops")
+    database.query("DELETE FROM analytics.metric_catalog WHERE tenant_id = 't1' RETURNING 1")
+    with database.connect(database.pipeline_url) as conn:
+        recompute_anomalies(conn, hour, hour + timedelta(hours=1), OPTIONS)
+    after = database.query(LIVE)
+    assert [r[:6] for r in after] == [
+        ("mc-01", "range", 4, "open", True, True),  # confirmed: the same row, not a second one
+        ("mc-02", "range", 4, "resolved", True, True),  # confirmed, its resolution kept
+        ("mc-03", "range", 4, "not_confirmed", True, False),  # the hour does not find it: closed
+    ]
+    assert [r[6] for r in after] == [r[6] for r in rows]
+
+    # mc-01's alert stays the one it was; mc-03's condition resolves (its row is closed)
+    report = tick(database, datetime.now(UTC), env(slack), (RULE,))
+    assert (report.opened, report.reopened, report.resolved) == (0, 0, 2)
+    resolved = sorted(b["text"] for _, b in slack.requests[2:])
+    assert len(resolved) == 1 and "Where: t1/f1/mc-03\n" in resolved[0] and "; resolved " in resolved[0]
+    # ... and the engineer's resolution of mc-02 was muted like its opening
+    assert database.query(
+        "SELECT fingerprint LIKE '%%mc-01%%', state FROM analytics.alert_conditions ORDER BY fingerprint"
+    ) == [(True, "open"), (False, "resolved"), (False, "resolved")]
+
+
+def lab_result(at: datetime, sample: str, analyte: str, value: float) -> tuple[str, bytes]:
+    fields = {"machine_id": "lab-f1", "station_id": "lab-f1", "sample_id": sample, "analyte": analyte, "value": value}
+    return "t1-f1-lab-f1", body(at.isoformat().replace("+00:00", "Z"), **fields)
+
+
+def judge_lab(database: DatabaseHandle):
+    with database.connect(database.pipeline_url) as conn:
+        return judge_lab_results(conn)
+
+
+def test_out_of_spec_lab_results_alert_once_and_the_hour_keeps_their_conditions(
+    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    with database.connect() as conn:
+        load_spec_limits(conn)  # config/spec_limits.yaml: t1 Moisture 11.5..13.5, pH 6.5..7.1, no Ash limit
+    assert judge_lab(database).judged == 0  # the judge has been running: its cursor exists
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    hour = at.replace(minute=0, second=0)
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings, "lab"),
+        [
+            lab_result(at, "S-1", "Moisture", 12.0),  # inside 11.5..13.5: passed
+            lab_result(at, "S-2", "Moisture", 14.0),  # above 13.5: failed
+            lab_result(at, "S-3", "pH", 7.5),  # above 7.1: failed
+            lab_result(at, "S-4", "Ash", 1.0),  # no limit: no verdict
+        ],
+    )
+    assert domain_drain(settings, "lab").run(budget_s=30).messages == 4
+
+    # the two failures are their lab_result events at once; the others wait for the hour. This pass is
+    # the `live_anomalies` sensor's, as the Dagster daemon evaluates it (both judges, one tick)
+    defs = build_definitions(settings, secrets_from_env=False)
+    with dg.instance_for_test() as instance:
+        skipped = defs.resolve_sensor_def("live_anomalies")(
+            dg.build_sensor_context(instance=instance, resources=defs.resources)
+        )
+    assert skipped.skip_message == (
+        "judged 0 reading(s), 0 new anomaly row(s); 4 lab result(s), 2 new out-of-spec event(s)"
+    )
+    events = "SELECT details->>'sample_id', value, passed, event_key FROM analytics.analytics_event ORDER BY 1"
+    failed = database.query(events)
+    assert [r[:3] for r in failed] == [("S-2", 14.0, False), ("S-3", 7.5, False)]
+
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert report.rule_errors == {}
+    assert (report.opened, report.sent) == (2, 2)
+    texts = sorted(b["text"] for _, b in slack.requests)
+    assert texts[0].startswith("What: lab Moisture = 14 ") and "outside spec [11.5, 13.5] (sample S-2)" in texts[0]
+    assert texts[1].startswith("What: lab pH = 7.5 ") and "outside spec [6.5, 7.1] (sample S-3)" in texts[1]
+    assert all("Where: t1/f1/lab-f1\n" in t for t in texts)
+
+    # judged again (a restart that lost its position): nothing new
+    database.query("UPDATE analytics.live_detection_cursor SET position = position - interval '1 hour' RETURNING 1")
+    again = judge_lab(database)
+    assert (again.judged, again.flagged) == (4, 0)
+    assert database.query(events) == failed
+
+    # the lab_result_quality asset's hour: every verdict, the failures with the live rows' keys, so the
+    # alert sensor sees the same two conditions and notifies nothing
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "lab", settings.windows, hour, hour + timedelta(hours=1))
+    assert [r[:3] for r in database.query(events)] == [
+        ("S-1", 12.0, True),
+        ("S-2", 14.0, False),
+        ("S-3", 7.5, False),
+        ("S-4", 1.0, None),
+    ]
+    assert [r for r in database.query(events) if r[2] is False] == failed
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert (report.opened, report.reopened, report.resolved, report.sent) == (0, 0, 0, 0)
+    assert len(slack.requests) == 2
+
+    # the hour is the record: Moisture's limit widens to 15 and the hour is judged again: S-2 passes,
+    # its condition resolves (one notification); S-3's stays
+    database.query(
+        "UPDATE analytics.analytics_spec_limits SET upper_limit = 15 WHERE tenant_id = 't1' AND name = 'Moisture' "
+        "RETURNING 1"
+    )
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "lab", settings.windows, hour, hour + timedelta(hours=1))
+    report = tick(database, datetime.now(UTC), env(slack), (LAB_RULE,))
+    assert (report.opened, report.resolved) == (0, 1)
+    (resolved,) = [b["text"] for _, b in slack.requests[2:]]
+    assert "(sample S-2)" in resolved and "; resolved " in resolved
