@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import json
 import os
 import queue
+import re
 import signal
 import statistics
 import subprocess
@@ -50,6 +52,42 @@ from bench.ingest import machine_info  # noqa: E402
 from edge_agents.simulator import SENSOR_TOPIC  # noqa: E402
 
 MACHINE = "mc-fresh"
+# the alert markers: one machine each, so each is its own alert condition
+ALERT_MACHINE = "mc-alert-{}"
+WHERE = re.compile(r"Where: t1/f1/(mc-alert-\d+)\n")
+
+
+class SlackReceiver:
+    """A Slack stand-in on 127.0.0.1: when each message naming an alert marker's machine arrived
+    (the first one), and how many arrived per machine (exactly once is the contract)."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+        seen, counts = self.arrived, self.count
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                at = time.time()
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                match = WHERE.search(body.get("text", ""))
+                # an opening ("When: ...; detected ...") or a re-opening, not a resolution
+                if match and "; detected " in body.get("text", ""):
+                    seen.setdefault(match.group(1), at)
+                    counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        port = self.server.server_address[1]
+        return f"json://127.0.0.1:{port}/slack?:message=text&:title=&:version=&:attachments=&:type="
 
 
 def start_demo(run_dir: Path, ports: dict[str, int], rate: int) -> tuple[subprocess.Popen, list[str]]:
@@ -92,15 +130,21 @@ def main() -> int:
     parser.add_argument("--measure", choices=("bucket", "live"), default="bucket")
     parser.add_argument("--load", type=int, default=0, help="live: extra readings/s of the bench's own machines")
     parser.add_argument("--marker-every", type=float, default=0.25, help="live: seconds between markers")
+    parser.add_argument(
+        "--alert-every", type=float, default=3.0, help="live: seconds between out-of-range readings (1000 degC)"
+    )
     args = parser.parse_args()
 
     ports = {name: free_port() for name in ("pg", "kafka", "dagster", "api")}
     run_dir = ROOT / ".run" / f"bench-freshness-{os.getpid()}"
+    slack = SlackReceiver() if args.measure == "live" else None
+    if slack is not None:
+        os.environ["ALERT_SLACK_URL"] = slack.url  # the demo's alert rules send critical anomalies there
     print(f"starting the demo (run dir {run_dir}) ...", flush=True)
     demo, _ = start_demo(run_dir, ports, args.rate)
     try:
-        if args.measure == "live":
-            return measure_live(args, run_dir, ports)
+        if slack is not None:
+            return measure_live(args, run_dir, ports, slack)
         args.json = args.json or ROOT / ".run" / "bench" / "freshness.json"
         secrets = json.loads((run_dir / "secrets.json").read_text())
         url = f"postgresql://postgres:{secrets['postgres']}@127.0.0.1:{ports['pg']}/analytics"
@@ -356,7 +400,7 @@ class PageCost:
         }
 
 
-def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int]) -> int:
+def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int], slack: SlackReceiver) -> int:
     """Produce -> served by /v1/readings, produce -> counted in the provisional 60 s bucket of /v1/agg,
     window close -> the bucket served final; beside produce -> a plain consumer, over `args.minutes`."""
     brokers = f"127.0.0.1:{ports['kafka']}"
@@ -382,9 +426,16 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
     # the last bucket markers go into is cut short by the end of the run: not a whole bucket
     last_bucket = datetime.fromtimestamp(stop_at, UTC).replace(second=0, microsecond=0)
     first_bucket = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    next_marker = time.time()
+    next_marker = next_alert = time.time()
+    alerts: dict[str, float] = {}  # alert marker machine -> when its reading was handed to the producer
     try:
-        while time.time() < stop_at or (time.time() < stop_at + 300 and probe.waiting(first_bucket, last_bucket)):
+        while time.time() < stop_at or (
+            time.time() < stop_at + 300
+            and (
+                probe.waiting(first_bucket, last_bucket)
+                or (time.time() < stop_at + 60 and len(slack.arrived) < len(alerts))
+            )
+        ):
             now = time.time()
             if now >= next_marker and now < stop_at:
                 text = _marker_text(now)
@@ -394,6 +445,14 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
                 producer.produce(SENSOR_TOPIC, key=f"t1-f1-{MACHINE}".encode(), value=json.dumps(body).encode())
                 producer.poll(0)
                 next_marker += args.marker_every
+            if now >= next_alert and now < stop_at:
+                machine = ALERT_MACHINE.format(len(alerts))
+                body = {"time": _marker_text(now), "tenant_id": "t1", "factory_id": "f1", "machine_id": machine}
+                body |= {"sensor_id": "s-marker", "metric": "temp", "value": 1000.0}  # above the 400 degC range
+                alerts[machine] = time.time()
+                producer.produce(SENSOR_TOPIC, key=f"t1-f1-{machine}".encode(), value=json.dumps(body).encode())
+                producer.poll(0)
+                next_alert += args.alert_every
             probe.poll(last_bucket)
             if time.time() < stop_at:
                 page.maybe()
@@ -410,6 +469,7 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
     whole = [b for b in probe.final if first_bucket <= b < last_bucket]
     final = [probe.final[b] - (b + timedelta(seconds=60)).timestamp() for b in whole]
     floor = [floor_seen[t] - produced[t] for t in produced if t in floor_seen]
+    alerted = [slack.arrived[m] - t for m, t in alerts.items() if m in slack.arrived]
     if not raw:
         print("no marker was served: is the drain running? see the demo's logs", flush=True)
         return 1
@@ -430,11 +490,16 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
         "produce_to_provisional_bucket": percentiles(provisional) if provisional else None,
         "window_close_to_final_bucket": percentiles(final) if final else None,
         "produce_to_consumer_floor": percentiles(floor) if floor else None,
+        "alert_markers": len(alerts),
+        "never_alerted": len(alerts) - len(alerted),
+        "alerted_more_than_once": sum(1 for m in alerts if slack.count.get(m, 0) > 1),
+        "produce_to_alert_delivered": percentiles(alerted) if alerted else None,
         "live_chart_cost": page.figures(),
     }
     print(f"one open live chart: {json.dumps(result['live_chart_cost'])}", flush=True)
     for name in (
         "produce_to_served",
+        "produce_to_alert_delivered",
         "produce_to_provisional_bucket",
         "window_close_to_final_bucket",
         "produce_to_consumer_floor",
@@ -448,6 +513,8 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int])
             )
     served, final_n, whole_n = result["never_served"], result["never_final"], result["whole_buckets"]
     print(f"never served {served} markers; never final {final_n} of {whole_n} whole buckets", flush=True)
+    never, twice, markers = result["never_alerted"], result["alerted_more_than_once"], result["alert_markers"]
+    print(f"alerts: {never} never delivered, {twice} delivered more than once, of {markers} readings", flush=True)
     path = args.json or ROOT / ".run" / "bench" / f"freshness-live-{args.rate + args.load}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
