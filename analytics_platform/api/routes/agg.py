@@ -19,10 +19,11 @@ import polars as pl
 import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
+from analytics_platform.api import caching
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
 from analytics_platform.api.metric_catalog import known_metric
-from analytics_platform.api.models import ERRORS, OTHER_TENANT, AggPage
+from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, AggPage
 from analytics_platform.api.params import (
     Cursor,
     End,
@@ -35,7 +36,7 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response, wants_csv
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, canonical_order, window_aggregates
 
@@ -66,6 +67,16 @@ COLUMNS = (
     "provisional",
 )
 HOUR = timedelta(hours=1)
+# Always in an item, whatever `fields` asks: the bucket and series (the cursor's key) and whether it is final.
+KEY_FIELDS = ("bucket_start", "sensor_id", "provisional")
+FieldsParam = Annotated[
+    str | None,
+    Query(
+        max_length=500,
+        description="Comma-separated columns of each item, e.g. `avg,min,max` (JSON and CSV); bucket_start, "
+        "sensor_id and provisional are always there. All columns when omitted.",
+    ),
+]
 _SERIES = """tenant_id = %(tenant_id)s AND factory_id = %(factory_id)s AND machine_id = %(machine_id)s
   AND metric = %(metric)s AND (%(sensor_id)s::text IS NULL OR sensor_id = %(sensor_id)s)"""
 _AFTER = "(%(after_time)s::timestamptz IS NULL OR (bucket_start, sensor_id) > (%(after_time)s, %(after_key)s))"
@@ -128,6 +139,16 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 """
 _MATERIALISED = """
 SELECT hour_start, as_of FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s
+"""
+# What a final range's answer depends on besides the request: the materialisation of every hour it
+# reads (both stamps move whenever the asset rewrites an hour's buckets) and the oldest bucket kept
+# of the source window (TimescaleDB's retention drops old chunks without touching those hours).
+_VERSION = """
+SELECT count(*) AS hours,
+       coalesce(sum(extract(epoch FROM as_of)), 0) AS as_of_sum,
+       coalesce(sum(extract(epoch FROM materialised_at)), 0) AS materialised_sum,
+       (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest
+FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s
 """
 
 
@@ -258,7 +279,7 @@ def daily_view_exists(request: Request) -> bool:
         "(WINDOWS, default 60, 300, 3600) is read as stored; a multiple of one (e.g. 86400) is rolled up "
         "from the coarsest stored window dividing it, with p50/p95 null. `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def aggregates(
     request: Request,
@@ -273,10 +294,12 @@ def aggregates(
     sensor_id: OptionalIdentifier = None,
     limit: Limit = 1000,
     cursor: Cursor = None,
+    fields: FieldsParam = None,
 ) -> Response:
     state = request.app.state
     settings = state.settings
     tenant = tenant_scope(caller, tenant_id, required=True)
+    columns = chosen_columns(fields)
     page_limit(limit, settings.api_page_limit_max)
     start, end = time_range(start, end, max_days=MAX_RANGE_DAYS)
     known_metric(state.metric_catalog, state.db, tenant, metric)
@@ -309,9 +332,7 @@ def aggregates(
     with state.db.connection() as conn:
         if source == "stored":
             live = provisional_buckets(conn, window_s, max(start, after[0] or start), end, lo, hi)
-            rows = conn.execute(_STORED, {**params, "provisional": live}).fetchall()
-            if live:
-                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+            final = not live
         else:
             # a bucket is in the answer when its start is in [start, end); it covers its whole window
             params["lo"] = max(ceil_to(start, window_s), after[0] or start)
@@ -319,10 +340,49 @@ def aggregates(
             if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
                 raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
             params["final_until"] = final_until(conn, window_s, params["lo"], params["hi"], lo)
+            final = params["final_until"] >= params["hi"]
+        # The continuous aggregate catches up with a re-materialised hour only at its next refresh, so
+        # its answers are tagged by their body; stored windows and rollups of them by what was materialised.
+        tag = None
+        if final and source != "continuous_aggregate":
+            representation = "csv" if wants_csv(request) else "json"
+            tag = caching.tag_of(
+                caching.request_key(request, tenant, representation),
+                version(conn, source_window, floor_hour(start), ceil_to(end + timedelta(seconds=window_s), 3600)),
+            )
+            if caching.matches(request, tag):
+                return caching.not_modified(tag)
+        if source == "stored":
+            rows = conn.execute(_STORED, {**params, "provisional": live}, binary=True).fetchall()
+            if live:
+                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+        else:
             query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
-            rows = conn.execute(query, params).fetchall()
+            rows = conn.execute(query, params, binary=True).fetchall()
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
-    return page_response(request, rows, limit=limit, key=("bucket_start", "sensor_id"), columns=COLUMNS, extra=extra)
+    key = ("bucket_start", "sensor_id")
+    response = page_response(request, rows, limit=limit, key=key, columns=columns, extra=extra)
+    if not final:
+        return caching.unstored(response)
+    return caching.tagged(response, tag) if tag else caching.by_body(request, response)
+
+
+def chosen_columns(fields: str | None) -> tuple[str, ...]:
+    """The columns `fields` names, in the answer's usual order, with the key fields; all without it."""
+    if fields is None:
+        return COLUMNS
+    names = {name.strip() for name in fields.split(",")} - {""}
+    unknown = sorted(names - set(COLUMNS))
+    if unknown or not names:
+        problem = f"unknown field {', '.join(map(repr, unknown))}" if unknown else "fields names no column"
+        raise invalid("fields", f"{problem}; known: {', '.join(COLUMNS)}", value=fields)
+    return tuple(c for c in COLUMNS if c in names or c in KEY_FIELDS)
+
+
+def version(conn: psycopg.Connection, window_s: int, lo: datetime, hi: datetime) -> list:
+    """The materialisation stamps of the hours [lo, hi) and the oldest kept bucket of `window_s`."""
+    row = conn.execute(_VERSION, {"window_s": window_s, "lo": lo, "hi": hi}).fetchone()
+    return [row["hours"], row["as_of_sum"], row["materialised_sum"], row["oldest"]]
 
 
 def merge(stored: list[dict], live: list[dict], count: int) -> list[dict]:

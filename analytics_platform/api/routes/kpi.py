@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
-from analytics_platform.api.models import ERRORS, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
+from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
 from analytics_platform.api.params import (
     Cursor,
     End,
@@ -56,7 +56,7 @@ KPI_KEY = ("period_start", "machine_id", "kpi")
         "Periods whose start lies in [start, end), ordered by period start, machine and KPI. Omit `kpi` for "
         "all of them. A null value carries its `null_reason`. `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def kpis(
     request: Request,
@@ -163,7 +163,7 @@ _EVENT_SELECT = (
         "event type and subject (analyte or sweep metric). Windows are those stored: the configured windows "
         "that tile an hour, the hour, and the day (86400). `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def event_rollup(
     request: Request,
