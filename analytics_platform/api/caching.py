@@ -4,10 +4,11 @@ A dashboard asks for the same closed ranges again and again; most of those answe
 Two kinds of tag, both weak (`W/`: the gzip and the identity encoding of an answer share it):
 
 * keyed by what was materialised (`/v1/agg` on final ranges): a hash of the tenant, the query, the
-  representation and the `as_of`/`materialised_at` of every hour the range reads from
-  `analytics.agg_materialised_hours` (the asset writes those in the same transaction as the buckets,
-  so a re-materialised hour changes the tag the moment its buckets change). The tag costs one small
-  query, and a matching `If-None-Match` is answered before the buckets are read;
+  representation, and the count and highest `version` of the hours the range reads in
+  `analytics.agg_materialised_hours` (the asset draws a new version, in commit order, in the same
+  transaction as an hour's buckets, so a re-materialised hour changes the tag the moment its buckets
+  change; sql/14). The tag costs one small query, and a matching `If-None-Match` is answered before
+  the buckets are read;
 * keyed by the body (every other page): a hash of the answer itself, exact by construction; it
   saves the client the transfer and the parsing, not the server the query.
 

@@ -43,6 +43,8 @@ TABLES = {
     "metric_catalog",
     "metric_policy",
     "ingest_resets",
+    "agg_daily",
+    "agg_daily_days",
 }
 VIEWS = {
     "v_agg_latest",
@@ -110,6 +112,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "10_analytics_views",
         "11_anomaly_events",
         "12_agg_materialised_hours",
+        "14_agg_daily",
     ]
 
 
@@ -133,6 +136,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "10_analytics_views": "reapplied",
         "11_anomaly_events": "skipped",
         "12_agg_materialised_hours": "skipped",
+        "14_agg_daily": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -106,6 +106,21 @@ SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, s
 FROM analytics.analytics_agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
+# Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
+# the hours of the others (written by anything but the asset) as _FROM_STORED reads them.
+_DAYS_ROLLED = "SELECT day_start FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
+_FROM_DAYS = f"""
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
+FROM analytics.agg_daily
+WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+UNION ALL
+SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
+       (a.count_n - 1) * coalesce(a.stddev_v, 0) ^ 2 + a.count_n * a.avg_v ^ 2 AS sumsq_v
+FROM unnest(%(hour_days)s::timestamptz[]) AS d(day_start)
+JOIN analytics.analytics_agg AS a
+  ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
+WHERE {_SERIES} AND a.window_s = 3600
+"""
 _ROLLUP = """
 WITH src AS ({source}),
 grouped AS (
@@ -140,13 +155,12 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 _MATERIALISED = """
 SELECT hour_start, as_of FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s
 """
-# What a final range's answer depends on besides the request: the materialisation of every hour it
-# reads (both stamps move whenever the asset rewrites an hour's buckets) and the oldest bucket kept
-# of the source window (TimescaleDB's retention drops old chunks without touching those hours).
+# What a final range's answer depends on besides the request: the hours it reads (their count, and
+# the highest version: sql/14 draws a new one, in commit order, each time the asset rewrites an hour)
+# and the oldest bucket kept of the source window (TimescaleDB's retention drops old chunks without
+# touching those hours).
 _VERSION = """
-SELECT count(*) AS hours,
-       coalesce(sum(extract(epoch FROM as_of)), 0) AS as_of_sum,
-       coalesce(sum(extract(epoch FROM materialised_at)), 0) AS materialised_sum,
+SELECT count(*) AS hours, coalesce(max(version), 0) AS version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest
 FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s
 """
@@ -357,7 +371,12 @@ def aggregates(
             if live:
                 rows = merge(rows, live_buckets(conn, params, live), limit + 1)
         else:
-            query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
+            if source == "rollup" and source_window == 3600 and window_s % DAY_S == 0:
+                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"])
+                rows_from = _FROM_DAYS
+            else:
+                rows_from = _FROM_STORED if source == "rollup" else _FROM_DAILY
+            query = _ROLLUP.format(source=rows_from, after=_AFTER)
             rows = conn.execute(query, params, binary=True).fetchall()
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
     key = ("bucket_start", "sensor_id")
@@ -365,6 +384,13 @@ def aggregates(
     if not final:
         return caching.unstored(response)
     return caching.tagged(response, tag) if tag else caching.by_body(request, response)
+
+
+def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime) -> list[datetime]:
+    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours."""
+    rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
+    step = timedelta(days=1)
+    return [lo + i * step for i in range((hi - lo) // step) if lo + i * step not in rolled]
 
 
 def chosen_columns(fields: str | None) -> tuple[str, ...]:
@@ -380,9 +406,9 @@ def chosen_columns(fields: str | None) -> tuple[str, ...]:
 
 
 def version(conn: psycopg.Connection, window_s: int, lo: datetime, hi: datetime) -> list:
-    """The materialisation stamps of the hours [lo, hi) and the oldest kept bucket of `window_s`."""
+    """The materialisation of the hours [lo, hi) and the oldest kept bucket of `window_s`."""
     row = conn.execute(_VERSION, {"window_s": window_s, "lo": lo, "hi": hi}).fetchone()
-    return [row["hours"], row["as_of_sum"], row["materialised_sum"], row["oldest"]]
+    return [row["hours"], row["version"], row["oldest"]]
 
 
 def merge(stored: list[dict], live: list[dict], count: int) -> list[dict]:
