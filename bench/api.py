@@ -947,6 +947,64 @@ def json_time(url: str, scenario: Scenario, machines: list[str], repeat: int = 5
 
 
 # ------------------------------------------------------------------------------------------------
+# Where a request's time goes: cProfile of the app in this process
+# ------------------------------------------------------------------------------------------------
+def profile(api_url: str, api_key: str, plan: list[Scenario], machines: list[str], count: int) -> dict[str, str]:
+    """cProfile of `count` sequential requests per scenario through the whole ASGI app (middleware,
+    validation, auth, the route, the response), in this process. FastAPI runs sync endpoints and
+    dependencies in a thread pool, out of a profiler's sight; here they run inline in the loop's
+    thread. Returns each scenario's top functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    import fastapi.dependencies.utils
+    import fastapi.routing
+    import httpx
+
+    from analytics_platform.api.app import create_app
+    from analytics_platform.settings import PlatformSettings
+
+    async def inline(func: Callable, *args: object, **kwargs: object) -> object:
+        return func(*args, **kwargs)
+
+    fastapi.routing.run_in_threadpool = inline
+    fastapi.dependencies.utils.run_in_threadpool = inline
+    settings = PlatformSettings(database_url=api_url, api_database_url=api_url, kafka_brokers="127.0.0.1:1")
+    app = create_app(settings)
+    out: dict[str, str] = {}
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
+                for scenario in plan:
+                    if scenario.status == 307:
+                        continue
+                    paths = [scenario.target(m, x) for m in machines for x, *_ in METRICS]
+                    headers = {"X-API-Key": api_key, "Accept": "application/json"}
+                    tags = {}
+                    for path in paths:  # warm the pool and caches; a hit scenario keeps the tags
+                        answer = await client.get(path, headers=headers)
+                        tags[path] = answer.headers.get("etag", "")
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    for i in range(count):
+                        path = paths[i % len(paths)]
+                        sent = {**headers, "If-None-Match": tags[path]} if scenario.revalidate else headers
+                        answer = await client.get(path, headers=sent)
+                        if answer.status_code != scenario.status:
+                            raise RuntimeError(f"{scenario.name}: HTTP {answer.status_code} {answer.text[:200]}")
+                    profiler.disable()
+                    text = io.StringIO()
+                    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(14)
+                    out[scenario.name] = text.getvalue()
+
+    asyncio.run(main())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # The API under uvicorn
 # ------------------------------------------------------------------------------------------------
 def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, int]:
@@ -1007,6 +1065,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, help="virtual dashboard users of the mix (default: --clients)")
     parser.add_argument("--think", type=float, default=2.0, help="mean think time between pages, seconds")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--profile", type=int, default=0, help="cProfile N requests per scenario in-process, print")
     parser.add_argument("--keep", action="store_true", help="keep the database (name printed) for --database")
     parser.add_argument("--database", help="reuse a database loaded by an earlier --keep run")
     parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "api.json")
@@ -1070,6 +1129,9 @@ def main() -> int:
         if args.only:
             plan = [s for s in plan if args.only in s.name]
 
+        if args.profile:
+            for name, text in profile(api_url, api_key, plan, machines, args.profile).items():
+                print(f"\nprofile of {args.profile} requests, {name} (by own time):\n{text}", flush=True)
         results: dict = {"by_workers": {}, "baselines": {}}
         for workers in workers_list:
             process, port = start_api(api_url, workers, run_dir / "api-uvicorn.log")
