@@ -49,6 +49,23 @@ from analytics_platform.ui.web import mount_dashboard
 log = logging.getLogger("analytics_platform.api")
 
 
+_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive at the first start-up (modules, the app, its routes and models, which
+    live as long as the process) out of the collector's sight: it stops walking them on every
+    collection, which under load paused a worker for 140 ms at a time (docs/benchmarks.md).
+
+    Once per process: a process that builds many apps (the tests) would otherwise freeze each
+    one, and a frozen cycle is never collected when it becomes garbage."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = Database(settings.api_url())
@@ -58,11 +75,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.open()
-        # Everything built so far (modules, the app, its routes and models) lives as long as the
-        # process: frozen, the collector stops walking it on every collection, which under load
-        # paused a worker for milliseconds per request.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
         yield
         db.close()
         if writer is not None:
