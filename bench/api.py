@@ -635,6 +635,7 @@ def dashboard_pages(machines: list[str], end: datetime, days: int) -> list[tuple
     """(page, weight, steps): steps(rng, now) -> the page's calls, a list of steps made one after the
     other, each a list of (kind, path) made in parallel (the page's Promise.all)."""
     where = {"tenant_id": TENANT, "factory_id": FACTORY}
+    chart = {"fields": "avg,min,max", "limit": 10000}  # what the machine chart asks for
 
     def url(path: str, **params: object) -> str:
         return f"/v1{path}?" + urlencode({k: v for k, v in params.items() if v is not None})
@@ -650,7 +651,7 @@ def dashboard_pages(machines: list[str], end: datetime, days: int) -> list[tuple
                     ("fleet (machine)", url("/fleet", **where, machine_id=m)),
                     ("anomaly-events", url("/anomaly-events", **where, machine_id=m, **rng_, limit=500)),
                 ],
-                [(kind, url("/agg", **where, machine_id=m, metric=metric, window_s=window_s, **rng_, limit=10000))],
+                [(kind, url("/agg", **where, machine_id=m, metric=metric, window_s=window_s, **rng_, **chart))],
             ]
 
         return steps

@@ -7,7 +7,12 @@ bucket, and closed ones whose hour has not been materialised since the bucket en
 read from raw readings by the asset's own transform (`window_aggregates`, in `canonical_order`) and
 marked `provisional`, but only within AGG_PROVISIONAL_HOURS of now: older buckets are served as
 stored, whatever their state. Rollups are never computed from raw readings; theirs are marked
-provisional while they hold an hour of that horizon that is not final."""
+provisional while they hold an hour of that horizon that is not final. On plain PostgreSQL whole days
+come from `analytics.agg_daily`, kept by the pipeline with the hours (sql/14).
+
+Caching (api/caching.py): an answer whose buckets are all final carries an ETag keyed by the
+materialisation of the hours it reads, checked before the buckets are read; one holding a
+provisional bucket is `no-store`."""
 
 from __future__ import annotations
 
@@ -357,6 +362,8 @@ def aggregates(
             final = params["final_until"] >= params["hi"]
         # The continuous aggregate catches up with a re-materialised hour only at its next refresh, so
         # its answers are tagged by their body; stored windows and rollups of them by what was materialised.
+        # The tag is read before the rows: a write in between can only make the body newer than its tag
+        # (the next revalidation then gets a 200 with the new tag), never older.
         tag = None
         if final and source != "continuous_aggregate":
             representation = "csv" if wants_csv(request) else "json"
