@@ -28,7 +28,7 @@ from fastapi import Request, Response
 # Part of every tag: bump it when the JSON or CSV shape of an answer changes, so that no tag a
 # client kept from an older API matches a body of the new one.
 FORMAT = "api-2026-12"
-VARY = "Accept, X-API-Key"
+VARY = "Accept, Accept-Encoding, X-API-Key"  # every answer may be gzipped (api/middleware.py)
 REVALIDATE = "private, no-cache"
 NO_STORE = "no-store"
 

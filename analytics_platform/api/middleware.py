@@ -106,10 +106,12 @@ class Compress:
             packed = gzip.compress(body, compresslevel=self.level, mtime=0)
             kept = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"vary")]
             vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
+            if not any("accept-encoding" in v.lower() for v in vary):
+                vary.append("Accept-Encoding")
             kept += [
                 (b"content-encoding", b"gzip"),
                 (b"content-length", str(len(packed)).encode()),
-                (b"vary", ", ".join([*vary, "Accept-Encoding"]).encode("latin-1")),
+                (b"vary", ", ".join(vary).encode("latin-1")),
             ]
             await send({**held, "headers": kept})
             await send({**message, "body": packed})
