@@ -4,6 +4,7 @@ no app."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from starlette.requests import Request
 
 from analytics_platform.api.auth import tenant_scope
 from analytics_platform.api.caching import matches, request_key, tag_of
+from analytics_platform.api.db import json_loads
 from analytics_platform.api.keys import Principal, digest, key_id_of
 from analytics_platform.api.middleware import accepts_gzip, compressible
 from analytics_platform.api.params import ceil_to
@@ -249,3 +251,10 @@ def test_fields_keep_the_answer_order_and_the_key() -> None:
     (error,) = raised.value.errors()
     assert error["loc"] == ("query", "fields")
     assert error["msg"] == f"unknown field 'mean'; known: {', '.join(COLUMNS)}"
+
+
+def test_json_columns_read_with_orjson_and_the_standard_library_for_what_it_refuses() -> None:
+    text = b'{"reason": "no_data", "seconds": 3600, "share": 0.25, "tags": ["a", 1], "none": null}'
+    expected = {"reason": "no_data", "seconds": 3600, "share": 0.25, "tags": ["a", 1], "none": None}
+    assert json_loads(text) == json_loads(memoryview(text)) == json_loads(text.decode()) == expected
+    assert json_loads(b'{"huge": 1e400}') == {"huge": math.inf}  # beyond a double: as before
