@@ -23,8 +23,8 @@ asyncio (uvloop), each looping over requests for a random machine and metric. Sc
                    (exponential, mean --think s), and a browser's cache (If-None-Match with the tag
                    it holds). Per call: hits (304) and misses separately; per page: load time.
 
-The loaded hours are marked materialised and their days rolled up into agg_daily, as the
-window-aggregates asset leaves them (sql/12, sql/14).
+The loaded hours are marked materialised and their days rolled up into agg_daily, and the KPI
+periods get their versions, as the assets leave them (sql/12, sql/14).
 
 Every 200 response is checked (status 200, `count` equal to the expected rows, the machine asked for;
 the first response of each connection is parsed in full); errors are counted and flagged. Same-run
@@ -87,6 +87,7 @@ from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
 from analytics_platform.results.aggregates import MARK_MATERIALISED, refresh_days  # noqa: E402
+from analytics_platform.results.kpis import MARK_PERIODS  # noqa: E402
 from analytics_platform.settings import utc_options  # noqa: E402
 from analytics_platform.transforms.kpi_catalog import CATALOGUE  # noqa: E402
 from bench.ingest import machine_info  # noqa: E402
@@ -312,6 +313,9 @@ def load(url: str, machines: list[str], days: int, end: datetime, streams: int =
             marks = {"as_of": datetime.now(UTC), "first": first, "last": end - timedelta(hours=1)}
             cur.execute(MARK_MATERIALISED, marks)
             refresh_days(cur, first, end)
+            for period, step in PERIODS.items():  # and every KPI period as the KPI assets leave it
+                span = int(timedelta(days=days) / timedelta(seconds=step))
+                cur.execute(MARK_PERIODS, (period, [end - timedelta(seconds=step * (i + 1)) for i in range(span)]))
         days_s = time.perf_counter() - part
         part = time.perf_counter()
         conn.execute("VACUUM ANALYZE analytics.analytics_agg")

@@ -1,4 +1,5 @@
--- 14_agg_daily.sql: whole days of the hourly window, kept by the pipeline (issue 23, item 1).
+-- 14_agg_daily.sql: whole days of the hourly window, kept by the pipeline, and the versions the
+-- API's ETags are keyed by (issue 23, item 1).
 -- A year of /v1/agg at 86400 s rolled up per request reads 8760 hourly rows per series; from here it
 -- reads 365. The window-aggregates asset rewrites the days its hours touch in the same transaction
 -- as the hours (results/aggregates.py, refresh_days), so a day is always exactly the rollup of the
@@ -48,3 +49,20 @@ CREATE SEQUENCE IF NOT EXISTS analytics.agg_materialised_version;
 ALTER TABLE analytics.agg_materialised_hours
     ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT nextval('analytics.agg_materialised_version');
 GRANT USAGE ON SEQUENCE analytics.agg_materialised_version TO analytics_rw;
+
+-- The same for KPIs: a version per (period kind, period start), drawn each time the KPI assets
+-- rewrite the period (results/kpis.py replace_kpis, under the analytics_kpi writers' lock, in the
+-- same transaction). /v1/kpi's ETag is keyed by the count and highest version of the periods of a
+-- range, and a matching If-None-Match is answered before the rows are read.
+CREATE SEQUENCE IF NOT EXISTS analytics.kpi_materialised_version;
+CREATE TABLE IF NOT EXISTS analytics.kpi_materialised_periods (
+    period       text        NOT NULL,
+    period_start timestamptz NOT NULL,
+    version      bigint      NOT NULL DEFAULT nextval('analytics.kpi_materialised_version'),
+    PRIMARY KEY (period, period_start)
+);
+COMMENT ON TABLE analytics.kpi_materialised_periods IS
+    'Periods of analytics_kpi written by the KPI assets; version rises (in commit order) at each rewrite';
+GRANT SELECT ON analytics.kpi_materialised_periods TO analytics_ro;
+GRANT SELECT, INSERT, UPDATE, DELETE ON analytics.kpi_materialised_periods TO analytics_rw;
+GRANT USAGE ON SEQUENCE analytics.kpi_materialised_version TO analytics_rw;

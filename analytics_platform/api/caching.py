@@ -7,8 +7,8 @@ Two kinds of tag, both weak (`W/`: the gzip and the identity encoding of an answ
   representation, and the count and highest `version` of the hours the range reads in
   `analytics.agg_materialised_hours` (the asset draws a new version, in commit order, in the same
   transaction as an hour's buckets, so a re-materialised hour changes the tag the moment its buckets
-  change; sql/14). The tag costs one small query, and a matching `If-None-Match` is answered before
-  the buckets are read;
+  change; sql/14). `/v1/kpi` likewise by the periods the KPI assets rewrote. The tag costs one small
+  query, and a matching `If-None-Match` is answered before the rows are read;
 * keyed by the body (every other page): a hash of the answer itself, exact by construction; it
   saves the client the transfer and the parsing, not the server the query.
 

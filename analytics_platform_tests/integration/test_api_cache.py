@@ -1,9 +1,10 @@
 """HTTP caching of the read routes that is never stale, compressed answers and `fields=` on /v1/agg.
 
 Readings go in raw and the hours are materialised by the asset's own writer (`recompute_aggregates`,
-which records each hour's `as_of` with its buckets); the answers' tags follow what was materialised:
-a late reading changes nothing until its hour is re-materialised, and then the answer and the tag
-change at once. Buckets the asset has not made final are never tagged."""
+which draws each hour's version with its buckets; KPIs through `replace_kpis` likewise); the answers'
+tags follow what was materialised: a late reading changes nothing until its hour is re-materialised,
+and then the answer and the tag change at once. Buckets the asset has not made final are never
+tagged."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import io
 from datetime import datetime, timedelta
 
 import httpx
+import polars as pl
 import psycopg
 
 from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform_tests.support.api import Api, assert_422, at, insert, iso, ok, running
-from analytics_platform_tests.support.api_data import KPI_QUERY, insert_kpi_data, reading
+from analytics_platform_tests.support.api_data import EVENT_QUERY, KPI_QUERY, insert_event_data, kpi, reading
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 QUERY = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(3)), "end": iso(at(5))}
@@ -117,21 +121,59 @@ def test_provisional_buckets_are_never_stored(settings: PlatformSettings, databa
         assert final.headers["Cache-Control"] == "private, no-cache" and "ETag" in final.headers
 
 
-def test_listings_are_tagged_by_their_body(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    """/v1/kpi and the other listings: the tag of the answer itself, so it changes exactly with it."""
-    insert_kpi_data(database)
+def test_a_rewritten_kpi_period_changes_the_answer_and_the_tag_at_once(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """/v1/kpi: keyed by the periods the KPI assets wrote, through their own writer."""
+    hours = pl.DataFrame(
+        [
+            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
+            for h in (3, 4)
+        ],
+        schema=mk.PERIOD_SCHEMA,
+    )
+
+    def write(*rows: tuple[float, str, float, str]) -> None:
+        frame = pl.DataFrame(
+            [{**kpi(h, "m1", "oee", v, "ratio", tenant=t), "details": None} for h, _, v, t in rows],
+            schema=mk.OUTPUT_SCHEMA,
+        )
+        with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+            replace_kpis(conn, frame, hours)
+
+    write((3, "oee", 0.5, "t1"), (4, "oee", 0.75, "t1"), (3, "oee", 0.5, "t2"))
     with running(settings, database) as api:
         first = api.t1.get("/v1/kpi", **KPI_QUERY)
+        assert [i["value"] for i in ok(first)["items"]] == [0.5, 0.75]
         tag = first.headers["ETag"]
+        assert first.headers["Cache-Control"] == "private, no-cache"
         headers = {"X-API-Key": api.t1.key, "If-None-Match": tag}
         same = api.client.get("/v1/kpi", params=KPI_QUERY, headers=headers)
-        assert (same.status_code, same.content, same.headers["Cache-Control"]) == (304, b"", "private, no-cache")
-        with database.connect() as conn:
-            conn.execute("UPDATE analytics.analytics_kpi SET value = value + 1 WHERE tenant_id = 't1'")
+        assert (same.status_code, same.content, same.headers["ETag"]) == (304, b"", tag)
+        t2 = api.t2.get("/v1/kpi", **KPI_QUERY)
+        assert ok(t2)["items"][0]["value"] == 0.5 and t2.headers["ETag"] != tag  # tenants never share a tag
+
+        write((3, "oee", 0.5, "t1"), (4, "oee", 0.25, "t1"), (3, "oee", 0.5, "t2"))  # hours 3 and 4 rerun
         changed = api.client.get("/v1/kpi", params=KPI_QUERY, headers=headers)
         assert changed.status_code == 200 and changed.headers["ETag"] != tag
-        values = [i["value"] for i in ok(first)["items"]]
-        assert [i["value"] for i in changed.json()["items"]] == [None if v is None else v + 1 for v in values]
+        assert [i["value"] for i in changed.json()["items"]] == [0.5, 0.25]
+
+
+def test_other_listings_are_tagged_by_their_body(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    """/v1/event-rollup and the other listings: the tag of the answer itself, so it changes exactly with it."""
+    insert_event_data(database)
+    with running(settings, database) as api:
+        first = api.t1.get("/v1/event-rollup", **EVENT_QUERY)
+        tag = first.headers["ETag"]
+        headers = {"X-API-Key": api.t1.key, "If-None-Match": tag}
+        same = api.client.get("/v1/event-rollup", params=EVENT_QUERY, headers=headers)
+        assert (same.status_code, same.content, same.headers["Cache-Control"]) == (304, b"", "private, no-cache")
+        with database.connect() as conn:
+            conn.execute("UPDATE analytics.analytics_event_rollup SET count_n = count_n + 1 WHERE tenant_id = 't1'")
+        changed = api.client.get("/v1/event-rollup", params=EVENT_QUERY, headers=headers)
+        assert changed.status_code == 200 and changed.headers["ETag"] != tag
+        counts = [i["count"] for i in ok(first)["items"]]
+        assert [i["count"] for i in changed.json()["items"]] == [c + 1 for c in counts]
 
 
 def test_answers_are_gzipped_when_the_client_accepts_it(settings: PlatformSettings, database: DatabaseHandle) -> None:
