@@ -104,7 +104,8 @@ class Compress:
                 await send(message)
                 return
             packed = gzip.compress(body, compresslevel=self.level, mtime=0)
-            kept = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"vary")]
+            dropped = (b"content-length", b"vary")
+            kept = [(k, weak(v) if k.lower() == b"etag" else v) for k, v in headers if k.lower() not in dropped]
             vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
             if not any("accept-encoding" in v.lower() for v in vary):
                 vary.append("Accept-Encoding")
@@ -117,6 +118,11 @@ class Compress:
             await send({**message, "body": packed})
 
         await self.app(scope, receive, compress)
+
+
+def weak(tag: bytes) -> bytes:
+    """A strong ETag (the static files') names one exact body: once gzipped, the tag is weak."""
+    return tag if tag.startswith(b"W/") else b"W/" + tag
 
 
 def compressible(headers: list[tuple[bytes, bytes]]) -> bool:

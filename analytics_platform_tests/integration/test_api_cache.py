@@ -202,6 +202,15 @@ def test_answers_are_gzipped_when_the_client_accepts_it(settings: PlatformSettin
         assert "content-encoding" not in refused.headers
         small = api.client.get("/v1/health", headers={"Accept-Encoding": "gzip"})
         assert "content-encoding" not in small.headers  # under a kilobyte: not worth it
+        # the dashboard's files: their strong tag becomes weak once gzipped, and still revalidates
+        script = api.client.get("/ui/static/app.js", headers={"Accept-Encoding": "gzip"})
+        plain_script = api.client.get("/ui/static/app.js", headers={"Accept-Encoding": "identity"})
+        assert script.headers["content-encoding"] == "gzip" and script.content == plain_script.content
+        assert script.headers["ETag"] == "W/" + plain_script.headers["ETag"]
+        again = api.client.get(
+            "/ui/static/app.js", headers={"Accept-Encoding": "gzip", "If-None-Match": script.headers["ETag"]}
+        )
+        assert again.status_code == 304
 
 
 def test_fields_choose_the_columns(settings: PlatformSettings, database: DatabaseHandle) -> None:

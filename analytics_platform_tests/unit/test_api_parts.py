@@ -16,7 +16,7 @@ from analytics_platform.api.auth import tenant_scope
 from analytics_platform.api.caching import matches, request_key, tag_of
 from analytics_platform.api.db import json_loads
 from analytics_platform.api.keys import Principal, digest, key_id_of
-from analytics_platform.api.middleware import accepts_gzip, compressible
+from analytics_platform.api.middleware import accepts_gzip, compressible, weak
 from analytics_platform.api.params import ceil_to
 from analytics_platform.api.query import Select
 from analytics_platform.api.respond import _cell, keyset, wants_csv
@@ -258,3 +258,8 @@ def test_json_columns_read_with_orjson_and_the_standard_library_for_what_it_refu
     expected = {"reason": "no_data", "seconds": 3600, "share": 0.25, "tags": ["a", 1], "none": None}
     assert json_loads(text) == json_loads(memoryview(text)) == json_loads(text.decode()) == expected
     assert json_loads(b'{"huge": 1e400}') == {"huge": math.inf}  # beyond a double: as before
+
+
+def test_a_gzipped_body_keeps_its_tag_but_weak() -> None:
+    assert weak(b'"abc"') == b'W/"abc"'
+    assert weak(b'W/"abc"') == b'W/"abc"'
