@@ -12,8 +12,21 @@ asyncio (uvloop), each looping over requests for a random machine and metric. Sc
   * agg 365 days   /v1/agg window_s=86400 over the last 365 days     -> 365 buckets (rolled up from
                    the 3600 s window on PostgreSQL; the daily continuous aggregate on TimescaleDB)
   * kpi 30 days    /v1/kpi period=day, every KPI, one machine         -> 600 rows
+  * ... (hit)      the same three requests again with the `If-None-Match` tag of their answer: the
+                   304s a revalidating client (a browser, with `Cache-Control: no-cache`) gets; the
+                   plain scenarios above are the misses
+  * dashboard mix  `--users` virtual users (default: --clients) walking the dashboard's pages with
+                   the very calls ui/static/app.js makes (overview: /v1/fleet; a machine, live or over
+                   a closed 30-day or 365-day range: /v1/fleet, /v1/anomaly-events, /v1/agg; KPIs:
+                   /v1/kpi and /v1/baseline-deviation of the factory, /v1/kpi/catalog once), calls of
+                   a page in parallel where the page makes them so, a think time between pages
+                   (exponential, mean --think s), and a browser's cache (If-None-Match with the tag
+                   it holds). Per call: hits (304) and misses separately; per page: load time.
 
-Every response is checked (status 200, `count` equal to the expected rows, the machine asked for;
+The loaded hours are marked materialised and their days rolled up into agg_daily, and the KPI
+periods get their versions, as the assets leave them (sql/12, sql/14).
+
+Every 200 response is checked (status 200, `count` equal to the expected rows, the machine asked for;
 the first response of each connection is parsed in full); errors are counted and flagged. Same-run
 baselines per scenario: the route's own SQL text with the route's parameters through psycopg
 (dict rows, like the API's pool) sequentially on one connection and from as many threads as there
@@ -22,7 +35,7 @@ JSON page from fetched rows; and the API with a single sequential client. CPU pe
 API processes, the database backends and the generator is read from /proc over each run.
 
 Usage: python bench/api.py [--machines 50] [--days 30] [--duration 15] [--clients 50] [--workers 2]
-       (--workers 1,2 measures both on the same data). Uses TEST_DATABASE_URL (an admin URL) or
+       [--users 50] [--think 2] (--workers 1,2 measures both on the same data). Uses TEST_DATABASE_URL (an admin URL) or
 starts an embedded PostgreSQL under .run/bench/. Prints figures; asserts nothing about time.
 """
 
@@ -73,6 +86,8 @@ from analytics_platform.devstack.processes import api_command, free_port  # noqa
 from analytics_platform.devstack.stack import with_credentials  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
+from analytics_platform.results.aggregates import MARK_MATERIALISED, refresh_days  # noqa: E402
+from analytics_platform.results.kpis import MARK_PERIODS  # noqa: E402
 from analytics_platform.settings import utc_options  # noqa: E402
 from analytics_platform.transforms.kpi_catalog import CATALOGUE  # noqa: E402
 from bench.ingest import machine_info  # noqa: E402
@@ -292,7 +307,19 @@ def load(url: str, machines: list[str], days: int, end: datetime, streams: int =
     copy_s = time.perf_counter() - began
     with psycopg.connect(url, autocommit=True) as conn:
         part = time.perf_counter()
+        first = end - timedelta(days=max(days, YEAR_DAYS))
+        with conn.transaction(), conn.cursor() as cur:
+            # as the window-aggregates asset leaves them: every hour final, its days rolled up
+            marks = {"as_of": datetime.now(UTC), "first": first, "last": end - timedelta(hours=1)}
+            cur.execute(MARK_MATERIALISED, marks)
+            refresh_days(cur, first, end)
+            for period, step in PERIODS.items():  # and every KPI period as the KPI assets leave it
+                span = int(timedelta(days=days) / timedelta(seconds=step))
+                cur.execute(MARK_PERIODS, (period, [end - timedelta(seconds=step * (i + 1)) for i in range(span)]))
+        days_s = time.perf_counter() - part
+        part = time.perf_counter()
         conn.execute("VACUUM ANALYZE analytics.analytics_agg")
+        conn.execute("VACUUM ANALYZE analytics.agg_daily")
         conn.execute("VACUUM ANALYZE analytics.analytics_kpi")
         vacuum_s = time.perf_counter() - part
         refresh_s = None
@@ -309,6 +336,7 @@ def load(url: str, machines: list[str], days: int, end: datetime, streams: int =
     return {
         "rows": rows,
         "copy_s": copy_s,
+        "materialised_and_days_s": days_s,
         "vacuum_analyze_s": vacuum_s,
         "refresh_cagg_s": refresh_s,
         "checkpoint_s": checkpoint_s,
@@ -331,6 +359,7 @@ class Scenario:
     sql: Callable[[str, str], tuple[str, dict]] | None = None  # the route's query and parameters
     page: dict = field(default_factory=dict)  # page_response arguments
     status: int = 200
+    revalidate: bool = False  # send the If-None-Match tag of the answer (fetched before the run): 304s
 
 
 def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Callable[[str, str], tuple[str, dict]]:
@@ -353,10 +382,14 @@ def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Calla
             "limit": 1001,
         }
         if source == "stored":
-            return agg_route._STORED, params
+            return agg_route._STORED, {**params, "provisional": []}  # load() marked every hour final
+        params["final_until"] = datetime.max.replace(tzinfo=UTC)
         params["lo"] = agg_route.ceil_to(start, window_s)
         params["hi"] = agg_route.ceil_to(end, window_s)
         source_sql = agg_route._FROM_STORED if source == "rollup" else agg_route._FROM_DAILY
+        if source == "rollup" and source_window == 3600 and window_s % 86400 == 0:
+            params["hour_days"] = []  # load() rolled every day up into agg_daily
+            source_sql = agg_route._FROM_DAYS
         return agg_route._ROLLUP.format(source=source_sql, after=agg_route._AFTER), params
 
     return build
@@ -409,7 +442,7 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
     agg_page = {"key": ("bucket_start", "sensor_id"), "columns": agg_route.COLUMNS}
     year = "continuous_aggregate" if daily else "rollup"
     kpi_page = {"key": KPI_KEY, "columns": KPI_COLUMNS}
-    return [
+    plain = [
         Scenario("trivial (GET /, no DB)", 0, None, lambda m, x: "/", status=307),
         Scenario(
             "agg 1 day (300 s)",
@@ -444,6 +477,12 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
             kpi_page,
         ),
     ]
+    hits = [
+        Scenario(f"{s.name} hit", s.rows, s.goal_ms, s.target, status=304, revalidate=True)
+        for s in plain
+        if s.name.startswith((f"agg {days} days", f"agg {YEAR_DAYS} days", f"kpi {days} days"))
+    ]
+    return plain + hits
 
 
 # ------------------------------------------------------------------------------------------------
@@ -507,7 +546,7 @@ async def _client(port: int, requests: list[tuple[bytes, bytes]], scenario: Scen
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = _content_length(head)
+            length = 0 if head[9:12] in (b"204", b"304") else _content_length(head)
             if length is None:
                 raise ConnectionError("response without Content-Length")
             body = await reader.readexactly(length) if length else b""
@@ -545,15 +584,16 @@ def drive(
 ) -> tuple[Run, float]:
     """`clients` connections looping for warmup + duration seconds; returns the measured run and its
     wall time. `on_warm` runs (in the loop, briefly) when the warm-up ends."""
+    targets = [(scenario.target(m, x), m) for m in machines for x, *_ in METRICS]
+    tags = {path: etag_of(port, api_key, path) for path, _ in targets} if scenario.revalidate else {}
     requests = [
         (
-            f"GET {scenario.target(m, x)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
-            "Accept: application/json\r\n\r\n".encode(),
-            m.encode(),
-        )
-        for m in machines
-        for x, *_ in METRICS
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
+            "Accept: application/json\r\n" + (f"If-None-Match: {tags[path]}\r\n" if path in tags else "") + "\r\n"
+        ).encode()
+        for path, _ in targets
     ]
+    requests = list(zip(requests, [m.encode() for _, m in targets], strict=True))
     run = Run()
 
     async def main() -> None:
@@ -572,6 +612,197 @@ def drive(
     except ImportError:
         asyncio.run(main())
     return run, time.perf_counter() - began - warmup
+
+
+def etag_of(port: int, api_key: str, path: str) -> str:
+    """The ETag of an answer, as a client holds it after a first visit."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": api_key})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        tag = response.headers.get("ETag")
+    if not tag:
+        raise RuntimeError(f"no ETag on {path}: is the range provisional?")
+    return tag
+
+
+# ------------------------------------------------------------------------------------------------
+# The dashboard mix: virtual users walking ui/static/app.js's pages with think time and a cache
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Mix:
+    calls: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # kind -> (seconds, status)
+    pages: dict[str, list[float]] = field(default_factory=dict)  # page -> load seconds
+    errors: int = 0
+    first_error: str | None = None
+
+
+def dashboard_pages(machines: list[str], end: datetime, days: int) -> list[tuple[str, int, Callable]]:
+    """(page, weight, steps): steps(rng, now) -> the page's calls, a list of steps made one after the
+    other, each a list of (kind, path) made in parallel (the page's Promise.all)."""
+    where = {"tenant_id": TENANT, "factory_id": FACTORY}
+    chart = {"fields": "avg,min,max", "limit": 10000}  # what the machine chart asks for
+
+    def url(path: str, **params: object) -> str:
+        return f"/v1{path}?" + urlencode({k: v for k, v in params.items() if v is not None})
+
+    def machine(window_s: int, span_s: int, closed: bool) -> Callable:
+        def steps(rng: random.Random, now: datetime) -> list[list[tuple[str, str]]]:
+            m, metric = rng.choice(machines), rng.choice(METRICS)[0]
+            stop = end if closed else now
+            rng_ = {"start": iso_ms(stop - timedelta(seconds=span_s)), "end": iso_ms(stop)}
+            kind = f"agg {span_s // 86400} d @{window_s}{'' if closed else ' live'}"
+            return [
+                [
+                    ("fleet (machine)", url("/fleet", **where, machine_id=m)),
+                    ("anomaly-events", url("/anomaly-events", **where, machine_id=m, **rng_, limit=500)),
+                ],
+                [(kind, url("/agg", **where, machine_id=m, metric=metric, window_s=window_s, **rng_, **chart))],
+            ]
+
+        return steps
+
+    def overview(_rng: random.Random, _now: datetime) -> list[list[tuple[str, str]]]:
+        return [[("fleet", url("/fleet"))]]
+
+    def kpis(_rng: random.Random, _now: datetime) -> list[list[tuple[str, str]]]:
+        rng_ = {"start": iso(end - timedelta(days=min(days, 14))), "end": iso(end)}
+        return [
+            [
+                ("kpi (factory, day)", url("/kpi", **where, **rng_, period="day", limit=10000)),
+                ("baseline-deviation", url("/baseline-deviation", **where, **rng_, period="day", limit=10000)),
+                ("kpi/catalog", url("/kpi/catalog")),
+            ]
+        ]
+
+    return [
+        ("overview", 2, overview),
+        ("machine, live day @300", 3, machine(300, 86400, closed=False)),
+        (f"machine, {days} days @3600", 3, machine(3600, days * 86400, closed=True)),
+        (f"machine, {YEAR_DAYS} days @86400", 1, machine(86400, YEAR_DAYS * 86400, closed=True)),
+        ("kpis", 2, kpis),
+    ]
+
+
+def iso_ms(moment: datetime) -> str:
+    """Like the dashboard's Date.toISOString(): milliseconds and Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+async def _fetch(port: int, idle: list, request: bytes) -> tuple[int, bytes, bytes]:
+    """One request on an idle keep-alive connection of the user's (or a new one): status, head, body."""
+    reader, writer = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0 if status in (204, 304) else _content_length(head)
+        if length is None:
+            raise ConnectionError("response without Content-Length")
+        body = await reader.readexactly(length) if length else b""
+    except BaseException:
+        writer.close()
+        raise
+    idle.append((reader, writer))
+    return status, head, body
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    lower = head.lower()
+    at = lower.find(b"\r\n" + name + b":")
+    if at < 0:
+        return None
+    stop = head.find(b"\r\n", at + 2)
+    return head[at + len(name) + 3 : stop].strip().decode("latin-1")
+
+
+async def _user(port: int, api_key: str, pages: list, clock: dict, think_s: float, mix: Mix, seed: int) -> None:
+    rng = random.Random(seed)
+    cache: dict[str, str] = {}  # path -> the ETag the browser holds
+    idle: list = []
+    catalog_seen = False
+    names, weights = [p[0] for p in pages], [p[1] for p in pages]
+    await asyncio.sleep(rng.uniform(0, think_s))  # users arrive spread out
+    while time.perf_counter() < clock["stop"]:
+        index = rng.choices(range(len(pages)), weights)[0]
+        steps = pages[index][2](rng, datetime.now(UTC))
+        began = time.perf_counter()
+        failed = False
+        for step in steps:
+            if catalog_seen:
+                step = [(k, p) for k, p in step if k != "kpi/catalog"]  # state.kpiCatalog: once per page load
+            catalog_seen = catalog_seen or any(k == "kpi/catalog" for k, _ in step)
+
+            async def call(kind: str, path: str) -> None:
+                nonlocal failed
+                head_lines = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\n"
+                head_lines += "Accept: application/json\r\n"
+                if path in cache:
+                    head_lines += f"If-None-Match: {cache[path]}\r\n"
+                started = time.perf_counter()
+                try:
+                    status, head, _body = await _fetch(port, idle, (head_lines + "\r\n").encode())
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                    status, head = 0, f"{type(exc).__name__}: {exc}".encode()
+                done = time.perf_counter()
+                if status not in (200, 304):
+                    failed = True
+                    if started >= clock["warm"]:
+                        mix.errors += 1
+                        mix.first_error = mix.first_error or f"{kind}: {status} {head[:200]!r}"
+                    return
+                tag = _header(head, b"etag")
+                if status == 200 and tag and _header(head, b"cache-control") != "no-store":
+                    cache[path] = tag
+                if started >= clock["warm"]:
+                    mix.calls.setdefault(kind, []).append((done - started, status))
+
+            await asyncio.gather(*(call(kind, path) for kind, path in step))
+        if began >= clock["warm"] and not failed:
+            mix.pages.setdefault(names[index], []).append(time.perf_counter() - began)
+        await asyncio.sleep(rng.expovariate(1 / think_s) if think_s > 0 else 0)
+    for _reader, writer in idle:
+        writer.close()
+
+
+def drive_dashboard(
+    port: int, api_key: str, pages: list, users: int, think_s: float, warmup: float, duration: float
+) -> tuple[Mix, float]:
+    mix = Mix()
+
+    async def main() -> None:
+        now = time.perf_counter()
+        clock = {"warm": now + warmup, "stop": now + warmup + duration}
+        await asyncio.gather(*(_user(port, api_key, pages, clock, think_s, mix, seed) for seed in range(users)))
+
+    began = time.perf_counter()
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return mix, time.perf_counter() - began - warmup
+
+
+def mix_summary(mix: Mix, wall: float) -> dict:
+    def stats(values: list[float]) -> dict:
+        return {"n": len(values), "p50_ms": percentile(values, 50) * 1000, "p99_ms": percentile(values, 99) * 1000}
+
+    calls = {}
+    for kind, seen in sorted(mix.calls.items()):
+        hits = [t for t, status in seen if status == 304]
+        misses = [t for t, status in seen if status == 200]
+        calls[kind] = {"hit": stats(hits), "miss": stats(misses)}
+    every = [t for seen in mix.calls.values() for t, _ in seen]
+    return {
+        "requests_per_s": len(every) / wall,
+        "all_calls": stats(every),
+        "hit_ratio": sum(c["hit"]["n"] for c in calls.values()) / max(len(every), 1),
+        "calls": calls,
+        "pages": {name: stats(times) for name, times in sorted(mix.pages.items())},
+        "errors": mix.errors,
+        "first_error": mix.first_error,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -721,6 +952,64 @@ def json_time(url: str, scenario: Scenario, machines: list[str], repeat: int = 5
 
 
 # ------------------------------------------------------------------------------------------------
+# Where a request's time goes: cProfile of the app in this process
+# ------------------------------------------------------------------------------------------------
+def profile(api_url: str, api_key: str, plan: list[Scenario], machines: list[str], count: int) -> dict[str, str]:
+    """cProfile of `count` sequential requests per scenario through the whole ASGI app (middleware,
+    validation, auth, the route, the response), in this process. FastAPI runs sync endpoints and
+    dependencies in a thread pool, out of a profiler's sight; here they run inline in the loop's
+    thread. Returns each scenario's top functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    import fastapi.dependencies.utils
+    import fastapi.routing
+    import httpx
+
+    from analytics_platform.api.app import create_app
+    from analytics_platform.settings import PlatformSettings
+
+    async def inline(func: Callable, *args: object, **kwargs: object) -> object:
+        return func(*args, **kwargs)
+
+    fastapi.routing.run_in_threadpool = inline
+    fastapi.dependencies.utils.run_in_threadpool = inline
+    settings = PlatformSettings(database_url=api_url, api_database_url=api_url, kafka_brokers="127.0.0.1:1")
+    app = create_app(settings)
+    out: dict[str, str] = {}
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
+                for scenario in plan:
+                    if scenario.status == 307:
+                        continue
+                    paths = [scenario.target(m, x) for m in machines for x, *_ in METRICS]
+                    headers = {"X-API-Key": api_key, "Accept": "application/json"}
+                    tags = {}
+                    for path in paths:  # warm the pool and caches; a hit scenario keeps the tags
+                        answer = await client.get(path, headers=headers)
+                        tags[path] = answer.headers.get("etag", "")
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    for i in range(count):
+                        path = paths[i % len(paths)]
+                        sent = {**headers, "If-None-Match": tags[path]} if scenario.revalidate else headers
+                        answer = await client.get(path, headers=sent)
+                        if answer.status_code != scenario.status:
+                            raise RuntimeError(f"{scenario.name}: HTTP {answer.status_code} {answer.text[:200]}")
+                    profiler.disable()
+                    text = io.StringIO()
+                    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(14)
+                    out[scenario.name] = text.getvalue()
+
+    asyncio.run(main())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # The API under uvicorn
 # ------------------------------------------------------------------------------------------------
 def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, int]:
@@ -778,7 +1067,10 @@ def main() -> int:
     parser.add_argument("--baseline-duration", type=float, default=5.0, help="seconds per baseline measurement")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--workers", default="2", help="uvicorn workers; a list (1,2) measures each in turn")
+    parser.add_argument("--users", type=int, help="virtual dashboard users of the mix (default: --clients)")
+    parser.add_argument("--think", type=float, default=2.0, help="mean think time between pages, seconds")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--profile", type=int, default=0, help="cProfile N requests per scenario in-process, print")
     parser.add_argument("--keep", action="store_true", help="keep the database (name printed) for --database")
     parser.add_argument("--database", help="reuse a database loaded by an earlier --keep run")
     parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "api.json")
@@ -842,6 +1134,9 @@ def main() -> int:
         if args.only:
             plan = [s for s in plan if args.only in s.name]
 
+        if args.profile:
+            for name, text in profile(api_url, api_key, plan, machines, args.profile).items():
+                print(f"\nprofile of {args.profile} requests, {name} (by own time):\n{text}", flush=True)
         results: dict = {"by_workers": {}, "baselines": {}}
         for workers in workers_list:
             process, port = start_api(api_url, workers, run_dir / "api-uvicorn.log")
@@ -881,6 +1176,23 @@ def main() -> int:
                     + (f" (first: {run.first_error})" if run.errors else ""),
                     flush=True,
                 )
+            mix = None
+            if not args.only or args.only in "dashboard mix":
+                users = args.users or args.clients
+                pages = dashboard_pages(machines, end, args.days)
+                meter.mark()
+                run_mix, wall = drive_dashboard(port, api_key, pages, users, args.think, args.warmup, args.duration)
+                meter.mark()
+                cpu = meter.split()
+                mix = {"users": users, "think_s": args.think, **mix_summary(run_mix, wall)}
+                mix["busy_cores"] = (cpu["api"] + cpu["db"] + cpu["generator"] + cpu["other"]) / cpu["wall"]
+                print(
+                    f"  dashboard mix, {users} users: {mix['requests_per_s']:.0f} req/s  p50 "
+                    f"{mix['all_calls']['p50_ms']:6.1f}  p99 {mix['all_calls']['p99_ms']:6.1f} ms  hits "
+                    f"{mix['hit_ratio']:.0%}  errors {run_mix.errors}"
+                    + (f" (first: {run_mix.first_error})" if run_mix.errors else ""),
+                    flush=True,
+                )
             # a single sequential client: latency without queueing
             single = {}
             for scenario in plan:
@@ -893,7 +1205,7 @@ def main() -> int:
                 }
             stop_api(process)
             meter.close()
-            results["by_workers"][workers] = {"concurrent": rows_out, "single_client": single}
+            results["by_workers"][workers] = {"concurrent": rows_out, "single_client": single, "dashboard": mix}
 
         print("\nbaselines (same run): the route's SQL through psycopg, JSON building", flush=True)
         for scenario in plan:
@@ -976,6 +1288,26 @@ def report(args: argparse.Namespace, server_name: str, loaded: dict | None, resu
             )
             if r["errors"]:
                 print(f"    first error: {r['first_error']}")
+        mix = res.get("dashboard")
+        if mix:
+            print(
+                f"dashboard mix: {mix['users']} users, think {mix['think_s']:.1f} s: {mix['requests_per_s']:.0f} req/s,"
+                f" p50 {mix['all_calls']['p50_ms']:.1f} p99 {mix['all_calls']['p99_ms']:.1f} ms, hits "
+                f"{mix['hit_ratio']:.0%}, errors {mix['errors']}, busy cores {mix['busy_cores']:.2f}"
+            )
+            print(f"  {'call':<28}{'hits':>7}{'p50':>8}{'p99':>8}{'misses':>8}{'p50':>8}{'p99':>8}")
+            for kind, c in mix["calls"].items():
+                hit, miss = c["hit"], c["miss"]
+                print(
+                    f"  {kind:<28}{hit['n']:>7}{hit['p50_ms']:>8.1f}{hit['p99_ms']:>8.1f}"
+                    f"{miss['n']:>8}{miss['p50_ms']:>8.1f}{miss['p99_ms']:>8.1f}"
+                )
+            for name, page in mix["pages"].items():
+                print(
+                    f"  page {name:<33} {page['n']:>6} loads  p50 {page['p50_ms']:7.1f}  p99 {page['p99_ms']:7.1f} ms"
+                )
+            if mix["first_error"]:
+                print(f"    first error: {mix['first_error']}")
         print("single sequential client:")
         for name, s in res["single_client"].items():
             print(
@@ -996,6 +1328,19 @@ def report(args: argparse.Namespace, server_name: str, loaded: dict | None, resu
                 f"{b['sql_seq_p99_ms']:>7.2f}{b['json_ms']:>7.2f}{single:>13.2f}{rest:>7.2f}"
                 f"{b['sql_threads_rps']:>31.0f}{b['sql_threads_p50_ms']:>6.1f}{b['sql_threads_p99_ms']:>7.1f}"
             )
+        print(f"\nthe API against bare SQL in this run ({args.clients} clients; the SQL with as many threads):")
+        for workers, res in results["by_workers"].items():
+            for r in res["concurrent"]:
+                b = results["baselines"].get(r["scenario"])
+                if b:
+                    print(
+                        f"  --workers {workers} {r['scenario']:<28} req/s {r['rps'] / b['sql_threads_rps']:5.2f} x SQL,"
+                        f"  p99 {r['p99_ms'] / b['sql_threads_p99_ms']:5.2f} x SQL"
+                    )
+                    r["vs_sql"] = {
+                        "rps": r["rps"] / b["sql_threads_rps"],
+                        "p99": r["p99_ms"] / b["sql_threads_p99_ms"],
+                    }
         print(
             "DB server: planning + execution (EXPLAIN ANALYZE); SQL+fetch: the route's query through psycopg, dict"
             " rows, one connection, sequential (p50, p99); JSON: page_response on fetched rows; API 1 client: p50 of"

@@ -25,6 +25,9 @@ FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorBody, "descrip
 OTHER_TENANT: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "`tenant_id` names another tenant than the key's"}
 }
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "The answer still has the `ETag` sent in `If-None-Match`: no body (docs/api.md, Caching)"}
+}
 BAD_JSON: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody, "description": "The body is not valid JSON"}}
 
 
@@ -34,24 +37,26 @@ class Page(BaseModel):
 
 
 class AggBucket(BaseModel):
+    """One bucket; with `fields`, only the columns asked for besides bucket_start, sensor_id and provisional."""
+
     bucket_start: datetime = Field(description=f"Inclusive, {TIME}")
-    bucket_end: datetime = Field(description=f"Exclusive, {TIME}")
-    window_s: int
-    tenant_id: str
-    factory_id: str
-    machine_id: str
+    bucket_end: datetime = Field(None, description=f"Exclusive, {TIME}")
+    window_s: int = None
+    tenant_id: str = None
+    factory_id: str = None
+    machine_id: str = None
     sensor_id: str
-    metric: str
-    count: int = Field(description="Readings in the bucket")
-    sum: float | None
-    avg: float | None
-    min: float | None
-    max: float | None
-    stddev: float | None = Field(description="Sample standard deviation; null for a single reading")
-    first: float | None
-    last: float | None
-    p50: float | None = Field(description="Median; null for rolled-up windows (percentiles do not combine)")
-    p95: float | None = Field(description="95th percentile; null for rolled-up windows")
+    metric: str = None
+    count: int = Field(None, description="Readings in the bucket")
+    sum: float | None = None
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    stddev: float | None = Field(None, description="Sample standard deviation; null for a single reading")
+    first: float | None = None
+    last: float | None = None
+    p50: float | None = Field(None, description="Median; null for rolled-up windows (percentiles do not combine)")
+    p95: float | None = Field(None, description="95th percentile; null for rolled-up windows")
     provisional: bool = Field(
         description="True while the hourly asset has not made the bucket final: computed from the readings so far "
         "(stored windows), or holding only the final hours (rollups)"

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from analytics_platform.api.caching import by_body
 from analytics_platform.api.respond import page_response
 
 
@@ -71,5 +72,6 @@ def fetch_page(
     exists) on the read-only pool and answer it as JSON or CSV."""
     query, params = select.sql(key, limit + 1, descending=descending)
     with request.app.state.db.connection() as conn:
-        rows = conn.execute(query, params).fetchall()
-    return page_response(request, rows, limit=limit, key=key, columns=columns, csv_allowed=csv_allowed)
+        rows = conn.execute(query, params, binary=True).fetchall()  # binary: no parsing of timestamps as text
+    response = page_response(request, rows, limit=limit, key=key, columns=columns, csv_allowed=csv_allowed)
+    return by_body(request, response)

@@ -89,7 +89,8 @@ def page_response(
             headers["X-Next-Cursor"] = cursor
             headers["Link"] = f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'
         return Response(out.getvalue(), media_type=f"{CSV_TYPE}; charset=utf-8", headers=headers)
-    items = [{c: row.get(c) for c in columns} for row in rows]
+    # rows already shaped as the items (same keys, same order) go out as they are: no copy per row
+    items = rows if not rows or tuple(rows[0]) == tuple(columns) else [{c: row.get(c) for c in columns} for row in rows]
     return json_response({**(extra or {}), "items": items, "count": len(items), "next_cursor": cursor})
 
 

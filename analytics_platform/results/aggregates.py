@@ -59,7 +59,39 @@ MARK_MATERIALISED = """
     INSERT INTO analytics.agg_materialised_hours (hour_start, as_of, materialised_at)
     SELECT hour, %(as_of)s, now()
     FROM generate_series(%(first)s::timestamptz, %(last)s::timestamptz, interval '1 hour') AS hour
-    ON CONFLICT (hour_start) DO UPDATE SET as_of = excluded.as_of, materialised_at = excluded.materialised_at"""
+    ON CONFLICT (hour_start) DO UPDATE
+    SET as_of = excluded.as_of, materialised_at = excluded.materialised_at,
+        version = nextval('analytics.agg_materialised_version')"""
+
+
+DAY_S = 86400
+# The days [lo, hi) of agg_daily (sql/14) rebuilt from the hourly buckets stored, and marked rolled up.
+REFRESH_DAYS = (
+    "DELETE FROM analytics.agg_daily WHERE bucket_start >= %(lo)s AND bucket_start < %(hi)s",
+    """INSERT INTO analytics.agg_daily (bucket_start, tenant_id, factory_id, machine_id, sensor_id, metric,
+                                    count_n, sum_v, min_v, max_v, sumsq_v, first_v, last_v)
+    SELECT date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
+           tenant_id, factory_id, machine_id, sensor_id, metric,
+           sum(count_n)::bigint, sum(sum_v), min(min_v), max(max_v),
+           sum((count_n - 1) * coalesce(stddev_v, 0) ^ 2 + count_n * avg_v ^ 2),
+           (array_agg(first_v ORDER BY bucket_start))[1], (array_agg(last_v ORDER BY bucket_start DESC))[1]
+    FROM analytics.analytics_agg
+    WHERE window_s = 3600 AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+    GROUP BY 1, 2, 3, 4, 5, 6""",
+    """INSERT INTO analytics.agg_daily_days (day_start, rolled_at)
+    SELECT day, now()
+    FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - interval '1 day', interval '1 day') AS day
+    ON CONFLICT (day_start) DO UPDATE SET rolled_at = excluded.rolled_at""",
+)
+
+
+def refresh_days(cur: psycopg.Cursor, start: datetime, end: datetime) -> None:
+    """Rebuild the daily rows of every day [start, end) touches from the hours stored (sql/14), so
+    a year at 86400 s reads 365 rows a series instead of rolling up 8760. Called in the transaction
+    that rewrote the hours: a day is never out of step with them."""
+    days = {"lo": floor_to(start, DAY_S), "hi": ceil_to(end, DAY_S)}
+    for statement in REFRESH_DAYS:
+        cur.execute(statement, days)
 
 
 def replace_aggregates(
@@ -75,7 +107,8 @@ def replace_aggregates(
 
     With `as_of` (when the read of the readings began), the whole hours of [start, end) are recorded
     in `analytics.agg_materialised_hours` in the same transaction, so `/v1/agg` never sees the new
-    buckets without knowing they are final, nor the reverse."""
+    buckets without knowing they are final, nor the reverse; the days they touch are rebuilt in
+    `analytics.agg_daily` in it too."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
@@ -89,6 +122,8 @@ def replace_aggregates(
         first, last = ceil_to(start, 3600), floor_to(end, 3600) - timedelta(hours=1)
         if as_of is not None and first <= last:
             cur.execute(MARK_MATERIALISED, {"as_of": as_of, "first": first, "last": last})
+        if 3600 in windows:
+            refresh_days(cur, start, end)
     return deleted
 
 

@@ -153,16 +153,25 @@ def read_run_states(
     return states, prior
 
 
+# A new version for each period rewritten (sql/14), drawn under the writers' lock: in commit order.
+MARK_PERIODS = """
+    INSERT INTO analytics.kpi_materialised_periods (period, period_start)
+    SELECT %s, unnest(%s::timestamptz[])
+    ON CONFLICT (period, period_start) DO UPDATE SET version = nextval('analytics.kpi_materialised_version')"""
+
+
 def replace_kpis(conn: psycopg.Connection, rows: pl.DataFrame, periods: pl.DataFrame) -> int:
-    """Delete the KPI rows of `periods` (by kind and start) and write `rows`, in one transaction."""
+    """Delete the KPI rows of `periods` (by kind and start) and write `rows`, in one transaction,
+    with a new version of each period for /v1/kpi's ETags."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_kpi")
-        for kind, starts in periods.group_by("period").agg(pl.col("period_start")).iter_rows():
+        for kind, starts in periods.group_by("period").agg(pl.col("period_start").unique()).iter_rows():
             cur.execute(
                 "DELETE FROM analytics.analytics_kpi WHERE period = %s AND period_start = ANY(%s)", (kind, starts)
             )
             deleted += cur.rowcount
+            cur.execute(MARK_PERIODS, (kind, starts))
         copy_rows(cur, "analytics_kpi", rows, KPI_COLUMNS)
     return deleted
 

@@ -44,6 +44,8 @@ TABLES = {
     "metric_catalog",
     "metric_policy",
     "ingest_resets",
+    "agg_daily",
+    "agg_daily_days",
 }
 VIEWS = {
     "v_agg_latest",
@@ -112,6 +114,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "11_anomaly_events",
         "12_agg_materialised_hours",
         "13_live_detection",
+        "14_agg_daily",
         "15_drain_reports",
     ]
 
@@ -137,6 +140,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "11_anomaly_events": "skipped",
         "12_agg_materialised_hours": "skipped",
         "13_live_detection": "skipped",
+        "14_agg_daily": "skipped",
         "15_drain_reports": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)

@@ -1,8 +1,10 @@
 """Pure parts of the API: window planning, epoch-aligned ceilings, the SELECT builder, key shapes,
-CSV cells and content negotiation. No database, no app."""
+CSV cells, content negotiation, conditional requests, gzip negotiation and `fields`. No database,
+no app."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -11,11 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 
 from analytics_platform.api.auth import tenant_scope
+from analytics_platform.api.caching import matches, request_key, tag_of
+from analytics_platform.api.db import json_loads
 from analytics_platform.api.keys import Principal, digest, key_id_of
+from analytics_platform.api.middleware import accepts_gzip, compressible, weak
 from analytics_platform.api.params import ceil_to
 from analytics_platform.api.query import Select
 from analytics_platform.api.respond import _cell, keyset, wants_csv
-from analytics_platform.api.routes.agg import plan_source
+from analytics_platform.api.routes.agg import COLUMNS, chosen_columns, plan_source
 
 STORED = [60, 300, 3600]
 
@@ -175,3 +180,86 @@ def test_keyset_types_a_cursor_and_refuses_one_of_another_shape() -> None:
     ):
         with pytest.raises(RequestValidationError):
             keyset(cursor, kinds)
+
+
+def _agg_request(query: bytes = b"", **headers: str) -> Request:
+    raw = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    return Request({"type": "http", "method": "GET", "path": "/v1/agg", "headers": raw, "query_string": query})
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('W/"abc"', True),
+        ('"abc"', True),  # weak comparison: W/ or not
+        ('"x", W/"abc"', True),
+        ("*", True),
+        ('W/"abcd"', False),
+        ("", False),
+    ],
+)
+def test_if_none_match_compares_weakly(header: str, expected: bool) -> None:
+    assert matches(_agg_request(if_none_match=header), 'W/"abc"') is expected
+
+
+def test_a_tag_stands_for_the_tenant_the_query_and_the_representation() -> None:
+    request = _agg_request(b"metric=temp&window_s=3600")
+    same_query_reordered = _agg_request(b"window_s=3600&metric=temp")
+    assert tag_of(request_key(request, "t1", "json"), [1]) == tag_of(
+        request_key(same_query_reordered, "t1", "json"), [1]
+    )
+    others = {
+        tag_of(request_key(request, "t2", "json"), [1]),
+        tag_of(request_key(request, "t1", "csv"), [1]),
+        tag_of(request_key(_agg_request(b"metric=temp&window_s=60"), "t1", "json"), [1]),
+        tag_of(request_key(request, "t1", "json"), [2]),
+    }
+    assert len(others) == 4 and tag_of(request_key(request, "t1", "json"), [1]) not in others
+    assert tag_of(1).startswith('W/"') and tag_of(1).endswith('"')
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("identity", False),
+        ("", False),
+    ],
+)
+def test_gzip_when_accept_encoding_allows_it(header: str, expected: bool) -> None:
+    assert accepts_gzip(header) is expected
+
+
+def test_only_text_not_yet_encoded_is_compressed() -> None:
+    assert compressible([(b"content-type", b"application/json")])
+    assert compressible([(b"content-type", b"text/csv; charset=utf-8")])
+    assert not compressible([(b"content-type", b"image/png")])
+    assert not compressible([(b"content-type", b"application/json"), (b"content-encoding", b"br")])
+
+
+def test_fields_keep_the_answer_order_and_the_key() -> None:
+    assert chosen_columns(None) == COLUMNS
+    assert chosen_columns("max,avg , min") == ("bucket_start", "sensor_id", "avg", "min", "max", "provisional")
+    assert chosen_columns("provisional,bucket_start") == ("bucket_start", "sensor_id", "provisional")
+    with pytest.raises(RequestValidationError) as raised:
+        chosen_columns("avg,mean")
+    (error,) = raised.value.errors()
+    assert error["loc"] == ("query", "fields")
+    assert error["msg"] == f"unknown field 'mean'; known: {', '.join(COLUMNS)}"
+
+
+def test_json_columns_read_with_orjson_and_the_standard_library_for_what_it_refuses() -> None:
+    text = b'{"reason": "no_data", "seconds": 3600, "share": 0.25, "tags": ["a", 1], "none": null}'
+    expected = {"reason": "no_data", "seconds": 3600, "share": 0.25, "tags": ["a", 1], "none": None}
+    assert json_loads(text) == json_loads(memoryview(text)) == json_loads(text.decode()) == expected
+    assert json_loads(b'{"huge": 1e400}') == {"huge": math.inf}  # beyond a double: as before
+
+
+def test_a_gzipped_body_keeps_its_tag_but_weak() -> None:
+    assert weak(b'"abc"') == b'W/"abc"'
+    assert weak(b'W/"abc"') == b'W/"abc"'

@@ -7,7 +7,12 @@ bucket, and closed ones whose hour has not been materialised since the bucket en
 read from raw readings by the asset's own transform (`window_aggregates`, in `canonical_order`) and
 marked `provisional`, but only within AGG_PROVISIONAL_HOURS of now: older buckets are served as
 stored, whatever their state. Rollups are never computed from raw readings; theirs are marked
-provisional while they hold an hour of that horizon that is not final."""
+provisional while they hold an hour of that horizon that is not final. On plain PostgreSQL whole days
+come from `analytics.agg_daily`, kept by the pipeline with the hours (sql/14).
+
+Caching (api/caching.py): an answer whose buckets are all final carries an ETag keyed by the
+materialisation of the hours it reads, checked before the buckets are read; one holding a
+provisional bucket is `no-store`."""
 
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ import polars as pl
 import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
+from analytics_platform.api import caching
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
 from analytics_platform.api.metric_catalog import known_metric
-from analytics_platform.api.models import ERRORS, OTHER_TENANT, AggPage
+from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, AggPage
 from analytics_platform.api.params import (
     Cursor,
     End,
@@ -35,7 +41,7 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response, wants_csv
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, canonical_order, window_aggregates
 
@@ -66,6 +72,16 @@ COLUMNS = (
     "provisional",
 )
 HOUR = timedelta(hours=1)
+# Always in an item, whatever `fields` asks: the bucket and series (the cursor's key) and whether it is final.
+KEY_FIELDS = ("bucket_start", "sensor_id", "provisional")
+FieldsParam = Annotated[
+    str | None,
+    Query(
+        max_length=500,
+        description="Comma-separated columns of each item, e.g. `avg,min,max` (JSON and CSV); bucket_start, "
+        "sensor_id and provisional are always there. All columns when omitted.",
+    ),
+]
 _SERIES = """tenant_id = %(tenant_id)s AND factory_id = %(factory_id)s AND machine_id = %(machine_id)s
   AND metric = %(metric)s AND (%(sensor_id)s::text IS NULL OR sensor_id = %(sensor_id)s)"""
 _AFTER = "(%(after_time)s::timestamptz IS NULL OR (bucket_start, sensor_id) > (%(after_time)s, %(after_key)s))"
@@ -94,6 +110,21 @@ _FROM_DAILY = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
 FROM analytics.analytics_agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+"""
+# Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
+# the hours of the others (written by anything but the asset) as _FROM_STORED reads them.
+_DAYS_ROLLED = "SELECT day_start FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
+_FROM_DAYS = f"""
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
+FROM analytics.agg_daily
+WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
+UNION ALL
+SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
+       (a.count_n - 1) * coalesce(a.stddev_v, 0) ^ 2 + a.count_n * a.avg_v ^ 2 AS sumsq_v
+FROM unnest(%(hour_days)s::timestamptz[]) AS d(day_start)
+JOIN analytics.analytics_agg AS a
+  ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
+WHERE {_SERIES} AND a.window_s = 3600
 """
 _ROLLUP = """
 WITH src AS ({source}),
@@ -128,6 +159,15 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 """
 _MATERIALISED = """
 SELECT hour_start, as_of FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s
+"""
+# What a final range's answer depends on besides the request: the hours it reads (their count, and
+# the highest version: sql/14 draws a new one, in commit order, each time the asset rewrites an hour)
+# and the oldest bucket kept of the source window (TimescaleDB's retention drops old chunks without
+# touching those hours).
+_VERSION = """
+SELECT count(*) AS hours, coalesce(max(version), 0) AS version,
+       (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest
+FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s
 """
 
 
@@ -258,7 +298,7 @@ def daily_view_exists(request: Request) -> bool:
         "(WINDOWS, default 60, 300, 3600) is read as stored; a multiple of one (e.g. 86400) is rolled up "
         "from the coarsest stored window dividing it, with p50/p95 null. `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def aggregates(
     request: Request,
@@ -273,10 +313,12 @@ def aggregates(
     sensor_id: OptionalIdentifier = None,
     limit: Limit = 1000,
     cursor: Cursor = None,
+    fields: FieldsParam = None,
 ) -> Response:
     state = request.app.state
     settings = state.settings
     tenant = tenant_scope(caller, tenant_id, required=True)
+    columns = chosen_columns(fields)
     page_limit(limit, settings.api_page_limit_max)
     start, end = time_range(start, end, max_days=MAX_RANGE_DAYS)
     known_metric(state.metric_catalog, state.db, tenant, metric)
@@ -309,9 +351,7 @@ def aggregates(
     with state.db.connection() as conn:
         if source == "stored":
             live = provisional_buckets(conn, window_s, max(start, after[0] or start), end, lo, hi)
-            rows = conn.execute(_STORED, {**params, "provisional": live}).fetchall()
-            if live:
-                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+            final = not live
         else:
             # a bucket is in the answer when its start is in [start, end); it covers its whole window
             params["lo"] = max(ceil_to(start, window_s), after[0] or start)
@@ -319,10 +359,63 @@ def aggregates(
             if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
                 raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
             params["final_until"] = final_until(conn, window_s, params["lo"], params["hi"], lo)
-            query = _ROLLUP.format(source=_FROM_STORED if source == "rollup" else _FROM_DAILY, after=_AFTER)
-            rows = conn.execute(query, params).fetchall()
+            final = params["final_until"] >= params["hi"]
+        # The continuous aggregate catches up with a re-materialised hour only at its next refresh, so
+        # its answers are tagged by their body; stored windows and rollups of them by what was materialised.
+        # The tag is read before the rows: a write in between can only make the body newer than its tag
+        # (the next revalidation then gets a 200 with the new tag), never older.
+        tag = None
+        if final and source != "continuous_aggregate":
+            representation = "csv" if wants_csv(request) else "json"
+            tag = caching.tag_of(
+                caching.request_key(request, tenant, representation),
+                version(conn, source_window, floor_hour(start), ceil_to(end + timedelta(seconds=window_s), 3600)),
+            )
+            if caching.matches(request, tag):
+                return caching.not_modified(tag)
+        if source == "stored":
+            rows = conn.execute(_STORED, {**params, "provisional": live}, binary=True).fetchall()
+            if live:
+                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+        else:
+            if source == "rollup" and source_window == 3600 and window_s % DAY_S == 0:
+                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"])
+                rows_from = _FROM_DAYS
+            else:
+                rows_from = _FROM_STORED if source == "rollup" else _FROM_DAILY
+            query = _ROLLUP.format(source=rows_from, after=_AFTER)
+            rows = conn.execute(query, params, binary=True).fetchall()
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
-    return page_response(request, rows, limit=limit, key=("bucket_start", "sensor_id"), columns=COLUMNS, extra=extra)
+    key = ("bucket_start", "sensor_id")
+    response = page_response(request, rows, limit=limit, key=key, columns=columns, extra=extra)
+    if not final:
+        return caching.unstored(response)
+    return caching.tagged(response, tag) if tag else caching.by_body(request, response)
+
+
+def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime) -> list[datetime]:
+    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours."""
+    rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
+    step = timedelta(days=1)
+    return [lo + i * step for i in range((hi - lo) // step) if lo + i * step not in rolled]
+
+
+def chosen_columns(fields: str | None) -> tuple[str, ...]:
+    """The columns `fields` names, in the answer's usual order, with the key fields; all without it."""
+    if fields is None:
+        return COLUMNS
+    names = {name.strip() for name in fields.split(",")} - {""}
+    unknown = sorted(names - set(COLUMNS))
+    if unknown or not names:
+        problem = f"unknown field {', '.join(map(repr, unknown))}" if unknown else "fields names no column"
+        raise invalid("fields", f"{problem}; known: {', '.join(COLUMNS)}", value=fields)
+    return tuple(c for c in COLUMNS if c in names or c in KEY_FIELDS)
+
+
+def version(conn: psycopg.Connection, window_s: int, lo: datetime, hi: datetime) -> list:
+    """The materialisation of the hours [lo, hi) and the oldest kept bucket of `window_s`."""
+    row = conn.execute(_VERSION, {"window_s": window_s, "lo": lo, "hi": hi}).fetchone()
+    return [row["hours"], row["version"], row["oldest"]]
 
 
 def merge(stored: list[dict], live: list[dict], count: int) -> list[dict]:

@@ -1,5 +1,6 @@
 """GET /v1/kpi and GET /v1/event-rollup: stored KPIs per machine and period, and event rollups per
-window. Both are pages ordered by time, with CSV on request. GET /v1/kpi/catalog: what each KPI
+window. Both are pages ordered by time, with CSV on request; /v1/kpi's ETag is keyed by what the KPI
+assets wrote (api/caching.py), the event rollups' by the body. GET /v1/kpi/catalog: what each KPI
 is, straight from the KPI catalogue (transforms/kpi_catalog.py), so a client labels, formats and
 combines KPIs without copying the catalogue."""
 
@@ -10,9 +11,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from analytics_platform.api import caching
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
-from analytics_platform.api.models import ERRORS, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
+from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
 from analytics_platform.api.params import (
     Cursor,
     End,
@@ -26,7 +28,7 @@ from analytics_platform.api.params import (
     time_range,
 )
 from analytics_platform.api.query import Select, fetch_page
-from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset
+from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset, page_response, wants_csv
 from analytics_platform.transforms.event_rollups import DAY_S, rollup_windows
 from analytics_platform.transforms.kpi_catalog import Kpi
 
@@ -46,6 +48,10 @@ KPI_COLUMNS = (
     "details",
 )
 KPI_KEY = ("period_start", "machine_id", "kpi")
+_VERSION = """
+SELECT count(*) AS periods, coalesce(max(version), 0) AS version
+FROM analytics.kpi_materialised_periods WHERE period = %s AND period_start >= %s AND period_start < %s
+"""
 
 
 @router.get(
@@ -56,7 +62,7 @@ KPI_KEY = ("period_start", "machine_id", "kpi")
         "Periods whose start lies in [start, end), ordered by period start, machine and KPI. Omit `kpi` for "
         "all of them. A null value carries its `null_reason`. `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def kpis(
     request: Request,
@@ -88,7 +94,17 @@ def kpis(
         .cmp("period_start", "<", end)
         .after(KPI_KEY, keyset(cursor, (datetime, str, str)))
     )
-    return fetch_page(request, select, key=KPI_KEY, limit=limit, columns=KPI_COLUMNS)
+    query, params = select.sql(KPI_KEY, limit + 1)
+    with state.db.connection() as conn:
+        # keyed by what the KPI assets wrote (sql/14), read before the rows: a write in between can only
+        # make the body newer than its tag, never older
+        version = conn.execute(_VERSION, (period, start, end)).fetchone()
+        representation = "csv" if wants_csv(request) else "json"
+        tag = caching.tag_of(caching.request_key(request, tenant, representation), list(version.values()))
+        if caching.matches(request, tag):
+            return caching.not_modified(tag)
+        rows = conn.execute(query, params, binary=True).fetchall()
+    return caching.tagged(page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS), tag)
 
 
 def _definition(kpi: Kpi) -> dict:
@@ -163,7 +179,7 @@ _EVENT_SELECT = (
         "event type and subject (analyte or sweep metric). Windows are those stored: the configured windows "
         "that tile an hour, the hour, and the day (86400). `Accept: text/csv` returns CSV."
     ),
-    responses={**ERRORS, **OTHER_TENANT, 200: CSV_RESPONSE},
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
 def event_rollup(
     request: Request,

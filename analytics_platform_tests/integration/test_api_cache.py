@@ -1,0 +1,238 @@
+"""HTTP caching of the read routes that is never stale, compressed answers and `fields=` on /v1/agg.
+
+Readings go in raw and the hours are materialised by the asset's own writer (`recompute_aggregates`,
+which draws each hour's version with its buckets; KPIs through `replace_kpis` likewise); the answers'
+tags follow what was materialised: a late reading changes nothing until its hour is re-materialised,
+and then the answer and the tag change at once. Buckets the asset has not made final are never
+tagged."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+
+import httpx
+import polars as pl
+import psycopg
+
+from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.kpis import replace_kpis
+from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms import machine_kpis as mk
+from analytics_platform_tests.support.api import Api, assert_422, at, insert, iso, ok, running
+from analytics_platform_tests.support.api_data import EVENT_QUERY, KPI_QUERY, insert_event_data, kpi, reading
+from analytics_platform_tests.support.stack import DatabaseHandle
+
+QUERY = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(3)), "end": iso(at(5))}
+HOUR = {**QUERY, "window_s": 3600}
+TWO_HOURS = {**QUERY, "window_s": 7200, "start": iso(at(2)), "end": iso(at(6))}  # rolled up from the hours
+
+
+def readings(database: DatabaseHandle, *rows: tuple[datetime, float, int, str]) -> None:
+    """(time, value, offset, tenant) readings of sensor s1 of f1/m1/temp."""
+    insert(database, "raw_sensor_readings", [reading(t, "s1", v, o, tenant=tenant) for t, v, o, tenant in rows])
+
+
+def materialise(database: DatabaseHandle, settings: PlatformSettings, first: datetime, last: datetime) -> None:
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        recompute_aggregates(conn, list(settings.windows), first, last)
+
+
+def conditional(api: Api, tag: str, key: str | None = None, **params: object) -> httpx.Response:
+    caller = api.t1 if key is None else api.t2
+    headers = {"X-API-Key": caller.key, "If-None-Match": tag}
+    return api.client.get("/v1/agg", params=params, headers=headers)
+
+
+def test_a_rematerialised_hour_changes_the_answer_and_the_tag_at_once(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
+    materialise(database, settings, at(3), at(5))
+    with running(settings, database) as api:
+        first = api.t1.get("/v1/agg", **HOUR)
+        assert [(i["count"], i["avg"], i["provisional"]) for i in ok(first)["items"]] == [
+            (1, 1.0, False),
+            (1, 3.0, False),
+        ]
+        tag = first.headers["ETag"]
+        assert tag.startswith('W/"')
+        assert first.headers["Cache-Control"] == "private, no-cache"
+        rolled = api.t1.get("/v1/agg", **TWO_HOURS)
+        assert [(i["count"], i["avg"]) for i in ok(rolled)["items"]] == [(1, 1.0), (1, 3.0)]
+
+        again = conditional(api, tag, **HOUR)
+        assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
+        assert conditional(api, rolled.headers["ETag"], **TWO_HOURS).status_code == 304
+
+        # a late reading is in the raw table only: the stored answer has not changed, nor has its tag
+        readings(database, (at(3, 50), 5.0, 3, "t1"))
+        assert conditional(api, tag, **HOUR).status_code == 304
+
+        materialise(database, settings, at(3), at(4))  # the automation re-materialises hour 3
+        changed = conditional(api, tag, **HOUR)
+        assert changed.status_code == 200
+        assert [(i["count"], i["avg"]) for i in changed.json()["items"]] == [(2, 3.0), (1, 3.0)]
+        assert changed.headers["ETag"] != tag
+        assert conditional(api, changed.headers["ETag"], **HOUR).status_code == 304
+        rolled_again = conditional(api, rolled.headers["ETag"], **TWO_HOURS)
+        assert rolled_again.status_code == 200
+        assert [(i["count"], i["avg"]) for i in rolled_again.json()["items"]] == [(2, 3.0), (1, 3.0)]
+
+
+def test_every_request_and_representation_has_its_own_tag(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 10), 1.0, 2, "t2"))
+    materialise(database, settings, at(3), at(5))
+    with running(settings, database) as api:
+        t1, t2 = api.t1.get("/v1/agg", **HOUR), api.t2.get("/v1/agg", **HOUR)
+        assert ok(t1)["items"][0]["avg"] == ok(t2)["items"][0]["avg"] == 1.0  # the same ids and values
+        assert t1.headers["ETag"] != t2.headers["ETag"]  # tenants never share a tag
+        assert conditional(api, t1.headers["ETag"], key="t2", **HOUR).status_code == 200
+        assert conditional(api, t2.headers["ETag"], key="t2", **HOUR).status_code == 304
+        as_csv = api.t1.csv("/v1/agg", **HOUR)
+        avg = api.t1.get("/v1/agg", **HOUR, fields="avg")
+        other_end = api.t1.get("/v1/agg", **{**HOUR, "end": iso(at(6))})
+        tags = {r.headers["ETag"] for r in (t1, as_csv, avg, other_end)}
+        assert len(tags) == 4
+        # If-None-Match may list several tags, weak or not, or be `*`
+        listed = f'"other", {t1.headers["ETag"].removeprefix("W/")}'
+        assert conditional(api, listed, **HOUR).status_code == 304
+        assert conditional(api, "*", **HOUR).status_code == 304
+        assert conditional(api, 'W/"other"', **HOUR).status_code == 200
+
+
+def test_provisional_buckets_are_never_stored(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    readings(database, (at(3, 10), 1.0, 1, "t1"))
+    with running(settings, database) as api:
+        api.client.app.state.clock = lambda: at(3, 30)  # hour 3 is open, and not materialised
+        live = api.t1.get("/v1/agg", **HOUR)
+        assert [(i["count"], i["provisional"]) for i in ok(live)["items"]] == [(1, True)]
+        assert live.headers["Cache-Control"] == "no-store"
+        assert "ETag" not in live.headers
+        rolled = api.t1.get("/v1/agg", **TWO_HOURS)
+        assert ok(rolled)["items"] == [] and rolled.headers["Cache-Control"] == "no-store"  # hour 3 not final yet
+        assert conditional(api, "*", **HOUR).status_code == 200
+
+        api.client.app.state.clock = lambda: at(5, 30)
+        materialise(database, settings, at(3), at(5))  # as_of is now: after the buckets' end
+        final = api.t1.get("/v1/agg", **HOUR)
+        assert [(i["count"], i["provisional"]) for i in ok(final)["items"]] == [(1, False)]
+        assert final.headers["Cache-Control"] == "private, no-cache" and "ETag" in final.headers
+
+
+def test_a_rewritten_kpi_period_changes_the_answer_and_the_tag_at_once(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """/v1/kpi: keyed by the periods the KPI assets wrote, through their own writer."""
+    hours = pl.DataFrame(
+        [
+            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
+            for h in (3, 4)
+        ],
+        schema=mk.PERIOD_SCHEMA,
+    )
+
+    def write(*rows: tuple[float, str, float, str]) -> None:
+        frame = pl.DataFrame(
+            [{**kpi(h, "m1", "oee", v, "ratio", tenant=t), "details": None} for h, _, v, t in rows],
+            schema=mk.OUTPUT_SCHEMA,
+        )
+        with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+            replace_kpis(conn, frame, hours)
+
+    write((3, "oee", 0.5, "t1"), (4, "oee", 0.75, "t1"), (3, "oee", 0.5, "t2"))
+    with running(settings, database) as api:
+        first = api.t1.get("/v1/kpi", **KPI_QUERY)
+        assert [i["value"] for i in ok(first)["items"]] == [0.5, 0.75]
+        tag = first.headers["ETag"]
+        assert first.headers["Cache-Control"] == "private, no-cache"
+        headers = {"X-API-Key": api.t1.key, "If-None-Match": tag}
+        same = api.client.get("/v1/kpi", params=KPI_QUERY, headers=headers)
+        assert (same.status_code, same.content, same.headers["ETag"]) == (304, b"", tag)
+        t2 = api.t2.get("/v1/kpi", **KPI_QUERY)
+        assert ok(t2)["items"][0]["value"] == 0.5 and t2.headers["ETag"] != tag  # tenants never share a tag
+
+        write((3, "oee", 0.5, "t1"), (4, "oee", 0.25, "t1"), (3, "oee", 0.5, "t2"))  # hours 3 and 4 rerun
+        changed = api.client.get("/v1/kpi", params=KPI_QUERY, headers=headers)
+        assert changed.status_code == 200 and changed.headers["ETag"] != tag
+        assert [i["value"] for i in changed.json()["items"]] == [0.5, 0.25]
+
+
+def test_other_listings_are_tagged_by_their_body(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    """/v1/event-rollup and the other listings: the tag of the answer itself, so it changes exactly with it."""
+    insert_event_data(database)
+    with running(settings, database) as api:
+        first = api.t1.get("/v1/event-rollup", **EVENT_QUERY)
+        tag = first.headers["ETag"]
+        headers = {"X-API-Key": api.t1.key, "If-None-Match": tag}
+        same = api.client.get("/v1/event-rollup", params=EVENT_QUERY, headers=headers)
+        assert (same.status_code, same.content, same.headers["Cache-Control"]) == (304, b"", "private, no-cache")
+        with database.connect() as conn:
+            conn.execute("UPDATE analytics.analytics_event_rollup SET count_n = count_n + 1 WHERE tenant_id = 't1'")
+        changed = api.client.get("/v1/event-rollup", params=EVENT_QUERY, headers=headers)
+        assert changed.status_code == 200 and changed.headers["ETag"] != tag
+        counts = [i["count"] for i in ok(first)["items"]]
+        assert [i["count"] for i in changed.json()["items"]] == [c + 1 for c in counts]
+
+
+def test_answers_are_gzipped_when_the_client_accepts_it(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    readings(database, *((at(3) + timedelta(seconds=30 * i), float(i), i, "t1") for i in range(120)))
+    materialise(database, settings, at(3), at(4))
+    with running(settings, database) as api:
+        params = {**QUERY, "window_s": 60, "end": iso(at(4))}
+        for accept in ("application/json", "text/csv"):
+            plain = api.client.get(
+                "/v1/agg",
+                params=params,
+                headers={"X-API-Key": api.t1.key, "Accept": accept, "Accept-Encoding": "identity"},
+            )
+            packed = api.client.get(
+                "/v1/agg", params=params, headers={"X-API-Key": api.t1.key, "Accept": accept, "Accept-Encoding": "gzip"}
+            )
+            assert "content-encoding" not in plain.headers
+            assert packed.headers["content-encoding"] == "gzip"
+            assert packed.headers["Vary"] == plain.headers["Vary"] == "Accept, Accept-Encoding, X-API-Key"
+            assert int(packed.headers["content-length"]) < len(plain.content) / 3
+            assert packed.content == plain.content  # httpx decoded it
+            assert packed.headers["ETag"] == plain.headers["ETag"]  # weak: one tag for both encodings
+        refused = api.client.get(
+            "/v1/agg", params=params, headers={"X-API-Key": api.t1.key, "Accept-Encoding": "gzip;q=0, br"}
+        )
+        assert "content-encoding" not in refused.headers
+        small = api.client.get("/v1/health", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in small.headers  # under a kilobyte: not worth it
+        # the dashboard's files: their strong tag becomes weak once gzipped, and still revalidates
+        script = api.client.get("/ui/static/app.js", headers={"Accept-Encoding": "gzip"})
+        plain_script = api.client.get("/ui/static/app.js", headers={"Accept-Encoding": "identity"})
+        assert script.headers["content-encoding"] == "gzip" and script.content == plain_script.content
+        assert script.headers["ETag"] == "W/" + plain_script.headers["ETag"]
+        again = api.client.get(
+            "/ui/static/app.js", headers={"Accept-Encoding": "gzip", "If-None-Match": script.headers["ETag"]}
+        )
+        assert again.status_code == 304
+
+
+def test_fields_choose_the_columns(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 20), 3.0, 2, "t1"))
+    materialise(database, settings, at(3), at(5))
+    with running(settings, database) as api:
+        body = ok(api.t1.get("/v1/agg", **HOUR, fields="max, avg,min"))
+        assert body["items"] == [
+            {"bucket_start": iso(at(3)), "sensor_id": "s1", "avg": 2.0, "min": 1.0, "max": 3.0, "provisional": False}
+        ]
+        rows = list(csv.reader(io.StringIO(api.t1.csv("/v1/agg", **HOUR, fields="avg,min,max").text)))
+        assert rows == [
+            ["bucket_start", "sensor_id", "avg", "min", "max", "provisional"],
+            [iso(at(3)), "s1", "2.0", "1.0", "3.0", "false"],
+        ]
+        assert_422(
+            api.t1.get("/v1/agg", **HOUR, fields="avg,mean,median"),
+            ["query", "fields"],
+            "unknown field 'mean', 'median'; known: " + ", ".join(ok(api.t1.get("/v1/agg", **HOUR))["items"][0]),
+        )
+        assert_422(
+            api.t1.get("/v1/agg", **HOUR, fields=" , "),
+            ["query", "fields"],
+            "fields names no column; known: " + ", ".join(ok(api.t1.get("/v1/agg", **HOUR))["items"][0]),
+        )
