@@ -370,7 +370,8 @@ class PageCost:
         self.client = client
         self.every_s = every_s
         self.next_at = 0.0
-        self.bytes: list[int] = []  # per refresh, both responses (as sent, uncompressed JSON)
+        self.bytes: list[int] = []  # per refresh, both responses' JSON
+        self.wire: list[int] = []  # ... as sent (gzip: httpx asks for it, as browsers do)
         self.seconds: list[float] = []  # per refresh, both requests one after the other
 
     def maybe(self) -> None:
@@ -381,12 +382,14 @@ class PageCost:
         where = {"tenant_id": "t1", "factory_id": "f1", "machine_id": "mc-01"}
         span = {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat()}
         began = time.perf_counter()
-        agg = self.client.get("/v1/agg", params={**where, **span, "metric": "temp", "window_s": 60, "limit": 10000})
+        chart = {"metric": "temp", "window_s": 60, "limit": 10000, "fields": "avg,min,max"}  # what app.js asks
+        agg = self.client.get("/v1/agg", params={**where, **span, **chart})
         events = self.client.get("/v1/anomaly-events", params={**where, **span, "limit": 500})
         self.seconds.append(time.perf_counter() - began)
         agg.raise_for_status()
         events.raise_for_status()
         self.bytes.append(len(agg.content) + len(events.content))
+        self.wire.append(agg.num_bytes_downloaded + events.num_bytes_downloaded)
 
     def figures(self) -> dict | None:
         if not self.bytes:
@@ -395,7 +398,8 @@ class PageCost:
             "refresh_every_s": self.every_s,
             "requests_per_minute": round(2 * 60 / self.every_s),
             "bytes_per_refresh_median": int(statistics.median(self.bytes)),
-            "kbytes_per_minute": round(statistics.median(self.bytes) * 60 / self.every_s / 1024, 1),
+            "wire_bytes_per_refresh_median": int(statistics.median(self.wire)),
+            "wire_kbytes_per_minute": round(statistics.median(self.wire) * 60 / self.every_s / 1024, 1),
             "server_s_per_refresh": percentiles(self.seconds),
         }
 
