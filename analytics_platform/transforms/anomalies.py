@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import joblib
 import numpy as np
 import polars as pl
 import sklearn
@@ -72,6 +73,7 @@ ANOMALY_TYPES = {
 }
 FEATURES = ("avg", "min", "max", "std", "d_avg")
 MAX_READINGS = 10  # readings listed in details per anomaly
+PARALLEL_FROM = 8  # series to fit before worker processes (~1 s to start) pay for themselves
 # A standard deviation this small relative to the mean is floating-point noise of a constant series.
 _RELATIVE_ZERO = 1e-12
 
@@ -570,12 +572,16 @@ def fit_isolation_forests(
     min_buckets: int = 120,
     random_state: int = 0,
     trained_to: datetime | None = None,
+    workers: int = 1,
 ) -> list[FittedForest]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
-    end; the asset passes the window's end, which is how it finds the model again). Series are
-    fitted one at a time with n_jobs=1: at ~1440 buckets a fit
-    is far too short for process/thread start-up to pay, and the asset runs beside other work."""
+    end; the asset passes the window's end, which is how it finds the model again).
+
+    Each forest is fitted with n_jobs=1 (at ~1440 buckets a forest's trees are too quick for
+    joblib's start-up to pay); with `workers` > 1 and at least PARALLEL_FROM series, the series are
+    shared out over that many processes instead. Every forest gets the same `random_state` and its own rows only, so the
+    forests are the same whatever the number of workers or the order they finish in."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
@@ -583,7 +589,7 @@ def fit_isolation_forests(
         return []
     features = bucket_features(buckets)
     stats = {tuple(row[:5]): row[5:] for row in pooled_stats(buckets).iter_rows()}
-    fitted = []
+    series = []
     for key, group in sorted(features.partition_by(SERIES_KEY, as_dict=True).items()):
         if group.height < min_buckets:
             continue
@@ -592,13 +598,16 @@ def fit_isolation_forests(
             .to_numpy()
             .astype(np.float64)
         )
-        model = IsolationForest(
-            n_estimators=n_estimators,
-            max_samples="auto",
-            contamination=contamination,
-            random_state=random_state,
-            n_jobs=1,
-        ).fit(matrix)
+        series.append((key, group, matrix))
+    params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
+    matrices = [matrix for _, _, matrix in series]
+    if workers > 1 and len(series) >= PARALLEL_FROM:
+        pool = joblib.Parallel(n_jobs=min(workers, len(series)), backend="loky")
+        models = pool(joblib.delayed(_fit_forest)(m, params) for m in matrices)
+    else:
+        models = [_fit_forest(m, params) for m in matrices]
+    fitted = []
+    for (key, group, matrix), model in zip(series, models, strict=True):
         n_readings, reading_mean, reading_std = stats[key]
         tenant, factory, machine, sensor, metric = key
         fitted.append(
@@ -626,6 +635,11 @@ def fit_isolation_forests(
     return fitted
 
 
+def _fit_forest(matrix: np.ndarray, params: dict[str, Any]) -> IsolationForest:
+    """One series' forest (module level, so a worker process can run it)."""
+    return IsolationForest(max_samples="auto", n_jobs=1, **params).fit(matrix)
+
+
 def isolation_forest_anomalies(
     models: Sequence[FittedForest],
     readings: pl.DataFrame,
@@ -634,11 +648,14 @@ def isolation_forest_anomalies(
     history: pl.DataFrame | None = None,
     warning_sigma: float = 2.0,
     critical_sigma: float = 3.0,
+    only: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The hour's buckets (each model's `bucket_s`) that score below their model's threshold.
 
     With `history`, the hour's first bucket takes its change (d_avg) from the last history bucket
-    when adjacent, exactly as in training; otherwise it is imputed.
+    when adjacent, exactly as in training; otherwise it is imputed. With `only` (series key +
+    `bucket_start`), just those buckets are scored: a bucket's score depends on its own features
+    alone, so the rows returned are exactly the full result's rows for those buckets.
 
     The forest says "unusual" but its score has no σ scale, so a flagged bucket is 2 'warning';
     it is 'critical' (3..5, the z scale) only when its most extreme reading is also at least
@@ -658,7 +675,7 @@ def isolation_forest_anomalies(
     live = _readings(readings, excluded)
     if live.is_empty():
         return _empty()
-    buckets = _flagged_buckets(models, live, excluded, history)
+    buckets = _flagged_buckets(models, live, excluded, history, only)
     if buckets is None:
         return _empty()
     scored = _furthest_readings(live, buckets).with_columns(
@@ -692,9 +709,11 @@ def _flagged_buckets(
     live: pl.DataFrame,
     excluded: pl.DataFrame | None,
     history: pl.DataFrame | None,
+    only: pl.DataFrame | None = None,
 ) -> pl.DataFrame | None:
-    """The buckets of `live` its series' forest scores below the threshold, with the score and the
-    model's training statistics; None when there are none."""
+    """The buckets of `live` (of `only`, when given) its series' forest scores below the threshold,
+    with the score and the model's training statistics; None when there are none. Each model
+    scores its buckets in one call: per call, scikit-learn walks all the trees in Python."""
     flagged = []
     for bucket_s in sorted({m.bucket_s for m in models}):
         buckets = bucket_readings(live, bucket_s)
@@ -704,6 +723,9 @@ def _flagged_buckets(
             before = before.filter(pl.col("bucket_start") == pl.col("bucket_start").max().over(SERIES_KEY))
             buckets = pl.concat([_strings(before, SERIES_KEY).select(buckets.columns).cast(buckets.schema), buckets])
         features = bucket_features(buckets).filter(pl.col("bucket_start") >= first)
+        if only is not None:
+            wanted = _strings(only, SERIES_KEY).select(*SERIES_KEY, pl.col("bucket_start").cast(TIME)).unique()
+            features = features.join(wanted, on=[*SERIES_KEY, "bucket_start"], how="semi", maintain_order="left")
         groups = features.partition_by(SERIES_KEY, as_dict=True)
         for forest in (m for m in models if m.bucket_s == bucket_s):
             group = groups.get(forest.key)
@@ -793,9 +815,12 @@ def detect_anomalies(
         keys = _strings(readings, SERIES_KEY).select(SERIES_KEY).unique().rows()
         profiles = se.fit_profiles(running, start, options, series=keys)
     statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
-    forest = isolation_forest_anomalies(models, readings, excluded, history=history)
+    seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
+    # only the samples a statistic flagged can keep a forest row (the join below), so only they
+    # are scored: the same rows, without a scikit-learn call per series and hour
+    only = seen.select(*SERIES_KEY, bucket_start="window_start")
+    forest = isolation_forest_anomalies(models, readings, excluded, history=history, only=only)
     if not forest.is_empty():
-        seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
         forest = (
             forest.drop("sample_s")
             .join(seen, on=[*SERIES_KEY, "window_start"], nulls_equal=True)
