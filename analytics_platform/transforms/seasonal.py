@@ -53,6 +53,7 @@ from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
 VERSION = "seasonal-1"
 SHIFT_WINDOWS = (4, 16)
 NOISE_WINDOW = 6
+REACH = max(*SHIFT_WINDOWS, NOISE_WINDOW + 1)  # rows before a sample that a window can see, and one more
 STEP_MEDIAN = 0.6745 * math.sqrt(2)  # median |r_t − r_t−1| of independent N(0, 1) residuals
 TESTS = ("deviation", "extreme", "shift4", "shift16", "noise", "stuck")
 MAD_SIGMA = 1.4826  # MAD of a normal distribution × this = σ
@@ -307,7 +308,7 @@ def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
     return frame.with_columns(
         ext=pl.max_horizontal((pl.col("max_v") - pl.col("avg_v")).abs(), (pl.col("min_v") - pl.col("avg_v")).abs()),
         trimmed=trimmed,
-        **{f"m{k}": clipped.rolling_mean(k, min_samples=k).over(seg) for k in SHIFT_WINDOWS},
+        **{f"m{k}": window_mean(clipped, k).over(seg) for k in SHIFT_WINDOWS},
         # the median step between neighbouring residuals: a level shift is one big step and leaves
         # it alone, a burst of noise makes every step big
         steps=(clipped - clipped.shift(1).over(seg))
@@ -315,6 +316,37 @@ def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
         .rolling_median(NOISE_WINDOW, min_samples=NOISE_WINDOW)
         .over(seg),
     ).drop("_flat", "_flat_prev", "_same", "_run")
+
+
+def window_mean(values: pl.Expr, k: int) -> pl.Expr:
+    """The mean of the last `k` values (NULL while there are fewer; use `.over` for groups), summed
+    oldest first: a function of those k values alone. Polars' rolling_mean keeps a running sum along
+    the frame, so its last bits depend on where the frame starts; this does not, which is what lets
+    `judge` leave out the context no window reaches (`context_tail`) and still match bit for bit."""
+    total = values.shift(k - 1)
+    for lag in range(k - 2, -1, -1):
+        total = total + values.shift(lag)
+    return total / k
+
+
+def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
+    """`samples` (sorted by series and time) without the rows before `start` that no statistic of a
+    sample at or after `start` can see, so an hour's judgement costs its own samples plus a short
+    tail instead of its whole day of context.
+
+    Per series the tail starts at the latest row before `start` that lies at least REACH rows before
+    the first row at or after `start` (the windows look back at most 15 samples, the steps' median 6)
+    and at which a run of identical readings certainly restarts (its readings differ, or its value
+    differs from the row before): from there on segments, windows and runs are what the full context
+    gives them. Without such a row the series keeps all its rows."""
+    before = pl.col("bucket_start") < start
+    position = pl.int_range(pl.len()).over(SERIES_KEY)
+    restarts = (pl.col("min_v") != pl.col("max_v")) | (
+        pl.col("avg_v") != pl.col("avg_v").shift(1).over(SERIES_KEY)
+    ).fill_null(True)
+    fits = before & restarts & (position <= before.sum().over(SERIES_KEY) - REACH)
+    cut = pl.when(fits).then(position).otherwise(0).max().over(SERIES_KEY)
+    return samples.filter(~before | (position >= cut))
 
 
 def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
@@ -483,7 +515,7 @@ def judge(
     )
     if frame.is_empty():
         return pl.DataFrame()
-    frame = frame.sort(*SERIES_KEY, "bucket_start")
+    frame = context_tail(frame.sort(*SERIES_KEY, "bucket_start"), start)
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
     stats = _scaled(_raw_statistics(_with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged), pl.col("_max_gap")))
