@@ -46,6 +46,7 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
@@ -261,16 +262,19 @@ def _expected(frame: pl.DataFrame, centres: pl.DataFrame, options: SeasonalOptio
 
 
 def _centre_frame(profiles: Sequence[Profile]) -> pl.DataFrame:
-    rows = [
-        (*p.key, dow, hour, value)
-        for p in profiles
-        for dow, row in enumerate(p.centre, start=1)
-        for hour, value in enumerate(row)
-    ]
+    """One row per profile, weekday and hour with its centre (built from arrays: a Python tuple per
+    cell cost more than the statistics themselves once an hour's context was trimmed)."""
+    cells = 7 * 24
+    keys = {c: np.repeat(np.array([p.key[i] for p in profiles], dtype=object), cells) for i, c in enumerate(SERIES_KEY)}
+    grid = np.array([p.centre for p in profiles], dtype=np.float64).reshape(-1)
     return pl.DataFrame(
-        rows,
+        {
+            **{c: pl.Series(c, v, dtype=pl.String) for c, v in keys.items()},
+            "dow": np.tile(np.repeat(np.arange(1, 8, dtype=np.int8), 24), len(profiles)),
+            "hour": np.tile(np.arange(24, dtype=np.int8), 7 * len(profiles)),
+            "centre": grid,
+        },
         schema={**{c: pl.String() for c in SERIES_KEY}, "dow": pl.Int8(), "hour": pl.Int8(), "centre": pl.Float64()},
-        orient="row",
     )
 
 
@@ -330,7 +334,7 @@ def window_mean(values: pl.Expr, k: int) -> pl.Expr:
 
 
 def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
-    """`samples` (sorted by series and time) without the rows before `start` that no statistic of a
+    """`samples` (each series' rows in time order) without the rows before `start` that no statistic of a
     sample at or after `start` can see, so an hour's judgement costs its own samples plus a short
     tail instead of its whole day of context.
 
@@ -515,7 +519,9 @@ def judge(
     )
     if frame.is_empty():
         return pl.DataFrame()
-    frame = context_tail(frame.sort(*SERIES_KEY, "bucket_start"), start)
+    # the tail needs each series in time order only (a cheap sort on one column); sorting the day's
+    # rows by the five key strings would cost more than judging the hour
+    frame = context_tail(frame.sort("bucket_start"), start).sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
     stats = _scaled(_raw_statistics(_with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged), pl.col("_max_gap")))
