@@ -27,11 +27,13 @@ import json
 import pickle
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
+from multiprocessing import get_context
 from typing import Any
 
-import joblib
 import numpy as np
 import polars as pl
 import sklearn
@@ -73,7 +75,9 @@ ANOMALY_TYPES = {
 }
 FEATURES = ("avg", "min", "max", "std", "d_avg")
 MAX_READINGS = 10  # readings listed in details per anomaly
-PARALLEL_FROM = 8  # series to fit before worker processes (~1 s to start) pay for themselves
+# series to fit before two spawned workers pay for themselves: each takes ~2 s to start (importing
+# scikit-learn and Polars), a 50-tree forest on a day of minutes ~50 ms to fit
+PARALLEL_FROM = 100
 # A standard deviation this small relative to the mean is floating-point noise of a constant series.
 _RELATIVE_ZERO = 1e-12
 
@@ -573,15 +577,17 @@ def fit_isolation_forests(
     random_state: int = 0,
     trained_to: datetime | None = None,
     workers: int = 1,
+    parallel_from: int = PARALLEL_FROM,
 ) -> list[FittedForest]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
     end; the asset passes the window's end, which is how it finds the model again).
 
     Each forest is fitted with n_jobs=1 (at ~1440 buckets a forest's trees are too quick for
-    joblib's start-up to pay); with `workers` > 1 and at least PARALLEL_FROM series, the series are
-    shared out over that many processes instead. Every forest gets the same `random_state` and its own rows only, so the
-    forests are the same whatever the number of workers or the order they finish in."""
+    joblib's start-up to pay); with `workers` > 1 and at least `parallel_from` series, the series are
+    shared out over that many spawned processes instead (the calling program's main module must be
+    import-safe, as for any spawned process). Every forest gets the same `random_state` and its own
+    rows only, so the forests are the same whatever the number of workers or the order they finish in."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
@@ -601,9 +607,12 @@ def fit_isolation_forests(
         series.append((key, group, matrix))
     params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
     matrices = [matrix for _, _, matrix in series]
-    if workers > 1 and len(series) >= PARALLEL_FROM:
-        pool = joblib.Parallel(n_jobs=min(workers, len(series)), backend="loky")
-        models = pool(joblib.delayed(_fit_forest)(m, params) for m in matrices)
+    if workers > 1 and len(series) >= parallel_from:
+        # a pool of this call's own, shut down when done: a reusable one (joblib's loky) keeps idle
+        # workers alive for minutes, and a process exiting waits for its children
+        count = min(workers, len(series))
+        with ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn")) as pool:
+            models = list(pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count))))
     else:
         models = [_fit_forest(m, params) for m in matrices]
     fitted = []
@@ -817,9 +826,18 @@ def detect_anomalies(
     statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
     seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
     # only the samples a statistic flagged can keep a forest row (the join below), so only they
-    # are scored: the same rows, without a scikit-learn call per series and hour
+    # are scored, and only their series' readings and history are bucketed (each series' features
+    # are its own): the same rows, without a scikit-learn call per series and hour
     only = seen.select(*SERIES_KEY, bucket_start="window_start")
-    forest = isolation_forest_anomalies(models, readings, excluded, history=history, only=only)
+    flagged = only.select(SERIES_KEY).unique()
+    keys = set(flagged.rows())
+    forest = isolation_forest_anomalies(
+        [m for m in models if m.key in keys],
+        _strings(readings, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
+        excluded,
+        history=_strings(history, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
+        only=only,
+    )
     if not forest.is_empty():
         forest = (
             forest.drop("sample_s")

@@ -351,7 +351,7 @@ def test_forests_fitted_on_two_workers_equal_those_fitted_on_one(clean_day) -> N
         [history.with_columns(machine_id=pl.lit(k[2]), avg_v=pl.col("avg_v") + i) for i, k in enumerate(series)]
     )
     alone = fit_isolation_forests(many, n_estimators=20, workers=1)
-    shared = fit_isolation_forests(many, n_estimators=20, workers=2)
+    shared = fit_isolation_forests(many, n_estimators=20, workers=2, parallel_from=2)
     assert [f.key for f in shared] == [f.key for f in alone] == series
     features = bucket_features(bucket_readings(readings)).select(alone[0].features).to_numpy()
     for a, b in zip(alone, shared, strict=True):
