@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from typing import Any
 
 import numpy as np
@@ -585,8 +586,8 @@ def fit_isolation_forests(
 
     Each forest is fitted with n_jobs=1 (at ~1440 buckets a forest's trees are too quick for
     joblib's start-up to pay); with `workers` > 1 and at least `parallel_from` series, the series are
-    shared out over that many spawned processes instead (the calling program's main module must be
-    import-safe, as for any spawned process). Every forest gets the same `random_state` and its own
+    shared out over that many processes instead (forked from a server that preloads this module).
+    Every forest gets the same `random_state` and its own
     rows only, so the forests are the same whatever the number of workers or the order they finish in."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
@@ -608,10 +609,13 @@ def fit_isolation_forests(
     params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
     matrices = [matrix for _, _, matrix in series]
     if workers > 1 and len(series) >= parallel_from:
-        # a pool of this call's own, shut down when done: a reusable one (joblib's loky) keeps idle
-        # workers alive for minutes, and a process exiting waits for its children
+        # a pool of this call's own, shut down when done (a reusable one, joblib's loky, keeps idle
+        # workers for minutes, and a process exiting waits for its children), forked from a server
+        # that imported scikit-learn once: spawned workers would each import the program's main
+        # module again (seconds, with Dagster or a bench behind it), and a plain fork of this
+        # process would copy Polars' thread pool mid-flight
         count = min(workers, len(series))
-        with ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=count, mp_context=_fit_context()) as pool:
             models = list(pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count))))
     else:
         models = [_fit_forest(m, params) for m in matrices]
@@ -642,6 +646,13 @@ def fit_isolation_forests(
             )
         )
     return fitted
+
+
+def _fit_context() -> BaseContext:
+    """The forkserver context, its server preloading only this module (not the main module)."""
+    context = get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _fit_forest(matrix: np.ndarray, params: dict[str, Any]) -> IsolationForest:
