@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 
 import polars as pl
 import psycopg
-import sklearn
 from psycopg import sql
 
 from analytics_platform.ingest import catalog as metric_catalog
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import baselines
+from analytics_platform.results.aggregates import chunks
 from analytics_platform.results.events import read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.results.kpis import read_run_states
@@ -65,6 +65,7 @@ class AnomalyOptions:
     stoppage_minutes: int = 10
     state_lookback: timedelta = timedelta(hours=168)
     seasonal: se.SeasonalOptions = field(default_factory=se.SeasonalOptions)
+    fit_workers: int = 2  # processes fitting forests (the forests do not depend on it): one per core here
 
     def __post_init__(self) -> None:
         # the profiles' samples are the aggregates this reads: one bucket size, given once
@@ -140,7 +141,7 @@ def load_models(
         "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to = %s "
         "AND contamination = %s "
         "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC",
-        (f"scikit-learn {sklearn.__version__}", trained_to, options.contamination),
+        (f"scikit-learn {an.SKLEARN_VERSION}", trained_to, options.contamination),
     ).fetchall()
     for *key, version, blob in rows:
         out[tuple(key)] = (version, an.FittedForest.from_bytes(bytes(blob)))
@@ -420,6 +421,38 @@ def _aggregates(
     )
 
 
+@dataclass(frozen=True)
+class _RunAggregates:
+    """The `bucket_s` aggregates of the judged metrics in [since, until), read once for a run of
+    hours and sorted by series and time. Every hour takes its trailing window from them, and a
+    window they do not cover is read and sorted the same way (`_window`), so an hour sees the same
+    rows in the same order whichever run it is part of: live == backfill, to the last bit."""
+
+    frame: pl.DataFrame
+    since: datetime
+    until: datetime
+    where: str
+    params: list
+
+
+def _run_aggregates(
+    conn: psycopg.Connection, options: AnomalyOptions, since: datetime, until: datetime
+) -> _RunAggregates:
+    where, params = metric_filter(options)
+    frame = _aggregates(conn, options.bucket_s, since, until, where, params).sort(*SERIES, "bucket_start")
+    return _RunAggregates(frame, since, until, where, params)
+
+
+def _window(
+    conn: psycopg.Connection, run: _RunAggregates, bucket_s: int, since: datetime, until: datetime
+) -> pl.DataFrame:
+    """The aggregates in [since, until) (bucket_start ≥ since, bucket_end ≤ until), from the run's
+    frame when it covers them, else read (and sorted) as the run's were."""
+    if run.since <= since and until <= run.until:
+        return run.frame.filter((pl.col("bucket_start") >= since) & (pl.col("bucket_end") <= until))
+    return _aggregates(conn, bucket_s, since, until, run.where, run.params).sort(*SERIES, "bucket_start")
+
+
 def recompute_anomalies(
     conn: psycopg.Connection,
     start: datetime,
@@ -428,9 +461,46 @@ def recompute_anomalies(
     cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
     profile_cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
 ) -> AnomalyRun:
-    """Judge [start, end) (an hour) and replace its anomalies and hourly baseline deviations.
-    `cache` and `profile_cache` carry forests and profiles from one hour to the next within a run."""
-    where, params = metric_filter(options)
+    """Judge the hours of [start, end) and replace their anomalies and hourly baseline deviations,
+    each hour exactly as a run of that hour alone would judge it (live == backfill).
+
+    A run of several hours reads the trailing aggregates once (the first hour's `training_hours`
+    of context up to the last hour) instead of a day of them per hour, and keeps forests and
+    profiles from hour to hour; `cache` and `profile_cache` carry them on to the caller's next call."""
+    cache = {} if cache is None else cache
+    profile_cache = {} if profile_cache is None else profile_cache
+    hours = list(chunks(start, end, 1))
+    context = timedelta(hours=options.training_hours)
+    run = _run_aggregates(conn, options, start - context, hours[-1][0] if hours else start)
+    parts = [_recompute_hour(conn, a, b, options, run, cache, profile_cache) for a, b in hours]
+    methods: dict[str, int] = {}
+    for part in parts:
+        for method, count in part.by_method.items():
+            methods[method] = methods.get(method, 0) + count
+    return AnomalyRun(
+        readings=sum(p.readings for p in parts),
+        anomalies=sum(p.anomalies for p in parts),
+        by_method=methods,
+        models_fitted=sum(p.models_fitted for p in parts),
+        models_reused=max((p.models_reused for p in parts), default=0),
+        deviations=sum(p.deviations for p in parts),
+        deleted=sum(p.deleted for p in parts),
+        profiles_learned=sum(p.profiles_learned for p in parts),
+        learning=parts[-1].learning if parts else 0,
+    )
+
+
+def _recompute_hour(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    options: AnomalyOptions,
+    run: _RunAggregates,
+    cache: dict[tuple, tuple[int, an.FittedForest]],
+    profile_cache: dict[tuple[datetime, tuple], se.Profile],
+) -> AnomalyRun:
+    """Judge the hour [start, end) and replace its anomalies and hourly baseline deviations."""
+    where, params = run.where, run.params
     readings = read_frame(
         conn,
         "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
@@ -447,7 +517,7 @@ def recompute_anomalies(
     wanted = set(readings.select(SERIES).unique().rows())
     models = load_models(conn, trained_to, options, wanted, cache)
     need = wanted - set(models)
-    history = _aggregates(conn, options.bucket_s, context_from, start, where, params)
+    history = _window(conn, run, options.bucket_s, context_from, start)
     read_from = min(train_from, context_from) if need else context_from
     intervals = _states(conn, read_from, end, options.state_lookback)
     excluded = intervals.filter(pl.col("state").is_in(NOT_RUNNING))
@@ -458,16 +528,8 @@ def recompute_anomalies(
     )
     missing = pl.DataFrame(schema=HISTORY_SCHEMA)
     if need:
-        training = (
-            history
-            if train_from >= context_from
-            else _aggregates(conn, options.bucket_s, train_from, trained_to, where, params)
-        )
-        missing = training.filter(
-            pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in need])
-            & (pl.col("bucket_start") >= train_from)
-            & (pl.col("bucket_end") <= trained_to)
-        )
+        training = _window(conn, run, options.bucket_s, train_from, trained_to)
+        missing = training.filter(pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in need]))
     fitted = an.fit_isolation_forests(
         missing,
         excluded,
@@ -475,10 +537,10 @@ def recompute_anomalies(
         contamination=options.contamination,
         n_estimators=options.trees,
         trained_to=trained_to,
+        workers=options.fit_workers,
     )
     versions = store_models(conn, fitted, options) if fitted else {}
-    if cache is not None:
-        cache.update({m.key: (versions[m.key], m) for m in fitted})
+    cache.update({m.key: (versions[m.key], m) for m in fitted})
     usable = {**{k: v for k, v in models.items() if k in wanted}, **{m.key: (versions[m.key], m) for m in fitted}}
 
     profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache)

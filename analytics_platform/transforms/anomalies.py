@@ -23,24 +23,33 @@ Conventions:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import pickle
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import repeat
+from multiprocessing import get_context
+from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import sklearn
-from sklearn.ensemble import IsolationForest
 
 from analytics_platform.contracts.catalog import with_catalog_limits
 from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.spec_quality import applicable_limits
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY, TIME, bucket_expr, moment_aggs
 
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
+
+# scikit-learn is imported where a forest is fitted or loaded, not with this module: it costs ~2.6 s,
+# and every Dagster run process and code server imports the anomaly assets (tests/unit/test_import_cost)
+SKLEARN_VERSION = importlib.metadata.version("scikit-learn")
 MACHINE = MACHINE_KEY
 ANOMALY_SCHEMA: dict[str, pl.DataType] = {
     "time": TIME,
@@ -74,6 +83,9 @@ ANOMALY_TYPES = {
 }
 FEATURES = ("avg", "min", "max", "std", "d_avg")
 MAX_READINGS = 10  # readings listed in details per anomaly
+# series to fit before two spawned workers pay for themselves: each takes ~2 s to start (importing
+# scikit-learn and Polars), a 50-tree forest on a day of minutes ~50 ms to fit
+PARALLEL_FROM = 100
 # A standard deviation this small relative to the mean is floating-point noise of a constant series.
 _RELATIVE_ZERO = 1e-12
 
@@ -615,7 +627,7 @@ class FittedForest:
     reading_mean: float
     reading_std: float | None
     n_readings: int
-    sklearn_version: str = field(default=sklearn.__version__)
+    sklearn_version: str = field(default=SKLEARN_VERSION)
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -647,12 +659,18 @@ def fit_isolation_forests(
     min_buckets: int = 120,
     random_state: int = 0,
     trained_to: datetime | None = None,
+    workers: int = 1,
+    parallel_from: int = PARALLEL_FROM,
 ) -> list[FittedForest]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
-    end; the asset passes the window's end, which is how it finds the model again). Series are
-    fitted one at a time with n_jobs=1: at ~1440 buckets a fit
-    is far too short for process/thread start-up to pay, and the asset runs beside other work."""
+    end; the asset passes the window's end, which is how it finds the model again).
+
+    Each forest is fitted with n_jobs=1 (at ~1440 buckets a forest's trees are too quick for
+    joblib's start-up to pay); with `workers` > 1 and at least `parallel_from` series, the series are
+    shared out over that many processes instead (forked from a server that preloads this module).
+    Every forest gets the same `random_state` and its own
+    rows only, so the forests are the same whatever the number of workers or the order they finish in."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
@@ -660,7 +678,7 @@ def fit_isolation_forests(
         return []
     features = bucket_features(buckets)
     stats = {tuple(row[:5]): row[5:] for row in pooled_stats(buckets).iter_rows()}
-    fitted = []
+    series = []
     for key, group in sorted(features.partition_by(SERIES_KEY, as_dict=True).items()):
         if group.height < min_buckets:
             continue
@@ -669,13 +687,22 @@ def fit_isolation_forests(
             .to_numpy()
             .astype(np.float64)
         )
-        model = IsolationForest(
-            n_estimators=n_estimators,
-            max_samples="auto",
-            contamination=contamination,
-            random_state=random_state,
-            n_jobs=1,
-        ).fit(matrix)
+        series.append((key, group, matrix))
+    params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
+    matrices = [matrix for _, _, matrix in series]
+    if workers > 1 and len(series) >= parallel_from:
+        # a pool of this call's own, shut down when done (a reusable one, joblib's loky, keeps idle
+        # workers for minutes, and a process exiting waits for its children), forked from a server
+        # that imported scikit-learn once: spawned workers would each import the program's main
+        # module again (seconds, with Dagster or a bench behind it), and a plain fork of this
+        # process would copy Polars' thread pool mid-flight
+        count = min(workers, len(series))
+        with ProcessPoolExecutor(max_workers=count, mp_context=_fit_context()) as pool:
+            models = list(pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count))))
+    else:
+        models = [_fit_forest(m, params) for m in matrices]
+    fitted = []
+    for (key, group, matrix), model in zip(series, models, strict=True):
         n_readings, reading_mean, reading_std = stats[key]
         tenant, factory, machine, sensor, metric = key
         fitted.append(
@@ -703,6 +730,20 @@ def fit_isolation_forests(
     return fitted
 
 
+def _fit_context() -> BaseContext:
+    """The forkserver context, its server preloading only this module (not the main module)."""
+    context = get_context("forkserver")
+    context.set_forkserver_preload([__name__, "sklearn.ensemble"])
+    return context
+
+
+def _fit_forest(matrix: np.ndarray, params: dict[str, Any]) -> IsolationForest:
+    """One series' forest (module level, so a worker process can run it)."""
+    from sklearn.ensemble import IsolationForest
+
+    return IsolationForest(max_samples="auto", n_jobs=1, **params).fit(matrix)
+
+
 def isolation_forest_anomalies(
     models: Sequence[FittedForest],
     readings: pl.DataFrame,
@@ -711,11 +752,14 @@ def isolation_forest_anomalies(
     history: pl.DataFrame | None = None,
     warning_sigma: float = 2.0,
     critical_sigma: float = 3.0,
+    only: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The hour's buckets (each model's `bucket_s`) that score below their model's threshold.
 
     With `history`, the hour's first bucket takes its change (d_avg) from the last history bucket
-    when adjacent, exactly as in training; otherwise it is imputed.
+    when adjacent, exactly as in training; otherwise it is imputed. With `only` (series key +
+    `bucket_start`), just those buckets are scored: a bucket's score depends on its own features
+    alone, so the rows returned are exactly the full result's rows for those buckets.
 
     The forest says "unusual" but its score has no σ scale, so a flagged bucket is 2 'warning';
     it is 'critical' (3..5, the z scale) only when its most extreme reading is also at least
@@ -735,7 +779,7 @@ def isolation_forest_anomalies(
     live = _readings(readings, excluded)
     if live.is_empty():
         return _empty()
-    buckets = _flagged_buckets(models, live, excluded, history)
+    buckets = _flagged_buckets(models, live, excluded, history, only)
     if buckets is None:
         return _empty()
     scored = _furthest_readings(live, buckets).with_columns(
@@ -769,9 +813,11 @@ def _flagged_buckets(
     live: pl.DataFrame,
     excluded: pl.DataFrame | None,
     history: pl.DataFrame | None,
+    only: pl.DataFrame | None = None,
 ) -> pl.DataFrame | None:
-    """The buckets of `live` its series' forest scores below the threshold, with the score and the
-    model's training statistics; None when there are none."""
+    """The buckets of `live` (of `only`, when given) its series' forest scores below the threshold,
+    with the score and the model's training statistics; None when there are none. Each model
+    scores its buckets in one call: per call, scikit-learn walks all the trees in Python."""
     flagged = []
     for bucket_s in sorted({m.bucket_s for m in models}):
         buckets = bucket_readings(live, bucket_s)
@@ -781,6 +827,9 @@ def _flagged_buckets(
             before = before.filter(pl.col("bucket_start") == pl.col("bucket_start").max().over(SERIES_KEY))
             buckets = pl.concat([_strings(before, SERIES_KEY).select(buckets.columns).cast(buckets.schema), buckets])
         features = bucket_features(buckets).filter(pl.col("bucket_start") >= first)
+        if only is not None:
+            wanted = _strings(only, SERIES_KEY).select(*SERIES_KEY, pl.col("bucket_start").cast(TIME)).unique()
+            features = features.join(wanted, on=[*SERIES_KEY, "bucket_start"], how="semi", maintain_order="left")
         groups = features.partition_by(SERIES_KEY, as_dict=True)
         for forest in (m for m in models if m.bucket_s == bucket_s):
             group = groups.get(forest.key)
@@ -870,9 +919,21 @@ def detect_anomalies(
         keys = _strings(readings, SERIES_KEY).select(SERIES_KEY).unique().rows()
         profiles = se.fit_profiles(running, start, options, series=keys)
     statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
-    forest = isolation_forest_anomalies(models, readings, excluded, history=history)
+    seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
+    # only the samples a statistic flagged can keep a forest row (the join below), so only they
+    # are scored, and only their series' readings and history are bucketed (each series' features
+    # are its own): the same rows, without a scikit-learn call per series and hour
+    only = seen.select(*SERIES_KEY, bucket_start="window_start")
+    flagged = only.select(SERIES_KEY).unique()
+    keys = set(flagged.rows())
+    forest = isolation_forest_anomalies(
+        [m for m in models if m.key in keys],
+        _strings(readings, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
+        excluded,
+        history=_strings(history, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
+        only=only,
+    )
     if not forest.is_empty():
-        seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
         forest = (
             forest.drop("sample_s")
             .join(seen, on=[*SERIES_KEY, "window_start"], nulls_equal=True)

@@ -46,6 +46,7 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
@@ -53,6 +54,7 @@ from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
 VERSION = "seasonal-1"
 SHIFT_WINDOWS = (4, 16)
 NOISE_WINDOW = 6
+REACH = max(*SHIFT_WINDOWS, NOISE_WINDOW + 1)  # rows before a sample that a window can see, and one more
 STEP_MEDIAN = 0.6745 * math.sqrt(2)  # median |r_t − r_t−1| of independent N(0, 1) residuals
 TESTS = ("deviation", "extreme", "shift4", "shift16", "noise", "stuck")
 MAD_SIGMA = 1.4826  # MAD of a normal distribution × this = σ
@@ -260,16 +262,19 @@ def _expected(frame: pl.DataFrame, centres: pl.DataFrame, options: SeasonalOptio
 
 
 def _centre_frame(profiles: Sequence[Profile]) -> pl.DataFrame:
-    rows = [
-        (*p.key, dow, hour, value)
-        for p in profiles
-        for dow, row in enumerate(p.centre, start=1)
-        for hour, value in enumerate(row)
-    ]
+    """One row per profile, weekday and hour with its centre (built from arrays: a Python tuple per
+    cell cost more than the statistics themselves once an hour's context was trimmed)."""
+    cells = 7 * 24
+    keys = {c: np.repeat(np.array([p.key[i] for p in profiles], dtype=object), cells) for i, c in enumerate(SERIES_KEY)}
+    grid = np.array([p.centre for p in profiles], dtype=np.float64).reshape(-1)
     return pl.DataFrame(
-        rows,
+        {
+            **{c: pl.Series(c, v, dtype=pl.String) for c, v in keys.items()},
+            "dow": np.tile(np.repeat(np.arange(1, 8, dtype=np.int8), 24), len(profiles)),
+            "hour": np.tile(np.arange(24, dtype=np.int8), 7 * len(profiles)),
+            "centre": grid,
+        },
         schema={**{c: pl.String() for c in SERIES_KEY}, "dow": pl.Int8(), "hour": pl.Int8(), "centre": pl.Float64()},
-        orient="row",
     )
 
 
@@ -307,7 +312,7 @@ def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
     return frame.with_columns(
         ext=pl.max_horizontal((pl.col("max_v") - pl.col("avg_v")).abs(), (pl.col("min_v") - pl.col("avg_v")).abs()),
         trimmed=trimmed,
-        **{f"m{k}": clipped.rolling_mean(k, min_samples=k).over(seg) for k in SHIFT_WINDOWS},
+        **{f"m{k}": window_mean(clipped, k).over(seg) for k in SHIFT_WINDOWS},
         # the median step between neighbouring residuals: a level shift is one big step and leaves
         # it alone, a burst of noise makes every step big
         steps=(clipped - clipped.shift(1).over(seg))
@@ -315,6 +320,37 @@ def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
         .rolling_median(NOISE_WINDOW, min_samples=NOISE_WINDOW)
         .over(seg),
     ).drop("_flat", "_flat_prev", "_same", "_run")
+
+
+def window_mean(values: pl.Expr, k: int) -> pl.Expr:
+    """The mean of the last `k` values (NULL while there are fewer; use `.over` for groups), summed
+    oldest first: a function of those k values alone. Polars' rolling_mean keeps a running sum along
+    the frame, so its last bits depend on where the frame starts; this does not, which is what lets
+    `judge` leave out the context no window reaches (`context_tail`) and still match bit for bit."""
+    total = values.shift(k - 1)
+    for lag in range(k - 2, -1, -1):
+        total = total + values.shift(lag)
+    return total / k
+
+
+def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
+    """`samples` (each series' rows in time order) without the rows before `start` that no statistic of a
+    sample at or after `start` can see, so an hour's judgement costs its own samples plus a short
+    tail instead of its whole day of context.
+
+    Per series the tail starts at the latest row before `start` that lies at least REACH rows before
+    the first row at or after `start` (the windows look back at most 15 samples, the steps' median 6)
+    and at which a run of identical readings certainly restarts (its readings differ, or its value
+    differs from the row before): from there on segments, windows and runs are what the full context
+    gives them. Without such a row the series keeps all its rows."""
+    before = pl.col("bucket_start") < start
+    position = pl.int_range(pl.len()).over(SERIES_KEY)
+    restarts = (pl.col("min_v") != pl.col("max_v")) | (
+        pl.col("avg_v") != pl.col("avg_v").shift(1).over(SERIES_KEY)
+    ).fill_null(True)
+    fits = before & restarts & (position <= before.sum().over(SERIES_KEY) - REACH)
+    cut = pl.when(fits).then(position).otherwise(0).max().over(SERIES_KEY)
+    return samples.filter(~before | (position >= cut))
 
 
 def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
@@ -483,7 +519,9 @@ def judge(
     )
     if frame.is_empty():
         return pl.DataFrame()
-    frame = frame.sort(*SERIES_KEY, "bucket_start")
+    # the tail needs each series in time order only (a cheap sort on one column); sorting the day's
+    # rows by the five key strings would cost more than judging the hour
+    frame = context_tail(frame.sort("bucket_start"), start).sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
     stats = _scaled(_raw_statistics(_with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged), pl.col("_max_gap")))

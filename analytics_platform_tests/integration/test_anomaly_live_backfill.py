@@ -120,3 +120,33 @@ def test_hours_judged_live_and_in_a_reverse_backfill_are_identical(loaded: Datab
     assert loaded.query(EVENTS, (HOURS[0], HOURS[-1] + timedelta(hours=1))) == live_events
     # the same profiles were learned (stored in another order: compare as sets)
     assert sorted(map(repr, loaded.query(PROFILES))) == sorted(map(repr, live_profiles))
+
+
+def test_hours_judged_in_one_call_equal_the_hours_judged_one_by_one(loaded: DatabaseHandle) -> None:
+    """The asset judges a day in one call: one read of the trailing aggregates, sliced per hour, and
+    the forests fitted from that slice when the call starts at the forests' training end (midnight).
+    Every hour must still come out exactly as when it ran alone."""
+    options = AnomalyOptions()
+    span = (HOURS[0], HOURS[-1] + timedelta(hours=1))
+    with loaded.connect(loaded.pipeline_url) as conn:
+        for hour in HOURS:
+            recompute_anomalies(conn, hour, hour + timedelta(hours=1), options)
+    live = loaded.query(ROWS)
+    live_profiles = loaded.query(PROFILES)
+    live_events = loaded.query(EVENTS, span)
+    assert {row[5] for row in live} >= {"deviation", "isolation_forest"}  # both detectors have rows to compare
+
+    for first in (HOURS[0], DAY):  # the judged hours alone; from midnight (forests fitted from the call's read)
+        with loaded.connect() as conn:
+            conn.execute("DELETE FROM analytics.analytics_anomaly")
+            conn.execute("DELETE FROM analytics.analytics_anomaly_model")
+        with loaded.connect(loaded.pipeline_url) as conn:
+            run = recompute_anomalies(conn, first, span[1], options)
+        assert run.anomalies == len(loaded.query(ROWS))
+        assert loaded.query(ROWS.replace("ORDER BY", "WHERE time >= %s ORDER BY"), (span[0],)) == live
+        assert loaded.query(EVENTS, span) == live_events
+        profiles = sorted(map(repr, loaded.query(PROFILES)))
+        if first == HOURS[0]:
+            assert profiles == sorted(map(repr, live_profiles))
+        else:  # the earlier hours learned the young series' profiles of their own hours too
+            assert set(sorted(map(repr, live_profiles))) <= set(profiles)

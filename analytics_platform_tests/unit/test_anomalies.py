@@ -330,6 +330,43 @@ def test_model_round_trip_scores_identically(clean_day) -> None:
     assert isolation_forest_anomalies([loaded], hot).equals(isolation_forest_anomalies(models, hot))
 
 
+def test_scoring_only_some_buckets_gives_exactly_those_rows_of_the_full_result(clean_day) -> None:
+    """detect_anomalies scores only the samples a statistic flagged: a bucket's score must not depend
+    on which other buckets are scored with it, nor its change (d_avg) on them."""
+    history, readings, models, _ = clean_day
+    (forest,) = models
+    odd = spiked(readings, forest.reading_std, by=4.0)
+    full = isolation_forest_anomalies(models, odd, history=history)
+    assert full.height >= 3
+    picked = full.select(*SERIES_KEY, bucket_start="window_start").gather([0, full.height - 1])
+    picked = pl.concat([picked, picked.with_columns(bucket_start=pl.lit(HOUR + timedelta(minutes=59), TIME))])
+    only = isolation_forest_anomalies(models, odd, history=history, only=picked)
+    assert only.equals(full.gather([0, full.height - 1]))
+    assert isolation_forest_anomalies(models, odd, history=history, only=picked.clear()).is_empty()
+
+
+def test_forests_fitted_on_two_workers_equal_those_fitted_on_one(clean_day) -> None:
+    """Fitting in parallel shares the series out over processes; each forest still sees only its own
+    rows and the same random_state, so the forests (and their scores) are the same."""
+    history, readings, _, _ = clean_day
+    series = [("t1", "f1", f"m{i}", "s1", "temp") for i in range(8)]
+    many = pl.concat(
+        [history.with_columns(machine_id=pl.lit(k[2]), avg_v=pl.col("avg_v") + i) for i, k in enumerate(series)]
+    )
+    alone = fit_isolation_forests(many, n_estimators=20, workers=1)
+    shared = fit_isolation_forests(many, n_estimators=20, workers=2, parallel_from=2)
+    assert [f.key for f in shared] == [f.key for f in alone] == series
+    features = bucket_features(bucket_readings(readings)).select(alone[0].features).to_numpy()
+    for a, b in zip(alone, shared, strict=True):
+        assert (a.threshold, a.feature_mean, a.reading_mean, a.n_samples) == (
+            b.threshold,
+            b.feature_mean,
+            b.reading_mean,
+            b.n_samples,
+        )
+        assert np.array_equal(a.model.score_samples(features), b.model.score_samples(features))
+
+
 def test_too_few_buckets_fit_no_model(clean_day) -> None:
     history, _, _, _ = clean_day
     assert fit_isolation_forests(history.head(100)) == []

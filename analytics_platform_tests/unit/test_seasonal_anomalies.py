@@ -205,6 +205,56 @@ def test_noise_spread_leaves_out_one_spike() -> None:
     assert judged["l_extreme"].to_list() == [5]
 
 
+# ----- trailing statistics: what an hour needs of its context ------------------------------------
+
+
+def test_window_mean_by_hand_and_whatever_the_frame_starts_with() -> None:
+    """Mean of the last k values, NULL with fewer, per group; the same bits from a shorter frame."""
+    frame = pl.DataFrame({"g": [1, 1, 1, 1, 1, 2, 2, 2, 2], "v": [1.0, 2.0, 4.0, 8.0, 16.0, 0.1, 0.2, 0.3, 0.7]})
+    means = frame.select(se.window_mean(pl.col("v"), 4).over("g"))["v"].to_list()
+    assert means == [None, None, None, 3.75, 7.5, None, None, None, pytest.approx(0.325)]
+    values = pl.Series(np.random.default_rng(3).normal(50.0, 10.0, 3000) * 1.2345)
+    full = pl.select(se.window_mean(pl.lit(values), 16)).to_series()
+    tail = pl.select(se.window_mean(pl.lit(values.slice(1234)), 16)).to_series()
+    assert full.slice(1234 + 15).to_list() == tail.slice(15).to_list()  # bit for bit
+
+
+def test_context_tail_keeps_what_the_windows_and_runs_reach() -> None:
+    """20 minutes before the hour: a varying series keeps its last 16 (rows 4..19); one holding 7.0
+    from row 2 on keeps from row 2, where its run began (a run is counted back to its start)."""
+    hour = MONDAY + timedelta(days=15, hours=10)
+    varying = readings(hour - timedelta(minutes=20), 60, [float(i) for i in range(22)])
+    stuck = readings(hour - timedelta(minutes=20), 60, [1.0, 2.0] + [7.0] * 20, series=(*SERIES[:3], "s2", "temp"))
+    samples = se.samples_of(aggregates(pl.concat([varying, stuck])), 60)
+    kept = se.context_tail(samples, hour)
+    first = kept.group_by("sensor_id").agg(pl.col("bucket_start").min(), pl.len()).sort("sensor_id").rows()
+    assert first == [("s1", hour - timedelta(minutes=16), 18), ("s2", hour - timedelta(minutes=18), 20)]
+
+
+def test_an_hour_judged_with_its_tail_equals_the_hour_judged_with_its_whole_context() -> None:
+    """Three hours of context with a stuck stretch into the hour, a gap (09:48-09:56), a flat multi-reading
+    minute and noise: every statistic of the hour, to the last bit, as when the context is kept whole (judging from
+    three hours earlier keeps it all, and gives the hour's rows among its own)."""
+    hour = MONDAY + timedelta(days=15, hours=10)
+    rng = np.random.default_rng(5)
+    single = 9.5 + rng.normal(0.0, 0.4, 240)
+    single[150:185] = 9.7  # stuck from 09:30 (30 minutes before the hour) to 10:05
+    slow = readings(hour - timedelta(hours=3), 60, single)
+    fast_values = 9.5 + rng.normal(0.0, 0.4, 960)
+    fast_values[640:644] = 9.9  # one flat minute of four readings (09:40)
+    fast = readings(hour - timedelta(hours=3), 15, fast_values, series=(*SERIES[:3], "s2", "temp"))
+    fast = fast.filter(
+        (pl.col("time") < hour - timedelta(minutes=12)) | (pl.col("time") >= hour - timedelta(minutes=4))
+    )
+    samples = se.samples_of(aggregates(pl.concat([slow, fast])), 60)
+    multi = hand_profile(spread=0.4, per_sample=4.0, cadence_s=15.0)
+    profiles = [hand_profile(), se.Profile.from_json({**multi.to_json(), "sensor_id": "s2"})]
+    alone = se.judge(samples, profiles, hour)
+    whole = se.judge(samples, profiles, hour - timedelta(hours=3)).filter(pl.col("bucket_start") >= hour)
+    assert alone.height == 120 and alone["run"].max() == 35  # the run counted from 09:30, 16 rows further back
+    assert alone.equals(whole)
+
+
 # ----- the defects of issue 20, reproduced ----------------------------------------------------------
 
 

@@ -79,7 +79,9 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         profiles: dict = {}  # profiles likewise (one per series and day)
         learning = 0
         with db.connect() as conn:
-            for start, end in chunks(window.start, window.end, 1):
+            # a day per call: its hours share one read of the trailing aggregates, and memory stays
+            # bounded by a day whatever the backfill's length
+            for start, end in chunks(window.start, window.end, 24):
                 run = anomalies.recompute_anomalies(conn, start, end, options, models, profiles)
                 totals["readings"] += run.readings
                 totals["anomalies"] += run.anomalies
