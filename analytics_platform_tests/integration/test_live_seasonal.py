@@ -17,7 +17,7 @@ from psycopg import sql
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.results.anomalies import AnomalyOptions, profiles_for_hour, recompute_anomalies
-from analytics_platform.results.live_detection import judge_closed_buckets
+from analytics_platform.results.live_detection import _stored_profiles, judge_closed_buckets
 from analytics_platform.transforms.anomalies import STATISTICAL
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
 from analytics_platform_tests.support.stack import DatabaseHandle
@@ -180,3 +180,16 @@ def test_series_without_the_hours_stored_profile_are_left_to_the_hour(loaded: Da
     assert (passed.judged, passed.flagged) == (2, 0)
     assert loaded.query("SELECT count(*) FROM analytics.analytics_anomaly_model") == [(0,)]
     assert loaded.query(LIVE) == []
+
+
+def test_a_young_series_is_judged_only_with_the_profile_the_hour_re_learns_for_itself(loaded: DatabaseHandle) -> None:
+    """A series younger than a day is judged by the hour with a profile learned up to the hour; its
+    midnight profile (stored too) is not the hour's, so without the hour's own it is left out."""
+    with loaded.connect(loaded.pipeline_url) as conn:
+        both = _stored_profiles(conn, HOUR, KEYS, OPTIONS)
+        conn.execute(
+            "DELETE FROM analytics.analytics_anomaly_model WHERE sensor_id = 's-oil' AND trained_to = %s", (HOUR,)
+        )
+        without = _stored_profiles(conn, HOUR, KEYS, OPTIONS)
+    assert {k[3]: p.trained_to for k, p in both.items()} == {"s-temp": DAY, "s-oil": HOUR}
+    assert {k[3]: p.trained_to for k, p in without.items()} == {"s-temp": DAY}
