@@ -259,6 +259,13 @@ class PlatformSettings(BaseSettings):
         "(late data). Keep it at most the anomaly schedule's minute (:10): the hour must run after every reading "
         "judged live.",
     )
+    live_seasonal_grace_s: int = Field(
+        default=5,
+        ge=0,
+        description="The live seasonal judge judges a 60 s sample this many seconds after it closed, so the "
+        "readings the drains are still committing for it are in (a reading later than that makes the hour close "
+        "the live row not_confirmed when it changes the verdict).",
+    )
     live_detect_max_wait_s: int = Field(
         default=30,
         ge=1,

@@ -6,6 +6,10 @@ seconds after it was produced instead of after the next hourly run.
   become anomalies (`transforms.anomalies.limit_anomalies`, the hourly asset's own function over the
   same metrics), so the hour confirms them or closes them `not_confirmed`
   (`results.anomalies.replace_anomalies`).
+* `judge_closed_buckets`: the seasonal statistics (`deviation`, the z-score against the profile;
+  `shift4`/`shift16`, a sudden change; `noise`; `stuck`) of each 60 s sample once it has closed,
+  by the hourly asset's own function (`transforms.anomalies.seasonal_anomalies`) fed exactly what
+  the hour will feed it for that sample (see its docstring), so the hour confirms the rows.
 * `judge_lab_results`: lab results outside their analyte's spec limits become their `lab_result`
   event at once (`transforms.spec_quality.lab_results`, the `lab_result_quality` asset's function),
   for the `lab_out_of_spec` rule; the asset rewrites the hour's events later with the same keys.
@@ -30,15 +34,37 @@ from psycopg import sql
 
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.ingest.store import copy_rows
-from analytics_platform.results.anomalies import ANOMALY_COLUMNS, RAW_SCHEMA, AnomalyOptions, metric_filter, read_limits
+from analytics_platform.results.anomalies import (
+    ANOMALY_COLUMNS,
+    HISTORY_SCHEMA,
+    NOT_RUNNING,
+    RAW_SCHEMA,
+    SERIES,
+    AnomalyOptions,
+    _aggregates,
+    _states,
+    load_profiles,
+    metric_filter,
+    read_limits,
+)
 from analytics_platform.results.events import EVENT_KEY, read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms import anomalies as an
+from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.event_rollups import EVENT_COLUMNS
 from analytics_platform.transforms.spec_quality import LAB_SCHEMA, lab_results
+from analytics_platform.transforms.window_aggregates import (
+    READING_SCHEMA,
+    canonical_order,
+    ceil_to,
+    floor_to,
+    window_aggregates,
+)
 
 JUDGE = "limits"  # the sensor readings' judge (its cursor row)
 LAB_JUDGE = "lab"
+SEASONAL_JUDGE = "seasonal"
+HOUR = timedelta(hours=1)
 KEY = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
 
 
@@ -140,6 +166,168 @@ def judge_lab_results(
             flagged = _insert_events(conn, failed)
         _advance(conn, LAB_JUDGE, until, results.height, flagged)
     return LivePass(results.height, flagged, since, until)
+
+
+def closed_buckets(
+    position: datetime, now: datetime, grace: timedelta, lookback: timedelta, bucket_s: int
+) -> tuple[datetime, datetime]:
+    """[since, until) of the samples a seasonal pass judges: those closed at least `grace` before
+    `now` (readings of a sample arrive a little after it ends: the drain's batch, the network), from
+    the judge's `position` on, but none starting more than `lookback` before `now` (late: the hour's).
+    Both ends are bucket boundaries; until <= since means there is nothing to judge."""
+    until = floor_to(now - grace, bucket_s)
+    return max(floor_to(position, bucket_s), ceil_to(now - lookback, bucket_s)), until
+
+
+def judge_closed_buckets(
+    conn: psycopg.Connection,
+    options: AnomalyOptions,
+    now: datetime | None = None,
+    grace: timedelta = timedelta(seconds=5),
+    lookback: timedelta = timedelta(minutes=10),
+    provisional_hours: int = 3,
+) -> LivePass:
+    """Judge the `bucket_s` samples closed since the judge's position with the seasonal statistics
+    and store the anomalies found, marked live, with the hour's key.
+
+    A sample is judged once, after it closed: judged while open its mean would not be the one the
+    hour sees. Within an hour, each call of `seasonal_anomalies` gets what the hour's will get for
+    those samples (`_closed_bucket_rows`); its statistics look only backwards, so the readings after
+    the judged samples, which the hour will also have, cannot change them. `now` defaults to the
+    database's; the first pass only places the position (history is the hour's business)."""
+    bucket_s = options.bucket_s
+    with conn.transaction():
+        if now is None:
+            now = conn.execute("SELECT now()").fetchone()[0]
+        (position,) = conn.execute(
+            """INSERT INTO analytics.live_detection_cursor (judge, position) VALUES (%s, %s)
+               ON CONFLICT (judge) DO UPDATE SET judge = EXCLUDED.judge RETURNING position""",
+            (SEASONAL_JUDGE, floor_to(now - grace, bucket_s)),
+        ).fetchone()
+        since, until = closed_buckets(position, now, grace, lookback, bucket_s)
+        if until <= since:
+            return LivePass(0, 0, since, since)
+        judged = flagged = 0
+        hour = since.replace(minute=0, second=0, microsecond=0)
+        while hour < until:
+            count, rows = _closed_bucket_rows(
+                conn, options, hour, max(since, hour), min(until, hour + HOUR), now, provisional_hours
+            )
+            judged += count
+            flagged += _insert(conn, rows)
+            hour += HOUR
+        _advance(conn, SEASONAL_JUDGE, until, judged, flagged)
+    return LivePass(judged, flagged, since, until)
+
+
+def _closed_bucket_rows(
+    conn: psycopg.Connection,
+    options: AnomalyOptions,
+    hour: datetime,
+    first: datetime,
+    end: datetime,
+    now: datetime,
+    provisional_hours: int,
+) -> tuple[int, pl.DataFrame]:
+    """The seasonal anomalies of the samples in [first, end) of the hour at `hour`, computed as the
+    hour's `_recompute_hour` computes them: its readings from the hour's start (the windows look
+    back across the samples before `first`), the hour's stored profiles, the `training_hours` of
+    aggregates before the hour, the machines' non-running intervals. Returns the readings judged
+    (in [first, end)) and the rows."""
+    where, params = metric_filter(options)
+    readings = read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
+        f"WHERE time >= %s AND time < %s AND {where}",
+        [hour, end, *params],
+        RAW_SCHEMA,
+    )
+    judged = readings.filter(pl.col("time") >= first)
+    profiles = _stored_profiles(conn, hour, set(judged.select(SERIES).unique().rows()), options)
+    if not profiles:
+        return judged.height, pl.DataFrame(schema=an.ANOMALY_SCHEMA)
+    context_from = hour - timedelta(hours=options.training_hours)
+    history = _history(conn, options, context_from, hour, now, provisional_hours)
+    excluded = _states(conn, context_from, end, options.state_lookback).filter(pl.col("state").is_in(NOT_RUNNING))
+    found = an.seasonal_anomalies(
+        readings, history, list(profiles.values()), excluded, start=hour, options=options.seasonal
+    )
+    rows = found.cast(an.ANOMALY_SCHEMA).filter((pl.col("window_start") >= first) & (pl.col("window_start") < end))
+    return judged.height, rows
+
+
+def _stored_profiles(
+    conn: psycopg.Connection, hour: datetime, keys: set[tuple], options: AnomalyOptions
+) -> dict[tuple, se.Profile]:
+    """The profiles the hour at `hour` will judge `keys` with (`results.anomalies.profiles_for_hour`),
+    for the series whose profile is stored: learning one (a day of aggregates) is the hour's work,
+    not a 2 s tick's. A series the hour would re-learn up to its own start (younger than a day) is
+    left out unless that profile is stored too: its midnight profile is not the one the hour uses."""
+    if not keys:
+        return {}
+    missing: list[set[tuple]] = []
+
+    def get(trained_to: datetime, wanted: set[tuple]) -> dict[tuple, se.Profile]:
+        found = load_profiles(conn, trained_to, wanted, options)
+        missing.append(wanted - set(found))
+        return found
+
+    profiles = se.profiles_for_hour(hour, keys, get, timedelta(hours=options.refit_hours))
+    # the last lookup is the one the hour would have filled by learning: what it missed is unknown
+    return {k: p for k, p in profiles.items() if k not in missing[-1]}
+
+
+def _history(
+    conn: psycopg.Connection,
+    options: AnomalyOptions,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    provisional_hours: int,
+) -> pl.DataFrame:
+    """The `bucket_s` aggregates in [since, until) as the hour will read them from `analytics_agg`:
+    stored, except the hours within `provisional_hours` of `now` that the aggregate asset has not
+    made final yet (`agg_materialised_hours`), computed from the raw readings as the asset will
+    compute them (`window_aggregates` over `canonical_order`: bit-identical, as /v1/agg's
+    provisional buckets). Sorted by series and time, as the hour's are."""
+    where, params = metric_filter(options)
+    stored = _aggregates(conn, options.bucket_s, since, until, where, params)
+    lo = max(since, now.replace(minute=0, second=0, microsecond=0) - provisional_hours * HOUR)
+    final = {
+        row[0]
+        for row in conn.execute(
+            "SELECT hour_start FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s "
+            "AND as_of >= hour_start + interval '1 hour'",
+            (lo, until),
+        ).fetchall()
+    }
+    open_hours = []
+    hour = ceil_to(lo, 3600)
+    while hour < until:
+        if hour not in final:
+            open_hours.append(hour)
+        hour += HOUR
+    if not open_hours:
+        return stored.sort(*SERIES, "bucket_start")
+    parts = [
+        stored.filter(
+            ~pl.col("bucket_start")
+            .dt.truncate("1h")
+            .is_in(pl.Series(open_hours, dtype=HISTORY_SCHEMA["bucket_start"]).implode())
+        )
+    ]
+    for hour in open_hours:
+        raw = read_frame(
+            conn,
+            "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value "
+            f"FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s AND {where}",
+            [hour, hour + HOUR, *params],
+            READING_SCHEMA,
+        )
+        if not raw.is_empty():
+            frame = window_aggregates(canonical_order(raw).lazy(), [options.bucket_s]).collect()
+            parts.append(frame.select(HISTORY_SCHEMA.keys()).cast(HISTORY_SCHEMA))
+    return pl.concat(parts).sort(*SERIES, "bucket_start")
 
 
 def _insert(conn: psycopg.Connection, rows: pl.DataFrame) -> int:
