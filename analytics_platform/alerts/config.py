@@ -37,6 +37,7 @@ RULE_PARAMS: dict[str, dict[str, Any]] = {
         "severity": "warning",
     },
     "lab_out_of_spec": {"lookback_hours": 24, "severity": "critical"},
+    "sweep_out_of_spec": {"lookback_hours": 24, "severity": "critical"},
     "check_failed": {"include_warnings": False},
     "run_failed": {"lookback_hours": 24},
     "ingest_reset": {"lookback_hours": 24, "severity": "warning"},

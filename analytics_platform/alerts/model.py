@@ -19,6 +19,7 @@ RULE_KINDS = (
     "device_offline",
     "fail_rate",
     "lab_out_of_spec",
+    "sweep_out_of_spec",
     "check_failed",
     "run_failed",
     "ingest_reset",

@@ -222,39 +222,75 @@ def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str)
 
 def lab_out_of_spec(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
     """Lab results outside their spec limits in the last `lookback_hours`: one condition each."""
+
+    def condition(d: dict, value: object) -> tuple[str, dict]:
+        limits = f"[{_num(d.get('lower_limit'))}, {_num(d.get('upper_limit'))}]"
+        summary = f"lab {d.get('analyte', '?')} = {_num(value)} {d.get('unit') or ''} outside spec {limits}"
+        details = {"analyte": d.get("analyte"), "value": value, "sample": d.get("sample_id")}
+        return summary + f" (sample {d.get('sample_id', '?')})", details
+
+    return _failed_events(conn, rule, now, ui_url, "lab_result", "lab_result_quality", condition)
+
+
+def sweep_out_of_spec(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Sweep batches with a reading outside their metric's spec limits in the last `lookback_hours`:
+    one condition each (`fail_rate` is the rate over many batches; this is the batch itself)."""
+
+    def condition(d: dict, value: object) -> tuple[str, dict]:
+        limits = f"[{_num(d.get('lower_limit'))}, {_num(d.get('upper_limit'))}]"
+        summary = (
+            f"sweep {d.get('metric', '?')}: {_num(d.get('out_of_spec_n'))} of {_num(d.get('n'))} reading(s) outside "
+            f"spec {limits} (min {_num(d.get('min'))}, max {_num(d.get('max'))}, batch {_num(d.get('batch_id'))})"
+        )
+        details = {
+            "metric": d.get("metric"),
+            "batch": d.get("batch_id"),
+            "out_of_spec": d.get("out_of_spec_n"),
+            "n": d.get("n"),
+            "min": d.get("min"),
+            "max": d.get("max"),
+        }
+        return summary, details
+
+    return _failed_events(conn, rule, now, ui_url, "sweep_batch", "sweep_batch_quality", condition)
+
+
+def _failed_events(
+    conn: psycopg.Connection,
+    rule: Rule,
+    now: datetime,
+    ui_url: str,
+    event_type: str,
+    asset: str,
+    condition: Callable[[dict, object], tuple[str, dict]],
+) -> Observation:
+    """One condition per failed `event_type` event in the last `lookback_hours`, keyed by the
+    event's key (so the live judge's row and the asset's rewrite of it are one condition);
+    `condition(details, value)` gives its summary and the details beside the limits."""
     since = now - timedelta(hours=float(rule.params["lookback_hours"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
         f"""SELECT time, tenant_id, factory_id, machine_id, event_key, value, details
             FROM analytics.analytics_event
-            WHERE event_type = 'lab_result' AND passed = false AND time >= %(since)s AND time <= %(now)s AND {tenant}
+            WHERE event_type = %(type)s AND passed = false AND time >= %(since)s AND time <= %(now)s AND {tenant}
             ORDER BY time, event_key""",
-        {"since": since, "now": now, **args},
+        {"type": event_type, "since": since, "now": now, **args},
     ).fetchall()
     conditions = []
-    for ts, t, f, station, key, value, details in rows:
+    for ts, t, f, machine, key, value, details in rows:
         d = details if isinstance(details, dict) else json.loads(details or "{}")
-        limits = f"[{_num(d.get('lower_limit'))}, {_num(d.get('upper_limit'))}]"
+        summary, extra = condition(d, value)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{station}/{key}",
+                fingerprint=f"{rule.name}:{t}/{f}/{machine}/{key}",
                 severity=str(rule.params["severity"]),
-                summary=f"lab {d.get('analyte', '?')} = {_num(value)} {d.get('unit') or ''} outside spec {limits}"
-                f" (sample {d.get('sample_id', '?')})",
+                summary=summary,
                 tenant_id=t,
                 factory_id=f,
-                machine_id=station,
+                machine_id=machine,
                 observed_at=ts,
-                details=_clean(
-                    {
-                        "analyte": d.get("analyte"),
-                        "value": value,
-                        "sample": d.get("sample_id"),
-                        "lower_limit": d.get("lower_limit"),
-                        "upper_limit": d.get("upper_limit"),
-                    }
-                ),
-                link=asset_link(ui_url, "lab_result_quality", ts.strftime(HOUR_KEY)),
+                details=_clean({**extra, "lower_limit": d.get("lower_limit"), "upper_limit": d.get("upper_limit")}),
+                link=asset_link(ui_url, asset, ts.strftime(HOUR_KEY)),
             )
         )
     return Observation(conditions, horizon=since)
@@ -312,5 +348,6 @@ OBSERVERS: dict[str, Observer] = {
     "device_offline": devices_offline,
     "fail_rate": fail_rates,
     "lab_out_of_spec": lab_out_of_spec,
+    "sweep_out_of_spec": sweep_out_of_spec,
     "ingest_reset": ingest_resets,
 }

@@ -327,7 +327,7 @@ def test_rejected_messages_by_topic_and_reason(plant: Plant) -> None:
 
 def test_alert_log_and_conditions_of_the_tick(plant: Plant) -> None:
     log = plant.database.query("SELECT rule_name, transition, channel, status FROM analytics.alert_log")
-    assert len(log) == sum(EXPECTED.alert_log.values()) == 22
+    assert len(log) == sum(EXPECTED.alert_log.values()) == 24
     assert Counter(rule for rule, *_ in log) == EXPECTED.alert_log
     assert {(transition, status) for _, transition, _, status in log} == {("open", "unconfigured")}
     for rule, count in EXPECTED.alert_log.items():

@@ -371,14 +371,15 @@ EXPECTED = Expected(
         "device-offline": ("ops-slack", "ops-line", "ops-email", "ops-webhook"),
         "sweep-fail-rate": ("ops-slack", "ops-webhook"),
         "lab-out-of-spec": ("ops-email", "ops-webhook"),
+        "sweep-out-of-spec": ("ops-email", "ops-webhook"),
         "check-failed": ("ops-slack", "ops-webhook"),
         "run-failed": ("ops-slack", "ops-webhook"),
         "ingest-reset": ("ops-slack", "ops-webhook"),
     },
     # analytics.alert_log after the tick at ALERT_NOW (05:00): one 'open' row per condition and channel, every
     # one 'unconfigured' (no ALERT_*_URL set): anomaly-critical 4 conditions x 4 channels, device-offline 1 x 4,
-    # lab-out-of-spec 1 x 2 = 22 rows
-    alert_log={"anomaly-critical": 16, "device-offline": 4, "lab-out-of-spec": 2},
+    # lab-out-of-spec 1 x 2, sweep-out-of-spec 1 x 2 = 24 rows
+    alert_log={"anomaly-critical": 16, "device-offline": 4, "lab-out-of-spec": 2, "sweep-out-of-spec": 2},
     # analytics.alert_conditions, all 'open', per rule (fingerprints):
     #   anomaly-critical (min_severity 3, the last 24 h, at most 3 events per machine): every event of the day is
     #     severity 3 (anomaly_events, spec_events): mc-01's two (2 <= 3: each its own), mc-02's and mc-99's one
@@ -386,6 +387,7 @@ EXPECTED = Expected(
     #   device-offline: mc-01's last status before 05:00 is offline since 04:30 -> "device offline for 30 min"
     #     (mc-02 and mc-99 never sent device health, so the rule does not see them)
     #   lab-out-of-spec: Moisture 14.0 (sample S-2)
+    #   sweep-out-of-spec: mc-01's batch B-2 at 03:45 (62 below temp's 63)
     #   none for sweep-fail-rate (no sweep in 04:00-05:00, and 2 < min_count 5), check-failed (no check failed)
     #   run-failed (no run failed) and ingest-reset (no Kafka log changed under a drain)
     alert_conditions={
@@ -399,6 +401,7 @@ EXPECTED = Expected(
         # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
         # each part length-prefixed, then `n` (no event id)
         "lab-out-of-spec": ["lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn"],
+        "sweep-out-of-spec": ["sweep-out-of-spec:t1/f1/mc-01/2:t1\x1f2:f1\x1f5:mc-01\x1f4:temp\x1f3:B-2\x1fn"],
     },
     # right now (the real clock): mc-01 sent `online` and a reading LIVE_AGE before the build, mc-99 a reading
     # (it never sent a status); mc-02 has been silent since 2025-08-20 03:09 and never sent a status. Their
