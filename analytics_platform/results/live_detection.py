@@ -10,9 +10,11 @@ seconds after it was produced instead of after the next hourly run.
   `shift4`/`shift16`, a sudden change; `noise`; `stuck`) of each 60 s sample once it has closed,
   by the hourly asset's own function (`transforms.anomalies.seasonal_anomalies`) fed exactly what
   the hour will feed it for that sample (see its docstring), so the hour confirms the rows.
-* `judge_lab_results`: lab results outside their analyte's spec limits become their `lab_result`
-  event at once (`transforms.spec_quality.lab_results`, the `lab_result_quality` asset's function),
-  for the `lab_out_of_spec` rule; the asset rewrites the hour's events later with the same keys.
+* `judge_lab_results` / `judge_sweep_batches`: lab results outside their analyte's spec limits and
+  sweep batches with a reading outside their metric's become their `lab_result` / `sweep_batch`
+  event at once (`transforms.spec_quality.lab_results` / `sweep_batches`, the `lab_result_quality` /
+  `sweep_batch_quality` asset's function), for the `lab_out_of_spec` / `sweep_out_of_spec` rule;
+  the asset rewrites the hour's events later with the same keys.
 
 Which rows are new is decided by `ingested_at` (the drain transaction's start), with a durable
 position per judge in `analytics.live_detection_cursor` that moves in the transaction that writes
@@ -32,7 +34,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from analytics_platform.contracts.base import Contract
 from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.anomalies import (
     ANOMALY_COLUMNS,
@@ -47,12 +51,11 @@ from analytics_platform.results.anomalies import (
     metric_filter,
     read_limits,
 )
-from analytics_platform.results.events import EVENT_KEY, read_spec_limits
+from analytics_platform.results.events import EVENT_KEY, SPEC_QUALITY, read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.event_rollups import EVENT_COLUMNS
-from analytics_platform.transforms.spec_quality import LAB_SCHEMA, lab_results
 from analytics_platform.transforms.window_aggregates import (
     READING_SCHEMA,
     canonical_order,
@@ -63,6 +66,7 @@ from analytics_platform.transforms.window_aggregates import (
 
 JUDGE = "limits"  # the sensor readings' judge (its cursor row)
 LAB_JUDGE = "lab"
+SWEEP_JUDGE = "sweep"
 SEASONAL_JUDGE = "seasonal"
 HOUR = timedelta(hours=1)
 KEY = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
@@ -142,30 +146,50 @@ def judge_lab_results(
     conn: psycopg.Connection, lookback: timedelta = timedelta(minutes=10), max_wait: timedelta = timedelta(seconds=30)
 ) -> LivePass:
     """Judge the lab results committed since the cursor against the spec limits and store each
-    failed verdict as its `lab_result` event, the row the `lab_result_quality` asset writes for it.
+    failed verdict as its `lab_result` event, the row the `lab_result_quality` asset writes for it,
+    for the `lab_out_of_spec` rule (`_judge_failed_events`)."""
+    return _judge_failed_events(conn, LAB_JUDGE, LabContract, lookback, max_wait)
 
-    Only the failures: they are what the `lab_out_of_spec` rule alerts on, and the asset's hour
-    (events and their pass/fail rollups together) stays the one record of the rest. The asset
-    replaces its hour later with the same keys, so the alert's condition stays the one it was;
-    a result it no longer judges failed (the limits changed) is gone and its condition resolves.
-    Results older than `lookback` when they arrive are left to the asset (late data)."""
+
+def judge_sweep_batches(
+    conn: psycopg.Connection, lookback: timedelta = timedelta(minutes=10), max_wait: timedelta = timedelta(seconds=30)
+) -> LivePass:
+    """Judge the sweep batches committed since the cursor against the spec limits and store each
+    failed verdict as its `sweep_batch` event, the row the `sweep_batch_quality` asset writes for
+    it, for the `sweep_out_of_spec` rule (`_judge_failed_events`)."""
+    return _judge_failed_events(conn, SWEEP_JUDGE, SweepContract, lookback, max_wait)
+
+
+def _judge_failed_events(
+    conn: psycopg.Connection, judge: str, contract: type[Contract], lookback: timedelta, max_wait: timedelta
+) -> LivePass:
+    """Judge `contract`'s raw rows committed since `judge`'s cursor with its spec-quality asset's
+    own function (`results.events.SPEC_QUALITY`, so the events carry the asset's keys) and store
+    the failed verdicts only.
+
+    Only the failures: they are what the out-of-spec rules alert on, and the asset's hour (events
+    and their pass/fail rollups together) stays the one record of the rest. The asset replaces its
+    hour later with the same keys, so the alert's condition stays the one it was; a row it no longer
+    judges failed (the limits changed) is gone and its condition resolves. Rows older than
+    `lookback` when they arrive are left to the asset (late data)."""
+    _, schema, verdicts = SPEC_QUALITY[contract.domain]
     with conn.transaction():
-        since, until = _span(conn, LAB_JUDGE, max_wait)
+        since, until = _span(conn, judge, max_wait)
         if until <= since:
             return LivePass(0, 0, since, since)
-        results = read_frame(
+        rows = read_frame(
             conn,
-            f"SELECT {', '.join(LAB_SCHEMA)} FROM analytics.{LabContract.raw_table} "
+            f"SELECT {', '.join(schema)} FROM analytics.{contract.raw_table} "
             "WHERE ingested_at >= %s AND ingested_at < %s AND time >= now() - %s",
             (since, until, lookback),
-            LAB_SCHEMA,
+            schema,
         )
         flagged = 0
-        if not results.is_empty():
-            failed = lab_results(results, read_spec_limits(conn)).filter(pl.col("passed").eq(False))
-            flagged = _insert_events(conn, failed)
-        _advance(conn, LAB_JUDGE, until, results.height, flagged)
-    return LivePass(results.height, flagged, since, until)
+        if not rows.is_empty():
+            failed = verdicts(rows, read_spec_limits(conn)).filter(pl.col("passed").eq(False))
+            flagged = _insert_events(conn, contract.domain, failed)
+        _advance(conn, judge, until, rows.height, flagged)
+    return LivePass(rows.height, flagged, since, until)
 
 
 def closed_buckets(
@@ -353,13 +377,13 @@ def _insert(conn: psycopg.Connection, rows: pl.DataFrame) -> int:
         return cur.rowcount
 
 
-def _insert_events(conn: psycopg.Connection, events: pl.DataFrame) -> int:
-    """Add the lab events not in the table yet; an existing one (the asset's) is left as it is."""
+def _insert_events(conn: psycopg.Connection, domain: str, events: pl.DataFrame) -> int:
+    """Add `domain`'s events not in the table yet; an existing one (the asset's) is left as it is."""
     if events.is_empty():
         return 0
     with conn.cursor() as cur:
         # the asset's replace_events holds this lock: a live row lands before or after its hour
-        lock_results(cur, f"analytics_event:{LabContract.domain}")
+        lock_results(cur, f"analytics_event:{domain}")
         cur.execute(
             "CREATE TEMP TABLE live_event ON COMMIT DROP AS SELECT "
             + ", ".join(EVENT_COLUMNS)

@@ -1,9 +1,9 @@
-"""Streaming detection (issue 22): readings and lab results produced to Kafka, drained, judged by the
-live judges on the rows just committed, and alerted through the real alert engine to a Slack-shaped
-webhook on 127.0.0.1 -- exactly once per condition, mutes respected; the hourly assets then keep the
-live rows (same key: the anomaly asset confirms them, resolution kept, and closes the one it does not
-find as `not_confirmed`; the lab asset rewrites the same events). Real broker, real PostgreSQL; every
-step is called once, in order (no clock, no sleeping)."""
+"""Streaming detection (issue 22): readings, lab results and sweep batches produced to Kafka, drained,
+judged by the live judges on the rows just committed, and alerted through the real alert engine to a
+Slack-shaped webhook on 127.0.0.1 -- exactly once per condition, mutes respected; the hourly assets
+then keep the live rows (same key: the anomaly asset confirms them, resolution kept, and closes the one
+it does not find as `not_confirmed`; the lab and sweep assets rewrite the same events). Real broker,
+real PostgreSQL; every step is called once, in order (no clock, no sleeping)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from analytics_platform.alerts.model import Mute, Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies, resolve_anomaly
 from analytics_platform.results.events import recompute_quality
-from analytics_platform.results.live_detection import judge_committed, judge_lab_results
+from analytics_platform.results.live_detection import judge_committed, judge_lab_results, judge_sweep_batches
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.alerts import HttpReceiver, tick
@@ -28,6 +28,9 @@ from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain,
 RULE = Rule("anomaly-critical", "anomaly", params={"min_severity": 3, "max_age_hours": 24}, channels=("slack",))
 LAB_RULE = Rule(
     "lab-out-of-spec", "lab_out_of_spec", params={"lookback_hours": 24, "severity": "critical"}, channels=("slack",)
+)
+SWEEP_RULE = Rule(
+    "sweep-out-of-spec", "sweep_out_of_spec", params={"lookback_hours": 24, "severity": "critical"}, channels=("slack",)
 )
 OPTIONS = AnomalyOptions()
 LIVE = "SELECT machine_id, method, severity, status, detected_live_at IS NOT NULL, confirmed_at IS NOT NULL, "
@@ -180,7 +183,7 @@ def test_out_of_spec_lab_results_alert_once_and_the_hour_keeps_their_conditions(
         )
     assert skipped.skip_message == (
         "judged 0 reading(s), 0 new anomaly row(s); 4 lab result(s), 2 new out-of-spec event(s); "
-        "0 reading(s) of closed samples, 0 new seasonal anomaly row(s)"
+        "0 sweep batch(es), 0 new out-of-spec event(s); 0 reading(s) of closed samples, 0 new seasonal anomaly row(s)"
     )
     events = "SELECT details->>'sample_id', value, passed, event_key FROM analytics.analytics_event ORDER BY 1"
     failed = database.query(events)
@@ -227,3 +230,91 @@ def test_out_of_spec_lab_results_alert_once_and_the_hour_keeps_their_conditions(
     assert (report.opened, report.resolved) == (0, 1)
     (resolved,) = [b["text"] for _, b in slack.requests[2:]]
     assert "(sample S-2)" in resolved and "; resolved " in resolved
+
+
+def sweep(at: datetime, machine: str, batch: str, *values: float) -> tuple[str, bytes]:
+    fields = {"machine_id": machine, "metric": "temp", "batch_id": batch, "readings": [{"value": v} for v in values]}
+    return f"t1-f1-{machine}", body(at.isoformat().replace("+00:00", "Z"), **fields)
+
+
+def judge_sweeps(database: DatabaseHandle):
+    with database.connect(database.pipeline_url) as conn:
+        return judge_sweep_batches(conn)
+
+
+def test_out_of_spec_sweep_batches_alert_once_and_the_hour_keeps_their_conditions(
+    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    with database.connect() as conn:
+        load_spec_limits(conn)  # config/spec_limits.yaml: t1 temp 63..67
+    assert judge_sweeps(database).judged == 0  # the judge has been running: its cursor exists
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    hour = at.replace(minute=0, second=0)
+    with database.connect(database.pipeline_url) as conn:
+        store_mutes(conn, [Mute(at - timedelta(hours=1), at + timedelta(hours=1), "maintenance", machine_id="mc-02")])
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings, "sweep"),
+        [
+            sweep(at, "mc-01", "B-1", 64.0, 65.0, 66.0),  # inside 63..67: passed
+            sweep(at, "mc-01", "B-2", 62.0, 65.0),  # 62 below 63: failed
+            sweep(at, "mc-02", "B-3", 68.0, 69.0),  # above 67: failed, on a muted machine
+        ],
+    )
+    assert domain_drain(settings, "sweep").run(budget_s=30).messages == 3
+
+    # the two failures are their sweep_batch events at once; the passed batch waits for the hour. This
+    # pass is the `live_anomalies` sensor's, as the Dagster daemon evaluates it
+    defs = build_definitions(settings, secrets_from_env=False)
+    with dg.instance_for_test() as instance:
+        skipped = defs.resolve_sensor_def("live_anomalies")(
+            dg.build_sensor_context(instance=instance, resources=defs.resources)
+        )
+    assert skipped.skip_message == (
+        "judged 0 reading(s), 0 new anomaly row(s); 0 lab result(s), 0 new out-of-spec event(s); "
+        "3 sweep batch(es), 2 new out-of-spec event(s); 0 reading(s) of closed samples, 0 new seasonal anomaly row(s)"
+    )
+    events = "SELECT details->>'batch_id', value, passed, event_key FROM analytics.analytics_event ORDER BY 1"
+    failed = database.query(events)
+    assert [r[:3] for r in failed] == [("B-2", 63.5, False), ("B-3", 68.5, False)]
+
+    report = tick(database, datetime.now(UTC), env(slack), (SWEEP_RULE,))
+    assert report.rule_errors == {}
+    assert (report.opened, report.sent, report.muted) == (2, 1, 1)
+    (text,) = [b["text"] for _, b in slack.requests]
+    assert text.startswith("What: sweep temp: 1 of 2 reading(s) outside spec [63, 67] (min 62, max 65, batch B-2)")
+    assert "Where: t1/f1/mc-01\n" in text and "How bad: critical" in text
+
+    # judged again (a restart that lost its position): nothing new
+    database.query("UPDATE analytics.live_detection_cursor SET position = position - interval '1 hour' RETURNING 1")
+    again = judge_sweeps(database)
+    assert (again.judged, again.flagged) == (3, 0)
+    assert database.query(events) == failed
+    report = tick(database, datetime.now(UTC), env(slack), (SWEEP_RULE,))
+    assert (report.opened, report.queued, report.sent) == (0, 0, 0)
+
+    # the sweep_batch_quality asset's hour: every verdict, the failures with the live rows' keys, so
+    # the alert sensor sees the same two conditions and notifies nothing
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "sweep", settings.windows, hour, hour + timedelta(hours=1))
+    assert [r[:3] for r in database.query(events)] == [("B-1", 65.0, True), ("B-2", 63.5, False), ("B-3", 68.5, False)]
+    assert [r for r in database.query(events) if r[2] is False] == failed
+    report = tick(database, datetime.now(UTC), env(slack), (SWEEP_RULE,))
+    assert (report.opened, report.reopened, report.resolved, report.sent) == (0, 0, 0, 0)
+    assert len(slack.requests) == 1
+
+    # the hour is the record: temp's lower limit drops to 61 and the hour is judged again: B-2 passes,
+    # its condition resolves (one notification); B-3's stays, still muted
+    database.query(
+        "UPDATE analytics.analytics_spec_limits SET lower_limit = 61 WHERE tenant_id = 't1' AND name = 'temp' "
+        "RETURNING 1"
+    )
+    with database.connect(database.pipeline_url) as conn:
+        recompute_quality(conn, "sweep", settings.windows, hour, hour + timedelta(hours=1))
+    report = tick(database, datetime.now(UTC), env(slack), (SWEEP_RULE,))
+    assert (report.opened, report.resolved, report.sent) == (0, 1, 1)
+    (resolved,) = [b["text"] for _, b in slack.requests[1:]]
+    assert "batch B-2)" in resolved and "; resolved " in resolved
+    assert database.query(
+        "SELECT fingerprint LIKE '%%mc-01%%', state FROM analytics.alert_conditions ORDER BY fingerprint"
+    ) == [(True, "resolved"), (False, "open")]

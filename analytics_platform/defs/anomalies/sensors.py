@@ -1,7 +1,7 @@
-"""The live judges' sensor: judges the sensor readings and the lab results committed since their
-cursors, and the 60 s samples closed since theirs, every LIVE_DETECT_INTERVAL_S seconds (rules
-without a fitted model; results/live_detection.py).
-One sensor for both: each short-interval sensor costs the Dagster daemon a tick of its own.
+"""The live judges' sensor: judges the sensor readings, the lab results and the sweep batches
+committed since their cursors, and the 60 s samples closed since theirs, every
+LIVE_DETECT_INTERVAL_S seconds (rules without a fitted model; results/live_detection.py).
+One sensor for all: each short-interval sensor costs the Dagster daemon a tick of its own.
 
 A sensor reading what was committed, rather than a hook in the drain: it keeps its own durable
 position (a restart resumes there), a slow judgement never holds up ingest, and it sees the rows
@@ -13,7 +13,12 @@ import dagster as dg
 
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.anomalies import AnomalyOptions
-from analytics_platform.results.live_detection import judge_closed_buckets, judge_committed, judge_lab_results
+from analytics_platform.results.live_detection import (
+    judge_closed_buckets,
+    judge_committed,
+    judge_lab_results,
+    judge_sweep_batches,
+)
 from analytics_platform.settings import PlatformSettings
 
 
@@ -26,7 +31,8 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
         "and the metric spec limits; writes the anomalies found to analytics.analytics_anomaly at once (marked "
         "detected_live_at) for the alert rules. The hourly reading_anomalies asset confirms each one or closes it "
         "as not_confirmed. Judges the lab results just committed against their spec limits too and writes each "
-        "failed one as its lab_result event (lab_result_quality rewrites the hour later with the same keys). "
+        "failed one as its lab_result event (lab_result_quality rewrites the hour later with the same keys), and "
+        "the sweep batches likewise as their sweep_batch events (sweep_batch_quality rewrites them). "
         "Judges each 60 s sample with the seasonal statistics (deviation, shift, noise, stuck) LIVE_SEASONAL_GRACE_S "
         "after it closed, with the hour's stored profiles.",
     )
@@ -36,6 +42,7 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
         with db.connect() as conn:
             readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
             lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
+            sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
             closed = judge_closed_buckets(
                 conn,
                 options,
@@ -46,6 +53,7 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
         return dg.SkipReason(
             f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s); "
             f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s); "
+            f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s); "
             f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)"
         )
 
