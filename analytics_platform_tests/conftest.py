@@ -32,6 +32,7 @@ from analytics_platform_tests.support.stack import (
     DatabaseHandle,
     dagster_instance,
     dagster_instance_template,
+    kept_producer,
     migrated_template,
     new_database,
     new_settings,
@@ -93,12 +94,14 @@ def pg_admin_url() -> Iterator[str]:
 def kafka_brokers() -> Iterator[str]:
     external = os.environ.get("KAFKA_BROKERS")
     if external:
-        yield external
+        with kept_producer(external):
+            yield external
         return
     port = free_port()
     broker = start_tansu(port, REPO_ROOT / ".run" / "logs" / f"test-kafka-{os.getpid()}.log")
     try:
-        yield f"127.0.0.1:{port}"
+        with kept_producer(f"127.0.0.1:{port}"):
+            yield f"127.0.0.1:{port}"
     finally:
         broker.stop(timeout=10)
 
