@@ -35,11 +35,14 @@ demo: $(STAMP) ui-assets
 
 ## The whole test suite against a real PostgreSQL and a real Kafka-protocol broker it starts itself, in
 ## TEST_WORKERS processes (pytest-xdist; each worker starts its own PostgreSQL and broker). A module's
-## tests stay on one worker (--dist loadfile), so a dataset a module builds once is still built once.
+## tests stay on one worker (--dist loadfile), so a dataset a module builds once is still built once; modules
+## are handed out in collection order, which puts the longest first (LONG_MODULES in the tests' conftest.py),
+## not xdist's default of most tests first (that left the few-but-long modules, a pip install, a scripted
+## outage, the demo, for the end, one worker busy and the other idle).
 ## TEST_WORKERS=0 runs it in one process. Tests marked `alone` (fault tests whose broker kills race
 ## their own waits when another worker takes a core) run afterwards, in one process.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) ui-assets mosquitto chromium
 	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not alone"
 	@$(VENV)/bin/pytest -m alone

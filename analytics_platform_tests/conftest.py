@@ -32,6 +32,7 @@ from analytics_platform_tests.support.stack import (
     DatabaseHandle,
     dagster_instance,
     dagster_instance_template,
+    kept_producer,
     migrated_template,
     new_database,
     new_settings,
@@ -52,17 +53,50 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+# The modules that take longest (wall seconds, most of them waiting on a scripted outage, a pip install,
+# a whole devstack or a broker), longest first. `make test` hands whole modules to its workers in collection
+# order (--dist loadfile --no-loadscope-reorder), so these go first: a long module started last would keep
+# one worker busy while the other sits idle. A module missing from this list only runs later, never differently.
+LONG_MODULES = (
+    "integration/test_image_constraints.py",
+    "integration/test_analytics.py",
+    "integration/test_edge_outage.py",
+    "integration/test_api.py",
+    "integration/test_demo.py",
+    "integration/test_ingest_model.py",
+    "integration/test_offset_resets.py",
+    "integration/test_api_contract.py",
+    "integration/test_dashboard_browser.py",
+    "integration/test_api_catalog.py",
+    "integration/test_drain_shards.py",
+    "integration/test_edge_opcua_modbus.py",
+    "integration/test_api_anomaly_events.py",
+    "integration/test_helm_drain_service.py",
+    "integration/test_drain_follow.py",
+    "integration/test_dashboard_data.py",
+    "integration/test_edge_engine.py",
+)
+
+
+def _long_first(item: pytest.Item) -> int:
+    tests = Path(__file__).parent
+    path = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
+    return LONG_MODULES.index(path) if path in LONG_MODULES else len(LONG_MODULES)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Schemathesis 4.32 on pytest 9.2 gives its per-operation items one node id for all
     (`test_api_contract` 28 times; their names do carry the operation). pytest-xdist schedules by
     node id and would run only one of them: each such item gets the id pytest itself derives from
-    its name (`Node.__init__` without a nodeid), which keeps every other item's id as it is."""
+    its name (`Node.__init__` without a nodeid), which keeps every other item's id as it is.
+    Then the LONG_MODULES go first, so xdist hands them out first."""
     for item in items:
         if item.parent is None:
             continue
         derived = item.parent.id.child(item.name)
         if item.nodeid != str(derived):
             item._id = derived  # where pytest 9 keeps a node's id; nothing public sets it
+    items.sort(key=_long_first)  # stable: every module's own order stays as it is
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +127,14 @@ def pg_admin_url() -> Iterator[str]:
 def kafka_brokers() -> Iterator[str]:
     external = os.environ.get("KAFKA_BROKERS")
     if external:
-        yield external
+        with kept_producer(external):
+            yield external
         return
     port = free_port()
     broker = start_tansu(port, REPO_ROOT / ".run" / "logs" / f"test-kafka-{os.getpid()}.log")
     try:
-        yield f"127.0.0.1:{port}"
+        with kept_producer(f"127.0.0.1:{port}"):
+            yield f"127.0.0.1:{port}"
     finally:
         broker.stop(timeout=10)
 
