@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,7 @@ def apply_migrations(
                     results.append(MigrationResult(migration.version, "skipped"))
                     continue
                 action = "applied" if known is None else "reapplied"
-                with conn.transaction():
-                    conn.execute("SELECT set_config('analytics.timescale', %s, true)", (timescale,))
-                    conn.execute(migration.path.read_text())
-                    conn.execute(
-                        """INSERT INTO analytics.schema_migrations (version, checksum) VALUES (%s, %s)
-                           ON CONFLICT (version) DO UPDATE
-                           SET checksum = excluded.checksum, applied_at = now()""",
-                        (migration.version, migration.checksum),
-                    )
+                _apply_one(conn, migration, timescale)
                 echo(f"migration {migration.version}: {action}")
                 results.append(MigrationResult(migration.version, action))
             if len(results) == 1:  # only the first file: the raw tables still follow it
@@ -130,6 +123,35 @@ def apply_migrations(
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return results
+
+
+# a catalog row another backend changed under this transaction: on TimescaleDB a policy job (e.g.
+# compressing a chunk) updates the chunk's pg_class row while a GRANT ... ON ALL TABLES walks it
+_CONCURRENT_CATALOG = "tuple concurrently"  # updated, or deleted
+_ATTEMPTS = 5
+
+
+def _apply_one(conn: psycopg.Connection, migration: Migration, timescale: str) -> None:
+    """One migration file and its record, in one transaction; retried (it is idempotent, and the
+    failed attempt rolled back) when a concurrent catalog update, not the file, made it fail."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('analytics.timescale', %s, true)", (timescale,))
+                conn.execute(migration.path.read_text())
+                conn.execute(
+                    """INSERT INTO analytics.schema_migrations (version, checksum) VALUES (%s, %s)
+                       ON CONFLICT (version) DO UPDATE
+                       SET checksum = excluded.checksum, applied_at = now()""",
+                    (migration.version, migration.checksum),
+                )
+            return
+        except (psycopg.errors.InternalError_, psycopg.errors.DeadlockDetected) as exc:
+            concurrent = isinstance(exc, psycopg.errors.DeadlockDetected) or _CONCURRENT_CATALOG in str(exc)
+            if not concurrent or attempt == _ATTEMPTS:
+                raise
+            log.warning("migration %s: %s (a background job; retry %d)", migration.version, exc, attempt)
+            time.sleep(0.2 * attempt)  # let the background job's transaction finish
 
 
 def raw_tables(

@@ -221,8 +221,13 @@ class EmbeddedPostgres:
 
 
 def ensure_login(admin_url: str, user: str, password: str, member_of: str | None = None) -> None:
-    """Create or update a login role (password reset each time so the env file stays the truth)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    """Create or update a login role (password reset each time so the env file stays the truth).
+
+    Roles are cluster-wide: two processes provisioning the same role at once (test sessions side by
+    side on one server) fail with "tuple concurrently updated", so they take turns on an advisory
+    lock of the admin database."""
+    with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('analytics-ensure-login', 0))")
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -191,7 +192,10 @@ def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
     pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
 ) -> None:
     """04 on a database migrated before it: existing device.health rows (in a compressed chunk on
-    TimescaleDB) gain a NULL run_state, and new rows can carry one."""
+    TimescaleDB) gain a NULL run_state, and new rows can carry one. The rows are ten days old:
+    older than the 7 days after which chunks compress, younger than the raw tables' 90-day
+    retention, whose job would otherwise drop them whenever the scheduler runs it."""
+    earlier = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
     old = tmp_path / "sql"
     old.mkdir()
     for name in ("01_analytics_core.sql", "02_analytics_events.sql", "03_analytics_rollup_subjects.sql"):
@@ -207,7 +211,7 @@ def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
     try:
         apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(insert, ("2025-08-20T03:00:00Z", "a", 1))
+            conn.execute(insert, (earlier, "a", 1))
             if conn.execute("SELECT analytics.timescale_enabled()").fetchone()[0]:
                 conn.execute("SELECT compress_chunk(c) FROM show_chunks('analytics.raw_device_health') c")
         results = {r.version: r.action for r in apply_migrations(url)}
@@ -217,7 +221,7 @@ def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
                 insert.replace("'online'", "NULL")
                 .replace("kafka_offset)", "kafka_offset, run_state)")
                 .replace("%s)", "%s, 'running')"),
-                ("2025-08-20T03:05:00Z", "b", 2),
+                (earlier + timedelta(minutes=5), "b", 2),
             )
             rows = conn.execute(
                 "SELECT time, status, run_state FROM analytics.raw_device_health ORDER BY time"

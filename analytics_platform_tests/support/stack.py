@@ -57,6 +57,21 @@ def role_password(pg_admin_url: str) -> str:
     return "test-" + hashlib.sha256(f"test-roles:{pg_admin_url}".encode()).hexdigest()[:24]
 
 
+def unschedule_policies(conn: psycopg.Connection) -> None:
+    """On TimescaleDB, stop the retention and compression jobs of this database from running by
+    themselves. The tests' data sits at fixed dates (2025-08-20 ...), older than the raw tables'
+    90-day retention, so the job scheduler would drop or compress their chunks at a moment of its
+    choosing, mid-test (seen: a test's rows gone, "tuple concurrently deleted" under a GRANT).
+    The policies stay defined (tests check them); a test that wants a chunk compressed compresses
+    it itself. A no-op on plain PostgreSQL."""
+    if not conn.execute("SELECT analytics.timescale_enabled()").fetchone()[0]:
+        return
+    conn.execute(
+        "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+        "WHERE proc_name IN ('policy_retention', 'policy_compression')"
+    )
+
+
 @contextmanager
 def migrated_template(pg_admin_url: str) -> Iterator[str]:
     """A database migrated from scratch once, then closed as a template that `new_database` copies:
@@ -71,6 +86,8 @@ def migrated_template(pg_admin_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         apply_migrations(_with_database(pg_admin_url, name), timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+        with psycopg.connect(_with_database(pg_admin_url, name), autocommit=True) as conn:
+            unschedule_policies(conn)
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
