@@ -90,6 +90,7 @@ def test_assets_checks_and_sensors_are_all_there() -> None:
         "aggregates_automation",
         "freshness_checks_sensor",
         "alert_rules",
+        "live_anomalies",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
 

@@ -251,7 +251,7 @@ EXPECTED = {
     },
     "sensors": {
         "aggregates_automation": (5, "RUNNING", ["sensor_window_aggregates"]),
-        "alert_rules": (30, "RUNNING", None),
+        "alert_rules": (2, "RUNNING", None),  # ALERT_INTERVAL_S: live conditions alert within seconds (issue 22)
         "analytics_automation": (
             30,
             "RUNNING",
@@ -275,6 +275,8 @@ EXPECTED = {
         "drain_sensor": (5, "RUNNING", None),
         "drain_sweep": (5, "RUNNING", None),
         "freshness_checks_sensor": (60, "RUNNING", []),
+        # the live judges (limits, lab, sweep, closed seasonal samples; issue 22), every 2 s
+        "live_anomalies": (2, "RUNNING", None),
         "raw_rederivations": (30, "RUNNING", None),
     },
     "schedules": {
@@ -309,6 +311,7 @@ VARIANT_SUMMARIES = {
             "drain_sensor_shard_0",
             "drain_sensor_shard_1",
             "freshness_checks_sensor",
+            "live_anomalies",
             "raw_rederivations",
         ],
         "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],
@@ -381,6 +384,7 @@ VARIANT_SUMMARIES = {
             "drain_sensor",
             "drain_sweep",
             "freshness_checks_sensor",
+            "live_anomalies",
             "raw_rederivations",
         ],
         "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],

@@ -10,6 +10,13 @@
 -- the hours. On TimescaleDB the API keeps reading the continuous aggregate of 06. Plain SQL for
 -- PostgreSQL and TimescaleDB alike; idempotent.
 
+-- x², or 0 where it would underflow: PostgreSQL raises "value out of range: underflow" on a float8
+-- product that rounds to zero, so one finite reading of 1e-300 would fail an hour's rollup. Below
+-- sqrt(smallest normal double) the square is < 2.3e-308, nothing a sum of larger terms can hold.
+CREATE OR REPLACE FUNCTION analytics.sq(x double precision) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS
+$$ SELECT CASE WHEN abs(x) < 1.4916681462400413e-154 THEN 0::double precision ELSE x * x END $$;
+
 CREATE TABLE IF NOT EXISTS analytics.agg_daily (
     bucket_start timestamptz      NOT NULL,
     tenant_id    text             NOT NULL,

@@ -73,7 +73,7 @@ REFRESH_DAYS = (
     SELECT date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
            tenant_id, factory_id, machine_id, sensor_id, metric,
            sum(count_n)::bigint, sum(sum_v), min(min_v), max(max_v),
-           sum((count_n - 1) * coalesce(stddev_v, 0) ^ 2 + count_n * avg_v ^ 2),
+           sum((count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) + count_n * analytics.sq(avg_v)),
            (array_agg(first_v ORDER BY bucket_start))[1], (array_agg(last_v ORDER BY bucket_start DESC))[1]
     FROM analytics.analytics_agg
     WHERE window_s = 3600 AND bucket_start >= %(lo)s AND bucket_start < %(hi)s

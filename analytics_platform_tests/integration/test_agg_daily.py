@@ -135,3 +135,22 @@ def _round(values: tuple) -> list:
     """Σx² comes back through the hours' mean and stddev: exact up to the last bits of a double."""
     n, total, low, high, sumsq, first, last = values
     return [n, total, low, high, round(sumsq, 6), first, last]
+
+
+def test_a_tiny_reading_neither_stops_the_hour_nor_the_daily_rollup(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """A finite reading of 1e-300 (found by the ingest model's Hypothesis stream): its square
+    underflows, and PostgreSQL raises on a float8 product that underflows to zero, which failed the
+    whole hour's materialisation and every /v1/agg rollup over it. Squares below the smallest
+    normal double's square root count as 0 (their true size, < 2.3e-308, is below what a float sum
+    of larger terms can hold anyway)."""
+    store(database, [(0, 5, "s1", 1e-300, "t1"), (0, 6, "s1", 2e-300, "t1")])
+    materialise(database, settings, at(0), at(1))
+    assert database.query("SELECT count_n, sum_v, sumsq_v FROM analytics.agg_daily") == [(2, 3e-300, 0.0)]
+    query = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(0)), "end": iso(at(24))}
+    with running(settings, database) as api:
+        day = ok(api.t1.get("/v1/agg", **query, window_s=86400))["items"]
+        hours = ok(api.t1.get("/v1/agg", **query, window_s=7200))["items"]
+    assert [(i["count"], i["sum"], i["stddev"]) for i in day] == [(2, 3e-300, 0.0)]
+    assert [(i["count"], i["sum"]) for i in hours] == [(2, 3e-300)]

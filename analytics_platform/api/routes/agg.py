@@ -102,7 +102,7 @@ LIMIT %(limit)s
 # bucket's mean and sample stddev). The rollup groups them into the requested window.
 _FROM_STORED = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v,
-       (count_n - 1) * coalesce(stddev_v, 0) ^ 2 + count_n * avg_v ^ 2 AS sumsq_v
+       (count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) + count_n * analytics.sq(avg_v) AS sumsq_v
 FROM analytics.analytics_agg
 WHERE {_SERIES} AND window_s = %(source_window_s)s AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
@@ -120,7 +120,7 @@ FROM analytics.agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 UNION ALL
 SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
-       (a.count_n - 1) * coalesce(a.stddev_v, 0) ^ 2 + a.count_n * a.avg_v ^ 2 AS sumsq_v
+       (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) + a.count_n * analytics.sq(a.avg_v) AS sumsq_v
 FROM unnest(%(hour_days)s::timestamptz[]) AS d(day_start)
 JOIN analytics.analytics_agg AS a
   ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
@@ -143,7 +143,7 @@ SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucke
        %(window_s)s::integer AS window_s, %(tenant_id)s AS tenant_id, %(factory_id)s AS factory_id,
        %(machine_id)s AS machine_id, sensor_id, %(metric)s AS metric, count, sum,
        sum / nullif(count, 0) AS avg, min, max,
-       CASE WHEN count > 1 THEN sqrt(greatest((sumsq - sum * sum / count) / (count - 1), 0)) END AS stddev,
+       CASE WHEN count > 1 THEN sqrt(greatest((sumsq - analytics.sq(sum) / count) / (count - 1), 0)) END AS stddev,
        first, last, NULL::float8 AS p50, NULL::float8 AS p95,
        bucket_start + make_interval(secs => %(window_s)s) > %(final_until)s AS provisional
 FROM grouped
