@@ -23,6 +23,7 @@ and reported on the first tick after its partition exists, so Dagster never miss
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 import dagster as dg
@@ -188,19 +189,43 @@ def service_report(rows: list[tuple[int, datetime, dict]]) -> DrainReport | None
     return report
 
 
+def _sensor(binding: DomainBinding, settings: PlatformSettings, shard: int, description: str) -> Callable:
+    """The `dg.sensor` decorator a drain sensor of `binding`'s shard has in either mode (one name, so
+    switching DRAIN_MODE keeps the sensor's history and cursor); `description` may use {which}."""
+    shards = settings.drain_shards
+    which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
+    return dg.sensor(
+        name=drain_sensor_name(binding.domain, shard, shards),
+        minimum_interval_seconds=settings.drain_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description.format(which=which),
+    )
+
+
+def _take_reports(
+    db: PostgresResource, settings: PlatformSettings, binding: DomainBinding, shard: int, cursor: dict
+) -> tuple[list[int], DrainReport | None]:
+    """The drain service's unreported batches of this domain and shard, merged, after deleting those
+    the last recorded tick reported (their ids are in its cursor); the ids go in the next cursor."""
+    with db.connect() as conn:
+        rows = store.take_drain_reports(
+            conn, settings.drain_consumer, binding.domain, shard, cursor.get("reported", [])
+        )
+    return [row[0] for row in rows], service_report(rows)
+
+
 def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard: int = 0) -> dg.SensorDefinition:
     """The sensor that drains shard `shard` of `binding`'s topics into landing and its raw table
     (DRAIN_MODE=sensor), or reports what the drain service committed for it (DRAIN_MODE=service)."""
     if settings.drain_mode == "service":
         return build_report_sensor(binding, settings, shard)
     shards = settings.drain_shards
-    which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
 
-    @dg.sensor(
-        name=drain_sensor_name(binding.domain, shard, shards),
-        minimum_interval_seconds=settings.drain_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Drains {', '.join(binding.topics)}{which} into kafka_landing and "
+    @_sensor(
+        binding,
+        settings,
+        shard,
+        f"Drains {', '.join(binding.topics)}{{which}} into kafka_landing and "
         f"{binding.contract.raw_table}; offsets are stored with the rows, per partition.",
     )
     def _drain(context: dg.SensorEvaluationContext, db: PostgresResource, kafka: KafkaResource) -> dg.SensorResult:
@@ -225,11 +250,7 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
             context.log.error(str(exc))
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
         # batches a drain service committed before the deployment went back to DRAIN_MODE=sensor
-        with db.connect() as conn:
-            rows = store.take_drain_reports(
-                conn, settings.drain_consumer, binding.domain, shard, cursor.get("reported", [])
-            )
-        leftover = service_report(rows)
+        reported, leftover = _take_reports(db, settings, binding, shard, cursor)
         if leftover is not None:
             leftover.elapsed_s = 0.0  # the rate stays this pass's
             report.merge(leftover)
@@ -258,7 +279,7 @@ def build_drain_sensor(binding: DomainBinding, settings: PlatformSettings, shard
                 len(report.partitions),
             )
         new_cursor = json.dumps(
-            {"pending": waiting, "reported": [row[0] for row in rows], "last_tick": datetime.now().isoformat()},
+            {"pending": waiting, "reported": reported, "last_tick": datetime.now().isoformat()},
             default=str,
         )
         if not events:
@@ -275,22 +296,18 @@ def build_report_sensor(binding: DomainBinding, settings: PlatformSettings, shar
     ids ride in the cursor, which Dagster stores only with a recorded tick, so a tick lost between
     reading and recording is reported again (at least once, never lost)."""
     shards = settings.drain_shards
-    which = "" if shards == 1 else f" (partitions p with p % {shards} == {shard})"
 
-    @dg.sensor(
-        name=drain_sensor_name(binding.domain, shard, shards),
-        minimum_interval_seconds=settings.drain_interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Reports what the drain service committed from {', '.join(binding.topics)}{which} into "
+    @_sensor(
+        binding,
+        settings,
+        shard,
+        f"Reports what the drain service committed from {', '.join(binding.topics)}{{which}} into "
         f"kafka_landing and {binding.contract.raw_table} (DRAIN_MODE=service).",
     )
     def _report(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        with db.connect() as conn:
-            rows = store.take_drain_reports(
-                conn, settings.drain_consumer, binding.domain, shard, cursor.get("reported", [])
-            )
-        report = service_report(rows) or DrainReport(domain=binding.domain)
+        reported, found = _take_reports(db, settings, binding, shard, cursor)
+        report = found or DrainReport(domain=binding.domain)
         events, waiting = report_events(binding, report, cursor.get("pending", {}), settings)
         if report.batches:
             context.log.info(
@@ -303,7 +320,7 @@ def build_report_sensor(binding: DomainBinding, settings: PlatformSettings, shar
                 report.batches,
                 len(report.partitions),
             )
-        new_cursor = json.dumps({"pending": waiting, "reported": [row[0] for row in rows]}, default=str)
+        new_cursor = json.dumps({"pending": waiting, "reported": reported}, default=str)
         if not events:
             return dg.SensorResult(
                 skip_reason="no new batches from the drain service (`analytics-platform drain serve` must run)",
