@@ -53,7 +53,8 @@ CREATE INDEX IF NOT EXISTS analytics_anomaly_tenant_time_idx
 -- sumsq_v = Σ x² over the day's readings, rebuilt from each hour's count, mean and sample stddev,
 -- so the day's stddev is exact: sqrt((sumsq - n·mean²) / (n - 1)). Percentiles cannot be combined
 -- and are not kept. Real-time aggregation (materialized_only = false) adds the hours not yet
--- materialised, so a fresh hour is served at once.
+-- materialised, so a fresh hour is served at once. A square below sqrt(smallest normal double)
+-- counts as 0: PostgreSQL raises on a float8 product that underflows (as analytics.sq in 14 does).
 DO $$
 BEGIN
     IF NOT analytics.timescale_enabled() THEN
@@ -72,7 +73,10 @@ BEGIN
                    sum(sum_v)                                                        AS sum_v,
                    min(min_v)                                                        AS min_v,
                    max(max_v)                                                        AS max_v,
-                   sum((count_n - 1) * coalesce(stddev_v, 0) ^ 2 + count_n * avg_v ^ 2) AS sumsq_v,
+                   sum((count_n - 1) * CASE WHEN coalesce(stddev_v, 0) < 1.4916681462400413e-154 THEN 0
+                                            ELSE stddev_v * stddev_v END
+                       + count_n * CASE WHEN abs(avg_v) < 1.4916681462400413e-154 THEN 0
+                                        ELSE avg_v * avg_v END)                    AS sumsq_v,
                    first(first_v, bucket_start)                                      AS first_v,
                    last(last_v, bucket_start)                                        AS last_v
             FROM analytics.analytics_agg
