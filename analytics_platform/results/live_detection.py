@@ -27,6 +27,7 @@ transaction of the database (`pg_stat_activity.backend_xid`), at most `max_wait`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -364,17 +365,7 @@ def _insert(conn: psycopg.Connection, rows: pl.DataFrame) -> int:
         # the hour's replace_anomalies holds this lock: a live row lands before or after it, never
         # between its reading of what exists and its commit
         lock_results(cur, "analytics_anomaly")
-        cur.execute(
-            "CREATE TEMP TABLE live_anomaly ON COMMIT DROP AS SELECT "
-            + ", ".join(ANOMALY_COLUMNS)
-            + " FROM analytics.analytics_anomaly WITH NO DATA"
-        )
-        copy_rows(cur, sql.Identifier("live_anomaly"), frame, ANOMALY_COLUMNS)
-        cur.execute(
-            f"INSERT INTO analytics.analytics_anomaly ({', '.join(ANOMALY_COLUMNS)}, detected_live_at) "
-            f"SELECT {', '.join(ANOMALY_COLUMNS)}, now() FROM live_anomaly ON CONFLICT ({KEY}) DO NOTHING"
-        )
-        return cur.rowcount
+        return _insert_new(cur, "analytics_anomaly", frame, ANOMALY_COLUMNS, KEY, live_stamp="detected_live_at")
 
 
 def _insert_events(conn: psycopg.Connection, domain: str, events: pl.DataFrame) -> int:
@@ -384,14 +375,28 @@ def _insert_events(conn: psycopg.Connection, domain: str, events: pl.DataFrame) 
     with conn.cursor() as cur:
         # the asset's replace_events holds this lock: a live row lands before or after its hour
         lock_results(cur, f"analytics_event:{domain}")
-        cur.execute(
-            "CREATE TEMP TABLE live_event ON COMMIT DROP AS SELECT "
-            + ", ".join(EVENT_COLUMNS)
-            + " FROM analytics.analytics_event WITH NO DATA"
-        )
-        copy_rows(cur, sql.Identifier("live_event"), events, EVENT_COLUMNS)
-        cur.execute(
-            f"INSERT INTO analytics.analytics_event ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)} "
-            f"FROM live_event ON CONFLICT ({', '.join(EVENT_KEY)}) DO NOTHING"
-        )
-        return cur.rowcount
+        return _insert_new(cur, "analytics_event", events, EVENT_COLUMNS, ", ".join(EVENT_KEY))
+
+
+def _insert_new(
+    cur: psycopg.Cursor,
+    table: str,
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    key: str,
+    live_stamp: str | None = None,
+) -> int:
+    """COPY `frame` into a temporary twin of analytics.`table` and insert the rows whose `key` is not
+    there yet (`live_stamp`, if named, set to now()); returns how many were new. The caller holds the
+    writers' lock, so the table's asset never replaces rows between this read and the commit."""
+    cur.execute(
+        f"CREATE TEMP TABLE live_{table} ON COMMIT DROP AS SELECT {', '.join(columns)} "
+        f"FROM analytics.{table} WITH NO DATA"
+    )
+    copy_rows(cur, sql.Identifier(f"live_{table}"), frame, columns)
+    stamp, now = (f", {live_stamp}", ", now()") if live_stamp else ("", "")
+    cur.execute(
+        f"INSERT INTO analytics.{table} ({', '.join(columns)}{stamp}) SELECT {', '.join(columns)}{now} "
+        f"FROM live_{table} ON CONFLICT ({key}) DO NOTHING"
+    )
+    return cur.rowcount
