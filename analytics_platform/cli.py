@@ -173,13 +173,25 @@ def _drain(args: argparse.Namespace) -> int:
             "this process and for the Dagster code location, so the sensors only report what it commits"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # dagster-postgres' schema check, at each instance load
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     service = DrainService(settings, stop)
     names = ", ".join(f"{b.domain}[{shard}]" for b, shard in service.workers)
     print(f"drain service: {names or 'no domains'}; passes of {settings.drain_pass_s:.0f} s, Ctrl-C stops", flush=True)
+    # the Dagster layer, only here: the service runs the current hour's window aggregates (defs/aggregates/live.py)
+    from analytics_platform.defs.aggregates.live import start_finaliser
+
+    finaliser = start_finaliser(settings, stop)
+    if isinstance(finaliser, str):
+        print(f"drain service: {finaliser}", flush=True)
+    else:
+        every = f"{finaliser.window_s} s bucket, {settings.agg_finalise_delay_s:g} s after it closes"
+        print(f"drain service: finalises the window aggregates of the current hour at each {every}", flush=True)
     service.run_forever(settings.drain_heartbeat_file)
+    if not isinstance(finaliser, str):
+        finaliser.join()
     print("drain service stopped; every batch it held is committed", flush=True)
     return 0
 

@@ -140,6 +140,19 @@ class PlatformSettings(BaseSettings):
         description="`k8s` adds backfill jobs whose steps run as Kubernetes pods (k8s_job_executor).",
     )
 
+    agg_finalise: bool = Field(
+        default=True,
+        description="With DRAIN_MODE=service: the drain service materialises the current hour's window aggregates "
+        "each time a bucket of the smallest window closes (a Dagster run in its own process; it needs DAGSTER_HOME), "
+        "so the bucket is final seconds later, and the automation sensor leaves the current hour to it.",
+    )
+    agg_finalise_delay_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long after a bucket's end the drain service finalises it: room for the readings still in "
+        "flight (a reading later than that is late data: the next bucket's run takes it in).",
+    )
     automation_interval_s: int = Field(
         default=5, ge=1, description="How often the window aggregates look for new or changed raw partitions."
     )

@@ -18,17 +18,25 @@ AC = dg.AutomationCondition
 LANE_TAG = "analytics/lane"
 
 
-def follow_hourly_inputs(lookback: timedelta, *, optional: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
+def follow_hourly_inputs(
+    lookback: timedelta, *, optional: Sequence[dg.AssetKey] = (), skip_current: bool = False
+) -> dg.AutomationCondition:
     """Recompute an hour once its input partition exists and whenever it changes. `optional`
     inputs (spec limits: a table, not a materialised asset) never count as missing, but a change
-    to them does count as an update."""
-    return (
+    to them does count as an update. `skip_current`: not the latest partition (the current hour),
+    which something else keeps (the drain service's finaliser, defs/aggregates/live.py)."""
+    condition = (
         AC.in_latest_time_window(lookback_delta=lookback)
         & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
         & ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(*optional))
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
-    ).with_label(f"hourly inputs changed (within {lookback})")
+    )
+    if skip_current:
+        return (condition & ~AC.in_latest_time_window()).with_label(
+            f"hourly inputs changed (within {lookback}; the current hour is the drain service's)"
+        )
+    return condition.with_label(f"hourly inputs changed (within {lookback})")
 
 
 def complete_days(lookback: timedelta) -> dg.AutomationCondition:

@@ -40,29 +40,12 @@ from analytics_platform_tests.support.helm import (
     RELEASE,
     dagster_instance_yaml,
     render,
+    write_unreachable_kubeconfig,
 )
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 IMAGE = "registry.example.com/plant/analytics-platform:0.1.0"
 RUN_LABELS = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/part-of": "analytics-platform"}
-
-
-def write_unreachable_kubeconfig(path: Path) -> Path:
-    """A minimal valid kubeconfig whose API server is a closed port: the launcher can be built
-    (it loads its client config at construction) but any real call would fail fast."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "none", "user": {"token": "not-a-credential"}}],
-                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none", "namespace": NAMESPACE}}],
-                "current-context": "none",
-            }
-        )
-    )
-    return path
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -152,7 +153,7 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
                 "assetNodeOrError"
             ]["partitionStats"]["numMaterialized"],
             180,
-            "a sensor_window_aggregates partition materialised by the automation sensor",
+            "a sensor_window_aggregates partition materialised (the drain service finalises the current hour)",
         )
         assert aggregated >= 1
         # ... and the API serves them
@@ -182,3 +183,6 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
     # on Ctrl-C after committing what it held
     assert "drain service: sensor[0], device[0], lab[0], sweep[0]" in drained, drained[-2000:]
     assert "drain service stopped; every batch it held is committed" in drained, drained[-2000:]
+    # and it made closed buckets final itself: runs of the current hour's window aggregates
+    assert "drain service: finalises the window aggregates of the current hour" in drained, drained[-2000:]
+    assert re.search(r"window aggregates of \S+: materialised through", drained), drained[-2000:]

@@ -21,11 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from analytics_platform.contracts.registry import bind_domains
+from analytics_platform.devstack.stack import psycopg2_url
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.edge import wait_for
-from analytics_platform_tests.support.helm import PREFIX, find, one, render
+from analytics_platform_tests.support.helm import (
+    PREFIX,
+    dagster_instance_yaml,
+    find,
+    one,
+    render,
+    write_unreachable_kubeconfig,
+)
 from analytics_platform_tests.support.readings import KEY, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
@@ -33,6 +42,9 @@ BIN = Path(sys.executable).parent
 SHARDS = 2
 # per partition of the test topic (3 partitions): shard 0 owns 0 and 2, shard 1 owns 1
 SENT = {0: 3, 1: 2, 2: 4}
+FINALISING = (
+    "drain service: finalises the window aggregates of the current hour at each 60 s bucket, 2 s after it closes"
+)
 BY_SHARD = (
     "SELECT shard, sum((report->>'messages')::int) FROM analytics.drain_reports WHERE domain = 'sensor' GROUP BY shard"
 )
@@ -74,6 +86,14 @@ def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -
         }
     )
     config = one(docs, "ConfigMap", f"{PREFIX}-config")["data"]
+    # the pods' DAGSTER_HOME: the instance ConfigMap's dagster.yaml, with a kubeconfig instead of the
+    # in-cluster service account (the finaliser never launches a pod; the instance must still load)
+    instance = dagster_instance_yaml(docs)
+    instance["run_launcher"]["config"]["load_incluster_config"] = False
+    instance["run_launcher"]["config"]["kubeconfig_file"] = str(write_unreachable_kubeconfig(tmp_path / "kubeconfig"))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     deployments = [d for d in find(docs, "Deployment") if d["metadata"]["name"].startswith(f"{PREFIX}-drain-service-")]
     started: list[Pod] = []
     try:
@@ -85,8 +105,11 @@ def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -
                 **{e["name"]: e["value"] for e in container["env"]},
                 # the pod's /tmp is its own emptyDir: here each pod gets its own file
                 "DRAIN_HEARTBEAT_FILE": str(tmp_path / f"heartbeat-{deployment['metadata']['name']}"),
+                "DAGSTER_HOME": str(home),
                 # what secretRef analytics-database gives the pod
                 "DATABASE_URL": database.pipeline_url,
+                # the Dagster storage login (it creates Dagster's tables in the schema it owns)
+                "DAGSTER_PG_URL": psycopg2_url(database.admin_url),
                 "PATH": f"{BIN}:/usr/bin:/bin",
                 "HOME": str(tmp_path),
                 "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
@@ -115,6 +138,8 @@ def test_the_rendered_drain_service_pods_drain_probe_and_stop_cleanly(
         workers = ", ".join(f"{domain}[{shard}]" for domain in domains)
         wait_for(lambda pod=pod: pod.lines(), 120, f"{pod.name}'s first line")
         assert pod.lines()[0] == f"drain service: {workers}; passes of 30 s, Ctrl-C stops", pod.lines()
+        # the chart's Dagster instance loaded: the pod finalises the current hour's buckets
+        wait_for(lambda pod=pod: FINALISING in pod.lines(), 120, f"{pod.name} finalising")
 
     topic = domain_topic(settings)
     for partition, count in SENT.items():

@@ -79,3 +79,21 @@ def dagster_instance_yaml(docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return yaml.safe_load(
         one(docs, "ConfigMap", f"{RELEASE}-analytics-platform-dagster-instance")["data"]["dagster.yaml"]
     )
+
+
+def write_unreachable_kubeconfig(path: Path) -> Path:
+    """A minimal valid kubeconfig whose API server is a closed port: the launcher can be built
+    (it loads its client config at construction) but any real call would fail fast."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "none", "user": {"token": "not-a-credential"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none", "namespace": NAMESPACE}}],
+                "current-context": "none",
+            }
+        )
+    )
+    return path

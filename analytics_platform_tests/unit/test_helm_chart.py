@@ -517,8 +517,18 @@ def test_one_drain_service_pod_per_shard_exactly_when_the_drain_is_a_service(
         assert spec["terminationGracePeriodSeconds"] == 60, name
         (container,) = spec["containers"]
         assert container["command"] == ["analytics-platform", "drain", "serve"]
-        # the heartbeat lives in the pod's own /tmp (an emptyDir); the liveness probe reads it
-        assert env_of(container) == {"DRAIN_SHARDS_HERE": str(shard), "DRAIN_HEARTBEAT_FILE": "/tmp/drain-heartbeat"}
+        # the heartbeat lives in the pod's own /tmp (an emptyDir); the liveness probe reads it. The
+        # release's Dagster instance: the pod runs the current hour's aggregates (AGG_FINALISE)
+        assert env_of(container) == {
+            "DAGSTER_HOME": "/opt/dagster/dagster_home",
+            "DRAIN_SHARDS_HERE": str(shard),
+            "DRAIN_HEARTBEAT_FILE": "/tmp/drain-heartbeat",
+        }
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/opt/dagster/dagster_home/dagster.yaml"]["subPath"] == "dagster.yaml", name
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["dagster-instance"]["configMap"]["name"] == f"{PREFIX}-dagster-instance", name
+        assert (config["AGG_FINALISE"], config["AGG_FINALISE_DELAY_S"]) == ("true", "2")
         assert container["livenessProbe"]["exec"]["command"] == ["analytics-platform", "drain", "check"]
         assert env_from(container) == [("configMap", f"{PREFIX}-config")] + [
             ("secret", s) for s in case.drain_service_secrets

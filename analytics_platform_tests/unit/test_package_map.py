@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "defs": {"alerts", "contracts", "data_quality", "ingest", "resources", "results", "settings", "transforms"},
     "definitions": {"defs", "settings"},
     "drain_definitions": {"defs", "settings"},
-    "cli": {"alerts", "api", "contracts", "ingest", "migrations", "results", "settings"},
+    "cli": {"alerts", "api", "contracts", "defs", "ingest", "migrations", "results", "settings"},
     "devstack": {"alerts", "api", "contracts", "ingest", "migrations", "results", "settings"},
     "edge_agents": {"contracts"},
 }

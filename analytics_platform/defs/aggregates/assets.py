@@ -7,6 +7,7 @@ import dagster as dg
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS
 from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
+from analytics_platform.defs.aggregates.live import finalises_open_hour
 from analytics_platform.defs.automation import follow_hourly_inputs
 from analytics_platform.defs.checks import aggregate_checks, contract_specs
 from analytics_platform.defs.groups import ANALYTICS_GROUP
@@ -25,7 +26,9 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
         deps=[raw_asset_key(SensorContract)],
         partitions_def=hourly_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=follow_hourly_inputs(timedelta(hours=settings.automation_lookback_hours)),
+        automation_condition=follow_hourly_inputs(
+            timedelta(hours=settings.automation_lookback_hours), skip_current=finalises_open_hour(settings)
+        ),
         group_name=ANALYTICS_GROUP,
         kinds={"polars", "postgres"},
         description=f"Window aggregates ({', '.join(f'{w} s' for w in windows)}) per tenant, factory, machine, "
