@@ -74,7 +74,8 @@ WITH picked AS (
            max(n.severity)::smallint AS severity,
            array_agg(DISTINCT n.method ORDER BY n.method) AS methods,
            count(*)::integer AS anomalies,
-           (count(*) FILTER (WHERE n.status = 'open'))::integer AS open_anomalies
+           (count(*) FILTER (WHERE n.status = 'open'))::integer AS open_anomalies,
+           bool_and(n.status = 'not_confirmed') AS not_confirmed
     FROM numbered n
     GROUP BY n.tenant_id, n.factory_id, n.machine_id, n.sensor_id, n.metric, n.event_no
 )
@@ -82,7 +83,7 @@ SELECT e.event_id, e.tenant_id, e.factory_id, e.machine_id, e.sensor_id, e.metri
        e.start_time, e.end_time, p.peak_time, p.peak_anomaly_id, e.severity,
        CASE WHEN e.severity >= 3 THEN 'critical' WHEN e.severity = 2 THEN 'warning' ELSE 'info' END,
        e.methods, e.anomalies, e.open_anomalies,
-       CASE WHEN e.open_anomalies > 0 THEN 'open' ELSE 'resolved' END,
+       CASE WHEN e.open_anomalies > 0 THEN 'open' WHEN e.not_confirmed THEN 'not_confirmed' ELSE 'resolved' END,
        p.observed, p.expected, p.score
 FROM events e
 JOIN peaks p USING (tenant_id, factory_id, machine_id, event_no)
@@ -107,13 +108,15 @@ BEGIN
         RETURN 0;
     END IF;
     -- the event's rows, exactly as anomaly_events() gathered them (rows before p_end); a row
-    -- resolved before keeps its first resolution time, as with resolve_anomaly()
+    -- resolved before keeps its first resolution time, as with resolve_anomaly(). A not_confirmed
+    -- row (flagged live, not found by its hour: sql/13) stays so: nobody found anything there
     UPDATE analytics.analytics_anomaly a
        SET status = 'resolved', resolved_at = coalesce(a.resolved_at, now()), resolved_by = p_by,
            resolution_note = p_note
      WHERE a.tenant_id = ev.tenant_id AND a.factory_id = ev.factory_id AND a.machine_id = ev.machine_id
        AND a.sensor_id IS NOT DISTINCT FROM ev.sensor_id AND a.metric IS NOT DISTINCT FROM ev.metric
-       AND coalesce(a.window_start, a.time) >= ev.start_time AND a.time <= ev.end_time AND a.time < p_end;
+       AND coalesce(a.window_start, a.time) >= ev.start_time AND a.time <= ev.end_time AND a.time < p_end
+       AND a.status <> 'not_confirmed';
     GET DIAGNOSTICS resolved = ROW_COUNT;
     RETURN resolved;
 END;

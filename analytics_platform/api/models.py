@@ -250,7 +250,10 @@ class AnomalyEvent(BaseModel):
     methods: list[str] = Field(description="The methods that flagged its rows, by name", examples=[["deviation"]])
     anomalies: int = Field(description="Rows in the event")
     open_anomalies: int = Field(description="Rows still open")
-    status: Literal["open", "resolved"] = Field(description="open while any row is open")
+    status: Literal["open", "resolved", "not_confirmed"] = Field(
+        description="open while any row is open; not_confirmed when every row was flagged live and then not found "
+        "when its hour was judged; resolved otherwise"
+    )
     observed: float | None = Field(description="The peak row's observed value")
     expected: float | None = Field(description="The peak row's expected value")
     score: float | None = Field(description="The peak row's score")

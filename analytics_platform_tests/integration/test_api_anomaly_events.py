@@ -309,7 +309,7 @@ def test_events_default_range_is_the_last_seven_days(api: Api, database: Databas
     [
         ({"min_severity": 0}, ["query", "min_severity"], "Input should be greater than or equal to 1"),
         ({"min_severity": 6}, ["query", "min_severity"], "Input should be less than or equal to 5"),
-        ({"status": "closed"}, ["query", "status"], "Input should be 'open', 'resolved' or 'all'"),
+        ({"status": "closed"}, ["query", "status"], "Input should be 'open', 'resolved', 'not_confirmed' or 'all'"),
         (
             {"start": "2025-08-20T00:00:00"},
             ["query", "start"],

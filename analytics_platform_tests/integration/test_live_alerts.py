@@ -22,6 +22,7 @@ from analytics_platform.results.live_detection import judge_committed, judge_lab
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.alerts import HttpReceiver, tick
+from analytics_platform_tests.support.api import Api, ok
 from analytics_platform_tests.support.readings import body
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
@@ -62,7 +63,7 @@ def judge(database: DatabaseHandle):
 
 
 def test_out_of_range_readings_alert_once_and_the_hour_confirms_them(
-    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+    settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver, api: Api
 ) -> None:
     # the judge has been running: its cursor exists before the readings arrive
     assert judge(database).judged == 0
@@ -141,6 +142,26 @@ def test_out_of_range_readings_alert_once_and_the_hour_confirms_them(
     assert database.query(
         "SELECT fingerprint LIKE '%%mc-01%%', state FROM analytics.alert_conditions ORDER BY fingerprint"
     ) == [(True, "open"), (False, "resolved"), (False, "resolved")]
+
+    # as events: mc-03's is not_confirmed (not "resolved": nobody resolved it), and resolving it
+    # changes nothing (a resolution is an engineer's finding; there is nothing open to resolve)
+    span = (hour - timedelta(hours=1), hour + timedelta(hours=2))
+    events = database.query("SELECT machine_id, status FROM analytics.anomaly_events(%s, %s) ORDER BY 1", span)
+    assert events == [("mc-01", "open"), ("mc-02", "resolved"), ("mc-03", "not_confirmed")]
+    mc03 = next(r[6] for r in rows if r[0] == "mc-03")
+    resolve = "SELECT analytics.resolve_anomaly_event(%s, %s, %s, 'checked', 'ops')"
+    assert database.scalar(resolve, (mc03, *span)) == 0
+    assert database.scalar("SELECT status FROM analytics.analytics_anomaly WHERE anomaly_id = %s", (mc03,)) == (
+        "not_confirmed"
+    )
+    # ... and so through the API: listed as not_confirmed; resolving it is a conflict, not a 404
+    window = {"start": span[0].strftime("%Y-%m-%dT%H:%M:%SZ"), "end": span[1].strftime("%Y-%m-%dT%H:%M:%SZ")}
+    listed = ok(api.admin.get("/v1/anomaly-events", status="not_confirmed", **window))["items"]
+    assert [(e["machine_id"], e["event_id"], e["status"]) for e in listed] == [("mc-03", mc03, "not_confirmed")]
+    answer = api.resolver.post(
+        f"/v1/anomaly-events/{mc03}/resolve?start={window['start']}&end={window['end']}", {"note": "checked"}
+    )
+    assert answer.status_code == 409 and "not_confirmed" in answer.json()["detail"], answer.text
 
 
 def lab_result(at: datetime, sample: str, analyte: str, value: float) -> tuple[str, bytes]:

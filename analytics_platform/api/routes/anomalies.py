@@ -33,6 +33,7 @@ from analytics_platform.api.models import (
     AnomalyPage,
     AnomalyProfile,
     AnomalyProfilePage,
+    ErrorBody,
     Resolution,
 )
 from analytics_platform.api.params import (
@@ -189,10 +190,21 @@ def _events(start: datetime, end: datetime, tenant: str | None) -> Select:
     return select
 
 
-def _event(conn: psycopg.Connection, event_id: int, start: datetime, end: datetime, tenant: str | None) -> dict:
-    query, params = _events(start, end, tenant).eq("event_id", event_id).sql(EVENT_KEY, 1)
+def _event_or_none(
+    conn: psycopg.Connection,
+    event_id: int,
+    start: datetime,
+    end: datetime,
+    tenant: str | None,
+    status: str | None = None,
+) -> dict | None:
+    query, params = _events(start, end, tenant).eq("event_id", event_id).eq("status", status).sql(EVENT_KEY, 1)
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query, params).fetchone()
+        return cur.execute(query, params).fetchone()
+
+
+def _event(conn: psycopg.Connection, event_id: int, start: datetime, end: datetime, tenant: str | None) -> dict:
+    row = _event_or_none(conn, event_id, start, end, tenant)
     if row is None:
         raise HTTPException(404, f"anomaly event {event_id} not found")
     return row
@@ -239,7 +251,10 @@ def anomaly_events(
     sensor_id: OptionalIdentifier = None,
     metric: OptionalIdentifier = None,
     anomaly_type: OptionalIdentifier = None,
-    status: Annotated[Literal["open", "resolved", "all"], Query(description="open = any row open")] = "all",
+    status: Annotated[
+        Literal["open", "resolved", "not_confirmed", "all"],
+        Query(description="open = any row open; not_confirmed = every row flagged live, not found by its hour"),
+    ] = "all",
     min_severity: Annotated[int, Query(ge=1, le=5, description="Events whose highest severity is ≥ N")] = 1,
     start: Annotated[datetime | None, Query(description="Inclusive; default end - 7 days")] = None,
     end: Annotated[datetime | None, Query(description="Exclusive; default now")] = None,
@@ -297,7 +312,13 @@ def anomaly_event(
         "Marks every row of the event (looked for in [start, end), default the last 30 days) resolved with a note "
         "saying what was found or done, and answers the event. Needs a key with the `resolve` scope."
     ),
-    responses={**ERRORS, **BAD_JSON, **FORBIDDEN, **NOT_FOUND},
+    responses={
+        **ERRORS,
+        **BAD_JSON,
+        **FORBIDDEN,
+        **NOT_FOUND,
+        409: {"model": ErrorBody, "description": "The event is not_confirmed: nothing open to resolve"},
+    },
 )
 def resolve_event(
     request: Request,
@@ -327,6 +348,12 @@ def resolve_event(
                 (event_id, start, end, body.note.strip(), by),
             ).fetchone()["n"]
             if not resolved:
+                if _event_or_none(conn, event_id, start, end, tenant, "not_confirmed"):
+                    raise HTTPException(
+                        409,
+                        f"anomaly event {event_id} is not_confirmed: flagged live, then not found when its hour was "
+                        "judged, so nothing is open to resolve",
+                    )
                 raise HTTPException(404, f"anomaly event {event_id} not found")
             event = _event(conn, event_id, start, end, tenant)
     except psycopg.errors.InsufficientPrivilege as exc:

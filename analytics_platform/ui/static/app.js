@@ -737,7 +737,9 @@ function eventList(items, marked, range) {
   );
   const rows = items.map((e) => {
     const cell = h("td", {});
-    const status = h("td", {}, e.status === "open" ? badge("critical", "open") : badge("resolved", "resolved"));
+    // not_confirmed: flagged live, then not found when its hour was judged (closed, nobody resolved it)
+    const shown = { open: ["critical", "open"], not_confirmed: ["not-confirmed", "not confirmed"] }[e.status];
+    const status = h("td", {}, shown ? badge(...shown) : badge("resolved", "resolved"));
     const count = h("td", { class: "num" }, rowCount(e));
     if (e.status === "open") cell.append(resolveButton(e, range, { cell, status, count }));
     return h(
