@@ -248,6 +248,7 @@ EXPECTED = {
         "anomalies_job": ["reading_anomalies"],
         "baseline_training_job": ["energy_baseline_models"],
         "daily_kpis_job": ["daily_machine_kpis"],
+        "window_aggregates_live": ["sensor_window_aggregates"],
     },
     "sensors": {
         "aggregates_automation": (5, "RUNNING", ["sensor_window_aggregates"]),
@@ -303,6 +304,7 @@ VARIANT_SUMMARIES = {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],
             "daily_kpis_job": ["daily_machine_kpis"],
+            "window_aggregates_live": ["sensor_window_aggregates"],
         },
         "sensors": [
             "aggregates_automation",
@@ -337,6 +339,7 @@ VARIANT_SUMMARIES = {
             "drain_device",
             "drain_lab",
             "freshness_checks_sensor",
+            "live_anomalies",
             "raw_rederivations",
         ],
         "schedules": [],
@@ -365,6 +368,7 @@ VARIANT_SUMMARIES = {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],
             "daily_kpis_job": ["daily_machine_kpis"],
+            "window_aggregates_live": ["sensor_window_aggregates"],
             "k8s_backfill_analytics_daily": ["daily_event_rollups"],
             "k8s_backfill_analytics_hourly": [
                 "device_health_events",

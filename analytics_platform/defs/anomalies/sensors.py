@@ -11,6 +11,9 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sensor import SensorContract
+from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.anomalies import AnomalyOptions
 from analytics_platform.results.live_detection import (
@@ -39,22 +42,30 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
     def live_anomalies(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SkipReason:
         lookback = timedelta(seconds=settings.live_detect_lookback_s)
         max_wait = timedelta(seconds=settings.live_detect_max_wait_s)
+        enabled = set(settings.domains_enabled)
+        said = []
+        # only the domains that run: a judge of a disabled domain would read a table nobody fills
         with db.connect() as conn:
-            readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
-            lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
-            sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
-            closed = judge_closed_buckets(
-                conn,
-                options,
-                grace=timedelta(seconds=settings.live_seasonal_grace_s),
-                lookback=lookback,
-                provisional_hours=settings.agg_provisional_hours,
-            )
-        return dg.SkipReason(
-            f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s); "
-            f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s); "
-            f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s); "
-            f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)"
-        )
+            if SensorContract.domain in enabled:
+                readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
+                said.append(f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s)")
+            if LabContract.domain in enabled:
+                lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
+                said.append(f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s)")
+            if SweepContract.domain in enabled:
+                sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
+                said.append(f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s)")
+            if SensorContract.domain in enabled:
+                closed = judge_closed_buckets(
+                    conn,
+                    options,
+                    grace=timedelta(seconds=settings.live_seasonal_grace_s),
+                    lookback=lookback,
+                    provisional_hours=settings.agg_provisional_hours,
+                )
+                said.append(
+                    f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)"
+                )
+        return dg.SkipReason("; ".join(said))
 
     return live_anomalies
