@@ -3,16 +3,21 @@ aggregate in Polars, replace those buckets in one transaction."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from analytics_platform.ingest.store import copy_rows
-from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.results.frames import binary_array, lock_results, sibling
 from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
     READING_SCHEMA,
@@ -24,9 +29,20 @@ from analytics_platform.transforms.window_aggregates import (
     window_aggregates,
 )
 
+# One row per series and hour: the series' times and values as binary arrays (`binary_array`). A day
+# of 10M readings in 100 series comes back as 2,400 rows instead of 10M COPY rows, each of which cost
+# psycopg ~1 us of Python and Polars a CSV parse, and each key string crosses the wire once per series
+# and hour instead of once per reading. Read order does not matter: callers sort (canonical_order).
 READINGS_QUERY = """
-    SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value
-    FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s"""
+    SELECT tenant_id, factory_id, machine_id, sensor_id, metric,
+           array_send(array_agg(time)), array_send(array_agg(value))
+    FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s
+    GROUP BY tenant_id, factory_id, machine_id, sensor_id, metric"""
+# Connections reading a range's hours at once. The read is the server's work (scan, group, arrays),
+# and a statement runs on one core: two connections took a day of 10M readings from 5.3 s to ...
+READERS = 2
+# timestamptz on the wire: microseconds since 2000-01-01 UTC
+POSTGRES_EPOCH_US = 946_684_800_000_000
 
 
 @dataclass
@@ -43,16 +59,56 @@ class AggregateRun:
 # Series keys as Categorical: a day of readings repeats a few hundred key strings millions of
 # times; categories keep the frame (and the group-by) small.
 READ_SCHEMA = {name: (pl.Categorical() if name in SERIES_KEY else dtype) for name, dtype in READING_SCHEMA.items()}
+Series = tuple[tuple[str, ...], np.ndarray, np.ndarray]
 
 
-def read_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
-    """Readings of [start, end), read an hour at a time so the CSV text of a whole day is never
-    in memory at once (it is ~10x the size of the parsed frame)."""
-    parts = [
-        read_frame(conn, READINGS_QUERY, (part_start, part_end), READ_SCHEMA)
-        for part_start, part_end in chunks(start, end, 1)
-    ]
-    return pl.concat(parts) if parts else pl.DataFrame(schema=READ_SCHEMA)
+def read_hours(conn: psycopg.Connection, hours: queue.SimpleQueue) -> list[Series]:
+    """Take hours off `hours` until none is left; each series of each as (key, times, values).
+
+    Parallel plans are off for the read: the 2-core machine measured them slower than one process
+    per connection (PostgreSQL merging partial array_agg states), and the connections are the
+    parallelism here. SET LOCAL in a block rolled back leaves a caller's transaction as it was."""
+    series: list[Series] = []
+    with conn.transaction(force_rollback=True), conn.cursor(binary=True) as cur:
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        while True:
+            try:
+                start, end = hours.get_nowait()
+            except queue.Empty:
+                return series
+            for *key, times, values in cur.execute(READINGS_QUERY, (start, end)):
+                series.append((tuple(key), binary_array(times, ">i8"), binary_array(values, ">f8")))
+
+
+def read_readings(conn: psycopg.Connection, start: datetime, end: datetime, readers: int = READERS) -> pl.DataFrame:
+    """Readings of [start, end) in READ_SCHEMA, read an hour at a time on up to `readers` connections
+    (`conn` and siblings of it) in threads: psycopg waits for the server without the GIL.
+
+    A `conn` inside a transaction reads alone, so that it sees what the transaction wrote."""
+    hours: queue.SimpleQueue = queue.SimpleQueue()
+    for hour in chunks(start, end, 1):
+        hours.put(hour)
+    if readers < 2 or hours.qsize() < 2 or conn.info.transaction_status != TransactionStatus.IDLE:
+        return readings_frame(read_hours(conn, hours))
+    with ExitStack() as stack:
+        conns = [conn, *(stack.enter_context(sibling(conn)) for _ in range(min(readers, hours.qsize()) - 1))]
+        with ThreadPoolExecutor(len(conns)) as pool:
+            parts = list(pool.map(read_hours, conns, [hours] * len(conns)))
+    return readings_frame([series for part in parts for series in part])
+
+
+def readings_frame(series: Sequence[Series]) -> pl.DataFrame:
+    """One READ_SCHEMA frame of `series`: the keys repeated by index, not parsed per reading."""
+    if not series:
+        return pl.DataFrame(schema=READ_SCHEMA)
+    keys = pl.DataFrame([key for key, _, _ in series], schema=list(SERIES_KEY), orient="row")
+    index = pl.Series(np.repeat(np.arange(len(series), dtype=np.uint32), [len(times) for _, times, _ in series]))
+    times = np.concatenate([times for _, times, _ in series]) + POSTGRES_EPOCH_US
+    values = np.concatenate([values for _, _, values in series])
+    frame = keys.select(pl.col(name).cast(pl.Categorical()).gather(index) for name in SERIES_KEY)
+    return frame.with_columns(time=pl.Series(times).cast(READ_SCHEMA["time"]), value=pl.Series(values)).select(
+        READ_SCHEMA.keys()
+    )
 
 
 MARK_MATERIALISED = """
@@ -118,7 +174,8 @@ def replace_aggregates(
                 (window_s, floor_to(start, window_s), ceil_to(end, window_s)),
             )
             deleted += cur.rowcount
-        copy_rows(cur, "analytics_agg", aggregates, AGG_COLUMNS)
+        # in primary-key order: the three indexes take sorted keys ~2x faster than the group-by's order
+        copy_rows(cur, "analytics_agg", aggregates.sort(*SERIES_KEY, "window_s", "bucket_start"), AGG_COLUMNS)
         first, last = ceil_to(start, 3600), floor_to(end, 3600) - timedelta(hours=1)
         if as_of is not None and first <= last:
             cur.execute(MARK_MATERIALISED, {"as_of": as_of, "first": first, "last": last})
