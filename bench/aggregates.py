@@ -6,9 +6,12 @@ Prints, from one run on one database:
                              and /v1/agg's provisional buckets: order-independent float sums)
   * polars (group_by_dynamic) the same aggregates with Polars' group_by_dynamic (the alternative)
   * postgres date_bin        PostgreSQL's own GROUP BY date_bin(...) over the same rows, same aggregates
+  * read: csv / arrays       the asset's read of the day: the previous way (COPY ... CSV an hour at
+                             a time into Polars) against the shipped one (a row per series and hour
+                             with binary arrays, `read_readings`) on one and on two connections
   * re-materialise day       the Dagster asset over the day's 24 hourly partitions in one run
                              (read -> transform -> replace, one transaction), in a child process
-                             whose peak RSS is reported
+                             whose peak RSS and read / transform / write seconds are reported
 
 Usage: python bench/aggregates.py [--readings 10000000] [--series 100] [--repeat 3]
 Starts its own embedded PostgreSQL under .run/bench/ (or uses TEST_DATABASE_URL). Nothing here
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -38,6 +42,8 @@ from analytics_platform.devstack.postgres import EmbeddedPostgres  # noqa: E402
 from analytics_platform.devstack.processes import free_port  # noqa: E402
 from analytics_platform.ingest.store import copy_rows  # noqa: E402
 from analytics_platform.migrations import apply_migrations  # noqa: E402
+from analytics_platform.results.aggregates import READ_SCHEMA, chunks, read_readings  # noqa: E402
+from analytics_platform.results.frames import read_frame  # noqa: E402
 from analytics_platform.transforms.window_aggregates import (  # noqa: E402
     SERIES_KEY,
     canonical_order,
@@ -122,6 +128,17 @@ GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 
+CSV_READ_QUERY = """
+SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value
+FROM analytics.raw_sensor_readings WHERE time >= %s AND time < %s
+"""
+
+
+def csv_read(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """The asset's read before issue 23: COPY ... CSV an hour at a time into Polars (the baseline)."""
+    return pl.concat([read_frame(conn, CSV_READ_QUERY, hour, READ_SCHEMA) for hour in chunks(start, end, 1)])
+
+
 def timed(fn) -> tuple[float, object]:
     began = time.perf_counter()
     result = fn()
@@ -148,10 +165,16 @@ def rematerialise_child(url: str) -> None:
                 "dagster/asset_partition_range_end": DAY.strftime("%Y-%m-%d-23:00"),
             },
         )
-    elapsed = time.perf_counter() - began
-    metadata = {
-        k: v.value for k, v in result.asset_materializations_for_node("sensor_window_aggregates")[0].metadata.items()
-    }
+        elapsed = time.perf_counter() - began
+        metadata = {
+            k: v.value
+            for k, v in result.asset_materializations_for_node("sensor_window_aggregates")[0].metadata.items()
+        }
+        # the asset logs each chunk's "(read 1.23s, transform 1.23s, write 1.23s)"
+        phases = {"read": 0.0, "transform": 0.0, "write": 0.0}
+        for entry in instance.all_logs(result.run_id):
+            for phase, seconds in re.findall(r"(read|transform|write) ([0-9.]+)s", entry.user_message or ""):
+                phases[phase] += float(seconds)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of this (large)
     # benchmark process would report its parent's peak
     status = Path("/proc/self/status").read_text().splitlines()
@@ -159,7 +182,13 @@ def rematerialise_child(url: str) -> None:
     peak_mib = (hwm_kib or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(
         json.dumps(
-            {"seconds": elapsed, "peak_rss_mib": peak_mib, "rows": metadata["rows"], "readings": metadata["readings"]}
+            {
+                "seconds": elapsed,
+                "peak_rss_mib": peak_mib,
+                "rows": metadata["rows"],
+                "readings": metadata["readings"],
+                **phases,
+            }
         )
     )
 
@@ -203,8 +232,10 @@ def main() -> int:
         data = frame.select("time", *SERIES_KEY, "value")
 
         polars_s, ordered_s, dynamic_s, postgres_s = [], [], [], []
+        reads: dict[str, list[float]] = {"csv": [], "arrays_1": [], "arrays_2": []}
         rows = {}
-        for attempt in range(args.repeat):  # interleaved, so machine noise hits all three alike
+        day = (DAY, DAY + timedelta(days=1))
+        for attempt in range(args.repeat):  # interleaved, so machine noise hits all alike
             seconds, out = timed(lambda: window_aggregates(data.lazy(), WINDOWS).collect())
             polars_s.append(seconds)
             rows["polars"] = out.height
@@ -221,10 +252,22 @@ def main() -> int:
                     count += len(cursor.fetchall())
                 postgres_s.append(time.perf_counter() - began)
                 rows["postgres"] = count
+            with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
+                for name, read in (
+                    ("csv", lambda: csv_read(conn, *day)),
+                    ("arrays_1", lambda: read_readings(conn, *day, readers=1)),
+                    ("arrays_2", lambda: read_readings(conn, *day, readers=2)),
+                ):
+                    seconds, out = timed(read)
+                    reads[name].append(seconds)
+                    rows[f"read_{name}"] = out.height
+                    del out
             print(
                 f"  round {attempt + 1}: polars {polars_s[-1]:.2f}s  +canonical_order {ordered_s[-1]:.2f}s  "
                 f"group_by_dynamic {dynamic_s[-1]:.2f}s  "
-                f"postgres {postgres_s[-1]:.2f}s",
+                f"postgres {postgres_s[-1]:.2f}s  "
+                f"read: csv {reads['csv'][-1]:.2f}s  arrays {reads['arrays_1'][-1]:.2f}s, "
+                f"on two connections {reads['arrays_2'][-1]:.2f}s",
                 flush=True,
             )
         child = subprocess.run([sys.executable, __file__, "--child", url], check=True, capture_output=True, text=True)
@@ -235,6 +278,7 @@ def main() -> int:
             "ordered": min(ordered_s),
             "dynamic": min(dynamic_s),
             "postgres": min(postgres_s),
+            **{f"read_{name}": min(seconds) for name, seconds in reads.items()},
         }
         print(f"\n{args.readings:,} readings, windows {WINDOWS}, {rows['polars']:,} buckets (best of {args.repeat})")
         print(f"polars (int bucket)        {best['polars']:>8.2f} s")
@@ -245,11 +289,16 @@ def main() -> int:
         print(
             f"postgres date_bin GROUP BY {best['postgres']:>8.2f} s   ({best['postgres'] / best['polars']:.1f}x polars)"
         )
+        print(f"read the day: csv          {best['read_csv']:>8.2f} s   (COPY ... CSV an hour at a time, before)")
+        print(f"  arrays, one connection   {best['read_arrays_1']:>8.2f} s")
+        print(f"  arrays, two connections  {best['read_arrays_2']:>8.2f} s   (read_readings, shipped)")
         print(
             f"re-materialise the day     {remat['seconds']:>8.2f} s   (Dagster, 24 partitions in one run; "
-            f"peak RSS {remat['peak_rss_mib']:,.0f} MiB; {remat['readings']:,} readings -> {remat['rows']:,} rows)"
+            f"peak RSS {remat['peak_rss_mib']:,.0f} MiB; {remat['readings']:,} readings -> {remat['rows']:,} rows; "
+            f"read {remat['read']:.2f} s, transform {remat['transform']:.2f} s, write {remat['write']:.2f} s)"
         )
         assert rows["polars"] == rows["postgres"] == rows["dynamic"], rows  # same buckets, or the race is unfair
+        assert rows["read_csv"] == rows["read_arrays_1"] == rows["read_arrays_2"] == args.readings, rows
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
@@ -261,8 +310,10 @@ def main() -> int:
             "polars_canonical_order_s": [round(s, 3) for s in ordered_s],
             "group_by_dynamic_s": [round(s, 3) for s in dynamic_s],
             "postgres_s": [round(s, 3) for s in postgres_s],
+            **{f"read_{name}_s": [round(s, 3) for s in seconds] for name, seconds in reads.items()},
             "rematerialise_day_s": round(remat["seconds"], 2),
             "rematerialise_peak_rss_mib": round(remat["peak_rss_mib"]),
+            **{f"rematerialise_{phase}_s": round(remat[phase], 2) for phase in ("read", "transform", "write")},
             "load_rows_s": round(frame.height / load_s),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
