@@ -27,7 +27,7 @@ import importlib.metadata
 import json
 import pickle
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -893,7 +893,7 @@ def detect_anomalies(
     *,
     start: datetime | None = None,
     profiles: Sequence[se.Profile] | None = None,
-    models: Sequence[FittedForest] = (),
+    models: Sequence[FittedForest] | Callable[[set[tuple]], Sequence[FittedForest]] = (),
     counters: pl.DataFrame | None = None,
     running: pl.DataFrame | None = None,
     options: se.SeasonalOptions = se.SeasonalOptions(),
@@ -906,6 +906,9 @@ def detect_anomalies(
     The forest only speaks where a statistic already flagged the same sample, and at most as a
     warning: on the labelled harness it found nothing the statistics missed while adding false
     alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page.
+
+    `models` may be a function of the flagged series' keys returning their forests: the caller then
+    unpickles only the forests a statistic gave work to (most series have none in an hour).
 
     Without `start`, the hour of the earliest reading; without `profiles`, they are learned from
     `history` up to `start` (running samples only), as a new deployment's first hour would be."""
@@ -927,7 +930,7 @@ def detect_anomalies(
     flagged = only.select(SERIES_KEY).unique()
     keys = set(flagged.rows())
     forest = isolation_forest_anomalies(
-        [m for m in models if m.key in keys],
+        models(keys) if callable(models) else [m for m in models if m.key in keys],
         _strings(readings, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
         excluded,
         history=_strings(history, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
