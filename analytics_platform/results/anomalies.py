@@ -247,21 +247,33 @@ def load_profiles(
 
 
 def _profile_history(
-    conn: psycopg.Connection, trained_to: datetime, keys: set[tuple], options: AnomalyOptions
+    conn: psycopg.Connection,
+    trained_to: datetime,
+    keys: set[tuple],
+    options: AnomalyOptions,
+    run: _RunAggregates | None = None,
 ) -> pl.DataFrame:
     """The running samples a profile learns from: `history_days` of `bucket_s` aggregates before
-    `trained_to`, without the machine's non-running periods and their settling time."""
+    `trained_to`, without the machine's non-running periods and their settling time.
+
+    The part a run's aggregates (`run`) already hold is taken from them, not read again (the day's
+    first hour learns from the very day the run read as its context). The profile is the same: its
+    series' rows are the same (judged metrics, bucket-aligned split), and learning sorts them."""
     seasonal = options.seasonal
     since = trained_to - timedelta(days=seasonal.history_days)
     machines = sorted({k[:3] for k in keys})
+    aligned = run is not None and int(run.since.timestamp()) % seasonal.bucket_s == 0
+    reuse = run is not None and aligned and since < run.since <= trained_to <= run.until
     history = _aggregates(
         conn,
         seasonal.bucket_s,
         since,
-        trained_to,
+        run.since if run is not None and reuse else trained_to,
         "(tenant_id, factory_id, machine_id) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
         [[m[0] for m in machines], [m[1] for m in machines], [m[2] for m in machines]],
     )
+    if run is not None and reuse:
+        history = pl.concat([history, _window(conn, run, seasonal.bucket_s, run.since, trained_to)])
     wanted = pl.DataFrame(sorted(keys), schema=list(SERIES), orient="row")
     history = history.join(wanted, on=list(SERIES), how="semi")
     intervals = _states(conn, since, trained_to, options.state_lookback)
@@ -318,9 +330,11 @@ def profiles_for_hour(
     keys: set[tuple],
     options: AnomalyOptions,
     cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
+    run: _RunAggregates | None = None,
 ) -> tuple[dict[tuple, se.Profile], int]:
     """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
-    from `cache`, else stored, else learned now and stored. Returns them and how many were learned."""
+    from `cache`, else stored, else learned now (from `run`'s aggregates where they reach) and
+    stored. Returns them and how many were learned."""
     cache = {} if cache is None else cache
     learned = 0
 
@@ -330,7 +344,7 @@ def profiles_for_hour(
         if missing := wanted - set(found):
             found.update(load_profiles(conn, trained_to, missing, options))
         if missing := wanted - set(found):
-            history = _profile_history(conn, trained_to, missing, options)
+            history = _profile_history(conn, trained_to, missing, options, run)
             fitted = se.fit_profiles(history, trained_to, options.seasonal, series=sorted(missing))
             store_profiles(conn, fitted, options)
             learned += len(fitted)
@@ -545,7 +559,9 @@ def _recompute_hour(
     if need:
         training = _window(conn, run, options.bucket_s, train_from, trained_to)
         missing = training.filter(pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in need]))
-    fitted = an.fit_isolation_forests(
+    # the forests are fitted by two workers while this process learns the profiles and judges the
+    # hour's statistics: they are wanted only for the samples a statistic flagged (`forests`)
+    pending = an.start_isolation_forests(
         missing,
         excluded,
         bucket_s=options.bucket_s,
@@ -554,29 +570,43 @@ def _recompute_hour(
         trained_to=trained_to,
         workers=options.fit_workers,
     )
-    new_versions = store_models(conn, fitted, options) if fitted else {}
-    cache.update({m.key: (new_versions[m.key], m) for m in fitted})
-    usable = {k: v for k, v in {**versions, **new_versions}.items() if k in wanted}
+    fitted: list[an.FittedForest] = []
+    usable = {k: v for k, v in versions.items() if k in wanted}
+
+    def store_fitted() -> None:
+        """Wait for the forests (once), store them and make them usable."""
+        nonlocal pending
+        if pending is None:
+            return
+        finish, pending = pending, None
+        fitted.extend(finish())
+        new_versions = store_models(conn, fitted, options) if fitted else {}
+        cache.update({m.key: (new_versions[m.key], m) for m in fitted})
+        usable.update({k: v for k, v in new_versions.items() if k in wanted})
 
     def forests(keys: set[tuple]) -> list[an.FittedForest]:
         """The usable forests of `keys`, unpickled on first use and kept in `cache`."""
+        store_fitted()
         keys = keys & set(usable)
         cache.update(load_models(conn, trained_to, options, {k for k in keys if cache.get(k, (None,))[0] != usable[k]}))
         return [cache[k][1] for k in sorted(keys) if k in cache]
 
-    profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache)
-    found = an.detect_anomalies(
-        readings,
-        history,
-        excluded,
-        start=start,
-        profiles=list(profiles.values()),
-        models=forests,
-        counters=_counters(conn, start, end),
-        running=running,
-        options=options.seasonal,
-        min_stop_minutes=options.stoppage_minutes,
-    )
+    try:
+        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run)
+        found = an.detect_anomalies(
+            readings,
+            history,
+            excluded,
+            start=start,
+            profiles=list(profiles.values()),
+            models=forests,
+            counters=_counters(conn, start, end),
+            running=running,
+            options=options.seasonal,
+            min_stop_minutes=options.stoppage_minutes,
+        )
+    finally:
+        store_fitted()
     catalog, spec_limits = read_limits(conn)
     limited = an.limit_anomalies(readings, catalog, spec_limits, bucket_s=options.bucket_s)
     deviations = baselines.compute_deviations(conn, start, end, period="hour")

@@ -682,6 +682,34 @@ def fit_isolation_forests(
     workers: int = 1,
     parallel_from: int = PARALLEL_FROM,
 ) -> list[FittedForest]:
+    """`start_isolation_forests`, waited for."""
+    return start_isolation_forests(
+        history,
+        excluded,
+        bucket_s=bucket_s,
+        contamination=contamination,
+        n_estimators=n_estimators,
+        min_buckets=min_buckets,
+        random_state=random_state,
+        trained_to=trained_to,
+        workers=workers,
+        parallel_from=parallel_from,
+    )()
+
+
+def start_isolation_forests(
+    history: pl.DataFrame,
+    excluded: pl.DataFrame | None = None,
+    *,
+    bucket_s: int = 60,
+    contamination: float = 0.01,
+    n_estimators: int = 100,
+    min_buckets: int = 120,
+    random_state: int = 0,
+    trained_to: datetime | None = None,
+    workers: int = 1,
+    parallel_from: int = PARALLEL_FROM,
+) -> Callable[[], list[FittedForest]]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
     end; the asset passes the window's end, which is how it finds the model again).
@@ -690,12 +718,16 @@ def fit_isolation_forests(
     joblib's start-up to pay); with `workers` > 1 and at least `parallel_from` series, the series are
     shared out over that many processes instead (forked from a server that preloads this module).
     Every forest gets the same `random_state` and its own
-    rows only, so the forests are the same whatever the number of workers or the order they finish in."""
+    rows only, so the forests are the same whatever the number of workers or the order they finish in.
+
+    Returns a function that waits for the forests and returns them (call it exactly once, also when
+    what the caller does meanwhile fails: it shuts the workers down): the caller works on while two
+    workers fit, which in the day's first hour is most of the hour."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
     if buckets.is_empty():
-        return []
+        return list
     features = bucket_features(buckets)
     stats = {tuple(row[:5]): row[5:] for row in pooled_stats(buckets).iter_rows()}
     series = []
@@ -717,10 +749,32 @@ def fit_isolation_forests(
         # module again (seconds, with Dagster or a bench behind it), and a plain fork of this
         # process would copy Polars' thread pool mid-flight
         count = min(workers, len(series))
-        with ProcessPoolExecutor(max_workers=count, mp_context=_fit_context()) as pool:
-            models = list(pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count))))
-    else:
-        models = [_fit_forest(m, params) for m in matrices]
+        pool = ProcessPoolExecutor(max_workers=count, mp_context=_fit_context())
+        try:
+            pending = pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count)))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+        def finish() -> list[FittedForest]:
+            with pool:
+                return _fitted(series, list(pending), stats, bucket_s, contamination, trained_to)
+
+        return finish
+    models = [_fit_forest(m, params) for m in matrices]
+    fitted = _fitted(series, models, stats, bucket_s, contamination, trained_to)
+    return lambda: fitted
+
+
+def _fitted(
+    series: list[tuple[tuple, pl.DataFrame, np.ndarray]],
+    models: list[IsolationForest],
+    stats: dict[tuple, tuple],
+    bucket_s: int,
+    contamination: float,
+    trained_to: datetime | None,
+) -> list[FittedForest]:
+    """Each series' FittedForest: its forest with the statistics of its training buckets."""
     fitted = []
     for (key, group, matrix), model in zip(series, models, strict=True):
         n_readings, reading_mean, reading_std = stats[key]
