@@ -24,7 +24,7 @@ running, planned stops 06:00-06:15 and 12:00-12:30 UTC, one 5-20 min fault a day
 a 10 min idle spell on every tenth machine. Spikes (~6 sigma) on a quarter of the machines and a
 20 min jam (running, counter flat) on four, so every detector has something to find.
 
-Each step also reports its CPU time (user + system, with the forest workers it waited for; not
+Each step also reports its CPU time (user + system of the step's process, not the forest workers' nor
 PostgreSQL's): on a shared machine it moves much less than the wall time.
 
 Usage: python bench/kpi_ml.py [--factories 5] [--machines 20] [--keep] [--profile DIR]
@@ -296,9 +296,9 @@ def _status_kib(field: str) -> int:
 
 
 def _cpu_s() -> float:
-    """User + system CPU seconds of this process and the children it waited for (the forest fitting
-    workers): on a machine shared with other work, wall time carries their load, CPU time much less
-    (PostgreSQL's own share is not in it)."""
+    """User + system CPU seconds of this process (and of children it waited for: not the forest
+    workers, which are the forkserver's): on a machine shared with other work, wall time carries
+    their load, CPU time much less. PostgreSQL's share is not in it either."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
