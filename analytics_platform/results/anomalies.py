@@ -98,6 +98,39 @@ def _states(conn: psycopg.Connection, start: datetime, end: datetime, lookback: 
     return mk.state_intervals(*read_run_states(conn, start, end, lookback), start, end)
 
 
+@dataclass(frozen=True)
+class _RunStates:
+    """The run-state messages a run of hours reads once (`read_run_states` over [since, until)):
+    each hour's intervals are built from them (`_intervals`) instead of two queries per hour."""
+
+    states: pl.DataFrame
+    prior: pl.DataFrame
+    since: datetime
+    until: datetime
+    lookback: timedelta
+
+
+def _run_states(conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta) -> _RunStates:
+    return _RunStates(*read_run_states(conn, since, until, lookback), since, until, lookback)
+
+
+def _intervals(conn: psycopg.Connection, run: _RunStates, start: datetime, end: datetime) -> pl.DataFrame:
+    """`_states(conn, start, end, run.lookback)`, from the run's messages when they cover [start, end):
+    the messages in it, and as each machine's state before `start` its last message before it
+    within the lookback (the pick of `read_run_states`' DISTINCT ON: latest time, then least state).
+    The intervals sort what they are built from, so they are the same as from the two queries."""
+    if not run.since <= start <= end <= run.until:
+        return _states(conn, start, end, run.lookback)
+    time = pl.col("time")
+    prior = (
+        pl.concat([run.prior, run.states.filter(time < start)])
+        .filter(time >= start - run.lookback)
+        .sort(*MACHINE, "time", "run_state", descending=[False, False, False, True, False])
+        .unique(list(MACHINE), keep="first", maintain_order=True)
+    )
+    return mk.state_intervals(run.states.filter((time >= start) & (time < end)), prior, start, end)
+
+
 def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
     rows = read_frame(
         conn,
@@ -498,7 +531,30 @@ def recompute_anomalies(
     hours = list(chunks(start, end, 1))
     context = timedelta(hours=options.training_hours)
     run = _run_aggregates(conn, options, start - context, hours[-1][0] if hours else start)
-    parts = [_recompute_hour(conn, a, b, options, run, cache, profile_cache) for a, b in hours]
+    # every hour's states come from one read: back to the first hour's training window, which any
+    # later hour's reads start after
+    first_trained = se.training_end(start, timedelta(hours=options.refit_hours))
+    states = _run_states(conn, min(first_trained, start) - context, end, options.state_lookback)
+    # the hourly baseline deviations are row by row (machine-hour): computed and replaced once for
+    # the run, each hour takes its own rows for its anomalies (none: a frame of strings, no times)
+    deviations = baselines.compute_deviations(conn, start, end, period="hour")
+    baselines.replace_deviations(conn, deviations, start, end, "hour")
+    parts = [
+        _recompute_hour(
+            conn,
+            a,
+            b,
+            options,
+            run,
+            states,
+            cache,
+            profile_cache,
+            deviations.filter((pl.col("period_start") >= a) & (pl.col("period_start") < b))
+            if deviations.height
+            else deviations,
+        )
+        for a, b in hours
+    ]
     methods: dict[str, int] = {}
     for part in parts:
         for method, count in part.by_method.items():
@@ -522,10 +578,13 @@ def _recompute_hour(
     end: datetime,
     options: AnomalyOptions,
     run: _RunAggregates,
+    states: _RunStates,
     cache: dict[tuple, tuple[int, an.FittedForest]],
     profile_cache: dict[tuple[datetime, tuple], se.Profile],
+    deviations: pl.DataFrame,
 ) -> AnomalyRun:
-    """Judge the hour [start, end) and replace its anomalies and hourly baseline deviations."""
+    """Judge the hour [start, end) and replace its anomalies (`deviations`: its hourly baseline
+    deviations, already stored by the run)."""
     where, params = run.where, run.params
     readings = read_frame(
         conn,
@@ -548,7 +607,7 @@ def _recompute_hour(
     need = wanted - set(versions)
     history = _window(conn, run, options.bucket_s, context_from, start)
     read_from = min(train_from, context_from) if need else context_from
-    intervals = _states(conn, read_from, end, options.state_lookback)
+    intervals = _intervals(conn, states, read_from, end)
     excluded = intervals.filter(pl.col("state").is_in(NOT_RUNNING))
     running = intervals.filter(
         (pl.col("state") == "running") & (pl.col("end") > start) & (pl.col("start") < end)
@@ -609,8 +668,6 @@ def _recompute_hour(
         store_fitted()
     catalog, spec_limits = read_limits(conn)
     limited = an.limit_anomalies(readings, catalog, spec_limits, bucket_s=options.bucket_s)
-    deviations = baselines.compute_deviations(conn, start, end, period="hour")
-    baselines.replace_deviations(conn, deviations, start, end, "hour")
     model_version = pl.DataFrame(
         [(*k, v) for k, v in usable.items()],
         schema={**{c: pl.String() for c in SERIES}, "model_version": pl.Int32()},
