@@ -24,7 +24,11 @@ running, planned stops 06:00-06:15 and 12:00-12:30 UTC, one 5-20 min fault a day
 a 10 min idle spell on every tenth machine. Spikes (~6 sigma) on a quarter of the machines and a
 20 min jam (running, counter flat) on four, so every detector has something to find.
 
+Each step also reports its CPU time (user + system of the step's process, not the forest workers' nor
+PostgreSQL's): on a shared machine it moves much less than the wall time.
+
 Usage: python bench/kpi_ml.py [--factories 5] [--machines 20] [--keep] [--profile DIR]
+(`--factories 2 --machines 10` is the development size: 20 machines, 100 judged series)
 Uses TEST_DATABASE_URL (an admin URL; the bench creates and drops its own database bench_kpi_ml),
 else starts an embedded PostgreSQL under .run/bench/. Nothing here asserts a time.
 """
@@ -35,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -290,6 +295,14 @@ def _status_kib(field: str) -> int:
     return 0
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (and of children it waited for: not the forest
+    workers, which are the forkserver's): on a machine shared with other work, wall time carries
+    their load, CPU time much less. PostgreSQL's share is not in it either."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_step(name: str, url: str, profile: Path | None = None) -> dict:
     """One step in this (spawned) process; wall time, rows, VmHWM (not ru_maxrss: Linux carries
     ru_maxrss over fork + exec from the large parent) and the RSS before the work started. With
@@ -309,6 +322,7 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
 
     day_end = DAY + timedelta(days=1)
     out: dict = {"step": name, "base_rss_mib": _status_kib("VmRSS") / 1024}
+    cpu_before = _cpu_s()
     with psycopg.connect(url, autocommit=True, options=utc_options(url)) as conn:
         began = time.perf_counter()
         if name == "raw_read":
@@ -362,6 +376,7 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
         else:
             raise ValueError(name)
         out["seconds"] = time.perf_counter() - began
+    out["cpu_s"] = _cpu_s() - cpu_before
     out["peak_rss_mib"] = _status_kib("VmHWM") / 1024
     return out
 
@@ -467,8 +482,8 @@ def main() -> int:
             result = in_child(name, url, args.profile)
             results[name] = result
             print(
-                f"{label:<34} {result['seconds']:>8.2f} s  rows in {result['rows_in']:>10,}  out "
-                f"{result['rows_out']:>8,}  peak {result['peak_rss_mib']:>6,.0f} MiB "
+                f"{label:<34} {result['seconds']:>8.2f} s (CPU {result['cpu_s']:>6.1f} s)  rows in "
+                f"{result['rows_in']:>10,}  out {result['rows_out']:>8,}  peak {result['peak_rss_mib']:>6,.0f} MiB "
                 f"(after imports {result['base_rss_mib']:,.0f})",
                 flush=True,
             )

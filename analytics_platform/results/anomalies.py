@@ -98,6 +98,39 @@ def _states(conn: psycopg.Connection, start: datetime, end: datetime, lookback: 
     return mk.state_intervals(*read_run_states(conn, start, end, lookback), start, end)
 
 
+@dataclass(frozen=True)
+class _RunStates:
+    """The run-state messages a run of hours reads once (`read_run_states` over [since, until)):
+    each hour's intervals are built from them (`_intervals`) instead of two queries per hour."""
+
+    states: pl.DataFrame
+    prior: pl.DataFrame
+    since: datetime
+    until: datetime
+    lookback: timedelta
+
+
+def _run_states(conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta) -> _RunStates:
+    return _RunStates(*read_run_states(conn, since, until, lookback), since, until, lookback)
+
+
+def _intervals(conn: psycopg.Connection, run: _RunStates, start: datetime, end: datetime) -> pl.DataFrame:
+    """`_states(conn, start, end, run.lookback)`, from the run's messages when they cover [start, end):
+    the messages in it, and as each machine's state before `start` its last message before it
+    within the lookback (the pick of `read_run_states`' DISTINCT ON: latest time, then least state).
+    The intervals sort what they are built from, so they are the same as from the two queries."""
+    if not run.since <= start <= end <= run.until:
+        return _states(conn, start, end, run.lookback)
+    time = pl.col("time")
+    prior = (
+        pl.concat([run.prior, run.states.filter(time < start)])
+        .filter(time >= start - run.lookback)
+        .sort(*MACHINE, "time", "run_state", descending=[False, False, False, True, False])
+        .unique(list(MACHINE), keep="first", maintain_order=True)
+    )
+    return mk.state_intervals(run.states.filter((time >= start) & (time < end)), prior, start, end)
+
+
 def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
     rows = read_frame(
         conn,
@@ -117,38 +150,51 @@ def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.Da
     return counter_increments(rows.sort("time"), prior, MACHINE).select("time", *MACHINE, "increment")
 
 
-def load_models(
-    conn: psycopg.Connection,
-    trained_to: datetime,
-    options: AnomalyOptions,
-    wanted: set[tuple] | None = None,
-    cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
-) -> dict[tuple, tuple[int, an.FittedForest]]:
-    """The forests trained up to exactly `trained_to` (`seasonal.training_end` of the hour, so an
-    hour uses the same forest whether it runs live or in a backfill, in any order), pickled by this
-    scikit-learn (another version's pickle is not trusted), newest version per series.
+_FOREST_ROWS = (
+    "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
+    "tenant_id, factory_id, machine_id, sensor_id, metric, version{} FROM analytics.analytics_anomaly_model "
+    "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to = %s "
+    "AND contamination = %s{} "
+    "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC"
+)
 
-    A run over several hours passes a `cache`: while it holds a usable model for every `wanted`
-    series, nothing is read (unpickling 700 forests costs ~3 s an hour)."""
-    if cache is not None and wanted is not None:
-        usable = {k: v for k, v in cache.items() if v[1].trained_to == trained_to}
-        if wanted <= set(usable):
-            return usable
-    out = {}
+
+def stored_forests(conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions) -> dict[tuple, int]:
+    """The version of each series' forest trained up to exactly `trained_to` (`seasonal.training_end`
+    of the hour, so an hour uses the same forest whether it runs live or in a backfill, in any
+    order), pickled by this scikit-learn (another version's pickle is not trusted), newest version
+    per series. Only the versions: a forest is unpickled when a statistic flagged one of its
+    series' samples (`load_models`), since only those samples can keep a forest row."""
     rows = conn.execute(
-        "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
-        "tenant_id, factory_id, machine_id, sensor_id, metric, version, model FROM analytics.analytics_anomaly_model "
-        "WHERE method = 'isolation_forest' AND model IS NOT NULL AND library = %s AND trained_to = %s "
-        "AND contamination = %s "
-        "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC",
+        _FOREST_ROWS.format("", ""),
         (f"scikit-learn {an.SKLEARN_VERSION}", trained_to, options.contamination),
     ).fetchall()
-    for *key, version, blob in rows:
-        out[tuple(key)] = (version, an.FittedForest.from_bytes(bytes(blob)))
-    if cache is not None:
-        cache.clear()
-        cache.update(out)
-    return out
+    return {tuple(key): version for *key, version in rows}
+
+
+def load_models(
+    conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions, keys: set[tuple]
+) -> dict[tuple, tuple[int, an.FittedForest]]:
+    """The forests of `keys` that `stored_forests` names, unpickled (~2.5 ms and ~230 kB each, and the
+    first one imports scikit-learn, ~2 s): a run loads those its statistics flagged, not every
+    series' (at 100 machines 211 of 500 over a day's hours 2-24, none in a quiet hour)."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    rows = conn.execute(
+        _FOREST_ROWS.format(
+            ", model",
+            " AND (tenant_id, factory_id, machine_id, sensor_id, metric) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]))",
+        ),
+        (
+            f"scikit-learn {an.SKLEARN_VERSION}",
+            trained_to,
+            options.contamination,
+            *([k[i] for k in ordered] for i in range(len(SERIES))),
+        ),
+    ).fetchall()
+    return {tuple(key): (version, an.FittedForest.from_bytes(bytes(blob))) for *key, version, blob in rows}
 
 
 def _next_version(cur: psycopg.Cursor, key: tuple, method: str, trained_to: datetime) -> tuple[int, bool]:
@@ -235,21 +281,33 @@ def load_profiles(
 
 
 def _profile_history(
-    conn: psycopg.Connection, trained_to: datetime, keys: set[tuple], options: AnomalyOptions
+    conn: psycopg.Connection,
+    trained_to: datetime,
+    keys: set[tuple],
+    options: AnomalyOptions,
+    run: _RunAggregates | None = None,
 ) -> pl.DataFrame:
     """The running samples a profile learns from: `history_days` of `bucket_s` aggregates before
-    `trained_to`, without the machine's non-running periods and their settling time."""
+    `trained_to`, without the machine's non-running periods and their settling time.
+
+    The part a run's aggregates (`run`) already hold is taken from them, not read again (the day's
+    first hour learns from the very day the run read as its context). The profile is the same: its
+    series' rows are the same (judged metrics, bucket-aligned split), and learning sorts them."""
     seasonal = options.seasonal
     since = trained_to - timedelta(days=seasonal.history_days)
     machines = sorted({k[:3] for k in keys})
+    aligned = run is not None and int(run.since.timestamp()) % seasonal.bucket_s == 0
+    reuse = run is not None and aligned and since < run.since <= trained_to <= run.until
     history = _aggregates(
         conn,
         seasonal.bucket_s,
         since,
-        trained_to,
+        run.since if run is not None and reuse else trained_to,
         "(tenant_id, factory_id, machine_id) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
         [[m[0] for m in machines], [m[1] for m in machines], [m[2] for m in machines]],
     )
+    if run is not None and reuse:
+        history = pl.concat([history, _window(conn, run, seasonal.bucket_s, run.since, trained_to)])
     wanted = pl.DataFrame(sorted(keys), schema=list(SERIES), orient="row")
     history = history.join(wanted, on=list(SERIES), how="semi")
     intervals = _states(conn, since, trained_to, options.state_lookback)
@@ -306,9 +364,11 @@ def profiles_for_hour(
     keys: set[tuple],
     options: AnomalyOptions,
     cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
+    run: _RunAggregates | None = None,
 ) -> tuple[dict[tuple, se.Profile], int]:
     """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
-    from `cache`, else stored, else learned now and stored. Returns them and how many were learned."""
+    from `cache`, else stored, else learned now (from `run`'s aggregates where they reach) and
+    stored. Returns them and how many were learned."""
     cache = {} if cache is None else cache
     learned = 0
 
@@ -318,7 +378,7 @@ def profiles_for_hour(
         if missing := wanted - set(found):
             found.update(load_profiles(conn, trained_to, missing, options))
         if missing := wanted - set(found):
-            history = _profile_history(conn, trained_to, missing, options)
+            history = _profile_history(conn, trained_to, missing, options, run)
             fitted = se.fit_profiles(history, trained_to, options.seasonal, series=sorted(missing))
             store_profiles(conn, fitted, options)
             learned += len(fitted)
@@ -472,7 +532,30 @@ def recompute_anomalies(
     hours = list(chunks(start, end, 1))
     context = timedelta(hours=options.training_hours)
     run = _run_aggregates(conn, options, start - context, hours[-1][0] if hours else start)
-    parts = [_recompute_hour(conn, a, b, options, run, cache, profile_cache) for a, b in hours]
+    # every hour's states come from one read: back to the first hour's training window, which any
+    # later hour's reads start after
+    first_trained = se.training_end(start, timedelta(hours=options.refit_hours))
+    states = _run_states(conn, min(first_trained, start) - context, end, options.state_lookback)
+    # the hourly baseline deviations are row by row (machine-hour): computed and replaced once for
+    # the run, each hour takes its own rows for its anomalies (none: a frame of strings, no times)
+    deviations = baselines.compute_deviations(conn, start, end, period="hour")
+    baselines.replace_deviations(conn, deviations, start, end, "hour")
+    parts = [
+        _recompute_hour(
+            conn,
+            a,
+            b,
+            options,
+            run,
+            states,
+            cache,
+            profile_cache,
+            deviations.filter((pl.col("period_start") >= a) & (pl.col("period_start") < b))
+            if deviations.height
+            else deviations,
+        )
+        for a, b in hours
+    ]
     methods: dict[str, int] = {}
     for part in parts:
         for method, count in part.by_method.items():
@@ -496,10 +579,13 @@ def _recompute_hour(
     end: datetime,
     options: AnomalyOptions,
     run: _RunAggregates,
+    states: _RunStates,
     cache: dict[tuple, tuple[int, an.FittedForest]],
     profile_cache: dict[tuple[datetime, tuple], se.Profile],
+    deviations: pl.DataFrame,
 ) -> AnomalyRun:
-    """Judge the hour [start, end) and replace its anomalies and hourly baseline deviations."""
+    """Judge the hour [start, end) and replace its anomalies (`deviations`: its hourly baseline
+    deviations, already stored by the run)."""
     where, params = run.where, run.params
     readings = read_frame(
         conn,
@@ -515,11 +601,14 @@ def _recompute_hour(
     train_from = trained_to - timedelta(hours=options.training_hours)
     context_from = start - timedelta(hours=options.training_hours)
     wanted = set(readings.select(SERIES).unique().rows())
-    models = load_models(conn, trained_to, options, wanted, cache)
-    need = wanted - set(models)
+    for key in [k for k, (_, m) in cache.items() if m.trained_to != trained_to]:
+        del cache[key]  # another day's forests: a long backfill must not pile them up
+    cached = {k: v for k, (v, _) in cache.items()}
+    versions = cached if wanted <= set(cached) else stored_forests(conn, trained_to, options)
+    need = wanted - set(versions)
     history = _window(conn, run, options.bucket_s, context_from, start)
     read_from = min(train_from, context_from) if need else context_from
-    intervals = _states(conn, read_from, end, options.state_lookback)
+    intervals = _intervals(conn, states, read_from, end)
     excluded = intervals.filter(pl.col("state").is_in(NOT_RUNNING))
     running = intervals.filter(
         (pl.col("state") == "running") & (pl.col("end") > start) & (pl.col("start") < end)
@@ -530,7 +619,9 @@ def _recompute_hour(
     if need:
         training = _window(conn, run, options.bucket_s, train_from, trained_to)
         missing = training.filter(pl.struct(SERIES).is_in([dict(zip(SERIES, k, strict=True)) for k in need]))
-    fitted = an.fit_isolation_forests(
+    # the forests are fitted by two workers while this process learns the profiles and judges the
+    # hour's statistics: they are wanted only for the samples a statistic flagged (`forests`)
+    pending = an.start_isolation_forests(
         missing,
         excluded,
         bucket_s=options.bucket_s,
@@ -539,29 +630,47 @@ def _recompute_hour(
         trained_to=trained_to,
         workers=options.fit_workers,
     )
-    versions = store_models(conn, fitted, options) if fitted else {}
-    cache.update({m.key: (versions[m.key], m) for m in fitted})
-    usable = {**{k: v for k, v in models.items() if k in wanted}, **{m.key: (versions[m.key], m) for m in fitted}}
+    fitted: list[an.FittedForest] = []
+    usable = {k: v for k, v in versions.items() if k in wanted}
 
-    profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache)
-    found = an.detect_anomalies(
-        readings,
-        history,
-        excluded,
-        start=start,
-        profiles=list(profiles.values()),
-        models=[m for _, m in usable.values()],
-        counters=_counters(conn, start, end),
-        running=running,
-        options=options.seasonal,
-        min_stop_minutes=options.stoppage_minutes,
-    )
+    def store_fitted() -> None:
+        """Wait for the forests (once), store them and make them usable."""
+        nonlocal pending
+        if pending is None:
+            return
+        finish, pending = pending, None
+        fitted.extend(finish())
+        new_versions = store_models(conn, fitted, options) if fitted else {}
+        cache.update({m.key: (new_versions[m.key], m) for m in fitted})
+        usable.update({k: v for k, v in new_versions.items() if k in wanted})
+
+    def forests(keys: set[tuple]) -> list[an.FittedForest]:
+        """The usable forests of `keys`, unpickled on first use and kept in `cache`."""
+        store_fitted()
+        keys = keys & set(usable)
+        cache.update(load_models(conn, trained_to, options, {k for k in keys if cache.get(k, (None,))[0] != usable[k]}))
+        return [cache[k][1] for k in sorted(keys) if k in cache]
+
+    try:
+        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run)
+        found = an.detect_anomalies(
+            readings,
+            history,
+            excluded,
+            start=start,
+            profiles=list(profiles.values()),
+            models=forests,
+            counters=_counters(conn, start, end),
+            running=running,
+            options=options.seasonal,
+            min_stop_minutes=options.stoppage_minutes,
+        )
+    finally:
+        store_fitted()
     catalog, spec_limits = read_limits(conn)
     limited = an.limit_anomalies(readings, catalog, spec_limits, bucket_s=options.bucket_s)
-    deviations = baselines.compute_deviations(conn, start, end, period="hour")
-    baselines.replace_deviations(conn, deviations, start, end, "hour")
     model_version = pl.DataFrame(
-        [(*k, v) for k, (v, _) in usable.items()],
+        [(*k, v) for k, v in usable.items()],
         schema={**{c: pl.String() for c in SERIES}, "model_version": pl.Int32()},
         orient="row",
     )

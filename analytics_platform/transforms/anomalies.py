@@ -27,7 +27,7 @@ import importlib.metadata
 import json
 import pickle
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -286,6 +286,7 @@ FAMILIES = {
 }
 STATISTICAL = tuple(FAMILIES)
 CONTEXT = timedelta(hours=24)  # history before the hour the seasonal statistics read
+RECENT = timedelta(hours=1)  # the context tried first: where a series' tail nearly always starts
 
 
 def settled(excluded: pl.DataFrame | None, settle: timedelta) -> pl.DataFrame | None:
@@ -325,12 +326,31 @@ def seasonal_anomalies(
         return _empty()
     columns = [*SERIES_KEY, *se.SAMPLE_COLUMNS]
     hour = bucket_readings(live, options.bucket_s).select(columns)
+
+    def past(since: datetime, before: pl.DataFrame) -> pl.DataFrame:
+        """The samples of `before` in [since, start), running (what `_history` keeps is row by row,
+        so the time filter may come first: a day of buckets costs more to fence than to judge)."""
+        bucket_start = pl.col("bucket_start").cast(TIME)
+        rows = _history(before.filter((bucket_start < start) & (bucket_start >= since)), fenced, options.bucket_s)
+        return _strings(rows, SERIES_KEY).select(columns).cast(hour.schema)
+
     # the context: a day before the hour (windows look back 16 samples; a day bounds the work
-    # whatever history the caller read, and is the same live and in a backfill)
-    past = _history(history, fenced, options.bucket_s).filter(
-        (pl.col("bucket_start") < start) & (pl.col("bucket_start") >= start - CONTEXT)
-    )
-    samples = pl.concat([_strings(past, SERIES_KEY).select(columns).cast(hour.schema), hour])
+    # whatever history the caller read, and is the same live and in a backfill). Judging needs only
+    # each series' tail of it (`se.context_tail`), which nearly always starts in the last hour: the
+    # series whose tail does start there are judged from that hour, the others from the whole day
+    # (the same rows either way, and a twentieth of the work per hour)
+    recent = past(max(start - RECENT, start - CONTEXT), history)
+    samples = pl.concat([recent, hour])
+    short = se.tail_inside(samples.sort("bucket_start"), start)
+    whole = hour.select(SERIES_KEY).unique().join(short, on=list(SERIES_KEY), how="anti")
+    if not whole.is_empty():
+        samples = pl.concat(
+            [
+                recent.join(short, on=list(SERIES_KEY), how="semi"),
+                past(start - CONTEXT, _strings(history, SERIES_KEY).join(whole, on=list(SERIES_KEY), how="semi")),
+                hour,
+            ]
+        )
     stats = se.judge(samples, profiles, start, options)
     if stats.is_empty():
         return _empty()
@@ -662,6 +682,34 @@ def fit_isolation_forests(
     workers: int = 1,
     parallel_from: int = PARALLEL_FROM,
 ) -> list[FittedForest]:
+    """`start_isolation_forests`, waited for."""
+    return start_isolation_forests(
+        history,
+        excluded,
+        bucket_s=bucket_s,
+        contamination=contamination,
+        n_estimators=n_estimators,
+        min_buckets=min_buckets,
+        random_state=random_state,
+        trained_to=trained_to,
+        workers=workers,
+        parallel_from=parallel_from,
+    )()
+
+
+def start_isolation_forests(
+    history: pl.DataFrame,
+    excluded: pl.DataFrame | None = None,
+    *,
+    bucket_s: int = 60,
+    contamination: float = 0.01,
+    n_estimators: int = 100,
+    min_buckets: int = 120,
+    random_state: int = 0,
+    trained_to: datetime | None = None,
+    workers: int = 1,
+    parallel_from: int = PARALLEL_FROM,
+) -> Callable[[], list[FittedForest]]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
     end; the asset passes the window's end, which is how it finds the model again).
@@ -670,12 +718,16 @@ def fit_isolation_forests(
     joblib's start-up to pay); with `workers` > 1 and at least `parallel_from` series, the series are
     shared out over that many processes instead (forked from a server that preloads this module).
     Every forest gets the same `random_state` and its own
-    rows only, so the forests are the same whatever the number of workers or the order they finish in."""
+    rows only, so the forests are the same whatever the number of workers or the order they finish in.
+
+    Returns a function that waits for the forests and returns them (call it exactly once, also when
+    what the caller does meanwhile fails: it shuts the workers down): the caller works on while two
+    workers fit, which in the day's first hour is most of the hour."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
     if buckets.is_empty():
-        return []
+        return list
     features = bucket_features(buckets)
     stats = {tuple(row[:5]): row[5:] for row in pooled_stats(buckets).iter_rows()}
     series = []
@@ -697,10 +749,32 @@ def fit_isolation_forests(
         # module again (seconds, with Dagster or a bench behind it), and a plain fork of this
         # process would copy Polars' thread pool mid-flight
         count = min(workers, len(series))
-        with ProcessPoolExecutor(max_workers=count, mp_context=_fit_context()) as pool:
-            models = list(pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count))))
-    else:
-        models = [_fit_forest(m, params) for m in matrices]
+        pool = ProcessPoolExecutor(max_workers=count, mp_context=_fit_context())
+        try:
+            pending = pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count)))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+        def finish() -> list[FittedForest]:
+            with pool:
+                return _fitted(series, list(pending), stats, bucket_s, contamination, trained_to)
+
+        return finish
+    models = [_fit_forest(m, params) for m in matrices]
+    fitted = _fitted(series, models, stats, bucket_s, contamination, trained_to)
+    return lambda: fitted
+
+
+def _fitted(
+    series: list[tuple[tuple, pl.DataFrame, np.ndarray]],
+    models: list[IsolationForest],
+    stats: dict[tuple, tuple],
+    bucket_s: int,
+    contamination: float,
+    trained_to: datetime | None,
+) -> list[FittedForest]:
+    """Each series' FittedForest: its forest with the statistics of its training buckets."""
     fitted = []
     for (key, group, matrix), model in zip(series, models, strict=True):
         n_readings, reading_mean, reading_std = stats[key]
@@ -893,7 +967,7 @@ def detect_anomalies(
     *,
     start: datetime | None = None,
     profiles: Sequence[se.Profile] | None = None,
-    models: Sequence[FittedForest] = (),
+    models: Sequence[FittedForest] | Callable[[set[tuple]], Sequence[FittedForest]] = (),
     counters: pl.DataFrame | None = None,
     running: pl.DataFrame | None = None,
     options: se.SeasonalOptions = se.SeasonalOptions(),
@@ -906,6 +980,9 @@ def detect_anomalies(
     The forest only speaks where a statistic already flagged the same sample, and at most as a
     warning: on the labelled harness it found nothing the statistics missed while adding false
     alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page.
+
+    `models` may be a function of the flagged series' keys returning their forests: the caller then
+    unpickles only the forests a statistic gave work to (most series have none in an hour).
 
     Without `start`, the hour of the earliest reading; without `profiles`, they are learned from
     `history` up to `start` (running samples only), as a new deployment's first hour would be."""
@@ -927,10 +1004,14 @@ def detect_anomalies(
     flagged = only.select(SERIES_KEY).unique()
     keys = set(flagged.rows())
     forest = isolation_forest_anomalies(
-        [m for m in models if m.key in keys],
+        models(keys) if callable(models) else [m for m in models if m.key in keys],
         _strings(readings, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
         excluded,
-        history=_strings(history, SERIES_KEY).join(flagged, on=list(SERIES_KEY), how="semi"),
+        # of the history the forest only reads the bucket just before a flagged one (its change,
+        # d_avg), and every flagged bucket starts at or after `start`
+        history=_strings(history.filter(pl.col("bucket_end").cast(TIME) >= start), SERIES_KEY).join(
+            flagged, on=list(SERIES_KEY), how="semi"
+        ),
         only=only,
     )
     if not forest.is_empty():

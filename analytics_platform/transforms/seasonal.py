@@ -343,14 +343,37 @@ def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
     and at which a run of identical readings certainly restarts (its readings differ, or its value
     differs from the row before): from there on segments, windows and runs are what the full context
     gives them. Without such a row the series keeps all its rows."""
+    return samples.filter(~(pl.col("bucket_start") < start) | (pl.int_range(pl.len()).over(SERIES_KEY) >= _cut(start)))
+
+
+def tail_inside(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
+    """The series (SERIES_KEY rows) with at least REACH rows before `start` whose `context_tail` of
+    `samples` starts after their first row. Their tail is the same in any longer context (more rows
+    before these, same rows after): the row it starts at has its predecessor here, and the rows
+    before it cannot start a later tail. So a caller may judge them from a short recent context and
+    read the whole one only for the others.
+
+    The REACH rows are needed because `_cut`'s count of rows before `start` is unsigned: with fewer,
+    its `- REACH` wraps round and every earlier restart qualifies, a cut no longer context repeats."""
+    enough = (pl.col("bucket_start") < start).sum().over(SERIES_KEY).cast(pl.Int64) >= REACH
+    return (
+        samples.select(*SERIES_KEY, _cut=_cut(start), _enough=enough)
+        .filter((pl.col("_cut") > 0) & pl.col("_enough"))
+        .select(SERIES_KEY)
+        .unique()
+    )
+
+
+def _cut(start: datetime) -> pl.Expr:
+    """Per series, the position (in time order) of the row `context_tail` starts the tail at; 0 when
+    no row qualifies (the series keeps all its rows)."""
     before = pl.col("bucket_start") < start
     position = pl.int_range(pl.len()).over(SERIES_KEY)
     restarts = (pl.col("min_v") != pl.col("max_v")) | (
         pl.col("avg_v") != pl.col("avg_v").shift(1).over(SERIES_KEY)
     ).fill_null(True)
     fits = before & restarts & (position <= before.sum().over(SERIES_KEY) - REACH)
-    cut = pl.when(fits).then(position).otherwise(0).max().over(SERIES_KEY)
-    return samples.filter(~before | (position >= cut))
+    return pl.when(fits).then(position).otherwise(0).max().over(SERIES_KEY)
 
 
 def _scaled(frame: pl.DataFrame) -> pl.DataFrame:

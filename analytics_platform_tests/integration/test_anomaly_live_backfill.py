@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from analytics_platform.ingest.store import copy_rows
+from analytics_platform.results import anomalies as anomaly_results
 from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
 from analytics_platform_tests.support.stack import DatabaseHandle
@@ -150,3 +151,39 @@ def test_hours_judged_in_one_call_equal_the_hours_judged_one_by_one(loaded: Data
             assert profiles == sorted(map(repr, live_profiles))
         else:  # the earlier hours learned the young series' profiles of their own hours too
             assert set(sorted(map(repr, live_profiles))) <= set(profiles)
+
+
+def test_each_hours_run_states_from_the_runs_one_read_equal_the_hours_own_queries(database: DatabaseHandle) -> None:
+    """A run reads the run states once and builds every hour's intervals from them: the same as the hour's
+    own two queries, also where the state before the hour is only just inside the lookback, is two
+    messages at one instant (the least state wins, as DISTINCT ON picks), or is too old to count."""
+    lookback = timedelta(hours=6)
+    health = [
+        ("m1", DAY - timedelta(hours=9), "fault"),  # too old for every hour below
+        ("m1", DAY + timedelta(hours=1, minutes=20), "running"),
+        ("m1", DAY + timedelta(hours=3, minutes=5), "idle"),
+        ("m1", DAY + timedelta(hours=3, minutes=5), "fault"),  # a tie: "fault" < "idle"
+        ("m1", DAY + timedelta(hours=6), "running"),
+        ("m2", DAY - timedelta(hours=1), "planned_stop"),  # before the run: its prior state
+        ("m2", DAY + timedelta(hours=2, minutes=30), "running"),
+        ("m2", DAY + timedelta(hours=2, minutes=40), "running"),  # a heartbeat, not a change
+        ("m3", DAY - timedelta(hours=2, minutes=30), "maintenance"),  # within the lookback of hours 0-3 only
+    ]
+    with database.connect() as conn:
+        conn.cursor().executemany(
+            """INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, run_state,
+                   schema_version, dedup_key, topic, kafka_partition, kafka_offset)
+               VALUES (%s, 't1', 'f1', %s, %s, 1, %s, 'device.health', 0, 0)""",
+            [(ts, m, s, f"{m}-{ts.isoformat()}-{s}") for m, ts, s in health],
+        )
+    with database.connect(database.pipeline_url) as conn:
+        run = anomaly_results._run_states(conn, DAY, DAY + timedelta(hours=8), lookback)
+        for hour in range(8):
+            start = DAY + timedelta(hours=hour)
+            for read_from in (start, start - timedelta(minutes=30)):
+                if read_from < DAY:
+                    continue
+                own = anomaly_results._states(conn, read_from, start + timedelta(hours=1), lookback)
+                assert anomaly_results._intervals(conn, run, read_from, start + timedelta(hours=1)).equals(own)
+        at_four = anomaly_results._intervals(conn, run, DAY + timedelta(hours=4), DAY + timedelta(hours=5))
+    assert at_four.sort("machine_id").select("machine_id", "state").rows() == [("m1", "fault"), ("m2", "running")]

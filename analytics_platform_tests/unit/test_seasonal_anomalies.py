@@ -255,6 +255,29 @@ def test_an_hour_judged_with_its_tail_equals_the_hour_judged_with_its_whole_cont
     assert alone.equals(whole)
 
 
+def test_a_tail_inside_the_last_hour_is_the_tail_of_the_whole_day() -> None:
+    """A varying series' tail starts inside the last hour before the judged one: tail_inside names it,
+    and judging it from that hour gives the bits the day gives. A series stuck for the whole hour
+    (its run began before it) and a sparse one (12 samples an hour: fewer than REACH, where the
+    count's `- REACH` wraps round) are not named: the caller judges them from the whole day."""
+    hour = MONDAY + timedelta(days=15, hours=10)
+    rng = np.random.default_rng(7)
+    varying = readings(hour - timedelta(hours=3), 60, 9.5 + rng.normal(0.0, 0.4, 200))
+    stuck_values = 9.5 + rng.normal(0.0, 0.4, 200)
+    stuck_values[100:] = 9.7  # from 08:40: the whole last hour and into the judged one
+    stuck = readings(hour - timedelta(hours=3), 60, stuck_values, series=(*SERIES[:3], "s2", "temp"))
+    sparse = readings(
+        hour - timedelta(hours=3), 300, 9.5 + rng.normal(0.0, 0.4, 40), series=(*SERIES[:3], "s3", "temp")
+    )
+    samples = se.samples_of(aggregates(pl.concat([varying, stuck, sparse])), 60)
+    recent = samples.filter(pl.col("bucket_start") >= hour - timedelta(hours=1))
+    assert se.tail_inside(recent, hour)["sensor_id"].to_list() == ["s1"]
+    profile = hand_profile()
+    whole = se.judge(samples.filter(pl.col("sensor_id") == "s1"), [profile], hour)
+    short = se.judge(recent.filter(pl.col("sensor_id") == "s1"), [profile], hour)
+    assert whole.height == 20 and short.equals(whole)
+
+
 # ----- the defects of issue 20, reproduced ----------------------------------------------------------
 
 
