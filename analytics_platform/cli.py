@@ -177,11 +177,17 @@ def _drain(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    service = DrainService(settings, stop)
+    # the Dagster layer, only here: the service runs the current hour's window aggregates and the
+    # live judges (defs/aggregates/live.py, defs/anomalies/live.py)
+    from analytics_platform.defs.aggregates.live import start_finaliser
+    from analytics_platform.defs.anomalies.live import start_live_judge
+
+    judge = start_live_judge(settings, stop)
+    service = DrainService(settings, stop, on_commit=None if judge is None else judge.committed)
     names = ", ".join(f"{b.domain}[{shard}]" for b, shard in service.workers)
     print(f"drain service: {names or 'no domains'}; passes of {settings.drain_pass_s:.0f} s, Ctrl-C stops", flush=True)
-    # the Dagster layer, only here: the service runs the current hour's window aggregates (defs/aggregates/live.py)
-    from analytics_platform.defs.aggregates.live import start_finaliser
+    if judge is not None:
+        print(f"drain service: live judges ({', '.join(sorted(judge.domains))}) after each commit", flush=True)
 
     finaliser = start_finaliser(settings, stop)
     if isinstance(finaliser, str):
@@ -192,6 +198,8 @@ def _drain(args: argparse.Namespace) -> int:
     service.run_forever(settings.drain_heartbeat_file)
     if not isinstance(finaliser, str):
         finaliser.join()
+    if judge is not None:
+        judge.join()
     print("drain service stopped; every batch it held is committed", flush=True)
     return 0
 

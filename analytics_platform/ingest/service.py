@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,9 +56,17 @@ class WorkerState:
 class DrainService:
     """Runs a following drain per enabled domain and shard of DRAIN_SHARDS_HERE until stopped."""
 
-    def __init__(self, settings: PlatformSettings, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: PlatformSettings,
+        stop: threading.Event | None = None,
+        on_commit: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_commit(domain)` is called on the drain thread after each batch of `domain` commits
+        (the live judges' wake-up: defs/anomalies/live.py); it must return at once."""
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.on_commit = on_commit
         self.workers: list[tuple[DomainBinding, int]] = [
             (binding, shard) for binding in bind_domains(settings) for shard in settings.drain_shards_run_here()
         ]
@@ -81,6 +90,7 @@ class DrainService:
             shards=settings.drain_shards,
             linger_s=settings.drain_linger_s,
             report_batches=True,
+            on_commit=None if self.on_commit is None else lambda _batch: self.on_commit(binding.domain),
         )
 
     def start(self) -> None:

@@ -37,6 +37,7 @@ from psycopg import sql
 
 from analytics_platform.contracts.base import Contract
 from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.anomalies import (
@@ -54,6 +55,7 @@ from analytics_platform.results.anomalies import (
 )
 from analytics_platform.results.events import EVENT_KEY, SPEC_QUALITY, read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.event_rollups import EVENT_COLUMNS
@@ -109,6 +111,38 @@ def _advance(conn: psycopg.Connection, judge: str, until: datetime, judged: int,
         "flagged = flagged + %s, updated_at = now() WHERE judge = %s",
         (until, judged, flagged, judge),
     )
+
+
+def live_pass(conn: psycopg.Connection, settings: PlatformSettings, options: AnomalyOptions) -> str:
+    """One pass of every live judge of the enabled domains (a judge of a disabled domain would read
+    a table nobody fills), in a fixed order; what each found, in one line.
+
+    Run by the `live_anomalies` sensor and, in the drain service, after each commit: passes may
+    overlap, since each judge's cursor row is locked by its pass (`_span`), so a second pass waits
+    and goes on from where the first ended."""
+    lookback = timedelta(seconds=settings.live_detect_lookback_s)
+    max_wait = timedelta(seconds=settings.live_detect_max_wait_s)
+    enabled = set(settings.domains_enabled)
+    said = []
+    if SensorContract.domain in enabled:
+        readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
+        said.append(f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s)")
+    if LabContract.domain in enabled:
+        lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
+        said.append(f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s)")
+    if SweepContract.domain in enabled:
+        sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
+        said.append(f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s)")
+    if SensorContract.domain in enabled:
+        closed = judge_closed_buckets(
+            conn,
+            options,
+            grace=timedelta(seconds=settings.live_seasonal_grace_s),
+            lookback=lookback,
+            provisional_hours=settings.agg_provisional_hours,
+        )
+        said.append(f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)")
+    return "; ".join(said)
 
 
 def judge_committed(

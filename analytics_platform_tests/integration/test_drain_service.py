@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
 
 from analytics_platform.defs import build_definitions
+from analytics_platform.defs.anomalies.live import LiveJudge
 from analytics_platform.ingest.service import DrainService
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.edge import wait_for
-from analytics_platform_tests.support.readings import KEY, reading
+from analytics_platform_tests.support.readings import KEY, body, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
 
 STATE = (
@@ -201,3 +204,46 @@ def test_back_in_sensor_mode_the_sensor_reports_what_the_service_left(
     assert raw == [("2025-08-20-03:00", 1), ("2025-08-20-04:00", 1), ("2025-08-20-05:00", 1)]
     sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=first.cursor))
     assert database.query(REPORTED)[0] == (0, 0, 0, 0)
+
+
+def test_the_service_judges_each_committed_batch_live_without_a_sensor_tick(
+    service_settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    # a minute between passes without commits: only a commit can explain a pass within the test
+    judge_settings = service_settings.model_copy(update={"live_detect_interval_s": 60})
+    stop = threading.Event()
+    judge = LiveJudge(judge_settings, stop)
+    running = DrainService(judge_settings, stop, on_commit=judge.committed)
+    judge.start()
+    try:
+        # the judge's first pass places its cursors (history is the hour's business): a lab batch
+        # wakes it (the readings' judge runs in every pass of the enabled domains)
+        running.start()
+        now = datetime.now(UTC).replace(microsecond=0)
+        lab = body(
+            now.isoformat().replace("+00:00", "Z"),
+            machine_id="lab-f1",
+            station_id="lab-f1",
+            sample_id="S-0",
+            analyte="pH",
+            value=6.8,
+        )
+        produce(service_settings.kafka_brokers, domain_topic(service_settings, "lab"), [("t1-f1-lab-f1", lab)])
+        wait_for(lambda: judge.passes >= 1, 60, "the judges' first pass, woken by the lab batch")
+        assert database.scalar("SELECT count(*) FROM analytics.live_detection_cursor WHERE judge = 'limits'") == 1
+        passes = judge.passes
+        # a reading far above the catalogue's plausible maximum (temp: 400): an anomaly at once
+        send(service_settings, reading(now.isoformat().replace("+00:00", "Z"), 1000.0, "hot"))
+        wait_for(
+            lambda: database.scalar("SELECT count(*) FROM analytics.analytics_anomaly") == 1,
+            60,
+            "the live anomaly of the committed reading",
+        )
+    finally:
+        stop.set()
+        assert running.join(60) and judge.join(60)
+    assert judge.passes > passes
+    assert database.query(
+        "SELECT machine_id, method, severity, status, observed, detected_live_at IS NOT NULL "
+        "FROM analytics.analytics_anomaly"
+    ) == [("mc-01", "range", 4, "open", 1000.0, True)]

@@ -7,21 +7,11 @@ A sensor reading what was committed, rather than a hook in the drain: it keeps i
 position (a restart resumes there), a slow judgement never holds up ingest, and it sees the rows
 of every drain shard alike."""
 
-from datetime import timedelta
-
 import dagster as dg
 
-from analytics_platform.contracts.lab import LabContract
-from analytics_platform.contracts.sensor import SensorContract
-from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.anomalies import AnomalyOptions
-from analytics_platform.results.live_detection import (
-    judge_closed_buckets,
-    judge_committed,
-    judge_lab_results,
-    judge_sweep_batches,
-)
+from analytics_platform.results.live_detection import live_pass
 from analytics_platform.settings import PlatformSettings
 
 
@@ -40,32 +30,7 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
         "after it closed, with the hour's stored profiles.",
     )
     def live_anomalies(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SkipReason:
-        lookback = timedelta(seconds=settings.live_detect_lookback_s)
-        max_wait = timedelta(seconds=settings.live_detect_max_wait_s)
-        enabled = set(settings.domains_enabled)
-        said = []
-        # only the domains that run: a judge of a disabled domain would read a table nobody fills
         with db.connect() as conn:
-            if SensorContract.domain in enabled:
-                readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
-                said.append(f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s)")
-            if LabContract.domain in enabled:
-                lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
-                said.append(f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s)")
-            if SweepContract.domain in enabled:
-                sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
-                said.append(f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s)")
-            if SensorContract.domain in enabled:
-                closed = judge_closed_buckets(
-                    conn,
-                    options,
-                    grace=timedelta(seconds=settings.live_seasonal_grace_s),
-                    lookback=lookback,
-                    provisional_hours=settings.agg_provisional_hours,
-                )
-                said.append(
-                    f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)"
-                )
-        return dg.SkipReason("; ".join(said))
+            return dg.SkipReason(live_pass(conn, settings, options))
 
     return live_anomalies

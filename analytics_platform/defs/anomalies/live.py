@@ -1,0 +1,107 @@
+"""The live judges in the drain service: a pass right after each committed batch of readings, lab
+results or sweep batches, instead of at the `live_anomalies` sensor's next tick.
+
+Why: an alert went drain commit -> `live_anomalies` tick -> `alert_rules` tick -> receiver, and the
+Dagster daemon starts a sensor's tick at most once per turn of its 5 s loop, so two such steps were
+most of the p95 (12.6 s at demo load, over 15 s on a busy machine: docs/benchmarks.md, "Live").
+The service knows when a batch has committed (`Drain.on_commit`); judging then leaves one daemon
+step, the alert tick.
+
+The same `live_pass` as the sensor, whose passes may overlap with these (each judge's cursor row is
+locked by its pass, so the second goes on from where the first ended): the sensor stays, for a
+service that is down, and for DRAIN_MODE=sensor. Every LIVE_DETECT_INTERVAL_S without a commit a
+pass runs anyway (samples close with the clock, not with commits).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+import psycopg
+
+from analytics_platform.contracts.lab import LabContract
+from analytics_platform.contracts.sensor import SensorContract
+from analytics_platform.contracts.sweep import SweepContract
+from analytics_platform.defs.anomalies.assets import anomaly_options
+from analytics_platform.results.live_detection import live_pass
+from analytics_platform.settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+JUDGED = {SensorContract.domain, LabContract.domain, SweepContract.domain}
+RETRY_S = 5.0
+# a pass's line with a count of new results other than 0
+FOUND = re.compile(r"\b[1-9]\d* new ")
+
+
+class LiveJudge:
+    """A thread running `live_pass` once a batch of a judged domain commits (`committed`), or every
+    LIVE_DETECT_INTERVAL_S, on a connection of its own."""
+
+    def __init__(self, settings: PlatformSettings, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.options = anomaly_options(settings)
+        self.stop = stop or threading.Event()
+        self.domains = JUDGED & set(settings.domains_enabled)
+        self.wake = threading.Event()
+        self.passes = 0
+        self.last = ""  # what the last pass found
+        self._thread: threading.Thread | None = None
+
+    def committed(self, domain: str) -> None:
+        """The drain's `on_commit`: a batch of `domain` is in the database (runs on a drain thread:
+        only wakes this one)."""
+        if domain in self.domains:
+            self.wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="live-judges", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def run_forever(self) -> None:
+        url = self.settings.database_url.get_secret_value()
+        conn: psycopg.Connection | None = None
+        failing = ""
+        while not self.stop.is_set():
+            self.wake.wait(self.settings.live_detect_interval_s)
+            self.wake.clear()
+            if self.stop.is_set():
+                break
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                self.last = live_pass(conn, self.settings, self.options)
+            except Exception as exc:  # the database is away, or a bug: say so once, retry
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if str(exc) != failing:
+                    log.error("live judges failed (retrying every %.0f s): %s", RETRY_S, exc)
+                failing = str(exc)
+                self.stop.wait(RETRY_S)
+                continue
+            if failing:
+                log.info("live judges: judging again")
+            failing = ""
+            self.passes += 1
+            if FOUND.search(self.last):  # the log carries the passes that found something
+                log.info("live judges: %s", self.last)
+        if conn is not None:
+            conn.close()
+
+
+def start_live_judge(settings: PlatformSettings, stop: threading.Event) -> LiveJudge | None:
+    """The running judge of a drain service, or None when no judged domain is enabled."""
+    judge = LiveJudge(settings, stop)
+    if not judge.domains:
+        return None
+    judge.start()
+    return judge
