@@ -11,7 +11,8 @@ later ticks, and a tick stops delivering at its budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -106,6 +107,27 @@ def evaluate_rules(
             conn.rollback()
             report.rule_errors[rule.name] = f"{type(exc).__name__}: {exc}"
     return report
+
+
+TICK_LOCK = "analytics.alert_tick"
+
+
+@contextmanager
+def ticking(conn: psycopg.Connection, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the one alert tick of the database (a session advisory lock): the alert sensor and the
+    drain service both tick, and a tick reads its due deliveries, sends them, then marks them, so
+    two at once could send one twice. Yields whether it is held (`wait=False`: not when another
+    tick runs; that tick, or the next, does the work)."""
+    if wait:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (TICK_LOCK,))
+        held = True
+    else:
+        held = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (TICK_LOCK,)).fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (TICK_LOCK,))
 
 
 def run_tick(

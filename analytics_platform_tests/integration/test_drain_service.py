@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from analytics_platform.alerts.config import store_rules
+from analytics_platform.alerts.model import Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.anomalies.live import LiveJudge
 from analytics_platform.ingest.service import DrainService
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.alerts import HttpReceiver
 from analytics_platform_tests.support.edge import wait_for
 from analytics_platform_tests.support.readings import KEY, body, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
@@ -206,9 +209,22 @@ def test_back_in_sensor_mode_the_sensor_reports_what_the_service_left(
     assert database.query(REPORTED)[0] == (0, 0, 0, 0)
 
 
-def test_the_service_judges_each_committed_batch_live_without_a_sensor_tick(
-    service_settings: PlatformSettings, database: DatabaseHandle
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
+    """A Slack-shaped receiver behind the alerts file's ops-slack channel (ALERT_SLACK_URL)."""
+    receiver = HttpReceiver()
+    receiver.start()
+    query = ":message=text&:title=&:version=&:attachments=&:type="
+    monkeypatch.setenv("ALERT_SLACK_URL", f"json://127.0.0.1:{receiver.port}/slack?{query}")
+    yield receiver
+    receiver.stop()
+
+
+def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_sensor_tick(
+    service_settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
 ) -> None:
+    with database.connect(database.pipeline_url) as conn:
+        store_rules(conn, [Rule("anomaly-critical", "anomaly", params={"min_severity": 3}, channels=("ops-slack",))])
     # a minute between passes without commits: only a commit can explain a pass within the test
     judge_settings = service_settings.model_copy(update={"live_detect_interval_s": 60})
     stop = threading.Event()
@@ -239,6 +255,8 @@ def test_the_service_judges_each_committed_batch_live_without_a_sensor_tick(
             60,
             "the live anomaly of the committed reading",
         )
+        # ... and its alert, sent by the same thread's tick of the database's rules, exactly once
+        wait_for(lambda: slack.requests, 60, "the alert at the receiver")
     finally:
         stop.set()
         assert running.join(60) and judge.join(60)
@@ -247,3 +265,8 @@ def test_the_service_judges_each_committed_batch_live_without_a_sensor_tick(
         "SELECT machine_id, method, severity, status, observed, detected_live_at IS NOT NULL "
         "FROM analytics.analytics_anomaly"
     ) == [("mc-01", "range", 4, "open", 1000.0, True)]
+    [(_, message)] = slack.requests
+    assert "Where: t1/f1/mc-01\n" in message["text"] and "; observed 1000.0; expected 400.0; " in message["text"]
+    assert database.query("SELECT rule_name, transition, status FROM analytics.alert_log") == [
+        ("anomaly-critical", "open", "sent")
+    ]

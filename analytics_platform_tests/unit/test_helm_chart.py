@@ -90,7 +90,7 @@ CASES = [
         run_resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
         kafka_tls=True,
         pull_secrets=("regcred",),
-        drain_service_secrets=("analytics-database", "analytics-kafka"),
+        drain_service_secrets=("analytics-database", "analytics-kafka", "analytics-alerts"),
         drain_service_resources={"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     ),
     Case(

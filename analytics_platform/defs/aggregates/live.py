@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import psycopg
 from dagster._utils.warnings import BetaWarning
 
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
 from analytics_platform.defs.automation import LANE_TAG
 from analytics_platform.defs.partitions import partition_key
+from analytics_platform.resources import PostgresResource
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.window_aggregates import floor_to
 
@@ -114,7 +114,7 @@ class Finaliser:
     def finalise(self, bucket_end: datetime) -> Outcome:
         hour = floor_to(bucket_end - timedelta(seconds=self.window_s), 3600)
         url = self.settings.database_url.get_secret_value()
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with PostgresResource(url=url).connect() as conn:  # autocommit, UTC: as the asset's
             as_of, readings = conn.execute(_STATE, {"hour": hour}).fetchone()
             if not readings:
                 return Outcome(bucket_end, hour, False, "no readings in the hour")

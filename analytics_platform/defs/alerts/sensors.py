@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+import psycopg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from analytics_platform.alerts.config import AlertConfigError, read_alert_file, read_rules
-from analytics_platform.alerts.engine import DeliveryPolicy, run_tick
+from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, run_tick, ticking
 from analytics_platform.alerts.model import Condition, Observation, Rule, iso
 from analytics_platform.alerts.observe import asset_link
 from analytics_platform.resources import PostgresResource
@@ -134,8 +135,12 @@ def run_conditions(instance: dg.DagsterInstance, rule: Rule, now: datetime, ui_u
     return Observation(conditions, horizon=since, known=frozenset(c.fingerprint for c in conditions))
 
 
-def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
-    policy = DeliveryPolicy(
+# rules that read the Dagster instance's check and run history (only the sensor has it)
+DAGSTER_KINDS = ("check_failed", "run_failed")
+
+
+def delivery_policy(settings: PlatformSettings) -> DeliveryPolicy:
+    return DeliveryPolicy(
         timeout_s=settings.alert_send_timeout_s,
         retry_base_s=settings.alert_retry_base_s,
         retry_max_s=settings.alert_retry_max_s,
@@ -143,7 +148,21 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
         budget_s=settings.alert_delivery_budget_s,
     )
 
-    dagster_kinds = ("check_failed", "run_failed")
+
+def database_tick(conn: psycopg.Connection, settings: PlatformSettings, now: datetime) -> TickReport | None:
+    """A tick of the rules that read only the database (anomalies, lab and sweep out of spec, ...)
+    and every delivery due, unless another tick is running (None): the drain service's, right
+    after its live judges found something, so the alert does not wait for the sensor's next tick."""
+    with ticking(conn, wait=False) as held:
+        if not held:
+            return None
+        channels = read_alert_file(settings.alerts_config).channels
+        rules = [r for r in read_rules(conn) if r.kind not in DAGSTER_KINDS]
+        return run_tick(conn, rules, now, settings.dagster_ui_url, channels, delivery_policy(settings))
+
+
+def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
+    policy = delivery_policy(settings)
 
     @dg.sensor(
         name="alert_rules",
@@ -176,8 +195,8 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
         # the Dagster instance's check and run history only every ALERT_DAGSTER_INTERVAL_S
         last_dagster = float(context.cursor) if context.cursor else 0.0
         dagster_due = now.timestamp() - last_dagster >= settings.alert_dagster_interval_s
-        with db.connect() as conn:
-            rules = [r for r in read_rules(conn) if dagster_due or r.kind not in dagster_kinds]
+        with db.connect() as conn, ticking(conn):
+            rules = [r for r in read_rules(conn) if dagster_due or r.kind not in DAGSTER_KINDS]
             report = run_tick(conn, rules, now, settings.dagster_ui_url, channels, policy, external)
         if dagster_due:
             context.update_cursor(str(now.timestamp()))

@@ -4,8 +4,12 @@ results or sweep batches, instead of at the `live_anomalies` sensor's next tick.
 Why: an alert went drain commit -> `live_anomalies` tick -> `alert_rules` tick -> receiver, and the
 Dagster daemon starts a sensor's tick at most once per turn of its 5 s loop, so two such steps were
 most of the p95 (12.6 s at demo load, over 15 s on a busy machine: docs/benchmarks.md, "Live").
-The service knows when a batch has committed (`Drain.on_commit`); judging then leaves one daemon
-step, the alert tick.
+The service knows when a batch has committed (`Drain.on_commit`).
+
+A pass that found something then ticks the database's alert rules itself (`database_tick`: the
+rules that need no Dagster instance, and the deliveries due), so the alert leaves seconds after
+the reading, whatever the daemon is doing; the alert sensor's ticks and these take turns (an
+advisory lock: a delivery is read, sent and marked outside one transaction).
 
 The same `live_pass` as the sensor, whose passes may overlap with these (each judge's cursor row is
 locked by its pass, so the second goes on from where the first ended): the sensor stays, for a
@@ -18,13 +22,16 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.contracts.sweep import SweepContract
+from analytics_platform.defs.alerts.sensors import database_tick
 from analytics_platform.defs.anomalies.assets import anomaly_options
+from analytics_platform.resources import PostgresResource
 from analytics_platform.results.live_detection import live_pass
 from analytics_platform.settings import PlatformSettings
 
@@ -77,7 +84,7 @@ class LiveJudge:
                 break
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                    conn = PostgresResource(url=url).connect()  # autocommit, UTC: as the sensor's
                 self.last = live_pass(conn, self.settings, self.options)
             except Exception as exc:  # the database is away, or a bug: say so once, retry
                 if conn is not None:
@@ -94,8 +101,20 @@ class LiveJudge:
             self.passes += 1
             if FOUND.search(self.last):  # the log carries the passes that found something
                 log.info("live judges: %s", self.last)
+                self._alert(conn)
         if conn is not None:
             conn.close()
+
+    def _alert(self, conn: psycopg.Connection) -> None:
+        """Tick the database's alert rules now, so what was just found is notified without waiting
+        for the alert sensor (which ticks anyway: a tick it runs meanwhile makes this one skip)."""
+        try:
+            report = database_tick(conn, self.settings, datetime.now(UTC))
+        except Exception as exc:  # the sensor's next tick does it; a bad alerts file is its to report
+            log.error("alert tick after the live judges failed (the alert sensor's next tick does it): %s", exc)
+            return
+        if report is not None and (report.opened or report.sent or report.rule_errors):
+            log.info("alerts: %s", report.summary())
 
 
 def start_live_judge(settings: PlatformSettings, stop: threading.Event) -> LiveJudge | None:
