@@ -153,9 +153,14 @@ _COUNTS = (
 
 @dataclass
 class _Batch:
-    messages: pl.DataFrame
+    """A parsed micro-batch, encoded for COPY and accounted before the writer thread takes it, so
+    that thread only talks to the database while the next batch is consumed and prepared."""
+
     parsed: ParsedBatch
     positions: dict[tuple[str, int], store.Position]
+    landing: store.CopyRows
+    raw: store.CopyRows
+    summary: DrainReport
     oldest_kafka_ts: datetime | None
 
 
@@ -529,7 +534,7 @@ class Drain:
                 if self._pending is not None:
                     self._pending.result()
                 self._pending = writer.submit(self._write, conn, batch, report)
-                report.messages += batch.messages.height
+                report.messages += batch.summary.messages
 
             try:
                 while (now := time.monotonic()) < self._deadline and not (self._stop and self._stop.is_set()):
@@ -679,16 +684,14 @@ class Drain:
                 )
 
     def _batch(self, messages: list, expected: dict, plan: dict[tuple[str, int], _Partition]) -> _Batch | None:
-        topics, partitions, offsets, keys, stamps, values = [], [], [], [], [], []
-        for message in messages:
-            topics.append(message.topic())
-            partitions.append(message.partition())
-            offsets.append(message.offset())
-            keys.append(message.key())
-            stamps.append(message.timestamp()[1])
-            values.append(message.value())
-        if not offsets:
+        if not messages:
             return None
+        topics = [m.topic() for m in messages]
+        partitions = [m.partition() for m in messages]
+        offsets = [m.offset() for m in messages]
+        keys = [m.key() for m in messages]
+        stamps = [m.timestamp()[1] for m in messages]
+        values = [m.value() for m in messages]
         now_ms = int(time.time() * 1000)
         frame = pl.DataFrame(
             {
@@ -707,18 +710,24 @@ class Drain:
         positions = self._positions(messages, frame, expected, plan)
         parsed = self.contract.parse(frame, self.config, values)
         oldest = frame.get_column("kafka_ts").min()
-        return _Batch(frame, parsed, positions, oldest)  # type: ignore[arg-type]
+        landing = store.encode_landing(store.landing_frame(frame, parsed))
+        raw = store.encode_raw(self.contract, parsed.rows)
+        summary = self._account(frame.height, parsed, positions, oldest)  # type: ignore[arg-type]
+        return _Batch(parsed, positions, landing, raw, summary, oldest)  # type: ignore[arg-type]
 
     def _positions(
         self, messages: list, frame: pl.DataFrame, expected: dict, plan: dict[tuple[str, int], _Partition]
     ) -> dict[tuple[str, int], store.Position]:
         """Per partition of the batch: the next offset, with the log it belongs to (the topic id and
         the fingerprint of the batch's last message of the partition)."""
-        last: dict[tuple[str, int], int] = {}
-        for i, message in enumerate(messages):
-            tp = (message.topic(), message.partition())
-            if tp not in last or message.offset() > messages[last[tp]].offset():
-                last[tp] = i
+        # the first message with the highest offset of each partition, in order of appearance
+        highest = (
+            frame.select("topic", "kafka_partition", "kafka_offset")
+            .with_row_index("_i")
+            .group_by("topic", "kafka_partition", maintain_order=True)
+            .agg(pl.col("_i").get(pl.col("kafka_offset").arg_max()))
+        )
+        last = {(topic, partition): i for topic, partition, i in highest.iter_rows()}
         kafka_ts = frame.get_column("kafka_ts")
         positions = {}
         for tp, i in last.items():
@@ -738,14 +747,15 @@ class Drain:
     # ----- writing ------------------------------------------------------------------------
     def _write(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
         parsed = batch.parsed
-        landing = store.landing_frame(batch.messages, parsed)
         began = time.monotonic()
-        summary = self._account(batch)
+        summary = batch.summary
+        if batch.oldest_kafka_ts is not None:  # the lag when the batch reaches the database
+            summary.max_ingest_lag_s = (datetime.now(UTC) - batch.oldest_kafka_ts).total_seconds()
         with conn.transaction(), conn.cursor() as cur:
             # a hung database must not hold the pass much past its budget (a few seconds of slack)
             cur.execute(f"SET LOCAL statement_timeout = {int(self._left(3600, floor=5) * 1000) + 5000}")
-            store.write_landing(cur, landing)
-            store.write_raw(cur, self.contract, parsed.rows)
+            store.write_landing(cur, batch.landing)
+            store.write_raw(cur, self.contract, batch.raw)
             store.write_rejects(cur, parsed.rejects)
             if self.before_checkpoint is not None:
                 self.before_checkpoint()
@@ -770,19 +780,24 @@ class Drain:
         with _connect(self.database_url) as conn, conn.cursor() as cur:
             store.write_drain_report(cur, self.consumer_name, self.shard, only.to_json())
 
-    def _account(self, batch: _Batch) -> DrainReport:
+    def _account(
+        self,
+        messages: int,
+        parsed: ParsedBatch,
+        positions: dict[tuple[str, int], store.Position],
+        oldest_kafka_ts: datetime | None,
+    ) -> DrainReport:
         """One batch's report: its counts, positions and per-hour quality (before it is written, so
         the drain service can store it with the batch; the ingest lag is measured when it is)."""
-        parsed = batch.parsed
         report = DrainReport(domain=self.contract.domain)
-        report.messages = batch.messages.height
+        report.messages = messages
         report.batches = 1
         report.rows = parsed.rows.height
         report.rejects = parsed.rejects.height
         report.duplicates_in_batch = parsed.duplicates_in_batch
-        report.positions.update({tp: p.next_offset for tp, p in batch.positions.items()})
-        if batch.oldest_kafka_ts is not None:
-            report.max_ingest_lag_s = (datetime.now(UTC) - batch.oldest_kafka_ts).total_seconds()
+        report.positions.update({tp: p.next_offset for tp, p in positions.items()})
+        if oldest_kafka_ts is not None:
+            report.max_ingest_lag_s = (datetime.now(UTC) - oldest_kafka_ts).total_seconds()
         for row in profile(parsed.rows, self.contract.natural_key, self.contract.finite_columns).iter_rows(named=True):
             report.partitions[row["partition_start"]].add_profile(row)
         if "uncatalogued" in parsed.rows.columns:
