@@ -16,8 +16,9 @@ Invariants (docs/architecture.md, "Ingest"; docs/data-guarantees.md):
    the lock lets only one read it at a time and the other skips it until the next tick, and since
    the offset is read under the lock, the next reader starts exactly where the last one committed.
 
-Parsing batch i+1 overlaps the database write of batch i (one writer thread, at most one batch in
-flight, batches committed strictly in order), so the client core and the database core both work.
+Parsing, encoding and accounting batch i+1 overlaps the database write of batch i (one writer thread
+that only talks to the database, at most one batch in flight, batches committed strictly in order),
+so the client core and the database core both work.
 
 Freshness: a micro-batch is committed when it holds `batch_size` messages or `linger_s` after the
 consume call that brought its first message began, whichever comes first. A following pass
