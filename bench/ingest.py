@@ -18,6 +18,7 @@ and KAFKA_BROKERS). Nothing here asserts a time; it prints figures for docs/benc
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -88,6 +89,29 @@ def process_tree_cpu_s(root: int) -> float:
         elif parent == root:
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+class GcClock:
+    """Wall time the process spends in the cyclic garbage collector (every generation) while on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+    def _tick(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
 
 
 def own_cpu_s() -> float:
@@ -363,7 +387,8 @@ def main() -> int:
         print(f"bare COPY both, per message {both:>10,.0f} msg/s  (the landing row + the raw row of each message)")
         postmaster = int((run_dir / "pg" / "data" / "postmaster.pid").read_text().split()[0]) if server else None
         cpu_before = own_cpu_s(), process_tree_cpu_s(postmaster) if postmaster else 0.0
-        drain_rate, with_idle, rows, ticks = drain_sensor(settings, args.messages)
+        with GcClock() as gc_clock:
+            drain_rate, with_idle, rows, ticks = drain_sensor(settings, args.messages)
         drain_cpu_us = (own_cpu_s() - cpu_before[0]) * 1e6 / args.messages
         pg_cpu_us = (process_tree_cpu_s(postmaster) - cpu_before[1]) * 1e6 / args.messages if postmaster else None
         print(f"drain sensor          {drain_rate:>12,.0f} msg/s  ({rows:,} raw rows, {ticks - 1} tick(s) with data)")
@@ -371,6 +396,9 @@ def main() -> int:
         print(
             f"  CPU per message     drain process {drain_cpu_us:.1f} µs, PostgreSQL "
             + (f"{pg_cpu_us:.1f} µs" if pg_cpu_us is not None else "(external server: not measured)")
+            + f"; garbage collector {gc_clock.seconds * 1e6 / args.messages:.1f} µs "
+            f"({'/'.join(map(str, gc_clock.collections))} collections of generations 0/1/2, "
+            f"{len(gc.get_objects()):,} objects tracked)"
         )
         slower = min(consume_rate, copy_rates["raw"])
         print(f"drain / slower bare   {drain_rate / slower:>12.2f}   (target >= 0.5; and >= 50,000 msg/s)")
@@ -406,6 +434,7 @@ def main() -> int:
             "drain_incl_idle_tick_msg_s": round(with_idle),
             "drain_cpu_us_per_msg": round(drain_cpu_us, 2),
             "postgres_cpu_us_per_msg": round(pg_cpu_us, 2) if pg_cpu_us is not None else None,
+            "drain_gc_us_per_msg": round(gc_clock.seconds * 1e6 / args.messages, 2),
             "drain_over_slower_bare": round(drain_rate / slower, 3),
             "drain_over_slower_bare_binary": round(drain_rate / slower_binary, 3),
             "drain_over_bare_copy_both": round(drain_rate / both, 3),

@@ -32,11 +32,12 @@ after the transaction commits, in batch order.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -554,7 +555,10 @@ class Drain:
                         wait = opened + self.linger_s - now
                     else:
                         wait = min(self.poll_timeout_s, self.linger_s) if following else self.poll_timeout_s
-                    messages = consumer.consume(num_messages=want, timeout=max(0.0, min(wait, self._deadline - now)))
+                    with _collector_paused():
+                        messages = consumer.consume(
+                            num_messages=want, timeout=max(0.0, min(wait, self._deadline - now))
+                        )
                     kept = self._admit(consumer, conn, messages, plan, report)
                     if kept and not held:
                         opened = now
@@ -709,6 +713,7 @@ class Drain:
             schema=MESSAGE_SCHEMA,
         )
         positions = self._positions(messages, frame, expected, plan)
+        messages.clear()  # the caller's list: the Kafka messages die here, young (`_collector_paused`)
         parsed = self.contract.parse(frame, self.config, values)
         oldest = frame.get_column("kafka_ts").min()
         landing = store.encode_landing(store.landing_frame(frame, parsed))
@@ -826,6 +831,27 @@ class Drain:
                 dict(reasons), group.get_column("event_time").min(), group.get_column("event_time").max()
             )
         return report
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while librdkafka hands over a batch.
+
+    A consume call creates up to a batch of Kafka message objects, which the collector tracks: the
+    ~30 young collections it triggers on the way promote most of them to the oldest generation
+    before the call returns, and every few batches that sets off a collection of the whole heap
+    (measured in the Dagster sensor's process: ~3 µs of the drain's ~13 µs of CPU per message).
+    Messages hold no reference cycles, so pausing the collector for the call loses nothing; they
+    die young once `_batch` has their columns.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:
