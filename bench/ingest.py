@@ -2,8 +2,9 @@
 
 Prints, from one run on one stack:
   * bare consume     confluent-kafka consuming the same messages (value() touched), msg/s
-  * bare COPY        COPY of the same raw rows into a copy of the raw table (same indexes), rows/s
-  * bare COPY landing  COPY of the same messages into a copy of the landing table, rows/s
+  * bare COPY        COPY of the same raw rows into a copy of the raw table (same indexes), rows/s,
+                     in CSV (the baseline of the targets) and in the drain's own format (binary)
+  * bare COPY landing  COPY of the same messages into a copy of the landing table, rows/s (both formats)
   * drain sensor     the Dagster drain sensor, ticked back to back until caught up, msg/s
   * sharded drain    N drain shards (N processes, as N code-server pods would be) over a
                      6-partition topic, for N in --shards: msg/s per shard and in total
@@ -17,10 +18,12 @@ and KAFKA_BROKERS). Nothing here asserts a time; it prints figures for docs/benc
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,6 +69,54 @@ def git_revision() -> str:
     return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+
+
+def process_tree_cpu_s(root: int) -> float:
+    """CPU seconds of process `root` and its children, living and reaped (PostgreSQL's backends):
+    the figure to compare when the machine is shared and wall-clock rates are noisy."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile: its time is in the parent's reaped-children figures
+        pid, parent = int(entry.name), int(fields[1])
+        if pid == root:
+            total += sum(int(f) for f in fields[11:15]) / ticks  # utime, stime, reaped children's
+        elif parent == root:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+class GcClock:
+    """Wall time the process spends in the cyclic garbage collector (every generation) while on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+    def _tick(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def generate(count: int) -> list[tuple[bytes, bytes]]:
@@ -134,8 +185,9 @@ def bare_consume(brokers: str, topic: str, partitions: int, total: int) -> float
 
 
 def bare_copy(url: str, settings: PlatformSettings, messages: list[tuple[bytes, bytes]], topic: str) -> dict:
-    """COPY the very rows the drain writes (parsed once, outside the clock) into empty copies of
-    the raw and landing tables, with the same indexes."""
+    """COPY the very rows the drain writes (parsed and encoded once, outside the clock) into empty
+    copies of the raw and landing tables, with the same indexes, in 20k-row transactions: in CSV
+    (the baseline the targets were set against) and in the drain's own format (`store.encode_*`)."""
     binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
     now = datetime.now(UTC)
     frame = pl.DataFrame(
@@ -154,21 +206,31 @@ def bare_copy(url: str, settings: PlatformSettings, messages: list[tuple[bytes, 
     results = {}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
-        for name, source, rows, columns in (
-            ("raw", "raw_sensor_readings", parsed.rows, binding.contract.raw_columns),
-            ("landing", "kafka_landing", landing, store.LANDING_COLUMNS),
+        for name, source, rows, encode in (
+            ("raw", "raw_sensor_readings", parsed.rows, lambda f: store.encode_raw(binding.contract, f)),
+            ("landing", "kafka_landing", landing, store.encode_landing),
         ):
-            conn.execute(f"DROP TABLE IF EXISTS bench.{source}")
-            conn.execute(f"CREATE TABLE bench.{source} (LIKE analytics.{source} INCLUDING ALL)")
-            started = time.perf_counter()
-            for offset in range(0, rows.height, 20000):
-                chunk = rows.slice(offset, 20000)
-                with conn.transaction(), conn.cursor() as cur:
-                    statement = f"COPY bench.{source} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
-                    with cur.copy(statement) as copy:
-                        copy.write(store._csv(chunk.select(columns)))
-            results[name] = rows.height / (time.perf_counter() - started)
-            conn.execute(f"DROP TABLE bench.{source}")
+            for fmt in ("csv", "drain"):
+                chunks = [rows.slice(offset, 20000) for offset in range(0, rows.height, 20000)]
+                if fmt == "csv":
+                    columns = binding.contract.raw_columns if name == "raw" else store.LANDING_COLUMNS
+                    encoded = [store.encode_rows(chunk, columns) for chunk in chunks]
+                else:
+                    encoded = [encode(chunk) for chunk in chunks]
+                conn.execute(f"DROP TABLE IF EXISTS bench.{source}")
+                conn.execute(f"CREATE TABLE bench.{source} (LIKE analytics.{source} INCLUDING ALL)")
+                started = time.perf_counter()
+                for chunk in encoded:
+                    with conn.transaction(), conn.cursor() as cur:
+                        statement = (
+                            f"COPY bench.{source} ({', '.join(chunk.columns)}) FROM STDIN (FORMAT {chunk.format})"
+                        )
+                        with cur.copy(statement) as copy:
+                            copy.write(chunk.data)
+                results[name if fmt == "csv" else f"{name}_{encoded[0].format}"] = rows.height / (
+                    time.perf_counter() - started
+                )
+                conn.execute(f"DROP TABLE bench.{source}")
     return results
 
 
@@ -311,15 +373,37 @@ def main() -> int:
         consume_rate = bare_consume(brokers, topic, args.partitions, args.messages)
         print(f"bare consume          {consume_rate:>12,.0f} msg/s", flush=True)
         copy_rates = bare_copy(url, settings, messages, topic)
-        print(f"bare COPY raw rows    {copy_rates['raw']:>12,.0f} rows/s", flush=True)
-        print(f"bare COPY landing     {copy_rates['landing']:>12,.0f} rows/s", flush=True)
+        print(
+            f"bare COPY raw rows    {copy_rates['raw']:>12,.0f} rows/s  (CSV; binary, as the drain: "
+            f"{copy_rates['raw_binary']:,.0f})",
+            flush=True,
+        )
+        print(
+            f"bare COPY landing     {copy_rates['landing']:>12,.0f} rows/s  (CSV; binary, as the drain: "
+            f"{copy_rates['landing_binary']:,.0f})",
+            flush=True,
+        )
         both = 1 / (1 / copy_rates["raw"] + 1 / copy_rates["landing"])
         print(f"bare COPY both, per message {both:>10,.0f} msg/s  (the landing row + the raw row of each message)")
-        drain_rate, with_idle, rows, ticks = drain_sensor(settings, args.messages)
+        postmaster = int((run_dir / "pg" / "data" / "postmaster.pid").read_text().split()[0]) if server else None
+        cpu_before = own_cpu_s(), process_tree_cpu_s(postmaster) if postmaster else 0.0
+        with GcClock() as gc_clock:
+            drain_rate, with_idle, rows, ticks = drain_sensor(settings, args.messages)
+        drain_cpu_us = (own_cpu_s() - cpu_before[0]) * 1e6 / args.messages
+        pg_cpu_us = (process_tree_cpu_s(postmaster) - cpu_before[1]) * 1e6 / args.messages if postmaster else None
         print(f"drain sensor          {drain_rate:>12,.0f} msg/s  ({rows:,} raw rows, {ticks - 1} tick(s) with data)")
         print(f"  incl. idle tick     {with_idle:>12,.0f} msg/s  (+ the tick that finds nothing left)")
+        print(
+            f"  CPU per message     drain process {drain_cpu_us:.1f} µs, PostgreSQL "
+            + (f"{pg_cpu_us:.1f} µs" if pg_cpu_us is not None else "(external server: not measured)")
+            + f"; garbage collector {gc_clock.seconds * 1e6 / args.messages:.1f} µs "
+            f"({'/'.join(map(str, gc_clock.collections))} collections of generations 0/1/2, "
+            f"{len(gc.get_objects()):,} objects tracked)"
+        )
         slower = min(consume_rate, copy_rates["raw"])
         print(f"drain / slower bare   {drain_rate / slower:>12.2f}   (target >= 0.5; and >= 50,000 msg/s)")
+        slower_binary = min(consume_rate, copy_rates["raw_binary"])
+        print(f"  vs binary bare COPY {drain_rate / slower_binary:>12.2f}   (the slower of consume / binary COPY raw)")
         print(f"drain / bare COPY both{drain_rate / both:>12.2f}")
         shard_counts = [int(n) for n in args.shards.split(",") if n.strip()]
         shard_results: list[dict] = []
@@ -343,10 +427,16 @@ def main() -> int:
             "bare_consume_msg_s": round(consume_rate),
             "bare_copy_raw_rows_s": round(copy_rates["raw"]),
             "bare_copy_landing_rows_s": round(copy_rates["landing"]),
+            "bare_copy_raw_binary_rows_s": round(copy_rates["raw_binary"]),
+            "bare_copy_landing_binary_rows_s": round(copy_rates["landing_binary"]),
             "bare_copy_both_msg_s": round(both),
             "drain_msg_s": round(drain_rate),
             "drain_incl_idle_tick_msg_s": round(with_idle),
+            "drain_cpu_us_per_msg": round(drain_cpu_us, 2),
+            "postgres_cpu_us_per_msg": round(pg_cpu_us, 2) if pg_cpu_us is not None else None,
+            "drain_gc_us_per_msg": round(gc_clock.seconds * 1e6 / args.messages, 2),
             "drain_over_slower_bare": round(drain_rate / slower, 3),
+            "drain_over_slower_bare_binary": round(drain_rate / slower_binary, 3),
             "drain_over_bare_copy_both": round(drain_rate / both, 3),
             "sharded_drain": shard_results,
             "git": git_revision(),

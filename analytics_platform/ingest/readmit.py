@@ -131,4 +131,4 @@ def _ensure_landed(conn: psycopg.Connection, rows: list[tuple], event_times: lis
         pl.col("value").cast(pl.String).alias("value_text"), pl.lit(None, pl.Binary).alias("value_bytes")
     ).drop("value")
     with conn.transaction(), conn.cursor() as cur:
-        store.write_landing(cur, landing)
+        store.write_landing(cur, store.encode_landing(landing))

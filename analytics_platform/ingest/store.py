@@ -1,7 +1,11 @@
 """Database side of ingest: bulk writes of landing, raw and reject rows, checkpoints, and the
 partition replace used when a raw partition is re-derived.
 
-Writes are COPY in CSV produced by Polars (Rust), never per-row Python. Upserts try a plain COPY
+Writes are COPY, never per-row Python. The drain's landing and raw rows go in PostgreSQL's binary
+COPY format, assembled column-wise by NumPy and Arrow (`encode_rows`): the server then parses no
+text (timestamps, floats) and a landing row costs it about a third less than in CSV. Anything the
+binary encoder does not know (arrays, dates, a dtype that is not exactly the column's type) goes as
+CSV produced by Polars (Rust), the format of every other writer (`copy_rows`). Upserts try a plain COPY
 inside a savepoint first, because in the live stream conflicts are rare (replays, edge re-sends);
 only when the COPY hits a unique violation does the batch go through a staging table and
 `INSERT ... ON CONFLICT`. The conflict rule for raw rows is "the lowest Kafka coordinate wins", so
@@ -11,17 +15,22 @@ a replay and a re-derivation from landing all converge on the same row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from analytics_platform.contracts.base import MESSAGE_SCHEMA, Contract, ParsedBatch
+from analytics_platform.contracts.storage import column_definitions
 
 LANDING_COLUMNS = (
     "topic",
@@ -46,6 +55,17 @@ REJECT_COLUMNS = (
     "value_bytes",
 )
 COORDINATES = ("topic", "kafka_partition", "kafka_offset", "kafka_ts")
+# analytics.kafka_landing's column types (sql/01): what the binary COPY of landing rows must match
+LANDING_TYPES = {
+    "topic": "text",
+    "kafka_partition": "integer",
+    "kafka_offset": "bigint",
+    "kafka_ts": "timestamptz",
+    "kafka_key": "bytea",
+    "value_text": "text",
+    "value_bytes": "bytea",
+    "event_time": "timestamptz",
+}
 
 
 def _table(name: str) -> sql.Composed:
@@ -65,34 +85,137 @@ def _csv(frame: pl.DataFrame) -> bytes:
     return frame.write_csv(include_header=False).encode()
 
 
+# ----- binary COPY ----------------------------------------------------------------------------
+# https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format": a signature, flags and an
+# empty header extension; per row a 16-bit field count, then per field a 32-bit length (-1: NULL)
+# and the type's binary (`*_send`) form; a 16-bit -1 ends the data.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_BINARY_TRAILER = b"\xff\xff"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, where PostgreSQL counts timestamps from, in Unix µs
+# SQL type -> (Polars dtype class the column must have, NumPy big-endian code of a fixed-width value)
+_BINARY_TYPES: dict[str, tuple[type[pl.DataType], str | None]] = {
+    "text": (pl.String, None),
+    "jsonb": (pl.String, None),
+    "bytea": (pl.Binary, None),
+    "timestamptz": (pl.Datetime, ">i8"),
+    "double precision": (pl.Float64, ">f8"),
+    "real": (pl.Float32, ">f4"),
+    "bigint": (pl.Int64, ">i8"),
+    "integer": (pl.Int32, ">i4"),
+    "smallint": (pl.Int16, ">i2"),
+    "boolean": (pl.Boolean, "u1"),
+}
+_EMPTY = pa.scalar(b"", pa.large_binary())
+_JSONB_VERSION = pa.scalar(b"\x01", pa.large_binary())
+
+
+@dataclass(frozen=True)
+class CopyRows:
+    """Rows of one table encoded for COPY: built before the transaction that writes them (the
+    drain encodes a batch while the previous one is being written), sent as they are."""
+
+    columns: tuple[str, ...]
+    format: str  # "binary" or "csv"
+    data: bytes
+    rows: int
+
+
+def encode_rows(frame: pl.DataFrame, columns: Sequence[str], types: Mapping[str, str] | None = None) -> CopyRows:
+    """`frame[columns]` for COPY: binary when `types` (column -> SQL type of the table) is given and
+    every column's dtype is exactly its SQL type's; CSV otherwise.
+
+    Binary COPY has no text to interpret, so a dtype that is not the column's type would be
+    misread rather than converted: only exact matches go binary.
+    """
+    frame = frame.select(columns)
+    data = _binary(frame, types) if types is not None and not frame.is_empty() else None
+    if data is not None:
+        return CopyRows(tuple(columns), "binary", data, frame.height)
+    return CopyRows(tuple(columns), "csv", _csv(frame) if not frame.is_empty() else b"", frame.height)
+
+
+def _fixed_width(values: np.ndarray, code: str, nulls: np.ndarray | None = None) -> pa.Array:
+    """Each value's big-endian bytes as a binary array; NULL where `nulls` is true."""
+    width = np.dtype(code).itemsize
+    raw = pa.py_buffer(values.astype(code, copy=False).tobytes())
+    valid = None if nulls is None else pa.py_buffer(np.packbits(~nulls, bitorder="little").tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [valid, raw]).cast(pa.large_binary())
+
+
+def _binary_field(series: pl.Series, sql_type: str) -> list[pa.Array] | None:
+    """One column as two Arrow arrays: each row's 32-bit length, and its bytes ("" when NULL)."""
+    expected, code = _BINARY_TYPES.get(sql_type, (None, None))
+    dtype = series.dtype
+    if expected is None or not isinstance(dtype, expected):
+        return None
+    nulls = series.is_null().to_numpy()
+    if code is not None:
+        if isinstance(dtype, pl.Datetime):
+            if dtype.time_zone is None:
+                return None  # a naive time means the session's zone in text: let CSV keep that meaning
+            values = series.dt.cast_time_unit("us").to_physical().fill_null(0).to_numpy() - _PG_EPOCH_US
+        else:
+            values = series.fill_null(0).to_numpy()
+        data = _fixed_width(values, code, nulls if nulls.any() else None)
+        lengths = np.where(nulls, -1, np.dtype(code).itemsize)
+    else:
+        data = series.to_arrow().cast(pa.large_binary())
+        if isinstance(data, pa.ChunkedArray):
+            data = data.combine_chunks()
+        lengths = pc.binary_length(data).fill_null(-1).to_numpy(zero_copy_only=False)
+        if sql_type == "jsonb":  # jsonb's binary form is a version byte, then the text
+            data = pc.binary_join_element_wise(_JSONB_VERSION, data, _EMPTY)
+            lengths = np.where(nulls, -1, lengths + 1)
+    if nulls.any():
+        data = data.fill_null(_EMPTY)
+    return [_fixed_width(lengths, ">i4"), data]
+
+
+def _binary(frame: pl.DataFrame, types: Mapping[str, str]) -> bytes | None:
+    parts = [_fixed_width(np.full(frame.height, frame.width), ">i2")]
+    for name in frame.columns:
+        field = _binary_field(frame.get_column(name), types.get(name, ""))
+        if field is None:
+            return None
+        parts += field
+    rows = pc.binary_join_element_wise(*parts, _EMPTY)
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=len(rows) + 1, offset=rows.offset * 8)
+    body = memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
+    return b"".join((_BINARY_HEADER, body, _BINARY_TRAILER))
+
+
+@functools.cache
+def raw_types(contract: Contract) -> dict[str, str]:
+    """Column -> SQL type of a contract's raw table, as the migrations create it (storage.py)."""
+    return {name: definition.split(" NOT NULL")[0] for name, definition in column_definitions(contract)}
+
+
+def _copy(cur: psycopg.Cursor, target: sql.Composable, rows: CopyRows) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, rows.columns)), sql.SQL(rows.format)
+    )
+    with cur.copy(statement) as copy:
+        copy.write(rows.data)
+
+
 def copy_rows(cur: psycopg.Cursor, table: str | sql.Composable, frame: pl.DataFrame, columns: Sequence[str]) -> None:
     """COPY `frame[columns]` into analytics.<table> (or into `table` as given, e.g. a temp table)."""
     if frame.is_empty():
         return
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        _table(table) if isinstance(table, str) else table, sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with cur.copy(statement) as copy:
-        copy.write(_csv(frame.select(columns)))
+    _copy(cur, _table(table) if isinstance(table, str) else table, encode_rows(frame, columns))
 
 
-def upsert_rows(
-    cur: psycopg.Cursor,
-    table: str,
-    frame: pl.DataFrame,
-    columns: Sequence[str],
-    conflict: sql.Composable,
-) -> None:
-    """Insert rows, resolving key conflicts with `conflict` (an `ON CONFLICT ...` clause).
+def upsert_rows(cur: psycopg.Cursor, table: str, rows: CopyRows, conflict: sql.Composable) -> None:
+    """Insert encoded rows, resolving key conflicts with `conflict` (an `ON CONFLICT ...` clause).
 
     Fast path: plain COPY in a savepoint. On a unique violation, roll back to the savepoint and
     go through a temporary staging table with INSERT ... ON CONFLICT.
     """
-    if frame.is_empty():
+    if not rows.rows:
         return
     try:
         with cur.connection.transaction():
-            copy_rows(cur, table, frame, columns)
+            _copy(cur, _table(table), rows)
         return
     except psycopg.errors.UniqueViolation:
         pass
@@ -103,12 +226,8 @@ def upsert_rows(
         )
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        stage, sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with cur.copy(statement) as copy:
-        copy.write(_csv(frame.select(columns)))
-    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    _copy(cur, stage, rows)
+    column_list = sql.SQL(", ").join(map(sql.Identifier, rows.columns))
     cur.execute(
         sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} {}").format(
             _table(table), column_list, column_list, stage, conflict
@@ -167,16 +286,26 @@ def raw_conflict(contract: Contract) -> sql.Composed:
     ).format(sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates))
 
 
-def write_landing(cur: psycopg.Cursor, landing: pl.DataFrame) -> None:
-    upsert_rows(cur, "kafka_landing", landing, LANDING_COLUMNS, _COORD_CONFLICT)
+def encode_landing(landing: pl.DataFrame) -> CopyRows:
+    return encode_rows(landing, LANDING_COLUMNS, LANDING_TYPES)
+
+
+def encode_raw(contract: Contract, rows: pl.DataFrame) -> CopyRows:
+    return encode_rows(rows, contract.raw_columns, raw_types(contract))
+
+
+def write_landing(cur: psycopg.Cursor, landing: CopyRows) -> None:
+    """Landing rows (`encode_landing`); a coordinate landed before is left as it is."""
+    upsert_rows(cur, "kafka_landing", landing, _COORD_CONFLICT)
 
 
 def write_rejects(cur: psycopg.Cursor, rejects: pl.DataFrame) -> None:
-    upsert_rows(cur, "rejected_message", reject_frame(rejects), REJECT_COLUMNS, _COORD_CONFLICT)
+    upsert_rows(cur, "rejected_message", encode_rows(reject_frame(rejects), REJECT_COLUMNS), _COORD_CONFLICT)
 
 
-def write_raw(cur: psycopg.Cursor, contract: Contract, rows: pl.DataFrame) -> None:
-    upsert_rows(cur, contract.raw_table, rows, contract.raw_columns, raw_conflict(contract))
+def write_raw(cur: psycopg.Cursor, contract: Contract, rows: CopyRows) -> None:
+    """Raw rows (`encode_raw`); of two rows with one key the lower Kafka coordinate stays."""
+    upsert_rows(cur, contract.raw_table, rows, raw_conflict(contract))
 
 
 # ----- checkpoints ----------------------------------------------------------------------------
