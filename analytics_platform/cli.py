@@ -29,6 +29,7 @@ Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -195,6 +196,9 @@ def _drain(args: argparse.Namespace) -> int:
     else:
         every = f"{finaliser.window_s} s bucket, {settings.agg_finalise_delay_s:g} s after it closes"
         print(f"drain service: finalises the window aggregates of the current hour at each {every}", flush=True)
+    # what start-up built (definitions, catalogues, modules) lives as long as the process: out of
+    # the collector's sight, a full collection no longer walks it every few thousand messages
+    gc.freeze()
     service.run_forever(settings.drain_heartbeat_file)
     if not isinstance(finaliser, str):
         finaliser.join()
