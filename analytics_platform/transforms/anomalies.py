@@ -670,31 +670,10 @@ class FittedForest:
 
 
 def fit_isolation_forests(
-    history: pl.DataFrame,
-    excluded: pl.DataFrame | None = None,
-    *,
-    bucket_s: int = 60,
-    contamination: float = 0.01,
-    n_estimators: int = 100,
-    min_buckets: int = 120,
-    random_state: int = 0,
-    trained_to: datetime | None = None,
-    workers: int = 1,
-    parallel_from: int = PARALLEL_FROM,
+    history: pl.DataFrame, excluded: pl.DataFrame | None = None, **options: Any
 ) -> list[FittedForest]:
-    """`start_isolation_forests`, waited for."""
-    return start_isolation_forests(
-        history,
-        excluded,
-        bucket_s=bucket_s,
-        contamination=contamination,
-        n_estimators=n_estimators,
-        min_buckets=min_buckets,
-        random_state=random_state,
-        trained_to=trained_to,
-        workers=workers,
-        parallel_from=parallel_from,
-    )()
+    """`start_isolation_forests` (same keyword options), waited for."""
+    return start_isolation_forests(history, excluded, **options)()
 
 
 def start_isolation_forests(
