@@ -113,9 +113,17 @@ def _advance(conn: psycopg.Connection, judge: str, until: datetime, judged: int,
     )
 
 
-def live_pass(conn: psycopg.Connection, settings: PlatformSettings, options: AnomalyOptions) -> str:
+@dataclass(frozen=True)
+class LiveSummary:
+    """One `live_pass`: what each judge found, in one line, and the results new to their tables."""
+
+    text: str
+    flagged: int
+
+
+def live_pass(conn: psycopg.Connection, settings: PlatformSettings, options: AnomalyOptions) -> LiveSummary:
     """One pass of every live judge of the enabled domains (a judge of a disabled domain would read
-    a table nobody fills), in a fixed order; what each found, in one line.
+    a table nobody fills), in a fixed order.
 
     Run by the `live_anomalies` sensor and, in the drain service, after each commit: passes may
     overlap, since each judge's cursor row is locked by its pass (`_span`), so a second pass waits
@@ -124,14 +132,18 @@ def live_pass(conn: psycopg.Connection, settings: PlatformSettings, options: Ano
     max_wait = timedelta(seconds=settings.live_detect_max_wait_s)
     enabled = set(settings.domains_enabled)
     said = []
+    flagged = 0
     if SensorContract.domain in enabled:
         readings = judge_committed(conn, options, lookback=lookback, max_wait=max_wait)
+        flagged += readings.flagged
         said.append(f"judged {readings.judged} reading(s), {readings.flagged} new anomaly row(s)")
     if LabContract.domain in enabled:
         lab = judge_lab_results(conn, lookback=lookback, max_wait=max_wait)
+        flagged += lab.flagged
         said.append(f"{lab.judged} lab result(s), {lab.flagged} new out-of-spec event(s)")
     if SweepContract.domain in enabled:
         sweep = judge_sweep_batches(conn, lookback=lookback, max_wait=max_wait)
+        flagged += sweep.flagged
         said.append(f"{sweep.judged} sweep batch(es), {sweep.flagged} new out-of-spec event(s)")
     if SensorContract.domain in enabled:
         closed = judge_closed_buckets(
@@ -141,8 +153,9 @@ def live_pass(conn: psycopg.Connection, settings: PlatformSettings, options: Ano
             lookback=lookback,
             provisional_hours=settings.agg_provisional_hours,
         )
+        flagged += closed.flagged
         said.append(f"{closed.judged} reading(s) of closed samples, {closed.flagged} new seasonal anomaly row(s)")
-    return "; ".join(said)
+    return LiveSummary("; ".join(said), flagged)
 
 
 def judge_committed(

@@ -20,7 +20,6 @@ pass runs anyway (samples close with the clock, not with commits).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from datetime import UTC, datetime
 
@@ -32,15 +31,13 @@ from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.defs.alerts.sensors import database_tick
 from analytics_platform.defs.anomalies.assets import anomaly_options
 from analytics_platform.resources import PostgresResource
-from analytics_platform.results.live_detection import live_pass
+from analytics_platform.results.live_detection import LiveSummary, live_pass
 from analytics_platform.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
 JUDGED = {SensorContract.domain, LabContract.domain, SweepContract.domain}
 RETRY_S = 5.0
-# a pass's line with a count of new results other than 0
-FOUND = re.compile(r"\b[1-9]\d* new ")
 
 
 class LiveJudge:
@@ -54,7 +51,7 @@ class LiveJudge:
         self.domains = JUDGED & set(settings.domains_enabled)
         self.wake = threading.Event()
         self.passes = 0
-        self.last = ""  # what the last pass found
+        self.last: LiveSummary | None = None  # what the last pass found
         self._thread: threading.Thread | None = None
 
     def committed(self, domain: str) -> None:
@@ -99,8 +96,8 @@ class LiveJudge:
                 log.info("live judges: judging again")
             failing = ""
             self.passes += 1
-            if FOUND.search(self.last):  # the log carries the passes that found something
-                log.info("live judges: %s", self.last)
+            if self.last.flagged:  # the log carries the passes that found something
+                log.info("live judges: %s", self.last.text)
                 self._alert(conn)
         if conn is not None:
             conn.close()

@@ -31,6 +31,6 @@ def build_live_sensor(settings: PlatformSettings, options: AnomalyOptions) -> dg
     )
     def live_anomalies(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SkipReason:
         with db.connect() as conn:
-            return dg.SkipReason(live_pass(conn, settings, options))
+            return dg.SkipReason(live_pass(conn, settings, options).text)
 
     return live_anomalies
