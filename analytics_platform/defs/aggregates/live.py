@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 LIVE_JOB = "window_aggregates_live"
 # the tag each of the finaliser's runs carries: the end of the bucket it made final
 FINALISED_TAG = "analytics/finalised_bucket_end"
-HOUR = timedelta(hours=1)
-# one finaliser at a time across every drain-service process (pg_try_advisory_lock's key)
+# one finaliser at a time across every drain-service process (pg_try_advisory_xact_lock's key)
 LOCK_KEY = "analytics.finalise_aggregates"
 
 _STATE = f"""
@@ -120,10 +119,11 @@ class Finaliser:
                 return Outcome(bucket_end, hour, False, "no readings in the hour")
             if as_of is not None and as_of >= bucket_end:
                 return Outcome(bucket_end, hour, False, "final already")
-            locked = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,)).fetchone()[0]
-            if not locked:
-                return Outcome(bucket_end, hour, False, "another drain service is finalising")
-            try:
+            # held while the run lasts, released with this (writeless) transaction however it ends
+            with conn.transaction():
+                locked = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (LOCK_KEY,)).fetchone()[0]
+                if not locked:
+                    return Outcome(bucket_end, hour, False, "another drain service is finalising")
                 began = time.perf_counter()
                 if self.instance is None:
                     self.instance = dg.DagsterInstance.get()
@@ -134,8 +134,6 @@ class Finaliser:
                     raise_on_error=False,
                 )
                 seconds = time.perf_counter() - began
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK_KEY,))
         reason = "materialised" if result.success else "the run failed (see it in the Dagster UI)"
         return Outcome(bucket_end, hour, True, reason, result.run_id, seconds)
 
