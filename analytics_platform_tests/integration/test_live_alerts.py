@@ -57,6 +57,16 @@ def reading(at: datetime, machine: str, value: float, n: int) -> tuple[str, byte
     return f"t1-f1-{machine}", body(at.isoformat().replace("+00:00", "Z"), **fields)
 
 
+def live_sensor_tick(settings: PlatformSettings) -> str:
+    """One tick of the `live_anomalies` sensor of `settings`' definitions, as the daemon evaluates it."""
+    defs = build_definitions(settings, secrets_from_env=False)
+    with dg.instance_for_test() as instance:
+        skipped = defs.resolve_sensor_def("live_anomalies")(
+            dg.build_sensor_context(instance=instance, resources=defs.resources)
+        )
+    return skipped.skip_message
+
+
 def judge(database: DatabaseHandle):
     with database.connect(database.pipeline_url) as conn:
         return judge_committed(conn, OPTIONS)
@@ -198,12 +208,7 @@ def test_out_of_spec_lab_results_alert_once_and_the_hour_keeps_their_conditions(
     # the `live_anomalies` sensor's, as the Dagster daemon evaluates it, in a deployment of device and
     # lab data only (no sensor domain, so no anomaly asset: the sensor is there for the lab judge alone)
     lab_only = settings.model_copy(update={"domains_enabled": ["device", "lab"]})
-    defs = build_definitions(lab_only, secrets_from_env=False)
-    with dg.instance_for_test() as instance:
-        skipped = defs.resolve_sensor_def("live_anomalies")(
-            dg.build_sensor_context(instance=instance, resources=defs.resources)
-        )
-    assert skipped.skip_message == "4 lab result(s), 2 new out-of-spec event(s)"
+    assert live_sensor_tick(lab_only) == "4 lab result(s), 2 new out-of-spec event(s)"
     events = "SELECT details->>'sample_id', value, passed, event_key FROM analytics.analytics_event ORDER BY 1"
     failed = database.query(events)
     assert [r[:3] for r in failed] == [("S-2", 14.0, False), ("S-3", 7.5, False)]
@@ -284,12 +289,7 @@ def test_out_of_spec_sweep_batches_alert_once_and_the_hour_keeps_their_condition
 
     # the two failures are their sweep_batch events at once; the passed batch waits for the hour. This
     # pass is the `live_anomalies` sensor's, as the Dagster daemon evaluates it
-    defs = build_definitions(settings, secrets_from_env=False)
-    with dg.instance_for_test() as instance:
-        skipped = defs.resolve_sensor_def("live_anomalies")(
-            dg.build_sensor_context(instance=instance, resources=defs.resources)
-        )
-    assert skipped.skip_message == (
+    assert live_sensor_tick(settings) == (
         "judged 0 reading(s), 0 new anomaly row(s); 0 lab result(s), 0 new out-of-spec event(s); "
         "3 sweep batch(es), 2 new out-of-spec event(s); 0 reading(s) of closed samples, 0 new seasonal anomaly row(s)"
     )
