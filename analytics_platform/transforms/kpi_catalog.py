@@ -311,3 +311,194 @@ def valid_ranges() -> dict[str, tuple[Bound, Bound]]:
     """KPI name -> the range the result checks judge it by (the fixed entries; avg_<metric> KPIs
     are judged by their metric's catalogue range)."""
     return {kpi.name: kpi.valid_range for kpi in CATALOGUE}
+
+
+# ----- combining stored periods into longer ones ---------------------------------------------
+# A week, a month or a custom range is never stored: it is combined from the stored hours of the
+# machines in scope by each KPI's `Combine` rule, so a month's SEC is the month's kWh over the
+# month's units, never a mean of 744 hourly SECs. Plain Python on purpose: exact sums in a fixed
+# order, usable by the API and the energy performance report alike.
+
+# Details keys a `sum` KPI carries over, summed: time splits (..._s), counter bookkeeping, and
+# per-band kWh (a dict of numbers). Anything else (a factor, a label) does not add up.
+_SUMMED_DETAILS = ("increments", "counter_resets")
+ADDITIVE_KINDS: frozenset[CombineKind] = frozenset({"sum", "ratio_of_sums"})
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stored KPI row of one machine and period: its value (None with its `null_reason`),
+    its details, and the length of its period in seconds (the weight of a time-weighted mean
+    without a weight key)."""
+
+    value: float | None
+    details: dict
+    seconds: float
+    null_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A KPI over the combined range: a value, or None and why, and what it was combined from."""
+
+    value: float | None
+    null_reason: str | None
+    details: dict
+
+
+def _term(period: dict[str, Part], kpi: str, term: str) -> float | None:
+    """A term of `kpi` in one stored period: the key of the KPI's own details, else the value of
+    the KPI of that name (the catalogue's rule for numerator and denominator terms)."""
+    own = period.get(kpi)
+    if own is not None and isinstance(own.details.get(term), int | float):
+        return float(own.details[term])
+    other = period.get(term)
+    return other.value if other is not None else None
+
+
+def _product(period: dict[str, Part], kpi: str, terms: tuple[str, ...]) -> float | None:
+    """The terms multiplied; None when one of them is unknown in this period."""
+    out = 1.0
+    for term in terms:
+        value = _term(period, kpi, term)
+        if value is None:
+            return None
+        out *= value
+    return out
+
+
+def _reason(rows: list[Part], fallback: str) -> str:
+    """Why nothing could be combined: the stored rows' own reason when they agree on one."""
+    reasons = [row.null_reason for row in rows if row.null_reason]
+    return reasons[0] if reasons and len(set(reasons)) == 1 else fallback
+
+
+def _sum(kpi: Kpi, rows: list[Part]) -> Combined:
+    known = [row for row in rows if row.value is not None]
+    details: dict = {"parts": len(rows), "parts_with_value": len(known)}
+    for row in known:
+        for key, value in row.details.items():
+            if isinstance(value, dict):
+                into = details.setdefault(key, {})
+                for sub, amount in value.items():
+                    if isinstance(amount, int | float):
+                        into[sub] = into.get(sub, 0.0) + amount
+            elif isinstance(value, int | float) and (key.endswith("_s") or key in _SUMMED_DETAILS):
+                details[key] = details.get(key, 0) + value
+    if not known:
+        return Combined(None, _reason(rows, f"no {kpi.name} in the range"), details)
+    return Combined(sum(row.value for row in known), None, details)
+
+
+def _ratio_of_sums(kpi: Kpi, periods: list[dict[str, Part]]) -> Combined:
+    rule = kpi.combine
+    numerators = [v for v in (_product(p, kpi.name, rule.numerator) for p in periods) if v is not None]
+    denominators = [v for v in (_product(p, kpi.name, rule.denominator) for p in periods) if v is not None]
+    rows = [p[kpi.name] for p in periods if kpi.name in p]
+    numerator, denominator = sum(numerators), sum(denominators)
+    details = {"numerator": numerator, "denominator": denominator, "parts": len(periods)}
+    if not numerators:
+        return Combined(None, _reason(rows, f"no {' x '.join(rule.numerator)} in the range"), details)
+    if not denominators or denominator <= 0:
+        why = f"the range's {' x '.join(rule.denominator)} is {'unknown' if not denominators else 0}"
+        return Combined(None, _reason(rows, why) if not denominators else why, details)
+    return Combined(numerator / denominator * rule.scale, None, details)
+
+
+def _max_with_time(kpi: Kpi, rows: list[Part]) -> Combined:
+    known = [row for row in rows if row.value is not None]
+    if not known:
+        return Combined(None, _reason(rows, f"no {kpi.name} in the range"), {"parts": len(rows)})
+    at = kpi.combine.at
+    peak = max(row.value for row in known)
+    # the first time it happened: stored times are one ISO format, so they sort as text
+    times = sorted(str(row.details.get(at)) for row in known if row.value == peak and row.details.get(at) is not None)
+    return Combined(peak, None, {at or "at": times[0] if times else None, "parts": len(rows)})
+
+
+def _time_weighted_mean(kpi: Kpi, rows: list[Part]) -> Combined:
+    key = kpi.combine.weight
+    weighted = [
+        (row.value, float(row.details.get(key) or 0.0) if key else row.seconds) for row in rows if row.value is not None
+    ]
+    weighted = [(value, weight) for value, weight in weighted if weight > 0]
+    total = sum(weight for _, weight in weighted)
+    details = {key or "seconds": total, "parts": len(rows)}
+    if not weighted:
+        return Combined(None, _reason(rows, f"no {kpi.name} in the range"), details)
+    return Combined(sum(value * weight for value, weight in weighted) / total, None, details)
+
+
+def _from_components(kpi: Kpi, done: dict[str, Combined]) -> Combined:
+    rule = kpi.combine
+    parts = {name: done[name].value if name in done else None for name in (*rule.numerator, *rule.denominator)}
+    missing = next((name for name, value in parts.items() if value is None), None)
+    if missing is not None:
+        why = done[missing].null_reason if missing in done else "not combined"
+        return Combined(None, f"{missing}: {why}", parts)
+    numerator = 1.0
+    for name in rule.numerator:
+        numerator *= parts[name]
+    denominator = 1.0
+    for name in rule.denominator:
+        denominator *= parts[name]
+    if denominator <= 0:
+        return Combined(None, f"{' x '.join(rule.denominator)} is 0 over the range", parts)
+    return Combined(numerator / denominator, None, parts)
+
+
+def adds_up(kpi: Kpi, by_name: dict[str, Kpi]) -> bool:
+    """Whether the KPI of several machines together follows from their stored parts. Sums and
+    ratios of sums do; a largest peak is not the machines' coincident peak, and machines' demands
+    (or temperatures) add or average in ways a weighted mean of their means does not say; a KPI
+    made of components adds up when all of them do."""
+    rule = kpi.combine
+    if rule.kind == "from_components":
+        return all(name in by_name and adds_up(by_name[name], by_name) for name in (*rule.numerator, *rule.denominator))
+    return rule.kind in ADDITIVE_KINDS
+
+
+_NOT_ADDITIVE = {
+    "max_with_time": "the largest machine's peak is not the coincident peak of the machines together",
+    "time_weighted_mean": "a mean of the machines' means is not the mean of the machines together",
+    "from_components": "its components do not add up across machines",
+}
+
+
+def combine(wanted: Iterable[Kpi], periods: Iterable[dict[str, Part]], *, machines: int = 1) -> dict[str, Combined]:
+    """Every KPI in `wanted` over the stored `periods` (each: KPI name -> that period's row of one
+    machine), by its catalogue rule. With `machines` > 1 (a factory or tenant total) only the KPIs
+    that add up across machines get a value; the others are None and say why."""
+    chosen = list(wanted)
+    by_name = {kpi.name: kpi for kpi in chosen}
+    periods = list(periods)
+    done: dict[str, Combined] = {}
+    ordered = sorted(chosen, key=lambda kpi: kpi.combine.kind == "from_components")
+    for kpi in ordered:
+        if machines > 1 and not adds_up(kpi, {**BY_NAME, **by_name}):
+            why = f"does not add up across machines: {_NOT_ADDITIVE[kpi.combine.kind]}"
+            done[kpi.name] = Combined(None, why, {"adds_up": False, "machines": machines})
+            continue
+        rows = [p[kpi.name] for p in periods if kpi.name in p]
+        kind = kpi.combine.kind
+        if kind == "sum":
+            result = _sum(kpi, rows)
+        elif kind == "ratio_of_sums":
+            result = _ratio_of_sums(kpi, periods)
+        elif kind == "max_with_time":
+            result = _max_with_time(kpi, rows)
+        elif kind == "time_weighted_mean":
+            result = _time_weighted_mean(kpi, rows)
+        else:
+            result = _from_components(kpi, {**done, **_components(kpi, by_name, periods, done, machines)})
+        done[kpi.name] = result
+    return {kpi.name: done[kpi.name] for kpi in chosen}
+
+
+def _components(
+    kpi: Kpi, by_name: dict[str, Kpi], periods: list[dict[str, Part]], done: dict[str, Combined], machines: int
+) -> dict[str, Combined]:
+    """The components of a from_components KPI that were not asked for themselves (OEE alone
+    still needs availability, performance and quality combined by their own rules)."""
+    names = [n for n in (*kpi.combine.numerator, *kpi.combine.denominator) if n not in done and n in BY_NAME]
+    return combine([BY_NAME[n] for n in names], periods, machines=machines) if names else {}
