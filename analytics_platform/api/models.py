@@ -132,10 +132,10 @@ class EventRollupPage(Page):
 class Kpi(BaseModel):
     period_start: datetime
     period_end: datetime
-    period: Literal["hour", "shift", "day"]
+    period: Literal["hour", "shift", "day", "week", "month", "year", "custom"]
     tenant_id: str
-    factory_id: str
-    machine_id: str
+    factory_id: str | None = Field(description="null in a tenant's total (scope=tenant)")
+    machine_id: str | None = Field(description="null in a factory's or tenant's total (scope=factory, tenant)")
     kpi: str = Field(examples=["oee", "sec_kwh_per_unit", "peak_demand_kw"])
     value: float | None = Field(description="null when the KPI is undefined for the period; see null_reason")
     unit: str | None

@@ -391,17 +391,20 @@ def _sum(kpi: Kpi, rows: list[Part]) -> Combined:
 
 
 def _ratio_of_sums(kpi: Kpi, periods: list[dict[str, Part]]) -> Combined:
+    """Summed numerator over summed denominator, over the stored periods where both are known: a
+    machine-hour without a good-count counter must not put its units into quality's denominator,
+    nor one without an ideal cycle time its run time into performance's."""
     rule = kpi.combine
-    numerators = [v for v in (_product(p, kpi.name, rule.numerator) for p in periods) if v is not None]
-    denominators = [v for v in (_product(p, kpi.name, rule.denominator) for p in periods) if v is not None]
+    pairs = [(_product(p, kpi.name, rule.numerator), _product(p, kpi.name, rule.denominator)) for p in periods]
+    used = [(n, d) for n, d in pairs if n is not None and d is not None]
+    numerator, denominator = sum(n for n, _ in used), sum(d for _, d in used)
+    details = {"numerator": numerator, "denominator": denominator, "parts": len(periods), "parts_used": len(used)}
     rows = [p[kpi.name] for p in periods if kpi.name in p]
-    numerator, denominator = sum(numerators), sum(denominators)
-    details = {"numerator": numerator, "denominator": denominator, "parts": len(periods)}
-    if not numerators:
-        return Combined(None, _reason(rows, f"no {' x '.join(rule.numerator)} in the range"), details)
-    if not denominators or denominator <= 0:
-        why = f"the range's {' x '.join(rule.denominator)} is {'unknown' if not denominators else 0}"
-        return Combined(None, _reason(rows, why) if not denominators else why, details)
+    if not used:
+        missing = rule.numerator if all(n is None for n, _ in pairs) else rule.denominator
+        return Combined(None, _reason(rows, f"no {' x '.join(missing)} in the range"), details)
+    if denominator <= 0:
+        return Combined(None, f"the range's {' x '.join(rule.denominator)} is 0", details)
     return Combined(numerator / denominator * rule.scale, None, details)
 
 

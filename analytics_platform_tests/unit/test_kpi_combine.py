@@ -91,7 +91,7 @@ def test_one_machine_combines_each_kpi_by_its_rule() -> None:
     assert got["energy_cost"].details["kwh_by_band"] == {"peak": 35.0, "off_peak": 5.0}
     assert "kg_co2_per_kwh" not in got["carbon_kg"].details  # a factor does not add up
     assert got["planned_downtime_s"].details["planned_stop_s"] == 600.0
-    assert got["sec_kwh_per_unit"].details == {"numerator": 40.0, "denominator": 10.0, "parts": 2}
+    assert got["sec_kwh_per_unit"].details == {"numerator": 40.0, "denominator": 10.0, "parts": 2, "parts_used": 2}
     assert got["avg_demand_kw"].details == {"held_s": 5400.0, "parts": 2}
     assert got["oee"].details == {
         "availability": pytest.approx(8 / 11),
@@ -128,6 +128,21 @@ def test_ratio_with_zero_denominator_and_oee_without_a_component() -> None:
     no_ideal = {name: part for name, part in H1.items() if name != "performance"}
     got = K.combine([K.OEE], [no_ideal])["oee"]
     assert got.value is None and got.null_reason.startswith("performance: ")
+
+
+def test_ratios_sum_only_the_periods_where_both_terms_are_known() -> None:
+    # a second machine-hour with units but no good-count counter and no ideal cycle time
+    blind = hour(
+        production_count=(100.0, {}),
+        good_count=(None, {}),
+        quality=(None, {"good": None, "total": 100.0}),
+        run_time_s=(3600.0, {}),
+        performance=(None, {"ideal_cycle_time_s": None}),
+    )
+    got = K.combine([K.QUALITY, K.PERFORMANCE], [H1, H2, blind], machines=2)
+    assert got["quality"].value == 0.9  # 9 / 10: its 100 units of unknown quality are left out
+    assert got["quality"].details == {"numerator": 9.0, "denominator": 10.0, "parts": 3, "parts_used": 2}
+    assert got["performance"].value == 0.125  # 600 / 4800: nor does its run time count
 
 
 def test_machines_together_only_where_kpis_add_up() -> None:
