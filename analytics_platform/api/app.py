@@ -38,6 +38,7 @@ from analytics_platform.api.routes import (
     kpi,
     quality,
     readings,
+    reports,
     spec_limits,
 )
 from analytics_platform.api.routes.health import BrokerProbe
@@ -112,6 +113,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
 
     for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
         app.include_router(module.router)
+    app.include_router(reports.router)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -102,7 +102,12 @@ CASES = [
     (READINGS, {"metric": "Temp"}, "metric", f"unknown metric 'Temp'; known: {KNOWN_METRICS}"),
     (KPI, {"kpi": "mtbf"}, "kpi", f"unknown kpi 'mtbf'; known: {KNOWN_KPIS}"),
     (KPI, {"kpi": "avg_humidity"}, "kpi", f"unknown kpi 'avg_humidity'; known: {KNOWN_KPIS}"),
-    (KPI, {"period": "week"}, "period", "Input should be 'hour', 'shift' or 'day'"),
+    (
+        KPI,
+        {"period": "fortnight"},
+        "period",
+        "Input should be 'hour', 'shift', 'day', 'week', 'month', 'year' or 'custom'",
+    ),
     (DEVIATION, {"period": "shift"}, "period", "Input should be 'hour' or 'day'"),
     (DEVIATION, {"severity": "bad"}, "severity", "Input should be 'normal', 'warning' or 'critical'"),
     # not_confirmed: a live flag the hourly record did not find (issue 22); pydantic lists a Literal's values in order

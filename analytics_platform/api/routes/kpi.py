@@ -191,7 +191,7 @@ def tenant_timezone(conn: psycopg.Connection, tenant: str) -> str:
 
 
 Machine = tuple[str, str]  # factory_id, machine_id
-Hours = dict[Machine, list[dict[str, K.Part]]]
+Hours = dict[Machine, list[tuple[datetime, dict[str, K.Part]]]]  # per machine, (period start, its KPIs)
 
 
 def _group(rows: Iterable[dict], spans: list[kp.CalendarPeriod]) -> list[Hours]:
@@ -206,7 +206,7 @@ def _group(rows: Iterable[dict], spans: list[kp.CalendarPeriod]) -> list[Hours]:
         part = K.Part(row["value"], row["details"] or {}, seconds, row["null_reason"])
         machine = (row["factory_id"], row["machine_id"])
         out[at].setdefault(machine, {}).setdefault(row["period_start"], {})[row["kpi"]] = part
-    return [{m: [p for _, p in sorted(periods.items())] for m, periods in by_machine.items()} for by_machine in out]
+    return [{m: sorted(periods.items()) for m, periods in by_machine.items()} for by_machine in out]
 
 
 def read_hours(
@@ -290,7 +290,7 @@ def combined_rows(
         else:
             units = [((None, None), list(hours.values()))] if hours else []
         for (factory, machine), members in units:
-            periods = [p for parts in members for p in parts]
+            periods = [p for parts in members for _, p in parts]
             results = K.combine(wanted, periods, machines=len(members))
             for item in wanted:
                 if kpi is not None and item.name != kpi:
