@@ -922,7 +922,15 @@ async function kpiView(_parts, params) {
     h("div", { class: "cards" }, factoryCard, cards.length ? cards : h("p", { class: "empty" }, "No KPIs in this range.")),
     kpiTrend(kpis.items, catalog, trendKpi, period, go),
     deviationSection(deviation.items, period),
+    energyReport(context, end),
   );
+}
+
+/** The monthly ISO 50001 report (kpiperiod.js draws it, with these helpers). */
+function energyReport(context, end) {
+  const section = h("section", { id: "energy-performance" });
+  window.kpiPeriod?.mount(section, { h, api, num, table, chartFigure }, context, end);
+  return section;
 }
 
 function kpiCard(title, periodStart, values, period, machine, context, catalog) {
