@@ -268,7 +268,16 @@ SERIES = {"tenant_id": "t1", "factory_id": "f1", "machine_id": "m1", "metric": "
 AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/readings": [{**SERIES, "start": f"{DAY}T03:00:00Z", "end": f"{DAY}T04:00:00Z"}],
     "/v1/agg": [{**SERIES, "window_s": w} for w in (60, 300, 3600, 7200, 86400)],
-    "/v1/kpi": [{"factory_id": "f1", "period": p, **RANGE} for p in ("hour", "shift", "day")],
+    "/v1/kpi": [
+        *({"factory_id": "f1", "period": p, **RANGE} for p in ("hour", "shift", "day", "custom")),
+        {"factory_id": "f1", "period": "month", "start": "2025-08-01T00:00:00Z", "end": "2025-09-01T00:00:00Z"},
+        {"scope": "tenant", "period": "week", "start": "2025-08-18T00:00:00Z", "end": "2025-08-25T00:00:00Z"},
+        {"factory_id": "f1", "scope": "factory", "period": "hour", **RANGE},
+    ],
+    "/v1/reports/energy-performance": [
+        {"factory_id": "f1", "period": "custom", **RANGE},
+        {"factory_id": "f1", "period": "month", "start": "2025-08-01T00:00:00Z", "end": "2025-09-01T00:00:00Z"},
+    ],
     "/v1/event-rollup": [{"factory_id": "f1", "window_s": w, **RANGE} for w in (60, 3600, 86400)],
     "/v1/anomalies": [{}, {"factory_id": "f1", "status": "all", **RANGE}],
     # anomalies 1-4 are one event each (event_id = anomaly_id): 1 in the default ranges, 2-4 on {DAY}
