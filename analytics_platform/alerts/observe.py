@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from analytics_platform.alerts.config import DERIVED_KPIS
+from analytics_platform.alerts.config import DERIVED_KPIS, RULE_PARAMS
 from analytics_platform.alerts.model import ANY, Condition, Observation, Rule, iso
 from analytics_platform.transforms import kpi_catalog
 
@@ -343,7 +343,7 @@ def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
     one resolves it. Periods without a value (no production) are no evidence either way and are
     skipped. `reject_rate` is 1 − quality, computed from the quality row's good and total counts
     (exact for whole counts, not 1 − a rounded ratio)."""
-    p = rule.params
+    p = _params(rule)
     since = now - timedelta(hours=float(p["lookback_hours"]))
     kpi = str(p["kpi"])
     stored = DERIVED_KPIS.get(kpi, kpi)
@@ -358,7 +358,7 @@ def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
         f"""SELECT tenant_id, factory_id, machine_id, period_start, period_end, v, unit, details->>'shift'
             FROM (SELECT *, {value} AS v FROM analytics.analytics_kpi
                   WHERE kpi = %(kpi)s AND period = %(period)s AND period_end > %(since)s AND period_end <= %(now)s
-                    AND {tenant}) k
+                    AND period_start > %(since)s - INTERVAL '2 days' AND {tenant}) k
             WHERE v IS NOT NULL
             ORDER BY tenant_id, factory_id, machine_id, period_start DESC""",
         {"kpi": stored, "period": p["period"], "since": since, "now": now, **args},
@@ -415,7 +415,7 @@ def trends(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> 
     slope steeper than `min_slope_per_hour` ("temperature rising by more than X per hour over Y
     hours": min_slope_per_hour X, window_hours Y). One condition per series and direction; it
     resolves when the series' latest judgement no longer says so."""
-    p = rule.params
+    p = _params(rule)
     since = now - timedelta(hours=float(p["lookback_hours"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
@@ -473,7 +473,7 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
     `period`s within `lookback_hours` (analytics.analytics_baseline_deviation). With the same
     production, SEC above its baseline by X % is energy above its prediction by X %: this kind is
     that rule too. One condition per machine; the first period back within the band resolves it."""
-    p = rule.params
+    p = _params(rule)
     since = now - timedelta(hours=float(p["lookback_hours"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
@@ -481,7 +481,7 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
                    predicted_kwh, baseline_version
             FROM analytics.analytics_baseline_deviation
             WHERE period = %(period)s AND period_end > %(since)s AND period_end <= %(now)s
-              AND deviation_pct IS NOT NULL AND {tenant}
+              AND period_start > %(since)s - INTERVAL '2 days' AND deviation_pct IS NOT NULL AND {tenant}
             ORDER BY tenant_id, factory_id, machine_id, period_start DESC""",
         {"period": p["period"], "since": since, "now": now, **args},
     ).fetchall()
@@ -521,6 +521,12 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
             )
         )
     return Observation(conditions, horizon=since, known=frozenset(known))
+
+
+def _params(rule: Rule) -> dict:
+    """The rule's params over its kind's defaults: a rule built in code (a test, a replay) with only
+    the params it changes reads like one loaded from the table."""
+    return {**RULE_PARAMS[rule.kind], **rule.params}
 
 
 def _latest(rows: list[tuple], periods: int) -> dict[tuple, list[tuple]]:

@@ -226,3 +226,18 @@ def test_energy_above_its_baseline_by_more_than_10_percent(
     deviation(database, "mc-01", day + timedelta(days=1), 1020.0, 1000.0)
     report = tick(database, NOW + timedelta(days=1), env, rules=(energy,))
     assert (report.resolved, report.sent) == (1, 1)
+
+
+def test_a_rule_built_with_only_the_params_it_changes_reads_its_kinds_defaults(
+    database: DatabaseHandle, receivers: tuple[HttpReceiver, dict[str, str]]
+) -> None:
+    """A rule made in code (a replay, a test) with just `kpi` and `below` behaves as one loaded from
+    the table: period shift, one period, 48 h look-back, severity warning."""
+    _, env = receivers
+    kpi(database, "mc-01", DAY, 8, 0.5, details={"shift": "early"})
+    bare = Rule("oee-bare", "kpi_threshold", params={"kpi": "oee", "below": 0.6}, channels=("slack",))
+    report = tick(database, NOW, env, rules=(bare,))
+    assert (report.opened, report.sent, report.rule_errors) == (1, 1, {})
+    assert database.query("SELECT fingerprint, severity FROM analytics.alert_conditions") == [
+        ("oee-bare:t1/f1/mc-01/oee/shift", "warning")
+    ]
