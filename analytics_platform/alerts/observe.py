@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import psycopg
@@ -403,10 +403,19 @@ def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
                         "periods": len(latest),
                     }
                 ),
-                link=asset_link(ui_url, "daily_machine_kpis" if p["period"] != "hour" else "hourly_machine_kpis"),
+                link=_kpi_link(ui_url, str(p["period"]), start, end),
             )
         )
     return Observation(conditions, horizon=since, known=frozenset(known))
+
+
+def _kpi_link(ui_url: str, period: str, start: datetime, end: datetime) -> str:
+    """The KPI asset partition that wrote a period: the hour itself, or the UTC day a day or shift
+    ends in (the daily asset writes the shifts ending within its day)."""
+    if period == "hour":
+        return asset_link(ui_url, "hourly_machine_kpis", start.astimezone(UTC).strftime(HOUR_KEY))
+    last = (end - timedelta(microseconds=1)).astimezone(UTC)
+    return asset_link(ui_url, "daily_machine_kpis", last.strftime("%Y-%m-%d"))
 
 
 def trends(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:

@@ -94,7 +94,7 @@ def test_a_shift_oee_below_60_percent_is_told_once_and_resolves_when_it_recovers
                 "When: 2026-03-01T06:00:00Z; detected 2026-03-02T10:00:00Z",
                 "How bad: warning; kpi oee; period shift; shift early; value 0.52; threshold 0.6; "
                 "period_start 2026-03-01T06:00:00Z; period_end 2026-03-01T14:00:00Z; periods 1",
-                f"Link: {UI}/assets/daily_machine_kpis",
+                f"Link: {UI}/assets/daily_machine_kpis?view=partitions&partition=2026-03-01",
                 f"Fingerprint: {fingerprint}",
             ]
         )
