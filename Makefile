@@ -118,6 +118,7 @@ bench: $(STAMP) ui-assets mosquitto
 	@$(PY) bench/freshness.py
 	@$(PY) bench/kpi_ml.py
 	@$(PY) bench/checks.py
+	@$(PY) bench/trends.py
 	@$(PY) bench/api.py
 	@$(PY) bench/edge.py
 	@$(PY) bench/detection.py

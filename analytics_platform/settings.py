@@ -193,6 +193,17 @@ class PlatformSettings(BaseSettings):
     baseline_training_days: int = Field(default=90, ge=1, description="Trailing days an energy baseline learns from.")
     baseline_min_samples: int = Field(default=1000, ge=2, description="Fewest usable hours a baseline is fitted on.")
     baseline_r2_min: float = Field(default=0.80, gt=0, le=1, description="R² below this stores the model flagged.")
+    trend_windows_hours: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [6, 24],
+        description="Rolling windows (hours) over which each series' and hourly KPI's trend is judged every hour "
+        "(analytics_trend; a `trend` alert rule names one as window_hours).",
+    )
+    trend_min_points: int = Field(
+        default=6, ge=3, description="Fewest hourly points in a window for a trend to be judged (else stable)."
+    )
+    trend_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Mann–Kendall level: p below it makes a trend increasing/decreasing."
+    )
     anomaly_contamination: float = Field(default=0.01, gt=0, le=0.5, description="Isolation Forest contamination.")
     anomaly_trees: int = Field(default=50, ge=1, description="Trees per Isolation Forest.")
     anomaly_training_hours: int = Field(
@@ -335,6 +346,7 @@ class PlatformSettings(BaseSettings):
         "anomaly_metrics",
         "anomaly_skip_metrics",
         "api_cors_origins",
+        "trend_windows_hours",
         mode="before",
     )
     @classmethod

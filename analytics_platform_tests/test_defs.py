@@ -32,7 +32,13 @@ RESULT_CONTRACTS = {
     },
     **{
         name: {"schema": True, "unique_keys": True, "result_ranges": False}
-        for name in ("hourly_machine_kpis", "daily_machine_kpis", "energy_baseline_models", "reading_anomalies")
+        for name in (
+            "hourly_machine_kpis",
+            "daily_machine_kpis",
+            "energy_baseline_models",
+            "reading_anomalies",
+            "series_trends",
+        )
     },
 }
 FRESHNESS = RAW_ASSETS | {
@@ -62,6 +68,7 @@ ENERGY_ASSETS = {
         "hourly_machine_kpis",
         "energy_baseline_models",
     },
+    "series_trends": {"sensor_window_aggregates", "hourly_machine_kpis"},
 }
 
 
@@ -134,7 +141,7 @@ def test_energy_assets_lineage_partitions_and_schedules() -> None:
     for name, parents in ENERGY_ASSETS.items():
         node = graph.get(dg.AssetKey(name))
         assert {k.to_user_string() for k in node.parent_keys} == parents, name
-    for name in ("hourly_machine_kpis", "reading_anomalies"):
+    for name in ("hourly_machine_kpis", "reading_anomalies", "series_trends"):
         partitions = graph.get(dg.AssetKey(name)).partitions_def
         # whole hours only: the running hour has no partition
         assert isinstance(partitions, dg.HourlyPartitionsDefinition) and partitions.end_offset == 0
@@ -146,6 +153,7 @@ def test_energy_assets_lineage_partitions_and_schedules() -> None:
         "daily_kpis_schedule": "30 0 * * *",
         "anomalies_schedule": "10 * * * *",
         "baseline_training_schedule": "0 3 * * 1",
+        "trends_schedule": "25 * * * *",
     }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     assert schedules["anomalies_schedule"].job_name == "anomalies_job"

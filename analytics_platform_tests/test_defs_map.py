@@ -169,6 +169,13 @@ EXPECTED = {
             True,
             "hourly inputs changed (within 2 days, 0:00:00)",
         ),
+        "series_trends": (
+            "energy",
+            "hourly 2024-01-01-00:00 +0 UTC",
+            ["hourly_machine_kpis", "sensor_window_aggregates"],
+            True,
+            None,
+        ),
         "sweep_batch_quality": (
             "analytics",
             "hourly 2024-01-01-00:00 +1 UTC",
@@ -242,12 +249,14 @@ EXPECTED = {
             "schema": True,
             "unique_keys": True,
         },
+        "series_trends": {"result_ranges": False, "schema": True, "unique_keys": True},
         "sweep_batch_quality": {"reconciliation": True, "result_ranges": False, "schema": True, "unique_keys": True},
     },
     "jobs": {
         "anomalies_job": ["reading_anomalies"],
         "baseline_training_job": ["energy_baseline_models"],
         "daily_kpis_job": ["daily_machine_kpis"],
+        "trends_job": ["series_trends"],
         "window_aggregates_live": ["sensor_window_aggregates"],
     },
     "sensors": {
@@ -268,6 +277,7 @@ EXPECTED = {
                 "raw_sensor_readings",
                 "raw_sweep_readings",
                 "reading_anomalies",
+                "series_trends",
                 "sweep_batch_quality",
             ],
         ),
@@ -284,6 +294,7 @@ EXPECTED = {
         "anomalies_schedule": ("10 * * * *", "anomalies_job", "UTC", "RUNNING"),
         "baseline_training_schedule": ("0 3 * * 1", "baseline_training_job", "UTC", "RUNNING"),
         "daily_kpis_schedule": ("30 0 * * *", "daily_kpis_job", "UTC", "RUNNING"),
+        "trends_schedule": ("25 * * * *", "trends_job", "UTC", "RUNNING"),
     },
 }
 
@@ -298,12 +309,14 @@ VARIANT_SUMMARIES = {
             "raw_sensor_readings",
             "reading_anomalies",
             "sensor_window_aggregates",
+            "series_trends",
         ],
-        "checks": 29,
+        "checks": 32,
         "jobs": {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],
             "daily_kpis_job": ["daily_machine_kpis"],
+            "trends_job": ["series_trends"],
             "window_aggregates_live": ["sensor_window_aggregates"],
         },
         "sensors": [
@@ -316,7 +329,7 @@ VARIANT_SUMMARIES = {
             "live_anomalies",
             "raw_rederivations",
         ],
-        "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],
+        "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule", "trends_schedule"],
     },
     "device_lab_k8s": {
         "assets": [
@@ -361,13 +374,15 @@ VARIANT_SUMMARIES = {
             "raw_sweep_readings",
             "reading_anomalies",
             "sensor_window_aggregates",
+            "series_trends",
             "sweep_batch_quality",
         ],
-        "checks": 64,
+        "checks": 67,
         "jobs": {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],
             "daily_kpis_job": ["daily_machine_kpis"],
+            "trends_job": ["series_trends"],
             "window_aggregates_live": ["sensor_window_aggregates"],
             "k8s_backfill_analytics_daily": ["daily_event_rollups"],
             "k8s_backfill_analytics_hourly": [
@@ -377,7 +392,7 @@ VARIANT_SUMMARIES = {
                 "sweep_batch_quality",
             ],
             "k8s_backfill_energy_daily": ["daily_machine_kpis"],
-            "k8s_backfill_energy_hourly": ["hourly_machine_kpis", "reading_anomalies"],
+            "k8s_backfill_energy_hourly": ["hourly_machine_kpis", "reading_anomalies", "series_trends"],
         },
         "sensors": [
             "aggregates_automation",
@@ -391,7 +406,7 @@ VARIANT_SUMMARIES = {
             "live_anomalies",
             "raw_rederivations",
         ],
-        "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule"],
+        "schedules": ["anomalies_schedule", "baseline_training_schedule", "daily_kpis_schedule", "trends_schedule"],
     },
 }
 
@@ -436,7 +451,7 @@ def test_each_build_partitions_from_its_own_start() -> None:
                 ],
                 f"hourly {hour} +1 UTC",
             ),
-            **dict.fromkeys(["hourly_machine_kpis", "reading_anomalies"], f"hourly {hour} +0 UTC"),
+            **dict.fromkeys(["hourly_machine_kpis", "reading_anomalies", "series_trends"], f"hourly {hour} +0 UTC"),
             **dict.fromkeys(["daily_event_rollups", "daily_machine_kpis"], f"daily {day} +0 UTC"),
         }, name
         for node in graph.asset_nodes:

@@ -8,6 +8,7 @@ in neither the file, the database nor the logs.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from analytics_platform.alerts.model import ANY, CHANNEL_KINDS, RULE_KINDS, SEVERITIES, Mute, Rule
 from analytics_platform.settings import REPO_ROOT
+from analytics_platform.transforms import kpi_catalog
 
 DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
 
@@ -41,7 +43,42 @@ RULE_PARAMS: dict[str, dict[str, Any]] = {
     "check_failed": {"include_warnings": False},
     "run_failed": {"lookback_hours": 24},
     "ingest_reset": {"lookback_hours": 24, "severity": "warning"},
+    # `below` or `above` (exactly one) must hold for the machine's `periods` latest ended periods
+    "kpi_threshold": {
+        "kpi": "oee",
+        "period": "shift",
+        "below": None,
+        "above": None,
+        "periods": 1,
+        "lookback_hours": 48,
+        "severity": "warning",
+    },
+    "trend": {
+        "source": "metric",
+        "name": "*",
+        "direction": "increasing",
+        "min_slope_per_hour": 0.0,
+        "window_hours": 24,
+        "max_p_value": 0.05,
+        "lookback_hours": 3,
+        "severity": "warning",
+    },
+    "energy_deviation": {
+        "period": "day",
+        "direction": "above",
+        "min_pct": 10.0,
+        "periods": 1,
+        "lookback_hours": 48,
+        "severity": "warning",
+    },
 }
+KPI_PERIODS = ("hour", "shift", "day")
+DEVIATION_PERIODS = ("hour", "day")
+TREND_SOURCES = ("metric", "kpi")
+TREND_DIRECTIONS = ("increasing", "decreasing", "any")
+DEVIATION_DIRECTIONS = ("above", "below", "either")
+# KPIs an alert can name beside the catalogue's: derived from a catalogue KPI's row
+DERIVED_KPIS = {"reject_rate": "quality"}
 _RULE_FIELDS = {"name", "kind", "tenant_id", "params", "channels", "notify_resolve", "enabled", "description"}
 _MUTE_FIELDS = {"rule", "tenant_id", "factory_id", "machine_id", "start", "end", "reason", "created_by"}
 
@@ -138,6 +175,7 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise AlertConfigError(f"{at}: param {key} must be a number ≥ 0, got {value!r}")
+    _kind_params(kind, merged, at)
     wanted = entry.get("channels") or []
     if not isinstance(wanted, list):
         raise AlertConfigError(f"{at}: `channels` must be a list of channel names")
@@ -154,6 +192,45 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
         enabled=bool(entry.get("enabled", True)),
         description=str(entry.get("description", "")),
     )
+
+
+def _kind_params(kind: str, params: Mapping[str, Any], at: str) -> None:
+    """The checks of the KPI, trend and deviation kinds' non-numeric params: a typo in a KPI name or
+    a period would otherwise be a rule that silently never fires."""
+
+    def one_of(key: str, allowed: Sequence[str]) -> None:
+        if params[key] not in allowed:
+            raise AlertConfigError(f"{at}: param {key} must be one of {list(allowed)}, got {params[key]!r}")
+
+    def whole(key: str) -> None:
+        if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1:
+            raise AlertConfigError(f"{at}: param {key} must be a whole number ≥ 1, got {params[key]!r}")
+
+    if kind == "kpi_threshold":
+        names = kpi_catalog.kpi_names(()) | set(DERIVED_KPIS)
+        kpi = params["kpi"]
+        if kpi not in names and not (isinstance(kpi, str) and kpi.startswith(kpi_catalog.DRIVER_PREFIX)):
+            raise AlertConfigError(f"{at}: param kpi must be a KPI of the catalogue, got {kpi!r}")
+        one_of("period", KPI_PERIODS)
+        whole("periods")
+        bounds = [k for k in ("below", "above") if params[k] is not None]
+        if len(bounds) != 1:
+            raise AlertConfigError(f"{at}: give exactly one of `below` and `above` (the threshold)")
+        value = params[bounds[0]]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise AlertConfigError(f"{at}: param {bounds[0]} must be a number, got {value!r}")
+    elif kind == "trend":
+        one_of("source", TREND_SOURCES)
+        one_of("direction", TREND_DIRECTIONS)
+        whole("window_hours")
+        if not isinstance(params["name"], str) or not params["name"]:
+            raise AlertConfigError(f"{at}: param name must name a metric or KPI (or '*')")
+        if params["max_p_value"] > 1:
+            raise AlertConfigError(f"{at}: param max_p_value must be at most 1, got {params['max_p_value']!r}")
+    elif kind == "energy_deviation":
+        one_of("period", DEVIATION_PERIODS)
+        one_of("direction", DEVIATION_DIRECTIONS)
+        whole("periods")
 
 
 def _time(value: Any, where: str) -> datetime:

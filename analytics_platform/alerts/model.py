@@ -23,6 +23,9 @@ RULE_KINDS = (
     "check_failed",
     "run_failed",
     "ingest_reset",
+    "kpi_threshold",
+    "trend",
+    "energy_deviation",
 )
 SEVERITIES = ("info", "warning", "critical")
 CHANNEL_KINDS = ("slack", "line", "email", "webhook")
@@ -96,7 +99,9 @@ class Observation:
     conditions: Sequence[Condition]
     horizon: datetime | None = None
     # fingerprints whose current state the rule actually looked at (None: everything). A stored
-    # open condition outside it is left open: not seen is not the same as seen passing.
+    # open condition outside it is left open: not seen is not the same as seen passing. One inside
+    # it that is not seen resolves even if it opened before `horizon` (a machine's KPI condition
+    # lives longer than the look-back while the machine keeps reporting: its recovery is news).
     known: frozenset[str] | None = None
 
 
@@ -130,8 +135,14 @@ def plan(observation: Observation, stored: Mapping[str, Stored]) -> list[Change]
         if before.state != "open" or fingerprint in seen:
             continue
         old = before.condition
-        aged = observation.horizon is not None and old.observed_at is not None and old.observed_at < observation.horizon
-        if not aged and observation.known is not None and fingerprint not in observation.known:
+        looked = observation.known is not None and fingerprint in observation.known
+        aged = (
+            not looked
+            and observation.horizon is not None
+            and old.observed_at is not None
+            and old.observed_at < observation.horizon
+        )
+        if not aged and observation.known is not None and not looked:
             continue
         changes.append(Change("expire" if aged else "resolve", old))
     return changes

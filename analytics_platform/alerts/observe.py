@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import psycopg
 
+from analytics_platform.alerts.config import DERIVED_KPIS, RULE_PARAMS
 from analytics_platform.alerts.model import ANY, Condition, Observation, Rule, iso
+from analytics_platform.transforms import kpi_catalog
 
 HOUR_KEY = "%Y-%m-%d-%H:00"
 
@@ -334,6 +336,217 @@ def ingest_resets(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: s
     )
 
 
+def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Machines whose `kpi` of each of their `periods` latest ended `period`s (hour, shift, day)
+    within `lookback_hours` is strictly below `below` (or above `above`): one condition per
+    machine and KPI, so a second bad shift in a row is the same open alert, and the first good
+    one resolves it. Periods without a value (no production) are no evidence either way and are
+    skipped. `reject_rate` is 1 − quality, computed from the quality row's good and total counts
+    (exact for whole counts, not 1 − a rounded ratio)."""
+    p = _params(rule)
+    since = now - timedelta(hours=float(p["lookback_hours"]))
+    kpi = str(p["kpi"])
+    stored = DERIVED_KPIS.get(kpi, kpi)
+    value = (
+        "CASE WHEN (details->>'total')::float8 > 0 THEN ((details->>'total')::float8 - (details->>'good')::float8)"
+        " / (details->>'total')::float8 END"
+        if kpi == "reject_rate"
+        else "value"
+    )
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT tenant_id, factory_id, machine_id, period_start, period_end, v, unit, details->>'shift'
+            FROM (SELECT *, {value} AS v FROM analytics.analytics_kpi
+                  WHERE kpi = %(kpi)s AND period = %(period)s AND period_end > %(since)s AND period_end <= %(now)s
+                    AND period_start > %(since)s - INTERVAL '2 days' AND {tenant}) k
+            WHERE v IS NOT NULL
+            ORDER BY tenant_id, factory_id, machine_id, period_start DESC""",
+        {"kpi": stored, "period": p["period"], "since": since, "now": now, **args},
+    ).fetchall()
+    below = p["below"] is not None
+    threshold = float(p["below"] if below else p["above"])
+    entry = kpi_catalog.BY_NAME.get(stored)
+    percent = entry is not None and entry.format == "percent"
+
+    def show(v: float) -> str:
+        return f"{v * 100:.4g} %" if percent else f"{v:.4g}" + (f" {entry.unit}" if entry and entry.unit else "")
+
+    conditions, known = [], set()
+    for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
+        fingerprint = f"{rule.name}:{t}/{f}/{m}/{kpi}/{p['period']}"
+        known.add(fingerprint)
+        if not all((v < threshold) if below else (v > threshold) for *_, v, _, _ in latest):
+            continue
+        newest, first = latest[0], latest[-1]
+        _, _, _, start, end, v, _, shift = newest
+        what = f"{p['period']} {shift}" if shift else p["period"]
+        run = f" for {len(latest)} {p['period']}s in a row" if len(latest) > 1 else ""
+        conditions.append(
+            Condition(
+                fingerprint=fingerprint,
+                severity=str(p["severity"]),
+                summary=f"{kpi} of the {what} ending {iso(end)} = {show(v)}, "
+                f"{'below' if below else 'above'} {show(threshold)}{run}",
+                tenant_id=t,
+                factory_id=f,
+                machine_id=m,
+                observed_at=first[3],
+                details=_clean(
+                    {
+                        "kpi": kpi,
+                        "period": p["period"],
+                        "shift": shift,
+                        "value": v,
+                        "threshold": threshold,
+                        "period_start": iso(start),
+                        "period_end": iso(end),
+                        "periods": len(latest),
+                    }
+                ),
+                link=_kpi_link(ui_url, str(p["period"]), start, end),
+            )
+        )
+    return Observation(conditions, horizon=since, known=frozenset(known))
+
+
+def _kpi_link(ui_url: str, period: str, start: datetime, end: datetime) -> str:
+    """The KPI asset partition that wrote a period: the hour itself, or the UTC day a day or shift
+    ends in (the daily asset writes the shifts ending within its day)."""
+    if period == "hour":
+        return asset_link(ui_url, "hourly_machine_kpis", start.astimezone(UTC).strftime(HOUR_KEY))
+    last = (end - timedelta(microseconds=1)).astimezone(UTC)
+    return asset_link(ui_url, "daily_machine_kpis", last.strftime("%Y-%m-%d"))
+
+
+def trends(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Series whose latest trend judgement (analytics.analytics_trend, window `window_hours`, judged
+    within `lookback_hours`) is significant (p < `max_p_value`) in `direction` with a Theil–Sen
+    slope steeper than `min_slope_per_hour` ("temperature rising by more than X per hour over Y
+    hours": min_slope_per_hour X, window_hours Y). One condition per series and direction; it
+    resolves when the series' latest judgement no longer says so."""
+    p = _params(rule)
+    since = now - timedelta(hours=float(p["lookback_hours"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, name)
+                   tenant_id, factory_id, machine_id, sensor_id, name, unit, window_start, window_end, n,
+                   slope_per_hour, p_value, direction
+            FROM analytics.analytics_trend
+            WHERE source = %(source)s AND (%(name)s = '*' OR name = %(name)s) AND window_hours = %(hours)s
+              AND window_end > %(since)s AND window_end <= %(now)s AND {tenant}
+            ORDER BY tenant_id, factory_id, machine_id, sensor_id, name, window_end DESC""",
+        {"source": p["source"], "name": p["name"], "hours": int(p["window_hours"]), "since": since, "now": now, **args},
+    ).fetchall()
+    wanted = ("increasing", "decreasing") if p["direction"] == "any" else (p["direction"],)
+    limit, max_p = float(p["min_slope_per_hour"]), float(p["max_p_value"])
+    conditions, known = [], set()
+    for t, f, m, sensor, name, unit, start, end, n, slope, p_value, direction in rows:
+        for way in wanted:
+            fingerprint = f"{rule.name}:{t}/{f}/{m}/{sensor}/{name}/{way}"
+            known.add(fingerprint)
+            steep = slope is not None and (slope > limit if way == "increasing" else slope < -limit)
+            if direction != way or p_value >= max_p or not steep:
+                continue
+            rising = "rising" if way == "increasing" else "falling"
+            per_hour = f"{slope:+.4g}" + (f" {unit}" if unit else "") + "/h"
+            conditions.append(
+                Condition(
+                    fingerprint=fingerprint,
+                    severity=str(p["severity"]),
+                    summary=f"{name} {rising} {per_hour} over {p['window_hours']} h (Mann–Kendall p = {p_value:.2g}, "
+                    f"{n} points)",
+                    tenant_id=t,
+                    factory_id=f,
+                    machine_id=m,
+                    observed_at=end,
+                    details=_clean(
+                        {
+                            "name": name,
+                            "sensor": sensor or None,
+                            "slope_per_hour": slope,
+                            "p_value": p_value,
+                            "n": n,
+                            "window_start": iso(start),
+                            "window_end": iso(end),
+                        }
+                    ),
+                    link=asset_link(ui_url, "series_trends", end.strftime(HOUR_KEY)),
+                )
+            )
+    return Observation(conditions, horizon=since, known=frozenset(known))
+
+
+def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Machines whose energy deviated from their active baseline's prediction by more than
+    `min_pct` % (`direction` above, below or either) in each of their `periods` latest ended
+    `period`s within `lookback_hours` (analytics.analytics_baseline_deviation). With the same
+    production, SEC above its baseline by X % is energy above its prediction by X %: this kind is
+    that rule too. One condition per machine; the first period back within the band resolves it."""
+    p = _params(rule)
+    since = now - timedelta(hours=float(p["lookback_hours"]))
+    tenant, args = _tenant_clause(rule)
+    rows = conn.execute(
+        f"""SELECT tenant_id, factory_id, machine_id, period_start, period_end, deviation_pct, actual_kwh,
+                   predicted_kwh, baseline_version
+            FROM analytics.analytics_baseline_deviation
+            WHERE period = %(period)s AND period_end > %(since)s AND period_end <= %(now)s
+              AND period_start > %(since)s - INTERVAL '2 days' AND deviation_pct IS NOT NULL AND {tenant}
+            ORDER BY tenant_id, factory_id, machine_id, period_start DESC""",
+        {"period": p["period"], "since": since, "now": now, **args},
+    ).fetchall()
+    limit, direction = float(p["min_pct"]), p["direction"]
+
+    def beyond(pct: float) -> bool:
+        return (direction != "below" and pct > limit) or (direction != "above" and pct < -limit)
+
+    conditions, known = [], set()
+    for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
+        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['period']}"
+        known.add(fingerprint)
+        if not all(beyond(row[5]) for row in latest):
+            continue
+        _, _, _, start, end, pct, actual, predicted, version = latest[0]
+        run = f" for {len(latest)} {p['period']}s in a row" if len(latest) > 1 else ""
+        conditions.append(
+            Condition(
+                fingerprint=fingerprint,
+                severity=str(p["severity"]),
+                summary=f"energy of the {p['period']} ending {iso(end)} {pct:+.3g} % against the baseline "
+                f"({actual:.4g} kWh, predicted {predicted:.4g} kWh; limit {limit:g} %){run}",
+                tenant_id=t,
+                factory_id=f,
+                machine_id=m,
+                observed_at=latest[-1][3],
+                details={
+                    "deviation_pct": pct,
+                    "actual_kwh": actual,
+                    "predicted_kwh": predicted,
+                    "baseline_version": version,
+                    "period_start": iso(start),
+                    "period_end": iso(end),
+                    "periods": len(latest),
+                },
+                link=asset_link(ui_url, "daily_machine_kpis" if p["period"] == "day" else "reading_anomalies"),
+            )
+        )
+    return Observation(conditions, horizon=since, known=frozenset(known))
+
+
+def _params(rule: Rule) -> dict:
+    """The rule's params over its kind's defaults: a rule built in code (a test, a replay) with only
+    the params it changes reads like one loaded from the table."""
+    return {**RULE_PARAMS[rule.kind], **rule.params}
+
+
+def _latest(rows: list[tuple], periods: int) -> dict[tuple, list[tuple]]:
+    """Rows (tenant, factory, machine first; newest first per machine) -> per machine its `periods`
+    newest rows, only for machines that have that many (fewer is not yet "for N periods")."""
+    per_machine: dict[tuple, list[tuple]] = {}
+    for row in rows:
+        per_machine.setdefault(tuple(row[:3]), []).append(row)
+    return {key: found[:periods] for key, found in per_machine.items() if len(found) >= periods}
+
+
 def _num(value: object) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -350,4 +563,7 @@ OBSERVERS: dict[str, Observer] = {
     "lab_out_of_spec": lab_out_of_spec,
     "sweep_out_of_spec": sweep_out_of_spec,
     "ingest_reset": ingest_resets,
+    "kpi_threshold": kpi_thresholds,
+    "trend": trends,
+    "energy_deviation": energy_deviations,
 }

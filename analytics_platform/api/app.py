@@ -40,6 +40,7 @@ from analytics_platform.api.routes import (
     readings,
     reports,
     spec_limits,
+    trends,
 )
 from analytics_platform.api.routes.health import BrokerProbe
 from analytics_platform.contracts.registry import registry as domain_registry
@@ -111,7 +112,20 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.agg_daily_view = None  # looked up on first use
     app.state.clock = lambda: datetime.now(UTC)  # "now" of /v1/agg's provisional horizon; tests pin it
 
-    for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
+    for module in (
+        health,
+        fleet,
+        agg,
+        kpi,
+        quality,
+        anomalies,
+        baselines,
+        spec_limits,
+        readings,
+        alerts,
+        catalog,
+        trends,
+    ):
         app.include_router(module.router)
     app.include_router(reports.router)
     if settings.api_cors_origins:

@@ -155,6 +155,31 @@ ANOMALY = TableContract(
     (*MACHINE, "method", "anomaly_type", "time", "sensor_id", "metric"),
     nullable_key=("sensor_id", "metric"),
 )
+TREND = TableContract(
+    "analytics_trend",
+    {
+        "window_end": TS,
+        "window_start": TS,
+        "window_hours": "integer",
+        **_MACHINE_COLUMNS,
+        "source": TEXT,
+        "sensor_id": TEXT,
+        "name": TEXT,
+        "unit": TEXT,
+        "n": "integer",
+        "slope_per_hour": F8,
+        "intercept": F8,
+        "mk_s": "integer",
+        "mk_var_s": F8,
+        "mk_z": F8,
+        "p_value": F8,
+        "confidence": F8,
+        "direction": TEXT,
+        "first_time": TS,
+        "last_time": TS,
+    },
+    (*MACHINE, "source", "sensor_id", "name", "window_hours", "window_end"),
+)
 BASELINE = TableContract(
     "analytics_baseline",
     {
@@ -501,6 +526,38 @@ def anomaly_outcomes(rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRa
                 with_epoch(rows, ["window_start", "window_end"]),
                 [*on_rows, unique("unique_keys", ANOMALY.key), *judged],
                 ANOMALY.key,
+            ),
+        ],
+    )
+
+
+def trend_outcomes(rows: pl.DataFrame, columns: pl.DataFrame) -> list[CheckOutcome]:
+    """Trends of a range of window ends: schema, unique key, p-value and confidence in [0, 1], a
+    known direction, a non-negative tie-corrected variance, and every point inside its window."""
+    on_columns, on_rows = schema_expectations(TREND, rows.columns)
+    r = "result_ranges"
+    judged = [
+        between(r, "p_value", (0, 1)),
+        between(r, "confidence", (0, 1)),
+        between(r, "mk_var_s", (0, None)),
+        Expect(
+            r,
+            "ExpectColumnValuesToBeInSet",
+            {"column": "direction", "value_set": ["increasing", "decreasing", "stable"]},
+        ),
+        at_most(r, "window_start__us", "first_time__us"),
+        at_most(r, "first_time__us", "last_time__us"),
+        at_most(r, "last_time__us", "window_end__us"),
+    ]
+    return judge(
+        "series_trends",
+        RESULT_CHECKS_NO_BUCKETS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(
+                with_epoch(rows, ["window_start", "first_time", "last_time", "window_end"]),
+                [*on_rows, unique("unique_keys", TREND.key), *judged],
+                TREND.key,
             ),
         ],
     )

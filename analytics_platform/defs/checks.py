@@ -199,6 +199,14 @@ def anomaly_checks(
     return check_results(suites.anomaly_outcomes(rows, columns, checks_config(settings).result_ranges), settings)
 
 
+def trend_checks(
+    conn: psycopg.Connection, settings: PlatformSettings, start: datetime, end: datetime
+) -> list[dg.AssetCheckResult]:
+    """The trends of the windows ending in (start, end], as the trend asset replaced them."""
+    rows, columns = written.read_written(conn, suites.TREND, "window_end > %s AND window_end <= %s", (start, end))
+    return check_results(suites.trend_outcomes(rows, columns), settings)
+
+
 def baseline_checks(conn: psycopg.Connection, settings: PlatformSettings) -> list[dg.AssetCheckResult]:
     """Every stored baseline version (a few per machine and year) and the active ones."""
     rows, columns = written.read_written(conn, suites.BASELINE, "true", ())

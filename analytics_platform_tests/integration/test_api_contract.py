@@ -210,6 +210,24 @@ INSERT INTO analytics.analytics_baseline_deviation (period_start, period_end, pe
 VALUES (TIMESTAMPTZ '{DAY} 00:00:00+00', TIMESTAMPTZ '2025-08-21 00:00:00+00', 'day', 't1', 'f1', 'm1', 2, 1010, 996,
         14, 1.4, 0.9, 'normal');
 
+-- trend judgements: m1's temperature per window end (hourly) and window length; one stable KPI; one of t2
+INSERT INTO analytics.analytics_trend (window_end, window_start, window_hours, tenant_id, factory_id, machine_id,
+    source, sensor_id, name, unit, n, slope_per_hour, intercept, mk_s, mk_var_s, mk_z, p_value, confidence,
+    direction, first_time, last_time)
+SELECT e, e - make_interval(hours => w), w, 't1', 'f1', 'm1', 'metric', 's1', 'temp', NULL, w, 0.25, 64.0, 15,
+       28.333, 2.63, 0.0085, 0.9915, 'increasing', e - make_interval(hours => w), e - INTERVAL '1 hour'
+FROM generate_series(TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 12:00:00+00', INTERVAL '1 hour') AS e,
+     (VALUES (6), (24)) AS windows (w);
+INSERT INTO analytics.analytics_trend (window_end, window_start, window_hours, tenant_id, factory_id, machine_id,
+    source, sensor_id, name, unit, n, slope_per_hour, intercept, mk_s, mk_var_s, mk_z, p_value, confidence,
+    direction, first_time, last_time)
+VALUES (TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 00:00:00+00', 6, 't1', 'f1', 'm1', 'kpi', '', 'oee',
+        'ratio', 3, NULL, NULL, 0, 0, 0, 1, 0, 'stable', TIMESTAMPTZ '{DAY} 00:00:00+00',
+        TIMESTAMPTZ '{DAY} 02:00:00+00'),
+       (TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 00:00:00+00', 6, 't2', 'f1', 'm1', 'metric', 's1', 'temp',
+        NULL, 6, -0.5, 99, -15, 28.333, -2.63, 0.0085, 0.9915, 'decreasing', TIMESTAMPTZ '{DAY} 00:00:00+00',
+        TIMESTAMPTZ '{DAY} 05:00:00+00');
+
 INSERT INTO analytics.analytics_spec_limits (tenant_id, factory_id, scope, name, lower_limit, upper_limit, target,
     unit, valid_from)
 VALUES ('t1', '*', 'analyte', 'Moisture', 11.5, 13.5, 12.5, '%', '-infinity'),
@@ -287,6 +305,7 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/anomaly-profiles": [{}, {"stage": "learning"}, {"machine_id": "m1"}],
     "/v1/baselines": [{}, {"include_inactive": True}],
     "/v1/baseline-deviation": [{"factory_id": "f1", "period": p, **RANGE} for p in ("hour", "day")],
+    "/v1/trends": [{"factory_id": "f1", **RANGE}, {"factory_id": "f1", "machine_id": "m1", "window_hours": 6, **RANGE}],
     "/v1/spec-limits": [{}, {"factory_id": "f1"}],
     "/v1/fleet": [{}, {"factory_id": "f1", "machine_id": "m1"}],
     "/v1/quality": [{"factory_id": "f1", **RANGE}],

@@ -361,6 +361,32 @@ def test_machine_chart_has_one_point_per_bucket_for_every_window(tab: Tab) -> No
     assert len(tab.rows("#anomaly-events")) == len(EXPECTED.anomaly_events)
 
 
+def test_machine_chart_draws_the_series_trend_on_demand(tab: Tab, plant: Plant) -> None:
+    """trends.js: the page loads with its three calls; "Show trend" makes one more (/v1/trends) and
+    draws the newest judgement's Theil–Sen line on the chart, its verdict written out below."""
+    plant.database.query(
+        """INSERT INTO analytics.analytics_trend (window_end, window_start, window_hours, tenant_id, factory_id,
+               machine_id, source, sensor_id, name, unit, n, slope_per_hour, intercept, mk_s, mk_var_s, mk_z, p_value,
+               confidence, direction, first_time, last_time)
+           VALUES ('2025-08-21T00:00Z', '2025-08-20T00:00Z', 24, 't1', 'f1', 'mc-01', 'metric', 's-temp', 'temp',
+                   NULL, 4, 0.125, 60, 6, 8.667, 1.699, 0.0894, 0.9106, 'stable', '2025-08-20T01:00Z',
+                   '2025-08-20T04:00Z')
+           RETURNING 1"""
+    )
+    try:
+        loaded = tab.open(f"{MACHINE}?metric=temp&sensor=s-temp&window=300&{DAY_RANGE}")
+        assert sorted(loaded["calls"]) == ["/agg", "/anomaly-events", "/fleet"]  # not fetched until asked
+        tab.calls.clear()
+        tab.page.get_by_role("button", name="Show trend").click()
+        tab.page.locator("figure#agg-chart[data-trends='1']").wait_for(timeout=10_000)
+        assert tab.page.locator("#trend-summary").inner_text().strip() == (
+            "24 h: → no significant trend, slope +0.125/h, Mann–Kendall p = 0.0894 (4 points)"
+        )
+        assert [re.sub(r"\?.*", "", c.split("/v1", 1)[1]) for c in tab.calls] == ["/trends"]
+    finally:
+        plant.database.query("DELETE FROM analytics.analytics_trend RETURNING 1")
+
+
 def test_machine_range_picker_narrows_the_chart(tab: Tab) -> None:
     tab.open(f"{MACHINE}?metric=temp&window=300&{DAY_RANGE}")
     tab.page.get_by_label("From (UTC)").fill("2025-08-20T02:00")

@@ -34,6 +34,7 @@ TABLES = {
     "machine_metadata",
     "analytics_baseline",
     "analytics_baseline_deviation",
+    "analytics_trend",
     "analytics_anomaly_model",
     "alert_rules",
     "alert_mutes",
@@ -118,6 +119,8 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "14_agg_daily",
         "15_drain_reports",
         "16_sweep_out_of_spec",
+        "19_trends",
+        "20_alert_kpi_trend_kinds",
     ]
 
 
@@ -145,6 +148,8 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "14_agg_daily": "skipped",
         "15_drain_reports": "skipped",
         "16_sweep_out_of_spec": "skipped",
+        "19_trends": "skipped",
+        "20_alert_kpi_trend_kinds": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
@@ -293,6 +298,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "analytics_event",
         "analytics_event_rollup",
         "analytics_baseline_deviation",
+        "analytics_trend",
     } == hypertables
     jobs = set(
         database.query(

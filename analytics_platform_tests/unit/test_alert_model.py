@@ -66,6 +66,16 @@ def test_an_open_condition_the_rule_did_not_look_at_stays_open() -> None:
     assert [(c.transition, c.condition.fingerprint) for c in changes] == [("expire", "old")]
 
 
+def test_a_condition_the_rule_looked_at_resolves_even_when_it_opened_before_the_horizon() -> None:
+    """A machine's KPI condition opens with the first bad period and may stay open longer than the
+    look-back; while the machine reports (its fingerprint is known), its recovery resolves it."""
+    long_open = Stored(cond("machine", at=NOW - timedelta(days=3)), "open")
+    gone = Stored(cond("silent", at=NOW - timedelta(days=3)), "open")
+    observation = Observation([], horizon=NOW - timedelta(days=2), known=frozenset({"machine"}))
+    changes = plan(observation, {"machine": long_open, "silent": gone})
+    assert [(c.transition, c.condition.fingerprint) for c in changes] == [("resolve", "machine"), ("expire", "silent")]
+
+
 @pytest.mark.parametrize(
     ("transition", "notify_resolve", "expected"),
     [
@@ -168,8 +178,72 @@ def test_config_parses_with_defaults_filled_in() -> None:
         ({"mutes": [{"start": "2026-01-01", "end": "2025-01-01", "reason": "x"}]}, "end must be after start"),
         ({"mutes": [{"start": "2026-01-01", "end": "2027-01-01"}]}, "needs a `reason`"),
         ({"mutes": [{"rule": "zz", "start": "2026-01-01", "end": "2027-01-01", "reason": "x"}]}, "unknown rule"),
+        (
+            {"rules": [{"name": "a", "kind": "kpi_threshold", "params": {"kpi": "oe", "below": 0.6}}]},
+            "rule a: param kpi must be a KPI of the catalogue, got 'oe'",
+        ),
+        (
+            {"rules": [{"name": "a", "kind": "kpi_threshold", "params": {"below": 0.6, "above": 0.9}}]},
+            "rule a: give exactly one of `below` and `above`",
+        ),
+        ({"rules": [{"name": "a", "kind": "kpi_threshold"}]}, "give exactly one of `below` and `above`"),
+        (
+            {"rules": [{"name": "a", "kind": "kpi_threshold", "params": {"below": 0.6, "period": "week"}}]},
+            "param period must be one of ['hour', 'shift', 'day'], got 'week'",
+        ),
+        (
+            {"rules": [{"name": "a", "kind": "kpi_threshold", "params": {"below": 0.6, "periods": 0}}]},
+            "param periods must be a whole number ≥ 1, got 0",
+        ),
+        ({"rules": [{"name": "a", "kind": "trend", "params": {"direction": "up"}}]}, "param direction must be one of"),
+        ({"rules": [{"name": "a", "kind": "trend", "params": {"source": "lab"}}]}, "param source must be one of"),
+        ({"rules": [{"name": "a", "kind": "trend", "params": {"max_p_value": 2}}]}, "max_p_value must be at most 1"),
+        ({"rules": [{"name": "a", "kind": "energy_deviation", "params": {"min_pct": -5}}]}, "min_pct must be"),
+        ({"rules": [{"name": "a", "kind": "energy_deviation", "params": {"period": "shift"}}]}, "param period must"),
     ],
 )
 def test_config_errors_name_the_entry_and_field(change: dict, message: str) -> None:
     with pytest.raises(AlertConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         parse_alert_config({**CONFIG, **change})
+
+
+def test_kpi_trend_and_deviation_rules_parse_with_their_defaults() -> None:
+    rules = parse_alert_config(
+        {
+            **CONFIG,
+            "rules": [
+                {"name": "oee", "kind": "kpi_threshold", "params": {"kpi": "oee", "below": 0.6}},
+                {"name": "rej", "kind": "kpi_threshold", "params": {"kpi": "reject_rate", "above": 0.02}},
+                {"name": "drv", "kind": "kpi_threshold", "params": {"kpi": "avg_outdoor_temp", "above": 35}},
+                {"name": "hot", "kind": "trend", "params": {"name": "temp", "min_slope_per_hour": 0.5}},
+                {"name": "enb", "kind": "energy_deviation"},
+            ],
+        }
+    ).rules
+    assert rules[0].params == {
+        "kpi": "oee",
+        "period": "shift",
+        "below": 0.6,
+        "above": None,
+        "periods": 1,
+        "lookback_hours": 48,
+        "severity": "warning",
+    }
+    assert rules[3].params == {
+        "source": "metric",
+        "name": "temp",
+        "direction": "increasing",
+        "min_slope_per_hour": 0.5,
+        "window_hours": 24,
+        "max_p_value": 0.05,
+        "lookback_hours": 3,
+        "severity": "warning",
+    }
+    assert rules[4].params == {
+        "period": "day",
+        "direction": "above",
+        "min_pct": 10.0,
+        "periods": 1,
+        "lookback_hours": 48,
+        "severity": "warning",
+    }

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"contracts", "data_quality", "settings"},
     "results": {"contracts", "ingest", "settings", "transforms"},
     "resources": {"settings"},
-    "alerts": {"settings"},
+    "alerts": {"settings", "transforms"},
     "migrations": {"contracts", "ingest", "settings"},
     "ui": set(),
     "api": {"contracts", "ingest", "settings", "transforms", "ui"},

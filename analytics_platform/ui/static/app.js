@@ -581,6 +581,9 @@ async function machineView(parts, params) {
   // a range that ends now (no end in the address, or the end within one bucket of now) follows the clock
   const live = metric && (!params.get("end") || Date.now() - end.getTime() < window * 1000);
   if (live) followMachineChart(chart, { where, metric, sensor, window, span: end.getTime() - start.getTime() });
+  // trends.js: the series' trend lines on demand (GET /v1/trends), drawn over this chart
+  const plot = () => state.charts.find((u) => document.getElementById("agg-chart")?.contains(u.root));
+  const trend = metric && globalThis.plantTrends ? globalThis.plantTrends.control({ api, where, metric, sensor, end, plot }) : null;
   return h(
     "section",
     {},
@@ -594,6 +597,7 @@ async function machineView(parts, params) {
     ),
     controls,
     chart,
+    trend,
     eventList(events.items, marked, range),
   );
 }
@@ -627,6 +631,7 @@ function followMachineChart(figure, { where, metric, sensor, window, span }) {
       current.replaceWith(next);
       current = next;
       if (next._draw) next._draw();
+      globalThis.plantTrends?.redraw(); // the trend lines shown, onto the redrawn chart
       next.dataset.refreshedAt = end.toISOString();
     } catch (error) {
       if (seq === state.seq) showBanner(`Live refresh failed — ${error.message}; retrying in ${LIVE_S} s`);
