@@ -32,6 +32,7 @@ from edge_agents.sources.sparkplug import (
     SparkplugState,
     decode_payload,
     float32_text,
+    message_type,
     metric_value,
     ms_time,
     rebirth_request,
@@ -431,6 +432,22 @@ def test_unknown_nodes_commands_and_other_topics() -> None:
         with pytest.raises(SparkplugError) as caught:
             s.handle(topic, payload([], seq=2), NOW)
         assert caught.value.reason == reason
+
+
+def test_message_types_for_the_counters() -> None:
+    assert [
+        message_type(t)
+        for t in (
+            "spBv1.0/Plant A/NDATA/Gateway1",
+            "spBv1.0/Plant A/DDATA/Gateway1/Press1",
+            "spBv1.0/STATE/scada1",
+            "spBv1.0/Plant A",  # `spBv1.0/Plant A/#` matches its parent level too
+            "spBv1.0/Plant A/x/y/z/w",
+        )
+    ] == ["NDATA", "DDATA", "STATE", "other", "other"]
+    with pytest.raises(SparkplugError) as caught:
+        state().handle("spBv1.0/Plant A", b"", NOW)
+    assert caught.value.reason == "unmapped_topic"
 
 
 # ----- death, health, STATE ------------------------------------------------------------------------

@@ -575,7 +575,10 @@ class SparkplugSource(Source):
         if self.config.primary_host_id and self.client.is_connected():
             topic = f"{NAMESPACE}/STATE/{self.config.primary_host_id}"
             info = self.client.publish(topic, state_payload(False, self._state_ms), qos=1, retain=True)
-            info.wait_for_publish(5)
+            try:
+                info.wait_for_publish(5)
+            except (RuntimeError, ValueError):  # the connection went in between: the will says it
+                self.log.info("sparkplug %s: STATE offline not confirmed; the broker's will says it", self.name)
 
     def _pause(self) -> None:
         self._paused = True
@@ -639,8 +642,7 @@ class SparkplugSource(Source):
             self.engine.metrics.dropped.labels("shed").inc()
             ack()
             return
-        levels = message.topic.split("/")
-        self.counters.messages.labels(self.name, levels[2] if levels[1:2] != ["STATE"] else "STATE").inc()
+        self.counters.messages.labels(self.name, message_type(message.topic)).inc()
         try:
             out = self.state.handle(message.topic, message.payload, datetime.now(UTC))
         except SparkplugError as exc:
@@ -680,6 +682,14 @@ class SparkplugSource(Source):
             self.counters.rebirths.labels(self.name, out.rebirth_reason).inc()
         for reason, count in out.ignored.items():
             self.counters.ignored.labels(self.name, reason).inc(count)
+
+
+def message_type(topic: str) -> str:
+    """The Sparkplug message type of a topic for the counters (`other` for what is none)."""
+    levels = topic.split("/")
+    if len(levels) == 3 and levels[1] == "STATE":
+        return "STATE"
+    return levels[2] if len(levels) in (4, 5) else "other"
 
 
 def _now_ms() -> int:
