@@ -60,7 +60,7 @@ test-fast: $(STAMP) ui-assets mosquitto chromium
 ## test_edge_distribution.py and its output against the contracts by test_edge_core.py.
 EDGE_VENV  := .venv-edge
 EDGE_TESTS := $(addprefix analytics_platform_tests/unit/,test_edge_distribution.py test_edge_core.py \
-              test_edge_config.py test_edge_modbus_decode.py)
+              test_edge_config.py test_edge_modbus_decode.py test_edge_sparkplug.py)
 test-edge:
 	@rm -rf $(EDGE_VENV) analytics_platform/contracts/build edge_agents/build
 	@$(PYTHON) -m venv $(EDGE_VENV)
