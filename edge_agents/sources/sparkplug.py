@@ -216,6 +216,7 @@ class SparkplugState:
         self.listed: dict[tuple[str, str], SparkplugNode] = {(n.group_id, n.edge_node_id): n for n in config.nodes}
         self.sessions: dict[tuple[str, str], NodeSession] = {}
         self._asked: dict[tuple[str, str], float] = {}
+        self._identities: dict[tuple[str, str, str | None], Identity] = {}
 
     # ----- identities ----------------------------------------------------------------------
 
@@ -224,7 +225,15 @@ class SparkplugState:
 
     def identity(self, group: str, node: str, device: str | None) -> Identity:
         """Who a node's (device=None) or device's readings belong to; the machine defaults to the
-        Sparkplug device id, or the edge node id for the node itself."""
+        Sparkplug device id, or the edge node id for the node itself. Remembered: it is asked for
+        every value, and merging pydantic models was half of a reading's cost."""
+        key = (group, node, device)
+        found = self._identities.get(key)
+        if found is None:
+            found = self._identities[key] = self._resolve(group, node, device)
+        return found
+
+    def _resolve(self, group: str, node: str, device: str | None) -> Identity:
         listed = self.listed.get((group, node))
         if listed is not None:
             found = self.config.identity.merged(listed.identity)
