@@ -17,6 +17,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
+from analytics_platform.devstack.processes import free_port
 from analytics_platform_tests.support.edge import (
     OwnBroker,
     agent_config,
@@ -267,3 +268,45 @@ def test_backpressure_says_offline_to_the_edge_nodes_and_comes_back(mqtt_port: i
         host_state.close()
         broker.stop()
     assert [m["value"] for m in decoded(messages)] == [float(i) for i in range(30)]
+
+
+def test_the_agent_reconnects_to_a_restarted_broker_and_says_online_again(kafka_brokers: str, tmp_path: Path) -> None:
+    """Mosquitto restarts on the same port (in memory: its retained STATE is gone). The agent
+    reconnects, subscribes again and publishes its STATE online anew, so edge nodes that connect
+    afterwards see it; the edge node's new birth and data reach Kafka."""
+    prefix = edge_prefix(kafka_brokers)
+    port = free_port()
+    config = agent_config(kafka_brokers, prefix, tmp_path / "q.db", [sparkplug_source(port)])
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with running_agent(config) as agent:
+        source, metrics = agent.sources[0], agent.engine.metrics.snapshot
+        with mosquitto(tmp_path / "first", port):
+            wait_for(lambda: source.connected.is_set(), 15, "the agent's MQTT connection")
+            node = EdgeNode(port, "Plant A", "Gateway1", bd=0)
+            node.publish("NBIRTH", [temp(False, 20.0)], ts=T0)
+            node.publish("NDATA", [temp(True, 20.5)], ts=T0 + 1000)
+            node.vanish()  # before the broker goes: its will (NDEATH) is the last thing it says
+            wait_for(lambda: metrics().get("edge_agent_sent_total") == 4, 30, "2 readings, online, offline")
+        wait_for(lambda: not source.connected.is_set(), 15, "the agent to notice the broker gone")
+        with mosquitto(tmp_path / "second", port):
+            wait_for(lambda: source.connected.is_set(), 45, "the agent's reconnection (paho backs off up to 30 s)")
+            late = Watcher(port, "spBv1.0/STATE/platform")
+            wait_for(lambda: late.messages, 10, "the retained STATE after the restart")
+            late.close()
+            node.reconnect()  # bdSeq 1
+            node.publish("NBIRTH", [temp(False, 21.0)], ts=T0 + 10_000)
+            node.publish("NDATA", [temp(True, 21.5)], ts=T0 + 11_000)
+            sensors = decoded(read_topic(kafka_brokers, prefix + "sensors.device.readings", expect=4))
+            health = decoded(read_topic(kafka_brokers, prefix + "device.health", expect=3))
+            node.close()
+    [(topic, body, retained)] = late.messages
+    assert (topic, orjson.loads(body)["online"], retained) == ("spBv1.0/STATE/platform", True, True)
+    assert sorted((r["time"], r["value"]) for r in sensors) == [
+        (iso(T0), 20.0),
+        (iso(T0 + 1000), 20.5),
+        (iso(T0 + 10_000), 21.0),
+        (iso(T0 + 11_000), 21.5),
+    ]
+    assert sorted(h["status"] for h in health) == ["offline", "online", "online"]  # the will: receipt time
+    assert sorted(h["time"] for h in health if h["status"] == "online") == [iso(T0), iso(T0 + 10_000)]
