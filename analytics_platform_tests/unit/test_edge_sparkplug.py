@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from analytics_platform_tests.support.sparkplug import bd_seq, metric, payload
 from edge_agents.config import ConfigError, load_config, parse_config
 from edge_agents.config import SparkplugSource as SparkplugConfig
+from edge_agents.engine import Engine
 from edge_agents.sources.sparkplug import (
     BOOLEAN,
     DATETIME,
@@ -29,6 +31,7 @@ from edge_agents.sources.sparkplug import (
     UINT32,
     UINT64,
     SparkplugError,
+    SparkplugSource,
     SparkplugState,
     decode_payload,
     float32_text,
@@ -176,6 +179,33 @@ def test_scaling_rounds_once_on_the_written_decimals() -> None:
 def test_ms_time_is_exact() -> None:
     assert ms_time(T0 + 123) == datetime(2025, 12, 1, 8, 0, 0, 123000, tzinfo=UTC)
     assert ms_time(1) == datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)
+    assert ms_time(253_402_300_799_999) == datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+    for bad in (253_402_300_800_000, 2**64 - 1, -1, 1.5, True, "1"):
+        with pytest.raises(SparkplugError) as caught:
+            ms_time(bad)
+        assert caught.value.reason == "bad_time"
+
+
+def test_garbage_timestamps_are_rejects_not_crashes() -> None:
+    s = state()
+    with pytest.raises(SparkplugError) as caught:
+        s.handle("spBv1.0/Plant A/NBIRTH/Gateway1", payload([bd_seq(0)], seq=0, timestamp=2**64 - 1), NOW)
+    assert caught.value.reason == "bad_time"
+    born(s)
+    out = s.handle(
+        "spBv1.0/Plant A/NDATA/Gateway1",
+        payload(
+            [metric(alias=1, datatype=FLOAT, value=1.0, timestamp=2**63), metric(alias=1, datatype=FLOAT, value=2.0)],
+            seq=2,
+            timestamp=T0,
+        ),
+        NOW,
+    )
+    assert [r["value"] for r in out.sensor] == [2.0]
+    assert [reason for reason, _ in out.rejects] == ["bad_time"]
+    with pytest.raises(SparkplugError) as caught:
+        s.handle("spBv1.0/STATE/scada1", b'{"online": true, "timestamp": 99999999999999999999}', NOW)
+    assert caught.value.reason == "bad_state"
 
 
 def test_rebirth_request_is_node_control_rebirth_true() -> None:
@@ -550,3 +580,33 @@ def test_the_example_configuration_is_valid() -> None:
     [source] = config.sources
     assert isinstance(source, SparkplugConfig)
     assert source.primary_host_id and source.metrics
+
+
+# ----- the MQTT callback ---------------------------------------------------------------------------
+
+
+def test_a_message_that_breaks_the_reader_is_a_reject_and_the_source_goes_on(tmp_path: Path) -> None:
+    """An invalid UTF-8 metric name parses (proto2 does not check) and comes back as bytes: whatever
+    such a message makes the reader raise, paho's network thread must survive it (an exception out of
+    `on_message` would end the client's loop). A real engine, never started: rejects are counted."""
+    config = parse_config({"queue": {"path": str(tmp_path / "q.db")}, "sources": [SOURCE]})
+    engine = Engine(config)
+    source = SparkplugSource(config.sources[0], engine)
+    try:
+
+        def deliver(topic: str, body: bytes) -> None:
+            message = mqtt.MQTTMessage(topic=topic.encode())
+            message.payload = body
+            source._on_message(source.client, None, message)
+
+        deliver("spBv1.0/Plant A/NBIRTH/Gateway1", bytes([0x12, 0x06, 0x0A, 0x02, 0xFF, 0xFE, 0x10, 0x01]))
+        deliver("spBv1.0/Plant A/NDATA/Gateway1", b"\xff\xff")  # not protobuf
+        deliver("spBv1.0/STATE/scada1", b"ONLINE")
+        snapshot = engine.metrics.snapshot()
+    finally:
+        engine.queue.close()
+    assert snapshot["edge_agent_rejected_total{reason=unreadable,source=spb}"] == 1
+    assert snapshot["edge_agent_rejected_total{reason=not_protobuf,source=spb}"] == 1
+    assert snapshot["edge_agent_received_total{source=spb}"] == 3  # two rejects, one health event
+    assert snapshot["edge_agent_sparkplug_messages_total{source=spb,type=NBIRTH}"] == 1
+    assert snapshot["edge_agent_sparkplug_messages_total{source=spb,type=STATE}"] == 1

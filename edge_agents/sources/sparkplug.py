@@ -87,8 +87,14 @@ def decode_payload(body: bytes) -> Payload:
     return payload
 
 
-def ms_time(ms: int) -> datetime:
-    """Sparkplug's milliseconds since the epoch, exactly (no float seconds in between)."""
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
+
+
+def ms_time(ms: Any) -> datetime:
+    """Sparkplug's milliseconds since the epoch, exactly (no float seconds in between); a value no
+    datetime can hold (a garbage uint64) is a SparkplugError, not an OverflowError on paho's thread."""
+    if isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms <= MAX_MS:
+        raise SparkplugError("bad_time", f"timestamp {ms!r} is not milliseconds since 1970 before year 10000")
     return _EPOCH + timedelta(milliseconds=ms)
 
 
@@ -385,10 +391,10 @@ class SparkplugState:
             datatype = metric.datatype if metric.HasField("datatype") else known.datatype
             try:
                 value = metric_value(metric, datatype)
+                taken = ms_time(metric.timestamp) if metric.HasField("timestamp") else sent
             except SparkplugError as exc:
                 out.rejects.append((exc.reason, f"{key[0]}/{key[1]}: {exc}"))
                 continue
-            taken = ms_time(metric.timestamp) if metric.HasField("timestamp") else sent
             out.sensor.append(self._reading(key, device, mapping, known, value, taken, metric.is_historical))
 
     def _reading(
@@ -439,7 +445,7 @@ class SparkplugState:
                 document = orjson.loads(body)
                 online = document["online"]
                 at = ms_time(document["timestamp"]) if "timestamp" in document else now
-            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            except (orjson.JSONDecodeError, TypeError, KeyError, SparkplugError) as exc:
                 raise SparkplugError("bad_state", f"STATE of {host}: {exc}") from None
             if not isinstance(online, bool):
                 raise SparkplugError("bad_state", f"STATE of {host}: `online` is not a boolean")
@@ -656,6 +662,11 @@ class SparkplugSource(Source):
             out = self.state.handle(message.topic, message.payload, datetime.now(UTC))
         except SparkplugError as exc:
             self.engine.reject(self.name, None, message.payload, exc.reason, f"{message.topic}: {exc}")
+            ack()
+            return
+        except Exception as exc:  # a message nobody foresaw must not end paho's network thread
+            self.log.exception("sparkplug %s: cannot read %s", self.name, message.topic)
+            self.engine.reject(self.name, None, message.payload, "unreadable", f"{message.topic}: {exc!r}")
             ack()
             return
         self._count(out)
