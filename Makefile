@@ -8,7 +8,7 @@ PYPI_INDEX ?= https://pypi.org/simple
 # the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
 UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install ui-assets demo test test-fast test-edge soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast test-edge sparkplug-proto soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -60,13 +60,22 @@ test-fast: $(STAMP) ui-assets mosquitto chromium
 ## test_edge_distribution.py and its output against the contracts by test_edge_core.py.
 EDGE_VENV  := .venv-edge
 EDGE_TESTS := $(addprefix analytics_platform_tests/unit/,test_edge_distribution.py test_edge_core.py \
-              test_edge_config.py test_edge_modbus_decode.py)
+              test_edge_config.py test_edge_modbus_decode.py test_edge_sparkplug.py)
 test-edge:
 	@rm -rf $(EDGE_VENV) analytics_platform/contracts/build edge_agents/build
 	@$(PYTHON) -m venv $(EDGE_VENV)
 	@$(EDGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	  ./analytics_platform/contracts ./edge_agents 'pytest>=8'
 	@$(EDGE_VENV)/bin/pytest -c edge_agents/pyproject.toml --rootdir . $(EDGE_TESTS)
+
+## Regenerates edge_agents/sources/sparkplug_b_pb2.py from sparkplug_b.proto (committed, so nobody else needs
+## protoc). grpcio-tools 1.78 carries protoc 31.1, whose code runs on protobuf 6.31.1 and later (the edge agent's
+## lower bound); a newer protoc would raise that bound. In a throwaway virtualenv: grpcio-tools is not a dependency.
+sparkplug-proto:
+	@rm -rf .venv-protoc && $(PYTHON) -m venv .venv-protoc
+	@.venv-protoc/bin/python -m pip install --quiet --disable-pip-version-check 'grpcio-tools==1.78.2' 'protobuf==6.33.6'
+	@cd edge_agents/sources && ../../.venv-protoc/bin/python -m grpc_tools.protoc -I. --python_out=. sparkplug_b.proto
+	@rm -rf .venv-protoc
 
 ## The ingest model's long run (docs/benchmarks.md, "Soak"): SOAK_EXAMPLES generated streams, longer than the
 ## `make test` ones and on new random seeds each run, through the real broker, drain, database, re-derivation and

@@ -14,7 +14,10 @@ under a fresh prefix and prints, from one run:
                 acknowledged msg/s while feeding, queue depth peak / median. Then a real source:
                 the agent's MQTT source on a local Mosquitto, a paho publisher (another process) at
                 full speed, QoS 1, next to the same-run bare MQTT rate (the same publisher into a
-                plain paho subscriber), and at a steady 1000 msg/s: publish → broker ack
+                plain paho subscriber), and at a steady 1000 msg/s: publish → broker ack. And the
+                Sparkplug B source (section `sparkplug`): an edge node process publishing DDATA by
+                alias at full speed (1 and 10 metrics a message), next to the same publisher into a
+                bare paho subscriber
   3. replay     a queue file filled with 1,000,000 messages (DiskQueue.append, as if the broker
                 had been away), then an engine against the live broker until the queue is empty,
                 while new messages keep coming at a steady rate (1000 msg/s)
@@ -27,7 +30,7 @@ under a fresh prefix and prints, from one run:
 Goals printed next to the figures: ≥ 20,000 msg/s through one agent; p99 ≤ 50 ms with a healthy
 broker (OPC-UA: seed floor ≤ 250 ms, which includes the sampling interval).
 
-Usage: python bench/edge.py [--sections baseline,feeder,http,mqtt,replay,latency,opcua] [--duration 15]
+Usage: python bench/edge.py [--sections baseline,feeder,http,mqtt,sparkplug,replay,latency,opcua] [--duration 15]
        [--replay 1000000] [--json .run/bench/edge.json] (see --help). Work files go under
 .run/bench/edge/. Prints figures; exits non-zero only when a section fails, never on a missed goal.
 """
@@ -75,7 +78,7 @@ PARTITIONS = 3
 GOAL_RATE = 20_000  # msg/s through one agent
 GOAL_P99_MS = 50.0  # healthy broker
 SEED_FLOOR_MS = 250.0  # OPC-UA seed floor (the default sampling interval)
-SECTIONS = ("baseline", "feeder", "http", "mqtt", "replay", "latency", "opcua")
+SECTIONS = ("baseline", "feeder", "http", "mqtt", "sparkplug", "replay", "latency", "opcua")
 
 # ----- shared pieces ------------------------------------------------------------------------------
 
@@ -558,12 +561,20 @@ def mqtt_publisher(port: int, duration: float, window: int, rate: float | None, 
 class Publisher:
     """The MQTT publisher process: started, then released with `go()`; `result()` waits for it."""
 
-    def __init__(self, port: int, duration: float, window: int, rate: float | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        duration: float,
+        window: int,
+        rate: float | None = None,
+        target: Callable[..., None] = mqtt_publisher,
+        extra: tuple[Any, ...] = (),
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.results, self.go_event = ctx.Queue(), ctx.Event()
         self.duration = duration
         self.child = ctx.Process(
-            target=mqtt_publisher, args=(port, duration, window, rate, self.results, self.go_event), daemon=True
+            target=target, args=(port, duration, window, rate, self.results, self.go_event, *extra), daemon=True
         )
         self.child.start()
         if self.results.get(timeout=60) != "ready":
@@ -587,9 +598,16 @@ class _Received:
         self.last = 0.0
 
 
-def bare_mqtt(port: int, args: argparse.Namespace) -> tuple[float, float]:
+def bare_mqtt(
+    port: int,
+    args: argparse.Namespace,
+    topic: str = "bench/+",
+    publisher: Callable[[], Publisher] | None = None,
+    before: int = 0,
+) -> tuple[float, float]:
     """Publisher → Mosquitto → a plain paho subscriber (QoS 1, manual ack at once, nothing else):
-    what MQTT alone carries here. Returns (msg/s first publish → last received, msg/s published)."""
+    what MQTT alone carries here. Returns (msg/s first publish → last received, msg/s published).
+    `publisher` (default: the MQTT section's) sends `before` messages before it is released."""
     import paho.mqtt.client as mqtt
 
     received = _Received()
@@ -609,17 +627,17 @@ def bare_mqtt(port: int, args: argparse.Namespace) -> tuple[float, float]:
 
     client.on_message = on_message
     client.on_subscribe = lambda *_: subscribed.set()
-    client.on_connect = lambda c, *_: c.subscribe("bench/+", qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
         wait_for(subscribed.is_set, 15, "the bare MQTT subscription")
-        publisher = Publisher(port, args.mqtt_bare_duration, args.mqtt_window)
+        publisher_ = publisher() if publisher else Publisher(port, args.mqtt_bare_duration, args.mqtt_window)
         sampler = Sampler(received, lambda: 0)
         sampler.start()
-        publisher.go()
-        sent, t0, t1 = publisher.result()
-        wait_for(lambda: received.count >= sent, 60, "the bare subscriber to receive everything")
+        publisher_.go()
+        sent, t0, t1 = publisher_.result()
+        wait_for(lambda: received.count >= sent + before, 60, "the bare subscriber to receive everything")
         sampler.stop()
     finally:
         client.disconnect()
@@ -722,6 +740,174 @@ def bench_mqtt(stack: Stack, args: argparse.Namespace) -> list[Figure]:
             f"≤ {GOAL_P99_MS:.0f} ms {verdict(e99, GOAL_P99_MS, False)}",
             f"p50 {e50:.1f} ms; payload time (publisher clock) → broker ack; publish → hand-in p50 {h50:.1f} / "
             f"p99 {h99:.1f} ms; {len(steady.latencies):,} msgs, {steady_sent / (s1 - s0):,.0f}/s published",
+        ),
+    ]
+
+
+# ----- 2b. Sparkplug B: the MQTT measurement for the Sparkplug source ---------------------------------
+
+SPB_GROUP, SPB_NODE = "Bench", "EN1"
+
+
+def sparkplug_publisher(
+    port: int,
+    duration: float,
+    window: int,
+    _rate: float | None,
+    results: Any,
+    go: Any,
+    metrics_per_message: int,
+    devices: int,
+) -> None:
+    """Child process: a Sparkplug edge node. NBIRTH, a DBIRTH per device (its metrics declared with
+    aliases and null values), then DDATA round the devices at full speed: `metrics_per_message`
+    Double values by alias, the message's timestamp, a `seq` that never skips; QoS 1 (the
+    specification's is 0: 1 lets the publisher count what Mosquitto took) with ≤ `window` unacknowledged."""
+    import paho.mqtt.client as mqtt
+
+    from edge_agents.sources.sparkplug import BD_SEQ, DOUBLE, INT64, NAMESPACE
+    from edge_agents.sources.sparkplug_b_pb2 import Payload
+
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="bench-spb-node")
+    client.max_inflight_messages_set(min(window, 65000))
+    acked = [0]
+
+    def on_publish(*_: Any) -> None:
+        acked[0] += 1
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    seq = [0]
+
+    def send(kind: str, device: str | None, message: Any) -> None:
+        message.seq = seq[0]
+        seq[0] = (seq[0] + 1) % 256
+        topic = f"{NAMESPACE}/{SPB_GROUP}/{kind}/{SPB_NODE}" + (f"/{device}" if device else "")
+        client.publish(topic, message.SerializeToString(), qos=1)
+
+    birth = Payload(timestamp=time.time_ns() // 1_000_000)
+    bd = birth.metrics.add()
+    bd.name, bd.datatype, bd.long_value = BD_SEQ, INT64, 0
+    send("NBIRTH", None, birth)
+    for d in range(devices):
+        declared = Payload(timestamp=time.time_ns() // 1_000_000)
+        for j in range(metrics_per_message):
+            m = declared.metrics.add()
+            m.name, m.alias, m.datatype, m.is_null = f"m{j}", d * 1000 + j, DOUBLE, True
+        send("DBIRTH", f"D{d}", declared)
+    births = 1 + devices
+    data = Payload()
+    for _ in range(metrics_per_message):
+        data.metrics.add()
+    results.put("ready")
+    go.wait(60)
+    sent = 0
+    started = time.time()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < duration:
+        if sent - (acked[0] - births) >= window:
+            time.sleep(0.0005)
+            continue
+        for _ in range(100):
+            d = sent % devices
+            data.timestamp = time.time_ns() // 1_000_000
+            for j, m in enumerate(data.metrics):
+                m.alias, m.double_value = d * 1000 + j, float(sent)
+            send("DDATA", f"D{d}", data)
+            sent += 1
+    stopped = time.time()
+    deadline = time.monotonic() + 60
+    while acked[0] - births < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+    results.put((sent, acked[0] - births, started, stopped))
+
+
+def bench_sparkplug(stack: Stack, args: argparse.Namespace) -> list[Figure]:
+    """The Sparkplug source at full speed next to the same publisher into a bare paho subscriber:
+    what decoding, alias lookup and mapping cost on top of MQTT, per message and per reading."""
+    from analytics_platform_tests.support.edge import mosquitto
+
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        print("  skipped: Mosquitto is not installed (apt-get install mosquitto)")
+        return [Figure("2 sustained", "Sparkplug source → Kafka", None, "msg/s", note="skipped: no Mosquitto")]
+    figures: list[Figure] = []
+    workdir = stack.workdir / f"spb-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir(parents=True)
+    with mosquitto(workdir) as port:
+        for k in args.spb_metrics:
+            figures += sparkplug_run(stack, args, port, workdir, k)
+    return figures
+
+
+def sparkplug_run(stack: Stack, args: argparse.Namespace, port: int, workdir: Path, k: int) -> list[Figure]:
+    """One shape of DDATA (`k` metrics a message): bare MQTT first, then through the agent."""
+    from analytics_platform_tests.support.edge import running_agent
+
+    devices = args.spb_devices
+
+    def publisher(duration: float) -> Publisher:
+        return Publisher(port, duration, args.mqtt_window, None, sparkplug_publisher, (k, devices))
+
+    bare, bare_published = bare_mqtt(
+        port, args, "spBv1.0/#", lambda: publisher(args.mqtt_bare_duration), before=1 + devices
+    )
+    print(f"  bare MQTT, Sparkplug publisher ({k} metrics/msg): {bare:,.0f} msg/s", flush=True)
+    identity = {"tenant_id": "t1", "factory_id": "f1"}
+    source = {
+        "name": "spb-bench",
+        "type": "sparkplug",
+        "port": port,
+        "client_id": f"bench-spb-{k}",
+        "nodes": [{"group_id": SPB_GROUP, "edge_node_id": SPB_NODE, "identity": identity}],
+        "metrics": {f"m{j}": {"metric": f"m{j}"} for j in range(k)},
+    }
+    config = stack.config(workdir / f"q-{k}.db", [source])
+    with running_agent(config) as agent:
+        acks = Acks()
+        agent.engine.delivery_observers.append(acks)
+        wait_for(lambda: agent.sources[0].connected.is_set(), 15, "the agent's MQTT connection")
+        run = publisher(args.duration)
+        sampler = Sampler(acks, lambda: agent.engine.queue.count)
+        sampler.start()
+        run.go()
+        sent, t0, _t1 = run.result()
+        wait_for(lambda: acks.count >= sent * k, 120, "every Sparkplug reading acknowledged by Kafka")
+        drained_at = acks.last_ack
+        sampler.stop()
+        snapshot = agent.engine.metrics.snapshot()
+    problems = {
+        key: v
+        for key, v in snapshot.items()
+        if v and key.startswith(("edge_agent_rejected_total", "edge_agent_sparkplug_seq_gaps_total"))
+    }
+    if problems:
+        raise RuntimeError(f"Sparkplug: {problems}")
+    messages = sent / (drained_at - t0)
+    p50, p99 = percentile(acks.latencies, 0.5) * 1000, percentile(acks.latencies, 0.99) * 1000
+    print(
+        f"  Sparkplug ({k} metrics/msg): {messages:,.0f} msg/s, {messages * k:,.0f} readings/s acked, "
+        f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms",
+        flush=True,
+    )
+    return [
+        Figure(
+            "2 sustained",
+            f"bare MQTT: Sparkplug publisher ({k} metrics/msg) → paho sub",
+            bare,
+            "msg/s",
+            note=f"same-run ceiling for the row below; {bare_published:,.0f}/s published",
+        ),
+        Figure(
+            "2 sustained",
+            f"Sparkplug source → engine → Kafka ({k} metrics/msg)",
+            messages * k,
+            "readings/s",
+            f"≥ {GOAL_RATE:,} {verdict(messages * k, GOAL_RATE, True)}",
+            f"{messages:,.0f} DDATA/s; first publish → last Kafka ack, {sent:,} msgs of {k} Double "
+            f"metrics by alias, {devices} devices; hand-in → ack p50 {p50:.0f} / p99 {p99:.0f} ms",
         ),
     ]
 
@@ -1104,6 +1290,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mqtt-bare-duration", type=float, default=8.0, help="seconds of the bare MQTT run")
     parser.add_argument("--mqtt-rate", type=float, default=1000.0, help="steady MQTT rate for end-to-end latency")
     parser.add_argument("--mqtt-window", type=int, default=5_000, help="publisher: most QoS 1 publishes unacked")
+    parser.add_argument("--spb-metrics", default="1,10", help="Sparkplug: metrics per DDATA, one run each")
+    parser.add_argument("--spb-devices", type=int, default=20, help="Sparkplug: devices behind the edge node")
     parser.add_argument("--replay", type=int, default=1_000_000, help="messages in the queue file to replay")
     parser.add_argument("--live-rate", type=float, default=1000.0, help="msg/s submitted while replaying")
     parser.add_argument("--rates", default="1000,10000", help="steady rates for the latency runs (msg/s)")
@@ -1119,6 +1307,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     args.windows = [int(w) for w in args.windows.split(",") if w]
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    args.spb_metrics = [int(k) for k in args.spb_metrics.split(",") if k]
     args.opcua_sampling = [int(r) for r in args.opcua_sampling.split(",") if r]
     return args
 
@@ -1148,6 +1337,7 @@ def main() -> int:
         "feeder": bench_feeder,
         "http": bench_http,
         "mqtt": bench_mqtt,
+        "sparkplug": bench_sparkplug,
         "replay": bench_replay,
         "latency": bench_latency,
         "opcua": bench_opcua,

@@ -272,6 +272,83 @@ class MQTTSource(_SourceBase):
     mappings: list[MQTTMapping] = Field(min_length=1)
 
 
+class SparkplugMetric(_Model):
+    """What one Sparkplug metric name becomes: a canonical sensor reading. `unit` overrides the unit
+    the birth certificate's properties give; `sensor_id` defaults to the Sparkplug device id (the edge
+    node id for node metrics)."""
+
+    metric: str
+    sensor_id: str | None = None
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class SparkplugNode(_Model):
+    """One Sparkplug edge node (`spBv1.0/<group_id>/.../<edge_node_id>`) and whose machines it speaks for.
+
+    `identity` is the node's own (node metrics, its NBIRTH/NDEATH health); each of `devices` merges
+    its identity over the node's. A device that is not listed inherits the node's identity."""
+
+    group_id: str = Field(pattern=r"^[^/+#]+$")
+    edge_node_id: str = Field(pattern=r"^[^/+#]+$")
+    identity: Identity = Identity()
+    devices: dict[str, Identity] = {}
+
+
+class SparkplugSource(_SourceBase):
+    """Sparkplug B over MQTT: births declare metrics, data messages carry them by alias.
+
+    `nodes` say which tenant, factory and machine each edge node and device is (configuration, never
+    the topic: Sparkplug's group and node ids are the plant's names, not the platform's identifiers);
+    `metrics` map Sparkplug metric names to canonical ones. Edge nodes not listed are ignored (counted),
+    unless `group_identity` names a default for a whole group."""
+
+    type: Literal["sparkplug"]
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = None  # default: <agent_id>-<name>, fixed so the broker keeps the session
+    username: str | None = None
+    password: str | None = None
+    tls: MQTTTLS | None = None
+    keepalive_s: int = Field(30, ge=5)
+    when_slow: Literal["pause", "shed"] = "pause"
+    # the agent as the plant's Sparkplug primary host application: it publishes its retained STATE
+    # (online on connect, offline as its will and when pausing) so that edge nodes that wait for their
+    # primary host send births, and keep data as historical (their store-and-forward) while it is away
+    primary_host_id: str | None = Field(None, pattern=r"^[^/+#]+$")
+    # other host applications whose STATE becomes device.health online/offline of the given identity
+    hosts: dict[str, Identity] = {}
+    nodes: list[SparkplugNode] = []
+    group_identity: dict[str, Identity] = {}
+    metrics: dict[str, SparkplugMetric] = Field(min_length=1)
+    # metrics a birth declares that `metrics` does not map: `ignore` (counted) or `reject` (each value
+    # kept in the rejects table); Sparkplug's own control metrics (bdSeq, Node Control/*, ...) are
+    # always ignored
+    unmapped_metrics: Literal["ignore", "reject"] = "ignore"
+    unit_property: str = "engUnit"  # the birth's metric property that holds the engineering unit
+    # at most one rebirth request (NCMD Node Control/Rebirth) per edge node this often
+    rebirth_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> SparkplugSource:
+        keys = [(n.group_id, n.edge_node_id) for n in self.nodes]
+        doubled = sorted({f"{g}/{e}" for g, e in keys if keys.count((g, e)) > 1})
+        if doubled:
+            raise ValueError(f"edge nodes listed twice: {doubled}")
+        if not self.nodes and not self.group_identity:
+            raise ValueError("list the edge nodes (`nodes`) or give a group's identity (`group_identity`)")
+        # the machine defaults to the Sparkplug device (or node) id; tenant and factory cannot default
+        places = [(f"{n.group_id}/{n.edge_node_id}", self.identity.merged(n.identity)) for n in self.nodes]
+        places += [(f"group {g}", self.identity.merged(i)) for g, i in self.group_identity.items()]
+        places += [(f"host {h}", self.identity.merged(i)) for h, i in self.hosts.items()]
+        for where, identity in places:
+            missing = [f for f in ("tenant_id", "factory_id") if getattr(identity, f) is None]
+            if missing:
+                raise ValueError(f"{where}: no {' or '.join(missing)} (give it in its identity or the source's)")
+        return self
+
+
 class OPCUANode(_Model):
     node_id: str
     metric: str
@@ -353,7 +430,8 @@ class SimulatorSource(_SourceBase):
 
 
 SourceConfig = Annotated[
-    MQTTSource | OPCUASource | ModbusSource | HTTPSource | SimulatorSource, Field(discriminator="type")
+    MQTTSource | SparkplugSource | OPCUASource | ModbusSource | HTTPSource | SimulatorSource,
+    Field(discriminator="type"),
 ]
 
 
@@ -424,7 +502,9 @@ def parse_config(data: Any) -> AgentConfig:
         lines = []
         for error in exc.errors():
             # drop the discriminator tag pydantic inserts into union paths (sources.0.mqtt.host)
-            loc = tuple(p for p in error["loc"] if p not in ("mqtt", "opcua", "modbus", "http", "simulator"))
+            loc = tuple(
+                p for p in error["loc"] if p not in ("mqtt", "sparkplug", "opcua", "modbus", "http", "simulator")
+            )
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "value_error" and not loc:
                 loc = ("sources",) if "source names" in message else loc

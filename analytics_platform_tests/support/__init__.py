@@ -27,5 +27,7 @@ never import a test module; bench/ imports nothing of analytics_platform_tests b
   dashboard.py     the dashboard plant built through the real pipeline (fixture `plant`, EXPECTED)
   edge.py          edge-agent helpers: OwnBroker, AgentProcess, running_agent, mosquitto, read_topic,
                    wait_for, ... (bench/edge.py and bench/chaos.py use them too)
+  sparkplug.py     Sparkplug B payloads built field by field (metric, payload, bd_seq) and EdgeNode, an
+                   edge node of the tests' own on a real Mosquitto (will, births, seq, NCMDs received)
   helm.py          rendering the Helm chart without a helm binary
 """

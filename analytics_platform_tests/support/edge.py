@@ -223,9 +223,10 @@ def mosquitto_binary() -> str:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    """A Mosquitto broker on a free port; `max_queued_messages 0` so a slow subscriber loses nothing."""
-    port = free_port()
+def mosquitto(workdir: Path, port: int | None = None) -> Iterator[int]:
+    """A Mosquitto broker on a free port (or `port`: the same one again, for a broker restart);
+    `max_queued_messages 0` so a slow subscriber loses nothing."""
+    port = port or free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"

@@ -89,7 +89,7 @@ def test_a_good_file_loads_with_its_defaults(tmp_path: Path) -> None:
             {"sources": [{"type": "serial", "name": "s"}]},
             [
                 "sources[0]: Input tag 'serial' found using 'type' does not match any of the expected tags: "
-                "'mqtt', 'opcua', 'modbus', 'http', 'simulator'"
+                "'mqtt', 'sparkplug', 'opcua', 'modbus', 'http', 'simulator'"
             ],
             id="unknown-source-type",
         ),

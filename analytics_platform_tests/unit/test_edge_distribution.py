@@ -70,10 +70,27 @@ def _declared(pyproject: Path) -> set[str]:
 def _third_party(modules: set[str]) -> set[str]:
     """The distributions that provide the non-stdlib, non-first-party modules."""
     providers = metadata.packages_distributions()
-    tops = {m.partition(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"analytics_platform", "edge_agents"}
-    missing = sorted(t for t in tops if t not in providers)
+    first_party = set(sys.stdlib_module_names) | {"analytics_platform", "edge_agents"}
+    outside = {m for m in modules if m.partition(".")[0] not in first_party}
+    missing = sorted({m.partition(".")[0] for m in outside} - set(providers))
     assert missing == [], f"imported but installed by no distribution: {missing}"
-    return {_canonical(providers[t][0]) for t in tops}
+    return {_canonical(_provider(m, providers)) for m in outside}
+
+
+def _provider(module: str, providers: dict[str, list[str]]) -> str:
+    """The distribution a module comes from. A namespace package (`google`) is shared by several
+    distributions, whichever are installed: the one whose files hold the module's own directory."""
+    names = providers[module.partition(".")[0]]
+    if len(names) == 1:
+        return names[0]
+    parts = module.split(".")
+    for depth in range(len(parts), 1, -1):
+        prefix = "/".join(parts[:depth])
+        for name in names:
+            files = metadata.distribution(name).files or []
+            if any(f.as_posix().startswith(prefix + "/") or f.as_posix() == prefix + ".py" for f in files):
+                return name
+    raise AssertionError(f"{module}: none of {names} installs it")
 
 
 def test_the_contracts_import_nothing_of_the_platform_and_declare_what_they_import() -> None:

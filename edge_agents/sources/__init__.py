@@ -14,6 +14,7 @@ from edge_agents.sources.base import Source
 
 _CLASSES = {
     "mqtt": "edge_agents.sources.mqtt:MQTTSource",
+    "sparkplug": "edge_agents.sources.sparkplug:SparkplugSource",
     "opcua": "edge_agents.sources.opcua:OPCUASource",
     "modbus": "edge_agents.sources.modbus:ModbusSource",
     "http": "edge_agents.sources.http:HTTPSource",
