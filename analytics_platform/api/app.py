@@ -36,6 +36,7 @@ from analytics_platform.api.routes import (
     fleet,
     health,
     kpi,
+    lab_agg,
     quality,
     readings,
     spec_limits,
@@ -110,7 +111,20 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.agg_daily_view = None  # looked up on first use
     app.state.clock = lambda: datetime.now(UTC)  # "now" of /v1/agg's provisional horizon; tests pin it
 
-    for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
+    for module in (
+        health,
+        fleet,
+        agg,
+        lab_agg,
+        kpi,
+        quality,
+        anomalies,
+        baselines,
+        spec_limits,
+        readings,
+        alerts,
+        catalog,
+    ):
         app.include_router(module.router)
     if settings.api_cors_origins:
         app.add_middleware(
