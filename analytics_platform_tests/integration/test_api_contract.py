@@ -210,6 +210,16 @@ INSERT INTO analytics.analytics_baseline_deviation (period_start, period_end, pe
 VALUES (TIMESTAMPTZ '{DAY} 00:00:00+00', TIMESTAMPTZ '2025-08-21 00:00:00+00', 'day', 't1', 'f1', 'm1', 2, 1010, 996,
         14, 1.4, 0.9, 'normal');
 
+-- lab analytes as time series: Moisture of two stations per hour (one lone result: no stddev), t2's apart
+INSERT INTO analytics.analytics_lab_agg (bucket_start, bucket_end, window_s, tenant_id, factory_id, station_id,
+    analyte, count_n, sum_v, avg_v, min_v, max_v, stddev_v, first_v, last_v, p50_v, p95_v)
+SELECT TIMESTAMPTZ '{DAY} 00:00:00+00' + make_interval(hours => i),
+       TIMESTAMPTZ '{DAY} 01:00:00+00' + make_interval(hours => i), 3600, t, 'f1', st, 'Moisture',
+       CASE WHEN i = 5 THEN 1 ELSE 4 END, CASE WHEN i = 5 THEN 12.5 ELSE 50.0 END, 12.5, 11.0, 14.0,
+       CASE WHEN i = 5 THEN NULL ELSE 1.29 END, 12.0, 11.0, 12.5, 13.85
+FROM generate_series(0, 23) AS i
+CROSS JOIN (VALUES ('t1', 'lab-01'), ('t1', 'lab-02'), ('t2', 'lab-01')) AS stations (t, st);
+
 INSERT INTO analytics.analytics_spec_limits (tenant_id, factory_id, scope, name, lower_limit, upper_limit, target,
     unit, valid_from)
 VALUES ('t1', '*', 'analyte', 'Moisture', 11.5, 13.5, 12.5, '%', '-infinity'),
@@ -281,6 +291,7 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/spec-limits": [{}, {"factory_id": "f1"}],
     "/v1/fleet": [{}, {"factory_id": "f1", "machine_id": "m1"}],
     "/v1/quality": [{"factory_id": "f1", **RANGE}],
+    "/v1/lab/agg": [{"factory_id": "f1", "analyte": "Moisture", "window_s": 3600, **RANGE}],
     "/v1/alerts": [{}, RANGE],
     "/v1/rejects": [{}, RANGE, {"topic": "sensors.device.readings", **RANGE}],
     "/v1/catalog/metrics": [{}, {"tenant_id": "t1"}],
