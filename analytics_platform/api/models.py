@@ -707,8 +707,10 @@ class LabAggBucket(BaseModel):
     stddev: float | None = Field(description="Sample standard deviation; null for a single result")
     first: float | None = Field(description="The value of the earliest result")
     last: float | None = Field(description="The value of the latest result")
-    p50: float | None = Field(description="Median (linear interpolation, as PostgreSQL's percentile_cont)")
-    p95: float | None = Field(description="95th percentile (linear interpolation)")
+    p50: float | None = Field(
+        description="Median (linear interpolation, as PostgreSQL's percentile_cont); null for rolled-up windows"
+    )
+    p95: float | None = Field(description="95th percentile (linear interpolation); null for rolled-up windows")
     lower_limit: float | None = Field(
         description="The analyte's spec limit in force at bucket_start (the factory's own before the tenant-wide "
         "'*' one, the latest valid_from at or before bucket_start); null when there is none"
@@ -720,6 +722,8 @@ class LabAggBucket(BaseModel):
 
 class LabAggPage(Page):
     window_s: int
+    source_window_s: int = Field(description="The stored window the buckets were read or rolled up from")
+    source: Literal["stored", "rollup"]
     items: list[LabAggBucket]
 
     model_config = ConfigDict(
@@ -727,6 +731,8 @@ class LabAggPage(Page):
             "examples": [
                 {
                     "window_s": 3600,
+                    "source_window_s": 3600,
+                    "source": "stored",
                     "count": 1,
                     "next_cursor": None,
                     "items": [

@@ -291,7 +291,7 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/spec-limits": [{}, {"factory_id": "f1"}],
     "/v1/fleet": [{}, {"factory_id": "f1", "machine_id": "m1"}],
     "/v1/quality": [{"factory_id": "f1", **RANGE}],
-    "/v1/lab/agg": [{"factory_id": "f1", "analyte": "Moisture", "window_s": 3600, **RANGE}],
+    "/v1/lab/agg": [{"factory_id": "f1", "analyte": "Moisture", "window_s": w, **RANGE} for w in (3600, 7200, 86400)],
     "/v1/alerts": [{}, RANGE],
     "/v1/rejects": [{}, RANGE, {"topic": "sensors.device.readings", **RANGE}],
     "/v1/catalog/metrics": [{}, {"tenant_id": "t1"}],

@@ -51,6 +51,14 @@ ISOLATION = {
         ],
         [(iso(at(3)), "lab-01", 102.0, 40.0, 60.0)],
     ),
+    "lab-agg-rollup": (
+        "/v1/lab/agg",
+        "lab_agg_data",
+        {**LAB_AGG_QUERY, "window_s": 86400, "start": iso(at(0)), "end": iso(at(24))},
+        lambda i: (i["bucket_start"], i["station_id"], i["count"], i["sum"], i["lower_limit"]),
+        [(iso(at(0)), "lab-01", 6, 75.0, 11.5), (iso(at(0)), "lab-02", 1, 13.2, 11.5)],
+        [(iso(at(0)), "lab-01", 2, 102.0, 40.0)],
+    ),
     "kpi": (
         "/v1/kpi",
         "kpi_data",

@@ -162,10 +162,32 @@ def test_moisture_per_hour_through_the_pipeline_by_tenant_with_limits_late_resul
         "/v1/lab/agg", tenant_id="t2", factory_id="f1", analyte="Moisture", window_s=3600, **DAY
     ).json() == {"detail": "tenant 't2' not found"}
     assert_422(
-        api.t1.get("/v1/lab/agg", factory_id="f1", analyte="Moisture", window_s=7200, **DAY),
+        api.t1.get("/v1/lab/agg", factory_id="f1", analyte="Moisture", window_s=90, **DAY),
         ["query", "window_s"],
-        "window_s must be a stored window (60, 300, 3600)",
+        "window_s must be a stored window (60, 300, 3600) or a multiple of one, e.g. 86400",
     )
+    # a day is rolled up from the stored hours: [12, 14, 13, 11] and [12.2] -> n 5, sum 62.2, mean 12.44,
+    # squared deviations 0.1936 + 2.4336 + 0.3136 + 2.0736 + 0.0576 = 5.072 -> var 1.268; no percentiles;
+    # the limit is the one in force at 00:00 (the tenant-wide one: f1's own starts at 04:00)
+    day = ok(api.t1.get("/v1/lab/agg", factory_id="f1", analyte="Moisture", window_s=86400, station_id="lab-01", **DAY))
+    assert (day["source"], day["source_window_s"], day["count"]) == ("rollup", 3600, 1)
+    (whole,) = day["items"]
+    assert (whole["bucket_start"], whole["bucket_end"], whole["window_s"]) == (
+        "2025-08-20T00:00:00Z",
+        "2025-08-21T00:00:00Z",
+        86400,
+    )
+    assert (whole["count"], whole["min"], whole["max"], whole["first"], whole["last"]) == (5, 11.0, 14.0, 12.0, 12.2)
+    assert math.isclose(whole["sum"], 62.2, abs_tol=1e-12) and math.isclose(whole["avg"], 12.44, abs_tol=1e-12)
+    assert math.isclose(whole["stddev"], math.sqrt(1.268), abs_tol=1e-9)
+    assert (whole["p50"], whole["p95"], whole["lower_limit"], whole["upper_limit"]) == (None, None, 11.5, 13.5)
+    assert body["source"] == "stored" and body["source_window_s"] == 3600
+    # two hours (7200 s buckets start at even hours): 02:00-04:00 holds hour 3, 04:00-06:00 hour 4
+    two = ok(api.t1.get("/v1/lab/agg", factory_id="f1", analyte="Moisture", window_s=7200, station_id="lab-01", **DAY))
+    assert [(i["bucket_start"], i["count"], i["sum"]) for i in two["items"]] == [
+        ("2025-08-20T02:00:00Z", 4, 50.0),
+        ("2025-08-20T04:00:00Z", 1, 12.2),
+    ]
     # pages follow (bucket_start, station_id)
     page = ok(api.t1.get("/v1/lab/agg", factory_id="f1", analyte="Moisture", window_s=3600, limit=2, **DAY))
     rest = ok(

@@ -8,6 +8,7 @@
 
 const LAB_WINDOWS = [
   [3600, "1 hour"],
+  [86400, "day"],
   [300, "5 min"],
   [60, "1 min"],
 ];
