@@ -33,6 +33,8 @@ RESULTS_QUERY = (
 
 @dataclass
 class LabAggregateRun:
+    """What one range's recompute did, for the asset's metadata: results read, buckets written, replaced."""
+
     results: int = 0
     rows: int = 0
     deleted: int = 0

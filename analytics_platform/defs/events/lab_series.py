@@ -21,6 +21,8 @@ from analytics_platform.settings import PlatformSettings
 
 
 def build_lab_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
+    """The asset for these settings: the windows (WINDOWS), partitions and check blocking are the
+    sensor aggregates', so one setting changes both kinds of series alike."""
     windows = sorted(set(settings.windows))
 
     @dg.asset(
