@@ -27,6 +27,7 @@ RESULT_CONTRACTS = {
             "device_health_events",
             "sweep_batch_quality",
             "lab_result_quality",
+            "lab_window_aggregates",
             "daily_event_rollups",
         )
     },
@@ -55,6 +56,7 @@ HOURLY_ANALYTICS = {
     "device_health_events": {"raw_device_health"},
     "sweep_batch_quality": {"raw_sweep_readings", "analytics_spec_limits"},
     "lab_result_quality": {"raw_lab_results", "analytics_spec_limits"},
+    "lab_window_aggregates": {"raw_lab_results"},
 }
 ENERGY_ASSETS = {
     "plant_metadata": set(),
@@ -126,7 +128,9 @@ def test_analytics_assets_follow_their_raw_partitions_and_days_follow_hours() ->
     daily = graph.get(dg.AssetKey("daily_event_rollups"))
     assert isinstance(daily.partitions_def, dg.DailyPartitionsDefinition)
     assert daily.partitions_def.end_offset == 0  # a day exists once it has ended
-    assert {k.to_user_string() for k in daily.parent_keys} == set(HOURLY_ANALYTICS) - {"sensor_window_aggregates"}
+    # the event assets' hours, not the window aggregates (sensor or lab): those have no day rollup asset
+    windowed = {"sensor_window_aggregates", "lab_window_aggregates"}
+    assert {k.to_user_string() for k in daily.parent_keys} == set(HOURLY_ANALYTICS) - windowed
 
 
 def test_resources_come_from_the_environment_not_from_code() -> None:

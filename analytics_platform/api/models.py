@@ -687,3 +687,80 @@ class PolicyBody(BaseModel):
     @classmethod
     def _named(cls, value: str | None) -> str | None:
         return _name(value)
+
+
+class LabAggBucket(BaseModel):
+    """One bucket of one station's analyte, with the spec limit in force at its start."""
+
+    bucket_start: datetime = Field(description=f"Inclusive, {TIME}")
+    bucket_end: datetime = Field(description=f"Exclusive, {TIME}")
+    window_s: int
+    tenant_id: str
+    factory_id: str
+    station_id: str
+    analyte: str
+    count: int = Field(description="Lab results in the bucket")
+    sum: float | None
+    avg: float | None
+    min: float | None
+    max: float | None
+    stddev: float | None = Field(description="Sample standard deviation; null for a single result")
+    first: float | None = Field(description="The value of the earliest result")
+    last: float | None = Field(description="The value of the latest result")
+    p50: float | None = Field(
+        description="Median (linear interpolation, as PostgreSQL's percentile_cont); null for rolled-up windows"
+    )
+    p95: float | None = Field(description="95th percentile (linear interpolation); null for rolled-up windows")
+    lower_limit: float | None = Field(
+        description="The analyte's spec limit in force at bucket_start (the factory's own before the tenant-wide "
+        "'*' one, the latest valid_from at or before bucket_start); null when there is none"
+    )
+    upper_limit: float | None
+    target: float | None
+    unit: str | None = Field(description="The spec limit's unit")
+
+
+class LabAggPage(Page):
+    window_s: int
+    source_window_s: int = Field(description="The stored window the buckets were read or rolled up from")
+    source: Literal["stored", "rollup"]
+    items: list[LabAggBucket]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "window_s": 3600,
+                    "source_window_s": 3600,
+                    "source": "stored",
+                    "count": 1,
+                    "next_cursor": None,
+                    "items": [
+                        {
+                            "bucket_start": "2025-08-20T03:00:00Z",
+                            "bucket_end": "2025-08-20T04:00:00Z",
+                            "window_s": 3600,
+                            "tenant_id": "t1",
+                            "factory_id": "f1",
+                            "station_id": "lab-01",
+                            "analyte": "Moisture",
+                            "count": 4,
+                            "sum": 50.0,
+                            "avg": 12.5,
+                            "min": 11.0,
+                            "max": 14.0,
+                            "stddev": 1.290994,
+                            "first": 12.0,
+                            "last": 11.0,
+                            "p50": 12.5,
+                            "p95": 13.85,
+                            "lower_limit": 11.5,
+                            "upper_limit": 13.5,
+                            "target": 12.5,
+                            "unit": "%",
+                        }
+                    ],
+                }
+            ]
+        }
+    )

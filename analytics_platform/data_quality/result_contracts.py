@@ -25,6 +25,7 @@ from analytics_platform.data_quality.config import ResultRanges
 from analytics_platform.data_quality.raw_profile import CheckOutcome
 from analytics_platform.data_quality.validation import Expect, ExpectationResult, outcomes, validate
 from analytics_platform.transforms import kpi_catalog
+from analytics_platform.transforms.lab_series import LAB_SERIES_KEY
 from analytics_platform.transforms.window_aggregates import MACHINE_KEY, SERIES_KEY
 
 TS = "timestamp with time zone"
@@ -68,17 +69,19 @@ MACHINE = MACHINE_KEY
 SERIES = SERIES_KEY
 _MACHINE_COLUMNS = {c: TEXT for c in MACHINE}
 
+_BUCKET_STATS = {
+    "count_n": "bigint",
+    **{f"{s}_v": F8 for s in ("sum", "avg", "min", "max", "stddev", "first", "last", "p50", "p95")},
+}
 AGG = TableContract(
     "analytics_agg",
-    {
-        "bucket_start": TS,
-        "bucket_end": TS,
-        "window_s": "integer",
-        **{c: TEXT for c in SERIES},
-        "count_n": "bigint",
-        **{f"{s}_v": F8 for s in ("sum", "avg", "min", "max", "stddev", "first", "last", "p50", "p95")},
-    },
+    {"bucket_start": TS, "bucket_end": TS, "window_s": "integer", **{c: TEXT for c in SERIES}, **_BUCKET_STATS},
     (*SERIES, "window_s", "bucket_start"),
+)
+LAB_AGG = TableContract(
+    "analytics_lab_agg",
+    {"bucket_start": TS, "bucket_end": TS, "window_s": "integer", **{c: TEXT for c in LAB_SERIES_KEY}, **_BUCKET_STATS},
+    (*LAB_SERIES_KEY, "window_s", "bucket_start"),
 )
 EVENT = TableContract(
     "analytics_event",
@@ -330,6 +333,28 @@ def judge(name: str, checks: Sequence[str], parts: Sequence[Part]) -> list[Check
 
 
 # ----- assets -------------------------------------------------------------------------------------
+_BUCKET_SLACK = ["avg_v", "max_v", "p50_v", "p95_v", "min_v"]
+
+
+def _bucket_ranges() -> list[Expect]:
+    """min <= avg / p50 <= p95 <= max, first and last within [min, max], stddev >= 0, count >= 1: what
+    every bucket of a window aggregate (sensor or lab) promises."""
+    r = "result_ranges"
+    return [
+        between(r, "count_n", (1, None)),
+        between(r, "stddev_v", (0, None)),
+        at_most(r, "min_v", "avg_v__slack"),
+        at_most(r, "avg_v", "max_v__slack"),
+        at_most(r, "min_v", "p50_v__slack"),
+        at_most(r, "p50_v", "p95_v__slack"),
+        at_most(r, "p95_v", "max_v__slack"),
+        at_most(r, "min_v", "first_v"),
+        at_most(r, "first_v", "max_v"),
+        at_most(r, "min_v", "last_v"),
+        at_most(r, "last_v", "max_v"),
+    ]
+
+
 def aggregate_outcomes(
     rows: pl.DataFrame,
     columns: pl.DataFrame,
@@ -342,25 +367,10 @@ def aggregate_outcomes(
     """Window aggregates of [start, end): schema, unique key, 60 s counts adding up to every
     coarser bucket of the window (reconciliation), and min <= avg / p50 <= p95 <= max, first and
     last within [min, max], stddev >= 0, count >= 1, extremes within the metric's range."""
-    stats = ["avg_v", "max_v", "p50_v", "p95_v", "min_v"]
-    frame = with_catalog_limits(with_slack(rows, stats, ranges.tolerance), limits)
+    frame = with_catalog_limits(with_slack(rows, _BUCKET_SLACK, ranges.tolerance), limits)
     on_columns, on_rows = schema_expectations(AGG, rows.columns)
     r = "result_ranges"
-    judged = [
-        between(r, "count_n", (1, None)),
-        between(r, "stddev_v", (0, None)),
-        at_most(r, "min_v", "avg_v__slack"),
-        at_most(r, "avg_v", "max_v__slack"),
-        at_most(r, "min_v", "p50_v__slack"),
-        at_most(r, "p50_v", "p95_v__slack"),
-        at_most(r, "p95_v", "max_v__slack"),
-        at_most(r, "min_v", "first_v"),
-        at_most(r, "first_v", "max_v"),
-        at_most(r, "min_v", "last_v"),
-        at_most(r, "last_v", "max_v"),
-        at_most(r, "min_value", "min_v"),
-        at_most(r, "max_v", "max_value"),
-    ]
+    judged = [*_bucket_ranges(), at_most(r, "min_value", "min_v"), at_most(r, "max_v", "max_value")]
     key = [*AGG.key]
     return judge(
         "sensor_window_aggregates",
@@ -369,6 +379,26 @@ def aggregate_outcomes(
             Part(schema_frame(columns), on_columns),
             Part(frame, [*on_rows, unique("unique_keys", AGG.key), *judged], key),
             Part(count_reconciliation(rows, SERIES, start, end), reconciliation_expectations(), key),
+        ],
+    )
+
+
+def lab_aggregate_outcomes(
+    rows: pl.DataFrame, columns: pl.DataFrame, ranges: ResultRanges, *, start: datetime, end: datetime
+) -> list[CheckOutcome]:
+    """Lab window aggregates of [start, end): schema, unique key, the finest window's counts adding
+    up to every coarser bucket, and each bucket's statistics consistent (`_bucket_ranges`). Lab
+    analytes have no plausible range of their own: their spec limits judge results, not buckets."""
+    frame = with_slack(rows, _BUCKET_SLACK, ranges.tolerance)
+    on_columns, on_rows = schema_expectations(LAB_AGG, rows.columns)
+    key = [*LAB_AGG.key]
+    return judge(
+        "lab_window_aggregates",
+        RESULT_CHECKS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(frame, [*on_rows, unique("unique_keys", LAB_AGG.key), *_bucket_ranges()], key),
+            Part(count_reconciliation(rows, LAB_SERIES_KEY, start, end), reconciliation_expectations(), key),
         ],
     )
 

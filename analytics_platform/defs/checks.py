@@ -147,6 +147,15 @@ def aggregate_checks(
     return check_results(merge_windows(parts), settings)
 
 
+def lab_aggregate_checks(
+    conn: psycopg.Connection, settings: PlatformSettings, start: datetime, end: datetime
+) -> list[dg.AssetCheckResult]:
+    """Every lab bucket overlapping [start, end), as the lab aggregates asset rewrote them."""
+    rows, columns = written.read_written(conn, suites.LAB_AGG, "bucket_start < %s AND bucket_end > %s", (end, start))
+    ranges = checks_config(settings).result_ranges
+    return check_results(suites.lab_aggregate_outcomes(rows, columns, ranges, start=start, end=end), settings)
+
+
 def event_checks(
     conn: psycopg.Connection, settings: PlatformSettings, domain: str, start: datetime, end: datetime
 ) -> list[dg.AssetCheckResult]:

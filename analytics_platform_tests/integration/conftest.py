@@ -20,6 +20,7 @@ from analytics_platform_tests.support.api_data import (
     insert_deviation_data,
     insert_event_data,
     insert_kpi_data,
+    insert_lab_agg_data,
     insert_reading_data,
     insert_spec_data,
 )
@@ -47,6 +48,11 @@ def empty_api(pg_admin_url: str, login_roles: dict[str, str], template_database:
 @pytest.fixture
 def agg_data(database: DatabaseHandle) -> None:
     insert_agg_data(database)
+
+
+@pytest.fixture
+def lab_agg_data(database: DatabaseHandle) -> None:
+    insert_lab_agg_data(database)
 
 
 @pytest.fixture

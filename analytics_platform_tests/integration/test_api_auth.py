@@ -34,6 +34,7 @@ from analytics_platform_tests.support.api_data import (
     DEVIATION_QUERY,
     EVENT_QUERY,
     KPI_QUERY,
+    LAB_AGG_QUERY,
     PREDICT,
     READING_QUERY,
     T1_KPIS,
@@ -49,6 +50,7 @@ from analytics_platform_tests.support.stack import DatabaseHandle
 
 EVERY_ENDPOINT = [
     ("GET", "/v1/agg", AGG[1]),
+    ("GET", "/v1/lab/agg", {**LAB_AGG_QUERY, "start": "2025-08-20T00:00:00Z", "end": "2025-08-21T00:00:00Z"}),
     ("GET", "/v1/kpi", KPI_QUERY),
     ("GET", "/v1/event-rollup", EVENT_QUERY),
     ("GET", "/v1/baseline-deviation", DEVIATION_QUERY),

@@ -218,15 +218,21 @@ SELECT e, e - make_interval(hours => w), w, 't1', 'f1', 'm1', 'metric', 's1', 't
        28.333, 2.63, 0.0085, 0.9915, 'increasing', e - make_interval(hours => w), e - INTERVAL '1 hour'
 FROM generate_series(TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 12:00:00+00', INTERVAL '1 hour') AS e,
      (VALUES (6), (24)) AS windows (w);
-INSERT INTO analytics.analytics_trend (window_end, window_start, window_hours, tenant_id, factory_id, machine_id,
-    source, sensor_id, name, unit, n, slope_per_hour, intercept, mk_s, mk_var_s, mk_z, p_value, confidence,
-    direction, first_time, last_time)
 VALUES (TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 00:00:00+00', 6, 't1', 'f1', 'm1', 'kpi', '', 'oee',
         'ratio', 3, NULL, NULL, 0, 0, 0, 1, 0, 'stable', TIMESTAMPTZ '{DAY} 00:00:00+00',
         TIMESTAMPTZ '{DAY} 02:00:00+00'),
        (TIMESTAMPTZ '{DAY} 06:00:00+00', TIMESTAMPTZ '{DAY} 00:00:00+00', 6, 't2', 'f1', 'm1', 'metric', 's1', 'temp',
         NULL, 6, -0.5, 99, -15, 28.333, -2.63, 0.0085, 0.9915, 'decreasing', TIMESTAMPTZ '{DAY} 00:00:00+00',
         TIMESTAMPTZ '{DAY} 05:00:00+00');
+-- lab analytes as time series: Moisture of two stations per hour (one lone result: no stddev), t2's apart
+INSERT INTO analytics.analytics_lab_agg (bucket_start, bucket_end, window_s, tenant_id, factory_id, station_id,
+    analyte, count_n, sum_v, avg_v, min_v, max_v, stddev_v, first_v, last_v, p50_v, p95_v)
+SELECT TIMESTAMPTZ '{DAY} 00:00:00+00' + make_interval(hours => i),
+       TIMESTAMPTZ '{DAY} 01:00:00+00' + make_interval(hours => i), 3600, t, 'f1', st, 'Moisture',
+       CASE WHEN i = 5 THEN 1 ELSE 4 END, CASE WHEN i = 5 THEN 12.5 ELSE 50.0 END, 12.5, 11.0, 14.0,
+       CASE WHEN i = 5 THEN NULL ELSE 1.29 END, 12.0, 11.0, 12.5, 13.85
+FROM generate_series(0, 23) AS i
+CROSS JOIN (VALUES ('t1', 'lab-01'), ('t1', 'lab-02'), ('t2', 'lab-01')) AS stations (t, st);
 
 INSERT INTO analytics.analytics_spec_limits (tenant_id, factory_id, scope, name, lower_limit, upper_limit, target,
     unit, valid_from)
@@ -309,6 +315,7 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/spec-limits": [{}, {"factory_id": "f1"}],
     "/v1/fleet": [{}, {"factory_id": "f1", "machine_id": "m1"}],
     "/v1/quality": [{"factory_id": "f1", **RANGE}],
+    "/v1/lab/agg": [{"factory_id": "f1", "analyte": "Moisture", "window_s": w, **RANGE} for w in (3600, 7200, 86400)],
     "/v1/alerts": [{}, RANGE],
     "/v1/rejects": [{}, RANGE, {"topic": "sensors.device.readings", **RANGE}],
     "/v1/catalog/metrics": [{}, {"tenant_id": "t1"}],

@@ -12,6 +12,7 @@ from analytics_platform_tests.support.api_data import (
     DEVIATION_QUERY,
     EVENT_QUERY,
     KPI_QUERY,
+    LAB_AGG_QUERY,
     PREDICT,
     READING_QUERY,
 )
@@ -37,6 +38,26 @@ ISOLATION = {
         lambda i: (i["bucket_start"], i["sensor_id"], i["sum"]),
         [(iso(at(0)), "s1", 30.0), (iso(at(0)), "s2", 37.0)],
         [(iso(at(0)), "s1", 147.0)],
+    ),
+    "lab-agg": (
+        "/v1/lab/agg",
+        "lab_agg_data",
+        {**LAB_AGG_QUERY, "start": iso(at(0)), "end": iso(at(24))},
+        lambda i: (i["bucket_start"], i["station_id"], i["sum"], i["lower_limit"], i["upper_limit"]),
+        [
+            (iso(at(3)), "lab-01", 50.0, 11.5, 13.5),
+            (iso(at(3)), "lab-02", 13.2, 11.5, 13.5),
+            (iso(at(4)), "lab-01", 25.0, 11.5, 13.5),
+        ],
+        [(iso(at(3)), "lab-01", 102.0, 40.0, 60.0)],
+    ),
+    "lab-agg-rollup": (
+        "/v1/lab/agg",
+        "lab_agg_data",
+        {**LAB_AGG_QUERY, "window_s": 86400, "start": iso(at(0)), "end": iso(at(24))},
+        lambda i: (i["bucket_start"], i["station_id"], i["count"], i["sum"], i["lower_limit"]),
+        [(iso(at(0)), "lab-01", 6, 75.0, 11.5), (iso(at(0)), "lab-02", 1, 13.2, 11.5)],
+        [(iso(at(0)), "lab-01", 2, 102.0, 40.0)],
     ),
     "kpi": (
         "/v1/kpi",

@@ -515,6 +515,27 @@ def test_quality_page_lab_sweep_and_alert_log(tab: Tab) -> None:
     assert per_rule == EXPECTED.alert_log
 
 
+def test_quality_page_charts_a_lab_analyte_per_hour_against_its_limits(tab: Tab) -> None:
+    """Moisture at lab-f1 per hour: the 03:00 bucket of [12.0, 14.0] beside t1's limits 11.5..13.5. The
+    series is fetched after the page's own three calls (labseries.js), when the URL names an analyte."""
+    loaded = tab.open(f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}&analyte=Moisture")
+    assert sorted(c for c in loaded["calls"] if c != "/lab/agg") == ["/alerts", "/quality", "/rejects"]
+    chart = tab.page.locator("figure#lab-series-chart[data-points='1']")
+    chart.wait_for(timeout=15_000)
+    assert [re.sub(r"\?.*", "", c.split("/v1", 1)[1]) for c in tab.calls].count("/lab/agg") == 1
+    assert chart.get_attribute("data-analyte") == "Moisture" and chart.get_attribute("data-station") == "lab-f1"
+    assert tab.chart("lab-series-chart")["lineage"] == (
+        f"{DAGSTER_UI_URL}/assets/lab_window_aggregates?view=partitions&partition=2025-08-20-03:00"
+    )
+    assert tab.page.locator("#lab-series-analyte").input_value() == "Moisture"
+    # another analyte from the picker: pH's one result of the hour
+    tab.page.locator("#lab-series-analyte").select_option("pH")
+    tab.page.locator("figure#lab-series-chart[data-analyte='pH'][data-points='1']").wait_for(timeout=15_000)
+    # the choice is in the address (for a reload or a link), set without reloading the page's data
+    assert "analyte=pH" in tab.page.url and "lab_window=3600" in tab.page.url
+    assert tab.page.locator("main[data-ready]").count() == 1
+
+
 def test_quality_page_rejects_per_topic_and_reason(tab: Tab, plant: Plant) -> None:
     now = datetime.now(UTC)
     start, end = (

@@ -23,6 +23,7 @@ TABLES = {
     "worker_checkpoints",
     "drain_reports",
     "analytics_agg",
+    "analytics_lab_agg",
     "analytics_anomaly",
     "analytics_kpi",
     "analytics_spec_limits",
@@ -119,6 +120,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "14_agg_daily",
         "15_drain_reports",
         "16_sweep_out_of_spec",
+        "18_lab_agg",
         "19_trends",
         "20_alert_kpi_trend_kinds",
     ]
@@ -148,6 +150,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "14_agg_daily": "skipped",
         "15_drain_reports": "skipped",
         "16_sweep_out_of_spec": "skipped",
+        "18_lab_agg": "skipped",
         "19_trends": "skipped",
         "20_alert_kpi_trend_kinds": "skipped",
     }
@@ -294,6 +297,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "raw_sweep_readings",
         "raw_lab_results",
         "analytics_agg",
+        "analytics_lab_agg",
         "analytics_kpi",
         "analytics_event",
         "analytics_event_rollup",

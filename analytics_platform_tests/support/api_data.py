@@ -141,6 +141,55 @@ def insert_agg_data(database: DatabaseHandle) -> None:
     insert(database, "analytics_agg", rows)
 
 
+LAB_AGG_QUERY = {"factory_id": "f1", "analyte": "Moisture", "window_s": 3600}
+
+
+def lab_bucket(hour: float, station: str, n: int, total: float, *, tenant: str = "t1", **more: Any) -> dict:
+    """A stored lab bucket of one value repeated `n` times (the statistics follow from it)."""
+    value = total / n
+    return {
+        "bucket_start": at(hour),
+        "bucket_end": at(hour) + timedelta(hours=1),
+        "window_s": more.get("window_s", 3600),
+        "tenant_id": tenant,
+        "factory_id": more.get("factory", "f1"),
+        "station_id": station,
+        "analyte": more.get("analyte", "Moisture"),
+        "count_n": n,
+        "sum_v": total,
+        **{f"{s}_v": value for s in ("avg", "min", "max", "first", "last", "p50", "p95")},
+        "stddev_v": 0.0 if n > 1 else None,
+    }
+
+
+def insert_lab_agg_data(database: DatabaseHandle) -> None:
+    """Moisture per hour of two stations in t1 and of the SAME factory and station ids in t2, with
+    limits that tell the tenants apart: t2 has a limit of its own factory f1 (which would win over
+    t1's tenant-wide one if the tenant filter slipped)."""
+    insert(
+        database,
+        "analytics_lab_agg",
+        [
+            lab_bucket(3, "lab-01", 4, 50.0),
+            lab_bucket(3, "lab-02", 1, 13.2),
+            lab_bucket(4, "lab-01", 2, 25.0),
+            lab_bucket(4, "lab-01", 1, 6.8, analyte="pH"),
+            lab_bucket(4, "lab-01", 1, 99.0, factory="f2"),
+            lab_bucket(4, "lab-01", 5, 60.0, window_s=300),
+            lab_bucket(3, "lab-01", 2, 102.0, tenant="t2"),
+        ],
+    )
+    limit = {"scope": "analyte", "name": "Moisture", "unit": "%"}
+    insert(
+        database,
+        "analytics_spec_limits",
+        [
+            {**limit, "tenant_id": "t1", "factory_id": "*", "lower_limit": 11.5, "upper_limit": 13.5, "target": 12.5},
+            {**limit, "tenant_id": "t2", "factory_id": "f1", "lower_limit": 40.0, "upper_limit": 60.0, "target": 50.0},
+        ],
+    )
+
+
 def event(hour: float, machine: str, event_type: str, subject: str, n: int, *rates: Any, **more: Any) -> dict:
     """An event rollup as served: pass_count, fail_count, pass_rate, fail_rate, uptime_pct, details."""
     passed, failed, pass_rate, fail_rate, uptime, details = (*rates, None, None, None, None, None, None)[:6]

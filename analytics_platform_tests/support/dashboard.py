@@ -474,7 +474,7 @@ def build_plant(
 
     materialize_partitions(["sensor_window_aggregates"], *(hour_key(at(h)) for h in (1, 2, 3, 4)))
     materialize_partitions(["device_health_events"], *(hour_key(at(h)) for h in (2, 3, 4)))
-    materialize_partitions(["sweep_batch_quality", "lab_result_quality"], hour_key(at(3)))
+    materialize_partitions(["sweep_batch_quality", "lab_result_quality", "lab_window_aggregates"], hour_key(at(3)))
     materialize_partitions(["hourly_machine_kpis"], hour_key(at(3)))
     materialize_partitions(["reading_anomalies"], hour_key(at(3)))
     materialize_partitions(["daily_event_rollups", "daily_machine_kpis"], "2025-08-20")

@@ -32,7 +32,7 @@ def test_the_page_carries_its_settings_and_a_same_origin_policy(client: TestClie
 def test_every_script_and_stylesheet_is_served_from_ui_static(client: TestClient, monkeypatch) -> None:
     monkeypatch.setattr(web, "missing_assets", lambda: [])
     page = client.get("/ui").text
-    for path in ("/ui/static/app.js", "/ui/static/style.css"):
+    for path in ("/ui/static/app.js", "/ui/static/labseries.js", "/ui/static/style.css"):
         assert f'"{path}"' in page
         assert client.get(path).status_code == 200
     assert "//" not in page.replace("http://dagster.example:3000", "").replace("<!--", "")

@@ -394,6 +394,62 @@ def test_a_table_missing_a_contract_column_fails_the_schema_check() -> None:
     assert outcome.metadata["failures"][0]["missing"] == ["p95_v double precision"]
 
 
+# ----- lab window aggregates: the same promises on the lab series key --------------------------------
+def lab_agg(window_s: int, minute: int, count: int, station: str = "lab-01", tenant: str = "t1") -> tuple:
+    """A lab bucket of `count` results between 11 and 14 (the sensor bucket's statistics, lab key)."""
+    row = list(agg(window_s, minute, count, 11.0, 14.0))
+    return (*row[:3], tenant, "f1", station, "Moisture", *row[8:])
+
+
+def lab_outcomes(rows: list[tuple], columns: pl.DataFrame | None = None) -> dict:
+    found = result_contracts.lab_aggregate_outcomes(
+        pl.DataFrame(rows, schema=result_contracts.LAB_AGG.schema, orient="row"),
+        columns_of(result_contracts.LAB_AGG) if columns is None else columns,
+        RANGES,
+        start=H3,
+        end=H4,
+    )
+    return by_name(found)
+
+
+# the same station id in two tenants: two series, each reconciling on its own
+CLEAN_LAB = [lab_agg(60, 5, 1), lab_agg(60, 20, 3), lab_agg(3600, 0, 4), lab_agg(60, 7, 2, tenant="t2")]
+CLEAN_LAB.append(lab_agg(3600, 0, 2, tenant="t2"))
+
+
+def test_clean_lab_aggregates_pass_every_check() -> None:
+    found = lab_outcomes(CLEAN_LAB)
+    assert {name: o.passed for name, o in found.items()} == {
+        "schema": True,
+        "unique_keys": True,
+        "reconciliation": True,
+        "result_ranges": True,
+    }
+    assert found["reconciliation"].metadata["rows"] == 2  # each tenant's hour bucket
+
+
+def test_lab_aggregates_keys_reconciliation_and_ranges_are_judged_per_series() -> None:
+    broken = list(lab_agg(60, 21, 1))
+    broken[10] = 20.0  # avg above max (14)
+    found = lab_outcomes([*CLEAN_LAB, lab_agg(60, 5, 1), tuple(broken)])
+    assert not found["unique_keys"].passed and not found["result_ranges"].passed
+    (mismatch,) = found["reconciliation"].metadata["failures"]
+    assert mismatch["offending"] == [
+        {
+            "tenant_id": "t1",
+            "factory_id": "f1",
+            "station_id": "lab-01",
+            "analyte": "Moisture",
+            "window_s": 3600,
+            "bucket_start": iso(0),
+            "fine_count": 6,
+            "count_n": 4,
+        }
+    ]
+    missing = lab_outcomes(CLEAN_LAB, columns_of(result_contracts.LAB_AGG, drop="station_id"))["schema"]
+    assert missing.metadata["failures"][0]["missing"] == ["station_id text"]
+
+
 # ----- other result tables ------------------------------------------------------------------------
 def kpi(name: str, value: float | None, unit: str = "ratio", machine: str = "mc-01") -> tuple:
     return (H3, H4, "hour", "t1", "f1", machine, name, value, unit, None if value is not None else "no data", None)

@@ -89,7 +89,13 @@ def test_k8s_backfill_jobs_only_when_asked() -> None:
         "k8s_backfill_analytics_daily": ("k8s", ["daily_event_rollups"]),
         "k8s_backfill_analytics_hourly": (
             "k8s",
-            ["device_health_events", "lab_result_quality", "sensor_window_aggregates", "sweep_batch_quality"],
+            [
+                "device_health_events",
+                "lab_result_quality",
+                "lab_window_aggregates",
+                "sensor_window_aggregates",
+                "sweep_batch_quality",
+            ],
         ),
         "k8s_backfill_energy_daily": ("k8s", ["daily_machine_kpis"]),
         "k8s_backfill_energy_hourly": ("k8s", ["hourly_machine_kpis", "reading_anomalies", "series_trends"]),

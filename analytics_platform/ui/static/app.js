@@ -1045,7 +1045,7 @@ async function qualityView(_parts, params) {
     admin ? api("/rejects", range) : Promise.resolve(null),
     api("/alerts", { tenant_id: admin ? null : context.tenant, ...range, limit: 200 }),
   ]);
-  const { form } = rangeControls("quality", context, params, start, end);
+  const { form } = rangeControls("quality", context, params, start, end, { analyte: params.get("analyte"), lab_window: params.get("lab_window") });
   const lastHour = quality.hourly.at(-1)?.bucket_start;
   return h(
     "section",
@@ -1069,6 +1069,11 @@ async function qualityView(_parts, params) {
       { id: "lab", numeric: [1, 2, 3, 5, 6, 7] },
     ),
     h("p", {}, assetLink("lab_result_quality", lastHour ? hourKey(lastHour) : null)),
+    // labseries.js: one analyte per window against its limits, fetched on demand
+    window.labSeries?.section(
+      { tenant: context.tenant, factory: context.factory, analytes: quality.lab.map((a) => a.analyte), analyte: params.get("analyte"), window: params.get("lab_window"), range },
+      { h, api, chartFigure, assetLink, hourKey, colour: SERIES_COLOURS[0] },
+    ),
     h("h2", {}, "Sweep batches"),
     table(
       ["Machine", "Batches", "Pass", "Fail", "Fail rate"],
