@@ -40,6 +40,7 @@ TABLES = {
     "alert_conditions",
     "alert_log",
     "api_keys",
+    "api_jobs",
     "schema_migrations",
     "raw_rederivations",
     "metric_catalog",
@@ -118,6 +119,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "14_agg_daily",
         "15_drain_reports",
         "16_sweep_out_of_spec",
+        "22_api_jobs",
     ]
 
 
@@ -145,6 +147,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "14_agg_daily": "skipped",
         "15_drain_reports": "skipped",
         "16_sweep_out_of_spec": "skipped",
+        "22_api_jobs": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
