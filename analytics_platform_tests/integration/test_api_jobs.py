@@ -312,3 +312,51 @@ def test_bad_detection_requests_say_why(client: TestClient, database: DatabaseHa
         "range, spec",
     )
     assert caller(client, database, "t1", "train").post("/v1/anomalies/detect", body).status_code == 403
+
+
+def test_a_failed_run_is_reported_with_its_error_and_frees_the_request(
+    dagster_home: Path, client: TestClient, database: DatabaseHandle
+) -> None:
+    insert_hours(database, "t1", "mc-01")
+    trainer = caller(client, database, "t1", "train")
+    job = ok(trainer.post("/v1/baselines/train", training()), 202)
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(job["run_id"])
+        assert run is not None
+        instance.report_run_failed(run, message="the run worker lost its database")
+    failed = ok(trainer.get(f"/v1/jobs/{job['job_id']}"))
+    assert (failed["status"], failed["error"], failed["result"]) == (
+        "failure",
+        "the run worker lost its database",
+        None,
+    )
+    assert database.query("SELECT status, error FROM analytics.api_jobs") == [
+        ("failure", "the run worker lost its database")
+    ]
+    # an ended job no longer holds the request: the same one is a new job and run
+    again = ok(trainer.post("/v1/baselines/train", training()), 202)
+    assert again["job_id"] != job["job_id"] and again["run_id"] != job["run_id"]
+
+
+def test_tenants_train_only_their_own_machines(client: TestClient, database: DatabaseHandle) -> None:
+    insert_hours(database, "t1", "mc-01")
+    t2 = caller(client, database, "t2", "train")
+    # t1's machine is no machine of t2's; naming t1 is a 404, as for any tenant a key does not have
+    assert_422(
+        t2.post("/v1/baselines/train", training()),
+        ["body", "machine_id"],
+        "no machine f1/mc-01 of this tenant has hourly KPIs to train on",
+    )
+    assert t2.post("/v1/baselines/train", training(tenant_id="t1")).json() == {"detail": "tenant 't1' not found"}
+    assert (
+        t2.post(
+            "/v1/anomalies/detect",
+            {"tenant_id": "t1", "factory_id": "f1", "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T01:00:00Z"},
+        ).status_code
+        == 403
+    )  # no detect scope
+    admin = caller(client, database, None, "train")
+    assert_422(
+        admin.post("/v1/baselines/train", training()), ["body", "tenant_id"], "tenant_id is required with an admin key"
+    )
+    assert database.scalar("SELECT count(*) FROM analytics.api_jobs") == 0
