@@ -11,13 +11,14 @@ fitted model is that one (R² = 1) and its version, sample count and exclusions 
 from __future__ import annotations
 
 import shutil
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.events.log import EventLogEntry
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
@@ -96,19 +97,28 @@ def training(**changes: object) -> dict:
     return {**body, **changes}
 
 
-def drive_queue(repo_root: Path, instance: dg.DagsterInstance, run_id: str, timeout_s: float = 240) -> dg.DagsterRun:
+def drive_queue(repo_root: Path, instance: dg.DagsterInstance, run_id: str, timeout_s: float = 300) -> dg.DagsterRun:
     """What the daemon does with a queued run: dequeue it under the instance's limits and launch it
-    in the code location's server, which runs it in a process of its own; returns the ended run."""
-    target = WorkspaceFileTarget([str(repo_root / "workspace.yaml")])
-    with WorkspaceProcessContext(instance, target) as workspace:
-        list(QueuedRunCoordinatorDaemon(interval_seconds=1).run_iteration(workspace))
-        deadline = time.monotonic() + timeout_s
-        while True:  # the run is another process: wait for its end as recorded in the instance
-            run = instance.get_run_by_id(run_id)
-            assert run is not None
-            if run.is_finished or time.monotonic() > deadline:
-                return run
-            time.sleep(0.5)
+    in the code location's server, which runs it in a process of its own; returns the ended run,
+    waiting for the run's last event through the instance's event-log watcher."""
+    ended = threading.Event()
+    last = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
+
+    def seen(entry: EventLogEntry, _cursor: str) -> None:
+        if entry.dagster_event is not None and entry.dagster_event.event_type in last:
+            ended.set()
+
+    instance.event_log_storage.watch(run_id, None, seen)
+    try:
+        target = WorkspaceFileTarget([str(repo_root / "workspace.yaml")])
+        with WorkspaceProcessContext(instance, target) as workspace:
+            list(QueuedRunCoordinatorDaemon(interval_seconds=1).run_iteration(workspace))
+            assert ended.wait(timeout_s), f"run {run_id} did not end within {timeout_s} s"
+    finally:
+        instance.event_log_storage.end_watch(run_id, seen)
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run
 
 
 def test_a_machine_is_retrained_with_chosen_drivers_through_a_queued_dagster_run(
