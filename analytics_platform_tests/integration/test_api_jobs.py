@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from analytics_platform.api.app import create_app
 from analytics_platform.devstack.stack import psycopg2_url
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.support.api import Caller, assert_422, make_key, ok
+from analytics_platform_tests.support.api import Caller, assert_422, make_key, ok, run_cli
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
@@ -370,3 +370,21 @@ def test_tenants_train_only_their_own_machines(client: TestClient, database: Dat
         admin.post("/v1/baselines/train", training()), ["body", "tenant_id"], "tenant_id is required with an admin key"
     )
     assert database.scalar("SELECT count(*) FROM analytics.api_jobs") == 0
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_the_cli_makes_keys_that_may_train_and_detect(
+    client: TestClient, database: DatabaseHandle, capsys: pytest.CaptureFixture
+) -> None:
+    code, out, err = run_cli(capsys, "api-keys", "create", "--name", "energy", "--tenant", "t1", "--train", "--detect")
+    assert (code, err) == (0, "")
+    key_id = out[-1].split("_")[1]
+    assert out[0] == f"key {key_id} for tenant t1, scopes read,train,detect; store it now, it is not shown again:"
+    assert database.scalar("SELECT scopes FROM analytics.api_keys WHERE key_id = %s", (key_id,)) == [
+        "detect",
+        "read",
+        "train",
+    ]
+    # the key passes the scope checks: what it gets is the verdict on its body
+    holder = Caller(client, out[-1], key_id)
+    assert holder.post("/v1/baselines/train", training(drivers=["flux"])).status_code == 422
