@@ -321,6 +321,15 @@ def test_bad_detection_requests_say_why(client: TestClient, database: DatabaseHa
         "unknown method 'tea_leaves'; known: deviation, shift, noise, stuck, isolation_forest, stoppage, baseline, "
         "range, spec",
     )
+    assert_422(
+        detector.post("/v1/anomalies/detect", {**body, "start": "2023-12-31T23:00:00Z"}),
+        ["body", "start"],
+        "the first hour with a partition is 2024-01-01T00:00:00+00:00 (PARTITIONS_START)",
+    )
+    next_hour = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    response = detector.post("/v1/anomalies/detect", {**body, "end": next_hour.isoformat()})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "end"]
+    assert response.json()["detail"][0]["msg"].startswith("the range ends in the future")
     assert caller(client, database, "t1", "train").post("/v1/anomalies/detect", body).status_code == 403
 
 
