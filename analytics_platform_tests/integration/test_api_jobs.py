@@ -397,3 +397,31 @@ def test_the_cli_makes_keys_that_may_train_and_detect(
     # the key passes the scope checks: what it gets is the verdict on its body
     holder = Caller(client, out[-1], key_id)
     assert holder.post("/v1/baselines/train", training(drivers=["flux"])).status_code == 422
+
+
+def test_a_job_left_submitting_by_a_stopped_api_is_failed_and_does_not_block_the_request(
+    dagster_home: Path, client: TestClient, database: DatabaseHandle
+) -> None:
+    """A row recorded but never submitted (the API stopped in between) holds its request for two
+    minutes (SUBMIT_TIMEOUT); after that the next look marks it failed and the request runs."""
+    insert_hours(database, "t1", "mc-01")
+    trainer = caller(client, database, "t1", "train")
+    first = ok(trainer.post("/v1/baselines/train", training()), 202)
+    key = database.scalar("SELECT request_key FROM analytics.api_jobs WHERE job_id = %s", (first["job_id"],))
+    with database.connect() as conn:  # the first job ended; a second was recorded, then its API stopped
+        conn.execute("UPDATE analytics.api_jobs SET status = 'success'")
+        stuck = conn.execute(
+            "INSERT INTO analytics.api_jobs (tenant_id, kind, request, request_key, requested_by, created_at) "
+            "SELECT tenant_id, kind, request, request_key, requested_by, now() - interval '1 minute' "
+            "FROM analytics.api_jobs RETURNING job_id"
+        ).fetchone()[0]
+    assert ok(trainer.post("/v1/baselines/train", training()))["job_id"] == stuck  # still within the timeout
+    with database.connect() as conn:
+        conn.execute(
+            "UPDATE analytics.api_jobs SET created_at = now() - interval '3 minutes' WHERE job_id = %s", (stuck,)
+        )
+    fresh = ok(trainer.post("/v1/baselines/train", training()), 202)
+    assert fresh["job_id"] not in (first["job_id"], stuck) and fresh["status"] == "queued"
+    assert database.query(
+        "SELECT status, error, request_key = %s FROM analytics.api_jobs WHERE job_id = %s", (key, stuck)
+    ) == [("failure", "the API stopped before the run was submitted; send the request again", True)]
