@@ -20,7 +20,8 @@
     analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
     analytics-platform alerts load [FILE] | rules | log     alert rules and mutes; what was sent
     analytics-platform alerts mute --machine M --minutes N --reason TEXT   a mute window from now
-    analytics-platform api-keys create --name N (--tenant T | --admin) [--resolve] [--catalog-admin] [--days D]
+    analytics-platform api-keys create --name N (--tenant T | --admin) [--resolve] [--catalog-admin]
+        [--train] [--detect] [--days D]
     analytics-platform api-keys list | revoke KEY_ID                    REST API keys
 
 Connection settings come from the environment (DATABASE_URL, MIGRATIONS_DATABASE_URL).
@@ -408,7 +409,13 @@ def _api_keys(args: argparse.Namespace) -> int:
                 print("error: create needs --name and exactly one of --tenant T or --admin", file=sys.stderr)
                 return 2
             expires = datetime.now(UTC) + timedelta(days=args.days) if args.days else None
-            scopes = ("read", *(("resolve",) if args.resolve else ()), *(("admin",) if args.catalog_admin else ()))
+            scopes = (
+                "read",
+                *(("resolve",) if args.resolve else ()),
+                *(("admin",) if args.catalog_admin else ()),
+                *(("train",) if args.train else ()),
+                *(("detect",) if args.detect else ()),
+            )
             try:
                 key_id, key = api_keys.create_key(conn, args.name, args.tenant, scopes=scopes, expires_at=expires)
             except ValueError as exc:
@@ -517,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         help="create: the `admin` scope: may edit the metrics catalogue and unknown-metric policy of its tenant "
         "(with --admin: of every tenant and the platform defaults '*')",
     )
+    keys.add_argument("--train", action="store_true", help="create: may retrain baselines (POST /v1/baselines/train)")
+    keys.add_argument("--detect", action="store_true", help="create: may run detection (POST /v1/anomalies/detect)")
     keys.add_argument("--days", type=int, help="create: expires after this many days (default: never)")
     args = parser.parse_args(argv)
     handlers = {

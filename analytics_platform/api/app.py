@@ -35,6 +35,7 @@ from analytics_platform.api.routes import (
     catalog,
     fleet,
     health,
+    jobs,
     kpi,
     lab_agg,
     quality,
@@ -83,6 +84,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         db.close()
         if writer is not None:
             writer.close()
+        if app.state.run_submitter is not None:
+            app.state.run_submitter.instance.dispose()
 
     app = FastAPI(
         title="Plant analytics API",
@@ -112,6 +115,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.kpi_names = kpi_catalog.kpi_names(settings.kpi_drivers)
     app.state.agg_daily_view = None  # looked up on first use
     app.state.clock = lambda: datetime.now(UTC)  # "now" of /v1/agg's provisional horizon; tests pin it
+    app.state.run_submitter = None  # on-demand runs' Dagster instance, loaded (DAGSTER_HOME) at first use
 
     for module in (
         health,
@@ -130,6 +134,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(reports.router)
+    app.include_router(jobs.router)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -20,8 +20,9 @@ from psycopg.rows import tuple_row
 PREFIX = "apk"
 # read: every GET of the key's tenant (or of every tenant for an admin key); resolve: POST
 # /v1/anomalies/{id}/resolve; admin: edit the metrics catalogue and the unknown-metric policy (of the
-# key's tenant, or, on an admin key, of every tenant and the platform defaults '*')
-SCOPES = ("read", "resolve", "admin")
+# key's tenant, or, on an admin key, of every tenant and the platform defaults '*'); train: POST
+# /v1/baselines/train; detect: POST /v1/anomalies/detect (both start Dagster runs, GET /v1/jobs/{id})
+SCOPES = ("read", "resolve", "admin", "train", "detect")
 _SHAPE = re.compile(r"apk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
 

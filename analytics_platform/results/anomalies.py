@@ -417,6 +417,7 @@ def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime
         details=pl.struct(
             "baseline_version", "deviation_kwh", "deviation_pct", pl.lit([], pl.List(pl.String)).alias("readings")
         ).struct.json_encode(),
+        sample_s=pl.lit(3600.0),  # one judgement per machine-hour: an event groups consecutive hours
     ).cast(an.ANOMALY_SCHEMA)
 
 

@@ -45,9 +45,19 @@ DEVIATION_COLUMNS = [
 ]
 
 
-def hourly_samples(conn: psycopg.Connection, start: datetime, end: datetime, drivers: Sequence[str]) -> pl.DataFrame:
+def hourly_samples(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    drivers: Sequence[str],
+    *,
+    machine: Sequence[str] | None = None,
+    exclusions: Sequence[tuple[datetime, datetime]] = (),
+) -> pl.DataFrame:
     """One row per machine-hour in [start, end): energy_kwh, each driver, `excluded` (fault or
-    maintenance time in the hour)."""
+    maintenance time in the hour, or an hour overlapping one of `exclusions`: periods the caller
+    knows were not normal operation, e.g. a trial week). `machine` (tenant, factory, machine) reads
+    that machine alone: an on-demand training must not read, nor refit, anyone else's."""
     columns = [
         sql.SQL("max(value) FILTER (WHERE kpi = {}) AS {}").format(sql.Literal(name), sql.Identifier(name))
         for name in (TARGET, *drivers)
@@ -58,9 +68,14 @@ def hourly_samples(conn: psycopg.Connection, start: datetime, end: datetime, dri
         "(coalesce(max(value) FILTER (WHERE kpi = 'fault_time_s'), 0) > 0 "
         "OR coalesce(max((details->>'maintenance_s')::float8) FILTER (WHERE kpi = 'planned_downtime_s'), 0) > 0"
         ")::int AS excluded FROM analytics.analytics_kpi "
-        "WHERE period = 'hour' AND period_start >= %s AND period_start < %s"
+        "WHERE period = 'hour' AND period_start >= %s AND period_start < %s{machine}"
         " GROUP BY 1, 2, 3, 4, 5"
-    ).format(columns=sql.SQL(", ").join(columns))
+    ).format(
+        columns=sql.SQL(", ").join(columns),
+        machine=sql.SQL(" AND tenant_id = %s AND factory_id = %s AND machine_id = %s" if machine else ""),
+    )
+    if machine:
+        params.extend(machine)
     schema = {
         "period_start": TIME,
         "period_end": TIME,
@@ -68,7 +83,11 @@ def hourly_samples(conn: psycopg.Connection, start: datetime, end: datetime, dri
         **{name: pl.Float64() for name in (TARGET, *drivers)},
         "excluded": pl.Int8(),  # CSV booleans are t/f
     }
-    return read_frame(conn, query, params, schema).with_columns(pl.col("excluded").cast(pl.Boolean))
+    samples = read_frame(conn, query, params, schema).with_columns(pl.col("excluded").cast(pl.Boolean))
+    for since, until in exclusions:
+        overlaps = (pl.col("period_start") < until) & (pl.col("period_end") > since)
+        samples = samples.with_columns(excluded=pl.col("excluded") | overlaps)
+    return samples
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,7 @@ class BaselineOutcome:
     machine: tuple[str, str, str]
     version: int | None  # None: refused
     message: str  # the warning or the refusal, or "accepted"
+    r2: float | None = None  # of the stored model; None when refused
 
 
 def store_baseline(
@@ -136,21 +156,41 @@ def train_baselines(
     *,
     min_samples: int,
     r2_min: float,
+    machine: Sequence[str] | None = None,
+    exclusions: Sequence[tuple[datetime, datetime]] = (),
 ) -> list[BaselineOutcome]:
-    """Fit one baseline per machine on its hours in [start, end); a machine with too few usable
-    hours is refused (its previous model stays active) with the reason."""
-    samples = hourly_samples(conn, start, end, drivers)
+    """Fit one baseline per machine on its hours in [start, end) (of `machine` alone when given,
+    leaving out the hours overlapping `exclusions`); a machine with too few usable hours is refused
+    (its previous model stays active) with the reason."""
+    samples = hourly_samples(conn, start, end, drivers, machine=machine, exclusions=exclusions)
+    if machine and samples.is_empty():
+        return [BaselineOutcome(tuple(machine), None, "refused: no hourly KPIs of the machine in the training range")]
     outcomes = []
     for key, rows in sorted(samples.group_by(MACHINE), key=lambda item: item[0]):
-        machine = tuple(str(k) for k in key)
+        trained = tuple(str(k) for k in key)
         try:
             fit = eb.fit_baseline(rows, TARGET, drivers, min_samples=min_samples, r2_threshold=r2_min)
         except eb.BaselineRefused as exc:
-            outcomes.append(BaselineOutcome(machine, None, f"refused: {exc}"))
+            outcomes.append(BaselineOutcome(trained, None, f"refused: {exc}"))
             continue
-        version = store_baseline(conn, machine, fit, start, end, r2_min)
-        outcomes.append(BaselineOutcome(machine, version, fit.warning or "accepted"))
+        version = store_baseline(conn, trained, fit, start, end, r2_min)
+        outcomes.append(BaselineOutcome(trained, version, fit.warning or "accepted", fit.r2))
     return outcomes
+
+
+def usable_hours(
+    conn: psycopg.Connection,
+    machine: Sequence[str],
+    start: datetime,
+    end: datetime,
+    drivers: Sequence[str],
+    exclusions: Sequence[tuple[datetime, datetime]] = (),
+) -> int:
+    """The hours of `machine` in [start, end) a training with `drivers` and `exclusions` would fit
+    on, counted by the same rules as the training itself, so a request the run would refuse for too
+    few samples is turned down before a run is queued for it."""
+    samples = hourly_samples(conn, start, end, drivers, machine=machine, exclusions=exclusions)
+    return eb.usable_rows(samples, TARGET, drivers)
 
 
 def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tuple[int, eb.BaselineFit]]:

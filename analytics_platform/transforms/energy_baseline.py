@@ -119,14 +119,7 @@ def fit_baseline(
     drivers = tuple(drivers)
     _check_columns(samples, target, drivers)
     columns = (target, *drivers)
-
-    flagged = pl.lit(False)
-    if exclude_column is not None and exclude_column in samples.columns:
-        flagged = pl.col(exclude_column).cast(pl.Boolean).fill_null(False)
-    present = pl.all_horizontal(
-        [pl.col(c).cast(pl.Float64).is_not_null() & pl.col(c).cast(pl.Float64).is_finite() for c in columns]
-    )
-    marked = samples.select(*(pl.col(c).cast(pl.Float64) for c in columns), _flagged=flagged, _present=present)
+    marked = _marked(samples, columns, exclude_column)
     n_flagged = int(marked["_flagged"].sum())
     n_missing = int((~marked["_flagged"] & ~marked["_present"]).sum())
     usable = marked.filter(~pl.col("_flagged") & pl.col("_present")).select(columns)
@@ -184,6 +177,28 @@ def fit_baseline(
         excluded=dropped,
         warning=warning,
     )
+
+
+def usable_rows(
+    samples: pl.DataFrame, target: str, drivers: Sequence[str], *, exclude_column: str | None = "excluded"
+) -> int:
+    """How many rows `fit_baseline` would train on (not flagged, target and drivers finite): what a
+    request to train is checked against before a run is started for it."""
+    drivers = tuple(drivers)
+    _check_columns(samples, target, drivers)
+    marked = _marked(samples, (target, *drivers), exclude_column)
+    return int((~marked["_flagged"] & marked["_present"]).sum())
+
+
+def _marked(samples: pl.DataFrame, columns: tuple[str, ...], exclude_column: str | None) -> pl.DataFrame:
+    """`columns` as floats with `_flagged` (excluded by the caller) and `_present` (every column finite)."""
+    flagged = pl.lit(False)
+    if exclude_column is not None and exclude_column in samples.columns:
+        flagged = pl.col(exclude_column).cast(pl.Boolean).fill_null(False)
+    present = pl.all_horizontal(
+        [pl.col(c).cast(pl.Float64).is_not_null() & pl.col(c).cast(pl.Float64).is_finite() for c in columns]
+    )
+    return samples.select(*(pl.col(c).cast(pl.Float64) for c in columns), _flagged=flagged, _present=present)
 
 
 def predict(fit: BaselineFit, drivers: pl.DataFrame) -> pl.Series:

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import hypothesis
 import psycopg
@@ -284,6 +286,14 @@ INSERT INTO analytics.alert_conditions (fingerprint, rule_name, state, severity,
 VALUES ('asset_checks:raw_sensor_readings', 'asset_checks', 'open', 'warning', 'raw_sensor_readings: a check failed',
         '{{"asset": "raw_sensor_readings", "check": "no_future_times", "partition": "{DAY}"}}',
         'http://dagster/assets/raw_sensor_readings', now() - INTERVAL '1 hour', now());
+
+-- on-demand jobs: 1 (t1) ended with a model, 2 (t2) ended refused; answered from their rows
+INSERT INTO analytics.api_jobs (tenant_id, kind, request, request_key, run_id, status, result, error, requested_by)
+VALUES ('t1', 'baseline_training', '{{"machine_id": "m1", "drivers": ["oee"]}}', 'k1', 'run-1', 'success',
+        '{{"version": 1, "r2": 0.93, "accepted": true, "refused": false, "message": "accepted"}}', NULL, 'key1'),
+       ('t2', 'baseline_training', '{{"machine_id": "m1", "drivers": ["oee"]}}', 'k2', 'run-2', 'success',
+        '{{"version": null, "r2": null, "accepted": false, "refused": true, "message": "refused: too few"}}', NULL,
+        'key2');
 """
 
 # Query values naming rows of the data set, per operation; `aim` lays one of them over a case.
@@ -331,6 +341,26 @@ AIMED_IDS = {
     "event_id": [1, 2, 3, 4],  # so is event 4
     "baseline_id": [1, 2, 3],
     "metric": ["contract_a", "contract_b", "temp"],  # PUT: 201 the first time, 200 after
+    "job_id": [1, 2],  # job 2 is t2's: 404
+}
+# Starting runs needs the `train` / `detect` scope (403 to the t1 key, which the plain cases check): the aimed
+# cases send a t1 key that has both, with bodies naming the data set's machine, so the 202s (a run queued in
+# the module's Dagster instance) and the 200s (the same request while it is queued) are checked too.
+JOBS_AIMED = ("/v1/baselines/train", "/v1/anomalies/detect")
+JOB_BODIES = {
+    "/v1/baselines/train": {
+        "factory_id": "f1",
+        "machine_id": "m1",
+        "drivers": ["oee"],
+        "start": f"{DAY}T00:00:00Z",
+        "end": "2025-08-21T00:00:00Z",
+    },
+    "/v1/anomalies/detect": {
+        "factory_id": "f1",
+        "machine_id": "m1",
+        "start": f"{DAY}T00:00:00Z",
+        "end": f"{DAY}T06:00:00Z",
+    },
 }
 CATALOG_BODIES = {
     "/v1/catalog/metrics/{metric}": {"unit": "Nm", "min_value": 0, "max_value": 5000, "description": "torque"},
@@ -341,7 +371,11 @@ CATALOG_BODIES = {
 SUCCESS_NOT_200 = ("DELETE /v1/catalog/metrics/{metric}",)
 # A PUT succeeds with 201 (created) or 200 (replaced): which of the two the generated cases reach depends on
 # the order Hypothesis sends them in (a DELETE in between makes the next PUT a 201 again).
-SUCCESS_CODES = {"PUT /v1/catalog/metrics/{metric}": (200, 201)}
+SUCCESS_CODES = {
+    "PUT /v1/catalog/metrics/{metric}": (200, 201),
+    "POST /v1/baselines/train": (200, 202),
+    "POST /v1/anomalies/detect": (200, 202),
+}
 PREDICT_BODY = {
     "factory_id": "f1",
     "machine_id": "m1",
@@ -365,6 +399,8 @@ def aim(case: Case, how: str, pick: int) -> None:
             case.path_parameters[name] = ids[pick % len(ids)]
     if path == "/v1/baseline/predict" and how != "over":
         case.body = PREDICT_BODY
+    if path in JOBS_AIMED and how != "over":
+        case.body = dict(JOB_BODIES[path])
     if path in CATALOG_AIMED and how != "over":
         case.query = {}  # the key's own tenant
         if case.operation.method.upper() == "PUT":
@@ -418,6 +454,7 @@ class LiveApi:
     key: str  # tenant t1, scopes read and resolve
     admin_key: str  # every tenant, scope read
     catalog_key: str  # tenant t1, scopes read and admin (edits t1's metrics catalogue)
+    jobs_key: str  # tenant t1, scopes read, train and detect (starts runs)
 
 
 @contextmanager
@@ -461,6 +498,7 @@ def live_api(pg_admin_url: str, login_roles: dict[str, str], kafka_brokers: str)
             _key_id, key = create_key(conn, "contract test", "t1", scopes=("read", "resolve"))
             _key_id, admin_key = create_key(conn, "contract test admin", None, scopes=("read",))
             _key_id, catalog_key = create_key(conn, "contract test catalogue", "t1", scopes=("read", "admin"))
+            _key_id, jobs_key = create_key(conn, "contract test jobs", "t1", scopes=("read", "train", "detect"))
         password = role_password(pg_admin_url)
         pipeline, reader, writer = (
             with_credentials(admin, login_roles[role], password) for role in ("pipeline", "api", "writer")
@@ -470,9 +508,17 @@ def live_api(pg_admin_url: str, login_roles: dict[str, str], kafka_brokers: str)
             api_database_url=reader,
             api_write_database_url=writer,
             kafka_brokers=kafka_brokers,
+            baseline_min_samples=3,  # the data set's machine has 6 hours
         )
-        with serving(create_app(settings)) as url:
-            yield LiveApi(url=url, key=key, admin_key=admin_key, catalog_key=catalog_key)
+        # the runs the jobs' routes queue go to a Dagster instance of the module's own (nothing runs them)
+        with tempfile.TemporaryDirectory() as home, pytest.MonkeyPatch.context() as patch:
+            Path(home, "dagster.yaml").write_text(
+                "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
+                "telemetry:\n  enabled: false\n"
+            )
+            patch.setenv("DAGSTER_HOME", home)
+            with serving(create_app(settings)) as url:
+                yield LiveApi(url=url, key=key, admin_key=admin_key, catalog_key=catalog_key, jobs_key=jobs_key)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -503,6 +549,7 @@ def test_api_contract_aimed(case: Case, how: str, pick: int, live_api: LiveApi, 
     aim(case, how, pick)
     key = live_api.admin_key if case.operation.path in ADMIN_AIMED else live_api.key
     key = live_api.catalog_key if case.operation.path in CATALOG_AIMED else key
+    key = live_api.jobs_key if case.operation.path in JOBS_AIMED else key
     wrong = key[:-1] + ("B" if key.endswith("A") else "A")
     call(case, live_api, {"no key": None, "bad key": wrong}.get(how, key), tally, "aimed")
 

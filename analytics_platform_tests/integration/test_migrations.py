@@ -42,6 +42,7 @@ TABLES = {
     "alert_conditions",
     "alert_log",
     "api_keys",
+    "api_jobs",
     "schema_migrations",
     "raw_rederivations",
     "metric_catalog",
@@ -123,6 +124,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "18_lab_agg",
         "19_trends",
         "20_alert_kpi_trend_kinds",
+        "22_api_jobs",
     ]
 
 
@@ -153,6 +155,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "18_lab_agg": "skipped",
         "19_trends": "skipped",
         "20_alert_kpi_trend_kinds": "skipped",
+        "22_api_jobs": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -18,6 +18,7 @@ from analytics_platform.transforms.energy_baseline import (
     deviations,
     fit_baseline,
     predict,
+    usable_rows,
 )
 
 DRIVERS = ("production_count", "avg_outdoor_temp", "avg_outdoor_pressure")
@@ -136,6 +137,21 @@ def test_excluded_and_null_rows_are_dropped_and_counted() -> None:
     fit = fit_baseline(samples, "energy_kwh", DRIVERS, min_samples=900)
     assert fit.n == 990
     assert fit.excluded == 210
+
+
+def test_usable_rows_counts_what_the_fit_trains_on() -> None:
+    """The count a training request is checked against before its run is queued: the same 990 rows
+    (150 flagged, 60 NULL/NaN, a NULL flag kept) as the fit, and ±inf is not usable either."""
+    samples = with_dropped_rows()
+    assert usable_rows(samples, "energy_kwh", DRIVERS) == 990
+    assert usable_rows(samples, "energy_kwh", DRIVERS, exclude_column=None) == 1139
+    infinite = samples.with_columns(
+        production_count=pl.when(pl.int_range(pl.len()) == 500).then(float("inf")).otherwise(pl.col("production_count"))
+    )
+    assert usable_rows(infinite, "energy_kwh", DRIVERS) == 989
+    assert fit_baseline(infinite, "energy_kwh", DRIVERS, min_samples=900).n == 989
+    with pytest.raises(BaselineRefused, match="column\\(s\\) flux missing"):
+        usable_rows(samples, "energy_kwh", ("flux",))
 
 
 def test_no_exclude_column() -> None:

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "alerts": {"settings", "transforms"},
     "migrations": {"contracts", "ingest", "settings"},
     "ui": set(),
-    "api": {"contracts", "ingest", "settings", "transforms", "ui"},
+    "api": {"contracts", "defs", "ingest", "settings", "transforms", "ui"},
     "defs": {"alerts", "contracts", "data_quality", "ingest", "resources", "results", "settings", "transforms"},
     "definitions": {"defs", "settings"},
     "drain_definitions": {"defs", "settings"},
