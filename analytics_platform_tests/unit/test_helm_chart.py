@@ -607,6 +607,12 @@ def test_api_readiness_follows_health_and_an_hpa_scales_it(case: Case, docs: lis
     ]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v1/health", "port": "http"}
     assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    # POST /v1/baselines/train and /v1/anomalies/detect queue runs on the release's Dagster instance
+    assert env_of(container) == {"DAGSTER_HOME": "/opt/dagster/dagster_home"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/opt/dagster/dagster_home/dagster.yaml"]["subPath"] == "dagster.yaml"
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dagster-instance"]["configMap"]["name"] == f"{PREFIX}-dagster-instance"
     assert "replicas" not in api["spec"], "the HPA owns the replica count"
     (hpa,) = find(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
