@@ -20,7 +20,7 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from analytics_platform.alerts.model import ANY, CHANNEL_KINDS, RULE_KINDS, SEVERITIES, Mute, Rule
-from analytics_platform.settings import REPO_ROOT
+from analytics_platform.settings import REPO_ROOT, source_channel_urls
 
 DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
 
@@ -59,8 +59,10 @@ class Channel:
     url_env: str
 
     def url(self, environ: Mapping[str, str] | None = None) -> str | None:
-        value = (os.environ if environ is None else environ).get(self.url_env, "").strip()
-        return value or None
+        env = os.environ if environ is None else environ
+        value = env.get(self.url_env, "").strip()
+        # else from the source documents' names (SLACK_WEBHOOK_URL, LINE_CHANNEL_TOKEN), when this is their variable
+        return value or source_channel_urls(env).get(self.url_env)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ later ticks, and a tick stops delivering at its budget.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from analytics_platform.alerts.model import (
     render,
 )
 from analytics_platform.alerts.observe import OBSERVERS
+from analytics_platform.settings import enabled_channel_kinds
 
 
 @dataclass
@@ -353,6 +355,9 @@ def channel_problem(channel: Channel | None, name: str, environ: Mapping[str, st
     """Why `name` cannot deliver at all (not a transient failure), or None."""
     if channel is None:
         return f"channel {name!r} is not defined in the alerts file"
+    kinds = enabled_channel_kinds(os.environ if environ is None else environ)
+    if kinds and channel.kind not in kinds:
+        return f"ALERT_CHANNEL_KINDS={','.join(kinds)} leaves out the {channel.kind} channel {name!r}"
     if channel.url(environ) is None:
         return f"{channel.url_env} is not set (the {channel.kind} channel {name!r} has no URL)"
     return None
