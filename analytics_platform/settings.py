@@ -444,6 +444,13 @@ class PlatformSettings(BaseSettings):
         description="Channel kinds that deliver (e.g. `slack,email`); a channel of another kind logs its "
         "notifications `unconfigured`. Empty: every kind. ALERT_BACKEND is its source-document name.",
     )
+    drain_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The drain service serves its pass, message, row, reject and error counts on this port "
+        "(/metrics, for deploy/prometheus/rules.yml's drain-error alert); 0: no port.",
+    )
     api_host: str = Field(default="0.0.0.0", description="Address `python -m analytics_platform.api` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `python -m analytics_platform.api` serves.")
 

@@ -28,4 +28,5 @@ never import a test module; bench/ imports nothing of analytics_platform_tests b
   edge.py          edge-agent helpers: OwnBroker, AgentProcess, running_agent, mosquitto, read_topic,
                    wait_for, ... (bench/edge.py and bench/chaos.py use them too)
   helm.py          rendering the Helm chart without a helm binary
+  tools.py         the Debian tools promtool and the compose client (fail with what to install), run
 """

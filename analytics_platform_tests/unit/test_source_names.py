@@ -184,7 +184,7 @@ def test_line_channel_token_is_a_messaging_api_push_url() -> None:
 
 def test_line_notify_token_is_refused_with_the_replacement(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINE_NOTIFY_TOKEN", "old")
-    with pytest.raises(ValidationError, match="LINE Notify was shut down on 2025-03-31.*LINE_CHANNEL_TOKEN"):
+    with pytest.raises(ValidationError, match=r"LINE Notify was shut down on 2025-03-31.*LINE_CHANNEL_TOKEN"):
         PlatformSettings()
 
 
