@@ -52,11 +52,19 @@ class AlertConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Channel:
-    """A notification channel: its kind and the environment variable holding its Apprise URL."""
+    """A notification channel: its kind and the environment variable holding its Apprise URL (and, for a webhook,
+    the one holding its signing secret)."""
 
     name: str
     kind: str
     url_env: str
+    # a webhook's HMAC-SHA256 signing secret, by environment variable (docs/alerts.md, "Signed webhooks")
+    secret_env: str | None = None
+
+    def secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        if self.secret_env is None:
+            return None
+        return (os.environ if environ is None else environ).get(self.secret_env, "").strip() or None
 
     def url(self, environ: Mapping[str, str] | None = None) -> str | None:
         env = os.environ if environ is None else environ
@@ -103,14 +111,18 @@ def _channels(entries: Any) -> dict[str, Channel]:
         raise AlertConfigError("`channels` must map a channel name to {kind, url_env}")
     channels = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict) or set(entry) - {"kind", "url_env"}:
-            raise AlertConfigError(f"channel {name}: expected only `kind` and `url_env`")
-        kind, env = entry.get("kind"), entry.get("url_env")
+        if not isinstance(entry, dict) or set(entry) - {"kind", "url_env", "secret_env"}:
+            raise AlertConfigError(f"channel {name}: expected only `kind` and `url_env` (and a webhook's `secret_env`)")
+        kind, env, secret = entry.get("kind"), entry.get("url_env"), entry.get("secret_env")
         if kind not in CHANNEL_KINDS:
             raise AlertConfigError(f"channel {name}: kind must be one of {list(CHANNEL_KINDS)}, got {kind!r}")
         if not isinstance(env, str) or not env.isidentifier():
             raise AlertConfigError(f"channel {name}: `url_env` must name an environment variable, got {env!r}")
-        channels[str(name)] = Channel(str(name), kind, env)
+        if secret is not None and kind != "webhook":
+            raise AlertConfigError(f"channel {name}: only a webhook channel signs its requests (`secret_env`)")
+        if secret is not None and (not isinstance(secret, str) or not secret.isidentifier()):
+            raise AlertConfigError(f"channel {name}: `secret_env` must name an environment variable, got {secret!r}")
+        channels[str(name)] = Channel(str(name), kind, env, secret)
     return channels
 
 

@@ -348,7 +348,7 @@ def _attempt(
     keys = ("rule", "fingerprint", "transition", "severity", "tenant_id", "factory_id", "machine_id")
     # only a generic webhook gets the alert's fields in its body: a Slack-shaped or LINE body is fixed
     payload = {**dict(zip(keys, fields, strict=True)), "link": link} if channel.kind == "webhook" else {}
-    return delivery.send(url, title, body, payload, policy.timeout_s)
+    return delivery.send(url, title, body, payload, policy.timeout_s, secret=channel.secret(environ))
 
 
 def channel_problem(channel: Channel | None, name: str, environ: Mapping[str, str] | None) -> str | None:
@@ -360,4 +360,6 @@ def channel_problem(channel: Channel | None, name: str, environ: Mapping[str, st
         return f"ALERT_CHANNEL_KINDS={','.join(kinds)} leaves out the {channel.kind} channel {name!r}"
     if channel.url(environ) is None:
         return f"{channel.url_env} is not set (the {channel.kind} channel {name!r} has no URL)"
+    if channel.secret_env and channel.secret(environ) is None:  # never sent unsigned when it should be signed
+        return f"{channel.secret_env} is not set (the webhook channel {name!r} signs its requests with it)"
     return None

@@ -25,7 +25,7 @@ RULE_KINDS = (
     "ingest_reset",
 )
 SEVERITIES = ("info", "warning", "critical")
-CHANNEL_KINDS = ("slack", "line", "email", "webhook")
+CHANNEL_KINDS = ("slack", "line", "email", "teams", "webhook")
 ANY = "*"
 
 Transition = Literal["open", "reopen", "resolve", "expire"]
