@@ -37,6 +37,8 @@ def compose_command() -> list[str]:
     return [found]
 
 
-def run(argv: list[str], stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], stdin: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`argv` to completion with its output as text (a tool's answer is the test's subject: never raises)."""
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
