@@ -1,13 +1,17 @@
 """/v1/metrics passes `promtool check metrics` (Prometheus' own linter: names, types, suffixes, help) with a
 sample in every family, and carries each pipeline figure deploy/prometheus/rules.yml reads, among them the open
-alert conditions per rule kind that the run-failure alert counts."""
+alert conditions per rule kind that the run-failure alert counts; so does a running edge agent's endpoint."""
 
 from __future__ import annotations
 
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from analytics_platform.devstack.processes import free_port
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import insert, running
+from analytics_platform_tests.support.edge import agent_config, edge_prefix, running_agent, scrape_metrics, wait_for
 from analytics_platform_tests.support.stack import DatabaseHandle
 from analytics_platform_tests.support.tools import promtool, run
 
@@ -105,4 +109,26 @@ def test_v1_metrics_pass_promtool_and_carry_what_the_rules_read(
         "analytics_api_request_seconds_bucket",
     } <= names
     result = run([promtool(), "check", "metrics"], stdin=response.text)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_running_edge_agent_s_metrics_pass_promtool(kafka_brokers: str, tmp_path: Path) -> None:
+    """The agent's own metrics endpoint while it publishes the simulator to the broker (every family the rules
+    read, sent and queue figures moving), as Prometheus would scrape it."""
+    port = free_port()
+    config = agent_config(
+        kafka_brokers,
+        edge_prefix(kafka_brokers),
+        tmp_path / "queue.db",
+        [{"name": "sim", "type": "simulator", "rate": 200}],
+        metrics={"host": "127.0.0.1", "port": port},
+    )
+    with running_agent(config):
+        wait_for(lambda: scrape_metrics(port).get("edge_agent_sent_total", 0) >= 20, 60, "the agent to deliver")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert {"edge_agent_queue_depth", "edge_agent_broker_up", "edge_agent_sent_total"} <= samples
+    assert "edge_agent_broker_up 1.0" in text.splitlines()
+    result = run([promtool(), "check", "metrics"], stdin=text)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
