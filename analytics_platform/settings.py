@@ -498,10 +498,14 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def _plain(value: Any) -> str:
+    """A raw setting as the text it stands for: lists (from the environment `a, b` or `[...]`, or given as a list)
+    as `a,b`, so equal values compare equal however they were written."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    if isinstance(value, str) and ("," in value or value.lstrip().startswith("[")):
+        value = _split_list(value)
     if isinstance(value, list | tuple):
-        return ",".join(str(v).strip().lower() for v in value)
+        return ",".join(str(v).strip() for v in value)
     return str(value).strip()
 
 
@@ -540,7 +544,7 @@ def source_aliases(environ: Mapping[str, str], data: dict[str, Any]) -> dict[str
         value = _env(environ, source)
         if value is None:
             continue
-        if field in data and _plain(data[field]).lower() != value.lower():
+        if field in data and _plain(data[field]).lower() != _plain(value).lower():
             raise ValueError(f"{source}={value!r} conflicts with {target}={_plain(data[field])!r}: set one of them")
         data.setdefault(field, value)
         mapped[source] = target

@@ -139,6 +139,13 @@ def test_poll_interval_agreeing_is_accepted_conflicting_names_both(monkeypatch: 
         PlatformSettings()
 
 
+def test_alert_backend_agreeing_however_written_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERT_BACKEND", "slack,email")
+    monkeypatch.setenv("ALERT_CHANNEL_KINDS", "Slack, email")
+    assert PlatformSettings().alert_channel_kinds == ["slack", "email"]
+    assert PlatformSettings(alert_channel_kinds=["slack", "EMAIL"]).alert_channel_kinds == ["slack", "email"]
+
+
 def test_alert_backend_conflicting_with_alert_channel_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERT_BACKEND", "slack")
     monkeypatch.setenv("ALERT_CHANNEL_KINDS", "email")
