@@ -295,3 +295,22 @@ def test_webhook_channels_sign_with_their_secret_variable_and_refuse_to_send_uns
         parse_alert_config({"channels": {"s": {"kind": "slack", "url_env": "U", "secret_env": "S"}}})
     with pytest.raises(AlertConfigError, match="channel h: `secret_env` must name an environment variable"):
         parse_alert_config({"channels": {"h": {"kind": "webhook", "url_env": "U", "secret_env": "not a name"}}})
+
+
+def test_email_refuses_a_server_whose_certificate_is_not_trusted(ca: TestCA, tmp_path: Path) -> None:
+    """STARTTLS verifies the server: a certificate from a CA the host does not trust (only `ca` is) stops the
+    delivery before AUTH, so the password never crosses an unverified connection."""
+    other = tmp_path / "other"
+    other.mkdir()
+    mail = SmtpsReceiver(TestCA(other), "alerts@plant.test", "smtp-s3cret")
+    mail.start()
+    try:
+        url = (
+            f"mailtos://alerts%40plant.test:smtp-s3cret@127.0.0.1:{mail.port}"
+            "?mode=starttls&from=alerts@plant.test&to=ops@plant.test"
+        )
+        error = delivery.send(url, TITLE, BODY, {}, TIMEOUT_S)
+    finally:
+        mail.stop()
+    assert error is not None and "smtp-s3cret" not in error
+    assert (mail.logins, mail.mails) == ([], [])

@@ -220,3 +220,9 @@ def test_the_database_init_script_makes_the_roles_the_urls_use() -> None:
     assert "CREATE ROLE analytics_api LOGIN PASSWORD :'api_pw' IN ROLE analytics_ro;" in script
     assert "CREATE DATABASE dagster OWNER analytics_pipeline;" in script
     assert os.access(COMPOSE_DIR / "initdb.sh", os.X_OK)
+
+
+def test_a_missing_compose_client_fails_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match=r"^no compose client: apt-get install docker-compose"):
+        compose_command()

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import helm_python
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -169,3 +170,9 @@ def test_the_chart_installs_the_rules_as_a_prometheus_rule(tmp_path: Path) -> No
     )
     assert [m for m in report["messages"] if m["severity"] >= 2] == [] and report["errors"] == [], report
     assert (CHART_DIR / "files" / "prometheus-rules.yml").resolve() == RULES.resolve()
+
+
+def test_a_missing_promtool_fails_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match=r"^promtool is not installed: apt-get install prometheus \(make test"):
+        promtool()
