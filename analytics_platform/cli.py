@@ -220,7 +220,7 @@ def _drain(args: argparse.Namespace) -> int:
 
 
 def _drain_check(settings: PlatformSettings) -> int:
-    """Exit 0 while the drain service's heartbeat is fresh: a liveness probe for a process without a port."""
+    """Exit 0 while the drain service's heartbeat is fresh: the liveness probe (the metrics port is optional)."""
     path = settings.drain_heartbeat_file
     if path is None:
         raise ConfigError("DRAIN_HEARTBEAT_FILE is not set: the drain service keeps no heartbeat to check")

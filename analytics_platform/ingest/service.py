@@ -116,7 +116,7 @@ class DrainService:
 
         With `heartbeat`, its modification time is renewed every few seconds while every thread
         finished a pass (or a retry wait) within `stale_after_s`: the liveness signal of a
-        process that has no port (`analytics-platform drain check`, the chart's liveness probe).
+        process that serves no traffic (`analytics-platform drain check`, the chart's liveness probe).
         A thread stuck in a call no budget bounds stops the renewals, and the pod is restarted."""
         self.start()
         while True:
