@@ -8,7 +8,7 @@ PYPI_INDEX ?= https://pypi.org/simple
 # the dashboard's chart library (uPlot), fetched from the npm registry (NPM_REGISTRY) and sha512-checked
 UPLOT  := analytics_platform/ui/static/vendor/uPlot.iife.min.js
 
-.PHONY: install ui-assets demo test test-fast test-edge sparkplug-proto soak chaos dashboard-screenshots mosquitto chromium lint format bench constraints stop clean
+.PHONY: install ui-assets demo test test-fast test-edge sparkplug-proto soak chaos dashboard-screenshots mosquitto chromium promtool compose lint format bench constraints stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required, found " + sys.version.split()[0] + " (run: make PYTHON=python3.11 ...)")'
@@ -43,12 +43,12 @@ demo: $(STAMP) ui-assets
 ## their own waits when another worker takes a core) run afterwards, in one process.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
-test: $(STAMP) ui-assets mosquitto chromium
+test: $(STAMP) ui-assets mosquitto chromium promtool compose
 	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not alone"
 	@$(VENV)/bin/pytest -m alone
 
 ## Everything but the end-to-end demo test.
-test-fast: $(STAMP) ui-assets mosquitto chromium
+test-fast: $(STAMP) ui-assets mosquitto chromium promtool compose
 	@$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not alone"
 	@$(VENV)/bin/pytest -m "alone and not slow"
 
@@ -108,6 +108,24 @@ chromium:
 	    echo "installing chromium (apt-get; a few minutes)..."; \
 	    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
 	  else echo "error: the dashboard browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+## The Prometheus tests run promtool (Debian's prometheus package: check metrics, check and test the rules in
+## deploy/prometheus/); installed when root. Only the promtool binary is used: no Prometheus server is started.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (apt-get prometheus)..."; \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	  else echo "error: the Prometheus tests need promtool: sudo apt-get install prometheus"; exit 1; fi; }
+
+## compose.yaml's test runs `docker compose config` (the v2 plugin, when the docker CLI has it) or Debian's
+## docker-compose; neither needs a Docker engine for `config`. Installed when root.
+compose:
+	@{ command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; } || command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing docker-compose (apt-get)..."; \
+	    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }; \
+	  else echo "error: the compose.yaml test needs a compose client: sudo apt-get install docker-compose"; exit 1; fi; }
 
 ## Re-take the dashboard screenshots kept in docs/dashboard/ (the browser tests, saving there).
 dashboard-screenshots: $(STAMP) ui-assets chromium

@@ -200,7 +200,18 @@ def _drain(args: argparse.Namespace) -> int:
     # what start-up built (definitions, catalogues, modules) lives as long as the process: out of
     # the collector's sight, a full collection no longer walks it every few thousand messages
     gc.freeze()
+    if settings.drain_metrics_port:
+        try:
+            metrics, port = service.serve_metrics(settings.drain_metrics_port)
+        except OSError as exc:
+            stop.set()
+            raise ConfigError(
+                f"DRAIN_METRICS_PORT {settings.drain_metrics_port}: {exc.strerror}; set a free port (0: no port)"
+            ) from None
+        print(f"drain service: metrics on http://0.0.0.0:{port}/metrics", flush=True)
     service.run_forever(settings.drain_heartbeat_file)
+    if settings.drain_metrics_port:
+        metrics.shutdown()
     if not isinstance(finaliser, str):
         finaliser.join()
     if judge is not None:
@@ -210,7 +221,7 @@ def _drain(args: argparse.Namespace) -> int:
 
 
 def _drain_check(settings: PlatformSettings) -> int:
-    """Exit 0 while the drain service's heartbeat is fresh: a liveness probe for a process without a port."""
+    """Exit 0 while the drain service's heartbeat is fresh: the liveness probe (the metrics port is optional)."""
     path = settings.drain_heartbeat_file
     if path is None:
         raise ConfigError("DRAIN_HEARTBEAT_FILE is not set: the drain service keeps no heartbeat to check")

@@ -8,10 +8,14 @@ SASL passwords) are read here but never rendered: `PlatformSettings.__repr__` hi
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -38,7 +42,8 @@ def _split_list(value: Any) -> Any:
 class PlatformSettings(BaseSettings):
     """Everything the pipeline, API and devstack read from the environment."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a validation error would otherwise print every value read, DATABASE_URL's password too
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
     database_url: SecretStr = Field(
         default=SecretStr("postgresql://analytics@127.0.0.1:55432/analytics"),
@@ -444,6 +449,172 @@ class PlatformSettings(BaseSettings):
         if self.kafka_ssl_ca_location:
             config["ssl.ca.location"] = self.kafka_ssl_ca_location
         return config
+
+    # --- The source documents' configuration names (issue 26): aliases of the settings above ---
+    alert_channel_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Channel kinds that deliver (e.g. `slack,email`); a channel of another kind logs its "
+        "notifications `unconfigured`. Empty: every kind. ALERT_BACKEND is its source-document name.",
+    )
+    drain_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The drain service serves its pass, message, row, reject and error counts on this port "
+        "(/metrics, for deploy/prometheus/rules.yml's drain-error alert); 0: no port.",
+    )
+    api_host: str = Field(default="0.0.0.0", description="Address `python -m analytics_platform.api` listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port `python -m analytics_platform.api` serves.")
+
+    @field_validator("alert_channel_kinds", mode="before")
+    @classmethod
+    def _channel_kinds(cls, value: Any) -> Any:
+        return [kind.lower() for kind in _split_list(value)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_names(cls, data: Any) -> Any:
+        """Read the names the source documents use (DB_HOST, POLL_INTERVAL_SECONDS, ...) into the platform's
+        settings, so a deployment written from those documents works unchanged; a name given both ways with
+        different values is an error naming both, since silently preferring one hides a misconfiguration."""
+        if not isinstance(data, dict):
+            return data
+        mapped = source_aliases(os.environ, data)
+        if mapped:
+            _log.warning(
+                "configuration: source-document names read as the platform's: %s (docs/configuration.md)",
+                ", ".join(f"{source} -> {target}" for source, target in mapped.items()),
+            )
+        return data
+
+
+_log = logging.getLogger(__name__)
+
+# the source documents' database names and the libpq connection parameter each one sets
+_DB_PARTS = {"DB_HOST": "host", "DB_PORT": "port", "DB_NAME": "dbname", "DB_USER": "user", "DB_PASSWORD": "password"}
+# the schema every migration creates and every query names; DB_SCHEMA may only confirm it
+PLATFORM_SCHEMA = "analytics"
+# source name -> (the platform's own name, its PlatformSettings field)
+_PLAIN_ALIASES = {
+    "POLL_INTERVAL_SECONDS": ("ALERT_INTERVAL_S", "alert_interval_s"),
+    "ALERT_BACKEND": ("ALERT_CHANNEL_KINDS", "alert_channel_kinds"),
+}
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    """`name` from `environ`, case-insensitively like the settings themselves; blank counts as unset."""
+    for key, value in environ.items():
+        if key.upper() == name and value.strip():
+            return value.strip()
+    return None
+
+
+def _plain(value: Any) -> str:
+    """A raw setting as the text it stands for: lists (from the environment `a, b` or `[...]`, or given as a list)
+    as `a,b`, so equal values compare equal however they were written."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str) and ("," in value or value.lstrip().startswith("[")):
+        value = _split_list(value)
+    if isinstance(value, list | tuple):
+        return ",".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def source_aliases(environ: Mapping[str, str], data: dict[str, Any]) -> dict[str, str]:
+    """Fill `data` (the settings' raw values) from the source-document names in `environ`; returns source name ->
+    platform name for each one used. Raises ValueError naming both when a source name and the platform's own
+    disagree."""
+    mapped: dict[str, str] = {}
+    given = {name: value for name in _DB_PARTS if (value := _env(environ, name)) is not None}
+    schema = _env(environ, "DB_SCHEMA")
+    if schema is not None:
+        if schema != PLATFORM_SCHEMA:
+            raise ValueError(
+                f"DB_SCHEMA={schema!r}: the platform's tables live in the fixed schema {PLATFORM_SCHEMA!r} (sql/ "
+                f"creates it and every query names it); set DB_SCHEMA={PLATFORM_SCHEMA} or leave it unset"
+            )
+        mapped["DB_SCHEMA"] = f"schema {PLATFORM_SCHEMA} (fixed)"
+    if given:
+        current = data.get("database_url")
+        if current is None:
+            data["database_url"] = database_url_from_parts(given)
+        else:
+            from psycopg.conninfo import conninfo_to_dict
+
+            have = conninfo_to_dict(_plain(current))
+            for name, value in given.items():
+                part = _DB_PARTS[name]
+                if str(have.get(part, "")) != value:
+                    if part == "password":  # neither value is shown: both are secrets
+                        raise ValueError("DB_PASSWORD conflicts with DATABASE_URL's password: set one of them")
+                    raise ValueError(
+                        f"{name}={value!r} conflicts with DATABASE_URL ({part} {have.get(part)!r}): set one of them"
+                    )
+        mapped.update(dict.fromkeys(given, "DATABASE_URL"))
+    for source, (target, field) in _PLAIN_ALIASES.items():
+        value = _env(environ, source)
+        if value is None:
+            continue
+        if field in data and _plain(data[field]).lower() != _plain(value).lower():
+            raise ValueError(f"{source}={value!r} conflicts with {target}={_plain(data[field])!r}: set one of them")
+        data.setdefault(field, value)
+        mapped[source] = target
+    mapped.update({source: target for source, target in _CHANNEL_ALIASES.items() if _env(environ, source)})
+    source_channel_urls(environ)
+    return mapped
+
+
+def database_url_from_parts(parts: Mapping[str, str]) -> SecretStr:
+    """A postgresql:// URL from DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD; a part not given is left to libpq's
+    default (port 5432, the local socket, the OS user), as for any libpq client given the same values."""
+    user = quote(parts.get("DB_USER", ""), safe="")
+    password = quote(parts.get("DB_PASSWORD", ""), safe="")
+    auth = f"{user}{':' + password if password else ''}@" if user or password else ""
+    host = parts.get("DB_HOST", "")
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts['DB_PORT']}" if "DB_PORT" in parts else ""
+    if port and not parts["DB_PORT"].isdigit():
+        raise ValueError(f"DB_PORT must be a port number; got {parts['DB_PORT']!r}")
+    return SecretStr(f"postgresql://{auth}{host}{port}/{quote(parts.get('DB_NAME', ''), safe='')}")
+
+
+def enabled_channel_kinds(environ: Mapping[str, str]) -> list[str]:
+    """ALERT_CHANNEL_KINDS (or its source name ALERT_BACKEND) from `environ`: the kinds that deliver, [] = all. Read
+    from the environment the alert engine is given, like the channel URLs, so a test's environ decides it."""
+    value = _env(environ, "ALERT_CHANNEL_KINDS") or _env(environ, "ALERT_BACKEND") or ""
+    return [kind.lower() for kind in _split_list(value)]
+
+
+# the source documents' notification names -> the environment variable the shipped alerts file's channel reads
+_CHANNEL_ALIASES = {"SLACK_WEBHOOK_URL": "ALERT_SLACK_URL", "LINE_CHANNEL_TOKEN": "ALERT_LINE_URL"}
+
+
+def source_channel_urls(environ: Mapping[str, str]) -> dict[str, str]:
+    """Channel URL variables (ALERT_SLACK_URL, ALERT_LINE_URL) made from the source-document names when unset.
+    LINE_CHANNEL_TOKEN is a Messaging API channel access token: a push needs a recipient too, ALERT_LINE_TO
+    (a user, group or room id). LINE_NOTIFY_TOKEN is refused: LINE Notify was shut down on 2025-03-31."""
+    if _env(environ, "LINE_NOTIFY_TOKEN"):
+        raise ValueError(
+            "LINE_NOTIFY_TOKEN: LINE Notify was shut down on 2025-03-31; use the LINE Messaging API: "
+            "LINE_CHANNEL_TOKEN (channel access token) and ALERT_LINE_TO (user, group or room id)"
+        )
+    urls: dict[str, str] = {}
+    slack = _env(environ, "SLACK_WEBHOOK_URL")
+    if slack:
+        urls["ALERT_SLACK_URL"] = slack
+    token = _env(environ, "LINE_CHANNEL_TOKEN")
+    if token:
+        to = _env(environ, "ALERT_LINE_TO")
+        if not to:
+            raise ValueError("LINE_CHANNEL_TOKEN is set but ALERT_LINE_TO is not: a LINE push needs a recipient id")
+        urls["ALERT_LINE_URL"] = f"line://{quote(token, safe='')}/{quote(to, safe='')}"
+    for target, value in urls.items():
+        own = _env(environ, target)
+        source = next(s for s, t in _CHANNEL_ALIASES.items() if t == target)
+        if own is not None and own != value:
+            raise ValueError(f"{source} conflicts with {target} (both set, to different channels): set one of them")
+    return urls
 
 
 def utc_options(url: str) -> str:

@@ -21,7 +21,7 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from analytics_platform.alerts.model import ANY, CHANNEL_KINDS, RULE_KINDS, SEVERITIES, Mute, Rule
-from analytics_platform.settings import REPO_ROOT
+from analytics_platform.settings import REPO_ROOT, source_channel_urls
 from analytics_platform.transforms import kpi_catalog
 
 DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
@@ -89,15 +89,25 @@ class AlertConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Channel:
-    """A notification channel: its kind and the environment variable holding its Apprise URL."""
+    """A notification channel: its kind and the environment variable holding its Apprise URL (and, for a webhook,
+    the one holding its signing secret)."""
 
     name: str
     kind: str
     url_env: str
+    # a webhook's HMAC-SHA256 signing secret, by environment variable (docs/alerts.md, "Signed webhooks")
+    secret_env: str | None = None
+
+    def secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        if self.secret_env is None:
+            return None
+        return (os.environ if environ is None else environ).get(self.secret_env, "").strip() or None
 
     def url(self, environ: Mapping[str, str] | None = None) -> str | None:
-        value = (os.environ if environ is None else environ).get(self.url_env, "").strip()
-        return value or None
+        env = os.environ if environ is None else environ
+        value = env.get(self.url_env, "").strip()
+        # else from the source documents' names (SLACK_WEBHOOK_URL, LINE_CHANNEL_TOKEN), when this is their variable
+        return value or source_channel_urls(env).get(self.url_env)
 
 
 @dataclass(frozen=True)
@@ -138,14 +148,18 @@ def _channels(entries: Any) -> dict[str, Channel]:
         raise AlertConfigError("`channels` must map a channel name to {kind, url_env}")
     channels = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict) or set(entry) - {"kind", "url_env"}:
-            raise AlertConfigError(f"channel {name}: expected only `kind` and `url_env`")
-        kind, env = entry.get("kind"), entry.get("url_env")
+        if not isinstance(entry, dict) or set(entry) - {"kind", "url_env", "secret_env"}:
+            raise AlertConfigError(f"channel {name}: expected only `kind` and `url_env` (and a webhook's `secret_env`)")
+        kind, env, secret = entry.get("kind"), entry.get("url_env"), entry.get("secret_env")
         if kind not in CHANNEL_KINDS:
             raise AlertConfigError(f"channel {name}: kind must be one of {list(CHANNEL_KINDS)}, got {kind!r}")
         if not isinstance(env, str) or not env.isidentifier():
             raise AlertConfigError(f"channel {name}: `url_env` must name an environment variable, got {env!r}")
-        channels[str(name)] = Channel(str(name), kind, env)
+        if secret is not None and kind != "webhook":
+            raise AlertConfigError(f"channel {name}: only a webhook channel signs its requests (`secret_env`)")
+        if secret is not None and (not isinstance(secret, str) or not secret.isidentifier()):
+            raise AlertConfigError(f"channel {name}: `secret_env` must name an environment variable, got {secret!r}")
+        channels[str(name)] = Channel(str(name), kind, env, secret)
     return channels
 
 

@@ -10,6 +10,7 @@ later ticks, and a tick stops delivering at its budget.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from analytics_platform.alerts.model import (
     render,
 )
 from analytics_platform.alerts.observe import OBSERVERS
+from analytics_platform.settings import enabled_channel_kinds
 
 
 @dataclass
@@ -346,13 +348,18 @@ def _attempt(
     keys = ("rule", "fingerprint", "transition", "severity", "tenant_id", "factory_id", "machine_id")
     # only a generic webhook gets the alert's fields in its body: a Slack-shaped or LINE body is fixed
     payload = {**dict(zip(keys, fields, strict=True)), "link": link} if channel.kind == "webhook" else {}
-    return delivery.send(url, title, body, payload, policy.timeout_s)
+    return delivery.send(url, title, body, payload, policy.timeout_s, secret=channel.secret(environ))
 
 
 def channel_problem(channel: Channel | None, name: str, environ: Mapping[str, str] | None) -> str | None:
     """Why `name` cannot deliver at all (not a transient failure), or None."""
     if channel is None:
         return f"channel {name!r} is not defined in the alerts file"
+    kinds = enabled_channel_kinds(os.environ if environ is None else environ)
+    if kinds and channel.kind not in kinds:
+        return f"ALERT_CHANNEL_KINDS={','.join(kinds)} leaves out the {channel.kind} channel {name!r}"
     if channel.url(environ) is None:
         return f"{channel.url_env} is not set (the {channel.kind} channel {name!r} has no URL)"
+    if channel.secret_env and channel.secret(environ) is None:  # never sent unsigned when it should be signed
+        return f"{channel.secret_env} is not set (the webhook channel {name!r} signs its requests with it)"
     return None

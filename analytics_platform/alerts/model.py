@@ -28,7 +28,7 @@ RULE_KINDS = (
     "energy_deviation",
 )
 SEVERITIES = ("info", "warning", "critical")
-CHANNEL_KINDS = ("slack", "line", "email", "webhook")
+CHANNEL_KINDS = ("slack", "line", "email", "teams", "webhook")
 ANY = "*"
 
 Transition = Literal["open", "reopen", "resolve", "expire"]

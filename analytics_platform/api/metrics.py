@@ -95,8 +95,19 @@ class PipelineCollector(Collector):
             "hourly record found them too), not_confirmed (it did not: closed)",
             labels=["outcome"],
         )
+        conditions = GaugeMetricFamily(
+            "analytics_alert_conditions_open",
+            "Open alert conditions by rule, rule kind and severity (a run_failed rule's are failed Dagster runs)",
+            labels=["rule", "kind", "severity"],
+        )
         try:
             with self.db.connection() as conn:
+                for row in conn.execute(
+                    "SELECT c.rule_name, coalesce(r.kind, 'unknown') AS kind, c.severity, count(*) AS n "
+                    "FROM analytics.alert_conditions c LEFT JOIN analytics.alert_rules r USING (rule_name) "
+                    "WHERE c.state = 'open' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                ):
+                    conditions.add_metric([row["rule_name"], row["kind"], row["severity"]], row["n"])
                 for row in conn.execute(  # the partial index holds only the live rows
                     "SELECT CASE WHEN status = 'not_confirmed' THEN 'not_confirmed' WHEN confirmed_at IS NULL "
                     "THEN 'pending' ELSE 'confirmed' END AS outcome, count(*) AS n FROM analytics.analytics_anomaly "
@@ -133,4 +144,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live]
+        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]

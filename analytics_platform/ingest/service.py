@@ -22,9 +22,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from analytics_platform.contracts.registry import DomainBinding, bind_domains, contract_config
 from analytics_platform.data_quality.config import cached_checks_config
@@ -112,7 +116,7 @@ class DrainService:
 
         With `heartbeat`, its modification time is renewed every few seconds while every thread
         finished a pass (or a retry wait) within `stale_after_s`: the liveness signal of a
-        process that has no port (`analytics-platform drain check`, the chart's liveness probe).
+        process that serves no traffic (`analytics-platform drain check`, the chart's liveness probe).
         A thread stuck in a call no budget bounds stops the renewals, and the pod is restarted."""
         self.start()
         while True:
@@ -127,6 +131,15 @@ class DrainService:
         """A thread that has not finished a pass this long is stuck (a pass lasts DRAIN_PASS_S; a
         retry wait RETRY_S; a few seconds of slack for connecting and the last batch)."""
         return 3 * max(self.settings.drain_pass_s, RETRY_S) + 30
+
+    def serve_metrics(self, port: int, host: str = "0.0.0.0") -> tuple[object, int]:
+        """Serve the drain threads' counts on http://host:port/metrics (DRAIN_METRICS_PORT): a failing pass is
+        only retried and logged here, so without this a drain failing for hours shows nowhere Prometheus looks.
+        Returns the server (`.shutdown()` ends it) and the port it listens on (`port` 0: a free one)."""
+        registry = CollectorRegistry()
+        registry.register(DrainMetrics(self))
+        server, _thread = start_http_server(port, host, registry=registry)
+        return server, server.server_port
 
     def healthy(self) -> bool:
         now = time.monotonic()
@@ -177,6 +190,33 @@ class DrainService:
                 report.rate,
                 report.max_ingest_lag_s,
             )
+
+
+class DrainMetrics(Collector):
+    """The WorkerState counts of a DrainService as Prometheus counters, read at scrape time (nothing is
+    added to the drain's own path)."""
+
+    FAMILIES = (
+        ("passes", "analytics_drain_passes", "Drain passes finished, by domain and shard"),
+        ("messages", "analytics_drain_messages", "Kafka messages the drain service committed, by domain and shard"),
+        ("rows", "analytics_drain_rows", "Raw rows the drain service stored, by domain and shard"),
+        ("rejects", "analytics_drain_rejects", "Messages the drain service rejected, by domain and shard"),
+        (
+            "errors",
+            "analytics_drain_errors",
+            "Drain passes that failed (broker or database unreachable, a bug); each is retried after 5 s",
+        ),
+    )
+
+    def __init__(self, service: DrainService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for attribute, name, documentation in self.FAMILIES:
+            family = CounterMetricFamily(name, documentation, labels=["domain", "shard"])
+            for (domain, shard), state in sorted(self.service.states.items()):
+                family.add_metric([domain, str(shard)], getattr(state, attribute))
+            yield family
 
 
 def heartbeat_age_s(path: Path) -> float | None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from analytics_platform.contracts.registry import bind_domains
+from analytics_platform.devstack.processes import free_port
 from analytics_platform.devstack.stack import psycopg2_url
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.edge import wait_for
@@ -42,6 +44,7 @@ BIN = Path(sys.executable).parent
 SHARDS = 2
 # per partition of the test topic (3 partitions): shard 0 owns 0 and 2, shard 1 owns 1
 SENT = {0: 3, 1: 2, 2: 4}
+SENT_BY_SHARD = {0: SENT[0] + SENT[2], 1: SENT[1]}
 FINALISING = (
     "drain service: finalises the window aggregates of the current hour at each 60 s bucket, 2 s after it closes"
 )
@@ -76,6 +79,16 @@ class Pod:
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
 
+    @property
+    def container_env(self) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in self.container["env"]}
+
+    def metrics(self) -> list[str]:
+        """The sample lines the pod's metrics port serves (DRAIN_METRICS_PORT)."""
+        url = f"http://127.0.0.1:{self.env['DRAIN_METRICS_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return [line for line in response.read().decode().splitlines() if not line.startswith("#")]
+
 
 @pytest.fixture
 def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -> Iterator[list[Pod]]:
@@ -105,6 +118,8 @@ def pods(settings: PlatformSettings, database: DatabaseHandle, tmp_path: Path) -
                 **{e["name"]: e["value"] for e in container["env"]},
                 # the pod's /tmp is its own emptyDir: here each pod gets its own file
                 "DRAIN_HEARTBEAT_FILE": str(tmp_path / f"heartbeat-{deployment['metadata']['name']}"),
+                # and its own network namespace: here each pod gets a free port for its metrics
+                "DRAIN_METRICS_PORT": str(free_port()),
                 "DAGSTER_HOME": str(home),
                 # what secretRef analytics-database gives the pod
                 "DATABASE_URL": database.pipeline_url,
@@ -155,6 +170,14 @@ def test_the_rendered_drain_service_pods_drain_probe_and_stop_cleanly(
     assert database.query(
         "SELECT kafka_partition, next_offset FROM analytics.worker_checkpoints WHERE topic = %s ORDER BY 1", (topic,)
     ) == sorted(SENT.items())
+
+    # each pod's metrics (deploy/prometheus/rules.yml reads the errors) count what it drained once its pass ends
+    for shard, pod in enumerate(pods):
+        assert pod.env["DRAIN_METRICS_PORT"] != pod.container_env["DRAIN_METRICS_PORT"] == "9400"
+        drained = f'analytics_drain_messages_total{{domain="sensor",shard="{shard}"}} {float(SENT_BY_SHARD[shard])}'
+        wait_for(lambda pod=pod, drained=drained: drained in pod.metrics(), 90, f"{pod.name}'s pass counted")
+        errors = {line for line in pod.metrics() if line.startswith("analytics_drain_errors_total")}
+        assert errors == {f'analytics_drain_errors_total{{domain="{d}",shard="{shard}"}} 0.0' for d in domains}
 
     for pod in pods:
         assert pod.probe("readinessProbe") == 0, pod.name

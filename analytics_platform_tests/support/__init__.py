@@ -30,4 +30,5 @@ never import a test module; bench/ imports nothing of analytics_platform_tests b
   sparkplug.py     Sparkplug B payloads built field by field (metric, payload, bd_seq) and EdgeNode, an
                    edge node of the tests' own on a real Mosquitto (will, births, seq, NCMDs received)
   helm.py          rendering the Helm chart without a helm binary
+  tools.py         the Debian tools promtool and the compose client (fail with what to install), run
 """

@@ -72,7 +72,7 @@ class Case:
         }
     )
     pull_secrets: tuple[str, ...] = ()
-    network_policies: frozenset[str] = frozenset({"default-deny", "code-servers", "webserver", "api"})
+    network_policies: frozenset[str] = frozenset({"default-deny", "code-servers", "webserver", "api", "drain-service"})
 
 
 CASES = [
@@ -102,7 +102,7 @@ CASES = [
         "edge-agent",
         overrides={"edgeAgent": {"enabled": True}},
         edge_agent=True,
-        network_policies=frozenset({"default-deny", "code-servers", "webserver", "api", "edge-agent"}),
+        network_policies=frozenset({"default-deny", "code-servers", "webserver", "api", "drain-service", "edge-agent"}),
     ),
     Case("drain-service-2", overrides={"ingest": {"drainShards": 2}}, drain_shards=2),
     Case(
@@ -110,6 +110,7 @@ CASES = [
         overrides={"ingest": {"drainShards": 2, "drain": {"mode": "sensor"}}},
         drain_shards=2,
         drain_mode="sensor",
+        network_policies=frozenset({"default-deny", "code-servers", "webserver", "api"}),
     ),
 ]
 BY_ID = {case.id: case for case in CASES}
@@ -523,6 +524,7 @@ def test_one_drain_service_pod_per_shard_exactly_when_the_drain_is_a_service(
             "DAGSTER_HOME": "/opt/dagster/dagster_home",
             "DRAIN_SHARDS_HERE": str(shard),
             "DRAIN_HEARTBEAT_FILE": "/tmp/drain-heartbeat",
+            "DRAIN_METRICS_PORT": "9400",
         }
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert mounts["/opt/dagster/dagster_home/dagster.yaml"]["subPath"] == "dagster.yaml", name
@@ -534,15 +536,22 @@ def test_one_drain_service_pod_per_shard_exactly_when_the_drain_is_a_service(
             ("secret", s) for s in case.drain_service_secrets
         ]
         assert container["resources"] == case.drain_service_resources, name
-        assert "ports" not in container, name
+        # its one port: the drain counts for Prometheus (deploy/prometheus/rules.yml's AnalyticsDrainErrors)
+        assert container["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}], name
         assert set(deployment["spec"]["template"]["metadata"]["annotations"]) == {"checksum/app"}
-    # no Service reaches them, and of the NetworkPolicies only the default deny selects them
+    # no Service reaches them; of the NetworkPolicies the default deny selects them, and the drain-service one
+    # that lets networkPolicy.metricsFrom scrape their metrics port and nothing else
     labels = [d["spec"]["template"]["metadata"]["labels"].items() for d in deployments]
     for service in find(docs, "Service"):
         assert not any(service["spec"]["selector"].items() <= pod for pod in labels), service["metadata"]["name"]
     for policy in find(docs, "NetworkPolicy"):
-        expected = policy["metadata"]["name"] == f"{PREFIX}-default-deny"
-        assert selects(policy["spec"]["podSelector"], dict(labels[0])) == expected, policy["metadata"]["name"]
+        expected = policy["metadata"]["name"] in (f"{PREFIX}-default-deny", f"{PREFIX}-drain-service")
+        for pod in labels:
+            assert selects(policy["spec"]["podSelector"], dict(pod)) == expected, policy["metadata"]["name"]
+    scrape = one(docs, "NetworkPolicy", f"{PREFIX}-drain-service")["spec"]["ingress"]
+    metrics_from = load_values(case.files, case.overrides).get("networkPolicy", {}).get("metricsFrom")
+    expected_from = metrics_from or [{"namespaceSelector": {}}]
+    assert scrape == [{"ports": [{"port": 9400, "protocol": "TCP"}], "from": expected_from}]
 
 
 def test_the_platform_settings_accept_what_each_drain_service_pod_gets(
@@ -557,8 +566,9 @@ def test_the_platform_settings_accept_what_each_drain_service_pod_gets(
     for deployment in drain_services(docs):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         monkeypatch.setenv("DRAIN_SHARDS_HERE", env_of(container)["DRAIN_SHARDS_HERE"])
+        monkeypatch.setenv("DRAIN_METRICS_PORT", env_of(container)["DRAIN_METRICS_PORT"])
         settings = PlatformSettings()
-        assert (settings.drain_mode, settings.drain_pass_s) == ("service", 30.0)
+        assert (settings.drain_mode, settings.drain_pass_s, settings.drain_metrics_port) == ("service", 30.0, 9400)
         owned.extend(settings.drain_shards_run_here())
     assert sorted(owned) == (list(range(case.drain_shards)) if case.drain_mode == "service" else [])
 
