@@ -47,6 +47,7 @@ TABLES = {
     "ingest_resets",
     "agg_daily",
     "agg_daily_days",
+    "analytics_forecast",
 }
 VIEWS = {
     "v_agg_latest",
@@ -118,6 +119,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "14_agg_daily",
         "15_drain_reports",
         "16_sweep_out_of_spec",
+        "21_energy_forecasts",
     ]
 
 
@@ -145,6 +147,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "14_agg_daily": "skipped",
         "15_drain_reports": "skipped",
         "16_sweep_out_of_spec": "skipped",
+        "21_energy_forecasts": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
