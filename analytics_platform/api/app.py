@@ -34,6 +34,7 @@ from analytics_platform.api.routes import (
     baselines,
     catalog,
     fleet,
+    forecasts,
     health,
     kpi,
     quality,
@@ -114,6 +115,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     for module in (health, fleet, agg, kpi, quality, anomalies, baselines, spec_limits, readings, alerts, catalog):
         app.include_router(module.router)
     app.include_router(reports.router)
+    app.include_router(forecasts.router)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,
