@@ -13,7 +13,12 @@ import dagster as dg
 import pytest
 
 from analytics_platform.defs import build_definitions
-from analytics_platform.results.forecasts import FORECAST_COLUMNS, read_hours, tenant_timezones
+from analytics_platform.results.forecasts import (
+    FORECAST_COLUMNS,
+    latest_day_forecasts,
+    read_hours,
+    tenant_timezones,
+)
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms import forecast as fc
 from analytics_platform_tests.support.api import (
@@ -162,6 +167,26 @@ def test_an_earlier_issue_on_request(plant: Api, module_database: DatabaseHandle
     assert body["items"] == [jsonable(r) for r in rows] and len(rows) == 2 * 2 * 7  # m9 and f2's '*'
     assert {i["issued_at"] for i in body["items"]} == {iso(earlier)}
     assert ok(plant.t1.get("/v1/forecasts", factory_id="f1", issued_at=iso(earlier - DAY)))["items"] == []
+
+
+def test_what_a_forecast_peak_alert_rule_reads(plant: Api, module_database: DatabaseHandle) -> None:
+    """Tomorrow seen from 2026-03-15: the newest issue (2026-03-15, its day 2), per factory of the
+    tenant, never another tenant's."""
+    tomorrow = ISSUE + DAY
+    with module_database.connect() as conn:
+        t1 = latest_day_forecasts(conn, "t1", tomorrow)
+        t2 = latest_day_forecasts(conn, "t2", tomorrow)
+        machines = latest_day_forecasts(conn, "t1", tomorrow, kpi="energy_kwh", factory_id="f1", machine_id=None)
+        nothing = latest_day_forecasts(conn, "t3", tomorrow)
+    assert [(r["factory_id"], r["machine_id"], r["value"], r["issued_at"]) for r in t1[:1]] == [
+        ("f1", "*", 17.0, ISSUE)
+    ]
+    assert [(r["factory_id"], r["machine_id"]) for r in t1] == [("f1", "*"), ("f2", "*")]
+    assert [(r["factory_id"], r["machine_id"], r["value"], r["upper"], r["unit"]) for r in t2] == [
+        ("f1", "*", 120.0, 120.0, "kW")
+    ]
+    assert [(r["machine_id"], r["value"]) for r in machines] == [("*", 300.0), ("m1", 156.0), ("m2", 144.0)]
+    assert nothing == []
 
 
 def test_tenants_never_see_each_other(plant: Api) -> None:
