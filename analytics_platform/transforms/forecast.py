@@ -7,9 +7,12 @@ on its own seasonal profile and the outdoor temperature with AR(1) errors (stats
 order (1, 0, 0), the regression estimated by maximum likelihood with OLS start values):
 
   * profile: the median of the series per local hour of day and day class (weekday / weekend) over
-    the history; a day class with fewer than MIN_CLASS_DAYS days takes the other's, an hour
-    without data the series' median. This is where the shift plan enters: it repeats daily, so its
-    planned stops are hours of the profile. The platform holds no production plan, so none is used.
+    the history (both classes need MIN_CLASS_DAYS days, else one class for all days; an hour
+    without data takes the series' median), and, where every weekday has MIN_CLASS_DAYS + 1 days, a
+    second regressor: each weekday-hour's own median minus the profile (a Saturday unlike Sunday).
+    History hours get leave-one-out medians, so the fit's residuals are as large as a forecast's
+    errors. This is where the shift plan enters: it repeats daily, so its planned stops are hours
+    of the profile. The platform holds no production plan, so none is used.
   * weather: the hour's mean outdoor temperature (avg_outdoor_temp) minus its hour-of-day mean over
     the history. For the future no weather forecast is known, so the anomaly is 0 unless the caller
     passes a forecast (`future_temp`); the coefficient still keeps weather out of the residuals.
@@ -17,9 +20,10 @@ order (1, 0, 0), the regression estimated by maximum likelihood with OLS start v
 
 Prediction intervals are empirical, not Gaussian: an hour's energy falls by a fault far more often
 and further than noise lifts it, so a symmetric normal band is too narrow below and too wide above.
-The band is the point forecast plus the `(1 - level) / 2` and `(1 + level) / 2` quantiles of the
-in-sample residuals of the steady-state prediction (profile and weather, without the AR part): the
-error a forecast a day or more ahead makes. A day's forecast aggregates its hours (energy: the sum;
+The band is the point forecast plus the split-conformal bounds (`band_quantiles`) of the in-sample
+residuals of the steady-state prediction (profile, and weather only when the future's is known;
+without the AR part): the error a forecast a day or more ahead makes. A day's forecast aggregates
+its hours (energy: the sum;
 peak demand: the largest hour) and its band is built the same way from the in-sample errors of
 whole days, so a peak forecast also corrects the max of hourly expectations for being below the
 expected max (median daily error added).
@@ -290,7 +294,8 @@ def forecast_series(
         details["ar1"] = round(float(beta[-1]), 6)
         beta = beta[:-1]
         steady = xh @ beta
-    except (np.linalg.LinAlgError, ValueError) as exc:
+    except (np.linalg.LinAlgError, ValueError, RuntimeError, ArithmeticError) as exc:
+        # one series' failed likelihood fit must not fail the plant's run: its rows say so (details)
         model, point = FALLBACK_MODEL, xf @ beta
         details["fallback"] = f"{type(exc).__name__}: {exc}"
     details["coefficients"] = {name: round(float(b), 6) for name, b in zip(names, beta, strict=True)}
