@@ -189,6 +189,33 @@ def test_what_a_forecast_peak_alert_rule_reads(plant: Api, module_database: Data
     assert nothing == []
 
 
+def test_the_forecast_follows_the_days_kpis(
+    plant: Api, module_settings: PlatformSettings, instance: dg.DagsterInstance
+) -> None:
+    """What the analytics_automation sensor does at 00:45: nothing until the day's KPIs are written,
+    then the day's forecast, once."""
+    defs = build_definitions(module_settings, secrets_from_env=False)
+    selection = dg.AssetSelection.assets("energy_forecasts")
+    at = ISSUE + timedelta(minutes=45)
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at
+    )
+    assert first.total_requested == 0
+    materialize(defs, instance, ["daily_machine_kpis"], PARTITION)
+    after = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at, cursor=first.cursor
+    )
+    assert after.get_requested_partitions(dg.AssetKey("energy_forecasts")) == {PARTITION}
+    again = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=selection,
+        evaluation_time=at + timedelta(minutes=1),
+        cursor=after.cursor,
+    )
+    assert again.total_requested == 0
+
+
 def test_tenants_never_see_each_other(plant: Api) -> None:
     assert plant.t1.get("/v1/forecasts", factory_id="f1", tenant_id="t2").status_code == 404
     assert ok(plant.t2.get("/v1/forecasts", factory_id="f2"))["items"] == []  # t1's factory name
