@@ -129,6 +129,14 @@ EXPECTED = {
             "hourly inputs changed (within 2 days, 0:00:00)",
         ),
         "energy_baseline_models": ("energy", None, ["hourly_machine_kpis"], True, None),
+        # issue 25: forecasts once the day's KPIs are in
+        "energy_forecasts": (
+            "energy",
+            "daily 2024-01-01 +0 UTC",
+            ["daily_machine_kpis"],
+            True,
+            "the day's KPIs are in",
+        ),
         "hourly_machine_kpis": (
             "energy",
             "hourly 2024-01-01-00:00 +0 UTC",
@@ -278,6 +286,7 @@ EXPECTED = {
                 "daily_machine_kpis",
                 "device_health_events",
                 "energy_baseline_models",
+                "energy_forecasts",
                 "hourly_machine_kpis",
                 "lab_result_quality",
                 "lab_window_aggregates",
@@ -312,6 +321,7 @@ VARIANT_SUMMARIES = {
         "assets": [
             "daily_machine_kpis",
             "energy_baseline_models",
+            "energy_forecasts",
             "hourly_machine_kpis",
             "kafka_landing",
             "plant_metadata",
@@ -374,6 +384,7 @@ VARIANT_SUMMARIES = {
             "daily_machine_kpis",
             "device_health_events",
             "energy_baseline_models",
+            "energy_forecasts",
             "hourly_machine_kpis",
             "kafka_landing",
             "lab_result_quality",
@@ -403,7 +414,7 @@ VARIANT_SUMMARIES = {
                 "sensor_window_aggregates",
                 "sweep_batch_quality",
             ],
-            "k8s_backfill_energy_daily": ["daily_machine_kpis"],
+            "k8s_backfill_energy_daily": ["daily_machine_kpis", "energy_forecasts"],
             "k8s_backfill_energy_hourly": ["hourly_machine_kpis", "reading_anomalies", "series_trends"],
         },
         "sensors": [
@@ -465,7 +476,7 @@ def test_each_build_partitions_from_its_own_start() -> None:
                 f"hourly {hour} +1 UTC",
             ),
             **dict.fromkeys(["hourly_machine_kpis", "reading_anomalies", "series_trends"], f"hourly {hour} +0 UTC"),
-            **dict.fromkeys(["daily_event_rollups", "daily_machine_kpis"], f"daily {day} +0 UTC"),
+            **dict.fromkeys(["daily_event_rollups", "daily_machine_kpis", "energy_forecasts"], f"daily {day} +0 UTC"),
         }, name
         for node in graph.asset_nodes:
             if describe_partitions(node.partitions_def) == f"hourly {hour} +1 UTC":

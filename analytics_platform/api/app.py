@@ -34,6 +34,7 @@ from analytics_platform.api.routes import (
     baselines,
     catalog,
     fleet,
+    forecasts,
     health,
     jobs,
     kpi,
@@ -135,6 +136,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(reports.router)
     app.include_router(jobs.router)
+    app.include_router(forecasts.router)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,7 +1,7 @@
 """The Dagster definitions, as a map: one folder per concept, shared helpers beside them.
 
 Each concept folder (`ingest/`, `aggregates/`, `events/`, `kpis/`, `baselines/`, `anomalies/`,
-`trends/`, `alerts/`) declares its asset keys in its `__init__.py` and builds its assets, checks, jobs,
+`trends/`, `forecasts/`, `alerts/`) declares its asset keys in its `__init__.py` and builds its assets, checks, jobs,
 sensors and schedules from the settings passed in with `definitions.py: build_defs(settings)`.
 The modules beside them are used by several folders: `partitions.py` (the time partitions),
 `groups.py` (the UI's asset groups), `automation.py` (automation conditions and their sensors),
@@ -22,6 +22,7 @@ from analytics_platform.defs.anomalies import definitions as anomalies
 from analytics_platform.defs.automation import automation_sensors
 from analytics_platform.defs.baselines import definitions as baselines
 from analytics_platform.defs.events import definitions as events
+from analytics_platform.defs.forecasts import definitions as forecasts
 from analytics_platform.defs.groups import INGEST_GROUP
 from analytics_platform.defs.ingest import definitions as ingest
 from analytics_platform.defs.kpis import definitions as kpis
@@ -30,7 +31,7 @@ from analytics_platform.defs.trends import definitions as trends
 from analytics_platform.settings import PlatformSettings
 
 # the folders that own assets, each with `build_defs(settings)` and `materialised_keys()`
-ASSET_FOLDERS = (ingest, aggregates, events, kpis, baselines, anomalies, trends)
+ASSET_FOLDERS = (ingest, aggregates, events, kpis, baselines, anomalies, trends, forecasts)
 
 
 def build_definitions(settings: PlatformSettings, *, secrets_from_env: bool = True) -> dg.Definitions:

@@ -62,6 +62,7 @@ EVERY_ENDPOINT = [
     ("POST", "/v1/baseline/predict", PREDICT),
     ("GET", "/v1/spec-limits", {}),
     ("GET", "/v1/readings", READING_QUERY),
+    ("GET", "/v1/forecasts", {"factory_id": "f1"}),
 ]
 
 

@@ -294,6 +294,17 @@ VALUES ('t1', 'baseline_training', '{{"machine_id": "m1", "drivers": ["oee"]}}',
        ('t2', 'baseline_training', '{{"machine_id": "m1", "drivers": ["oee"]}}', 'k2', 'run-2', 'success',
         '{{"version": null, "r2": null, "accepted": false, "refused": true, "message": "refused: too few"}}', NULL,
         'key2');
+-- energy forecasts (issue 25): the issue of {DAY} for m1 and the factory, its hours and days
+INSERT INTO analytics.analytics_forecast (issued_at, period, target_start, target_end, horizon_day, tenant_id,
+    factory_id, machine_id, kpi, value, lower, upper, level, unit, model, details)
+SELECT TIMESTAMPTZ '{DAY} 00:00:00+00', p, TIMESTAMPTZ '{DAY} 00:00:00+00' + make_interval(hours => i * s),
+       TIMESTAMPTZ '{DAY} 00:00:00+00' + make_interval(hours => (i + 1) * s), 1 + i * s / 24, 't1', 'f1', m, k,
+       10 + i % 5, 8 + i % 5, 13 + i % 5, 0.9, CASE k WHEN 'energy_kwh' THEN 'kWh' ELSE 'kW' END, 'contract',
+       CASE WHEN p = 'day' THEN '{{"complete_days": 28}}'::jsonb END
+FROM (VALUES ('hour', 1, 47), ('day', 24, 1)) AS periods (p, s, n)
+CROSS JOIN LATERAL generate_series(0, n) AS i
+CROSS JOIN (VALUES ('m1'), ('*')) AS machines (m)
+CROSS JOIN (VALUES ('energy_kwh'), ('peak_demand_kw')) AS kpis (k);
 """
 
 # Query values naming rows of the data set, per operation; `aim` lays one of them over a case.
@@ -329,6 +340,11 @@ AIMED_QUERIES: dict[str, list[dict[str, object]]] = {
     "/v1/alerts": [{}, RANGE],
     "/v1/rejects": [{}, RANGE, {"topic": "sensors.device.readings", **RANGE}],
     "/v1/catalog/metrics": [{}, {"tenant_id": "t1"}],
+    "/v1/forecasts": [
+        {"factory_id": "f1"},
+        {"factory_id": "f1", "period": "day", "machine_id": "*", "issued_at": f"{DAY}T00:00:00Z"},
+        {"factory_id": "f1", "kpi": "peak_demand_kw", **RANGE},
+    ],
 }
 # Answered to an admin key only (403 to the t1 key, which the plain cases check): the aimed cases
 # send the admin key, so their 200s are checked too; /v1/fleet lists the failing checks to it.

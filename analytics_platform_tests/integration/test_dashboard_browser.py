@@ -3,11 +3,12 @@ and its driver) drives Debian's Chromium headless against the API process servin
 support/dashboard.py built through the real pipeline.
 
 Every page is opened fresh (a full load, as a user arriving from a link) and must: render without a
-console error, make at most three /v1 calls, touch no origin but the API's (it works offline), draw
-the number of points the known data implies, and link each chart to the Dagster asset and
-partition that produced it. Each page's first-render time (navigation start to data drawn) and its
-call count are recorded in `<shots>/timings.json`, with a screenshot of the page: `.run/dashboard/`
-by default, `docs/dashboard/` when DASHBOARD_SHOTS_DIR says so (`make dashboard-screenshots`).
+console error, make at most three /v1 calls (the KPI page four on a fresh load, with its forecast),
+touch no origin but the API's (it works offline), draw the number of points the known data
+implies, and link each chart to the Dagster asset and partition that produced it. Each page's
+first-render time (navigation start to data drawn) and its call count are recorded in
+`<shots>/timings.json`, with a screenshot of the page: `.run/dashboard/` by default,
+`docs/dashboard/` when DASHBOARD_SHOTS_DIR says so (`make dashboard-screenshots`).
 Speed is recorded, not asserted.
 
 The plant is shared by the module; the resolve test writes (it resolves one anomaly event) and runs last.
@@ -450,7 +451,8 @@ def test_anomaly_events_are_listed_with_their_severity(tab: Tab, plant: Plant) -
 def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
     loaded = tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}", "kpis")
     # labels, units and formats come from the KPI catalogue, fetched once per page load
-    assert sorted(loaded["calls"]) == ["/baseline-deviation", "/kpi", "/kpi/catalog"]
+    # ... and the factory's latest forecast (issue 25), in the same parallel batch
+    assert sorted(loaded["calls"]) == ["/baseline-deviation", "/forecasts", "/kpi", "/kpi/catalog"]
     card = tab.page.locator("article[data-machine='mc-01']")
     day = EXPECTED.kpi_day
     shown = {
@@ -475,6 +477,59 @@ def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
     )
 
 
+def forecast_row(issued: datetime, day: int, tenant: str, machine: str, kpi: str, band: tuple) -> tuple:
+    start = issued + timedelta(days=day - 1)
+    value, lower, upper = band
+    unit = "kW" if kpi == "peak_demand_kw" else "kWh"
+    return (issued, "day", start, start + timedelta(days=1), day, tenant, "f1", machine, kpi, value, lower, upper, unit)
+
+
+def test_kpi_page_shows_tomorrows_peak_demand_forecast_with_its_band(tab: Tab, plant: Plant) -> None:
+    """An issue of today (UTC) for t1/f1, and one of t2 under the same names that must not show:
+    tomorrow is its day 2; the chart has the actual day beside the 7 forecast days."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    bands = {
+        ("t1", "*", "peak_demand_kw"): (123.5, 110.0, 140.25),
+        ("t1", "*", "energy_kwh"): (2000.0, 1900.0, 2100.0),
+        ("t1", "mc-01", "peak_demand_kw"): (80.0, 75.5, 86.0),
+        ("t1", "mc-01", "energy_kwh"): (20.0, 18.0, 22.0),
+        ("t2", "*", "peak_demand_kw"): (999.0, 998.0, 1000.0),
+    }
+    rows = [forecast_row(today, d, *key, band) for key, band in bands.items() for d in range(1, 8)]
+    with plant.database.connect() as conn:
+        conn.cursor().executemany(
+            "INSERT INTO analytics.analytics_forecast (issued_at, period, target_start, target_end, horizon_day, "
+            "tenant_id, factory_id, machine_id, kpi, value, lower, upper, unit, level, model) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0.9, 'test')",
+            rows,
+        )
+    try:
+        loaded = tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}", "kpis-forecast")
+        assert "/forecasts" in loaded["calls"]
+        tomorrow = (today + timedelta(days=1)).strftime("%Y-%m-%d")
+        peak = tab.page.locator("#forecast-peak")
+        assert [peak.get_attribute(f"data-{k}") for k in ("value", "lower", "upper", "day")] == [
+            "123.5",
+            "110",
+            "140.25",
+            tomorrow,
+        ]
+        said = f"Peak demand {tomorrow} (UTC day, factory f1): 123.5 kW, 90 % band 110 – 140.25 kW."
+        assert peak.inner_text() == said
+        assert tab.rows("#forecast-tomorrow") == [
+            ["Factory f1", "123.5", "110 – 140.25", "2,000", "1,900 – 2,100"],
+            ["Machine mc-01", "80", "75.5 – 86", "20", "18 – 22"],
+        ]
+        chart = tab.chart("forecast-chart")
+        assert chart["points"] == "8"  # the range's one actual day and the 7 forecast days
+        partition = (today - timedelta(days=1)).strftime("%Y-%m-%d")
+        assert chart["lineage"] == f"{DAGSTER_UI_URL}/assets/energy_forecasts?view=partitions&partition={partition}"
+        assert tab.errors == []
+    finally:
+        with plant.database.connect() as conn:
+            conn.execute("DELETE FROM analytics.analytics_forecast WHERE model = 'test'")
+
+
 def test_kpi_trend_picker_and_shift_period(tab: Tab, plant: Plant) -> None:
     tab.open(f"#/kpis?tenant=t1&factory=f1&period=day&{DAY_RANGE}")
     options = tab.page.locator("#trend-kpi option")
@@ -485,7 +540,7 @@ def test_kpi_trend_picker_and_shift_period(tab: Tab, plant: Plant) -> None:
     assert tab.page.locator("figure#kpi-chart figcaption strong").inner_text() == "Energy cost per day"
     assert tab.chart("kpi-chart")["points"] == "1"
     shift = tab.navigate(lambda: tab.page.get_by_role("button", name="shift", exact=True).click())
-    assert sorted(shift["calls"]) == ["/baseline-deviation", "/kpi"]
+    assert sorted(shift["calls"]) == ["/baseline-deviation", "/forecasts", "/kpi"]  # the catalogue is kept
     assert tab.page.get_by_role("button", name="shift", exact=True).get_attribute("aria-pressed") == "true"
 
 

@@ -50,6 +50,7 @@ TABLES = {
     "ingest_resets",
     "agg_daily",
     "agg_daily_days",
+    "analytics_forecast",
 }
 VIEWS = {
     "v_agg_latest",
@@ -124,6 +125,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "18_lab_agg",
         "19_trends",
         "20_alert_kpi_trend_kinds",
+        "21_energy_forecasts",
         "22_api_jobs",
     ]
 
@@ -155,6 +157,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "18_lab_agg": "skipped",
         "19_trends": "skipped",
         "20_alert_kpi_trend_kinds": "skipped",
+        "21_energy_forecasts": "skipped",
         "22_api_jobs": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)

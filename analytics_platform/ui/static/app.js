@@ -874,10 +874,11 @@ async function kpiView(_parts, params) {
   const period = params.get("period") === "shift" ? "shift" : "day";
   const { start, end } = rangeFrom(params, 14 * 86400);
   const where = { tenant_id: context.tenant, factory_id: context.factory, start: start.toISOString(), end: end.toISOString() };
-  const [kpis, deviation, catalog] = await Promise.all([
+  const [kpis, deviation, catalog, forecasts] = await Promise.all([
     api("/kpi", { ...where, period, limit: 10000 }),
     api("/baseline-deviation", { ...where, period: period === "day" ? "day" : "hour", limit: 10000 }),
     state.kpiCatalog || api("/kpi/catalog").then((c) => new Map(c.items.map((k) => [k.name, k]))),
+    api("/forecasts", { tenant_id: context.tenant, factory_id: context.factory, period: "day", limit: 1000 }).catch(() => null),
   ]);
   state.kpiCatalog = catalog;
   const trendKpi = catalog.has(params.get("kpi")) ? params.get("kpi") : "oee";
@@ -927,6 +928,7 @@ async function kpiView(_parts, params) {
     h("div", { class: "cards" }, factoryCard, cards.length ? cards : h("p", { class: "empty" }, "No KPIs in this range.")),
     kpiTrend(kpis.items, catalog, trendKpi, period, go),
     deviationSection(deviation.items, period),
+    window.forecast?.section({ h, num, table, chartFigure, assetLink }, forecasts, kpis.items, context),
     energyReport(context, end),
   );
 }
