@@ -39,6 +39,7 @@ RESULT_CONTRACTS = {
             "energy_baseline_models",
             "reading_anomalies",
             "series_trends",
+            "energy_forecasts",
         )
     },
 }
@@ -71,6 +72,7 @@ ENERGY_ASSETS = {
         "energy_baseline_models",
     },
     "series_trends": {"sensor_window_aggregates", "hourly_machine_kpis"},
+    "energy_forecasts": {"daily_machine_kpis"},
 }
 
 

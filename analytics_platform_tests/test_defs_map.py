@@ -208,6 +208,7 @@ EXPECTED = {
             "unique_keys": True,
         },
         "daily_machine_kpis": {"freshness_check": False, "result_ranges": False, "schema": True, "unique_keys": True},
+        "energy_forecasts": {"result_ranges": False, "schema": True, "unique_keys": True},
         "device_health_events": {
             "freshness_check": False,
             "reconciliation": True,
@@ -330,7 +331,7 @@ VARIANT_SUMMARIES = {
             "sensor_window_aggregates",
             "series_trends",
         ],
-        "checks": 32,
+        "checks": 35,
         "jobs": {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],
@@ -399,7 +400,7 @@ VARIANT_SUMMARIES = {
             "series_trends",
             "sweep_batch_quality",
         ],
-        "checks": 71,
+        "checks": 74,
         "jobs": {
             "anomalies_job": ["reading_anomalies"],
             "baseline_training_job": ["energy_baseline_models"],

@@ -71,7 +71,20 @@ RULE_PARAMS: dict[str, dict[str, Any]] = {
         "lookback_hours": 48,
         "severity": "warning",
     },
+    # the newest forecast of a UTC day `days_ahead` days after today above `above` (e.g. the
+    # contracted kW): per factory (`scope` factory, the machines' peaks summed) or per machine
+    "forecast_peak": {
+        "kpi": "peak_demand_kw",
+        "above": None,
+        "use": "value",
+        "scope": "factory",
+        "days_ahead": 1,
+        "severity": "warning",
+    },
 }
+FORECAST_KPIS = ("peak_demand_kw", "energy_kwh")
+FORECAST_USE = ("value", "upper")
+FORECAST_SCOPES = ("factory", "machine")
 KPI_PERIODS = ("hour", "shift", "day")
 DEVIATION_PERIODS = ("hour", "day")
 TREND_SOURCES = ("metric", "kpi")
@@ -245,6 +258,14 @@ def _kind_params(kind: str, params: Mapping[str, Any], at: str) -> None:
         one_of("period", DEVIATION_PERIODS)
         one_of("direction", DEVIATION_DIRECTIONS)
         whole("periods")
+    elif kind == "forecast_peak":
+        one_of("kpi", FORECAST_KPIS)
+        one_of("use", FORECAST_USE)
+        one_of("scope", FORECAST_SCOPES)
+        whole("days_ahead")
+        limit = params["above"]
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
+            raise AlertConfigError(f"{at}: param above must be a number (the limit, in the KPI's unit), got {limit!r}")
 
 
 def _time(value: Any, where: str) -> datetime:

@@ -26,6 +26,7 @@ RULE_KINDS = (
     "kpi_threshold",
     "trend",
     "energy_deviation",
+    "forecast_peak",
 )
 SEVERITIES = ("info", "warning", "critical")
 CHANNEL_KINDS = ("slack", "line", "email", "teams", "webhook")

@@ -532,6 +532,67 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
     return Observation(conditions, horizon=since, known=frozenset(known))
 
 
+def forecast_peaks(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
+    """Factories (or machines) whose newest forecast of the UTC day `days_ahead` after today puts
+    `kpi` (peak demand by default) above `above`: compared by the forecast's `value`, or by the top
+    of its band with `use: upper` (the cautious reading). One condition per factory or machine and
+    target day (analytics.analytics_forecast, the `energy_forecasts` asset): a newer issue of the
+    same day that falls back under the limit resolves it; once that day is no longer the one
+    looked at, its condition expires without a message."""
+    p = _params(rule)
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=int(p["days_ahead"]))
+    tenant, args = _tenant_clause(rule)
+    machines = "machine_id = '*'" if p["scope"] == "factory" else "machine_id <> '*'"
+    rows = conn.execute(
+        f"""SELECT DISTINCT ON (tenant_id, factory_id, machine_id)
+                   tenant_id, factory_id, machine_id, value, lower, upper, level, unit, issued_at
+            FROM analytics.analytics_forecast
+            WHERE kpi = %(kpi)s AND period = 'day' AND target_start = %(day)s AND issued_at <= %(now)s
+              AND {machines} AND {tenant}
+            ORDER BY tenant_id, factory_id, machine_id, issued_at DESC""",
+        {"kpi": p["kpi"], "day": day, "now": now, **args},
+    ).fetchall()
+    limit, use = float(p["above"]), p["use"]
+    conditions, known = [], set()
+    for t, f, m, value, lower, upper, level, unit, issued in rows:
+        machine = None if m == "*" else m
+        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['kpi']}/{day:%Y-%m-%d}"
+        known.add(fingerprint)
+        if not (upper if use == "upper" else value) > limit:
+            continue
+        who = f"{f}'s" if machine is None else machine
+        said = f"{value:.4g} {unit} ({level:.0%} band {lower:.4g}–{upper:.4g})"
+        summary = (
+            f"{who} {p['kpi']} forecast for {day:%Y-%m-%d} (UTC) reaches above {limit:g} {unit}: {said}"
+            if use == "upper"
+            else f"{who} {p['kpi']} forecast for {day:%Y-%m-%d} (UTC) is above {limit:g} {unit}: {said}"
+        )
+        conditions.append(
+            Condition(
+                fingerprint=fingerprint,
+                severity=str(p["severity"]),
+                summary=summary,
+                tenant_id=t,
+                factory_id=f,
+                machine_id=machine,
+                observed_at=day,
+                details={
+                    "kpi": p["kpi"],
+                    "day": f"{day:%Y-%m-%d}",
+                    "value": value,
+                    "lower": lower,
+                    "upper": upper,
+                    "limit": limit,
+                    "compared": use,
+                    "issued_at": iso(issued),
+                },
+                link=asset_link(ui_url, "energy_forecasts", f"{issued - timedelta(days=1):%Y-%m-%d}"),
+            )
+        )
+    # a condition of an earlier target day (observed_at before `day`) is no longer looked at: it expires
+    return Observation(conditions, horizon=day, known=frozenset(known))
+
+
 def _params(rule: Rule) -> dict:
     """The rule's params over its kind's defaults: a rule built in code (a test, a replay) with only
     the params it changes reads like one loaded from the table."""
@@ -566,4 +627,5 @@ OBSERVERS: dict[str, Observer] = {
     "kpi_threshold": kpi_thresholds,
     "trend": trends,
     "energy_deviation": energy_deviations,
+    "forecast_peak": forecast_peaks,
 }

@@ -183,6 +183,26 @@ TREND = TableContract(
     },
     (*MACHINE, "source", "sensor_id", "name", "window_hours", "window_end"),
 )
+FORECAST = TableContract(
+    "analytics_forecast",
+    {
+        "issued_at": TS,
+        "period": TEXT,
+        "target_start": TS,
+        "target_end": TS,
+        "horizon_day": "smallint",
+        **_MACHINE_COLUMNS,
+        "kpi": TEXT,
+        "value": F8,
+        "lower": F8,
+        "upper": F8,
+        "level": F8,
+        "unit": TEXT,
+        "model": TEXT,
+        "details": "jsonb",
+    },
+    (*MACHINE, "kpi", "period", "issued_at", "target_start"),
+)
 BASELINE = TableContract(
     "analytics_baseline",
     {
@@ -588,6 +608,41 @@ def trend_outcomes(rows: pl.DataFrame, columns: pl.DataFrame) -> list[CheckOutco
                 with_epoch(rows, ["window_start", "first_time", "last_time", "window_end"]),
                 [*on_rows, unique("unique_keys", TREND.key), *judged],
                 TREND.key,
+            ),
+        ],
+    )
+
+
+def forecast_outcomes(rows: pl.DataFrame, columns: pl.DataFrame) -> list[CheckOutcome]:
+    """Forecasts of a range of issues: schema, unique key, every value inside its band and never
+    negative (energy and demand), a band level in (0, 1), a known period and KPI, a horizon of 1 to
+    31 days, and every target after its issue."""
+    on_columns, on_rows = schema_expectations(FORECAST, rows.columns)
+    r = "result_ranges"
+    judged = [
+        between(r, "lower", (0, None)),
+        at_most(r, "lower", "value"),
+        at_most(r, "value", "upper"),
+        Expect(
+            r,
+            "ExpectColumnValuesToBeBetween",
+            {"column": "level", "min_value": 0, "max_value": 1, "strict_min": True, "strict_max": True},
+        ),
+        between(r, "horizon_day", (1, 31)),
+        Expect(r, "ExpectColumnValuesToBeInSet", {"column": "period", "value_set": ["hour", "day"]}),
+        Expect(r, "ExpectColumnValuesToBeInSet", {"column": "kpi", "value_set": ["energy_kwh", "peak_demand_kw"]}),
+        at_most(r, "issued_at__us", "target_start__us"),
+        at_most(r, "target_start__us", "target_end__us"),
+    ]
+    return judge(
+        "energy_forecasts",
+        RESULT_CHECKS_NO_BUCKETS,
+        [
+            Part(schema_frame(columns), on_columns),
+            Part(
+                with_epoch(rows, ["issued_at", "target_start", "target_end"]),
+                [*on_rows, unique("unique_keys", FORECAST.key), *judged],
+                FORECAST.key,
             ),
         ],
     )

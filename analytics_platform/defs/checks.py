@@ -208,6 +208,14 @@ def anomaly_checks(
     return check_results(suites.anomaly_outcomes(rows, columns, checks_config(settings).result_ranges), settings)
 
 
+def forecast_checks(
+    conn: psycopg.Connection, settings: PlatformSettings, start: datetime, end: datetime
+) -> list[dg.AssetCheckResult]:
+    """The forecasts issued in (start, end], as the forecast asset replaced them."""
+    rows, columns = written.read_written(conn, suites.FORECAST, "issued_at > %s AND issued_at <= %s", (start, end))
+    return check_results(suites.forecast_outcomes(rows, columns), settings)
+
+
 def trend_checks(
     conn: psycopg.Connection, settings: PlatformSettings, start: datetime, end: datetime
 ) -> list[dg.AssetCheckResult]:

@@ -61,40 +61,6 @@ def replace_forecasts(conn: psycopg.Connection, rows: pl.DataFrame, issued_at: d
     return deleted
 
 
-# The latest issue's day row per machine (or factory, machine_id '*') of one tenant for one UTC day:
-# what a "forecast peak demand tomorrow above the contracted limit" rule reads (docs/forecasts.md).
-LATEST_DAY_QUERY = """
-SELECT DISTINCT ON (factory_id, machine_id)
-       factory_id, machine_id, target_start, value, lower, upper, level, unit, issued_at
-FROM analytics.analytics_forecast
-WHERE tenant_id = %(tenant)s AND kpi = %(kpi)s AND period = 'day' AND target_start = %(day)s
-  AND (%(factory)s::text IS NULL OR factory_id = %(factory)s)
-  AND (%(machine)s::text IS NULL OR machine_id = %(machine)s)
-ORDER BY factory_id, machine_id, issued_at DESC
-"""
-
-
-def latest_day_forecasts(
-    conn: psycopg.Connection,
-    tenant_id: str,
-    day: datetime,
-    *,
-    kpi: str = fc.PEAK,
-    factory_id: str | None = None,
-    machine_id: str | None = fc.FACTORY,
-) -> list[dict]:
-    """The newest stored forecast of `kpi` for the UTC day starting at `day`, per factory (machine_id
-    '*', the default) or machine (`machine_id=None`: all), of one tenant: an alert rule compares its
-    `value` (or `upper`) with a limit. Rows as dicts, by factory and machine."""
-    with conn.cursor() as cur:
-        cur.execute(
-            LATEST_DAY_QUERY,
-            {"tenant": tenant_id, "kpi": kpi, "day": day, "factory": factory_id, "machine": machine_id},
-        )
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def recompute_forecasts(conn: psycopg.Connection, issued_at: datetime, options: fc.ForecastOptions) -> ForecastRun:
     """Forecast every machine and factory from the `history_days` of hourly KPIs before
     `issued_at` and replace that issue."""

@@ -12,10 +12,12 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from analytics_platform.alerts.config import RULE_PARAMS
+from analytics_platform.alerts.model import Rule
+from analytics_platform.alerts.observe import forecast_peaks
 from analytics_platform.defs import build_definitions
 from analytics_platform.results.forecasts import (
     FORECAST_COLUMNS,
-    latest_day_forecasts,
     read_hours,
     tenant_timezones,
 )
@@ -170,23 +172,30 @@ def test_an_earlier_issue_on_request(plant: Api, module_database: DatabaseHandle
 
 
 def test_what_a_forecast_peak_alert_rule_reads(plant: Api, module_database: DatabaseHandle) -> None:
-    """Tomorrow seen from 2026-03-15: the newest issue (2026-03-15, its day 2), per factory of the
-    tenant, never another tenant's."""
-    tomorrow = ISSUE + DAY
-    with module_database.connect() as conn:
-        t1 = latest_day_forecasts(conn, "t1", tomorrow)
-        t2 = latest_day_forecasts(conn, "t2", tomorrow)
-        machines = latest_day_forecasts(conn, "t1", tomorrow, kpi="energy_kwh", factory_id="f1", machine_id=None)
-        nothing = latest_day_forecasts(conn, "t3", tomorrow)
-    assert [(r["factory_id"], r["machine_id"], r["value"], r["issued_at"]) for r in t1[:1]] == [
-        ("f1", "*", 17.0, ISSUE)
-    ]
-    assert [(r["factory_id"], r["machine_id"]) for r in t1] == [("f1", "*"), ("f2", "*")]
-    assert [(r["factory_id"], r["machine_id"], r["value"], r["upper"], r["unit"]) for r in t2] == [
-        ("f1", "*", 120.0, 120.0, "kW")
-    ]
-    assert [(r["machine_id"], r["value"]) for r in machines] == [("*", 300.0), ("m1", 156.0), ("m2", 144.0)]
-    assert nothing == []
+    """Tomorrow seen from noon of 2026-03-15: the newest issue (2026-03-15, its day 2), per factory of
+    the tenant (or per machine), never another tenant's; a limit of 0 shows every row it reads."""
+    noon = ISSUE + timedelta(hours=12)
+
+    def read(tenant: str, **params: object) -> list[tuple]:
+        rule = Rule(
+            "r", "forecast_peak", tenant_id=tenant, params={**RULE_PARAMS["forecast_peak"], "above": 0.0, **params}
+        )
+        with module_database.connect() as conn:
+            seen = forecast_peaks(conn, rule, noon, "http://ui")
+        return [
+            (c.factory_id, c.machine_id, c.details["value"], c.details["upper"], c.details["issued_at"])
+            for c in seen.conditions
+        ]
+
+    issued = iso(ISSUE)
+    t1 = read("t1")
+    assert [(f, m, issued_at) for f, m, _, _, issued_at in t1] == [("f1", None, issued), ("f2", None, issued)]
+    assert t1[0][2] == 17.0
+    assert read("t2") == [("f1", None, 120.0, 120.0, issued)]
+    machines = read("t1", kpi="energy_kwh", scope="machine")
+    assert [(f, m, value) for f, m, value, _, _ in machines if f == "f1"] == [("f1", "m1", 156.0), ("f1", "m2", 144.0)]
+    assert [(f, value) for f, _, value, _, _ in read("t1", kpi="energy_kwh")][:1] == [("f1", 300.0)]
+    assert read("t3") == []
 
 
 def test_the_forecast_follows_the_days_kpis(

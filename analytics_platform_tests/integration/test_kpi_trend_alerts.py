@@ -241,3 +241,76 @@ def test_a_rule_built_with_only_the_params_it_changes_reads_its_kinds_defaults(
     assert database.query("SELECT fingerprint, severity FROM analytics.alert_conditions") == [
         ("oee-bare:t1/f1/mc-01/oee/shift", "warning")
     ]
+
+
+TOMORROW = datetime(2026, 3, 3, tzinfo=NOW.tzinfo)  # the UTC day after NOW's
+PEAK_RULE = rule("peak-tomorrow", "forecast_peak", "t1", above=500.0)
+
+
+def forecast(
+    db: DatabaseHandle, factory: str, machine: str, issued: datetime, value: float, band: float, tenant: str = "t1"
+) -> None:
+    """One day row of tomorrow's peak demand as the energy_forecasts asset writes it."""
+    db.query(
+        """INSERT INTO analytics.analytics_forecast (issued_at, period, target_start, target_end, horizon_day,
+               tenant_id, factory_id, machine_id, kpi, value, lower, upper, level, unit, model)
+           VALUES (%s, 'day', %s, %s, 1, %s, %s, %s, 'peak_demand_kw', %s, %s, %s, 0.9, 'kW', 'test')
+           RETURNING 1""",
+        (issued, TOMORROW, TOMORROW + timedelta(days=1), tenant, factory, machine, value, value - band, value + band),
+    )
+
+
+def test_tomorrows_forecast_peak_above_the_contracted_limit_is_told_once_per_factory_and_day(
+    database: DatabaseHandle, receivers: tuple[HttpReceiver, dict[str, str]]
+) -> None:
+    http, env = receivers
+    issued = datetime(2026, 3, 2, tzinfo=NOW.tzinfo)
+    with database.connect() as conn:  # the table accepts the kind (sql/23)
+        store_rules(conn, [PEAK_RULE])
+    forecast(database, "f1", "*", issued, 520.0, 40.0)  # the factory: above 500 kW
+    forecast(database, "f2", "*", issued, 450.0, 60.0)  # below; only its band reaches above
+    forecast(database, "f1", "m1", issued, 600.0, 10.0)  # a machine: not the factory scope
+    forecast(database, "f1", "*", issued, 900.0, 10.0, tenant="t2")  # another tenant's factory
+    forecast(database, "f1", "*", NOW + timedelta(hours=1), 10.0, 1.0)  # issued after now: not yet there
+
+    report = tick(database, NOW, env, rules=(PEAK_RULE,))
+    assert (report.opened, report.queued, report.sent, report.rule_errors) == (1, 1, 1, {})
+    fingerprint = "peak-tomorrow:t1/f1/*/peak_demand_kw/2026-03-03"
+    summary = "f1's peak_demand_kw forecast for 2026-03-03 (UTC) is above 500 kW: 520 kW (90% band 480–560)"
+    assert slack_texts(http) == [
+        "\n".join(
+            [
+                f"What: {summary} (rule peak-tomorrow, forecast_peak)",
+                "Where: t1/f1",
+                "When: 2026-03-03T00:00:00Z; detected 2026-03-02T10:00:00Z",
+                "How bad: warning; kpi peak_demand_kw; day 2026-03-03; value 520.0; lower 480.0; upper 560.0; "
+                "limit 500.0; compared value; issued_at 2026-03-02T00:00:00Z",
+                f"Link: {UI}/assets/energy_forecasts?view=partitions&partition=2026-03-01",
+                f"Fingerprint: {fingerprint}",
+            ]
+        )
+    ]
+    assert tick(database, NOW + timedelta(minutes=1), env, rules=(PEAK_RULE,)).queued == 0  # exactly once
+
+    # a newer issue of the same day under the limit resolves it, with one message
+    forecast(database, "f1", "*", NOW + timedelta(minutes=5), 490.0, 40.0)
+    report = tick(database, NOW + timedelta(minutes=6), env, rules=(PEAK_RULE,))
+    assert (report.resolved, report.queued, report.sent) == (1, 1, 1)
+    assert slack_texts(http)[1].startswith(f"What: {summary} (rule peak-tomorrow, forecast_peak)")
+
+    # the cautious reading (the band's top) of the same rows: both factories of t1 reach above 500 kW
+    cautious = rule("peak-cautious", "forecast_peak", "t1", above=500.0, use="upper")
+    report = tick(database, NOW + timedelta(minutes=7), env, rules=(cautious,))
+    assert (report.opened, report.sent) == (2, 2)
+    # a day later "tomorrow" is 2026-03-04, which has no forecast: the 2026-03-03 conditions expire unsaid
+    report = tick(database, NOW + timedelta(days=1), env, rules=(cautious,))
+    assert (report.expired, report.resolved, report.queued) == (2, 0, 0)
+    assert database.query(
+        "SELECT fingerprint, state, tenant_id, factory_id, machine_id FROM analytics.alert_conditions "
+        "ORDER BY fingerprint"
+    ) == [
+        ("peak-cautious:t1/f1/*/peak_demand_kw/2026-03-03", "expired", "t1", "f1", None),
+        ("peak-cautious:t1/f2/*/peak_demand_kw/2026-03-03", "expired", "t1", "f2", None),
+        (fingerprint, "resolved", "t1", "f1", None),
+    ]
+    assert len(http.requests) == 4

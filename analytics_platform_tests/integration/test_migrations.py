@@ -127,6 +127,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "20_alert_kpi_trend_kinds",
         "21_energy_forecasts",
         "22_api_jobs",
+        "23_alert_forecast_kind",
     ]
 
 
@@ -159,6 +160,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "20_alert_kpi_trend_kinds": "skipped",
         "21_energy_forecasts": "skipped",
         "22_api_jobs": "skipped",
+        "23_alert_forecast_kind": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -200,6 +200,23 @@ def test_config_parses_with_defaults_filled_in() -> None:
         ({"rules": [{"name": "a", "kind": "trend", "params": {"max_p_value": 2}}]}, "max_p_value must be at most 1"),
         ({"rules": [{"name": "a", "kind": "energy_deviation", "params": {"min_pct": -5}}]}, "min_pct must be"),
         ({"rules": [{"name": "a", "kind": "energy_deviation", "params": {"period": "shift"}}]}, "param period must"),
+        ({"rules": [{"name": "a", "kind": "forecast_peak"}]}, "rule a: param above must be a number (the limit"),
+        (
+            {"rules": [{"name": "a", "kind": "forecast_peak", "params": {"above": 500, "use": "lower"}}]},
+            "param use must be one of ['value', 'upper'], got 'lower'",
+        ),
+        (
+            {"rules": [{"name": "a", "kind": "forecast_peak", "params": {"above": 500, "kpi": "oee"}}]},
+            "param kpi must be one of ['peak_demand_kw', 'energy_kwh'], got 'oee'",
+        ),
+        (
+            {"rules": [{"name": "a", "kind": "forecast_peak", "params": {"above": 500, "scope": "line"}}]},
+            "param scope must be one of ['factory', 'machine'], got 'line'",
+        ),
+        (
+            {"rules": [{"name": "a", "kind": "forecast_peak", "params": {"above": 500, "days_ahead": 0}}]},
+            "param days_ahead must be a whole number ≥ 1, got 0",
+        ),
     ],
 )
 def test_config_errors_name_the_entry_and_field(change: dict, message: str) -> None:

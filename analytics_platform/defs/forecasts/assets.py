@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import dagster as dg
 
+from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
+from analytics_platform.defs.checks import contract_specs, forecast_checks
 from analytics_platform.defs.forecasts import ENERGY_FORECASTS
 from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.kpis import DAILY_KPIS
@@ -50,6 +52,7 @@ def build_forecast_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         f"(statsmodels SARIMAX) over the last {options.history_days} days of hourly KPIs; a series with fewer than "
         f"{options.min_history_days} days of hours is skipped. docs/forecasts.md.",
         metadata={"table": "analytics.analytics_forecast"},
+        check_specs=contract_specs(ENERGY_FORECASTS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
     def energy_forecasts(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
@@ -71,9 +74,11 @@ def build_forecast_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
                     for s in run.skipped
                 ]
                 issued_at += day
+            checks = forecast_checks(conn, settings, window.start, window.end)
         context.log.info("energy_forecasts %s..%s: %s", window.start, window.end, totals)
         return dg.MaterializeResult(
-            metadata={**totals, "skipped_series": dg.MetadataValue.md("\n".join(skipped[:200]) or "none")}
+            metadata={**totals, "skipped_series": dg.MetadataValue.md("\n".join(skipped[:200]) or "none")},
+            check_results=checks,
         )
 
     return energy_forecasts
