@@ -46,6 +46,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from analytics_platform.contracts.base import ContractViolation
+from edge_agents import telemetry
 from edge_agents.backpressure import Backpressure
 from edge_agents.canonical import Canonicalizer
 from edge_agents.config import AgentConfig
@@ -359,7 +360,8 @@ class Engine:
                 if verdict is not None:
                     results[ui].rejected.append((pi, *verdict))
                     encoded[ui][pi] = None
-        rows: list[tuple[str, bytes, bytes, float]] = []
+        rows: list[tuple[str, bytes, bytes, float, str | None]] = []
+        traced = telemetry.tracing_on()
         rejects: list[tuple[str, str | None, str, str, bytes | None]] = []
         incoming = 0
         for ui, unit in enumerate(units):
@@ -381,7 +383,10 @@ class Engine:
                 self.metrics.dropped.labels("queue_full_stop_accepting").inc(len(take))
                 continue
             incoming += size
-            rows.extend((o.topic, o.key, o.value, unit.received_at) for o in take)
+            context = None
+            if traced and take:
+                context = telemetry.receive_span(unit.source, unit.domain, len(take), unit.received_at, time.time_ns())
+            rows.extend((o.topic, o.key, o.value, unit.received_at, context) for o in take)
             result.accepted = len(take)
         entries = self.queue.append(rows) if rows else []
         if rejects:
@@ -445,12 +450,21 @@ class Engine:
         produce = self._producer.produce  # type: ignore[union-attr]
         for i, entry in enumerate(batch):
             try:
-                produce(
-                    entry.topic,
-                    entry.value,
-                    entry.key,
-                    on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
-                )
+                if entry.traceparent is None:
+                    produce(
+                        entry.topic,
+                        entry.value,
+                        entry.key,
+                        on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
+                    )
+                else:  # the reading's trace continues in the drain (analytics_platform/ingest/drain.py)
+                    produce(
+                        entry.topic,
+                        entry.value,
+                        entry.key,
+                        headers=[(telemetry.TRACEPARENT, entry.traceparent)],
+                        on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
+                    )
             except BufferError:
                 # librdkafka's own queue is full: give the rest back and try again next step
                 if self._ready_valid:

@@ -70,10 +70,25 @@ def _declared(pyproject: Path) -> set[str]:
 def _third_party(modules: set[str]) -> set[str]:
     """The distributions that provide the non-stdlib, non-first-party modules."""
     providers = metadata.packages_distributions()
-    tops = {m.partition(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"analytics_platform", "edge_agents"}
+    first_party = set(sys.stdlib_module_names) | {"analytics_platform", "edge_agents"}
+    imported = {m for m in modules if m.partition(".")[0] not in first_party}
+    tops = {m.partition(".")[0] for m in imported}
     missing = sorted(t for t in tops if t not in providers)
     assert missing == [], f"imported but installed by no distribution: {missing}"
-    return {_canonical(providers[t][0]) for t in tops}
+    return {_canonical(_provider(m, providers[m.partition(".")[0]])) for m in imported}
+
+
+def _provider(module: str, distributions: list[str]) -> str:
+    """The distribution of `module`; for a namespace package several distributions share (`opentelemetry`:
+    the API, the SDK, the exporters), the one whose files hold the module's own path."""
+    if len(distributions) == 1:
+        return distributions[0]
+    path = module.replace(".", "/")
+    holders = [
+        d for d in distributions if any(str(f).startswith((f"{path}/", f"{path}.py")) for f in metadata.files(d) or ())
+    ]
+    assert len(holders) == 1, f"{module}: provided by {holders or distributions}"
+    return holders[0]
 
 
 def test_the_contracts_import_nothing_of_the_platform_and_declare_what_they_import() -> None:
