@@ -331,6 +331,8 @@ def setup_logging(
 
 def setup_process(service_name: str, settings: Any) -> None:
     """What every platform process does first: logs as LOG_FORMAT/LOG_LEVEL say, secrets redacted, and
-    tracing when the OTEL_* variables ask for it."""
-    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    tracing when the OTEL_* variables ask for it. Once per process: the first set-up stays (an app
+    factory called again, or a test's own capture, keeps its handler)."""
+    if not any(getattr(h, _HANDLER_MARK, False) for h in logging.getLogger().handlers):
+        setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
     setup_tracing(service_name)
