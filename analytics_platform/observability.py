@@ -179,7 +179,9 @@ _log_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.Contex
 CONTEXT_FIELDS = ("tenant", "partition", "run")
 # environment variables whose values are secrets wherever they show up (alert channel URLs carry
 # tokens in their paths: Slack, LINE, generic webhooks)
-_SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN|WEBHOOK|CREDENTIAL|^ALERT_.*_URL$", re.IGNORECASE)
+_SECRET_NAMES = re.compile(
+    r"PASSWORD|SECRET|TOKEN|WEBHOOK|CREDENTIAL|^ALERT_.*_URL$|^OTEL_EXPORTER_OTLP_(TRACES_)?HEADERS$", re.IGNORECASE
+)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^@\s/]+)(?P<tail>@)", re.IGNORECASE)
 # `password=...` in a libpq key/value string or a URL's query, `token=...`, `secret=...` likewise
 _KEY_VALUE_SECRET = re.compile(
@@ -218,7 +220,8 @@ class Redactor:
 def secrets_of(settings: Any, environ: Mapping[str, str] | None = None) -> list[str]:
     """Every secret value the process knows: the settings' SecretStr fields (of a database URL only its
     password: host and database name stay readable in a line), the values of secret-named environment
-    variables (PASSWORD, SECRET, TOKEN, WEBHOOK, CREDENTIAL, ALERT_*_URL) and of the variables the
+    variables (PASSWORD, SECRET, TOKEN, WEBHOOK, CREDENTIAL, ALERT_*_URL, the OTLP exporter's headers:
+    a collector's API key) and of the variables the
     alerts configuration names for its channels (`url_env`: a channel URL carries its token)."""
     env = os.environ if environ is None else environ
     found: list[str] = []

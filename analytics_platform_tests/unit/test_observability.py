@@ -121,6 +121,7 @@ def test_no_secret_reaches_a_log_line(
 ) -> None:
     monkeypatch.setenv("ALERT_SLACK_URL", SLACK_URL)
     monkeypatch.setenv("OPS_HOOK", WEBHOOK_URL)  # named by the alerts configuration only
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-Key-31")
     settings = secret_settings(tmp_path)
     stream = io.StringIO()
     observability.setup_logging(settings.log_level, fmt, observability.secrets_of(settings), stream=stream)
@@ -132,12 +133,13 @@ def test_no_secret_reaches_a_log_line(
     log.error("delivery to %s failed", WEBHOOK_URL)
     log.info("another URL: postgresql://someone:0ther-Pw@elsewhere/db")  # a password nobody configured
     log.info("dsn host=db password=kv-Pw-77 dbname=x; https://h.example/x?token=q-Tok-5&a=1")
+    log.info("exporter headers: x-api-key=collector-Key-31")
     try:
         raise ConnectionError(f"cannot reach {WEBHOOK_URL}")
     except ConnectionError:
         log.exception("alert channel down")
     text = stream.getvalue()
-    for secret in (*SECRETS, "0ther-Pw", "kv-Pw-77", "q-Tok-5"):
+    for secret in (*SECRETS, "0ther-Pw", "kv-Pw-77", "q-Tok-5", "collector-Key-31"):
         assert secret not in text
     assert "postgresql://analytics:***@db.internal:5432/analytics" in text
     assert "postgresql://someone:***@elsewhere/db" in text
@@ -151,6 +153,7 @@ def test_no_secret_reaches_a_log_line(
             "delivery to *** failed",
             "another URL: postgresql://someone:***@elsewhere/db",
             "dsn host=db password=*** dbname=x; https://h.example/x?token=***&a=1",
+            "exporter headers: ***",
             "alert channel down",
         ]
         assert "ConnectionError: cannot reach ***" in parsed[-1]["exc"]
