@@ -38,10 +38,11 @@ def partition_label(context: dg.AssetExecutionContext) -> str | None:
 
 
 @contextmanager
-def partition_span(context: dg.AssetExecutionContext, inputs: Sequence[dg.AssetKey]) -> Iterator[None]:
+def partition_span(context: dg.AssetExecutionContext, inputs: Sequence[dg.AssetKey] | None = None) -> Iterator[None]:
     """Run the block as the asset partition's span (when tracing is on), linked to the drain batches
-    recorded on the `inputs`' materialisations of the same partitions; log lines inside carry the
-    run id and the partition."""
+    recorded on the materialisations of the same partitions of `inputs` (default: the asset's
+    upstream assets; only the raw ones carry batches); log lines inside carry the run id and the
+    partition."""
     partition = partition_label(context)
     with observability.log_context(run=context.run.run_id, partition=partition):
         if not observability.tracing_on():
@@ -51,6 +52,8 @@ def partition_span(context: dg.AssetExecutionContext, inputs: Sequence[dg.AssetK
         attributes = {"dagster.run_id": context.run.run_id, "dagster.asset_key": asset}
         if partition is not None:
             attributes["dagster.partition"] = partition
+        if inputs is None:
+            inputs = sorted(context.assets_def.dependency_keys - {context.asset_key}, key=lambda k: k.path)
         links = observability.links(input_traces(context, inputs))
         with observability.tracer(__name__).start_as_current_span(
             f"asset {asset}",

@@ -42,7 +42,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
         window = context.partition_time_window
         totals = {"readings": 0, "rows": 0, "rows_replaced": 0}
         by_window: dict[str, int] = {}
-        with partition_span(context, [raw_asset_key(SensorContract)]), db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             for start, end in chunks(window.start, window.end, settings.agg_chunk_hours):
                 run = recompute_aggregates(conn, windows, start, end)
                 totals["readings"] += run.readings
