@@ -155,8 +155,12 @@ def links(traceparents: Iterable[str | bytes | None], limit: int = MAX_LINKS) ->
     """Links to the distinct valid contexts among `traceparents`, in order of first appearance, at most
     `limit` of them."""
     seen: set[tuple[int, int]] = set()
+    raw: set[str | bytes] = set()  # a batch repeats a hand-over's header many times: parse each once
     out: list[Link] = []
     for value in traceparents:
+        if value is None or value in raw:
+            continue
+        raw.add(value)
         context = parse_traceparent(value)
         if context is None or (context.trace_id, context.span_id) in seen:
             continue
