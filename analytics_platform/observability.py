@@ -316,6 +316,19 @@ def _where(record: logging.LogRecord) -> dict[str, str]:
 _HANDLER_MARK = "_analytics_platform_handler"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is emitted (a test runner swaps it per test; a
+    handler holding the first one would write into a closed capture)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 def setup_logging(
     level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = (), stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -324,7 +337,7 @@ def setup_logging(
     `logging.basicConfig` and uvicorn's defaults add), and leaves others (pytest's capture, Dagster's
     own) in place."""
     redact = Redactor(secrets)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JSONFormatter(redact) if fmt == "json" else TextFormatter(redact))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
