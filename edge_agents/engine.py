@@ -98,6 +98,7 @@ class _Unit:
     atomic: bool
     done: Callable[[SubmitResult], None] | None
     received_at: float
+    traceparent: str | None = None  # the sender's trace context, if it sent one (HTTP `traceparent`)
 
 
 class Engine:
@@ -166,11 +167,13 @@ class Engine:
         atomic: bool = False,
         done: Callable[[SubmitResult], None] | None = None,
         received_at: float | None = None,
+        traceparent: str | None = None,
     ) -> None:
         """Hand payloads in. `done` is called (on the engine thread) once they are durably queued
-        or refused; `atomic` takes all of them or none."""
+        or refused; `atomic` takes all of them or none. `traceparent`: the sender's W3C trace
+        context, which the hand-over's span continues (tracing on)."""
         self.metrics.received.labels(source).inc(len(payloads))
-        unit = _Unit(source, domain, payloads, atomic, done, received_at or time.time())
+        unit = _Unit(source, domain, payloads, atomic, done, received_at or time.time(), traceparent)
         with self._lock:
             self._intake.append(unit)
         self._wake.set()
@@ -385,7 +388,9 @@ class Engine:
             incoming += size
             context = None
             if traced and take:
-                context = telemetry.receive_span(unit.source, unit.domain, len(take), unit.received_at, time.time_ns())
+                context = telemetry.receive_span(
+                    unit.source, unit.domain, len(take), unit.received_at, time.time_ns(), unit.traceparent
+                )
             rows.extend((o.topic, o.key, o.value, unit.received_at, context) for o in take)
             result.accepted = len(take)
         entries = self.queue.append(rows) if rows else []

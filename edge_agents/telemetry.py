@@ -11,11 +11,22 @@ span's context in the queue file and, once sent, as its Kafka `traceparent` head
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
-from opentelemetry.trace import SpanContext, SpanKind, TracerProvider, set_tracer_provider
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TracerProvider,
+    set_span_in_context,
+    set_tracer_provider,
+)
 
 TRACEPARENT = "traceparent"
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _provider: TracerProvider | None = None
 
 
@@ -77,17 +88,38 @@ def tracing_on() -> bool:
     return _provider is not None
 
 
+def _remote_parent(value: str | None) -> Context | None:
+    """The context of a sender's `traceparent` (W3C, version 00), or None for a missing or malformed one
+    (a header is the sender's data: a bad one starts a new trace, it does not refuse the readings)."""
+    if not value:
+        return None
+    match = _TRACEPARENT.match(value.strip().lower())
+    if match is None or not int(match.group(1), 16) or not int(match.group(2), 16):
+        return None
+    remote = SpanContext(
+        int(match.group(1), 16),
+        int(match.group(2), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(match.group(3), 16)),
+    )
+    return set_span_in_context(NonRecordingSpan(remote))
+
+
 def traceparent(context: SpanContext) -> str:
     """The W3C `traceparent` value (version 00) of a span context."""
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def receive_span(source: str, domain: str, messages: int, received_at: float, queued_ns: int) -> str:
-    """Record one hand-over's span (received at `received_at`, durably queued at `queued_ns`) and
-    return the `traceparent` its messages carry."""
+def receive_span(
+    source: str, domain: str, messages: int, received_at: float, queued_ns: int, parent: str | None = None
+) -> str:
+    """Record one hand-over's span (received at `received_at`, durably queued at `queued_ns`; a child of
+    the sender's `parent` context when it sent a valid one) and return the `traceparent` its messages
+    carry."""
     assert _provider is not None
     span = _provider.get_tracer(__name__).start_span(
         f"edge_agent receive {domain}",
+        context=_remote_parent(parent),
         kind=SpanKind.PRODUCER,
         start_time=int(received_at * 1e9),
         attributes={

@@ -36,6 +36,7 @@ from edge_agents.engine import Engine, SubmitResult
 
 WEBHOOK_TOKEN = "T0TRACE/B0TRACE/hookSecretToken77"
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # the caller's own trace (W3C example)
+GATEWAY = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # a device that sent its own context
 
 
 @pytest.fixture
@@ -64,9 +65,9 @@ def log_lines(settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch) -> It
     root.setLevel(level)
 
 
-def send(settings: PlatformSettings, tmp_path: Path, reading: dict) -> None:
-    """One reading through the edge agent's engine (the code path every source hands readings to),
-    until the broker acknowledged it."""
+def send(settings: PlatformSettings, tmp_path: Path, reading: dict, traceparent: str | None = None) -> None:
+    """One reading through the edge agent's engine (the code path every source hands readings to,
+    with the sender's `traceparent` as the HTTP source passes it), until the broker acknowledged it."""
     config = agent_config(
         settings.kafka_brokers,
         settings.kafka_topic_prefix,
@@ -79,7 +80,13 @@ def send(settings: PlatformSettings, tmp_path: Path, reading: dict) -> None:
     try:
         done = threading.Event()
         verdict: list[SubmitResult] = []
-        engine.submit("gateway-http", "sensor", [reading], done=lambda r: (verdict.append(r), done.set()))
+        engine.submit(
+            "gateway-http",
+            "sensor",
+            [reading],
+            done=lambda r: (verdict.append(r), done.set()),
+            traceparent=traceparent,
+        )
         assert done.wait(10)
         assert verdict[0].accepted == 1
         wait_for(lambda: engine.depth == 0, 30, "the broker's acknowledgement")
@@ -120,11 +127,14 @@ def test_one_readings_trace_from_the_edge_agent_to_the_aggregate_run_and_the_api
     }
     # the edge agent's engine (the code path every source hands readings to) sends it to the broker
     topic = domain_topic(settings)
-    send(settings, tmp_path, reading)
+    send(settings, tmp_path, reading, GATEWAY)
     [edge] = by_name(spans.get_finished_spans(), "edge_agent receive sensor")
     assert edge.kind is SpanKind.PRODUCER
     assert edge.attributes["edge.source"] == "gateway-http"
     assert edge.attributes["messaging.batch.message_count"] == 1
+    # the device's trace continues in the agent
+    assert edge.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert edge.parent is not None and edge.parent.span_id == 0x00F067AA0BA902B7
     header = observability.traceparent(edge.context)
 
     # the message on the wire carries the header

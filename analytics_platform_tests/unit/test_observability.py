@@ -260,3 +260,28 @@ def test_links_are_distinct_valid_and_bounded() -> None:
     ]
     many = [f"00-{i + 1:032x}-{i + 1:016x}-01" for i in range(300)]
     assert len(observability.links(many)) == observability.MAX_LINKS == 128
+
+
+def test_the_agents_span_continues_a_senders_trace_and_ignores_a_malformed_one() -> None:
+    exporter = InMemorySpanExporter()
+    sdk = TracerProvider()
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_tracer_provider(sdk)
+    try:
+        sender = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        child = telemetry.receive_span("http", "sensor", 3, 1_764_950_400.0, 1_764_950_400_002_000_000, sender)
+        orphan = telemetry.receive_span("http", "sensor", 1, 1_764_950_400.0, 1_764_950_400_001_000_000, "00-zz-1-01")
+    finally:
+        telemetry.use_tracer_provider(None)
+    first, second = exporter.get_finished_spans()
+    assert child == telemetry.traceparent(first.context) and child.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert first.parent is not None and first.parent.span_id == 0x00F067AA0BA902B7
+    assert (first.start_time, first.end_time) == (1_764_950_400_000_000_000, 1_764_950_400_002_000_000)
+    assert dict(first.attributes) == {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "create",
+        "messaging.batch.message_count": 3,
+        "edge.source": "http",
+        "analytics.domain": "sensor",
+    }
+    assert second.parent is None and orphan == telemetry.traceparent(second.context)
