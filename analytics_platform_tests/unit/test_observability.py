@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +287,60 @@ def test_the_agents_span_continues_a_senders_trace_and_ignores_a_malformed_one()
         "analytics.domain": "sensor",
     }
     assert second.parent is None and orphan == telemetry.traceparent(second.context)
+
+
+_EXPORT = """
+import os, sys
+from analytics_platform import observability
+assert observability.setup_tracing("analytics-test")
+with observability.tracer("t").start_as_current_span("drain sensor batch"):
+    pass
+from opentelemetry import trace
+trace.get_tracer_provider().shutdown()  # flushes the batch processor, as at process exit
+"""
+
+
+def test_the_otlp_exporter_posts_spans_where_the_otel_variables_say() -> None:
+    """The real exporter, configured only by OTEL_* variables, against a collector stand-in on
+    loopback: OTLP/HTTP protobuf on /v1/traces, the service name and resource attributes applied."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _EXPORT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(path, content_type, body)] = received
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource_spans] = request.resource_spans
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "analytics-test"
+    assert resource["deployment.environment"] == "test"
+    assert [s.name for scope in resource_spans.scope_spans for s in scope.spans] == ["drain sensor batch"]
