@@ -177,8 +177,8 @@ class _Batch:
     raw: store.CopyRows
     summary: DrainReport
     oldest_kafka_ts: datetime | None
-    # with tracing on: the messages' `traceparent` headers, and when the batch's span begins (its
-    # first message consumed, in ns since the epoch)
+    # with tracing on: the messages' `traceparent` headers, and when the batch's span begins (the
+    # batch closed and its parsing starts, in ns since the epoch)
     traceparents: list[bytes | None] = field(default_factory=list)
     began_ns: int | None = None
 
