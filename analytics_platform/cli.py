@@ -41,6 +41,7 @@ from pathlib import Path
 
 import psycopg
 
+from analytics_platform import observability
 from analytics_platform.alerts.config import AlertConfigError, load_alert_config, store_mutes
 from analytics_platform.alerts.model import ANY, Mute
 from analytics_platform.api import keys as api_keys
@@ -174,7 +175,7 @@ def _drain(args: argparse.Namespace) -> int:
             "DRAIN_MODE is 'sensor': the Dagster drain sensors read Kafka themselves. Set DRAIN_MODE=service for "
             "this process and for the Dagster code location, so the sensors only report what it commits"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
+    observability.setup_process("analytics-drain", settings)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # dagster-postgres' schema check, at each instance load
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -9,8 +9,10 @@ location then runs with DRAIN_SHARDS_HERE=none.
 
 import dagster as dg
 
+from analytics_platform import observability
 from analytics_platform.defs.ingest.definitions import drain_sensors
 from analytics_platform.defs.resources import build_resources
 from analytics_platform.settings import get_settings
 
+observability.setup_process("analytics-drain-sensors", get_settings())
 defs = dg.Definitions(sensors=drain_sensors(get_settings()), resources=build_resources(get_settings()))

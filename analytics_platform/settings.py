@@ -341,6 +341,18 @@ class PlatformSettings(BaseSettings):
     api_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (e.g. https://dash.example.com); empty = CORS off."
     )
+    # logs and traces (analytics_platform/observability.py; tracing itself is configured by the standard
+    # OTEL_* variables, read by the OpenTelemetry SDK: docs/operations.md, "OpenTelemetry")
+    log_level: str = Field(
+        default="INFO",
+        pattern="(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="Lowest level the platform's processes log.",
+    )
+    log_format: str = Field(
+        default="json",
+        pattern="^(json|text)$",
+        description="json: one JSON object per line (the edge agent's fields); text: a line for a terminal.",
+    )
 
     @field_validator(
         "kafka_topics",

@@ -43,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         for at, source, domain, reason, detail, payload in queue.rejects(args.limit):
             print(f"{at:.3f} {source} {domain or '-'} {reason}: {detail} {payload[:200]!r}")
         return 0
-    from edge_agents import logs
+    from edge_agents import logs, telemetry
     from edge_agents.agent import Agent
 
     logs.setup(config.log_format)
+    try:
+        telemetry.setup(config.agent_id)  # only when OTEL_* variables configure an exporter
+    except ValueError as exc:
+        print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
+        return 2
     try:
         agent = Agent(config)
     except (OSError, ValueError, sqlite3.Error) as exc:

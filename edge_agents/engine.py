@@ -46,6 +46,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from analytics_platform.contracts.base import ContractViolation
+from edge_agents import telemetry
 from edge_agents.backpressure import Backpressure
 from edge_agents.canonical import Canonicalizer
 from edge_agents.config import AgentConfig
@@ -97,6 +98,7 @@ class _Unit:
     atomic: bool
     done: Callable[[SubmitResult], None] | None
     received_at: float
+    traceparent: str | None = None  # the sender's trace context, if it sent one (HTTP `traceparent`)
 
 
 class Engine:
@@ -165,11 +167,13 @@ class Engine:
         atomic: bool = False,
         done: Callable[[SubmitResult], None] | None = None,
         received_at: float | None = None,
+        traceparent: str | None = None,
     ) -> None:
         """Hand payloads in. `done` is called (on the engine thread) once they are durably queued
-        or refused; `atomic` takes all of them or none."""
+        or refused; `atomic` takes all of them or none. `traceparent`: the sender's W3C trace
+        context, which the hand-over's span continues (tracing on)."""
         self.metrics.received.labels(source).inc(len(payloads))
-        unit = _Unit(source, domain, payloads, atomic, done, received_at or time.time())
+        unit = _Unit(source, domain, payloads, atomic, done, received_at or time.time(), traceparent)
         with self._lock:
             self._intake.append(unit)
         self._wake.set()
@@ -359,7 +363,8 @@ class Engine:
                 if verdict is not None:
                     results[ui].rejected.append((pi, *verdict))
                     encoded[ui][pi] = None
-        rows: list[tuple[str, bytes, bytes, float]] = []
+        rows: list[tuple[str, bytes, bytes, float, str | None]] = []
+        traced = telemetry.tracing_on()
         rejects: list[tuple[str, str | None, str, str, bytes | None]] = []
         incoming = 0
         for ui, unit in enumerate(units):
@@ -381,7 +386,12 @@ class Engine:
                 self.metrics.dropped.labels("queue_full_stop_accepting").inc(len(take))
                 continue
             incoming += size
-            rows.extend((o.topic, o.key, o.value, unit.received_at) for o in take)
+            context = None
+            if traced and take:
+                context = telemetry.receive_span(
+                    unit.source, unit.domain, len(take), unit.received_at, time.time_ns(), unit.traceparent
+                )
+            rows.extend((o.topic, o.key, o.value, unit.received_at, context) for o in take)
             result.accepted = len(take)
         entries = self.queue.append(rows) if rows else []
         if rejects:
@@ -445,12 +455,21 @@ class Engine:
         produce = self._producer.produce  # type: ignore[union-attr]
         for i, entry in enumerate(batch):
             try:
-                produce(
-                    entry.topic,
-                    entry.value,
-                    entry.key,
-                    on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
-                )
+                if entry.traceparent is None:
+                    produce(
+                        entry.topic,
+                        entry.value,
+                        entry.key,
+                        on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
+                    )
+                else:  # the reading's trace continues in the drain (analytics_platform/ingest/drain.py)
+                    produce(
+                        entry.topic,
+                        entry.value,
+                        entry.key,
+                        headers=[(telemetry.TRACEPARENT, entry.traceparent)],
+                        on_delivery=partial(self._delivered, entry.seq, entry.enqueued_at),
+                    )
             except BufferError:
                 # librdkafka's own queue is full: give the rest back and try again next step
                 if self._ready_valid:

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line on stderr (or plain text for a terminal)."""
+"""Structured logs: one JSON object per line on stderr (or plain text for a terminal).
+
+The platform's processes write the same fields (analytics_platform/observability.py), so one log
+query covers the gateway and the platform; inside a traced span a line also carries the span's
+`trace_id` and `span_id`, the way from a log line to its trace."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 from datetime import UTC, datetime
 
 import orjson
+from opentelemetry.trace import get_current_span
 
 
 class JSONFormatter(logging.Formatter):
@@ -16,6 +21,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        span = get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = f"{span.trace_id:032x}"
+            entry["span_id"] = f"{span.span_id:016x}"
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS queue (
     key BLOB NOT NULL,
     value BLOB NOT NULL,
     size INTEGER NOT NULL,
-    enqueued_at REAL NOT NULL
+    enqueued_at REAL NOT NULL,
+    traceparent TEXT
 );
 CREATE TABLE IF NOT EXISTS rejects (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -46,6 +47,8 @@ class Entry:
     value: bytes
     size: int
     enqueued_at: float
+    # the W3C trace context the message carries as its `traceparent` header (tracing on), else None
+    traceparent: str | None = None
 
 
 def entry_size(topic: str, key: bytes, value: bytes) -> int:
@@ -64,6 +67,9 @@ class DiskQueue:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(queue)")}
+        if "traceparent" not in columns:  # a queue file written by an agent before tracing
+            self.db.execute("ALTER TABLE queue ADD COLUMN traceparent TEXT")
         count, size = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM queue").fetchone()
         self.count: int = count
         self.bytes: int = size
@@ -71,14 +77,22 @@ class DiskQueue:
 
     # ----- writing --------------------------------------------------------------------------
 
-    def append(self, rows: list[tuple[str, bytes, bytes, float]]) -> list[Entry]:
-        """Write (topic, key, value, received_at) rows in one transaction; returns them numbered."""
+    def append(
+        self, rows: list[tuple[str, bytes, bytes, float]] | list[tuple[str, bytes, bytes, float, str | None]]
+    ) -> list[Entry]:
+        """Write (topic, key, value, received_at[, traceparent]) rows in one transaction; returns them
+        numbered. The trace context is stored with the message, so a message sent after a restart
+        still carries the trace it was received in."""
         if not rows:
             return []
-        sized = [(topic, key, value, entry_size(topic, key, value), at) for topic, key, value, at in rows]
+        sized = [
+            (row[0], row[1], row[2], entry_size(row[0], row[1], row[2]), row[3], row[4] if len(row) > 4 else None)
+            for row in rows
+        ]
         with self._transaction():
             self.db.executemany(
-                "INSERT INTO queue (topic, key, value, size, enqueued_at) VALUES (?, ?, ?, ?, ?)", sized
+                "INSERT INTO queue (topic, key, value, size, enqueued_at, traceparent) VALUES (?, ?, ?, ?, ?, ?)",
+                sized,
             )
             # one writer inside one transaction: AUTOINCREMENT numbers the batch contiguously
             last = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -146,7 +160,8 @@ class DiskQueue:
         return [
             Entry(*row)
             for row in self.db.execute(
-                "SELECT seq, topic, key, value, size, enqueued_at FROM queue WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, key, value, size, enqueued_at, traceparent FROM queue WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (seq, limit),
             )
         ]

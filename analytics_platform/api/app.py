@@ -22,11 +22,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
 
+from analytics_platform import observability
 from analytics_platform.api.auth import KeyCache
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
-from analytics_platform.api.middleware import Compress, MeasureRequests
+from analytics_platform.api.middleware import Compress, MeasureRequests, TraceRequests
 from analytics_platform.api.routes import (
     agg,
     alerts,
@@ -73,6 +74,7 @@ def freeze_startup_objects() -> None:
 
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    observability.setup_process("analytics-api", settings)
     db = Database(settings.api_url())
     write_url = settings.api_write_url()
     writer = Database(write_url, min_size=0, max_size=2) if write_url else None
@@ -169,5 +171,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error; see the API log"}, status_code=500)
 
     app.add_middleware(Compress)
-    app.add_middleware(MeasureRequests, http=http)  # outermost: measures the compression too
+    app.add_middleware(MeasureRequests, http=http)  # measures the compression too
+    if observability.tracing_on():
+        app.add_middleware(TraceRequests)  # outermost: the request's span holds everything else
     return app

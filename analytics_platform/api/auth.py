@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
+from opentelemetry import trace
 
 from analytics_platform.api.errors import invalid
 from analytics_platform.api.keys import Principal, digest, find_principal, key_id_of
@@ -75,9 +76,12 @@ def tenant_scope(principal: Principal, tenant_id: str | None, *, required: bool,
     if principal.tenant_id is not None:
         if tenant_id is not None and tenant_id != principal.tenant_id:
             raise HTTPException(404, f"tenant {tenant_id!r} not found")
+        trace.get_current_span().set_attribute("analytics.tenant", principal.tenant_id)  # a no-op untraced
         return principal.tenant_id
     if tenant_id is None and required:
         raise invalid("tenant_id", "tenant_id is required with an admin key", location=location)
+    if tenant_id is not None:
+        trace.get_current_span().set_attribute("analytics.tenant", tenant_id)
     return tenant_id
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import psycopg
+from opentelemetry.trace import SpanKind
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from analytics_platform import observability
 from analytics_platform.settings import utc_options
 
 
@@ -32,6 +35,55 @@ def _configure(conn: psycopg.Connection) -> None:
     set_json_loads(json_loads, conn)
 
 
+class TracedCursor(psycopg.Cursor):
+    """A child span per SQL statement of a request (the pool's cursors only while tracing is on).
+
+    Plain spans rather than opentelemetry-instrumentation-psycopg: no release of it matches the SDK's
+    1.45.2 line (0.66b2 is not published; 0.66b1 pins an older semantic-conventions than the SDK),
+    and the statement text with its operation is all a request's trace needs. Parameters are sent
+    apart from the text and never recorded."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
+        with self._span(query):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], *, returning: bool = False) -> None:
+        with self._span(query):
+            super().executemany(query, params_seq, returning=returning)
+
+    @contextmanager
+    def copy(self, statement: Any, params: Any = None, *, writer: Any = None) -> Iterator[Any]:
+        with self._span(statement), super().copy(statement, params, writer=writer) as copy:
+            yield copy
+
+    def stream(self, query: Any, params: Any = None, *, binary: bool | None = None, size: int = 1) -> Iterator[Any]:
+        with self._span(query):
+            yield from super().stream(query, params, binary=binary, size=size)
+
+    def _span(self, query: Any) -> Any:
+        if isinstance(query, sql.Composable):
+            text = query.as_string(self)
+        elif isinstance(query, bytes | bytearray | memoryview):
+            text = bytes(query).decode(errors="replace")
+        else:
+            text = str(query)
+        operation = text.lstrip().split(None, 1)[0].upper() if text.strip() else "SQL"
+        return observability.tracer(__name__).start_as_current_span(
+            f"{operation} {self.connection.info.dbname}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system.name": "postgresql",
+                "db.namespace": self.connection.info.dbname,
+                "db.operation.name": operation,
+                "db.query.text": text,
+                "server.address": self.connection.info.host,
+                "server.port": self.connection.info.port,
+            },
+        )
+
+
 class DatabaseDown(RuntimeError):
     """The database cannot serve the request; mapped to 503 with this reason."""
 
@@ -40,13 +92,21 @@ class Database:
     """A small pool, opened lazily so the API starts (and says why it is degraded) without a DB."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0) -> None:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": 5,
+            "options": utc_options(url),
+        }
+        if observability.tracing_on():
+            kwargs["cursor_factory"] = TracedCursor
         self.pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": utc_options(url)},
+            kwargs=kwargs,
             check=ConnectionPool.check_connection,
             configure=_configure,
         )

@@ -11,6 +11,9 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from analytics_platform import observability
 from analytics_platform.api.metrics import HttpMetrics
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +49,51 @@ class MeasureRequests:
             route = getattr(scope.get("route"), "path", None) or "unmatched"  # the router records the match
             self.http.requests.labels(route, scope["method"], str(status)).inc()
             self.http.latency.labels(route, scope["method"]).observe(time.perf_counter() - started)
+
+
+class TraceRequests:
+    """A server span per request, continuing the caller's W3C `traceparent`, named after the route
+    template once the router matched it. `create_app` adds it only while tracing is on, so an API
+    without a collector runs no tracing code per request."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.tracer = observability.tracer("analytics_platform.api")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parent = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                parent = observability.remote_parent(value)
+                break
+        method = scope["method"]
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with self.tracer.start_as_current_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": scope["path"], "url.scheme": scope["scheme"]},
+        ) as span:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
 
 
 COMPRESSIBLE = ("application/json", "text/csv", "text/plain", "text/html", "text/css", "text/javascript")

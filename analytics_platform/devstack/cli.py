@@ -22,6 +22,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from analytics_platform import observability
 from analytics_platform.contracts.errors import ConfigError
 from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.devstack.postgres import EmbeddedPostgres
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop a database left running by a killed demo")
     args = parser.parse_args(argv)
     try:
+        # its own log lines as the processes it starts write theirs (they inherit LOG_* and OTEL_*)
+        observability.setup_process("analytics-devstack", PlatformSettings())
         if args.command == "demo":
             return Demo(args).run()
         if args.command == "up":

@@ -54,7 +54,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from opentelemetry.trace import SpanKind
 
+from analytics_platform import observability
 from analytics_platform.contracts.base import FUTURE_TIME, MESSAGE_SCHEMA, TOO_OLD, ContractConfig, ParsedBatch
 from analytics_platform.contracts.registry import DomainBinding
 from analytics_platform.data_quality.raw_profile import PartitionQuality, profile, range_profile
@@ -68,6 +70,9 @@ log = logging.getLogger(__name__)
 _COLD_FETCH_S = 5.0
 # the consumer-group mirror's own request timeout (its child process; the pass does not wait for it)
 MIRROR_TIMEOUT_S = 5.0
+# the batch span contexts a report keeps per hour: what the spans of the assets computed from the hour
+# link to (the newest ones; a sensor tick's pass may commit hundreds of batches)
+TRACES_PER_HOUR = 16
 
 
 @dataclass
@@ -90,6 +95,8 @@ class DrainReport:
     # partitions this drain owned and read, and those it owned but another drain held (skipped)
     assigned: list[tuple[str, int]] = field(default_factory=list)
     busy: list[tuple[str, int]] = field(default_factory=list)
+    # with tracing on: hour -> the `traceparent` of the batch spans that wrote rows into it
+    traces: dict[datetime, list[str]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -109,6 +116,10 @@ class DrainReport:
             self.partitions[start].merge(quality)
         self.positions.update(other.positions)
         self.offset_resets += other.offset_resets
+        for start, traces in other.traces.items():
+            kept = self.traces.setdefault(start, [])
+            kept.extend(t for t in traces if t not in kept)
+            del kept[:-TRACES_PER_HOUR]
 
     def to_json(self) -> dict:
         """What the drain service stores per micro-batch in analytics.drain_reports, in the batch's
@@ -126,6 +137,7 @@ class DrainReport:
             "partitions": {start.isoformat(): q.to_json() for start, q in self.partitions.items()},
             "positions": [[topic, partition, offset] for (topic, partition), offset in self.positions.items()],
             "offset_resets": [asdict(r) for r in self.offset_resets],
+            "traces": {start.isoformat(): traces for start, traces in self.traces.items()},
         }
 
     @classmethod
@@ -138,6 +150,7 @@ class DrainReport:
         )
         for start, quality in data.get("partitions", {}).items():
             report.partitions[datetime.fromisoformat(start)] = PartitionQuality.from_json(quality)
+        report.traces = {datetime.fromisoformat(start): list(t) for start, t in data.get("traces", {}).items()}
         return report
 
 
@@ -164,6 +177,10 @@ class _Batch:
     raw: store.CopyRows
     summary: DrainReport
     oldest_kafka_ts: datetime | None
+    # with tracing on: the messages' `traceparent` headers, and when the batch's span begins (the
+    # batch closed and its parsing starts, in ns since the epoch)
+    traceparents: list[bytes | None] = field(default_factory=list)
+    began_ns: int | None = None
 
 
 class DrainError(RuntimeError):
@@ -691,6 +708,8 @@ class Drain:
     def _batch(self, messages: list, expected: dict, plan: dict[tuple[str, int], _Partition]) -> _Batch | None:
         if not messages:
             return None
+        traceparents = [_traceparent(m) for m in messages] if observability.tracing_on() else []
+        began_ns = time.time_ns() if traceparents else None
         topics = [m.topic() for m in messages]
         partitions = [m.partition() for m in messages]
         offsets = [m.offset() for m in messages]
@@ -719,7 +738,7 @@ class Drain:
         landing = store.encode_landing(store.landing_frame(frame, parsed))
         raw = store.encode_raw(self.contract, parsed.rows)
         summary = self._account(frame.height, parsed, positions, oldest)  # type: ignore[arg-type]
-        return _Batch(parsed, positions, landing, raw, summary, oldest)  # type: ignore[arg-type]
+        return _Batch(parsed, positions, landing, raw, summary, oldest, traceparents, began_ns)  # type: ignore[arg-type]
 
     def _positions(
         self, messages: list, frame: pl.DataFrame, expected: dict, plan: dict[tuple[str, int], _Partition]
@@ -752,6 +771,35 @@ class Drain:
 
     # ----- writing ------------------------------------------------------------------------
     def _write(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
+        """Commit one batch; with tracing on, inside the batch's span, which links to the traces of
+        its messages (a batch carries the readings of many traces: links, not a parent) and whose
+        context the report keeps for every hour the batch wrote into."""
+        if not observability.tracing_on():
+            self._commit(conn, batch, report)
+            return
+        summary = batch.summary
+        with observability.tracer(__name__).start_as_current_span(
+            f"drain {self.contract.domain} batch",
+            kind=SpanKind.CONSUMER,
+            links=observability.links(batch.traceparents),
+            start_time=batch.began_ns,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self.consumer_name,
+                "messaging.batch.message_count": summary.messages,
+                "analytics.domain": self.contract.domain,
+                "analytics.drain.shard": self.shard,
+                "analytics.drain.rows": summary.rows,
+                "analytics.drain.rejects": summary.rejects,
+            },
+        ):
+            context = observability.current_traceparent()
+            if context is not None:
+                summary.traces = {start: [context] for start in summary.partitions}
+            self._commit(conn, batch, report)
+
+    def _commit(self, conn: psycopg.Connection, batch: _Batch, report: DrainReport) -> None:
         parsed = batch.parsed
         began = time.monotonic()
         summary = batch.summary
@@ -852,6 +900,14 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _traceparent(message) -> bytes | None:
+    """A Kafka message's `traceparent` header (the edge agent's), if it has one."""
+    for name, value in message.headers() or ():
+        if name == observability.TRACEPARENT:
+            return value
+    return None
 
 
 def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:

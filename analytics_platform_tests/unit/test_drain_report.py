@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from analytics_platform.data_quality.raw_profile import PartitionQuality
 from analytics_platform.defs.ingest.sensors import service_report
-from analytics_platform.ingest.drain import DrainReport
+from analytics_platform.ingest.drain import TRACES_PER_HOUR, DrainReport
 from analytics_platform.ingest.store import OffsetReset
 
 H3 = datetime(2025, 8, 20, 3, tzinfo=UTC)
@@ -58,3 +58,27 @@ def test_the_sensor_rate_is_over_the_span_of_the_reported_batches() -> None:
     # 400 messages from the first batch's start (0.5 s before its commit) to the last commit: 2 s
     assert (report.messages, report.elapsed_s, report.rate) == (400, 2.0, 200.0)
     assert service_report([]) is None
+
+
+def test_batch_traces_survive_json_and_merge_per_hour_newest_kept() -> None:
+    """With tracing on each batch names its span per hour; a pass keeps the newest TRACES_PER_HOUR of
+    each hour (what the hour's asset spans link to), each once."""
+    first = batch(1, 1, 0, H3, 1, 0.1)
+    first.traces = {H3: [f"00-{1:032x}-{1:016x}-01"]}
+    assert DrainReport.from_json(json.loads(json.dumps(first.to_json()))) == first
+    total = DrainReport(domain="sensor")
+    for i in range(1, TRACES_PER_HOUR + 3):
+        step = batch(1, 1, 0, H3, i, 0.1)
+        step.traces = {H3: [f"00-{i:032x}-{i:016x}-01"]}
+        total.merge(step)
+    again = batch(1, 1, 0, H3, 50, 0.1)
+    again.traces = {H3: [f"00-{TRACES_PER_HOUR + 2:032x}-{TRACES_PER_HOUR + 2:016x}-01"]}
+    total.merge(again)  # one already kept is not kept twice
+    late = batch(1, 1, 0, H4, 99, 0.1)
+    late.traces = {H4: [f"00-{99:032x}-{99:016x}-01"]}
+    total.merge(late)
+    assert total.traces == {
+        H3: [f"00-{i:032x}-{i:016x}-01" for i in range(3, TRACES_PER_HOUR + 3)],
+        H4: [f"00-{99:032x}-{99:016x}-01"],
+    }
+    assert DrainReport.from_json({"domain": "sensor"}).traces == {}  # a report stored before tracing

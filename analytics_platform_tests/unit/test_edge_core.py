@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +113,33 @@ def test_queue_survives_kill_9(tmp_path: Path) -> None:
     queue = DiskQueue(tmp_path / "q.db")
     assert queue.count == 1000
     assert [e.value for e in queue.read_after(998, 10)] == [b"value-998", b"value-999"]
+
+
+def test_queue_keeps_each_messages_trace_context_and_upgrades_an_older_file(tmp_path: Path) -> None:
+    """A queue file of an agent from before tracing (no traceparent column) opens, its messages read
+    back without a context, and new messages keep theirs until they are sent."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB NOT NULL,"
+        " value BLOB NOT NULL, size INTEGER NOT NULL, enqueued_at REAL NOT NULL);"
+        "INSERT INTO queue (topic, key, value, size, enqueued_at) VALUES ('t', x'6b', x'76', 3, 5.0);"
+    )
+    old.commit()
+    old.close()
+    queue = DiskQueue(path)
+    context = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    added = queue.append([("t", b"k", b"w", 6.0, context), ("t", b"k", b"x", 7.0)])
+    assert [(e.seq, e.traceparent) for e in added] == [(2, context), (3, None)]
+    assert [(e.seq, e.value, e.traceparent) for e in queue.read_after(0, 10)] == [
+        (1, b"v", None),
+        (2, b"w", context),
+        (3, b"x", None),
+    ]
+    queue.close()
+    reopened = DiskQueue(path)
+    assert [e.traceparent for e in reopened.read_after(0, 10)] == [None, context, None]
+    reopened.close()
 
 
 # ----- canonical --------------------------------------------------------------------------------

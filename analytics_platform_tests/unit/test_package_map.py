@@ -18,20 +18,31 @@ from analytics_platform.settings import REPO_ROOT
 ALLOWED: dict[str, set[str]] = {
     "contracts": set(),
     "settings": {"contracts"},
+    "observability": set(),
     "transforms": {"contracts"},
     "data_quality": {"contracts", "transforms", "results"},
-    "ingest": {"contracts", "data_quality", "settings"},
+    "ingest": {"contracts", "data_quality", "observability", "settings"},
     "results": {"contracts", "ingest", "settings", "transforms"},
     "resources": {"settings"},
     "alerts": {"settings", "transforms"},
     "migrations": {"contracts", "ingest", "settings"},
     "ui": set(),
-    "api": {"contracts", "defs", "ingest", "settings", "transforms", "ui"},
-    "defs": {"alerts", "contracts", "data_quality", "ingest", "resources", "results", "settings", "transforms"},
-    "definitions": {"defs", "settings"},
-    "drain_definitions": {"defs", "settings"},
-    "cli": {"alerts", "api", "contracts", "defs", "ingest", "migrations", "results", "settings"},
-    "devstack": {"alerts", "api", "contracts", "ingest", "migrations", "results", "settings"},
+    "api": {"contracts", "defs", "ingest", "observability", "settings", "transforms", "ui"},
+    "defs": {
+        "alerts",
+        "contracts",
+        "data_quality",
+        "ingest",
+        "observability",
+        "resources",
+        "results",
+        "settings",
+        "transforms",
+    },
+    "definitions": {"defs", "observability", "settings"},
+    "drain_definitions": {"defs", "observability", "settings"},
+    "cli": {"alerts", "api", "contracts", "defs", "ingest", "migrations", "observability", "results", "settings"},
+    "devstack": {"alerts", "api", "contracts", "ingest", "migrations", "observability", "results", "settings"},
     "edge_agents": {"contracts"},
 }
 
@@ -41,6 +52,8 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            if node.module == "analytics_platform":  # `from analytics_platform import observability`
+                found.update(f"analytics_platform.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return found

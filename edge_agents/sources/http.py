@@ -179,7 +179,7 @@ class HTTPSource(Source):
                 {"index": i, "reason": reason, "message": message} for i, reason, message, _ in refusal.problems
             ]
             return self._answer(refusal.status, {"detail": problems})
-        result = await self._submit(domain, items)
+        result = await self._submit(domain, items, request.headers.get("traceparent"))
         if result is None:
             return self._answer(
                 503,
@@ -245,8 +245,11 @@ class HTTPSource(Source):
         missing = {f: v for f, v in self._defaults.items() if f not in item}
         return {**missing, **item} if missing else item
 
-    async def _submit(self, domain: str, items: list[dict[str, Any]]) -> SubmitResult | None:
-        """Hand the batch to the engine as one unit and wait until it is on disk or refused."""
+    async def _submit(
+        self, domain: str, items: list[dict[str, Any]], traceparent: str | None = None
+    ) -> SubmitResult | None:
+        """Hand the batch to the engine as one unit and wait until it is on disk or refused; a
+        caller's `traceparent` header makes the reading's trace continue the caller's."""
         loop = asyncio.get_running_loop()
         confirmed: asyncio.Future[SubmitResult] = loop.create_future()
 
@@ -258,7 +261,7 @@ class HTTPSource(Source):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(settle, result)
 
-        self.engine.submit(self.name, domain, items, atomic=True, done=done)
+        self.engine.submit(self.name, domain, items, atomic=True, done=done, traceparent=traceparent)
         try:
             return await asyncio.wait_for(asyncio.shield(confirmed), CONFIRM_TIMEOUT_S)
         except TimeoutError:

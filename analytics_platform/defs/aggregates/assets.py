@@ -13,6 +13,7 @@ from analytics_platform.defs.checks import aggregate_checks, contract_specs
 from analytics_platform.defs.groups import ANALYTICS_GROUP
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.partitions import hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks, recompute_aggregates
 from analytics_platform.settings import PlatformSettings
@@ -41,7 +42,7 @@ def build_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefinition:
         window = context.partition_time_window
         totals = {"readings": 0, "rows": 0, "rows_replaced": 0}
         by_window: dict[str, int] = {}
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             for start, end in chunks(window.start, window.end, settings.agg_chunk_hours):
                 run = recompute_aggregates(conn, windows, start, end)
                 totals["readings"] += run.readings

@@ -19,6 +19,7 @@ from analytics_platform.defs.events import DAILY_EVENT_ROLLUPS
 from analytics_platform.defs.groups import ANALYTICS_GROUP
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.partitions import daily_partitions, hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
 from analytics_platform.results.aggregates import chunks
@@ -110,7 +111,7 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
     def _asset(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         totals = {"inputs": 0, "events": 0, "rollups": 0, "rows_replaced": 0}
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             # hour by hour: each hour is replaced in its own transaction, and each hour's device
             # state comes from the data before it, exactly as when the hour was processed live
             for start, end in chunks(window.start, window.end, 1):

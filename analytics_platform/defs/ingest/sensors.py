@@ -34,6 +34,7 @@ from analytics_platform.defs.checks import checks_config, severity
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.ingest.assets import kafka_landing
 from analytics_platform.defs.partitions import hourly_partitions, partition_key
+from analytics_platform.defs.tracing import TRACEPARENTS
 from analytics_platform.ingest import store
 from analytics_platform.ingest.drain import Drain, DrainError, DrainReport, shard_label
 from analytics_platform.resources import KafkaResource, PostgresResource
@@ -66,8 +67,11 @@ def report_events(
     events: list = []
     waiting = dict(pending)
     for start, quality in sorted(report.partitions.items()):
+        metadata = partition_metadata(quality, report)
+        if report.traces.get(start):  # tracing on: the batch spans the hour's asset spans link to
+            metadata[TRACEPARENTS] = report.traces[start]
         waiting[partition_key(start)] = {
-            "metadata": partition_metadata(quality, report),
+            "metadata": metadata,
             "checks": [
                 {"name": o.name, "passed": o.passed, "metadata": o.metadata, "description": o.description}
                 for o in live_outcomes(binding, quality, settings)
