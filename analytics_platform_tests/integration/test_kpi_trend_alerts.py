@@ -309,8 +309,15 @@ def test_tomorrows_forecast_peak_above_the_contracted_limit_is_told_once_per_fac
         "SELECT fingerprint, state, tenant_id, factory_id, machine_id FROM analytics.alert_conditions "
         "ORDER BY fingerprint"
     ) == [
-        ("peak-cautious:t1/f1/*/peak_demand_kw/2026-03-03", "expired", "t1", "f1", None),
-        ("peak-cautious:t1/f2/*/peak_demand_kw/2026-03-03", "expired", "t1", "f2", None),
+        ("peak-cautious:t1/f1/*/peak_demand_kw/2026-03-03", "resolved", "t1", "f1", None),
+        ("peak-cautious:t1/f2/*/peak_demand_kw/2026-03-03", "resolved", "t1", "f2", None),
         (fingerprint, "resolved", "t1", "f1", None),
+    ]
+    # the expiry closed them without a notification: the log holds the two opens, the resolve and nothing else
+    assert database.query("SELECT rule_name, transition, status FROM analytics.alert_log ORDER BY log_id") == [
+        ("peak-tomorrow", "open", "sent"),
+        ("peak-tomorrow", "resolve", "sent"),
+        ("peak-cautious", "open", "sent"),
+        ("peak-cautious", "open", "sent"),
     ]
     assert len(http.requests) == 4

@@ -97,7 +97,7 @@ def test_k8s_backfill_jobs_only_when_asked() -> None:
                 "sweep_batch_quality",
             ],
         ),
-        "k8s_backfill_energy_daily": ("k8s", ["daily_machine_kpis"]),
+        "k8s_backfill_energy_daily": ("k8s", ["daily_machine_kpis", "energy_forecasts"]),
         "k8s_backfill_energy_hourly": ("k8s", ["hourly_machine_kpis", "reading_anomalies", "series_trends"]),
     }
 
