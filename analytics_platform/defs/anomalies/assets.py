@@ -16,6 +16,7 @@ from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.ingest import raw_asset_keys
 from analytics_platform.defs.kpis import HOURLY_KPIS
 from analytics_platform.defs.partitions import ended_hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import anomalies
 from analytics_platform.results.aggregates import chunks
@@ -78,7 +79,7 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         models: dict = {}  # forests loaded or fitted once per run, reused hour after hour
         profiles: dict = {}  # profiles likewise (one per series and day)
         learning = 0
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             # a day per call: its hours share one read of the trailing aggregates, and memory stays
             # bounded by a day whatever the backfill's length
             for start, end in chunks(window.start, window.end, 24):

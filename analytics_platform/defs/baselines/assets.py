@@ -11,6 +11,7 @@ from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import baseline_checks, contract_specs
 from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.kpis import HOURLY_KPIS
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines
 from analytics_platform.settings import PlatformSettings
@@ -84,7 +85,7 @@ def build_baseline_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
             start, end = datetime.fromisoformat(config.start), datetime.fromisoformat(config.end)
         exclusions = [(datetime.fromisoformat(p.start), datetime.fromisoformat(p.end)) for p in config.exclusions]
         drivers = config.drivers or settings.baseline_drivers
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             outcomes = baselines.train_baselines(
                 conn,
                 start,

@@ -146,7 +146,7 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
     )
     def daily_event_rollups(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             result = events.recompute_days(conn, domains, window.start, window.end)
             checks = daily_rollup_checks(conn, settings, domains, window.start, window.end)
         return dg.MaterializeResult(

@@ -14,6 +14,7 @@ from analytics_platform.defs.events import LAB_WINDOW_AGGREGATES
 from analytics_platform.defs.groups import ANALYTICS_GROUP
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.partitions import hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results.aggregates import chunks
 from analytics_platform.results.lab_series import recompute_lab_aggregates
@@ -43,7 +44,7 @@ def build_lab_window_aggregates(settings: PlatformSettings) -> dg.AssetsDefiniti
     def lab_window_aggregates(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         totals = {"results": 0, "rows": 0, "rows_replaced": 0}
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             # in the sensor aggregates' chunks (AGG_CHUNK_HOURS): a long backfill holds a bounded range
             for start, end in chunks(window.start, window.end, settings.agg_chunk_hours):
                 run = recompute_lab_aggregates(conn, windows, start, end)

@@ -15,6 +15,7 @@ from analytics_platform.defs.forecasts import ENERGY_FORECASTS
 from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.kpis import DAILY_KPIS
 from analytics_platform.defs.partitions import daily_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import forecasts
 from analytics_platform.settings import PlatformSettings
@@ -59,7 +60,7 @@ def build_forecast_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         totals = {"issues": 0, "series": 0, "skipped": 0, "rows": 0, "rows_replaced": 0, "fit_s": 0.0}
         skipped: list[str] = []
         day = timedelta(days=1)
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             issued_at = window.start + day
             while issued_at <= window.end:
                 run = forecasts.recompute_forecasts(conn, issued_at, options)

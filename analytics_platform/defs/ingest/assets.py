@@ -12,6 +12,7 @@ from analytics_platform.defs.checks import raw_checks, raw_specs
 from analytics_platform.defs.groups import INGEST_GROUP
 from analytics_platform.defs.ingest import raw_asset_key
 from analytics_platform.defs.partitions import hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.ingest.catalog import read_catalog
 from analytics_platform.ingest.rederive import merged_quality, rederive_range
 from analytics_platform.resources import PostgresResource
@@ -49,7 +50,7 @@ def build_raw_asset(binding: DomainBinding, settings: PlatformSettings) -> dg.As
     )
     def _raw(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             config = contract_config(settings, read_catalog(conn))
             results = rederive_range(conn, binding, config, window.start, window.end)
             quality = merged_quality(results)

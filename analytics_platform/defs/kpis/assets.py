@@ -28,6 +28,7 @@ from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.ingest import raw_asset_key, raw_asset_keys
 from analytics_platform.defs.kpis import DAILY_KPIS, HOURLY_KPIS
 from analytics_platform.defs.partitions import daily_partitions, ended_hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import baselines, kpis
 from analytics_platform.results.aggregates import chunks
@@ -96,7 +97,7 @@ def build_kpi_assets(settings: PlatformSettings) -> list:
     def hourly_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         totals = {"machines": 0, "readings": 0, "kpi_rows": 0, "rows_replaced": 0}
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             for start, end in chunks(window.start, window.end, settings.agg_chunk_hours):
                 run = kpis.recompute_kpis(
                     conn, fixed_periods("hour", start, end, timedelta(hours=1)), options, lookback=lookback
@@ -126,7 +127,7 @@ def build_kpi_assets(settings: PlatformSettings) -> list:
     def daily_machine_kpis(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         totals = {"days": 0, "shifts": 0, "machines": 0, "kpi_rows": 0, "rows_replaced": 0, "deviations": 0}
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             for start, end in chunks(window.start, window.end, 24):
                 periods = kpis.day_periods(conn, start, end)
                 run = kpis.recompute_kpis(conn, periods, options, lookback=lookback)

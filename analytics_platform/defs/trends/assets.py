@@ -11,6 +11,7 @@ from analytics_platform.defs.checks import contract_specs, trend_checks
 from analytics_platform.defs.groups import ENERGY_GROUP
 from analytics_platform.defs.kpis import HOURLY_KPIS
 from analytics_platform.defs.partitions import ended_hourly_partitions
+from analytics_platform.defs.tracing import partition_span
 from analytics_platform.defs.trends import SERIES_TRENDS
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import trends
@@ -47,7 +48,7 @@ def build_trend_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         window = context.partition_time_window
         hours = int((window.end - window.start) / timedelta(hours=1))
         ends = [window.start + timedelta(hours=h + 1) for h in range(hours)]
-        with db.connect() as conn:
+        with partition_span(context), db.connect() as conn:
             written, replaced = trends.recompute_trends(conn, ends, options)
             checks = trend_checks(conn, settings, window.start, window.end)
         totals = {"window_ends": len(ends), "trend_rows": written, "rows_replaced": replaced}
