@@ -51,11 +51,30 @@ class ExpectationResult:
 
 
 _lock = threading.Lock()
+_context_lock = threading.Lock()
+
+
+def warm_up() -> threading.Thread:
+    """Import GX and build the process's context in a background thread, now.
+
+    Why: an asset that validates its rows after minutes of Polars and database work (a day of
+    window aggregates) otherwise pays the import (~2 s) at the end, on the critical path. The
+    import is Python holding the GIL in bursts, while the asset's own work mostly waits on the
+    database or runs in Polars without it, so the two overlap; `validate` waits for it if needed."""
+    thread = threading.Thread(target=_batch_definition, name="gx-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _batch_definition() -> Any:
+    """The process's ephemeral context, pandas datasource and whole-dataframe batch definition,
+    created once whichever thread asks first (`warm_up` or `validate`)."""
+    with _context_lock:
+        return _new_batch_definition()
 
 
 @cache
-def _batch_definition() -> Any:
-    """The process's ephemeral context, pandas datasource and whole-dataframe batch definition."""
+def _new_batch_definition() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
