@@ -57,10 +57,10 @@ _context_lock = threading.Lock()
 def warm_up() -> threading.Thread:
     """Import GX and build the process's context in a background thread, now.
 
-    Why: an asset that validates its rows after minutes of Polars and database work (a day of
-    window aggregates) otherwise pays the import (~2 s) at the end, on the critical path. The
-    import is Python holding the GIL in bursts, while the asset's own work mostly waits on the
-    database or runs in Polars without it, so the two overlap; `validate` waits for it if needed."""
+    Why: an asset that validates its rows after seconds of Polars and database work (a day of
+    window aggregates) otherwise pays the import (~2.5 s of CPU) at the end, on the critical path.
+    Started while the asset waits for PostgreSQL (its write: one server core busy, the client
+    idle), the import runs on the other core; `validate` waits for it if it is not done."""
     thread = threading.Thread(target=_batch_definition, name="gx-warm-up", daemon=True)
     thread.start()
     return thread
