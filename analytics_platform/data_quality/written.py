@@ -19,7 +19,7 @@ from psycopg import sql
 from analytics_platform.data_quality.raw import SERIES, SERIES_SCHEMA
 from analytics_platform.data_quality.result_contracts import TableContract
 from analytics_platform.results.aggregates import POSTGRES_EPOCH_US
-from analytics_platform.results.frames import binary_array, read_frame
+from analytics_platform.results.frames import read_frame
 from analytics_platform.transforms import spec_quality
 
 COLUMNS_SCHEMA: dict[str, pl.DataType] = {"column_name": pl.String(), "data_type": pl.String()}
@@ -68,43 +68,45 @@ def read_written(
     return (rows.with_columns(missing) if missing else rows), columns
 
 
-# fixed-width PostgreSQL types -> the big-endian element type of their binary array form
-_ELEMENTS = {
-    "timestamp with time zone": ">i8",
-    "double precision": ">f8",
-    "bigint": ">i8",
-    "integer": ">i4",
-    "smallint": ">i2",
+# fixed-width PostgreSQL types -> (their binary send function, its big-endian numpy type)
+_SEND = {
+    "timestamp with time zone": ("timestamptz_send", ">i8"),
+    "double precision": ("float8send", ">f8"),
+    "bigint": ("int8send", ">i8"),
+    "integer": ("int4send", ">i4"),
+    "smallint": ("int2send", ">i2"),
 }
 
 
 def read_written_grouped(
     conn: psycopg.Connection, contract: TableContract, group: Sequence[str], where: str, params: Sequence[object]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`read_written` for a large table whose rows share a few values of the text columns `group`:
-    the same frame (its rows in key order), read as one row per group with every other column as a
-    binary array (`binary_array`) instead of a COPY row per table row.
+    """`read_written` for a table whose rows share a few values of the text columns `group`: the
+    same frame (its rows in key order), read as one row per group with every other column as its
+    values' binary form concatenated (`string_agg(float8send(...))`) instead of a COPY row per row.
 
-    Why: a day of window aggregates is 175,200 rows, and a COPY row costs psycopg ~1 us of Python
-    plus the CSV parse (~1 s for the day); grouped by series it is 100 rows. NULLs travel as a
-    second array of flags (`binary_array` takes NULL-free arrays), so the frame is the one
+    Why: a day of window aggregates is 175,200 rows in 100 series; a COPY row costs psycopg Python
+    and a CSV parse, while a group's column is one bytes value numpy reads as it is. Whether a row's
+    column is NULL travels in one bit mask per row (the value itself as 0), so the frame is the one
     `read_written` gives, NULLs, NaN and every bit of the floats included. A table that drifted
     from its contract in any column this form relies on is read by `read_written`.
     """
     columns = table_columns(conn, contract.table)
     actual = dict(columns.iter_rows())
     present = [name for name in contract.columns if actual.get(name) == contract.columns[name]]
-    arrays = [name for name in present if name not in group]
-    if set(present) != set(contract.columns) or any(contract.columns[name] not in _ELEMENTS for name in arrays):
+    packed = [name for name in present if name not in group]
+    drifted = set(present) != set(contract.columns)
+    if drifted or len(packed) > 62 or any(contract.columns[name] not in _SEND for name in packed):
         return read_written(conn, contract, where, params)
     selected = [sql.Identifier(c) for c in group]
-    for name in arrays:
+    nulls = []
+    for bit, name in enumerate(packed):
         column = sql.Identifier(name)
+        function = sql.Identifier(_SEND[contract.columns[name]][0])
         zero = sql.SQL("'epoch'") if contract.columns[name] == "timestamp with time zone" else sql.SQL("0")
-        selected += [
-            sql.SQL("array_send(array_agg(coalesce({}, {})))").format(column, zero),
-            sql.SQL("array_send(array_agg({} IS NULL))").format(column),
-        ]
+        selected.append(sql.SQL("string_agg({}(coalesce({}, {})), ''::bytea)").format(function, column, zero))
+        nulls.append(sql.SQL("(({} IS NULL)::int::bigint << {})").format(column, sql.Literal(bit)))
+    selected.append(sql.SQL("string_agg(int8send({}), ''::bytea)").format(sql.SQL(" | ").join(nulls)))
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in group)
     query = sql.SQL("SELECT {} FROM {} WHERE {} GROUP BY {}").format(
         sql.SQL(", ").join(selected),
@@ -118,19 +120,21 @@ def read_written_grouped(
     if not rows:
         return pl.DataFrame(schema=schema), columns
     width = len(group)
-    lengths = [len(binary_array(row[width + 1], "u1")) for row in rows]
-    index = pl.Series(np.repeat(np.arange(len(rows), dtype=np.uint32), lengths))
+    # the aggregates of a group see its rows in one order, so a group's columns line up
+    masks = [np.frombuffer(row[-1], ">i8") for row in rows]
+    index = pl.Series(np.repeat(np.arange(len(rows), dtype=np.uint32), [len(m) for m in masks]))
+    mask = np.concatenate(masks)
     keyed = pl.DataFrame([row[:width] for row in rows], schema={c: schema[c] for c in group}, orient="row")
     found: dict[str, pl.Series] = {c: keyed[c].gather(index) for c in group}
-    for number, name in enumerate(arrays):
-        element = _ELEMENTS[contract.columns[name]]
-        values = np.concatenate([binary_array(row[width + 2 * number], element) for row in rows])
-        nulls = np.concatenate([binary_array(row[width + 2 * number + 1], "u1") for row in rows]).astype(bool)
+    for bit, name in enumerate(packed):
+        values = np.frombuffer(b"".join(row[width + bit] for row in rows), _SEND[contract.columns[name]][1])
+        if len(values) != len(mask):
+            raise ValueError(f"{contract.table}.{name}: {len(values)} values for {len(mask)} rows")
         if contract.columns[name] == "timestamp with time zone":
             values = values + POSTGRES_EPOCH_US
-        series = pl.Series(name, values).cast(schema[name])
-        found[name] = series.scatter(np.flatnonzero(nulls), None) if nulls.any() else series
-    # the aggregates of a group see its rows in one order, so the arrays line up; the key orders the rows
+        series = pl.Series(name, values.astype(values.dtype.newbyteorder("="))).cast(schema[name])
+        missing = np.flatnonzero(mask & (1 << bit))
+        found[name] = series.scatter(missing, None) if len(missing) else series
     return pl.DataFrame([found[c] for c in contract.columns]).sort(contract.key), columns
 
 
