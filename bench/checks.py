@@ -7,8 +7,9 @@ one-off Great Expectations import is counted once, as in a run):
   * gx import + context        importing great_expectations and building the ephemeral context
   * raw_sensor_readings checks  read the hour back, the previous hour's series, the GX suites
                                 (values_in_range, units_match, completeness)
-  * sensor_window_aggregates    read the hour's buckets back, the GX suites (schema, keys,
-                                reconciliation, derived ranges)
+  * sensor_window_aggregates    read the hour's buckets back (grouped by series as binary arrays,
+                                as the checks do; beside it, the COPY read they used before), the
+                                GX suites (schema, keys, reconciliation, derived ranges)
   * live range profile          the drain's per-micro-batch values_in_range / units_match counts
                                 for one 20,000-row batch (Polars, no GX)
 
@@ -144,9 +145,24 @@ def measure(url: str, repeat: int) -> dict:
                 "raw: GX suites", raw.sensor_outcomes, rows, previous, limits, config, start=HOUR, end=end, as_of=end
             )
             outcomes.update({f"raw_sensor_readings.{o.name}": o.passed for o in found})
-            aggs, columns = timed(
-                "aggregates: read the buckets", written.read_written, conn, result_contracts.AGG, agg_where, (end, HOUR)
+            copied, _ = timed(
+                "before: read the buckets by COPY",
+                written.read_written,
+                conn,
+                result_contracts.AGG,
+                agg_where,
+                (end, HOUR),
             )
+            aggs, columns = timed(
+                "aggregates: read the buckets",
+                written.read_written_grouped,
+                conn,
+                result_contracts.AGG,
+                result_contracts.SERIES,
+                agg_where,
+                (end, HOUR),
+            )
+            assert aggs.equals(copied.sort(result_contracts.AGG.key), null_equal=True)  # the same frame
             found = timed(
                 "aggregates: GX suites",
                 result_contracts.aggregate_outcomes,

@@ -139,8 +139,8 @@ def aggregate_checks(
     parts = []
     # in the asset's own chunks (AGG_CHUNK_HOURS): bounded memory for a long backfill
     for chunk_start, chunk_end in chunks(start, end, settings.agg_chunk_hours):
-        rows, columns = written.read_written(
-            conn, suites.AGG, "bucket_start < %s AND bucket_end > %s", (chunk_end, chunk_start)
+        rows, columns = written.read_written_grouped(
+            conn, suites.AGG, suites.SERIES, "bucket_start < %s AND bucket_end > %s", (chunk_end, chunk_start)
         )
         found = suites.aggregate_outcomes(rows, columns, limits, ranges, start=chunk_start, end=chunk_end)
         parts.append((partition_key(chunk_start), found))

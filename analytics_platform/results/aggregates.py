@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -210,9 +210,17 @@ def chunks(start: datetime, end: datetime, hours: int) -> Iterator[tuple[datetim
 
 
 def recompute_aggregates(
-    conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    before_write: Callable[[], object] | None = None,
 ) -> AggregateRun:
-    """Recompute the aggregates of the hours [start, end) from raw readings (one transaction)."""
+    """Recompute the aggregates of the hours [start, end) from raw readings (one transaction).
+
+    `before_write` is called once the buckets are computed, just before they are written: the write
+    is PostgreSQL's work on one core, so a caller's own CPU work started then (the asset's checks
+    importing Great Expectations) runs beside it instead of after it or against the transform."""
     run = AggregateRun(start, end)
     read_start, read_end = covering_range(start, end, windows)
     # Every reading committed before this moment is in the buckets written below (each read's
@@ -244,6 +252,8 @@ def recompute_aggregates(
         run.seconds["transform"] += time.perf_counter() - waited
     empty = window_aggregates(pl.LazyFrame(schema=READ_SCHEMA), windows).collect()
     aggregates = pl.concat([empty, *parts])
+    if before_write is not None:
+        before_write()
     began = time.perf_counter()
     run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of)
     run.seconds["write"] = time.perf_counter() - began

@@ -13,6 +13,10 @@ p50/p95 interpolate linearly (`percentile_cont`); first/last are the values at t
 latest time, readings at the same instant ordered by value (first takes the smaller, last the
 larger), so the result never depends on the order rows arrived in.
 
+A window that is a multiple of a finer one takes its count, min, max, first and last from the
+finer buckets (`from_finer`: exact, and cheaper than from the readings); its sum, mean, stddev
+and percentiles always come from the readings.
+
 Grouping on an integer bucket (epoch microseconds floored to the window) was measured against
 `group_by_dynamic` and is the faster of the two (2.9 s vs 7.3 s for 10M readings; see
 docs/benchmarks.md). Series keys may be String or Categorical (the asset reads Categorical).
@@ -89,6 +93,37 @@ def moment_aggs() -> list[pl.Expr]:
     ]
 
 
+# the statistics of a bucket whose float result depends on the order of its terms: always summed
+# from the readings (in canonical_order), never from finer buckets
+ORDERED_MOMENTS = ("sum_v", "avg_v", "stddev_v")
+
+
+def from_finer(finer: pl.LazyFrame, window_s: int, series_key: Sequence[str] = SERIES_KEY) -> pl.LazyFrame:
+    """count, min, max, first and last of the `window_s` buckets, from the buckets of a finer
+    window that divides it (with their `first_t` / `last_t`).
+
+    Why: these are an integer sum and picks of one reading's value, so they come out bit for bit
+    as from the readings, and the finer buckets are ~70x fewer rows than the readings; first/last
+    (a filter inside each group) were the costliest statistics of a coarse window. Epoch-aligned
+    buckets of a divisor tile the coarse bucket exactly, and their time ranges are disjoint, so the
+    finer bucket with the earliest `first_t` holds the coarse bucket's first reading (ties at one
+    instant were settled inside it) and the one with the latest `last_t` its last."""
+    micros = window_s * 1_000_000
+    return (
+        finer.with_columns(bucket_start=(pl.col("bucket_start").dt.epoch("us") // micros * micros).cast(TIME))
+        .group_by(*series_key, "bucket_start")
+        .agg(
+            count_n=pl.col("count_n").sum(),
+            min_v=pl.col("min_v").min(),
+            max_v=pl.col("max_v").max(),
+            first_v=pl.col("first_v").get(pl.col("first_t").arg_min()),
+            last_v=pl.col("last_v").get(pl.col("last_t").arg_max()),
+            first_t=pl.col("first_t").min(),
+            last_t=pl.col("last_t").max(),
+        )
+    )
+
+
 def window_aggregates(
     readings: pl.LazyFrame,
     windows: Sequence[int],
@@ -111,23 +146,34 @@ def window_aggregates(
     # filter inside the group), which measured ~30 % faster than sorting 10M rows up front.
     ordered = readings.select("time", *series_key, "value")
     frames = []
+    computed: dict[int, pl.LazyFrame] = {}  # window -> its buckets, with the times of first and last
     for window_s in sorted(set(windows)):
         if window_s <= 0:
             raise ValueError(f"window must be a positive number of seconds, got {window_s}")
-        frame = (
-            ordered.with_columns(bucket_start=bucket_expr(window_s))
-            .group_by(*series_key, "bucket_start")
-            .agg(
+        grouped = ordered.with_columns(bucket_start=bucket_expr(window_s)).group_by(*series_key, "bucket_start")
+        finer = next((w for w in sorted(computed, reverse=True) if window_s % w == 0), None)
+        if finer is None:
+            frame = grouped.agg(
                 *moment_aggs(),
                 first_v=pl.col("value").filter(pl.col("time") == pl.col("time").min()).min(),
                 last_v=pl.col("value").filter(pl.col("time") == pl.col("time").max()).max(),
                 p50_v=pl.col("value").quantile(0.5, "linear"),
                 p95_v=pl.col("value").quantile(0.95, "linear"),
+                first_t=pl.col("time").min(),
+                last_t=pl.col("time").max(),
             )
-            .with_columns(
-                bucket_end=pl.col("bucket_start") + pl.duration(seconds=window_s),
-                window_s=pl.lit(window_s, pl.Int32),
+        else:
+            frame = grouped.agg(
+                *(e for e in moment_aggs() if e.meta.output_name() in ORDERED_MOMENTS),
+                p50_v=pl.col("value").quantile(0.5, "linear"),
+                p95_v=pl.col("value").quantile(0.95, "linear"),
+            ).join(
+                from_finer(computed[finer], window_s, series_key), on=[*series_key, "bucket_start"], nulls_equal=True
             )
+        computed[window_s] = frame = frame.cache()  # one aggregation, for its output and the coarser windows
+        frame = frame.with_columns(
+            bucket_end=pl.col("bucket_start") + pl.duration(seconds=window_s),
+            window_s=pl.lit(window_s, pl.Int32),
         )
         if start is not None and end is not None:
             frame = frame.filter((pl.col("bucket_start") < end) & (pl.col("bucket_end") > start))

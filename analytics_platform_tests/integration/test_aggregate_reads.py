@@ -12,7 +12,7 @@ import polars as pl
 import psycopg
 import pytest
 
-from analytics_platform.results.aggregates import READ_SCHEMA, iter_readings, read_readings
+from analytics_platform.results.aggregates import READ_SCHEMA, iter_readings, read_readings, recompute_aggregates
 from analytics_platform.results.frames import binary_array
 from analytics_platform.transforms.window_aggregates import SERIES_KEY
 from analytics_platform_tests.support.api import insert
@@ -101,3 +101,22 @@ def test_a_connection_inside_a_transaction_reads_what_it_wrote(database: Databas
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] != "0"
         conn.rollback()
         same_rows(read_readings(conn, START, END), expected(ROWS[:3]))
+
+
+def test_before_write_runs_once_after_the_transform_and_before_the_buckets_are_written(
+    database: DatabaseHandle,
+) -> None:
+    """The asset starts its checks' Great Expectations import there, beside the write: once per
+    recompute, when the old buckets are still what readers see."""
+    # not the 1e308 reading: the day rollup of the 3600 s buckets would overflow squaring it
+    insert(database, "raw_sensor_readings", [reading(t, s, v, o) for t, s, v, o in ROWS[:4]])
+    seen: list[int] = []
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+
+        def before_write() -> None:
+            seen.append(database.scalar("SELECT count(*) FROM analytics.analytics_agg"))
+
+        run = recompute_aggregates(conn, [60, 3600], START, END, before_write=before_write)
+    assert seen == [0]
+    # minutes 23:10, 23:30, 23:59 and 00:00; hours 23:00 of both series and 00:00 of s1
+    assert run.rows == database.scalar("SELECT count(*) FROM analytics.analytics_agg") == 7

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from analytics_platform.contracts.catalog import LIMITS_SCHEMA, PACKAGED_CATALOG
-from analytics_platform.data_quality import raw, result_contracts
+from analytics_platform.data_quality import raw, result_contracts, validation
 from analytics_platform.data_quality.config import (
     ChecksConfig,
     Completeness,
@@ -654,6 +654,15 @@ def test_a_range_judged_hour_by_hour_is_one_outcome_naming_the_failing_hours() -
     }
     assert list(outcome.metadata["failing_windows"]) == ["2025-08-20-03:00"]
     assert merge_windows(hours[:1]) == hours[0][1]  # one window: as it is
+
+
+def test_warming_up_in_threads_builds_one_context_and_the_suites_judge_as_before() -> None:
+    threads = [validation.warm_up() for _ in range(3)]
+    first = validation._batch_definition()  # asked while the threads may still be building it
+    for thread in threads:
+        thread.join()
+    assert validation._batch_definition() is first
+    assert aggregate_outcomes([*CLEAN_AGG, agg(60, 1, 2)])["unique_keys"].metadata["unexpected"] == 2
 
 
 def test_the_live_profile_judges_every_value_of_a_sweep_batch_per_hour() -> None:

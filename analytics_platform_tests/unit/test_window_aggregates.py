@@ -4,6 +4,7 @@ the PostgreSQL conventions (stddev_samp, percentile_cont, first/last ordered by 
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -228,14 +229,46 @@ def test_percentiles_of_two_values() -> None:
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_first_and_last_with_ties_at_the_same_instant(reverse: bool) -> None:
+@pytest.mark.parametrize("windows", [[3600], [60, 300, 3600]])  # the hour from the readings, or from finer buckets
+def test_first_and_last_with_ties_at_the_same_instant(reverse: bool, windows: list[int]) -> None:
     """The earliest instant 03:10 has 5 and 3: first is the smaller, 3. The latest instant 03:30 has
     7 and 8: last is the larger, 8. The arrival order of the rows does not matter."""
     rows = [(at(H3, 10), 5.0), (at(H3, 10), 3.0), (at(H3, 20), 9.0), (at(H3, 30), 8.0), (at(H3, 30), 7.0)]
     if reverse:
         rows.reverse()
-    result = aggregate(readings(*rows), [3600])
+    result = aggregate(readings(*rows), windows).filter(pl.col("window_s") == 3600)
     assert result.select("count_n", "first_v", "last_v", "min_v", "max_v").rows() == [(5, 3.0, 8.0, 3.0, 9.0)]
+
+
+def float_bits(frame: pl.DataFrame) -> list[tuple]:
+    """The rows with every float as its 64 bits (-0.0 and 0.0 told apart)."""
+    return frame.with_columns(
+        pl.col(c).map_elements(lambda v: struct.unpack("<q", struct.pack("<d", v))[0], return_dtype=pl.Int64)
+        for c, dtype in frame.schema.items()
+        if dtype == pl.Float64
+    ).rows()
+
+
+def test_a_window_computed_with_finer_ones_is_bit_for_bit_the_window_computed_alone() -> None:
+    """Count, min, max, first and last of a window that a finer one divides come from the finer
+    buckets: over 2,000 readings of three series with ties at one instant (across 60 s edges too),
+    on and off every edge, each window must equal the same window computed from the readings alone."""
+    rows = []
+    for n in range(2000):
+        moment = at(H3, micros=(n * 7_919_993) % 7_500_000_000 // 1000 * 1000)  # 03:00..05:05, ms steps
+        series = (*SERIES[:3], f"s{n % 3}", "temp")
+        value = ((n * 7919) % 1013 - 500) / 7.0
+        rows.append((moment, *series, value))
+        if n % 97 == 0:  # another reading at the same instant, either side of the first
+            rows.append((moment, *series, value + (1.0 if n % 2 else -1.0)))
+    rows.append((H4, *SERIES, 1.0))  # on every edge
+    frame = pl.DataFrame(rows, schema=READING_SCHEMA, orient="row").sort("value").lazy()
+    windows = [60, 300, 420, 900, 3600, 7200]
+    together = aggregate(frame, windows, start=H3, end=H5)
+    for window_s in windows:
+        alone = aggregate(frame, [window_s], start=H3, end=H5)
+        assert alone.height > 0
+        assert float_bits(together.filter(pl.col("window_s") == window_s)) == float_bits(alone)
 
 
 def test_first_and_last_follow_time_not_arrival_order() -> None:
