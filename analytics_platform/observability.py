@@ -329,6 +329,9 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+QUIET_LIBRARIES = ("great_expectations",)
+
+
 def setup_logging(
     level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = (), stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -346,6 +349,10 @@ def setup_logging(
     ]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # libraries that narrate their own start-up at INFO (Great Expectations registers every
+    # decorated function and expectation: ~30 lines per process) speak from WARNING unless debugging
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
     return handler
 
 

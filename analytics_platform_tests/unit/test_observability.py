@@ -171,6 +171,23 @@ def test_setup_logging_replaces_its_own_handler_and_keeps_others(restore_logging
     assert root.level == logging.WARNING
 
 
+def test_great_expectations_start_up_chatter_stays_out_of_info_logs(restore_logging: None) -> None:
+    """GX logs each decorated function and metric it registers at INFO (~30 lines per process):
+    below WARNING only when LOG_LEVEL is debug; the platform's own INFO lines still pass."""
+    stream = io.StringIO()
+    observability.setup_logging("INFO", "text", stream=stream)
+    logging.getLogger("great_expectations._docs_decorators").info("Skipping registering function get_context")
+    logging.getLogger("great_expectations.expectations.registry").warning("a real problem")
+    logging.getLogger("analytics_platform.test").info("ours")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "a real problem" in lines[0] and "ours" in lines[1]
+    debug = io.StringIO()
+    observability.setup_logging("DEBUG", "text", stream=debug)
+    logging.getLogger("great_expectations._docs_decorators").info("Skipping registering function get_context")
+    assert "Skipping registering function get_context" in debug.getvalue()
+    logging.getLogger("great_expectations").setLevel(logging.NOTSET)
+
+
 def test_log_settings_are_validated() -> None:
     assert PlatformSettings(log_level="debug", log_format="text").log_format == "text"
     with pytest.raises(ValueError, match="log_format"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+from abc import abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,16 +154,35 @@ def _reading(fields: dict[str, str], metric: str, value: float, ts: datetime, so
     )
 
 
-class MQTTSource(Source):
-    config: MQTTConfig
+class PahoSource(Source):
+    """A source on one paho-mqtt client, the MQTT and the Sparkplug B sources alike: a persistent
+    session (fixed client id, clean_session off), QoS 1 acknowledged manually once queued, reconnects
+    with back-off (one line while the broker is unreachable), and `when_slow: pause` disconnecting
+    until the engine catches up. Subclasses name their subscriptions and read the messages; the hooks
+    `_prepare` (before each connect), `_announce` (after subscribing) and `_leaving` (before a
+    disconnect we ask for) are where Sparkplug's primary-host STATE goes."""
 
-    def __init__(self, config: MQTTConfig, engine: Engine) -> None:
+    kind = "mqtt"  # the first word of the source's log lines
+    pause_note = "disconnected; the broker keeps the session's messages"
+
+    def __init__(self, config: Any, engine: Engine) -> None:
         super().__init__(config, engine)
-        self.mapper = TopicMapper(config.mappings)
-        self.defaults = config.identity.model_dump()
         self._paused = False
         self._unreachable_logged = False
         self.client = self._client()
+
+    @abstractmethod
+    def topics(self) -> list[tuple[str, int]]:
+        """(filter, QoS) of each subscription."""
+
+    def _prepare(self, client: mqtt.Client) -> None:
+        """Before each connect (the first and each resume)."""
+
+    def _announce(self, client: mqtt.Client) -> None:
+        """Once connected and subscribed."""
+
+    def _leaving(self) -> None:
+        """Before a disconnect the source asks for (pause, shutdown)."""
 
     def _client(self) -> mqtt.Client:
         config = self.config
@@ -182,6 +203,7 @@ class MQTTSource(Source):
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
             client.tls_insecure_set(config.tls.insecure)
+        self._prepare(client)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -190,11 +212,9 @@ class MQTTSource(Source):
         return client
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        client = self.client
-        client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
-        client.loop_start()
+        self._loop = asyncio.get_running_loop()
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self.client.loop_start()
         try:
             while not await sleep_or_stop(stop, 0.1):
                 wanted_pause = self.slow and self.config.when_slow == "pause"
@@ -205,37 +225,50 @@ class MQTTSource(Source):
 
     def _pause(self) -> None:
         self._paused = True
-        self.log.info("mqtt %s: pausing (disconnected; the broker keeps the session's messages)", self.name)
+        self.log.info("%s %s: pausing (%s)", self.kind, self.name, self.pause_note)
+        self._leaving()
         self.client.disconnect()
         self.client.loop_stop()
 
     def _resume(self) -> None:
         self._paused = False
-        self.log.info("mqtt %s: resuming", self.name)
+        self.log.info("%s %s: resuming", self.kind, self.name)
+        self._prepare(self.client)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self.client.loop_start()
 
     def _shutdown(self) -> None:
         self._paused = True  # a disconnect we asked for
+        self._leaving()
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _shed(self, ack: Callable[[], None]) -> bool:
+        """`when_slow: shed` while the engine is slow: the message is counted as dropped and acknowledged."""
+        if self.slow and self.config.when_slow == "shed":
+            self.engine.metrics.dropped.labels("shed").inc()
+            ack()
+            return True
+        return False
 
     # ----- paho callbacks (paho's network thread) ---------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self.log.warning("mqtt %s: connection refused: %s", self.name, reason)
+            self.log.warning("%s %s: connection refused: %s", self.kind, self.name, reason)
             return
         self._unreachable_logged = False
-        client.subscribe([(TopicMapper.subscription(m), self.config.qos) for m in self.config.mappings])
-        self.log.info("mqtt %s: connected to %s:%d", self.name, self.config.host, self.config.port)
+        client.subscribe(self.topics())
+        self._announce(client)
+        self.log.info("%s %s: connected to %s:%d", self.kind, self.name, self.config.host, self.config.port)
         self._loop.call_soon_threadsafe(self.set_connected, True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         if not self._unreachable_logged:
             self._unreachable_logged = True
             self.log.warning(
-                "mqtt %s: broker %s:%d unreachable: start it or fix host/port; retrying",
+                "%s %s: broker %s:%d unreachable: start it or fix host/port; retrying",
+                self.kind,
                 self.name,
                 self.config.host,
                 self.config.port,
@@ -245,7 +278,23 @@ class MQTTSource(Source):
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._loop.call_soon_threadsafe(self.set_connected, False)
         if not self._paused:
-            self.log.warning("mqtt %s: disconnected (%s); reconnecting", self.name, reason)
+            self.log.warning("%s %s: disconnected (%s); reconnecting", self.kind, self.name, reason)
+
+    @abstractmethod
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Read one message and hand it to the engine, acknowledging it once queued (paho's thread)."""
+
+
+class MQTTSource(PahoSource):
+    config: MQTTConfig
+
+    def __init__(self, config: MQTTConfig, engine: Engine) -> None:
+        self.mapper = TopicMapper(config.mappings)
+        self.defaults = config.identity.model_dump()
+        super().__init__(config, engine)
+
+    def topics(self) -> list[tuple[str, int]]:
+        return [(TopicMapper.subscription(m), self.config.qos) for m in self.config.mappings]
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         mid, qos = message.mid, message.qos
@@ -254,9 +303,7 @@ class MQTTSource(Source):
             if qos:
                 client.ack(mid, qos)
 
-        if self.slow and self.config.when_slow == "shed":
-            self.engine.metrics.dropped.labels("shed").inc()
-            ack()
+        if self._shed(ack):
             return
         matched = self.mapper.match(message.topic)
         if matched is None:  # a broker can deliver overlapping subscriptions' topics we do not map

@@ -26,9 +26,7 @@ application (its retained STATE tells edge nodes when to send births and when to
 
 from __future__ import annotations
 
-import asyncio
 import math
-import ssl
 import struct
 import threading
 import time
@@ -47,7 +45,8 @@ from prometheus_client import CollectorRegistry, Counter
 from edge_agents.config import IDENTITY_FIELDS, Identity, SparkplugMetric, SparkplugNode
 from edge_agents.config import SparkplugSource as SparkplugConfig
 from edge_agents.engine import Engine, SubmitResult
-from edge_agents.sources.base import Source, sensor_payload, sleep_or_stop
+from edge_agents.sources.base import sensor_payload
+from edge_agents.sources.mqtt import PahoSource
 from edge_agents.sources.sparkplug_b_pb2 import Payload
 
 NAMESPACE = "spBv1.0"
@@ -513,17 +512,16 @@ _METRICS_LOCK = threading.Lock()
 # ----- the MQTT side -------------------------------------------------------------------------------
 
 
-class SparkplugSource(Source):
+class SparkplugSource(PahoSource):
     config: SparkplugConfig
+    kind = "sparkplug"
+    pause_note = "disconnected"
 
     def __init__(self, config: SparkplugConfig, engine: Engine) -> None:
-        super().__init__(config, engine)
         self.state = SparkplugState(config)
         self.counters = SparkplugMetrics.of(engine.metrics.registry)
-        self._paused = False
-        self._unreachable_logged = False
         self._state_ms = _now_ms()
-        self.client = self._client()
+        super().__init__(config, engine)
 
     def subscriptions(self) -> list[str]:
         """The MQTT filters: each listed edge node, each whole group with an identity, host STATEs."""
@@ -538,53 +536,24 @@ class SparkplugSource(Source):
             found.append(f"{NAMESPACE}/STATE/+")
         return found
 
-    def _client(self) -> mqtt.Client:
-        config = self.config
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or f"{self.engine.config.agent_id}-{config.name}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        if config.username:
-            client.username_pw_set(config.username, config.password)
-        if config.tls:
-            client.tls_set(
-                ca_certs=config.tls.ca_file,
-                certfile=config.tls.cert_file,
-                keyfile=config.tls.key_file,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            client.tls_insecure_set(config.tls.insecure)
-        self._set_will(client)
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_message = self._on_message
-        return client
+    def topics(self) -> list[tuple[str, int]]:
+        return [(topic, 1) for topic in self.subscriptions()]
 
-    def _set_will(self, client: mqtt.Client) -> None:
+    def _prepare(self, client: mqtt.Client) -> None:
         """As primary host: the broker announces us offline if we vanish (3.0: the will's timestamp
-        is the online STATE's)."""
+        is the online STATE's, renewed at each connect)."""
         if self.config.primary_host_id:
+            self._state_ms = _now_ms()
             topic = f"{NAMESPACE}/STATE/{self.config.primary_host_id}"
             client.will_set(topic, state_payload(False, self._state_ms), qos=1, retain=True)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
-        self.client.loop_start()
-        try:
-            while not await sleep_or_stop(stop, 0.1):
-                wanted_pause = self.slow and self.config.when_slow == "pause"
-                if wanted_pause != self._paused:
-                    await asyncio.to_thread(self._pause if wanted_pause else self._resume)
-        finally:
-            await asyncio.to_thread(self._shutdown)
+    def _announce(self, client: mqtt.Client) -> None:
+        """After subscribing, so births that answer the online STATE find us listening."""
+        if self.config.primary_host_id:
+            topic = f"{NAMESPACE}/STATE/{self.config.primary_host_id}"
+            client.publish(topic, state_payload(True, self._state_ms), qos=1, retain=True)
 
-    def _offline(self) -> None:
+    def _leaving(self) -> None:
         """As primary host, say we are leaving: edge nodes keep their data as historical until we
         are back (Sparkplug's store-and-forward at the edge)."""
         if self.config.primary_host_id and self.client.is_connected():
@@ -595,56 +564,7 @@ class SparkplugSource(Source):
             except (RuntimeError, ValueError):  # the connection went in between: the will says it
                 self.log.info("sparkplug %s: STATE offline not confirmed; the broker's will says it", self.name)
 
-    def _pause(self) -> None:
-        self._paused = True
-        self.log.info("sparkplug %s: pausing (disconnected)", self.name)
-        self._offline()
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def _resume(self) -> None:
-        self._paused = False
-        self.log.info("sparkplug %s: resuming", self.name)
-        self._state_ms = _now_ms()
-        self._set_will(self.client)
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
-        self.client.loop_start()
-
-    def _shutdown(self) -> None:
-        self._paused = True
-        self._offline()
-        self.client.disconnect()
-        self.client.loop_stop()
-
     # ----- paho callbacks (paho's network thread) --------------------------------------------
-
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if reason.is_failure:
-            self.log.warning("sparkplug %s: connection refused: %s", self.name, reason)
-            return
-        self._unreachable_logged = False
-        client.subscribe([(topic, 1) for topic in self.subscriptions()])
-        if self.config.primary_host_id:  # after subscribing: births that answer it find us listening
-            topic = f"{NAMESPACE}/STATE/{self.config.primary_host_id}"
-            client.publish(topic, state_payload(True, self._state_ms), qos=1, retain=True)
-        self.log.info("sparkplug %s: connected to %s:%d", self.name, self.config.host, self.config.port)
-        self._loop.call_soon_threadsafe(self.set_connected, True)
-
-    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        if not self._unreachable_logged:
-            self._unreachable_logged = True
-            self.log.warning(
-                "sparkplug %s: broker %s:%d unreachable: start it or fix host/port; retrying",
-                self.name,
-                self.config.host,
-                self.config.port,
-            )
-        self._loop.call_soon_threadsafe(self.set_connected, False)
-
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        self._loop.call_soon_threadsafe(self.set_connected, False)
-        if not self._paused:
-            self.log.warning("sparkplug %s: disconnected (%s); reconnecting", self.name, reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         mid, qos = message.mid, message.qos
@@ -653,9 +573,7 @@ class SparkplugSource(Source):
             if qos:
                 client.ack(mid, qos)
 
-        if self.slow and self.config.when_slow == "shed":
-            self.engine.metrics.dropped.labels("shed").inc()
-            ack()
+        if self._shed(ack):
             return
         self.counters.messages.labels(self.name, message_type(message.topic)).inc()
         try:
