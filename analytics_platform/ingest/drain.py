@@ -447,10 +447,9 @@ class Drain:
             checkpoint = stored.get((topic, partition))
             current_id = topic_ids.get(topic)
             part = _Partition(topic, partition, checkpoint, current_id, OFFSET_BEGINNING)
-            with contextlib.suppress(KafkaException):  # unknown: the checks that need them wait a pass
-                part.low, part.high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self._left(5), cached=False
-                )
+            marks = self._watermarks(consumer, TopicPartition(topic, partition))
+            if marks is not None:  # unknown: the checks that need them wait a pass
+                part.low, part.high = marks
             plan[(topic, partition)] = part
             if checkpoint is None:
                 part.start = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
@@ -523,6 +522,14 @@ class Drain:
         part.verify_offset = part.verify_digest = None
         part.stored = store.Checkpoint(resumed_at, part.topic_id, None, None, 0)
 
+    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int] | None:
+        """The partition's (low, high) watermarks, or None when the broker did not say in time
+        (confluent-kafka returns None on a timeout and raises on an error)."""
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=self._left(5), cached=False)
+        except KafkaException:
+            return None
+
     def _loop(
         self,
         consumer: Consumer,
@@ -537,7 +544,14 @@ class Drain:
 
         def behind() -> bool:
             waiting = any(p.verify_offset is not None and not p.seen for p in plan.values())
-            return waiting or any(expected.get(tp, 0) < end for tp, end in floors.items() if not plan[tp].paused)
+            # a partition whose watermarks the broker did not give is not known to be caught up: polled
+            # until a cold fetch's time brings nothing, not dropped at the first short fetch
+            unknown = any(p.high is None and p.start != OFFSET_END and not p.paused for p in plan.values())
+            return (
+                waiting
+                or unknown
+                or any(expected.get(tp, 0) < end for tp, end in floors.items() if not plan[tp].paused)
+            )
 
         held: list = []  # the admitted messages of the batch being gathered
         opened = 0.0  # when the consume call that brought its first message began

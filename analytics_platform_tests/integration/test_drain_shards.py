@@ -113,6 +113,26 @@ def test_two_shards_then_three_read_every_message_exactly_once(
     assert database.scalar("SELECT count(*) FROM analytics.rejected_message") == 0
 
 
+class SilentWatermarks(Drain):
+    """The drain on a broker that does not answer the watermark query in time (a loaded broker:
+    confluent-kafka returns None on a timeout, raises on an error)."""
+
+    def _watermarks(self, consumer, tp):  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_a_pass_whose_watermark_queries_go_unanswered_still_reads_what_is_there(
+    sharded: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """Unknown high watermarks are not "nothing to read": the pass keeps consuming until the broker
+    has given nothing for a cold fetch's time, so a loaded broker delays no message by a pass."""
+    produce_round(sharded, 0, 10)
+    report = domain_drain(sharded, cls=SilentWatermarks, batch_size=50).run(60)
+    assert report.messages == PARTITIONS * 10
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 10)
+    assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == PARTITIONS * 10
+
+
 def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettings, database: DatabaseHandle) -> None:
     """Old shard 1-of-2 (partitions 1, 3, 5) is mid-commit when new shard 0-of-3 (0, 3) starts:
     partition 3 is held, so the new shard skips it, and reads it on its next pass from exactly
