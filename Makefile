@@ -40,9 +40,9 @@ demo: $(STAMP) ui-assets
 ## not xdist's default of most tests first (that left the few-but-long modules, a pip install, a scripted
 ## outage, the demo, for the end, one worker busy and the other idle).
 ## TEST_WORKERS=0 runs it in one process. Two by default: three finish sooner on the 2-core machine (2,122
-## tests in 454 s, docs/benchmarks.md "Test suite") but starve the broker enough that a drain's 5 s cold
-## fetch came back empty once in CI. Tests marked `alone` (fault tests whose broker kills race their own
-## waits when another worker takes a core) run afterwards, in one process.
+## tests in 454 s, docs/benchmarks.md "Test suite"), but once in CI a drain test read nothing in a pass with
+## three brokers and three PostgreSQL servers on the 2 cores. Tests marked `alone` (fault tests whose broker
+## kills race their own waits when another worker takes a core) run afterwards, in one process.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) ui-assets mosquitto chromium promtool compose
