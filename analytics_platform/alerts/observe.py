@@ -540,7 +540,8 @@ def forecast_peaks(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
     same day that falls back under the limit resolves it; once that day is no longer the one
     looked at, its condition expires without a message."""
     p = _params(rule)
-    day = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=int(p["days_ahead"]))
+    today = now.astimezone(UTC)
+    day = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=int(p["days_ahead"]))
     tenant, args = _tenant_clause(rule)
     machines = "machine_id = '*'" if p["scope"] == "factory" else "machine_id <> '*'"
     rows = conn.execute(
