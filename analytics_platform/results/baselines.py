@@ -65,13 +65,12 @@ def hourly_samples(
     params: list = [start, end]
     query = sql.SQL(
         "SELECT period_start, period_end, tenant_id, factory_id, machine_id, {columns}, "
-        "(coalesce(max(value) FILTER (WHERE kpi = 'fault_time_s'), 0) > 0 "
-        "OR coalesce(max((details->>'maintenance_s')::float8) FILTER (WHERE kpi = 'planned_downtime_s'), 0) > 0"
-        ")::int AS excluded FROM analytics.analytics_kpi "
+        "({abnormal})::int AS excluded FROM analytics.analytics_kpi "
         "WHERE period = 'hour' AND period_start >= %s AND period_start < %s{machine}"
         " GROUP BY 1, 2, 3, 4, 5"
     ).format(
         columns=sql.SQL(", ").join(columns),
+        abnormal=_abnormal_sql(),
         machine=sql.SQL(" AND tenant_id = %s AND factory_id = %s AND machine_id = %s" if machine else ""),
     )
     if machine:
@@ -88,6 +87,15 @@ def hourly_samples(
         overlaps = (pl.col("period_start") < until) & (pl.col("period_end") > since)
         samples = samples.with_columns(excluded=pl.col("excluded") | overlaps)
     return samples
+
+
+def _abnormal_sql() -> sql.Composable:
+    """`eb.ABNORMAL_TIME` over one machine-hour's KPI rows: an amount above 0 in any of them."""
+    terms = []
+    for kpi, key in eb.ABNORMAL_TIME:
+        amount = sql.SQL("value") if key is None else sql.SQL("(details->>{})::float8").format(sql.Literal(key))
+        terms.append(sql.SQL("coalesce(max({}) FILTER (WHERE kpi = {}), 0) > 0").format(amount, sql.Literal(kpi)))
+    return sql.SQL(" OR ").join(terms)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,23 @@ import polars as pl
 
 INTERCEPT = "intercept"
 SEVERITIES = ("normal", "warning", "critical")
+# Hours a baseline neither trains on nor judges: the machine was not operating normally. Each entry
+# is a stored hourly KPI and, where the amount is one part of it, its `details` key; an hour is
+# abnormal when any amount is above 0. One declaration read twice: results/baselines.py renders it
+# as SQL for training, the ISO 50001 report (api/routes/reports.py) applies it to the hours it
+# compares with the baseline, so what a model learned from and what it is judged on cannot drift.
+ABNORMAL_TIME: tuple[tuple[str, str | None], ...] = (("fault_time_s", None), ("planned_downtime_s", "maintenance_s"))
+
+
+def abnormal_hour(amounts: dict[str, tuple[float | None, dict]]) -> bool:
+    """Whether an hour is abnormal by ABNORMAL_TIME, given each stored KPI's (value, details) of the
+    hour (a KPI not stored counts as 0)."""
+    for kpi, key in ABNORMAL_TIME:
+        value, details = amounts.get(kpi, (None, {}))
+        amount = value if key is None else (details or {}).get(key)
+        if amount is not None and amount > 0:
+            return True
+    return False
 
 
 class BaselineRefused(ValueError):

@@ -14,11 +14,15 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from analytics_platform.api.routes.reports import excluded
 from analytics_platform.results.anomalies import resolve_anomaly
-from analytics_platform.results.baselines import predict_what_if
+from analytics_platform.results.baselines import hourly_samples, predict_what_if
 from analytics_platform.results.kpis import read_inputs
 from analytics_platform.results.plant import load_plant_config
 from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms.kpi_catalog import Part
+from analytics_platform_tests.support.api import at, insert
+from analytics_platform_tests.support.api_data import kpi
 from analytics_platform_tests.support.energy_hour import (
     HOUR,
     KEY,
@@ -319,3 +323,34 @@ def test_hourly_kpis_follow_their_inputs_once_the_hour_has_ended(
         cursor=closing.cursor,
     )
     assert settled.get_requested_partitions(key) == set()
+
+
+def test_training_and_the_energy_report_exclude_the_same_hours(database: DatabaseHandle) -> None:
+    """results/baselines.py reads ABNORMAL_TIME as SQL, the ISO 50001 report applies it in Python:
+    the same stored hours are excluded by both (a twin of the rule once drifted apart silently)."""
+    hours = {
+        0: [("fault_time_s", 0.0, None), ("planned_downtime_s", 900.0, {"maintenance_s": 0.0})],
+        1: [("fault_time_s", 120.0, None)],
+        2: [("planned_downtime_s", 1800.0, {"maintenance_s": 1800.0})],
+        3: [("planned_downtime_s", 900.0, {})],
+        4: [("fault_time_s", None, None)],
+        5: [],
+    }
+    rows = [kpi(h, "m1", "energy_kwh", 10.0 + h, "kWh") for h in hours]
+    rows += [
+        kpi(h, "m1", name, value, "s", details=details, null_reason=None if value is not None else "no run state")
+        for h, parts in hours.items()
+        for name, value, details in parts
+    ]
+    rows += [kpi(1, "m1", "fault_time_s", 0.0, "s", tenant="t2")]  # another tenant's same ids: its own hour
+    insert(database, "analytics_kpi", rows)
+    with database.connect() as conn:
+        samples = hourly_samples(conn, at(0), at(6), ())
+    by_sql = {(r["tenant_id"], r["period_start"]): r["excluded"] for r in samples.iter_rows(named=True)}
+    by_python = {
+        ("t1", at(h)): excluded({name: Part(value, details or {}, 3600.0) for name, value, details in parts})
+        for h, parts in hours.items()
+    }
+    assert by_python == {("t1", at(h)): h in (1, 2) for h in hours}
+    assert {k: v for k, v in by_sql.items() if k[0] == "t1"} == by_python
+    assert by_sql[("t2", at(1))] is False

@@ -13,8 +13,10 @@ import polars as pl
 import pytest
 
 from analytics_platform.transforms.energy_baseline import (
+    ABNORMAL_TIME,
     BaselineFit,
     BaselineRefused,
+    abnormal_hour,
     deviations,
     fit_baseline,
     predict,
@@ -323,3 +325,16 @@ def test_non_finite_values_stored_as_null() -> None:
     restored = BaselineFit.from_dict(json.loads(stored))
     assert math.isnan(restored.p_values["intercept"])
     assert restored.coefficients == fit.coefficients
+
+
+def test_an_hour_is_abnormal_with_fault_time_or_maintenance_in_its_planned_downtime() -> None:
+    assert ABNORMAL_TIME == (("fault_time_s", None), ("planned_downtime_s", "maintenance_s"))
+    assert not abnormal_hour({})
+    assert not abnormal_hour({"energy_kwh": (12.0, {}), "fault_time_s": (0.0, {})})
+    assert abnormal_hour({"fault_time_s": (1.0, {})})
+    assert not abnormal_hour({"fault_time_s": (None, {})})  # not known: not abnormal, as SQL's coalesce(…, 0)
+    # planned downtime is normal operation (breaks, shift changes) unless part of it was maintenance
+    assert not abnormal_hour({"planned_downtime_s": (900.0, {"maintenance_s": 0.0})})
+    assert not abnormal_hour({"planned_downtime_s": (900.0, {})})
+    assert not abnormal_hour({"planned_downtime_s": (900.0, None)})
+    assert abnormal_hour({"planned_downtime_s": (900.0, {"maintenance_s": 600.0})})

@@ -173,12 +173,8 @@ def _ref(row: dict) -> dict:
 
 
 def excluded(hour: dict[str, K.Part]) -> bool:
-    """An hour the baseline does not judge: fault time or maintenance in it (results/baselines.py
-    trains and compares on the same rule)."""
-    fault = hour.get(K.FAULT_TIME_S.name)
-    planned = hour.get(K.PLANNED_DOWNTIME_S.name)
-    maintenance = planned.details.get("maintenance_s") if planned is not None else None
-    return bool((fault is not None and fault.value) or maintenance)
+    """An hour the baseline does not judge (`energy_baseline.ABNORMAL_TIME`, the rule it was trained by)."""
+    return eb.abnormal_hour({kpi: (part.value, part.details) for kpi, part in hour.items()})
 
 
 def hour_energy(hours: list[tuple[datetime, dict[str, K.Part]]], baseline: dict | None) -> list[kp.HourEnergy]:
