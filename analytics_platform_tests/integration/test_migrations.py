@@ -311,6 +311,7 @@ def test_timeseries_tables_on_the_available_path(database: DatabaseHandle) -> No
         "analytics_event_rollup",
         "analytics_baseline_deviation",
         "analytics_trend",
+        "analytics_forecast",
     } == hypertables
     jobs = set(
         database.query(
