@@ -904,7 +904,8 @@ def _flagged_buckets(
                         bucket_s=pl.lit(bucket_s, pl.Int64),
                     )
                 )
-    return pl.concat(flagged) if flagged else None
+    # a forest's constants are literals: held value by value, they divide the same with one forest or many
+    return se.plain(pl.concat(flagged)) if flagged else None
 
 
 def _furthest_readings(live: pl.DataFrame, buckets: pl.DataFrame) -> pl.DataFrame:
