@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from analytics_platform.defs.anomalies.assets import DetectionScope
 from analytics_platform.results.anomalies import Scope
 from analytics_platform.transforms.anomalies import METHODS
 
@@ -63,3 +64,13 @@ def test_keep_filters_a_frame_by_machine_and_method() -> None:
 def test_a_scope_that_does_not_hold_is_refused(scope: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Scope(**scope)
+
+
+def test_the_assets_run_config_is_the_scope() -> None:
+    """No run config (the schedule, a backfill, a materialisation from the UI) is everything; an API
+    request's config names its scope."""
+    assert DetectionScope().scope() == Scope()
+    config = DetectionScope(tenant_id="t1", factory_id="f1", methods=["range", "baseline"])
+    assert config.scope() == Scope("t1", "f1", None, ("baseline", "range"))
+    with pytest.raises(ValueError, match="unknown methods tea_leaves"):
+        DetectionScope(tenant_id="t1", factory_id="f1", methods=["tea_leaves"]).scope()
