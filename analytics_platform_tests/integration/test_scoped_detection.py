@@ -44,6 +44,11 @@ JUDGED = (
     "WHERE (tenant_id, factory_id, machine_id) = (%s, %s, %s) ORDER BY anomaly_id"
 )
 MODELS = "SELECT m.*, m.xmin::text FROM analytics.analytics_anomaly_model m ORDER BY model_id"
+MODEL_VALUES = (  # a model as fitted (its id, version and creation time aside)
+    "SELECT sensor_id, metric, method, trained_from, trained_to, n_samples, contamination, params, library, model, "
+    "active FROM analytics.analytics_anomaly_model WHERE (tenant_id, factory_id, machine_id) = (%s, %s, %s) "
+    "ORDER BY method, sensor_id"
+)
 DEVIATIONS = (
     "SELECT tenant_id, machine_id, period, period_start, baseline_version, actual_kwh, predicted_kwh, z, severity, "
     "computed_at, d.xmin::text FROM analytics.analytics_baseline_deviation d ORDER BY tenant_id, machine_id"
@@ -144,6 +149,17 @@ def test_a_machine_judged_alone_gets_the_rows_a_full_run_gives_it_and_nothing_el
     assert plant.query(
         "SELECT tenant_id, machine_id, severity FROM analytics.analytics_baseline_deviation ORDER BY 1, 2"
     ) == [("t1", "m1", "critical"), ("t2", "m1", "critical")]
+
+    # and from nothing stored again, the full run fitting every series' forest and profile itself
+    # gives the machine the same rows (new ids, a new confirmation time) and the same models
+    models = plant.query(MODEL_VALUES, IN_SCOPE)
+    with plant.connect() as conn:
+        for table in ("analytics_anomaly", "analytics_anomaly_model", "analytics_baseline_deviation"):
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier("analytics", table)))
+    with plant.connect(plant.pipeline_url) as conn:
+        recompute_anomalies(conn, HOUR, END, options)
+    assert [r[1:-1] for r in judged(plant, IN_SCOPE)] == [r[1:-1] for r in alone]
+    assert plant.query(MODEL_VALUES, IN_SCOPE) == models
 
 
 def tamper(database: DatabaseHandle) -> dict[str, int]:
