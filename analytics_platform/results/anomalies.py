@@ -12,6 +12,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import polars as pl
 import psycopg
@@ -86,6 +87,83 @@ class AnomalyRun:
     learning: int = 0  # series in the hour with too little history to be judged yet
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a run judges and rewrites: every series and method (the schedule, a backfill), or one
+    tenant's factory or machine and some methods (a detection requested through the API).
+
+    Every judgement is per series (profiles, statistics, forests) or per machine (run states,
+    stoppage, the energy baseline), so a machine's rows come out of a scoped run exactly as out of a
+    full one, and nothing outside the scope is read, rewritten or closed. The methods only choose the
+    rows written: the forest judges the samples the statistics flagged, so the statistics run
+    whichever methods are asked for."""
+
+    tenant_id: str | None = None
+    factory_id: str | None = None
+    machine_id: str | None = None
+    methods: tuple[str, ...] | None = None  # None: every method
+
+    def __post_init__(self) -> None:
+        named = (self.tenant_id, self.factory_id, self.machine_id)
+        if any(inner is not None and outer is None for outer, inner in pairwise(named)):
+            raise ValueError("a scope names a tenant, then a factory, then a machine: none may be skipped")
+        if self.methods is not None:
+            if not self.methods:
+                raise ValueError("a scope's methods are absent (every method) or at least one")
+            unknown = sorted(set(self.methods) - set(an.METHODS))
+            if unknown:
+                raise ValueError(f"unknown methods {', '.join(unknown)}; known: {', '.join(an.METHODS)}")
+            # one spelling per set of methods: the same scope compares (and reads) the same
+            ordered = tuple(m for m in an.METHODS if m in self.methods)
+            object.__setattr__(self, "methods", None if ordered == an.METHODS else ordered)
+
+    @property
+    def whole(self) -> bool:
+        """Every series and every method: the run the schedule makes."""
+        return self.tenant_id is None and self.methods is None
+
+    def machines(self, alias: str = "") -> tuple[str, list]:
+        """The SQL condition (and its parameters) on the tenant, factory and machine columns of a
+        table (`alias`: its alias, if any)."""
+        named = [(c, v) for c, v in zip(MACHINE, (self.tenant_id, self.factory_id, self.machine_id), strict=True)]
+        parts = [(f"{alias}.{c}" if alias else c, v) for c, v in named if v is not None]
+        if not parts:
+            return "true", []
+        return " AND ".join(f"{c} = %s" for c, _ in parts), [v for _, v in parts]
+
+    def rows(self, alias: str = "") -> tuple[str, list]:
+        """`machines`, and the methods: the anomaly rows the scope owns."""
+        where, params = self.machines(alias)
+        if self.methods is None:
+            return where, params
+        return f"{where} AND {alias + '.' if alias else ''}method = ANY(%s)", [*params, list(self.methods)]
+
+    def keep(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `frame` (machine columns, and `method` when it has one) inside the scope."""
+        condition = pl.lit(True)
+        for column, value in zip(MACHINE, (self.tenant_id, self.factory_id, self.machine_id), strict=True):
+            if value is not None:
+                condition = condition & (pl.col(column) == value)
+        if self.methods is not None and "method" in frame.columns:
+            condition = condition & pl.col("method").is_in(list(self.methods))
+        return frame.filter(condition)
+
+    def wants(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+    @property
+    def label(self) -> str:
+        """The scope as the run's materialisation shows it in the Dagster UI."""
+        if self.whole:
+            return "every series, every method"
+        named = [v for v in (self.tenant_id, self.factory_id, self.machine_id) if v is not None]
+        where = "/".join(named) or "every series"
+        return f"{where}: {'every method' if self.methods is None else ', '.join(self.methods)}"
+
+
+EVERYTHING = Scope()
+
+
 def metric_filter(options: AnomalyOptions) -> tuple[str, list]:
     """The SQL condition on `metric` of the readings judged: the hourly asset and the live judge
     must judge the same metrics, or a live flag could never be confirmed."""
@@ -94,8 +172,12 @@ def metric_filter(options: AnomalyOptions) -> tuple[str, list]:
     return "metric <> ALL(%s)", [[*NOT_JUDGED, *options.skip_metrics]]
 
 
-def _states(conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta) -> pl.DataFrame:
-    return mk.state_intervals(*read_run_states(conn, start, end, lookback), start, end)
+def _states(
+    conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta, scope: Scope | None = None
+) -> pl.DataFrame:
+    return mk.state_intervals(
+        *read_run_states(conn, start, end, lookback, *(scope or EVERYTHING).machines()), start, end
+    )
 
 
 @dataclass(frozen=True)
@@ -108,10 +190,14 @@ class _RunStates:
     since: datetime
     until: datetime
     lookback: timedelta
+    scope: Scope = field(default_factory=Scope)
 
 
-def _run_states(conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta) -> _RunStates:
-    return _RunStates(*read_run_states(conn, since, until, lookback), since, until, lookback)
+def _run_states(
+    conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta, scope: Scope | None = None
+) -> _RunStates:
+    scope = scope or EVERYTHING
+    return _RunStates(*read_run_states(conn, since, until, lookback, *scope.machines()), since, until, lookback, scope)
 
 
 def _intervals(conn: psycopg.Connection, run: _RunStates, start: datetime, end: datetime) -> pl.DataFrame:
@@ -120,7 +206,7 @@ def _intervals(conn: psycopg.Connection, run: _RunStates, start: datetime, end: 
     within the lookback (the pick of `read_run_states`' DISTINCT ON: latest time, then least state).
     The intervals sort what they are built from, so they are the same as from the two queries."""
     if not run.since <= start <= end <= run.until:
-        return _states(conn, start, end, run.lookback)
+        return _states(conn, start, end, run.lookback, run.scope)
     time = pl.col("time")
     prior = (
         pl.concat([run.prior, run.states.filter(time < start)])
@@ -131,20 +217,21 @@ def _intervals(conn: psycopg.Connection, run: _RunStates, start: datetime, end: 
     return mk.state_intervals(run.states.filter((time >= start) & (time < end)), prior, start, end)
 
 
-def _counters(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+def _counters(conn: psycopg.Connection, start: datetime, end: datetime, scope: Scope) -> pl.DataFrame:
+    machines, params = scope.machines()
     rows = read_frame(
         conn,
         "SELECT time, tenant_id, factory_id, machine_id, metric, value FROM analytics.raw_sensor_readings "
-        "WHERE metric = 'count_total' AND time >= %s AND time < %s",
-        (start, end),
+        f"WHERE metric = 'count_total' AND time >= %s AND time < %s AND {machines}",
+        (start, end, *params),
         mk.READING_SCHEMA,
     )
     prior = read_frame(
         conn,
         "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, metric, value "
-        "FROM analytics.raw_sensor_readings WHERE metric = 'count_total' AND time < %s AND time >= %s "
+        f"FROM analytics.raw_sensor_readings WHERE metric = 'count_total' AND time < %s AND time >= %s AND {machines} "
         "ORDER BY tenant_id, factory_id, machine_id, time DESC",
-        (start, start - timedelta(hours=1)),
+        (start, start - timedelta(hours=1), *params),
         mk.READING_SCHEMA,
     )
     return counter_increments(rows.sort("time"), prior, MACHINE).select("time", *MACHINE, "increment")
@@ -159,15 +246,18 @@ _FOREST_ROWS = (
 )
 
 
-def stored_forests(conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions) -> dict[tuple, int]:
+def stored_forests(
+    conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions, scope: Scope | None = None
+) -> dict[tuple, int]:
     """The version of each series' forest trained up to exactly `trained_to` (`seasonal.training_end`
     of the hour, so an hour uses the same forest whether it runs live or in a backfill, in any
     order), pickled by this scikit-learn (another version's pickle is not trusted), newest version
     per series. Only the versions: a forest is unpickled when a statistic flagged one of its
     series' samples (`load_models`), since only those samples can keep a forest row."""
+    machines, params = (scope or EVERYTHING).machines()
     rows = conn.execute(
-        _FOREST_ROWS.format("", ""),
-        (f"scikit-learn {an.SKLEARN_VERSION}", trained_to, options.contamination),
+        _FOREST_ROWS.format("", f" AND {machines}"),
+        (f"scikit-learn {an.SKLEARN_VERSION}", trained_to, options.contamination, *params),
     ).fetchall()
     return {tuple(key): version for *key, version in rows}
 
@@ -218,10 +308,14 @@ def _next_version(cur: psycopg.Cursor, key: tuple, method: str, trained_to: date
     return version, newest
 
 
-def store_models(conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions) -> dict[tuple, int]:
+def store_models(
+    conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions, scope: Scope | None = None
+) -> dict[tuple, int]:
     """Persist newly fitted models as each series' next version. A model becomes the active one
     unless a model trained on later data already is (a backfill of old hours must not demote it).
-    Only the newest three versions per series keep their bytes: the rest keep their metadata."""
+    Only the newest three versions per series keep their bytes: the rest keep their metadata (of
+    the series in `scope`: a scoped run leaves every other series' rows as they are)."""
+    machines, params = (scope or EVERYTHING).machines()
     versions = {}
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_anomaly_model")
@@ -251,8 +345,9 @@ def store_models(conn: psycopg.Connection, models: list[an.FittedForest], option
         cur.execute(
             "UPDATE analytics.analytics_anomaly_model m SET model = NULL FROM ("
             "  SELECT model_id, row_number() OVER (PARTITION BY tenant_id, factory_id, machine_id, sensor_id, metric, "
-            "  method ORDER BY version DESC) AS newest FROM analytics.analytics_anomaly_model WHERE model IS NOT NULL"
-            ") r WHERE m.model_id = r.model_id AND r.newest > 3 AND NOT m.active"
+            f"  method ORDER BY version DESC) AS newest FROM analytics.analytics_anomaly_model WHERE model IS NOT NULL "
+            f"  AND {machines}) r WHERE m.model_id = r.model_id AND r.newest > 3 AND NOT m.active",
+            params,
         )
     return versions
 
@@ -266,16 +361,22 @@ def _options_tag(options: AnomalyOptions) -> str:
 
 
 def load_profiles(
-    conn: psycopg.Connection, trained_to: datetime, keys: set[tuple], options: AnomalyOptions
+    conn: psycopg.Connection,
+    trained_to: datetime,
+    keys: set[tuple],
+    options: AnomalyOptions,
+    scope: Scope | None = None,
 ) -> dict[tuple, se.Profile]:
-    """The stored profiles learned up to exactly `trained_to` with these options, for `keys`."""
+    """The stored profiles learned up to exactly `trained_to` with these options, for `keys` (read
+    within `scope`: a scoped run does not read the plant's profiles to keep a machine's)."""
+    machines, params = (scope or EVERYTHING).machines()
     rows = conn.execute(
         "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
         "tenant_id, factory_id, machine_id, sensor_id, metric, params->'profile' "
         "FROM analytics.analytics_anomaly_model WHERE method = 'seasonal' AND trained_to = %s AND library = %s "
-        "AND params->>'options' = %s "
+        f"AND params->>'options' = %s AND {machines} "
         "ORDER BY tenant_id, factory_id, machine_id, sensor_id, metric, version DESC",
-        (trained_to, PROFILE_LIBRARY, _options_tag(options)),
+        (trained_to, PROFILE_LIBRARY, _options_tag(options), *params),
     ).fetchall()
     return {tuple(r[:5]): se.Profile.from_json(r[5]) for r in rows if tuple(r[:5]) in keys}
 
@@ -286,6 +387,7 @@ def _profile_history(
     keys: set[tuple],
     options: AnomalyOptions,
     run: _RunAggregates | None = None,
+    scope: Scope | None = None,
 ) -> pl.DataFrame:
     """The running samples a profile learns from: `history_days` of `bucket_s` aggregates before
     `trained_to`, without the machine's non-running periods and their settling time.
@@ -310,15 +412,18 @@ def _profile_history(
         history = pl.concat([history, _window(conn, run, seasonal.bucket_s, run.since, trained_to)])
     wanted = pl.DataFrame(sorted(keys), schema=list(SERIES), orient="row")
     history = history.join(wanted, on=list(SERIES), how="semi")
-    intervals = _states(conn, since, trained_to, options.state_lookback)
+    intervals = _states(conn, since, trained_to, options.state_lookback, scope)
     fenced = an.settled(intervals.filter(pl.col("state").is_in(NOT_RUNNING)), seasonal.settle)
     return an.drop_excluded(history, fenced, "bucket_start", "bucket_end")
 
 
-def store_profiles(conn: psycopg.Connection, profiles: list[se.Profile], options: AnomalyOptions) -> None:
+def store_profiles(
+    conn: psycopg.Connection, profiles: list[se.Profile], options: AnomalyOptions, scope: Scope | None = None
+) -> None:
     """Persist profiles as each series' next 'seasonal' version (active: the newest trained_to).
-    Profiles learned more than `history_days` + 7 days before the newest are deleted: any hour
-    needing one again re-learns it from the same data."""
+    Profiles learned more than `history_days` + 7 days before the newest are deleted (within
+    `scope`): any hour needing one again re-learns it from the same data."""
+    machines, params = (scope or EVERYTHING).machines()
     if not profiles:
         return
     tag = _options_tag(options)
@@ -352,9 +457,9 @@ def store_profiles(conn: psycopg.Connection, profiles: list[se.Profile], options
             )
         horizon = max(p.trained_to for p in profiles) - timedelta(days=options.seasonal.history_days + 7)
         cur.execute(
-            "DELETE FROM analytics.analytics_anomaly_model "
-            "WHERE method = 'seasonal' AND trained_to < %s AND NOT active",
-            (horizon,),
+            f"DELETE FROM analytics.analytics_anomaly_model WHERE method = 'seasonal' AND trained_to < %s "
+            f"AND NOT active AND {machines}",
+            (horizon, *params),
         )
 
 
@@ -365,6 +470,7 @@ def profiles_for_hour(
     options: AnomalyOptions,
     cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
     run: _RunAggregates | None = None,
+    scope: Scope | None = None,
 ) -> tuple[dict[tuple, se.Profile], int]:
     """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
     from `cache`, else stored, else learned now (from `run`'s aggregates where they reach) and
@@ -376,11 +482,11 @@ def profiles_for_hour(
         nonlocal learned
         found = {k: cache[(trained_to, k)] for k in wanted if (trained_to, k) in cache}
         if missing := wanted - set(found):
-            found.update(load_profiles(conn, trained_to, missing, options))
+            found.update(load_profiles(conn, trained_to, missing, options, scope))
         if missing := wanted - set(found):
-            history = _profile_history(conn, trained_to, missing, options, run)
+            history = _profile_history(conn, trained_to, missing, options, run, scope)
             fitted = se.fit_profiles(history, trained_to, options.seasonal, series=sorted(missing))
-            store_profiles(conn, fitted, options)
+            store_profiles(conn, fitted, options, scope)
             learned += len(fitted)
             found.update({p.key: p for p in fitted})
         cache.update({(trained_to, k): p for k, p in found.items()})
@@ -421,14 +527,21 @@ def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime
     ).cast(an.ANOMALY_SCHEMA)
 
 
-def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime) -> int:
-    """Replace [start, end)'s anomalies: those no longer found go, the others are updated in place
-    so a resolution (status, note, who, when) survives re-materialisation. Returns rows deleted.
+def replace_anomalies(
+    conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime, scope: Scope | None = None
+) -> int:
+    """Replace [start, end)'s anomalies of `scope` (all by default): those no longer found go, the
+    others are updated in place so a resolution (status, note, who, when) survives
+    re-materialisation. Returns rows deleted.
 
     The hour is the authoritative record of what the live judge flagged: a live row found again is
     confirmed (`confirmed_at`; a `not_confirmed` one re-opens), a live row not found is kept and
     closed `not_confirmed` (visible and counted, never silently gone). Rows only ever found by an
-    hour still go when no longer found."""
+    hour still go when no longer found. Outside `scope` nothing is deleted, closed or written: a row
+    of `rows` outside it is dropped, since the run did not judge its series as a whole."""
+    scope = scope or EVERYTHING
+    rows = scope.keep(rows)
+    owned, owned_params = scope.rows("a")
     key = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_anomaly")
@@ -439,18 +552,19 @@ def replace_anomalies(conn: psycopg.Connection, rows: pl.DataFrame, start: datet
         )
         copy_rows(cur, sql.Identifier("new_anomaly"), rows, ANOMALY_COLUMNS)
         missing = (
-            "a.time >= %s AND a.time < %s AND NOT EXISTS (SELECT 1 FROM new_anomaly n WHERE "
+            f"a.time >= %s AND a.time < %s AND {owned} AND NOT EXISTS (SELECT 1 FROM new_anomaly n WHERE "
             f"({key}) IS NOT DISTINCT FROM "
             "(a.tenant_id, a.factory_id, a.machine_id, a.method, a.anomaly_type, a.time, a.sensor_id, a.metric))"
         )
         cur.execute(
-            f"DELETE FROM analytics.analytics_anomaly a WHERE {missing} AND a.detected_live_at IS NULL", (start, end)
+            f"DELETE FROM analytics.analytics_anomaly a WHERE {missing} AND a.detected_live_at IS NULL",
+            (start, end, *owned_params),
         )
         deleted = cur.rowcount
         cur.execute(
             "UPDATE analytics.analytics_anomaly a SET status = 'not_confirmed', confirmed_at = NULL "
             f"WHERE {missing} AND a.detected_live_at IS NOT NULL AND a.status <> 'resolved'",
-            (start, end),
+            (start, end, *owned_params),
         )
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ANOMALY_COLUMNS if c not in key.split(", "))
         cur.execute(
@@ -497,9 +611,13 @@ class _RunAggregates:
 
 
 def _run_aggregates(
-    conn: psycopg.Connection, options: AnomalyOptions, since: datetime, until: datetime
+    conn: psycopg.Connection, options: AnomalyOptions, since: datetime, until: datetime, scope: Scope
 ) -> _RunAggregates:
+    """The run's aggregates; their condition (judged metrics, the scope's machines) is also the
+    readings' (`_recompute_hour`), so a scoped run reads nothing of other machines."""
     where, params = metric_filter(options)
+    machines, machine_params = scope.machines()
+    where, params = f"{where} AND {machines}", [*params, *machine_params]
     frame = _aggregates(conn, options.bucket_s, since, until, where, params).sort(*SERIES, "bucket_start")
     return _RunAggregates(frame, since, until, where, params)
 
@@ -521,26 +639,33 @@ def recompute_anomalies(
     options: AnomalyOptions,
     cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
     profile_cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
+    scope: Scope | None = None,
 ) -> AnomalyRun:
     """Judge the hours of [start, end) and replace their anomalies and hourly baseline deviations,
     each hour exactly as a run of that hour alone would judge it (live == backfill).
 
     A run of several hours reads the trailing aggregates once (the first hour's `training_hours`
     of context up to the last hour) instead of a day of them per hour, and keeps forests and
-    profiles from hour to hour; `cache` and `profile_cache` carry them on to the caller's next call."""
+    profiles from hour to hour; `cache` and `profile_cache` carry them on to the caller's next call.
+    `scope` (everything by default) narrows what is read, judged and replaced to a tenant's factory
+    or machine and some methods; its rows come out as a full run's (`Scope`)."""
+    scope = scope or EVERYTHING
     cache = {} if cache is None else cache
     profile_cache = {} if profile_cache is None else profile_cache
     hours = list(chunks(start, end, 1))
     context = timedelta(hours=options.training_hours)
-    run = _run_aggregates(conn, options, start - context, hours[-1][0] if hours else start)
+    run = _run_aggregates(conn, options, start - context, hours[-1][0] if hours else start, scope)
     # every hour's states come from one read: back to the first hour's training window, which any
     # later hour's reads start after
     first_trained = se.training_end(start, timedelta(hours=options.refit_hours))
-    states = _run_states(conn, min(first_trained, start) - context, end, options.state_lookback)
+    states = _run_states(conn, min(first_trained, start) - context, end, options.state_lookback, scope)
     # the hourly baseline deviations are row by row (machine-hour): computed and replaced once for
-    # the run, each hour takes its own rows for its anomalies (none: a frame of strings, no times)
-    deviations = baselines.compute_deviations(conn, start, end, period="hour")
-    baselines.replace_deviations(conn, deviations, start, end, "hour")
+    # the run, each hour takes its own rows for its anomalies (none: a frame of strings, no times).
+    # A run whose methods leave out `baseline` neither needs nor rewrites them.
+    deviations = pl.DataFrame(schema={c: pl.String() for c in baselines.DEVIATION_COLUMNS})
+    if scope.wants("baseline"):
+        deviations = scope.keep(baselines.compute_deviations(conn, start, end, period="hour"))
+        baselines.replace_deviations(conn, deviations, start, end, "hour", *scope.machines())
     parts = [
         _recompute_hour(
             conn,
@@ -554,6 +679,7 @@ def recompute_anomalies(
             deviations.filter((pl.col("period_start") >= a) & (pl.col("period_start") < b))
             if deviations.height
             else deviations,
+            scope,
         )
         for a, b in hours
     ]
@@ -584,9 +710,10 @@ def _recompute_hour(
     cache: dict[tuple, tuple[int, an.FittedForest]],
     profile_cache: dict[tuple[datetime, tuple], se.Profile],
     deviations: pl.DataFrame,
+    scope: Scope,
 ) -> AnomalyRun:
-    """Judge the hour [start, end) and replace its anomalies (`deviations`: its hourly baseline
-    deviations, already stored by the run)."""
+    """Judge the hour [start, end) within `scope` (whose machines `run.where` already names) and
+    replace its anomalies (`deviations`: its hourly baseline deviations, already stored by the run)."""
     where, params = run.where, run.params
     readings = read_frame(
         conn,
@@ -605,7 +732,7 @@ def _recompute_hour(
     for key in [k for k, (_, m) in cache.items() if m.trained_to != trained_to]:
         del cache[key]  # another day's forests: a long backfill must not pile them up
     cached = {k: v for k, (v, _) in cache.items()}
-    versions = cached if wanted <= set(cached) else stored_forests(conn, trained_to, options)
+    versions = cached if wanted <= set(cached) else stored_forests(conn, trained_to, options, scope)
     need = wanted - set(versions)
     history = _window(conn, run, options.bucket_s, context_from, start)
     read_from = min(train_from, context_from) if need else context_from
@@ -641,7 +768,7 @@ def _recompute_hour(
             return
         finish, pending = pending, None
         fitted.extend(finish())
-        new_versions = store_models(conn, fitted, options) if fitted else {}
+        new_versions = store_models(conn, fitted, options, scope) if fitted else {}
         cache.update({m.key: (new_versions[m.key], m) for m in fitted})
         usable.update({k: v for k, v in new_versions.items() if k in wanted})
 
@@ -653,7 +780,7 @@ def _recompute_hour(
         return [cache[k][1] for k in sorted(keys) if k in cache]
 
     try:
-        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run)
+        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run, scope)
         found = an.detect_anomalies(
             readings,
             history,
@@ -661,7 +788,7 @@ def _recompute_hour(
             start=start,
             profiles=list(profiles.values()),
             models=forests,
-            counters=_counters(conn, start, end),
+            counters=_counters(conn, start, end, scope),
             running=running,
             options=options.seasonal,
             min_stop_minutes=options.stoppage_minutes,
@@ -676,13 +803,17 @@ def _recompute_hour(
         orient="row",
     )
     rows = pl.concat([found.cast(an.ANOMALY_SCHEMA), limited, _baseline_anomalies(deviations, start, end)])
-    rows = rows.join(
-        model_version.with_columns(method=pl.lit("isolation_forest")),
-        on=[*SERIES, "method"],
-        how="left",
-        nulls_equal=True,
-    ).select(ANOMALY_COLUMNS)
-    deleted = replace_anomalies(conn, rows, start, end)
+    rows = (
+        scope.keep(rows)
+        .join(
+            model_version.with_columns(method=pl.lit("isolation_forest")),
+            on=[*SERIES, "method"],
+            how="left",
+            nulls_equal=True,
+        )
+        .select(ANOMALY_COLUMNS)
+    )
+    deleted = replace_anomalies(conn, rows, start, end, scope)
     return AnomalyRun(
         readings=readings.height,
         anomalies=rows.height,

@@ -291,14 +291,22 @@ def compute_deviations(conn: psycopg.Connection, start: datetime, end: datetime,
 
 
 def replace_deviations(
-    conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime, period: str
+    conn: psycopg.Connection,
+    rows: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    period: str,
+    machines: str = "true",
+    params: Sequence = (),
 ) -> int:
+    """Replace the `period` deviations of [start, end) with `rows`; `machines` (SQL on the machine
+    columns, with `params`) limits what is replaced to the machines a scoped run judged."""
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_baseline_deviation")
         cur.execute(
             "DELETE FROM analytics.analytics_baseline_deviation WHERE period = %s AND period_start >= %s "
-            "AND period_start < %s",
-            (period, start, end),
+            f"AND period_start < %s AND {machines}",
+            (period, start, end, *params),
         )
         deleted = cur.rowcount
         if not rows.is_empty():

@@ -13,6 +13,7 @@ it closes is then left out (and reported open) until the range is recomputed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -131,23 +132,29 @@ def read_next_readings(
 
 
 def read_run_states(
-    conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    lookback: timedelta,
+    machines: str = "true",
+    params: Sequence = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Run-state messages in [start, end), and each machine's last one before `start` (looked for
-    back to `lookback`): a state holds until the next one, so the range starts in it."""
+    back to `lookback`): a state holds until the next one, so the range starts in it. `machines`
+    (SQL on the machine columns, with `params`) narrows both to the machines a run judges."""
     states = read_frame(
         conn,
         "SELECT time, tenant_id, factory_id, machine_id, run_state FROM analytics.raw_device_health "
-        "WHERE run_state IS NOT NULL AND time >= %s AND time < %s",
-        (start, end),
+        f"WHERE run_state IS NOT NULL AND time >= %s AND time < %s AND {machines}",
+        (start, end, *params),
         mk.STATE_SCHEMA,
     )
     prior = read_frame(
         conn,
         "SELECT DISTINCT ON (tenant_id, factory_id, machine_id) time, tenant_id, factory_id, machine_id, run_state "
-        "FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s "
+        f"FROM analytics.raw_device_health WHERE run_state IS NOT NULL AND time < %s AND time >= %s AND {machines} "
         "ORDER BY tenant_id, factory_id, machine_id, time DESC, run_state",
-        (start, start - lookback),
+        (start, start - lookback, *params),
         mk.STATE_SCHEMA,
     )
     return states, prior

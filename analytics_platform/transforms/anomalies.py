@@ -410,6 +410,9 @@ def seasonal_anomalies(
 
 LIMIT_METHODS = ("range", "spec")  # outside the metrics catalogue's plausible range / a metric's spec limits
 LIMIT_SEVERITY = {"range": 4, "spec": 3}  # an impossible value is a broken sensor or a wild process: both page
+# every method an anomaly row names (the seasonal statistics, the forest's second opinion, stoppage,
+# the energy baseline's deviation, the limits): what a detection request may choose among
+METHODS = (*STATISTICAL, "isolation_forest", "stoppage", "baseline", *LIMIT_METHODS)
 
 
 def limit_anomalies(
@@ -904,7 +907,8 @@ def _flagged_buckets(
                         bucket_s=pl.lit(bucket_s, pl.Int64),
                     )
                 )
-    return pl.concat(flagged) if flagged else None
+    # a forest's constants are literals: held value by value, they divide the same with one forest or many
+    return se.plain(pl.concat(flagged)) if flagged else None
 
 
 def _furthest_readings(live: pl.DataFrame, buckets: pl.DataFrame) -> pl.DataFrame:

@@ -510,6 +510,16 @@ def _gap_frame(profiles: Sequence[Profile] | Any) -> pl.DataFrame:
     )
 
 
+def plain(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with every column held value by value. Why: Polars keeps a column that repeats one
+    value (a one-row right side of a join, a literal) as a scalar, and divides by a scalar as a
+    multiplication by its reciprocal, an ulp off the division it makes value by value. A series'
+    scales and levels joined on are such a column when it is the only series judged, so without
+    this a machine judged alone (a scoped detection) would not get the very values it gets when
+    judged with the rest of the plant."""
+    return pl.DataFrame(frame.get_columns())
+
+
 def _with_scales(frame: pl.DataFrame, profiles: Sequence[Profile]) -> pl.DataFrame:
     scales = pl.DataFrame(
         [(*p.key, p.scale["r"], p.scale["m4"], p.scale["m16"], p.spread) for p in profiles if p.judged],
@@ -519,7 +529,7 @@ def _with_scales(frame: pl.DataFrame, profiles: Sequence[Profile]) -> pl.DataFra
         },
         orient="row",
     )
-    return frame.join(scales, on=list(SERIES_KEY))
+    return plain(frame.join(scales, on=list(SERIES_KEY)))
 
 
 # ----- judging -----------------------------------------------------------------------------------
@@ -558,7 +568,7 @@ def judge(
         },
         orient="row",
     )
-    stats = stats.join(limits, on=list(SERIES_KEY))
+    stats = plain(stats.join(limits, on=list(SERIES_KEY)))
     levels = {}
     for t in TESTS:
         value, crit = pl.col(t), pl.col(f"c_{t}")

@@ -268,8 +268,9 @@ def test_detection_judges_the_requested_hours_in_one_partitioned_run(
     repo_root: Path, dagster_home: Path, client: TestClient, database: DatabaseHandle
 ) -> None:
     """Two ended hours of t1/f1/mc-01 against its active baseline (predicted 60 kWh, RMSE 1): 61 kWh is
-    normal (z = 1), 70 kWh critical (z = 10), so the run finds one baseline anomaly; t2's identical
-    machine has its own anomaly, which t1's result does not count."""
+    normal (z = 1), 70 kWh critical (z = 10), so the run finds one baseline anomaly. The run is scoped
+    to the request: t2's identical machine (the same hours, the same baseline) is not judged by t1's
+    request, and the row t2's own earlier run left keeps every byte."""
     first, second = END - timedelta(hours=2), END - timedelta(hours=1)
     with database.connect() as conn:
         conn.execute(
@@ -281,6 +282,16 @@ def test_detection_judges_the_requested_hours_in_one_partitioned_run(
         insert_baseline(database, tenant)
         insert_hour(database, tenant, first, 1000, 61)
         insert_hour(database, tenant, second, 1000, 70)
+    with database.connect() as conn:  # what t2's own run found earlier, then resolved by its engineer
+        conn.execute(
+            "INSERT INTO analytics.analytics_anomaly (time, tenant_id, factory_id, machine_id, metric, anomaly_type, "
+            "method, score, severity, severity_label, status, resolved_by, resolution_note) VALUES "
+            "(%s, 't2', 'f1', 'mc-01', 'energy_kwh', 'baseline_deviation', 'baseline', 10, 5, 'critical', "
+            "'resolved', 'bo', 'a press ran twice')",
+            (first,),
+        )
+    t2_rows = "SELECT a.*, a.xmin::text FROM analytics.analytics_anomaly a WHERE tenant_id = 't2'"
+    t2_before = database.query(t2_rows)
     detector = caller(client, database, "t1", "detect")
     assert detector.post("/v1/baselines/train", training()).status_code == 403  # detect is not train
     body = {"factory_id": "f1", "machine_id": "mc-01", "start": first.isoformat(), "end": END.isoformat()}
@@ -292,13 +303,35 @@ def test_detection_judges_the_requested_hours_in_one_partitioned_run(
         assert run is not None and run.job_name == "anomalies_job"
         assert run.tags["dagster/asset_partition_range_start"] == first.strftime("%Y-%m-%d-%H:%M")
         assert run.tags["dagster/asset_partition_range_end"] == second.strftime("%Y-%m-%d-%H:%M")
+        assert (run.tags["analytics/tenant"], run.tags["analytics/machine"], run.tags["analytics/methods"]) == (
+            "t1",
+            "mc-01",
+            "all",
+        )
+        scope = {"tenant_id": "t1", "factory_id": "f1", "machine_id": "mc-01", "methods": None}
+        assert run.run_config == {"ops": {"reading_anomalies": {"config": scope}}}
         assert drive_queue(repo_root, instance, job["run_id"]).status == dg.DagsterRunStatus.SUCCESS
     done = ok(detector.get(f"/v1/jobs/{job['job_id']}"))
     assert done["status"] == "success"
     assert done["result"] == {"anomalies": 1, "by_method": {"baseline": 1}}
     assert database.query(
         "SELECT tenant_id, time, method, severity_label FROM analytics.analytics_anomaly ORDER BY tenant_id"
-    ) == [("t1", second, "baseline", "critical"), ("t2", second, "baseline", "critical")]
+    ) == [("t1", second, "baseline", "critical"), ("t2", first, "baseline", "critical")]
+    assert database.query(t2_rows) == t2_before
+    assert database.query(
+        "SELECT tenant_id, period_start, severity FROM analytics.analytics_baseline_deviation ORDER BY period_start"
+    ) == [("t1", first, "normal"), ("t1", second, "critical")]
+
+    # some methods of the factory: the run is configured with those alone (in the catalogue's order)
+    body = {"factory_id": "f1", "start": first.isoformat(), "end": END.isoformat(), "methods": ["range", "baseline"]}
+    factory = ok(detector.post("/v1/anomalies/detect", body), 202)
+    assert factory["request"]["machine_id"] is None and factory["request"]["methods"] == ["baseline", "range"]
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(factory["run_id"])
+        assert run is not None and run.tags["analytics/methods"] == "baseline,range"
+        assert "analytics/machine" not in run.tags
+        scope = {"tenant_id": "t1", "factory_id": "f1", "machine_id": None, "methods": ["baseline", "range"]}
+        assert run.run_config == {"ops": {"reading_anomalies": {"config": scope}}}
 
 
 def test_bad_detection_requests_say_why(client: TestClient, database: DatabaseHandle) -> None:

@@ -352,3 +352,36 @@ def test_a_series_that_mostly_holds_one_value_is_never_stuck() -> None:
     judged = se.judge(se.samples_of(aggregates(frame), 60), [p], MONDAY + timedelta(days=14))
     assert judged["run"].to_list() == list(range(24 * 8 + 1, 24 * 9 + 1))  # 193 .. 216 readings
     assert set(judged["l_stuck"]) == {0}
+
+
+def test_a_series_judged_alone_gets_the_bits_it_gets_judged_with_another() -> None:
+    """A detection scoped to one machine judges its series alone; the schedule judges it with the
+    plant's. Joined on alone, a series' scales and levels are a one-value column, which Polars divides
+    by as a multiplication by the reciprocal (an ulp off): `plain` keeps every statistic the same."""
+    at = MONDAY + timedelta(days=21, hours=9, minutes=35)
+    frames = [
+        readings(MONDAY, 300, daily(300, 22, seed=seed), series=(*SERIES[:3], sensor, "temp")).with_columns(
+            value=pl.when(pl.col("time") == at).then(pl.col("value") + 7.0).otherwise("value")
+        )
+        for seed, sensor in ((1, "s1"), (2, "s2"))
+    ]
+    aggs = aggregates(pl.concat(frames))
+    midnight, start = MONDAY + timedelta(days=21), MONDAY + timedelta(hours=9, days=21)
+    profiles = se.fit_profiles(aggs.filter(pl.col("bucket_start") >= midnight - timedelta(days=14)), midnight)
+    hour = pl.concat(frames).filter((pl.col("time") >= start) & (pl.col("time") < start + timedelta(hours=1)))
+    context = aggs.filter((pl.col("bucket_end") <= start) & (pl.col("bucket_start") >= start - timedelta(days=1)))
+    both = seasonal_anomalies(hour, context, profiles, start=start)
+    s1 = pl.col("sensor_id") == "s1"
+    alone = seasonal_anomalies(hour.filter(s1), context.filter(s1), profiles[:1], start=start)
+    assert alone.height >= 1 and alone.equals(both.filter(s1))
+    # every statistic of every sample of the hour, not only those flagged
+    window = (pl.col("bucket_start") >= start - timedelta(hours=3)) & (
+        pl.col("bucket_end") <= start + timedelta(hours=1)
+    )
+    samples = se.samples_of(aggs.filter(window), 60)
+    judged = se.judge(samples, profiles, start).filter(s1)
+    assert judged.height == 12 and judged.equals(se.judge(samples.filter(s1), profiles[:1], start))
+    # the arithmetic it guards: a column by a one-row join's column, divided value by value
+    r, s = 12.445284583333347, 0.3995038670000076
+    joined = pl.DataFrame({"k": ["a"] * 3, "r": [r] * 3}).join(pl.DataFrame({"k": ["a"], "s": [s]}), on="k")
+    assert se.plain(joined).select(pl.col("r") / pl.col("s"))["r"].to_list() == [r / s] * 3

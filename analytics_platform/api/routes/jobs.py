@@ -29,6 +29,7 @@ from analytics_platform.api.errors import invalid
 from analytics_platform.api.models import BAD_JSON, ERRORS, FORBIDDEN, NOT_FOUND, OTHER_TENANT
 from analytics_platform.api.params import utc
 from analytics_platform.api.respond import json_response
+from analytics_platform.transforms.anomalies import METHODS
 from analytics_platform.transforms.kpi_catalog import ENERGY_KWH
 
 if TYPE_CHECKING:
@@ -40,18 +41,6 @@ TRAINING, DETECTION = "baseline_training", "anomaly_detection"
 OPEN = ("submitting", "queued", "running")
 # a job row still 'submitting' after this long lost its API process between recording and submitting
 SUBMIT_TIMEOUT = timedelta(minutes=2)
-# what the hourly asset writes in analytics_anomaly.method (POST /v1/anomalies/detect `methods`)
-DETECTION_METHODS = (
-    "deviation",
-    "shift",
-    "noise",
-    "stuck",
-    "isolation_forest",
-    "stoppage",
-    "baseline",
-    "range",
-    "spec",
-)
 NO_INSTANCE = (
     "on-demand training and detection need the Dagster instance: set DAGSTER_HOME for the API process "
     "to the platform's instance directory (docs/operations.md)"
@@ -107,7 +96,7 @@ class DetectRequest(BaseModel):
     start: datetime = Field(description="First hour to judge, on the hour (inclusive)")
     end: datetime = Field(description="End of the range, on the hour (exclusive); the hours must have ended")
     methods: list[str] | None = Field(
-        default=None, min_length=1, description="Methods the result counts; all if absent"
+        default=None, min_length=1, description="Methods judged again (their rows alone are rewritten); all if absent"
     )
 
 
@@ -264,9 +253,11 @@ def train(request: Request, caller: Caller, body: TrainRequest) -> Response:
     response_model=Job,
     summary="Judge a range of hours again for anomalies (a Dagster run over their partitions)",
     description="Needs a key with the `detect` scope. Queues one run of `anomalies_job` over the hourly partitions "
-    "of [start, end) (whole, ended hours), which re-judges those hours as the schedule does (anomalies of the "
-    "hours replaced, resolutions of those found again kept); the job's result counts the anomalies of the "
-    "factory (or machine) by method. 202 with the new job, 200 with the one already running for the same request.",
+    "of [start, end) (whole, ended hours), configured with the request's scope: it re-judges that factory (or "
+    "machine) of the key's tenant and those methods alone, as the schedule judges them (their anomalies of the "
+    "hours replaced, resolutions of those found again kept, their live flags confirmed or closed not_confirmed); "
+    "every other machine's and method's rows stay as they are. The job's result counts the scope's anomalies by "
+    "method. 202 with the new job, 200 with the one already running for the same request.",
     responses={
         **ERRORS,
         **BAD_JSON,
@@ -290,12 +281,10 @@ def detect(request: Request, caller: Caller, body: DetectRequest) -> Response:
     limit = state.settings.api_max_result_range_days * 24
     if hours > limit:
         raise invalid("end", f"at most {limit} hours per request (API_MAX_RESULT_RANGE_DAYS)", location="body")
-    methods = list(dict.fromkeys(body.methods or DETECTION_METHODS))
+    methods = list(dict.fromkeys(body.methods or METHODS))
     for i, method in enumerate(methods):
-        if method not in DETECTION_METHODS:
-            raise invalid(
-                ("methods", i), f"unknown method {method!r}; known: {', '.join(DETECTION_METHODS)}", location="body"
-            )
+        if method not in METHODS:
+            raise invalid(("methods", i), f"unknown method {method!r}; known: {', '.join(METHODS)}", location="body")
     scope = "tenant_id = %s AND factory_id = %s" + (" AND machine_id = %s" if body.machine_id else "")
     params = (tenant, body.factory_id, *((body.machine_id,) if body.machine_id else ()))
     with state.db.connection() as conn:
@@ -372,7 +361,10 @@ def _start(request: Request, caller: Caller, kind: str, canonical: dict[str, Any
 def _run_request(
     kind: str, canonical: dict[str, Any], job_id: int, caller: Caller
 ) -> tuple[dict[str, Any], dict[str, str], tuple[str, str] | None]:
-    """The run config, tags and partition range (first and last key) of a job's run."""
+    """The run config, tags and partition range (first and last key) of a job's run. A detection's
+    run is configured with the request's scope, so it judges and rewrites that machine (or factory)
+    and those methods alone; the tags show the scope in the Dagster UI's run list."""
+    from analytics_platform.defs.anomalies import READING_ANOMALIES
     from analytics_platform.defs.on_demand import JOB_TAG
     from analytics_platform.defs.partitions import partition_key
 
@@ -389,7 +381,12 @@ def _run_request(
         config["exclusions"] = canonical["exclusions"]
         return {"ops": {"energy_baseline_models": {"config": config}}}, tags, None
     start, end = datetime.fromisoformat(canonical["start"]), datetime.fromisoformat(canonical["end"])
-    return {}, tags, (partition_key(start), partition_key(end - timedelta(hours=1)))
+    every = set(canonical["methods"]) == set(METHODS)
+    methods = None if every else [m for m in METHODS if m in canonical["methods"]]
+    tags["analytics/methods"] = "all" if every else ",".join(methods or ())
+    config = {k: canonical[k] for k in ("tenant_id", "factory_id", "machine_id")}
+    run_config = {"ops": {READING_ANOMALIES.to_python_identifier(): {"config": {**config, "methods": methods}}}}
+    return run_config, tags, (partition_key(start), partition_key(end - timedelta(hours=1)))
 
 
 def _refresh(request: Request, conn: Any, row: dict[str, Any]) -> dict[str, Any]:

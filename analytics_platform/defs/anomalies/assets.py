@@ -44,6 +44,26 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
     )
 
 
+class DetectionScope(dg.Config):
+    """The part of the hours a run judges: none given (the schedule, a backfill) is every series
+    and method; a detection requested through the API names its tenant, factory, perhaps machine,
+    and methods, so it re-judges and rewrites that and nothing else (`anomalies.Scope`)."""
+
+    tenant_id: str | None = None
+    factory_id: str | None = None
+    machine_id: str | None = None
+    methods: list[str] | None = None
+
+    def scope(self) -> anomalies.Scope:
+        methods = None if self.methods is None else tuple(self.methods)
+        return anomalies.Scope(self.tenant_id, self.factory_id, self.machine_id, methods)
+
+
+# on a scoped run's materialisation, valued "partial": its partitions were judged in part (which part:
+# its metadata `scope`; a tag's value must be a short plain word, and tenant and machine ids need not be)
+SCOPE_TAG = "analytics/scope"
+
+
 def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
     """Reads sensor readings, and run states when the device domain runs (non-running periods are skipped)."""
     options = anomaly_options(settings)
@@ -62,12 +82,17 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         "for deviation, level shift, noise and stuck readings; the Isolation Forest as a second opinion; "
         "production stoppage while running; energy baseline deviation. Non-running periods (and "
         "ANOMALY_SETTLE_MINUTES after them) are skipped; series with too little history are 'learning'. "
-        "Re-materialising an hour replaces its anomalies; resolutions of those found again are kept.",
+        "Re-materialising an hour replaces its anomalies; resolutions of those found again are kept. A run "
+        "configured with a scope (tenant_id, factory_id, machine_id, methods: POST /v1/anomalies/detect) judges "
+        "and replaces only those; its materialisation says so (metadata `scope`, tag analytics/scope=partial).",
         metadata={"table": "analytics.analytics_anomaly"},
         check_specs=contract_specs(READING_ANOMALIES, RESULT_CHECKS_NO_BUCKETS, settings),
     )
-    def reading_anomalies(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    def reading_anomalies(
+        context: dg.AssetExecutionContext, db: PostgresResource, config: DetectionScope
+    ) -> dg.MaterializeResult:
         window = context.partition_time_window
+        scope = config.scope()
         totals: dict[str, int] = {
             "readings": 0,
             "anomalies": 0,
@@ -83,7 +108,7 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
             # a day per call: its hours share one read of the trailing aggregates, and memory stays
             # bounded by a day whatever the backfill's length
             for start, end in chunks(window.start, window.end, 24):
-                run = anomalies.recompute_anomalies(conn, start, end, options, models, profiles)
+                run = anomalies.recompute_anomalies(conn, start, end, options, models, profiles, scope)
                 totals["readings"] += run.readings
                 totals["anomalies"] += run.anomalies
                 totals["models_fitted"] += run.models_fitted
@@ -92,13 +117,18 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
                 learning = run.learning
                 for method, count in run.by_method.items():
                     methods[method] = methods.get(method, 0) + count
+            # the checks look at the whole hours, scoped run or not: a check result is recorded for
+            # the partition, and the partition is every row of its hours (the scope's rewritten,
+            # the rest as earlier runs left them), so a check over the scope alone would report a
+            # partition as passing that it never looked at
             checks = anomaly_checks(conn, settings, window.start, window.end)
         skipped = ", ".join(options.skip_metrics) or "none"
         context.log.info(
-            "reading_anomalies %s..%s: %s %s; %d series still learning (not judged); metrics not judged "
+            "reading_anomalies %s..%s (%s): %s %s; %d series still learning (not judged); metrics not judged "
             "(ANOMALY_SKIP_METRICS): %s",
             window.start,
             window.end,
+            scope.label,
             totals,
             methods,
             learning,
@@ -106,12 +136,14 @@ def build_anomaly_asset(settings: PlatformSettings) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
+                "scope": scope.label,
                 **totals,
                 "series_learning": learning,
                 "metrics_not_judged": skipped,
                 **{f"by_{k}": v for k, v in methods.items()},
             },
             check_results=checks,
+            tags={} if scope.whole else {SCOPE_TAG: "partial"},
         )
 
     return reading_anomalies
