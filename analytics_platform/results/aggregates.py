@@ -1,8 +1,11 @@
 """Window aggregates of a range of hours: read the readings of every bucket the hours touch,
-aggregate in Polars, replace those buckets in one transaction."""
+aggregate in Polars, replace those buckets in one transaction (`recompute_aggregates`); or, for the
+drain service's finaliser, only the buckets of an hour that closed or got readings since its last
+run (`finalise_hour`), so a final bucket costs its own readings, not the hour's so far."""
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
@@ -56,6 +59,10 @@ class AggregateRun:
     deleted: int = 0
     by_window: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # `finalise_hour`'s: the buckets it rewrote per window, and the position it moved to
+    incremental: bool = False
+    buckets: dict[int, int] = field(default_factory=dict)
+    position: datetime | None = None
 
 
 # Series keys as Categorical: a day of readings repeats a few hundred key strings millions of
@@ -137,6 +144,24 @@ MARK_MATERIALISED = """
         version = nextval('analytics.agg_materialised_version')"""
 
 
+# Where the readings known to be committed end: every raw reading ingested (its drain transaction
+# began) before the start of the oldest transaction writing now is committed, so a read begun after
+# this statement sees it; a later one is the next run's. The live judges find new rows the same way
+# (results/live_detection.py), without their cap: a finaliser waits for a long writer, never skips it.
+SETTLED = """
+    SELECT clock_timestamp(), least(clock_timestamp(), (
+        SELECT min(xact_start) FROM pg_stat_activity
+        WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()))"""
+# Written with the hours' marks (sql/24): the readings the hours' stored buckets hold.
+MARK_POSITION = """
+    INSERT INTO analytics.agg_finalise_positions (hour_start, position, closed_until, windows, version, updated_at)
+    SELECT hour_start, %(position)s, %(closed)s, %(windows)s, version, now()
+    FROM analytics.agg_materialised_hours WHERE hour_start >= %(first)s AND hour_start <= %(last)s
+    ON CONFLICT (hour_start) DO UPDATE
+    SET position = excluded.position, closed_until = excluded.closed_until, windows = excluded.windows,
+        version = excluded.version, updated_at = excluded.updated_at"""
+
+
 DAY_S = 86400
 # The days [lo, hi) of agg_daily (sql/14) rebuilt from the hourly buckets stored, and marked rolled up.
 REFRESH_DAYS = (
@@ -174,6 +199,7 @@ def replace_aggregates(
     start: datetime,
     end: datetime,
     as_of: datetime | None = None,
+    position: datetime | None = None,
 ) -> int:
     """Delete every bucket of `windows` overlapping [start, end) and COPY `aggregates` in its place,
     in one transaction; returns the rows deleted.
@@ -181,7 +207,8 @@ def replace_aggregates(
     With `as_of` (when the read of the readings began), the whole hours of [start, end) are recorded
     in `analytics.agg_materialised_hours` in the same transaction, so `/v1/agg` never sees the new
     buckets without knowing they are final, nor the reverse; the days they touch are rebuilt in
-    `analytics.agg_daily` in it too."""
+    `analytics.agg_daily` in it too. With `position` too (`SETTLED` before the read), the hours'
+    finaliser positions (sql/24) say so, so the finaliser's next run of an hour starts from here."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
@@ -196,6 +223,9 @@ def replace_aggregates(
         first, last = ceil_to(start, 3600), floor_to(end, 3600) - timedelta(hours=1)
         if as_of is not None and first <= last:
             cur.execute(MARK_MATERIALISED, {"as_of": as_of, "first": first, "last": last})
+            if position is not None:
+                marks = {"position": position, "closed": as_of, "windows": sorted(set(windows))}
+                cur.execute(MARK_POSITION, {**marks, "first": first, "last": last})
         if 3600 in windows:
             refresh_days(cur, start, end)
     return deleted
@@ -224,8 +254,9 @@ def recompute_aggregates(
     run = AggregateRun(start, end)
     read_start, read_end = covering_range(start, end, windows)
     # Every reading committed before this moment is in the buckets written below (each read's
-    # snapshot is taken after it): the stored buckets are final for anything ending by then.
-    as_of = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    # snapshot is taken after it): the stored buckets are final for anything ending by then. So is
+    # every reading ingested before `position`: the finaliser's next run starts there.
+    as_of, position = conn.execute(SETTLED).fetchone()
     # A bucket of a window dividing an hour is all in one epoch hour: those windows are computed an
     # hour at a time, as the hours arrive (the same numbers: a bucket's terms are in canonical_order
     # whatever else the frame holds). Longer windows need the whole range in memory, as one frame.
@@ -255,8 +286,193 @@ def recompute_aggregates(
     if before_write is not None:
         before_write()
     began = time.perf_counter()
-    run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of)
+    run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of, position)
     run.seconds["write"] = time.perf_counter() - began
     run.rows = aggregates.height
     run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
     return run
+
+
+# An hour's finaliser state (sql/24) and what makes it unusable: another run wrote the hour since
+# (its version moved), or raw readings the buckets may hold were re-derived (deleted and written
+# again: a reading deleted leaves no `ingested_at` behind) since the position.
+_POSITION = """
+    SELECT p.position, p.closed_until, p.windows, p.version, m.version,
+           EXISTS (SELECT 1 FROM analytics.raw_rederivations r
+                   WHERE r.raw_table = %(raw_table)s AND r.hour >= %(lo)s AND r.hour < %(hi)s
+                     AND r.done_at >= p.position)
+    FROM analytics.agg_finalise_positions p
+    LEFT JOIN analytics.agg_materialised_hours m USING (hour_start)
+    WHERE p.hour_start = %(hour)s"""
+# The times (floored to `step`, a divisor of every window) of the readings ingested in [since, until)
+# that bucket of any window overlapping the hour may hold: the buckets new readings touched.
+_TOUCHED = """
+    SELECT DISTINCT date_bin(make_interval(secs => %(step)s), time, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+    FROM analytics.raw_sensor_readings
+    WHERE ingested_at >= %(since)s AND ingested_at < %(until)s AND time >= %(lo)s AND time < %(hi)s"""
+_ADVANCE = """
+    UPDATE analytics.agg_materialised_hours
+    SET as_of = greatest(as_of, %(as_of)s), materialised_at = now(),
+        version = nextval('analytics.agg_materialised_version')
+    WHERE hour_start = %(hour)s AND version = %(version)s
+    RETURNING version"""
+_MOVE = """
+    UPDATE analytics.agg_finalise_positions
+    SET position = %(position)s, closed_until = greatest(closed_until, %(closed)s), version = %(version)s,
+        updated_at = now()
+    WHERE hour_start = %(hour)s"""
+
+
+def buckets_to_finalise(
+    windows: Sequence[int],
+    hour: datetime,
+    closed_until: datetime,
+    closed_by: datetime,
+    touched: Sequence[datetime],
+) -> dict[int, list[datetime]]:
+    """Per window, the starts of the buckets overlapping `hour` that a finaliser run at `closed_by`
+    rewrites: those that closed since the last run (ends in (closed_until, closed_by]), and those
+    that closed by either and hold a reading ingested since (a start in `touched`: late, duplicated
+    or re-sent readings land here). A bucket still open is left to /v1/agg's provisional answer.
+
+    Why both: the previous run left an open bucket as an earlier run had stored it, so it is stale
+    by the time it closes whether or not a reading arrived since."""
+    hour_end = hour + timedelta(hours=1)
+    limit = max(closed_until, closed_by)
+    chosen: dict[int, list[datetime]] = {}
+    for window_s in sorted(set(windows)):
+        step = timedelta(seconds=window_s)
+        starts = {floor_to(moment, window_s) for moment in touched}
+        bucket = floor_to(hour, window_s)
+        while bucket < hour_end:
+            if closed_until < bucket + step <= closed_by:
+                starts.add(bucket)
+            bucket += step
+        chosen[window_s] = sorted(s for s in starts if s < hour_end and s + step > hour and s + step <= limit)
+    return chosen
+
+
+def spans(buckets: dict[int, list[datetime]]) -> list[tuple[datetime, datetime]]:
+    """The buckets' time ranges merged: what to read so that each bucket has all its readings."""
+    ranges = sorted((s, s + timedelta(seconds=w)) for w, starts in buckets.items() for s in starts)
+    merged: list[tuple[datetime, datetime]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def finalise_hour(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    hour: datetime,
+    closed_by: datetime,
+    before_write: Callable[[], object] | None = None,
+) -> AggregateRun | str:
+    """Make the buckets of `hour` that closed by `closed_by` final by rewriting only what changed
+    since the hour's last run (`buckets_to_finalise`), each from all of its readings, with the same
+    transform as `recompute_aggregates`: the stored rows end up as one full run would write them.
+    Returns the run, or why the whole hour must be recomputed instead (the caller does it).
+
+    New readings are those ingested between the hour's position and `SETTLED`; the position moves
+    in the transaction that writes the buckets, so a crash re-does a run and never skips readings.
+    The hour is marked final up to min(`closed_by`, SETTLED) (/v1/agg's `as_of`): every bucket
+    ending by then holds every reading committed before it. Whenever the state cannot be trusted
+    (no position, other windows, another run wrote the hour since, a re-derivation, a position
+    older than the hour) or the hour's last bucket closed (its 3600 s bucket reads the hour anyway,
+    and a full run settles every window), the answer is a reason for a full run."""
+    windows = sorted(set(windows))
+    hour_end = hour + timedelta(hours=1)
+    if closed_by >= hour_end:
+        return "the hour's last bucket closed"
+    run = AggregateRun(hour, hour_end, incremental=True)
+    lo, hi = covering_range(hour, hour_end, windows)
+    settled = conn.execute(SETTLED).fetchone()[1]
+    state = conn.execute(
+        _POSITION, {"hour": hour, "raw_table": "raw_sensor_readings", "lo": floor_to(lo, HOUR_S), "hi": hi}
+    ).fetchone()
+    if state is None:
+        return "no finaliser position for the hour"
+    position, closed_until, stored_windows, version, current_version, rederived = state
+    if sorted(stored_windows) != windows:
+        return f"the stored buckets are of windows {sorted(stored_windows)}"
+    if current_version != version:
+        return "another run wrote the hour since"
+    if rederived:
+        return "raw readings of the hour were re-derived"
+    if position < hour:
+        return "the position is older than the hour"
+    step = math.gcd(*windows)
+    params = {"step": step, "since": position, "until": settled, "lo": lo, "hi": hi}
+    touched = [row[0] for row in conn.execute(_TOUCHED, params).fetchall()]
+    buckets = buckets_to_finalise(windows, hour, closed_until, closed_by, touched)
+    run.seconds = {"read": 0.0, "transform": 0.0}
+    began = time.perf_counter()
+    frames = [pl.DataFrame(schema=READ_SCHEMA)]
+    for span_lo, span_hi in spans(buckets):
+        frames.extend(iter_readings(conn, span_lo, span_hi))
+    readings = canonical_order(pl.concat(frames))
+    run.readings = readings.height
+    waited = time.perf_counter()
+    run.seconds["read"] = waited - began
+    wanted = pl.DataFrame(
+        [(w, s) for w, starts in buckets.items() for s in starts],
+        schema={"window_s": pl.Int32(), "bucket_start": READING_SCHEMA["time"]},
+        orient="row",
+    )
+    aggregates = (
+        window_aggregates(readings.lazy(), windows).join(wanted.lazy(), on=["window_s", "bucket_start"]).collect()
+    )
+    run.seconds["transform"] = time.perf_counter() - waited
+    if before_write is not None:
+        before_write()
+    began = time.perf_counter()
+    try:
+        _write_finalised(conn, run, aggregates, buckets, hour, closed_by, settled, version)
+    except _Superseded:
+        return "another run wrote the hour while this one read"
+    run.seconds["write"] = time.perf_counter() - began
+    run.rows = aggregates.height
+    run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
+    run.buckets = {w: len(starts) for w, starts in buckets.items()}
+    run.position = settled
+    return run
+
+
+class _Superseded(Exception):
+    """The hour's version moved between a finaliser run's read of its state and its write."""
+
+
+def _write_finalised(
+    conn: psycopg.Connection,
+    run: AggregateRun,
+    aggregates: pl.DataFrame,
+    buckets: dict[int, list[datetime]],
+    hour: datetime,
+    closed_by: datetime,
+    settled: datetime,
+    version: int,
+) -> None:
+    """`finalise_hour`'s write, one transaction under the writers' lock: the buckets, the hour's
+    mark and the position together, or nothing if another run wrote the hour meanwhile (its buckets
+    may hold readings this run's read did not, so this one must not overwrite them)."""
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_agg")
+        marks = {"hour": hour, "version": version, "as_of": min(closed_by, settled)}
+        advanced = cur.execute(_ADVANCE, marks).fetchone()
+        if advanced is None:
+            raise _Superseded
+        for window_s, starts in buckets.items():
+            if starts:
+                cur.execute(
+                    "DELETE FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start = ANY(%s)",
+                    (window_s, starts),
+                )
+                run.deleted += cur.rowcount
+        copy_rows(cur, "analytics_agg", aggregates.sort(*SERIES_KEY, "window_s", "bucket_start"), AGG_COLUMNS)
+        moved = {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]}
+        cur.execute(_MOVE, moved)
+        if buckets.get(HOUR_S):
+            refresh_days(cur, buckets[HOUR_S][0], buckets[HOUR_S][-1] + timedelta(hours=1))

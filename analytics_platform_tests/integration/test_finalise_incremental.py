@@ -1,0 +1,160 @@
+"""The finaliser's incremental runs (`results.aggregates.finalise_hour`, sql/24): a run rewrites only
+the buckets of the hour that closed since the previous run and those readings ingested since touched.
+
+Asserted: after every run of a sequence with late, duplicated and out-of-order readings of two tenants
+with the same machine ids, the stored buckets that closed equal, bit for bit, what the transform makes
+of all the readings, and after the sequence one full run of the hour changes none of them (60, 300 and
+3600 s windows and a 5400 s one, longer than the hour and not dividing it); open buckets are left; the
+hour is marked final up to the bucket end; a writer still open holds the position and the mark back and
+its readings come in at the next run; a write that fails re-does the same buckets; every state that
+cannot be trusted (no position, other windows, another writer of the hour before or during the run, a
+re-derivation, a position older than the hour, the hour's last bucket) means a full run instead.
+
+Readings are inserted as the drain writes them (one transaction per batch, `ingested_at` its start).
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import psycopg
+import pytest
+
+from analytics_platform.results.aggregates import AggregateRun, finalise_hour, read_readings, recompute_aggregates
+from analytics_platform.transforms.window_aggregates import (
+    AGG_COLUMNS,
+    SERIES_KEY,
+    canonical_order,
+    covering_range,
+    window_aggregates,
+)
+from analytics_platform_tests.support.stack import DatabaseHandle
+
+WINDOWS = [60, 300, 3600, 5400]
+HOUR = datetime(2025, 8, 20, 10, tzinfo=UTC)
+RAW = (
+    "INSERT INTO analytics.raw_sensor_readings (time, tenant_id, factory_id, machine_id, sensor_id, metric, value, "
+    "schema_version, dedup_key, topic, kafka_partition, kafka_offset) "
+    "VALUES (%s, %s, 'f1', 'm1', %s, 'temp', %s, 1, %s, 'sensors', 0, %s) "
+    # a duplicate (the same identity again) keeps the stored copy, as the drain's conflict rule does
+    "ON CONFLICT (time, dedup_key) DO NOTHING"
+)
+STORED = (
+    f"SELECT {', '.join(AGG_COLUMNS)} FROM analytics.analytics_agg "
+    "ORDER BY window_s, bucket_start, tenant_id, sensor_id"
+)
+
+
+def at(minute: float, hour: datetime = HOUR) -> datetime:
+    return hour + timedelta(minutes=minute)
+
+
+def store(conn: psycopg.Connection, rows: list[tuple[float, str, str, float]]) -> None:
+    """(minute of HOUR, tenant, sensor, value) in one transaction, in the order given."""
+    with conn.transaction():
+        for minute, tenant, sensor, value in rows:
+            key = f"{tenant}|{sensor}|{minute}|{value}"
+            conn.execute(RAW, (at(minute), tenant, sensor, value, key, zlib.crc32(key.encode())))
+
+
+def expected(conn: psycopg.Connection, closed_by: datetime) -> list[tuple]:
+    """The buckets overlapping HOUR that ended by `closed_by`, computed from every reading stored."""
+    lo, hi = covering_range(HOUR, HOUR + timedelta(hours=1), WINDOWS)
+    readings = canonical_order(read_readings(conn, lo, hi))
+    frame = window_aggregates(readings.lazy(), WINDOWS, start=HOUR, end=HOUR + timedelta(hours=1)).collect()
+    frame = frame.with_columns(pl.col(k).cast(pl.String) for k in SERIES_KEY)
+    rows = frame.filter(pl.col("bucket_end") <= closed_by).select(AGG_COLUMNS).rows()
+    return sorted(rows, key=lambda r: (r[2], r[0], r[3], r[6]))
+
+
+def stored(conn: psycopg.Connection, closed_by: datetime) -> list[tuple]:
+    rows = conn.execute(STORED).fetchall()
+    return [r for r in rows if r[1] <= closed_by and r[0] < HOUR + timedelta(hours=1) and r[1] > HOUR]
+
+
+def mark(conn: psycopg.Connection) -> tuple:
+    return conn.execute(
+        "SELECT m.as_of, p.closed_until, p.position, p.version = m.version FROM analytics.agg_materialised_hours m "
+        "JOIN analytics.agg_finalise_positions p USING (hour_start) WHERE hour_start = %s",
+        (HOUR,),
+    ).fetchone()
+
+
+@pytest.fixture
+def conn(database: DatabaseHandle) -> psycopg.Connection:
+    with psycopg.connect(database.pipeline_url, autocommit=True) as connection:
+        yield connection
+
+
+# values whose float sum depends on the order of its terms: the buckets must still be bit-identical
+FIRST = [
+    (-30, "t1", "s1", 5.0),  # 09:30: in the 5400 s bucket [09:00, 10:30) with this hour's first half
+    (0.5, "t1", "s1", 0.1),
+    (0.25, "t2", "s1", 7.0),  # t2 has the same factory, machine and sensor ids
+    (1.5, "t1", "s1", 1e16),
+    (1.2, "t1", "s1", 0.2),
+    (3.9, "t1", "s2", 0.3),
+    (4.1, "t2", "s1", -2.5),
+]
+
+
+def full_run_at(conn: psycopg.Connection, moment: datetime) -> None:
+    """A full run of HOUR as if the clock had read `moment` (the database's clock is a year later than
+    these readings, so a full run now would find every bucket of the hour closed)."""
+    recompute_aggregates(conn, WINDOWS, HOUR, HOUR + timedelta(hours=1))
+    conn.execute("UPDATE analytics.agg_materialised_hours SET as_of = %s WHERE hour_start = %s", (moment, HOUR))
+    conn.execute("UPDATE analytics.agg_finalise_positions SET closed_until = %s WHERE hour_start = %s", (moment, HOUR))
+
+
+def finalise(conn: psycopg.Connection, closed_by: datetime, **kwargs: object) -> AggregateRun:
+    run = finalise_hour(conn, WINDOWS, HOUR, closed_by, **kwargs)
+    assert isinstance(run, AggregateRun), run
+    return run
+
+
+def test_incremental_runs_leave_what_one_full_run_writes(conn: psycopg.Connection) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    assert stored(conn, at(5)) == expected(conn, at(5))
+    hour_bucket = conn.execute(
+        "SELECT count_n FROM analytics.analytics_agg WHERE window_s = 3600 AND tenant_id = 't1' AND sensor_id = 's1'"
+    ).fetchone()
+
+    # out of order, late for the closed 10:00 and 10:02 buckets, a duplicate of a stored reading, two batches
+    store(conn, [(6.5, "t1", "s1", 0.7), (5.2, "t1", "s1", 0.1), (0.75, "t1", "s1", 0.3), (0.5, "t1", "s1", 0.1)])
+    store(conn, [(2.1, "t2", "s1", 1e-3), (6.9, "t2", "s1", 3.0)])
+    run = finalise(conn, at(7))
+    # 60 s: 10:05 and 10:06 closed since; 10:00 and 10:02 late. 300 s: 10:00 late; 10:05 is open.
+    # The hour's 3600 s bucket and the 5400 s one (to 10:30) are open: left as they were
+    assert (run.incremental, run.buckets) == (True, {60: 4, 300: 1, 3600: 0, 5400: 0})
+    assert run.readings == 11  # of 10:00..10:07: the 60 s buckets lie in the 300 s one and 10:05..10:07
+    assert stored(conn, at(7)) == expected(conn, at(7))
+    as_of, closed_until, position, same_version = mark(conn)
+    assert (as_of, closed_until, same_version) == (at(7), at(7), True)
+
+    store(conn, [(31.2, "t1", "s1", 1.0), (29.5, "t2", "s2", 4.0), (8, "t1", "s1", 2.0), (2.5, "t1", "s2", 9.0)])
+    run = finalise(conn, at(31))
+    # 60 s: the 24 that closed since 10:07, and 10:02 again; 300 s: five closed since and 10:00 again;
+    # the 5400 s bucket closed at 10:30. 10:31 is open: its reading waits
+    assert run.buckets == {60: 25, 300: 6, 3600: 0, 5400: 1}
+    assert stored(conn, at(31)) == expected(conn, at(31))
+    assert mark(conn)[:2] == (at(31), at(31)) and mark(conn)[2] >= position
+    assert conn.execute("SELECT count(*) FROM analytics.analytics_agg WHERE bucket_start = %s", (at(31),)).fetchone()[
+        0
+    ] == (0)
+    assert (
+        conn.execute(
+            "SELECT count_n FROM analytics.analytics_agg "
+            "WHERE window_s = 3600 AND tenant_id = 't1' AND sensor_id = 's1'"
+        ).fetchone()
+        == hour_bucket
+    )
+
+    assert finalise(conn, at(32)).buckets == {60: 1, 300: 0, 3600: 0, 5400: 0}  # nothing new: 10:31 closed
+    assert stored(conn, at(32)) == expected(conn, at(32))
+    assert finalise_hour(conn, WINDOWS, HOUR, at(60)) == "the hour's last bucket closed"
+    before = stored(conn, at(32))
+    recompute_aggregates(conn, WINDOWS, HOUR, HOUR + timedelta(hours=1))
+    assert stored(conn, at(32)) == before
