@@ -158,3 +158,105 @@ def test_incremental_runs_leave_what_one_full_run_writes(conn: psycopg.Connectio
     before = stored(conn, at(32))
     recompute_aggregates(conn, WINDOWS, HOUR, HOUR + timedelta(hours=1))
     assert stored(conn, at(32)) == before
+
+
+def test_a_writer_still_open_holds_the_position_and_its_readings_come_next(
+    conn: psycopg.Connection, database: DatabaseHandle
+) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    with psycopg.connect(database.pipeline_url) as writer:  # a drain transaction in flight
+        began = writer.execute("SELECT now()").fetchone()[0]
+        store(writer, [(5.5, "t1", "s1", 40.0)])
+        run = finalise(conn, at(7))
+        # its reading is not visible yet: its bucket closed with what was committed and the position
+        # stops where the writer began (the mark is the bucket end: the writer began after it, so its
+        # reading is a late one; a writer begun before it holds the mark back as well: min(T, position))
+        assert run.position <= began and run.buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}
+        assert mark(conn)[:3] == (at(7), at(7), run.position)
+        writer.commit()
+    run = finalise(conn, at(8))
+    assert run.buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}  # 10:05 (the writer's reading) and 10:07
+    assert stored(conn, at(8)) == expected(conn, at(8))
+    assert conn.execute(
+        "SELECT count_n, max_v FROM analytics.analytics_agg WHERE window_s = 60 AND bucket_start = %s", (at(5),)
+    ).fetchone() == (1, 40.0)
+    assert mark(conn)[:2] == (at(8), at(8))
+
+
+def test_a_failed_write_is_done_again_by_the_next_run(conn: psycopg.Connection) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    before = mark(conn)
+    store(conn, [(0.9, "t2", "s1", 11.0), (5.5, "t1", "s2", 12.0)])
+
+    def crash() -> None:
+        raise RuntimeError("the process died before its write")
+
+    with pytest.raises(RuntimeError):
+        finalise_hour(conn, WINDOWS, HOUR, at(6), before_write=crash)
+    assert mark(conn) == before  # nothing moved
+    run = finalise(conn, at(7))
+    assert run.buckets == {60: 3, 300: 1, 3600: 0, 5400: 0}  # the late 10:00 again, 10:05 and 10:06
+    assert stored(conn, at(7)) == expected(conn, at(7))
+
+
+def test_another_writer_of_the_hour_during_the_run_wins(conn: psycopg.Connection, database: DatabaseHandle) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+
+    def rematerialise() -> None:  # a run from the UI (a full one) writes the hour while this one computes
+        store(conn, [(5.5, "t1", "s1", 40.0)])
+        with psycopg.connect(database.pipeline_url, autocommit=True) as other:
+            recompute_aggregates(other, WINDOWS, HOUR, HOUR + timedelta(hours=1))
+
+    assert finalise_hour(conn, WINDOWS, HOUR, at(7), before_write=rematerialise) == (
+        "another run wrote the hour while this one read"
+    )
+    assert stored(conn, at(60)) == expected(conn, at(60))  # the full run's rows, every bucket, stand
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("DELETE FROM analytics.agg_finalise_positions", "no finaliser position for the hour"),
+        ("UPDATE analytics.agg_finalise_positions SET windows = '{60,300,3600}'", "the stored buckets are of windows"),
+        (  # a writer that does not know positions (another version of the asset)
+            "UPDATE analytics.agg_materialised_hours SET version = nextval('analytics.agg_materialised_version')",
+            "another run wrote the hour since",
+        ),
+        (
+            "INSERT INTO analytics.raw_rederivations (raw_table, hour, reason, done_at) "
+            "VALUES ('raw_sensor_readings', '2025-08-20 10:00+00', 'test', now())",
+            "raw readings of the hour were re-derived",
+        ),
+        (  # the 5400 s bucket of 09:00 reads the hour before: its re-derivation counts too
+            "INSERT INTO analytics.raw_rederivations (raw_table, hour, reason, done_at) "
+            "VALUES ('raw_sensor_readings', '2025-08-20 09:00+00', 'test', now())",
+            "raw readings of the hour were re-derived",
+        ),
+        ("UPDATE analytics.agg_finalise_positions SET position = '2025-08-20 09:59+00'", "the position is older"),
+    ],
+)
+def test_a_state_that_cannot_be_trusted_means_a_full_run(
+    conn: psycopg.Connection, database: DatabaseHandle, change: str, reason: str
+) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    with database.connect() as admin:
+        admin.execute(change)
+    answer = finalise_hour(conn, WINDOWS, HOUR, at(7))
+    assert isinstance(answer, str) and answer.startswith(reason)
+
+
+def test_a_re_derivation_done_before_the_position_is_not_a_reason(
+    conn: psycopg.Connection, database: DatabaseHandle
+) -> None:
+    with database.connect() as admin:
+        admin.execute(
+            "INSERT INTO analytics.raw_rederivations (raw_table, hour, reason, done_at) "
+            "VALUES ('raw_sensor_readings', '2025-08-20 10:00+00', 'test', now())"
+        )
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    assert finalise(conn, at(7)).buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}
