@@ -22,6 +22,8 @@ import polars as pl
 import psycopg
 import pytest
 
+from analytics_platform.contracts.sensor import CONTRACT
+from analytics_platform.ingest.store import encode_rows, write_raw
 from analytics_platform.results.aggregates import AggregateRun, finalise_hour, read_readings, recompute_aggregates
 from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
@@ -260,3 +262,28 @@ def test_a_re_derivation_done_before_the_position_is_not_a_reason(
     store(conn, FIRST)
     full_run_at(conn, at(5))
     assert finalise(conn, at(7)).buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}
+
+
+def resend(conn: psycopg.Connection, minute: float, value: float, partition: int) -> None:
+    """One reading as the drain writes it (`write_raw`: the lowest Kafka coordinate of an identity wins)."""
+    row = {
+        "time": at(minute), "tenant_id": "t1", "factory_id": "f1", "machine_id": "m1", "sensor_id": "s1",
+        "metric": "temp", "value": value, "unit": None, "payload": None, "uncatalogued": False, "event_id": "x",
+        "schema_version": 1, "dedup_key": "t1|x", "topic": "sensors", "kafka_partition": partition, "kafka_offset": 7,
+    }  # fmt: skip
+    with conn.transaction(), conn.cursor() as cur:
+        write_raw(cur, CONTRACT, encode_rows(pl.DataFrame([row]), CONTRACT.raw_columns))
+
+
+def test_a_re_sent_reading_that_replaces_the_stored_one_rewrites_its_buckets(conn: psycopg.Connection) -> None:
+    store(conn, FIRST)
+    resend(conn, 1.5, 3.0, partition=2)
+    full_run_at(conn, at(5))
+    resend(conn, 1.5, 8.0, partition=0)  # the same identity, another value, a lower coordinate: it wins
+    assert finalise(conn, at(6)).buckets == {60: 2, 300: 1, 3600: 0, 5400: 0}  # 10:01 and 10:00..10:05; 10:05
+    assert stored(conn, at(6)) == expected(conn, at(6))
+    assert conn.execute(
+        "SELECT max_v FROM analytics.analytics_agg WHERE window_s = 60 AND bucket_start = %s AND tenant_id = 't1' "
+        "AND sensor_id = 's1'",
+        (at(1),),
+    ).fetchone() == (1e16,)
