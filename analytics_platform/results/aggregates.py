@@ -59,9 +59,11 @@ class AggregateRun:
     deleted: int = 0
     by_window: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    # `finalise_hour`'s: the buckets it rewrote per window, and the position it moved to
+    # `finalise_hour`'s: per window, the buckets that closed since the last run (every series') and
+    # the late ones (a series' bucket each), and the position it moved to
     incremental: bool = False
     buckets: dict[int, int] = field(default_factory=dict)
+    late: dict[int, int] = field(default_factory=dict)
     position: datetime | None = None
 
 
@@ -91,6 +93,11 @@ def read_hour(conns: queue.SimpleQueue, start: datetime, end: datetime) -> pl.Da
             rows = cur.execute(READINGS_QUERY, (start, end)).fetchall()
     finally:
         conns.put(conn)
+    return decode_series(rows)
+
+
+def decode_series(rows: Sequence[tuple]) -> pl.DataFrame:
+    """READ_SCHEMA readings from rows of a series key and its times and values (`binary_array`s)."""
     if not rows:
         return pl.DataFrame(schema=READ_SCHEMA)
     keys = pl.DataFrame([row[:-2] for row in rows], schema=list(SERIES_KEY), orient="row")
@@ -304,12 +311,28 @@ _POSITION = """
     FROM analytics.agg_finalise_positions p
     LEFT JOIN analytics.agg_materialised_hours m USING (hour_start)
     WHERE p.hour_start = %(hour)s"""
-# The times (floored to `step`, a divisor of every window) of the readings ingested in [since, until)
-# that bucket of any window overlapping the hour may hold: the buckets new readings touched.
+# The series and times (floored to `step`, a divisor of every window) of the readings ingested in
+# [since, until) that a bucket of any window overlapping the hour may hold: what new readings touched.
 _TOUCHED = """
-    SELECT DISTINCT date_bin(make_interval(secs => %(step)s), time, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+    SELECT DISTINCT tenant_id, factory_id, machine_id, sensor_id, metric,
+           date_bin(make_interval(secs => %(step)s), time, TIMESTAMPTZ '1970-01-01 00:00:00+00')
     FROM analytics.raw_sensor_readings
     WHERE ingested_at >= %(since)s AND ingested_at < %(until)s AND time >= %(lo)s AND time < %(hi)s"""
+_SERIES_ARRAYS = "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]"
+_SERIES_MATCH = " AND ".join(f"r.{k} = d.{k}" for k in SERIES_KEY)
+# The readings of given series in given ranges, one row per series as READINGS_QUERY's (the ranges
+# of a series are disjoint: no reading comes twice).
+_SERIES_READINGS = f"""
+    SELECT r.tenant_id, r.factory_id, r.machine_id, r.sensor_id, r.metric,
+           array_send(array_agg(r.time)), array_send(array_agg(r.value))
+    FROM unnest({_SERIES_ARRAYS}, %s::timestamptz[], %s::timestamptz[]) AS d({", ".join(SERIES_KEY)}, lo, hi)
+    JOIN analytics.raw_sensor_readings r ON {_SERIES_MATCH} AND r.time >= d.lo AND r.time < d.hi
+    GROUP BY 1, 2, 3, 4, 5"""
+_DELETE_SERIES_BUCKETS = f"""
+    DELETE FROM analytics.analytics_agg r
+    USING unnest({_SERIES_ARRAYS}, %s::integer[], %s::timestamptz[])
+          AS d({", ".join(SERIES_KEY)}, window_s, bucket_start)
+    WHERE {_SERIES_MATCH} AND r.window_s = d.window_s AND r.bucket_start = d.bucket_start"""
 _ADVANCE = """
     UPDATE analytics.agg_materialised_hours
     SET as_of = greatest(as_of, %(as_of)s), materialised_at = now(),
@@ -322,46 +345,113 @@ _MOVE = """
         updated_at = now()
     WHERE hour_start = %(hour)s"""
 
+Series = tuple[str, str, str, str, str]
+Span = tuple[datetime, datetime]
+
+
+@dataclass
+class Finalisation:
+    """What a finaliser run rewrites: every series' buckets that closed since the last run (`closed`,
+    window -> starts), and the buckets of single series that closed earlier and got readings since
+    (`late`, series -> window -> starts; none of them in `closed`)."""
+
+    closed: dict[int, list[datetime]]
+    late: dict[Series, dict[int, list[datetime]]]
+
+    def late_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for buckets in self.late.values():
+            for window_s, starts in buckets.items():
+                counts[window_s] = counts.get(window_s, 0) + len(starts)
+        return counts
+
 
 def buckets_to_finalise(
     windows: Sequence[int],
     hour: datetime,
     closed_until: datetime,
     closed_by: datetime,
-    touched: Sequence[datetime],
-) -> dict[int, list[datetime]]:
-    """Per window, the starts of the buckets overlapping `hour` that a finaliser run at `closed_by`
-    rewrites: those that closed since the last run (ends in (closed_until, closed_by]), and those
-    that closed by either and hold a reading ingested since (a start in `touched`: late, duplicated
-    or re-sent readings land here). A bucket still open is left to /v1/agg's provisional answer.
+    touched: Sequence[tuple[Series, datetime]],
+) -> Finalisation:
+    """The buckets overlapping `hour` that a finaliser run at `closed_by` rewrites: those that closed
+    since the last run (ends in (closed_until, closed_by]), for every series, and for each series
+    with readings ingested since (`touched`: its series and a time), those of its buckets that closed
+    by either moment and hold one (late, duplicated or re-sent readings land here). A bucket still
+    open is left to /v1/agg's provisional answer.
 
-    Why both: the previous run left an open bucket as an earlier run had stored it, so it is stale
-    by the time it closes whether or not a reading arrived since."""
+    Why every series for the newly closed: the previous run left an open bucket as an earlier run
+    stored it, so it is stale once it closes whether or not a reading arrived since. Why one series
+    for a late reading: an edge agent's buffered hour touches every minute of one machine's series,
+    and re-reading every series of those minutes would cost the hour."""
     hour_end = hour + timedelta(hours=1)
     limit = max(closed_until, closed_by)
-    chosen: dict[int, list[datetime]] = {}
+    closed: dict[int, list[datetime]] = {}
+    late: dict[Series, dict[int, list[datetime]]] = {}
     for window_s in sorted(set(windows)):
         step = timedelta(seconds=window_s)
-        starts = {floor_to(moment, window_s) for moment in touched}
+        starts = []
         bucket = floor_to(hour, window_s)
         while bucket < hour_end:
             if closed_until < bucket + step <= closed_by:
-                starts.add(bucket)
+                starts.append(bucket)
             bucket += step
-        chosen[window_s] = sorted(s for s in starts if s < hour_end and s + step > hour and s + step <= limit)
-    return chosen
+        closed[window_s] = starts
+        done = set(starts)
+        for series, moment in touched:
+            start = floor_to(moment, window_s)
+            if start in done or not (start < hour_end and start + step > hour and start + step <= limit):
+                continue
+            late.setdefault(series, {}).setdefault(window_s, [])
+            if start not in late[series][window_s]:
+                late[series][window_s].append(start)
+    for buckets in late.values():
+        for starts in buckets.values():
+            starts.sort()
+    return Finalisation(closed, late)
 
 
-def spans(buckets: dict[int, list[datetime]]) -> list[tuple[datetime, datetime]]:
+def spans(buckets: dict[int, list[datetime]]) -> list[Span]:
     """The buckets' time ranges merged: what to read so that each bucket has all its readings."""
     ranges = sorted((s, s + timedelta(seconds=w)) for w, starts in buckets.items() for s in starts)
-    merged: list[tuple[datetime, datetime]] = []
+    merged: list[Span] = []
     for lo, hi in ranges:
         if merged and lo <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
         else:
             merged.append((lo, hi))
     return merged
+
+
+def without(ranges: list[Span], taken: list[Span]) -> list[Span]:
+    """`ranges` less the parts inside `taken` (both merged and sorted): a series' late buckets are
+    read where the newly closed buckets (read for every series) are not, so no reading comes twice."""
+    left = []
+    for lo, hi in ranges:
+        for cut_lo, cut_hi in taken:
+            if cut_hi <= lo or cut_lo >= hi:
+                continue
+            if cut_lo > lo:
+                left.append((lo, cut_lo))
+            lo = max(lo, cut_hi)
+            if lo >= hi:
+                break
+        if lo < hi:
+            left.append((lo, hi))
+    return left
+
+
+def read_finalisation(conn: psycopg.Connection, plan: Finalisation) -> pl.DataFrame:
+    """Every reading of every bucket `plan` rewrites, in canonical_order."""
+    taken = spans(plan.closed)
+    frames = [pl.DataFrame(schema=READ_SCHEMA)]
+    for lo, hi in taken:
+        frames.extend(iter_readings(conn, lo, hi))
+    ranges = [(series, lo, hi) for series, buckets in plan.late.items() for lo, hi in without(spans(buckets), taken)]
+    if ranges:
+        columns = [list(column) for column in zip(*((*series, lo, hi) for series, lo, hi in ranges), strict=True)]
+        with conn.cursor(binary=True) as cur:
+            frames.append(decode_series(cur.execute(_SERIES_READINGS, columns).fetchall()))
+    return canonical_order(pl.concat(frames))
 
 
 def finalise_hour(
@@ -404,41 +494,54 @@ def finalise_hour(
         return "raw readings of the hour were re-derived"
     if position < hour:
         return "the position is older than the hour"
-    step = math.gcd(*windows)
-    params = {"step": step, "since": position, "until": settled, "lo": lo, "hi": hi}
-    touched = [row[0] for row in conn.execute(_TOUCHED, params).fetchall()]
-    buckets = buckets_to_finalise(windows, hour, closed_until, closed_by, touched)
-    run.seconds = {"read": 0.0, "transform": 0.0}
+    params = {"step": math.gcd(*windows), "since": position, "until": settled, "lo": lo, "hi": hi}
+    touched = [(row[:5], row[5]) for row in conn.execute(_TOUCHED, params).fetchall()]
+    plan = buckets_to_finalise(windows, hour, closed_until, closed_by, touched)
     began = time.perf_counter()
-    frames = [pl.DataFrame(schema=READ_SCHEMA)]
-    for span_lo, span_hi in spans(buckets):
-        frames.extend(iter_readings(conn, span_lo, span_hi))
-    readings = canonical_order(pl.concat(frames))
+    readings = read_finalisation(conn, plan)
     run.readings = readings.height
     waited = time.perf_counter()
-    run.seconds["read"] = waited - began
-    wanted = pl.DataFrame(
-        [(w, s) for w, starts in buckets.items() for s in starts],
-        schema={"window_s": pl.Int32(), "bucket_start": READING_SCHEMA["time"]},
-        orient="row",
-    )
-    aggregates = (
-        window_aggregates(readings.lazy(), windows).join(wanted.lazy(), on=["window_s", "bucket_start"]).collect()
-    )
+    run.seconds = {"read": waited - began}
+    aggregates = wanted(window_aggregates(readings.lazy(), windows).collect(), plan)
     run.seconds["transform"] = time.perf_counter() - waited
     if before_write is not None:
         before_write()
     began = time.perf_counter()
     try:
-        _write_finalised(conn, run, aggregates, buckets, hour, closed_by, settled, version)
+        run.deleted = _write_finalised(conn, aggregates, plan, hour, closed_by, settled, version)
     except _Superseded:
         return "another run wrote the hour while this one read"
     run.seconds["write"] = time.perf_counter() - began
     run.rows = aggregates.height
     run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
-    run.buckets = {w: len(starts) for w, starts in buckets.items()}
+    run.buckets = {w: len(starts) for w, starts in plan.closed.items()}
+    run.late = plan.late_counts()
     run.position = settled
     return run
+
+
+def wanted(aggregates: pl.DataFrame, plan: Finalisation) -> pl.DataFrame:
+    """The rows of the buckets `plan` rewrites (the transform also made partial buckets of the
+    ranges' edges and of other windows: those are not written)."""
+    key_types = {k: pl.String() for k in SERIES_KEY}
+    frame = aggregates.with_columns(pl.col(k).cast(pl.String) for k in SERIES_KEY)
+    moment = READING_SCHEMA["time"]
+    closed = pl.DataFrame(
+        [(w, s) for w, starts in plan.closed.items() for s in starts],
+        schema={"window_s": pl.Int32(), "bucket_start": moment},
+        orient="row",
+    )
+    late = pl.DataFrame(
+        [(*series, w, s) for series, buckets in plan.late.items() for w, starts in buckets.items() for s in starts],
+        schema={**key_types, "window_s": pl.Int32(), "bucket_start": moment},
+        orient="row",
+    )
+    return pl.concat(
+        [
+            frame.join(closed, on=["window_s", "bucket_start"], how="semi"),
+            frame.join(late, on=[*SERIES_KEY, "window_s", "bucket_start"], how="semi"),
+        ]
+    )
 
 
 class _Superseded(Exception):
@@ -447,32 +550,41 @@ class _Superseded(Exception):
 
 def _write_finalised(
     conn: psycopg.Connection,
-    run: AggregateRun,
     aggregates: pl.DataFrame,
-    buckets: dict[int, list[datetime]],
+    plan: Finalisation,
     hour: datetime,
     closed_by: datetime,
     settled: datetime,
     version: int,
-) -> None:
+) -> int:
     """`finalise_hour`'s write, one transaction under the writers' lock: the buckets, the hour's
     mark and the position together, or nothing if another run wrote the hour meanwhile (its buckets
-    may hold readings this run's read did not, so this one must not overwrite them)."""
+    may hold readings this run's read did not, so this one must not overwrite them). Returns the
+    rows deleted."""
+    deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
         marks = {"hour": hour, "version": version, "as_of": min(closed_by, settled)}
         advanced = cur.execute(_ADVANCE, marks).fetchone()
         if advanced is None:
             raise _Superseded
-        for window_s, starts in buckets.items():
+        for window_s, starts in plan.closed.items():
             if starts:
                 cur.execute(
                     "DELETE FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start = ANY(%s)",
                     (window_s, starts),
                 )
-                run.deleted += cur.rowcount
+                deleted += cur.rowcount
+        late = [
+            (*series, w, s) for series, buckets in plan.late.items() for w, starts in buckets.items() for s in starts
+        ]
+        if late:
+            cur.execute(_DELETE_SERIES_BUCKETS, [list(column) for column in zip(*late, strict=True)])
+            deleted += cur.rowcount
         copy_rows(cur, "analytics_agg", aggregates.sort(*SERIES_KEY, "window_s", "bucket_start"), AGG_COLUMNS)
-        moved = {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]}
-        cur.execute(_MOVE, moved)
-        if buckets.get(HOUR_S):
-            refresh_days(cur, buckets[HOUR_S][0], buckets[HOUR_S][-1] + timedelta(hours=1))
+        cur.execute(_MOVE, {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]})
+        days = list(plan.closed.get(HOUR_S, []))
+        days += [s for buckets in plan.late.values() for s in buckets.get(HOUR_S, [])]
+        if days:
+            refresh_days(cur, min(days), max(days) + timedelta(hours=1))
+    return deleted

@@ -222,8 +222,9 @@ def test_a_finaliser_run_after_the_first_rewrites_only_what_changed_and_the_ui_r
     assert newest.tags[FINALISE_MODE_TAG] == "incremental"
     metadata = instance.get_latest_materialization_event(AGG).asset_materialization.metadata
     assert metadata["incremental"].value is True
-    # 03:10 got a late reading, 03:11 closed; the 300 s and 3600 s buckets are open
-    assert metadata["buckets_rewritten_by_window"].value == {"60s": 2, "300s": 0, "3600s": 0}
+    # 03:11 closed; the series' 03:10 got a late reading; the 300 s and 3600 s buckets are open
+    assert metadata["closed_buckets_by_window"].value == {"60s": 1, "300s": 0, "3600s": 0}
+    assert metadata["late_series_buckets_by_window"].value == {"60s": 1}
     assert metadata["readings"].value == 5
     assert database.query(BUCKETS) == [
         (at("2025-08-20T03:10"), 3, 19.0, 1.0, 16.0, 1.0, 16.0),

@@ -128,19 +128,21 @@ def test_incremental_runs_leave_what_one_full_run_writes(conn: psycopg.Connectio
     store(conn, [(6.5, "t1", "s1", 0.7), (5.2, "t1", "s1", 0.1), (0.75, "t1", "s1", 0.3), (0.5, "t1", "s1", 0.1)])
     store(conn, [(2.1, "t2", "s1", 1e-3), (6.9, "t2", "s1", 3.0)])
     run = finalise(conn, at(7))
-    # 60 s: 10:05 and 10:06 closed since; 10:00 and 10:02 late. 300 s: 10:00 late; 10:05 is open.
-    # The hour's 3600 s bucket and the 5400 s one (to 10:30) are open: left as they were
-    assert (run.incremental, run.buckets) == (True, {60: 4, 300: 1, 3600: 0, 5400: 0})
-    assert run.readings == 11  # of 10:00..10:07: the 60 s buckets lie in the 300 s one and 10:05..10:07
+    # every series' 60 s buckets 10:05 and 10:06 closed since; late: t1/s1's 10:00 and t2/s1's 10:02
+    # and both series' 300 s 10:00 (the duplicate is no new row). 300 s 10:05 is open; so are the
+    # hour's 3600 s bucket and the 5400 s one (to 10:30): left as they were
+    assert (run.incremental, run.buckets, run.late) == (True, {60: 2, 300: 0, 3600: 0, 5400: 0}, {60: 2, 300: 2})
+    # 10:05..10:07 of every series (3), 10:00..10:05 of t1/s1 (4) and t2/s1 (3); not t1/s2's
+    assert run.readings == 10
     assert stored(conn, at(7)) == expected(conn, at(7))
     as_of, closed_until, position, same_version = mark(conn)
     assert (as_of, closed_until, same_version) == (at(7), at(7), True)
 
     store(conn, [(31.2, "t1", "s1", 1.0), (29.5, "t2", "s2", 4.0), (8, "t1", "s1", 2.0), (2.5, "t1", "s2", 9.0)])
     run = finalise(conn, at(31))
-    # 60 s: the 24 that closed since 10:07, and 10:02 again; 300 s: five closed since and 10:00 again;
-    # the 5400 s bucket closed at 10:30. 10:31 is open: its reading waits
-    assert run.buckets == {60: 25, 300: 6, 3600: 0, 5400: 1}
+    # 60 s: the 24 that closed since 10:07; 300 s: five; the 5400 s bucket closed at 10:30; late:
+    # t1/s2's 10:02 and 10:00. 10:31 is open: its reading waits
+    assert (run.buckets, run.late) == ({60: 24, 300: 5, 3600: 0, 5400: 1}, {60: 1, 300: 1})
     assert stored(conn, at(31)) == expected(conn, at(31))
     assert mark(conn)[:2] == (at(31), at(31)) and mark(conn)[2] >= position
     assert conn.execute("SELECT count(*) FROM analytics.analytics_agg WHERE bucket_start = %s", (at(31),)).fetchone()[
@@ -154,7 +156,8 @@ def test_incremental_runs_leave_what_one_full_run_writes(conn: psycopg.Connectio
         == hour_bucket
     )
 
-    assert finalise(conn, at(32)).buckets == {60: 1, 300: 0, 3600: 0, 5400: 0}  # nothing new: 10:31 closed
+    last = finalise(conn, at(32))
+    assert (last.buckets, last.late) == ({60: 1, 300: 0, 3600: 0, 5400: 0}, {})  # nothing new: 10:31 closed
     assert stored(conn, at(32)) == expected(conn, at(32))
     assert finalise_hour(conn, WINDOWS, HOUR, at(60)) == "the hour's last bucket closed"
     before = stored(conn, at(32))
@@ -178,7 +181,8 @@ def test_a_writer_still_open_holds_the_position_and_its_readings_come_next(
         assert mark(conn)[:3] == (at(7), at(7), run.position)
         writer.commit()
     run = finalise(conn, at(8))
-    assert run.buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}  # 10:05 (the writer's reading) and 10:07
+    # 10:07 closed; t1/s1's 10:05 has the writer's reading (its 300 s bucket is open)
+    assert (run.buckets, run.late) == ({60: 1, 300: 0, 3600: 0, 5400: 0}, {60: 1})
     assert stored(conn, at(8)) == expected(conn, at(8))
     assert conn.execute(
         "SELECT count_n, max_v FROM analytics.analytics_agg WHERE window_s = 60 AND bucket_start = %s", (at(5),)
@@ -199,7 +203,8 @@ def test_a_failed_write_is_done_again_by_the_next_run(conn: psycopg.Connection) 
         finalise_hour(conn, WINDOWS, HOUR, at(6), before_write=crash)
     assert mark(conn) == before  # nothing moved
     run = finalise(conn, at(7))
-    assert run.buckets == {60: 3, 300: 1, 3600: 0, 5400: 0}  # the late 10:00 again, 10:05 and 10:06
+    # 10:05 and 10:06 closed, and t2/s1's late 10:00 again (60 s and 300 s)
+    assert (run.buckets, run.late) == ({60: 2, 300: 0, 3600: 0, 5400: 0}, {60: 1, 300: 1})
     assert stored(conn, at(7)) == expected(conn, at(7))
 
 
@@ -261,7 +266,8 @@ def test_a_re_derivation_done_before_the_position_is_not_a_reason(
         )
     store(conn, FIRST)
     full_run_at(conn, at(5))
-    assert finalise(conn, at(7)).buckets == {60: 2, 300: 0, 3600: 0, 5400: 0}
+    run = finalise(conn, at(7))
+    assert (run.buckets, run.late) == ({60: 2, 300: 0, 3600: 0, 5400: 0}, {})
 
 
 def resend(conn: psycopg.Connection, minute: float, value: float, partition: int) -> None:
@@ -280,10 +286,27 @@ def test_a_re_sent_reading_that_replaces_the_stored_one_rewrites_its_buckets(con
     resend(conn, 1.5, 3.0, partition=2)
     full_run_at(conn, at(5))
     resend(conn, 1.5, 8.0, partition=0)  # the same identity, another value, a lower coordinate: it wins
-    assert finalise(conn, at(6)).buckets == {60: 2, 300: 1, 3600: 0, 5400: 0}  # 10:01 and 10:00..10:05; 10:05
+    run = finalise(conn, at(6))
+    assert (run.buckets, run.late) == ({60: 1, 300: 0, 3600: 0, 5400: 0}, {60: 1, 300: 1})  # 10:05; t1/s1's 10:01
     assert stored(conn, at(6)) == expected(conn, at(6))
     assert conn.execute(
         "SELECT max_v FROM analytics.analytics_agg WHERE window_s = 60 AND bucket_start = %s AND tenant_id = 't1' "
         "AND sensor_id = 's1'",
         (at(1),),
     ).fetchone() == (1e16,)
+
+
+def test_a_late_reading_rewrites_its_own_series_buckets_only(conn: psycopg.Connection) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    written = "SELECT tenant_id, sensor_id, window_s, bucket_start, updated_at FROM analytics.analytics_agg"
+    before = {row[:4]: row[4] for row in conn.execute(written).fetchall()}
+    store(conn, [(2.1, "t2", "s1", 1e-3)])  # t1 has a series with the same factory, machine and sensor ids
+    run = finalise(conn, at(5))
+    assert (run.buckets, run.late, run.readings) == ({60: 0, 300: 0, 3600: 0, 5400: 0}, {60: 1, 300: 1}, 3)
+    after = {row[:4]: row[4] for row in conn.execute(written).fetchall()}
+    assert sorted(k for k in after if after[k] != before.get(k)) == [
+        ("t2", "s1", 60, at(2)),
+        ("t2", "s1", 300, at(0)),
+    ]
+    assert stored(conn, at(5)) == expected(conn, at(5))

@@ -94,10 +94,12 @@ def finalise_run(
         context.log.info("recomputing the whole hour: %s", run)
         return run
     context.log.info(
-        "incremental: %d readings -> %d buckets %s, position %s (read %.2fs, transform %.2fs, write %.2fs)",
+        "incremental: %d readings -> %d rows (closed buckets %s, late buckets of a series %s), position %s "
+        "(read %.2fs, transform %.2fs, write %.2fs)",
         run.readings,
         run.rows,
         run.buckets,
+        run.late,
         run.position.isoformat() if run.position else None,
         *(run.seconds[k] for k in ("read", "transform", "write")),
     )
@@ -111,6 +113,7 @@ def incremental_metadata(run: AggregateRun) -> dict[str, object]:
         "readings": run.readings,
         "rows": run.rows,
         "rows_replaced": run.deleted,
-        "buckets_rewritten_by_window": {f"{w}s": n for w, n in run.buckets.items()},
+        "closed_buckets_by_window": {f"{w}s": n for w, n in run.buckets.items()},
+        "late_series_buckets_by_window": {f"{w}s": n for w, n in run.late.items()},
         "position": run.position.isoformat() if run.position else None,
     }
