@@ -4,11 +4,12 @@ replaces, in the same run (issue 22, item 2: a final 60 s bucket p95 <= 15 s aft
 Loads `--minutes` (40) of an hour at `--rate` (5,000) readings/s into raw (two tenants with the same
 machine ids, 1,000 series), runs the window aggregates of the hour in full (the state a finaliser run
 starts from: as if it ran at the minute's end), then `--steps` times: one more minute of readings and
-`--late` late ones spread over the earlier minutes, each committed like a drain batch, and the
-finaliser's incremental run at the new minute's end (`finalise_hour`). Last, the full-hour run at the
-same point (what each finaliser run used to cost) and a check that it leaves every closed bucket the
-incremental runs wrote as it was (bit for bit). Wall seconds and CPU seconds (this process; PostgreSQL's
-server processes) of each. Asserts nothing about time.
+`--late` late readings of one machine spread over the earlier minutes (an edge agent's buffer after an
+outage), each committed like a drain batch, and the finaliser's incremental run at the new minute's end
+(`finalise_hour`). Last, the full-hour run at the same point (what each finaliser run used to cost) and
+a check that it leaves every closed bucket the incremental runs wrote as it was (bit for bit). Wall
+seconds and CPU seconds (this process; PostgreSQL's server processes) of each. Asserts nothing about
+time.
 
 Usage: python bench/finalise.py [--minutes 40] [--rate 5000] [--steps 3] [--late 1000]
 Uses TEST_DATABASE_URL (an admin URL) or starts an embedded PostgreSQL under .run/bench/.
@@ -73,13 +74,23 @@ def minute_of_readings(minute: int, rate: int, offset: int) -> pl.DataFrame:
 
 
 def late_readings(before: int, count: int, seed: int) -> pl.DataFrame:
-    """`count` readings at times spread over the minutes [0, before), arriving now."""
-    frame = minute_of_readings(0, max(count, MACHINES * SERIES) // 60 + 1, 10**9 + seed * 10**6).head(count)
-    return frame.with_columns(
-        time=(
-            pl.lit(HOUR) + pl.duration(microseconds=(pl.col("kafka_offset") * 7_777_777) % (before * 60_000_000))
-        ).cast(pl.Datetime("us", "UTC")),
-        dedup_key=pl.format("late|{}|{}", pl.lit(seed), pl.col("kafka_offset")),
+    """`count` readings of one machine (t2's mc-7, its 10 series) spread over the minutes [0, before),
+    arriving now: an edge agent's buffer after an outage."""
+    step_us = before * 60_000_000 // max(count, 1)
+    return pl.DataFrame({"i": pl.int_range(0, count, eager=True)}).select(
+        time=(pl.lit(HOUR) + pl.duration(microseconds=pl.col("i") * step_us + seed)).cast(pl.Datetime("us", "UTC")),
+        tenant_id=pl.lit("t2"),
+        factory_id=pl.lit("f1"),
+        machine_id=pl.lit("mc-7"),
+        sensor_id=pl.format("s-{}", pl.col("i") % SERIES),
+        metric=pl.lit("temp"),
+        value=64.0 + (pl.col("i") % 17) / 8,
+        unit=pl.lit("degC"),
+        schema_version=pl.lit(1, pl.Int16),
+        dedup_key=pl.format("late|{}|{}", pl.lit(seed), pl.col("i")),
+        topic=pl.lit("bench"),
+        kafka_partition=pl.lit(1, pl.Int32),
+        kafka_offset=pl.col("i") + seed * 10**6,
     )
 
 
@@ -155,9 +166,12 @@ def main() -> int:
                 closed_by = HOUR + timedelta(minutes=minute + 1)
                 run, wall, cpu, pg = timed(server_pid, lambda c=closed_by: finalise_hour(conn, WINDOWS, HOUR, c))
                 assert isinstance(run, AggregateRun), run
-                print(f"incremental at {closed_by:%H:%M}: {run.readings:,} readings, buckets {run.buckets}, wall "
-                      f"{wall:.2f} s (read {run.seconds['read']:.2f}, transform {run.seconds['transform']:.2f}, "
-                      f"write {run.seconds['write']:.2f}), CPU {cpu:.2f} s + PostgreSQL {pg:.2f} s")  # fmt: skip
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in run.seconds.items())
+                print(
+                    f"incremental at {closed_by:%H:%M}: {run.readings:,} readings, closed buckets {run.buckets}, "
+                    f"late series buckets {run.late}, wall {wall:.2f} s ({parts}), CPU {cpu:.2f} s + "
+                    f"PostgreSQL {pg:.2f} s"
+                )
             closed = conn.execute(CLOSED, (closed_by,)).fetchall()
             run, wall, cpu, pg = timed(server_pid, lambda: recompute_aggregates(conn, WINDOWS, HOUR, end))
             print(f"full hour at {closed_by:%H:%M} (same-run baseline): {run.readings:,} readings, wall {wall:.2f} s, "

@@ -4,8 +4,11 @@
 -- row says which readings the stored buckets of the hour already hold, and moves in the transaction
 -- that writes them (a crash re-does a run, never skips one). Written by every run of the hour, full
 -- or incremental; a run finds no row, another version of the hour, other windows or a position older
--- than the hour and recomputes the whole hour instead (results/aggregates.py). Idempotent; plain SQL
--- for PostgreSQL and TimescaleDB alike.
+-- than the hour and recomputes the whole hour instead (results/aggregates.py). An incremental run sets
+-- the hour's agg_materialised_hours.as_of (sql/12) to the later of it and min(the bucket end it
+-- finalised, the new position): every bucket ending by then holds every reading committed before it,
+-- which is what /v1/agg's `provisional: false` promises. Idempotent; plain SQL for PostgreSQL and
+-- TimescaleDB alike.
 
 CREATE TABLE IF NOT EXISTS analytics.agg_finalise_positions (
     hour_start   timestamptz PRIMARY KEY,
