@@ -112,7 +112,10 @@ class Finaliser:
         self.window_s = min(settings.windows)
         self.delay = timedelta(seconds=settings.agg_finalise_delay_s)
         self.outcomes: list[Outcome] = []  # the last few, for the log and tests
-        # full until a run of this process succeeded: a restart does not trust what it finds
+        # the first run of a process is full (a restart trusts nothing it finds); after it the hour's
+        # state in the database says what to trust (`finalise_hour`), whether or not a run failed: a
+        # run that failed before its write left the position as it was, and one whose blocking check
+        # failed wrote its buckets (so a check failing persistently does not make every run full)
         self.incremental = False
         self._thread: threading.Thread | None = None
 
@@ -145,7 +148,7 @@ class Finaliser:
                     raise_on_error=False,
                 )
                 seconds = time.perf_counter() - began
-                self.incremental = result.success
+                self.incremental = True
         reason = "materialised" if result.success else "the run failed (see it in the Dagster UI)"
         return Outcome(bucket_end, hour, True, reason, result.run_id, seconds)
 
