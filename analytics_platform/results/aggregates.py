@@ -155,10 +155,15 @@ MARK_MATERIALISED = """
 # began) before the start of the oldest transaction writing now is committed, so a read begun after
 # this statement sees it; a later one is the next run's. The live judges find new rows the same way
 # (results/live_detection.py), without their cap: a finaliser waits for a long writer, never skips it.
+# A transaction gets its id (`backend_xid`) at its first write, so one begun moments ago that has not
+# written yet (a drain between BEGIN and its COPY) counts as a writer too; an older one without an id
+# is a reader.
 SETTLED = """
     SELECT clock_timestamp(), least(clock_timestamp(), (
         SELECT min(xact_start) FROM pg_stat_activity
-        WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()))"""
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND (backend_xid IS NOT NULL
+               OR (state <> 'idle' AND xact_start > clock_timestamp() - interval '10 seconds'))))"""
 # Written with the hours' marks (sql/24): the readings the hours' stored buckets hold.
 MARK_POSITION = """
     INSERT INTO analytics.agg_finalise_positions (hour_start, position, closed_until, windows, version, updated_at)

@@ -190,6 +190,22 @@ def test_a_writer_still_open_holds_the_position_and_its_readings_come_next(
     assert mark(conn)[:2] == (at(8), at(8))
 
 
+def test_a_transaction_just_begun_counts_as_a_writer_before_its_first_write(
+    conn: psycopg.Connection, database: DatabaseHandle
+) -> None:
+    store(conn, FIRST)
+    full_run_at(conn, at(5))
+    with psycopg.connect(database.pipeline_url) as drain:  # BEGIN, no row written yet: no transaction id
+        began = drain.execute("SELECT now()").fetchone()[0]
+        run = finalise(conn, at(6))
+        assert run.position <= began
+        store(drain, [(5.5, "t1", "s1", 40.0)])
+        drain.commit()
+    run = finalise(conn, at(7))  # its reading, ingested at its BEGIN, is found: t1/s1's 10:05 again
+    assert (run.buckets, run.late) == ({60: 1, 300: 0, 3600: 0, 5400: 0}, {60: 1})
+    assert stored(conn, at(7)) == expected(conn, at(7))
+
+
 def test_a_failed_write_is_done_again_by_the_next_run(conn: psycopg.Connection) -> None:
     store(conn, FIRST)
     full_run_at(conn, at(5))
