@@ -277,8 +277,12 @@ _COORD_CONFLICT = sql.SQL("ON CONFLICT (topic, kafka_partition, kafka_offset, ka
 
 
 def raw_conflict(contract: Contract) -> sql.Composed:
-    """ON CONFLICT for a raw table: replace the row only if the new one has a lower coordinate."""
-    updates = [c for c in contract.raw_columns if c not in ("time", "dedup_key")]
+    """ON CONFLICT for a raw table: replace the row only if the new one has a lower coordinate.
+
+    The replaced row takes this transaction's `ingested_at`: it may carry another value, and the
+    readers of the rows ingested since a position (the live judges, the aggregates' finaliser) must
+    see it as new."""
+    updates = [*(c for c in contract.raw_columns if c not in ("time", "dedup_key")), "ingested_at"]
     return sql.SQL(
         "ON CONFLICT (time, dedup_key) DO UPDATE SET {} "
         "WHERE (excluded.kafka_partition, excluded.kafka_offset, excluded.topic) "

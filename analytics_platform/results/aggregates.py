@@ -1,8 +1,11 @@
 """Window aggregates of a range of hours: read the readings of every bucket the hours touch,
-aggregate in Polars, replace those buckets in one transaction."""
+aggregate in Polars, replace those buckets in one transaction (`recompute_aggregates`); or, for the
+drain service's finaliser, only the buckets of an hour that closed or got readings since its last
+run (`finalise_hour`), so a final bucket costs its own readings, not the hour's so far."""
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
@@ -56,6 +59,12 @@ class AggregateRun:
     deleted: int = 0
     by_window: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # `finalise_hour`'s: per window, the buckets that closed since the last run (every series') and
+    # the late ones (a series' bucket each), and the position it moved to
+    incremental: bool = False
+    buckets: dict[int, int] = field(default_factory=dict)
+    late: dict[int, int] = field(default_factory=dict)
+    position: datetime | None = None
 
 
 # Series keys as Categorical: a day of readings repeats a few hundred key strings millions of
@@ -84,6 +93,11 @@ def read_hour(conns: queue.SimpleQueue, start: datetime, end: datetime) -> pl.Da
             rows = cur.execute(READINGS_QUERY, (start, end)).fetchall()
     finally:
         conns.put(conn)
+    return decode_series(rows)
+
+
+def decode_series(rows: Sequence[tuple]) -> pl.DataFrame:
+    """READ_SCHEMA readings from rows of a series key and its times and values (`binary_array`s)."""
     if not rows:
         return pl.DataFrame(schema=READ_SCHEMA)
     keys = pl.DataFrame([row[:-2] for row in rows], schema=list(SERIES_KEY), orient="row")
@@ -137,6 +151,29 @@ MARK_MATERIALISED = """
         version = nextval('analytics.agg_materialised_version')"""
 
 
+# Where the readings known to be committed end: every raw reading ingested (its drain transaction
+# began) before the start of the oldest transaction writing now is committed, so a read begun after
+# this statement sees it; a later one is the next run's. The live judges find new rows the same way
+# (results/live_detection.py), without their cap: a finaliser waits for a long writer, never skips it.
+# A transaction gets its id (`backend_xid`) at its first write, so one begun moments ago that has not
+# written yet (a drain between BEGIN and its COPY) counts as a writer too; an older one without an id
+# is a reader.
+SETTLED = """
+    SELECT clock_timestamp(), least(clock_timestamp(), (
+        SELECT min(xact_start) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND (backend_xid IS NOT NULL
+               OR (state <> 'idle' AND xact_start > clock_timestamp() - interval '10 seconds'))))"""
+# Written with the hours' marks (sql/24): the readings the hours' stored buckets hold.
+MARK_POSITION = """
+    INSERT INTO analytics.agg_finalise_positions (hour_start, position, closed_until, windows, version, updated_at)
+    SELECT hour_start, %(position)s, %(closed)s, %(windows)s, version, now()
+    FROM analytics.agg_materialised_hours WHERE hour_start >= %(first)s AND hour_start <= %(last)s
+    ON CONFLICT (hour_start) DO UPDATE
+    SET position = excluded.position, closed_until = excluded.closed_until, windows = excluded.windows,
+        version = excluded.version, updated_at = excluded.updated_at"""
+
+
 DAY_S = 86400
 # The days [lo, hi) of agg_daily (sql/14) rebuilt from the hourly buckets stored, and marked rolled up.
 REFRESH_DAYS = (
@@ -174,6 +211,7 @@ def replace_aggregates(
     start: datetime,
     end: datetime,
     as_of: datetime | None = None,
+    position: datetime | None = None,
 ) -> int:
     """Delete every bucket of `windows` overlapping [start, end) and COPY `aggregates` in its place,
     in one transaction; returns the rows deleted.
@@ -181,7 +219,8 @@ def replace_aggregates(
     With `as_of` (when the read of the readings began), the whole hours of [start, end) are recorded
     in `analytics.agg_materialised_hours` in the same transaction, so `/v1/agg` never sees the new
     buckets without knowing they are final, nor the reverse; the days they touch are rebuilt in
-    `analytics.agg_daily` in it too."""
+    `analytics.agg_daily` in it too. With `position` too (`SETTLED` before the read), the hours'
+    finaliser positions (sql/24) say so, so the finaliser's next run of an hour starts from here."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
@@ -196,6 +235,9 @@ def replace_aggregates(
         first, last = ceil_to(start, 3600), floor_to(end, 3600) - timedelta(hours=1)
         if as_of is not None and first <= last:
             cur.execute(MARK_MATERIALISED, {"as_of": as_of, "first": first, "last": last})
+            if position is not None:
+                marks = {"position": position, "closed": as_of, "windows": sorted(set(windows))}
+                cur.execute(MARK_POSITION, {**marks, "first": first, "last": last})
         if 3600 in windows:
             refresh_days(cur, start, end)
     return deleted
@@ -224,8 +266,9 @@ def recompute_aggregates(
     run = AggregateRun(start, end)
     read_start, read_end = covering_range(start, end, windows)
     # Every reading committed before this moment is in the buckets written below (each read's
-    # snapshot is taken after it): the stored buckets are final for anything ending by then.
-    as_of = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    # snapshot is taken after it): the stored buckets are final for anything ending by then. So is
+    # every reading ingested before `position`: the finaliser's next run starts there.
+    as_of, position = conn.execute(SETTLED).fetchone()
     # A bucket of a window dividing an hour is all in one epoch hour: those windows are computed an
     # hour at a time, as the hours arrive (the same numbers: a bucket's terms are in canonical_order
     # whatever else the frame holds). Longer windows need the whole range in memory, as one frame.
@@ -255,8 +298,298 @@ def recompute_aggregates(
     if before_write is not None:
         before_write()
     began = time.perf_counter()
-    run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of)
+    run.deleted = replace_aggregates(conn, aggregates, windows, start, end, as_of, position)
     run.seconds["write"] = time.perf_counter() - began
     run.rows = aggregates.height
     run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
     return run
+
+
+# An hour's finaliser state (sql/24) and what makes it unusable: another run wrote the hour since
+# (its version moved), or raw readings the buckets may hold were re-derived (deleted and written
+# again: a reading deleted leaves no `ingested_at` behind) since the position.
+_POSITION = """
+    SELECT p.position, p.closed_until, p.windows, p.version, m.version,
+           EXISTS (SELECT 1 FROM analytics.raw_rederivations r
+                   WHERE r.raw_table = %(raw_table)s AND r.hour >= %(lo)s AND r.hour < %(hi)s
+                     AND r.done_at >= p.position)
+    FROM analytics.agg_finalise_positions p
+    LEFT JOIN analytics.agg_materialised_hours m USING (hour_start)
+    WHERE p.hour_start = %(hour)s"""
+# The series and times (floored to `step`, a divisor of every window) of the readings ingested in
+# [since, until) that a bucket of any window overlapping the hour may hold: what new readings touched.
+_TOUCHED = """
+    SELECT DISTINCT tenant_id, factory_id, machine_id, sensor_id, metric,
+           date_bin(make_interval(secs => %(step)s), time, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+    FROM analytics.raw_sensor_readings
+    WHERE ingested_at >= %(since)s AND ingested_at < %(until)s AND time >= %(lo)s AND time < %(hi)s"""
+_SERIES_ARRAYS = "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]"
+_SERIES_MATCH = " AND ".join(f"r.{k} = d.{k}" for k in SERIES_KEY)
+# The readings of given series in given ranges, one row per series as READINGS_QUERY's (the ranges
+# of a series are disjoint: no reading comes twice).
+_SERIES_READINGS = f"""
+    SELECT r.tenant_id, r.factory_id, r.machine_id, r.sensor_id, r.metric,
+           array_send(array_agg(r.time)), array_send(array_agg(r.value))
+    FROM unnest({_SERIES_ARRAYS}, %s::timestamptz[], %s::timestamptz[]) AS d({", ".join(SERIES_KEY)}, lo, hi)
+    JOIN analytics.raw_sensor_readings r ON {_SERIES_MATCH} AND r.time >= d.lo AND r.time < d.hi
+    GROUP BY 1, 2, 3, 4, 5"""
+_DELETE_SERIES_BUCKETS = f"""
+    DELETE FROM analytics.analytics_agg r
+    USING unnest({_SERIES_ARRAYS}, %s::integer[], %s::timestamptz[])
+          AS d({", ".join(SERIES_KEY)}, window_s, bucket_start)
+    WHERE {_SERIES_MATCH} AND r.window_s = d.window_s AND r.bucket_start = d.bucket_start"""
+_ADVANCE = """
+    UPDATE analytics.agg_materialised_hours
+    SET as_of = greatest(as_of, %(as_of)s), materialised_at = now(),
+        version = nextval('analytics.agg_materialised_version')
+    WHERE hour_start = %(hour)s AND version = %(version)s
+    RETURNING version"""
+_MOVE = """
+    UPDATE analytics.agg_finalise_positions
+    SET position = %(position)s, closed_until = greatest(closed_until, %(closed)s), version = %(version)s,
+        updated_at = now()
+    WHERE hour_start = %(hour)s"""
+
+Series = tuple[str, str, str, str, str]
+Span = tuple[datetime, datetime]
+
+
+@dataclass
+class Finalisation:
+    """What a finaliser run rewrites: every series' buckets that closed since the last run (`closed`,
+    window -> starts), and the buckets of single series that closed earlier and got readings since
+    (`late`, series -> window -> starts; none of them in `closed`)."""
+
+    closed: dict[int, list[datetime]]
+    late: dict[Series, dict[int, list[datetime]]]
+
+    def late_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for buckets in self.late.values():
+            for window_s, starts in buckets.items():
+                counts[window_s] = counts.get(window_s, 0) + len(starts)
+        return counts
+
+
+def buckets_to_finalise(
+    windows: Sequence[int],
+    hour: datetime,
+    closed_until: datetime,
+    closed_by: datetime,
+    touched: Sequence[tuple[Series, datetime]],
+) -> Finalisation:
+    """The buckets overlapping `hour` that a finaliser run at `closed_by` rewrites: those that closed
+    since the last run (ends in (closed_until, closed_by]), for every series, and for each series
+    with readings ingested since (`touched`: its series and a time), those of its buckets that closed
+    by either moment and hold one (late, duplicated or re-sent readings land here). A bucket still
+    open is left to /v1/agg's provisional answer.
+
+    Why every series for the newly closed: the previous run left an open bucket as an earlier run
+    stored it, so it is stale once it closes whether or not a reading arrived since. Why one series
+    for a late reading: an edge agent's buffered hour touches every minute of one machine's series,
+    and re-reading every series of those minutes would cost the hour."""
+    hour_end = hour + timedelta(hours=1)
+    limit = max(closed_until, closed_by)
+    closed: dict[int, list[datetime]] = {}
+    late: dict[Series, dict[int, list[datetime]]] = {}
+    for window_s in sorted(set(windows)):
+        step = timedelta(seconds=window_s)
+        starts = []
+        bucket = floor_to(hour, window_s)
+        while bucket < hour_end:
+            if closed_until < bucket + step <= closed_by:
+                starts.append(bucket)
+            bucket += step
+        closed[window_s] = starts
+        done = set(starts)
+        for series, moment in touched:
+            start = floor_to(moment, window_s)
+            if start in done or not (start < hour_end and start + step > hour and start + step <= limit):
+                continue
+            late.setdefault(series, {}).setdefault(window_s, [])
+            if start not in late[series][window_s]:
+                late[series][window_s].append(start)
+    for buckets in late.values():
+        for starts in buckets.values():
+            starts.sort()
+    return Finalisation(closed, late)
+
+
+def spans(buckets: dict[int, list[datetime]]) -> list[Span]:
+    """The buckets' time ranges merged: what to read so that each bucket has all its readings."""
+    ranges = sorted((s, s + timedelta(seconds=w)) for w, starts in buckets.items() for s in starts)
+    merged: list[Span] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def without(ranges: list[Span], taken: list[Span]) -> list[Span]:
+    """`ranges` less the parts inside `taken` (both merged and sorted): a series' late buckets are
+    read where the newly closed buckets (read for every series) are not, so no reading comes twice."""
+    left = []
+    for lo, hi in ranges:
+        for cut_lo, cut_hi in taken:
+            if cut_hi <= lo or cut_lo >= hi:
+                continue
+            if cut_lo > lo:
+                left.append((lo, cut_lo))
+            lo = max(lo, cut_hi)
+            if lo >= hi:
+                break
+        if lo < hi:
+            left.append((lo, hi))
+    return left
+
+
+def read_finalisation(conn: psycopg.Connection, plan: Finalisation) -> pl.DataFrame:
+    """Every reading of every bucket `plan` rewrites, in canonical_order."""
+    taken = spans(plan.closed)
+    frames = [pl.DataFrame(schema=READ_SCHEMA)]
+    for lo, hi in taken:
+        frames.extend(iter_readings(conn, lo, hi))
+    ranges = [(series, lo, hi) for series, buckets in plan.late.items() for lo, hi in without(spans(buckets), taken)]
+    if ranges:
+        columns = [list(column) for column in zip(*((*series, lo, hi) for series, lo, hi in ranges), strict=True)]
+        with conn.cursor(binary=True) as cur:
+            frames.append(decode_series(cur.execute(_SERIES_READINGS, columns).fetchall()))
+    return canonical_order(pl.concat(frames))
+
+
+def finalise_hour(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    hour: datetime,
+    closed_by: datetime,
+    before_write: Callable[[], object] | None = None,
+) -> AggregateRun | str:
+    """Make the buckets of `hour` that closed by `closed_by` final by rewriting only what changed
+    since the hour's last run (`buckets_to_finalise`), each from all of its readings, with the same
+    transform as `recompute_aggregates`: the stored rows end up as one full run would write them.
+    Returns the run, or why the whole hour must be recomputed instead (the caller does it).
+
+    New readings are those ingested between the hour's position and `SETTLED`; the position moves
+    in the transaction that writes the buckets, so a crash re-does a run and never skips readings.
+    The hour is marked final up to min(`closed_by`, SETTLED) (/v1/agg's `as_of`): every bucket
+    ending by then holds every reading committed before it. Whenever the state cannot be trusted
+    (no position, other windows, another run wrote the hour since, a re-derivation, a position
+    older than the hour) or the hour's last bucket closed (its 3600 s bucket reads the hour anyway,
+    and a full run settles every window), the answer is a reason for a full run."""
+    windows = sorted(set(windows))
+    hour_end = hour + timedelta(hours=1)
+    if closed_by >= hour_end:
+        return "the hour's last bucket closed"
+    run = AggregateRun(hour, hour_end, incremental=True)
+    lo, hi = covering_range(hour, hour_end, windows)
+    settled = conn.execute(SETTLED).fetchone()[1]
+    state = conn.execute(
+        _POSITION, {"hour": hour, "raw_table": "raw_sensor_readings", "lo": floor_to(lo, HOUR_S), "hi": hi}
+    ).fetchone()
+    if state is None:
+        return "no finaliser position for the hour"
+    position, closed_until, stored_windows, version, current_version, rederived = state
+    if sorted(stored_windows) != windows:
+        return f"the stored buckets are of windows {sorted(stored_windows)}"
+    if current_version != version:
+        return "another run wrote the hour since"
+    if rederived:
+        return "raw readings of the hour were re-derived"
+    if position < hour:
+        return "the position is older than the hour"
+    params = {"step": math.gcd(*windows), "since": position, "until": settled, "lo": lo, "hi": hi}
+    touched = [(row[:5], row[5]) for row in conn.execute(_TOUCHED, params).fetchall()]
+    plan = buckets_to_finalise(windows, hour, closed_until, closed_by, touched)
+    began = time.perf_counter()
+    readings = read_finalisation(conn, plan)
+    run.readings = readings.height
+    waited = time.perf_counter()
+    run.seconds = {"read": waited - began}
+    aggregates = wanted(window_aggregates(readings.lazy(), windows).collect(), plan)
+    run.seconds["transform"] = time.perf_counter() - waited
+    if before_write is not None:
+        before_write()
+    began = time.perf_counter()
+    try:
+        run.deleted = _write_finalised(conn, aggregates, plan, hour, closed_by, settled, version)
+    except _Superseded:
+        return "another run wrote the hour while this one read"
+    run.seconds["write"] = time.perf_counter() - began
+    run.rows = aggregates.height
+    run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
+    run.buckets = {w: len(starts) for w, starts in plan.closed.items()}
+    run.late = plan.late_counts()
+    run.position = settled
+    return run
+
+
+def wanted(aggregates: pl.DataFrame, plan: Finalisation) -> pl.DataFrame:
+    """The rows of the buckets `plan` rewrites (the transform also made partial buckets of the
+    ranges' edges and of other windows: those are not written)."""
+    key_types = {k: pl.String() for k in SERIES_KEY}
+    frame = aggregates.with_columns(pl.col(k).cast(pl.String) for k in SERIES_KEY)
+    moment = READING_SCHEMA["time"]
+    closed = pl.DataFrame(
+        [(w, s) for w, starts in plan.closed.items() for s in starts],
+        schema={"window_s": pl.Int32(), "bucket_start": moment},
+        orient="row",
+    )
+    late = pl.DataFrame(
+        [(*series, w, s) for series, buckets in plan.late.items() for w, starts in buckets.items() for s in starts],
+        schema={**key_types, "window_s": pl.Int32(), "bucket_start": moment},
+        orient="row",
+    )
+    return pl.concat(
+        [
+            frame.join(closed, on=["window_s", "bucket_start"], how="semi"),
+            frame.join(late, on=[*SERIES_KEY, "window_s", "bucket_start"], how="semi"),
+        ]
+    )
+
+
+class _Superseded(Exception):
+    """The hour's version moved between a finaliser run's read of its state and its write."""
+
+
+def _write_finalised(
+    conn: psycopg.Connection,
+    aggregates: pl.DataFrame,
+    plan: Finalisation,
+    hour: datetime,
+    closed_by: datetime,
+    settled: datetime,
+    version: int,
+) -> int:
+    """`finalise_hour`'s write, one transaction under the writers' lock: the buckets, the hour's
+    mark and the position together, or nothing if another run wrote the hour meanwhile (its buckets
+    may hold readings this run's read did not, so this one must not overwrite them). Returns the
+    rows deleted."""
+    deleted = 0
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, "analytics_agg")
+        marks = {"hour": hour, "version": version, "as_of": min(closed_by, settled)}
+        advanced = cur.execute(_ADVANCE, marks).fetchone()
+        if advanced is None:
+            raise _Superseded
+        for window_s, starts in plan.closed.items():
+            if starts:
+                cur.execute(
+                    "DELETE FROM analytics.analytics_agg WHERE window_s = %s AND bucket_start = ANY(%s)",
+                    (window_s, starts),
+                )
+                deleted += cur.rowcount
+        late = [
+            (*series, w, s) for series, buckets in plan.late.items() for w, starts in buckets.items() for s in starts
+        ]
+        if late:
+            cur.execute(_DELETE_SERIES_BUCKETS, [list(column) for column in zip(*late, strict=True)])
+            deleted += cur.rowcount
+        copy_rows(cur, "analytics_agg", aggregates.sort(*SERIES_KEY, "window_s", "bucket_start"), AGG_COLUMNS)
+        cur.execute(_MOVE, {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]})
+        days = list(plan.closed.get(HOUR_S, []))
+        days += [s for buckets in plan.late.values() for s in buckets.get(HOUR_S, [])]
+        if days:
+            refresh_days(cur, min(days), max(days) + timedelta(hours=1))
+    return deleted

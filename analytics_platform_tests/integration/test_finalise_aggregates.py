@@ -16,10 +16,17 @@ import dagster as dg
 import pytest
 
 from analytics_platform.defs import build_definitions
-from analytics_platform.defs.aggregates.live import FINALISED_TAG, LIVE_JOB, LOCK_KEY, Finaliser, start_finaliser
+from analytics_platform.defs.aggregates.live import (
+    FINALISE_MODE_TAG,
+    FINALISED_TAG,
+    LIVE_JOB,
+    LOCK_KEY,
+    Finaliser,
+    start_finaliser,
+)
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.edge import wait_for
-from analytics_platform_tests.support.readings import KEY, drain, reading
+from analytics_platform_tests.support.readings import KEY, drain, materialize, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 AGG = dg.AssetKey("sensor_window_aggregates")
@@ -178,3 +185,58 @@ def test_the_automation_leaves_the_current_hour_to_the_finaliser(
     }
     both = ["2025-08-20-03:00", "2025-08-20-04:00"]
     assert requested == {"finaliser": ["2025-08-20-03:00"], "sensor mode": both, "finalise off": both}
+
+
+def test_a_finaliser_run_after_the_first_rewrites_only_what_changed_and_the_ui_recomputes_the_hour(
+    finaliser: Finaliser,
+    settings: PlatformSettings,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    database: DatabaseHandle,
+    produced: None,
+) -> None:
+    first = finaliser.finalise(at("2025-08-20T03:11:00"))
+    assert (first.ran, first.reason) == (True, "materialised")
+    [run] = finaliser_runs(instance)
+    assert run.tags[FINALISE_MODE_TAG] == "full"  # a process' first run trusts nothing it finds
+    # the clock is a year past these readings: make it as if that full run had been at 03:11
+    hour = at("2025-08-20T03:00")
+    with database.connect() as conn:
+        conn.execute(
+            "UPDATE analytics.agg_materialised_hours SET as_of = %s WHERE hour_start = %s", (first.bucket_end, hour)
+        )
+        conn.execute(
+            "UPDATE analytics.agg_finalise_positions SET closed_until = %s WHERE hour_start = %s",
+            (first.bucket_end, hour),
+        )
+    produce(
+        settings.kafka_brokers,
+        domain_topic(settings, "sensor"),
+        [(KEY, reading("2025-08-20T03:10:45Z", 16.0, "late")), (KEY, reading("2025-08-20T03:11:40Z", 32.0, "e"))],
+    )
+    drain(defs, instance, ["sensor"])
+
+    second = finaliser.finalise(at("2025-08-20T03:12:00"))
+    assert (second.ran, second.reason) == (True, "materialised")
+    newest = instance.get_run_by_id(second.run_id)
+    assert newest.tags[FINALISE_MODE_TAG] == "incremental"
+    metadata = instance.get_latest_materialization_event(AGG).asset_materialization.metadata
+    assert metadata["incremental"].value is True
+    # 03:11 closed; the series' 03:10 got a late reading; the 300 s and 3600 s buckets are open
+    assert metadata["closed_buckets_by_window"].value == {"60s": 1, "300s": 0, "3600s": 0}
+    assert metadata["late_series_buckets_by_window"].value == {"60s": 1}
+    assert metadata["readings"].value == 5
+    assert database.query(BUCKETS) == [
+        (at("2025-08-20T03:10"), 3, 19.0, 1.0, 16.0, 1.0, 16.0),
+        (at("2025-08-20T03:11"), 2, 36.0, 4.0, 32.0, 4.0, 32.0),
+    ]
+    assert database.scalar("SELECT as_of FROM analytics.agg_materialised_hours WHERE hour_start = %s", (hour,)) == (
+        at("2025-08-20T03:12")
+    )
+
+    # a re-materialisation from the UI (no finaliser tags) is the authoritative, full recompute
+    materialize(defs, instance, ["sensor_window_aggregates"], "2025-08-20-03:00")
+    metadata = instance.get_latest_materialization_event(AGG).asset_materialization.metadata
+    assert metadata["incremental"].value is False and "full_because" not in metadata
+    assert metadata["readings"].value == 5 and metadata["buckets_by_window"].value == {"60s": 2, "300s": 1, "3600s": 1}
+    assert database.scalar("SELECT sum_v FROM analytics.analytics_agg WHERE window_s = 3600") == 55.0

@@ -50,6 +50,7 @@ TABLES = {
     "ingest_resets",
     "agg_daily",
     "agg_daily_days",
+    "agg_finalise_positions",
     "analytics_forecast",
 }
 VIEWS = {
@@ -128,6 +129,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "21_energy_forecasts",
         "22_api_jobs",
         "23_alert_forecast_kind",
+        "24_agg_finalise_positions",
     ]
 
 
@@ -161,6 +163,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "21_energy_forecasts": "skipped",
         "22_api_jobs": "skipped",
         "23_alert_forecast_kind": "skipped",
+        "24_agg_finalise_positions": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -10,6 +10,12 @@ the demo and the chart, the Dagster instance; it runs the same asset in its own 
 recorded in the instance with its materialisation and checks, so the UI, lineage, re-materialising
 and live == backfill are unchanged. What it skips is the queue (no run slot, no subprocess).
 
+Each run is incremental (FINALISE_MODE_TAG): it rewrites only the buckets that closed since the
+hour's previous run and those readings ingested since touched (`results.aggregates.finalise_hour`),
+so its cost is a minute of readings, not the hour so far (which made a bucket final more than a
+minute late in a busy hour's last half). The first run of a process, a run with no usable position
+and the hour's last bucket recompute the whole hour; a run from the UI or a backfill always does.
+
 While it runs (DRAIN_MODE=service and AGG_FINALISE), the aggregates' automation leaves the current
 hour to it (each of its runs re-reads the hour so far; both doing so doubled the work under load)
 and keeps every earlier hour, late data included. Several drain-service pods (one per shard) each
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 LIVE_JOB = "window_aggregates_live"
 # the tag each of the finaliser's runs carries: the end of the bucket it made final
 FINALISED_TAG = "analytics/finalised_bucket_end"
+# `incremental` or `full`: whether the run may rewrite only what changed since the hour's last run
+FINALISE_MODE_TAG = "analytics/finalise"
 # one finaliser at a time across every drain-service process (pg_try_advisory_xact_lock's key)
 LOCK_KEY = "analytics.finalise_aggregates"
 
@@ -104,6 +112,11 @@ class Finaliser:
         self.window_s = min(settings.windows)
         self.delay = timedelta(seconds=settings.agg_finalise_delay_s)
         self.outcomes: list[Outcome] = []  # the last few, for the log and tests
+        # the first run of a process is full (a restart trusts nothing it finds); after it the hour's
+        # state in the database says what to trust (`finalise_hour`), whether or not a run failed: a
+        # run that failed before its write left the position as it was, and one whose blocking check
+        # failed wrote its buckets (so a check failing persistently does not make every run full)
+        self.incremental = False
         self._thread: threading.Thread | None = None
 
     def latest_due(self, now: datetime) -> datetime:
@@ -127,13 +140,15 @@ class Finaliser:
                 began = time.perf_counter()
                 if self.instance is None:
                     self.instance = dg.DagsterInstance.get()
+                mode = "incremental" if self.incremental else "full"
                 result = self.job.execute_in_process(
                     instance=self.instance,
                     partition_key=partition_key(hour),
-                    tags={FINALISED_TAG: bucket_end.isoformat()},
+                    tags={FINALISED_TAG: bucket_end.isoformat(), FINALISE_MODE_TAG: mode},
                     raise_on_error=False,
                 )
                 seconds = time.perf_counter() - began
+                self.incremental = True
         reason = "materialised" if result.success else "the run failed (see it in the Dagster UI)"
         return Outcome(bucket_end, hour, True, reason, result.run_id, seconds)
 
@@ -149,7 +164,7 @@ class Finaliser:
     def run_forever(self) -> None:
         """Until `stop`: wait for the next boundary plus the delay, finalise its bucket. A run
         longer than the window skips the boundaries it overran (the next run covers them: it
-        recomputes the whole hour)."""
+        rewrites every bucket that closed since the hour's last run)."""
         done = self.latest_due(self.clock())
         failing = ""
         while not self.stop.is_set():
