@@ -11,8 +11,8 @@ order (1, 0, 0), the regression estimated by maximum likelihood with OLS start v
     without data takes the series' median), and, where every weekday has MIN_CLASS_DAYS + 1 days, a
     second regressor: each weekday-hour's own median minus the profile (a Saturday unlike Sunday).
     History hours get leave-one-out medians, so the fit's residuals are as large as a forecast's
-    errors. This is where the shift plan enters: it repeats daily, so its planned stops are hours
-    of the profile. The platform holds no production plan, so none is used.
+    errors. This is where the shift plan enters: it repeats daily and weekly, so its planned stops
+    and weekend crews are hours of the profile. The platform holds no production plan, so none is used.
   * weather: the hour's mean outdoor temperature (avg_outdoor_temp) minus its hour-of-day mean over
     the history. For the future no weather forecast is known, so the anomaly is 0 unless the caller
     passes a forecast (`future_temp`); the coefficient still keeps weather out of the residuals.
