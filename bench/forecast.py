@@ -23,7 +23,7 @@ the share of days above their band (the miss a peak-demand alert cannot afford).
 Also the fit time per series (the asset fits 2 series per machine and per factory).
 
 Last, the asset's daily run at plant size: `forecast_all` over --fleet generated machines (in
---fleet / 20 factories) with 28 days of hourly KPIs, timed (wall and CPU seconds).
+--fleet / 20 factories) with the asset's history of hourly KPIs, timed (wall and CPU seconds).
 
 Usage: python bench/forecast.py [--machines 8] [--origins 28] [--fleet 100] [--json out.json]
 (--days defaults to history + origins + horizon). 8 machines x 28 origins put 224 days in each
@@ -196,17 +196,18 @@ def backtest(histories: dict[str, dict[str, np.ndarray]], args: argparse.Namespa
 
 def fleet_timing(machines: int, factories: int, seed: int) -> dict:
     """What the asset's daily run costs: `forecast_all` (the transform the asset calls, factories
-    included) over `machines` generated machines in `factories` factories with 28 days of hourly
+    included) over `machines` generated machines in `factories` factories with the asset's history of hourly
     KPIs, timed in wall and CPU seconds of this process."""
-    origin = START + timedelta(days=28)
-    series = ground_truth_history(machines, 28, seed)
+    options = fc.ForecastOptions()
+    origin = START + timedelta(days=options.history_days)
+    series = ground_truth_history(machines, options.history_days, seed)
     frames = []
     for i, (name, data) in enumerate(series.items()):
         for kpi in (*fc.TARGETS, fc.TEMP):
             frames.append(
                 pl.DataFrame(
                     {
-                        "period_start": [START + timedelta(hours=h) for h in range(28 * 24)],
+                        "period_start": [START + timedelta(hours=h) for h in range(options.history_days * 24)],
                         "tenant_id": "t1",
                         "factory_id": f"f{i % factories + 1}",
                         "machine_id": name,
@@ -218,7 +219,7 @@ def fleet_timing(machines: int, factories: int, seed: int) -> dict:
             )
     hours = pl.concat(frames)
     began, cpu = time.perf_counter(), time.process_time()
-    rows, skipped = fc.forecast_all(hours, origin, {"t1": "UTC"}, fc.ForecastOptions())
+    rows, skipped = fc.forecast_all(hours, origin, {"t1": "UTC"}, options)
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     fits = (machines + factories) * len(fc.TARGETS)
     return {"machines": machines, "factories": factories, "fits": fits, "rows": rows.height, "skipped": len(skipped),
@@ -250,7 +251,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machines", type=int, default=8, help="simulated machines (and generated series)")
     parser.add_argument("--days", type=int, default=0, help="days of history (0: history + origins + horizon)")
-    parser.add_argument("--history", type=int, default=28, help="training days per origin (the asset's default)")
+    parser.add_argument(
+        "--history", type=int, default=fc.ForecastOptions().history_days, help="training days per origin (the asset's)"
+    )
     parser.add_argument("--horizon", type=int, default=7)
     parser.add_argument("--origins", type=int, default=28, help="daily origins, the last ones before the end")
     parser.add_argument("--level", type=float, default=0.9)
