@@ -14,18 +14,27 @@ Energy and production inputs (per machine, all driven by the `now` passed to `me
   ~1 per 2 days; `fault` 2-20 min, ~1 per 4 h; `idle` 2-10 min, ~1 per 2 h; faults and idle
   spells only start outside planned stops); `planned_stop` in the daily schedule
   (`PLANNED_STOPS`: 12:00-12:30 UTC lunch break and 15 minutes from each shift change at
-  06:00/14:00/22:00 UTC); otherwise `running`.
-* power (kW, `power`/`s-pwr`): running 40 + 0.3*(outdoor_temp - 20)*k (k per machine, 0.8-1.2)
-  + 30 kW per unit/s of production rate (~13.5 kW), idle ~8 kW, stopped (planned_stop,
-  maintenance, fault) ~1.5 kW; a slow +-3% drift and white noise on top, never negative.
+  06:00/14:00/22:00 UTC, every day of the week); otherwise `running`.
+* weekly shift plan (`WEEKLY_CREW`, `crew(ts)`): three shifts a day, early 06-14, late 14-22 and
+  night 22-06 UTC (a night shift belongs to the day it starts on). Monday-Friday every shift is
+  fully crewed (1.0); the weekend runs with fewer people: Saturday 1.0 / 0.75 / 0.5, Sunday
+  0.5 / 0.5 / 0.75 (the Sunday night shift prepares Monday). A reduced crew runs the line slower
+  rather than stopping it, so a demo started on any day at any hour produces within minutes:
+  production rate speed*crew/`IDEAL_CYCLE_TIME_S`, and the weekend's performance and energy fall.
+  This is the plant's weekly seasonality (a weekday and its weekend differ; weekdays are alike).
+* power (kW, `power`/`s-pwr`): running 40*(0.5 + 0.5*crew) (the line's auxiliaries scale with
+  the crew) + 0.3*(outdoor_temp - 20)*k (k per machine, 0.8-1.2) + 30 kW per unit/s of production
+  rate (~13.5 kW on a full crew), so ~53.5 kW on weekdays and ~37 kW on a Sunday day shift at
+  20 degC; idle ~8 kW, stopped (planned_stop, maintenance, fault) ~1.5 kW; a slow +-3% drift and
+  white noise on top, never negative.
 * energy (kWh, `energy`/`s-meter`): the machine's power integrated over the elapsed `now` (steps
   of at most 10 s, split at quarter hours), starting at 10000-15000 kWh; monotonic except a rare
   meter reset to 0 (probability 1/`counter_reset_every` per energy message; 0 disables).
 * production (`count_total`, `count_good`, sensor `s-count`, unit "units"): cumulative integer
-  counters; while running a machine makes speed/`IDEAL_CYCLE_TIME_S` units per second (speed
-  0.85-0.95, random walk), ~97% of them good (good <= total always; both values are read at
-  once and carry the same time). Both reset to 0 at 06:00 UTC daily (shift-start reset). Nothing
-  is produced unless running, so nothing while offline.
+  counters; while running a machine makes speed*crew/`IDEAL_CYCLE_TIME_S` units per second (speed
+  0.85-0.95, random walk; crew from the weekly shift plan), ~97% of them good (good <= total
+  always; both values are read at once and carry the same time). Both reset to 0 at 06:00 UTC
+  daily (shift-start reset). Nothing is produced unless running, so nothing while offline.
 * drivers (`outdoor_temp` degC / `s-outdoor-temp`, `outdoor_pressure` hPa / `s-outdoor-press`,
   every other round): a daily sinusoid 18 +- 7 degC (peak 15:00 UTC) and 1013 +- 8 hPa, each
   with slow variation that is a pure function of (seed, tenant, factory, time): every machine
@@ -91,6 +100,14 @@ IDEAL_CYCLE_TIME_S = 2.0
 # daily planned stops, UTC (start, end) as minutes of the day: the 15 minutes from each shift change
 # (06:00, 14:00, 22:00) and the 12:00-12:30 lunch break
 PLANNED_STOPS = ((6 * 60, 6 * 60 + 15), (12 * 60, 12 * 60 + 30), (14 * 60, 14 * 60 + 15), (22 * 60, 22 * 60 + 15))
+# weekly shift plan: ISO weekday (Mon = 1) -> crew of its (early 06-14, late 14-22, night 22-06) shifts,
+# UTC, as the fraction of the full line's rate; the night shift belongs to the day it starts on
+WEEKLY_CREW: dict[int, tuple[float, float, float]] = {
+    **{weekday: (1.0, 1.0, 1.0) for weekday in range(1, 6)},
+    6: (1.0, 0.75, 0.5),
+    7: (0.5, 0.5, 0.75),
+}
+SHIFT_START = timedelta(hours=6)  # the early shift starts the production day
 # production counters reset daily at this UTC time (shift start)
 COUNTER_RESET = timedelta(hours=6)
 # random spells: state -> (mean starts per hour while eligible, min minutes, max minutes)
@@ -354,8 +371,10 @@ class PlantSimulator:
     def _power_kw(self, machine: _Machine, ts: datetime, state: str) -> float:
         """The machine's power draw without white noise."""
         if state == "running":
-            rate = machine.speed / IDEAL_CYCLE_TIME_S  # units per second
-            base = 40.0 + 0.3 * (self.outdoor_temp(machine, ts) - 20.0) * machine.temp_k + 30.0 * rate
+            staffed = crew(ts)
+            rate = machine.speed * staffed / IDEAL_CYCLE_TIME_S  # units per second
+            auxiliaries = 40.0 * (0.5 + 0.5 * staffed)
+            base = auxiliaries + 0.3 * (self.outdoor_temp(machine, ts) - 20.0) * machine.temp_k + 30.0 * rate
         elif state == "idle":
             base = 8.0
         else:
@@ -383,7 +402,7 @@ class PlantSimulator:
             machine.speed = max(0.85, min(0.95, machine.speed + self.rng.gauss(0, 0.003)))
             machine.energy_kwh += self._power_kw(machine, ts, state) * dt / 3600
             if state == "running":
-                made = machine.speed / IDEAL_CYCLE_TIME_S * dt
+                made = machine.speed * crew(ts) / IDEAL_CYCLE_TIME_S * dt
                 machine.count_total += made
                 machine.count_good += made * min(1.0, max(0.9, self.rng.gauss(0.97, 0.01)))
             day = _production_day(end)
@@ -458,6 +477,13 @@ def planned_stop(ts: datetime) -> bool:
     """Whether `ts` is in one of the daily PLANNED_STOPS (UTC)."""
     minute = ts.astimezone(UTC).hour * 60 + ts.astimezone(UTC).minute
     return any(start <= minute < end for start, end in PLANNED_STOPS)
+
+
+def crew(ts: datetime) -> float:
+    """The weekly shift plan's crew at `ts` (WEEKLY_CREW): a pure function of the time, so the
+    weekly pattern is the same for every seed and every clock, and tests can compute it."""
+    shifted = ts.astimezone(UTC) - SHIFT_START  # 06:00 -> 00:00 of the shift's own day
+    return WEEKLY_CREW[shifted.isoweekday()][shifted.hour // 8]
 
 
 def _production_day(ts: datetime) -> int:

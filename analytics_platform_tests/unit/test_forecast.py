@@ -72,6 +72,11 @@ def test_band_quantiles_are_the_conformal_order_statistics() -> None:
     assert fc.band_quantiles(np.arange(1, 40, dtype=float)[::-1], 0.9) == (2.0, 38.0)
     # n = 19: k = 1 and 19, the extremes
     assert fc.band_quantiles(np.arange(1, 20, dtype=float), 0.9) == (1.0, 19.0)
+    # the default history's 42 day errors: k = floor(43 x 0.05) = 2 and ceil(43 x 0.95) = 41, an expected
+    # coverage of (41 - 2) / 43 = 0.907; 28 days gave k = 1 and 28, the extremes: (28 - 1) / 29 = 0.931
+    assert fc.ForecastOptions().history_days == 42 == 6 * 7
+    assert fc.band_quantiles(np.arange(1, 43, dtype=float), 0.9) == (2.0, 41.0)
+    assert fc.band_quantiles(np.arange(1, 29, dtype=float), 0.9) == (1.0, 28.0)
     # n = 9, level 0.5: floor(10 x 0.25) = 2, ceil(10 x 0.75) = 8
     assert fc.band_quantiles(np.arange(1, 10, dtype=float), 0.5) == (2.0, 8.0)
     # n = 5 at 0.9: floor(0.3) = 0 -> the smallest, ceil(5.7) = 6 -> the largest

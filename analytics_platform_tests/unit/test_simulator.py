@@ -24,9 +24,11 @@ from edge_agents.simulator import (
     SENSOR_TOPIC,
     SWEEP_TOPIC,
     TOPICS,
+    WEEKLY_CREW,
     Message,
     PlantSimulator,
     SimulatorConfig,
+    crew,
     planned_stop,
 )
 
@@ -274,6 +276,39 @@ def test_planned_stop_schedule() -> None:
     stopped = {m for m in range(24 * 60) if planned_stop(day + timedelta(minutes=m))}
     expected = {*range(360, 375), *range(720, 750), *range(840, 855), *range(1320, 1335)}
     assert stopped == expected
+
+
+def test_weekly_shift_plan() -> None:
+    # Monday 2025-08-18 00:00 UTC, hour by hour for a week: the shift that started at 22:00 the day
+    # before holds until 06:00, then early 06-14, late 14-22, night 22-06
+    monday = datetime(2025, 8, 18, tzinfo=UTC)
+    week = [crew(monday + timedelta(hours=h)) for h in range(7 * 24)]
+    sunday_night, full = [0.75] * 6, [1.0] * 24
+    expected = (
+        sunday_night + [1.0] * 18  # Monday: still Sunday's night shift until 06:00
+        + full * 4  # Tuesday-Friday
+        + [1.0] * 6 + [1.0] * 8 + [0.75] * 8 + [0.5] * 2  # Saturday: Friday's night, early, late, own night
+        + [0.5] * 6 + [0.5] * 8 + [0.5] * 8 + [0.75] * 2  # Sunday: Saturday's night, early, late, own night
+    )  # fmt: skip
+    assert week == expected
+    assert crew(datetime(2025, 8, 24, 21, 59, 59, tzinfo=UTC)) == 0.5  # the minute before Sunday's night shift
+    assert crew(datetime(2025, 8, 24, 22, 0, tzinfo=UTC)) == 0.75
+    assert set(WEEKLY_CREW) == set(range(1, 8))
+    # the plan holds in any zone the caller's clock carries: 2025-08-24 00:30+02:00 is Saturday 22:30 UTC
+    assert crew(datetime.fromisoformat("2025-08-24T00:30:00+02:00")) == 0.5
+
+
+def test_a_sunday_shift_runs_at_half_the_rate_and_draws_less_power() -> None:
+    # Sunday 09:00-10:00 UTC, crew 0.5, no spells for this seed: speed (0.85-0.95) x 0.5 / 2 s units a
+    # second = 765-855 units in the hour; power 40 x 0.75 + 30 x 0.2125..0.2375 = 36.4-37.1 kW at 20 degC
+    # (outdoor 18.3-21.2 degC here: at most +-0.4 kW), +-3 % drift, noise 1 kW
+    messages = clocked(datetime(2025, 8, 24, 9, 0, tzinfo=UTC), 3600)
+    assert {s for _, s in run_states(messages)} == {"running"}
+    total = [v for _, v in series(messages, "count_total")]
+    assert total[0] == 0 and 765 - 2 <= total[-1] <= 855 + 2
+    power = [v for _, v in series(messages, "power")]
+    assert 35.0 < sum(power) / len(power) < 38.5  # a weekday's running hours average 45-60 kW
+    assert max(power) < 42
 
 
 def test_lunch_break_is_a_planned_stop_without_production() -> None:
