@@ -31,6 +31,7 @@ from analytics_platform.devstack.processes import free_port
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 from analytics_platform_tests.support.stack import (
     DatabaseHandle,
+    SessionTempDir,
     dagster_instance,
     dagster_instance_template,
     kept_producer,
@@ -38,6 +39,7 @@ from analytics_platform_tests.support.stack import (
     new_database,
     new_settings,
     role_password,
+    scratch_root,
 )
 
 TEST_PASSWORD = "test-" + secrets.token_hex(8)
@@ -50,8 +52,12 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """`timeout`, CI cancellation and `kill` send SIGTERM, which would end pytest without running
     session teardown and leave the embedded PostgreSQL and broker running: make it an interrupt,
-    which pytest answers by tearing the session down."""
+    which pytest answers by tearing the session down. Temporary files (every `tmp_path`, the Dagster
+    instances' SQLite files, the edge agents' queues, the subprocesses') go to `SessionTempDir`, in
+    memory where there is room, unless the run names its own `--basetemp`."""
     signal.signal(signal.SIGTERM, _interrupt)
+    if config.option.basetemp is None:
+        config.add_cleanup(SessionTempDir().close)
 
 
 # The modules that take longest (wall seconds, most of them waiting on a scripted outage, a pip install,
@@ -100,27 +106,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_long_first)  # stable: every module's own order stays as it is
 
 
-# A container's /dev/shm is often 64 MB; the session's cluster peaked at ~70 MB (185 API tests) and its WAL may
-# grow further before a checkpoint recycles it, so a smaller /dev/shm keeps the cluster on disk.
-SHM_MIN_FREE = 2 << 30
-
-
-def _scratch_root() -> Path:
-    """Where the session's PostgreSQL keeps its cluster: in memory (/dev/shm) where the machine has room.
-    Each test's database is a copy of the template, some 400 files created and, at its end, deleted; on
-    ext4 the kernel's search for a free inode that was not recently deleted (`recently_deleted`, seen
-    with perf) took most of the 0.3-0.8 s a copy cost, on tmpfs a copy takes 20-40 ms. The cluster is
-    thrown away with the session (`durable=False`), so memory loses nothing a disk would have kept."""
-    shm = Path("/dev/shm")
-    try:
-        free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
-    except OSError:
-        free = 0
-    if free >= SHM_MIN_FREE and os.access(shm, os.W_OK | os.X_OK):
-        return shm / "analytics-platform-tests"
-    return REPO_ROOT / ".run"
-
-
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """Admin URL (database `postgres`) of the server the tests use."""
@@ -128,7 +113,7 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    run_dir = _scratch_root() / f"test-pg-{os.getpid()}"
+    run_dir = scratch_root(REPO_ROOT / ".run") / f"test-pg-{os.getpid()}"
     server = EmbeddedPostgres(
         data_dir=run_dir / "data",
         port=free_port(),
@@ -158,7 +143,9 @@ def kafka_brokers() -> Iterator[str]:
         with kept_producer(f"127.0.0.1:{port}"):
             yield f"127.0.0.1:{port}"
     finally:
-        broker.stop(timeout=10)
+        # in memory, nothing to keep: a graceful stop waited up to 5 s on a client's lingering connection
+        broker.process.kill()
+        broker.process.wait(10)
 
 
 @pytest.fixture(scope="session")
