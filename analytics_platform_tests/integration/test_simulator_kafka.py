@@ -3,6 +3,8 @@ injection the drains land exactly what was sent, rejects with reasons, duplicate
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from analytics_platform.contracts.registry import bind_domains, contract_config
@@ -13,14 +15,19 @@ from edge_agents.simulator import TOPICS, SimulatorConfig, run
 
 
 def read_all(settings: PlatformSettings, topic: str) -> list:
+    """Every message of `topic`: read until each partition's position reaches the high watermark it had when
+    reading began (the simulator's producer has flushed, so they are final). Reading until a 1.5 s consume
+    came back empty cost that wait on each of the four topics."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_brokers, "group.id": "check", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
+    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)]
+    marks = {p.partition: consumer.get_watermark_offsets(p, timeout=10) for p in partitions}
+    ends = {partition: high for partition, (low, high) in marks.items() if high > low}  # an empty one has no position
+    consumer.assign(partitions)
     out = []
-    while True:
-        batch = consumer.consume(num_messages=10000, timeout=1.5)
-        if not batch:
-            break
-        out.extend(m for m in batch if m.error() is None)
+    deadline = time.monotonic() + 60
+    while any(p.offset < ends[p.partition] for p in consumer.position(partitions) if p.partition in ends):
+        assert time.monotonic() < deadline, f"{topic}: not read to its end {ends} within 60 s"
+        out.extend(m for m in consumer.consume(num_messages=10000, timeout=0.5) if m.error() is None)
     consumer.close()
     return out
 
@@ -48,6 +55,7 @@ def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettin
             database_url=settings.database_url.get_secret_value(),
             kafka_config=settings.kafka_client_config(),
             consumer_name="sim-test",
+            poll_timeout_s=settings.drain_poll_timeout_s,  # the tests' 0.2 s, as domain_drain's
         ).run(budget_s=30)
         landed += report.messages
         rejected += report.rejects
