@@ -3,33 +3,12 @@ injection the drains land exactly what was sent, rejects with reasons, duplicate
 
 from __future__ import annotations
 
-import time
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.edge import read_whole_topic
 from analytics_platform_tests.support.stack import DatabaseHandle
 from edge_agents.simulator import TOPICS, SimulatorConfig, run
-
-
-def read_all(settings: PlatformSettings, topic: str) -> list:
-    """Every message of `topic`: read until each partition's position reaches the high watermark it had when
-    reading began (the simulator's producer has flushed, so they are final). Reading until a 1.5 s consume
-    came back empty cost that wait on each of the four topics."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_brokers, "group.id": "check", "enable.auto.commit": False})
-    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)]
-    marks = {p.partition: consumer.get_watermark_offsets(p, timeout=10) for p in partitions}
-    ends = {partition: high for partition, (low, high) in marks.items() if high > low}  # an empty one has no position
-    consumer.assign(partitions)
-    out = []
-    deadline = time.monotonic() + 60
-    while any(p.offset < ends[p.partition] for p in consumer.position(partitions) if p.partition in ends):
-        assert time.monotonic() < deadline, f"{topic}: not read to its end {ends} within 60 s"
-        out.extend(m for m in consumer.consume(num_messages=10000, timeout=0.5) if m.error() is None)
-    consumer.close()
-    return out
 
 
 def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettings, database: DatabaseHandle) -> None:
@@ -38,7 +17,9 @@ def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettin
     )
     counts = run(config, settings.kafka_brokers, settings.kafka_topic_prefix, duration_s=2.0)
     produced = sum(counts.values())
-    messages = {topic: read_all(settings, settings.kafka_topic_prefix + topic) for topic in TOPICS}
+    # each topic read to its high watermarks (the producer has flushed), not until a consume comes back empty
+    prefix = settings.kafka_topic_prefix
+    messages = {topic: read_whole_topic(settings.kafka_brokers, prefix + topic) for topic in TOPICS}
     assert sum(len(m) for m in messages.values()) == produced
     assert all(messages[t] for t in TOPICS), {t: len(m) for t, m in messages.items()}
     keys = {m.key().decode() for t in TOPICS for m in messages[t]}
