@@ -338,6 +338,12 @@ class PlatformSettings(BaseSettings):
     api_key_cache_s: float = Field(
         default=30.0, ge=0, description="Seconds a verified API key is trusted before it is looked up again."
     )
+    api_db_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds a request waits for a database connection before it answers 503 (database down).",
+    )
     api_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (e.g. https://dash.example.com); empty = CORS off."
     )

@@ -2,7 +2,8 @@
 
 Unless TEST_DATABASE_URL (an admin URL of a running PostgreSQL/TimescaleDB that may create
 databases) or KAFKA_BROKERS is set, the session starts its own: an embedded PostgreSQL in
-`.run/test-pg-<pid>/` on a free port and the Tansu broker on a free port. Each test gets a fresh
+`/dev/shm/analytics-platform-tests/test-pg-<pid>/` (in memory; `.run/test-pg-<pid>/` where /dev/shm is
+small) on a free port and the Tansu broker on a free port. Each test gets a fresh
 database and its own topic prefix, so tests never see each other's data; the database is a copy of one
 the session migrated from scratch (`migrated_template`), not migrated again per test.
 A module whose tests share one expensive dataset (the dashboard plant) takes the `module_*`
@@ -30,6 +31,7 @@ from analytics_platform.devstack.processes import free_port
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 from analytics_platform_tests.support.stack import (
     DatabaseHandle,
+    SessionTempDir,
     dagster_instance,
     dagster_instance_template,
     kept_producer,
@@ -37,6 +39,7 @@ from analytics_platform_tests.support.stack import (
     new_database,
     new_settings,
     role_password,
+    scratch_root,
 )
 
 TEST_PASSWORD = "test-" + secrets.token_hex(8)
@@ -49,8 +52,12 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """`timeout`, CI cancellation and `kill` send SIGTERM, which would end pytest without running
     session teardown and leave the embedded PostgreSQL and broker running: make it an interrupt,
-    which pytest answers by tearing the session down."""
+    which pytest answers by tearing the session down. Temporary files (every `tmp_path`, the Dagster
+    instances' SQLite files, the edge agents' queues, the subprocesses') go to `SessionTempDir`, in
+    memory where there is room, unless the run names its own `--basetemp`."""
     signal.signal(signal.SIGTERM, _interrupt)
+    if config.option.basetemp is None:
+        config.add_cleanup(SessionTempDir().close)
 
 
 # The modules that take longest (wall seconds, most of them waiting on a scripted outage, a pip install,
@@ -106,7 +113,7 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    run_dir = REPO_ROOT / ".run" / f"test-pg-{os.getpid()}"
+    run_dir = scratch_root(REPO_ROOT / ".run") / f"test-pg-{os.getpid()}"
     server = EmbeddedPostgres(
         data_dir=run_dir / "data",
         port=free_port(),
@@ -136,7 +143,9 @@ def kafka_brokers() -> Iterator[str]:
         with kept_producer(f"127.0.0.1:{port}"):
             yield f"127.0.0.1:{port}"
     finally:
-        broker.stop(timeout=10)
+        # in memory, nothing to keep: a graceful stop waited up to 5 s on a client's lingering connection
+        broker.process.kill()
+        broker.process.wait(10)
 
 
 @pytest.fixture(scope="session")

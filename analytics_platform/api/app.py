@@ -75,7 +75,7 @@ def freeze_startup_objects() -> None:
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     observability.setup_process("analytics-api", settings)
-    db = Database(settings.api_url())
+    db = Database(settings.api_url(), timeout=settings.api_db_wait_s)
     write_url = settings.api_write_url()
     writer = Database(write_url, min_size=0, max_size=2) if write_url else None
 

@@ -204,7 +204,8 @@ def test_health_degraded_when_the_broker_is_unreachable(settings: PlatformSettin
 def test_health_down_readings_503_and_database_up_0_when_the_database_is_unreachable(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    no_db = settings.model_copy(update={"api_database_url": SecretStr(CLOSED_PORT_DB)})
+    # each of the three requests waits API_DB_WAIT_S for a connection that never comes: 1 s, not the default 5
+    no_db = settings.model_copy(update={"api_database_url": SecretStr(CLOSED_PORT_DB), "api_db_wait_s": 1.0})
     with keyed_client(database, create_app(no_db), raise_server_exceptions=False) as client:
         health = client.get("/v1/health")
         page = get_readings(client)
@@ -731,24 +732,26 @@ def test_metrics_list_rejects_per_topic_and_reason(settings: PlatformSettings, d
 
 
 def test_readings_503_when_the_database_stops_accepting_connections(
-    client: TestClient, database: DatabaseHandle, pg_admin_url: str
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
 ) -> None:
     insert(database, [reading("2025-08-20T03:10:00Z", 1.0)])
-    assert get_readings(client).json()["count"] == 1  # the pool holds a live connection now
-    name = sql.Identifier(database.name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
-        try:
-            terminated = admin.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database.name,),
-            ).fetchone()[0]
-            assert terminated >= 1
+    impatient = settings.model_copy(update={"api_db_wait_s": 1.0})  # the 503 comes after this wait
+    with keyed_client(database, create_app(impatient)) as client:
+        assert get_readings(client).json()["count"] == 1  # the pool holds a live connection now
+        name = sql.Identifier(database.name)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+            try:
+                terminated = admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database.name,),
+                ).fetchone()[0]
+                assert terminated >= 1
 
-            response = get_readings(client)
-        finally:
-            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+                response = get_readings(client)
+            finally:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
 
     assert response.status_code == 503
     assert response.json() == {"detail": NO_DATABASE}

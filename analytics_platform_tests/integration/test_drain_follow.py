@@ -137,8 +137,10 @@ def test_a_crash_mid_loop_keeps_rows_and_offsets_together(settings: PlatformSett
 
 @pytest.fixture
 def following(settings: PlatformSettings) -> PlatformSettings:
-    """The test settings with the sensor following, as deployed, for a short budget."""
-    return settings.model_copy(update={"drain_follow": True, "drain_budget_s": 20.0})
+    """The test settings with the sensor following, as deployed, for a short budget. The test waits for the
+    tick to end, which a following tick does only when its budget is spent: 10 s (20 s was half of the
+    module's time) still leaves the two commits it waits for, ~1 s each, several times their time."""
+    return settings.model_copy(update={"drain_follow": True, "drain_budget_s": 10.0})
 
 
 def test_the_sensor_tick_follows_and_reports_what_it_committed_when_it_ends(

@@ -3,26 +3,12 @@ injection the drains land exactly what was sent, rejects with reasons, duplicate
 
 from __future__ import annotations
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from analytics_platform.contracts.registry import bind_domains, contract_config
 from analytics_platform.ingest.drain import Drain
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.edge import read_whole_topic
 from analytics_platform_tests.support.stack import DatabaseHandle
 from edge_agents.simulator import TOPICS, SimulatorConfig, run
-
-
-def read_all(settings: PlatformSettings, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_brokers, "group.id": "check", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
-    out = []
-    while True:
-        batch = consumer.consume(num_messages=10000, timeout=1.5)
-        if not batch:
-            break
-        out.extend(m for m in batch if m.error() is None)
-    consumer.close()
-    return out
 
 
 def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettings, database: DatabaseHandle) -> None:
@@ -31,7 +17,9 @@ def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettin
     )
     counts = run(config, settings.kafka_brokers, settings.kafka_topic_prefix, duration_s=2.0)
     produced = sum(counts.values())
-    messages = {topic: read_all(settings, settings.kafka_topic_prefix + topic) for topic in TOPICS}
+    # each topic read to its high watermarks (the producer has flushed), not until a consume comes back empty
+    prefix = settings.kafka_topic_prefix
+    messages = {topic: read_whole_topic(settings.kafka_brokers, prefix + topic) for topic in TOPICS}
     assert sum(len(m) for m in messages.values()) == produced
     assert all(messages[t] for t in TOPICS), {t: len(m) for t, m in messages.items()}
     keys = {m.key().decode() for t in TOPICS for m in messages[t]}
@@ -48,6 +36,7 @@ def test_simulator_run_produces_to_all_topics_with_keys(settings: PlatformSettin
             database_url=settings.database_url.get_secret_value(),
             kafka_config=settings.kafka_client_config(),
             consumer_name="sim-test",
+            poll_timeout_s=settings.drain_poll_timeout_s,  # the tests' 0.2 s, as domain_drain's
         ).run(budget_s=30)
         landed += report.messages
         rejected += report.rejects
