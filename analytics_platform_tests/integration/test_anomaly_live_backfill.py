@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from psycopg import sql
 
-from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import anomalies as anomaly_results
 from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies
-from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA
+from analytics_platform_tests.support.readings import store_raw_readings
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 START = datetime(2025, 8, 15, tzinfo=UTC)  # a Friday: four days of history before the judged day
@@ -51,19 +50,7 @@ def readings() -> pl.DataFrame:
 
 @pytest.fixture
 def loaded(database: DatabaseHandle) -> DatabaseHandle:
-    frame = readings()
-    raw = frame.with_columns(
-        unit=pl.lit("degC"),
-        schema_version=pl.lit(1, pl.Int16),
-        dedup_key=pl.concat_str(pl.col("sensor_id"), pl.col("time").dt.epoch("s").cast(pl.String), separator="|"),
-        topic=pl.lit("sensors.device.readings"),
-        kafka_partition=pl.lit(0, pl.Int32),
-        kafka_offset=pl.int_range(pl.len(), dtype=pl.Int64),
-    )
-    aggs = window_aggregates(frame.lazy(), [60]).collect()
-    with database.connect() as conn, conn.cursor() as cur:
-        copy_rows(cur, sql.Identifier("analytics", "raw_sensor_readings"), raw, raw.columns)
-        copy_rows(cur, sql.Identifier("analytics", "analytics_agg"), aggs, aggs.columns)
+    store_raw_readings(database, readings(), aggregates=pl.lit(True))
     return database
 
 

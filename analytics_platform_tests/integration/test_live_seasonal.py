@@ -12,14 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from psycopg import sql
 
-from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.results.anomalies import AnomalyOptions, profiles_for_hour, recompute_anomalies
 from analytics_platform.results.live_detection import _stored_profiles, judge_closed_buckets
 from analytics_platform.transforms.anomalies import STATISTICAL
-from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA
+from analytics_platform_tests.support.readings import store_raw_readings
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 START = datetime(2025, 8, 15, tzinfo=UTC)  # four days of history before the judged day
@@ -65,29 +64,12 @@ def readings() -> pl.DataFrame:
     return pl.DataFrame(rows, schema=READING_SCHEMA, orient="row")
 
 
-def store_readings(database: DatabaseHandle, frame: pl.DataFrame, first_offset: int = 0) -> None:
-    raw = frame.with_columns(
-        unit=pl.lit("degC"),
-        schema_version=pl.lit(1, pl.Int16),
-        dedup_key=pl.concat_str(pl.col("sensor_id"), pl.col("time").dt.epoch("s").cast(pl.String), separator="|"),
-        topic=pl.lit("sensors.device.readings"),
-        kafka_partition=pl.lit(0, pl.Int32),
-        kafka_offset=pl.int_range(pl.len(), dtype=pl.Int64) + first_offset,
-    )
-    with database.connect() as conn, conn.cursor() as cur:
-        copy_rows(cur, sql.Identifier("analytics", "raw_sensor_readings"), raw, raw.columns)
-
-
 @pytest.fixture
 def loaded(database: DatabaseHandle) -> DatabaseHandle:
     """Readings to 14:00 of the judged day; the 60 s aggregates stored up to 12:00 only (the hour
     before the judged one is not materialised yet: the live judge computes it as the asset will);
     the judged hour's profiles stored (its midnight one and the young series' own)."""
-    frame = readings()
-    store_readings(database, frame)
-    aggs = window_aggregates(frame.lazy(), [60]).collect().filter(pl.col("bucket_start") < HOUR - timedelta(hours=1))
-    with database.connect() as conn, conn.cursor() as cur:
-        copy_rows(cur, sql.Identifier("analytics", "analytics_agg"), aggs, aggs.columns)
+    store_raw_readings(database, readings(), aggregates=pl.col("bucket_start") < HOUR - timedelta(hours=1))
     with database.connect(database.pipeline_url) as conn:
         profiles, learned = profiles_for_hour(conn, HOUR, KEYS, OPTIONS)
     assert learned == 3 and set(profiles) == KEYS  # the day's two and the young series' hourly one
@@ -157,7 +139,7 @@ def test_a_late_reading_in_a_judged_sample_is_the_hours_to_weigh(
         schema=READING_SCHEMA,
         orient="row",
     )
-    store_readings(loaded, late, first_offset=1_000_000)
+    store_raw_readings(loaded, late, first_offset=1_000_000)
     materialise_hour(loaded)
 
     assert loaded.query(LIVE) == [(s, m, t, status, confirmed) for s, m, t, _, _ in live]

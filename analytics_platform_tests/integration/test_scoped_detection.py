@@ -20,10 +20,9 @@ from psycopg.rows import dict_row
 from analytics_platform.defs.anomalies import READING_ANOMALIES
 from analytics_platform.defs.anomalies.assets import SCOPE_TAG
 from analytics_platform.defs.partitions import partition_key
-from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.anomalies import AnomalyOptions, Scope, recompute_anomalies
-from analytics_platform.transforms.window_aggregates import READING_SCHEMA, window_aggregates
-from analytics_platform_tests.support.readings import materialize
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA
+from analytics_platform_tests.support.readings import materialize, store_raw_readings
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 START = datetime(2025, 8, 15, tzinfo=UTC)  # four days of history before the judged hour
@@ -76,18 +75,9 @@ def plant(database: DatabaseHandle) -> DatabaseHandle:
             rows.append((t, tenant, factory, machine, "s-temp", "temp", temperature(t, minute, size)))
         t += timedelta(minutes=5)
     frame = pl.DataFrame(rows, schema=READING_SCHEMA, orient="row")
-    raw = frame.with_columns(
-        unit=pl.lit("degC"),
-        schema_version=pl.lit(1, pl.Int16),
-        dedup_key=pl.concat_str("tenant_id", "machine_id", pl.col("time").dt.epoch("s").cast(pl.String), separator="|"),
-        topic=pl.lit("sensors.device.readings"),
-        kafka_partition=pl.lit(0, pl.Int32),
-        kafka_offset=pl.int_range(pl.len(), dtype=pl.Int64),
-    )
-    aggs = window_aggregates(frame.lazy(), [60]).collect()
+    key = pl.concat_str("tenant_id", "machine_id", pl.col("time").dt.epoch("s").cast(pl.String), separator="|")
+    store_raw_readings(database, frame, dedup_key=key, aggregates=pl.lit(True))
     with database.connect() as conn, conn.cursor() as cur:
-        copy_rows(cur, sql.Identifier("analytics", "raw_sensor_readings"), raw, raw.columns)
-        copy_rows(cur, sql.Identifier("analytics", "analytics_agg"), aggs, aggs.columns)
         for tenant in ("t1", "t2"):  # energy = 10 + 0.05·production, RMSE 1 kWh: 70 kWh is z = 10
             cur.execute(
                 "INSERT INTO analytics.analytics_baseline (tenant_id, factory_id, machine_id, version, target, "

@@ -9,6 +9,12 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import polars as pl
+from psycopg import sql
+
+from analytics_platform.ingest.store import copy_rows
+from analytics_platform.transforms.window_aggregates import window_aggregates
+from analytics_platform_tests.support.stack import DatabaseHandle
 
 KEY = "t1-f1-mc-01"
 
@@ -67,3 +73,32 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, names, parti
     result = dg.materialize(assets, partition_key=partition, instance=instance, **kw)  # resources bound by defs
     assert result.success
     return result
+
+
+def store_raw_readings(
+    database: DatabaseHandle,
+    frame: pl.DataFrame,
+    *,
+    first_offset: int = 0,
+    aggregates: pl.Expr | None = None,
+    dedup_key: pl.Expr | None = None,
+) -> None:
+    """Store `frame` (window_aggregates.READING_SCHEMA, temperatures in degC) in raw_sensor_readings as
+    if drained from partition 0 at offsets from `first_offset`, without a broker (the anomaly tests
+    load days of readings), and with `aggregates` (a filter on bucket_start; pl.lit(True): all) its
+    60 s window aggregates as the asset would have stored them. `dedup_key` defaults to sensor|epoch."""
+    raw = frame.with_columns(
+        unit=pl.lit("degC"),
+        schema_version=pl.lit(1, pl.Int16),
+        dedup_key=dedup_key
+        if dedup_key is not None
+        else pl.concat_str(pl.col("sensor_id"), pl.col("time").dt.epoch("s").cast(pl.String), separator="|"),
+        topic=pl.lit("sensors.device.readings"),
+        kafka_partition=pl.lit(0, pl.Int32),
+        kafka_offset=pl.int_range(pl.len(), dtype=pl.Int64) + first_offset,
+    )
+    with database.connect() as conn, conn.cursor() as cur:
+        copy_rows(cur, sql.Identifier("analytics", "raw_sensor_readings"), raw, raw.columns)
+        if aggregates is not None:
+            aggs = window_aggregates(frame.lazy(), [60]).collect().filter(aggregates)
+            copy_rows(cur, sql.Identifier("analytics", "analytics_agg"), aggs, aggs.columns)
