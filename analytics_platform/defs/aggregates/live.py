@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster._utils.warnings import BetaWarning
 
+from analytics_platform.contracts.registry import bind_domains
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
 from analytics_platform.defs.automation import LANE_TAG
@@ -58,6 +61,61 @@ SELECT (SELECT as_of FROM analytics.agg_materialised_hours WHERE hour_start = %(
        EXISTS (SELECT 1 FROM analytics.{SensorContract.raw_table}
                WHERE time >= %(hour)s AND time < %(hour)s + INTERVAL '1 hour') AS readings
 """
+
+
+# how often the finaliser reads the stored offsets while it waits for the drains to commit a bucket's readings
+DRAINED_POLL_S = 0.2
+_STORED = """
+    SELECT topic, kafka_partition, next_offset FROM analytics.worker_checkpoints
+    WHERE consumer = %s AND topic = ANY(%s)"""
+
+
+class Backlog:
+    """What the sensor drains still owe the database: the broker's high watermarks of the sensor
+    topics against the next offsets stored with the rows (analytics.worker_checkpoints, written in
+    each batch's transaction). Read from the broker and the database, not from this process's
+    drains, so it holds whichever drain-service pod or shard owns a partition. On Tansu the high
+    watermark is the start of the log's last batch + 1 (docs/architecture.md): the wait then ends
+    once the drains committed into the last producer batch, which they consume and commit whole
+    in practice; on Kafka it is exact."""
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        binding = next(b for b in bind_domains(settings) if b.domain == SensorContract.domain)
+        self.topics = list(binding.topics)
+        self.consumer_name = settings.drain_consumer
+        self.config = {**settings.kafka_client_config(), "group.id": f"{settings.drain_consumer}-finaliser"}
+        self._consumer: Consumer | None = None
+
+    def marks(self, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+        """Each sensor partition's high watermark now (raises KafkaException when the broker does not say)."""
+        if self._consumer is None:
+            self._consumer = Consumer({**self.config, "enable.auto.commit": False})
+        metadata = self._consumer.list_topics(timeout=timeout_s)
+        marks: dict[tuple[str, int], int] = {}
+        for topic in self.topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                continue  # not created yet: nothing owed
+            for partition in found.partitions:
+                answer = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout_s, cached=False
+                )
+                if answer is None:
+                    raise KafkaException(f"no watermarks for {topic}[{partition}] within {timeout_s:g} s")
+                marks[(topic, partition)] = answer[1]
+        return marks
+
+    def owed(self, conn: psycopg.Connection, marks: dict[tuple[str, int], int]) -> int:
+        """Messages below `marks` the drains have not committed yet, over the partitions they have a
+        stored position in (one they never stored, e.g. DRAIN_START=latest before its first new
+        message, owes nothing they will ever drain)."""
+        stored = {(t, p): o for t, p, o in conn.execute(_STORED, (self.consumer_name, self.topics)).fetchall()}
+        return sum(max(0, high - stored[tp]) for tp, high in marks.items() if tp in stored)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 def build_live_job() -> dg.UnresolvedAssetJobDefinition:
@@ -102,6 +160,7 @@ class Finaliser:
         instance: dg.DagsterInstance | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        backlog: Backlog | None = None,
     ) -> None:
         self.settings = settings
         self.job = job
@@ -112,6 +171,9 @@ class Finaliser:
         self.window_s = min(settings.windows)
         self.delay = timedelta(seconds=settings.agg_finalise_delay_s)
         self.outcomes: list[Outcome] = []  # the last few, for the log and tests
+        # None: finalise at the delay alone; else first wait (at most a window) for the drains to
+        # commit what the broker held then
+        self.backlog = backlog
         # the first run of a process is full (a restart trusts nothing it finds); after it the hour's
         # state in the database says what to trust (`finalise_hour`), whether or not a run failed: a
         # run that failed before its write left the position as it was, and one whose blocking check
@@ -122,6 +184,29 @@ class Finaliser:
     def latest_due(self, now: datetime) -> datetime:
         """The latest bucket end T with T + delay <= now."""
         return floor_to(now - self.delay, self.window_s)
+
+    def wait_drained(self, limit_s: float) -> str:
+        """Wait until the sensor drains have committed every message the broker held when this was
+        called (so every reading produced before then is in raw), at most `limit_s`; says how it
+        ended. Why: a fixed delay after a bucket closes is too short when the drains lag (at 5,000
+        msg/s the broker alone took 13.75 s at p95 from produce to consume), and a bucket finalised
+        with its readings still in flight was served final a minute early, then corrected."""
+        if self.backlog is None:
+            return "no backlog to wait for"
+        try:
+            marks = self.backlog.marks()
+        except KafkaException as exc:
+            self.backlog.close()  # a new client at the next bucket
+            return f"the broker did not give its watermarks ({exc}): finalised at the delay"
+        began = time.monotonic()
+        url = self.settings.database_url.get_secret_value()
+        with PostgresResource(url=url).connect() as conn:
+            while (owed := self.backlog.owed(conn, marks)) > 0:
+                if time.monotonic() - began >= limit_s:
+                    return f"{owed} messages still owed after {limit_s:g} s: finalised anyway"
+                if self.stop.wait(DRAINED_POLL_S):
+                    return "stopped"
+        return f"drained in {time.monotonic() - began:.1f} s"
 
     def finalise(self, bucket_end: datetime) -> Outcome:
         hour = floor_to(bucket_end - timedelta(seconds=self.window_s), 3600)
@@ -173,6 +258,11 @@ class Finaliser:
                 break
             done = self.latest_due(self.clock())
             try:
+                waited = self.wait_drained(self.window_s)
+                if waited == "stopped":
+                    break
+                if waited.endswith("anyway") or waited.startswith("the broker"):
+                    log.warning("finalising the %s bucket: %s", done.time(), waited)
                 outcome = self.finalise(done)
             except Exception as exc:  # the database is away, or a bug: say so once, try at every boundary
                 if str(exc) != failing:
@@ -214,6 +304,6 @@ def start_finaliser(settings: PlatformSettings, stop: threading.Event) -> Finali
     # location's log carries it, the drain service's log would carry it once per asset
     warnings.filterwarnings("ignore", category=BetaWarning)
     job = build_definitions(settings).resolve_job_def(LIVE_JOB)
-    finaliser = Finaliser(settings, job, instance, stop)
+    finaliser = Finaliser(settings, job, instance, stop, backlog=Backlog(settings))
     finaliser.start()
     return finaliser
