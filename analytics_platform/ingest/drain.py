@@ -75,6 +75,16 @@ MIRROR_TIMEOUT_S = 5.0
 TRACES_PER_HOUR = 16
 
 
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int] | None:
+    """The partition's (low, high) watermarks, or None when the broker did not say in time
+    (confluent-kafka returns None on a timeout and raises on an error). Never progress on their
+    own: Tansu's high watermark is the start of the log's last batch + 1."""
+    try:
+        return consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+    except KafkaException:
+        return None
+
+
 @dataclass
 class DrainReport:
     """What one drain pass did; the sensor turns it into Dagster events and metadata."""
@@ -523,12 +533,7 @@ class Drain:
         part.stored = store.Checkpoint(resumed_at, part.topic_id, None, None, 0)
 
     def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int] | None:
-        """The partition's (low, high) watermarks, or None when the broker did not say in time
-        (confluent-kafka returns None on a timeout and raises on an error)."""
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=self._left(5), cached=False)
-        except KafkaException:
-            return None
+        return watermarks(consumer, tp, self._left(5))
 
     def _loop(
         self,

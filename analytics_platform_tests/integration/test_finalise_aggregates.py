@@ -22,6 +22,7 @@ from analytics_platform.defs.aggregates.live import (
     LIVE_JOB,
     LOCK_KEY,
     Backlog,
+    Drained,
     Finaliser,
     start_finaliser,
 )
@@ -254,7 +255,8 @@ def test_the_finaliser_waits_until_the_drains_committed_what_the_broker_held(
     finaliser = Finaliser(service_settings, job, instance, backlog=backlog)
     try:
         # nothing produced yet: the topic may not exist, nothing owed
-        assert finaliser.wait_drained(5.0).startswith("drained in ")
+        first = finaliser.wait_drained(5.0)
+        assert first.complete and first.reason.startswith("drained in ")
         readings(service_settings, defs, instance)  # four messages, drained: a stored position
         with database.connect() as conn:
             assert backlog.owed(conn, backlog.marks()) == 0
@@ -266,12 +268,13 @@ def test_the_finaliser_waits_until_the_drains_committed_what_the_broker_held(
         marks = backlog.marks()
         with database.connect() as conn:
             assert backlog.owed(conn, marks) == 2
-        assert finaliser.wait_drained(0.5) == "2 messages still owed after 0.5 s: finalised anyway"
+        assert finaliser.wait_drained(0.5) == Drained(False, "2 messages still owed after 0.5 s: finalised anyway")
         drain(defs, instance, ["sensor"])
         with database.connect() as conn:
             assert backlog.owed(conn, marks) == 0
-        assert finaliser.wait_drained(5.0).startswith("drained in ")
+        last = finaliser.wait_drained(5.0)
+        assert last.complete and last.reason.startswith("drained in ")
     finally:
         backlog.close()
     # without a backlog (tests, AGG_FINALISE without a broker client): the delay alone, as before
-    assert Finaliser(service_settings, job, instance).wait_drained(5.0) == "no backlog to wait for"
+    assert Finaliser(service_settings, job, instance).wait_drained(5.0) == Drained(True, "no backlog to wait for")

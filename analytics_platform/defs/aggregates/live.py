@@ -42,6 +42,7 @@ from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.defs.aggregates import WINDOW_AGGREGATES
 from analytics_platform.defs.automation import LANE_TAG
 from analytics_platform.defs.partitions import partition_key
+from analytics_platform.ingest.drain import watermarks
 from analytics_platform.resources import PostgresResource
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.window_aggregates import floor_to
@@ -97,9 +98,7 @@ class Backlog:
             if found is None or found.error is not None:
                 continue  # not created yet: nothing owed
             for partition in found.partitions:
-                answer = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout_s, cached=False
-                )
+                answer = watermarks(self._consumer, TopicPartition(topic, partition), timeout_s)
                 if answer is None:
                     raise KafkaException(f"no watermarks for {topic}[{partition}] within {timeout_s:g} s")
                 marks[(topic, partition)] = answer[1]
@@ -116,6 +115,15 @@ class Backlog:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+@dataclass(frozen=True)
+class Drained:
+    """How a wait for the drains ended: `complete` when nothing the broker held is still owed (or
+    there was nothing to wait for), else why the bucket is finalised without it."""
+
+    complete: bool
+    reason: str
 
 
 def build_live_job() -> dg.UnresolvedAssetJobDefinition:
@@ -185,28 +193,28 @@ class Finaliser:
         """The latest bucket end T with T + delay <= now."""
         return floor_to(now - self.delay, self.window_s)
 
-    def wait_drained(self, limit_s: float) -> str:
+    def wait_drained(self, limit_s: float) -> Drained:
         """Wait until the sensor drains have committed every message the broker held when this was
-        called (so every reading produced before then is in raw), at most `limit_s`; says how it
-        ended. Why: a fixed delay after a bucket closes is too short when the drains lag (at 5,000
-        msg/s the broker alone took 13.75 s at p95 from produce to consume), and a bucket finalised
-        with its readings still in flight was served final a minute early, then corrected."""
+        called (so every reading produced before then is in raw), at most `limit_s` or until `stop`.
+        Why: a fixed delay after a bucket closes is too short when the drains lag (at 5,000 msg/s
+        the broker alone took 13.75 s at p95 from produce to consume), and a bucket finalised with
+        its readings still in flight was served final a minute early, then corrected."""
         if self.backlog is None:
-            return "no backlog to wait for"
+            return Drained(True, "no backlog to wait for")
         try:
             marks = self.backlog.marks()
         except KafkaException as exc:
             self.backlog.close()  # a new client at the next bucket
-            return f"the broker did not give its watermarks ({exc}): finalised at the delay"
+            return Drained(False, f"the broker did not give its watermarks ({exc}): finalised at the delay")
         began = time.monotonic()
         url = self.settings.database_url.get_secret_value()
         with PostgresResource(url=url).connect() as conn:
             while (owed := self.backlog.owed(conn, marks)) > 0:
                 if time.monotonic() - began >= limit_s:
-                    return f"{owed} messages still owed after {limit_s:g} s: finalised anyway"
+                    return Drained(False, f"{owed} messages still owed after {limit_s:g} s: finalised anyway")
                 if self.stop.wait(DRAINED_POLL_S):
-                    return "stopped"
-        return f"drained in {time.monotonic() - began:.1f} s"
+                    return Drained(False, "stopped")
+        return Drained(True, f"drained in {time.monotonic() - began:.1f} s")
 
     def finalise(self, bucket_end: datetime) -> Outcome:
         hour = floor_to(bucket_end - timedelta(seconds=self.window_s), 3600)
@@ -259,10 +267,10 @@ class Finaliser:
             done = self.latest_due(self.clock())
             try:
                 waited = self.wait_drained(self.window_s)
-                if waited == "stopped":
+                if self.stop.is_set():
                     break
-                if waited.endswith("anyway") or waited.startswith("the broker"):
-                    log.warning("finalising the %s bucket: %s", done.time(), waited)
+                if not waited.complete:
+                    log.warning("finalising the %s bucket: %s", done.time(), waited.reason)
                 outcome = self.finalise(done)
             except Exception as exc:  # the database is away, or a bug: say so once, try at every boundary
                 if str(exc) != failing:
