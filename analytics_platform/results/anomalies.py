@@ -173,11 +173,9 @@ def metric_filter(options: AnomalyOptions) -> tuple[str, list]:
 
 
 def _states(
-    conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta, scope: Scope | None = None
+    conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta, scope: Scope = EVERYTHING
 ) -> pl.DataFrame:
-    return mk.state_intervals(
-        *read_run_states(conn, start, end, lookback, *(scope or EVERYTHING).machines()), start, end
-    )
+    return mk.state_intervals(*read_run_states(conn, start, end, lookback, *scope.machines()), start, end)
 
 
 @dataclass(frozen=True)
@@ -190,13 +188,12 @@ class _RunStates:
     since: datetime
     until: datetime
     lookback: timedelta
-    scope: Scope = field(default_factory=Scope)
+    scope: Scope = EVERYTHING
 
 
 def _run_states(
-    conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta, scope: Scope | None = None
+    conn: psycopg.Connection, since: datetime, until: datetime, lookback: timedelta, scope: Scope = EVERYTHING
 ) -> _RunStates:
-    scope = scope or EVERYTHING
     return _RunStates(*read_run_states(conn, since, until, lookback, *scope.machines()), since, until, lookback, scope)
 
 
@@ -247,14 +244,14 @@ _FOREST_ROWS = (
 
 
 def stored_forests(
-    conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions, scope: Scope | None = None
+    conn: psycopg.Connection, trained_to: datetime, options: AnomalyOptions, scope: Scope = EVERYTHING
 ) -> dict[tuple, int]:
     """The version of each series' forest trained up to exactly `trained_to` (`seasonal.training_end`
     of the hour, so an hour uses the same forest whether it runs live or in a backfill, in any
     order), pickled by this scikit-learn (another version's pickle is not trusted), newest version
     per series. Only the versions: a forest is unpickled when a statistic flagged one of its
     series' samples (`load_models`), since only those samples can keep a forest row."""
-    machines, params = (scope or EVERYTHING).machines()
+    machines, params = scope.machines()
     rows = conn.execute(
         _FOREST_ROWS.format("", f" AND {machines}"),
         (f"scikit-learn {an.SKLEARN_VERSION}", trained_to, options.contamination, *params),
@@ -309,13 +306,13 @@ def _next_version(cur: psycopg.Cursor, key: tuple, method: str, trained_to: date
 
 
 def store_models(
-    conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions, scope: Scope | None = None
+    conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions, scope: Scope = EVERYTHING
 ) -> dict[tuple, int]:
     """Persist newly fitted models as each series' next version. A model becomes the active one
     unless a model trained on later data already is (a backfill of old hours must not demote it).
     Only the newest three versions per series keep their bytes: the rest keep their metadata (of
     the series in `scope`: a scoped run leaves every other series' rows as they are)."""
-    machines, params = (scope or EVERYTHING).machines()
+    machines, params = scope.machines()
     versions = {}
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_anomaly_model")
@@ -365,11 +362,11 @@ def load_profiles(
     trained_to: datetime,
     keys: set[tuple],
     options: AnomalyOptions,
-    scope: Scope | None = None,
+    scope: Scope = EVERYTHING,
 ) -> dict[tuple, se.Profile]:
     """The stored profiles learned up to exactly `trained_to` with these options, for `keys` (read
     within `scope`: a scoped run does not read the plant's profiles to keep a machine's)."""
-    machines, params = (scope or EVERYTHING).machines()
+    machines, params = scope.machines()
     rows = conn.execute(
         "SELECT DISTINCT ON (tenant_id, factory_id, machine_id, sensor_id, metric) "
         "tenant_id, factory_id, machine_id, sensor_id, metric, params->'profile' "
@@ -387,7 +384,7 @@ def _profile_history(
     keys: set[tuple],
     options: AnomalyOptions,
     run: _RunAggregates | None = None,
-    scope: Scope | None = None,
+    scope: Scope = EVERYTHING,
 ) -> pl.DataFrame:
     """The running samples a profile learns from: `history_days` of `bucket_s` aggregates before
     `trained_to`, without the machine's non-running periods and their settling time.
@@ -418,12 +415,12 @@ def _profile_history(
 
 
 def store_profiles(
-    conn: psycopg.Connection, profiles: list[se.Profile], options: AnomalyOptions, scope: Scope | None = None
+    conn: psycopg.Connection, profiles: list[se.Profile], options: AnomalyOptions, scope: Scope = EVERYTHING
 ) -> None:
     """Persist profiles as each series' next 'seasonal' version (active: the newest trained_to).
     Profiles learned more than `history_days` + 7 days before the newest are deleted (within
     `scope`): any hour needing one again re-learns it from the same data."""
-    machines, params = (scope or EVERYTHING).machines()
+    machines, params = scope.machines()
     if not profiles:
         return
     tag = _options_tag(options)
@@ -470,7 +467,7 @@ def profiles_for_hour(
     options: AnomalyOptions,
     cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
     run: _RunAggregates | None = None,
-    scope: Scope | None = None,
+    scope: Scope = EVERYTHING,
 ) -> tuple[dict[tuple, se.Profile], int]:
     """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
     from `cache`, else stored, else learned now (from `run`'s aggregates where they reach) and
@@ -528,7 +525,7 @@ def _baseline_anomalies(deviations: pl.DataFrame, start: datetime, end: datetime
 
 
 def replace_anomalies(
-    conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime, scope: Scope | None = None
+    conn: psycopg.Connection, rows: pl.DataFrame, start: datetime, end: datetime, scope: Scope = EVERYTHING
 ) -> int:
     """Replace [start, end)'s anomalies of `scope` (all by default): those no longer found go, the
     others are updated in place so a resolution (status, note, who, when) survives
@@ -539,7 +536,6 @@ def replace_anomalies(
     closed `not_confirmed` (visible and counted, never silently gone). Rows only ever found by an
     hour still go when no longer found. Outside `scope` nothing is deleted, closed or written: a row
     of `rows` outside it is dropped, since the run did not judge its series as a whole."""
-    scope = scope or EVERYTHING
     rows = scope.keep(rows)
     owned, owned_params = scope.rows("a")
     key = "tenant_id, factory_id, machine_id, method, anomaly_type, time, sensor_id, metric"
@@ -639,7 +635,7 @@ def recompute_anomalies(
     options: AnomalyOptions,
     cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
     profile_cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
-    scope: Scope | None = None,
+    scope: Scope = EVERYTHING,
 ) -> AnomalyRun:
     """Judge the hours of [start, end) and replace their anomalies and hourly baseline deviations,
     each hour exactly as a run of that hour alone would judge it (live == backfill).
@@ -649,7 +645,6 @@ def recompute_anomalies(
     profiles from hour to hour; `cache` and `profile_cache` carry them on to the caller's next call.
     `scope` (everything by default) narrows what is read, judged and replaced to a tenant's factory
     or machine and some methods; its rows come out as a full run's (`Scope`)."""
-    scope = scope or EVERYTHING
     cache = {} if cache is None else cache
     profile_cache = {} if profile_cache is None else profile_cache
     hours = list(chunks(start, end, 1))
