@@ -31,7 +31,8 @@ STANDARD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("topic", "text NOT NULL"),
     ("kafka_partition", "integer NOT NULL"),
     ("kafka_offset", "bigint NOT NULL"),
-    ("ingested_at", "timestamptz NOT NULL DEFAULT now()"),
+    # the start of the writing statement, not of its transaction: see ingest/store.py OLDEST_WRITER
+    ("ingested_at", "timestamptz NOT NULL DEFAULT statement_timestamp()"),
 )
 PRIMARY_KEY = ("time", "dedup_key")
 
@@ -141,6 +142,12 @@ def create_statements(contract: Contract, existing_columns: frozenset[str] = fro
             f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}"
             for name, kind in columns
             if name not in existing_columns
+        ]
+        # a table made by an older declaration keeps its columns' old defaults otherwise
+        statements += [
+            f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT {kind.split(' DEFAULT ', 1)[1]}"
+            for name, kind in STANDARD_COLUMNS
+            if name in existing_columns and " DEFAULT " in kind
         ]
     statements += index_statements(contract)
     statements.append(timeseries_statement(contract))

@@ -275,11 +275,30 @@ def reject_frame(rejects: pl.DataFrame) -> pl.DataFrame:
 
 _COORD_CONFLICT = sql.SQL("ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_ts) DO NOTHING")
 
+# Which raw rows are committed, told by `ingested_at` alone: the live judges and the aggregates'
+# finaliser read "the rows ingested since a position". A row's `ingested_at` is the start of the
+# statement that wrote it (the column's default, contracts/storage.py), and every writer of raw rows
+# takes its transaction id before that statement (`claim_xid`). So a transaction that may still
+# commit a row stamped before a moment T held an id at T, and the start of the oldest transaction
+# holding an id, read in a transaction begun at or before T's look, bounds every uncommitted stamp:
+# each row ingested before least(now(), OLDEST_WRITER) is committed. A reader (no id) holds nothing
+# back. (With the transaction's start as the stamp, a writer between BEGIN and its first row had no
+# id yet and its rows could land behind a reader's position, never to be read.) pg_stat_activity
+# shows a transaction's start only to its role and to pg_read_all_stats, which sql/26 grants the
+# pipeline's role.
+OLDEST_WRITER = """(SELECT min(xact_start) FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid())"""
+
+
+def claim_xid(cur: psycopg.Cursor) -> None:
+    """Take this transaction's id now, before a statement stamps raw rows (see `OLDEST_WRITER`)."""
+    cur.execute("SELECT pg_current_xact_id()")
+
 
 def raw_conflict(contract: Contract) -> sql.Composed:
     """ON CONFLICT for a raw table: replace the row only if the new one has a lower coordinate.
 
-    The replaced row takes this transaction's `ingested_at`: it may carry another value, and the
+    The replaced row takes the new `ingested_at`: it may carry another value, and the
     readers of the rows ingested since a position (the live judges, the aggregates' finaliser) must
     see it as new."""
     updates = [*(c for c in contract.raw_columns if c not in ("time", "dedup_key")), "ingested_at"]
@@ -309,6 +328,7 @@ def write_rejects(cur: psycopg.Cursor, rejects: pl.DataFrame) -> None:
 
 def write_raw(cur: psycopg.Cursor, contract: Contract, rows: CopyRows) -> None:
     """Raw rows (`encode_raw`); of two rows with one key the lower Kafka coordinate stays."""
+    claim_xid(cur)
     upsert_rows(cur, contract.raw_table, rows, raw_conflict(contract))
 
 
@@ -512,6 +532,7 @@ def replace_window(
     to no window and stay.
     """
     with conn.transaction(), conn.cursor() as cur:
+        claim_xid(cur)
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE time >= %s AND time < %s").format(_table(contract.raw_table)),
             (start, end),

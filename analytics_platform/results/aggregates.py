@@ -20,7 +20,7 @@ import polars as pl
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from analytics_platform.ingest.store import copy_rows
+from analytics_platform.ingest.store import OLDEST_WRITER, copy_rows
 from analytics_platform.results.frames import binary_array, lock_results, sibling
 from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
@@ -151,19 +151,12 @@ MARK_MATERIALISED = """
         version = nextval('analytics.agg_materialised_version')"""
 
 
-# Where the readings known to be committed end: every raw reading ingested (its drain transaction
-# began) before the start of the oldest transaction writing now is committed, so a read begun after
-# this statement sees it; a later one is the next run's. The live judges find new rows the same way
-# (results/live_detection.py), without their cap: a finaliser waits for a long writer, never skips it.
-# A transaction gets its id (`backend_xid`) at its first write, so one begun moments ago that has not
-# written yet (a drain between BEGIN and its COPY) counts as a writer too; an older one without an id
-# is a reader.
-SETTLED = """
-    SELECT clock_timestamp(), least(clock_timestamp(), (
-        SELECT min(xact_start) FROM pg_stat_activity
-        WHERE datname = current_database() AND pid <> pg_backend_pid()
-          AND (backend_xid IS NOT NULL
-               OR (state <> 'idle' AND xact_start > clock_timestamp() - interval '10 seconds'))))"""
+# (as_of, position): every reading committed before as_of is in a read begun after this statement,
+# and every reading ingested before position is committed (ingest/store.py OLDEST_WRITER: position
+# is the start of the oldest transaction that may still write raw rows, at most this statement's
+# transaction start). The live judges find new rows the same way (results/live_detection.py), with a
+# cap on the wait; a finaliser waits for a long writer, never skips it.
+SETTLED = f"SELECT clock_timestamp(), least(now(), {OLDEST_WRITER})"
 # Written with the hours' marks (sql/24): the readings the hours' stored buckets hold.
 MARK_POSITION = """
     INSERT INTO analytics.agg_finalise_positions (hour_start, position, closed_until, windows, version, updated_at)

@@ -16,13 +16,14 @@ seconds after it was produced instead of after the next hourly run.
   `sweep_batch_quality` asset's function), for the `lab_out_of_spec` / `sweep_out_of_spec` rule;
   the asset rewrites the hour's events later with the same keys.
 
-Which rows are new is decided by `ingested_at` (the drain transaction's start), with a durable
-position per judge in `analytics.live_detection_cursor` that moves in the transaction that writes
-the results: a crash re-judges the same rows, and a second pass over them writes nothing
-(`ON CONFLICT DO NOTHING` on the result's key). A drain transaction still in flight has rows with
-an `ingested_at` older than its commit; so a pass only reads up to the start of the oldest writing
-transaction of the database (`pg_stat_activity.backend_xid`), at most `max_wait` in the past
-(a longer writer, e.g. a backfill, cannot stall live judgement: the hour judges what this missed).
+Which rows are new is decided by `ingested_at` (the start of the statement that wrote the row),
+with a durable position per judge in `analytics.live_detection_cursor` that moves in the
+transaction that writes the results: a crash re-judges the same rows, and a second pass over them
+writes nothing (`ON CONFLICT DO NOTHING` on the result's key). A drain transaction still in flight
+has rows with an `ingested_at` older than its commit; so a pass only reads up to the start of the
+oldest transaction that may still write them (`ingest.store.OLDEST_WRITER`, exact because writers
+take their transaction id before they stamp a row), at most `max_wait` in the past (a longer
+writer, e.g. a backfill, cannot stall live judgement: the hour judges what this missed).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from analytics_platform.contracts.base import Contract
 from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.contracts.sweep import SweepContract
-from analytics_platform.ingest.store import copy_rows
+from analytics_platform.ingest.store import OLDEST_WRITER, copy_rows
 from analytics_platform.results.anomalies import (
     ANOMALY_COLUMNS,
     HISTORY_SCHEMA,
@@ -96,10 +97,9 @@ def _span(conn: psycopg.Connection, judge: str, max_wait: timedelta) -> tuple[da
                ON CONFLICT (judge) DO UPDATE SET judge = EXCLUDED.judge RETURNING position
            )
            SELECT (SELECT position FROM pos),
-                  greatest(now() - %s, least(now(), (
-                      SELECT min(xact_start) FROM pg_stat_activity
-                      WHERE datname = current_database() AND backend_xid IS NOT NULL
-                        AND pid <> pg_backend_pid())))""",
+                  greatest(now() - %s, least(now(), """
+        + OLDEST_WRITER
+        + "))",
         (judge, max_wait),
     ).fetchone()
     return since, until

@@ -1,8 +1,8 @@
 """Raw tables come from the contracts: a database built from the declarations has exactly the raw
 tables the hand-written SQL made (columns, types, defaults, constraints, indexes, privileges, and on
 TimescaleDB the hypertable, compression and retention) plus the indexes declared since
-(DECLARED_ADDITIONS), and a database migrated by the old files keeps its rows and gains what a
-declaration adds, compressed chunks included."""
+(DECLARED_ADDITIONS) and the defaults changed since (DECLARED_DEFAULTS), and a database migrated by
+the old files keeps its rows and gains what a declaration adds, compressed chunks included."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ DECLARED_ADDITIONS: dict[str, list[tuple[str, str]]] = {
         )
     ]
 }
+# Column defaults a declaration changed since: ingested_at is the writing statement's start, not its
+# transaction's (ingest/store.py OLDEST_WRITER: a reader of "rows ingested since" misses none).
+DECLARED_DEFAULTS = {"ingested_at": "statement_timestamp()"}
 
 
 def legacy_sql(repo_root, part: str) -> str:
@@ -119,9 +122,14 @@ def catalog(url: str, table: str) -> dict[str, object]:
 
 def hand_written(url: str, table: str) -> dict[str, object]:
     """The catalog of a table the old files made, plus the indexes declared since
-    (DECLARED_ADDITIONS): what a database built or migrated from the declarations must equal."""
+    (DECLARED_ADDITIONS) and the defaults changed since (DECLARED_DEFAULTS): what a database built or
+    migrated from the declarations must equal."""
     found = catalog(url, table)
     found["indexes"] = sorted([*found["indexes"], *DECLARED_ADDITIONS.get(table, [])])  # type: ignore[misc]
+    found["columns"] = [  # type: ignore[assignment]
+        (*c[:4], DECLARED_DEFAULTS.get(c[0], c[4]), *c[5:])
+        for c in found["columns"]  # type: ignore[attr-defined]
+    ]
     return found
 
 

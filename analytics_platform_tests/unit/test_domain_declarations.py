@@ -73,7 +73,7 @@ def test_raw_columns_come_from_the_payload_schema() -> None:
         ("topic", "text NOT NULL"),
         ("kafka_partition", "integer NOT NULL"),
         ("kafka_offset", "bigint NOT NULL"),
-        ("ingested_at", "timestamptz NOT NULL DEFAULT now()"),
+        ("ingested_at", "timestamptz NOT NULL DEFAULT statement_timestamp()"),
     ]
     sensor = dict(column_definitions(registry().get("sensor")))
     assert (sensor["payload"], sensor["unit"], sensor["uncatalogued"]) == (
@@ -94,7 +94,9 @@ def test_an_older_table_gains_only_its_missing_columns_and_the_hypertable_follow
     existing = frozenset(name for name, _ in column_definitions(lab) if name != "machine_id")
     statements = create_statements(lab, existing)
     assert [s for s in statements if s.startswith("ALTER TABLE")] == [
-        "ALTER TABLE analytics.raw_lab_results ADD COLUMN IF NOT EXISTS machine_id text"
+        "ALTER TABLE analytics.raw_lab_results ADD COLUMN IF NOT EXISTS machine_id text",
+        # and the standard columns' defaults are the declaration's (ingested_at's changed: sql/26's note)
+        "ALTER TABLE analytics.raw_lab_results ALTER COLUMN ingested_at SET DEFAULT statement_timestamp()",
     ]
     assert (
         "SELECT analytics.make_timeseries('analytics.raw_lab_results', 'time', INTERVAL '1 day', "
