@@ -26,7 +26,7 @@ from analytics_platform.api.errors import invalid
 from analytics_platform.api.keys import Principal, digest, find_principal, key_id_of
 
 HEADER = "X-API-Key"
-_header = APIKeyHeader(
+api_key_header = APIKeyHeader(
     name=HEADER,
     auto_error=False,
     description="An API key from `analytics-platform api-keys create`; bound to one tenant or admin.",
@@ -56,7 +56,7 @@ class KeyCache:
             self._entries[digest(key)] = (principal, time.monotonic() + self.ttl_s)
 
 
-async def authenticate(request: Request, api_key: Annotated[str | None, Security(_header)]) -> Principal:
+async def authenticate(request: Request, api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
     if not api_key:
         raise HTTPException(401, f"missing API key: send it in the {HEADER} header", {"WWW-Authenticate": HEADER})
     if key_id_of(api_key) is None:
