@@ -130,20 +130,17 @@ def _api_routes(routes: Sequence[Any]) -> list[APIRoute]:
 
 
 class Revalidate:
-    """The fast path of conditional GETs (see the module's docstring); `paths` are the routes it
-    serves, resolved on the first request (the app's routes are all included by then)."""
+    """The fast path of conditional GETs (see the module's docstring) of `routes` (fast_routes: built
+    with the app, so a route signature it cannot read stops the app from starting, never a request)."""
 
-    def __init__(self, app: App, fastapi: FastAPI, paths: Sequence[str]) -> None:
+    def __init__(self, app: App, fastapi: FastAPI, routes: dict[str, FastRoute]) -> None:
         self.app = app
         self.fastapi = fastapi
-        self.paths = tuple(paths)
-        self._routes: dict[str, FastRoute] | None = None
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            if self._routes is None:
-                self._routes = fast_routes(self.fastapi, self.paths)
-            route = self._routes.get(scope["path"])
+            route = self.routes.get(scope["path"])
             if route is not None and not self.fastapi.dependency_overrides:
                 response = await self._answer(route, scope, receive)
                 if response is not None:
