@@ -15,8 +15,10 @@ middleware answers those requests by calling the very same endpoint with the ver
 
 Anything else is left to FastAPI untouched: a request that is not a GET of one of those paths with
 `If-None-Match`, a parameter the route's field rejects, a missing or refused key, and any exception
-of the endpoint (a 404, a 422, a 503...). FastAPI then answers it from the start, so every error
-keeps its exact status, message and headers (the endpoint only reads; running it twice is harmless).
+of the endpoint (a 404, a 422...). FastAPI then answers it from the start, so every error keeps its
+exact status, message and headers (the endpoint only reads; running it twice is harmless). The one
+exception answered here is the database being down, by the app's own handler (the same 503): going
+through FastAPI would wait API_DB_WAIT_S for a connection a second time.
 Answers are never staler than the route's: it is the route's own code that decides them.
 
 It sits innermost of the app's middleware, so CORS, gzip, the request metrics (labelled with the
@@ -36,6 +38,7 @@ from fastapi.dependencies.utils import _get_param_aliases, _get_param_model, _is
 from fastapi.routing import APIRoute
 
 from analytics_platform.api import auth
+from analytics_platform.api.db import DatabaseDown
 from analytics_platform.api.middleware import App, Receive, Scope, Send
 
 NO_VALUE = object()  # a parameter the fast path cannot fill as FastAPI would: left to FastAPI
@@ -166,6 +169,8 @@ class Revalidate:
             values[route.request_name] = request
             values[route.caller_name] = caller
             response = await run_in_threadpool(route.endpoint, **values)
+        except DatabaseDown as exc:  # the app's own 503, at once: asking FastAPI would wait for the pool again
+            return await self.fastapi.exception_handlers[DatabaseDown](request, exc)
         except Exception:  # FastAPI answers it from the start, exactly as without this path
             return None
         return response if isinstance(response, Response) else None  # anything else FastAPI would serialise

@@ -18,6 +18,7 @@ import polars as pl
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from analytics_platform.api.app import REVALIDATED, create_app
 from analytics_platform.api.revalidate import Revalidate, fast_routes
@@ -226,3 +227,32 @@ def test_conditional_gets_of_kpi_get_what_fastapi_answers(settings: PlatformSett
             {**KPI_QUERY, "start": KPI_QUERY["end"]},
         ):
             assert same(fast, reference, "/v1/kpi", params, {**key, "If-None-Match": "*"}).status_code == 422
+
+
+def test_a_revalidation_while_the_database_is_down_gets_the_same_503(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
+) -> None:
+    """The database refuses connections: the fast path answers the app's own 503 (it does not hand the
+    request to FastAPI to wait for the pool a second time)."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    impatient = settings.model_copy(update={"api_db_wait_s": 0.5})
+    with two_apps(impatient) as (fast, reference):
+        key = {"X-API-Key": t1}
+        tag = fast.get("/v1/agg", params=AGG, headers=key).headers["ETag"]
+        assert reference.get("/v1/agg", params=AGG, headers=key).status_code == 200  # its key is cached too
+        name = sql.Identifier(database.name)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+            try:
+                admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()) AS others",
+                    (database.name,),
+                )
+                down = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": tag})
+                kpi_down = same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": "*"})
+            finally:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+    assert down.status_code == kpi_down.status_code == 503
+    assert down.json() == {"detail": "no database connection available (is the database running?)"}
