@@ -162,7 +162,7 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 # reaches (which of its buckets are final), and what a final range's answer depends on besides the
 # request: the hours it reads (their count, and the highest version: sql/14 draws a new one, in commit
 # order, each time the asset rewrites an hour) and the oldest bucket kept of the source window
-# (TimescaleDB's retention drops old chunks without touching those hours). An empty range asks nothing.
+# (TimescaleDB's retention drops old chunks without touching those hours). An empty range reads no row.
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
