@@ -973,12 +973,14 @@ def profile(api_url: str, api_key: str, plan: list[Scenario], machines: list[str
     thread. Returns each scenario's top functions by own time."""
     import cProfile
     import io
+    import logging
     import pstats
 
     import fastapi.dependencies.utils
     import fastapi.routing
     import httpx
 
+    from analytics_platform.api import auth, revalidate
     from analytics_platform.api.app import create_app
     from analytics_platform.settings import PlatformSettings
 
@@ -987,6 +989,9 @@ def profile(api_url: str, api_key: str, plan: list[Scenario], machines: list[str
 
     fastapi.routing.run_in_threadpool = inline
     fastapi.dependencies.utils.run_in_threadpool = inline
+    revalidate.run_in_threadpool = inline  # the conditional GETs' fast path calls the endpoint itself
+    auth.run_in_threadpool = inline
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be most of the profile
     settings = PlatformSettings(database_url=api_url, api_database_url=api_url, kafka_brokers="127.0.0.1:1")
     app = create_app(settings)
     out: dict[str, str] = {}

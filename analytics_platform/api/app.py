@@ -28,6 +28,7 @@ from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
 from analytics_platform.api.middleware import Compress, MeasureRequests, TraceRequests
+from analytics_platform.api.revalidate import Revalidate, fast_routes
 from analytics_platform.api.routes import (
     agg,
     alerts,
@@ -53,6 +54,7 @@ from analytics_platform.transforms import kpi_catalog
 from analytics_platform.ui.web import mount_dashboard
 
 log = logging.getLogger("analytics_platform.api")
+REVALIDATED = ("/v1/agg", "/v1/kpi")  # conditional GETs answered by api/revalidate.py's fast path
 
 
 _frozen = False
@@ -139,6 +141,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(jobs.router)
     app.include_router(forecasts.router)
+    # innermost: its answers pass CORS, gzip, the metrics and tracing like any other (api/revalidate.py)
+    app.add_middleware(Revalidate, fastapi=app, routes=fast_routes(app, REVALIDATED))
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -4,15 +4,21 @@ Every data query takes its tenant from the key, never from the request alone: a 
 for another tenant gets 404, so it cannot even learn that the tenant exists. Verified keys are
 cached for API_KEY_CACHE_S seconds (a revoked key stops working within that time) so that a
 request costs no extra round trip to the database.
+
+`authenticate` is a coroutine: a key found in the cache is checked on the event loop, and only a
+lookup in the database goes to the thread pool. A sync dependency would cost every request a thread
+hop of its own besides the endpoint's, the larger part of a cache hit's framework cost (a 304 of
+/v1/agg; docs/benchmarks.md, REST API).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from opentelemetry import trace
 
@@ -20,7 +26,7 @@ from analytics_platform.api.errors import invalid
 from analytics_platform.api.keys import Principal, digest, find_principal, key_id_of
 
 HEADER = "X-API-Key"
-_header = APIKeyHeader(
+api_key_header = APIKeyHeader(
     name=HEADER,
     auto_error=False,
     description="An API key from `analytics-platform api-keys create`; bound to one tenant or admin.",
@@ -50,7 +56,7 @@ class KeyCache:
             self._entries[digest(key)] = (principal, time.monotonic() + self.ttl_s)
 
 
-def authenticate(request: Request, api_key: Annotated[str | None, Security(_header)]) -> Principal:
+async def authenticate(request: Request, api_key: Annotated[str | None, Security(api_key_header)]) -> Principal:
     if not api_key:
         raise HTTPException(401, f"missing API key: send it in the {HEADER} header", {"WWW-Authenticate": HEADER})
     if key_id_of(api_key) is None:
@@ -58,12 +64,18 @@ def authenticate(request: Request, api_key: Annotated[str | None, Security(_head
     state = request.app.state
     hit, principal = state.key_cache.get(api_key)
     if not hit:
-        with state.db.connection() as conn:
-            principal = find_principal(conn, api_key)
-        state.key_cache.put(api_key, principal)
+        principal = await run_in_threadpool(look_up, state, api_key)
     if principal is None:
         raise HTTPException(401, "invalid, revoked or expired API key", {"WWW-Authenticate": HEADER})
     request.state.principal = principal
+    return principal
+
+
+def look_up(state: Any, api_key: str) -> Principal | None:
+    """The key's principal from the database (None: unknown, revoked or expired), kept in the cache."""
+    with state.db.connection() as conn:
+        principal = find_principal(conn, api_key)
+    state.key_cache.put(api_key, principal)
     return principal
 
 

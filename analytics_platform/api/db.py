@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,10 +108,11 @@ class Database:
             timeout=timeout,
             open=False,
             kwargs=kwargs,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             configure=_configure,
         )
         self._opened = False
+        self._unchecked = threading.local()  # set by checked_by() around its getconn, in its own thread
 
     def open(self) -> None:
         if not self._opened:
@@ -122,17 +124,50 @@ class Database:
             self.pool.close()
             self._opened = False
 
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's check of a connection it hands out (an empty statement, a round trip), unless
+        the caller's first statement checks it instead (checked_by)."""
+        if not getattr(self._unchecked, "on", False):
+            ConnectionPool.check_connection(conn)
+
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self, *, check: bool = True) -> Iterator[psycopg.Connection]:
         self.open()
+        self._unchecked.on = not check
         try:
             with self.pool.connection() as conn:
+                self._unchecked.on = False
                 yield conn
         except PoolTimeout:
             raise DatabaseDown("no database connection available (is the database running?)") from None
         except psycopg.OperationalError as exc:
             first = (str(exc).strip().splitlines() or ["connection failed"])[0]
             raise DatabaseDown(f"database error: {first}") from None
+        finally:
+            self._unchecked.on = False
+
+    @contextmanager
+    def checked_by(self, query: Any, params: Any = None) -> Iterator[tuple[psycopg.Connection, Any]]:
+        """A connection and the first row of `query`, its first statement, which stands in for the
+        pool's check: one round trip where a conditional GET's tag took two (the check, then the tag
+        query), and each costs a wake-up of a backend on the few cores the API shares with it.
+
+        A connection found dead by `query` (the server restarted, or closed it) is dropped and the
+        query runs again on one the pool checked, as it would have been without the stand-in; only a
+        read that is safe to repeat belongs here. Any other error is the caller's, as with connection()."""
+        dead = False
+        with self.connection(check=False) as conn:
+            try:
+                row = conn.execute(query, params).fetchone()
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                dead = True  # leaving the block returns it to the pool, which drops a broken connection
+            else:
+                yield conn, row
+        if dead:
+            with self.connection() as conn:
+                yield conn, conn.execute(query, params).fetchone()
 
     def stats(self) -> dict[str, int]:
         return dict(self.pool.get_stats()) if self._opened else {}

@@ -236,3 +236,51 @@ def test_fields_choose_the_columns(settings: PlatformSettings, database: Databas
             ["query", "fields"],
             "fields names no column; known: " + ", ".join(ok(api.t1.get("/v1/agg", **HOUR))["items"][0]),
         )
+
+
+def test_a_revalidation_on_a_connection_the_server_closed_is_answered_as_on_a_fresh_one(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """The tag query is a revalidation's first statement and stands in for the pool's check of the
+    connection (Database.checked_by): a pooled connection the server has closed since (a restart, an
+    administrator) is replaced and the query runs again, never a 503, and the answer is as fresh."""
+    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
+    materialise(database, settings, at(3), at(5))
+    hours = pl.DataFrame(
+        [{"period": "hour", "label": None, "tenant_id": None, "period_start": at(3), "period_end": at(4)}],
+        schema=mk.PERIOD_SCHEMA,
+    )
+    oee = pl.DataFrame([{**kpi(3, "m1", "oee", 0.5, "ratio", tenant="t1"), "details": None}], schema=mk.OUTPUT_SCHEMA)
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        replace_kpis(conn, oee, hours)
+
+    def api_backends(conn: psycopg.Connection) -> set[int]:
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        return {pid for (pid,) in conn.execute(query + " AND backend_type = 'client backend'")}
+
+    def close_the_pools_connections() -> set[int]:
+        with database.connect() as conn:
+            terminate = "SELECT pg_terminate_backend(%s, 10000)"
+            return {pid for pid in api_backends(conn) if conn.execute(terminate, (pid,)).fetchone()[0]}
+
+    with running(settings, database) as api:
+        tag = api.t1.get("/v1/agg", **HOUR).headers["ETag"]
+        kpi_tag = api.t1.get("/v1/kpi", **KPI_QUERY).headers["ETag"]
+        kpi_headers = {"X-API-Key": api.t1.key, "If-None-Match": kpi_tag}
+
+        closed = close_the_pools_connections()
+        assert closed
+        again = conditional(api, tag, **HOUR)
+        assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
+        with database.connect() as conn:
+            assert api_backends(conn) and not api_backends(conn) & closed  # served by a new connection
+
+        assert close_the_pools_connections()
+        assert api.client.get("/v1/kpi", params=KPI_QUERY, headers=kpi_headers).status_code == 304
+
+        readings(database, (at(3, 50), 5.0, 3, "t1"))  # a late reading, its hour re-materialised, a dead connection
+        materialise(database, settings, at(3), at(4))
+        assert close_the_pools_connections()
+        changed = conditional(api, tag, **HOUR)
+        assert changed.status_code == 200 and changed.headers["ETag"] != tag
+        assert [(i["count"], i["avg"]) for i in changed.json()["items"]] == [(2, 3.0), (1, 3.0)]

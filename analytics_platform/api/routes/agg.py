@@ -157,17 +157,20 @@ SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value
 FROM analytics.{SensorContract.raw_table}
 WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 """
-_MATERIALISED = """
-SELECT hour_start, as_of FROM analytics.agg_materialised_hours WHERE hour_start >= %s AND hour_start < %s
-"""
-# What a final range's answer depends on besides the request: the hours it reads (their count, and
-# the highest version: sql/14 draws a new one, in commit order, each time the asset rewrites an hour)
-# and the oldest bucket kept of the source window (TimescaleDB's retention drops old chunks without
-# touching those hours).
-_VERSION = """
-SELECT count(*) AS hours, coalesce(max(version), 0) AS version,
-       (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest
-FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s
+# Everything an answer's state depends on, in one statement, the request's first (it checks the pooled
+# connection too: Database.checked_by): the `as_of` of the hours of the provisional horizon the answer
+# reaches (which of its buckets are final), and what a final range's answer depends on besides the
+# request: the hours it reads (their count, and the highest version: sql/14 draws a new one, in commit
+# order, each time the asset rewrites an hour) and the oldest bucket kept of the source window
+# (TimescaleDB's retention drops old chunks without touching those hours). An empty range reads no row.
+_STATE = """
+SELECT v.hours, v.version,
+       (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
+       m.hour_starts, m.as_ofs
+FROM (SELECT count(*) AS hours, coalesce(max(version), 0) AS version
+      FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s) AS v,
+     (SELECT array_agg(hour_start) AS hour_starts, array_agg(as_of) AS as_ofs
+      FROM analytics.agg_materialised_hours WHERE hour_start >= %(as_of_lo)s AND hour_start < %(as_of_hi)s) AS m
 """
 
 
@@ -194,21 +197,29 @@ def is_final(bucket_start: datetime, bucket_end: datetime, as_of: dict[datetime,
     return True
 
 
-def materialised(conn: psycopg.Connection, lo: datetime, hi: datetime) -> dict[datetime, datetime]:
-    return {row["hour_start"]: row["as_of"] for row in conn.execute(_MATERIALISED, (lo, hi)).fetchall()}
+def horizon_buckets(
+    window_s: int, first: datetime, end: datetime, lo: datetime, hi: datetime
+) -> tuple[datetime, datetime]:
+    """The buckets of `window_s` starting in [first, end) that overlap the horizon [lo, hi): they start
+    in [the first returned, the second); empty when the second is not after the first."""
+    step = timedelta(seconds=window_s)
+    return max(ceil_to(first, window_s), ceil_to(lo, window_s) - step), min(end, hi)
+
+
+def as_of_hours(window_s: int, buckets: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+    """The hours whose `as_of` decides whether those buckets are final (empty for no bucket)."""
+    bucket, last = buckets
+    if bucket >= last:
+        return bucket, bucket
+    return floor_hour(bucket), ceil_to(last + timedelta(seconds=window_s), 3600)
 
 
 def provisional_buckets(
-    conn: psycopg.Connection, window_s: int, first: datetime, end: datetime, lo: datetime, hi: datetime
+    as_of: dict[datetime, datetime], window_s: int, buckets: tuple[datetime, datetime]
 ) -> list[datetime]:
-    """Starts of the buckets of `window_s` starting in [first, end) and overlapping the horizon
-    [lo, hi) that are not final."""
+    """Starts of the buckets (horizon_buckets) that are not final by the hours' `as_of` (as_of_hours)."""
     step = timedelta(seconds=window_s)
-    bucket = max(ceil_to(first, window_s), ceil_to(lo, window_s) - step)
-    last = min(end, hi)
-    if bucket >= last:
-        return []
-    as_of = materialised(conn, floor_hour(bucket), ceil_to(last + step, 3600))
+    bucket, last = buckets
     starts = []
     while bucket < last:
         if not is_final(bucket, bucket + step, as_of):
@@ -249,13 +260,13 @@ def live_buckets(conn: psycopg.Connection, params: dict[str, Any], starts: Seque
     return items
 
 
-def final_until(conn: psycopg.Connection, window_s: int, start: datetime, end: datetime, lo: datetime) -> datetime:
+def final_until(as_of: dict[datetime, datetime], start: datetime, end: datetime, lo: datetime) -> datetime:
     """For rollups: buckets ending after this moment hold an hour of the horizon that is not final
-    (each source bucket is final when its hour was materialised after the source bucket ended)."""
-    hours = materialised(conn, lo, max(end, lo))
+    (each source bucket is final when its hour was materialised after the source bucket ended), by
+    the `as_of` of the hours [lo, end)."""
     hour = max(lo, floor_hour(start))
     while hour < end:
-        stamp = hours.get(hour)
+        stamp = as_of.get(hour)
         if stamp is None or stamp < hour + HOUR:
             return hour
         hour += HOUR
@@ -348,29 +359,42 @@ def aggregates(
         "limit": limit + 1,
     }
     lo, hi = horizon(state.clock(), settings.agg_provisional_hours, settings.contract_max_future_s)
-    with state.db.connection() as conn:
+    if source == "stored":
+        near = horizon_buckets(window_s, max(start, after[0] or start), end, lo, hi)
+        as_of_lo, as_of_hi = as_of_hours(window_s, near)
+    else:
+        # a bucket is in the answer when its start is in [start, end); it covers its whole window
+        params["lo"] = max(ceil_to(start, window_s), after[0] or start)
+        params["hi"] = ceil_to(end, window_s)
+        if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
+            raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
+        as_of_lo, as_of_hi = lo, max(lo, params["hi"])
+    # The continuous aggregate catches up with a re-materialised hour only at its next refresh, so its
+    # answers are tagged by their body; stored windows and rollups of them by what was materialised.
+    # The tag is read before the rows: a write in between can only make the body newer than its tag
+    # (the next revalidation then gets a 200 with the new tag), never older.
+    by_version = source != "continuous_aggregate"
+    read_lo, read_hi = floor_hour(start), ceil_to(end + timedelta(seconds=window_s), 3600)
+    known = {
+        "window_s": source_window,
+        "lo": read_lo if by_version else read_hi,
+        "hi": read_hi,
+        "as_of_lo": as_of_lo,
+        "as_of_hi": as_of_hi,
+    }
+    with state.db.checked_by(_STATE, known) as (conn, now_known):
+        as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
         if source == "stored":
-            live = provisional_buckets(conn, window_s, max(start, after[0] or start), end, lo, hi)
+            live = provisional_buckets(as_of, window_s, near)
             final = not live
         else:
-            # a bucket is in the answer when its start is in [start, end); it covers its whole window
-            params["lo"] = max(ceil_to(start, window_s), after[0] or start)
-            params["hi"] = ceil_to(end, window_s)
-            if (params["hi"] - params["lo"]) / timedelta(seconds=source_window) > settings.api_max_buckets * 24:
-                raise invalid("end", "range is too long to roll up; use a coarser window_s or a shorter range")
-            params["final_until"] = final_until(conn, window_s, params["lo"], params["hi"], lo)
+            params["final_until"] = final_until(as_of, params["lo"], params["hi"], lo)
             final = params["final_until"] >= params["hi"]
-        # The continuous aggregate catches up with a re-materialised hour only at its next refresh, so
-        # its answers are tagged by their body; stored windows and rollups of them by what was materialised.
-        # The tag is read before the rows: a write in between can only make the body newer than its tag
-        # (the next revalidation then gets a 200 with the new tag), never older.
         tag = None
-        if final and source != "continuous_aggregate":
+        if final and by_version:
             representation = "csv" if wants_csv(request) else "json"
-            tag = caching.tag_of(
-                caching.request_key(request, tenant, representation),
-                version(conn, source_window, floor_hour(start), ceil_to(end + timedelta(seconds=window_s), 3600)),
-            )
+            version = [now_known["hours"], now_known["version"], now_known["oldest"]]
+            tag = caching.tag_of(caching.request_key(request, tenant, representation), version)
             if caching.matches(request, tag):
                 return caching.not_modified(tag)
         if source == "stored":
@@ -410,12 +434,6 @@ def chosen_columns(fields: str | None) -> tuple[str, ...]:
         problem = f"unknown field {', '.join(map(repr, unknown))}" if unknown else "fields names no column"
         raise invalid("fields", f"{problem}; known: {', '.join(COLUMNS)}", value=fields)
     return tuple(c for c in COLUMNS if c in names or c in KEY_FIELDS)
-
-
-def version(conn: psycopg.Connection, window_s: int, lo: datetime, hi: datetime) -> list:
-    """The materialisation of the hours [lo, hi) and the oldest kept bucket of `window_s`."""
-    row = conn.execute(_VERSION, {"window_s": window_s, "lo": lo, "hi": hi}).fetchone()
-    return [row["hours"], row["version"], row["oldest"]]
 
 
 def merge(stored: list[dict], live: list[dict], count: int) -> list[dict]:

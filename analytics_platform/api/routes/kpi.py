@@ -151,10 +151,9 @@ def _stored(
         .after(KPI_KEY, keyset(cursor, (datetime, str, str)))
     )
     query, params = select.sql(KPI_KEY, limit + 1)
-    with state.db.connection() as conn:
-        # keyed by what the KPI assets wrote (sql/14), read before the rows: a write in between can only
-        # make the body newer than its tag, never older
-        version = conn.execute(_VERSION, (period, start, end)).fetchone()
+    # keyed by what the KPI assets wrote (sql/14), read before the rows: a write in between can only make
+    # the body newer than its tag, never older; the request's first statement, it checks the connection too
+    with state.db.checked_by(_VERSION, (period, start, end)) as (conn, version):
         representation = "csv" if wants_csv(request) else "json"
         tag = caching.tag_of(caching.request_key(request, tenant, representation), list(version.values()))
         if caching.matches(request, tag):

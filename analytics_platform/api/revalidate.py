@@ -1,0 +1,176 @@
+"""Conditional GETs of /v1/agg and /v1/kpi without FastAPI's per-request machinery.
+
+A dashboard revalidates its closed ranges over and over (`If-None-Match`, answered 304 when nothing
+was re-materialised: api/caching.py). Profiled under load, such a 304 spent about half of the API's
+CPU in FastAPI resolving the route's signature for the request (walking each parameter's annotation
+and aliases, then validating it), several times what the tag query and the tag cost. This
+middleware answers those requests by calling the very same endpoint with the very same values:
+
+* each query parameter is read as FastAPI reads it (the last value of its name; absent: the
+  default, or no fast path when it is required) and validated by the route's own pydantic field, so
+  a value is accepted, converted and constrained exactly as the route declares it;
+* the key goes through `authenticate` itself (its cache, its database lookup on a miss);
+* the endpoint runs in the thread pool, as FastAPI runs a sync endpoint, and its Response (a 304,
+  or a 200 when the answer changed) is sent as it is, as FastAPI sends a returned Response.
+
+Anything else is left to FastAPI untouched: a request that is not a GET of one of those paths with
+`If-None-Match`, a parameter the route's field rejects, a missing or refused key, and any exception
+of the endpoint (a 404, a 422...). FastAPI then answers it from the start, so every error keeps its
+exact status, message and headers (the endpoint only reads; running it twice is harmless). The one
+exception answered here is the database being down, by the app's own handler (the same 503): going
+through FastAPI would wait API_DB_WAIT_S for a connection a second time.
+Answers are never staler than the route's: it is the route's own code that decides them.
+
+It sits innermost of the app's middleware, so CORS, gzip, the request metrics (labelled with the
+route, which it sets in the scope as the router would) and tracing see its answers as any other."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi._compat.shared import field_annotation_is_sequence
+from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.utils import _get_param_aliases, _get_param_model, _is_json_field
+from fastapi.routing import APIRoute
+
+from analytics_platform.api import auth
+from analytics_platform.api.db import DatabaseDown
+from analytics_platform.api.middleware import App, Receive, Scope, Send
+
+NO_VALUE = object()  # a parameter the fast path cannot fill as FastAPI would: left to FastAPI
+
+
+class Unsupported(ValueError):
+    """A route whose signature the fast path does not read exactly as FastAPI does."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    field: Any  # FastAPI's ModelField of the parameter: its pydantic validation, default and constraints
+
+    def value(self, received: Any) -> Any:
+        raw = received.get(self.name)
+        if raw is None:
+            if self.field.field_info.is_required():
+                return NO_VALUE
+            default = copy.deepcopy(self.field.default)
+            if not self.field.field_info.validate_default:
+                return default
+            raw = default
+        value, errors = self.field.validate(raw, {}, loc=("query", self.name))
+        return NO_VALUE if errors else value
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """One route as the fast path calls it: the endpoint, its query parameters, where the request
+    and the caller go."""
+
+    route: APIRoute
+    endpoint: Callable[..., Any]
+    params: Sequence[Param]
+    request_name: str
+    caller_name: str
+
+    @classmethod
+    def of(cls, route: APIRoute) -> FastRoute:
+        """The route as the fast path reads it, or Unsupported when its signature has anything the
+        fast path does not read as FastAPI does: only plain query parameters (no alias, model, list
+        or JSON), the Request, and the Caller dependency (authenticate with the key header)."""
+        dependant = route.dependant
+        if route.methods != {"GET"} or route.path_regex.pattern != f"^{route.path}$":
+            raise Unsupported(f"{route.path}: only a GET of a fixed path")
+        others = (dependant.path_params, dependant.header_params, dependant.cookie_params, dependant.body_params)
+        if any(others) or dependant.request_param_name is None or dependant.response_param_name is not None:
+            raise Unsupported(f"{route.path}: only query parameters, the request and the caller")
+        if dependant.background_tasks_param_name or dependant.security_scopes_param_name:
+            raise Unsupported(f"{route.path}: no background tasks or security scopes")
+        if [d.call for d in dependant.dependencies] != [auth.authenticate]:
+            raise Unsupported(f"{route.path}: the one dependency must be the caller (authenticate)")
+        caller = dependant.dependencies[0]
+        inner = caller.dependencies
+        if caller.query_params or len(inner) != 1 or inner[0].call is not auth.api_key_header or inner[0].dependencies:
+            raise Unsupported(f"{route.path}: the caller must be authenticate with the key header alone")
+        params = []
+        for field in dependant.query_params:
+            plain = _get_param_aliases(field) == [(field.name, field.name)]
+            if not plain or _get_param_model(field) is not None or _is_json_field(field):
+                raise Unsupported(f"{route.path}: parameter {field.name} is not a plain query parameter")
+            if field.field_info.default_factory is not None:
+                raise Unsupported(f"{route.path}: parameter {field.name} has a default factory")
+            if field_annotation_is_sequence(field.field_info.annotation):
+                raise Unsupported(f"{route.path}: parameter {field.name} is a list")
+            params.append(Param(field.name, field))
+        return cls(route, route.endpoint, tuple(params), dependant.request_param_name, caller.name or "")
+
+
+def fast_routes(app: FastAPI, paths: Sequence[str]) -> dict[str, FastRoute]:
+    """The app's GET routes of `paths`, each as the fast path calls it (Unsupported if one is not)."""
+    found: dict[str, FastRoute] = {}
+    for route in _api_routes(app.router.routes):
+        if route.path in paths and "GET" in route.methods:
+            found[route.path] = FastRoute.of(route)
+    missing = set(paths) - set(found)
+    if missing:
+        raise Unsupported(f"no GET route for {', '.join(sorted(missing))}")
+    return found
+
+
+def _api_routes(routes: Sequence[Any]) -> list[APIRoute]:
+    """Every APIRoute, those of included routers too."""
+    out: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            out.append(route)
+        elif hasattr(route, "original_router"):  # FastAPI 0.16x keeps an included router as a branch
+            out += _api_routes(route.original_router.routes)
+    return out
+
+
+class Revalidate:
+    """The fast path of conditional GETs (see the module's docstring) of `routes` (fast_routes: built
+    with the app, so a route signature it cannot read stops the app from starting, never a request)."""
+
+    def __init__(self, app: App, fastapi: FastAPI, routes: dict[str, FastRoute]) -> None:
+        self.app = app
+        self.fastapi = fastapi
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            route = self.routes.get(scope["path"])
+            if route is not None and not self.fastapi.dependency_overrides:
+                response = await self._answer(route, scope, receive)
+                if response is not None:
+                    scope.update(route=route.route, endpoint=route.endpoint, path_params={})  # as the router
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, route: FastRoute, scope: Scope, receive: Receive) -> Response | None:
+        """The endpoint's Response, or None to leave the request to FastAPI."""
+        request = Request(scope, receive)
+        if "if-none-match" not in request.headers:
+            return None
+        received = request.query_params
+        values: dict[str, Any] = {}
+        for param in route.params:
+            value = param.value(received)
+            if value is NO_VALUE:
+                return None
+            values[param.name] = value
+        try:
+            caller = await auth.authenticate(request, await auth.api_key_header(request))
+            values[route.request_name] = request
+            values[route.caller_name] = caller
+            response = await run_in_threadpool(route.endpoint, **values)
+        except DatabaseDown as exc:  # the app's own 503, at once: asking FastAPI would wait for the pool again
+            return await self.fastapi.exception_handlers[DatabaseDown](request, exc)
+        except Exception:  # FastAPI answers it from the start, exactly as without this path
+            return None
+        return response if isinstance(response, Response) else None  # anything else FastAPI would serialise

@@ -1,0 +1,258 @@
+"""The fast path of conditional GETs (api/revalidate.py) answers exactly what FastAPI answers.
+
+Two apps over the same database: the API as it runs, and the same API without the fast path (its
+middleware taken out before the app starts). Every request below carries `If-None-Match` (so the
+fast path takes it up) and must get the same status, headers and body from both: 304s and 200s,
+the tag and Cache-Control, gzip, CSV, and every error before the tag (422 messages, 401s, 404 for
+another tenant) that the fast path must leave to FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fastapi.routing
+import httpx
+import polars as pl
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from analytics_platform.api.app import REVALIDATED, create_app
+from analytics_platform.api.revalidate import Revalidate, fast_routes
+from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.kpis import replace_kpis
+from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms import machine_kpis as mk
+from analytics_platform_tests.support.api import at, insert, iso, make_key
+from analytics_platform_tests.support.api_data import KPI_QUERY, kpi, reading
+from analytics_platform_tests.support.stack import DatabaseHandle
+
+AGG = {
+    "factory_id": "f1",
+    "machine_id": "m1",
+    "metric": "temp",
+    "window_s": "3600",
+    "start": iso(at(3)),
+    "end": iso(at(5)),
+}
+
+
+@contextmanager
+def two_apps(settings: PlatformSettings) -> Iterator[tuple[TestClient, TestClient]]:
+    """The API as it runs, and the same without the fast path."""
+    plain = create_app(settings)
+    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not Revalidate]
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as fast,
+        TestClient(plain, raise_server_exceptions=False) as reference,
+    ):
+        yield fast, reference
+
+
+def seed(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    rows = [
+        reading(at(3, 10), "s1", 1.0, 1),
+        reading(at(4, 20), "s1", 3.0, 2),
+        reading(at(3, 10), "s1", 2.0, 3, tenant="t2"),
+    ]
+    insert(database, "raw_sensor_readings", rows)
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        recompute_aggregates(conn, list(settings.windows), at(3), at(5))
+    hours = pl.DataFrame(
+        [
+            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
+            for h in (3, 4)
+        ],
+        schema=mk.PERIOD_SCHEMA,
+    )
+    frame = pl.DataFrame(
+        [{**kpi(h, "m1", "oee", v, "ratio"), "details": None} for h, v in ((3, 0.5), (4, 0.75))],
+        schema=mk.OUTPUT_SCHEMA,
+    )
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        replace_kpis(conn, frame, hours)
+
+
+def same(fast: TestClient, reference: TestClient, path: str, params: dict | list, headers: dict) -> httpx.Response:
+    """One request to both apps: the same status, headers and body; the fast path's answer."""
+    ours = fast.get(path, params=params, headers=headers)
+    theirs = reference.get(path, params=params, headers=headers)
+    assert (ours.status_code, sorted(ours.headers.multi_items()), ours.content) == (
+        theirs.status_code,
+        sorted(theirs.headers.multi_items()),
+        theirs.content,
+    ), (path, params, headers)
+    return ours
+
+
+def test_every_route_it_serves_is_read_as_fastapi_reads_it(settings: PlatformSettings) -> None:
+    """The routes' signatures are all the fast path knows how to read (a query parameter it could not
+    read exactly as FastAPI does would fail here, not serve a different answer)."""
+    routes = fast_routes(create_app(settings), REVALIDATED)
+    assert sorted(routes) == sorted(REVALIDATED)
+    assert {p.name for p in routes["/v1/kpi"].params} == {
+        "start",
+        "end",
+        "period",
+        "factory_id",
+        "scope",
+        "tenant_id",
+        "machine_id",
+        "kpi",
+        "limit",
+        "cursor",
+    }
+
+
+def test_a_revalidation_skips_fastapis_request_machinery(
+    settings: PlatformSettings, database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the fast path is for: FastAPI resolves no signature for a conditional GET it answers."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    solved = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    with two_apps(settings) as (fast, _):
+        key = {"X-API-Key": t1}
+        tags = [
+            fast.get(path, params=q, headers=key).headers["ETag"]
+            for path, q in (("/v1/agg", AGG), ("/v1/kpi", KPI_QUERY))
+        ]
+        assert solved == ["/v1/agg", "/v1/kpi"]
+        assert fast.get("/v1/agg", params=AGG, headers={**key, "If-None-Match": tags[0]}).status_code == 304
+        assert fast.get("/v1/kpi", params=KPI_QUERY, headers={**key, "If-None-Match": tags[1]}).status_code == 304
+        assert fast.get("/v1/agg", params=AGG, headers={**key, "If-None-Match": 'W/"old"'}).status_code == 200
+        assert solved == ["/v1/agg", "/v1/kpi"]
+        assert (
+            fast.get("/v1/agg", params={**AGG, "window_s": "7"}, headers={**key, "If-None-Match": "*"}).status_code
+            == 422
+        )
+        assert solved == ["/v1/agg", "/v1/kpi", "/v1/agg"]  # an error is FastAPI's to answer
+
+
+def test_conditional_gets_of_agg_get_what_fastapi_answers(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    _, t2 = make_key(database, "t2", "t2-reader")
+    _, admin = make_key(database, None, "admin-reader")
+    with two_apps(settings) as (fast, reference):
+        tag = fast.get("/v1/agg", params=AGG, headers={"X-API-Key": t1}).headers["ETag"]
+        key = {"X-API-Key": t1}
+        for match in (tag, "*", f'"other", {tag.removeprefix("W/")}', 'W/"other"'):
+            answer = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": match})
+            assert answer.status_code == (200 if match == 'W/"other"' else 304)
+        changed = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": 'W/"old"', "Accept-Encoding": "gzip"})
+        assert changed.status_code == 200 and changed.json()["count"] == 2
+        as_csv = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": tag, "Accept": "text/csv"})
+        assert as_csv.status_code == 200  # the CSV answer has a tag of its own
+        assert (
+            same(fast, reference, "/v1/agg", {**AGG, "fields": "avg"}, {**key, "If-None-Match": tag}).status_code == 200
+        )
+        rolled = {**AGG, "window_s": "7200", "start": iso(at(2)), "end": iso(at(6))}
+        assert same(fast, reference, "/v1/agg", rolled, {**key, "If-None-Match": "*"}).status_code == 304
+        assert (
+            same(fast, reference, "/v1/agg", {**AGG, "unasked": "x"}, {**key, "If-None-Match": "*"}).status_code == 304
+        )
+
+        bad = [
+            {**AGG, "window_s": "abc"},
+            {**AGG, "window_s": "0"},
+            {**AGG, "window_s": "7"},
+            {**AGG, "start": "2025-08-20T03:00:00"},  # no zone
+            {**AGG, "start": "yesterday"},
+            {**AGG, "end": iso(at(2))},
+            {**AGG, "start": "1800-01-01T00:00:00Z"},
+            {**AGG, "metric": "nope"},
+            {**AGG, "machine_id": ""},
+            {**AGG, "machine_id": "m\x001"},
+            {**AGG, "machine_id": "m" * 201},
+            {**AGG, "limit": "0"},
+            {**AGG, "limit": "100000"},
+            {**AGG, "cursor": "not-a-cursor"},
+            {**AGG, "fields": "avg,mean"},
+            {**AGG, "tenant_id": "t2"},  # another tenant: 404
+            {k: v for k, v in AGG.items() if k != "metric"},
+        ]
+        for params in bad:
+            assert same(fast, reference, "/v1/agg", params, {**key, "If-None-Match": "*"}).status_code in (404, 422)
+        for lax in (" 3600", "3600.0", "03600", "+3600"):  # whatever pydantic makes of them, the same
+            same(fast, reference, "/v1/agg", {**AGG, "window_s": lax}, {**key, "If-None-Match": "*"})
+        for moment in ("2025-08-20T03:00:00+00:00", "2025-08-20 03:00:00Z", "2025-08-20T05:00:00+02:00", "1755658800"):
+            same(fast, reference, "/v1/agg", {**AGG, "start": moment}, {**key, "If-None-Match": "*"})
+        twice = [*AGG.items(), ("machine_id", "m2")]  # the last value counts, as FastAPI reads it
+        other = same(fast, reference, "/v1/agg", twice, {**key, "If-None-Match": tag})
+        assert other.status_code == 200 and other.json()["count"] == 0
+
+        for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": "apk_nope"}, {"X-API-Key": t1[:-1] + "x"}):
+            assert same(fast, reference, "/v1/agg", AGG, {**headers, "If-None-Match": "*"}).status_code == 401
+        assert same(fast, reference, "/v1/agg", AGG, {"X-API-Key": admin, "If-None-Match": "*"}).status_code == 422
+        admin_t2 = same(
+            fast, reference, "/v1/agg", {**AGG, "tenant_id": "t2"}, {"X-API-Key": admin, "If-None-Match": tag}
+        )
+        assert admin_t2.status_code == 200 and admin_t2.json()["items"][0]["avg"] == 2.0
+        t2_own = same(fast, reference, "/v1/agg", AGG, {"X-API-Key": t2, "If-None-Match": tag})
+        assert t2_own.status_code == 200 and t2_own.headers["ETag"] != tag  # tenants never share a tag
+
+        for app in (fast.app, reference.app):
+            app.state.clock = lambda: at(5, 30)  # hour 5 open: provisional, no-store, never a 304
+        open_hour = {**AGG, "start": iso(at(5)), "end": iso(at(6))}
+        live = same(fast, reference, "/v1/agg", open_hour, {**key, "If-None-Match": "*"})
+        assert live.status_code == 200 and live.headers["Cache-Control"] == "no-store"
+
+
+def test_conditional_gets_of_kpi_get_what_fastapi_answers(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    with two_apps(settings) as (fast, reference):
+        key = {"X-API-Key": t1}
+        tag = fast.get("/v1/kpi", params=KPI_QUERY, headers=key).headers["ETag"]
+        assert same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": tag}).status_code == 304
+        assert same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": 'W/"x"'}).status_code == 200
+        combined = {**KPI_QUERY, "period": "custom", "scope": "factory"}
+        assert same(fast, reference, "/v1/kpi", combined, {**key, "If-None-Match": "*"}).status_code == 200
+        for params in (
+            {**KPI_QUERY, "period": "fortnight"},
+            {**KPI_QUERY, "kpi": "nope"},
+            {**KPI_QUERY, "scope": "plant"},
+            {k: v for k, v in KPI_QUERY.items() if k != "factory_id"},
+            {**KPI_QUERY, "start": KPI_QUERY["end"]},
+        ):
+            assert same(fast, reference, "/v1/kpi", params, {**key, "If-None-Match": "*"}).status_code == 422
+
+
+def test_a_revalidation_while_the_database_is_down_gets_the_same_503(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
+) -> None:
+    """The database refuses connections: the fast path answers the app's own 503 (it does not hand the
+    request to FastAPI to wait for the pool a second time)."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    impatient = settings.model_copy(update={"api_db_wait_s": 0.5})
+    with two_apps(impatient) as (fast, reference):
+        key = {"X-API-Key": t1}
+        tag = fast.get("/v1/agg", params=AGG, headers=key).headers["ETag"]
+        assert reference.get("/v1/agg", params=AGG, headers=key).status_code == 200  # its key is cached too
+        name = sql.Identifier(database.name)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+            try:
+                admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()) AS others",
+                    (database.name,),
+                )
+                down = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": tag})
+                kpi_down = same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": "*"})
+            finally:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+    assert down.status_code == kpi_down.status_code == 503
+    assert down.json() == {"detail": "no database connection available (is the database running?)"}
