@@ -68,22 +68,22 @@ ALERT_MACHINE = "mc-alert-{}"
 WHERE = re.compile(r"Where: t1/f1/(mc-alert-\d+)\n")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# what a demo process is, from its command line (first match wins); PostgreSQL is found by its data
-# directory instead (pg_ctl daemonises the postmaster, so it is no child of the demo)
+# what a demo process is, from its command line (first match wins; the Dagster daemon's and the
+# webserver's command lines carry the code server's options too, so they come first); a process
+# none matches (a run's step process, a multiprocessing helper) counts as its parent's role.
+# PostgreSQL is found by its data directory (pg_ctl daemonises the postmaster: no child of the demo)
 ROLES = (
     ("tansu", "Tansu (broker)"),
     ("analytics_platform.cli drain serve", "drain service"),
     ("uvicorn", "API (uvicorn)"),
     ("edge_agents.simulator", "simulator"),
-    ("dagster-daemon", "Dagster daemon"),
-    ("dagster-webserver", "Dagster webserver"),
+    ("dagster._daemon", "Dagster daemon"),
+    ("dagster_webserver", "Dagster webserver"),
     ("execute_run", "Dagster run workers"),
-    ("api execute", "Dagster run workers"),
-    ("grpc", "Dagster code server"),
-    ("code-server", "Dagster code server"),
+    ("execute_step", "Dagster run workers"),
+    ("api grpc", "Dagster code server"),
     ("dagster dev", "Dagster dev (supervisor)"),
     ("analytics_platform.devstack", "devstack (supervisor)"),
-    ("multiprocessing", "bench: multiprocessing helper"),
     ("postgres", "PostgreSQL"),
 )
 
@@ -138,30 +138,26 @@ class CpuAccount:
             children.setdefault(ppid, []).append(pid)
         found: dict[tuple[int, int], int] = {}
         postgres = self.postgres
-        for root in [os.getpid(), *postgres]:
-            todo = [root]
-            while todo:
-                pid = todo.pop()
-                if pid not in stats:
-                    continue
-                todo.extend(children.get(pid, []))
-                ident = (pid, stats[pid][1])
-                found[ident] = stats[pid][2]
-                if ident not in self.role:
-                    self.role[ident] = "PostgreSQL" if root in postgres else self._role_of(pid)
+        todo = [(root, "PostgreSQL" if root in postgres else "bench") for root in [os.getpid(), *postgres]]
+        while todo:
+            pid, parent_role = todo.pop()
+            if pid not in stats:
+                continue
+            ident = (pid, stats[pid][1])
+            found[ident] = stats[pid][2]
+            if ident not in self.role:
+                self.role[ident] = self._role_of(pid) or parent_role
+            todo.extend((child, self.role[ident]) for child in children.get(pid, []))
         return found
 
-    def _role_of(self, pid: int) -> str:
+    def _role_of(self, pid: int) -> str | None:
         if pid in self.named:
             return self.named[pid]
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
-            return "other (ended)"
-        for needle, role in ROLES:
-            if needle in command:
-                return role
-        return f"other: {Path(command.split(' ', 1)[0]).name}"
+            return None
+        return next((role for needle, role in ROLES if needle in command), None)
 
     def open(self) -> None:
         """Start the window now and keep sampling in a thread until close()."""
