@@ -8,7 +8,7 @@ The receivers and the tick are support/alerts.py's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -415,13 +415,17 @@ def test_the_alert_sensor_reads_the_dagster_history_with_the_tick_free_and_appli
     """The rules on asset checks and runs read the Dagster instance (10-22 s a tick at 5,000 msg/s):
     the tick's lock is free meanwhile, so the drain service's tick, which skips while another holds
     it, does not wait for those reads; what they observed (or the error they raised) is applied and
-    reported by the tick as before."""
-    (tmp_path / "alerts.yaml").write_text(ALERTS_FILE)
+    reported by the tick as before. A condition the drain service's tick opened meanwhile stays open:
+    the database rules are judged at the moment the lock is held, not when the sensor's tick began
+    (judged at that earlier moment, a newer anomaly is not there yet and its condition "resolved",
+    to be re-opened and notified again by the next tick)."""
+    anomaly_rule = "  - {name: anomaly-critical, kind: anomaly, params: {min_severity: 3}, channels: [hook]}\n"
+    (tmp_path / "alerts.yaml").write_text(ALERTS_FILE + anomaly_rule)
     settings = settings.model_copy(update={"alerts_config": tmp_path / "alerts.yaml"})
     defs = build_definitions(settings, secrets_from_env=False)
     monkeypatch.setenv("ALERT_TEST_HOOK", f"json://127.0.0.1:{http_receiver.port}/hook")
     with database.connect() as conn:
-        assert load_alert_config(conn, settings.alerts_config) == (2, 0)
+        assert load_alert_config(conn, settings.alerts_config) == (3, 0)
     tick_free: list[bool] = []
 
     with database.connect() as probe:
@@ -429,6 +433,9 @@ def test_the_alert_sensor_reads_the_dagster_history_with_the_tick_free_and_appli
         def failing_check(*_args: object) -> Observation:
             with ticking(probe, wait=False) as free:
                 tick_free.append(free)
+            # meanwhile the live judge writes an anomaly and the drain service's tick notifies it
+            insert_anomaly(database, "mc-07", 4, datetime.now(UTC))
+            assert alert_sensors.database_tick(probe, settings, datetime.now(UTC)).opened == 1
             condition = Condition("check-failed:a/b/live", "critical", "asset check b on a failed (live)")
             return Observation([condition], known=frozenset({condition.fingerprint}))
 
@@ -443,11 +450,12 @@ def test_the_alert_sensor_reads_the_dagster_history_with_the_tick_free_and_appli
         result = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs))
 
     assert tick_free == [True, True]
-    assert [body["title"] for _, body in http_receiver.requests] == [
-        "[CRITICAL] platform: asset check b on a failed (live)"
+    titles = [body["title"] for _, body in http_receiver.requests]
+    assert len(titles) == 2 and titles[1] == "[CRITICAL] platform: asset check b on a failed (live)"
+    assert titles[0].startswith("[CRITICAL] ") and "mc-07" in titles[0]  # once: not resolved, not re-opened
+    assert database.query("SELECT rule_name, state FROM analytics.alert_conditions ORDER BY rule_name") == [
+        ("anomaly-critical", "open"),
+        ("check-failed", "open"),
     ]
-    assert database.query("SELECT fingerprint, state FROM analytics.alert_conditions") == [
-        ("check-failed:a/b/live", "open")
-    ]
-    assert "2 rule(s)" in str(result.skip_message)
+    assert "3 rule(s)" in str(result.skip_message)
     assert "rule run-failed failed: RuntimeError: run storage away" in str(result.skip_message)

@@ -225,7 +225,10 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
             # does not wait while another holds the lock, waited for them (docs/benchmarks.md, "Live")
             observed = _observe_outside_the_tick(rules, external)
             with ticking(conn):
-                report = run_tick(conn, rules, now, settings.dagster_ui_url, channels, policy, observed)
+                # the database rules judged as of now, with the lock held: as of the tick's start, a
+                # condition the drain service's tick opened meanwhile would look gone and be resolved
+                held_at = datetime.now(UTC)
+                report = run_tick(conn, rules, held_at, settings.dagster_ui_url, channels, policy, observed)
         if dagster_due:
             context.update_cursor(str(now.timestamp()))
         for name, error in report.rule_errors.items():
