@@ -17,6 +17,14 @@ whole, beside the same run's floor: produce -> received by a plain consumer of t
 at its end, consuming all the time), i.e. what the broker alone costs. The demo's drain is
 DRAIN_MODE=service unless the environment says otherwise.
 
+The bench keeps its own cost out of the way of what it measures: the load is a process of its own
+with its own producer (batched like the simulator's: lz4, 20 ms linger) filling a pre-encoded template;
+the markers and alert readings have an edge agent's producer of their own, so none waits behind the
+load's queue; the floor consumer is a process of its own and decodes only the markers. Over the
+markers' minutes it reads /proc every second and prints the CPU each process of the run used (the
+broker, PostgreSQL, the drain service, Dagster, the API, the simulator, the bench's own), beside the
+whole machine's, so the figures say where the cores went.
+
 Usage: python bench/freshness.py [--minutes 12] [--rate 50]
        python bench/freshness.py --measure live [--minutes 5] [--rate 50] [--load 5000]
 Nothing here asserts a time; it prints figures for docs/benchmarks.md.
@@ -28,6 +36,7 @@ import argparse
 import contextlib
 import http.server
 import json
+import multiprocessing
 import os
 import queue
 import re
@@ -38,6 +47,8 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue as MpQueue
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 import httpx
@@ -55,6 +66,137 @@ MACHINE = "mc-fresh"
 # the alert markers: one machine each, so each is its own alert condition
 ALERT_MACHINE = "mc-alert-{}"
 WHERE = re.compile(r"Where: t1/f1/(mc-alert-\d+)\n")
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# what a demo process is, from its command line (first match wins; the Dagster daemon's and the
+# webserver's command lines carry the code server's options too, so they come first); a process
+# none matches (a run's step process, a multiprocessing helper) counts as its parent's role.
+# PostgreSQL is found by its data directory (pg_ctl daemonises the postmaster: no child of the demo)
+ROLES = (
+    ("tansu", "Tansu (broker)"),
+    ("analytics_platform.cli drain serve", "drain service"),
+    ("uvicorn", "API (uvicorn)"),
+    ("edge_agents.simulator", "simulator"),
+    ("dagster._daemon", "Dagster daemon"),
+    ("dagster_webserver", "Dagster webserver"),
+    ("execute_run", "Dagster run workers"),
+    ("execute_step", "Dagster run workers"),
+    ("api grpc", "Dagster code server"),
+    ("dagster dev", "Dagster dev (supervisor)"),
+    ("analytics_platform.devstack", "devstack (supervisor)"),
+    ("postgres", "PostgreSQL"),
+)
+
+
+def _proc_stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, start time, CPU ticks user + system) of a live process, None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12])
+
+
+def _machine_busy_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine since boot, every core (/proc/stat's first line)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values[:8]) - idle, sum(values[:8])
+
+
+class CpuAccount:
+    """Where the cores go during the measured window: CPU seconds per process of the demo and of the
+    bench, read from /proc every second and summed by role, beside the whole machine's busy time (the
+    difference is what ran outside this run: other sessions). A process that ends between two samples
+    loses at most its last second; one that started inside the window counts from zero."""
+
+    def __init__(self, named: dict[int, str], run_dir: Path) -> None:
+        self.named = named  # pid -> role of the bench's own processes; the rest is told by its command line
+        self.run_dir = run_dir
+        self.first: dict[tuple[int, int], int] = {}  # (pid, start time) -> ticks when the window opened
+        self.last: dict[tuple[int, int], int] = {}
+        self.role: dict[tuple[int, int], str] = {}
+        self.postgres: set[int] = set()
+        self.opened_at = self.closed_at = 0.0
+        self.machine_first = self.machine_last = (0, 0)
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _postmasters(self) -> set[int]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return {int((self.run_dir / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])}
+        return set()
+
+    def _sample(self) -> dict[tuple[int, int], int]:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+                stats[int(entry)] = stat
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        found: dict[tuple[int, int], int] = {}
+        postgres = self.postgres
+        todo = [(root, "PostgreSQL" if root in postgres else "bench") for root in [os.getpid(), *postgres]]
+        while todo:
+            pid, parent_role = todo.pop()
+            if pid not in stats:
+                continue
+            ident = (pid, stats[pid][1])
+            found[ident] = stats[pid][2]
+            if ident not in self.role:
+                self.role[ident] = self._role_of(pid) or parent_role
+            todo.extend((child, self.role[ident]) for child in children.get(pid, []))
+        return found
+
+    def _role_of(self, pid: int) -> str | None:
+        if pid in self.named:
+            return self.named[pid]
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+        return next((role for needle, role in ROLES if needle in command), None)
+
+    def open(self) -> None:
+        """Start the window now and keep sampling in a thread until close()."""
+        self.postgres = self._postmasters()
+        self.opened_at = time.time()
+        self.machine_first = _machine_busy_ticks()
+        self.first = self._sample()
+        self.last = dict(self.first)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.closed.wait(1.0):  # the sampling cadence, not synchronisation
+            self.last.update(self._sample())
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(10)
+        self.last.update(self._sample())
+        self.closed_at = time.time()
+        self.machine_last = _machine_busy_ticks()
+
+    def figures(self) -> dict:
+        wall = self.closed_at - self.opened_at
+        by_role: dict[str, float] = {}
+        for ident, ticks in self.last.items():
+            used = (ticks - self.first.get(ident, 0)) / CLOCK_TICKS
+            by_role[self.role[ident]] = by_role.get(self.role[ident], 0.0) + used
+        busy = (self.machine_last[0] - self.machine_first[0]) / CLOCK_TICKS
+        accounted = sum(by_role.values())
+        cores = os.cpu_count() or 1
+        roles = dict(sorted(by_role.items(), key=lambda item: -item[1]))
+        return {
+            "window_s": round(wall, 1),
+            "cores": cores,
+            "machine_busy_cores": round(busy / wall, 2),
+            "outside_this_run_cores": round(max(0.0, busy - accounted) / wall, 2),
+            "cores_by_process": {role: round(seconds / wall, 3) for role, seconds in roles.items()},
+            "cpu_s_by_process": {role: round(seconds, 1) for role, seconds in roles.items()},
+        }
 
 
 class SlackReceiver:
@@ -239,55 +381,109 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def _load(producer: Producer, rate: int, stop: threading.Event) -> None:
-    """`rate` readings/s of 100 machines of the bench's own (time = now), in 10 ms slices."""
-    sent = 0
+# an edge agent's producer (edge_agents/config.py producer_config): idempotent, acks=all, lz4, 1 ms linger
+EDGE_PRODUCER = {"enable.idempotence": True, "acks": "all", "compression.type": "lz4", "linger.ms": 1}
+# the load batches as the simulator (the platform's own high-rate producer) does: 20 ms linger; a
+# queue deep enough that a slow broker shows as the load falling behind, reported, not as an error
+LOAD_PRODUCER = EDGE_PRODUCER | {"linger.ms": 20, "queue.buffering.max.messages": 1000000}
+LOAD_MACHINES = 100
+# one reading's JSON after its time, for each i % 700 (700 = 100 machines x 7 sensors, and 20 values
+# divide it): only the time and the event id are filled in per reading
+LOAD_PERIOD = 700
+
+
+def _load_templates() -> tuple[list[bytes], list[bytes]]:
+    keys = [f"t1-f1-mc-load-{m:03d}".encode() for m in range(LOAD_MACHINES)]
+    middles = []
+    for j in range(LOAD_PERIOD):
+        # inside t1's temp spec limits (63..67, config/spec_limits.yaml) and its seasonal band: the
+        # load is ordinary traffic; out-of-spec readings at 5,000/s were an alarm storm of the
+        # bench's own making (every reading an anomaly row to write and an event to alert)
+        fields = {
+            "tenant_id": "t1",
+            "factory_id": "f1",
+            "machine_id": f"mc-load-{j % LOAD_MACHINES:03d}",
+            "sensor_id": f"s-{j % 7}",
+            "metric": "temp",
+            "value": 64.0 + (j % 20) / 10,
+        }
+        middles.append(('", ' + json.dumps(fields)[1:-1] + ', "event_id": "load-').encode())
+    return keys, middles
+
+
+def _load(brokers: str, rate: int, stop: MpEvent, report: MpQueue) -> None:
+    """`rate` readings/s of 100 machines of the bench's own (time = now), in 10 ms slices, in a process
+    of its own with its own producer (the bench's markers do not queue behind it, and its encoding
+    does not hold the probe's interpreter). Reports how many it handed over and how far behind its
+    schedule it ever was, so a load generator that cannot keep up shows in the figures."""
+    producer = Producer({"bootstrap.servers": brokers, **LOAD_PRODUCER})
+    keys, middles = _load_templates()
+    sent = queue_full = 0
+    behind = 0.0
     began = time.time()
     while not stop.is_set():
-        due = int((time.time() - began) * rate)
-        moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        now = time.time()
+        due = int((now - began) * rate)
+        behind = max(behind, (due - sent) / rate)
+        moment = b'{"time": "' + _marker_text(now).encode()
         for i in range(sent, due):
-            machine = f"mc-load-{i % 100:03d}"
-            body = {
-                "time": moment,
-                "tenant_id": "t1",
-                "factory_id": "f1",
-                "machine_id": machine,
-                "sensor_id": f"s-{i % 7}",
-                "metric": "temp",
-                # inside t1's temp spec limits (63..67, config/spec_limits.yaml) and its seasonal band: the
-                # load is ordinary traffic; out-of-spec readings at 5,000/s were an alarm storm of the
-                # bench's own making (every reading an anomaly row to write and an event to alert)
-                "value": 64.0 + (i % 20) / 10,
-                "event_id": f"load-{i}",
-            }
+            value = moment + middles[i % LOAD_PERIOD] + str(i).encode() + b'"}'
             while True:
                 try:
-                    producer.produce(SENSOR_TOPIC, key=f"t1-f1-{machine}".encode(), value=json.dumps(body).encode())
+                    producer.produce(SENSOR_TOPIC, value, keys[i % LOAD_MACHINES])
                     break
                 except BufferError:
+                    queue_full += 1
                     producer.poll(0.05)
         sent = max(sent, due)
         producer.poll(0)
         stop.wait(0.01)
+    seconds = time.time() - began
+    left = producer.flush(30)
+    report.put(
+        {
+            "sent": sent,
+            "seconds": round(seconds, 1),
+            "rate": round(sent / seconds, 1),
+            "max_behind_schedule_s": round(behind, 3),
+            "queue_full_waits": queue_full,
+            "undelivered_at_end": left,
+        }
+    )
 
 
-def _floor(brokers: str, seen: dict[str, float], ready: threading.Event, stop: threading.Event) -> None:
-    """The bare broker: a plain consumer assigned at the topic's end records when each marker arrives."""
+def _floor(brokers: str, ready: MpEvent, stop: MpEvent, report: MpQueue) -> None:
+    """The bare broker: a plain consumer of the topic, assigned at its end, in a process of its own,
+    records when each marker arrives; it compares keys and decodes only the markers' values."""
     consumer = Consumer(
         {"bootstrap.servers": brokers, "group.id": "bench-freshness-floor", "enable.auto.commit": False}
     )
+    marker = f"t1-f1-{MACHINE}".encode()
+    seen: dict[str, float] = {}
     try:
         partitions = consumer.list_topics(SENSOR_TOPIC, timeout=10).topics[SENSOR_TOPIC].partitions
         consumer.assign([TopicPartition(SENSOR_TOPIC, p, OFFSET_END) for p in partitions])
         while not stop.is_set():
             for message in consumer.consume(num_messages=10000, timeout=0.1):
-                ready.set()
-                if message.error() is None and message.key() == f"t1-f1-{MACHINE}".encode():
+                if message.key() == marker and message.error() is None:
                     seen.setdefault(json.loads(message.value())["time"], time.time())
             ready.set()
     finally:
         consumer.close()
+        report.put(seen)
+
+
+def _collect(report: MpQueue, process: multiprocessing.process.BaseProcess) -> dict | None:
+    """What a helper process reported when it stopped (read before joining: a full pipe blocks it)."""
+    try:
+        return report.get(timeout=60)
+    except queue.Empty:
+        print(f"{process.name} reported nothing (exit code {process.exitcode})", flush=True)
+        return None
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
 
 
 def _marker_text(moment: float) -> str:
@@ -418,24 +614,29 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
     window close -> the bucket served final; beside produce -> a plain consumer, over `args.minutes`."""
     brokers = f"127.0.0.1:{ports['kafka']}"
     key = (run_dir / "api-key").read_text().strip()
-    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "queue.buffering.max.messages": 1000000})
-    stop = threading.Event()
-    floor_seen: dict[str, float] = {}
-    floor_ready = threading.Event()
-    threads = [threading.Thread(target=_floor, args=(brokers, floor_seen, floor_ready, stop), daemon=True)]
+    # the markers and the alert readings: an edge agent's producer of their own, not the load's queue
+    producer = Producer({"bootstrap.servers": brokers, **EDGE_PRODUCER})
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    stop, floor_ready = spawn.Event(), spawn.Event()
+    floor_report: MpQueue = spawn.Queue()
+    load_report: MpQueue = spawn.Queue()
+    helpers = {"bench: floor consumer": spawn.Process(target=_floor, args=(brokers, floor_ready, stop, floor_report))}
     if args.load:
-        threads.append(threading.Thread(target=_load, args=(producer, args.load, stop), daemon=True))
-    for thread in threads:
-        thread.start()
-    floor_ready.wait(30)
+        helpers["bench: load generator"] = spawn.Process(target=_load, args=(brokers, args.load, stop, load_report))
+    for process in helpers.values():
+        process.start()
+    floor_ready.wait(60)
     # the demo's first minute drains what the simulator produced while Dagster started: markers go
     # in once the stack is in its steady state
     print("warming up for 60 s ...", flush=True)
     stop.wait(60)
+    named = {process.pid: role for role, process in helpers.items()}
+    cpu = CpuAccount({os.getpid(): "bench: markers, API polls, receiver", **named}, run_dir)  # type: ignore[dict-item]
     client = httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", headers={"X-API-Key": key}, timeout=10)
     probe = LiveProbe(client)
     page = PageCost(client)
     stop_at = time.time() + args.minutes * 60
+    cpu.open()
     # the last bucket markers go into is cut short by the end of the run: not a whole bucket
     last_bucket = datetime.fromtimestamp(stop_at, UTC).replace(second=0, microsecond=0)
     first_bucket = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -473,13 +674,17 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
                 poll_errors += 1  # a poll that timed out: the markers are looked for again next time
             if time.time() < stop_at:
                 page.maybe()
+            elif not cpu.closed.is_set():
+                cpu.close()  # the window is the markers' minutes, not the wait for the last ones
             time.sleep(0.05)  # the polling cadence of the measurement itself, not synchronisation
     finally:
         client.close()
+        if not cpu.closed.is_set():
+            cpu.close()
         stop.set()
         producer.flush(10)
-        for thread in threads:
-            thread.join(15)
+        floor_seen: dict[str, float] = _collect(floor_report, helpers["bench: floor consumer"]) or {}
+        load = _collect(load_report, helpers["bench: load generator"]) if args.load else None
     produced = probe.produced
     raw = [probe.raw[t] - produced[t] for t in probe.raw]
     provisional = [probe.provisional[t] - produced[t] for t in probe.provisional]
@@ -513,8 +718,23 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
         "produce_to_alert_delivered": percentiles(alerted) if alerted else None,
         "live_chart_cost": page.figures(),
         "api_polls_timed_out": poll_errors,
+        "load_generator": load,
+        "cpu": cpu.figures(),
     }
+    path = args.json or ROOT / ".run" / "bench" / f"freshness-live-{args.rate + args.load}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
     print(f"one open live chart: {json.dumps(result['live_chart_cost'])}", flush=True)
+    if load:
+        print(f"load generator: {json.dumps(load)}", flush=True)
+    share = result["cpu"]
+    print(
+        f"CPU over the {share['window_s']} s window, in cores of {share['cores']}: machine busy "
+        f"{share['machine_busy_cores']}, of it outside this run {share['outside_this_run_cores']}",
+        flush=True,
+    )
+    for role, cores in share["cores_by_process"].items():
+        print(f"  {role:<36} {cores:6.3f} cores  ({share['cpu_s_by_process'][role]:7.1f} CPU s)", flush=True)
     for name in (
         "produce_to_served",
         "produce_to_alert_delivered",
@@ -533,9 +753,6 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
     print(f"never served {served} markers; never final {final_n} of {whole_n} whole buckets", flush=True)
     never, twice, markers = result["never_alerted"], result["alerted_more_than_once"], result["alert_markers"]
     print(f"alerts: {never} never delivered, {twice} delivered more than once, of {markers} readings", flush=True)
-    path = args.json or ROOT / ".run" / "bench" / f"freshness-live-{args.rate + args.load}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -8,14 +8,15 @@ The receivers and the tick are support/alerts.py's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from analytics_platform.alerts.config import load_alert_config, store_mutes, store_rules
-from analytics_platform.alerts.model import Mute, Rule
+from analytics_platform.alerts.engine import ticking
+from analytics_platform.alerts.model import Condition, Mute, Observation, Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.alerts import sensors as alert_sensors
 from analytics_platform.devstack.processes import free_port
@@ -401,3 +402,60 @@ def test_a_contract_violation_from_kafka_fails_the_check_blocks_downstream_and_a
         ("run-failed", "open", "hook", "sent"),
         ("check-failed", "resolve", "hook", "sent"),
     ]
+
+
+def test_the_alert_sensor_reads_the_dagster_history_with_the_tick_free_and_applies_it_in_the_tick(
+    database: DatabaseHandle,
+    settings: PlatformSettings,
+    instance: dg.DagsterInstance,
+    http_receiver: HttpReceiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rules on asset checks and runs read the Dagster instance (10-22 s a tick at 5,000 msg/s):
+    the tick's lock is free meanwhile, so the drain service's tick, which skips while another holds
+    it, does not wait for those reads; what they observed (or the error they raised) is applied and
+    reported by the tick as before. A condition the drain service's tick opened meanwhile stays open:
+    the database rules are judged at the moment the lock is held, not when the sensor's tick began
+    (judged at that earlier moment, a newer anomaly is not there yet and its condition "resolved",
+    to be re-opened and notified again by the next tick)."""
+    anomaly_rule = "  - {name: anomaly-critical, kind: anomaly, params: {min_severity: 3}, channels: [hook]}\n"
+    (tmp_path / "alerts.yaml").write_text(ALERTS_FILE + anomaly_rule)
+    settings = settings.model_copy(update={"alerts_config": tmp_path / "alerts.yaml"})
+    defs = build_definitions(settings, secrets_from_env=False)
+    monkeypatch.setenv("ALERT_TEST_HOOK", f"json://127.0.0.1:{http_receiver.port}/hook")
+    with database.connect() as conn:
+        assert load_alert_config(conn, settings.alerts_config) == (3, 0)
+    tick_free: list[bool] = []
+
+    with database.connect() as probe:
+
+        def failing_check(*_args: object) -> Observation:
+            with ticking(probe, wait=False) as free:
+                tick_free.append(free)
+            # meanwhile the live judge writes an anomaly and the drain service's tick notifies it
+            insert_anomaly(database, "mc-07", 4, datetime.now(UTC))
+            assert alert_sensors.database_tick(probe, settings, datetime.now(UTC)).opened == 1
+            condition = Condition("check-failed:a/b/live", "critical", "asset check b on a failed (live)")
+            return Observation([condition], known=frozenset({condition.fingerprint}))
+
+        def unreadable_runs(*_args: object) -> Observation:
+            with ticking(probe, wait=False) as free:
+                tick_free.append(free)
+            raise RuntimeError("run storage away")
+
+        monkeypatch.setattr(alert_sensors, "check_conditions", failing_check)
+        monkeypatch.setattr(alert_sensors, "run_conditions", unreadable_runs)
+        sensor = defs.resolve_sensor_def("alert_rules")
+        result = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs))
+
+    assert tick_free == [True, True]
+    titles = [body["title"] for _, body in http_receiver.requests]
+    assert len(titles) == 2 and titles[1] == "[CRITICAL] platform: asset check b on a failed (live)"
+    assert titles[0].startswith("[CRITICAL] ") and "mc-07" in titles[0]  # once: not resolved, not re-opened
+    assert database.query("SELECT rule_name, state FROM analytics.alert_conditions ORDER BY rule_name") == [
+        ("anomaly-critical", "open"),
+        ("check-failed", "open"),
+    ]
+    assert "3 rule(s)" in str(result.skip_message)
+    assert "rule run-failed failed: RuntimeError: run storage away" in str(result.skip_message)

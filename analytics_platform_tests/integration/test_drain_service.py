@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 
 from analytics_platform.alerts.config import store_rules
+from analytics_platform.alerts.engine import ticking
 from analytics_platform.alerts.model import Rule
 from analytics_platform.defs import build_definitions
 from analytics_platform.defs.anomalies.live import LiveJudge
@@ -265,6 +266,52 @@ def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_senso
         "SELECT machine_id, method, severity, status, observed, detected_live_at IS NOT NULL "
         "FROM analytics.analytics_anomaly"
     ) == [("mc-01", "range", 4, "open", 1000.0, True)]
+    [(_, message)] = slack.requests
+    assert "Where: t1/f1/mc-01\n" in message["text"] and "; observed 1000.0; expected 400.0; " in message["text"]
+    assert database.query("SELECT rule_name, transition, status FROM analytics.alert_log") == [
+        ("anomaly-critical", "open", "sent")
+    ]
+
+
+def test_an_alert_tick_that_found_another_running_is_tried_again_without_a_new_commit(
+    service_settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    """The judge's alert tick skips while another tick (the alert sensor's) holds the tick's lock;
+    that tick may have read the rules' tables before the judge wrote, so the judge tries again
+    shortly instead of leaving its alert to the sensor's next tick (seconds to tens of seconds on a
+    busy daemon). Exactly one notification still."""
+    with database.connect(database.pipeline_url) as conn:
+        store_rules(conn, [Rule("anomaly-critical", "anomaly", params={"min_severity": 3}, channels=("ops-slack",))])
+    # a minute between passes without commits: only the retry can explain a tick within the test
+    judge_settings = service_settings.model_copy(update={"live_detect_interval_s": 60})
+    stop = threading.Event()
+    judge = LiveJudge(judge_settings, stop)
+    running = DrainService(judge_settings, stop, on_commit=judge.committed)
+    judge.start()
+    try:
+        running.start()
+        now = datetime.now(UTC).replace(microsecond=0)
+        lab = body(
+            now.isoformat().replace("+00:00", "Z"),
+            machine_id="lab-f1",
+            station_id="lab-f1",
+            sample_id="S-0",
+            analyte="pH",
+            value=6.8,
+        )
+        produce(service_settings.kafka_brokers, domain_topic(service_settings, "lab"), [("t1-f1-lab-f1", lab)])
+        wait_for(lambda: judge.passes >= 1, 60, "the judges' first pass, woken by the lab batch")
+        with database.connect() as other, ticking(other) as held:  # the alert sensor's tick, say
+            assert held
+            send(service_settings, reading(now.isoformat().replace("+00:00", "Z"), 1000.0, "hot"))
+            wait_for(lambda: judge.alert_owed, 60, "the judge's alert tick finding the other one running")
+            assert database.scalar("SELECT count(*) FROM analytics.analytics_anomaly") == 1
+            assert slack.requests == []
+        wait_for(lambda: slack.requests, 60, "the alert, from the judge's retry once the other tick ended")
+        wait_for(lambda: not judge.alert_owed, 60, "the judge's retry done")
+    finally:
+        stop.set()
+        assert running.join(60) and judge.join(60)
     [(_, message)] = slack.requests
     assert "Where: t1/f1/mc-01\n" in message["text"] and "; observed 1000.0; expected 400.0; " in message["text"]
     assert database.query("SELECT rule_name, transition, status FROM analytics.alert_log") == [

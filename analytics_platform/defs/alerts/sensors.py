@@ -19,7 +19,7 @@ import psycopg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from analytics_platform.alerts.config import AlertConfigError, read_alert_file, read_rules
-from analytics_platform.alerts.engine import DeliveryPolicy, TickReport, run_tick, ticking
+from analytics_platform.alerts.engine import DeliveryPolicy, ExternalObserver, TickReport, run_tick, ticking
 from analytics_platform.alerts.model import Condition, Observation, Rule, iso
 from analytics_platform.alerts.observe import asset_link
 from analytics_platform.resources import PostgresResource
@@ -139,6 +139,29 @@ def run_conditions(instance: dg.DagsterInstance, rule: Rule, now: datetime, ui_u
 DAGSTER_KINDS = ("check_failed", "run_failed")
 
 
+def _observe_outside_the_tick(
+    rules: Sequence[Rule], external: Mapping[str, ExternalObserver]
+) -> dict[str, ExternalObserver]:
+    """Each external rule's observation made now, as observers that hand it to the tick: what a rule
+    observed is applied under the tick's lock as if observed there (an observer's error is raised
+    there too, so the tick reports it as that rule's error)."""
+    made: dict[str, Observation | Exception] = {}
+    for rule in rules:
+        if rule.kind in external:
+            try:
+                made[rule.name] = external[rule.kind](rule)
+            except Exception as exc:  # reported by the tick, as an error raised inside it is
+                made[rule.name] = exc
+
+    def replay(rule: Rule) -> Observation:
+        found = made[rule.name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    return {kind: replay for kind in external}
+
+
 def delivery_policy(settings: PlatformSettings) -> DeliveryPolicy:
     return DeliveryPolicy(
         timeout_s=settings.alert_send_timeout_s,
@@ -195,9 +218,17 @@ def build_alert_sensor(settings: PlatformSettings) -> dg.SensorDefinition:
         # the Dagster instance's check and run history only every ALERT_DAGSTER_INTERVAL_S
         last_dagster = float(context.cursor) if context.cursor else 0.0
         dagster_due = now.timestamp() - last_dagster >= settings.alert_dagster_interval_s
-        with db.connect() as conn, ticking(conn):
+        with db.connect() as conn:
             rules = [r for r in read_rules(conn) if dagster_due or r.kind not in DAGSTER_KINDS]
-            report = run_tick(conn, rules, now, settings.dagster_ui_url, channels, policy, external)
+            # the Dagster instance's check and run history is read before the tick's lock is taken:
+            # those reads took 10-22 s on a busy machine, and the drain service's alert tick, which
+            # does not wait while another holds the lock, waited for them (docs/benchmarks.md, "Live")
+            observed = _observe_outside_the_tick(rules, external)
+            with ticking(conn):
+                # the database rules judged as of now, with the lock held: as of the tick's start, a
+                # condition the drain service's tick opened meanwhile would look gone and be resolved
+                held_at = datetime.now(UTC)
+                report = run_tick(conn, rules, held_at, settings.dagster_ui_url, channels, policy, observed)
         if dagster_due:
             context.update_cursor(str(now.timestamp()))
         for name, error in report.rule_errors.items():

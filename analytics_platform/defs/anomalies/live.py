@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 JUDGED = {SensorContract.domain, LabContract.domain, SweepContract.domain}
 RETRY_S = 5.0
+# how soon an alert tick that found another tick running is tried again
+TICK_RETRY_S = 0.5
 
 
 class LiveJudge:
@@ -52,6 +54,9 @@ class LiveJudge:
         self.wake = threading.Event()
         self.passes = 0
         self.last: LiveSummary | None = None  # what the last pass found
+        # what a pass found waits for an alert tick: the one this thread tried found another tick
+        # running (the alert sensor's), which may have read the rules' tables before these rows
+        self.alert_owed = False
         self._thread: threading.Thread | None = None
 
     def committed(self, domain: str) -> None:
@@ -75,7 +80,7 @@ class LiveJudge:
         conn: psycopg.Connection | None = None
         failing = ""
         while not self.stop.is_set():
-            self.wake.wait(self.settings.live_detect_interval_s)
+            self.wake.wait(TICK_RETRY_S if self.alert_owed else self.settings.live_detect_interval_s)
             self.wake.clear()
             if self.stop.is_set():
                 break
@@ -98,20 +103,26 @@ class LiveJudge:
             self.passes += 1
             if self.last.flagged:  # the log carries the passes that found something
                 log.info("live judges: %s", self.last.text)
-                self._alert(conn)
+            if self.last.flagged or self.alert_owed:
+                self.alert_owed = not self._alert(conn)
         if conn is not None:
             conn.close()
 
-    def _alert(self, conn: psycopg.Connection) -> None:
+    def _alert(self, conn: psycopg.Connection) -> bool:
         """Tick the database's alert rules now, so what was just found is notified without waiting
-        for the alert sensor (which ticks anyway: a tick it runs meanwhile makes this one skip)."""
+        for the alert sensor. False when another tick was running: it may have read the rules'
+        tables before this pass wrote, so the tick is tried again TICK_RETRY_S later rather than
+        left to the sensor's next tick (on a busy daemon, seconds to tens of seconds away)."""
         try:
             report = database_tick(conn, self.settings, datetime.now(UTC))
         except Exception as exc:  # the sensor's next tick does it; a bad alerts file is its to report
             log.error("alert tick after the live judges failed (the alert sensor's next tick does it): %s", exc)
-            return
-        if report is not None and (report.opened or report.sent or report.rule_errors):
+            return True
+        if report is None:
+            return False
+        if report.opened or report.sent or report.rule_errors:
             log.info("alerts: %s", report.summary())
+        return True
 
 
 def start_live_judge(settings: PlatformSettings, stop: threading.Event) -> LiveJudge | None:
