@@ -42,21 +42,24 @@ demo: $(STAMP) ui-assets
 ## TEST_WORKERS=0 runs it in one process. Two by default: three finish sooner on the 2-core machine (2,122
 ## tests in 454 s, docs/benchmarks.md "Test suite"), but once in CI a drain test read nothing in a pass with
 ## three brokers and three PostgreSQL servers on the 2 cores. Tests marked `alone` (fault tests whose broker
-## kills race their own waits when another worker takes a core) run afterwards, in one process.
+## kills race their own waits when another worker takes a core) run afterwards, in one process that collects
+## only the modules marking them (ALONE_TESTS): collecting the whole suite to deselect all but one test cost
+## that process 10 s of CPU.
 ## PYTHONDONTWRITEBYTECODE (set in some containers, this one's too) is cleared for the tests: without cached
 ## bytecode each of the run's pytest processes compiled the test modules and rewrote their asserts again (6.5 s
 ## of CPU of a 17 s collection); the caches land in the git-ignored __pycache__ directories.
 TEST_WORKERS ?= 2
 TEST_ENV := PYTHONDONTWRITEBYTECODE=
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+ALONE_TESTS := $(shell grep -rl --include='test_*.py' 'mark\.alone' analytics_platform_tests)
 test: $(STAMP) ui-assets mosquitto chromium promtool compose
 	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not alone"
-	@$(TEST_ENV) $(VENV)/bin/pytest -m alone
+	@$(TEST_ENV) $(VENV)/bin/pytest -m alone $(ALONE_TESTS)
 
 ## Everything but the end-to-end demo test.
 test-fast: $(STAMP) ui-assets mosquitto chromium promtool compose
 	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not alone"
-	@$(TEST_ENV) $(VENV)/bin/pytest -m "alone and not slow"
+	@$(TEST_ENV) $(VENV)/bin/pytest -m "alone and not slow" $(ALONE_TESTS)
 
 ## The edge agent on its own, as a plant gateway installs it (docs/edge.md, "Installing"): a fresh virtualenv
 ## with only its two small distributions (analytics_platform/contracts, edge_agents) and pytest, then the edge
