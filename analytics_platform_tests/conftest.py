@@ -77,6 +77,7 @@ LONG_MODULES = (
     "integration/test_api_contract.py",
     "integration/test_dashboard_browser.py",
     "integration/test_api_catalog.py",
+    "integration/test_broker_replacement_e2e.py",
     "integration/test_drain_shards.py",
     "integration/test_edge_opcua_modbus.py",
     "integration/test_api_anomaly_events.py",

@@ -42,7 +42,7 @@ PHASE = 1500  # messages published on each broker before it is replaced
 TOPIC = "sensors.device.readings"
 PASS_S = 20  # a drain pass's budget
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.alone]
+pytestmark = pytest.mark.timeout(300)
 
 
 def catch_up(drain: Drain) -> None:
