@@ -1,11 +1,13 @@
-"""The test sessions' scratch space (support/stack.py): what a session killed before its teardown left in
-/dev/shm (its PostgreSQL cluster, still running, and its temporary files) is stopped and removed by the next
-session, and nothing of a live session or of an unrelated process is touched."""
+"""What a test session killed before its teardown leaves behind (support/stack.py): its PostgreSQL cluster in
+/dev/shm, still running, its temporary files and its in-memory broker, still running, are stopped and removed by
+the next session, and nothing of a live session or of an unrelated process is touched."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,9 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from analytics_platform.devstack.broker import start_tansu
 from analytics_platform.devstack.postgres import EmbeddedPostgres
 from analytics_platform.devstack.processes import free_port, port_open
-from analytics_platform_tests.support.stack import process_alive, stop_orphan_postmaster, sweep_dead_sessions
+from analytics_platform_tests.support.stack import (
+    process_alive,
+    stop_orphan_postmaster,
+    sweep_dead_brokers,
+    sweep_dead_sessions,
+)
 
 
 def dead_pid() -> int:
@@ -87,3 +95,19 @@ def test_a_pid_that_no_longer_runs_the_clusters_postmaster_is_not_signalled(sess
     data.parent.mkdir()
     assert stop_orphan_postmaster(data) is False  # no postmaster.pid at all
     assert not process_alive(other.pid)
+
+
+def test_a_dead_sessions_broker_is_killed_and_a_live_sessions_kept(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    orphan = start_tansu(free_port(), logs / f"test-kafka-{dead_pid()}.log")
+    live = start_tansu(free_port(), logs / f"test-kafka-{os.getpid()}.log")
+    elsewhere = start_tansu(free_port(), tmp_path / "other" / f"test-kafka-{dead_pid()}.log")
+    try:
+        assert sweep_dead_brokers(logs) == [orphan.process.pid]
+        assert orphan.process.wait(10) == -signal.SIGKILL
+        assert live.alive() and elsewhere.alive()  # a live session's; another directory's
+        assert sweep_dead_brokers(logs) == []
+    finally:
+        for broker in (orphan, live, elsewhere):
+            broker.process.kill()
+            broker.process.wait(10)

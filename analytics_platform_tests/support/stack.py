@@ -109,6 +109,32 @@ def sweep_dead_sessions(root: Path, kind: str) -> list[Path]:
     return removed
 
 
+def sweep_dead_brokers(logs: Path) -> list[int]:
+    """Kill the in-memory brokers of sessions that are gone, and return their pids. A session's broker writes
+    to `logs/test-kafka-<session pid>.log` and runs in its own session, so a SIGKILLed pytest leaves it running
+    with every topic in memory; the log its standard output still points at names the session that started it.
+    A broker whose session still runs is never touched, and neither is any other process."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            log = Path(os.readlink(proc / "fd" / "1"))
+        except OSError:
+            continue
+        owner = log.name.removeprefix("test-kafka-").removesuffix(".log")
+        if log.parent != logs or not log.name.startswith("test-kafka-") or not owner.isdigit():
+            continue
+        if process_alive(int(owner)) or not process_alive(int(proc.name)):
+            continue
+        try:
+            os.kill(int(proc.name), signal.SIGKILL)  # in memory: nothing to keep
+        except ProcessLookupError:
+            continue
+        killed.append(int(proc.name))
+    return killed
+
+
 class SessionTempDir:
     """TMPDIR for this test session and every process it starts, under `scratch_root`, removed by `close`.
 
