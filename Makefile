@@ -39,16 +39,17 @@ demo: $(STAMP) ui-assets
 ## are handed out in collection order, which puts the longest first (LONG_MODULES in the tests' conftest.py),
 ## not xdist's default of most tests first (that left the few-but-long modules, a pip install, a scripted
 ## outage, the demo, for the end, one worker busy and the other idle).
-## TEST_WORKERS=0 runs it in one process. Three by default, on the 2-core machine too: most of a test's wall
-## time is waiting (on its database, a broker, an agent, a scripted timeline), which a third worker overlaps
-## (docs/benchmarks.md "Test suite", fourth pass: 2,164 tests in 454 s against 609 s on two, same machine). It was
+## TEST_WORKERS=0 runs it in one process. Four by default, on the 2-core machine too: most of a test's wall
+## time is waiting (on its database, a broker, an agent, a scripted timeline), which more workers overlap
+## (docs/benchmarks.md "Test suite", fourth pass, same machine: `make test` 654 s on two workers, 492-494 s on
+## three, 397 and 404 s on four, both green). It was
 ## two while a drain test read nothing in a pass once with three brokers and three PostgreSQL servers on the 2
 ## cores: the tests that count a pass's messages now wait for the watermarks, not a fixed 5 s of empty fetches.
 ## The broker-replacement end-to-end test runs in the same run (it ran afterwards, alone, for the same reason).
 ## PYTHONDONTWRITEBYTECODE (set in some containers, this one's too) is cleared for the tests: without cached
 ## bytecode each of the run's pytest processes compiled the test modules and rewrote their asserts again (6.5 s
 ## of CPU of a 17 s collection); the caches land in the git-ignored __pycache__ directories.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 TEST_ENV := PYTHONDONTWRITEBYTECODE=
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) ui-assets mosquitto chromium promtool compose
