@@ -39,24 +39,25 @@ demo: $(STAMP) ui-assets
 ## are handed out in collection order, which puts the longest first (LONG_MODULES in the tests' conftest.py),
 ## not xdist's default of most tests first (that left the few-but-long modules, a pip install, a scripted
 ## outage, the demo, for the end, one worker busy and the other idle).
-## TEST_WORKERS=0 runs it in one process. Two by default: three finish sooner on the 2-core machine (2,122
-## tests in 454 s, docs/benchmarks.md "Test suite"), but once in CI a drain test read nothing in a pass with
-## three brokers and three PostgreSQL servers on the 2 cores. Tests marked `alone` (fault tests whose broker
-## kills race their own waits when another worker takes a core) run afterwards, in one process.
+## TEST_WORKERS=0 runs it in one process. Four by default, on the 2-core machine too: most of a test's wall
+## time is waiting (on its database, a broker, an agent, a scripted timeline), which more workers overlap
+## (docs/benchmarks.md "Test suite", fourth pass, same machine: `make test` 654 s on two workers, 492-494 s on
+## three, 397 and 404 s on four, both green). It was
+## two while a drain test read nothing in a pass once with three brokers and three PostgreSQL servers on the 2
+## cores: the tests that count a pass's messages now wait for the watermarks, not a fixed 5 s of empty fetches.
+## The broker-replacement end-to-end test runs in the same run (it ran afterwards, alone, for the same reason).
 ## PYTHONDONTWRITEBYTECODE (set in some containers, this one's too) is cleared for the tests: without cached
 ## bytecode each of the run's pytest processes compiled the test modules and rewrote their asserts again (6.5 s
 ## of CPU of a 17 s collection); the caches land in the git-ignored __pycache__ directories.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 4
 TEST_ENV := PYTHONDONTWRITEBYTECODE=
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) ui-assets mosquitto chromium promtool compose
-	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not alone"
-	@$(TEST_ENV) $(VENV)/bin/pytest -m alone
+	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 ## Everything but the end-to-end demo test.
 test-fast: $(STAMP) ui-assets mosquitto chromium promtool compose
-	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not alone"
-	@$(TEST_ENV) $(VENV)/bin/pytest -m "alone and not slow"
+	@$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 ## The edge agent on its own, as a plant gateway installs it (docs/edge.md, "Installing"): a fresh virtualenv
 ## with only its two small distributions (analytics_platform/contracts, edge_agents) and pytest, then the edge

@@ -3,7 +3,8 @@
 Unless TEST_DATABASE_URL (an admin URL of a running PostgreSQL/TimescaleDB that may create
 databases) or KAFKA_BROKERS is set, the session starts its own: an embedded PostgreSQL in
 `/dev/shm/analytics-platform-tests/test-pg-<pid>/` (in memory; `.run/test-pg-<pid>/` where /dev/shm is
-small) on a free port and the Tansu broker on a free port. Each test gets a fresh
+small) on a free port and the Tansu broker on a free port; a cluster a killed session left there (its
+pytest process gone) is stopped and removed first, and so is such a session's broker. Each test gets a fresh
 database and its own topic prefix, so tests never see each other's data; the database is a copy of one
 the session migrated from scratch (`migrated_template`), not migrated again per test.
 A module whose tests share one expensive dataset (the dashboard plant) takes the `module_*`
@@ -40,6 +41,8 @@ from analytics_platform_tests.support.stack import (
     new_settings,
     role_password,
     scratch_root,
+    sweep_dead_brokers,
+    sweep_dead_sessions,
 )
 
 TEST_PASSWORD = "test-" + secrets.token_hex(8)
@@ -75,6 +78,7 @@ LONG_MODULES = (
     "integration/test_api_contract.py",
     "integration/test_dashboard_browser.py",
     "integration/test_api_catalog.py",
+    "integration/test_broker_replacement_e2e.py",
     "integration/test_drain_shards.py",
     "integration/test_edge_opcua_modbus.py",
     "integration/test_api_anomaly_events.py",
@@ -113,7 +117,10 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    run_dir = scratch_root(REPO_ROOT / ".run") / f"test-pg-{os.getpid()}"
+    root = scratch_root(REPO_ROOT / ".run")
+    if root.is_dir():
+        sweep_dead_sessions(root, "test-pg")  # clusters of sessions killed before their teardown
+    run_dir = root / f"test-pg-{os.getpid()}"
     server = EmbeddedPostgres(
         data_dir=run_dir / "data",
         port=free_port(),
@@ -137,8 +144,10 @@ def kafka_brokers() -> Iterator[str]:
         with kept_producer(external):
             yield external
         return
+    logs = REPO_ROOT / ".run" / "logs"
+    sweep_dead_brokers(logs)  # brokers of sessions killed before their teardown
     port = free_port()
-    broker = start_tansu(port, REPO_ROOT / ".run" / "logs" / f"test-kafka-{os.getpid()}.log")
+    broker = start_tansu(port, logs / f"test-kafka-{os.getpid()}.log")
     try:
         with kept_producer(f"127.0.0.1:{port}"):
             yield f"127.0.0.1:{port}"

@@ -66,7 +66,7 @@ from analytics_platform.ingest.group_mirror import MIRROR, GroupMirror
 log = logging.getLogger(__name__)
 
 # How long a pass keeps polling an empty fetch while the watermarks say data is there (a first
-# fetch on a cold connection can take seconds).
+# fetch on a cold connection can take seconds); a Drain's `cold_fetch_s`.
 _COLD_FETCH_S = 5.0
 # the consumer-group mirror's own request timeout (its child process; the pass does not wait for it)
 MIRROR_TIMEOUT_S = 5.0
@@ -259,6 +259,7 @@ class Drain:
         linger_s: float = 0.5,
         on_commit: Callable[[ParsedBatch], None] | None = None,
         report_batches: bool = False,
+        cold_fetch_s: float = _COLD_FETCH_S,
     ) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"drain shard {shard} does not exist among {shards} shard(s) (0..{shards - 1})")
@@ -270,6 +271,9 @@ class Drain:
         self.consumer_name = consumer_name
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        # a test that counts one pass's messages sets its budget here: the pass then ends caught up with the
+        # watermarks, not after a fixed silence a loaded machine's first fetch can outlast
+        self.cold_fetch_s = cold_fetch_s
         self.start = start
         self.commit_to_kafka = commit_to_kafka
         # the consumer-group mirror runs in a child process (group_mirror.py: a librdkafka abort)
@@ -607,7 +611,7 @@ class Drain:
                         continue
                     if len(messages) < want and not behind():
                         break  # caught up: the broker had less than a full batch for us
-                    if not messages and time.monotonic() - last_progress > _COLD_FETCH_S:
+                    if not messages and time.monotonic() - last_progress > self.cold_fetch_s:
                         break  # the watermarks promised data that did not come: next tick
                 if held:
                     commit_held()

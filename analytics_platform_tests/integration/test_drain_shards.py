@@ -54,13 +54,20 @@ def produce_round(settings: PlatformSettings, round_no: int, per_partition: int)
         )
 
 
+PASS_S = 60  # every pass's budget
+
+
 def shard(settings: PlatformSettings, index: int, of: int) -> Drain:
-    return domain_drain(settings, batch_size=50, shard=index, shards=of)
+    """One shard's drain. The tests count each pass's messages exactly, so a pass must end caught up with the
+    watermarks (or at its budget), not after the drain's 5 s of empty fetches: on a loaded machine (three
+    xdist workers on 2 cores) a first fetch came back empty that long once, and so did the time the old shard
+    of the overlap spends blocked on its held commit."""
+    return domain_drain(settings, batch_size=50, shard=index, shards=of, cold_fetch_s=PASS_S)
 
 
 def run_together(drains: list[Drain]) -> list[DrainReport]:
     with ThreadPoolExecutor(max_workers=len(drains)) as pool:
-        return list(pool.map(lambda d: d.run(60), drains))
+        return list(pool.map(lambda d: d.run(PASS_S), drains))
 
 
 def partitions_of(report: DrainReport) -> list[int]:
@@ -98,7 +105,7 @@ def test_two_shards_then_three_read_every_message_exactly_once(
 
     # more traffic; shard 0 of 2 reads part of its share, then the drain is re-sharded to 3
     produce_round(sharded, 1, 120)
-    partial = shard(sharded, 0, 2).run(60, max_messages=100)
+    partial = shard(sharded, 0, 2).run(PASS_S, max_messages=100)
     assert partial.messages == 100
     produce_round(sharded, 2, 30)
     second = run_together([shard(sharded, i, 3) for i in range(3)])
@@ -153,10 +160,10 @@ def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettin
 
     old.before_checkpoint = hold_in_first_batch
     with ThreadPoolExecutor(max_workers=1) as pool:
-        old_run = pool.submit(old.run, 60)
+        old_run = pool.submit(old.run, PASS_S)
         assert inside.wait(30), "the old shard never reached its first commit"
         new = shard(sharded, 0, 3)
-        overlapped = new.run(60)
+        overlapped = new.run(PASS_S)
         release.set()
         old_report = old_run.result(60)
 
@@ -166,7 +173,7 @@ def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettin
     assert overlapped.messages == 40
 
     produce_round(sharded, 2, 10)
-    after = [shard(sharded, i, 3).run(60) for i in range(3)]
+    after = [shard(sharded, i, 3).run(PASS_S) for i in range(3)]
     assert [partitions_of(r) for r in after] == [[0, 3], [1, 4], [2, 5]]
     # round 2 everywhere, plus round 1 of partitions 2 and 4, which no shard of the overlap owned;
     # partition 3's round 1 was read once, by the old shard

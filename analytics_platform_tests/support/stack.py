@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +57,84 @@ def scratch_root(on_disk: Path) -> Path:
     return on_disk
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process. A zombie is not: a session killed with SIGKILL is reaped by
+    whoever adopted it, and in a container that may be nobody, so its /proc entry can outlive it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def stop_orphan_postmaster(data_dir: Path, timeout_s: float = 30.0) -> bool:
+    """Stop the PostgreSQL server still running on `data_dir` after the session that started it died (a
+    SIGKILLed pytest runs no teardown, and the postmaster, started in its own session, outlives it and keeps
+    its shared memory and the cluster's files in /dev/shm). The pid in postmaster.pid is signalled only while
+    that process's command line names this data directory, so a pid the system has since handed to another
+    process is left alone. SIGQUIT is PostgreSQL's immediate shutdown: nothing in a thrown-away cluster needs
+    a checkpoint. Returns whether a server was stopped; waits for it to be gone, up to `timeout_s`."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    if str(data_dir).encode() not in cmdline or not process_alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the orphaned PostgreSQL server {pid} on {data_dir} did not stop in {timeout_s} s")
+        time.sleep(0.05)
+    return True
+
+
+def sweep_dead_sessions(root: Path, kind: str) -> list[Path]:
+    """Remove `root`'s `<kind>-<pid>` directories whose owning process is gone (a session killed before its
+    teardown), stopping the PostgreSQL server a `test-pg` one may still run first; a live session's
+    directories are never touched. In /dev/shm they would otherwise hold memory until a reboot (a cluster
+    is ~100 MB, a session's temporary files up to a GB). Returns what was removed."""
+    removed = []
+    for path in sorted(root.glob(f"{kind}-*")):
+        pid = path.name.removeprefix(f"{kind}-")
+        if not pid.isdigit() or process_alive(int(pid)):
+            continue
+        stop_orphan_postmaster(path / "data")
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def sweep_dead_brokers(logs: Path) -> list[int]:
+    """Kill the in-memory brokers of sessions that are gone, and return their pids. A session's broker writes
+    to `logs/test-kafka-<session pid>.log` and runs in its own session, so a SIGKILLed pytest leaves it running
+    with every topic in memory; the log its standard output still points at names the session that started it.
+    A broker whose session still runs is never touched, and neither is any other process."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            log = Path(os.readlink(proc / "fd" / "1"))
+        except OSError:
+            continue
+        owner = log.name.removeprefix("test-kafka-").removesuffix(".log")
+        if log.parent != logs or not log.name.startswith("test-kafka-") or not owner.isdigit():
+            continue
+        if process_alive(int(owner)) or not process_alive(int(proc.name)):
+            continue
+        try:
+            os.kill(int(proc.name), signal.SIGKILL)  # in memory: nothing to keep
+        except ProcessLookupError:
+            continue
+        killed.append(int(proc.name))
+    return killed
+
+
 class SessionTempDir:
     """TMPDIR for this test session and every process it starts, under `scratch_root`, removed by `close`.
 
@@ -73,10 +153,7 @@ class SessionTempDir:
         if root.parent != SHM_ROOT:
             return
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("tmp-*"):
-            pid = stale.name.removeprefix("tmp-")
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(stale, ignore_errors=True)
+        sweep_dead_sessions(root, "tmp")
         self.owned = root / f"tmp-{os.getpid()}"
         self.owned.mkdir(mode=0o777, exist_ok=True)
         self.owned.chmod(0o1777)  # PostgreSQL and the demo's services may run as another user
