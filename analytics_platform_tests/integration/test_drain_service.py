@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -221,20 +222,21 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
     receiver.stop()
 
 
-def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_sensor_tick(
-    service_settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
-) -> None:
+@contextmanager
+def judging_service(
+    service_settings: PlatformSettings, database: DatabaseHandle
+) -> Iterator[tuple[LiveJudge, datetime]]:
+    """The drain service with its live judge and one anomaly rule, the judge's cursors placed by a
+    first pass (history is the hour's business) that a lab batch woke; stopped at the end. A minute
+    between passes without commits: only a commit (or a retry) can explain a pass within a test."""
     with database.connect(database.pipeline_url) as conn:
         store_rules(conn, [Rule("anomaly-critical", "anomaly", params={"min_severity": 3}, channels=("ops-slack",))])
-    # a minute between passes without commits: only a commit can explain a pass within the test
     judge_settings = service_settings.model_copy(update={"live_detect_interval_s": 60})
     stop = threading.Event()
     judge = LiveJudge(judge_settings, stop)
     running = DrainService(judge_settings, stop, on_commit=judge.committed)
     judge.start()
     try:
-        # the judge's first pass places its cursors (history is the hour's business): a lab batch
-        # wakes it (the readings' judge runs in every pass of the enabled domains)
         running.start()
         now = datetime.now(UTC).replace(microsecond=0)
         lab = body(
@@ -247,6 +249,17 @@ def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_senso
         )
         produce(service_settings.kafka_brokers, domain_topic(service_settings, "lab"), [("t1-f1-lab-f1", lab)])
         wait_for(lambda: judge.passes >= 1, 60, "the judges' first pass, woken by the lab batch")
+        yield judge, now
+    finally:
+        stop.set()
+        assert running.join(60) and judge.join(60)
+
+
+def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_sensor_tick(
+    service_settings: PlatformSettings, database: DatabaseHandle, slack: HttpReceiver
+) -> None:
+    with judging_service(service_settings, database) as (judge, now):
+        # the readings' judge runs in every pass of the enabled domains: its cursor is placed
         assert database.scalar("SELECT count(*) FROM analytics.live_detection_cursor WHERE judge = 'limits'") == 1
         passes = judge.passes
         # a reading far above the catalogue's plausible maximum (temp: 400): an anomaly at once
@@ -258,9 +271,6 @@ def test_the_service_judges_each_committed_batch_live_and_alerts_without_a_senso
         )
         # ... and its alert, sent by the same thread's tick of the database's rules, exactly once
         wait_for(lambda: slack.requests, 60, "the alert at the receiver")
-    finally:
-        stop.set()
-        assert running.join(60) and judge.join(60)
     assert judge.passes > passes
     assert database.query(
         "SELECT machine_id, method, severity, status, observed, detected_live_at IS NOT NULL "
@@ -280,27 +290,7 @@ def test_an_alert_tick_that_found_another_running_is_tried_again_without_a_new_c
     that tick may have read the rules' tables before the judge wrote, so the judge tries again
     shortly instead of leaving its alert to the sensor's next tick (seconds to tens of seconds on a
     busy daemon). Exactly one notification still."""
-    with database.connect(database.pipeline_url) as conn:
-        store_rules(conn, [Rule("anomaly-critical", "anomaly", params={"min_severity": 3}, channels=("ops-slack",))])
-    # a minute between passes without commits: only the retry can explain a tick within the test
-    judge_settings = service_settings.model_copy(update={"live_detect_interval_s": 60})
-    stop = threading.Event()
-    judge = LiveJudge(judge_settings, stop)
-    running = DrainService(judge_settings, stop, on_commit=judge.committed)
-    judge.start()
-    try:
-        running.start()
-        now = datetime.now(UTC).replace(microsecond=0)
-        lab = body(
-            now.isoformat().replace("+00:00", "Z"),
-            machine_id="lab-f1",
-            station_id="lab-f1",
-            sample_id="S-0",
-            analyte="pH",
-            value=6.8,
-        )
-        produce(service_settings.kafka_brokers, domain_topic(service_settings, "lab"), [("t1-f1-lab-f1", lab)])
-        wait_for(lambda: judge.passes >= 1, 60, "the judges' first pass, woken by the lab batch")
+    with judging_service(service_settings, database) as (judge, now):
         with database.connect() as other, ticking(other) as held:  # the alert sensor's tick, say
             assert held
             send(service_settings, reading(now.isoformat().replace("+00:00", "Z"), 1000.0, "hot"))
@@ -309,9 +299,6 @@ def test_an_alert_tick_that_found_another_running_is_tried_again_without_a_new_c
             assert slack.requests == []
         wait_for(lambda: slack.requests, 60, "the alert, from the judge's retry once the other tick ended")
         wait_for(lambda: not judge.alert_owed, 60, "the judge's retry done")
-    finally:
-        stop.set()
-        assert running.join(60) and judge.join(60)
     [(_, message)] = slack.requests
     assert "Where: t1/f1/mc-01\n" in message["text"] and "; observed 1000.0; expected 400.0; " in message["text"]
     assert database.query("SELECT rule_name, transition, status FROM analytics.alert_log") == [
