@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 import psycopg
-from psycopg import sql
 
 from analytics_platform.contracts.registry import registry
 from analytics_platform.contracts.sensor import CONTRACT
@@ -46,8 +45,8 @@ def write(conn: psycopg.Connection, frame: pl.DataFrame) -> None:
         write_raw(cur, CONTRACT, encode_rows(frame, CONTRACT.raw_columns))
 
 
-def judged(database: DatabaseHandle, url: str | None = None) -> tuple[int, int]:
-    with psycopg.connect(url or database.pipeline_url, autocommit=True) as conn:
+def judged(database: DatabaseHandle) -> tuple[int, int]:
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
         done = judge_committed(conn, OPTIONS)
     return done.judged, done.flagged
 
@@ -90,7 +89,6 @@ def test_a_reader_holds_no_position_back(database: DatabaseHandle) -> None:
         with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
             position = conn.execute(SETTLED).fetchone()[1]
         assert position > began
-        reader.rollback()
 
 
 def test_a_writer_under_another_pipeline_login_holds_the_position_back(
@@ -131,7 +129,7 @@ def test_every_raw_table_stamps_rows_at_their_statement_also_one_made_by_an_olde
         began = drain.execute("SELECT now()").fetchone()[0]
         write(drain, reading("mc-stamp", 64.0, 4))
         stamp = drain.execute(
-            sql.SQL("SELECT ingested_at FROM analytics.raw_sensor_readings WHERE machine_id = 'mc-stamp'")
+            "SELECT ingested_at FROM analytics.raw_sensor_readings WHERE machine_id = 'mc-stamp'"
         ).fetchone()[0]
         drain.commit()
     assert stamp > began
