@@ -65,6 +65,8 @@ class AggregateRun:
     buckets: dict[int, int] = field(default_factory=dict)
     late: dict[int, int] = field(default_factory=dict)
     position: datetime | None = None
+    # the smallest window's part of a `finalise_hour` run, written (and final) before the rest
+    ahead: AggregateRun | None = None
 
 
 # Series keys as Categorical: a day of readings repeats a few hundred key strings millions of
@@ -147,7 +149,7 @@ MARK_MATERIALISED = """
     SELECT hour, %(as_of)s, now()
     FROM generate_series(%(first)s::timestamptz, %(last)s::timestamptz, interval '1 hour') AS hour
     ON CONFLICT (hour_start) DO UPDATE
-    SET as_of = excluded.as_of, materialised_at = excluded.materialised_at,
+    SET as_of = excluded.as_of, materialised_at = excluded.materialised_at, window_as_of = '{}'::jsonb,
         version = nextval('analytics.agg_materialised_version')"""
 
 
@@ -337,6 +339,18 @@ _ADVANCE = """
         version = nextval('analytics.agg_materialised_version')
     WHERE hour_start = %(hour)s AND version = %(version)s
     RETURNING version"""
+# The smallest window's buckets written ahead of the rest (sql/27): that window's own mark moves, the
+# hour's `as_of` and the position do not (the rest of the run still owes the other windows' buckets).
+_ADVANCE_WINDOW = """
+    UPDATE analytics.agg_materialised_hours
+    SET window_as_of = window_as_of || jsonb_build_object(
+            %(window)s::text, greatest((window_as_of ->> %(window)s::text)::timestamptz, %(as_of)s)),
+        materialised_at = now(), version = nextval('analytics.agg_materialised_version')
+    WHERE hour_start = %(hour)s AND version = %(version)s
+    RETURNING version"""
+_KEEP_VERSION = """
+    UPDATE analytics.agg_finalise_positions SET version = %(version)s, updated_at = now()
+    WHERE hour_start = %(hour)s"""
 _MOVE = """
     UPDATE analytics.agg_finalise_positions
     SET position = %(position)s, closed_until = greatest(closed_until, %(closed)s), version = %(version)s,
@@ -355,6 +369,18 @@ class Finalisation:
 
     closed: dict[int, list[datetime]]
     late: dict[Series, dict[int, list[datetime]]]
+
+    def split(self, window_s: int) -> tuple[Finalisation, Finalisation]:
+        """The buckets of `window_s`, and those of every other window."""
+        first = Finalisation(
+            {w: s for w, s in self.closed.items() if w == window_s},
+            {k: {window_s: b[window_s]} for k, b in self.late.items() if window_s in b},
+        )
+        rest = Finalisation(
+            {w: s for w, s in self.closed.items() if w != window_s},
+            {k: o for k, b in self.late.items() if (o := {w: s for w, s in b.items() if w != window_s})},
+        )
+        return first, rest
 
     def late_counts(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -458,6 +484,7 @@ def finalise_hour(
     hour: datetime,
     closed_by: datetime,
     before_write: Callable[[], object] | None = None,
+    on_ahead: Callable[[AggregateRun], object] | None = None,
 ) -> AggregateRun | str:
     """Make the buckets of `hour` that closed by `closed_by` final by rewriting only what changed
     since the hour's last run (`buckets_to_finalise`), each from all of its readings, with the same
@@ -470,11 +497,17 @@ def finalise_hour(
     ending by then holds every reading committed before it. Whenever the state cannot be trusted
     (no position, other windows, another run wrote the hour since, a re-derivation, a position
     older than the hour) or the hour's last bucket closed (its 3600 s bucket reads the hour anyway,
-    and a full run settles every window), the answer is a reason for a full run."""
+    and a full run settles every window), the answer is a reason for a full run.
+
+    When a larger window's bucket closes with the smallest window's (10:05 ends a 60 s and a 300 s
+    bucket) or the hour's last bucket closed, the smallest window's buckets are written ahead, in a
+    transaction of their own with that window's own mark (sql/27; `on_ahead` gets that part once it
+    committed): otherwise the minute's bucket waited for five minutes of readings (or the whole
+    hour's) to be read before it was final. The rest of the run uses the same position and
+    readings ingested since, so the two parts together are exactly the one run they replace; a
+    crash between them leaves the position where it was, and the next run redoes both."""
     windows = sorted(set(windows))
     hour_end = hour + timedelta(hours=1)
-    if closed_by >= hour_end:
-        return "the hour's last bucket closed"
     run = AggregateRun(hour, hour_end, incremental=True)
     lo, hi = covering_range(hour, hour_end, windows)
     settled = conn.execute(SETTLED).fetchone()[1]
@@ -495,27 +528,64 @@ def finalise_hour(
     params = {"step": math.gcd(*windows), "since": position, "until": settled, "lo": lo, "hi": hi}
     touched = [(row[:5], row[5]) for row in conn.execute(_TOUCHED, params).fetchall()]
     plan = buckets_to_finalise(windows, hour, closed_until, closed_by, touched)
-    began = time.perf_counter()
-    readings = read_finalisation(conn, plan)
-    run.readings = readings.height
-    waited = time.perf_counter()
-    run.seconds = {"read": waited - began}
-    aggregates = wanted(window_aggregates(readings.lazy(), windows).collect(), plan)
-    run.seconds["transform"] = time.perf_counter() - waited
-    if before_write is not None:
-        before_write()
-    began = time.perf_counter()
+    last = closed_by >= hour_end
+    ahead, rest = plan.split(windows[0])
     try:
-        run.deleted = _write_finalised(conn, aggregates, plan, hour, closed_by, settled, version)
+        if last or any(rest.closed.values()):
+            part = AggregateRun(hour, hour_end, incremental=True)
+            version = _finalise_part(conn, part, ahead, windows[:1], hour, closed_by, settled, version, windows[0])
+            part.buckets = {w: len(starts) for w, starts in ahead.closed.items()}
+            part.late = ahead.late_counts()
+            run.ahead = part
+            if on_ahead is not None:
+                on_ahead(part)
+            if last:
+                return "the hour's last bucket closed"
+            plan, windows = rest, windows[1:]
+        _finalise_part(conn, run, plan, windows, hour, closed_by, settled, version, before_write=before_write)
     except _Superseded:
         return "another run wrote the hour while this one read"
-    run.seconds["write"] = time.perf_counter() - began
-    run.rows = aggregates.height
-    run.by_window = dict(aggregates.group_by("window_s").len().sort("window_s").iter_rows())
-    run.buckets = {w: len(starts) for w, starts in plan.closed.items()}
-    run.late = plan.late_counts()
+    run.buckets = {w: len(s) for w, s in sorted({**rest.closed, **ahead.closed}.items())}
+    run.late = {w: n for w, n in sorted({**rest.late_counts(), **ahead.late_counts()}.items())}
     run.position = settled
     return run
+
+
+def _finalise_part(
+    conn: psycopg.Connection,
+    run: AggregateRun,
+    plan: Finalisation,
+    windows: Sequence[int],
+    hour: datetime,
+    closed_by: datetime,
+    settled: datetime,
+    version: int,
+    ahead: int | None = None,
+    before_write: Callable[[], object] | None = None,
+) -> int:
+    """Read, transform and write the buckets of `plan` (of `windows`), adding to `run`'s figures;
+    the hour's new version. `ahead`: the window written ahead of the rest (`_write_finalised`)."""
+    began = time.perf_counter()
+    readings = read_finalisation(conn, plan)
+    run.readings += readings.height
+    waited = time.perf_counter()
+    aggregates = wanted(window_aggregates(readings.lazy(), windows).collect(), plan)
+    done = time.perf_counter()
+    if before_write is not None:
+        before_write()
+    written = time.perf_counter()
+    deleted, version = _write_finalised(conn, aggregates, plan, hour, closed_by, settled, version, ahead)
+    for name, seconds in (
+        ("read", waited - began),
+        ("transform", done - waited),
+        ("write", time.perf_counter() - written),
+    ):
+        run.seconds[name] = run.seconds.get(name, 0.0) + seconds
+    run.deleted += deleted
+    run.rows += aggregates.height
+    for window_s, rows in aggregates.group_by("window_s").len().sort("window_s").iter_rows():
+        run.by_window[window_s] = run.by_window.get(window_s, 0) + rows
+    return version
 
 
 def wanted(aggregates: pl.DataFrame, plan: Finalisation) -> pl.DataFrame:
@@ -554,16 +624,18 @@ def _write_finalised(
     closed_by: datetime,
     settled: datetime,
     version: int,
-) -> int:
+    ahead: int | None = None,
+) -> tuple[int, int]:
     """`finalise_hour`'s write, one transaction under the writers' lock: the buckets, the hour's
     mark and the position together, or nothing if another run wrote the hour meanwhile (its buckets
-    may hold readings this run's read did not, so this one must not overwrite them). Returns the
-    rows deleted."""
+    may hold readings this run's read did not, so this one must not overwrite them). With `ahead`
+    (a window whose buckets are written before the rest), that window's mark only, and the position
+    stays. Returns the rows deleted and the hour's new version."""
     deleted = 0
     with conn.transaction(), conn.cursor() as cur:
         lock_results(cur, "analytics_agg")
-        marks = {"hour": hour, "version": version, "as_of": min(closed_by, settled)}
-        advanced = cur.execute(_ADVANCE, marks).fetchone()
+        marks = {"hour": hour, "version": version, "as_of": min(closed_by, settled), "window": ahead}
+        advanced = cur.execute(_ADVANCE if ahead is None else _ADVANCE_WINDOW, marks).fetchone()
         if advanced is None:
             raise _Superseded
         for window_s, starts in plan.closed.items():
@@ -580,9 +652,12 @@ def _write_finalised(
             cur.execute(_DELETE_SERIES_BUCKETS, [list(column) for column in zip(*late, strict=True)])
             deleted += cur.rowcount
         copy_rows(cur, "analytics_agg", aggregates.sort(*SERIES_KEY, "window_s", "bucket_start"), AGG_COLUMNS)
-        cur.execute(_MOVE, {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]})
+        if ahead is None:
+            cur.execute(_MOVE, {"hour": hour, "position": settled, "closed": closed_by, "version": advanced[0]})
+        else:
+            cur.execute(_KEEP_VERSION, {"hour": hour, "version": advanced[0]})
         days = list(plan.closed.get(HOUR_S, []))
         days += [s for buckets in plan.late.values() for s in buckets.get(HOUR_S, [])]
         if days:
             refresh_days(cur, min(days), max(days) + timedelta(hours=1))
-    return deleted
+    return deleted, advanced[0]

@@ -26,6 +26,21 @@ def test_closed_since_for_every_series_late_for_its_own_series_open_for_nobody()
     assert plan.late_counts() == {60: 2, 300: 2}
 
 
+def test_a_plan_splits_into_its_smallest_window_and_the_rest() -> None:
+    touched = [(A, at(0.2)), (B, at(7.5)), (B, at(2))]
+    plan = buckets_to_finalise([60, 300, 3600], HOUR, at(5), at(10), touched)
+    ahead, rest = plan.split(60)
+    assert (ahead.closed, ahead.late) == (
+        {60: [at(5), at(6), at(7), at(8), at(9)]},
+        {A: {60: [at(0)]}, B: {60: [at(2)]}},
+    )
+    # B's 10:05 300 s bucket closed for everyone: not a late one
+    assert (rest.closed, rest.late) == ({300: [at(5)], 3600: []}, {A: {300: [at(0)]}, B: {300: [at(0)]}})
+    assert ahead.late_counts() == {60: 2} and rest.late_counts() == {300: 2}
+    only_small = buckets_to_finalise([60, 300], HOUR, at(5), at(7), [(A, at(6.5))]).split(60)[1]
+    assert (only_small.closed, only_small.late) == ({300: []}, {})  # nothing of the rest: no second part
+
+
 def test_a_window_longer_than_the_hour_closes_inside_it() -> None:
     plan = buckets_to_finalise([60, 5400], HOUR, at(29), at(31), [(A, at(-50))])
     assert plan.closed == {60: [at(29), at(30)], 5400: [at(-60)]}

@@ -159,17 +159,20 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 """
 # Everything an answer's state depends on, in one statement, the request's first (it checks the pooled
 # connection too: Database.checked_by): the `as_of` of the hours of the provisional horizon the answer
-# reaches (which of its buckets are final), and what a final range's answer depends on besides the
-# request: the hours it reads (their count, and the highest version: sql/14 draws a new one, in commit
-# order, each time the asset rewrites an hour) and the oldest bucket kept of the source window
-# (TimescaleDB's retention drops old chunks without touching those hours). An empty range reads no row.
+# reaches (which of its buckets are final; the later of the hour's and the source window's own, sql/27:
+# the finaliser writes the smallest window's buckets ahead of the rest), and what a final range's
+# answer depends on besides the request: the hours it reads (their count, and the highest version:
+# sql/14 draws a new one, in commit order, each time the asset rewrites an hour) and the oldest
+# bucket kept of the source window (TimescaleDB's retention drops old chunks without touching those
+# hours). An empty range reads no row.
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
        m.hour_starts, m.as_ofs
 FROM (SELECT count(*) AS hours, coalesce(max(version), 0) AS version
       FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s) AS v,
-     (SELECT array_agg(hour_start) AS hour_starts, array_agg(as_of) AS as_ofs
+     (SELECT array_agg(hour_start) AS hour_starts,
+             array_agg(greatest(as_of, (window_as_of ->> %(window_s)s::text)::timestamptz)) AS as_ofs
       FROM analytics.agg_materialised_hours WHERE hour_start >= %(as_of_lo)s AND hour_start < %(as_of_hi)s) AS m
 """
 

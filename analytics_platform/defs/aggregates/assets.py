@@ -89,7 +89,19 @@ def finalise_run(
     tags = context.run.tags
     if tags.get(FINALISE_MODE_TAG) != "incremental" or FINALISED_TAG not in tags or end - start != timedelta(hours=1):
         return None
-    run = finalise_hour(conn, windows, start, datetime.fromisoformat(tags[FINALISED_TAG]), before_write=warm_up)
+
+    def ahead(part: AggregateRun) -> None:
+        context.log.info(
+            "the %d s buckets ahead of the rest: %d readings -> %d rows, final (read %.2fs, transform %.2fs, "
+            "write %.2fs)",
+            windows[0],
+            part.readings,
+            part.rows,
+            *(part.seconds[k] for k in ("read", "transform", "write")),
+        )
+
+    closed_by = datetime.fromisoformat(tags[FINALISED_TAG])
+    run = finalise_hour(conn, windows, start, closed_by, before_write=warm_up, on_ahead=ahead)
     if isinstance(run, str):
         context.log.info("recomputing the whole hour: %s", run)
         return run
@@ -116,4 +128,6 @@ def incremental_metadata(run: AggregateRun) -> dict[str, object]:
         "closed_buckets_by_window": {f"{w}s": n for w, n in run.buckets.items()},
         "late_series_buckets_by_window": {f"{w}s": n for w, n in run.late.items()},
         "position": run.position.isoformat() if run.position else None,
+        # the smallest window's buckets, final before the rest were read (results/aggregates.py)
+        "written_ahead": run.ahead is not None,
     }
