@@ -711,6 +711,8 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
         "produce_to_served": percentiles(raw),
         "produce_to_provisional_bucket": percentiles(provisional) if provisional else None,
         "window_close_to_final_bucket": percentiles(final) if final else None,
+        # each bucket's, so the minutes a larger window closes with (hh:x0, hh:x5) can be told apart
+        "final_bucket_by_start": {f"{b:%H:%M}": round(s, 2) for b, s in zip(whole, final, strict=True)},
         "produce_to_consumer_floor": percentiles(floor) if floor else None,
         "alert_markers": len(alerts),
         "never_alerted": len(alerts) - len(alerted),
@@ -749,6 +751,8 @@ def measure_live(args: argparse.Namespace, run_dir: Path, ports: dict[str, int],
                 f"max {figures['max_s']:.2f} s over {figures['n']}",
                 flush=True,
             )
+    by_start = ", ".join(f"{start} {seconds:.1f}" for start, seconds in sorted(result["final_bucket_by_start"].items()))
+    print(f"window close -> final, by bucket start (s): {by_start}", flush=True)
     served, final_n, whole_n = result["never_served"], result["never_final"], result["whole_buckets"]
     print(f"never served {served} markers; never final {final_n} of {whole_n} whole buckets", flush=True)
     never, twice, markers = result["never_alerted"], result["alerted_more_than_once"], result["alert_markers"]
