@@ -159,8 +159,11 @@ def kafka_brokers() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def login_roles(pg_admin_url: str) -> dict[str, str]:
-    """Login users of the group roles (roles are cluster-wide; groups come from migrations)."""
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+    """Login users of the group roles (roles are cluster-wide; groups come from migrations). Two
+    sessions on one server (xdist workers on TEST_DATABASE_URL) both found a group missing and one
+    failed "role already exists": they take turns on ensure_login's lock."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('analytics-ensure-login', 0))")
         for group in ("analytics_rw", "analytics_ro", "analytics_resolver"):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone()
             if not exists:
