@@ -193,11 +193,11 @@ def main() -> int:
                     f"PostgreSQL {pg:.2f} s{first}"
                 )
             # at the hour's end only the 60 s buckets were written ahead; the full run writes the rest
-            closed = [r for r in conn.execute(CLOSED, (closed_by,)).fetchall() if closed_by < end or r[0] == WINDOWS[0]]
+            closed = [r for r in conn.execute(CLOSED, (closed_by,)).fetchall() if closed_by < end or r[2] == WINDOWS[0]]
             run, wall, cpu, pg = timed(server_pid, lambda: recompute_aggregates(conn, WINDOWS, HOUR, end))
             print(f"full hour at {closed_by:%H:%M} (same-run baseline): {run.readings:,} readings, wall {wall:.2f} s, "
                   f"CPU {cpu:.2f} s + PostgreSQL {pg:.2f} s")  # fmt: skip
-            same = [r for r in conn.execute(CLOSED, (closed_by,)).fetchall() if closed_by < end or r[0] == WINDOWS[0]]
+            same = [r for r in conn.execute(CLOSED, (closed_by,)).fetchall() if closed_by < end or r[2] == WINDOWS[0]]
             same = same == closed
             print(f"the full run left the {len(closed):,} closed buckets as the incremental runs wrote them: {same}")
     finally:
