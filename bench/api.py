@@ -1040,6 +1040,7 @@ def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, 
     }
     env.pop("API_WRITE_DATABASE_URL", None)
     command = api_command("127.0.0.1", port, "--workers", str(workers), "--no-access-log", "--log-level", "warning")
+    log.parent.mkdir(parents=True, exist_ok=True)  # absent when TEST_DATABASE_URL spared the embedded server
     out = log.open("ab")
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     out.close()
