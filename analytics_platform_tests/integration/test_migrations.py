@@ -50,6 +50,7 @@ TABLES = {
     "ingest_resets",
     "agg_daily",
     "agg_daily_days",
+    "agg_materialised_days",
     "agg_finalise_positions",
     "analytics_forecast",
 }
@@ -131,6 +132,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "23_alert_forecast_kind",
         "24_agg_finalise_positions",
         "26_pipeline_sees_writers",
+        "28_agg_materialised_days",
     ]
 
 
@@ -166,6 +168,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "23_alert_forecast_kind": "skipped",
         "24_agg_finalise_positions": "skipped",
         "26_pipeline_sees_writers": "skipped",
+        "28_agg_materialised_days": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -38,6 +38,7 @@ from analytics_platform.api.params import (
     Start,
     TenantParam,
     ceil_to,
+    floor_to,
     page_limit,
     time_range,
 )
@@ -163,12 +164,23 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 # request: the hours it reads (their count, and the highest version: sql/14 draws a new one, in commit
 # order, each time the asset rewrites an hour) and the oldest bucket kept of the source window
 # (TimescaleDB's retention drops old chunks without touching those hours). An empty range reads no row.
+# The whole days of the range are read from their per-day sums (sql/28, kept by triggers with the hours:
+# a year's tag reads 365 rows, not 8,760), the hours before the first and after the last whole day as
+# they are (tag_days).
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
        m.hour_starts, m.as_ofs
-FROM (SELECT count(*) AS hours, coalesce(max(version), 0) AS version
-      FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s) AS v,
+FROM (SELECT coalesce(sum(n), 0) AS hours, coalesce(max(version), 0) AS version
+      FROM (SELECT hours AS n, version FROM analytics.agg_materialised_days
+            WHERE day_start >= %(day_lo)s AND day_start < %(day_hi)s
+            UNION ALL
+            SELECT 1, version FROM analytics.agg_materialised_hours
+            WHERE hour_start >= %(lo)s AND hour_start < %(day_lo)s
+            UNION ALL
+            SELECT 1, version FROM analytics.agg_materialised_hours
+            WHERE hour_start >= %(day_hi)s AND hour_start < %(hi)s
+           ) AS parts) AS v,
      (SELECT array_agg(hour_start) AS hour_starts, array_agg(as_of) AS as_ofs
       FROM analytics.agg_materialised_hours WHERE hour_start >= %(as_of_lo)s AND hour_start < %(as_of_hi)s) AS m
 """
@@ -382,6 +394,7 @@ def aggregates(
         "as_of_lo": as_of_lo,
         "as_of_hi": as_of_hi,
     }
+    known["day_lo"], known["day_hi"] = tag_days(known["lo"], known["hi"])
     with state.db.checked_by(_STATE, known) as (conn, now_known):
         as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
         if source == "stored":
@@ -422,6 +435,13 @@ def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime) -> lis
     rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
     step = timedelta(days=1)
     return [lo + i * step for i in range((hi - lo) // step) if lo + i * step not in rolled]
+
+
+def tag_days(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC days [first, last) inside the hours [lo, hi), whose hours the tag reads from their
+    per-day sums (sql/28); both `hi` when none is whole, so every hour is read as it is."""
+    first, last = ceil_to(lo, DAY_S), floor_to(hi, DAY_S)
+    return (first, last) if first < last else (hi, hi)
 
 
 def chosen_columns(fields: str | None) -> tuple[str, ...]:
