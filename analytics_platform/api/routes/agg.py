@@ -115,8 +115,6 @@ WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 # Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
 # the hours of the others (written by anything but the asset) as _FROM_STORED reads them.
 _DAYS_ROLLED = "SELECT day_start FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
-# How many of them: all (the pipeline's usual state) spares fetching and comparing the list (365 rows a year).
-_DAYS_ROLLED_COUNT = "SELECT count(*) AS rolled FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
 # Daily buckets when every day of the range is in agg_daily: its rows are the answer's buckets, so _ROLLUP's
 # sort and grouping of one row per bucket (half of a year's database time) is skipped; the columns are
 # _ROLLUP's expressions on a group of one row, so the answer is the same to the bit.
@@ -184,10 +182,13 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 # (TimescaleDB's retention drops old chunks without touching those hours). An empty range reads no row.
 # The whole days of the range are read from their per-day sums (sql/28, kept by triggers with the hours:
 # a year's tag reads 365 rows, not 8,760), the hours before the first and after the last whole day as
-# they are (tag_days).
+# they are (tag_days). For whole days on plain PostgreSQL it also counts the days agg_daily holds of the
+# range (days_not_rolled; a day once rolled up stays so, so the count read first still holds for the rows).
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
+       (SELECT count(*) FROM analytics.agg_daily_days
+        WHERE day_start >= %(rolled_lo)s AND day_start < %(rolled_hi)s) AS rolled,
        m.hour_starts, m.as_ofs
 FROM (SELECT coalesce(sum(n), 0) AS hours, coalesce(max(version), 0) AS version
       FROM (SELECT hours AS n, version FROM analytics.agg_materialised_days
@@ -413,6 +414,8 @@ def aggregates(
         "as_of_hi": as_of_hi,
     }
     known["day_lo"], known["day_hi"] = tag_days(known["lo"], known["hi"])
+    from_days = source == "rollup" and source_window == 3600 and window_s % DAY_S == 0
+    known["rolled_lo"], known["rolled_hi"] = (params["lo"], params["hi"]) if from_days else (read_hi, read_hi)
     with state.db.checked_by(_STATE, known) as (conn, now_known):
         as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
         if source == "stored":
@@ -433,8 +436,8 @@ def aggregates(
             if live:
                 rows = merge(rows, live_buckets(conn, params, live), limit + 1)
         else:
-            if source == "rollup" and source_window == 3600 and window_s % DAY_S == 0:
-                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"])
+            if from_days:
+                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"], now_known["rolled"])
                 rows_from = _FROM_DAYS
             else:
                 rows_from = _FROM_STORED if source == "rollup" else _FROM_DAILY
@@ -451,11 +454,12 @@ def aggregates(
     return caching.tagged(response, tag) if tag else caching.by_body(request, response)
 
 
-def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime) -> list[datetime]:
-    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours."""
+def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime, rolled_count: int) -> list[datetime]:
+    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours. None
+    when `rolled_count` (how many it held, read before) is all of them."""
     step = timedelta(days=1)
     days = (hi - lo) // step
-    if conn.execute(_DAYS_ROLLED_COUNT, (lo, hi)).fetchone()["rolled"] == days:
+    if rolled_count == days:
         return []
     rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
     return [lo + i * step for i in range(days) if lo + i * step not in rolled]
