@@ -389,6 +389,8 @@ def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Calla
         source_sql = agg_route._FROM_STORED if source == "rollup" else agg_route._FROM_DAILY
         if source == "rollup" and source_window == 3600 and window_s % 86400 == 0:
             params["hour_days"] = []  # load() rolled every day up into agg_daily
+            if window_s == 86400:  # the route reads such days as they are stored
+                return agg_route._DAYS_AS_STORED, params
             source_sql = agg_route._FROM_DAYS
         return agg_route._ROLLUP.format(source=source_sql, after=agg_route._AFTER), params
 
@@ -849,6 +851,17 @@ class CpuMeter:
                 out[proc.pid] = times.user + times.system
         return out
 
+    def connections(self, port: int) -> list[int]:
+        """The clients' connections each API worker holds (established, on `port`), most first. The
+        workers share one listening socket and whichever wakes first accepts all it finds waiting, so
+        50 connections opened at once do not split evenly; the worker holding more queues longer."""
+        counts = []
+        for worker in self.api.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                held = worker.net_connections(kind="tcp")
+                counts.append(sum(1 for c in held if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port))
+        return sorted(counts, reverse=True)
+
     def mark(self) -> None:
         api = [self.api, *self.api.children(recursive=True)]
         total = psutil.cpu_times()  # busy = user + nice + system + irq + softirq (not idle, iowait, steal)
@@ -1040,6 +1053,7 @@ def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, 
     }
     env.pop("API_WRITE_DATABASE_URL", None)
     command = api_command("127.0.0.1", port, "--workers", str(workers), "--no-access-log", "--log-level", "warning")
+    log.parent.mkdir(parents=True, exist_ok=True)  # absent when TEST_DATABASE_URL spared the embedded server
     out = log.open("ab")
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     out.close()
@@ -1162,9 +1176,13 @@ def main() -> int:
             rows_out = []
             print(f"\nAPI: uvicorn --workers {workers}, {args.clients} clients, {args.duration:.0f} s per scenario")
             for scenario in plan:
-                run, wall = drive(
-                    port, api_key, scenario, machines, args.clients, args.warmup, args.duration, meter.mark
-                )
+                held: list[int] = []
+
+                def warm(held: list[int] = held, meter: CpuMeter = meter, port: int = port) -> None:
+                    meter.mark()
+                    held.extend(meter.connections(port))
+
+                run, wall = drive(port, api_key, scenario, machines, args.clients, args.warmup, args.duration, warm)
                 meter.mark()
                 cpu = meter.split()
                 n = len(run.latencies) + run.errors
@@ -1185,11 +1203,13 @@ def main() -> int:
                     # CPU of everything else on the machine (other processes, the kernel's own work), in cores
                     "other_cores": cpu["other"] / cpu["wall"],
                     "busy_cores": (cpu["api"] + cpu["db"] + cpu["generator"] + cpu["other"]) / cpu["wall"],
+                    "connections_per_worker": held,
                 }
                 rows_out.append(row)
                 print(
                     f"  {scenario.name:<26} {row['rps']:>7.0f} req/s  p50 {row['p50_ms']:6.1f}  "
-                    f"p95 {row['p95_ms']:6.1f}  p99 {row['p99_ms']:6.1f} ms  errors {run.errors}"
+                    f"p95 {row['p95_ms']:6.1f}  p99 {row['p99_ms']:6.1f} ms  errors {run.errors}  "
+                    f"connections per worker {'/'.join(map(str, held))}"
                     + (f" (first: {run.first_error})" if run.errors else ""),
                     flush=True,
                 )

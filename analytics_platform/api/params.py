@@ -117,3 +117,11 @@ def ceil_to(moment: datetime, window_s: int) -> datetime:
     micros = (moment - epoch) // timedelta(microseconds=1)
     step = window_s * 1_000_000
     return epoch + timedelta(microseconds=-(-micros // step) * step)
+
+
+def floor_to(moment: datetime, window_s: int) -> datetime:
+    """The last window boundary (epoch-aligned) at or before `moment`."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (moment - epoch) // timedelta(microseconds=1)
+    step = window_s * 1_000_000
+    return epoch + timedelta(microseconds=micros // step * step)

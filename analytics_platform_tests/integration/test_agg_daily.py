@@ -89,8 +89,10 @@ def test_whole_days_from_the_daily_table_equal_the_rollup_of_the_hours(
     store(database, [*READINGS, LATE])
     materialise(database, settings, at(0), at(48))
     query = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(-24)), "end": iso(at(72))}
+    rolled = {**query, "window_s": 86400, "start": iso(at(0)), "end": iso(at(48))}  # only days in agg_daily
     with running(settings, database) as api:
         from_days = {w: ok(api.t1.get("/v1/agg", **query, window_s=w)) for w in (86400, 172800)}
+        as_stored = ok(api.t1.get("/v1/agg", **rolled))  # its rows as they are, no rollup of them
         day = from_days[86400]["items"]
         if not daily_view(database):  # plain PostgreSQL: the second day is read from agg_daily, not its hours
             with database.connect() as conn:
@@ -111,7 +113,10 @@ def test_whole_days_from_the_daily_table_equal_the_rollup_of_the_hours(
         with database.connect() as conn:
             conn.execute("TRUNCATE analytics.agg_daily, analytics.agg_daily_days")
         from_hours = {w: ok(api.t1.get("/v1/agg", **query, window_s=w)) for w in (86400, 172800)}
+        as_rolled_up = ok(api.t1.get("/v1/agg", **rolled))
     assert from_days == half == from_hours
+    assert as_stored == as_rolled_up
+    assert as_stored["items"] == [i for i in day if i["bucket_start"] in (iso(at(0)), iso(at(24)))]
     first_s1 = next(i for i in day if i["sensor_id"] == "s1")
     xs = [4.0, 2.0, 11.0, 9.0, 1.0]
     assert (first_s1["bucket_start"], first_s1["count"], first_s1["sum"], first_s1["first"], first_s1["last"]) == (

@@ -81,6 +81,61 @@ def test_a_rematerialised_hour_changes_the_answer_and_the_tag_at_once(
         assert [(i["count"], i["avg"]) for i in rolled_again.json()["items"]] == [(2, 3.0), (1, 3.0)]
 
 
+YEAR = {**QUERY, "window_s": 86400, "start": iso(at(-24 * 363)), "end": iso(at(48))}  # 365 days to 2025-08-22
+# hours around whole days: 21 hours of 08-18, all of 08-19 and 08-20, 3 hours of 08-21 (the tag reads both)
+EDGES = {**QUERY, "window_s": 3600, "start": iso(at(-45)), "end": iso(at(26))}
+
+
+def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_reading(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """A year's tag reads the per-day sums of the hours' versions (sql/28), not 8,760 hours: a
+    re-materialised hour, a late reading's hour and any other writer of an hour's mark (as the
+    finaliser) change it at the very next request, in whole days and in the hours around them."""
+    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(25, 20), 3.0, 2, "t1"))
+    materialise(database, settings, at(-48), at(48))
+    with running(settings, database) as api:
+        year, edges = api.t1.get("/v1/agg", **YEAR), api.t1.get("/v1/agg", **EDGES)
+        assert [(i["bucket_start"], i["count"], i["avg"]) for i in ok(year)["items"]] == [
+            (iso(at(0)), 1, 1.0),
+            (iso(at(24)), 1, 3.0),
+        ]
+        assert [(i["bucket_start"], i["count"]) for i in ok(edges)["items"]] == [(iso(at(3)), 1), (iso(at(25)), 1)]
+        tags = {"year": year.headers["ETag"], "edges": edges.headers["ETag"]}
+        queries = {"year": YEAR, "edges": EDGES}
+
+        def revalidated() -> dict[str, int]:
+            return {name: conditional(api, tags[name], **queries[name]).status_code for name in tags}
+
+        def retag() -> dict[str, list]:
+            answers = {name: api.t1.get("/v1/agg", **queries[name]) for name in tags}
+            tags.update({name: answer.headers["ETag"] for name, answer in answers.items()})
+            return {name: [(i["count"], i["avg"]) for i in ok(answer)["items"]] for name, answer in answers.items()}
+
+        assert revalidated() == {"year": 304, "edges": 304}
+        materialise(database, settings, at(5), at(6))  # an hour of a whole day, its buckets the same
+        assert revalidated() == {"year": 200, "edges": 200}
+        assert retag() == {"year": [(1, 1.0), (1, 3.0)], "edges": [(1, 1.0), (1, 3.0)]}
+
+        readings(database, (at(25, 50), 5.0, 3, "t1"))  # late, in an hour the edges' query reads as an hour
+        assert revalidated() == {"year": 304, "edges": 304}  # in the raw table only, until its hour runs
+        materialise(database, settings, at(25), at(26))
+        assert revalidated() == {"year": 200, "edges": 200}
+        assert retag() == {"year": [(1, 1.0), (2, 4.0)], "edges": [(1, 1.0), (2, 4.0)]}
+
+        with database.connect() as conn:  # another writer of a mark (the finaliser draws a version so)
+            conn.execute(
+                "UPDATE analytics.agg_materialised_hours SET version = nextval('analytics.agg_materialised_version')"
+                " WHERE hour_start = %s",
+                (at(-30),),
+            )
+        assert revalidated() == {"year": 200, "edges": 200}
+        retag()
+        with database.connect() as conn:  # an hour's mark deleted: the range holds one hour less
+            conn.execute("DELETE FROM analytics.agg_materialised_hours WHERE hour_start = %s", (at(-44),))
+        assert revalidated() == {"year": 200, "edges": 200}
+
+
 def test_every_request_and_representation_has_its_own_tag(settings: PlatformSettings, database: DatabaseHandle) -> None:
     readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 10), 1.0, 2, "t2"))
     materialise(database, settings, at(3), at(5))

@@ -50,6 +50,7 @@ TABLES = {
     "ingest_resets",
     "agg_daily",
     "agg_daily_days",
+    "agg_materialised_days",
     "agg_finalise_positions",
     "analytics_forecast",
 }
@@ -132,6 +133,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "24_agg_finalise_positions",
         "26_pipeline_sees_writers",
         "27_agg_window_as_of",
+        "28_agg_materialised_days",
     ]
 
 
@@ -168,6 +170,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "24_agg_finalise_positions": "skipped",
         "26_pipeline_sees_writers": "skipped",
         "27_agg_window_as_of": "skipped",
+        "28_agg_materialised_days": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -38,6 +38,7 @@ from analytics_platform.api.params import (
     Start,
     TenantParam,
     ceil_to,
+    floor_to,
     page_limit,
     time_range,
 )
@@ -114,6 +115,22 @@ WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 # Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
 # the hours of the others (written by anything but the asset) as _FROM_STORED reads them.
 _DAYS_ROLLED = "SELECT day_start FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
+# Daily buckets when every day of the range is in agg_daily: its rows are the answer's buckets, so _ROLLUP's
+# sort and grouping of one row per bucket (half of a year's database time) is skipped; the columns are
+# _ROLLUP's expressions on a group of one row, so the answer is the same to the bit.
+_DAYS_AS_STORED = f"""
+SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucket_end,
+       %(window_s)s::integer AS window_s, tenant_id, factory_id, machine_id, sensor_id, metric,
+       count_n AS count, sum_v AS sum, sum_v / nullif(count_n, 0) AS avg, min_v AS min, max_v AS max,
+       CASE WHEN count_n > 1
+            THEN sqrt(greatest((sumsq_v - analytics.sq(sum_v) / count_n) / (count_n - 1), 0)) END AS stddev,
+       first_v AS first, last_v AS last, NULL::float8 AS p50, NULL::float8 AS p95,
+       bucket_start + make_interval(secs => %(window_s)s) > %(final_until)s AS provisional
+FROM analytics.agg_daily
+WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s AND {_AFTER}
+ORDER BY bucket_start, sensor_id
+LIMIT %(limit)s
+"""
 _FROM_DAYS = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
 FROM analytics.agg_daily
@@ -165,12 +182,26 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 # sql/14 draws a new one, in commit order, each time the asset rewrites an hour) and the oldest
 # bucket kept of the source window (TimescaleDB's retention drops old chunks without touching those
 # hours). An empty range reads no row.
+# The whole days of the range are read from their per-day sums (sql/28, kept by triggers with the hours:
+# a year's tag reads 365 rows, not 8,760), the hours before the first and after the last whole day as
+# they are (tag_days). For whole days on plain PostgreSQL it also counts the days agg_daily holds of the
+# range (days_not_rolled; a day once rolled up stays so, so the count read first still holds for the rows).
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
+       (SELECT count(*) FROM analytics.agg_daily_days
+        WHERE day_start >= %(rolled_lo)s AND day_start < %(rolled_hi)s) AS rolled,
        m.hour_starts, m.as_ofs
-FROM (SELECT count(*) AS hours, coalesce(max(version), 0) AS version
-      FROM analytics.agg_materialised_hours WHERE hour_start >= %(lo)s AND hour_start < %(hi)s) AS v,
+FROM (SELECT coalesce(sum(n), 0) AS hours, coalesce(max(version), 0) AS version
+      FROM (SELECT hours AS n, version FROM analytics.agg_materialised_days
+            WHERE day_start >= %(day_lo)s AND day_start < %(day_hi)s
+            UNION ALL
+            SELECT 1, version FROM analytics.agg_materialised_hours
+            WHERE hour_start >= %(lo)s AND hour_start < %(day_lo)s
+            UNION ALL
+            SELECT 1, version FROM analytics.agg_materialised_hours
+            WHERE hour_start >= %(day_hi)s AND hour_start < %(hi)s
+           ) AS parts) AS v,
      (SELECT array_agg(hour_start) AS hour_starts,
              array_agg(greatest(as_of, (window_as_of ->> %(window_s)s::text)::timestamptz)) AS as_ofs
       FROM analytics.agg_materialised_hours WHERE hour_start >= %(as_of_lo)s AND hour_start < %(as_of_hi)s) AS m
@@ -385,6 +416,9 @@ def aggregates(
         "as_of_lo": as_of_lo,
         "as_of_hi": as_of_hi,
     }
+    known["day_lo"], known["day_hi"] = tag_days(known["lo"], known["hi"])
+    from_days = source == "rollup" and source_window == 3600 and window_s % DAY_S == 0
+    known["rolled_lo"], known["rolled_hi"] = (params["lo"], params["hi"]) if from_days else (read_hi, read_hi)
     with state.db.checked_by(_STATE, known) as (conn, now_known):
         as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
         if source == "stored":
@@ -405,12 +439,15 @@ def aggregates(
             if live:
                 rows = merge(rows, live_buckets(conn, params, live), limit + 1)
         else:
-            if source == "rollup" and source_window == 3600 and window_s % DAY_S == 0:
-                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"])
+            if from_days:
+                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"], now_known["rolled"])
                 rows_from = _FROM_DAYS
             else:
                 rows_from = _FROM_STORED if source == "rollup" else _FROM_DAILY
-            query = _ROLLUP.format(source=rows_from, after=_AFTER)
+            if rows_from is _FROM_DAYS and window_s == DAY_S and not params["hour_days"]:
+                query = _DAYS_AS_STORED
+            else:
+                query = _ROLLUP.format(source=rows_from, after=_AFTER)
             rows = conn.execute(query, params, binary=True).fetchall()
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
     key = ("bucket_start", "sensor_id")
@@ -420,11 +457,22 @@ def aggregates(
     return caching.tagged(response, tag) if tag else caching.by_body(request, response)
 
 
-def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime) -> list[datetime]:
-    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours."""
-    rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
+def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime, rolled_count: int) -> list[datetime]:
+    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours. None
+    when `rolled_count` (how many it held, read before) is all of them."""
     step = timedelta(days=1)
-    return [lo + i * step for i in range((hi - lo) // step) if lo + i * step not in rolled]
+    days = (hi - lo) // step
+    if rolled_count == days:
+        return []
+    rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
+    return [lo + i * step for i in range(days) if lo + i * step not in rolled]
+
+
+def tag_days(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC days [first, last) inside the hours [lo, hi), whose hours the tag reads from their
+    per-day sums (sql/28); both `hi` when none is whole, so every hour is read as it is."""
+    first, last = ceil_to(lo, DAY_S), floor_to(hi, DAY_S)
+    return (first, last) if first < last else (hi, hi)
 
 
 def chosen_columns(fields: str | None) -> tuple[str, ...]:
