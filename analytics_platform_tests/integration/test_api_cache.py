@@ -103,6 +103,13 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
         assert [(i["bucket_start"], i["count"]) for i in ok(edges)["items"]] == [(iso(at(3)), 1), (iso(at(25)), 1)]
         tags = {"year": year.headers["ETag"], "edges": edges.headers["ETag"]}
         queries = {"year": YEAR, "edges": EDGES}
+        if database.scalar("SELECT analytics.timescale_enabled()"):
+            # whole days come from the continuous aggregate there, tagged by their body (it catches up
+            # with a re-materialised hour at its refresh): the per-day sums are plain PostgreSQL's path
+            del tags["year"], queries["year"]
+
+        def expect(year: object, edges: object) -> dict[str, object]:
+            return {name: answer for name, answer in (("year", year), ("edges", edges)) if name in tags}
 
         def revalidated() -> dict[str, int]:
             return {name: conditional(api, tags[name], **queries[name]).status_code for name in tags}
@@ -112,16 +119,16 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
             tags.update({name: answer.headers["ETag"] for name, answer in answers.items()})
             return {name: [(i["count"], i["avg"]) for i in ok(answer)["items"]] for name, answer in answers.items()}
 
-        assert revalidated() == {"year": 304, "edges": 304}
+        assert revalidated() == expect(304, 304)
         materialise(database, settings, at(5), at(6))  # an hour of a whole day, its buckets the same
-        assert revalidated() == {"year": 200, "edges": 200}
-        assert retag() == {"year": [(1, 1.0), (1, 3.0)], "edges": [(1, 1.0), (1, 3.0)]}
+        assert revalidated() == expect(200, 200)
+        assert retag() == expect([(1, 1.0), (1, 3.0)], [(1, 1.0), (1, 3.0)])
 
         readings(database, (at(25, 50), 5.0, 3, "t1"))  # late, in an hour the edges' query reads as an hour
-        assert revalidated() == {"year": 304, "edges": 304}  # in the raw table only, until its hour runs
+        assert revalidated() == expect(304, 304)  # in the raw table only, until its hour runs
         materialise(database, settings, at(25), at(26))
-        assert revalidated() == {"year": 200, "edges": 200}
-        assert retag() == {"year": [(1, 1.0), (2, 4.0)], "edges": [(1, 1.0), (2, 4.0)]}
+        assert revalidated() == expect(200, 200)
+        assert retag() == expect([(1, 1.0), (2, 4.0)], [(1, 1.0), (2, 4.0)])
 
         with database.connect() as conn:  # another writer of a mark (the finaliser draws a version so)
             conn.execute(
@@ -129,11 +136,11 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
                 " WHERE hour_start = %s",
                 (at(-30),),
             )
-        assert revalidated() == {"year": 200, "edges": 200}
+        assert revalidated() == expect(200, 200)
         retag()
         with database.connect() as conn:  # an hour's mark deleted: the range holds one hour less
             conn.execute("DELETE FROM analytics.agg_materialised_hours WHERE hour_start = %s", (at(-44),))
-        assert revalidated() == {"year": 200, "edges": 200}
+        assert revalidated() == expect(200, 200)
 
 
 def test_every_request_and_representation_has_its_own_tag(settings: PlatformSettings, database: DatabaseHandle) -> None:
