@@ -27,7 +27,7 @@ from psycopg import sql
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.devstack.broker import start_tansu
-from analytics_platform.devstack.postgres import EmbeddedPostgres, ensure_login
+from analytics_platform.devstack.postgres import ROLES_LOCK, EmbeddedPostgres, ensure_login
 from analytics_platform.devstack.processes import free_port
 from analytics_platform.settings import REPO_ROOT, PlatformSettings
 from analytics_platform_tests.support.stack import (
@@ -181,9 +181,9 @@ def kafka_brokers() -> Iterator[str]:
 def login_roles(pg_admin_url: str) -> dict[str, str]:
     """Login users of the group roles (roles are cluster-wide; groups come from migrations). Two
     sessions on one server (xdist workers on TEST_DATABASE_URL) both found a group missing and one
-    failed "role already exists": they take turns on ensure_login's lock."""
+    failed "role already exists": they take turns on ensure_login's lock (ROLES_LOCK)."""
     with psycopg.connect(pg_admin_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('analytics-ensure-login', 0))")
+        conn.execute(ROLES_LOCK)
         for group in ("analytics_rw", "analytics_ro", "analytics_resolver"):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone()
             if not exists:

@@ -220,6 +220,11 @@ class EmbeddedPostgres:
                 conn.execute(statement)
 
 
+# Roles are cluster-wide: whoever creates or alters them on a shared server (ensure_login, the tests'
+# group roles) takes this transaction lock first, so two processes doing it at once take turns.
+ROLES_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('analytics-ensure-login', 0))"
+
+
 def ensure_login(admin_url: str, user: str, password: str, member_of: str | None = None) -> None:
     """Create or update a login role (password reset each time so the env file stays the truth).
 
@@ -227,7 +232,7 @@ def ensure_login(admin_url: str, user: str, password: str, member_of: str | None
     side on one server) fail with "tuple concurrently updated", so they take turns on an advisory
     lock of the admin database."""
     with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('analytics-ensure-login', 0))")
+        conn.execute(ROLES_LOCK)
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
