@@ -65,29 +65,44 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(SessionTempDir().close)
 
 
-# The modules that take longest (wall seconds, most of them waiting on a scripted outage, a pip install,
-# a whole devstack or a broker), longest first. `make test` hands whole modules to its workers in collection
-# order (--dist loadfile --no-loadscope-reorder), so these go first: a long module started last would keep
-# one worker busy while the other sits idle. A module missing from this list only runs later, never differently.
+# The modules that take longest (wall seconds in a whole `make test`, most of them waiting on a scripted outage, a
+# pip install, a whole devstack or a broker), longest first. `make test` hands whole modules to its workers in
+# collection order (--dist loadfile --no-loadscope-reorder), so these go first: a long module started last would
+# keep one worker busy while the others sit idle. The thirty longest of a whole run (2026-12-06, four workers),
+# unit modules among them: with only the eighteen longest listed, unit/test_simulator.py (24 s) came last, after
+# the integration modules, and its worker ended 16 s after the other three. A module missing from this list only
+# runs later, never differently.
 LONG_MODULES = (
     "integration/test_image_constraints.py",
-    "integration/test_analytics.py",
-    "integration/test_edge_outage.py",
-    "integration/test_api.py",
-    "integration/test_demo.py",
-    "integration/test_ingest_model.py",
-    "integration/test_offset_resets.py",
     "integration/test_api_contract.py",
     "integration/test_dashboard_browser.py",
-    "integration/test_api_catalog.py",
-    "integration/test_broker_replacement_e2e.py",
-    "integration/test_drain_shards.py",
-    "integration/test_edge_opcua_modbus.py",
-    "integration/test_api_anomaly_events.py",
+    "integration/test_edge_outage.py",
+    "integration/test_analytics.py",
+    "integration/test_ingest_model.py",
+    "integration/test_api_jobs.py",
     "integration/test_helm_drain_service.py",
-    "integration/test_drain_follow.py",
+    "integration/test_api_catalog.py",
+    "integration/test_api.py",
+    "integration/test_edge_opcua_modbus.py",
+    "integration/test_demo.py",
+    "integration/test_offset_resets.py",
+    "integration/test_broker_replacement_e2e.py",
+    "integration/test_api_kpi_periods.py",
+    "integration/test_edge_broker_replacement.py",
+    "unit/test_simulator.py",
+    "integration/test_energy.py",
+    "integration/test_finalise_aggregates.py",
+    "integration/test_forecasts.py",
+    "integration/test_edge_http.py",
+    "integration/test_edge_sparkplug.py",
     "integration/test_dashboard_data.py",
-    "integration/test_edge_engine.py",
+    "integration/test_drain_service.py",
+    "integration/test_drain_follow.py",
+    "integration/test_drain_shards.py",
+    "unit/test_helm_chart.py",
+    "integration/test_dagster_ingest.py",
+    "integration/test_api_anomalies.py",
+    "integration/test_edge_mqtt.py",
 )
 
 
