@@ -37,6 +37,7 @@ from analytics_platform_tests.support.stack import (
     SessionTempDir,
     dagster_instance,
     dagster_instance_template,
+    delete_settings_topics,
     kept_producer,
     migrated_template,
     new_database,
@@ -286,15 +287,21 @@ def module_database(pg_admin_url: str, login_roles: dict[str, str], template_dat
 
 
 @pytest.fixture
-def settings(database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
-    """Settings pointing at this test's database and topics (unique prefix), topics created."""
-    return new_settings(database, kafka_brokers)
+def settings(database: DatabaseHandle, kafka_brokers: str) -> Iterator[PlatformSettings]:
+    """Settings pointing at this test's database and topics (unique prefix), topics created (and
+    deleted after the test: see `delete_settings_topics`)."""
+    result = new_settings(database, kafka_brokers)
+    yield result
+    delete_settings_topics(result)
 
 
 @pytest.fixture(scope="module")
-def module_settings(module_database: DatabaseHandle, kafka_brokers: str) -> PlatformSettings:
-    """Settings pointing at the module's database and topics (unique prefix), topics created."""
-    return new_settings(module_database, kafka_brokers)
+def module_settings(module_database: DatabaseHandle, kafka_brokers: str) -> Iterator[PlatformSettings]:
+    """Settings pointing at the module's database and topics (unique prefix), topics created (and
+    deleted after the module)."""
+    result = new_settings(module_database, kafka_brokers)
+    yield result
+    delete_settings_topics(result)
 
 
 @pytest.fixture
