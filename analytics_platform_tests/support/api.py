@@ -131,19 +131,22 @@ class Api:
 def running(settings: PlatformSettings, database: DatabaseHandle) -> Iterator[Api]:
     """The app for `settings` with one key per kind of caller. Server errors come back as 500s."""
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        # the five keys over one connection: a login each was most of making them (this runs for every API test)
+        with psycopg.connect(database.admin_url, autocommit=True) as conn:
 
-        def caller(tenant: str | None, name: str, scopes: tuple[str, ...] = ("read",)) -> Caller:
-            key_id, key = make_key(database, tenant, name, scopes=scopes)
-            return Caller(client, key, key_id)
+            def caller(tenant: str | None, name: str, scopes: tuple[str, ...] = ("read",)) -> Caller:
+                key_id, key = create_key(conn, name, tenant, scopes=scopes)
+                return Caller(client, key, key_id)
 
-        yield Api(
-            client=client,
-            t1=caller("t1", "t1-reader"),
-            t2=caller("t2", "t2-reader"),
-            admin=caller(None, "admin-reader"),
-            resolver=caller("t1", "ops-bot", ("read", "resolve")),
-            admin_resolver=caller(None, "admin-bot", ("read", "resolve")),
-        )
+            api = Api(
+                client=client,
+                t1=caller("t1", "t1-reader"),
+                t2=caller("t2", "t2-reader"),
+                admin=caller(None, "admin-reader"),
+                resolver=caller("t1", "ops-bot", ("read", "resolve")),
+                admin_resolver=caller(None, "admin-bot", ("read", "resolve")),
+            )
+        yield api
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
