@@ -10,6 +10,9 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -17,13 +20,14 @@ from itertools import pairwise
 import polars as pl
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from analytics_platform.ingest import catalog as metric_catalog
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results import baselines
 from analytics_platform.results.aggregates import chunks
 from analytics_platform.results.events import read_spec_limits
-from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.results.frames import lock_results, read_frame, sibling
 from analytics_platform.results.kpis import read_run_states
 from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import machine_kpis as mk
@@ -661,23 +665,25 @@ def recompute_anomalies(
     if scope.wants("baseline"):
         deviations = scope.keep(baselines.compute_deviations(conn, start, end, period="hour"))
         baselines.replace_deviations(conn, deviations, start, end, "hour", *scope.machines())
-    parts = [
-        _recompute_hour(
-            conn,
-            a,
-            b,
-            options,
-            run,
-            states,
-            cache,
-            profile_cache,
-            deviations.filter((pl.col("period_start") >= a) & (pl.col("period_start") < b))
-            if deviations.height
-            else deviations,
-            scope,
-        )
-        for a, b in hours
-    ]
+    with ExitStack() as stack:
+        parts = [
+            _recompute_hour(
+                conn,
+                a,
+                b,
+                options,
+                run,
+                states,
+                cache,
+                profile_cache,
+                deviations.filter((pl.col("period_start") >= a) & (pl.col("period_start") < b))
+                if deviations.height
+                else deviations,
+                scope,
+                readings(),
+            )
+            for (a, b), readings in zip(hours, _readings_ahead(conn, run, hours, stack), strict=True)
+        ]
     methods: dict[str, int] = {}
     for part in parts:
         for method, count in part.by_method.items():
@@ -695,6 +701,40 @@ def recompute_anomalies(
     )
 
 
+def _hour_readings(conn: psycopg.Connection, run: _RunAggregates, start: datetime, end: datetime) -> pl.DataFrame:
+    """The readings of [start, end) an hour judges: the judged metrics of the run's machines (`run.where`)."""
+    return read_frame(
+        conn,
+        "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
+        f"WHERE time >= %s AND time < %s AND {run.where}",
+        [start, end, *run.params],
+        RAW_SCHEMA,
+    )
+
+
+def _readings_ahead(
+    conn: psycopg.Connection, run: _RunAggregates, hours: list[tuple[datetime, datetime]], stack: ExitStack
+) -> Iterator[Callable[[], pl.DataFrame]]:
+    """For each of `hours` in turn, a function returning its readings (`_hour_readings`). A run of
+    several hours reads each next hour on a second connection in a thread while this one judges
+    the hour before: the server's scan of an hour (~0.4 s at 100 machines) had the judging wait
+    for it, and psycopg waits for the server without the GIL. The same query, so the same rows in
+    the same order. A `conn` inside a transaction, or a run of one hour, reads on `conn` as it goes
+    (a transaction's own writes are seen only by it)."""
+    if len(hours) < 2 or conn.info.transaction_status != TransactionStatus.IDLE:
+        for start, end in hours:
+            yield lambda start=start, end=end: _hour_readings(conn, run, start, end)
+        return
+    reader = stack.enter_context(sibling(conn))
+    pool = stack.enter_context(ThreadPoolExecutor(1))
+    ahead = pool.submit(_hour_readings, reader, run, *hours[0])
+    for index in range(len(hours)):
+        current = ahead
+        if index + 1 < len(hours):
+            ahead = pool.submit(_hour_readings, reader, run, *hours[index + 1])
+        yield current.result
+
+
 def _recompute_hour(
     conn: psycopg.Connection,
     start: datetime,
@@ -706,17 +746,12 @@ def _recompute_hour(
     profile_cache: dict[tuple[datetime, tuple], se.Profile],
     deviations: pl.DataFrame,
     scope: Scope,
+    readings: pl.DataFrame | None = None,
 ) -> AnomalyRun:
     """Judge the hour [start, end) within `scope` (whose machines `run.where` already names) and
-    replace its anomalies (`deviations`: its hourly baseline deviations, already stored by the run)."""
-    where, params = run.where, run.params
-    readings = read_frame(
-        conn,
-        "SELECT time, tenant_id, factory_id, machine_id, sensor_id, metric, value FROM analytics.raw_sensor_readings "
-        f"WHERE time >= %s AND time < %s AND {where}",
-        [start, end, *params],
-        RAW_SCHEMA,
-    )
+    replace its anomalies (`deviations`: its hourly baseline deviations, already stored by the run;
+    `readings`: the hour's, `_hour_readings`, when the caller read them ahead)."""
+    readings = _hour_readings(conn, run, start, end) if readings is None else readings
     # the statistics read the `training_hours` before the hour as context; forests learn the
     # `training_hours` before the hour's training end (its midnight), read only for the series that
     # have no forest for it yet (normally: in the day's first hour)
