@@ -220,7 +220,7 @@ def split_intervals(intervals: pl.DataFrame, edges: Iterable[datetime]) -> pl.Da
     return (
         intervals.with_columns(_k=pl.int_ranges(pl.min_horizontal(first, last) - 1, last))
         .explode("_k")
-        .join(segments, on="_k")
+        .join(segments, on="_k", maintain_order="left")
         .drop("_k")
         .with_columns(
             part_us=(pl.min_horizontal("t1", "seg_end") - pl.max_horizontal("t0", "seg_start")).dt.total_microseconds(),
@@ -247,7 +247,7 @@ def segment_points(points: pl.DataFrame, column: str, edges: Iterable[datetime])
     if points.is_empty() or segments.is_empty():
         return pl.DataFrame(schema={**points.schema, "seg_start": TIME, "seg_end": TIME})
     index = bounds.search_sorted(points[column], side="left").cast(pl.Int64) - 1
-    return points.with_columns(_k=index).join(segments, on="_k").drop("_k")
+    return points.with_columns(_k=index).join(segments, on="_k", maintain_order="left").drop("_k")
 
 
 def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[datetime]) -> pl.DataFrame:
@@ -259,10 +259,14 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
         return pl.DataFrame(schema=POINT_SCHEMA)
     # integer ids for series and machines: the grid below is as long as the samples
     series = (
-        power.select(key).unique().with_row_index("_series").with_columns(_machine=pl.struct(*MACHINE).rank("dense"))
+        power.select(key)
+        .unique()
+        .sort(key)
+        .with_row_index("_series")
+        .with_columns(_machine=pl.struct(*MACHINE).rank("dense"))
     )
     machines = series.select("_machine", *MACHINE).unique("_machine")
-    samples = power.join(series.select("_series", "_machine", *key), on=list(key)).select(
+    samples = power.join(series.select("_series", "_machine", *key), on=list(key), maintain_order="left").select(
         "_series", "_machine", "t1", "value", "held"
     )
     ends_frame = pl.DataFrame({"time": sorted(set(ends))}, schema={"time": TIME})
@@ -271,7 +275,7 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
     ).unique()
     matched = (
         points.join(series.select("_machine", "_series"), on="_machine")
-        .sort("time")
+        .sort("time", "_series")
         .join_asof(
             samples.drop("_machine").sort("t1"),
             left_on="time",
@@ -418,6 +422,7 @@ def _average_demand(held: pl.DataFrame) -> dict[tuple, tuple]:
         for r in held.group_by(*MACHINE, "sensor_id")
         .agg(kws=pl.col("kws").sum(), held_s=pl.col("held_s").sum())
         .filter(pl.col("held_s") > 0)
+        .sort(*MACHINE, "sensor_id")  # the machine's sum over its series in one order, run after run
         .group_by(*MACHINE)
         .agg(avg=(pl.col("kws") / pl.col("held_s")).sum(), held_s=pl.col("held_s").sum(), series=pl.len())
         .iter_rows()

@@ -490,7 +490,10 @@ class Booked:
 
 def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, options: KpiOptions) -> Booked:
     """Book the counters and power samples of `inputs` (prior, range and next readings) into the
-    segments of `periods` and the tariff bands (energy_kpis.py has the rules)."""
+    segments of `periods` and the tariff bands (energy_kpis.py has the rules). Each frame comes sorted
+    by its keys and segment, so a period adds the same numbers in the same order on every run and
+    whatever order the readings arrived in: float addition is not associative, and Polars' joins and
+    group-bys give rows in no fixed order (day KPIs differed in their last bits from run to run)."""
     start = min(inputs.start, periods["period_start"].min())
     end = max(inputs.end, periods["period_end"].max())
     known = pl.concat(
@@ -512,6 +515,7 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
             increments=closing.sum().cast(pl.Int64),
             resets=(closing & pl.col("reset")).sum().cast(pl.Int64),
         )
+        .sort(*MACHINE, "metric", "seg_start")
     )
     priced = price_increments(parts.filter(pl.col("metric") == ENERGY).with_columns(time="seg_start"), tariffs)
     counted = pl.concat(
@@ -529,6 +533,7 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
         _per_tenant(power.filter("held"), edges, split_intervals)
         .group_by(*power_key, "seg_start", "seg_end")
         .agg(kws=(pl.col("value") * pl.col("part_us") / 1e6).sum(), held_s=(pl.col("part_us") / 1e6).sum())
+        .sort(*power_key, "seg_start")
     )
     points = demand_points(power, power_key, periods["period_end"].to_list())
     peaks = (
@@ -539,6 +544,7 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
             kw=pl.col("kw").max(),
             samples=pl.col("samples").sum(),
         )
+        .sort(*MACHINE, "seg_start")
     )
     last_seen = counters.group_by(*MACHINE, "sensor_id", "metric").agg(last=pl.col("time").max())
     return Booked(counted, held, peaks, last_seen)
@@ -831,7 +837,7 @@ def _measure(context: _Range, readings: pl.DataFrame, period: dict, scope: pl.Da
             (r[0], *r[1:4]): r[4]
             for r in period_readings.filter(pl.col("metric").is_in(options.drivers))
             .group_by("metric", *MACHINE)
-            .agg(pl.col("value").mean())
+            .agg(pl.col("value").sort_by("time", "value").mean())  # one order whatever order the rows came in
             .iter_rows()
         },
     )
