@@ -1,6 +1,6 @@
 """The FastAPI application: read-only, versioned under /v1, JSON errors, Prometheus metrics.
 
-Run it with `uvicorn --factory analytics_platform.api.app:create_app` (the devstack does). It reads
+Run it with `python -m analytics_platform.api` (api/serve.py; the devstack does). It reads
 with API_DATABASE_URL, the read-only role; its few writes (resolving anomalies, editing the metrics
 catalogue, keys with the matching scope) go through API_WRITE_DATABASE_URL, a role granted exactly
 those.
