@@ -458,6 +458,10 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
     month_s = (YEAR_DAYS - days) * 86400
 
     def cold_start(span: timedelta, spread_s: int) -> Callable[[random.Random], datetime]:
+        """Ranges ending at `end` (spread_s < a day): a random second into their first day; longer
+        spreads: whole ranges of `span` ending a random second before `end`."""
+        if spread_s <= 86400:
+            return lambda rng: end - span + timedelta(seconds=rng.randrange(1, spread_s))
         return lambda rng: end - span - timedelta(seconds=rng.randrange(1, spread_s))
 
     def agg_cold(window_s: int, span: timedelta, spread_s: int, shift_end: bool) -> Callable:
@@ -473,7 +477,7 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
 
     def kpi_cold(m: str, _x: str, rng: random.Random) -> str:
         query = {"factory_id": FACTORY, "machine_id": m, "period": "day"}
-        start = end - timedelta(days=days) + timedelta(seconds=rng.randrange(1, 86400))
+        start = cold_start(timedelta(days=days), 86400)(rng)
         return "/v1/kpi?" + urlencode({**query, "start": iso(start), "end": iso(end)})
 
     def cold_sql(build: Callable, span: timedelta, spread_s: int, shift_end: bool) -> Callable:
