@@ -338,6 +338,12 @@ class PlatformSettings(BaseSettings):
     api_key_cache_s: float = Field(
         default=30.0, ge=0, description="Seconds a verified API key is trusted before it is looked up again."
     )
+    api_response_cache_mb: float = Field(
+        default=64.0,
+        ge=0,
+        description="MiB of /v1/agg and /v1/kpi answers each API worker keeps by their materialisation tag "
+        "(never stale: the tag is read on every request); least recently used go first; 0 turns it off.",
+    )
     api_db_wait_s: float = Field(
         default=5.0,
         gt=0,

@@ -2,9 +2,10 @@
 
 Loads (COPY, into a fresh database) 30 days of window aggregates for 50 machines x 3 metrics
 (windows 60 / 300 / 3600 s, the 3600 s window back a whole year) and their hourly and daily KPIs
-(20 names), starts the API with uvicorn as production does (`--factory`, read-only login, no
-access log) and drives it with a load generator of its own: 50 keep-alive HTTP/1.1 connections on
-asyncio (uvloop), each looping over requests for a random machine and metric. Scenarios:
+(20 names), starts the API as production does (`python -m analytics_platform.api`: uvicorn with the
+app factory, a SO_REUSEPORT socket per worker; read-only login, no access log) and drives it with a
+load generator of its own: 50 keep-alive HTTP/1.1 connections on asyncio (uvloop), each looping over
+requests for a random machine and metric. Scenarios:
 
   * trivial        GET / (a redirect; no database): the framework's floor and the generator's cost
   * agg 1 day      /v1/agg window_s=300 over the last day            -> 288 buckets
@@ -12,9 +13,15 @@ asyncio (uvloop), each looping over requests for a random machine and metric. Sc
   * agg 365 days   /v1/agg window_s=86400 over the last 365 days     -> 365 buckets (rolled up from
                    the 3600 s window on PostgreSQL; the daily continuous aggregate on TimescaleDB)
   * kpi 30 days    /v1/kpi period=day, every KPI, one machine         -> 600 rows
+  * ... repeat     the last three are "repeat" misses: 200s without `If-None-Match` for requests
+                   other clients asked before (one of 50 machines x 3 metrics): once one worker has
+                   made an answer it keeps it by its tag (api/response_cache.py) and serves it again
+  * ... cold       the same three over a range no request asked before (a random start per request:
+                   720 buckets from a random second of the year; the year and the KPIs from a random
+                   second of their first day, so 364 days and 29 days): every cache is defeated, each
+                   answer is read and written afresh; the bare-SQL baseline reads such ranges too
   * ... (hit)      the same three requests again with the `If-None-Match` tag of their answer: the
-                   304s a revalidating client (a browser, with `Cache-Control: no-cache`) gets; the
-                   plain scenarios above are the misses
+                   304s a revalidating client (a browser, with `Cache-Control: no-cache`) gets
   * dashboard mix  `--users` virtual users (default: --clients) walking the dashboard's pages with
                    the very calls ui/static/app.js makes (overview: /v1/fleet; a machine, live or over
                    a closed 30-day or 365-day range: /v1/fleet, /v1/anomaly-events, /v1/agg; KPIs:
@@ -360,6 +367,9 @@ class Scenario:
     page: dict = field(default_factory=dict)  # page_response arguments
     status: int = 200
     revalidate: bool = False  # send the If-None-Match tag of the answer (fetched before the run): 304s
+    # cold: (machine, metric, rng) -> path + query of a request nobody asked before (a random range start),
+    # made per request; None: the `target` requests of every machine and metric, asked again and again
+    cold: Callable[[str, str, random.Random], str] | None = None
 
 
 def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Callable[[str, str], tuple[str, dict]]:
@@ -441,6 +451,46 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
         query = {"factory_id": FACTORY, "machine_id": m, "period": "day"}
         return "/v1/kpi?" + urlencode({**query, "start": iso(end - timedelta(days=days)), "end": iso(end)})
 
+    # Cold requests: the same shape of answer over a range no request asked before. 30 days of hours start
+    # at a random second of the year before (still 720 buckets); the year and the KPIs start a random
+    # 1..86,399 s after their usual start (one day fewer: 364 days, 29 days x the KPIs). With millions of
+    # ranges per series a request in a 15 s run repeats another with a chance of a few in a thousand.
+    month_s = (YEAR_DAYS - days) * 86400
+
+    def cold_start(span: timedelta, spread_s: int) -> Callable[[random.Random], datetime]:
+        """Ranges ending at `end` (spread_s < a day): a random second into their first day; longer
+        spreads: whole ranges of `span` ending a random second before `end`."""
+        if spread_s <= 86400:
+            return lambda rng: end - span + timedelta(seconds=rng.randrange(1, spread_s))
+        return lambda rng: end - span - timedelta(seconds=rng.randrange(1, spread_s))
+
+    def agg_cold(window_s: int, span: timedelta, spread_s: int, shift_end: bool) -> Callable:
+        first = cold_start(span, spread_s)
+
+        def target(m: str, x: str, rng: random.Random) -> str:
+            start = first(rng)
+            stop = start + span if shift_end else end
+            query = {"factory_id": FACTORY, "machine_id": m, "metric": x, "window_s": window_s}
+            return "/v1/agg?" + urlencode({**query, "start": iso(start), "end": iso(stop)})
+
+        return target
+
+    def kpi_cold(m: str, _x: str, rng: random.Random) -> str:
+        query = {"factory_id": FACTORY, "machine_id": m, "period": "day"}
+        start = cold_start(timedelta(days=days), 86400)(rng)
+        return "/v1/kpi?" + urlencode({**query, "start": iso(start), "end": iso(end)})
+
+    def cold_sql(build: Callable, span: timedelta, spread_s: int, shift_end: bool) -> Callable:
+        """The route's SQL over a random range of the cold requests' kind (the bare baseline of a cold miss)."""
+        rng = random.Random(3)
+        first = cold_start(span, spread_s)
+
+        def sql(m: str, x: str) -> tuple[str, dict]:
+            start = first(rng)
+            return build(start, start + span if shift_end else end)(m, x)
+
+        return sql
+
     agg_page = {"key": ("bucket_start", "sensor_id"), "columns": agg_route.COLUMNS}
     year = "continuous_aggregate" if daily else "rollup"
     kpi_page = {"key": KPI_KEY, "columns": KPI_COLUMNS}
@@ -479,12 +529,34 @@ def scenarios(end: datetime, days: int, daily: bool) -> list[Scenario]:
             kpi_page,
         ),
     ]
-    hits = [
-        Scenario(f"{s.name} hit", s.rows, s.goal_ms, s.target, status=304, revalidate=True)
-        for s in plain
-        if s.name.startswith((f"agg {days} days", f"agg {YEAR_DAYS} days", f"kpi {days} days"))
+    goals = [s for s in plain if s.name.startswith((f"agg {days} days", f"agg {YEAR_DAYS} days", f"kpi {days} days"))]
+    month, year = timedelta(days=days), timedelta(days=YEAR_DAYS)
+    colds = {
+        goals[0].name: (
+            24 * days,
+            agg_cold(3600, month, month_s, shift_end=True),
+            cold_sql(lambda a, b: agg_sql(3600, a, b, daily), month, month_s, True),
+        ),
+        goals[1].name: (
+            YEAR_DAYS - 1,
+            agg_cold(86400, year, 86400, shift_end=False),
+            cold_sql(lambda a, b: agg_sql(86400, a, b, daily), year, 86400, False),
+        ),
+        goals[2].name: (
+            (days - 1) * len(CATALOGUE),
+            kpi_cold,
+            cold_sql(lambda a, b: kpi_sql("day", a, b), month, 86400, False),
+        ),
+    }
+    cold = [
+        Scenario(f"{s.name} cold", rows, s.goal_ms, s.target, sql, s.page, cold=target)
+        for s in goals
+        for rows, target, sql in [colds[s.name]]
     ]
-    return plain + hits
+    hits = [Scenario(f"{s.name} hit", s.rows, s.goal_ms, s.target, status=304, revalidate=True) for s in goals]
+    for s in goals:  # the plain requests are asked again and again: once kept, the server's cache answers them
+        s.name = f"{s.name} repeat"
+    return plain + cold + hits
 
 
 # ------------------------------------------------------------------------------------------------
@@ -534,12 +606,14 @@ def _verify(scenario: Scenario, body: bytes, machine: bytes, full: bool) -> str 
     return None
 
 
-async def _client(port: int, requests: list[tuple[bytes, bytes]], scenario: Scenario, clock: dict, run: Run) -> None:
+async def _client(
+    port: int, requests: Callable[[random.Random], tuple[bytes, bytes]], scenario: Scenario, clock: dict, run: Run
+) -> None:
     reader = writer = None
     checked = False
     rng = random.Random()
     while True:
-        request, machine = rng.choice(requests)
+        request, machine = requests(rng)
         began = time.perf_counter()
         if began >= clock["stop"]:
             break
@@ -591,6 +665,15 @@ def drive(
         for path, _ in targets
     ]
     requests = list(zip(requests, [m.encode() for _, m in targets], strict=True))
+    pairs = [(m, x) for m in machines for x, *_ in METRICS]
+    head = f" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {api_key}\r\nAccept: application/json\r\n\r\n"
+
+    def pick(rng: random.Random) -> tuple[bytes, bytes]:
+        if scenario.cold is None:
+            return rng.choice(requests)
+        m, x = rng.choice(pairs)
+        return f"GET {scenario.cold(m, x, rng)}{head}".encode(), m.encode()
+
     run = Run()
 
     async def main() -> None:
@@ -598,7 +681,7 @@ def drive(
         clock = {"warm": now + warmup, "stop": now + warmup + duration}
         if on_warm:
             asyncio.get_running_loop().call_at(asyncio.get_running_loop().time() + warmup, on_warm)
-        await asyncio.gather(*(_client(port, requests, scenario, clock, run) for _ in range(clients)))
+        await asyncio.gather(*(_client(port, pick, scenario, clock, run) for _ in range(clients)))
 
     began = time.perf_counter()
     try:
@@ -852,12 +935,15 @@ class CpuMeter:
         return out
 
     def connections(self, port: int) -> list[int]:
-        """The clients' connections each API worker holds (established, on `port`), most first. The
-        workers share one listening socket and whichever wakes first accepts all it finds waiting, so
-        50 connections opened at once do not split evenly; the worker holding more queues longer."""
+        """The clients' connections each API worker holds (established, on `port`), most first: the
+        worker holding more queues longer. Each worker listens on a SO_REUSEPORT socket of its own
+        (api/serve.py), so the kernel's hash splits them; under uvicorn's one shared socket whichever
+        worker woke first took all it found waiting (43/7 seen)."""
         counts = []
         for worker in self.api.children(recursive=True):
             with contextlib.suppress(psutil.Error):
+                if "resource_tracker" in " ".join(worker.cmdline()):
+                    continue  # multiprocessing's helper beside the workers, not one of them
                 held = worker.net_connections(kind="tcp")
                 counts.append(sum(1 for c in held if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port))
         return sorted(counts, reverse=True)

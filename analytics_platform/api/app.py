@@ -1,6 +1,6 @@
 """The FastAPI application: read-only, versioned under /v1, JSON errors, Prometheus metrics.
 
-Run it with `uvicorn --factory analytics_platform.api.app:create_app` (the devstack does). It reads
+Run it with `python -m analytics_platform.api` (api/serve.py; the devstack does). It reads
 with API_DATABASE_URL, the read-only role; its few writes (resolving anomalies, editing the metrics
 catalogue, keys with the matching scope) go through API_WRITE_DATABASE_URL, a role granted exactly
 those.
@@ -28,6 +28,7 @@ from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
 from analytics_platform.api.middleware import Compress, MeasureRequests, TraceRequests
+from analytics_platform.api.response_cache import CacheMetrics, ResponseCache
 from analytics_platform.api.revalidate import Revalidate, fast_routes
 from analytics_platform.api.routes import (
     agg,
@@ -115,6 +116,9 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.state.broker = BrokerProbe(settings.kafka_client_config())
     app.state.writer = writer
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
+    # answers of /v1/agg and /v1/kpi by what they were made from (api/response_cache.py)
+    cache_metrics = CacheMetrics(registry)
+    app.state.response_cache = ResponseCache(int(settings.api_response_cache_mb * 2**20), cache_metrics)
     app.state.metric_catalog = MetricCatalogCache()
     app.state.kpis = kpi_catalog.kpis(settings.kpi_drivers)  # what /v1/kpi serves and accepts
     app.state.kpi_names = kpi_catalog.kpi_names(settings.kpi_drivers)

@@ -35,7 +35,16 @@ NO_STORE = "no-store"
 
 def tag_of(*parts: Any) -> str:
     """A weak ETag for `parts` (anything orjson writes, datetimes and decimals as text)."""
-    raw = orjson.dumps([FORMAT, *parts], default=str, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+    return tag_of_material(material(*parts))
+
+
+def material(*parts: Any) -> bytes:
+    """What a tag is the hash of: exact, so the server's response cache (api/response_cache.py) keys
+    by it rather than trusting the hash."""
+    return orjson.dumps([FORMAT, *parts], default=str, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+
+
+def tag_of_material(raw: bytes) -> str:
     return f'W/"{hashlib.blake2b(raw, digest_size=16).hexdigest()}"'
 
 

@@ -146,26 +146,41 @@ class Compress:
                 return
             held, start = start, None
             body = message.get("body", b"")
-            headers = held.get("headers", [])
-            if message.get("more_body", False) or len(body) < self.minimum or not compressible(headers):
+            packed = (
+                None
+                if message.get("more_body", False)
+                else gzipped(held.get("headers", []), body, self.minimum, self.level)
+            )
+            if packed is None:
                 await send(held)
                 await send(message)
                 return
-            packed = gzip.compress(body, compresslevel=self.level, mtime=0)
-            dropped = (b"content-length", b"vary")
-            kept = [(k, weak(v) if k.lower() == b"etag" else v) for k, v in headers if k.lower() not in dropped]
-            vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
-            if not any("accept-encoding" in v.lower() for v in vary):
-                vary.append("Accept-Encoding")
-            kept += [
-                (b"content-encoding", b"gzip"),
-                (b"content-length", str(len(packed)).encode()),
-                (b"vary", ", ".join(vary).encode("latin-1")),
-            ]
-            await send({**held, "headers": kept})
-            await send({**message, "body": packed})
+            await send({**held, "headers": packed[0]})
+            await send({**message, "body": packed[1]})
 
         await self.app(scope, receive, compress)
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def gzipped(headers: Headers, body: bytes, minimum: int = 1024, level: int = 1) -> tuple[Headers, bytes] | None:
+    """A whole answer's headers and body gzipped, or None when it stays as it is (too small, not text,
+    already encoded). Compress sends what it gives; the response cache (api/response_cache.py) stores it."""
+    if len(body) < minimum or not compressible(headers):
+        return None
+    packed = gzip.compress(body, compresslevel=level, mtime=0)
+    dropped = (b"content-length", b"vary")
+    kept = [(k, weak(v) if k.lower() == b"etag" else v) for k, v in headers if k.lower() not in dropped]
+    vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
+    if not any("accept-encoding" in v.lower() for v in vary):
+        vary.append("Accept-Encoding")
+    kept += [
+        (b"content-encoding", b"gzip"),
+        (b"content-length", str(len(packed)).encode()),
+        (b"vary", ", ".join(vary).encode("latin-1")),
+    ]
+    return kept, packed
 
 
 def weak(tag: bytes) -> bytes:

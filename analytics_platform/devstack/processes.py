@@ -19,10 +19,10 @@ class StackError(RuntimeError):
 
 
 def api_command(host: str, port: int, *extra: str) -> list[str]:
-    """The API process as it is deployed (uvicorn with the app factory) in this interpreter: the one
-    spelling the devstack, the API benchmark and the dashboard tests start it with."""
-    command = [sys.executable, "-m", "uvicorn", "--factory", "analytics_platform.api.app:create_app"]
-    return [*command, "--host", host, "--port", str(port), *extra]
+    """The API process as it is deployed (api/serve.py: uvicorn with the app factory, a listening socket
+    per worker) in this interpreter: the one spelling the devstack, the API benchmark and the dashboard
+    tests start it with."""
+    return [sys.executable, "-m", "analytics_platform.api", "--host", host, "--port", str(port), *extra]
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

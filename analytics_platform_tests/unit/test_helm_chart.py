@@ -607,9 +607,9 @@ def test_api_readiness_follows_health_and_an_hpa_scales_it(case: Case, docs: lis
     api = one(docs, "Deployment", f"{PREFIX}-api")
     (container,) = api["spec"]["template"]["spec"]["containers"]
     assert container["command"] == [
-        "uvicorn",
-        "--factory",
-        "analytics_platform.api.app:create_app",
+        "python",
+        "-m",
+        "analytics_platform.api",
         "--host",
         "0.0.0.0",
         "--port",

@@ -431,9 +431,13 @@ def aggregates(
         if final and by_version:
             representation = "csv" if wants_csv(request) else "json"
             version = [now_known["hours"], now_known["version"], now_known["oldest"]]
-            tag = caching.tag_of(caching.request_key(request, tenant, representation), version)
+            material = caching.material(caching.request_key(request, tenant, representation), version)
+            tag = caching.tag_of_material(material)
             if caching.matches(request, tag):
                 return caching.not_modified(tag)
+            kept = state.response_cache.answer(request, material)
+            if kept is not None:
+                return kept
         if source == "stored":
             rows = conn.execute(_STORED, {**params, "provisional": live}, binary=True).fetchall()
             if live:
@@ -454,7 +458,9 @@ def aggregates(
     response = page_response(request, rows, limit=limit, key=key, columns=columns, extra=extra)
     if not final:
         return caching.unstored(response)
-    return caching.tagged(response, tag) if tag else caching.by_body(request, response)
+    if tag:
+        return state.response_cache.keep(request, material, caching.tagged(response, tag))
+    return caching.by_body(request, response)
 
 
 def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime, rolled_count: int) -> list[datetime]:

@@ -155,11 +155,16 @@ def _stored(
     # the body newer than its tag, never older; the request's first statement, it checks the connection too
     with state.db.checked_by(_VERSION, (period, start, end)) as (conn, version):
         representation = "csv" if wants_csv(request) else "json"
-        tag = caching.tag_of(caching.request_key(request, tenant, representation), list(version.values()))
+        material = caching.material(caching.request_key(request, tenant, representation), list(version.values()))
+        tag = caching.tag_of_material(material)
         if caching.matches(request, tag):
             return caching.not_modified(tag)
+        kept = state.response_cache.answer(request, material)
+        if kept is not None:
+            return kept
         rows = conn.execute(query, params, binary=True).fetchall()
-    return caching.tagged(page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS), tag)
+    response = caching.tagged(page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS), tag)
+    return state.response_cache.keep(request, material, response)
 
 
 def _wanted(catalogue: tuple[Kpi, ...], kpi: str | None) -> list[Kpi]:
