@@ -139,7 +139,10 @@ def fit_baseline(
     marked = _marked(samples, columns, exclude_column)
     n_flagged = int(marked["_flagged"].sum())
     n_missing = int((~marked["_flagged"] & ~marked["_present"]).sum())
-    usable = marked.filter(~pl.col("_flagged") & pl.col("_present")).select(columns)
+    # in one order whatever order the rows came in (the KPI table returns its hours as its plan
+    # pleases): least squares adds the rows up, and float addition is not associative, so a model
+    # refitted on the same hours would otherwise differ in its last bits
+    usable = marked.filter(~pl.col("_flagged") & pl.col("_present")).select(columns).sort(columns)
     n = usable.height
     dropped = n_flagged + n_missing
 

@@ -81,6 +81,16 @@ def test_recovers_known_coefficients() -> None:
     assert fit.mae == pytest.approx(math.sqrt(2 / math.pi), abs=0.05)  # E|N(0, 1)| = 0.798
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_refit_on_the_same_hours_in_another_order_is_the_same_model(seed: int) -> None:
+    """The KPI table returns a training range's hours in whatever order its plan gives; least squares
+    adds the rows up (float addition is not associative), so the fit must not depend on that order."""
+    samples = plant(1500)
+    shuffled = samples.sample(fraction=1.0, shuffle=True, seed=seed)
+    assert not shuffled.equals(samples)
+    assert fit_baseline(shuffled, "energy_kwh", DRIVERS) == fit_baseline(samples, "energy_kwh", DRIVERS)
+
+
 def test_noise_target_is_fitted_but_warned() -> None:
     fit = fit_baseline(plant(1500, noise_only=True), "energy_kwh", DRIVERS)
 
