@@ -13,13 +13,11 @@ equivalents instead: the same creation code, kept for the whole module.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -126,58 +124,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.nodeid != str(derived):
             item._id = derived  # where pytest 9 keeps a node's id; nothing public sets it
     items.sort(key=_long_first)  # stable: every module's own order stays as it is
-
-
-_DEFERRED_BUILD = "_analytics_deferred_operation_test"
-
-
-def _defer_schemathesis_builds() -> None:
-    """Schemathesis builds each operation's Hypothesis test while collecting it: the coverage phase's
-    boundary cases and the schema's examples are generated then (3.4 s of CPU for test_api_contract's
-    68 items). Every xdist worker collects the whole suite, so every worker paid it, and only the one
-    running the module used it. The item now gets a stand-in with the test's fixture signature, and the
-    real test is built with the same arguments when the item is set up (`pytest_runtest_setup` below):
-    the same cases, from the same seeds, built once per run instead of once per worker."""
-    try:
-        import schemathesis.pytest._test_builder as builder  # schemathesis' plugin imports it from here
-    except ImportError:  # pragma: no cover - schemathesis is a [dev] dependency
-        return
-    if getattr(builder.build_operation_test, _DEFERRED_BUILD, False):
-        return
-    build = builder.build_operation_test
-
-    def deferred(*, test_func: Callable[..., object], given_kwargs: dict[str, object], **kwargs: object) -> Callable:
-        def stand_in(*_args: object, **_kwargs: object) -> None:
-            raise RuntimeError("a deferred schemathesis test ran before its setup built it")
-
-        functools.update_wrapper(stand_in, test_func)
-        # what the built test asks pytest for: the test's own parameters but the generated ones (`case`, `given`'s)
-        generated = {"case", *given_kwargs}
-        params = [p for p in inspect.signature(test_func).parameters.values() if p.name not in generated]
-        stand_in.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        stand_in.is_hypothesis_test = True  # type: ignore[attr-defined]  # hypothesis' plugin marks it as before
-        setattr(stand_in, _DEFERRED_BUILD, lambda: build(test_func=test_func, given_kwargs=given_kwargs, **kwargs))
-        return stand_in
-
-    setattr(deferred, _DEFERRED_BUILD, True)
-    builder.build_operation_test = deferred
-
-
-_defer_schemathesis_builds()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Build a deferred schemathesis test (see `_defer_schemathesis_builds`) before anything reads it."""
-    build = getattr(getattr(item, "obj", None), _DEFERRED_BUILD, None)
-    if build is None or not isinstance(item, pytest.Function):
-        return
-    stand_in = item.obj
-    built = build()
-    # pytest resolved the fixtures from the stand-in's signature; the built test must ask for the same
-    if list(inspect.signature(built).parameters) != list(inspect.signature(stand_in).parameters):
-        raise RuntimeError(f"{item.nodeid}: built {inspect.signature(built)}, collected {inspect.signature(stand_in)}")
-    item.obj = built
 
 
 def cheap_password_checks(admin_url: str, password: str) -> None:
