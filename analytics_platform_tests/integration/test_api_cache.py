@@ -10,33 +10,28 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import polars as pl
 import psycopg
 
-from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms import machine_kpis as mk
-from analytics_platform_tests.support.api import Api, assert_422, at, insert, iso, ok, running
-from analytics_platform_tests.support.api_data import EVENT_QUERY, KPI_QUERY, insert_event_data, kpi, reading
+from analytics_platform_tests.support.api import Api, assert_422, at, iso, ok, running
+from analytics_platform_tests.support.api_data import (
+    CACHE_HOUR,
+    CACHE_QUERY,
+    CACHE_TWO_HOURS,
+    EVENT_QUERY,
+    KPI_QUERY,
+    cache_readings,
+    insert_event_data,
+    kpi,
+    materialise,
+)
 from analytics_platform_tests.support.stack import DatabaseHandle
-
-QUERY = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(3)), "end": iso(at(5))}
-HOUR = {**QUERY, "window_s": 3600}
-TWO_HOURS = {**QUERY, "window_s": 7200, "start": iso(at(2)), "end": iso(at(6))}  # rolled up from the hours
-
-
-def readings(database: DatabaseHandle, *rows: tuple[datetime, float, int, str]) -> None:
-    """(time, value, offset, tenant) readings of sensor s1 of f1/m1/temp."""
-    insert(database, "raw_sensor_readings", [reading(t, "s1", v, o, tenant=tenant) for t, v, o, tenant in rows])
-
-
-def materialise(database: DatabaseHandle, settings: PlatformSettings, first: datetime, last: datetime) -> None:
-    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
-        recompute_aggregates(conn, list(settings.windows), first, last)
 
 
 def conditional(api: Api, tag: str, key: str | None = None, **params: object) -> httpx.Response:
@@ -48,10 +43,10 @@ def conditional(api: Api, tag: str, key: str | None = None, **params: object) ->
 def test_a_rematerialised_hour_changes_the_answer_and_the_tag_at_once(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
     materialise(database, settings, at(3), at(5))
     with running(settings, database) as api:
-        first = api.t1.get("/v1/agg", **HOUR)
+        first = api.t1.get("/v1/agg", **CACHE_HOUR)
         assert [(i["count"], i["avg"], i["provisional"]) for i in ok(first)["items"]] == [
             (1, 1.0, False),
             (1, 3.0, False),
@@ -59,31 +54,31 @@ def test_a_rematerialised_hour_changes_the_answer_and_the_tag_at_once(
         tag = first.headers["ETag"]
         assert tag.startswith('W/"')
         assert first.headers["Cache-Control"] == "private, no-cache"
-        rolled = api.t1.get("/v1/agg", **TWO_HOURS)
+        rolled = api.t1.get("/v1/agg", **CACHE_TWO_HOURS)
         assert [(i["count"], i["avg"]) for i in ok(rolled)["items"]] == [(1, 1.0), (1, 3.0)]
 
-        again = conditional(api, tag, **HOUR)
+        again = conditional(api, tag, **CACHE_HOUR)
         assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
-        assert conditional(api, rolled.headers["ETag"], **TWO_HOURS).status_code == 304
+        assert conditional(api, rolled.headers["ETag"], **CACHE_TWO_HOURS).status_code == 304
 
         # a late reading is in the raw table only: the stored answer has not changed, nor has its tag
-        readings(database, (at(3, 50), 5.0, 3, "t1"))
-        assert conditional(api, tag, **HOUR).status_code == 304
+        cache_readings(database, (at(3, 50), 5.0, 3, "t1"))
+        assert conditional(api, tag, **CACHE_HOUR).status_code == 304
 
         materialise(database, settings, at(3), at(4))  # the automation re-materialises hour 3
-        changed = conditional(api, tag, **HOUR)
+        changed = conditional(api, tag, **CACHE_HOUR)
         assert changed.status_code == 200
         assert [(i["count"], i["avg"]) for i in changed.json()["items"]] == [(2, 3.0), (1, 3.0)]
         assert changed.headers["ETag"] != tag
-        assert conditional(api, changed.headers["ETag"], **HOUR).status_code == 304
-        rolled_again = conditional(api, rolled.headers["ETag"], **TWO_HOURS)
+        assert conditional(api, changed.headers["ETag"], **CACHE_HOUR).status_code == 304
+        rolled_again = conditional(api, rolled.headers["ETag"], **CACHE_TWO_HOURS)
         assert rolled_again.status_code == 200
         assert [(i["count"], i["avg"]) for i in rolled_again.json()["items"]] == [(2, 3.0), (1, 3.0)]
 
 
-YEAR = {**QUERY, "window_s": 86400, "start": iso(at(-24 * 363)), "end": iso(at(48))}  # 365 days to 2025-08-22
+YEAR = {**CACHE_QUERY, "window_s": 86400, "start": iso(at(-24 * 363)), "end": iso(at(48))}  # 365 days to 2025-08-22
 # hours around whole days: 21 hours of 08-18, all of 08-19 and 08-20, 3 hours of 08-21 (the tag reads both)
-EDGES = {**QUERY, "window_s": 3600, "start": iso(at(-45)), "end": iso(at(26))}
+EDGES = {**CACHE_QUERY, "window_s": 3600, "start": iso(at(-45)), "end": iso(at(26))}
 
 
 def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_reading(
@@ -92,7 +87,7 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
     """A year's tag reads the per-day sums of the hours' versions (sql/28), not 8,760 hours: a
     re-materialised hour, a late reading's hour and any other writer of an hour's mark (as the
     finaliser) change it at the very next request, in whole days and in the hours around them."""
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(25, 20), 3.0, 2, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(25, 20), 3.0, 2, "t1"))
     materialise(database, settings, at(-48), at(48))
     with running(settings, database) as api:
         year, edges = api.t1.get("/v1/agg", **YEAR), api.t1.get("/v1/agg", **EDGES)
@@ -124,7 +119,7 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
         assert revalidated() == expect(200, 200)
         assert retag() == expect([(1, 1.0), (1, 3.0)], [(1, 1.0), (1, 3.0)])
 
-        readings(database, (at(25, 50), 5.0, 3, "t1"))  # late, in an hour the edges' query reads as an hour
+        cache_readings(database, (at(25, 50), 5.0, 3, "t1"))  # late, in an hour the edges' query reads as an hour
         assert revalidated() == expect(304, 304)  # in the raw table only, until its hour runs
         materialise(database, settings, at(25), at(26))
         assert revalidated() == expect(200, 200)
@@ -144,41 +139,41 @@ def test_a_years_tag_changes_at_once_with_a_rematerialised_hour_and_a_late_readi
 
 
 def test_every_request_and_representation_has_its_own_tag(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 10), 1.0, 2, "t2"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 10), 1.0, 2, "t2"))
     materialise(database, settings, at(3), at(5))
     with running(settings, database) as api:
-        t1, t2 = api.t1.get("/v1/agg", **HOUR), api.t2.get("/v1/agg", **HOUR)
+        t1, t2 = api.t1.get("/v1/agg", **CACHE_HOUR), api.t2.get("/v1/agg", **CACHE_HOUR)
         assert ok(t1)["items"][0]["avg"] == ok(t2)["items"][0]["avg"] == 1.0  # the same ids and values
         assert t1.headers["ETag"] != t2.headers["ETag"]  # tenants never share a tag
-        assert conditional(api, t1.headers["ETag"], key="t2", **HOUR).status_code == 200
-        assert conditional(api, t2.headers["ETag"], key="t2", **HOUR).status_code == 304
-        as_csv = api.t1.csv("/v1/agg", **HOUR)
-        avg = api.t1.get("/v1/agg", **HOUR, fields="avg")
-        other_end = api.t1.get("/v1/agg", **{**HOUR, "end": iso(at(6))})
+        assert conditional(api, t1.headers["ETag"], key="t2", **CACHE_HOUR).status_code == 200
+        assert conditional(api, t2.headers["ETag"], key="t2", **CACHE_HOUR).status_code == 304
+        as_csv = api.t1.csv("/v1/agg", **CACHE_HOUR)
+        avg = api.t1.get("/v1/agg", **CACHE_HOUR, fields="avg")
+        other_end = api.t1.get("/v1/agg", **{**CACHE_HOUR, "end": iso(at(6))})
         tags = {r.headers["ETag"] for r in (t1, as_csv, avg, other_end)}
         assert len(tags) == 4
         # If-None-Match may list several tags, weak or not, or be `*`
         listed = f'"other", {t1.headers["ETag"].removeprefix("W/")}'
-        assert conditional(api, listed, **HOUR).status_code == 304
-        assert conditional(api, "*", **HOUR).status_code == 304
-        assert conditional(api, 'W/"other"', **HOUR).status_code == 200
+        assert conditional(api, listed, **CACHE_HOUR).status_code == 304
+        assert conditional(api, "*", **CACHE_HOUR).status_code == 304
+        assert conditional(api, 'W/"other"', **CACHE_HOUR).status_code == 200
 
 
 def test_provisional_buckets_are_never_stored(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"))
     with running(settings, database) as api:
         api.client.app.state.clock = lambda: at(3, 30)  # hour 3 is open, and not materialised
-        live = api.t1.get("/v1/agg", **HOUR)
+        live = api.t1.get("/v1/agg", **CACHE_HOUR)
         assert [(i["count"], i["provisional"]) for i in ok(live)["items"]] == [(1, True)]
         assert live.headers["Cache-Control"] == "no-store"
         assert "ETag" not in live.headers
-        rolled = api.t1.get("/v1/agg", **TWO_HOURS)
+        rolled = api.t1.get("/v1/agg", **CACHE_TWO_HOURS)
         assert ok(rolled)["items"] == [] and rolled.headers["Cache-Control"] == "no-store"  # hour 3 not final yet
-        assert conditional(api, "*", **HOUR).status_code == 200
+        assert conditional(api, "*", **CACHE_HOUR).status_code == 200
 
         api.client.app.state.clock = lambda: at(5, 30)
         materialise(database, settings, at(3), at(5))  # as_of is now: after the buckets' end
-        final = api.t1.get("/v1/agg", **HOUR)
+        final = api.t1.get("/v1/agg", **CACHE_HOUR)
         assert [(i["count"], i["provisional"]) for i in ok(final)["items"]] == [(1, False)]
         assert final.headers["Cache-Control"] == "private, no-cache" and "ETag" in final.headers
 
@@ -239,10 +234,10 @@ def test_other_listings_are_tagged_by_their_body(settings: PlatformSettings, dat
 
 
 def test_answers_are_gzipped_when_the_client_accepts_it(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    readings(database, *((at(3) + timedelta(seconds=30 * i), float(i), i, "t1") for i in range(120)))
+    cache_readings(database, *((at(3) + timedelta(seconds=30 * i), float(i), i, "t1") for i in range(120)))
     materialise(database, settings, at(3), at(4))
     with running(settings, database) as api:
-        params = {**QUERY, "window_s": 60, "end": iso(at(4))}
+        params = {**CACHE_QUERY, "window_s": 60, "end": iso(at(4))}
         for accept in ("application/json", "text/csv"):
             plain = api.client.get(
                 "/v1/agg",
@@ -276,27 +271,27 @@ def test_answers_are_gzipped_when_the_client_accepts_it(settings: PlatformSettin
 
 
 def test_fields_choose_the_columns(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 20), 3.0, 2, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(3, 20), 3.0, 2, "t1"))
     materialise(database, settings, at(3), at(5))
     with running(settings, database) as api:
-        body = ok(api.t1.get("/v1/agg", **HOUR, fields="max, avg,min"))
+        body = ok(api.t1.get("/v1/agg", **CACHE_HOUR, fields="max, avg,min"))
         assert body["items"] == [
             {"bucket_start": iso(at(3)), "sensor_id": "s1", "avg": 2.0, "min": 1.0, "max": 3.0, "provisional": False}
         ]
-        rows = list(csv.reader(io.StringIO(api.t1.csv("/v1/agg", **HOUR, fields="avg,min,max").text)))
+        rows = list(csv.reader(io.StringIO(api.t1.csv("/v1/agg", **CACHE_HOUR, fields="avg,min,max").text)))
         assert rows == [
             ["bucket_start", "sensor_id", "avg", "min", "max", "provisional"],
             [iso(at(3)), "s1", "2.0", "1.0", "3.0", "false"],
         ]
         assert_422(
-            api.t1.get("/v1/agg", **HOUR, fields="avg,mean,median"),
+            api.t1.get("/v1/agg", **CACHE_HOUR, fields="avg,mean,median"),
             ["query", "fields"],
-            "unknown field 'mean', 'median'; known: " + ", ".join(ok(api.t1.get("/v1/agg", **HOUR))["items"][0]),
+            "unknown field 'mean', 'median'; known: " + ", ".join(ok(api.t1.get("/v1/agg", **CACHE_HOUR))["items"][0]),
         )
         assert_422(
-            api.t1.get("/v1/agg", **HOUR, fields=" , "),
+            api.t1.get("/v1/agg", **CACHE_HOUR, fields=" , "),
             ["query", "fields"],
-            "fields names no column; known: " + ", ".join(ok(api.t1.get("/v1/agg", **HOUR))["items"][0]),
+            "fields names no column; known: " + ", ".join(ok(api.t1.get("/v1/agg", **CACHE_HOUR))["items"][0]),
         )
 
 
@@ -306,7 +301,7 @@ def test_a_revalidation_on_a_connection_the_server_closed_is_answered_as_on_a_fr
     """The tag query is a revalidation's first statement and stands in for the pool's check of the
     connection (Database.checked_by): a pooled connection the server has closed since (a restart, an
     administrator) is replaced and the query runs again, never a 503, and the answer is as fresh."""
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
     materialise(database, settings, at(3), at(5))
     hours = pl.DataFrame(
         [{"period": "hour", "label": None, "tenant_id": None, "period_start": at(3), "period_end": at(4)}],
@@ -326,13 +321,13 @@ def test_a_revalidation_on_a_connection_the_server_closed_is_answered_as_on_a_fr
             return {pid for pid in api_backends(conn) if conn.execute(terminate, (pid,)).fetchone()[0]}
 
     with running(settings, database) as api:
-        tag = api.t1.get("/v1/agg", **HOUR).headers["ETag"]
+        tag = api.t1.get("/v1/agg", **CACHE_HOUR).headers["ETag"]
         kpi_tag = api.t1.get("/v1/kpi", **KPI_QUERY).headers["ETag"]
         kpi_headers = {"X-API-Key": api.t1.key, "If-None-Match": kpi_tag}
 
         closed = close_the_pools_connections()
         assert closed
-        again = conditional(api, tag, **HOUR)
+        again = conditional(api, tag, **CACHE_HOUR)
         assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
         with database.connect() as conn:
             assert api_backends(conn) and not api_backends(conn) & closed  # served by a new connection
@@ -340,9 +335,11 @@ def test_a_revalidation_on_a_connection_the_server_closed_is_answered_as_on_a_fr
         assert close_the_pools_connections()
         assert api.client.get("/v1/kpi", params=KPI_QUERY, headers=kpi_headers).status_code == 304
 
-        readings(database, (at(3, 50), 5.0, 3, "t1"))  # a late reading, its hour re-materialised, a dead connection
+        cache_readings(
+            database, (at(3, 50), 5.0, 3, "t1")
+        )  # a late reading, its hour re-materialised, a dead connection
         materialise(database, settings, at(3), at(4))
         assert close_the_pools_connections()
-        changed = conditional(api, tag, **HOUR)
+        changed = conditional(api, tag, **CACHE_HOUR)
         assert changed.status_code == 200 and changed.headers["ETag"] != tag
         assert [(i["count"], i["avg"]) for i in changed.json()["items"]] == [(2, 3.0), (1, 3.0)]

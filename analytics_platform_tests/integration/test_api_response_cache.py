@@ -19,9 +19,15 @@ import psycopg
 from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms import machine_kpis as mk
-from analytics_platform_tests.integration.test_api_cache import HOUR, TWO_HOURS, materialise, readings
 from analytics_platform_tests.support.api import Api, at, iso, ok, running
-from analytics_platform_tests.support.api_data import KPI_QUERY, kpi
+from analytics_platform_tests.support.api_data import (
+    CACHE_HOUR,
+    CACHE_TWO_HOURS,
+    KPI_QUERY,
+    cache_readings,
+    kpi,
+    materialise,
+)
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 
@@ -49,10 +55,10 @@ def items(answer: httpx.Response) -> list[tuple]:
 def test_a_rematerialised_hour_and_a_late_readings_hour_change_the_next_answer_at_once(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"), (at(4, 20), 3.0, 2, "t1"))
     materialise(database, settings, at(3), at(5))
     with running(settings, database) as api:
-        for query in (HOUR, TWO_HOURS):  # a stored window and a rollup of it
+        for query in (CACHE_HOUR, CACHE_TWO_HOURS):  # a stored window and a rollup of it
             first, how = counted(api, lambda q=query: api.t1.get("/v1/agg", **q))
             assert how == "miss"
             again, how = counted(api, lambda q=query: api.t1.get("/v1/agg", **q))
@@ -62,22 +68,22 @@ def test_a_rematerialised_hour_and_a_late_readings_hour_change_the_next_answer_a
         assert items(again) == [(iso(at(2)), 1, 1.0), (iso(at(4)), 1, 3.0)]
 
         # a late reading is in the raw table only: the materialised answer has not changed
-        readings(database, (at(3, 50), 5.0, 3, "t1"))
-        unchanged, how = counted(api, lambda: api.t1.get("/v1/agg", **HOUR))
+        cache_readings(database, (at(3, 50), 5.0, 3, "t1"))
+        unchanged, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))
         assert how == "hit" and items(unchanged) == [(iso(at(3)), 1, 1.0), (iso(at(4)), 1, 3.0)]
 
         materialise(database, settings, at(3), at(4))  # the late reading's hour re-materialised
-        late, how = counted(api, lambda: api.t1.get("/v1/agg", **HOUR))
+        late, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))
         assert how == "miss" and items(late) == [(iso(at(3)), 2, 3.0), (iso(at(4)), 1, 3.0)]
-        rolled, how = counted(api, lambda: api.t1.get("/v1/agg", **TWO_HOURS))
+        rolled, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_TWO_HOURS))
         assert how == "miss" and items(rolled) == [(iso(at(2)), 2, 3.0), (iso(at(4)), 1, 3.0)]
-        assert counted(api, lambda: api.t1.get("/v1/agg", **HOUR))[1] == "hit"
+        assert counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))[1] == "hit"
 
         # a reading corrected at its source and hour 4 re-materialised from it
         with database.connect() as conn:
             conn.execute("UPDATE analytics.raw_sensor_readings SET value = 7.0 WHERE time = %s", (at(4, 20),))
         materialise(database, settings, at(4), at(5))
-        redone, how = counted(api, lambda: api.t1.get("/v1/agg", **HOUR))
+        redone, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))
         assert how == "miss" and items(redone) == [(iso(at(3)), 2, 3.0), (iso(at(4)), 1, 7.0)]
         assert redone.headers["ETag"] not in (late.headers["ETag"], first.headers["ETag"])
 
@@ -88,7 +94,7 @@ def test_a_rematerialised_hour_and_a_late_readings_hour_change_the_next_answer_a
                 " WHERE hour_start = %s",
                 (at(3),),
             )
-        bumped, how = counted(api, lambda: api.t1.get("/v1/agg", **HOUR))
+        bumped, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))
         assert how == "miss" and bumped.content == redone.content and bumped.headers["ETag"] != redone.headers["ETag"]
 
 
@@ -131,9 +137,9 @@ def test_every_request_representation_tenant_and_coding_has_its_own_entry(
 ) -> None:
     """Each answer, asked twice, is a miss then a hit; every first answer and every kept one is byte for
     byte (headers too) what the same app makes with the cache off."""
-    readings(database, *((at(3, m), float(m), m + 1, "t1") for m in range(0, 60, 2)), (at(3, 10), 4.0, 1, "t2"))
+    cache_readings(database, *((at(3, m), float(m), m + 1, "t1") for m in range(0, 60, 2)), (at(3, 10), 4.0, 1, "t2"))
     materialise(database, settings, at(3), at(5))
-    fine = {**HOUR, "window_s": 60}  # 30 buckets: over a kilobyte, so gzip applies
+    fine = {**CACHE_HOUR, "window_s": 60}  # 30 buckets: over a kilobyte, so gzip applies
     asks: list[tuple[str, dict, str, dict[str, str]]] = [  # (who, query, path, headers)
         ("t1", fine, "/v1/agg", {}),
         ("t1", {**fine, "fields": "avg"}, "/v1/agg", {}),
@@ -174,23 +180,23 @@ def test_every_request_representation_tenant_and_coding_has_its_own_entry(
 
 
 def test_provisional_answers_are_never_kept(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    readings(database, (at(3, 10), 1.0, 1, "t1"))
+    cache_readings(database, (at(3, 10), 1.0, 1, "t1"))
     with running(settings, database) as api:
         api.client.app.state.clock = lambda: at(3, 30)  # hour 3 is open, and not materialised
         for _ in range(2):
-            live, how = counted(api, lambda: api.t1.get("/v1/agg", **HOUR))
+            live, how = counted(api, lambda: api.t1.get("/v1/agg", **CACHE_HOUR))
             assert how == "-" and live.headers["Cache-Control"] == "no-store"
         assert len(api.client.app.state.response_cache) == 0
-        readings(database, (at(3, 20), 3.0, 2, "t1"))
-        assert [i["count"] for i in ok(api.t1.get("/v1/agg", **HOUR))["items"]] == [2]
+        cache_readings(database, (at(3, 20), 3.0, 2, "t1"))
+        assert [i["count"] for i in ok(api.t1.get("/v1/agg", **CACHE_HOUR))["items"]] == [2]
 
 
 def test_the_bytes_held_stay_within_the_bound_least_recently_used_first(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    readings(database, *((at(3, m), float(m), m + 1, "t1") for m in range(60)))
+    cache_readings(database, *((at(3, m), float(m), m + 1, "t1") for m in range(60)))
     materialise(database, settings, at(3), at(4))
-    ranges = [{**HOUR, "window_s": 60, "end": iso(at(3, 10 + m))} for m in range(6)]  # 10..15 buckets
+    ranges = [{**CACHE_HOUR, "window_s": 60, "end": iso(at(3, 10 + m))} for m in range(6)]  # 10..15 buckets
     with running(settings, database) as probe:
         sizes = []
         for query in ranges:

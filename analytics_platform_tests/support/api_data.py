@@ -30,9 +30,12 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import HOUR, at, insert, iso, jsonable
 from analytics_platform_tests.support.stack import DatabaseHandle
 
@@ -605,3 +608,20 @@ READINGS = ("/v1/readings", READING_QUERY)
 TIME_RANGED = {"agg": AGG, "kpi": KPI, "events": EVENTS, "deviation": DEVIATION, "anomalies": ANOMALIES}
 LISTINGS = {**TIME_RANGED, "baselines": BASELINES, "specs": SPECS, "readings": READINGS}
 NEEDS_TENANT = {"agg": AGG, "kpi": KPI, "events": EVENTS, "deviation": DEVIATION, "readings": READINGS}
+
+
+# ----- /v1/agg over one series whose hours the asset's own writer materialises (HTTP caching tests) -----
+CACHE_QUERY = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(3)), "end": iso(at(5))}
+CACHE_HOUR = {**CACHE_QUERY, "window_s": 3600}
+CACHE_TWO_HOURS = {**CACHE_QUERY, "window_s": 7200, "start": iso(at(2)), "end": iso(at(6))}  # rolled up from the hours
+
+
+def cache_readings(database: DatabaseHandle, *rows: tuple[datetime, float, int, str]) -> None:
+    """(time, value, offset, tenant) readings of sensor s1 of f1/m1/temp."""
+    insert(database, "raw_sensor_readings", [reading(t, "s1", v, o, tenant=tenant) for t, v, o, tenant in rows])
+
+
+def materialise(database: DatabaseHandle, settings: PlatformSettings, first: datetime, last: datetime) -> None:
+    """The hours [first, last) recomputed by the aggregates asset's own writer (each hour a new version)."""
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        recompute_aggregates(conn, list(settings.windows), first, last)
