@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -548,7 +549,22 @@ def live_api(pg_admin_url: str, login_roles: dict[str, str], kafka_brokers: str)
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+# A header name outside RFC 9110's token characters, or a generated framing header (a Content-Length that is
+# not the body's), is not HTTP: uvicorn's parser answers 400 "Invalid HTTP request received." before the app
+# sees the request. Hypothesis drew such headers for GET /v1/baselines/{baseline_id} once (its generated
+# values depend on the modules loaded when the cases are built); they test the HTTP server, not the API.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+FRAMING_HEADERS = {"content-length", "transfer-encoding", "host", "connection", "te", "upgrade"}
+
+
+def http_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The generated headers an HTTP/1.1 client can send as given."""
+    return {k: v for k, v in headers.items() if HEADER_NAME.fullmatch(k) and k.lower() not in FRAMING_HEADERS}
+
+
 def call(case: Case, api: LiveApi, key: str | None, tally: Tally, test: str) -> None:
+    if case.headers:
+        case.headers = http_headers(case.headers)
     if key is None and case.headers:
         case.headers.pop("X-API-Key", None)  # a generated value of the security parameter
     response = case.call_and_validate(base_url=api.url, session=api.session, headers={"X-API-Key": key} if key else {})
