@@ -30,6 +30,7 @@ from analytics_platform_tests.support.api_data import (
     insert_event_data,
     kpi,
     materialise,
+    rewrite_kpi_hours,
 )
 from analytics_platform_tests.support.stack import DatabaseHandle
 
@@ -182,23 +183,7 @@ def test_a_rewritten_kpi_period_changes_the_answer_and_the_tag_at_once(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
     """/v1/kpi: keyed by the periods the KPI assets wrote, through their own writer."""
-    hours = pl.DataFrame(
-        [
-            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
-            for h in (3, 4)
-        ],
-        schema=mk.PERIOD_SCHEMA,
-    )
-
-    def write(*rows: tuple[float, str, float, str]) -> None:
-        frame = pl.DataFrame(
-            [{**kpi(h, "m1", "oee", v, "ratio", tenant=t), "details": None} for h, _, v, t in rows],
-            schema=mk.OUTPUT_SCHEMA,
-        )
-        with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
-            replace_kpis(conn, frame, hours)
-
-    write((3, "oee", 0.5, "t1"), (4, "oee", 0.75, "t1"), (3, "oee", 0.5, "t2"))
+    rewrite_kpi_hours(database, (3, 0.5, "t1"), (4, 0.75, "t1"), (3, 0.5, "t2"))
     with running(settings, database) as api:
         first = api.t1.get("/v1/kpi", **KPI_QUERY)
         assert [i["value"] for i in ok(first)["items"]] == [0.5, 0.75]
@@ -210,7 +195,7 @@ def test_a_rewritten_kpi_period_changes_the_answer_and_the_tag_at_once(
         t2 = api.t2.get("/v1/kpi", **KPI_QUERY)
         assert ok(t2)["items"][0]["value"] == 0.5 and t2.headers["ETag"] != tag  # tenants never share a tag
 
-        write((3, "oee", 0.5, "t1"), (4, "oee", 0.25, "t1"), (3, "oee", 0.5, "t2"))  # hours 3 and 4 rerun
+        rewrite_kpi_hours(database, (3, 0.5, "t1"), (4, 0.25, "t1"), (3, 0.5, "t2"))  # hours 3 and 4 rerun
         changed = api.client.get("/v1/kpi", params=KPI_QUERY, headers=headers)
         assert changed.status_code == 200 and changed.headers["ETag"] != tag
         assert [i["value"] for i in changed.json()["items"]] == [0.5, 0.25]

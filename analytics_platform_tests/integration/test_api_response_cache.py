@@ -13,20 +13,16 @@ from __future__ import annotations
 import re
 
 import httpx
-import polars as pl
-import psycopg
 
-from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
-from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform_tests.support.api import Api, at, iso, ok, running
 from analytics_platform_tests.support.api_data import (
     CACHE_HOUR,
     CACHE_TWO_HOURS,
     KPI_QUERY,
     cache_readings,
-    kpi,
     materialise,
+    rewrite_kpi_hours,
 )
 from analytics_platform_tests.support.stack import DatabaseHandle
 
@@ -101,30 +97,14 @@ def test_a_rematerialised_hour_and_a_late_readings_hour_change_the_next_answer_a
 def test_a_kpi_periods_new_version_changes_the_next_answer_at_once(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    hours = pl.DataFrame(
-        [
-            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
-            for h in (3, 4)
-        ],
-        schema=mk.PERIOD_SCHEMA,
-    )
-
-    def write(*rows: tuple[int, float]) -> None:
-        frame = pl.DataFrame(
-            [{**kpi(h, "m1", "oee", v, "ratio", tenant="t1"), "details": None} for h, v in rows],
-            schema=mk.OUTPUT_SCHEMA,
-        )
-        with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
-            replace_kpis(conn, frame, hours)
-
-    write((3, 0.5), (4, 0.75))
+    rewrite_kpi_hours(database, (3, 0.5, "t1"), (4, 0.75, "t1"))
     with running(settings, database) as api:
         first, how = counted(api, lambda: api.t1.get("/v1/kpi", **KPI_QUERY))
         assert how == "miss" and [i["value"] for i in ok(first)["items"]] == [0.5, 0.75]
         again, how = counted(api, lambda: api.t1.get("/v1/kpi", **KPI_QUERY))
         assert how == "hit" and again.content == first.content
 
-        write((3, 0.5), (4, 0.25))  # the KPI assets rewrite hours 3 and 4
+        rewrite_kpi_hours(database, (3, 0.5, "t1"), (4, 0.25, "t1"))  # the KPI assets rewrite hours 3 and 4
         changed, how = counted(api, lambda: api.t1.get("/v1/kpi", **KPI_QUERY))
         assert how == "miss" and [i["value"] for i in ok(changed)["items"]] == [0.5, 0.25]
         assert changed.headers["ETag"] != first.headers["ETag"]

@@ -30,12 +30,15 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import polars as pl
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform_tests.support.api import HOUR, at, insert, iso, jsonable
 from analytics_platform_tests.support.stack import DatabaseHandle
 
@@ -625,3 +628,21 @@ def materialise(database: DatabaseHandle, settings: PlatformSettings, first: dat
     """The hours [first, last) recomputed by the aggregates asset's own writer (each hour a new version)."""
     with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
         recompute_aggregates(conn, list(settings.windows), first, last)
+
+
+def rewrite_kpi_hours(database: DatabaseHandle, *rows: tuple[float, float, str]) -> None:
+    """The KPI assets' own writer (`replace_kpis`) rewriting hours 3 and 4 with m1's OEE rows
+    (hour, value, tenant): each write a new version of those periods, as a re-run leaves them."""
+    hours = pl.DataFrame(
+        [
+            {"period": "hour", "label": None, "tenant_id": None, "period_start": at(h), "period_end": at(h + 1)}
+            for h in (3, 4)
+        ],
+        schema=mk.PERIOD_SCHEMA,
+    )
+    frame = pl.DataFrame(
+        [{**kpi(h, "m1", "oee", v, "ratio", tenant=t), "details": None} for h, v, t in rows],
+        schema=mk.OUTPUT_SCHEMA,
+    )
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        replace_kpis(conn, frame, hours)
