@@ -45,9 +45,16 @@ def _healthy(port: int) -> bool:
 
 
 def _workers(process: subprocess.Popen) -> list[psutil.Process]:
-    """The uvicorn workers (spawned children that import the app), not multiprocessing's tracker."""
-    children = psutil.Process(process.pid).children()
-    return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+    """The live uvicorn workers (spawned children that import the app), not multiprocessing's tracker, nor a
+    killed worker the supervisor has not reaped yet."""
+    workers = []
+    for child in psutil.Process(process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # it died between the listing and the look
+            continue
+    return workers
 
 
 @contextmanager
@@ -134,4 +141,44 @@ def test_a_second_api_on_the_same_port_is_refused_not_joined(
         assert done.stderr.strip().startswith(f"cannot start the API: 127.0.0.1:{port} cannot be bound")
         assert _healthy(port)
         process.terminate()
+        assert process.wait(30) == 0
+
+
+def _listening(workers: list[psutil.Process], port: int) -> list[int]:
+    return [
+        sum(1 for c in w.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port)
+        for w in workers
+    ]
+
+
+def test_a_killed_worker_is_replaced_with_a_socket_of_its_own_and_no_connection_is_lost(
+    database: DatabaseHandle, kafka_brokers: str, tmp_path: Path
+) -> None:
+    """The supervisor's replacement (ReusePortWorkers.keep_subprocess_alive) binds the new worker a socket,
+    and the dead one's goes with it: a socket nobody accepts on would take its share of new connections
+    and leave them unanswered."""
+    with launched(database, kafka_brokers, tmp_path, workers=2) as (process, port, _log):
+        before = _workers(process)
+        victim, survivor = before[0], before[1]
+        victim.kill()
+
+        def replaced() -> bool:
+            pids = {w.pid for w in _workers(process)}
+            return len(pids) == 2 and survivor.pid in pids and victim.pid not in pids
+
+        wait_for(replaced, 60, "the killed worker to be replaced")
+        workers = _workers(process)
+        wait_for(lambda: _listening(workers, port) == [1, 1], 60, "the new worker to listen on its own socket")
+        parent = psutil.Process(process.pid)
+        assert [c for c in parent.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN] == []
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(50)]
+        try:
+            for client in clients:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+            answers = [client.recv(64) for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+        assert [a[:12] for a in answers] == [b"HTTP/1.1 307"] * 50, "every connection is served"
+        os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
