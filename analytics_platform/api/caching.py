@@ -25,6 +25,9 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
+from analytics_platform.api.respond import wants_csv
+from analytics_platform.api.response_cache import ResponseCache
+
 # Part of every tag: bump it when the JSON or CSV shape of an answer changes, so that no tag a
 # client kept from an older API matches a body of the new one.
 FORMAT = "api-2026-12"
@@ -90,3 +93,17 @@ def by_body(request: Request, response: Response) -> Response:
     if matches(request, tag):
         return not_modified(tag)
     return tagged(response, tag)
+
+
+def known_answer(
+    request: Request, tenant: str | None, version: Any, cache: ResponseCache
+) -> tuple[bytes, str, Response | None]:
+    """The tag's material and tag of this request's answer under `version` (what was materialised), and
+    the answer when it needs no rows: a 304 for the client's own tag, else the body the response cache
+    keeps for that material; None: make it, then `cache.keep(request, material, tagged(response, tag))`."""
+    representation = "csv" if wants_csv(request) else "json"
+    raw = material(request_key(request, tenant, representation), version)
+    tag = tag_of_material(raw)
+    if matches(request, tag):
+        return raw, tag, not_modified(tag)
+    return raw, tag, cache.answer(request, raw)

@@ -42,7 +42,7 @@ from analytics_platform.api.params import (
     page_limit,
     time_range,
 )
-from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response, wants_csv
+from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, canonical_order, window_aggregates
 
@@ -429,15 +429,10 @@ def aggregates(
             final = params["final_until"] >= params["hi"]
         tag = None
         if final and by_version:
-            representation = "csv" if wants_csv(request) else "json"
             version = [now_known["hours"], now_known["version"], now_known["oldest"]]
-            material = caching.material(caching.request_key(request, tenant, representation), version)
-            tag = caching.tag_of_material(material)
-            if caching.matches(request, tag):
-                return caching.not_modified(tag)
-            kept = state.response_cache.answer(request, material)
-            if kept is not None:
-                return kept
+            material, tag, known = caching.known_answer(request, tenant, version, state.response_cache)
+            if known is not None:
+                return known
         if source == "stored":
             rows = conn.execute(_STORED, {**params, "provisional": live}, binary=True).fetchall()
             if live:

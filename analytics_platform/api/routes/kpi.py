@@ -31,7 +31,7 @@ from analytics_platform.api.params import (
     time_range,
 )
 from analytics_platform.api.query import Select, fetch_page
-from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset, page_response, wants_csv
+from analytics_platform.api.respond import CSV_RESPONSE, json_response, keyset, page_response
 from analytics_platform.transforms import kpi_catalog as K
 from analytics_platform.transforms import kpi_periods as kp
 from analytics_platform.transforms.event_rollups import DAY_S, rollup_windows
@@ -154,14 +154,9 @@ def _stored(
     # keyed by what the KPI assets wrote (sql/14), read before the rows: a write in between can only make
     # the body newer than its tag, never older; the request's first statement, it checks the connection too
     with state.db.checked_by(_VERSION, (period, start, end)) as (conn, version):
-        representation = "csv" if wants_csv(request) else "json"
-        material = caching.material(caching.request_key(request, tenant, representation), list(version.values()))
-        tag = caching.tag_of_material(material)
-        if caching.matches(request, tag):
-            return caching.not_modified(tag)
-        kept = state.response_cache.answer(request, material)
-        if kept is not None:
-            return kept
+        material, tag, known = caching.known_answer(request, tenant, list(version.values()), state.response_cache)
+        if known is not None:
+            return known
         rows = conn.execute(query, params, binary=True).fetchall()
     response = caching.tagged(page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS), tag)
     return state.response_cache.keep(request, material, response)
