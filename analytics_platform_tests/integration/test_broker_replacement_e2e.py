@@ -100,7 +100,12 @@ def test_every_reading_delivered_to_a_broker_that_kept_it_is_in_raw_once(
                         # (30 s) and a rebuild after rebuilds without an acknowledgement waits up to
                         # kafka.rebuild_backoff_max_s (60 s): 30 s was shorter than the agent may take by
                         # design (failed once in fresh-clone CI); the data assertions below are unchanged
-                        wait_for(lambda: topic_has_messages(broker.address, TOPIC), 120, f"the agent on broker {i + 2}")
+                        wait_for(
+                            lambda: topic_has_messages(broker.address, TOPIC),
+                            120,
+                            f"the agent on broker {i + 2}",
+                            explain=lambda: agent.report(metrics_port),
+                        )
                         mark = len(publisher.published)
                     wait_for(lambda: len(publisher.published) >= mark + PHASE, 60, "traffic on the last broker")
                 finally:
@@ -113,6 +118,7 @@ def test_every_reading_delivered_to_a_broker_that_kept_it_is_in_raw_once(
                     ),
                     60,
                     "every published reading acknowledged by a broker",
+                    explain=lambda: agent.report(metrics_port),
                 )
                 catch_up(drain)
                 rebuilds = scrape_metrics(metrics_port)["edge_agent_producer_restarts_total"]

@@ -91,15 +91,23 @@ async def _run(agent: Agent, started: threading.Event) -> None:
     await task
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `condition` until truthy; fail the test naming `what` on timeout."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `condition` until truthy; fail the test naming `what` on timeout, with `explain()`'s account
+    of the state (e.g. `AgentProcess.report`): a wait that fails once in many CI runs must say why."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            message = f"timed out after {timeout} s waiting for {what}"
+            raise AssertionError(message if explain is None else f"{message}\n{explain()}")
         time.sleep(interval)
 
 
@@ -316,6 +324,21 @@ class AgentProcess:
     def signal(self, sig: int) -> None:
         assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
         self.process.send_signal(sig)
+
+    def report(self, metrics_port: int | None = None, lines: int = 40) -> str:
+        """What the agent is doing, for a failed wait: alive or its exit code, its last warnings and
+        errors (info lines are one per batch and bury them), and its metrics when a port is given."""
+        state = "not started" if self.process is None else f"exit code {self.process.poll()}"
+        if self.process is not None and self.process.poll() is None:
+            state = f"running (pid {self.process.pid})"
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        notable = [line for line in text.splitlines() if '"level":"info"' not in line][-lines:]
+        parts = [f"the agent: {state}; its last {len(notable)} warnings/errors:", *notable]
+        if metrics_port is not None:
+            metrics = scrape_metrics(metrics_port)
+            kept = {k: v for k, v in metrics.items() if k.startswith("edge_agent_") and "bucket" not in k}
+            parts.append(f"its metrics: {kept}" if kept else "its metrics endpoint did not answer")
+        return "\n".join(parts)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait: the exit code (a frozen agent is resumed first, or it would never exit)."""
