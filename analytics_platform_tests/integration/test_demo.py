@@ -121,6 +121,22 @@ def test_demo_runs_end_to_end_and_stops_cleanly(repo_root, tmp_path) -> None:
         health = _get(f"http://127.0.0.1:{ports['api']}/v1/health")
         assert health["status"] == "ok"
 
+        # Dagster (its supervisor, code server, daemon, webserver) runs at DEVSTACK_DAGSTER_NICE (10) above
+        # the demo's own niceness; everything else it started (the live path: drain service, API, broker,
+        # database, simulator) at the demo's
+        base = os.getpriority(os.PRIO_PROCESS, demo.pid)
+        started = [line.split(": ", 1) for line in _processes_with_env(f"DEVSTACK_RUN_DIR={run_dir}")]
+        dagster = re.compile(r"/bin/dagster |-m dagster[ _.]")
+        wrong = [
+            f"{found} (not {wanted}) {cmd[:100]}"
+            for pid, cmd in started
+            if (found := os.getpriority(os.PRIO_PROCESS, int(pid)))
+            != (wanted := min(base + 10, 19) if dagster.search(cmd) else base)
+        ]
+        assert sum(1 for _, cmd in started if dagster.search(cmd)) >= 4, started  # dev, code server, webserver, daemon
+        assert sum(1 for _, cmd in started if "analytics_platform.cli drain serve" in cmd) == 1
+        assert not wrong, wrong
+
         now = datetime.now(UTC)
         start = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
         end = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
