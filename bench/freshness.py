@@ -75,7 +75,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ROLES = (
     ("tansu", "Tansu (broker)"),
     ("analytics_platform.cli drain serve", "drain service"),
-    ("uvicorn", "API (uvicorn)"),
+    # the API's launcher (api/serve.py); its workers are multiprocessing children and count as it
+    ("-m analytics_platform.api", "API"),
     ("edge_agents.simulator", "simulator"),
     ("dagster._daemon", "Dagster daemon"),
     ("dagster_webserver", "Dagster webserver"),
@@ -86,6 +87,12 @@ ROLES = (
     ("analytics_platform.devstack", "devstack (supervisor)"),
     ("postgres", "PostgreSQL"),
 )
+
+
+def role_of_command(command: str) -> str | None:
+    """The role of a demo process by its command line (its arguments joined by spaces), None for one
+    that counts as its parent's."""
+    return next((role for needle, role in ROLES if needle in command), None)
 
 
 def _proc_stat(pid: int) -> tuple[int, int, int] | None:
@@ -157,7 +164,7 @@ class CpuAccount:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             return None
-        return next((role for needle, role in ROLES if needle in command), None)
+        return role_of_command(command)
 
     def open(self) -> None:
         """Start the window now and keep sampling in a thread until close()."""

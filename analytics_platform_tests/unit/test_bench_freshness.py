@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from analytics_platform.devstack.processes import api_command
 from analytics_platform.settings import REPO_ROOT
 
 
@@ -70,3 +71,15 @@ def test_the_cpu_account_charges_a_busy_child_to_its_role(tmp_path: Path) -> Non
     assert figures["cores_by_process"]["bench: burner"] > 0
     assert list(figures["cores_by_process"]) == list(figures["cpu_s_by_process"])
     assert figures["cores"] >= 1
+
+
+def test_the_demo_processes_are_told_apart_by_their_command_lines() -> None:
+    """The API runs from its own launcher since issue 23 (no `uvicorn` in its command line): its CPU
+    was charged to the devstack supervisor, its parent, and the report named no API at all."""
+    freshness = bench()
+    api = " ".join(api_command("127.0.0.1", 7305))
+    assert freshness.role_of_command(api) == "API"
+    assert freshness.role_of_command(f"{sys.executable} -m analytics_platform.cli drain serve") == "drain service"
+    assert freshness.role_of_command(f"{sys.executable} -m analytics_platform.devstack demo") == "devstack (supervisor)"
+    assert freshness.role_of_command(f"{sys.executable} -m dagster._daemon run --workspace w.yaml") == "Dagster daemon"
+    assert freshness.role_of_command(f"{sys.executable} -c from multiprocessing.spawn import spawn_main") is None
