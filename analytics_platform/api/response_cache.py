@@ -108,8 +108,14 @@ class ResponseCache:
 
     @staticmethod
     def key(request: Request, material: bytes) -> tuple[bytes, str, str]:
-        """The tag's material, the content coding, and the base URL (a CSV page's `Link` names it)."""
-        return material, coding(request), str(request.base_url)
+        """The tag's material, the content coding, and what the base URL is made of (a CSV page's `Link`
+        names it): the scheme, the Host header (else the server's address) and the root paths, which is
+        all Starlette builds `request.base_url` from. Read from the scope: building the URL itself took a
+        fifth of a kept answer's lookup."""
+        scope = request.scope
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        base = (scope.get("scheme"), host, scope.get("server"), scope.get("root_path"), scope.get("app_root_path"))
+        return material, coding(request), repr(base)
 
     def put(self, key: tuple[bytes, str, str], entry: Entry) -> None:
         size = _size(key, entry)

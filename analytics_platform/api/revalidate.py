@@ -1,25 +1,31 @@
-"""Conditional GETs of /v1/agg and /v1/kpi without FastAPI's per-request machinery.
+"""GETs of /v1/agg and /v1/kpi without FastAPI's per-request machinery.
 
 A dashboard revalidates its closed ranges over and over (`If-None-Match`, answered 304 when nothing
-was re-materialised: api/caching.py). Profiled under load, such a 304 spent about half of the API's
-CPU in FastAPI resolving the route's signature for the request (walking each parameter's annotation
-and aliases, then validating it), several times what the tag query and the tag cost. This
-middleware answers those requests by calling the very same endpoint with the very same values:
+was re-materialised: api/caching.py), and fifty dashboards showing the same machine pages ask the
+same plain GETs over and over (answered from the response cache: api/response_cache.py). Profiled
+under load, such an answer spent about half of the API's CPU in FastAPI resolving the route's
+signature for the request (walking each parameter's annotation and aliases, then validating it),
+several times what the tag query and the tag cost: a repeated 30-day page of /v1/agg took 1.0 ms of
+CPU in the app through FastAPI and 0.6 ms here (docs/benchmarks.md, REST API). This middleware
+answers those requests, with or without `If-None-Match`, by calling the very same endpoint with the
+very same values:
 
 * each query parameter is read as FastAPI reads it (the last value of its name; absent: the
   default, or no fast path when it is required) and validated by the route's own pydantic field, so
   a value is accepted, converted and constrained exactly as the route declares it;
 * the key goes through `authenticate` itself (its cache, its database lookup on a miss);
-* the endpoint runs in the thread pool, as FastAPI runs a sync endpoint, and its Response (a 304,
-  or a 200 when the answer changed) is sent as it is, as FastAPI sends a returned Response.
+* the endpoint runs in the thread pool, as FastAPI runs a sync endpoint, and its Response (a 304, the
+  response cache's answer, or one made afresh) is sent as it is, as FastAPI sends a returned Response.
 
-Anything else is left to FastAPI untouched: a request that is not a GET of one of those paths with
-`If-None-Match`, a parameter the route's field rejects, a missing or refused key, and any exception
-of the endpoint (a 404, a 422...). FastAPI then answers it from the start, so every error keeps its
-exact status, message and headers (the endpoint only reads; running it twice is harmless). The one
-exception answered here is the database being down, by the app's own handler (the same 503): going
-through FastAPI would wait API_DB_WAIT_S for a connection a second time.
-Answers are never staler than the route's: it is the route's own code that decides them.
+Anything else is left to FastAPI untouched: a request that is not a GET of one of those paths, a
+parameter the route's field rejects, a missing or refused key, and any exception of the endpoint (a
+404, a 422...). FastAPI then answers it from the start, so every error keeps its exact status,
+message and headers (the endpoint only reads; running it twice is harmless, and every error but the
+database's comes before the rows are read). The one exception answered here is the database being
+down, by the app's own handler (the same 503): going through FastAPI would wait API_DB_WAIT_S for a
+connection a second time.
+Answers are never staler than the route's: it is the route's own code that decides them, and it reads
+the state (what was materialised) on every request as it does under FastAPI.
 
 It sits innermost of the app's middleware, so CORS, gzip, the request metrics (labelled with the
 route, which it sets in the scope as the router would) and tracing see its answers as any other."""
@@ -41,6 +47,7 @@ from analytics_platform.api import auth
 from analytics_platform.api.db import DatabaseDown
 from analytics_platform.api.middleware import App, Receive, Scope, Send
 
+IMMUTABLE = (type(None), bool, int, float, str, bytes)  # a default FastAPI's deepcopy would hand back as it is
 NO_VALUE = object()  # a parameter the fast path cannot fill as FastAPI would: left to FastAPI
 
 
@@ -58,7 +65,9 @@ class Param:
         if raw is None:
             if self.field.field_info.is_required():
                 return NO_VALUE
-            default = copy.deepcopy(self.field.default)
+            default = self.field.default
+            if not isinstance(default, IMMUTABLE):  # FastAPI hands each request a copy of its own
+                default = copy.deepcopy(default)
             if not self.field.field_info.validate_default:
                 return default
             raw = default
@@ -133,7 +142,7 @@ def _api_routes(routes: Sequence[Any]) -> list[APIRoute]:
 
 
 class Revalidate:
-    """The fast path of conditional GETs (see the module's docstring) of `routes` (fast_routes: built
+    """The fast path of GETs (see the module's docstring) of `routes` (fast_routes: built
     with the app, so a route signature it cannot read stops the app from starting, never a request)."""
 
     def __init__(self, app: App, fastapi: FastAPI, routes: dict[str, FastRoute]) -> None:
@@ -155,8 +164,6 @@ class Revalidate:
     async def _answer(self, route: FastRoute, scope: Scope, receive: Receive) -> Response | None:
         """The endpoint's Response, or None to leave the request to FastAPI."""
         request = Request(scope, receive)
-        if "if-none-match" not in request.headers:
-            return None
         received = request.query_params
         values: dict[str, Any] = {}
         for param in route.params:

@@ -132,6 +132,9 @@ def test_every_request_representation_tenant_and_coding_has_its_own_entry(
         ("t2", fine, "/v1/agg", {}),
         ("t1", {**fine, "window_s": 3600}, "/v1/agg", {}),
         ("t1", KPI_QUERY, "/v1/kpi", {}),
+        # a CSV page names the next one in Link, with the host it was asked of: one entry per host
+        ("t1", {**fine, "limit": 10}, "/v1/agg", {"Accept": "text/csv"}),
+        ("t1", {**fine, "limit": 10}, "/v1/agg", {"Accept": "text/csv", "Host": "other.example"}),
     ]
     off = settings.model_copy(update={"api_response_cache_mb": 0})
 
@@ -157,6 +160,8 @@ def test_every_request_representation_tenant_and_coding_has_its_own_entry(
         gzipped = seconds[6][0]
         assert gzipped.headers["content-encoding"] == "gzip" and gzipped.content == seconds[0][0].content
         assert ok(seconds[8][0])["items"][0]["tenant_id"] == "t2"
+        links = [answer.headers["Link"] for answer, _ in seconds[-2:]]
+        assert [link.split("/v1/")[0] for link in links] == ["<http://testserver", "<http://other.example"]
 
 
 def test_provisional_answers_are_never_kept(settings: PlatformSettings, database: DatabaseHandle) -> None:

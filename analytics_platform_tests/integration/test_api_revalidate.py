@@ -1,10 +1,11 @@
-"""The fast path of conditional GETs (api/revalidate.py) answers exactly what FastAPI answers.
+"""The fast path of GETs of /v1/agg and /v1/kpi (api/revalidate.py) answers exactly what FastAPI answers.
 
 Two apps over the same database: the API as it runs, and the same API without the fast path (its
-middleware taken out before the app starts). Every request below carries `If-None-Match` (so the
-fast path takes it up) and must get the same status, headers and body from both: 304s and 200s,
-the tag and Cache-Control, gzip, CSV, and every error before the tag (422 messages, 401s, 404 for
-another tenant) that the fast path must leave to FastAPI."""
+middleware taken out before the app starts). Every request below, conditional (`If-None-Match`) or
+plain, must get the same status, headers and body from both: 304s and 200s, a plain GET's first answer
+(made afresh) and its repeats (the response cache's), the tag and Cache-Control, gzip, CSV, `fields=`,
+other tenants, and every error before the tag (422 messages, 401s, 404 for another tenant) that the
+fast path must leave to FastAPI, and the database's outage."""
 
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ AGG = {
     "start": iso(at(3)),
     "end": iso(at(5)),
 }
+# parameters the route refuses (422), or another tenant's (404): FastAPI's to answer, message and all
+BAD_AGG = [
+    {**AGG, "window_s": "abc"},
+    {**AGG, "window_s": "0"},
+    {**AGG, "window_s": "7"},
+    {**AGG, "start": "2025-08-20T03:00:00"},  # no zone
+    {**AGG, "start": "yesterday"},
+    {**AGG, "end": iso(at(2))},
+    {**AGG, "start": "1800-01-01T00:00:00Z"},
+    {**AGG, "metric": "nope"},
+    {**AGG, "machine_id": ""},
+    {**AGG, "machine_id": "m\x001"},
+    {**AGG, "machine_id": "m" * 201},
+    {**AGG, "limit": "0"},
+    {**AGG, "limit": "100000"},
+    {**AGG, "cursor": "not-a-cursor"},
+    {**AGG, "fields": "avg,mean"},
+    {**AGG, "tenant_id": "t2"},  # another tenant: 404
+    {k: v for k, v in AGG.items() if k != "metric"},
+]
+LAX_WINDOWS = (" 3600", "3600.0", "03600", "+3600")  # whatever pydantic makes of them, the same
+MOMENTS = ("2025-08-20T03:00:00+00:00", "2025-08-20 03:00:00Z", "2025-08-20T05:00:00+02:00", "1755658800")
+BAD_KPI = [
+    {**KPI_QUERY, "period": "fortnight"},
+    {**KPI_QUERY, "kpi": "nope"},
+    {**KPI_QUERY, "scope": "plant"},
+    {k: v for k, v in KPI_QUERY.items() if k != "factory_id"},
+    {**KPI_QUERY, "start": KPI_QUERY["end"]},
+]
 
 
 @contextmanager
@@ -107,10 +137,18 @@ def test_every_route_it_serves_is_read_as_fastapi_reads_it(settings: PlatformSet
     }
 
 
-def test_a_revalidation_skips_fastapis_request_machinery(
+def cache_lookups(client: TestClient) -> dict[str, float]:
+    """The app's response-cache lookups so far, by result (its own metrics registry)."""
+    registry = client.app.state.registry
+    name = "analytics_api_response_cache_lookups_total"
+    return {result: registry.get_sample_value(name, {"result": result}) or 0.0 for result in ("hit", "miss")}
+
+
+def test_the_fast_path_skips_fastapis_request_machinery(
     settings: PlatformSettings, database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the fast path is for: FastAPI resolves no signature for a conditional GET it answers."""
+    """What the fast path is for: FastAPI resolves no signature for a GET it answers, a conditional one
+    (304) or a plain one, made afresh or from the response cache; errors are FastAPI's."""
     seed(settings, database)
     _, t1 = make_key(database, "t1", "t1-reader")
     solved = []
@@ -123,20 +161,111 @@ def test_a_revalidation_skips_fastapis_request_machinery(
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
     with two_apps(settings) as (fast, _):
         key = {"X-API-Key": t1}
-        tags = [
-            fast.get(path, params=q, headers=key).headers["ETag"]
-            for path, q in (("/v1/agg", AGG), ("/v1/kpi", KPI_QUERY))
-        ]
-        assert solved == ["/v1/agg", "/v1/kpi"]
+        made = [fast.get(path, params=q, headers=key) for path, q in (("/v1/agg", AGG), ("/v1/kpi", KPI_QUERY))]
+        assert [answer.status_code for answer in made] == [200, 200]
+        assert cache_lookups(fast) == {"hit": 0, "miss": 2}
+        again = [fast.get(path, params=q, headers=key) for path, q in (("/v1/agg", AGG), ("/v1/kpi", KPI_QUERY))]
+        assert [a.content for a in again] == [m.content for m in made]
+        assert cache_lookups(fast) == {"hit": 2, "miss": 2}  # the repeats are the response cache's answers
+        tags = [answer.headers["ETag"] for answer in made]
         assert fast.get("/v1/agg", params=AGG, headers={**key, "If-None-Match": tags[0]}).status_code == 304
         assert fast.get("/v1/kpi", params=KPI_QUERY, headers={**key, "If-None-Match": tags[1]}).status_code == 304
         assert fast.get("/v1/agg", params=AGG, headers={**key, "If-None-Match": 'W/"old"'}).status_code == 200
-        assert solved == ["/v1/agg", "/v1/kpi"]
+        assert solved == []
         assert (
             fast.get("/v1/agg", params={**AGG, "window_s": "7"}, headers={**key, "If-None-Match": "*"}).status_code
             == 422
         )
-        assert solved == ["/v1/agg", "/v1/kpi", "/v1/agg"]  # an error is FastAPI's to answer
+        assert fast.get("/v1/agg", params={**AGG, "metric": "nope"}, headers=key).status_code == 422
+        assert fast.get("/v1/kpi", params=KPI_QUERY).status_code == 401
+        assert solved == ["/v1/agg", "/v1/agg", "/v1/kpi"]  # an error is FastAPI's to answer
+
+
+def same_twice(
+    fast: TestClient, reference: TestClient, path: str, params: dict | list, headers: dict
+) -> httpx.Response:
+    """A plain GET asked twice of both apps (the first answer made afresh, the second, where the route
+    keeps it, the response cache's): the same status, headers and body every time."""
+    first = same(fast, reference, path, params, headers)
+    second = same(fast, reference, path, params, headers)
+    assert (second.status_code, second.content) == (first.status_code, first.content)
+    return second
+
+
+def test_plain_gets_of_agg_get_what_fastapi_answers(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    _, t2 = make_key(database, "t2", "t2-reader")
+    _, admin = make_key(database, None, "admin-reader")
+    with two_apps(settings) as (fast, reference):
+        key = {"X-API-Key": t1}
+        plain = same_twice(fast, reference, "/v1/agg", AGG, key)
+        assert plain.status_code == 200 and plain.json()["count"] == 2
+        assert plain.headers["Cache-Control"] == "private, no-cache"
+        for headers in (
+            {"Accept-Encoding": "gzip"},
+            {"Accept": "text/csv"},
+            {"Accept": "text/csv", "Accept-Encoding": "gzip"},
+            {"Accept": "application/json, text/csv"},
+        ):
+            assert same_twice(fast, reference, "/v1/agg", AGG, {**key, **headers}).status_code == 200
+        assert same_twice(fast, reference, "/v1/agg", {**AGG, "fields": "avg"}, key).json()["items"][0] == {
+            "bucket_start": iso(at(3)),
+            "sensor_id": "s1",
+            "avg": 1.0,
+            "provisional": False,
+        }
+        rolled = {**AGG, "window_s": "7200", "start": iso(at(2)), "end": iso(at(6))}
+        assert same_twice(fast, reference, "/v1/agg", rolled, key).json()["count"] == 2
+        assert same_twice(fast, reference, "/v1/agg", {**AGG, "unasked": "x"}, key).status_code == 200
+        paged = same_twice(fast, reference, "/v1/agg", {**AGG, "limit": "1"}, {**key, "Accept": "text/csv"})
+        assert paged.headers["Link"].startswith("<http://testserver/v1/agg?")  # the CSV page names the next one
+        nxt = same_twice(fast, reference, "/v1/agg", {**AGG, "cursor": paged.headers["X-Next-Cursor"]}, key)
+        assert [item["avg"] for item in nxt.json()["items"]] == [3.0]
+
+        for params in BAD_AGG:
+            assert same(fast, reference, "/v1/agg", params, key).status_code in (404, 422)
+        for lax in LAX_WINDOWS:
+            same_twice(fast, reference, "/v1/agg", {**AGG, "window_s": lax}, key)
+        for moment in MOMENTS:
+            same_twice(fast, reference, "/v1/agg", {**AGG, "start": moment}, key)
+        twice = [*AGG.items(), ("machine_id", "m2")]  # the last value counts, as FastAPI reads it
+        assert same_twice(fast, reference, "/v1/agg", twice, key).json()["count"] == 0
+
+        for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": "apk_nope"}, {"X-API-Key": t1[:-1] + "x"}):
+            assert same(fast, reference, "/v1/agg", AGG, headers).status_code == 401
+        assert same(fast, reference, "/v1/agg", AGG, {"X-API-Key": admin}).status_code == 422
+        admin_t2 = same_twice(fast, reference, "/v1/agg", {**AGG, "tenant_id": "t2"}, {"X-API-Key": admin})
+        assert admin_t2.json()["items"][0]["avg"] == 2.0
+        t2_own = same_twice(fast, reference, "/v1/agg", AGG, {"X-API-Key": t2})
+        assert t2_own.json()["items"][0]["avg"] == 2.0  # the same ids, the other tenant's answer
+        assert t2_own.headers["ETag"] not in (plain.headers["ETag"], admin_t2.headers["ETag"])
+
+        for app in (fast.app, reference.app):
+            app.state.clock = lambda: at(5, 30)  # hour 5 open: provisional, no-store, never kept
+        open_hour = {**AGG, "start": iso(at(5)), "end": iso(at(6))}
+        live = same_twice(fast, reference, "/v1/agg", open_hour, key)
+        assert live.headers["Cache-Control"] == "no-store" and "ETag" not in live.headers
+
+
+def test_plain_gets_of_kpi_get_what_fastapi_answers(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    with two_apps(settings) as (fast, reference):
+        key = {"X-API-Key": t1}
+        stored = same_twice(fast, reference, "/v1/kpi", KPI_QUERY, key)
+        assert [(i["period_start"], i["value"]) for i in stored.json()["items"]] == [
+            (iso(at(3)), 0.5),
+            (iso(at(4)), 0.75),
+        ]
+        for headers in ({"Accept-Encoding": "gzip"}, {"Accept": "text/csv"}):
+            assert same_twice(fast, reference, "/v1/kpi", KPI_QUERY, {**key, **headers}).status_code == 200
+        assert same_twice(fast, reference, "/v1/kpi", {**KPI_QUERY, "kpi": "oee"}, key).json()["count"] == 2
+        combined = {**KPI_QUERY, "period": "custom", "scope": "factory"}
+        assert same_twice(fast, reference, "/v1/kpi", combined, key).status_code == 200
+        for params in BAD_KPI:
+            assert same(fast, reference, "/v1/kpi", params, key).status_code == 422
+        assert same(fast, reference, "/v1/kpi", KPI_QUERY, {}).status_code == 401
 
 
 def test_conditional_gets_of_agg_get_what_fastapi_answers(settings: PlatformSettings, database: DatabaseHandle) -> None:
@@ -163,30 +292,11 @@ def test_conditional_gets_of_agg_get_what_fastapi_answers(settings: PlatformSett
             same(fast, reference, "/v1/agg", {**AGG, "unasked": "x"}, {**key, "If-None-Match": "*"}).status_code == 304
         )
 
-        bad = [
-            {**AGG, "window_s": "abc"},
-            {**AGG, "window_s": "0"},
-            {**AGG, "window_s": "7"},
-            {**AGG, "start": "2025-08-20T03:00:00"},  # no zone
-            {**AGG, "start": "yesterday"},
-            {**AGG, "end": iso(at(2))},
-            {**AGG, "start": "1800-01-01T00:00:00Z"},
-            {**AGG, "metric": "nope"},
-            {**AGG, "machine_id": ""},
-            {**AGG, "machine_id": "m\x001"},
-            {**AGG, "machine_id": "m" * 201},
-            {**AGG, "limit": "0"},
-            {**AGG, "limit": "100000"},
-            {**AGG, "cursor": "not-a-cursor"},
-            {**AGG, "fields": "avg,mean"},
-            {**AGG, "tenant_id": "t2"},  # another tenant: 404
-            {k: v for k, v in AGG.items() if k != "metric"},
-        ]
-        for params in bad:
+        for params in BAD_AGG:
             assert same(fast, reference, "/v1/agg", params, {**key, "If-None-Match": "*"}).status_code in (404, 422)
-        for lax in (" 3600", "3600.0", "03600", "+3600"):  # whatever pydantic makes of them, the same
+        for lax in LAX_WINDOWS:
             same(fast, reference, "/v1/agg", {**AGG, "window_s": lax}, {**key, "If-None-Match": "*"})
-        for moment in ("2025-08-20T03:00:00+00:00", "2025-08-20 03:00:00Z", "2025-08-20T05:00:00+02:00", "1755658800"):
+        for moment in MOMENTS:
             same(fast, reference, "/v1/agg", {**AGG, "start": moment}, {**key, "If-None-Match": "*"})
         twice = [*AGG.items(), ("machine_id", "m2")]  # the last value counts, as FastAPI reads it
         other = same(fast, reference, "/v1/agg", twice, {**key, "If-None-Match": tag})
@@ -219,28 +329,25 @@ def test_conditional_gets_of_kpi_get_what_fastapi_answers(settings: PlatformSett
         assert same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": 'W/"x"'}).status_code == 200
         combined = {**KPI_QUERY, "period": "custom", "scope": "factory"}
         assert same(fast, reference, "/v1/kpi", combined, {**key, "If-None-Match": "*"}).status_code == 200
-        for params in (
-            {**KPI_QUERY, "period": "fortnight"},
-            {**KPI_QUERY, "kpi": "nope"},
-            {**KPI_QUERY, "scope": "plant"},
-            {k: v for k, v in KPI_QUERY.items() if k != "factory_id"},
-            {**KPI_QUERY, "start": KPI_QUERY["end"]},
-        ):
+        for params in BAD_KPI:
             assert same(fast, reference, "/v1/kpi", params, {**key, "If-None-Match": "*"}).status_code == 422
 
 
-def test_a_revalidation_while_the_database_is_down_gets_the_same_503(
+def test_a_get_while_the_database_is_down_gets_the_same_503(
     settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
 ) -> None:
-    """The database refuses connections: the fast path answers the app's own 503 (it does not hand the
-    request to FastAPI to wait for the pool a second time)."""
+    """The database refuses connections: the fast path answers the app's own 503 to a conditional GET and to
+    a plain one, even one whose answer the response cache holds (the state is read on every request: no
+    answer without it), and does not hand the request to FastAPI to wait for the pool a second time."""
     seed(settings, database)
     _, t1 = make_key(database, "t1", "t1-reader")
     impatient = settings.model_copy(update={"api_db_wait_s": 0.5})
     with two_apps(impatient) as (fast, reference):
         key = {"X-API-Key": t1}
-        tag = fast.get("/v1/agg", params=AGG, headers=key).headers["ETag"]
+        kept = fast.get("/v1/agg", params=AGG, headers=key)  # kept in the response cache
+        tag = kept.headers["ETag"]
         assert reference.get("/v1/agg", params=AGG, headers=key).status_code == 200  # its key is cached too
+        assert fast.get("/v1/kpi", params=KPI_QUERY, headers=key).status_code == 200
         name = sql.Identifier(database.name)
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
@@ -252,7 +359,9 @@ def test_a_revalidation_while_the_database_is_down_gets_the_same_503(
                 )
                 down = same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": tag})
                 kpi_down = same(fast, reference, "/v1/kpi", KPI_QUERY, {**key, "If-None-Match": "*"})
+                plain_down = same(fast, reference, "/v1/agg", AGG, key)
+                plain_kpi_down = same(fast, reference, "/v1/kpi", KPI_QUERY, key)
             finally:
                 admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
-    assert down.status_code == kpi_down.status_code == 503
-    assert down.json() == {"detail": "no database connection available (is the database running?)"}
+    assert down.status_code == kpi_down.status_code == plain_down.status_code == plain_kpi_down.status_code == 503
+    assert down.json() == plain_down.json() == {"detail": "no database connection available (is the database running?)"}
