@@ -112,7 +112,7 @@ class Tab:
 
     def ready(self, name: str | None = None) -> dict[str, Any]:
         main = self.page.locator("main[data-ready]")
-        main.wait_for(timeout=15_000)
+        main.wait_for(timeout=60_000)
         result = {
             "page": main.get_attribute("data-page"),
             "first_render_ms": float(main.get_attribute("data-since-navigation-ms") or "nan"),
@@ -135,7 +135,7 @@ class Tab:
             "before => { const m = document.querySelector('main');"
             " return m.dataset.ready && m.dataset.ready !== before }",
             arg=before,
-            timeout=15_000,
+            timeout=60_000,
         )
         return self.ready()
 
@@ -296,7 +296,7 @@ def test_overview_refreshes_itself_and_shows_a_new_machine(browser: Browser, pla
             first = tab.page.locator("#updated").get_attribute("data-as-of")
             send_live(plant, {("t1", "f1", "mc-07"): datetime.now(UTC).replace(microsecond=0)})
             row = tab.page.locator("table.machines tr", has_text="mc-07")
-            row.wait_for(timeout=10_000)  # the next refresh, a second or so later
+            row.wait_for(timeout=60_000)  # the next refresh, a second or so later
             assert row.locator("td").nth(1).inner_text() == "● online"
             assert tab.page.locator("#updated").get_attribute("data-as-of") != first
             assert tab.page.locator("main[data-ready]").count() == 1  # the same page load throughout
@@ -379,7 +379,7 @@ def test_machine_chart_draws_the_series_trend_on_demand(tab: Tab, plant: Plant) 
         assert sorted(loaded["calls"]) == ["/agg", "/anomaly-events", "/fleet"]  # not fetched until asked
         tab.calls.clear()
         tab.page.get_by_role("button", name="Show trend").click()
-        tab.page.locator("figure#agg-chart[data-trends='1']").wait_for(timeout=10_000)
+        tab.page.locator("figure#agg-chart[data-trends='1']").wait_for(timeout=60_000)
         assert tab.page.locator("#trend-summary").inner_text().strip() == (
             "24 h: → no significant trend, slope +0.125/h, Mann–Kendall p = 0.0894 (4 points)"
         )
@@ -576,7 +576,7 @@ def test_quality_page_charts_a_lab_analyte_per_hour_against_its_limits(tab: Tab)
     loaded = tab.open(f"#/quality?tenant=t1&factory=f1&{DAY_RANGE}&analyte=Moisture")
     assert sorted(c for c in loaded["calls"] if c != "/lab/agg") == ["/alerts", "/quality", "/rejects"]
     chart = tab.page.locator("figure#lab-series-chart[data-points='1']")
-    chart.wait_for(timeout=15_000)
+    chart.wait_for(timeout=60_000)
     assert [re.sub(r"\?.*", "", c.split("/v1", 1)[1]) for c in tab.calls].count("/lab/agg") == 1
     assert chart.get_attribute("data-analyte") == "Moisture" and chart.get_attribute("data-station") == "lab-f1"
     assert tab.chart("lab-series-chart")["lineage"] == (
@@ -585,7 +585,7 @@ def test_quality_page_charts_a_lab_analyte_per_hour_against_its_limits(tab: Tab)
     assert tab.page.locator("#lab-series-analyte").input_value() == "Moisture"
     # another analyte from the picker: pH's one result of the hour
     tab.page.locator("#lab-series-analyte").select_option("pH")
-    tab.page.locator("figure#lab-series-chart[data-analyte='pH'][data-points='1']").wait_for(timeout=15_000)
+    tab.page.locator("figure#lab-series-chart[data-analyte='pH'][data-points='1']").wait_for(timeout=60_000)
     # the choice is in the address (for a reload or a link), set without reloading the page's data
     assert "analyte=pH" in tab.page.url and "lab_window=3600" in tab.page.url
     assert tab.page.locator("main[data-ready]").count() == 1
@@ -755,7 +755,7 @@ def test_a_live_machine_chart_draws_new_provisional_buckets_without_a_reload(
             send_live(plant, {machine: datetime.now(UTC).replace(microsecond=0)})
             # the next refresh (about a second later) draws the second bucket, provisional too
             live = tab.page.locator('figure#agg-chart[data-points="2"][data-provisional="2"][data-refreshed-at]')
-            live.wait_for(timeout=15_000)
+            live.wait_for(timeout=60_000)
             assert tab.page.locator("main[data-ready]").count() == 1  # the same page load throughout
             assert "2 provisional buckets (not yet final) dashed" in live.get_attribute("aria-label")
             assert live.get_attribute("data-events") == "0"
@@ -763,7 +763,7 @@ def test_a_live_machine_chart_draws_new_provisional_buckets_without_a_reload(
             with plant.database.connect(plant.database.pipeline_url) as conn:
                 assert judge_committed(conn, AnomalyOptions()).flagged == 1
             marked = tab.page.locator('figure#agg-chart[data-points="2"][data-events="1"][data-events-drawn="1"]')
-            marked.wait_for(timeout=15_000)
+            marked.wait_for(timeout=60_000)
             assert tab.page.locator("main[data-ready]").count() == 1
             assert tab.errors == [] and tab.foreign == []
         finally:

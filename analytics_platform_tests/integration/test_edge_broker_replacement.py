@@ -77,7 +77,7 @@ def test_agent_delivers_in_order_through_broker_replacements(tmp_path: Path) -> 
     replacements: list[Replacement] = []
 
     def metric(name: str) -> float:
-        return wait_for(lambda: scrape_metrics(metrics_port), 10, "the agent's /metrics").get(name, 0.0)
+        return wait_for(lambda: scrape_metrics(metrics_port), 60, "the agent's /metrics").get(name, 0.0)
 
     try:
         with mosquitto(tmp_path) as mqtt_port:

@@ -64,7 +64,7 @@ def submit_each(eng: Engine, payloads: list[dict]) -> list[SubmitResult]:
         done = threading.Event()
         box: list[SubmitResult] = []
         eng.submit("test", "sensor", [payload], done=lambda r, box=box, done=done: (box.append(r), done.set()))
-        assert done.wait(10)
+        assert done.wait(60)
         results.append(box[0])
     return results
 
@@ -117,7 +117,7 @@ def test_graceful_stop_keeps_the_queue_and_the_next_start_replays_it(broker: Own
             atomic=True,
             done=lambda r: (atomic.append(r), done.set()),
         )
-        assert done.wait(10)
+        assert done.wait(60)
     assert atomic[0].accepted == 0
     assert atomic[0].rejected == [(1, "unknown_metric", "metric 'nope' is not in the metrics catalogue")]
     assert atomic[0].refused == "1 of 2 payloads break the contract"
@@ -127,7 +127,7 @@ def test_graceful_stop_keeps_the_queue_and_the_next_start_replays_it(broker: Own
         wait_for(lambda: eng.metrics.snapshot()["edge_agent_sent_total"] == 12, 30, "the replay")
         snapshot = eng.metrics.snapshot()
         assert snapshot["edge_agent_replayed_total"] == 12
-        wait_for(lambda: eng.queue.count == 0, 10, "the acknowledged entries to leave the queue")
+        wait_for(lambda: eng.queue.count == 0, 60, "the acknowledged entries to leave the queue")
     messages = read_topic(broker.address, TOPIC, expect=12)
     by_key: dict[bytes, list[float]] = {}
     for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
@@ -142,7 +142,7 @@ def test_a_message_kafka_refuses_for_good_goes_to_rejects(broker: OwnBroker, tmp
         big = reading(1, payload={"note": "x" * 3000})
         assert [r.accepted for r in submit_each(eng, [reading(0), big, reading(2)])] == [1, 1, 1]
         wait_for(lambda: eng.metrics.snapshot()["edge_agent_sent_total"] == 2, 30, "the two others sent")
-        wait_for(lambda: eng.queue.count == 0, 10, "the refused one to leave the queue")
+        wait_for(lambda: eng.queue.count == 0, 60, "the refused one to leave the queue")
         snapshot = eng.metrics.snapshot()
         assert snapshot["edge_agent_dropped_total{reason=broker_refused}"] == 1
         [(_, source, _, reason, _, payload)] = eng.queue.rejects(10)

@@ -74,7 +74,7 @@ def http_ingest(
     with running_agent(config) as agent:
         http = agent.sources[0]
         assert isinstance(http, HTTPSource)
-        port = wait_for(lambda: http.port, 10, "the HTTP source to listen")
+        port = wait_for(lambda: http.port, 60, "the HTTP source to listen")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield Ingest(agent, http, client, prefix, queue)
 
@@ -358,7 +358,7 @@ def test_backpressure_keeps_accepting_and_marks_answers(tmp_path: Path) -> None:
     ) as ingest:
         batch = [sensor("mc-01", f"s-{i:03d}") for i in range(1, 4)]
         assert ingest.post("sensor", batch).json() == {"accepted": 3}
-        wait_for(lambda: ingest.source.slow, 10, "backpressure to switch on")
+        wait_for(lambda: ingest.source.slow, 60, "backpressure to switch on")
         answer = ingest.post("sensor", sensor("mc-01", "s-004"))
         assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
         assert answer.headers["x-backpressure"] == "on"

@@ -73,7 +73,7 @@ def test_mqtt_to_kafka_exact_messages(kafka_brokers: str, mqtt_port: int, tmp_pa
     health = {"time": "2026-11-23T08:00:00Z", "tenant_id": "t2", "factory_id": "f9", "machine_id": "mc-7"}
     with running_agent(config) as agent:
         source = agent.sources[0]
-        wait_for(lambda: source.connected.is_set(), 15, "the agent's MQTT connection")
+        wait_for(lambda: source.connected.is_set(), 60, "the agent's MQTT connection")
         client = publisher(mqtt_port)
         publish_all(
             client,
@@ -90,7 +90,7 @@ def test_mqtt_to_kafka_exact_messages(kafka_brokers: str, mqtt_port: int, tmp_pa
         client.disconnect()
         sensors = decoded(read_topic(kafka_brokers, prefix + "sensors.device.readings", expect=3))
         devices = read_topic(kafka_brokers, prefix + "device.health", expect=1)
-        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_sent_total") == 4, 10, "4 acknowledgements")
+        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_sent_total") == 4, 60, "4 acknowledgements")
         snapshot = agent.engine.metrics.snapshot()
         rejects = agent.engine.queue.rejects(10)
 
@@ -133,9 +133,9 @@ def test_backpressure_pauses_mqtt_and_resumes(mqtt_port: int, tmp_path: Path) ->
     try:
         with running_agent(config) as agent:
             metrics = agent.engine.metrics.snapshot
-            wait_for(lambda: agent.sources[0].connected.is_set(), 15, "the agent's MQTT connection")
+            wait_for(lambda: agent.sources[0].connected.is_set(), 60, "the agent's MQTT connection")
             publish_all(client, [("plant/t1/f1/mc-01/s-temp/temp", str(i).encode()) for i in range(30)])
-            wait_for(lambda: not agent.sources[0].connected.is_set(), 15, "the subscription to pause")
+            wait_for(lambda: not agent.sources[0].connected.is_set(), 60, "the subscription to pause")
             snapshot = metrics()
             assert snapshot["edge_agent_backpressure_transitions_total{to=slow}"] == 1
             assert snapshot["edge_agent_backpressure_active"] == 1

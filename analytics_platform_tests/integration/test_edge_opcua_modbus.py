@@ -241,11 +241,11 @@ def test_opcua_to_kafka_exact_messages(kafka_brokers: str, opcua_device: OPCUADe
         wait_for(source.connected.is_set, 30, "the agent's OPC-UA session")
         assert interval_metric(agent, "press-opc") == 0.25
         # the subscription's initial values first (temp, pressure; state and speed are rejected) ...
-        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 2, 15, "initial values")
+        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 2, 60, "initial values")
         # ... then a change
         opcua_device.write("temp", opcua_value(22.25, ua.VariantType.Double, T1))
         messages = read_topic(kafka_brokers, prefix + SENSORS, expect=3)
-        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_sent_total") == 3, 15, "3 acknowledgements")
+        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_sent_total") == 3, 60, "3 acknowledgements")
         snapshot = agent.engine.metrics.snapshot()
         rejects = agent.engine.queue.rejects(10)
 
@@ -285,9 +285,9 @@ def test_opcua_backpressure_changes_sampling_on_the_server(
         first = source.live.subscription.subscription_id
 
         slow_down(agent, True)
-        wait_for(lambda: opcua_device.publishing_intervals() == [2000.0], 15, "the server to publish every 2 s")
+        wait_for(lambda: opcua_device.publishing_intervals() == [2000.0], 60, "the server to publish every 2 s")
         assert interval_metric(agent, "press-opc") == 2.0
-        wait_for(lambda: source.live is not None and source.live.interval_ms == 2000.0, 5, "the source to settle")
+        wait_for(lambda: source.live is not None and source.live.interval_ms == 2000.0, 60, "the source to settle")
         if server_honours_modify:
             assert source.live.subscription.subscription_id == first
             assert source.live.publishing_ms == 2000.0
@@ -298,7 +298,7 @@ def test_opcua_backpressure_changes_sampling_on_the_server(
         wait_for(lambda: 57.0 in readings.values(), 30, "a reading while slowed down")
 
         slow_down(agent, False)
-        wait_for(lambda: opcua_device.publishing_intervals() == [250.0], 15, "the server to publish every 250 ms")
+        wait_for(lambda: opcua_device.publishing_intervals() == [250.0], 60, "the server to publish every 250 ms")
         assert interval_metric(agent, "press-opc") == 0.25
         opcua_device.write("temp", opcua_value(31.0, ua.VariantType.Double, T1 + timedelta(seconds=1)))
         wait_for(lambda: 59.0 in readings.values(), 30, "a reading at normal speed")
@@ -312,14 +312,14 @@ def test_opcua_reconnects_when_the_server_restarts(
     with running_agent(config) as agent:
         source = agent.sources[0]
         wait_for(source.connected.is_set, 30, "the agent's OPC-UA session")
-        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 2, 15, "initial values")
+        wait_for(lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 2, 60, "initial values")
         opcua_device.stop()
         wait_for(lambda: not source.connected.is_set(), 30, "the agent to notice the server is gone")
         opcua_device.start()  # same port, same values, same source timestamps
         wait_for(source.connected.is_set, 60, "the agent to reconnect")
         # the new subscription sends the initial values again; the write must not replace them in its queue
         wait_for(
-            lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 4, 15, "initial values again"
+            lambda: agent.engine.metrics.snapshot().get("edge_agent_queued_total") == 4, 60, "initial values again"
         )
         opcua_device.write("temp", opcua_value(25.0, ua.VariantType.Double, T1))  # 25 × 2 − 3 = 47
         messages = decoded(read_topic(kafka_brokers, prefix + SENSORS, expect=5))
@@ -478,16 +478,16 @@ def test_modbus_backpressure_slows_polling(kafka_brokers: str, modbus_device: Mo
         assert all(0.15 <= gap <= 0.5 for gap in normal), normal
 
         slow_down(agent, True)
-        wait_for(lambda: interval_metric(agent, "press-mb") == 2.0, 5, "the interval metric to switch")
+        wait_for(lambda: interval_metric(agent, "press-mb") == 2.0, 60, "the interval metric to switch")
         since = time.monotonic()
-        wait_for(lambda: len(modbus_device.poll_starts(since)) >= 3, 15, "three polls while slowed down")
+        wait_for(lambda: len(modbus_device.poll_starts(since)) >= 3, 60, "three polls while slowed down")
         slow = gaps(modbus_device.poll_starts(since))
         assert all(1.8 <= gap <= 2.6 for gap in slow), slow
 
         slow_down(agent, False)
-        wait_for(lambda: interval_metric(agent, "press-mb") == 0.25, 5, "the interval metric to switch back")
+        wait_for(lambda: interval_metric(agent, "press-mb") == 0.25, 60, "the interval metric to switch back")
         since = time.monotonic()
-        wait_for(lambda: len(modbus_device.poll_starts(since)) >= 5, 5, "five polls at normal speed")
+        wait_for(lambda: len(modbus_device.poll_starts(since)) >= 5, 60, "five polls at normal speed")
         fast = gaps(modbus_device.poll_starts(since))
         assert all(0.15 <= gap <= 0.5 for gap in fast), fast
         assert modbus_device.poll_starts(since)[0] - since < 0.5  # the slow wait was cut short
@@ -514,4 +514,4 @@ def test_modbus_reconnects_when_the_device_restarts(
         before = queued()
         modbus_device.start()
         wait_for(source.connected.is_set, 60, "the agent to reconnect")
-        wait_for(lambda: queued() >= before + 12, 10, "two more polls' readings (6 each) queued")
+        wait_for(lambda: queued() >= before + 12, 60, "two more polls' readings (6 each) queued")

@@ -107,7 +107,7 @@ def test_an_energy_meter_domain_runs_end_to_end_from_configuration_alone(
     with running_agent(config) as agent:
         http = agent.sources[0]
         assert isinstance(http, HTTPSource)
-        port = wait_for(lambda: http.port, 10, "the HTTP source to listen")
+        port = wait_for(lambda: http.port, 60, "the HTTP source to listen")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             refused = client.post(f"/v1/ingest/{DOMAIN}", json=[good[0], meter("em-03", 2, -1.0, 1.0)])
             assert refused.status_code == 422

@@ -87,7 +87,7 @@ def send(settings: PlatformSettings, tmp_path: Path, reading: dict, traceparent:
             done=lambda r: (verdict.append(r), done.set()),
             traceparent=traceparent,
         )
-        assert done.wait(10)
+        assert done.wait(60)
         assert verdict[0].accepted == 1
         wait_for(lambda: engine.depth == 0, 30, "the broker's acknowledgement")
     finally:

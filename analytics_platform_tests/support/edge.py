@@ -243,7 +243,7 @@ def mosquitto(workdir: Path, port: int | None = None) -> Iterator[int]:
     log = (workdir / "mosquitto.log").open("w")
     process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: port_open("127.0.0.1", port) or process.poll() is not None, 10, "mosquitto to listen")
+        wait_for(lambda: port_open("127.0.0.1", port) or process.poll() is not None, 60, "mosquitto to listen")
         assert process.poll() is None, (workdir / "mosquitto.log").read_text()
         yield port
     finally:

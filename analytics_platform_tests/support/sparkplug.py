@@ -136,7 +136,7 @@ class EdgeNode:
         client.connect("127.0.0.1", self.port)
         client.loop_start()
         client.subscribe(self.topic("NCMD"), qos=1)
-        if not subscribed.wait(10):
+        if not subscribed.wait(60):
             raise RuntimeError("the edge node's NCMD subscription was not acknowledged")
         return client
 

@@ -50,10 +50,12 @@ def test_a_child_that_aborts_is_reported_and_the_next_update_goes_out(
 def test_a_hung_child_is_killed_at_its_deadline_and_its_successor_carries_every_update(tmp_path: Path) -> None:
     sent = tmp_path / "sent.json"
     mirror = GroupMirror(command=_python("import sys, time; sys.stdin.buffer.read(); time.sleep(120)"), grace_s=0)
-    assert mirror.submit(KAFKA, "g", {("t", 0): 5, ("t", 1): 3}, timeout_s=0.3)
+    # a deadline of 2 s (grace 0): the two submits below must come while the child still runs, which
+    # 0.3 s left to a loaded machine's scheduling between two lines
+    assert mirror.submit(KAFKA, "g", {("t", 0): 5, ("t", 1): 3}, timeout_s=2)
     # while it runs, later positions wait (merged, the newest per partition), other groups go out
-    assert not mirror.submit(KAFKA, "g", {("t", 0): 9}, timeout_s=0.3)
-    assert not mirror.submit(KAFKA, "g", {("u", 2): 4}, timeout_s=0.3)
+    assert not mirror.submit(KAFKA, "g", {("t", 0): 9}, timeout_s=2)
+    assert not mirror.submit(KAFKA, "g", {("u", 2): 4}, timeout_s=2)
     assert mirror.pending("g") and not mirror.pending("h")
     (outcome,) = mirror.wait(timeout_s=30)
     assert (outcome.group, outcome.returncode) == ("g", -signal.SIGKILL)
