@@ -101,6 +101,20 @@ class _Unit:
     traceparent: str | None = None  # the sender's trace context, if it sent one (HTTP `traceparent`)
 
 
+@dataclass
+class _Closing:
+    """A replaced producer being destroyed (`Engine._retire`)."""
+
+    began: float
+    generation: int
+    done: threading.Event = field(default_factory=threading.Event)
+    reported: bool = False
+
+    def destroy(self, box: list) -> None:
+        box.clear()  # the producer's last reference: confluent-kafka destroys it here, the GIL released
+        self.done.set()
+
+
 class Engine:
     """Owns the queue and the producer; everything else talks to it through `submit`."""
 
@@ -132,6 +146,8 @@ class Engine:
         self._acked_since_stats = False
         self._backoff = config.kafka.rebuild_backoff_s
         self._next_rebuild_at = 0.0
+        self._closing: list[_Closing] = []  # replaced producers being destroyed on threads of their own
+        self._stall_s = config.kafka.stall_timeout_s
         # sending state (engine thread only)
         self._cursor = 0  # highest seq handed to the producer since the last rewind
         self._ready: deque[Entry] = deque()  # entries after the cursor, when `_ready_valid`
@@ -581,7 +597,7 @@ class Engine:
 
     def _rebuild(self, restart: int) -> None:
         """Destroy the producer (unpolled: nothing of it may come after this) and make a new one."""
-        self._producer = None  # the last reference: librdkafka's handle is destroyed here
+        self._retire()
         self._dropped.clear()  # their reports died with the producer
         self._purge = False  # the new producer holds nothing yet
         self._producer = self._new_producer()
@@ -599,6 +615,32 @@ class Engine:
         self._next_rebuild_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self.config.kafka.rebuild_backoff_max_s)
 
+    def _retire(self) -> None:
+        """Destroy the producer on a thread of its own. librdkafka's destroy joins its threads, and
+        against a replaced broker one was seen never to end (rd_kafka_destroy_app waiting for a broker
+        thread that waits on its queue, minutes on): done on the engine thread, that stopped every
+        delivery for good while sources kept filling the queue. The new producer does not need the old
+        one gone; a destroy that does not finish costs its threads and memory, and is reported."""
+        box: list[Producer] = [self._producer]  # type: ignore[list-item]
+        self._producer = None  # the box now holds the last reference: its thread destroys the handle
+        closing = _Closing(time.monotonic(), self._generation)
+        self._closing.append(closing)
+        threading.Thread(target=closing.destroy, args=(box,), name="kafka-producer-destroy", daemon=True).start()
+
+    def _watch_closing(self, now: float) -> None:
+        """Say once of each old producer whose destroy outlasts the stall timeout; forget finished ones."""
+        for closing in self._closing:
+            if not closing.done.is_set() and not closing.reported and now - closing.began > self._stall_s:
+                closing.reported = True
+                log.warning(
+                    "the replaced Kafka producer %d has not finished closing after %.0f s (librdkafka's destroy "
+                    "is stuck); the new producer delivers meanwhile, the old one's threads stay until the agent exits",
+                    closing.generation,
+                    now - closing.began,
+                )
+        self._closing = [c for c in self._closing if not c.done.is_set()]
+        self.metrics.closing.set(len(self._closing))
+
     def _rewind(self) -> None:
         restart = self._failed_min if self._failed_min is not None else self._cursor + 1
         if self._rebuild_reason is not None:
@@ -615,6 +657,7 @@ class Engine:
         if not force and now - self._last_gauges < 0.1:
             return
         self._last_gauges = now
+        self._watch_closing(now)
         m = self.metrics
         m.depth.set(self.queue.count)
         m.bytes.set(self.queue.bytes)

@@ -31,6 +31,11 @@ class AgentMetrics:
             "or a stall (the agent's log says which)",
             registry=r,
         )
+        self.closing = Gauge(
+            "edge_agent_producers_closing",
+            "Replaced Kafka producers whose destroy has not finished (one that stays is stuck in librdkafka)",
+            registry=r,
+        )
         self.depth = Gauge("edge_agent_queue_depth", "Messages in the queue, not yet acknowledged", registry=r)
         self.bytes = Gauge("edge_agent_queue_bytes", "Payload bytes in the queue", registry=r)
         self.oldest_age = Gauge(

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -568,6 +569,66 @@ def test_the_unknown_producer_id_loop_is_seen_in_the_statistics(
         "the broker does not accept the producer id: its epoch was bumped 5 times with nothing acknowledged "
         "(unknown producer id, e.g. a replaced broker)"
     ]
+
+
+def test_a_replaced_producer_whose_destroy_hangs_does_not_stop_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka's destroy of a producer replaced after a broker replacement was seen to hang for
+    good (rd_kafka_destroy_app joining a broker thread that never ends; test_broker_replacement_e2e
+    under load). It ran on the engine thread, so the agent stopped delivering anything, for ever,
+    while its sources kept filling the queue. The old producer is destroyed on a thread of its own:
+    the new one delivers everything while the old one's destroy still hangs, and the agent says so."""
+    from analytics_platform_tests.support.edge import wait_for
+    from edge_agents import engine as engine_module
+    from edge_agents.config import parse_config
+
+    release = threading.Event()
+    destroyed_in: list[str] = []
+
+    class StuckOnDestroy(FakeProducer):
+        def __del__(self) -> None:
+            destroyed_in.append(threading.current_thread().name)
+            release.wait(60)
+
+    made: list[str] = []
+    fresh: list[FakeProducer] = []  # kept: not the first, which must be free to be destroyed
+
+    def producers(config: dict) -> FakeProducer:
+        made.append("producer")
+        if len(made) == 1:
+            return StuckOnDestroy(config, "bumping")  # the UnknownProducerId loop: it gets replaced
+        fresh.append(FakeProducer(config, "ack"))
+        return fresh[-1]
+
+    monkeypatch.setattr(engine_module, "Producer", producers)
+    config = parse_config(
+        {
+            "kafka": {"stats_interval_ms": 20, "stall_timeout_s": 0.5},
+            "queue": {"path": str(tmp_path / "q.db")},
+            "metrics": {"port": 0},
+            "shutdown_timeout_s": 0.2,
+            "sources": [{"name": "sim", "type": "simulator"}],
+        }
+    )
+    eng = engine_module.Engine(config)
+    eng.start()
+    try:
+        eng.submit("test", "sensor", readings(6))
+        delivered(eng, 6)  # while the old producer's destroy hangs
+        assert not release.is_set() and destroyed_in == ["kafka-producer-destroy"]
+        wait_for(lambda: eng.metrics.snapshot()["edge_agent_producers_closing"] == 1, 60, "the closing gauge at 1")
+        wait_for(lambda: any("has not finished closing" in r.getMessage() for r in caplog.records), 60, "the warning")
+        release.set()
+        wait_for(lambda: eng.metrics.snapshot()["edge_agent_producers_closing"] == 0, 60, "the destroy to finish")
+        snapshot = eng.metrics.snapshot()
+    finally:
+        release.set()
+        eng.stop()
+    assert values(fresh[0]) == [float(i) for i in range(6)] and len(fresh) == 1
+    assert snapshot["edge_agent_producer_restarts_total"] == 1
+    [warning] = [r.getMessage() for r in caplog.records if "has not finished closing" in r.getMessage()]
+    assert warning.startswith("the replaced Kafka producer 1 has not finished closing after ")
 
 
 def wait_for_producers(producers: FakeProducers, n: int) -> None:
