@@ -835,13 +835,8 @@ def _fitted(
 
 
 def _fit_packed(matrix: np.ndarray, params: dict[str, Any], meta: tuple, shared: tuple[int, float]) -> PackedForest:
-    """One series' forest fitted and packed (module level, so a worker process can run it).
-
-    The forest is packed as the parent would have had it: sent back through a pickle. That round
-    trip changes the pickle's bytes (numpy shares one dtype object in a fresh forest, a new one per
-    use after unpickling), and the forests stored before packing moved here are those bytes."""
-    model = pickle.loads(pickle.dumps(_fit_forest(matrix, params), protocol=pickle.HIGHEST_PROTOCOL))
-    return PackedForest.of(_fitted(meta, matrix, model, *shared))
+    """One series' forest fitted and packed (module level, so a worker process can run it)."""
+    return PackedForest.of(_fitted(meta, matrix, _fit_forest(matrix, params), *shared))
 
 
 def warm_fit_workers(series: int, workers: int, parallel_from: int = PARALLEL_FROM) -> None:
