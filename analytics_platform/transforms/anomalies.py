@@ -672,45 +672,6 @@ class FittedForest:
         return loaded
 
 
-@dataclass(frozen=True)
-class PackedForest:
-    """A FittedForest as it is stored: its `to_bytes()` and the metadata of its row, made where it
-    was fitted. A forest fitted in a worker came back pickled, was unpickled by the parent and then
-    pickled and compressed again there to be stored, one forest after the other once the workers
-    were done (~4 s for 500 forests, the day's first hour waiting); packed in the worker, the
-    parent only writes the bytes, and unpacks the few forests a statistic gives work to."""
-
-    key: tuple[str, str, str, str, str]
-    trained_from: datetime
-    trained_to: datetime
-    n_samples: int
-    contamination: float
-    bucket_s: int
-    threshold: float
-    sklearn_version: str
-    data: bytes
-
-    def to_bytes(self) -> bytes:
-        return self.data
-
-    def unpack(self) -> FittedForest:
-        return FittedForest.from_bytes(self.data)
-
-    @classmethod
-    def of(cls, forest: FittedForest) -> PackedForest:
-        return cls(
-            forest.key,
-            forest.trained_from,
-            forest.trained_to,
-            forest.n_samples,
-            forest.contamination,
-            forest.bucket_s,
-            forest.threshold,
-            forest.sklearn_version,
-            forest.to_bytes(),
-        )
-
-
 def fit_isolation_forests(
     history: pl.DataFrame, excluded: pl.DataFrame | None = None, **options: Any
 ) -> list[FittedForest]:
@@ -730,8 +691,7 @@ def start_isolation_forests(
     trained_to: datetime | None = None,
     workers: int = 1,
     parallel_from: int = PARALLEL_FROM,
-    packed: bool = False,
-) -> Callable[[], list[FittedForest]] | Callable[[], list[PackedForest]]:
+) -> Callable[[], list[FittedForest]]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
     end; the asset passes the window's end, which is how it finds the model again).
@@ -744,8 +704,7 @@ def start_isolation_forests(
 
     Returns a function that waits for the forests and returns them (call it exactly once, also when
     what the caller does meanwhile fails: it shuts the workers down): the caller works on while two
-    workers fit, which in the day's first hour is most of the hour. With `packed`, PackedForests
-    (made by the workers: the very bytes `to_bytes` gives the FittedForest)."""
+    workers fit, which in the day's first hour is most of the hour."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
@@ -765,12 +724,6 @@ def start_isolation_forests(
         series.append((key, group, matrix))
     params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
     matrices = [matrix for _, _, matrix in series]
-    # what a FittedForest holds besides its model, per series (the workers build it when packing)
-    metas = [
-        (key, group["bucket_start"].min(), trained_to or group["bucket_end"].max(), group.height, stats[key])
-        for key, group, _ in series
-    ]
-    shared = (bucket_s, contamination)
     if workers > 1 and len(series) >= parallel_from:
         # a pool of this call's own, shut down when done (a reusable one, joblib's loky, keeps idle
         # workers for minutes, and a process exiting waits for its children), forked from a server
@@ -779,64 +732,58 @@ def start_isolation_forests(
         # process would copy Polars' thread pool mid-flight
         count = min(workers, len(series))
         pool = ProcessPoolExecutor(max_workers=count, mp_context=_fit_context())
-        chunks = -(-len(matrices) // (4 * count))
         try:
-            if packed:
-                pending = pool.map(_fit_packed, matrices, repeat(params), metas, repeat(shared), chunksize=chunks)
-            else:
-                pending = pool.map(_fit_forest, matrices, repeat(params), chunksize=chunks)
+            pending = pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count)))
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
 
-        def finish() -> list:
+        def finish() -> list[FittedForest]:
             with pool:
-                if packed:
-                    return list(pending)
-                return [
-                    _fitted(meta, m, model, *shared) for meta, m, model in zip(metas, matrices, pending, strict=True)
-                ]
+                return _fitted(series, list(pending), stats, bucket_s, contamination, trained_to)
 
         return finish
-    fitted = [_fitted(meta, m, _fit_forest(m, params), *shared) for meta, m in zip(metas, matrices, strict=True)]
-    if packed:
-        packs = [PackedForest.of(f) for f in fitted]
-        return lambda: packs
+    models = [_fit_forest(m, params) for m in matrices]
+    fitted = _fitted(series, models, stats, bucket_s, contamination, trained_to)
     return lambda: fitted
 
 
 def _fitted(
-    meta: tuple, matrix: np.ndarray, model: IsolationForest, bucket_s: int, contamination: float
-) -> FittedForest:
-    """A series' FittedForest: its forest with the statistics of its training buckets (`meta`: key,
-    first bucket start, training end, buckets, and the pooled reading statistics)."""
-    key, trained_from, trained_to, n_samples, (n_readings, reading_mean, reading_std) = meta
-    tenant, factory, machine, sensor, metric = key
-    return FittedForest(
-        tenant_id=tenant,
-        factory_id=factory,
-        machine_id=machine,
-        sensor_id=sensor,
-        metric=metric,
-        model=model,
-        features=FEATURES,
-        bucket_s=bucket_s,
-        trained_from=trained_from,
-        trained_to=trained_to,
-        n_samples=n_samples,
-        contamination=contamination,
-        threshold=float(model.offset_),
-        feature_mean=dict(zip(FEATURES, matrix.mean(axis=0).tolist(), strict=True)),
-        feature_std=dict(zip(FEATURES, matrix.std(axis=0, ddof=1).tolist(), strict=True)),
-        reading_mean=reading_mean,
-        reading_std=reading_std,
-        n_readings=n_readings,
-    )
-
-
-def _fit_packed(matrix: np.ndarray, params: dict[str, Any], meta: tuple, shared: tuple[int, float]) -> PackedForest:
-    """One series' forest fitted and packed (module level, so a worker process can run it)."""
-    return PackedForest.of(_fitted(meta, matrix, _fit_forest(matrix, params), *shared))
+    series: list[tuple[tuple, pl.DataFrame, np.ndarray]],
+    models: list[IsolationForest],
+    stats: dict[tuple, tuple],
+    bucket_s: int,
+    contamination: float,
+    trained_to: datetime | None,
+) -> list[FittedForest]:
+    """Each series' FittedForest: its forest with the statistics of its training buckets."""
+    fitted = []
+    for (key, group, matrix), model in zip(series, models, strict=True):
+        n_readings, reading_mean, reading_std = stats[key]
+        tenant, factory, machine, sensor, metric = key
+        fitted.append(
+            FittedForest(
+                tenant_id=tenant,
+                factory_id=factory,
+                machine_id=machine,
+                sensor_id=sensor,
+                metric=metric,
+                model=model,
+                features=FEATURES,
+                bucket_s=bucket_s,
+                trained_from=group["bucket_start"].min(),
+                trained_to=trained_to or group["bucket_end"].max(),
+                n_samples=group.height,
+                contamination=contamination,
+                threshold=float(model.offset_),
+                feature_mean=dict(zip(FEATURES, matrix.mean(axis=0).tolist(), strict=True)),
+                feature_std=dict(zip(FEATURES, matrix.std(axis=0, ddof=1).tolist(), strict=True)),
+                reading_mean=reading_mean,
+                reading_std=reading_std,
+                n_readings=n_readings,
+            )
+        )
+    return fitted
 
 
 def warm_fit_workers(series: int, workers: int, parallel_from: int = PARALLEL_FROM) -> None:

@@ -19,7 +19,6 @@ from analytics_platform.contracts.catalog import LIMITS_SCHEMA
 from analytics_platform.transforms.anomalies import (
     ANOMALY_SCHEMA,
     FittedForest,
-    PackedForest,
     anomaly_type,
     bucket_features,
     bucket_readings,
@@ -29,7 +28,6 @@ from analytics_platform.transforms.anomalies import (
     limit_anomalies,
     pooled_stats,
     seasonal_anomalies,
-    start_isolation_forests,
     stoppage_anomalies,
 )
 from analytics_platform.transforms.seasonal import fit_profiles
@@ -367,29 +365,6 @@ def test_forests_fitted_on_two_workers_equal_those_fitted_on_one(clean_day) -> N
             b.n_samples,
         )
         assert np.array_equal(a.model.score_samples(features), b.model.score_samples(features))
-
-
-def test_forests_packed_by_the_workers_are_the_bytes_of_those_fitted_here(clean_day) -> None:
-    """The asset stores what the workers packed (PackedForest): the very bytes `to_bytes` gives the
-    forest fitted in this process, with the same row metadata, and the same forest unpacked."""
-    history, readings, _, _ = clean_day
-    series = [("t1", "f1", f"m{i}", "s1", "temp") for i in range(4)]
-    many = pl.concat(
-        [history.with_columns(machine_id=pl.lit(k[2]), avg_v=pl.col("avg_v") * (1 + i)) for i, k in enumerate(series)]
-    )
-    here = fit_isolation_forests(many, n_estimators=20, workers=1)
-    for workers in (1, 2):
-        packed = start_isolation_forests(many, n_estimators=20, workers=workers, parallel_from=2, packed=True)()
-        assert all(isinstance(p, PackedForest) for p in packed)
-        assert [p.data for p in packed] == [f.to_bytes() for f in here]
-        meta = ("key", "trained_from", "trained_to", "n_samples", "contamination", "bucket_s", "threshold")
-        assert [tuple(getattr(p, m) for m in meta) for p in packed] == [
-            tuple(getattr(f, m) for m in meta) for f in here
-        ]
-    features = bucket_features(bucket_readings(readings)).select(here[0].features).to_numpy()
-    unpacked = packed[0].unpack()
-    assert unpacked.feature_mean == here[0].feature_mean
-    assert np.array_equal(unpacked.model.score_samples(features), here[0].model.score_samples(features))
 
 
 def test_too_few_buckets_fit_no_model(clean_day) -> None:
