@@ -764,6 +764,7 @@ def _recompute_hour(
     cached = {k: v for k, (v, _) in cache.items()}
     versions = cached if wanted <= set(cached) else stored_forests(conn, trained_to, options, scope)
     need = wanted - set(versions)
+    an.warm_fit_workers(len(need), options.fit_workers)
     history = _window(conn, run, options.bucket_s, context_from, start)
     read_from = min(train_from, context_from) if need else context_from
     intervals = _intervals(conn, states, read_from, end)

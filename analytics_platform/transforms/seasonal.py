@@ -401,12 +401,41 @@ def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _robust(values: pl.Series) -> float | None:
-    clean = values.drop_nulls().drop_nans()
-    if clean.len() < 2:
-        return None
-    mad = (clean - clean.median()).abs().median()
-    return float(MAD_SIGMA * mad) if mad and mad > 0 else None
+def _robust(frame: pl.DataFrame, value: str) -> dict[tuple, float | None]:
+    """Per series, 1.4826·MAD of `value` (nulls and NaNs left out), None for fewer than two values
+    or a MAD of 0. One grouped pass over all series: Polars' grouped median is the very median a
+    series' own `Series.median()` gives (test_seasonal_profiles_vectorised.py holds them equal)."""
+    clean = frame.select(*SERIES_KEY, v=pl.col(value)).filter(pl.col("v").is_not_null() & pl.col("v").is_not_nan())
+    mads = (
+        clean.with_columns(dev=(pl.col("v") - pl.col("v").median().over(SERIES_KEY)).abs())
+        .group_by(SERIES_KEY)
+        .agg(n=pl.len(), mad=pl.col("dev").median())
+        .rows()
+    )
+    return {
+        tuple(row[:5]): float(MAD_SIGMA * row[6]) if row[5] >= 2 and row[6] and row[6] > 0 else None for row in mads
+    }
+
+
+def _summaries(samples: pl.DataFrame, options: SeasonalOptions) -> dict[tuple, tuple]:
+    """Per series of `samples` (sorted per series in time): rows, first start, last end, median
+    readings per sample, median gap between starts (s; None for one row), days and day classes."""
+    gap = pl.col("bucket_start").diff().over(SERIES_KEY).dt.total_seconds()
+    rows = (
+        samples.with_columns(_gap=gap, _cls=_day_class(_mid(options), options))
+        .group_by(SERIES_KEY)
+        .agg(
+            n=pl.len(),
+            first=pl.col("bucket_start").min(),
+            last=pl.col("bucket_end").max(),
+            per_sample=pl.col("count_n").median(),
+            gap=pl.col("_gap").median(),
+            days=pl.col("bucket_start").dt.date().n_unique(),
+            classes=pl.col("_cls").n_unique(),
+        )
+        .rows()
+    )
+    return {tuple(row[:5]): row[5:] for row in rows}
 
 
 def fit_profiles(
@@ -417,27 +446,26 @@ def fit_profiles(
     series: Sequence[tuple] = (),
 ) -> list[Profile]:
     """One Profile per series of `history` (its `bucket_s` aggregates before `trained_to`, running
-    samples only: the caller drops the rest) and per extra key in `series` (those get 'learning')."""
+    samples only: the caller drops the rest) and per extra key in `series` (those get 'learning').
+
+    All series are learned in one pass of grouped queries (a day's first hour learns 500 at once;
+    one series at a time was ~40 small queries each, the hour's largest cost). Every figure is the
+    one a series learned alone gets, bit for bit: medians, quantiles and maxima per group, and each
+    division made value by value (`plain`)."""
     samples = samples_of(history, options.bucket_s).filter(pl.col("bucket_end") <= trained_to)
-    by_key = samples.partition_by(SERIES_KEY, as_dict=True) if not samples.is_empty() else {}
-    keys = sorted({*by_key, *map(tuple, series)})
+    summaries = _summaries(samples, options) if not samples.is_empty() else {}
     out: list[Profile] = []
     ready: dict[tuple, Profile] = {}
-    for key in keys:
-        group = by_key.get(key)
-        n = 0 if group is None else group.height
-        span_h = 0.0
-        per_sample, cadence = 1.0, float(options.bucket_s)
-        stage = "learning"
-        if group is not None:
-            span_h = (group["bucket_end"].max() - group["bucket_start"].min()).total_seconds() / 3600
-            per_sample = float(group["count_n"].median())
-            if group.height > 1:
-                gaps = group["bucket_start"].diff().drop_nulls().dt.total_seconds()
-                cadence = float(gaps.median()) if per_sample <= 1 else options.bucket_s / per_sample
+    for key in sorted({*summaries, *map(tuple, series)}):
+        summary = summaries.get(key)
+        n, span_h, per_sample, cadence, stage, first = 0, 0.0, 1.0, float(options.bucket_s), "learning", None
+        if summary is not None:
+            n, first, last, median_count, median_gap, days, classes = summary
+            span_h = (last - first).total_seconds() / 3600
+            per_sample = float(median_count)
+            if n > 1:
+                cadence = float(median_gap) if per_sample <= 1 else options.bucket_s / per_sample
             if n >= options.min_samples and span_h * 3600 >= options.min_history.total_seconds():
-                days = group["bucket_start"].dt.date().n_unique()
-                classes = group.select(_day_class(_mid(options), options).n_unique()).item()
                 # an hour of day needs MIN_CELL_DAYS days: an hour's median from one or two days fits
                 # those days' own level, and tomorrow's ordinary wander would read as a shift
                 flat = span_h < 24 or days < MIN_CELL_DAYS
@@ -445,7 +473,7 @@ def fit_profiles(
         profile = Profile(
             *key,
             stage=stage,
-            trained_from=None if group is None else group["bucket_start"].min(),
+            trained_from=first,
             trained_to=trained_to,
             n_samples=n,
             span_hours=round(span_h, 3),
@@ -457,17 +485,20 @@ def fit_profiles(
             ready[key] = profile
     if not ready:
         return out
-    frame = pl.concat([by_key[k] for k in ready])
+    wanted = pl.DataFrame(list(ready), schema={c: pl.String() for c in SERIES_KEY}, orient="row")
+    frame = samples.join(wanted, on=list(SERIES_KEY), how="semi", maintain_order="left")
     centres = _centres(frame, {k: p.stage for k, p in ready.items()}, options)
     for key, profile in ready.items():
         profile.centre = centres[key]
     frame = frame.sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(list(ready.values())), options))
+    residuals = _robust(frame.with_columns(res=pl.col("avg_v") - pl.col("expected")), "res")
+    levels = {tuple(r[:5]): r[5] for r in frame.group_by(SERIES_KEY).agg(pl.col("avg_v").median()).rows()}
     residual_scale = {}
-    for key, part in frame.partition_by(SERIES_KEY, as_dict=True).items():
-        s_r = _robust(part["avg_v"] - part["expected"])
+    for key in ready:
         # a constant series: any deviation at all is unusual; its scale is a thousandth of its size
-        residual_scale[key] = s_r if s_r is not None else max(abs(float(part["avg_v"].median())) * 1e-3, 1e-9)
+        s_r = residuals.get(key)
+        residual_scale[key] = s_r if s_r is not None else max(abs(float(levels[key])) * 1e-3, 1e-9)
     scale_frame = pl.DataFrame(
         [(*k, v) for k, v in residual_scale.items()],
         schema={**{c: pl.String() for c in SERIES_KEY}, "s_r": pl.Float64()},
@@ -475,27 +506,49 @@ def fit_profiles(
     )
     frame = frame.join(_gap_frame(ready.values()), on=list(SERIES_KEY)).join(scale_frame, on=list(SERIES_KEY))
     stats = _raw_statistics(frame, pl.col("_max_gap")).drop("s_r")
-    for key, part in stats.partition_by(SERIES_KEY, as_dict=True).items():
-        profile = ready[key]
+    spreads = {
+        tuple(r[:5]): r[5]
+        for r in stats.filter((pl.col("count_n") >= 3) & pl.col("trimmed").is_not_null())
+        .group_by(SERIES_KEY)
+        .agg(pl.col("trimmed").median())
+        .rows()
+    }
+    windows = {k: _robust(stats, f"m{k}") for k in SHIFT_WINDOWS}
+    for key, profile in ready.items():
         s_r = residual_scale[key]
-        spread = part.filter(pl.col("count_n") >= 3)["trimmed"].drop_nulls()
-        profile.spread = float(spread.median()) if spread.len() and spread.median() > 0 else None
-        profile.scale = {
-            "r": s_r,
-            **{f"m{k}": _robust(part[f"m{k}"]) or s_r / math.sqrt(k) for k in SHIFT_WINDOWS},
+        spread = spreads.get(key)
+        profile.spread = float(spread) if spread is not None and spread > 0 else None
+        profile.scale = {"r": s_r, **{f"m{k}": windows[k].get(key) or s_r / math.sqrt(k) for k in SHIFT_WINDOWS}}
+    scaled = _scaled(_with_scales(stats, list(ready.values())))
+    daily = scaled.group_by(*SERIES_KEY, pl.col("bucket_start").dt.date().alias("day")).agg(
+        pl.col(t).max() for t in TESTS
+    )
+    usual: dict[str, dict[tuple, float]] = {}
+    for test in TESTS:
+        usual[test] = {
+            tuple(row[:5]): row[5]
+            for row in daily.filter(pl.col(test).is_not_null() & pl.col(test).is_not_nan())
+            .group_by(SERIES_KEY)
+            .agg(pl.col(test).quantile(options.quantile, "linear"))
+            .rows()
         }
-        scaled = _scaled(_with_scales(part, [profile]))
+    settled = {
+        tuple(row[:5])
+        for row in stats.group_by(SERIES_KEY)
+        .agg(held=pl.col("run").max() * 2 >= pl.col("count_n").sum())
+        .filter("held")
+        .rows()
+    }
+    for key, profile in ready.items():
         floors = options.floors(86_400 / profile.sample_s)
-        daily = scaled.group_by(pl.col("bucket_start").dt.date().alias("day")).agg(pl.col(t).max() for t in TESTS)
         for test in TESTS:
             warn_floor, crit_floor = floors[test]
-            maxima = daily[test].drop_nulls().drop_nans()
-            usual = float(maxima.quantile(options.quantile, "linear")) if maxima.len() else 0.0
+            level = float(usual[test].get(key, 0.0))
             if test == "stuck":
-                usual = max(usual, 1.0)
-            profile.warning[test] = max(warn_floor, options.warning_margin * usual)
-            profile.critical[test] = max(crit_floor, options.critical_margin * usual, profile.warning[test])
-        if part["run"].max() * 2 >= part["count_n"].sum():
+                level = max(level, 1.0)
+            profile.warning[test] = max(warn_floor, options.warning_margin * level)
+            profile.critical[test] = max(crit_floor, options.critical_margin * level, profile.warning[test])
+        if key in settled:
             # a series that held one value for half its history (a setpoint, a flag) is not stuck
             # when it does so again: its runs only grow, so no level learned from them would hold
             profile.warning["stuck"] = profile.critical["stuck"] = NEVER
