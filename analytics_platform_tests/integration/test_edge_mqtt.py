@@ -3,6 +3,8 @@ backpressure pausing the subscription and resuming it."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import orjson
@@ -115,6 +117,98 @@ def test_mqtt_to_kafka_exact_messages(kafka_brokers: str, mqtt_port: int, tmp_pa
     assert snapshot["edge_agent_rejected_total{reason=missing_field,source=line1}"] == 1
     assert snapshot["edge_agent_queued_total"] == 4
     assert sorted(r[3] for r in rejects) == ["missing_field", "unknown_metric", "wrong_type"]
+
+
+class HeldSubscriptions(threading.Thread):
+    """The least of an MQTT 3.1.1 broker: it accepts one client (CONNACK), takes its SUBSCRIBE and
+    answers it only when `grant` is set, with `codes` (0x80 refuses). Mosquitto answers a SUBSCRIBE at
+    once, so the moment between CONNACK and SUBACK, when a message published for the subscription is
+    not delivered, cannot be held open with it."""
+
+    def __init__(self, codes: bytes) -> None:
+        super().__init__(name="held-subscriptions", daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.codes = codes
+        self.grant = threading.Event()
+        self.subscribed = threading.Event()  # the SUBSCRIBE arrived
+        self.done = threading.Event()
+
+    def _packet(self, conn: socket.socket) -> tuple[int, bytes]:
+        first = conn.recv(1)
+        if not first:
+            raise ConnectionError("closed")
+        length, shift = 0, 0
+        while True:
+            byte = conn.recv(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        body = b""
+        while len(body) < length:
+            body += conn.recv(length - len(body))
+        return first[0] >> 4, body
+
+    def run(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            conn.settimeout(60)
+            kind, _ = self._packet(conn)
+            assert kind == 1  # CONNECT
+            conn.sendall(bytes([0x20, 2, 0, 0]))  # CONNACK: session not present, accepted
+            kind, body = self._packet(conn)
+            assert kind == 8  # SUBSCRIBE
+            self.subscribed.set()
+            self.grant.wait(60)
+            conn.sendall(bytes([0x90, 2 + len(self.codes)]) + body[:2] + self.codes)  # SUBACK, same packet id
+            while not self.done.is_set():  # PINGREQ -> PINGRESP until the client goes
+                try:
+                    kind, _ = self._packet(conn)
+                except (ConnectionError, OSError):
+                    break
+                if kind == 12:
+                    conn.sendall(bytes([0xD0, 0]))
+                elif kind == 14:  # DISCONNECT
+                    break
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.close()
+
+
+@pytest.mark.parametrize(("codes", "connected"), [(b"\x01\x01\x01", True), (b"\x80\x80\x80", False)])
+def test_the_source_is_connected_once_its_subscriptions_are_granted(
+    tmp_path: Path, codes: bytes, connected: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`connected` (and edge_agent_source_connected) said 1 at CONNACK, before the broker had taken the
+    SUBSCRIBE: a message published then is not delivered to the subscription, and a test publishing
+    on `connected` lost all 30 of its messages in CI. It now follows the SUBACK; a broker refusing
+    every filter leaves the source not connected, with one line saying why."""
+    broker = HeldSubscriptions(codes)
+    broker.start()
+    config = agent_config("127.0.0.1:9", "", tmp_path / "q.db", [mqtt_source(broker.port)])
+    try:
+        with running_agent(config) as agent:
+            source = agent.sources[0]
+            assert broker.subscribed.wait(60), "no SUBSCRIBE came"
+            # CONNACK is in, the SUBSCRIBE is held: the source must not say it receives (a condition that
+            # cannot become true while SUBACK is held, so this checks the state, it waits for nothing)
+            assert not source.connected.is_set()
+            assert agent.engine.metrics.snapshot().get("edge_agent_source_connected{source=line1}", 0) == 0
+            broker.grant.set()
+            if connected:
+                wait_for(lambda: source.connected.is_set(), 60, "the source connected after SUBACK")
+                assert agent.engine.metrics.snapshot()["edge_agent_source_connected{source=line1}"] == 1
+            else:
+                wait_for(
+                    lambda: any("the broker refused 3 of 3 subscriptions" in r.getMessage() for r in caplog.records),
+                    60,
+                    "the refusal logged",
+                )
+                assert not source.connected.is_set()
+    finally:
+        broker.close()
 
 
 def test_backpressure_pauses_mqtt_and_resumes(mqtt_port: int, tmp_path: Path) -> None:
