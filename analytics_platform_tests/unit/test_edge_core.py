@@ -478,12 +478,15 @@ class FakeProducers:
         return producer
 
 
-def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modes: list[str], **kafka: Any) -> Any:
+def fake_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modes: list[str], factory: Any = None, **kafka: Any
+) -> Any:
+    """A started engine whose producers are FakeProducers of `modes` (or what `factory` makes)."""
     from edge_agents import engine as engine_module
     from edge_agents.config import parse_config
 
     producers = FakeProducers(modes)
-    monkeypatch.setattr(engine_module, "Producer", producers)
+    monkeypatch.setattr(engine_module, "Producer", factory or producers)
     config = parse_config(
         {
             "kafka": {"stats_interval_ms": 20, **kafka},
@@ -580,8 +583,6 @@ def test_a_replaced_producer_whose_destroy_hangs_does_not_stop_delivery(
     while its sources kept filling the queue. The old producer is destroyed on a thread of its own:
     the new one delivers everything while the old one's destroy still hangs, and the agent says so."""
     from analytics_platform_tests.support.edge import wait_for
-    from edge_agents import engine as engine_module
-    from edge_agents.config import parse_config
 
     release = threading.Event()
     destroyed_in: list[str] = []
@@ -601,18 +602,7 @@ def test_a_replaced_producer_whose_destroy_hangs_does_not_stop_delivery(
         fresh.append(FakeProducer(config, "ack"))
         return fresh[-1]
 
-    monkeypatch.setattr(engine_module, "Producer", producers)
-    config = parse_config(
-        {
-            "kafka": {"stats_interval_ms": 20, "stall_timeout_s": 0.5},
-            "queue": {"path": str(tmp_path / "q.db")},
-            "metrics": {"port": 0},
-            "shutdown_timeout_s": 0.2,
-            "sources": [{"name": "sim", "type": "simulator"}],
-        }
-    )
-    eng = engine_module.Engine(config)
-    eng.start()
+    eng, _ = fake_engine(tmp_path, monkeypatch, [], factory=producers, stall_timeout_s=0.5)
     try:
         eng.submit("test", "sensor", readings(6))
         delivered(eng, 6)  # while the old producer's destroy hangs
