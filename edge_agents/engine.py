@@ -147,7 +147,6 @@ class Engine:
         self._backoff = config.kafka.rebuild_backoff_s
         self._next_rebuild_at = 0.0
         self._closing: list[_Closing] = []  # replaced producers being destroyed on threads of their own
-        self._stall_s = config.kafka.stall_timeout_s
         # sending state (engine thread only)
         self._cursor = 0  # highest seq handed to the producer since the last rewind
         self._ready: deque[Entry] = deque()  # entries after the cursor, when `_ready_valid`
@@ -630,7 +629,8 @@ class Engine:
     def _watch_closing(self, now: float) -> None:
         """Say once of each old producer whose destroy outlasts the stall timeout; forget finished ones."""
         for closing in self._closing:
-            if not closing.done.is_set() and not closing.reported and now - closing.began > self._stall_s:
+            late = now - closing.began > self.config.kafka.stall_timeout_s
+            if late and not closing.done.is_set() and not closing.reported:
                 closing.reported = True
                 log.warning(
                     "the replaced Kafka producer %d has not finished closing after %.0f s (librdkafka's destroy "
