@@ -134,21 +134,26 @@ class HeldSubscriptions(threading.Thread):
         self.subscribed = threading.Event()  # the SUBSCRIBE arrived
         self.done = threading.Event()
 
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:  # the client went (a recv of 0 bytes would otherwise loop for ever)
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
     def _packet(self, conn: socket.socket) -> tuple[int, bytes]:
-        first = conn.recv(1)
-        if not first:
-            raise ConnectionError("closed")
+        first = self._read(conn, 1)[0]
         length, shift = 0, 0
         while True:
-            byte = conn.recv(1)[0]
+            byte = self._read(conn, 1)[0]
             length |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
                 break
-        body = b""
-        while len(body) < length:
-            body += conn.recv(length - len(body))
-        return first[0] >> 4, body
+        return first >> 4, self._read(conn, length)
 
     def run(self) -> None:
         conn, _ = self.server.accept()
