@@ -10,6 +10,7 @@ import math
 from datetime import datetime
 
 import psycopg
+import pytest
 
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.settings import PlatformSettings
@@ -162,3 +163,41 @@ def test_a_tiny_reading_neither_stops_the_hour_nor_the_daily_rollup(
         hours = ok(api.t1.get("/v1/agg", **query, window_s=7200))["items"]
     assert [(i["count"], i["sum"], i["stddev"]) for i in day] == [(2, 3e-300, 0.0)]
     assert [(i["count"], i["sum"]) for i in hours] == [(2, 3e-300)]
+
+
+def test_a_day_rolled_up_while_a_request_reads_is_counted_once(
+    settings: PlatformSettings, database: DatabaseHandle, monkeypatch
+) -> None:
+    """A day whose hours were written by anything but the asset (the drain service's finaliser) is rolled
+    up from its hours per request; the asset can roll it up into agg_daily while a request reads. The
+    list of such days and the rows used to be two statements: a day rolled between them was read from
+    agg_daily and from its hours, and its counts came back doubled."""
+    if daily_view(database):
+        pytest.skip("TimescaleDB serves whole days from the continuous aggregate")
+    store(database, READINGS)
+    materialise(database, settings, at(0), at(48))
+    with database.connect() as conn:  # the first day as the finaliser leaves it: hours only
+        conn.execute("DELETE FROM analytics.agg_daily_days WHERE day_start = %s", (at(0),))
+        conn.execute("DELETE FROM analytics.agg_daily WHERE bucket_start = %s", (at(0),))
+    rolled: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def asset_rolls_up_before_the_rows(conn: psycopg.Connection, query, *args, **kwargs):
+        text = str(query)
+        if not rolled and "agg_daily" in text and "analytics_agg AS a" in text:
+            rolled.append(text)
+            materialise(database, settings, at(0), at(1))  # the asset's run of the day's first hour
+        return execute(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", asset_rolls_up_before_the_rows)
+    query = {"factory_id": "f1", "machine_id": "m1", "metric": "temp", "start": iso(at(0)), "end": iso(at(48))}
+    with running(settings, database) as api:
+        day = ok(api.t1.get("/v1/agg", **query, window_s=86400))["items"]
+    assert rolled, "the request never read the rows of a day not rolled up"
+    counts = {(i["bucket_start"], i["sensor_id"]): (i["count"], i["sum"]) for i in day}
+    assert counts == {
+        (iso(at(0)), "s1"): (4, 16.0),
+        (iso(at(0)), "s2"): (1, 7.0),
+        (iso(at(24)), "s1"): (2, 9.0),
+        (iso(at(24)), "s2"): (1, 5.0),
+    }, "a day rolled up during the request was counted from agg_daily and from its hours"

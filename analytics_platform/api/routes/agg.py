@@ -112,9 +112,6 @@ SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, s
 FROM analytics.analytics_agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
-# Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
-# the hours of the others (written by anything but the asset) as _FROM_STORED reads them.
-_DAYS_ROLLED = "SELECT day_start FROM analytics.agg_daily_days WHERE day_start >= %s AND day_start < %s"
 # Daily buckets when every day of the range is in agg_daily: its rows are the answer's buckets, so _ROLLUP's
 # sort and grouping of one row per bucket (half of a year's database time) is skipped; the columns are
 # _ROLLUP's expressions on a group of one row, so the answer is the same to the bit.
@@ -131,6 +128,10 @@ WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s AND {_AFTER
 ORDER BY bucket_start, sensor_id
 LIMIT %(limit)s
 """
+# Whole days on plain PostgreSQL: the days the pipeline rolled up into agg_daily (sql/14) as they are,
+# the hours of the others (written by anything but the asset) as _FROM_STORED reads them. Which days are
+# rolled up is read in the same statement (one snapshot): the asset rolls a day up in the transaction that
+# writes agg_daily, and a day rolled up between two statements was read from both and counted twice.
 _FROM_DAYS = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
 FROM analytics.agg_daily
@@ -138,10 +139,11 @@ WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 UNION ALL
 SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
        (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) + a.count_n * analytics.sq(a.avg_v) AS sumsq_v
-FROM unnest(%(hour_days)s::timestamptz[]) AS d(day_start)
+FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - INTERVAL '1 day', INTERVAL '1 day') AS d(day_start)
 JOIN analytics.analytics_agg AS a
   ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
 WHERE {_SERIES} AND a.window_s = 3600
+  AND NOT EXISTS (SELECT 1 FROM analytics.agg_daily_days AS r WHERE r.day_start = d.day_start)
 """
 _ROLLUP = """
 WITH src AS ({source}),
@@ -185,7 +187,7 @@ WHERE {_SERIES} AND time >= %(lo)s AND time < %(hi)s
 # The whole days of the range are read from their per-day sums (sql/28, kept by triggers with the hours:
 # a year's tag reads 365 rows, not 8,760), the hours before the first and after the last whole day as
 # they are (tag_days). For whole days on plain PostgreSQL it also counts the days agg_daily holds of the
-# range (days_not_rolled; a day once rolled up stays so, so the count read first still holds for the rows).
+# range (all of them rolled up: their rows as they are, _DAYS_AS_STORED; a day once rolled up stays so).
 _STATE = """
 SELECT v.hours, v.version,
        (SELECT min(bucket_start) FROM analytics.analytics_agg WHERE window_s = %(window_s)s) AS oldest,
@@ -438,12 +440,10 @@ def aggregates(
             if live:
                 rows = merge(rows, live_buckets(conn, params, live), limit + 1)
         else:
-            if from_days:
-                params["hour_days"] = days_not_rolled(conn, params["lo"], params["hi"], now_known["rolled"])
-                rows_from = _FROM_DAYS
-            else:
-                rows_from = _FROM_STORED if source == "rollup" else _FROM_DAILY
-            if rows_from is _FROM_DAYS and window_s == DAY_S and not params["hour_days"]:
+            rows_from = _FROM_DAYS if from_days else _FROM_STORED if source == "rollup" else _FROM_DAILY
+            # every day of the range rolled up when the state was read (a day once rolled up stays so)
+            all_rolled = now_known["rolled"] == (params["hi"] - params["lo"]) // timedelta(days=1)
+            if from_days and window_s == DAY_S and all_rolled:
                 query = _DAYS_AS_STORED
             else:
                 query = _ROLLUP.format(source=rows_from, after=_AFTER)
@@ -456,17 +456,6 @@ def aggregates(
     if tag:
         return state.response_cache.keep(request, material, caching.tagged(response, tag))
     return caching.by_body(request, response)
-
-
-def days_not_rolled(conn: psycopg.Connection, lo: datetime, hi: datetime, rolled_count: int) -> list[datetime]:
-    """The days of [lo, hi) (whole days) that agg_daily does not hold: rolled up from their hours. None
-    when `rolled_count` (how many it held, read before) is all of them."""
-    step = timedelta(days=1)
-    days = (hi - lo) // step
-    if rolled_count == days:
-        return []
-    rolled = {row["day_start"] for row in conn.execute(_DAYS_ROLLED, (lo, hi)).fetchall()}
-    return [lo + i * step for i in range(days) if lo + i * step not in rolled]
 
 
 def tag_days(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
