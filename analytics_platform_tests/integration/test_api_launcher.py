@@ -1,7 +1,8 @@
 """The API's launcher (`python -m analytics_platform.api`, api/serve.py) as the devstack and the chart run it:
 with --workers 2 each worker accepts on a SO_REUSEPORT socket of its own, so 50 connections opened at once
 are spread by the kernel over both (uvicorn's one shared socket let one worker take 50 of 50); SIGTERM stops
-the workers and the parent cleanly; a taken port, or one an API of this user already serves, is one line
+the workers and the parent cleanly; SIGHUP, SIGTTIN and SIGTTOU replace, add and remove workers, each with
+a socket of its own; a taken port, or one an API of this user already serves, is one line
 and exit status 1."""
 
 from __future__ import annotations
@@ -180,5 +181,54 @@ def test_a_killed_worker_is_replaced_with_a_socket_of_its_own_and_no_connection_
             for client in clients:
                 client.close()
         assert [a[:12] for a in answers] == [b"HTTP/1.1 307"] * 50, "every connection is served"
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(30) == 0
+
+
+def _served(port: int, connections: int = 50) -> list[bytes]:
+    """The first bytes of the answer to `GET /` on each of `connections` connections opened at once."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(connections)]
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+        return [client.recv(64)[:12] for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_sighup_replaces_every_worker_and_ttin_ttou_add_and_remove_one_each_with_its_own_socket(
+    database: DatabaseHandle, kafka_brokers: str, tmp_path: Path
+) -> None:
+    """uvicorn's supervisor signals through ReusePortWorkers' own restart_all and handle_ttin: SIGHUP
+    (a new release, a rotated key file) replaces the workers one by one, SIGTTIN adds one, SIGTTOU
+    removes one. Each worker started so listens on a socket of its own, and a removed or replaced
+    worker's socket goes with it: a listening socket left behind would take its share of new
+    connections and never answer them."""
+    with launched(database, kafka_brokers, tmp_path, workers=2) as (process, port, _log):
+        first = {w.pid for w in _workers(process)}
+        os.kill(process.pid, signal.SIGHUP)
+
+        def replaced() -> bool:
+            pids = {w.pid for w in _workers(process)}
+            return len(pids) == 2 and not pids & first
+
+        wait_for(replaced, 90, "SIGHUP to replace both workers")
+        wait_for(lambda: _listening(_workers(process), port) == [1, 1], 60, "each new worker to listen")
+        assert _served(port) == [b"HTTP/1.1 307"] * 50
+        second = {w.pid for w in _workers(process)}
+
+        os.kill(process.pid, signal.SIGTTIN)
+        wait_for(lambda: len(_workers(process)) == 3, 60, "SIGTTIN to add a third worker")
+        wait_for(lambda: _listening(_workers(process), port) == [1, 1, 1], 60, "the third worker to listen")
+        assert second < {w.pid for w in _workers(process)}, "adding a worker keeps the others"
+        assert _served(port) == [b"HTTP/1.1 307"] * 50
+
+        os.kill(process.pid, signal.SIGTTOU)
+        wait_for(lambda: len(_workers(process)) == 2, 60, "SIGTTOU to remove a worker")
+        assert _listening(_workers(process), port) == [1, 1]
+        parent = psutil.Process(process.pid)
+        assert [c for c in parent.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN] == []
+        assert _served(port) == [b"HTTP/1.1 307"] * 50, "no connection lands on a socket nobody accepts on"
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
