@@ -24,6 +24,7 @@ Conventions:
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import pickle
 import zlib
@@ -659,8 +660,20 @@ class FittedForest:
     def to_bytes(self) -> bytes:
         """Compressed pickle for a bytea column. zlib level 1 shrinks a 100-tree forest from ~1.6 MB
         to ~0.47 MB in ~10 ms (level 6 or lzma save little more and cost 2–6×). Only load bytes
-        this platform wrote: unpickling runs code."""
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        this platform wrote: unpickling runs code.
+
+        The pickle is written without its memo (`Pickler.fast`): each object by value, however the
+        objects are shared in memory. A pickle's memo follows object identity, and identity depends
+        on where the forest comes from: a freshly fitted forest's trees share one numpy node dtype
+        object, a forest that came back from a worker process (or the database) has one per tree, so
+        the same forest was stored as different bytes by the live path (fitted here) and a backfill
+        (fitted by the workers). Without the memo the bytes are a function of the values alone.
+        Nothing in a FittedForest refers to itself (the pickler raises if something ever does)."""
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True
+        pickler.dump(self)
+        return zlib.compress(buffer.getvalue(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FittedForest:

@@ -367,6 +367,23 @@ def test_forests_fitted_on_two_workers_equal_those_fitted_on_one(clean_day) -> N
         assert np.array_equal(a.model.score_samples(features), b.model.score_samples(features))
 
 
+def test_a_forest_is_stored_as_the_same_bytes_whichever_path_fitted_it(clean_day) -> None:
+    """The live path fits an hour's few forests in its own process, a backfill of the plant shares
+    them out over worker processes: the stored bytes of the same series' forest (same rows, same
+    seed) must not depend on which, nor on a round trip through the database (they are compared and
+    audited as the model of that data)."""
+    history, _, _, _ = clean_day
+    series = [("t1", "f1", f"m{i}", "s1", "temp") for i in range(4)]
+    many = pl.concat(
+        [history.with_columns(machine_id=pl.lit(k[2]), avg_v=pl.col("avg_v") + i) for i, k in enumerate(series)]
+    )
+    alone = [f.to_bytes() for f in fit_isolation_forests(many, n_estimators=20, workers=1)]
+    shared = [f.to_bytes() for f in fit_isolation_forests(many, n_estimators=20, workers=2, parallel_from=2)]
+    assert len(set(alone)) == 4
+    assert shared == alone
+    assert [FittedForest.from_bytes(b).to_bytes() for b in alone] == alone
+
+
 def test_too_few_buckets_fit_no_model(clean_day) -> None:
     history, _, _, _ = clean_day
     assert fit_isolation_forests(history.head(100)) == []
