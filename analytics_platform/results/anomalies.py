@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -310,7 +310,10 @@ def _next_version(cur: psycopg.Cursor, key: tuple, method: str, trained_to: date
 
 
 def store_models(
-    conn: psycopg.Connection, models: list[an.FittedForest], options: AnomalyOptions, scope: Scope = EVERYTHING
+    conn: psycopg.Connection,
+    models: Sequence[an.FittedForest | an.PackedForest],
+    options: AnomalyOptions,
+    scope: Scope = EVERYTHING,
 ) -> dict[tuple, int]:
     """Persist newly fitted models as each series' next version. A model becomes the active one
     unless a model trained on later data already is (a backfill of old hours must not demote it).
@@ -637,7 +640,7 @@ def recompute_anomalies(
     start: datetime,
     end: datetime,
     options: AnomalyOptions,
-    cache: dict[tuple, tuple[int, an.FittedForest]] | None = None,
+    cache: dict[tuple, tuple[int, an.FittedForest | an.PackedForest]] | None = None,
     profile_cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
     scope: Scope = EVERYTHING,
 ) -> AnomalyRun:
@@ -742,7 +745,7 @@ def _recompute_hour(
     options: AnomalyOptions,
     run: _RunAggregates,
     states: _RunStates,
-    cache: dict[tuple, tuple[int, an.FittedForest]],
+    cache: dict[tuple, tuple[int, an.FittedForest | an.PackedForest]],
     profile_cache: dict[tuple[datetime, tuple], se.Profile],
     deviations: pl.DataFrame,
     scope: Scope,
@@ -788,8 +791,9 @@ def _recompute_hour(
         n_estimators=options.trees,
         trained_to=trained_to,
         workers=options.fit_workers,
+        pack=True,
     )
-    fitted: list[an.FittedForest] = []
+    fitted: list[an.PackedForest] = []
     usable = {k: v for k, v in versions.items() if k in wanted}
 
     def store_fitted() -> None:
@@ -804,10 +808,15 @@ def _recompute_hour(
         usable.update({k: v for k, v in new_versions.items() if k in wanted})
 
     def forests(keys: set[tuple]) -> list[an.FittedForest]:
-        """The usable forests of `keys`, unpickled on first use and kept in `cache`."""
+        """The usable forests of `keys`, unpickled on first use and kept in `cache` (those this run
+        fitted are there packed, as the workers sent them)."""
         store_fitted()
         keys = keys & set(usable)
         cache.update(load_models(conn, trained_to, options, {k for k in keys if cache.get(k, (None,))[0] != usable[k]}))
+        for key in keys & set(cache):
+            version, forest = cache[key]
+            if isinstance(forest, an.PackedForest):
+                cache[key] = (version, forest.unpack())
         return [cache[k][1] for k in sorted(keys) if k in cache]
 
     try:

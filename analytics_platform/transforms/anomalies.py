@@ -23,7 +23,9 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import io
 import json
 import pickle
 import zlib
@@ -86,6 +88,11 @@ MAX_READINGS = 10  # readings listed in details per anomaly
 # series to fit before two spawned workers pay for themselves: each takes ~2 s to start (importing
 # scikit-learn and Polars), a 50-tree forest on a day of minutes ~50 ms to fit
 PARALLEL_FROM = 100
+# forests a fit worker takes at a time: small (~0.3 s of a core), so that the two workers finish
+# together; a quarter of a worker's share per chunk (63 of the plant's 500) left one worker fitting
+# its last chunk after the other had none (500 forests beside 6 s of the caller's own work, three
+# alternations under the lock: 13.9-14.9 s with 63 a chunk, 13.7-14.2 s with 8)
+FIT_CHUNK = 8
 # A standard deviation this small relative to the mean is floating-point noise of a constant series.
 _RELATIVE_ZERO = 1e-12
 
@@ -659,8 +666,20 @@ class FittedForest:
     def to_bytes(self) -> bytes:
         """Compressed pickle for a bytea column. zlib level 1 shrinks a 100-tree forest from ~1.6 MB
         to ~0.47 MB in ~10 ms (level 6 or lzma save little more and cost 2–6×). Only load bytes
-        this platform wrote: unpickling runs code."""
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        this platform wrote: unpickling runs code.
+
+        The pickle is written without its memo (`Pickler.fast`): each object by value, however the
+        objects are shared in memory. A pickle's memo follows object identity, and identity depends
+        on where the forest comes from: a freshly fitted forest's trees share one numpy node dtype
+        object, a forest that came back from a worker process (or the database) has one per tree, so
+        the same forest was stored as different bytes by the live path (fitted here) and a backfill
+        (fitted by the workers). Without the memo the bytes are a function of the values alone.
+        Nothing in a FittedForest refers to itself (the pickler raises if something ever does)."""
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True
+        pickler.dump(self)
+        return zlib.compress(buffer.getvalue(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FittedForest:
@@ -672,9 +691,56 @@ class FittedForest:
         return loaded
 
 
+@dataclass(frozen=True)
+class PackedForest:
+    """A FittedForest already packed (`FittedForest.to_bytes`) by the process that fitted it, with
+    the fields its stored row keeps beside the bytes. A run fitting the plant's forests stores all of
+    them but scores only the few its statistics flag: the parent no longer unpickles every forest
+    the workers send back only to pickle and compress it again, one after another (~4 s of a
+    day's first hour at 500 forests); `unpack` gives the forest when it is scored."""
+
+    tenant_id: str
+    factory_id: str
+    machine_id: str
+    sensor_id: str
+    metric: str
+    bucket_s: int
+    trained_from: datetime
+    trained_to: datetime
+    n_samples: int
+    contamination: float
+    threshold: float
+    sklearn_version: str
+    data: bytes
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.tenant_id, self.factory_id, self.machine_id, self.sensor_id, self.metric)
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+    def unpack(self) -> FittedForest:
+        return FittedForest.from_bytes(self.data)
+
+    @classmethod
+    def of(cls, forest: FittedForest) -> PackedForest:
+        return cls(
+            *forest.key,
+            bucket_s=forest.bucket_s,
+            trained_from=forest.trained_from,
+            trained_to=forest.trained_to,
+            n_samples=forest.n_samples,
+            contamination=forest.contamination,
+            threshold=forest.threshold,
+            sklearn_version=forest.sklearn_version,
+            data=forest.to_bytes(),
+        )
+
+
 def fit_isolation_forests(
     history: pl.DataFrame, excluded: pl.DataFrame | None = None, **options: Any
-) -> list[FittedForest]:
+) -> list[FittedForest] | list[PackedForest]:
     """`start_isolation_forests` (same keyword options), waited for."""
     return start_isolation_forests(history, excluded, **options)()
 
@@ -691,7 +757,8 @@ def start_isolation_forests(
     trained_to: datetime | None = None,
     workers: int = 1,
     parallel_from: int = PARALLEL_FROM,
-) -> Callable[[], list[FittedForest]]:
+    pack: bool = False,
+) -> Callable[[], list[FittedForest] | list[PackedForest]]:
     """One IsolationForest per series with at least `min_buckets` usable `bucket_s` buckets
     (excluded ones dropped), `trained_to` the end of the training window (default: the last bucket's
     end; the asset passes the window's end, which is how it finds the model again).
@@ -704,7 +771,8 @@ def start_isolation_forests(
 
     Returns a function that waits for the forests and returns them (call it exactly once, also when
     what the caller does meanwhile fails: it shuts the workers down): the caller works on while two
-    workers fit, which in the day's first hour is most of the hour."""
+    workers fit, which in the day's first hour is most of the hour. With `pack`, each forest comes
+    as a PackedForest, packed where it was fitted (a worker, or this process: the same bytes)."""
     if not 0 < contamination < 0.5:
         raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
     buckets = _history(history, excluded, bucket_s)
@@ -721,9 +789,21 @@ def start_isolation_forests(
             .to_numpy()
             .astype(np.float64)
         )
-        series.append((key, group, matrix))
+        n_readings, reading_mean, reading_std = stats[key]
+        about = {
+            **dict(zip(("tenant_id", "factory_id", "machine_id", "sensor_id", "metric"), key, strict=True)),
+            "features": FEATURES,
+            "bucket_s": bucket_s,
+            "trained_from": group["bucket_start"].min(),
+            "trained_to": trained_to or group["bucket_end"].max(),
+            "n_samples": group.height,
+            "contamination": contamination,
+            "reading_mean": reading_mean,
+            "reading_std": reading_std,
+            "n_readings": n_readings,
+        }
+        series.append((matrix, about))
     params = {"n_estimators": n_estimators, "contamination": contamination, "random_state": random_state}
-    matrices = [matrix for _, _, matrix in series]
     if workers > 1 and len(series) >= parallel_from:
         # a pool of this call's own, shut down when done (a reusable one, joblib's loky, keeps idle
         # workers for minutes, and a process exiting waits for its children), forked from a server
@@ -731,59 +811,42 @@ def start_isolation_forests(
         # module again (seconds, with Dagster or a bench behind it), and a plain fork of this
         # process would copy Polars' thread pool mid-flight
         count = min(workers, len(series))
-        pool = ProcessPoolExecutor(max_workers=count, mp_context=_fit_context())
+        pool = ProcessPoolExecutor(max_workers=count, mp_context=_fit_context(), initializer=_fit_worker_started)
         try:
-            pending = pool.map(_fit_forest, matrices, repeat(params), chunksize=-(-len(matrices) // (4 * count)))
+            pending = pool.map(
+                _fit_series,
+                *zip(*series, strict=True),
+                repeat(params),
+                repeat(pack),
+                chunksize=FIT_CHUNK,
+            )
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
 
-        def finish() -> list[FittedForest]:
+        def finish() -> list[FittedForest] | list[PackedForest]:
             with pool:
-                return _fitted(series, list(pending), stats, bucket_s, contamination, trained_to)
+                return list(pending)
 
         return finish
-    models = [_fit_forest(m, params) for m in matrices]
-    fitted = _fitted(series, models, stats, bucket_s, contamination, trained_to)
+    fitted = [_fit_series(matrix, about, params, pack) for matrix, about in series]
     return lambda: fitted
 
 
-def _fitted(
-    series: list[tuple[tuple, pl.DataFrame, np.ndarray]],
-    models: list[IsolationForest],
-    stats: dict[tuple, tuple],
-    bucket_s: int,
-    contamination: float,
-    trained_to: datetime | None,
-) -> list[FittedForest]:
-    """Each series' FittedForest: its forest with the statistics of its training buckets."""
-    fitted = []
-    for (key, group, matrix), model in zip(series, models, strict=True):
-        n_readings, reading_mean, reading_std = stats[key]
-        tenant, factory, machine, sensor, metric = key
-        fitted.append(
-            FittedForest(
-                tenant_id=tenant,
-                factory_id=factory,
-                machine_id=machine,
-                sensor_id=sensor,
-                metric=metric,
-                model=model,
-                features=FEATURES,
-                bucket_s=bucket_s,
-                trained_from=group["bucket_start"].min(),
-                trained_to=trained_to or group["bucket_end"].max(),
-                n_samples=group.height,
-                contamination=contamination,
-                threshold=float(model.offset_),
-                feature_mean=dict(zip(FEATURES, matrix.mean(axis=0).tolist(), strict=True)),
-                feature_std=dict(zip(FEATURES, matrix.std(axis=0, ddof=1).tolist(), strict=True)),
-                reading_mean=reading_mean,
-                reading_std=reading_std,
-                n_readings=n_readings,
-            )
-        )
-    return fitted
+def _fit_series(
+    matrix: np.ndarray, about: dict[str, Any], params: dict[str, Any], pack: bool
+) -> FittedForest | PackedForest:
+    """One series' FittedForest (module level, so a worker process can run it): its forest with the
+    statistics of its training buckets, packed when asked (where it was fitted)."""
+    model = _fit_forest(matrix, params)
+    fitted = FittedForest(
+        **about,
+        model=model,
+        threshold=float(model.offset_),
+        feature_mean=dict(zip(FEATURES, matrix.mean(axis=0).tolist(), strict=True)),
+        feature_std=dict(zip(FEATURES, matrix.std(axis=0, ddof=1).tolist(), strict=True)),
+    )
+    return PackedForest.of(fitted) if pack else fitted
 
 
 def warm_fit_workers(series: int, workers: int, parallel_from: int = PARALLEL_FROM) -> None:
@@ -794,6 +857,25 @@ def warm_fit_workers(series: int, workers: int, parallel_from: int = PARALLEL_FR
     if workers > 1 and series >= parallel_from:
         _fit_context()
         forkserver.ensure_running()
+
+
+def _fit_worker_started() -> None:
+    """A fit worker remembers each scikit-learn estimator class's parameter names. scikit-learn reads
+    them from the constructor's signature (`inspect.signature`) on every `get_params`, which it calls
+    4 times a tree (cloning the base tree, setting its random state): ~13 % of a 50-tree forest's CPU
+    (47 -> 41 ms a forest, CPU time alternated in one process), which is most of the day's first
+    hour's wall time. The names are a function of the class alone, so what is fitted does not
+    change (the same stored bytes as a forest fitted in the caller's process, which keeps
+    scikit-learn as it is: `test_a_forest_is_stored_as_the_same_bytes_whichever_path_fitted_it`).
+    Only in the worker processes this module's pool starts; skipped if scikit-learn ever defines the
+    method differently."""
+    from sklearn.base import BaseEstimator
+
+    names = BaseEstimator.__dict__.get("_get_param_names")
+    if isinstance(names, classmethod):
+        known = functools.cache(names.__func__)
+        # a new list each call, as scikit-learn's own: a caller may change it
+        BaseEstimator._get_param_names = classmethod(lambda cls: list(known(cls)))
 
 
 def _fit_context() -> BaseContext:

@@ -19,6 +19,7 @@ from analytics_platform.contracts.catalog import LIMITS_SCHEMA
 from analytics_platform.transforms.anomalies import (
     ANOMALY_SCHEMA,
     FittedForest,
+    PackedForest,
     anomaly_type,
     bucket_features,
     bucket_readings,
@@ -365,6 +366,57 @@ def test_forests_fitted_on_two_workers_equal_those_fitted_on_one(clean_day) -> N
             b.n_samples,
         )
         assert np.array_equal(a.model.score_samples(features), b.model.score_samples(features))
+
+
+def test_a_forest_is_stored_as_the_same_bytes_whichever_path_fitted_it(clean_day) -> None:
+    """The live path fits an hour's few forests in its own process, a backfill of the plant shares
+    them out over worker processes: the stored bytes of the same series' forest (same rows, same
+    seed) must not depend on which, nor on a round trip through the database (they are compared and
+    audited as the model of that data)."""
+    history, _, _, _ = clean_day
+    series = [("t1", "f1", f"m{i}", "s1", "temp") for i in range(4)]
+    many = pl.concat(
+        [history.with_columns(machine_id=pl.lit(k[2]), avg_v=pl.col("avg_v") + i) for i, k in enumerate(series)]
+    )
+    alone = [f.to_bytes() for f in fit_isolation_forests(many, n_estimators=20, workers=1)]
+    shared = [f.to_bytes() for f in fit_isolation_forests(many, n_estimators=20, workers=2, parallel_from=2)]
+    assert len(set(alone)) == 4
+    assert shared == alone
+    assert [FittedForest.from_bytes(b).to_bytes() for b in alone] == alone
+    # packed where fitted (a run's path): the same bytes, in this process or in the workers
+    for workers in (1, 2):
+        packed = fit_isolation_forests(many, n_estimators=20, workers=workers, parallel_from=2, pack=True)
+        assert [p.to_bytes() for p in packed] == alone
+        assert [p.key for p in packed] == series
+
+
+def test_a_packed_forest_keeps_the_stored_fields_and_scores_as_the_forest(clean_day) -> None:
+    history, readings, models, _ = clean_day
+    (forest,) = models
+    (packed,) = fit_isolation_forests(history, pack=True)
+    assert isinstance(packed, PackedForest)
+    assert (packed.key, packed.bucket_s, packed.trained_from, packed.trained_to, packed.n_samples) == (
+        forest.key,
+        forest.bucket_s,
+        forest.trained_from,
+        forest.trained_to,
+        forest.n_samples,
+    )
+    assert (packed.contamination, packed.threshold, packed.sklearn_version) == (
+        forest.contamination,
+        forest.threshold,
+        forest.sklearn_version,
+    )
+    unpacked = packed.unpack()
+    features = bucket_features(bucket_readings(readings)).select(forest.features).to_numpy()
+    assert np.array_equal(unpacked.model.score_samples(features), forest.model.score_samples(features))
+    assert (unpacked.feature_mean, unpacked.feature_std, unpacked.reading_std) == (
+        forest.feature_mean,
+        forest.feature_std,
+        forest.reading_std,
+    )
+    hot = spiked(readings, forest.reading_std)
+    assert isolation_forest_anomalies([unpacked], hot).equals(isolation_forest_anomalies(models, hot))
 
 
 def test_too_few_buckets_fit_no_model(clean_day) -> None:
