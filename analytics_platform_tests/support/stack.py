@@ -9,6 +9,7 @@ test that needs a second database, or the drain of another domain, calls them di
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -162,8 +163,20 @@ class SessionTempDir:
         tempfile.tempdir = None  # gettempdir() caches its first answer
 
     def close(self) -> None:
-        if self.owned is not None:
-            shutil.rmtree(self.owned, ignore_errors=True)
+        """Everything but multiprocessing's own `pymp-*` directories, which its exit handler removes
+        after this runs (it printed a FileNotFoundError traceback at the end of every run that had
+        started a forkserver); what is left, the empty directory, goes with the next session's sweep."""
+        if self.owned is None:
+            return
+        for child in self.owned.iterdir():
+            if child.name.startswith("pymp-") and child.is_dir():
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.owned.rmdir()
 
 
 @dataclass(frozen=True)
