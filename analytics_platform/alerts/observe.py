@@ -27,6 +27,17 @@ def asset_link(base_url: str, asset: str, partition: str | None = None) -> str:
     return f"{url}?view=partitions&partition={quote(partition, safe=':')}" if partition else url
 
 
+def ids(*parts: object) -> str:
+    """Sender ids (tenant, factory, machine, sensor, ...) as one part of a fingerprint, joined by `/`.
+
+    A `/` inside an id (an OPC-UA browse path, a line inside a hall) is written `%2F` and a `%` as
+    `%25`, so factory "f1/hall-2" with machine "press" and factory "f1" with machine "hall-2/press"
+    stay two conditions, never one whose notification the other machine never gets. Ids without
+    either character read as before, so conditions stored by an older version keep their identity.
+    """
+    return "/".join("" if p is None else str(p).replace("%", "%25").replace("/", "%2F") for p in parts)
+
+
 def _tenant_clause(rule: Rule, column: str = "tenant_id") -> tuple[str, dict]:
     if rule.tenant_id == ANY:
         return "TRUE", {}
@@ -75,8 +86,7 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
             what, methods = e.metric or e.anomaly_type, ", ".join(e.methods)
             conditions.append(
                 Condition(
-                    fingerprint=f"{rule.name}:{t}/{f}/{m}/{e.sensor_id or ''}/{e.metric or ''}/event/"
-                    f"{iso(e.start_time)}",
+                    fingerprint=f"{rule.name}:{ids(t, f, m, e.sensor_id, e.metric)}/event/{iso(e.start_time)}",
                     severity="critical" if e.severity >= 3 else "warning",
                     summary=f"{e.anomaly_type} anomaly event on {what}: {count(e.anomalies, 'anomaly', 'anomalies')}"
                     f" ({methods}), peak severity {e.severity}",
@@ -108,7 +118,7 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
         conditions.append(
             Condition(
                 # keyed by the first folded event (open or not): the group stays one alert as events join it
-                fingerprint=f"{rule.name}:{t}/{f}/{m}/grouped/{iso(folded[0].start_time)}",
+                fingerprint=f"{rule.name}:{ids(t, f, m)}/grouped/{iso(folded[0].start_time)}",
                 severity="critical" if worst >= 3 else "warning",
                 summary=f"{count(len(grouped), 'more anomaly event', 'more anomaly events')} on this machine "
                 f"(rate limit {limit} per {hours:g} h): {count(total, 'anomaly', 'anomalies')}, peak severity {worst}",
@@ -159,12 +169,12 @@ def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url:
     conditions = []
     for t, f, m, last_seen, last_status, offline_since in rows:
         reported = last_status == "offline"
-        if offline_since > limit:
+        if offline_since >= limit:  # offline for *more than* `minutes`
             continue
         minutes = int((now - offline_since).total_seconds() // 60)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{m}",
+                fingerprint=f"{rule.name}:{ids(t, f, m)}",
                 severity="critical",
                 summary=f"device offline for {minutes} min" + ("" if reported else " (no data received)"),
                 tenant_id=t,
@@ -206,7 +216,7 @@ def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str)
     return Observation(
         [
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{m}/{etype}",
+                fingerprint=f"{rule.name}:{ids(t, f, m, etype)}",
                 severity=str(p["severity"]),
                 summary=f"{etype} fail rate {fails / n:.0%} over {p['window_minutes']} min "
                 f"(threshold {float(p['threshold']):.0%})",
@@ -284,7 +294,7 @@ def _failed_events(
         summary, extra = condition(d, value)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{machine}/{key}",
+                fingerprint=f"{rule.name}:{ids(t, f, machine, key)}",
                 severity=str(rule.params["severity"]),
                 summary=summary,
                 tenant_id=t,
@@ -373,7 +383,7 @@ def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
 
     conditions, known = [], set()
     for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{kpi}/{p['period']}"
+        fingerprint = f"{rule.name}:{ids(t, f, m, kpi)}/{p['period']}"
         known.add(fingerprint)
         if not all((v < threshold) if below else (v > threshold) for *_, v, _, _ in latest):
             continue
@@ -442,7 +452,7 @@ def trends(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> 
     conditions, known = [], set()
     for t, f, m, sensor, name, unit, start, end, n, slope, p_value, direction in rows:
         for way in wanted:
-            fingerprint = f"{rule.name}:{t}/{f}/{m}/{sensor}/{name}/{way}"
+            fingerprint = f"{rule.name}:{ids(t, f, m, sensor, name)}/{way}"
             known.add(fingerprint)
             steep = slope is not None and (slope > limit if way == "increasing" else slope < -limit)
             if direction != way or p_value >= max_p or not steep:
@@ -501,7 +511,7 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
 
     conditions, known = [], set()
     for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['period']}"
+        fingerprint = f"{rule.name}:{ids(t, f, m)}/{p['period']}"
         known.add(fingerprint)
         if not all(beyond(row[5]) for row in latest):
             continue
@@ -557,7 +567,7 @@ def forecast_peaks(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
     conditions, known = [], set()
     for t, f, m, value, lower, upper, level, unit, issued in rows:
         machine = None if m == "*" else m
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['kpi']}/{day:%Y-%m-%d}"
+        fingerprint = f"{rule.name}:{ids(t, f, m, p['kpi'])}/{day:%Y-%m-%d}"
         known.add(fingerprint)
         if not (upper if use == "upper" else value) > limit:
             continue
