@@ -57,13 +57,14 @@ class EventRun:
 
 
 def read_spec_limits(conn: psycopg.Connection) -> pl.DataFrame:
+    """Every spec limit (LIMIT_SCHEMA) and its `unit`: a result in another unit gets no verdict."""
     return read_frame(
         conn,
         "SELECT tenant_id, factory_id, scope, name, lower_limit, upper_limit, target, "
-        "nullif(valid_from, '-infinity') "
+        "nullif(valid_from, '-infinity'), unit "
         "FROM analytics.analytics_spec_limits",
         None,
-        LIMIT_SCHEMA,
+        {**LIMIT_SCHEMA, "unit": pl.String()},
     )
 
 
