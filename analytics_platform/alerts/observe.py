@@ -190,18 +190,22 @@ def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url:
 
 def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
     """Machines whose fail rate over the last `window_minutes` (at least `min_count` verdicts) is
-    above `threshold`, per event type (sweep batches by default)."""
+    above `threshold`, per event type (sweep batches by default). The rate is failed / judged, as the
+    rollups' own `fail_rate`: events without a verdict (no spec limit, a unit the limit is not in)
+    are counted in `count_n` but neither pass nor fail, and must not dilute it."""
     p = rule.params
     start = now - timedelta(minutes=float(p["window_minutes"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
-        f"""SELECT tenant_id, factory_id, machine_id, event_type, sum(count_n)::bigint, sum(fail_n)::bigint,
-                   min(bucket_start), max(bucket_end)
+        f"""SELECT tenant_id, factory_id, machine_id, event_type,
+                   sum(coalesce(pass_n, 0) + coalesce(fail_n, 0))::bigint, sum(fail_n)::bigint,
+                   min(bucket_start), max(bucket_end), sum(count_n)::bigint
             FROM analytics.analytics_event_rollup
             WHERE window_s = %(bucket)s AND subject = '' AND event_type = ANY(%(types)s)
               AND bucket_start >= %(start)s AND bucket_end <= %(now)s AND {tenant}
             GROUP BY tenant_id, factory_id, machine_id, event_type
-            HAVING sum(count_n) >= %(min)s AND sum(fail_n)::float8 / sum(count_n) > %(threshold)s
+            HAVING sum(coalesce(pass_n, 0) + coalesce(fail_n, 0)) >= %(min)s
+               AND sum(fail_n)::float8 / nullif(sum(coalesce(pass_n, 0) + coalesce(fail_n, 0)), 0) > %(threshold)s
             ORDER BY 1, 2, 3, 4""",
         {
             "bucket": int(p["bucket_s"]),
@@ -224,10 +228,16 @@ def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str)
                 factory_id=f,
                 machine_id=m,
                 observed_at=first,
-                details={"failed": fails, "count": n, "fail_rate": round(fails / n, 4), "window_end": iso(last)},
+                details={
+                    "failed": fails,
+                    "judged": n,
+                    "count": events,
+                    "fail_rate": round(fails / n, 4),
+                    "window_end": iso(last),
+                },
                 link=asset_link(ui_url, "sweep_batch_quality" if etype == "sweep_batch" else "daily_event_rollups"),
             )
-            for t, f, m, etype, n, fails, first, last in rows
+            for t, f, m, etype, n, fails, first, last, events in rows
         ]
     )
 

@@ -97,3 +97,43 @@ def test_ids_containing_a_slash_never_share_an_alert_condition(
     assert database.query(
         "SELECT factory_id, machine_id, state FROM analytics.alert_conditions ORDER BY factory_id"
     ) == [("f1", "hall-2/press", "resolved"), ("f1/hall-2", "press", "open")]
+
+
+FAIL_RATE = Rule(
+    "sweeps",
+    "fail_rate",
+    params={
+        "event_types": ["sweep_batch"],
+        "window_minutes": 60,
+        "bucket_s": 300,
+        "threshold": 0.2,
+        "min_count": 5,
+        "severity": "warning",
+    },
+    channels=("hook",),
+)
+
+
+def test_fail_rate_is_failed_over_judged_batches_with_at_least_min_count_verdicts(
+    database: DatabaseHandle, receivers: tuple[HttpReceiver, MailReceiver]
+) -> None:
+    # Batches without a verdict (no spec limit for their metric, or a unit the limit is not in) are
+    # counted in count_n but judged neither way. mc-01: 3 failed of 5 judged (60 %) among 15 batches;
+    # mc-02: 1 failed of 4 judged (and 11 not judged): fewer than min_count verdicts, no alert.
+    http, mail = receivers
+    env = environ(http, mail)
+    with database.connect() as conn:
+        conn.cursor().executemany(
+            """INSERT INTO analytics.analytics_event_rollup (bucket_start, bucket_end, window_s, tenant_id,
+                   factory_id, machine_id, event_type, subject, count_n, pass_n, fail_n, fail_rate, pass_rate)
+               VALUES (%s, %s, 300, 't1', 'f1', %s, 'sweep_batch', '', %s, %s, %s, %s, %s)""",
+            [
+                (NOW - timedelta(minutes=10), NOW - timedelta(minutes=5), "mc-01", 15, 2, 3, 0.6, 0.4),
+                (NOW - timedelta(minutes=10), NOW - timedelta(minutes=5), "mc-02", 15, 3, 1, 0.25, 0.75),
+            ],
+        )
+    report = tick(database, NOW, env, [FAIL_RATE])
+    assert report.rule_errors == {}
+    assert [(b["machine_id"], b["title"]) for _, b in http.requests] == [
+        ("mc-01", "[WARNING] t1/f1/mc-01: sweep_batch fail rate 60% over 60 min (threshold 20%)")
+    ], "the fail rate was diluted by the batches without a verdict"
