@@ -252,13 +252,21 @@ def recompute_quality(
     conn: psycopg.Connection, domain: str, windows: Sequence[int], start: datetime, end: datetime
 ) -> EventRun:
     """Sweep batch or lab result verdicts against the spec limits in the table now, and their
-    fail / pass rates per machine (sweep) or station and analyte (lab), of [start, end)."""
+    fail / pass rates per machine (sweep) or station and analyte (lab), of [start, end).
+
+    The hour is read under the writers' lock it is replaced under: the live judge stores a failed
+    verdict under that lock too, so a result that landed (and was judged live) after a read made
+    before the lock would have its event deleted by the replace, and its alert resolved and
+    re-opened by the next run. Read after the lock, the run either sees the result or the live
+    event is written after the run."""
     query, schema, judge = SPEC_QUALITY[domain]
-    inputs = read_frame(conn, query, (start, end), schema)
     windows = rollup_windows(windows)
-    events = judge(inputs, read_spec_limits(conn))
-    rollups = rollup_events(events, windows, start, end)
-    deleted = replace_events(conn, domain, events, rollups, windows, start, end)
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, f"analytics_event:{domain}")
+        inputs = read_frame(conn, query, (start, end), schema)
+        events = judge(inputs, read_spec_limits(conn))
+        rollups = rollup_events(events, windows, start, end)
+        deleted = replace_events(conn, domain, events, rollups, windows, start, end)
     return EventRun(domain, inputs.height, events.height, rollups.height, deleted)
 
 

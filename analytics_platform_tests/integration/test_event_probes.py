@@ -1,11 +1,14 @@
-"""Device uptime as a real plant breaks it, on the real database: an edge agent cut off for two
-hours replays its machine's status changes after the hours that carried its old status were rolled up."""
+"""Event rollups as a real plant breaks them, on the real database: an edge agent cut off for two
+hours replays its machine's status changes after the hours that carried its old status were rolled
+up; a failed lab result lands, and is judged live, while its hour is being recomputed."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
-from analytics_platform.results.events import recompute_device
+from analytics_platform.results.events import recompute_device, recompute_quality
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 H10 = datetime(2025, 8, 20, 10, tzinfo=UTC)
@@ -72,3 +75,52 @@ def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(data
     before = database.query(computed, (H10,))
     compute_hour(database, H10)
     assert database.query(computed, (H10,)) == before
+
+
+def test_a_failed_lab_result_judged_live_while_its_hour_is_recomputed_keeps_its_event(
+    database: DatabaseHandle,
+) -> None:
+    # lab_result_quality re-runs the current hour as results arrive. A failed result committed, and
+    # judged live, while such a run is under way must keep its event: losing it until the next run
+    # resolves its lab_out_of_spec alert and re-opens it (a second notification for one condition).
+    with database.connect() as conn:
+        conn.execute(
+            "INSERT INTO analytics.analytics_spec_limits (tenant_id, factory_id, scope, name, lower_limit, "
+            "upper_limit) VALUES ('t1', '*', 'analyte', 'pH', 6.5, 8.5)"
+        )
+    result = (
+        "INSERT INTO analytics.raw_lab_results (time, tenant_id, factory_id, station_id, sample_id, analyte, value, "
+    )
+    result += "schema_version, dedup_key, topic, kafka_partition, kafka_offset) "
+    result += "VALUES (%s, 't1', 'f1', 'lab-1', %s, 'pH', %s, 1, %s, 'lab.results', 0, %s)"
+    with database.connect() as conn:
+        conn.execute(result, (H10 + timedelta(minutes=5), "S-1", 7.0, "k-S-1", 0))
+
+    lock = "SELECT pg_advisory_lock(hashtext('analytics.analytics_event:lab'))"
+    with database.connect() as holder:
+        holder.execute(lock)  # another writer of lab events holds the hour for now
+        run = threading.Thread(target=judge_lab_hour, args=(database,))
+        run.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 30
+        while database.scalar(waiting) == 0:  # the run is under way: it waits for the lock
+            assert time.monotonic() < deadline, "the recompute never reached the writers' lock"
+        # meanwhile a failed result lands and the live judge stores its event
+        with database.connect() as conn:
+            conn.execute(result, (H10 + timedelta(minutes=20), "S-2", 9.1, "k-S-2", 1))
+            conn.execute(
+                "INSERT INTO analytics.analytics_event (time, tenant_id, factory_id, machine_id, event_type, "
+                "event_key, domain, level, value, passed, details) VALUES (%s, 't1', 'f1', 'lab-1', 'lab_result', "
+                "'k-S-2', 'lab', 'fail', 9.1, false, '{}')",
+                (H10 + timedelta(minutes=20),),
+            )
+        holder.execute("SELECT pg_advisory_unlock(hashtext('analytics.analytics_event:lab'))")
+        run.join(60)
+    assert database.query(
+        "SELECT event_key, passed FROM analytics.analytics_event WHERE event_type = 'lab_result' ORDER BY time"
+    ) == [("k-S-1", True), ("k-S-2", False)], "the run replaced the hour with what it read before the result landed"
+
+
+def judge_lab_hour(db: DatabaseHandle) -> None:
+    with db.connect(db.pipeline_url) as conn:
+        recompute_quality(conn, "lab", [3600], H10, H10 + HOUR)
