@@ -78,15 +78,17 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
         return f"{n} {one if n == 1 else many}"
 
     conditions = []
+    still_open = _open_event_starts(conn, rule)
     for (t, f, m), machine_events in per_machine.items():
         own, folded = (machine_events[:limit], machine_events[limit:]) if limit > 0 else (machine_events, [])
         for e in own:
             if e.status != "open":
                 continue
             what, methods = e.metric or e.anomaly_type, ", ".join(e.methods)
+            series = f"{rule.name}:{ids(t, f, m, e.sensor_id, e.metric)}/event/"
             conditions.append(
                 Condition(
-                    fingerprint=f"{rule.name}:{ids(t, f, m, e.sensor_id, e.metric)}/event/{iso(e.start_time)}",
+                    fingerprint=_event_fingerprint(series, e.start_time, e.end_time, still_open),
                     severity="critical" if e.severity >= 3 else "warning",
                     summary=f"{e.anomaly_type} anomaly event on {what}: {count(e.anomalies, 'anomaly', 'anomalies')}"
                     f" ({methods}), peak severity {e.severity}",
@@ -138,6 +140,33 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
             )
         )
     return Observation(conditions, horizon=since)
+
+
+def _open_event_starts(conn: psycopg.Connection, rule: Rule) -> dict[str, list[tuple[datetime, str]]]:
+    """The rule's open event conditions: per series part of the fingerprint, (event start, fingerprint)."""
+    out: dict[str, list[tuple[datetime, str]]] = {}
+    for (fingerprint,) in conn.execute(
+        "SELECT fingerprint FROM analytics.alert_conditions WHERE rule_name = %s AND state = 'open' "
+        "AND fingerprint LIKE '%%/event/%%'",
+        (rule.name,),
+    ).fetchall():
+        series, _, start = fingerprint.rpartition("/event/")
+        try:
+            at = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        out.setdefault(f"{series}/event/", []).append((at, fingerprint))
+    return out
+
+
+def _event_fingerprint(
+    series: str, start: datetime, end: datetime, still_open: dict[str, list[tuple[datetime, str]]]
+) -> str:
+    """An event's fingerprint: its series and start, or, when the event grew backwards (the hour found
+    anomalous samples before the one the live judge flagged), the open condition of the series whose
+    start now lies inside it, so the same event stays the same alert and does not notify again."""
+    inside = sorted((at, fp) for at, fp in still_open.get(series, []) if start < at <= end)
+    return inside[0][1] if inside else f"{series}{iso(start)}"
 
 
 def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from analytics_platform.alerts.model import Rule
-from analytics_platform_tests.support.alerts import NOW, HttpReceiver, MailReceiver, environ, tick
+from analytics_platform_tests.support.alerts import NOW, HttpReceiver, MailReceiver, environ, insert_anomaly, tick
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 OFFLINE = Rule("offline", "device_offline", params={"minutes": 10, "lookback_hours": 168}, channels=("hook",))
@@ -137,3 +137,37 @@ def test_fail_rate_is_failed_over_judged_batches_with_at_least_min_count_verdict
     assert [(b["machine_id"], b["title"]) for _, b in http.requests] == [
         ("mc-01", "[WARNING] t1/f1/mc-01: sweep_batch fail rate 60% over 60 min (threshold 20%)")
     ], "the fail rate was diluted by the batches without a verdict"
+
+
+ANOMALY = Rule(
+    "anomaly-critical",
+    "anomaly",
+    params={"min_severity": 3, "max_age_hours": 24, "max_per_machine": 3},
+    channels=("hook",),
+)
+
+
+def test_an_anomaly_event_the_hour_extends_backwards_stays_one_alert(
+    database: DatabaseHandle, receivers: tuple[HttpReceiver, MailReceiver]
+) -> None:
+    # The live judge flags an out-of-range reading at 09:50 (one alert). The hour then finds a
+    # seasonal shift on the sample before it, 09:49: the event now starts at 09:49. It is the same
+    # open condition and must not notify again, nor resolve the first alert.
+    http, mail = receivers
+    env = environ(http, mail)
+    insert_anomaly(database, "mc-01", 4, NOW - timedelta(minutes=10), "range")
+    report = tick(database, NOW, env, [ANOMALY])
+    assert (report.opened, report.sent) == (1, 1)
+
+    insert_anomaly(database, "mc-01", 2, NOW - timedelta(minutes=11), "shift")
+    report = tick(database, NOW + timedelta(minutes=1), env, [ANOMALY])
+    assert (report.opened, report.resolved, report.queued) == (0, 0, 0), "the grown event notified again"
+    assert [b["transition"] for _, b in http.requests] == ["open"]
+    assert database.query("SELECT state FROM analytics.alert_conditions") == [("open",)]
+
+    # its rows resolved: the one condition resolves, once
+    with database.connect() as conn:
+        conn.execute("UPDATE analytics.analytics_anomaly SET status = 'resolved'")
+    report = tick(database, NOW + timedelta(minutes=2), env, [ANOMALY])
+    assert (report.resolved, report.opened) == (1, 0)
+    assert [b["transition"] for _, b in http.requests] == ["open", "resolve"]
