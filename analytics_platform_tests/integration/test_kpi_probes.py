@@ -84,3 +84,28 @@ def test_replayed_run_states_and_meter_readings_recompute_the_hours_they_reach(d
     before = database.query(computed, (H10,))
     compute_hour(database, H10)
     assert database.query(computed, (H10,)) == before
+
+
+def test_two_run_states_with_one_stamp_hold_the_same_state_in_their_hour_and_the_next(
+    database: DatabaseHandle,
+) -> None:
+    # A PLC stamping in whole seconds sends "running" and "fault" (two event ids) at 10:30:00. Which
+    # one holds after it is a tie-break, but one tie-break: hour 10 carried one of them to its end and
+    # hour 11, which starts in the state carried from before it, must carry the same one.
+    insert_states(database, [(H10 - timedelta(minutes=30), "running")])
+    with database.connect() as conn:
+        conn.cursor().executemany(
+            """INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, run_state, event_id,
+                   schema_version, dedup_key, topic, kafka_partition, kafka_offset)
+               VALUES (%s, 't1', 'f1', 'mc-01', %s, %s, 1, %s, 'device.health', 0, %s)""",
+            [(H10 + timedelta(minutes=30), s, s, f"run|e|{s}", n) for n, s in enumerate(("running", "fault"))],
+        )
+    insert_readings(database, [(H10 + timedelta(minutes=5 * i), "s-p", "power", 50.0) for i in range(25)])
+    compute_hour(database, H10)
+    compute_hour(database, H10 + HOUR)
+    run, fault = hourly(database, "run_time_s"), hourly(database, "fault_time_s")
+    after_tie_in_10 = "running" if run[10] == 3600.0 else "fault"
+    assert (run[10], fault[10]) in ((3600.0, 0.0), (1800.0, 1800.0))
+    assert (run[11], fault[11]) == ((3600.0, 0.0) if after_tie_in_10 == "running" else (0.0, 3600.0)), (
+        f"hour 10 ended in {after_tie_in_10}, hour 11 began in the other state"
+    )
