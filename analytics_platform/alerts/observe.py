@@ -27,6 +27,17 @@ def asset_link(base_url: str, asset: str, partition: str | None = None) -> str:
     return f"{url}?view=partitions&partition={quote(partition, safe=':')}" if partition else url
 
 
+def ids(*parts: object) -> str:
+    """Sender ids (tenant, factory, machine, sensor, ...) as one part of a fingerprint, joined by `/`.
+
+    A `/` inside an id (an OPC-UA browse path, a line inside a hall) is written `%2F` and a `%` as
+    `%25`, so factory "f1/hall-2" with machine "press" and factory "f1" with machine "hall-2/press"
+    stay two conditions, never one whose notification the other machine never gets. Ids without
+    either character read as before, so conditions stored by an older version keep their identity.
+    """
+    return "/".join("" if p is None else str(p).replace("%", "%25").replace("/", "%2F") for p in parts)
+
+
 def _tenant_clause(rule: Rule, column: str = "tenant_id") -> tuple[str, dict]:
     if rule.tenant_id == ANY:
         return "TRUE", {}
@@ -67,16 +78,17 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
         return f"{n} {one if n == 1 else many}"
 
     conditions = []
+    still_open = _open_event_starts(conn, rule)
     for (t, f, m), machine_events in per_machine.items():
         own, folded = (machine_events[:limit], machine_events[limit:]) if limit > 0 else (machine_events, [])
         for e in own:
             if e.status != "open":
                 continue
             what, methods = e.metric or e.anomaly_type, ", ".join(e.methods)
+            series = f"{rule.name}:{ids(t, f, m, e.sensor_id, e.metric)}/event/"
             conditions.append(
                 Condition(
-                    fingerprint=f"{rule.name}:{t}/{f}/{m}/{e.sensor_id or ''}/{e.metric or ''}/event/"
-                    f"{iso(e.start_time)}",
+                    fingerprint=_event_fingerprint(series, e.start_time, e.end_time, still_open),
                     severity="critical" if e.severity >= 3 else "warning",
                     summary=f"{e.anomaly_type} anomaly event on {what}: {count(e.anomalies, 'anomaly', 'anomalies')}"
                     f" ({methods}), peak severity {e.severity}",
@@ -108,7 +120,7 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
         conditions.append(
             Condition(
                 # keyed by the first folded event (open or not): the group stays one alert as events join it
-                fingerprint=f"{rule.name}:{t}/{f}/{m}/grouped/{iso(folded[0].start_time)}",
+                fingerprint=f"{rule.name}:{ids(t, f, m)}/grouped/{iso(folded[0].start_time)}",
                 severity="critical" if worst >= 3 else "warning",
                 summary=f"{count(len(grouped), 'more anomaly event', 'more anomaly events')} on this machine "
                 f"(rate limit {limit} per {hours:g} h): {count(total, 'anomaly', 'anomalies')}, peak severity {worst}",
@@ -128,6 +140,33 @@ def anomalies(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) 
             )
         )
     return Observation(conditions, horizon=since)
+
+
+def _open_event_starts(conn: psycopg.Connection, rule: Rule) -> dict[str, list[tuple[datetime, str]]]:
+    """The rule's open event conditions: per series part of the fingerprint, (event start, fingerprint)."""
+    out: dict[str, list[tuple[datetime, str]]] = {}
+    for (fingerprint,) in conn.execute(
+        "SELECT fingerprint FROM analytics.alert_conditions WHERE rule_name = %s AND state = 'open' "
+        "AND fingerprint LIKE '%%/event/%%'",
+        (rule.name,),
+    ).fetchall():
+        series, _, start = fingerprint.rpartition("/event/")
+        try:
+            at = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        out.setdefault(f"{series}/event/", []).append((at, fingerprint))
+    return out
+
+
+def _event_fingerprint(
+    series: str, start: datetime, end: datetime, still_open: dict[str, list[tuple[datetime, str]]]
+) -> str:
+    """An event's fingerprint: its series and start, or, when the event grew backwards (the hour found
+    anomalous samples before the one the live judge flagged), the open condition of the series whose
+    start now lies inside it, so the same event stays the same alert and does not notify again."""
+    inside = sorted((at, fp) for at, fp in still_open.get(series, []) if start < at <= end)
+    return inside[0][1] if inside else f"{series}{iso(start)}"
 
 
 def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
@@ -159,12 +198,12 @@ def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url:
     conditions = []
     for t, f, m, last_seen, last_status, offline_since in rows:
         reported = last_status == "offline"
-        if offline_since > limit:
+        if offline_since >= limit:  # offline for *more than* `minutes`
             continue
         minutes = int((now - offline_since).total_seconds() // 60)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{m}",
+                fingerprint=f"{rule.name}:{ids(t, f, m)}",
                 severity="critical",
                 summary=f"device offline for {minutes} min" + ("" if reported else " (no data received)"),
                 tenant_id=t,
@@ -180,18 +219,22 @@ def devices_offline(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url:
 
 def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> Observation:
     """Machines whose fail rate over the last `window_minutes` (at least `min_count` verdicts) is
-    above `threshold`, per event type (sweep batches by default)."""
+    above `threshold`, per event type (sweep batches by default). The rate is failed / judged, as the
+    rollups' own `fail_rate`: events without a verdict (no spec limit, a unit the limit is not in)
+    are counted in `count_n` but neither pass nor fail, and must not dilute it."""
     p = rule.params
     start = now - timedelta(minutes=float(p["window_minutes"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
-        f"""SELECT tenant_id, factory_id, machine_id, event_type, sum(count_n)::bigint, sum(fail_n)::bigint,
-                   min(bucket_start), max(bucket_end)
+        f"""SELECT tenant_id, factory_id, machine_id, event_type,
+                   sum(coalesce(pass_n, 0) + coalesce(fail_n, 0))::bigint, sum(fail_n)::bigint,
+                   min(bucket_start), max(bucket_end), sum(count_n)::bigint
             FROM analytics.analytics_event_rollup
             WHERE window_s = %(bucket)s AND subject = '' AND event_type = ANY(%(types)s)
               AND bucket_start >= %(start)s AND bucket_end <= %(now)s AND {tenant}
             GROUP BY tenant_id, factory_id, machine_id, event_type
-            HAVING sum(count_n) >= %(min)s AND sum(fail_n)::float8 / sum(count_n) > %(threshold)s
+            HAVING sum(coalesce(pass_n, 0) + coalesce(fail_n, 0)) >= %(min)s
+               AND sum(fail_n)::float8 / nullif(sum(coalesce(pass_n, 0) + coalesce(fail_n, 0)), 0) > %(threshold)s
             ORDER BY 1, 2, 3, 4""",
         {
             "bucket": int(p["bucket_s"]),
@@ -206,7 +249,7 @@ def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str)
     return Observation(
         [
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{m}/{etype}",
+                fingerprint=f"{rule.name}:{ids(t, f, m, etype)}",
                 severity=str(p["severity"]),
                 summary=f"{etype} fail rate {fails / n:.0%} over {p['window_minutes']} min "
                 f"(threshold {float(p['threshold']):.0%})",
@@ -214,10 +257,16 @@ def fail_rates(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str)
                 factory_id=f,
                 machine_id=m,
                 observed_at=first,
-                details={"failed": fails, "count": n, "fail_rate": round(fails / n, 4), "window_end": iso(last)},
+                details={
+                    "failed": fails,
+                    "judged": n,
+                    "count": events,
+                    "fail_rate": round(fails / n, 4),
+                    "window_end": iso(last),
+                },
                 link=asset_link(ui_url, "sweep_batch_quality" if etype == "sweep_batch" else "daily_event_rollups"),
             )
-            for t, f, m, etype, n, fails, first, last in rows
+            for t, f, m, etype, n, fails, first, last, events in rows
         ]
     )
 
@@ -284,7 +333,7 @@ def _failed_events(
         summary, extra = condition(d, value)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{t}/{f}/{machine}/{key}",
+                fingerprint=f"{rule.name}:{ids(t, f, machine, key)}",
                 severity=str(rule.params["severity"]),
                 summary=summary,
                 tenant_id=t,
@@ -373,7 +422,7 @@ def kpi_thresholds(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
 
     conditions, known = [], set()
     for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{kpi}/{p['period']}"
+        fingerprint = f"{rule.name}:{ids(t, f, m, kpi)}/{p['period']}"
         known.add(fingerprint)
         if not all((v < threshold) if below else (v > threshold) for *_, v, _, _ in latest):
             continue
@@ -442,7 +491,7 @@ def trends(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: str) -> 
     conditions, known = [], set()
     for t, f, m, sensor, name, unit, start, end, n, slope, p_value, direction in rows:
         for way in wanted:
-            fingerprint = f"{rule.name}:{t}/{f}/{m}/{sensor}/{name}/{way}"
+            fingerprint = f"{rule.name}:{ids(t, f, m, sensor, name)}/{way}"
             known.add(fingerprint)
             steep = slope is not None and (slope > limit if way == "increasing" else slope < -limit)
             if direction != way or p_value >= max_p or not steep:
@@ -501,7 +550,7 @@ def energy_deviations(conn: psycopg.Connection, rule: Rule, now: datetime, ui_ur
 
     conditions, known = [], set()
     for (t, f, m), latest in _latest(rows, int(p["periods"])).items():
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['period']}"
+        fingerprint = f"{rule.name}:{ids(t, f, m)}/{p['period']}"
         known.add(fingerprint)
         if not all(beyond(row[5]) for row in latest):
             continue
@@ -557,7 +606,7 @@ def forecast_peaks(conn: psycopg.Connection, rule: Rule, now: datetime, ui_url: 
     conditions, known = [], set()
     for t, f, m, value, lower, upper, level, unit, issued in rows:
         machine = None if m == "*" else m
-        fingerprint = f"{rule.name}:{t}/{f}/{m}/{p['kpi']}/{day:%Y-%m-%d}"
+        fingerprint = f"{rule.name}:{ids(t, f, m, p['kpi'])}/{day:%Y-%m-%d}"
         known.add(fingerprint)
         if not (upper if use == "upper" else value) > limit:
             continue

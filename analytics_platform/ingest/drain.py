@@ -740,13 +740,18 @@ class Drain:
         stamps = [m.timestamp()[1] for m in messages]
         values = [m.value() for m in messages]
         now_ms = int(time.time() * 1000)
+        # The future bound is judged against the Kafka timestamp, which is the producer's own clock
+        # (CreateTime, Kafka's default): an edge gateway whose clock runs days ahead stamps its
+        # readings and its messages alike, and would pass. No message was produced after it was
+        # read, so a stamp after now is taken as now (as a missing one is), and landing keeps that,
+        # so a re-derivation judges the message exactly as this pass did.
         frame = pl.DataFrame(
             {
                 "topic": topics,
                 "kafka_partition": partitions,
                 "kafka_offset": offsets,
                 "kafka_key": keys,
-                "kafka_ts": pl.Series([s if s > 0 else now_ms for s in stamps], dtype=pl.Int64)
+                "kafka_ts": pl.Series([s if 0 < s <= now_ms else now_ms for s in stamps], dtype=pl.Int64)
                 .cast(pl.Datetime("ms"))
                 .dt.replace_time_zone("UTC")
                 .cast(pl.Datetime("us", "UTC")),

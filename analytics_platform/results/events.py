@@ -57,13 +57,14 @@ class EventRun:
 
 
 def read_spec_limits(conn: psycopg.Connection) -> pl.DataFrame:
+    """Every spec limit (LIMIT_SCHEMA) and its `unit`: a result in another unit gets no verdict."""
     return read_frame(
         conn,
         "SELECT tenant_id, factory_id, scope, name, lower_limit, upper_limit, target, "
-        "nullif(valid_from, '-infinity') "
+        "nullif(valid_from, '-infinity'), unit "
         "FROM analytics.analytics_spec_limits",
         None,
-        LIMIT_SCHEMA,
+        {**LIMIT_SCHEMA, "unit": pl.String()},
     )
 
 
@@ -157,11 +158,68 @@ def recompute_device(
     *,
     lookback: timedelta,
 ) -> EventRun:
-    """Status changes, offline periods, uptime and health-score rollups of [start, end).
+    """Status changes, offline periods, uptime and health-score rollups of [start, end), and of the
+    rolled-up hours after it that carried a status from it (`_carried_hours`).
 
     Uptime runs to `end`, not to now: a status holds until the next message, so a running hour
     shows the current status carried to its end and, once over, equals what a backfill computes.
     """
+    run = _recompute_device_range(conn, windows, start, end, lookback)
+    for hour in _carried_hours(conn, start, end, lookback):
+        more = _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback)
+        run.inputs, run.events, run.rollups = (
+            run.inputs + more.inputs,
+            run.events + more.events,
+            run.rollups + more.rollups,
+        )
+        run.deleted += more.deleted
+    return run
+
+
+def _carried_hours(conn: psycopg.Connection, start: datetime, end: datetime, lookback: timedelta) -> list[datetime]:
+    """The hours after `end`, already rolled up, that carried a status of [start, end) which landed
+    after they were computed.
+
+    A status holds until the next one, so the hours after a machine's statuses of [start, end) carry
+    the last of them, up to and including the hour of its next status message. When late messages
+    change that range (an edge agent replaying an outage in order: offline at 10:10, online at 12:15),
+    the automation recomputes only the hours that received messages; hour 11 would keep the status
+    it carried before and count the machine up while it was offline. Only statuses that landed after
+    an hour was computed (`ingested_at` > its `computed_at`) make it stale, so live processing (the
+    newest hour has nothing rolled up after it) and a recompute without late data cost one query.
+    """
+    rows = conn.execute(
+        """
+        WITH landed AS (
+            SELECT tenant_id, factory_id, machine_id, max(ingested_at) AS landed
+            FROM analytics.raw_device_health
+            WHERE status IS NOT NULL AND time >= %(start)s AND time < %(end)s
+            GROUP BY tenant_id, factory_id, machine_id
+        ), reach AS (
+            SELECT l.landed,
+                   coalesce((SELECT min(r.time) FROM analytics.raw_device_health r
+                             WHERE r.tenant_id = l.tenant_id AND r.factory_id = l.factory_id
+                               AND r.machine_id = l.machine_id AND r.status IS NOT NULL
+                               AND r.time >= %(end)s AND r.time < %(horizon)s),
+                            %(horizon)s) AS until
+            FROM landed l
+        ), hours AS (
+            SELECT bucket_start, min(computed_at) AS computed FROM analytics.analytics_event_rollup
+            WHERE event_type = %(type)s AND window_s = 3600 AND bucket_start >= %(end)s AND bucket_start < %(horizon)s
+            GROUP BY bucket_start
+        )
+        SELECT h.bucket_start FROM hours h
+        WHERE EXISTS (SELECT 1 FROM reach r WHERE h.bucket_start <= r.until AND r.landed > h.computed)
+        ORDER BY 1""",
+        {"start": start, "end": end, "horizon": end + lookback, "type": device.DEVICE_HEALTH},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _recompute_device_range(
+    conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime, lookback: timedelta
+) -> EventRun:
+    """Status changes, offline periods, uptime and health-score rollups of [start, end) alone."""
     health, prior, next_up = _device_inputs(conn, start, end, lookback)
     windows = rollup_windows(windows)
     if health.is_empty():
@@ -194,13 +252,21 @@ def recompute_quality(
     conn: psycopg.Connection, domain: str, windows: Sequence[int], start: datetime, end: datetime
 ) -> EventRun:
     """Sweep batch or lab result verdicts against the spec limits in the table now, and their
-    fail / pass rates per machine (sweep) or station and analyte (lab), of [start, end)."""
+    fail / pass rates per machine (sweep) or station and analyte (lab), of [start, end).
+
+    The hour is read under the writers' lock it is replaced under: the live judge stores a failed
+    verdict under that lock too, so a result that landed (and was judged live) after a read made
+    before the lock would have its event deleted by the replace, and its alert resolved and
+    re-opened by the next run. Read after the lock, the run either sees the result or the live
+    event is written after the run."""
     query, schema, judge = SPEC_QUALITY[domain]
-    inputs = read_frame(conn, query, (start, end), schema)
     windows = rollup_windows(windows)
-    events = judge(inputs, read_spec_limits(conn))
-    rollups = rollup_events(events, windows, start, end)
-    deleted = replace_events(conn, domain, events, rollups, windows, start, end)
+    with conn.transaction(), conn.cursor() as cur:
+        lock_results(cur, f"analytics_event:{domain}")
+        inputs = read_frame(conn, query, (start, end), schema)
+        events = judge(inputs, read_spec_limits(conn))
+        rollups = rollup_events(events, windows, start, end)
+        deleted = replace_events(conn, domain, events, rollups, windows, start, end)
     return EventRun(domain, inputs.height, events.height, rollups.height, deleted)
 
 

@@ -190,15 +190,112 @@ def recompute_kpis(
     *,
     lookback: timedelta,
 ) -> KpiRun:
-    """Recompute `periods` (PERIOD_SCHEMA) from the readings of the range they span."""
+    """Recompute `periods` (PERIOD_SCHEMA) from the readings of the range they span; for hours, also
+    the stored hours around them that late readings or run states of the range reach
+    (`late_neighbour_hours`)."""
     if periods.is_empty():
         return KpiRun(0, 0, 0, 0)
+    run = _recompute(conn, periods, options, lookback=lookback)
+    if set(periods["period"].unique().to_list()) != {"hour"}:
+        return run
+    start, end = periods["period_start"].min(), periods["period_end"].max()
+    for hour in late_neighbour_hours(conn, start, end, options, lookback):
+        more = _recompute(conn, mk.fixed_periods("hour", hour, hour + HOUR, HOUR), options, lookback=lookback)
+        run = KpiRun(
+            max(run.machines, more.machines),
+            run.readings + more.readings,
+            run.rows + more.rows,
+            run.deleted + more.deleted,
+        )
+    return run
+
+
+def _recompute(
+    conn: psycopg.Connection, periods: pl.DataFrame, options: mk.KpiOptions, *, lookback: timedelta
+) -> KpiRun:
     start, end = periods["period_start"].min(), periods["period_end"].max()
     inputs = read_inputs(conn, start, end, drivers=list(options.drivers), gap_s=options.gap_s, lookback=lookback)
     rows = mk.machine_kpis(inputs, periods, read_plant(conn), options)
     deleted = replace_kpis(conn, rows, periods)
     machines = rows.select(mk.MACHINE).n_unique() if not rows.is_empty() else 0
     return KpiRun(machines, inputs.readings.height, rows.height, deleted)
+
+
+HOUR = timedelta(hours=1)
+# Stored hours around [start, end) that a reading or run state of it reaches and that were computed
+# before it landed (ingested_at > computed_at). A reading closes the interval back to its series'
+# previous reading and opens the one to its next (counters, demand, silences); a run state holds
+# until the machine's next one. Only the range's first reading of a series reaches back, its last
+# one (and the machine's last run state) ahead, so only when those landed late is a neighbour stale.
+LATE_NEIGHBOURS = """
+WITH series AS (
+    SELECT tenant_id, factory_id, machine_id, sensor_id, metric,
+           (array_agg(ingested_at ORDER BY time, ingested_at DESC))[1] AS first_landed,
+           (array_agg(ingested_at ORDER BY time DESC, ingested_at DESC))[1] AS last_landed
+    FROM analytics.raw_sensor_readings
+    WHERE time >= %(start)s AND time < %(end)s AND metric = ANY(%(metrics)s)
+    GROUP BY tenant_id, factory_id, machine_id, sensor_id, metric
+), states AS (
+    SELECT tenant_id, factory_id, machine_id, (array_agg(ingested_at ORDER BY time DESC, ingested_at DESC))[1] AS landed
+    FROM analytics.raw_device_health
+    WHERE run_state IS NOT NULL AND time >= %(start)s AND time < %(end)s
+    GROUP BY tenant_id, factory_id, machine_id
+), hours AS (
+    SELECT period_start, min(computed_at) AS computed FROM analytics.analytics_kpi
+    WHERE period = 'hour' AND period_start >= %(from)s AND period_start < %(to)s
+      AND (period_start < %(start)s OR period_start >= %(end)s)
+    GROUP BY period_start
+), late AS (
+    SELECT min(h.computed) AS oldest FROM hours h
+), reach AS (
+    SELECT s.first_landed AS back_landed, s.last_landed AS ahead_landed,
+           coalesce((SELECT max(r.time) FROM analytics.raw_sensor_readings r
+                     WHERE r.tenant_id = s.tenant_id AND r.factory_id = s.factory_id AND r.machine_id = s.machine_id
+                       AND r.metric = s.metric AND r.sensor_id = s.sensor_id
+                       AND r.time < %(start)s AND r.time >= %(from)s), %(start)s) AS back,
+           coalesce((SELECT min(r.time) FROM analytics.raw_sensor_readings r
+                     WHERE r.tenant_id = s.tenant_id AND r.factory_id = s.factory_id AND r.machine_id = s.machine_id
+                       AND r.metric = s.metric AND r.sensor_id = s.sensor_id
+                       AND r.time >= %(end)s AND r.time < %(to)s), %(end)s) AS ahead
+    FROM series s, late WHERE greatest(s.first_landed, s.last_landed) > late.oldest
+    UNION ALL
+    SELECT NULL, st.landed, %(start)s AS back,
+           coalesce((SELECT min(r.time) FROM analytics.raw_device_health r
+                     WHERE r.tenant_id = st.tenant_id AND r.factory_id = st.factory_id AND r.machine_id = st.machine_id
+                       AND r.run_state IS NOT NULL AND r.time >= %(end)s AND r.time < %(to)s), %(to)s) AS ahead
+    FROM states st, late WHERE st.landed > late.oldest
+)
+SELECT h.period_start FROM hours h
+WHERE EXISTS (
+    SELECT 1 FROM reach r
+    WHERE (r.back_landed > h.computed AND h.period_start < %(start)s AND h.period_start + interval '1 hour' > r.back)
+       OR (r.ahead_landed > h.computed AND h.period_start >= %(end)s AND h.period_start <= r.ahead))
+ORDER BY 1"""
+
+
+def late_neighbour_hours(
+    conn: psycopg.Connection, start: datetime, end: datetime, options: mk.KpiOptions, lookback: timedelta
+) -> list[datetime]:
+    """The stored hours before `start` and from `end` (within `lookback`) that a reading or run state of
+    [start, end) reaches and that were computed before it landed.
+
+    An edge agent replaying an outage in order (fault at 10:10, running at 12:15, the meter's reading
+    at 12:55) changes the raw partitions of hours 10 and 12, which the automation recomputes; hour 11
+    received nothing and kept the run state and the open meter interval it was computed with. Live
+    processing (the newest hour; the :20 rerun of the hour before, which is computed after the next
+    hour's first readings landed) finds nothing here: one query.
+    """
+    rows = conn.execute(
+        LATE_NEIGHBOURS,
+        {
+            "start": start,
+            "end": end,
+            "from": start - lookback,
+            "to": end + lookback,
+            "metrics": [*mk.KPI_METRICS, *options.drivers],
+        },
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def day_periods(conn: psycopg.Connection, day_start: datetime, day_end: datetime) -> pl.DataFrame:

@@ -363,12 +363,16 @@ def _gaps(inputs: KpiInputs, gap_s: int) -> pl.DataFrame:
 
 
 def _state_changes(states: pl.DataFrame, prior_states: pl.DataFrame, start: datetime) -> pl.DataFrame:
-    """Each machine's run state at `start` (carried from before) and every change after it."""
+    """Each machine's run state at `start` (carried from before) and every change after it.
+
+    Of several states with one stamp (a PLC stamping whole seconds, two event ids) the least by name
+    holds after it: the state the next range is carried in with (`results.kpis.read_run_states`
+    picks the latest message, then the least state), so an hour and the next agree."""
     carried = prior_states.with_columns(time=pl.lit(start, TIME))
     return (
         pl.concat([carried.select(list(STATE_SCHEMA)), states.select(list(STATE_SCHEMA))])
         .filter(pl.col("run_state").is_not_null())
-        .sort(*MACHINE, "time", "run_state")
+        .sort(*MACHINE, "time", "run_state", descending=[False, False, False, False, True])
         .filter(pl.col("run_state") != pl.col("run_state").shift(1).over(MACHINE).fill_null(""))
     )
 

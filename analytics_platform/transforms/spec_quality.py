@@ -10,6 +10,11 @@ not in pass or fail rates, so a missing limit never looks like a pass.
 A sweep batch passes when every reading lies within [lower, upper] (a missing bound is no bound);
 its event carries n, mean, min, max and stddev of the batch. A lab result passes when its value
 lies within [lower, upper].
+
+A limit is stated in a unit (`unit`, optional). A result reported in another unit (moisture in g/kg
+against limits in %, a sweep in degF against degC) is not comparable with it: it gets no verdict
+(`passed` NULL, level `unit_mismatch`) rather than a false fail or pass. A result or limit without a
+unit is judged as before (the unit is taken to match).
 """
 
 from __future__ import annotations
@@ -59,14 +64,18 @@ LAB_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def applicable_limits(items: pl.DataFrame, limits: pl.DataFrame, scope: str, name_column: str) -> pl.DataFrame:
+def applicable_limits(
+    items: pl.DataFrame, limits: pl.DataFrame, scope: str, name_column: str, *, with_unit: bool = False
+) -> pl.DataFrame:
     """`items` with lower_limit, upper_limit and target of the limit that applies to each row
-    (NULL when none does)."""
+    (NULL when none does); `with_unit`: and the limit's unit as `limit_unit` (NULL when `limits` has no
+    `unit` column)."""
     indexed = items.with_row_index("_row")
+    unit = pl.col("unit").cast(pl.String) if "unit" in limits.columns else pl.lit(None, pl.String)
     chosen = (
         indexed.select("_row", "time", "tenant_id", "factory_id", name_column)
         .join(
-            limits.select(LIMIT_SCHEMA.keys())
+            limits.select(*LIMIT_SCHEMA.keys(), unit.alias("limit_unit"))
             .cast(LIMIT_SCHEMA)
             .filter(pl.col("scope") == scope)
             .with_columns(pl.col("valid_from").fill_null(ALWAYS)),
@@ -81,7 +90,7 @@ def applicable_limits(items: pl.DataFrame, limits: pl.DataFrame, scope: str, nam
         # the factory's own limit before the tenant-wide one, then the latest valid_from
         .sort("_row", pl.col("factory_id_limit") == "*", "valid_from", descending=[False, False, True])
         .unique("_row", keep="first", maintain_order=True)
-        .select("_row", "lower_limit", "upper_limit", "target")
+        .select("_row", "lower_limit", "upper_limit", "target", *(["limit_unit"] if with_unit else []))
     )
     return indexed.join(chosen, on="_row", how="left").sort("_row").drop("_row")
 
@@ -96,10 +105,22 @@ def _has_limit() -> pl.Expr:
     return pl.col("lower_limit").is_not_null() | pl.col("upper_limit").is_not_null()
 
 
+def _unit_mismatch() -> pl.Expr:
+    """The result's unit and its limit's are both given and differ: the two cannot be compared."""
+    return (pl.col("unit") != pl.col("limit_unit")).fill_null(False)
+
+
+def _judged() -> pl.Expr:
+    """A limit applies and is in the result's unit: the result gets a verdict."""
+    return _has_limit() & ~_unit_mismatch()
+
+
 def _verdict_columns() -> dict[str, pl.Expr]:
     """The columns every judged event shares: its verdict and level, no period."""
     return {
-        "level": _verdict_level(pl.col("passed")),
+        "level": pl.when(_has_limit() & _unit_mismatch())
+        .then(pl.lit("unit_mismatch"))
+        .otherwise(_verdict_level(pl.col("passed"))),
         "passed": pl.col("passed"),
         "end_time": pl.lit(None, TIME),
         "duration_s": pl.lit(None, pl.Float64),
@@ -115,7 +136,7 @@ def _verdict_level(passed: pl.Expr) -> pl.Expr:
 def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
     """One `sweep_batch` event per batch: statistics of its readings and its verdict."""
     batches = sweeps.select(SWEEP_SCHEMA.keys()).cast(SWEEP_SCHEMA)
-    judged = applicable_limits(batches, limits, "metric", "metric").with_row_index("_row")
+    judged = applicable_limits(batches, limits, "metric", "metric", with_unit=True).with_row_index("_row")
     outside = (
         judged.select("_row", "reading_values", "lower_limit", "upper_limit")
         .explode("reading_values")
@@ -131,9 +152,9 @@ def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
             min=pl.col("reading_values").list.min(),
             max=pl.col("reading_values").list.max(),
             stddev=pl.col("reading_values").list.std(ddof=1),
-            out_of_spec_n=pl.when(_has_limit()).then("out_of_spec_n"),
+            out_of_spec_n=pl.when(_judged()).then("out_of_spec_n"),
         )
-        .with_columns(passed=pl.when(_has_limit()).then(pl.col("out_of_spec_n") == 0))
+        .with_columns(passed=pl.when(_judged()).then(pl.col("out_of_spec_n") == 0))
     )
     events = judged.select(
         "time",
@@ -165,8 +186,8 @@ def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
 def lab_results(results: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
     """One `lab_result` event per result with its verdict; rolled up per station and analyte."""
     rows = results.select(LAB_SCHEMA.keys()).cast(LAB_SCHEMA)
-    judged = applicable_limits(rows, limits, "analyte", "analyte").with_columns(
-        passed=pl.when(_has_limit()).then(_within(pl.col("value")))
+    judged = applicable_limits(rows, limits, "analyte", "analyte", with_unit=True).with_columns(
+        passed=pl.when(_judged()).then(_within(pl.col("value")))
     )
     events = judged.select(
         "time",

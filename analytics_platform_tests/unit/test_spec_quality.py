@@ -489,3 +489,40 @@ def test_sweep_rollup_counts_batches_without_a_limit_but_not_in_the_rates() -> N
         ("sweep_batch", 3, 1, 1, 0.5, 0.5)
     ]
     assert json.loads(rollup["details"][0]) == {"no_verdict_n": 1}
+
+
+def test_a_result_in_another_unit_than_its_limit_gets_no_verdict() -> None:
+    """Moisture limits 11.5..13.5 in %: a station reporting 124 g/kg (12.4 %, in spec) or 0.124 (a
+    fraction) must not be failed, nor a sweep at 147.2 / 150.8 degF (64 / 66 degC) against degC limits; a result without
+    a unit, or a limit without one, is judged as before (the unit is assumed to match)."""
+    spec = limits(limit("moisture", 11.5, 13.5, 12.5)).with_columns(unit=pl.lit("%"))
+    results = labs(
+        lab(at(H3, 1), 12.4, analyte="moisture", key="a") | {"unit": "%"},
+        lab(at(H3, 2), 124.0, analyte="moisture", key="b") | {"unit": "g/kg"},
+        lab(at(H3, 3), 0.124, analyte="moisture", key="c") | {"unit": "fraction"},
+        lab(at(H3, 4), 14.0, analyte="moisture", key="d") | {"unit": None},
+    )
+    assert verdicts(lab_results(results, spec)) == [
+        ("a", 12.4, True, "pass"),
+        ("b", 124.0, None, "unit_mismatch"),
+        ("c", 0.124, None, "unit_mismatch"),
+        ("d", 14.0, False, "fail"),
+    ]
+    assert verdicts(lab_results(results, limits(limit("moisture", 11.5, 13.5, 12.5)))) == [
+        ("a", 12.4, True, "pass"),  # a limit without a unit judges every result
+        ("b", 124.0, False, "fail"),
+        ("c", 0.124, False, "fail"),
+        ("d", 14.0, False, "fail"),
+    ]
+
+    sweep_spec = limits(limit("temp", 63.0, 67.0, scope="metric")).with_columns(unit=pl.lit("degC"))
+    batches = sweeps(
+        sweep(H3, [64.0, 66.0], metric="temp", key="c1") | {"unit": "degC"},
+        sweep(at(H3, 1), [147.2, 150.8], metric="temp", batch="b2", key="f1") | {"unit": "degF"},
+    )
+    rows = sweep_batches(batches, sweep_spec)
+    assert verdicts(rows) == [("c1", 65.0, True, "pass"), ("f1", 149.0, None, "unit_mismatch")]
+    assert json.loads(rows["details"][1])["out_of_spec_n"] is None
+    # no verdict: counted, kept out of the pass / fail rates
+    [rollup] = rollup_events(rows, [3600], H3, H4).to_dicts()
+    assert (rollup["count_n"], rollup["pass_n"], rollup["fail_n"], rollup["fail_rate"]) == (2, 1, 0, 0.0)

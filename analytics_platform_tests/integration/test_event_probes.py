@@ -1,0 +1,126 @@
+"""Event rollups as a real plant breaks them, on the real database: an edge agent cut off for two
+hours replays its machine's status changes after the hours that carried its old status were rolled
+up; a failed lab result lands, and is judged live, while its hour is being recomputed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from analytics_platform.results.events import recompute_device, recompute_quality
+from analytics_platform_tests.support.stack import DatabaseHandle
+
+H10 = datetime(2025, 8, 20, 10, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+LOOKBACK = timedelta(hours=168)
+
+
+def insert_status(db: DatabaseHandle, rows: list[tuple[str, datetime, str]]) -> None:
+    """(machine, time, status) rows of t1/f1 in raw_device_health, as the drain stores them."""
+    with db.connect() as conn:
+        conn.cursor().executemany(
+            """INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, status,
+                   schema_version, dedup_key, topic, kafka_partition, kafka_offset)
+               VALUES (%s, 't1', 'f1', %s, %s, 1, %s, 'device.health', 0, 0)""",
+            [(ts, m, s, f"{m}|{ts.isoformat()}") for m, ts, s in rows],
+        )
+
+
+def compute_hour(db: DatabaseHandle, start: datetime) -> None:
+    """What the device_health_events asset does for the hour partition starting at `start`."""
+    with db.connect(db.pipeline_url) as conn:
+        recompute_device(conn, [3600], start, start + HOUR, lookback=LOOKBACK)
+
+
+def uptime(db: DatabaseHandle, machine: str) -> dict[int, float | None]:
+    """hour of day -> the machine's hourly uptime %."""
+    rows = db.query(
+        "SELECT bucket_start, uptime_pct FROM analytics.analytics_event_rollup WHERE event_type = 'device_health' "
+        "AND window_s = 3600 AND machine_id = %s ORDER BY 1",
+        (machine,),
+    )
+    return {start.hour: None if pct is None else round(pct, 6) for start, pct in rows}
+
+
+def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(database: DatabaseHandle) -> None:
+    # mc-02 reports every 30 min, so every hour is rolled up. mc-01 was online at 09:50, then its edge
+    # agent lost the broker: hours 10, 11 and 12 were rolled up with mc-01 still online (its last status).
+    insert_status(database, [("mc-01", H10 - timedelta(minutes=10), "online")])
+    insert_status(database, [("mc-02", H10 + timedelta(minutes=30 * i), "online") for i in range(6)])
+    for hour in range(3):
+        compute_hour(database, H10 + hour * HOUR)
+    assert uptime(database, "mc-01") == {10: 100.0, 11: 100.0, 12: 100.0}
+
+    # The agent reconnects and replays, in order: offline at 10:10, online again at 12:15. Their raw
+    # partitions (hours 10 and 12) change and are recomputed; hour 11 received nothing new.
+    insert_status(database, [("mc-01", H10 + timedelta(minutes=10), "offline")])
+    insert_status(database, [("mc-01", H10 + 2 * HOUR + timedelta(minutes=15), "online")])
+    compute_hour(database, H10)
+    compute_hour(database, H10 + 2 * HOUR)
+
+    # By hand: up 10:00-10:10, offline 10:10-12:15, up 12:15-13:00.
+    assert uptime(database, "mc-01") == {10: round(100 * 10 / 60, 6), 11: 0.0, 12: 75.0}, (
+        "hour 11 kept the status it carried before the replay: 100 % uptime for an hour the machine was offline"
+    )
+    assert database.query(
+        "SELECT time, end_time, duration_s FROM analytics.analytics_event "
+        "WHERE event_type = 'offline_period' AND machine_id = 'mc-01'"
+    ) == [(H10 + timedelta(minutes=10), H10 + 2 * HOUR + timedelta(minutes=15), 7500.0)]
+
+    # recomputing hour 10 again, with nothing new landed, leaves the hours after it as they are
+    computed = (
+        "SELECT bucket_start, computed_at FROM analytics.analytics_event_rollup WHERE bucket_start > %s ORDER BY 1"
+    )
+    before = database.query(computed, (H10,))
+    compute_hour(database, H10)
+    assert database.query(computed, (H10,)) == before
+
+
+def test_a_failed_lab_result_judged_live_while_its_hour_is_recomputed_keeps_its_event(
+    database: DatabaseHandle,
+) -> None:
+    # lab_result_quality re-runs the current hour as results arrive. A failed result committed, and
+    # judged live, while such a run is under way must keep its event: losing it until the next run
+    # resolves its lab_out_of_spec alert and re-opens it (a second notification for one condition).
+    with database.connect() as conn:
+        conn.execute(
+            "INSERT INTO analytics.analytics_spec_limits (tenant_id, factory_id, scope, name, lower_limit, "
+            "upper_limit) VALUES ('t1', '*', 'analyte', 'pH', 6.5, 8.5)"
+        )
+    result = (
+        "INSERT INTO analytics.raw_lab_results (time, tenant_id, factory_id, station_id, sample_id, analyte, value, "
+    )
+    result += "schema_version, dedup_key, topic, kafka_partition, kafka_offset) "
+    result += "VALUES (%s, 't1', 'f1', 'lab-1', %s, 'pH', %s, 1, %s, 'lab.results', 0, %s)"
+    with database.connect() as conn:
+        conn.execute(result, (H10 + timedelta(minutes=5), "S-1", 7.0, "k-S-1", 0))
+
+    lock = "SELECT pg_advisory_lock(hashtext('analytics.analytics_event:lab'))"
+    with database.connect() as holder:
+        holder.execute(lock)  # another writer of lab events holds the hour for now
+        run = threading.Thread(target=judge_lab_hour, args=(database,))
+        run.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 30
+        while database.scalar(waiting) == 0:  # the run is under way: it waits for the lock
+            assert time.monotonic() < deadline, "the recompute never reached the writers' lock"
+        # meanwhile a failed result lands and the live judge stores its event
+        with database.connect() as conn:
+            conn.execute(result, (H10 + timedelta(minutes=20), "S-2", 9.1, "k-S-2", 1))
+            conn.execute(
+                "INSERT INTO analytics.analytics_event (time, tenant_id, factory_id, machine_id, event_type, "
+                "event_key, domain, level, value, passed, details) VALUES (%s, 't1', 'f1', 'lab-1', 'lab_result', "
+                "'k-S-2', 'lab', 'fail', 9.1, false, '{}')",
+                (H10 + timedelta(minutes=20),),
+            )
+        holder.execute("SELECT pg_advisory_unlock(hashtext('analytics.analytics_event:lab'))")
+        run.join(60)
+    assert database.query(
+        "SELECT event_key, passed FROM analytics.analytics_event WHERE event_type = 'lab_result' ORDER BY time"
+    ) == [("k-S-1", True), ("k-S-2", False)], "the run replaced the hour with what it read before the result landed"
+
+
+def judge_lab_hour(db: DatabaseHandle) -> None:
+    with db.connect(db.pipeline_url) as conn:
+        recompute_quality(conn, "lab", [3600], H10, H10 + HOUR)

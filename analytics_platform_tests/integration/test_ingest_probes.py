@@ -1,0 +1,79 @@
+"""Ingest as a real plant breaks it, through the real broker and database: an edge gateway whose
+clock runs days ahead stamps both its readings and its Kafka messages (CreateTime) with that clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Producer
+
+from analytics_platform.ingest.drain import Drain
+from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic
+
+
+def make_drain(settings: PlatformSettings) -> Drain:
+    return domain_drain(settings, "sensor", cold_fetch_s=30.0)
+
+
+def iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reading(at: datetime, value: float, event_id: str) -> bytes:
+    return json.dumps(
+        {
+            "time": iso(at),
+            "tenant_id": "t1",
+            "factory_id": "f1",
+            "machine_id": "mc-01",
+            "sensor_id": "s-001",
+            "metric": "temp",
+            "value": value,
+            "event_id": event_id,
+        }
+    ).encode()
+
+
+def produce_stamped(brokers: str, topic: str, messages: list[tuple[bytes, datetime]]) -> None:
+    """Produce to partition 0 with an explicit Kafka timestamp (CreateTime), as a producer whose
+    clock reads `at` does; wait for every acknowledgement."""
+    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+    failures: list[str] = []
+    for value, at in messages:
+        producer.produce(
+            topic,
+            key=b"t1-f1-mc-01",
+            value=value,
+            partition=0,
+            timestamp=int(at.timestamp() * 1000),
+            on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
+        )
+    assert producer.flush(30) == 0 and not failures, failures
+
+
+def test_an_edge_clock_days_ahead_cannot_carry_its_readings_past_the_future_bound(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    # The gateway's clock is 2 days fast: its readings say "now + 2 d" and so does the Kafka timestamp
+    # its producer sets. A reading two days in the future is a contract violation (future_time)
+    # whatever the sender's own clock claims; the bound is judged against when the platform got it.
+    now = datetime.now(UTC).replace(microsecond=0)
+    skewed = now + timedelta(days=2)
+    topic = domain_topic(settings)
+    produce_stamped(
+        settings.kafka_brokers,
+        topic,
+        [
+            (reading(skewed, 21.5, "fast-1"), skewed),  # offset 0: two days ahead of the platform
+            (reading(now - timedelta(hours=1), 20.0, "fast-2"), skewed),  # offset 1: a correct time
+        ],
+    )
+    make_drain(settings).run(budget_s=30)
+
+    rejects = database.query(
+        "SELECT kafka_offset, reason FROM analytics.rejected_message WHERE topic = %s ORDER BY 1", (topic,)
+    )
+    assert rejects == [(0, "future_time")], "a reading 2 days ahead was stored because its sender's clock agreed"
+    assert database.query("SELECT event_id, value FROM analytics.raw_sensor_readings ORDER BY 1") == [("fast-2", 20.0)]
