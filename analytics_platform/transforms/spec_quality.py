@@ -14,7 +14,8 @@ lies within [lower, upper].
 A limit is stated in a unit (`unit`, optional). A result reported in another unit (moisture in g/kg
 against limits in %, a sweep in degF against degC) is not comparable with it: it gets no verdict
 (`passed` NULL, level `unit_mismatch`) rather than a false fail or pass. A result or limit without a
-unit is judged as before (the unit is taken to match).
+unit (or a blank one) is judged as before (the unit is taken to match); case and surrounding spaces
+do not make units differ.
 """
 
 from __future__ import annotations
@@ -105,9 +106,16 @@ def _has_limit() -> pl.Expr:
     return pl.col("lower_limit").is_not_null() | pl.col("upper_limit").is_not_null()
 
 
+def _unit(column: str) -> pl.Expr:
+    """A unit as compared: spaces around it and letter case do not count ("mg/L" and "mg/l " are one
+    unit as people type them), and a blank one is no unit."""
+    unit = pl.col(column).str.strip_chars().str.to_lowercase()
+    return pl.when(unit != "").then(unit)
+
+
 def _unit_mismatch() -> pl.Expr:
     """The result's unit and its limit's are both given and differ: the two cannot be compared."""
-    return (pl.col("unit") != pl.col("limit_unit")).fill_null(False)
+    return (_unit("unit") != _unit("limit_unit")).fill_null(False)
 
 
 def _judged() -> pl.Expr:

@@ -523,6 +523,20 @@ def test_a_result_in_another_unit_than_its_limit_gets_no_verdict() -> None:
     rows = sweep_batches(batches, sweep_spec)
     assert verdicts(rows) == [("c1", 65.0, True, "pass"), ("f1", 149.0, None, "unit_mismatch")]
     assert json.loads(rows["details"][1])["out_of_spec_n"] is None
+    # one unit as people type it: case, surrounding spaces; a blank unit is none
+    typed = limits(limit("nitrate", 0.0, 50.0, 25.0)).with_columns(unit=pl.lit("mg/L"))
+    spelled = labs(
+        lab(at(H3, 1), 40.0, analyte="nitrate", key="n1") | {"unit": "mg/l"},
+        lab(at(H3, 2), 60.0, analyte="nitrate", key="n2") | {"unit": " MG/L "},
+        lab(at(H3, 3), 10.0, analyte="nitrate", key="n3") | {"unit": ""},
+        lab(at(H3, 4), 10.0, analyte="nitrate", key="n4") | {"unit": "ppm"},
+    )
+    assert verdicts(lab_results(spelled, typed)) == [
+        ("n1", 40.0, True, "pass"),
+        ("n2", 60.0, False, "fail"),
+        ("n3", 10.0, True, "pass"),
+        ("n4", 10.0, None, "unit_mismatch"),
+    ]
     # no verdict: counted, kept out of the pass / fail rates
     [rollup] = rollup_events(rows, [3600], H3, H4).to_dicts()
     assert (rollup["count_n"], rollup["pass_n"], rollup["fail_n"], rollup["fail_rate"]) == (2, 1, 0, 0.0)
