@@ -195,12 +195,12 @@ def recompute_kpis(
     (`late_neighbour_hours`)."""
     if periods.is_empty():
         return KpiRun(0, 0, 0, 0)
-    run = _recompute(conn, periods, options, lookback=lookback)
+    run, series = _recompute(conn, periods, options, lookback=lookback)
     if set(periods["period"].unique().to_list()) != {"hour"}:
         return run
     start, end = periods["period_start"].min(), periods["period_end"].max()
-    for hour in late_neighbour_hours(conn, start, end, options, lookback):
-        more = _recompute(conn, mk.fixed_periods("hour", hour, hour + HOUR, HOUR), options, lookback=lookback)
+    for hour in late_neighbour_hours(conn, start, end, lookback, series):
+        more, _ = _recompute(conn, mk.fixed_periods("hour", hour, hour + HOUR, HOUR), options, lookback=lookback)
         run = KpiRun(
             max(run.machines, more.machines),
             run.readings + more.readings,
@@ -212,13 +212,15 @@ def recompute_kpis(
 
 def _recompute(
     conn: psycopg.Connection, periods: pl.DataFrame, options: mk.KpiOptions, *, lookback: timedelta
-) -> KpiRun:
+) -> tuple[KpiRun, pl.DataFrame]:
+    """The run, and the series (mk.SERIES) the range's readings belong to."""
     start, end = periods["period_start"].min(), periods["period_end"].max()
     inputs = read_inputs(conn, start, end, drivers=list(options.drivers), gap_s=options.gap_s, lookback=lookback)
     rows = mk.machine_kpis(inputs, periods, read_plant(conn), options)
     deleted = replace_kpis(conn, rows, periods)
     machines = rows.select(mk.MACHINE).n_unique() if not rows.is_empty() else 0
-    return KpiRun(machines, inputs.readings.height, rows.height, deleted)
+    series = inputs.readings.select(mk.SERIES).unique().sort(mk.SERIES)
+    return KpiRun(machines, inputs.readings.height, rows.height, deleted), series
 
 
 HOUR = timedelta(hours=1)
@@ -227,14 +229,25 @@ HOUR = timedelta(hours=1)
 # previous reading and opens the one to its next (counters, demand, silences); a run state holds
 # until the machine's next one. Only the range's first reading of a series reaches back, its last
 # one (and the machine's last run state) ahead, so only when those landed late is a neighbour stale.
+# The series of the range come from the readings the recompute read (`series`): each one's first and
+# last reading are two index probes (raw_sensor_readings_key_idx), where aggregating every reading of
+# the range sorted them all (3.5 s of a day's 24 hours at 100 machines, 0.2 s as probes).
 LATE_NEIGHBOURS = """
 WITH series AS (
-    SELECT tenant_id, factory_id, machine_id, sensor_id, metric,
-           (array_agg(ingested_at ORDER BY time, ingested_at DESC))[1] AS first_landed,
-           (array_agg(ingested_at ORDER BY time DESC, ingested_at DESC))[1] AS last_landed
-    FROM analytics.raw_sensor_readings
-    WHERE time >= %(start)s AND time < %(end)s AND metric = ANY(%(metrics)s)
-    GROUP BY tenant_id, factory_id, machine_id, sensor_id, metric
+    SELECT s.tenant_id, s.factory_id, s.machine_id, s.sensor_id, s.metric,
+           f.ingested_at AS first_landed, l.ingested_at AS last_landed
+    FROM unnest(%(tenants)s::text[], %(factories)s::text[], %(machines)s::text[], %(sensors)s::text[],
+                %(metrics)s::text[]) AS s(tenant_id, factory_id, machine_id, sensor_id, metric)
+    CROSS JOIN LATERAL (
+        SELECT r.ingested_at FROM analytics.raw_sensor_readings r
+        WHERE r.tenant_id = s.tenant_id AND r.factory_id = s.factory_id AND r.machine_id = s.machine_id
+          AND r.metric = s.metric AND r.sensor_id = s.sensor_id AND r.time >= %(start)s AND r.time < %(end)s
+        ORDER BY r.time, r.ingested_at DESC LIMIT 1) f
+    CROSS JOIN LATERAL (
+        SELECT r.ingested_at FROM analytics.raw_sensor_readings r
+        WHERE r.tenant_id = s.tenant_id AND r.factory_id = s.factory_id AND r.machine_id = s.machine_id
+          AND r.metric = s.metric AND r.sensor_id = s.sensor_id AND r.time >= %(start)s AND r.time < %(end)s
+        ORDER BY r.time DESC, r.ingested_at DESC LIMIT 1) l
 ), states AS (
     SELECT tenant_id, factory_id, machine_id, (array_agg(ingested_at ORDER BY time DESC, ingested_at DESC))[1] AS landed
     FROM analytics.raw_device_health
@@ -274,7 +287,11 @@ ORDER BY 1"""
 
 
 def late_neighbour_hours(
-    conn: psycopg.Connection, start: datetime, end: datetime, options: mk.KpiOptions, lookback: timedelta
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    lookback: timedelta,
+    series: pl.DataFrame,
 ) -> list[datetime]:
     """The stored hours before `start` and from `end` (within `lookback`) that a reading or run state of
     [start, end) reaches and that were computed before it landed.
@@ -283,7 +300,8 @@ def late_neighbour_hours(
     at 12:55) changes the raw partitions of hours 10 and 12, which the automation recomputes; hour 11
     received nothing and kept the run state and the open meter interval it was computed with. Live
     processing (the newest hour; the :20 rerun of the hour before, which is computed after the next
-    hour's first readings landed) finds nothing here: one query.
+    hour's first readings landed) finds nothing here: one query. `series` (mk.SERIES): those of the
+    range's readings (KPI metrics and drivers), as the recompute read them.
     """
     rows = conn.execute(
         LATE_NEIGHBOURS,
@@ -292,7 +310,11 @@ def late_neighbour_hours(
             "end": end,
             "from": start - lookback,
             "to": end + lookback,
-            "metrics": [*mk.KPI_METRICS, *options.drivers],
+            "tenants": series["tenant_id"].to_list(),
+            "factories": series["factory_id"].to_list(),
+            "machines": series["machine_id"].to_list(),
+            "sensors": series["sensor_id"].to_list(),
+            "metrics": series["metric"].to_list(),
         },
     ).fetchall()
     return [r[0] for r in rows]
