@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -252,37 +252,34 @@ class Database:
         if not _UNCHECKED.get():
             await AsyncConnectionPool.check_connection(conn)
 
-    @asynccontextmanager
-    async def _async_connection(self, *, check: bool) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _getconn(self, *, check: bool) -> psycopg.AsyncConnection:
         assert self.async_pool is not None
         token = _UNCHECKED.set(not check)
         try:
-            async with self.async_pool.connection() as conn:
-                _UNCHECKED.reset(token)
-                token = None
-                yield conn
+            return await self.async_pool.getconn()
         except PoolTimeout:
             raise DatabaseDown("no database connection available (is the database running?)") from None
-        except psycopg.OperationalError as exc:
-            first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-            raise DatabaseDown(f"database error: {first}") from None
         finally:
-            if token is not None:
-                _UNCHECKED.reset(token)
+            _UNCHECKED.reset(token)
 
     async def first_row(self, query: Any, params: Any = None) -> Any:
         """The first row of `query` on the event loop's pool, the request's first statement, which
         stands in for the pool's check as checked_by's does: a connection found dead by it is dropped and
         the query runs again on one the pool checked. Failures are DatabaseDown, as with connection();
-        the wait for a connection is bounded by the same timeout as the sync pool's (API_DB_WAIT_S)."""
-        async with self._async_connection(check=False) as conn:
+        the wait for a connection is bounded by the same timeout as the sync pool's (API_DB_WAIT_S).
+        getconn/putconn rather than the pool's context manager: two fewer context managers a request."""
+        assert self.async_pool is not None
+        for check in (False, True):
+            conn = await self._getconn(check=check)
             try:
                 return await self._execute(conn, query, params)
-            except psycopg.OperationalError:
-                if not conn.broken:
-                    raise
-        async with self._async_connection(check=True) as conn:  # the dead one went back, and was dropped
-            return await self._execute(conn, query, params)
+            except psycopg.OperationalError as exc:
+                if check or not conn.broken:
+                    first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+                    raise DatabaseDown(f"database error: {first}") from None
+            finally:
+                await self.async_pool.putconn(conn)  # a broken connection is dropped
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _execute(conn: psycopg.AsyncConnection, query: Any, params: Any) -> Any:
