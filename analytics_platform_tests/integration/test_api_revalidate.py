@@ -426,6 +426,9 @@ def test_repeats_and_304s_are_answered_on_the_event_loop(
         hops.clear()
         assert same(fast, reference, "/v1/agg", AGG, key).content == repeat.content  # the catalogue kept again
         assert hops == []
+        for _ in range(2):  # a query string read before (kept with its values, api/revalidate.py) reads alike
+            assert same(fast, reference, "/v1/agg", {**AGG, "window_s": "0"}, key).status_code == 422
+            assert same(fast, reference, "/v1/agg", {**AGG, "window_s": "+3600"}, key).json() == repeat.json()
 
 
 def test_a_state_read_waiting_on_the_database_holds_up_no_other_request(
