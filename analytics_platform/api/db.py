@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -214,6 +214,19 @@ class Database:
         if dead:
             with self.connection() as conn:
                 yield conn, conn.execute(query, params).fetchone()
+
+    def read(self, read: Callable[[psycopg.Connection], Any]) -> Any:
+        """What `read` returns, run on a connection without the pool's check (its empty statement, a round
+        trip of its own): a connection `read` finds dead is dropped and `read` runs again on one the pool
+        checked, as checked_by does. Only for reads that are safe to repeat."""
+        with self.connection(check=False) as conn:
+            try:
+                return read(conn)
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+        with self.connection() as conn:  # the dead one went back to the pool, which dropped it
+            return read(conn)
 
     def stats(self) -> dict[str, int]:
         return dict(self.pool.get_stats()) if self._opened else {}
