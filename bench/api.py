@@ -398,7 +398,6 @@ def agg_sql(window_s: int, start: datetime, end: datetime, daily: bool) -> Calla
         params["hi"] = agg_route.ceil_to(end, window_s)
         source_sql = agg_route._FROM_STORED if source == "rollup" else agg_route._FROM_DAILY
         if source == "rollup" and source_window == 3600 and window_s % 86400 == 0:
-            params["hour_days"] = []  # load() rolled every day up into agg_daily
             if window_s == 86400:  # the route reads such days as they are stored
                 return agg_route._DAYS_AS_STORED, params
             source_sql = agg_route._FROM_DAYS

@@ -85,8 +85,10 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.open()
+        await db.open_async()  # the state of repeats and 304s, read on the loop (api/stages.py)
         freeze_startup_objects()
         yield
+        await db.close_async()
         db.close()
         if writer is not None:
             writer.close()

@@ -1,11 +1,18 @@
-"""The API's connection pool (read-only role) and how database failures become HTTP 503."""
+"""The API's connection pools (read-only role) and how database failures become HTTP 503.
+
+Two pools on the same role: the thread pool's (sync psycopg), which makes answers, and the event
+loop's (async psycopg, opened by the app's lifespan), which reads only the state a repeated answer
+depends on (api/stages.py): a state statement read from a thread paid two wake-ups between threads
+for a round trip of ~0.1 ms, the larger part of a repeat's cost (docs/benchmarks.md, REST API)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -14,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from analytics_platform import observability
 from analytics_platform.settings import utc_options
@@ -34,6 +41,33 @@ def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
 
 def _configure(conn: psycopg.Connection) -> None:
     set_json_loads(json_loads, conn)
+
+
+async def _configure_async(conn: psycopg.AsyncConnection) -> None:
+    set_json_loads(json_loads, conn)
+
+
+# Set while a route's code runs on the event loop (api/stages.py): a blocking statement there would stall
+# every other request of the worker, so asking the sync pool for a connection raises WouldBlock instead
+# and the caller runs the route in the thread pool. A context variable: the loop's other tasks, and
+# the threads a request hands work to once it is reset, are not affected.
+_ON_LOOP: ContextVar[bool] = ContextVar("api_db_on_loop", default=False)
+# Set around the async pool's getconn when the caller's first statement checks the connection itself.
+_UNCHECKED: ContextVar[bool] = ContextVar("api_db_unchecked", default=False)
+
+
+class WouldBlock(RuntimeError):
+    """A statement through the sync pool asked on the event loop (see _ON_LOOP)."""
+
+
+@contextmanager
+def on_loop() -> Iterator[None]:
+    """Code in this block runs on the event loop: the sync pool refuses it (WouldBlock)."""
+    token = _ON_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _ON_LOOP.reset(token)
 
 
 class TracedCursor(psycopg.Cursor):
@@ -64,25 +98,30 @@ class TracedCursor(psycopg.Cursor):
             yield from super().stream(query, params, binary=binary, size=size)
 
     def _span(self, query: Any) -> Any:
-        if isinstance(query, sql.Composable):
-            text = query.as_string(self)
-        elif isinstance(query, bytes | bytearray | memoryview):
-            text = bytes(query).decode(errors="replace")
-        else:
-            text = str(query)
-        operation = text.lstrip().split(None, 1)[0].upper() if text.strip() else "SQL"
-        return observability.tracer(__name__).start_as_current_span(
-            f"{operation} {self.connection.info.dbname}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system.name": "postgresql",
-                "db.namespace": self.connection.info.dbname,
-                "db.operation.name": operation,
-                "db.query.text": text,
-                "server.address": self.connection.info.host,
-                "server.port": self.connection.info.port,
-            },
-        )
+        return statement_span(query, self, self.connection.info)
+
+
+def statement_span(query: Any, context: Any, info: Any) -> Any:
+    """A client span for one statement (`context` renders a composed query; `info`: the connection's)."""
+    if isinstance(query, sql.Composable):
+        text = query.as_string(context)
+    elif isinstance(query, bytes | bytearray | memoryview):
+        text = bytes(query).decode(errors="replace")
+    else:
+        text = str(query)
+    operation = text.lstrip().split(None, 1)[0].upper() if text.strip() else "SQL"
+    return observability.tracer(__name__).start_as_current_span(
+        f"{operation} {info.dbname}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system.name": "postgresql",
+            "db.namespace": info.dbname,
+            "db.operation.name": operation,
+            "db.query.text": text,
+            "server.address": info.host,
+            "server.port": info.port,
+        },
+    )
 
 
 class DatabaseDown(RuntimeError):
@@ -90,7 +129,8 @@ class DatabaseDown(RuntimeError):
 
 
 class Database:
-    """A small pool, opened lazily so the API starts (and says why it is degraded) without a DB."""
+    """A small pool, opened lazily so the API starts (and says why it is degraded) without a DB; and
+    the event loop's pool of the same size for state statements, opened by open_async."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0) -> None:
         kwargs: dict[str, Any] = {
@@ -99,6 +139,10 @@ class Database:
             "connect_timeout": 5,
             "options": utc_options(url),
         }
+        self._url, self._async_kwargs = url, dict(kwargs)
+        self._min_size, self._max_size, self._timeout = min_size, max_size, timeout
+        self.async_pool: AsyncConnectionPool | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         if observability.tracing_on():
             kwargs["cursor_factory"] = TracedCursor
         self.pool = ConnectionPool(
@@ -132,6 +176,8 @@ class Database:
 
     @contextmanager
     def connection(self, *, check: bool = True) -> Iterator[psycopg.Connection]:
+        if _ON_LOOP.get():
+            raise WouldBlock("a sync statement on the event loop")
         self.open()
         self._unchecked.on = not check
         try:
@@ -169,5 +215,88 @@ class Database:
             with self.connection() as conn:
                 yield conn, conn.execute(query, params).fetchone()
 
+    def read(self, read: Callable[[psycopg.Connection], Any]) -> Any:
+        """What `read` returns, run on a connection without the pool's check (its empty statement, a round
+        trip of its own): a connection `read` finds dead is dropped and `read` runs again on one the pool
+        checked, as checked_by does. Only for reads that are safe to repeat."""
+        with self.connection(check=False) as conn:
+            try:
+                return read(conn)
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+        with self.connection() as conn:  # the dead one went back to the pool, which dropped it
+            return read(conn)
+
     def stats(self) -> dict[str, int]:
         return dict(self.pool.get_stats()) if self._opened else {}
+
+    async def open_async(self) -> None:
+        """Open the event loop's pool, bound to the running loop (the app's lifespan): it connects in
+        the background, so the API still starts without a database."""
+        if self.async_pool is None:
+            self.async_pool = AsyncConnectionPool(
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._timeout,
+                open=False,
+                kwargs=self._async_kwargs,
+                check=self._check_async,
+                configure=_configure_async,
+            )
+            await self.async_pool.open(wait=False)
+            self._async_loop = asyncio.get_running_loop()
+
+    async def close_async(self) -> None:
+        if self.async_pool is not None:
+            pool, self.async_pool, self._async_loop = self.async_pool, None, None
+            await pool.close()
+
+    def reads_on_loop(self) -> bool:
+        """Whether first_row can run on the running loop: its pool was opened on it (a test client
+        without its lifespan runs each request on a loop of its own, and gets the thread pool)."""
+        try:
+            return self.async_pool is not None and self._async_loop is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
+    async def _check_async(self, conn: psycopg.AsyncConnection) -> None:
+        if not _UNCHECKED.get():
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _getconn(self, *, check: bool) -> psycopg.AsyncConnection:
+        assert self.async_pool is not None
+        token = _UNCHECKED.set(not check)
+        try:
+            return await self.async_pool.getconn()
+        except PoolTimeout:
+            raise DatabaseDown("no database connection available (is the database running?)") from None
+        finally:
+            _UNCHECKED.reset(token)
+
+    async def first_row(self, query: Any, params: Any = None) -> Any:
+        """The first row of `query` on the event loop's pool, the request's first statement, which
+        stands in for the pool's check as checked_by's does: a connection found dead by it is dropped and
+        the query runs again on one the pool checked. Failures are DatabaseDown, as with connection();
+        the wait for a connection is bounded by the same timeout as the sync pool's (API_DB_WAIT_S).
+        getconn/putconn rather than the pool's context manager: two fewer context managers a request."""
+        assert self.async_pool is not None
+        for check in (False, True):
+            conn = await self._getconn(check=check)
+            try:
+                return await self._execute(conn, query, params)
+            except psycopg.OperationalError as exc:
+                if check or not conn.broken:
+                    first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+                    raise DatabaseDown(f"database error: {first}") from None
+            finally:
+                await self.async_pool.putconn(conn)  # a broken connection is dropped
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _execute(conn: psycopg.AsyncConnection, query: Any, params: Any) -> Any:
+        if not observability.tracing_on():
+            return await (await conn.execute(query, params)).fetchone()
+        with statement_span(query, conn, conn.info):
+            return await (await conn.execute(query, params)).fetchone()

@@ -53,6 +53,7 @@ class CacheMetrics:
             ["result"],
             registry=registry,
         )
+        self.hits, self.misses = self.lookups.labels("hit"), self.lookups.labels("miss")  # looked up once
         self.evictions = Counter(
             "analytics_api_response_cache_evictions", "Entries dropped to keep the bound", registry=registry
         )
@@ -82,7 +83,7 @@ class ResponseCache:
             if entry is not None:
                 self._entries.move_to_end(key)
         if self.metrics is not None:
-            self.metrics.lookups.labels("hit" if entry else "miss").inc()
+            (self.metrics.hits if entry else self.metrics.misses).inc()
         if entry is None:
             return None
         response = Response(status_code=200)

@@ -14,8 +14,11 @@ very same values:
   default, or no fast path when it is required) and validated by the route's own pydantic field, so
   a value is accepted, converted and constrained exactly as the route declares it;
 * the key goes through `authenticate` itself (its cache, its database lookup on a miss);
-* the endpoint runs in the thread pool, as FastAPI runs a sync endpoint, and its Response (a 304, the
-  response cache's answer, or one made afresh) is sent as it is, as FastAPI sends a returned Response.
+* an endpoint written in stages (api/stages.py) has its checks, its state statement (through the event
+  loop's pool) and its decision run on the event loop, and goes to the thread pool only to read the
+  rows of an answer it must make; any other endpoint runs in the thread pool, as FastAPI runs a sync
+  endpoint. The Response (a 304, the response cache's answer, or one made afresh) is sent as it is, as
+  FastAPI sends a returned Response.
 
 Anything else is left to FastAPI untouched: a request that is not a GET of one of those paths, a
 parameter the route's field rejects, a missing or refused key, and any exception of the endpoint (a
@@ -33,8 +36,12 @@ route, which it sets in the scope as the router would) and tracing see its answe
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -42,13 +49,17 @@ from fastapi._compat.shared import field_annotation_is_sequence
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.utils import _get_param_aliases, _get_param_model, _is_json_field
 from fastapi.routing import APIRoute
+from starlette.datastructures import QueryParams
 
 from analytics_platform.api import auth
-from analytics_platform.api.db import DatabaseDown
+from analytics_platform.api.db import DatabaseDown, WouldBlock
 from analytics_platform.api.middleware import App, Receive, Scope, Send
+from analytics_platform.api.stages import StateRead, Steps, advance_on_loop, rest
 
 IMMUTABLE = (type(None), bool, int, float, str, bytes)  # a default FastAPI's deepcopy would hand back as it is
 NO_VALUE = object()  # a parameter the fast path cannot fill as FastAPI would: left to FastAPI
+SHAREABLE = (*IMMUTABLE, datetime, date, time, timedelta, Decimal)  # values one request cannot change for another
+QUERIES_KEPT = 4096  # query strings read and validated, per route and worker (emptied when full)
 
 
 class Unsupported(ValueError):
@@ -85,6 +96,34 @@ class FastRoute:
     params: Sequence[Param]
     request_name: str
     caller_name: str
+    stages: Callable[..., Steps] | None  # the endpoint in stages (api/stages.py); None: it runs whole
+    queries: dict[bytes, tuple[QueryParams, dict[str, Any] | None]] = dataclass_field(
+        default_factory=dict, compare=False
+    )
+
+    def read_query(self, query_string: bytes) -> tuple[QueryParams, dict[str, Any] | None]:
+        """The query string as FastAPI reads it, and the values of the route's parameters (None: one the
+        fast path cannot fill, left to FastAPI). Kept by the raw query string: dashboards ask the same few
+        URLs again and again, and parsing and validating them took ~15 % of a repeat's CPU. Reading is
+        pure, so a kept result is what reading again would give; it is kept only when every value is
+        immutable (each request gets a copy of the dict, never of a value another request could change)."""
+        known = self.queries.get(query_string)
+        if known is not None:
+            return known
+        received = QueryParams(query_string)
+        values: dict[str, Any] | None = {}
+        for param in self.params:
+            value = param.value(received)
+            if value is NO_VALUE:
+                values = None
+                break
+            values[param.name] = value
+        found = (received, values)
+        if values is None or all(isinstance(v, SHAREABLE) for v in values.values()):
+            if len(self.queries) >= QUERIES_KEPT:
+                self.queries.clear()
+            self.queries[query_string] = found
+        return found
 
     @classmethod
     def of(cls, route: APIRoute) -> FastRoute:
@@ -115,7 +154,12 @@ class FastRoute:
             if field_annotation_is_sequence(field.field_info.annotation):
                 raise Unsupported(f"{route.path}: parameter {field.name} is a list")
             params.append(Param(field.name, field))
-        return cls(route, route.endpoint, tuple(params), dependant.request_param_name, caller.name or "")
+        stages = getattr(route.endpoint, "stages", None)
+        if stages is not None and list(inspect.signature(stages).parameters) != list(
+            inspect.signature(route.endpoint).parameters
+        ):
+            raise Unsupported(f"{route.path}: its stages must take the endpoint's own parameters")
+        return cls(route, route.endpoint, tuple(params), dependant.request_param_name, caller.name or "", stages)
 
 
 def fast_routes(app: FastAPI, paths: Sequence[str]) -> dict[str, FastRoute]:
@@ -163,21 +207,45 @@ class Revalidate:
 
     async def _answer(self, route: FastRoute, scope: Scope, receive: Receive) -> Response | None:
         """The endpoint's Response, or None to leave the request to FastAPI."""
+        received, read = route.read_query(scope.get("query_string", b""))
+        if read is None:
+            return None
+        values = dict(read)
         request = Request(scope, receive)
-        received = request.query_params
-        values: dict[str, Any] = {}
-        for param in route.params:
-            value = param.value(received)
-            if value is NO_VALUE:
-                return None
-            values[param.name] = value
+        # Starlette's own cache of the parsed query (what request.query_params returns), filled with the same
+        # parse of the same bytes; immutable, so requests may share it. Were the attribute renamed, the
+        # query would merely be parsed again.
+        request._query_params = received
         try:
             caller = await auth.authenticate(request, await auth.api_key_header(request))
             values[route.request_name] = request
             values[route.caller_name] = caller
-            response = await run_in_threadpool(route.endpoint, **values)
+            db = self.fastapi.state.db
+            if route.stages is not None and db.reads_on_loop():
+                response = await self._in_stages(route, values)
+            else:
+                response = await run_in_threadpool(route.endpoint, **values)
         except DatabaseDown as exc:  # the app's own 503, at once: asking FastAPI would wait for the pool again
             return await self.fastapi.exception_handlers[DatabaseDown](request, exc)
         except Exception:  # FastAPI answers it from the start, exactly as without this path
             return None
         return response if isinstance(response, Response) else None  # anything else FastAPI would serialise
+
+    async def _in_stages(self, route: FastRoute, values: dict[str, Any]) -> Any:
+        """The route's answer with its checks, state and decision on the event loop (api/stages.py): a
+        repeat or a 304 never leaves it; only a read of rows (an answer to make) goes to the thread pool.
+        A stage that would read through the sync pool on the loop (WouldBlock: a stale catalogue...)
+        makes the whole endpoint run in the thread pool instead, as without stages."""
+        assert route.stages is not None
+        db = self.fastapi.state.db
+        steps = route.stages(**values)
+        try:
+            done, step = advance_on_loop(steps, None)
+            if not done and isinstance(step, StateRead):
+                done, step = advance_on_loop(steps, await db.first_row(step.query, step.params))
+        except WouldBlock:
+            steps.close()
+            return await run_in_threadpool(route.endpoint, **values)
+        if done:
+            return step
+        return await run_in_threadpool(rest, db, steps, step)

@@ -10,6 +10,7 @@ fast path must leave to FastAPI, and the database's outage."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
+from analytics_platform.api import revalidate
 from analytics_platform.api.app import REVALIDATED, create_app
 from analytics_platform.api.revalidate import Revalidate, fast_routes
 from analytics_platform.results.aggregates import recompute_aggregates
@@ -365,3 +367,102 @@ def test_a_get_while_the_database_is_down_gets_the_same_503(
                 admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
     assert down.status_code == kpi_down.status_code == plain_down.status_code == plain_kpi_down.status_code == 503
     assert down.json() == plain_down.json() == {"detail": "no database connection available (is the database running?)"}
+
+
+@contextmanager
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of what the fast path hands to the thread pool, in order."""
+    hops: list[str] = []
+    hop = revalidate.run_in_threadpool
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func.__name__)
+        return await hop(func, *args, **kwargs)
+
+    monkeypatch.setattr(revalidate, "run_in_threadpool", counted)
+    yield hops
+
+
+def sync_requests(client: TestClient) -> int:
+    """Connections the app's sync pool has handed out so far."""
+    return client.app.state.db.stats().get("requests_num", 0)
+
+
+def test_repeats_and_304s_are_answered_on_the_event_loop(
+    settings: PlatformSettings, database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain GET whose answer is kept, and a conditional one answered 304, read their state through the
+    event loop's pool and never go to the thread pool nor the sync pool; an answer to make goes there once,
+    to read its rows; a route that would read through the sync pool before its state (the metrics catalogue
+    expired) runs whole in the thread pool, answering the same."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    with two_apps(settings) as (fast, reference), thread_hops(monkeypatch) as hops:
+        assert fast.get("/v1/agg", params=AGG, headers=key).status_code == 200
+        made = same(fast, reference, "/v1/kpi", KPI_QUERY, key)
+        # the catalogue's first read makes /v1/agg run whole in a thread; the KPI's rows are read in one
+        assert hops == ["aggregates", "rest"]
+        hops.clear()
+        before = sync_requests(fast)
+        repeat = same(fast, reference, "/v1/agg", AGG, key)
+        kpi_repeat = same(fast, reference, "/v1/kpi", KPI_QUERY, key)
+        assert kpi_repeat.content == made.content
+        for path, params, tag in (
+            ("/v1/agg", AGG, repeat.headers["ETag"]),
+            ("/v1/kpi", KPI_QUERY, made.headers["ETag"]),
+        ):
+            assert same(fast, reference, path, params, {**key, "If-None-Match": tag}).status_code == 304
+        assert (hops, sync_requests(fast) - before) == ([], 0)
+        assert cache_lookups(fast) == {"hit": 2, "miss": 2}
+
+        combined = {**KPI_QUERY, "period": "custom", "scope": "factory"}  # no state: read in a thread at once
+        assert same(fast, reference, "/v1/kpi", combined, key).status_code == 200
+        assert hops == ["rest"]
+        hops.clear()
+        fast.app.state.metric_catalog.invalidate()  # /v1/agg's check would read the catalogue: not on the loop
+        assert same(fast, reference, "/v1/agg", AGG, key).content == repeat.content
+        assert hops == ["aggregates"]
+        hops.clear()
+        assert same(fast, reference, "/v1/agg", AGG, key).content == repeat.content  # the catalogue kept again
+        assert hops == []
+        for _ in range(2):  # a query string read before (kept with its values, api/revalidate.py) reads alike
+            assert same(fast, reference, "/v1/agg", {**AGG, "window_s": "0"}, key).status_code == 422
+            assert same(fast, reference, "/v1/agg", {**AGG, "window_s": "+3600"}, key).json() == repeat.json()
+
+
+def test_a_state_read_waiting_on_the_database_holds_up_no_other_request(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state statement that waits (here on a lock) waits on the event loop without holding the worker:
+    another request is answered meanwhile, and the waiting one gets its answer once the database answers."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    with two_apps(settings) as (fast, _), thread_hops(monkeypatch) as hops:
+        kept = fast.get("/v1/kpi", params=KPI_QUERY, headers=key)
+        repeat = fast.get("/v1/agg", params=AGG, headers=key)
+        hops.clear()
+        with (
+            psycopg.connect(database.admin_url) as locker,
+            psycopg.connect(pg_admin_url, autocommit=True) as watcher,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            locker.execute("LOCK TABLE analytics.kpi_materialised_periods IN ACCESS EXCLUSIVE MODE")
+            waiting = pool.submit(fast.get, "/v1/kpi", params=KPI_QUERY, headers=key)
+            for _ in range(100_000):  # until the state statement waits on the lock (no fixed pause)
+                blocked = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                    "AND query LIKE %s",
+                    (database.name, "%kpi_materialised_periods%"),
+                ).fetchone()[0]
+                if blocked or waiting.done():
+                    break
+            assert (blocked, waiting.done()) == (1, False)
+            meanwhile = fast.get("/v1/agg", params=AGG, headers=key)
+            assert (meanwhile.status_code, meanwhile.content) == (200, repeat.content)
+            assert not waiting.done()
+            locker.rollback()
+            answer = waiting.result(timeout=60)
+        assert (answer.status_code, answer.content) == (200, kept.content)
+        assert hops == []  # both were answered on the loop

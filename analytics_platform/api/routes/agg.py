@@ -24,9 +24,10 @@ import polars as pl
 import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
-from analytics_platform.api import caching
+from analytics_platform.api import caching, stages
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
+from analytics_platform.api.keys import Principal
 from analytics_platform.api.metric_catalog import known_metric
 from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, AggPage
 from analytics_platform.api.params import (
@@ -336,32 +337,22 @@ def daily_view_exists(request: Request) -> bool:
     return state.agg_daily_view
 
 
-@router.get(
-    "/agg",
-    response_model=AggPage,
-    summary="Window aggregates of one machine and metric",
-    description=(
-        "Buckets whose start lies in [start, end), ordered by bucket start and sensor. A stored window "
-        "(WINDOWS, default 60, 300, 3600) is read as stored; a multiple of one (e.g. 86400) is rolled up "
-        "from the coarsest stored window dividing it, with p50/p95 null. `Accept: text/csv` returns CSV."
-    ),
-    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
-)
-def aggregates(
+def aggregate_stages(
     request: Request,
-    caller: Caller,
-    factory_id: Identifier,
-    machine_id: Identifier,
-    metric: Identifier,
-    window_s: Annotated[int, Query(ge=1, le=MAX_WINDOW_S, description="Bucket width in seconds")],
-    start: Start,
-    end: End,
-    tenant_id: TenantParam = None,
-    sensor_id: OptionalIdentifier = None,
-    limit: Limit = 1000,
-    cursor: Cursor = None,
-    fields: FieldsParam = None,
-) -> Response:
+    caller: Principal,
+    factory_id: str,
+    machine_id: str,
+    metric: str,
+    window_s: int,
+    start: datetime,
+    end: datetime,
+    tenant_id: str | None = None,
+    sensor_id: str | None = None,
+    limit: int = 1000,
+    cursor: str | None = None,
+    fields: str | None = None,
+) -> stages.Steps:
+    """The route in stages (api/stages.py): its checks, the state, the decision, the rows, the answer."""
     state = request.app.state
     settings = state.settings
     tenant = tenant_scope(caller, tenant_id, required=True)
@@ -421,33 +412,35 @@ def aggregates(
     known["day_lo"], known["day_hi"] = tag_days(known["lo"], known["hi"])
     from_days = source == "rollup" and source_window == 3600 and window_s % DAY_S == 0
     known["rolled_lo"], known["rolled_hi"] = (params["lo"], params["hi"]) if from_days else (read_hi, read_hi)
-    with state.db.checked_by(_STATE, known) as (conn, now_known):
-        as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
-        if source == "stored":
-            live = provisional_buckets(as_of, window_s, near)
-            final = not live
-        else:
-            params["final_until"] = final_until(as_of, params["lo"], params["hi"], lo)
-            final = params["final_until"] >= params["hi"]
-        tag = None
-        if final and by_version:
-            version = [now_known["hours"], now_known["version"], now_known["oldest"]]
-            material, tag, known = caching.known_answer(request, tenant, version, state.response_cache)
-            if known is not None:
-                return known
+    now_known = yield stages.StateRead(_STATE, known)
+    as_of = dict(zip(now_known["hour_starts"] or (), now_known["as_ofs"] or (), strict=True))
+    if source == "stored":
+        live = provisional_buckets(as_of, window_s, near)
+        final = not live
+    else:
+        params["final_until"] = final_until(as_of, params["lo"], params["hi"], lo)
+        final = params["final_until"] >= params["hi"]
+    tag = None
+    if final and by_version:
+        version = [now_known["hours"], now_known["version"], now_known["oldest"]]
+        material, tag, known = caching.known_answer(request, tenant, version, state.response_cache)
+        if known is not None:
+            return known
+
+    def read(conn: psycopg.Connection) -> list[dict]:
         if source == "stored":
             rows = conn.execute(_STORED, {**params, "provisional": live}, binary=True).fetchall()
-            if live:
-                rows = merge(rows, live_buckets(conn, params, live), limit + 1)
+            return merge(rows, live_buckets(conn, params, live), limit + 1) if live else rows
+        rows_from = _FROM_DAYS if from_days else _FROM_STORED if source == "rollup" else _FROM_DAILY
+        # every day of the range rolled up when the state was read (a day once rolled up stays so)
+        all_rolled = now_known["rolled"] == (params["hi"] - params["lo"]) // timedelta(days=1)
+        if from_days and window_s == DAY_S and all_rolled:
+            query = _DAYS_AS_STORED
         else:
-            rows_from = _FROM_DAYS if from_days else _FROM_STORED if source == "rollup" else _FROM_DAILY
-            # every day of the range rolled up when the state was read (a day once rolled up stays so)
-            all_rolled = now_known["rolled"] == (params["hi"] - params["lo"]) // timedelta(days=1)
-            if from_days and window_s == DAY_S and all_rolled:
-                query = _DAYS_AS_STORED
-            else:
-                query = _ROLLUP.format(source=rows_from, after=_AFTER)
-            rows = conn.execute(query, params, binary=True).fetchall()
+            query = _ROLLUP.format(source=rows_from, after=_AFTER)
+        return conn.execute(query, params, binary=True).fetchall()
+
+    rows = yield stages.RowsRead(read)
     extra = {"window_s": window_s, "source_window_s": source_window, "source": source}
     key = ("bucket_start", "sensor_id")
     response = page_response(request, rows, limit=limit, key=key, columns=columns, extra=extra)
@@ -456,6 +449,53 @@ def aggregates(
     if tag:
         return state.response_cache.keep(request, material, caching.tagged(response, tag))
     return caching.by_body(request, response)
+
+
+@router.get(
+    "/agg",
+    response_model=AggPage,
+    summary="Window aggregates of one machine and metric",
+    description=(
+        "Buckets whose start lies in [start, end), ordered by bucket start and sensor. A stored window "
+        "(WINDOWS, default 60, 300, 3600) is read as stored; a multiple of one (e.g. 86400) is rolled up "
+        "from the coarsest stored window dividing it, with p50/p95 null. `Accept: text/csv` returns CSV."
+    ),
+    responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
+)
+@stages.answered_by(aggregate_stages)
+def aggregates(
+    request: Request,
+    caller: Caller,
+    factory_id: Identifier,
+    machine_id: Identifier,
+    metric: Identifier,
+    window_s: Annotated[int, Query(ge=1, le=MAX_WINDOW_S, description="Bucket width in seconds")],
+    start: Start,
+    end: End,
+    tenant_id: TenantParam = None,
+    sensor_id: OptionalIdentifier = None,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+    fields: FieldsParam = None,
+) -> Response:
+    return stages.run(
+        request.app.state.db,
+        aggregate_stages(
+            request,
+            caller,
+            factory_id,
+            machine_id,
+            metric,
+            window_s,
+            start,
+            end,
+            tenant_id,
+            sensor_id,
+            limit,
+            cursor,
+            fields,
+        ),
+    )
 
 
 def tag_days(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:

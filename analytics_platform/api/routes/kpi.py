@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
-from analytics_platform.api import caching
+from analytics_platform.api import caching, stages
 from analytics_platform.api.auth import Caller, tenant_scope
 from analytics_platform.api.errors import invalid
+from analytics_platform.api.keys import Principal
 from analytics_platform.api.models import ERRORS, NOT_MODIFIED, OTHER_TENANT, EventRollupPage, KpiCatalogPage, KpiPage
 from analytics_platform.api.params import (
     Cursor,
@@ -66,6 +67,54 @@ COMBINED_KEY = ("period_start", "_factory", "_machine", "kpi")
 _HOUR_COLUMNS = "period_start, period_end, factory_id, machine_id, kpi, value, null_reason, details"
 
 
+def kpi_stages(
+    request: Request,
+    caller: Principal,
+    start: datetime,
+    end: datetime,
+    period: str = "custom",
+    factory_id: str | None = None,
+    scope: str = "machine",
+    tenant_id: str | None = None,
+    machine_id: str | None = None,
+    kpi: str | None = None,
+    limit: int = 1000,
+    cursor: str | None = None,
+) -> stages.Steps:
+    """The route in stages (api/stages.py): its checks, the state (stored periods of machines), the
+    decision, the rows, the answer."""
+    state = request.app.state
+    tenant = tenant_scope(caller, tenant_id, required=True)
+    page_limit(limit, state.settings.api_page_limit_max)
+    start, end = time_range(start, end, state.settings.api_max_result_range_days)
+    if factory_id is None and scope != "tenant":
+        raise invalid("factory_id", "factory_id is required unless scope=tenant")
+    if kpi is not None:
+        known("kpi", kpi, state.kpi_names)
+    if period in STORED_PERIODS and scope == "machine":
+        return (yield from _stored(request, tenant, factory_id, machine_id, period, kpi, start, end, limit, cursor))
+    wanted = _wanted(state.kpis, kpi)
+
+    def read(conn: psycopg.Connection) -> tuple[str, list[tuple[kp.CalendarPeriod, Hours]]]:
+        zone = tenant_timezone(conn, tenant)
+        if period in STORED_PERIODS:
+            return zone, _stored_groups(conn, tenant, factory_id, machine_id, period, wanted, start, end)
+        spans = (
+            [kp.CalendarPeriod(start, end, "custom")]
+            if period == "custom"
+            else kp.calendar_periods(period, start, end, zone)
+        )
+        hours = read_hours(conn, tenant, factory_id, machine_id, wanted, spans)
+        return zone, [(span, period_hours) for span, period_hours in zip(spans, hours, strict=True)]
+
+    zone, groups = yield stages.RowsRead(read)
+    rows = combined_rows(groups, period, scope, tenant, wanted, kpi, zone)
+    after = keyset(cursor, (datetime, str, str, str))
+    if after is not None:
+        rows = [row for row in rows if tuple(row[k] for k in COMBINED_KEY) > tuple(after)]
+    return page_response(request, rows[: limit + 1], limit=limit, key=COMBINED_KEY, columns=KPI_COLUMNS)
+
+
 @router.get(
     "/kpi",
     response_model=KpiPage,
@@ -81,6 +130,7 @@ _HOUR_COLUMNS = "period_start, period_end, factory_id, machine_id, kpi, value, n
     ),
     responses={**ERRORS, **OTHER_TENANT, **NOT_MODIFIED, 200: CSV_RESPONSE},
 )
+@stages.answered_by(kpi_stages)
 def kpis(
     request: Request,
     caller: Caller,
@@ -95,34 +145,10 @@ def kpis(
     limit: Limit = 1000,
     cursor: Cursor = None,
 ) -> Response:
-    state = request.app.state
-    tenant = tenant_scope(caller, tenant_id, required=True)
-    page_limit(limit, state.settings.api_page_limit_max)
-    start, end = time_range(start, end, state.settings.api_max_result_range_days)
-    if factory_id is None and scope != "tenant":
-        raise invalid("factory_id", "factory_id is required unless scope=tenant")
-    if kpi is not None:
-        known("kpi", kpi, state.kpi_names)
-    if period in STORED_PERIODS and scope == "machine":
-        return _stored(request, tenant, factory_id, machine_id, period, kpi, start, end, limit, cursor)
-    wanted = _wanted(state.kpis, kpi)
-    with state.db.connection() as conn:
-        zone = tenant_timezone(conn, tenant)
-        if period in STORED_PERIODS:
-            groups = _stored_groups(conn, tenant, factory_id, machine_id, period, wanted, start, end)
-        else:
-            spans = (
-                [kp.CalendarPeriod(start, end, "custom")]
-                if period == "custom"
-                else kp.calendar_periods(period, start, end, zone)
-            )
-            hours = read_hours(conn, tenant, factory_id, machine_id, wanted, spans)
-            groups = [(span, period_hours) for span, period_hours in zip(spans, hours, strict=True)]
-    rows = combined_rows(groups, period, scope, tenant, wanted, kpi, zone)
-    after = keyset(cursor, (datetime, str, str, str))
-    if after is not None:
-        rows = [row for row in rows if tuple(row[k] for k in COMBINED_KEY) > tuple(after)]
-    return page_response(request, rows[: limit + 1], limit=limit, key=COMBINED_KEY, columns=KPI_COLUMNS)
+    return stages.run(
+        request.app.state.db,
+        kpi_stages(request, caller, start, end, period, factory_id, scope, tenant_id, machine_id, kpi, limit, cursor),
+    )
 
 
 def _stored(
@@ -136,7 +162,7 @@ def _stored(
     end: datetime,
     limit: int,
     cursor: str | None,
-) -> Response:
+) -> stages.Steps:
     """The stored rows of one machine (or each of a factory's machines), as they were written."""
     state = request.app.state
     select = (
@@ -153,11 +179,11 @@ def _stored(
     query, params = select.sql(KPI_KEY, limit + 1)
     # keyed by what the KPI assets wrote (sql/14), read before the rows: a write in between can only make
     # the body newer than its tag, never older; the request's first statement, it checks the connection too
-    with state.db.checked_by(_VERSION, (period, start, end)) as (conn, version):
-        material, tag, known = caching.known_answer(request, tenant, list(version.values()), state.response_cache)
-        if known is not None:
-            return known
-        rows = conn.execute(query, params, binary=True).fetchall()
+    version = yield stages.StateRead(_VERSION, (period, start, end))
+    material, tag, known = caching.known_answer(request, tenant, list(version.values()), state.response_cache)
+    if known is not None:
+        return known
+    rows = yield stages.RowsRead(lambda conn: conn.execute(query, params, binary=True).fetchall())
     response = caching.tagged(page_response(request, rows, limit=limit, key=KPI_KEY, columns=KPI_COLUMNS), tag)
     return state.response_cache.keep(request, material, response)
 
