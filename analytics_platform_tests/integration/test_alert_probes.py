@@ -10,7 +10,15 @@ from datetime import datetime, timedelta
 import pytest
 
 from analytics_platform.alerts.model import Rule
-from analytics_platform_tests.support.alerts import NOW, HttpReceiver, MailReceiver, environ, insert_anomaly, tick
+from analytics_platform_tests.support.alerts import (
+    FAIL_RATE,
+    NOW,
+    HttpReceiver,
+    MailReceiver,
+    environ,
+    insert_anomaly,
+    tick,
+)
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 OFFLINE = Rule("offline", "device_offline", params={"minutes": 10, "lookback_hours": 168}, channels=("hook",))
@@ -97,21 +105,6 @@ def test_ids_containing_a_slash_never_share_an_alert_condition(
     assert database.query(
         "SELECT factory_id, machine_id, state FROM analytics.alert_conditions ORDER BY factory_id"
     ) == [("f1", "hall-2/press", "resolved"), ("f1/hall-2", "press", "open")]
-
-
-FAIL_RATE = Rule(
-    "sweeps",
-    "fail_rate",
-    params={
-        "event_types": ["sweep_batch"],
-        "window_minutes": 60,
-        "bucket_s": 300,
-        "threshold": 0.2,
-        "min_count": 5,
-        "severity": "warning",
-    },
-    channels=("hook",),
-)
 
 
 def test_fail_rate_is_failed_over_judged_batches_with_at_least_min_count_verdicts(

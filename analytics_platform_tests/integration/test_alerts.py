@@ -23,6 +23,7 @@ from analytics_platform.devstack.processes import free_port
 from analytics_platform.results.anomalies import resolve_anomaly
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.alerts import (
+    FAIL_RATE,
     NOW,
     POLICY,
     RULE,
@@ -231,19 +232,7 @@ def test_device_offline_fail_rate_and_lab_rules_open_and_resolve_from_their_tabl
     env = environ(http_receiver, mail_receiver)
     rules = [
         Rule("offline", "device_offline", params={"minutes": 10, "lookback_hours": 168}, channels=("hook",)),
-        Rule(
-            "sweeps",
-            "fail_rate",
-            params={
-                "event_types": ["sweep_batch"],
-                "window_minutes": 60,
-                "bucket_s": 300,
-                "threshold": 0.2,
-                "min_count": 5,
-                "severity": "warning",
-            },
-            channels=("hook",),
-        ),
+        FAIL_RATE,
         Rule(
             "lab",
             "lab_out_of_spec",

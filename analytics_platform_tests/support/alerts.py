@@ -92,6 +92,22 @@ RULE = Rule(
 )
 
 
+# the sweep fail-rate rule of the tests: over 20 % failed of at least 5 verdicts in an hour of 5-minute rollups
+FAIL_RATE = Rule(
+    "sweeps",
+    "fail_rate",
+    params={
+        "event_types": ["sweep_batch"],
+        "window_minutes": 60,
+        "bucket_s": 300,
+        "threshold": 0.2,
+        "min_count": 5,
+        "severity": "warning",
+    },
+    channels=("hook",),
+)
+
+
 def environ(http: HttpReceiver, mail: MailReceiver) -> dict[str, str]:
     """Where each channel points: a Slack-shaped JSON body ({"text": ...}) for the Slack stand-in,
     the generic JSON webhook, and plain SMTP on the local server."""
