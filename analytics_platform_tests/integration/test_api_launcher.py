@@ -7,6 +7,7 @@ and exit status 1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -71,6 +72,11 @@ def launched(database: DatabaseHandle, kafka_brokers: str, tmp_path: Path, worke
         yield process, port, log
     finally:
         if process.poll() is None:
+            # the workers too: killed alone, the supervisor leaves them serving (a failed test left two
+            # workers running for hours)
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             process.kill()
             process.wait(10)
 
