@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import psycopg
@@ -213,7 +213,9 @@ def _carried_hours(conn: psycopg.Connection, start: datetime, end: datetime, loo
         ORDER BY 1""",
         {"start": start, "end": end, "horizon": end + lookback, "type": device.DEVICE_HEALTH},
     ).fetchall()
-    return [r[0] for r in rows]
+    # in UTC whatever the session's TimeZone (a server set to 'Etc/UTC' gives that zone, which Polars
+    # refuses to compare with the range's UTC)
+    return [r[0].astimezone(UTC) for r in rows]
 
 
 def _recompute_device_range(

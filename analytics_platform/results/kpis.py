@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import psycopg
@@ -317,7 +317,9 @@ def late_neighbour_hours(
             "metrics": series["metric"].to_list(),
         },
     ).fetchall()
-    return [r[0] for r in rows]
+    # in UTC whatever the session's TimeZone (a server set to 'Etc/UTC' gives that zone, which Polars
+    # refuses to compare with the range's UTC)
+    return [r[0].astimezone(UTC) for r in rows]
 
 
 def day_periods(conn: psycopg.Connection, day_start: datetime, day_end: datetime) -> pl.DataFrame:
