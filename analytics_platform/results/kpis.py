@@ -195,10 +195,11 @@ def recompute_kpis(
     (`late_neighbour_hours`)."""
     if periods.is_empty():
         return KpiRun(0, 0, 0, 0)
-    run, series = _recompute(conn, periods, options, lookback=lookback)
+    run, readings = _recompute(conn, periods, options, lookback=lookback)
     if set(periods["period"].unique().to_list()) != {"hour"}:
         return run
     start, end = periods["period_start"].min(), periods["period_end"].max()
+    series = readings.select(mk.SERIES).unique().sort(mk.SERIES)
     for hour in late_neighbour_hours(conn, start, end, lookback, series):
         more, _ = _recompute(conn, mk.fixed_periods("hour", hour, hour + HOUR, HOUR), options, lookback=lookback)
         run = KpiRun(
@@ -213,14 +214,13 @@ def recompute_kpis(
 def _recompute(
     conn: psycopg.Connection, periods: pl.DataFrame, options: mk.KpiOptions, *, lookback: timedelta
 ) -> tuple[KpiRun, pl.DataFrame]:
-    """The run, and the series (mk.SERIES) the range's readings belong to."""
+    """The run, and the range's readings it read (KPI metrics and drivers)."""
     start, end = periods["period_start"].min(), periods["period_end"].max()
     inputs = read_inputs(conn, start, end, drivers=list(options.drivers), gap_s=options.gap_s, lookback=lookback)
     rows = mk.machine_kpis(inputs, periods, read_plant(conn), options)
     deleted = replace_kpis(conn, rows, periods)
     machines = rows.select(mk.MACHINE).n_unique() if not rows.is_empty() else 0
-    series = inputs.readings.select(mk.SERIES).unique().sort(mk.SERIES)
-    return KpiRun(machines, inputs.readings.height, rows.height, deleted), series
+    return KpiRun(machines, inputs.readings.height, rows.height, deleted), inputs.readings
 
 
 HOUR = timedelta(hours=1)
