@@ -158,6 +158,18 @@ def _listening(workers: list[psutil.Process], port: int) -> list[int]:
     ]
 
 
+def _served(port: int, connections: int = 50) -> list[bytes]:
+    """The first bytes of the answer to `GET /` on each of `connections` connections opened at once."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(connections)]
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+        return [client.recv(64)[:12] for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_a_killed_worker_is_replaced_with_a_socket_of_its_own_and_no_connection_is_lost(
     database: DatabaseHandle, kafka_brokers: str, tmp_path: Path
 ) -> None:
@@ -178,29 +190,9 @@ def test_a_killed_worker_is_replaced_with_a_socket_of_its_own_and_no_connection_
         wait_for(lambda: _listening(workers, port) == [1, 1], 60, "the new worker to listen on its own socket")
         parent = psutil.Process(process.pid)
         assert [c for c in parent.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN] == []
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(50)]
-        try:
-            for client in clients:
-                client.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
-            answers = [client.recv(64) for client in clients]
-        finally:
-            for client in clients:
-                client.close()
-        assert [a[:12] for a in answers] == [b"HTTP/1.1 307"] * 50, "every connection is served"
+        assert _served(port) == [b"HTTP/1.1 307"] * 50, "every connection is served"
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
-
-
-def _served(port: int, connections: int = 50) -> list[bytes]:
-    """The first bytes of the answer to `GET /` on each of `connections` connections opened at once."""
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(connections)]
-    try:
-        for client in clients:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
-        return [client.recv(64)[:12] for client in clients]
-    finally:
-        for client in clients:
-            client.close()
 
 
 def test_sighup_replaces_every_worker_and_ttin_ttou_add_and_remove_one_each_with_its_own_socket(
