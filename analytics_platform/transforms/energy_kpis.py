@@ -12,7 +12,8 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
 
 * Counters (energy kWh meters, production counters): the increment of (t0, t1] is `value -
   previous`, or the value itself when the counter went down (a reset: the meter was replaced or
-  rolled over and counts from 0 again). It is spread over (t0, t1] IN PROPORTION TO TIME: every
+  rolled over and counts from 0 again); a decrease within 1e-9 of the value (or 1e-9 absolute) is
+  float jitter, booked as 0, not a reset (COUNTER_JITTER_REL). It is spread over (t0, t1] IN PROPORTION TO TIME: every
   period and every tariff band gets increment x (its part of (t0, t1]) / (t1 - t0), one division,
   so whole-interval parts keep the increment exactly. A reading exactly on a boundary therefore
   belongs wholly to the period (band) that ends there. Across a silence the meter only knows the
@@ -98,6 +99,27 @@ POINT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# A counter that goes down by less than this share of its value (or this much, near 0) has not
+# been reset: a float register's last-digit jitter (1000.0000001 -> 1000.0) is no change, where a
+# reset would book the whole value again. Real resets drop to near 0. A wrap (a 16/32-bit register
+# rolling over) is booked as a reset too, counting only the value after it: telling the two apart
+# needs the register's width, which the readings do not carry.
+COUNTER_JITTER_REL = 1e-9
+COUNTER_JITTER_ABS = 1e-9
+
+
+def _went_down() -> pl.Expr:
+    """The counter dropped (by more than the jitter tolerance) from `previous` to `value`."""
+    tolerance = pl.max_horizontal(pl.col("previous").abs() * COUNTER_JITTER_REL, pl.lit(COUNTER_JITTER_ABS))
+    return pl.col("value") < pl.col("previous") - tolerance
+
+
+def _increment() -> pl.Expr:
+    """`value` after a reset; else the rise since `previous`, 0 for a decrease within the jitter."""
+    rise = (pl.col("value") - pl.col("previous")).clip(lower_bound=0.0)
+    return pl.when(pl.col("reset")).then(pl.col("value")).otherwise(rise)
+
+
 def counter_increments(readings: pl.DataFrame, prior: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
     """Increments of cumulative counters, each stamped with the reading that closes it:
     `readings` (time, *key, value) in a range, `prior` (*key, value) the last reading before it.
@@ -109,13 +131,8 @@ def counter_increments(readings: pl.DataFrame, prior: pl.DataFrame, key: Sequenc
     with_previous = ordered.with_columns(previous=pl.col("value").shift(1).over(key))
     return (
         with_previous.filter(~pl.col("carried") & pl.col("previous").is_not_null())
-        .with_columns(reset=pl.col("value") < pl.col("previous"))
-        .select(
-            "time",
-            *key,
-            increment=pl.when(pl.col("reset")).then(pl.col("value")).otherwise(pl.col("value") - pl.col("previous")),
-            reset="reset",
-        )
+        .with_columns(reset=_went_down())
+        .select("time", *key, increment=_increment(), reset="reset")
     )
 
 
@@ -141,14 +158,8 @@ def counter_intervals(readings: pl.DataFrame, key: Sequence[str], max_interval_s
         .filter(
             pl.col("previous").is_not_null() & ((pl.col("time") - pl.col("t0")) <= pl.duration(seconds=max_interval_s))
         )
-        .with_columns(reset=pl.col("value") < pl.col("previous"))
-        .select(
-            *key,
-            "t0",
-            t1="time",
-            increment=pl.when(pl.col("reset")).then(pl.col("value")).otherwise(pl.col("value") - pl.col("previous")),
-            reset="reset",
-        )
+        .with_columns(reset=_went_down())
+        .select(*key, "t0", t1="time", increment=_increment(), reset="reset")
     )
 
 
