@@ -27,9 +27,12 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
   each part lies in one band and is priced at it.
 * Demand: a power sample at t1 stands for (t0, t1] back to the previous sample of its series (the
   same interval-ending convention), unless that interval is longer than max(gap_s, 2 x the series'
-  median sampling interval): then it is not held (the sample still counts for the peak), so a
-  15-minute meter works with a 300 s gap while an outage is not bridged. Average demand = integral
-  of held power dt / held seconds, per series, summed over the machine's series. Peak demand = the
+  median sampling interval): then it is not held (the sample counts only for an instantaneous
+  peak), so a 15-minute meter works with a 300 s gap while an outage is not bridged. Average demand
+  = integral of held power dt / held seconds, per series, summed over the machine's series. Peak
+  demand = the highest demand-interval average (`demand_interval_s`, 900 s by default: the
+  machine's held kW s / held s per series inside each epoch-aligned interval, summed over its
+  series), as a utility bills it; with no demand interval (0), the instantaneous peak: the
   highest total demand in force during the period: at every sample stamp in (start, end) and at the
   period end, the sum over the machine's series of the sample stamped there, else of the held sample
   in force (a step function only changes at stamps, so this is its exact maximum). With one series
@@ -382,9 +385,13 @@ def energy_kpis(
     start: datetime,
     end: datetime,
     open_s: Mapping[tuple, float] | None = None,
+    demand_interval_s: int = 0,
 ) -> pl.DataFrame:
     """energy_kwh, energy_cost, carbon_kg, peak_demand_kw, avg_demand_kw, load_factor for every
     machine in `machines` (tenant_id, factory_id, machine_id) over the period [start, end).
+    `demand_interval_s` > 0: the peak is the highest average demand over one of the epoch-aligned
+    demand intervals of that length (`held` must be cut at their edges); 0: the highest demand
+    point (the instantaneous coincident peak).
 
     `energy`: the energy counters' parts inside the period (ENERGY_PART_SCHEMA, any number of rows
     per machine: parts of `split_intervals`, priced); `held`: the held power parts inside it
@@ -396,7 +403,7 @@ def energy_kpis(
     factors = dict(emission_factors.select("tenant_id", "kg_co2_per_kwh").iter_rows())
     booked = _booked_energy(energy)
     average = _average_demand(held)
-    peaks = _peak_demand(points)
+    peaks = _interval_peak_demand(held, points, demand_interval_s, end) if demand_interval_s else _peak_demand(points)
     rows = []
     for machine_key in machines.select(MACHINE).unique().sort(MACHINE).iter_rows():
         machine = dict(zip(MACHINE, machine_key, strict=True))
@@ -454,6 +461,36 @@ def _peak_demand(points: pl.DataFrame) -> dict[tuple, tuple]:
     }
 
 
+def _interval_peak_demand(held: pl.DataFrame, points: pl.DataFrame, interval_s: int, end: datetime) -> dict:
+    """Per machine: (the highest average demand over a demand interval, that interval's end, samples
+    stamped in the period). A utility bills the highest 15-minute (say) average, not a one-second
+    spike: an interval's demand is, per series, its held kW s / held s inside the interval, summed
+    over the machine's series (as the period's average is). A machine with samples but no held
+    interval has no peak. The interval's end is its time (a demand interval reports at its end, as
+    readings do), or the period's end for an interval a period boundary cuts."""
+    samples = {tuple(r[:3]): r[3] for r in points.group_by(*MACHINE).agg(pl.col("samples").sum()).iter_rows()}
+    micros = interval_s * 1_000_000
+    demand = (
+        held.filter(pl.col("held_s") > 0)
+        .with_columns(interval=(pl.col("seg_start").dt.epoch("us") // micros * micros).cast(TIME))
+        .group_by(*MACHINE, "sensor_id", "interval")
+        .agg(pl.col("kws").sum(), pl.col("held_s").sum())
+        .sort(*MACHINE, "interval", "sensor_id")  # each interval's sum over its series in one order
+        .group_by(*MACHINE, "interval", maintain_order=True)
+        .agg(kw=(pl.col("kws") / pl.col("held_s")).sum())
+    )
+    out: dict[tuple, tuple] = {}
+    for *machine, peak, first in (
+        demand.group_by(*MACHINE)
+        .agg(peak=pl.col("kw").max(), at=pl.col("interval").filter(pl.col("kw") == pl.col("kw").max()).min())
+        .iter_rows()
+    ):
+        out[tuple(machine)] = (peak, min(first + timedelta(seconds=interval_s), end), samples.get(tuple(machine), 0))
+    for machine, n in samples.items():
+        out.setdefault(machine, (None, None, n))
+    return out
+
+
 def _consumption_rows(
     machine: dict, start: datetime, end: datetime, e: dict | None, still_open: float, factor: float | None
 ) -> list[dict]:
@@ -492,7 +529,7 @@ def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, 
     """peak_demand_kw, avg_demand_kw and load_factor of one machine."""
     peak, peak_time, samples = peak_of
     avg, held_s, series = average_of
-    no_power = "no power readings in the period"
+    no_power = "no power readings in the period" if not samples else "no power sample holds over the period"
     if peak is None:
         load, load_reason = None, no_power
     elif avg is None:
