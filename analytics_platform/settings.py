@@ -187,6 +187,14 @@ class PlatformSettings(BaseSettings):
         default=300, ge=1, description="A silence longer than this in a machine's readings counts as downtime."
     )
     kpi_slot_s: int = Field(default=60, ge=1, description="Slot size of the data-completeness KPI.")
+    kpi_demand_interval_s: int = Field(
+        default=900,
+        ge=0,
+        le=3600,
+        description="Demand interval of peak demand: the highest average demand over one of these UTC-aligned "
+        "intervals (a utility's 15-minute demand), not a momentary spike; it must divide an hour (so hours and "
+        "days agree). 0: the highest instantaneous total demand.",
+    )
     kpi_drivers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["outdoor_temp", "outdoor_pressure"],
         description="Sensor metrics averaged per machine and period (avg_<metric> KPIs; baseline drivers).",
@@ -434,6 +442,13 @@ class PlatformSettings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"ANOMALY_TIMEZONE must be an IANA time zone like Europe/Berlin; got {value!r}") from None
+        return value
+
+    @field_validator("kpi_demand_interval_s")
+    @classmethod
+    def _demand_interval(cls, value: int) -> int:
+        if value and 3600 % value:
+            raise ValueError(f"KPI_DEMAND_INTERVAL_S must divide an hour (e.g. 900, 1800) or be 0; got {value}")
         return value
 
     @field_validator("windows", mode="before")

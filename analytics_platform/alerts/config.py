@@ -21,8 +21,9 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from analytics_platform.alerts.model import ANY, CHANNEL_KINDS, RULE_KINDS, SEVERITIES, Mute, Rule
-from analytics_platform.settings import REPO_ROOT, source_channel_urls
+from analytics_platform.settings import REPO_ROOT, get_settings, source_channel_urls
 from analytics_platform.transforms import kpi_catalog
+from analytics_platform.transforms.event_rollups import DAY_S, rollup_windows
 
 DEFAULT_FILE = REPO_ROOT / "analytics_platform" / "config" / "alerts.yaml"
 
@@ -130,15 +131,18 @@ class AlertConfig:
     mutes: list[Mute]
 
 
-def parse_alert_config(data: Any) -> AlertConfig:
-    """Validate the alerts document; every error names the entry and the field."""
+def parse_alert_config(data: Any, windows: Sequence[int] | None = None) -> AlertConfig:
+    """Validate the alerts document; every error names the entry and the field. `windows` are the
+    configured aggregate windows (WINDOWS, the settings' by default): a `fail_rate` rule reads the
+    event rollups of one of them, and a `bucket_s` they do not have would never alert."""
     if not isinstance(data, dict):
         raise AlertConfigError("the alerts file must be a mapping with `channels`, `rules` and `mutes`")
     unknown = set(data) - {"channels", "rules", "mutes"}
     if unknown:
         raise AlertConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected channels, rules, mutes")
     channels = _channels(data.get("channels") or {})
-    rules = [_rule(entry, n, channels) for n, entry in enumerate(data.get("rules") or [], 1)]
+    buckets = fail_rate_buckets(get_settings().windows if windows is None else windows)
+    rules = [_rule(entry, n, channels, buckets) for n, entry in enumerate(data.get("rules") or [], 1)]
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -176,7 +180,12 @@ def _channels(entries: Any) -> dict[str, Channel]:
     return channels
 
 
-def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
+def fail_rate_buckets(windows: Sequence[int]) -> list[int]:
+    """The bucket sizes a `fail_rate` rule can read: the event rollups' windows and the day."""
+    return [*rollup_windows(windows), DAY_S]
+
+
+def _rule(entry: Any, number: int, channels: Mapping[str, Channel], buckets: Sequence[int]) -> Rule:
     if not isinstance(entry, dict) or not entry.get("name"):
         raise AlertConfigError(f"rule {number}: needs a `name` and a `kind`")
     at = f"rule {entry['name']}"
@@ -202,7 +211,7 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise AlertConfigError(f"{at}: param {key} must be a number ≥ 0, got {value!r}")
-    _kind_params(kind, merged, at)
+    _kind_params(kind, merged, at, buckets)
     wanted = entry.get("channels") or []
     if not isinstance(wanted, list):
         raise AlertConfigError(f"{at}: `channels` must be a list of channel names")
@@ -221,9 +230,9 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel]) -> Rule:
     )
 
 
-def _kind_params(kind: str, params: Mapping[str, Any], at: str) -> None:
-    """The checks of the KPI, trend and deviation kinds' non-numeric params: a typo in a KPI name or
-    a period would otherwise be a rule that silently never fires."""
+def _kind_params(kind: str, params: Mapping[str, Any], at: str, buckets: Sequence[int]) -> None:
+    """The checks of the KPI, trend, deviation and fail-rate kinds' params: a typo in a KPI name, a
+    period or a bucket would otherwise be a rule that silently never fires."""
 
     def one_of(key: str, allowed: Sequence[str]) -> None:
         if params[key] not in allowed:
@@ -233,7 +242,20 @@ def _kind_params(kind: str, params: Mapping[str, Any], at: str) -> None:
         if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1:
             raise AlertConfigError(f"{at}: param {key} must be a whole number ≥ 1, got {params[key]!r}")
 
-    if kind == "kpi_threshold":
+    if kind == "fail_rate":
+        bucket = params["bucket_s"]
+        if bucket not in buckets:
+            raise AlertConfigError(
+                f"{at}: param bucket_s must be one of the event rollup windows {list(buckets)} (s), got {bucket!r}"
+            )
+        # only buckets wholly inside the window are counted: a window shorter than two buckets holds
+        # none at most ticks (60 min of 3600 s buckets only at the stroke of the hour)
+        if params["window_minutes"] * 60 < 2 * bucket:
+            raise AlertConfigError(
+                f"{at}: param window_minutes must span at least two bucket_s buckets "
+                f"({2 * bucket // 60} min for {bucket} s), got {params['window_minutes']!r}"
+            )
+    elif kind == "kpi_threshold":
         names = kpi_catalog.kpi_names(()) | set(DERIVED_KPIS)
         kpi = params["kpi"]
         if kpi not in names and not (isinstance(kpi, str) and kpi.startswith(kpi_catalog.DRIVER_PREFIX)):

@@ -165,14 +165,62 @@ def recompute_device(
     shows the current status carried to its end and, once over, equals what a backfill computes.
     """
     run = _recompute_device_range(conn, windows, start, end, lookback)
+    last = conn.execute(
+        "SELECT max(bucket_start) FROM analytics.analytics_event_rollup WHERE event_type = %s AND window_s = 3600 "
+        "AND bucket_start < %s AND bucket_start >= %s",
+        (device.DEVICE_HEALTH, start, start - lookback),
+    ).fetchone()[0]
+    if last is not None:
+        _add(run, fill_silent_hours(conn, windows, last + timedelta(hours=1), start, lookback=lookback, now=start))
     for hour in _carried_hours(conn, start, end, lookback):
-        more = _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback)
-        run.inputs, run.events, run.rollups = (
-            run.inputs + more.inputs,
-            run.events + more.events,
-            run.rollups + more.rollups,
-        )
-        run.deleted += more.deleted
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback))
+    return run
+
+
+def _add(run: EventRun, more: EventRun) -> None:
+    run.inputs, run.events, run.rollups = run.inputs + more.inputs, run.events + more.events, run.rollups + more.rollups
+    run.deleted += more.deleted
+
+
+def fill_silent_hours(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    lookback: timedelta,
+    now: datetime,
+) -> EventRun:
+    """Roll up the hours of [start, end) that ended by `now` and were never rolled up although a
+    machine had a status before them (within `lookback`): hours in which nobody sent anything.
+
+    Only hours that receive messages are materialised, so a machine that went offline at 10:10
+    before the whole site fell silent would have the rest of its day missing from its uptime. A
+    status holds until the next one, so those hours carry each machine's last state, as an hour
+    with messages from other machines carries it. Hours that have not ended are left to come:
+    their state is not known yet."""
+    run = EventRun(DeviceHealthContract.domain, 0, 0, 0, 0)
+    if end <= start:
+        return run
+    hours = conn.execute(
+        """SELECT h FROM generate_series(%(start)s::timestamptz, %(last)s::timestamptz, interval '1 hour') h
+           WHERE h + interval '1 hour' <= %(now)s
+             AND NOT EXISTS (SELECT 1 FROM analytics.analytics_event_rollup r
+                             WHERE r.event_type = %(type)s AND r.window_s = 3600 AND r.bucket_start = h)
+             AND EXISTS (SELECT 1 FROM analytics.raw_device_health d
+                         WHERE d.status IS NOT NULL AND d.time < h AND d.time >= h - %(lookback)s)
+           ORDER BY 1""",
+        {
+            "start": start,
+            "last": end - timedelta(hours=1),
+            "now": now,
+            "type": device.DEVICE_HEALTH,
+            "lookback": lookback,
+        },
+    ).fetchall()
+    for (hour,) in hours:
+        hour = hour.astimezone(UTC)  # in UTC whatever the session's TimeZone (see _carried_hours)
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback))
     return run
 
 
@@ -224,10 +272,8 @@ def _recompute_device_range(
     """Status changes, offline periods, uptime and health-score rollups of [start, end) alone."""
     health, prior, next_up = _device_inputs(conn, start, end, lookback)
     windows = rollup_windows(windows)
-    if health.is_empty():
-        # an hour in which no machine reported anything has no evidence either way (the site may be
-        # cut off): nothing is carried into it, exactly as live processing never computes it
-        health, prior = health.clear(), prior.clear()
+    # an hour in which no machine reported anything carries each machine's last status, as live
+    # processing now rolls such hours up too (fill_silent_hours)
     result = device.device_health(health, prior, next_up, start=start, end=end, until=end, windows=windows)
     deleted = replace_events(conn, DeviceHealthContract.domain, result.events, result.rollups, windows, start, end)
     return EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
@@ -272,8 +318,21 @@ def recompute_quality(
     return EventRun(domain, inputs.height, events.height, rollups.height, deleted)
 
 
-def recompute_days(conn: psycopg.Connection, domains: Sequence[str], start: datetime, end: datetime) -> EventRun:
-    """Day rollups of [start, end) (whole days) from the hourly rollups of `domains`."""
+def recompute_days(
+    conn: psycopg.Connection,
+    domains: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    windows: Sequence[int],
+    lookback: timedelta,
+    now: datetime | None = None,
+) -> EventRun:
+    """Day rollups of [start, end) (whole days) from the hourly rollups of `domains`; with the device
+    domain, its silent hours that have ended by `now` (the clock by default) are rolled up first
+    (`fill_silent_hours`), so a day's uptime counts the hours after a site fell silent."""
+    if DeviceHealthContract.domain in domains:
+        fill_silent_hours(conn, windows, start, end, lookback=lookback, now=now or datetime.now(UTC))
     types = [t for d in domains for t in EVENT_TYPES[d]]
     hourly = read_frame(
         conn,

@@ -12,7 +12,8 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
 
 * Counters (energy kWh meters, production counters): the increment of (t0, t1] is `value -
   previous`, or the value itself when the counter went down (a reset: the meter was replaced or
-  rolled over and counts from 0 again). It is spread over (t0, t1] IN PROPORTION TO TIME: every
+  rolled over and counts from 0 again); a decrease within 1e-9 of the value (or 1e-9 absolute) is
+  float jitter, booked as 0, not a reset (COUNTER_JITTER_REL). It is spread over (t0, t1] IN PROPORTION TO TIME: every
   period and every tariff band gets increment x (its part of (t0, t1]) / (t1 - t0), one division,
   so whole-interval parts keep the increment exactly. A reading exactly on a boundary therefore
   belongs wholly to the period (band) that ends there. Across a silence the meter only knows the
@@ -26,9 +27,12 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
   each part lies in one band and is priced at it.
 * Demand: a power sample at t1 stands for (t0, t1] back to the previous sample of its series (the
   same interval-ending convention), unless that interval is longer than max(gap_s, 2 x the series'
-  median sampling interval): then it is not held (the sample still counts for the peak), so a
-  15-minute meter works with a 300 s gap while an outage is not bridged. Average demand = integral
-  of held power dt / held seconds, per series, summed over the machine's series. Peak demand = the
+  median sampling interval): then it is not held (the sample counts only for an instantaneous
+  peak), so a 15-minute meter works with a 300 s gap while an outage is not bridged. Average demand
+  = integral of held power dt / held seconds, per series, summed over the machine's series. Peak
+  demand = the highest demand-interval average (`demand_interval_s`, 900 s by default: the
+  machine's held kW s / held s per series inside each epoch-aligned interval, summed over its
+  series), as a utility bills it; with no demand interval (0), the instantaneous peak: the
   highest total demand in force during the period: at every sample stamp in (start, end) and at the
   period end, the sum over the machine's series of the sample stamped there, else of the held sample
   in force (a step function only changes at stamps, so this is its exact maximum). With one series
@@ -98,6 +102,27 @@ POINT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# A counter that goes down by less than this share of its value (or this much, near 0) has not
+# been reset: a float register's last-digit jitter (1000.0000001 -> 1000.0) is no change, where a
+# reset would book the whole value again. Real resets drop to near 0. A wrap (a 16/32-bit register
+# rolling over) is booked as a reset too, counting only the value after it: telling the two apart
+# needs the register's width, which the readings do not carry.
+COUNTER_JITTER_REL = 1e-9
+COUNTER_JITTER_ABS = 1e-9
+
+
+def _went_down() -> pl.Expr:
+    """The counter dropped (by more than the jitter tolerance) from `previous` to `value`."""
+    tolerance = pl.max_horizontal(pl.col("previous").abs() * COUNTER_JITTER_REL, pl.lit(COUNTER_JITTER_ABS))
+    return pl.col("value") < pl.col("previous") - tolerance
+
+
+def _increment() -> pl.Expr:
+    """`value` after a reset; else the rise since `previous`, 0 for a decrease within the jitter."""
+    rise = (pl.col("value") - pl.col("previous")).clip(lower_bound=0.0)
+    return pl.when(pl.col("reset")).then(pl.col("value")).otherwise(rise)
+
+
 def counter_increments(readings: pl.DataFrame, prior: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
     """Increments of cumulative counters, each stamped with the reading that closes it:
     `readings` (time, *key, value) in a range, `prior` (*key, value) the last reading before it.
@@ -109,13 +134,8 @@ def counter_increments(readings: pl.DataFrame, prior: pl.DataFrame, key: Sequenc
     with_previous = ordered.with_columns(previous=pl.col("value").shift(1).over(key))
     return (
         with_previous.filter(~pl.col("carried") & pl.col("previous").is_not_null())
-        .with_columns(reset=pl.col("value") < pl.col("previous"))
-        .select(
-            "time",
-            *key,
-            increment=pl.when(pl.col("reset")).then(pl.col("value")).otherwise(pl.col("value") - pl.col("previous")),
-            reset="reset",
-        )
+        .with_columns(reset=_went_down())
+        .select("time", *key, increment=_increment(), reset="reset")
     )
 
 
@@ -141,14 +161,8 @@ def counter_intervals(readings: pl.DataFrame, key: Sequence[str], max_interval_s
         .filter(
             pl.col("previous").is_not_null() & ((pl.col("time") - pl.col("t0")) <= pl.duration(seconds=max_interval_s))
         )
-        .with_columns(reset=pl.col("value") < pl.col("previous"))
-        .select(
-            *key,
-            "t0",
-            t1="time",
-            increment=pl.when(pl.col("reset")).then(pl.col("value")).otherwise(pl.col("value") - pl.col("previous")),
-            reset="reset",
-        )
+        .with_columns(reset=_went_down())
+        .select(*key, "t0", t1="time", increment=_increment(), reset="reset")
     )
 
 
@@ -371,9 +385,13 @@ def energy_kpis(
     start: datetime,
     end: datetime,
     open_s: Mapping[tuple, float] | None = None,
+    demand_interval_s: int = 0,
 ) -> pl.DataFrame:
     """energy_kwh, energy_cost, carbon_kg, peak_demand_kw, avg_demand_kw, load_factor for every
     machine in `machines` (tenant_id, factory_id, machine_id) over the period [start, end).
+    `demand_interval_s` > 0: the peak is the highest average demand over one of the epoch-aligned
+    demand intervals of that length (`held` must be cut at their edges); 0: the highest demand
+    point (the instantaneous coincident peak).
 
     `energy`: the energy counters' parts inside the period (ENERGY_PART_SCHEMA, any number of rows
     per machine: parts of `split_intervals`, priced); `held`: the held power parts inside it
@@ -385,7 +403,7 @@ def energy_kpis(
     factors = dict(emission_factors.select("tenant_id", "kg_co2_per_kwh").iter_rows())
     booked = _booked_energy(energy)
     average = _average_demand(held)
-    peaks = _peak_demand(points)
+    peaks = _interval_peak_demand(held, points, demand_interval_s, end) if demand_interval_s else _peak_demand(points)
     rows = []
     for machine_key in machines.select(MACHINE).unique().sort(MACHINE).iter_rows():
         machine = dict(zip(MACHINE, machine_key, strict=True))
@@ -443,6 +461,36 @@ def _peak_demand(points: pl.DataFrame) -> dict[tuple, tuple]:
     }
 
 
+def _interval_peak_demand(held: pl.DataFrame, points: pl.DataFrame, interval_s: int, end: datetime) -> dict:
+    """Per machine: (the highest average demand over a demand interval, that interval's end, samples
+    stamped in the period). A utility bills the highest 15-minute (say) average, not a one-second
+    spike: an interval's demand is, per series, its held kW s / held s inside the interval, summed
+    over the machine's series (as the period's average is). A machine with samples but no held
+    interval has no peak. The interval's end is its time (a demand interval reports at its end, as
+    readings do), or the period's end for an interval a period boundary cuts."""
+    samples = {tuple(r[:3]): r[3] for r in points.group_by(*MACHINE).agg(pl.col("samples").sum()).iter_rows()}
+    micros = interval_s * 1_000_000
+    demand = (
+        held.filter(pl.col("held_s") > 0)
+        .with_columns(interval=(pl.col("seg_start").dt.epoch("us") // micros * micros).cast(TIME))
+        .group_by(*MACHINE, "sensor_id", "interval")
+        .agg(pl.col("kws").sum(), pl.col("held_s").sum())
+        .sort(*MACHINE, "interval", "sensor_id")  # each interval's sum over its series in one order
+        .group_by(*MACHINE, "interval", maintain_order=True)
+        .agg(kw=(pl.col("kws") / pl.col("held_s")).sum())
+    )
+    out: dict[tuple, tuple] = {}
+    for *machine, peak, first in (
+        demand.group_by(*MACHINE)
+        .agg(peak=pl.col("kw").max(), at=pl.col("interval").filter(pl.col("kw") == pl.col("kw").max()).min())
+        .iter_rows()
+    ):
+        out[tuple(machine)] = (peak, min(first + timedelta(seconds=interval_s), end), samples.get(tuple(machine), 0))
+    for machine, n in samples.items():
+        out.setdefault(machine, (None, None, n))
+    return out
+
+
 def _consumption_rows(
     machine: dict, start: datetime, end: datetime, e: dict | None, still_open: float, factor: float | None
 ) -> list[dict]:
@@ -481,7 +529,7 @@ def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, 
     """peak_demand_kw, avg_demand_kw and load_factor of one machine."""
     peak, peak_time, samples = peak_of
     avg, held_s, series = average_of
-    no_power = "no power readings in the period"
+    no_power = "no power readings in the period" if not samples else "no power sample holds over the period"
     if peak is None:
         load, load_reason = None, no_power
     elif avg is None:

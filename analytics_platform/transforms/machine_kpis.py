@@ -186,6 +186,9 @@ class KpiOptions:
     slot_s: int = 60
     drivers: tuple[str, ...] = ("outdoor_temp", "outdoor_pressure")
     max_interval_s: int = 86_400
+    # peak demand: the highest average over the epoch-aligned intervals of this length (utilities
+    # bill the highest 15-minute average); 0 for the highest instantaneous total in force
+    demand_interval_s: int = 900
 
 
 # ----- metadata resolution -------------------------------------------------------------------
@@ -452,10 +455,16 @@ def _series_readings(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _edges(
-    start: datetime, end: datetime, periods: pl.DataFrame, tariffs: pl.DataFrame, tenant_ids: Sequence[str]
+    start: datetime,
+    end: datetime,
+    periods: pl.DataFrame,
+    tariffs: pl.DataFrame,
+    tenant_ids: Sequence[str],
+    demand_interval_s: int = 0,
 ) -> dict[str, list[datetime]]:
     """Per tenant, where intervals are cut: the range's ends, every UTC hour (so hourly and daily
-    runs cut alike), every period boundary and every edge of the tenant's tariff bands."""
+    runs cut alike), every demand interval's edge, every period boundary and every edge of the
+    tenant's tariff bands."""
     common = {start, end}
     for bounds in periods.select("period_start", "period_end").iter_rows():
         common.update(bounds)
@@ -463,6 +472,13 @@ def _edges(
     while at < end:
         common.add(at)
         at += timedelta(hours=1)
+    if demand_interval_s:
+        at = datetime.fromtimestamp(start.timestamp() // demand_interval_s * demand_interval_s, UTC)
+        step = timedelta(seconds=demand_interval_s)
+        while at < end:
+            if at > start:
+                common.add(at)
+            at += step
     bands = band_edges(tariffs, start, end)
     return {tenant: sorted(common | set(bands.get(tenant, ()))) for tenant in tenant_ids}
 
@@ -507,7 +523,7 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
         ]
     )
     tenant_ids = sorted(set(known["tenant_id"].to_list()))
-    edges = _edges(start, end, periods, tariffs, tenant_ids)
+    edges = _edges(start, end, periods, tariffs, tenant_ids, options.demand_interval_s)
 
     counters = known.filter(pl.col("metric").is_in(COUNTERS))
     closing = pl.col("t1") <= pl.col("seg_end")  # the part a reading closes
@@ -814,6 +830,7 @@ def _measure(context: _Range, readings: pl.DataFrame, period: dict, scope: pl.Da
         start=start,
         end=end,
         open_s={m[:3]: seconds for m, seconds in open_s.items() if m[3] == ENERGY},
+        demand_interval_s=options.demand_interval_s,
     ).with_columns(period=pl.lit(period["period"]))
     kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == K.ENERGY_KWH.name).select(*MACHINE, "value").iter_rows()}
     counts: dict[str, dict[tuple, float]] = {TOTAL: {}, GOOD: {}}

@@ -20,6 +20,7 @@ do not make units differ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import polars as pl
@@ -141,6 +142,21 @@ def _verdict_level(passed: pl.Expr) -> pl.Expr:
     )
 
 
+def _finite_stat(values: pl.Expr, stat: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """`stat` of a list of finite readings, computed on the readings scaled by a power of two near
+    their largest magnitude when the plain form overflows (two readings of 1e308 sum to inf: mean inf,
+    stddev NaN). Mean and stddev scale linearly and a power of two scales exactly, so the scaled form
+    is the same statistic (dividing by the magnitude itself went through its subnormal reciprocal: a
+    mean of 9.999999999999998e307). The plain form is kept whenever it is finite, so ordinary batches
+    give bit for bit what they always did; a stddev that truly exceeds the largest float (readings of
+    ±1.7e308) is still inf."""
+    plain = stat(values)
+    exponent = pl.element().abs().max().log(2).floor()
+    scaled = stat(values.list.eval(pl.element() * pl.lit(2.0).pow(-exponent)))
+    back = pl.lit(2.0).pow(values.list.eval(exponent).list.first())
+    return pl.when(plain.is_finite() | plain.is_null()).then(plain).otherwise(scaled * back)
+
+
 def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
     """One `sweep_batch` event per batch: statistics of its readings and its verdict."""
     batches = sweeps.select(SWEEP_SCHEMA.keys()).cast(SWEEP_SCHEMA)
@@ -156,10 +172,10 @@ def sweep_batches(sweeps: pl.DataFrame, limits: pl.DataFrame) -> pl.DataFrame:
         .sort("_row")
         .with_columns(
             n=pl.col("reading_values").list.len(),
-            mean=pl.col("reading_values").list.mean(),
+            mean=_finite_stat(pl.col("reading_values"), lambda values: values.list.mean()),
             min=pl.col("reading_values").list.min(),
             max=pl.col("reading_values").list.max(),
-            stddev=pl.col("reading_values").list.std(ddof=1),
+            stddev=_finite_stat(pl.col("reading_values"), lambda values: values.list.std(ddof=1)),
             out_of_spec_n=pl.when(_judged()).then("out_of_spec_n"),
         )
         .with_columns(passed=pl.when(_judged()).then(pl.col("out_of_spec_n") == 0))

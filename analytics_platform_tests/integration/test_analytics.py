@@ -201,9 +201,10 @@ def test_device_health_transitions_offline_periods_uptime_and_day(
     # 04:00: online (from before) until 04:30, then offline -> 50 %
     h4 = hourly[at("2025-08-20T04:00:00")]
     assert (h4[0], h4[5], h4[6]["up_s"], h4[6]["down_s"]) == (1, 50.0, 1800.0, 1800.0)
-    # day: up 3600 s, down 3000 s -> 54.545455 %; counts are the sums of the hours
+    # day: up 3600 s, down 3000 s in hours 3 and 4, and offline from 04:30 on: nothing came after it, so
+    # hours 5-23 carry that status (19 x 3600 s down) -> 3600 / 75000 = 4.8 %; counts are the sums of the hours
     day = rollup(database, "device_health", 86400)[at("2025-08-20T00:00:00")]
-    assert (day[0], day[5], day[6]["up_s"], day[6]["down_s"], day[6]["health_n"]) == (6, 54.545455, 3600.0, 3000.0, 2)
+    assert (day[0], day[5], day[6]["up_s"], day[6]["down_s"], day[6]["health_n"]) == (6, 4.8, 3600.0, 71400.0, 2)
     assert rollup(database, "status_change", 86400)[at("2025-08-20T00:00:00")][0] == 3
     assert rollup(database, "offline_period", 86400)[at("2025-08-20T00:00:00")][0] == 2
     assert sorted(rollup(database, "status_change", 60)) == [

@@ -8,7 +8,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from analytics_platform.results.events import recompute_device, recompute_quality
+from analytics_platform.results.events import recompute_days, recompute_device, recompute_quality
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 H10 = datetime(2025, 8, 20, 10, tzinfo=UTC)
@@ -75,6 +75,80 @@ def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(data
     before = database.query(computed, (H10,))
     compute_hour(database, H10)
     assert database.query(computed, (H10,)) == before
+
+
+def day_rollup(db: DatabaseHandle, day: datetime, now: datetime) -> None:
+    """What daily_event_rollups does for the day partition starting at `day`, at `now`."""
+    with db.connect(db.pipeline_url) as conn:
+        recompute_days(conn, ["device"], day, day + 24 * HOUR, windows=[3600], lookback=LOOKBACK, now=now)
+
+
+def device_seconds(db: DatabaseHandle, machine: str, window_s: int) -> list[tuple]:
+    """(bucket start, up_s, down_s, offline_s, uptime %) of the machine's device_health rollups."""
+    return db.query(
+        "SELECT bucket_start, (details::jsonb->>'up_s')::float8, (details::jsonb->>'down_s')::float8, "
+        "(details::jsonb->>'offline_s')::float8, round(uptime_pct::numeric, 6)::float8 "
+        "FROM analytics.analytics_event_rollup WHERE event_type = 'device_health' AND window_s = %s "
+        "AND machine_id = %s ORDER BY 1",
+        (window_s, machine),
+    )
+
+
+def test_a_device_offline_then_total_silence_counts_offline_for_the_rest_of_its_day(database: DatabaseHandle) -> None:
+    # The site's only machine reports online at 09:00, offline at 10:10, then nothing arrives from anyone
+    # (the whole site lost power). Only hours 9 and 10 received messages, so only they were rolled up.
+    insert_status(database, [("mc-01", H10 - HOUR, "online"), ("mc-01", H10 + timedelta(minutes=10), "offline")])
+    compute_hour(database, H10 - HOUR)
+    compute_hour(database, H10)
+    day = H10.replace(hour=0)
+    day_rollup(database, day, now=day + 48 * HOUR)
+
+    # By hand: up 09:00-10:10 (4200 s), offline 10:10-24:00 (49800 s): 4200 / 54000 = 7.777778 %.
+    assert device_seconds(database, "mc-01", 86400) == [(day, 4200.0, 49800.0, 49800.0, 7.777778)], (
+        "the hours of silence after the machine went offline were never rolled up: the day counted 50 min of it"
+    )
+    hours = device_seconds(database, "mc-01", 3600)
+    assert [h[0].hour for h in hours] == list(range(9, 24))
+    assert hours[-1] == (day + 23 * HOUR, 0.0, 3600.0, 3600.0, 0.0)
+    # the offline period is still open, from 10:10
+    assert database.query(
+        "SELECT time, end_time FROM analytics.analytics_event WHERE event_type = 'offline_period'"
+    ) == [(H10 + timedelta(minutes=10), None)]
+
+
+def test_silent_hours_are_rolled_up_from_the_last_state_once_a_later_hour_is(database: DatabaseHandle) -> None:
+    # mc-01 (tenant t1) went offline at 10:10; nothing from anyone in hours 11-13; at 14:05 a machine of
+    # another tenant reports. Hour 14 is rolled up: hours 11-13 carry mc-01's offline state too.
+    insert_status(database, [("mc-01", H10 + timedelta(minutes=10), "offline")])
+    compute_hour(database, H10)
+    with database.connect() as conn:
+        conn.execute(
+            """INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, status,
+                   schema_version, dedup_key, topic, kafka_partition, kafka_offset)
+               VALUES (%s, 't2', 'f1', 'mc-01', 'online', 1, 't2', 'device.health', 0, 1)""",
+            (H10 + 4 * HOUR + timedelta(minutes=5),),
+        )
+    compute_hour(database, H10 + 4 * HOUR)
+    assert database.query(
+        "SELECT bucket_start, uptime_pct FROM analytics.analytics_event_rollup "
+        "WHERE event_type = 'device_health' AND window_s = 3600 AND tenant_id = 't1' ORDER BY 1"
+    ) == [(H10 + i * HOUR, 0.0) for i in range(5)], (
+        "the silent hours between the last rolled-up hour and the next were never rolled up"
+    )
+    # the other tenant's machine of the same name is apart: up from 14:05, nothing before it
+    assert database.query(
+        "SELECT bucket_start, uptime_pct FROM analytics.analytics_event_rollup WHERE event_type = 'device_health' "
+        "AND window_s = 3600 AND tenant_id = 't2'"
+    ) == [(H10 + 4 * HOUR, 100.0)]
+
+
+def test_silent_hours_are_not_rolled_up_past_now(database: DatabaseHandle) -> None:
+    insert_status(database, [("mc-01", H10 + timedelta(minutes=10), "offline")])
+    compute_hour(database, H10)
+    day = H10.replace(hour=0)
+    day_rollup(database, day, now=H10 + 3 * HOUR + timedelta(minutes=20))  # hours 11 and 12 have ended
+    assert [h[0].hour for h in device_seconds(database, "mc-01", 3600)] == [10, 11, 12]
+    assert device_seconds(database, "mc-01", 86400) == [(day, 0.0, 10200.0, 10200.0, 0.0)]
 
 
 def test_a_failed_lab_result_judged_live_while_its_hour_is_recomputed_keeps_its_event(

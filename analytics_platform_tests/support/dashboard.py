@@ -286,9 +286,9 @@ EXPECTED = Expected(
         "energy_kwh": 128 / 7,  # meter 1000 (02:55) -> 1012 (03:30): 12 x 1800 / 2100 = 72/7 in the hour; + 8 to 03:55
         "energy_cost": 128 / 7 * 4.18,
         "carbon_kg": 128 / 7 * 0.4999,
-        "peak_demand_kw": 80.0,  # 03:10
+        "peak_demand_kw": 60.0,  # the 15 minutes ending 03:15: 50, 80, 50 kW for 300 s each
         "avg_demand_kw": 32.5,  # the 12 samples 03:05..04:00, 300 s each: 438 - 50 (03:00) + 2 (04:00) = 390
-        "load_factor": 32.5 / 80,
+        "load_factor": 32.5 / 60,
         "sec_kwh_per_unit": 128 / 7 / 864,
         "production_rate_per_h": 864 / (_KPI_HOUR_RUN_S / 3600),  # 1296
         "data_completeness_pct": 20.0,  # 12 of 60 minutes carry a KPI reading
@@ -311,10 +311,10 @@ EXPECTED = Expected(
         "energy_kwh": 20.0,
         "energy_cost": 20 * 4.18,
         "carbon_kg": 20 * 0.4999,
-        "peak_demand_kw": 80.0,
+        "peak_demand_kw": 60.0,  # the 15 minutes ending 03:15, as in the hour
         # the 02:55 sample has no known interval (the first); 03:00..04:00 hold 300 s each: 438 + 2 = 440 / 13
         "avg_demand_kw": 440 / 13,
-        "load_factor": 440 / 13 / 80,
+        "load_factor": 440 / 13 / 60,
         "sec_kwh_per_unit": 20 / 972,
         "production_rate_per_h": 972 / (_KPI_DAY_RUN_S / 3600),  # 1296
         "data_completeness_pct": 100 * 14 / 1440,  # 02:55, 03:00..03:55, 04:00
@@ -341,12 +341,14 @@ EXPECTED = Expected(
     # event_type device_health of mc-01, (window_s, bucket_start) -> (count, uptime_pct). count = device
     # messages: 02:00 the run state at 02:55; 03:00 HEALTH's 5 plus the run states at 03:20, 03:30, 03:50;
     # 04:00 the offline at 04:30. Uptime (test_analytics): 02:00 no status yet -> NULL; 03:00 up 03:10-03:20 and
-    # 03:40-04:00 of 3000 s observed -> 60 %; 04:00 up until 04:30 -> 50 %; day up 3600 of 6600 s -> 54.545455 %
+    # 03:40-04:00 of 3000 s observed -> 60 %; 04:00 up until 04:30 -> 50 %; hours 05-23 carry the offline
+    # status of 04:30 (nothing came after it) -> day up 3600 of 6600 + 19 x 3600 s -> 4.8 %
     device_health={
         (3600, at(2)): (1, None),
         (3600, at(3)): (8, 60.0),
         (3600, at(4)): (1, 50.0),
-        (86400, DAY): (10, 3600 / 6600 * 100),
+        **{(3600, at(h)): (0, 0.0) for h in range(5, 24)},  # silent, offline since 04:30
+        (86400, DAY): (10, 3600 / 75000 * 100),
     },
     # the day's device events of mc-01: offline 03:20 -> online 03:40 -> offline 04:30 (still open)
     device_events={"status_change": 3, "offline_period": 2},

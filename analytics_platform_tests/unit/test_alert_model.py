@@ -224,6 +224,23 @@ def test_config_errors_name_the_entry_and_field(change: dict, message: str) -> N
         parse_alert_config({**CONFIG, **change})
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        # 600 s is no rollup window of WINDOWS 60,300,3600: the rule read no rows and never alerted
+        ({"bucket_s": 600}, "rule fr: param bucket_s must be one of the event rollup windows [60, 300, 3600, 86400]"),
+        # 3600 s buckets wholly inside the last 60 min exist only at the stroke of the hour
+        ({"bucket_s": 3600}, "rule fr: param window_minutes must span at least two bucket_s buckets (120 min"),
+    ],
+)
+def test_a_fail_rate_rule_that_could_never_alert_is_a_config_error(params: dict, message: str) -> None:
+    rules = {"rules": [{"name": "fr", "kind": "fail_rate", "params": params}]}
+    with pytest.raises(AlertConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_alert_config({**CONFIG, **rules}, windows=[60, 300, 3600])
+    # the same rule with a window it can fill loads: the error is about the bucket, not the kind
+    parse_alert_config({**CONFIG, "rules": [{"name": "fr", "kind": "fail_rate", "params": {"bucket_s": 300}}]})
+
+
 def test_kpi_trend_and_deviation_rules_parse_with_their_defaults() -> None:
     rules = parse_alert_config(
         {

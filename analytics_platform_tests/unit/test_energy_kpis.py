@@ -141,6 +141,19 @@ def test_counter_intervals_run_from_reading_to_reading_per_series() -> None:
     ]
 
 
+def test_a_tiny_float_decrease_is_no_change_not_a_reset() -> None:
+    """A meter's float register jitters: 1000.0000001 -> 1000.0 is no change (a decrease within
+    1e-9 of the value), not a reset that would book the whole 1000 kWh again; 1000 -> 1001 is +1.
+    A real reset (1001 -> 999.99, a drop far beyond the tolerance) is still one: +999.99."""
+    rows = [(t(0, 10), 1000.0000001), (t(0, 20), 1000.0), (t(0, 30), 1001.0), (t(0, 40), 999.99)]
+    intervals = counter_intervals(counter([(t(0), 1000.0), *rows]), SERIES, max_interval_s=3600)
+    expected = [(1e-7, False), (0.0, False), (1.0, False), (999.99, True)]
+    got = [(pytest.approx(i, abs=1e-12), r) for i, r in intervals.sort("t1").select("increment", "reset").rows()]
+    assert got == expected, "a tiny float decrease of a counter was booked as a reset (its whole value again)"
+    increments = counter_increments(counter(rows), prior(1000.0), KEY).select("increment", "reset").rows()
+    assert [(pytest.approx(i, abs=1e-12), r) for i, r in increments] == expected
+
+
 def test_intervals_are_cut_at_edges_in_proportion_to_time() -> None:
     """(00:50, 01:10] +6 and edges 00:00, 01:00, 02:00: 600 s of 1200 in each hour -> 3 + 3;
     (01:00, 01:45] +9 lies in one segment -> 9 (exactly, the whole interval); (01:30, 02:30] +4 has its

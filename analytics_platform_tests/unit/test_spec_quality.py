@@ -392,6 +392,18 @@ def test_a_sweep_batch_fails_if_any_reading_is_outside() -> None:
     assert (details["n"], details["out_of_spec_n"], details["min"], details["max"]) == (4, 2, -0.1, 5.5)
 
 
+def test_the_mean_and_stddev_of_huge_finite_readings_are_finite() -> None:
+    """Two readings of 1e308 (a sensor's full-scale sentinel passes the contract: it is finite):
+    the textbook mean is 1e308 and the stddev 0; summing first overflowed to mean inf, stddev NaN."""
+    batches = sweeps(sweep(at(H3, 1), [1e308, 1e308], key="a"), sweep(at(H3, 2), [-1e308, 1e308, 1e308], key="b"))
+    rows = sweep_batches(batches, limits()).to_dicts()
+    stats = [(r["value"], json.loads(r["details"])["stddev"]) for r in rows]
+    # b: mean 1e308 / 3; stddev sqrt(((4/3)² + 2 (2/3)²) / 2) 1e308 = sqrt(4/3) 1e308
+    assert stats == [(1e308, 0.0), (pytest.approx(1e308 / 3), pytest.approx(1e308 * (4 / 3) ** 0.5))], (
+        "a sweep batch of finite readings got a non-finite mean or stddev"
+    )
+
+
 def test_one_reading_outside_fails_the_batch() -> None:
     spec = limits(limit("thickness", 0.0, 5.0, scope="metric"))
     [row] = sweep_batches(sweeps(sweep(H3, [1.0, 1.0, 1.0, 5.01, 1.0])), spec).to_dicts()

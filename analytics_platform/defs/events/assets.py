@@ -147,7 +147,14 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
     def daily_event_rollups(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
         window = context.partition_time_window
         with partition_span(context), db.connect() as conn:
-            result = events.recompute_days(conn, domains, window.start, window.end)
+            result = events.recompute_days(
+                conn,
+                domains,
+                window.start,
+                window.end,
+                windows=settings.windows,
+                lookback=timedelta(hours=settings.device_state_lookback_hours),
+            )
             checks = daily_rollup_checks(conn, settings, domains, window.start, window.end)
         return dg.MaterializeResult(
             metadata={"hourly_rows": result.inputs, "day_rows": result.rollups, "rows_replaced": result.deleted},

@@ -49,7 +49,12 @@ plant_metadata = dg.AssetSpec(
 
 
 def kpi_options(settings: PlatformSettings) -> KpiOptions:
-    return KpiOptions(gap_s=settings.kpi_gap_s, slot_s=settings.kpi_slot_s, drivers=tuple(settings.kpi_drivers))
+    return KpiOptions(
+        gap_s=settings.kpi_gap_s,
+        slot_s=settings.kpi_slot_s,
+        drivers=tuple(settings.kpi_drivers),
+        demand_interval_s=settings.kpi_demand_interval_s,
+    )
 
 
 def closing_readings_landed(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
