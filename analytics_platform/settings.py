@@ -188,12 +188,12 @@ class PlatformSettings(BaseSettings):
     )
     kpi_slot_s: int = Field(default=60, ge=1, description="Slot size of the data-completeness KPI.")
     kpi_demand_interval_s: int = Field(
-        default=900,
+        default=0,
         ge=0,
         le=3600,
-        description="Demand interval of peak demand: the highest average demand over one of these UTC-aligned "
-        "intervals (a utility's 15-minute demand), not a momentary spike; it must divide an hour (so hours and "
-        "days agree). 0: the highest instantaneous total demand.",
+        description="0 (default): peak demand is the maximum power draw, the highest total demand in force. "
+        "900 (say): the highest average demand over one of these UTC-aligned intervals, as a utility bills "
+        "demand, so a momentary motor start does not set it; it must divide an hour (so hours and days agree).",
     )
     kpi_drivers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["outdoor_temp", "outdoor_pressure"],

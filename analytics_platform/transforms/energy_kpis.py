@@ -30,9 +30,10 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
   median sampling interval): then it is not held (the sample counts only for an instantaneous
   peak), so a 15-minute meter works with a 300 s gap while an outage is not bridged. Average demand
   = integral of held power dt / held seconds, per series, summed over the machine's series. Peak
-  demand = the highest demand-interval average (`demand_interval_s`, 900 s by default: the
-  machine's held kW s / held s per series inside each epoch-aligned interval, summed over its
-  series), as a utility bills it; with no demand interval (0), the instantaneous peak: the
+  demand, with a demand interval (`demand_interval_s` > 0, e.g. 900: KPI_DEMAND_INTERVAL_S), = the
+  highest demand-interval average (the machine's held kW s / held s per series inside each
+  epoch-aligned interval, summed over its series), as a utility bills it; without one (0, the
+  default: "maximum power draw"), the instantaneous peak: the
   highest total demand in force during the period: at every sample stamp in (start, end) and at the
   period end, the sum over the machine's series of the sample stamped there, else of the held sample
   in force (a step function only changes at stamps, so this is its exact maximum). With one series

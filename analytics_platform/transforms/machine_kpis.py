@@ -186,9 +186,10 @@ class KpiOptions:
     slot_s: int = 60
     drivers: tuple[str, ...] = ("outdoor_temp", "outdoor_pressure")
     max_interval_s: int = 86_400
-    # peak demand: the highest average over the epoch-aligned intervals of this length (utilities
-    # bill the highest 15-minute average); 0 for the highest instantaneous total in force
-    demand_interval_s: int = 900
+    # peak demand: 0 for the maximum power draw (the highest total in force, the BRIEF's and the
+    # seeds' definition); > 0 for the highest average over epoch-aligned intervals of this length, as
+    # a utility bills demand (KPI_DEMAND_INTERVAL_S=900)
+    demand_interval_s: int = 0
 
 
 # ----- metadata resolution -------------------------------------------------------------------

@@ -54,8 +54,7 @@ def test_month_of_a_machine_in_the_tenants_calendar(month: Api) -> None:
     assert value(items, "carbon_kg") == 929.0
     assert value(items, "sec_kwh_per_unit") == pytest.approx(1858 / 2228, rel=1e-12)
     assert value(items, "peak_demand_kw") == 50.0
-    # the 50 kW sample stamped 12:00 holds 11:00-12:00: its first 15-minute interval ends 11:15
-    assert items["peak_demand_kw"]["details"]["at"] == "2026-03-10 11:15:00+00:00"
+    assert items["peak_demand_kw"]["details"]["at"] == "2026-03-10 12:00:00+00:00"
     assert value(items, "avg_demand_kw") == pytest.approx(7470 / 743, rel=1e-12)
     assert value(items, "load_factor") == pytest.approx(7470 / 743 / 50, rel=1e-12)
     assert value(items, "run_time_s") == 2674800.0

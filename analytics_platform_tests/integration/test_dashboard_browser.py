@@ -459,7 +459,7 @@ def test_kpi_page_cards_trend_and_baseline(tab: Tab) -> None:
         k: card.locator(f"[data-kpi='{k}']").inner_text() for k in ("oee", "availability", "performance", "quality")
     }
     assert shown == {k: pct(day[k]) for k in ("oee", "availability", "performance", "quality")}
-    assert card.locator("[data-kpi='peak_demand_kw']").inner_text() == "60 kW"
+    assert card.locator("[data-kpi='peak_demand_kw']").inner_text() == "80 kW"
     assert card.locator("[data-kpi='load_factor']").inner_text() == pct(day["load_factor"])
     assert card.locator("[data-kpi='energy_kwh']").inner_text() == "20 kWh"
     # factory totals add only what adds up

