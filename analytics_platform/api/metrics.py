@@ -69,6 +69,13 @@ class PipelineCollector(Collector):
         pool = GaugeMetricFamily("analytics_api_db_pool", "Connection pool statistics", labels=["stat"])
         for name, value in self.db.stats().items():
             pool.add_metric([name], value)
+        loop_pool = GaugeMetricFamily(
+            "analytics_api_db_loop_pool",
+            "Connection pool statistics of the event loop's pool (the state of repeats and 304s, api/stages.py)",
+            labels=["stat"],
+        )
+        for name, value in self.db.loop_stats().items():
+            loop_pool.add_metric([name], value)
         up = GaugeMetricFamily("analytics_database_up", "1 when the API can query the database")
         rejects = CounterMetricFamily(
             "analytics_rejected_messages", "Messages rejected by their contract", labels=["topic", "reason"]
@@ -159,4 +166,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]
+        return [pool, loop_pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]

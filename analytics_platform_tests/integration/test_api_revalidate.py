@@ -559,3 +559,16 @@ def test_a_cross_origin_get_gets_the_stacks_answer_and_leaves_the_kept_one_as_it
         assert "access-control-allow-origin" not in again.headers
         assert sorted(again.headers.multi_items()) == sorted(plain.headers.multi_items())
 
+
+def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    """/v1/metrics has the loop's pool's figures beside the thread pool's: here two state reads on the loop."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    _, admin = make_key(database, None, "admin-reader")
+    with two_apps(settings) as (fast, _):
+        for _ in range(3):  # the first runs whole in a thread (the catalogue's first read), then two on the loop
+            assert fast.get("/v1/agg", params=AGG, headers={"X-API-Key": t1}).status_code == 200
+        text = fast.get("/v1/metrics", headers={"X-API-Key": admin}).text
+    lines = {line for line in text.splitlines() if line.startswith("analytics_api_db_loop_pool{")}
+    assert 'analytics_api_db_loop_pool{stat="requests_num"} 2.0' in lines
+    assert 'analytics_api_db_loop_pool{stat="pool_max"} 8.0' in lines  # the same size as the thread pool's
