@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 
 from analytics_platform.api.auth import tenant_scope
-from analytics_platform.api.caching import matches, request_key, tag_of
+from analytics_platform.api.caching import matches, material, request_key, tag_of_material
 from analytics_platform.api.db import json_loads
 from analytics_platform.api.keys import Principal, digest, key_id_of
 from analytics_platform.api.middleware import accepts_gzip, compressible, weak
@@ -202,6 +202,11 @@ def _agg_request(query: bytes = b"", **headers: str) -> Request:
 )
 def test_if_none_match_compares_weakly(header: str, expected: bool) -> None:
     assert matches(_agg_request(if_none_match=header), 'W/"abc"') is expected
+
+
+def tag_of(*parts: object) -> str:
+    """A tag as the routes make one (caching.known_answer): of the material of what decides the answer."""
+    return tag_of_material(material(*parts))
 
 
 def test_a_tag_stands_for_the_tenant_the_query_and_the_representation() -> None:
