@@ -27,9 +27,9 @@ from analytics_platform.api.auth import KeyCache
 from analytics_platform.api.db import Database, DatabaseDown
 from analytics_platform.api.metric_catalog import MetricCatalogCache
 from analytics_platform.api.metrics import HttpMetrics, PipelineCollector
-from analytics_platform.api.middleware import Compress, MeasureRequests, TraceRequests
+from analytics_platform.api.middleware import Compress, MeasureRequests, Receive, Scope, Send, TraceRequests
 from analytics_platform.api.response_cache import CacheMetrics, ResponseCache
-from analytics_platform.api.revalidate import Revalidate, fast_routes
+from analytics_platform.api.revalidate import Front, Revalidate, fast_routes
 from analytics_platform.api.routes import (
     agg,
     alerts,
@@ -61,6 +61,23 @@ REVALIDATED = ("/v1/agg", "/v1/kpi")  # conditional GETs answered by api/revalid
 _frozen = False
 
 
+class PlatformAPI(FastAPI):
+    """FastAPI with the fast path's front (api/revalidate.py) ahead of everything else: a GET it answers
+    never enters the middleware stack. `front` None (the default, and while tracing is on): every
+    request goes through the stack."""
+
+    front: Front | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and not self.root_path:
+            scope["app"] = self  # as Starlette would (request.app); the router's too, as the router would
+            scope.setdefault("router", self.router)
+            if await front(scope, receive, send):
+                return
+        await super().__call__(scope, receive, send)
+
+
 def freeze_startup_objects() -> None:
     """Move everything alive at the first start-up (modules, the app, its routes and models, which
     live as long as the process) out of the collector's sight: it stops walking them on every
@@ -75,7 +92,7 @@ def freeze_startup_objects() -> None:
         _frozen = True
 
 
-def create_app(settings: PlatformSettings | None = None) -> FastAPI:
+def create_app(settings: PlatformSettings | None = None) -> PlatformAPI:
     settings = settings or get_settings()
     observability.setup_process("analytics-api", settings)
     db = Database(settings.api_url(), timeout=settings.api_db_wait_s)
@@ -95,7 +112,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         if app.state.run_submitter is not None:
             app.state.run_submitter.instance.dispose()
 
-    app = FastAPI(
+    app = PlatformAPI(
         title="Plant analytics API",
         version="1.0.0",
         description=(
@@ -106,6 +123,10 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
             "404 (unknown id or tenant), 422 (a parameter, with its location), 503 (database unavailable)."
         ),
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry off: the app traces itself (TraceRequests, while tracing is on) and
+        # counts requests in its own metrics; left on, it asked the global providers on every request
+        # (~3 % of a repeat's CPU) and would have recorded each request a second time.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     registry = CollectorRegistry()
     http = HttpMetrics(registry)
@@ -148,7 +169,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(forecasts.router)
     # innermost: its answers pass CORS, gzip, the metrics and tracing like any other (api/revalidate.py)
-    app.add_middleware(Revalidate, fastapi=app, routes=fast_routes(app, REVALIDATED))
+    routes = fast_routes(app, REVALIDATED)
+    app.add_middleware(Revalidate, fastapi=app, routes=routes)
     if settings.api_cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -184,4 +206,6 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app.add_middleware(MeasureRequests, http=http)  # measures the compression too
     if observability.tracing_on():
         app.add_middleware(TraceRequests)  # outermost: the request's span holds everything else
+    elif not settings.api_cors_origins:  # ahead of the stack: answered before any layer (api/revalidate.py)
+        app.front = Front(app, routes, http)
     return app

@@ -36,11 +36,6 @@ REVALIDATE = "private, no-cache"
 NO_STORE = "no-store"
 
 
-def tag_of(*parts: Any) -> str:
-    """A weak ETag for `parts` (anything orjson writes, datetimes and decimals as text)."""
-    return tag_of_material(material(*parts))
-
-
 def material(*parts: Any) -> bytes:
     """What a tag is the hash of: exact, so the server's response cache (api/response_cache.py) keys
     by it rather than trusting the hash."""
@@ -48,6 +43,8 @@ def material(*parts: Any) -> bytes:
 
 
 def tag_of_material(raw: bytes) -> str:
+    """The weak ETag of a tag's material (`material`): the routes tag by it, and the response cache keeps
+    answers by the material itself."""
     return f'W/"{hashlib.blake2b(raw, digest_size=16).hexdigest()}"'
 
 

@@ -231,6 +231,12 @@ class Database:
     def stats(self) -> dict[str, int]:
         return dict(self.pool.get_stats()) if self._opened else {}
 
+    def loop_stats(self) -> dict[str, int]:
+        """The event loop's pool's figures, as stats() gives the thread pool's (empty until the lifespan
+        opens it). Read from the scrape's thread: get_stats only copies counters, it awaits nothing."""
+        pool = self.async_pool
+        return dict(pool.get_stats()) if pool is not None else {}
+
     async def open_async(self) -> None:
         """Open the event loop's pool, bound to the running loop (the app's lifespan): it connects in
         the background, so the API still starts without a database."""

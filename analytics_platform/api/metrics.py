@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,6 +16,8 @@ from analytics_platform.contracts.sensor import SensorContract
 
 
 class HttpMetrics:
+    """Requests and latency per route template (never the raw path: bounded cardinality)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "analytics_api_requests",
@@ -29,6 +32,18 @@ class HttpMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        # each label set's counter and histogram, looked up once: prometheus_client's labels() takes a
+        # lock and rebuilds the key on every call. As bounded as the metrics' own label sets.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request answered: the request middleware's, and the fast path's (api/revalidate.py)."""
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class PipelineCollector(Collector):
@@ -54,6 +69,13 @@ class PipelineCollector(Collector):
         pool = GaugeMetricFamily("analytics_api_db_pool", "Connection pool statistics", labels=["stat"])
         for name, value in self.db.stats().items():
             pool.add_metric([name], value)
+        loop_pool = GaugeMetricFamily(
+            "analytics_api_db_loop_pool",
+            "Connection pool statistics of the event loop's pool (the state of repeats and 304s, api/stages.py)",
+            labels=["stat"],
+        )
+        for name, value in self.db.loop_stats().items():
+            loop_pool.add_metric([name], value)
         up = GaugeMetricFamily("analytics_database_up", "1 when the API can query the database")
         rejects = CounterMetricFamily(
             "analytics_rejected_messages", "Messages rejected by their contract", labels=["topic", "reason"]
@@ -144,4 +166,4 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]
+        return [pool, loop_pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]

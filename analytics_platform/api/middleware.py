@@ -24,14 +24,11 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class MeasureRequests:
-    """Requests and latency per route template (never the raw path: bounded cardinality)."""
+    """Requests and latency per route template (HttpMetrics.observe)."""
 
     def __init__(self, app: App, http: HttpMetrics) -> None:
         self.app = app
         self.http = http
-        # each label set's counter and histogram, looked up once: prometheus_client's labels() takes a
-        # lock and rebuilds the key on every call. As bounded as the metrics' own label sets.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,16 +47,7 @@ class MeasureRequests:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"  # the router records the match
-            method = scope["method"]
-            children = self._children.get((route, method, status))
-            if children is None:
-                children = (
-                    self.http.requests.labels(route, method, str(status)),
-                    self.http.latency.labels(route, method),
-                )
-                self._children[(route, method, status)] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self.http.observe(route, scope["method"], status, time.perf_counter() - started)
 
 
 class TraceRequests:

@@ -27,22 +27,66 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from analytics_platform.api.middleware import accepts_gzip, gzipped
+from analytics_platform.api.middleware import Send, accepts_gzip, gzipped
 
 
 @dataclass(frozen=True)
 class Entry:
     headers: tuple[tuple[bytes, bytes], ...]  # the answer's raw headers, Content-Length of `body` included
     body: bytes
+    # the answer's two ASGI messages, built once when kept: a repeat sends them as they are (send_kept).
+    # Nothing in them differs per request (uvicorn adds Date and Server itself; the key holds the host a
+    # CSV page's Link names). Sent only by the fast path's front, where no middleware rewrites a message.
+    start: dict[str, Any] = field(init=False, repr=False, compare=False)
+    message: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", {"type": "http.response.start", "status": 200, "headers": self.headers})
+        object.__setattr__(self, "message", {"type": "http.response.body", "body": self.body})
 
     @property
     def size(self) -> int:
         return len(self.body) + sum(len(k) + len(v) for k, v in self.headers)
+
+
+class KeptAnswer(Response):
+    """A kept answer as a Response, built without rendering anything; the fast path's front sends the
+    entry's pre-built messages (send_kept). Its headers are a copy made on first use: a caller that
+    changes them gets them sent as it changed them, and the entry stays as it was kept."""
+
+    def __init__(self, entry: Entry) -> None:  # no Response.__init__: nothing to render
+        self.entry = entry
+        self.status_code = 200
+        self.body = entry.body
+        self.background = None
+        self._raw: list[tuple[bytes, bytes]] | None = None
+
+    @property  # type: ignore[override]
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        if self._raw is None:
+            self._raw = list(self.entry.headers)
+        return self._raw
+
+    @raw_headers.setter
+    def raw_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._raw = value
+
+    async def send_kept(self, send: Send) -> bool:
+        """Send the entry's own messages, as kept, when nothing changed this answer since (else False: send
+        it as a Response). Only where nothing between here and the server changes a message (the fast
+        path's front, api/revalidate.py): a middleware that adds headers (CORS) rewrites the message it
+        is given, which would change the entry for every later request."""
+        if self._raw is not None or self.body is not self.entry.body or self.background is not None:
+            return False
+        await send(self.entry.start)
+        await send(self.entry.message)
+        return True
 
 
 class CacheMetrics:
@@ -73,7 +117,7 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, request: Request, material: bytes) -> Response | None:
+    def answer(self, request: Request, material: bytes) -> KeptAnswer | None:
         """The kept answer for this tag material in the coding the request accepts, or None."""
         if self.max_bytes <= 0:
             return None
@@ -84,12 +128,7 @@ class ResponseCache:
                 self._entries.move_to_end(key)
         if self.metrics is not None:
             (self.metrics.hits if entry else self.metrics.misses).inc()
-        if entry is None:
-            return None
-        response = Response(status_code=200)
-        response.body = entry.body
-        response.raw_headers = list(entry.headers)
-        return response
+        return None if entry is None else KeptAnswer(entry)
 
     def keep(self, request: Request, material: bytes, response: Response) -> Response:
         """Keep a whole 200 answer (tagged by `material`) in the coding the request accepts, and return

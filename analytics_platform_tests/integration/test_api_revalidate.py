@@ -24,6 +24,7 @@ from psycopg import sql
 
 from analytics_platform.api import revalidate
 from analytics_platform.api.app import REVALIDATED, create_app
+from analytics_platform.api.response_cache import KeptAnswer
 from analytics_platform.api.revalidate import Revalidate, fast_routes
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.results.kpis import replace_kpis
@@ -74,9 +75,10 @@ BAD_KPI = [
 
 @contextmanager
 def two_apps(settings: PlatformSettings) -> Iterator[tuple[TestClient, TestClient]]:
-    """The API as it runs, and the same without the fast path."""
+    """The API as it runs, and the same without the fast path (neither its front nor its middleware)."""
     plain = create_app(settings)
     plain.user_middleware = [m for m in plain.user_middleware if m.cls is not Revalidate]
+    plain.front = None
     with (
         TestClient(create_app(settings), raise_server_exceptions=False) as fast,
         TestClient(plain, raise_server_exceptions=False) as reference,
@@ -466,3 +468,107 @@ def test_a_state_read_waiting_on_the_database_holds_up_no_other_request(
             answer = waiting.result(timeout=60)
         assert (answer.status_code, answer.content) == (200, kept.content)
         assert hops == []  # both were answered on the loop
+
+
+def requests_counted(client: TestClient) -> dict[tuple[str, str], float]:
+    """The app's request metrics so far: (route, status) -> requests, and the latency histogram's count."""
+    counted: dict[tuple[str, str], float] = {}
+    for family in client.app.state.registry.collect():
+        for sample in family.samples:
+            if sample.name == "analytics_api_requests_total":
+                counted[(sample.labels["route"], sample.labels["status"])] = sample.value
+            elif sample.name == "analytics_api_request_seconds_count":
+                counted[(sample.labels["route"], "latency")] = sample.value
+    return counted
+
+
+def test_the_front_answers_before_the_middleware_stack_and_is_counted_as_the_stack_counts(
+    settings: PlatformSettings, database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeats, 304s and answers made afresh are answered ahead of the middleware stack (api/revalidate.py's
+    Front), a kept answer as its entry's own messages, with the same request metrics the stack records;
+    what the front leaves to FastAPI enters the stack once and is not asked of the fast path again."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    asked = []
+    authenticate = revalidate.auth.authenticate
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[0].url.path)
+        return await authenticate(*args, **kwargs)
+
+    with two_apps(settings) as (fast, reference):
+        monkeypatch.setattr(revalidate.auth, "authenticate", counted)  # once the apps checked their routes
+        assert fast.get("/v1/health").status_code in (200, 503)  # builds the stack, which is then watched
+        reference.get("/v1/health")
+        stack, entered = fast.app.middleware_stack, []
+
+        async def watched(scope: Any, receive: Any, send: Any) -> None:
+            entered.append(scope["path"])
+            await stack(scope, receive, send)
+
+        fast.app.middleware_stack = watched
+        sent_kept = []
+        send_kept = KeptAnswer.send_kept
+
+        async def sent_as_kept(answer: KeptAnswer, send: Any) -> bool:
+            sent_kept.append(await send_kept(answer, send))
+            return sent_kept[-1]
+
+        monkeypatch.setattr(KeptAnswer, "send_kept", sent_as_kept)
+        made = same(fast, reference, "/v1/agg", AGG, key)
+        for headers in ({}, {"Accept-Encoding": "gzip"}, {"Accept": "text/csv"}):
+            same_twice(fast, reference, "/v1/agg", AGG, {**key, **headers})
+        same_twice(fast, reference, "/v1/kpi", KPI_QUERY, key)
+        assert same(fast, reference, "/v1/agg", AGG, {**key, "If-None-Match": made.headers["ETag"]}).status_code == 304
+        for app in (fast.app, reference.app):
+            app.state.clock = lambda: at(5, 30)  # hour 5 open: provisional, made afresh, gzipped by the front
+        open_hour = {**AGG, "start": iso(at(5)), "end": iso(at(6))}
+        same_twice(fast, reference, "/v1/agg", open_hour, {**key, "Accept-Encoding": "gzip"})
+        assert entered == [] and cache_lookups(fast)["hit"] >= 4
+        assert sent_kept == [True] * int(cache_lookups(fast)["hit"])  # every kept answer, as its own messages
+
+        asked.clear()
+        assert same(fast, reference, "/v1/agg", {**AGG, "tenant_id": "t2"}, key).status_code == 404
+        assert same(fast, reference, "/v1/agg", {**AGG, "window_s": "7"}, key).status_code == 422
+        assert same(fast, reference, "/v1/agg", AGG, {}).status_code == 401
+        assert entered == ["/v1/agg"] * 3
+        assert asked == ["/v1/agg"] * 3  # each asked of the fast path once, by the front (twice without TRIED)
+        assert requests_counted(fast) == requests_counted(reference)
+        assert requests_counted(fast)[("/v1/agg", "200")] == 9
+
+
+def test_a_cross_origin_get_gets_the_stacks_answer_and_leaves_the_kept_one_as_it_was(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """With CORS on, every GET goes through the stack (no front: CORS has a say in every answer, `Vary: Origin`),
+    and CORS adds its headers to a copy of the kept answer's: the entry stays as kept, so the next GET
+    without an Origin gets none of them."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    with two_apps(settings.model_copy(update={"api_cors_origins": ["https://dash.example.com"]})) as (fast, reference):
+        assert fast.app.front is None
+        plain = same_twice(fast, reference, "/v1/agg", AGG, key)
+        assert "access-control-allow-origin" not in plain.headers
+        crossed = same(fast, reference, "/v1/agg", AGG, {**key, "Origin": "https://dash.example.com"})
+        assert crossed.headers["access-control-allow-origin"] == "https://dash.example.com"
+        assert crossed.content == plain.content
+        again = same(fast, reference, "/v1/agg", AGG, key)
+        assert "access-control-allow-origin" not in again.headers
+        assert sorted(again.headers.multi_items()) == sorted(plain.headers.multi_items())
+
+
+def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    """/v1/metrics has the loop's pool's figures beside the thread pool's: here two state reads on the loop."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    _, admin = make_key(database, None, "admin-reader")
+    with two_apps(settings) as (fast, _):
+        for _ in range(3):  # the first runs whole in a thread (the catalogue's first read), then two on the loop
+            assert fast.get("/v1/agg", params=AGG, headers={"X-API-Key": t1}).status_code == 200
+        text = fast.get("/v1/metrics", headers={"X-API-Key": admin}).text
+    lines = {line for line in text.splitlines() if line.startswith("analytics_api_db_loop_pool{")}
+    assert 'analytics_api_db_loop_pool{stat="requests_num"} 2.0' in lines
+    assert 'analytics_api_db_loop_pool{stat="pool_max"} 8.0' in lines  # the same size as the thread pool's

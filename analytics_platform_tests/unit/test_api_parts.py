@@ -4,6 +4,7 @@ no app."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime
 
@@ -13,13 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 
 from analytics_platform.api.auth import tenant_scope
-from analytics_platform.api.caching import matches, request_key, tag_of
+from analytics_platform.api.caching import matches, material, request_key, tag_of_material
 from analytics_platform.api.db import json_loads
 from analytics_platform.api.keys import Principal, digest, key_id_of
 from analytics_platform.api.middleware import accepts_gzip, compressible, weak
 from analytics_platform.api.params import ceil_to
 from analytics_platform.api.query import Select
 from analytics_platform.api.respond import _cell, keyset, wants_csv
+from analytics_platform.api.response_cache import Entry, KeptAnswer
 from analytics_platform.api.routes.agg import COLUMNS, chosen_columns, plan_source
 
 STORED = [60, 300, 3600]
@@ -202,6 +204,11 @@ def test_if_none_match_compares_weakly(header: str, expected: bool) -> None:
     assert matches(_agg_request(if_none_match=header), 'W/"abc"') is expected
 
 
+def tag_of(*parts: object) -> str:
+    """A tag as the routes make one (caching.known_answer): of the material of what decides the answer."""
+    return tag_of_material(material(*parts))
+
+
 def test_a_tag_stands_for_the_tenant_the_query_and_the_representation() -> None:
     request = _agg_request(b"metric=temp&window_s=3600")
     same_query_reordered = _agg_request(b"window_s=3600&metric=temp")
@@ -263,3 +270,21 @@ def test_json_columns_read_with_orjson_and_the_standard_library_for_what_it_refu
 def test_a_gzipped_body_keeps_its_tag_but_weak() -> None:
     assert weak(b'"abc"') == b'W/"abc"'
     assert weak(b'W/"abc"') == b'W/"abc"'
+
+
+def test_a_kept_answer_changed_by_its_caller_is_sent_as_changed_and_the_entry_stays_as_kept() -> None:
+    """KeptAnswer (api/response_cache.py): the entry's own messages go out only while nobody changed the answer."""
+    entry = Entry(((b"content-type", b"application/json"), (b"content-length", b"2")), b"{}")
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    assert asyncio.run(KeptAnswer(entry).send_kept(send)) is True
+    assert sent == [entry.start, entry.message] and sent[0]["headers"] is entry.headers
+    changed = KeptAnswer(entry)
+    changed.headers["x-extra"] = "1"
+    assert asyncio.run(changed.send_kept(send)) is False
+    asyncio.run(changed({"type": "http"}, None, send))  # type: ignore[arg-type]
+    assert sent[-2]["headers"] == [*entry.headers, (b"x-extra", b"1")]
+    assert entry.start["headers"] == ((b"content-type", b"application/json"), (b"content-length", b"2"))
