@@ -131,10 +131,13 @@ class AlertConfig:
     mutes: list[Mute]
 
 
-def parse_alert_config(data: Any, windows: Sequence[int] | None = None) -> AlertConfig:
+def parse_alert_config(
+    data: Any, windows: Sequence[int] | None = None, trend_windows: Sequence[int] | None = None
+) -> AlertConfig:
     """Validate the alerts document; every error names the entry and the field. `windows` are the
     configured aggregate windows (WINDOWS, the settings' by default): a `fail_rate` rule reads the
-    event rollups of one of them, and a `bucket_s` they do not have would never alert."""
+    event rollups of one of them, and a `bucket_s` they do not have would never alert. Likewise
+    `trend_windows` (TREND_WINDOWS_HOURS) for a `trend` rule's `window_hours`."""
     if not isinstance(data, dict):
         raise AlertConfigError("the alerts file must be a mapping with `channels`, `rules` and `mutes`")
     unknown = set(data) - {"channels", "rules", "mutes"}
@@ -142,7 +145,8 @@ def parse_alert_config(data: Any, windows: Sequence[int] | None = None) -> Alert
         raise AlertConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected channels, rules, mutes")
     channels = _channels(data.get("channels") or {})
     buckets = fail_rate_buckets(get_settings().windows if windows is None else windows)
-    rules = [_rule(entry, n, channels, buckets) for n, entry in enumerate(data.get("rules") or [], 1)]
+    judged = sorted(get_settings().trend_windows_hours if trend_windows is None else trend_windows)
+    rules = [_rule(entry, n, channels, buckets, judged) for n, entry in enumerate(data.get("rules") or [], 1)]
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -185,7 +189,9 @@ def fail_rate_buckets(windows: Sequence[int]) -> list[int]:
     return [*rollup_windows(windows), DAY_S]
 
 
-def _rule(entry: Any, number: int, channels: Mapping[str, Channel], buckets: Sequence[int]) -> Rule:
+def _rule(
+    entry: Any, number: int, channels: Mapping[str, Channel], buckets: Sequence[int], trend_windows: Sequence[int]
+) -> Rule:
     if not isinstance(entry, dict) or not entry.get("name"):
         raise AlertConfigError(f"rule {number}: needs a `name` and a `kind`")
     at = f"rule {entry['name']}"
@@ -211,7 +217,7 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel], buckets: Seq
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise AlertConfigError(f"{at}: param {key} must be a number ≥ 0, got {value!r}")
-    _kind_params(kind, merged, at, buckets)
+    _kind_params(kind, merged, at, buckets, trend_windows)
     wanted = entry.get("channels") or []
     if not isinstance(wanted, list):
         raise AlertConfigError(f"{at}: `channels` must be a list of channel names")
@@ -230,9 +236,11 @@ def _rule(entry: Any, number: int, channels: Mapping[str, Channel], buckets: Seq
     )
 
 
-def _kind_params(kind: str, params: Mapping[str, Any], at: str, buckets: Sequence[int]) -> None:
+def _kind_params(
+    kind: str, params: Mapping[str, Any], at: str, buckets: Sequence[int], trend_windows: Sequence[int]
+) -> None:
     """The checks of the KPI, trend, deviation and fail-rate kinds' params: a typo in a KPI name, a
-    period or a bucket would otherwise be a rule that silently never fires."""
+    period, a bucket or a trend window would otherwise be a rule that silently never fires."""
 
     def one_of(key: str, allowed: Sequence[str]) -> None:
         if params[key] not in allowed:
@@ -272,6 +280,11 @@ def _kind_params(kind: str, params: Mapping[str, Any], at: str, buckets: Sequenc
         one_of("source", TREND_SOURCES)
         one_of("direction", TREND_DIRECTIONS)
         whole("window_hours")
+        if params["window_hours"] not in trend_windows:
+            raise AlertConfigError(
+                f"{at}: param window_hours must be one of the trend windows {list(trend_windows)} (h), "
+                f"got {params['window_hours']!r} (TREND_WINDOWS_HOURS lists the windows judged)"
+            )
         if not isinstance(params["name"], str) or not params["name"]:
             raise AlertConfigError(f"{at}: param name must name a metric or KPI (or '*')")
         if params["max_p_value"] > 1:

@@ -241,6 +241,19 @@ def test_a_fail_rate_rule_that_could_never_alert_is_a_config_error(params: dict,
     parse_alert_config({**CONFIG, "rules": [{"name": "fr", "kind": "fail_rate", "params": {"bucket_s": 300}}]})
 
 
+def test_a_trend_rule_on_a_window_that_is_never_judged_is_a_config_error() -> None:
+    """Trends are judged only over TREND_WINDOWS_HOURS (6 and 24 by default): a rule watching the
+    12 h window read no judgement and silently never alerted."""
+    rule = {"name": "hot", "kind": "trend", "params": {"name": "temp", "window_hours": 12}}
+    with pytest.raises(
+        AlertConfigError, match=r"rule hot: param window_hours must be one of the trend windows \[6, 24\] \(h\), got 12"
+    ):
+        parse_alert_config({**CONFIG, "rules": [rule]}, trend_windows=[6, 24])
+    # with 12 among the judged windows the same rule loads
+    loaded = parse_alert_config({**CONFIG, "rules": [rule]}, trend_windows=[6, 12, 24]).rules
+    assert loaded[0].params["window_hours"] == 12
+
+
 def test_kpi_trend_and_deviation_rules_parse_with_their_defaults() -> None:
     rules = parse_alert_config(
         {
