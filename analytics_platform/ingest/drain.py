@@ -609,7 +609,11 @@ class Drain:
                         last_progress = time.monotonic()
                     if following:
                         continue
-                    if len(messages) < want and not behind():
+                    if (
+                        len(messages) < want
+                        and not behind()
+                        and not self._fetched_further(consumer, plan, floors, expected)
+                    ):
                         break  # caught up: the broker had less than a full batch for us
                     if not messages and time.monotonic() - last_progress > self.cold_fetch_s:
                         break  # the watermarks promised data that did not come: next tick
@@ -619,6 +623,34 @@ class Drain:
                 pending, self._pending = self._pending, None
                 if pending is not None:
                     pending.result()
+
+    def _fetched_further(
+        self,
+        consumer: Consumer,
+        plan: dict[tuple[str, int], _Partition],
+        floors: dict[tuple[str, int], int],
+        expected: dict[tuple[str, int], int],
+    ) -> bool:
+        """Whether the fetches so far told of messages past where the pass stands: the floors are raised
+        to the high watermarks the broker's fetch responses gave (librdkafka keeps them; no broker call).
+
+        A short consume call is "caught up" only against the right watermarks, and Tansu's ListOffsets
+        answer is the start of the log's last record batch + 1 while its fetch responses carry the log's
+        end. A short call is common once a batch's linger has run out (the next call then waits no
+        time), so on a loaded machine a pass stopped inside a partition's last record batch and left
+        the rest of it to the next tick."""
+        further = False
+        for tp, part in plan.items():
+            if part.paused or part.start == OFFSET_END:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            if high > floors.get(tp, -1):
+                floors[tp] = high
+                further = further or expected.get(tp, 0) < high
+        return further
 
     def _admit(
         self,

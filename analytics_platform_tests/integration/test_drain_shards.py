@@ -140,6 +140,45 @@ def test_a_pass_whose_watermark_queries_go_unanswered_still_reads_what_is_there(
     assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == PARTITIONS * 10
 
 
+class ShortFetches(Drain):
+    """The drain whose consume calls bring at most 20 messages, as when a fetch response ends at a
+    record batch's boundary on a loaded broker: every call is "short" of the pass's batch."""
+
+    def _consumer(self):  # type: ignore[no-untyped-def]
+        return _Capped(super()._consumer())
+
+
+class _Capped:
+    def __init__(self, consumer) -> None:  # type: ignore[no-untyped-def]
+        self.consumer = consumer
+
+    def consume(self, num_messages: int = 1, timeout: float = -1):  # type: ignore[no-untyped-def]
+        return self.consumer.consume(num_messages=min(num_messages, 20), timeout=timeout)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.consumer, name)
+
+
+def test_a_short_fetch_past_tansus_list_offsets_watermark_does_not_end_the_pass(
+    sharded: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """Tansu's ListOffsets high watermark is the start of the log's last record batch + 1 (DESIGN.md),
+    its fetch responses' the log's end. Two produce calls per partition (120 then 30 readings: two
+    record batches) make the planned watermark 121 of 150. On a loaded machine a gathered batch's
+    linger has often run out by the time it is gathered, so it is committed at once and the next
+    consume call waits no time: a call that comes back short once the pass stands past 121 ended the
+    pass 'caught up' with the rest of the partition left for the next tick (a one-pass test once
+    counted 1,570 of 1,620). linger_s=0 makes every batch such a batch. The pass now also asks the
+    fetches' own high watermark (local, no broker call) before it calls itself caught up."""
+    produce_round(sharded, 0, 120)
+    produce_round(sharded, 1, 30)
+    drain = domain_drain(sharded, cls=ShortFetches, batch_size=50, cold_fetch_s=PASS_S, linger_s=0)
+    report = drain.run(PASS_S)
+    assert report.messages == PARTITIONS * 150, "the pass ended at Tansu's ListOffsets watermark"
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 150)
+    assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == PARTITIONS * 150
+
+
 def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettings, database: DatabaseHandle) -> None:
     """Old shard 1-of-2 (partitions 1, 3, 5) is mid-commit when new shard 0-of-3 (0, 3) starts:
     partition 3 is held, so the new shard skips it, and reads it on its next pass from exactly
