@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -209,16 +208,23 @@ def test_a_pass_stays_in_its_budget_when_the_broker_dies_mid_pass(
     broker: OwnBroker, on_broker: PlatformSettings, database: DatabaseHandle
 ) -> None:
     """Finding 5: the pass used to wait ~45 s for the dead broker's group coordinator when it
-    mirrored its offsets to the Kafka consumer group (and as long again closing the consumer)."""
+    mirrored its offsets to the Kafka consumer group (and as long again closing the consumer).
+
+    Asserted by what happened, not by the pass's wall time: the pass returns with what it stored,
+    having handed the group's offsets to a mirror child it neither waited for nor reaped (the test's
+    `wait` is the one that collects it), and that child, not the pass, is the one that met the dead
+    broker (its request failed). A pass that still waits on the group in-process never returns here
+    before the module's timeout."""
     settings, topic = on_broker, domain_topic(on_broker)
     produce(broker.address, topic, readings("x", 3000), partition=0)
-    run = domain_drain(settings, "sensor", batch_size=500)
+    mirror = GroupMirror()
+    run = domain_drain(settings, "sensor", batch_size=500, mirror=mirror)
     killed = []
 
     def kill_broker_once() -> None:
         if not killed:
             broker.kill()
-            killed.append(time.monotonic())
+            killed.append(True)
 
     run.before_checkpoint = kill_broker_once
     report = run.run(budget_s=10)
@@ -226,7 +232,11 @@ def test_a_pass_stays_in_its_budget_when_the_broker_dies_mid_pass(
     # the rows consumed before the broker died are stored with their offsets, nothing more
     stored = database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings")
     assert stored == report.rows == checkpoint(database, topic)[0]
-    assert report.elapsed_s < 10 + 5, f"a 10 s pass took {report.elapsed_s:.1f} s with the broker gone"
+    assert report.positions == {(topic, 0): stored}
+    # the group's offsets went to a child the pass left running: the test reaps it, and it failed on the dead broker
+    (outcome,) = mirror.wait()
+    assert (outcome.group, outcome.ok) == (settings.drain_consumer, False)
+    assert mirror.pending(settings.drain_consumer)  # kept for the next pass's mirror: delayed, never dropped
 
 
 def test_the_consumer_group_mirrors_the_stored_offsets(
