@@ -186,8 +186,8 @@ class KpiOptions:
     slot_s: int = 60
     drivers: tuple[str, ...] = ("outdoor_temp", "outdoor_pressure")
     max_interval_s: int = 86_400
-    # peak demand: 0 for the maximum power draw (the highest total in force, the BRIEF's and the
-    # seeds' definition); > 0 for the highest average over epoch-aligned intervals of this length, as
+    # peak demand: 0 for the maximum power draw (the highest total in force, the platform's definition
+    # of peak demand kW); > 0 for the highest average over epoch-aligned intervals of this length, as
     # a utility bills demand (KPI_DEMAND_INTERVAL_S=900)
     demand_interval_s: int = 0
 

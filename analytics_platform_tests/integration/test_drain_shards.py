@@ -162,7 +162,7 @@ class _Capped:
 def test_a_short_fetch_past_tansus_list_offsets_watermark_does_not_end_the_pass(
     sharded: PlatformSettings, database: DatabaseHandle
 ) -> None:
-    """Tansu's ListOffsets high watermark is the start of the log's last record batch + 1 (DESIGN.md),
+    """Tansu's ListOffsets high watermark is the start of the log's last record batch + 1 (docs/architecture.md),
     its fetch responses' the log's end. Two produce calls per partition (120 then 30 readings: two
     record batches) make the planned watermark 121 of 150. On a loaded machine a gathered batch's
     linger has often run out by the time it is gathered, so it is committed at once and the next
