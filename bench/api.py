@@ -1188,7 +1188,9 @@ def main() -> int:
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--profile", type=int, default=0, help="cProfile N requests per scenario in-process, print")
     parser.add_argument("--keep", action="store_true", help="keep the database (name printed) for --database")
-    parser.add_argument("--database", help="reuse a database loaded by an earlier --keep run")
+    parser.add_argument(
+        "--database", help="reuse a database loaded by an earlier --keep run (never dropped by the reusing run)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "api.json")
     args = parser.parse_args()
     workers_list = [int(w) for w in str(args.workers).split(",")]
@@ -1373,7 +1375,9 @@ def main() -> int:
     finally:
         for process in processes:
             stop_api(process)
-        if not args.keep:
+        # a database given with --database was loaded by an earlier run and is someone's to drop: a reuse
+        # without --keep deleted a 9.84 M-row database another hold was about to measure on
+        if not args.keep and not args.database:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
                 with contextlib.suppress(psycopg.Error):
