@@ -434,18 +434,23 @@ def _booked_energy(energy: pl.DataFrame) -> dict[tuple, dict]:
     }
 
 
-def _average_demand(held: pl.DataFrame) -> dict[tuple, tuple]:
-    """Per machine: (the sum of its series' time-weighted averages, held seconds, series)."""
-    return {
-        tuple(r[:3]): r[3:]
-        for r in held.group_by(*MACHINE, "sensor_id")
+def _series_demand(held: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
+    """Demand per machine (and `by`): each series' held kW s / held s, summed over the machine's series
+    in one order run after run, with the held seconds and the number of series. The period's average
+    demand, and with the demand interval in `by` each interval's demand: one definition for both."""
+    return (
+        held.group_by(*MACHINE, *by, "sensor_id")
         .agg(kws=pl.col("kws").sum(), held_s=pl.col("held_s").sum())
         .filter(pl.col("held_s") > 0)
-        .sort(*MACHINE, "sensor_id")  # the machine's sum over its series in one order, run after run
-        .group_by(*MACHINE)
-        .agg(avg=(pl.col("kws") / pl.col("held_s")).sum(), held_s=pl.col("held_s").sum(), series=pl.len())
-        .iter_rows()
-    }
+        .sort(*MACHINE, *by, "sensor_id")
+        .group_by(*MACHINE, *by, maintain_order=True)
+        .agg(kw=(pl.col("kws") / pl.col("held_s")).sum(), held_s=pl.col("held_s").sum(), series=pl.len())
+    )
+
+
+def _average_demand(held: pl.DataFrame) -> dict[tuple, tuple]:
+    """Per machine: (the sum of its series' time-weighted averages, held seconds, series)."""
+    return {tuple(r[:3]): r[3:] for r in _series_demand(held).iter_rows()}
 
 
 def _peak_demand(points: pl.DataFrame) -> dict[tuple, tuple]:
@@ -471,14 +476,8 @@ def _interval_peak_demand(held: pl.DataFrame, points: pl.DataFrame, interval_s: 
     readings do), or the period's end for an interval a period boundary cuts."""
     samples = {tuple(r[:3]): r[3] for r in points.group_by(*MACHINE).agg(pl.col("samples").sum()).iter_rows()}
     micros = interval_s * 1_000_000
-    demand = (
-        held.filter(pl.col("held_s") > 0)
-        .with_columns(interval=(pl.col("seg_start").dt.epoch("us") // micros * micros).cast(TIME))
-        .group_by(*MACHINE, "sensor_id", "interval")
-        .agg(pl.col("kws").sum(), pl.col("held_s").sum())
-        .sort(*MACHINE, "interval", "sensor_id")  # each interval's sum over its series in one order
-        .group_by(*MACHINE, "interval", maintain_order=True)
-        .agg(kw=(pl.col("kws") / pl.col("held_s")).sum())
+    demand = _series_demand(
+        held.with_columns(interval=(pl.col("seg_start").dt.epoch("us") // micros * micros).cast(TIME)), ("interval",)
     )
     out: dict[tuple, tuple] = {}
     for *machine, peak, first in (
