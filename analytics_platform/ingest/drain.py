@@ -66,7 +66,8 @@ from analytics_platform.ingest.group_mirror import MIRROR, GroupMirror
 log = logging.getLogger(__name__)
 
 # How long a pass keeps polling an empty fetch while the watermarks say data is there (a first
-# fetch on a cold connection can take seconds); a Drain's `cold_fetch_s`.
+# fetch on a cold connection can take seconds); a Drain's `cold_fetch_s`. Only the consume calls'
+# own time counts: a pass waiting for its previous commit is not hearing silence from the broker.
 _COLD_FETCH_S = 5.0
 # the consumer-group mirror's own request timeout (its child process; the pass does not wait for it)
 MIRROR_TIMEOUT_S = 5.0
@@ -564,7 +565,9 @@ class Drain:
 
         held: list = []  # the admitted messages of the batch being gathered
         opened = 0.0  # when the consume call that brought its first message began
-        last_progress = time.monotonic()
+        # seconds the consume calls since the last message spent bringing nothing: only fetches count,
+        # not the time the pass waited for its own previous commit (a slow commit is not a silent broker)
+        silent_s = 0.0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{self.contract.domain}") as writer:
 
             def commit_held() -> None:
@@ -599,14 +602,13 @@ class Drain:
                         messages = consumer.consume(
                             num_messages=want, timeout=max(0.0, min(wait, self._deadline - now))
                         )
+                    silent_s = 0.0 if messages else silent_s + time.monotonic() - now
                     kept = self._admit(consumer, conn, messages, plan, report)
                     if kept and not held:
                         opened = now
                     held += kept
                     if held and (len(held) >= full or time.monotonic() >= opened + self.linger_s):
                         commit_held()
-                    if messages:
-                        last_progress = time.monotonic()
                     if following:
                         continue
                     if (
@@ -615,7 +617,7 @@ class Drain:
                         and not self._fetched_further(consumer, plan, floors, expected)
                     ):
                         break  # caught up: the broker had less than a full batch for us
-                    if not messages and time.monotonic() - last_progress > self.cold_fetch_s:
+                    if not messages and silent_s > self.cold_fetch_s:
                         break  # the watermarks promised data that did not come: next tick
                 if held:
                     commit_held()

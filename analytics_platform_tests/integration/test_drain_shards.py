@@ -179,6 +179,64 @@ def test_a_short_fetch_past_tansus_list_offsets_watermark_does_not_end_the_pass(
     assert database.scalar("SELECT count(*) FROM analytics.raw_sensor_readings") == PARTITIONS * 150
 
 
+class SlowFirstCommit(Drain):
+    """The drain whose first batch's commit takes 3 s (a loaded database), and whose consumer, once it has
+    handed out messages while that commit runs, brings nothing for one call (a fetch that found nothing
+    within its timeout, which it waits out): that call's linger then runs out with messages held, so the
+    pass waits for the slow commit before it can hand them to the writer."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.writing = threading.Event()
+        self.slowed = False
+        self.consumer: _EmptyOnceWhileWriting | None = None
+
+    def _consumer(self):  # type: ignore[no-untyped-def]
+        self.consumer = _EmptyOnceWhileWriting(super()._consumer(), self.writing)
+        return self.consumer
+
+    def _write(self, conn, batch, report) -> None:  # type: ignore[no-untyped-def]
+        if not self.slowed:
+            self.slowed = True
+            self.writing.set()
+            threading.Event().wait(3.0)  # the slow commit itself, not a synchronisation
+            self.writing.clear()
+        super()._write(conn, batch, report)
+
+
+class _EmptyOnceWhileWriting(_Capped):
+    def __init__(self, consumer, writing: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(consumer)
+        self.writing = writing
+        self.handed = 0  # messages handed out while the slow commit runs
+        self.emptied = False
+
+    def consume(self, num_messages: int = 1, timeout: float = -1):  # type: ignore[no-untyped-def]
+        if self.writing.is_set() and self.handed and not self.emptied:
+            self.emptied = True
+            threading.Event().wait(max(timeout, 0.0))  # an empty fetch lasts its timeout
+            return []
+        messages = super().consume(num_messages=num_messages, timeout=timeout)
+        if self.writing.is_set():
+            self.handed += len(messages)
+        return messages
+
+
+def test_time_blocked_on_a_slow_commit_is_not_fetch_silence(
+    sharded: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """A pass gives up on a partition whose watermarks promise messages when its fetches bring nothing
+    for `cold_fetch_s`. The time a pass waits for its own previous commit is not a fetch: counted as one,
+    a 3 s commit ended a pass with a 2 s window after 70 of 900 messages, the rest left for the next tick
+    (nothing lost, but the pass not caught up, and a one-pass count wrong)."""
+    produce_round(sharded, 0, 150)
+    drain = domain_drain(sharded, cls=SlowFirstCommit, batch_size=50, cold_fetch_s=2.0, linger_s=0.3)
+    report = drain.run(PASS_S)
+    assert drain.slowed and drain.consumer is not None and drain.consumer.emptied, "the set-up did not happen"
+    assert report.messages == PARTITIONS * 150, "time blocked on the writer was counted as fetch silence"
+    assert stored_offsets(database, sharded) == dict.fromkeys(range(PARTITIONS), 150)
+
+
 def test_rolling_update_overlap_one_reader_per_partition(sharded: PlatformSettings, database: DatabaseHandle) -> None:
     """Old shard 1-of-2 (partitions 1, 3, 5) is mid-commit when new shard 0-of-3 (0, 3) starts:
     partition 3 is held, so the new shard skips it, and reads it on its next pass from exactly
