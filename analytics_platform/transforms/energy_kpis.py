@@ -39,7 +39,9 @@ machine are two counters, never interleaved; the machine's KPI sums its series.
   in force (a step function only changes at stamps, so this is its exact maximum). With one series
   that is the highest sample stamped in (start, end], or the held sample that closes the period's
   last interval when it is stamped after the end (it stands for the end of the period too; without
-  it the average could exceed the peak). Load factor = average / peak (0..1).
+  it the average could exceed the peak). Load factor = average / peak (0..1). A machine without
+  power readings takes its demand from its energy meters' intervals (machine_kpis.meter_demand:
+  increment x 3600 / the interval's seconds, held over it), under the same rules.
 
 Mechanics: `split_intervals` cuts intervals at every edge (period boundaries, UTC hours, band
 edges) into parts, each inside one segment between consecutive edges; `segment_points` puts a
@@ -282,7 +284,7 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
     )
     machines = series.select("_machine", *MACHINE).unique("_machine")
     samples = power.join(series.select("_series", "_machine", *key), on=list(key), maintain_order="left").select(
-        "_series", "_machine", "t1", "value", "held"
+        "_series", "_machine", "t0", "t1", "value", "held"
     )
     ends_frame = pl.DataFrame({"time": sorted(set(ends))}, schema={"time": TIME})
     points = pl.concat(
@@ -301,7 +303,11 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
         )
         .with_columns(
             here=pl.col("t1") == pl.col("time"),
-            kw=pl.when((pl.col("t1") == pl.col("time")) | pl.col("held")).then(pl.col("value")),
+            # held and reaching back over the point: a sample's interval starts at its series' previous
+            # sample, but a meter's interval after a dropped one starts later (machine_kpis.meter_demand)
+            kw=pl.when((pl.col("t1") == pl.col("time")) | (pl.col("held") & (pl.col("t0") < pl.col("time")))).then(
+                pl.col("value")
+            ),
         )
     )
     return (
@@ -373,6 +379,7 @@ def kpi_row(
 
 
 NO_ENERGY = "no energy counter readings in the period"
+METERED = "energy meter intervals"  # demand details' `source` where a machine has no power readings
 ENERGY_OPEN = "the energy counter's interval over the period has not closed yet (no reading after it)"
 
 
@@ -387,6 +394,7 @@ def energy_kpis(
     end: datetime,
     open_s: Mapping[tuple, float] | None = None,
     demand_interval_s: int = 0,
+    metered: frozenset[tuple] = frozenset(),
 ) -> pl.DataFrame:
     """energy_kwh, energy_cost, carbon_kg, peak_demand_kw, avg_demand_kw, load_factor for every
     machine in `machines` (tenant_id, factory_id, machine_id) over the period [start, end).
@@ -398,7 +406,9 @@ def energy_kpis(
     per machine: parts of `split_intervals`, priced); `held`: the held power parts inside it
     (HELD_SCHEMA, per series); `points`: the demand points in (start, end] (`demand_points`);
     `emission_factors`: tenant_id, kg_co2_per_kwh; `open_s`: per machine, the seconds at the end of
-    the period whose energy interval has not closed yet (not counted yet).
+    the period whose energy interval has not closed yet (not counted yet); `metered`: the machines whose
+    held power and points come from their energy meters' intervals (machine_kpis.meter_demand), said so
+    in the demand KPIs' details.
     """
     open_s = open_s or {}
     factors = dict(emission_factors.select("tenant_id", "kg_co2_per_kwh").iter_rows())
@@ -411,7 +421,12 @@ def energy_kpis(
         factor = factors.get(machine["tenant_id"])
         rows += _consumption_rows(machine, start, end, booked.get(machine_key), open_s.get(machine_key, 0.0), factor)
         rows += _demand_rows(
-            machine, start, end, peaks.get(machine_key, (None, None, 0)), average.get(machine_key, (None, 0.0, 0))
+            machine,
+            start,
+            end,
+            peaks.get(machine_key, (None, None, 0)),
+            average.get(machine_key, (None, 0.0, 0)),
+            {"source": METERED} if machine_key in metered else {},
         )
     return pl.DataFrame(rows, schema=KPI_SCHEMA, orient="row") if rows else pl.DataFrame(schema=KPI_SCHEMA)
 
@@ -525,8 +540,11 @@ def _consumption_rows(
     ]
 
 
-def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, average_of: tuple) -> list[dict]:
-    """peak_demand_kw, avg_demand_kw and load_factor of one machine."""
+def _demand_rows(
+    machine: dict, start: datetime, end: datetime, peak_of: tuple, average_of: tuple, source: dict
+) -> list[dict]:
+    """peak_demand_kw, avg_demand_kw and load_factor of one machine (`source`: details of where its
+    demand came from, when not from power readings)."""
     peak, peak_time, samples = peak_of
     avg, held_s, series = average_of
     no_power = "no power readings in the period" if not samples else "no power sample holds over the period"
@@ -539,7 +557,7 @@ def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, 
     else:
         load, load_reason = avg / peak, None
     return [
-        kpi_row(machine, start, end, K.PEAK_DEMAND_KW, peak, no_power, at=peak_time, samples=samples),
+        kpi_row(machine, start, end, K.PEAK_DEMAND_KW, peak, no_power, at=peak_time, samples=samples, **source),
         kpi_row(
             machine,
             start,
@@ -552,6 +570,7 @@ def _demand_rows(machine: dict, start: datetime, end: datetime, peak_of: tuple, 
             samples=samples,
             held_s=held_s,
             **({"series": series} if series > 1 else {}),
+            **source,
         ),
         kpi_row(machine, start, end, K.LOAD_FACTOR, load, load_reason),
     ]

@@ -507,6 +507,7 @@ class Booked:
     held: pl.DataFrame
     peaks: pl.DataFrame
     last_seen: pl.DataFrame
+    metered: frozenset[tuple] = frozenset()  # machines whose demand comes from their energy meters
 
 
 def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, options: KpiOptions) -> Booked:
@@ -527,9 +528,10 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
     edges = _edges(start, end, periods, tariffs, tenant_ids, options.demand_interval_s)
 
     counters = known.filter(pl.col("metric").is_in(COUNTERS))
+    intervals = counter_intervals(counters, SERIES, options.max_interval_s)
     closing = pl.col("t1") <= pl.col("seg_end")  # the part a reading closes
     parts = (
-        _per_tenant(counter_intervals(counters, SERIES, options.max_interval_s), edges, split_intervals)
+        _per_tenant(intervals, edges, split_intervals)
         .group_by(*MACHINE, "metric", "seg_start", "seg_end")
         .agg(
             amount=spread("increment").sum(),
@@ -550,6 +552,8 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
 
     power_key = (*MACHINE, "sensor_id")
     power = power_intervals(known.filter(pl.col("metric") == POWER), power_key, options.gap_s)
+    metered = meter_demand(intervals, power)
+    power = pl.concat([power, metered.select(power.columns).cast(power.schema)])
     held = (
         _per_tenant(power.filter("held"), edges, split_intervals)
         .group_by(*power_key, "seg_start", "seg_end")
@@ -568,7 +572,22 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
         .sort(*MACHINE, "seg_start")
     )
     last_seen = counters.group_by(*MACHINE, "sensor_id", "metric").agg(last=pl.col("time").max())
-    return Booked(counted, held, peaks, last_seen)
+    return Booked(counted, held, peaks, last_seen, frozenset(metered.select(MACHINE).unique().iter_rows()))
+
+
+def meter_demand(intervals: pl.DataFrame, power: pl.DataFrame) -> pl.DataFrame:
+    """Demand from the energy meters' intervals for the machines without any power series in `power`
+    (`power_intervals`' frame): an interval's increment x 3600 / its seconds is the average demand over
+    it, held over the interval as a power sample stamped at its end would be. A plant's commonest energy
+    data is a kWh meter read every 15 minutes, and that is how a utility reads demand off it; where a
+    machine has power readings they are used alone (the two would count its demand twice).
+    `intervals`: `counter_intervals` of every counter series. Returns `power`'s columns."""
+    seconds = (pl.col("t1") - pl.col("t0")).dt.total_microseconds() / 1e6
+    return (
+        intervals.filter((pl.col("metric") == ENERGY) & (seconds > 0))
+        .join(power.select(MACHINE).unique(), on=list(MACHINE), how="anti")
+        .select(*MACHINE, "sensor_id", "t0", "t1", value=pl.col("increment") * 3600 / seconds, held=pl.lit(True))
+    )
 
 
 def _open_seconds(last_seen: pl.DataFrame, start: datetime, end: datetime) -> dict[tuple, float]:
@@ -832,6 +851,7 @@ def _measure(context: _Range, readings: pl.DataFrame, period: dict, scope: pl.Da
         end=end,
         open_s={m[:3]: seconds for m, seconds in open_s.items() if m[3] == ENERGY},
         demand_interval_s=options.demand_interval_s,
+        metered=booked.metered,
     ).with_columns(period=pl.lit(period["period"]))
     kwh = {r[:3]: r[3] for r in energy.filter(pl.col("kpi") == K.ENERGY_KWH.name).select(*MACHINE, "value").iter_rows()}
     counts: dict[str, dict[tuple, float]] = {TOTAL: {}, GOOD: {}}

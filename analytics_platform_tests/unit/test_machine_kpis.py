@@ -358,3 +358,66 @@ def test_any_order_of_the_readings_gives_the_same_bits(order_day_readings, seed:
     shuffled = readings.sample(fraction=1.0, shuffle=True, seed=seed)
     assert not shuffled.equals(readings)
     assert_frame_equal(kpis_of(shuffled, prior, after), kpis_of(readings, prior, after), check_exact=True)
+
+
+def meter_only_hour(
+    demand_interval_s: int = 0, hour: int = 10, values: list | None = None, max_interval_s: int = 86_400
+) -> dict:
+    """mc-03 has only a 15-minute kWh meter (no power readings): 10 kWh over 09:45-10:00, then 25, 25,
+    10 and 20 kWh over the quarters of 10:00-11:00 (100, 100, 40, 80 kW), 10 over 11:00-11:15."""
+    values = values or [
+        (at(9, 45), 100.0),
+        (at(10), 110.0),
+        (at(10, 15), 135.0),
+        (at(10, 30), 160.0),
+        (at(10, 45), 170.0),
+        (at(11), 190.0),
+        (at(11, 15), 200.0),
+    ]
+    start, end = at(hour), at(hour + 1)
+    meter = [reading(t, "energy", v, "mc-03") for t, v in values]
+    inputs = KpiInputs(
+        start=start,
+        end=end,
+        readings=frame([r for r in meter if start <= r[0] < end], READING_SCHEMA),
+        prior=frame([r for r in meter if r[0] < start][-1:], READING_SCHEMA),
+        states=frame([], STATE_SCHEMA),
+        prior_states=frame([], STATE_SCHEMA),
+        next_seen=frame([("t1", "f1", "mc-03", end)], SEEN_SCHEMA),
+        next_readings=frame([r for r in meter if r[0] >= end], READING_SCHEMA),
+    )
+    out = machine_kpis(
+        inputs,
+        fixed_periods("hour", start, end, timedelta(hours=1)),
+        plant(),
+        KpiOptions(drivers=(), demand_interval_s=demand_interval_s, max_interval_s=max_interval_s),
+    )
+    return kpis(out, "mc-03", "hour", start)
+
+
+def test_a_machine_with_only_an_energy_meter_has_demand_from_the_meters_intervals() -> None:
+    """A plant's most common energy data is a kWh meter read every 15 minutes. Without power readings the
+    demand KPIs were NULL ("no power readings"); a meter's interval is its average demand (kWh x 3600 /
+    the interval's seconds), as a utility reads billed demand off an interval meter."""
+    k = meter_only_hour()
+    assert k["energy_kwh"]["value"] == 80.0
+    assert k["avg_demand_kw"]["value"] == 80.0, k["avg_demand_kw"]["null_reason"]
+    assert k["peak_demand_kw"]["value"] == 100.0
+    peak = json.loads(k["peak_demand_kw"]["details"])
+    assert peak["at"].startswith("2025-08-20 10:15:00") and peak["source"] == "energy meter intervals"
+    assert json.loads(k["avg_demand_kw"]["details"])["held_s"] == 3600.0
+    assert k["load_factor"]["value"] == 0.8
+    # billed over half hours: 10:00-10:30 holds 50 kWh (100 kW), 10:30-11:00 30 kWh (60 kW)
+    half = meter_only_hour(1800)
+    assert (half["peak_demand_kw"]["value"], half["load_factor"]["value"]) == (100.0, 0.8)
+    assert json.loads(half["peak_demand_kw"]["details"])["at"].startswith("2025-08-20 10:30:00")
+
+
+def test_a_meters_dropped_interval_gives_no_demand_inside_it() -> None:
+    """An interval longer than KPI_MAX_INTERVAL_S is not counted; the next one starts at its own first
+    reading, so the hours inside the dropped one have no demand (not the next interval's, which a
+    period end inside the gap would otherwise take as the power in force)."""
+    values = [(at(9, 45), 100.0), (at(10), 110.0), (at(15), 900.0), (at(15, 15), 925.0)]
+    k = meter_only_hour(hour=12, values=values, max_interval_s=3600)
+    for name in ("energy_kwh", "peak_demand_kw", "avg_demand_kw", "load_factor"):
+        assert k[name]["value"] is None, (name, k[name])
