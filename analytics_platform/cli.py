@@ -321,7 +321,10 @@ def _plant(args: argparse.Namespace) -> int:
             print(f"{changed} plant metadata row(s) inserted or updated from {args.file}")
             print("re-materialise the affected KPI partitions to recompute past KPIs")
             return 0
-        since = "CASE WHEN valid_from = '-infinity' THEN 'since forever' ELSE valid_from::text END AS valid_from"
+        since = (
+            "CASE WHEN valid_from = '-infinity' THEN 'since forever' "
+            """ELSE to_char(valid_from AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END AS valid_from"""
+        )
         for title, query in (
             ("tenants", "SELECT * FROM analytics.plant_tenants ORDER BY 1"),
             (

@@ -25,6 +25,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from analytics_platform import cli
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.plant import load_plant_config, read_plant
 from analytics_platform_tests.support.readings import materialize
@@ -160,6 +161,34 @@ def test_loading_replaces_a_tenants_history(database: DatabaseHandle, tmp_path: 
     assert sorted(stored.emission_factors.rows(), key=str) == sorted(
         [("t1", None, 0.45), ("t2", None, 0.3), ("t2", datetime(2025, 8, 21, 12, tzinfo=UTC), 0.2)], key=str
     )
+
+
+def test_plant_show_prints_the_versions_and_a_bad_file_loads_nothing(
+    database: DatabaseHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database.admin_url)
+    plant_file = tmp_path / "plant.yaml"
+    plant_file.write_text(AFTER)
+    assert cli.main(["plant", "load", str(plant_file)]) == 0
+    plant_file.write_text(AFTER.replace("kg_per_kwh: 0.40", "kg_per_kwh: -0.40"))
+    capsys.readouterr()
+    assert cli.main(["plant", "load", str(plant_file)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {plant_file} tenant t1 emission_factors entry 2 kg_per_kwh must be zero or more, got -0.4\n"
+    )
+    assert cli.main(["plant", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert "emission factors (versions):\n" in shown
+    assert (
+        "  tenant_id=t1, valid_from=since forever, kg_per_kwh=0.45\n"
+        "  tenant_id=t1, valid_from=2025-08-21T00:00:00Z, kg_per_kwh=0.4\n"
+        "  tenant_id=t2, valid_from=since forever, kg_per_kwh=0.3\n"
+        "  tenant_id=t2, valid_from=2025-08-21T12:00:00Z, kg_per_kwh=0.2\n"
+    ) in shown
+    assert (
+        "  tenant_id=t1, valid_from=since forever, band=flat, start_minute=0, end_minute=1440, price=0.1\n"
+        "  tenant_id=t1, valid_from=2025-08-21T00:00:00Z, band=flat, start_minute=0, end_minute=1440, price=0.12\n"
+    ) in shown
 
 
 def test_migration_29_keeps_a_databases_factor_and_bands_as_the_versions_since_forever(
