@@ -219,7 +219,7 @@ def _version_in_force(times: pl.Series, starts: list[datetime | None]) -> pl.Ser
     """Per time, the index into `starts` (`_version_starts`) of the version in force, -1 for none."""
     dated = pl.Series(VALID_FROM, [v for v in starts if v is not None], dtype=TIME)
     since_ever = 1 if starts and starts[0] is None else 0
-    return dated.search_sorted(times, side="right").cast(pl.Int64) - 1 + since_ever
+    return dated.search_sorted(times.cast(TIME), side="right").cast(pl.Int64) - 1 + since_ever
 
 
 def version_edges(versions: pl.DataFrame, start: datetime, end: datetime) -> dict[str, list[datetime]]:
@@ -375,9 +375,9 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
 def price_increments(increments: pl.DataFrame, tariffs: pl.DataFrame) -> pl.DataFrame:
     """`increments` (time, tenant_id, ...) with the `band` and `price` of the tariff in force at
     each one's local time, and `before_tariff`: true before the first version of a tenant's tariff
-    (false for a tenant without any). NULL band and price where the tenant has no tariff, none is in force yet, or no
-    band of the version covers the time. `tariffs` is TARIFF_SCHEMA (one version, since forever) or
-    TARIFF_VERSION_SCHEMA. For a part of an interval pass its segment's start: a segment never
+    (false for a tenant without any). NULL band and price where the tenant has no tariff, none is in
+    force yet, or no band of the version covers the time. `tariffs` is TARIFF_SCHEMA (one version,
+    since forever) or TARIFF_VERSION_SCHEMA. For a part of an interval pass its segment's start: a segment never
     straddles a band edge or a version change (`band_edges`)."""
     tariffs = with_valid_from(tariffs).select(TARIFF_VERSION_SCHEMA.keys()).cast(TARIFF_VERSION_SCHEMA)
     zones = dict(tariffs.select("tenant_id", "timezone").unique("tenant_id").iter_rows())
