@@ -190,3 +190,30 @@ def test_a_period_partly_before_the_first_version_has_no_carbon() -> None:
         "3 kWh of the period fall before the tenant's first emission factor (valid from 2025-08-20T06:30:00+00:00)"
     )
     assert kpi(out, "carbon_kg", "hour", DAY + 7 * HOUR)["value"] == 6.0 * 0.40
+
+
+def test_a_tenant_without_its_own_row_takes_the_defaults_versions_and_one_with_its_own_row_only_its_own() -> None:
+    """t1 has no row: tenant '*' (UTC, 0.45 then 0.40 from 12:00) applies to it; t2 has its own row and
+    no factor: no carbon, as when its row's one factor was NULL."""
+    plant_of = Plant(
+        tenants=frame([("*", "UTC", "USD", None), ("t2", "UTC", "USD", None)], TENANT_SCHEMA),
+        tariffs=frame([("*", "UTC", "flat", 0, 1440, 0.10, None)], TARIFF_VERSION_SCHEMA),
+        shifts=frame([], SHIFT_SCHEMA),
+        machines=frame([("*", "*", "*", 2.0, 75.0)], MACHINE_META_SCHEMA),
+        emission_factors=frame([("*", None, 0.45), ("*", DAY + 12 * HOUR, 0.40)], FACTOR_SCHEMA),
+    )
+    one, two = meter(DAY), meter(DAY)
+    inputs = KpiInputs(
+        start=DAY,
+        end=DAY + timedelta(days=1),
+        **{
+            name: pl.concat([getattr(one, name), getattr(two, name).with_columns(tenant_id=pl.lit("t2"))])
+            for name in ("readings", "prior", "states", "prior_states", "next_seen", "next_readings")
+        },
+    )
+    out = run(inputs, plant_of)
+    t1 = out.filter(pl.col("tenant_id") == "t1")
+    t2 = out.filter(pl.col("tenant_id") == "t2")
+    assert kpi(t1, "carbon_kg", "day", DAY)["value"] == pytest.approx(72 * 0.45 + 72 * 0.40)
+    assert kpi(t2, "carbon_kg", "day", DAY)["null_reason"] == "no emission factor for the tenant"
+    assert kpi(t2, "energy_cost", "day", DAY)["value"] == pytest.approx(14.4)  # the default's bands
