@@ -15,7 +15,7 @@
     analytics-platform metrics policy --tenant T [reject|accept]   unknown metrics: show or set
     analytics-platform spec-limits load [FILE]             upsert spec limits from YAML
     analytics-platform spec-limits list                    the limits in the database
-    analytics-platform plant load [FILE] | show            plant metadata (tariffs, shifts, machines)
+    analytics-platform plant load [FILE] | show            plant metadata (dated tariffs and factors, shifts, machines)
     analytics-platform baseline predict T F M k=v ...      what-if energy from the active baseline
     analytics-platform anomalies resolve ID --note TEXT    resolve an anomaly with a note
     analytics-platform alerts load [FILE] | rules | log     alert rules and mutes; what was sent
@@ -321,9 +321,22 @@ def _plant(args: argparse.Namespace) -> int:
             print(f"{changed} plant metadata row(s) inserted or updated from {args.file}")
             print("re-materialise the affected KPI partitions to recompute past KPIs")
             return 0
+        since = (
+            "CASE WHEN valid_from = '-infinity' THEN 'since forever' "
+            """ELSE to_char(valid_from AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END AS valid_from"""
+        )
         for title, query in (
             ("tenants", "SELECT * FROM analytics.plant_tenants ORDER BY 1"),
-            ("tariff bands", "SELECT * FROM analytics.plant_tariff_bands ORDER BY 1, 3"),
+            (
+                "emission factors (versions)",
+                f"SELECT tenant_id, {since}, kg_per_kwh FROM analytics.plant_emission_factors "
+                "ORDER BY tenant_id, plant_emission_factors.valid_from",
+            ),
+            (
+                "tariff bands (a version: the bands with one valid_from)",
+                f"SELECT tenant_id, {since}, band, start_minute, end_minute, price FROM analytics.plant_tariff_bands "
+                "ORDER BY tenant_id, plant_tariff_bands.valid_from, start_minute",
+            ),
             ("shifts", "SELECT * FROM analytics.plant_shifts ORDER BY 1, 3"),
             ("machines", "SELECT * FROM analytics.machine_metadata ORDER BY 1, 2, 3"),
         ):

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -82,12 +83,27 @@ TARIFF_SCHEMA: dict[str, pl.DataType] = {
     "end_minute": pl.Int32(),  # local minute of day it ends (exclusive); below start = wraps midnight
     "price": pl.Float64(),  # per kWh
 }
+# Tariffs and emission factors change over time: a tariff version is all of a tenant's bands with one
+# `valid_from`, in force from that instant until the next version's; a NULL valid_from is in force since
+# forever (the flat plant.yaml form, the database's -infinity). A TARIFF_SCHEMA frame without the column
+# is one version since forever. The version in force at t is the latest valid_from <= t; before a
+# tenant's first version there is none (its energy is not priced, or has no carbon, and says why).
+VALID_FROM = "valid_from"
+TARIFF_VERSION_SCHEMA: dict[str, pl.DataType] = {**TARIFF_SCHEMA, VALID_FROM: TIME}
+FACTOR_SCHEMA: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    VALID_FROM: TIME,  # NULL: since forever
+    "kg_co2_per_kwh": pl.Float64(),
+}
 # what energy_kpis reads: energy parts, held power parts and demand points of ONE period
 ENERGY_PART_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.String() for c in MACHINE},
     "kwh": pl.Float64(),
     "band": pl.String(),
     "price": pl.Float64(),
+    "before_tariff": pl.Boolean(),  # before the tenant's first tariff version (optional: absent = false)
+    "kg_co2_per_kwh": pl.Float64(),  # the factor in force, NULL before the first (optional: absent = the
+    # tenant's one factor from energy_kpis' `emission_factors`)
     "increments": pl.Int64(),  # readings closing an interval inside the period
     "resets": pl.Int64(),  # ... of which the counter went down
 }
@@ -190,25 +206,67 @@ def power_intervals(samples: pl.DataFrame, key: Sequence[str], gap_s: int) -> pl
     )
 
 
+def with_valid_from(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with a `valid_from` column: NULL (since forever) where it has none."""
+    return frame if VALID_FROM in frame.columns else frame.with_columns(pl.lit(None, TIME).alias(VALID_FROM))
+
+
+def _version_starts(frame: pl.DataFrame) -> list[datetime | None]:
+    """The distinct valid_from of `frame`'s versions in order, None (since forever) first."""
+    starts = set(frame[VALID_FROM].to_list())
+    return ([None] if None in starts else []) + sorted(v for v in starts if v is not None)
+
+
+def _version_in_force(times: pl.Series, starts: list[datetime | None]) -> pl.Series:
+    """Per time, the index into `starts` (`_version_starts`) of the version in force, -1 for none."""
+    dated = pl.Series(VALID_FROM, [v for v in starts if v is not None], dtype=TIME)
+    since_ever = 1 if starts and starts[0] is None else 0
+    return dated.search_sorted(times.cast(TIME), side="right").cast(pl.Int64) - 1 + since_ever
+
+
+def version_edges(versions: pl.DataFrame, start: datetime, end: datetime) -> dict[str, list[datetime]]:
+    """Per tenant, the instants in (start, end) where one of its versions (tariffs or emission
+    factors: tenant_id, valid_from) comes into force: a part must not straddle two versions."""
+    out: dict[str, list[datetime]] = {}
+    for (tenant,), frame in with_valid_from(versions).group_by("tenant_id"):
+        out[tenant] = [v for v in _version_starts(frame) if v is not None and start < v < end]
+    return out
+
+
 def band_edges(tariffs: pl.DataFrame, start: datetime, end: datetime) -> dict[str, list[datetime]]:
     """Per tenant, the UTC instants in (start, end) where one of its tariff bands starts or ends
-    (TARIFF_SCHEMA, each tenant's bands in its own `timezone`): where intervals must be cut so
-    that every part is priced at one band. (A band edge inside a DST gap does not exist locally;
-    the band then changes at the transition itself, a whole UTC hour, where machine_kpis cuts too.)"""
+    (TARIFF_SCHEMA, each tenant's bands in its own `timezone`), and where a tariff version comes into
+    force (`valid_from`, TARIFF_VERSION_SCHEMA): where intervals must be cut so that every part is
+    priced at one band of one version. A version's band edges are cut only while it is in force, so
+    a future version's different bands leave today's parts (and figures) exactly as they were. (A band
+    edge inside a DST gap does not exist locally; the band then changes at the transition itself, a
+    whole UTC hour, where machine_kpis cuts too.)"""
     out: dict[str, list[datetime]] = {}
-    for (tenant, zone), bands in tariffs.group_by("tenant_id", "timezone"):
+    for (tenant, zone), bands in with_valid_from(tariffs).group_by("tenant_id", "timezone"):
         tz = ZoneInfo(zone or "UTC")
-        minutes = sorted(set(bands["start_minute"].to_list()) | set(bands["end_minute"].to_list()))
-        day = (start.astimezone(tz) - timedelta(days=1)).date()
-        last = (end.astimezone(tz) + timedelta(days=1)).date()
+        starts = _version_starts(bands)
         edges = set()
-        while day <= last:
-            midnight = datetime(day.year, day.month, day.day)
-            for minute in minutes:
-                at = (midnight + timedelta(minutes=minute)).replace(tzinfo=tz).astimezone(UTC)
-                if start < at < end:
-                    edges.add(at)
-            day += timedelta(days=1)
+        for number, valid_from in enumerate(starts):
+            until = starts[number + 1] if number + 1 < len(starts) else None
+            low = start if valid_from is None else max(start, valid_from)
+            high = end if until is None else min(end, until)
+            if low >= high:
+                continue
+            if valid_from is not None and start < valid_from < end:
+                edges.add(valid_from)
+            version = bands.filter(
+                pl.col(VALID_FROM).is_null() if valid_from is None else pl.col(VALID_FROM) == valid_from
+            )
+            minutes = sorted(set(version["start_minute"].to_list()) | set(version["end_minute"].to_list()))
+            day = (low.astimezone(tz) - timedelta(days=1)).date()
+            last = (high.astimezone(tz) + timedelta(days=1)).date()
+            while day <= last:
+                midnight = datetime(day.year, day.month, day.day)
+                for minute in minutes:
+                    at = (midnight + timedelta(minutes=minute)).replace(tzinfo=tz).astimezone(UTC)
+                    if low < at < high:
+                        edges.add(at)
+                day += timedelta(days=1)
         out.setdefault(tenant, []).extend(sorted(edges))
     return out
 
@@ -322,37 +380,80 @@ def demand_points(power: pl.DataFrame, key: Sequence[str], ends: Iterable[dateti
 
 def price_increments(increments: pl.DataFrame, tariffs: pl.DataFrame) -> pl.DataFrame:
     """`increments` (time, tenant_id, ...) with the `band` and `price` of the tariff in force at
-    each one's local time; NULL band and price where the tenant has no tariff. For a part of an
-    interval pass its segment's start: a segment never straddles a band edge."""
-    tariffs = tariffs.select(TARIFF_SCHEMA.keys()).cast(TARIFF_SCHEMA)
+    each one's local time, and `before_tariff`: true before the first version of a tenant's tariff
+    (false for a tenant without any). NULL band and price where the tenant has no tariff, none is in
+    force yet, or no band of the version covers the time. `tariffs` is TARIFF_SCHEMA (one version,
+    since forever) or TARIFF_VERSION_SCHEMA. For a part of an interval pass its segment's start: a segment never
+    straddles a band edge or a version change (`band_edges`)."""
+    tariffs = with_valid_from(tariffs).select(TARIFF_VERSION_SCHEMA.keys()).cast(TARIFF_VERSION_SCHEMA)
     zones = dict(tariffs.select("tenant_id", "timezone").unique("tenant_id").iter_rows())
     indexed = increments.with_row_index("_row")
     priced = []
     for tenant, zone in zones.items():
-        local = indexed.filter(pl.col("tenant_id") == tenant).with_columns(
+        bands = tariffs.filter(pl.col("tenant_id") == tenant)
+        starts = _version_starts(bands)
+        local = indexed.filter(pl.col("tenant_id") == tenant)
+        local = local.select(
+            "_row",
+            _version=_version_in_force(local["time"], starts),
             minute=(
                 pl.col("time").dt.convert_time_zone(zone).dt.hour().cast(pl.Int32) * 60
                 + pl.col("time").dt.convert_time_zone(zone).dt.minute().cast(pl.Int32)
-            )
+            ),
         )
-        bands = tariffs.filter(pl.col("tenant_id") == tenant).drop("tenant_id", "timezone")
+        version_of = {v: n for n, v in enumerate(starts)}
+        bands = bands.with_row_index("_band").with_columns(
+            _version=pl.Series([version_of[v] for v in bands[VALID_FROM].to_list()], dtype=pl.Int64)
+        )
         matched = (
-            local.join(bands, how="cross")
+            local.join(bands.drop("tenant_id", "timezone", VALID_FROM), on="_version")
             .filter(
                 pl.when(pl.col("start_minute") <= pl.col("end_minute"))
                 .then((pl.col("minute") >= pl.col("start_minute")) & (pl.col("minute") < pl.col("end_minute")))
                 .otherwise((pl.col("minute") >= pl.col("start_minute")) | (pl.col("minute") < pl.col("end_minute")))
             )
+            .sort("_row", "_band")  # overlapping bands: the first listed wins, as it always has
             .unique("_row", keep="first", maintain_order=True)
             .select("_row", "band", "price")
         )
-        priced.append(matched)
+        priced.append(local.select("_row", before_tariff=pl.col("_version") < 0).join(matched, on="_row", how="left"))
     prices = (
         pl.concat(priced)
         if priced
-        else pl.DataFrame(schema={"_row": pl.UInt32, "band": pl.String, "price": pl.Float64})
+        else pl.DataFrame(
+            schema={"_row": pl.UInt32, "before_tariff": pl.Boolean, "band": pl.String, "price": pl.Float64}
+        )
     )
-    return indexed.join(prices, on="_row", how="left").sort("_row").drop("_row")
+    return (
+        indexed.join(prices.select("_row", "band", "price", "before_tariff"), on="_row", how="left")
+        .sort("_row")
+        .drop("_row")
+        .with_columns(pl.col("before_tariff").fill_null(False))
+    )
+
+
+def emission_factor_in_force(increments: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
+    """`increments` (time, tenant_id, ...) with `kg_co2_per_kwh`, the tenant's emission factor in
+    force at each one's time (FACTOR_SCHEMA versions); NULL before its first version or without any.
+    For a part of an interval pass its segment's start: a segment never straddles a factor change
+    (`version_edges`)."""
+    factors = with_valid_from(factors).select(FACTOR_SCHEMA.keys()).cast(FACTOR_SCHEMA)
+    indexed = increments.with_row_index("_row")
+    found = []
+    for (tenant,), versions in factors.group_by("tenant_id"):
+        starts = _version_starts(versions)
+        by_start = {v: f for v, f in versions.select(VALID_FROM, "kg_co2_per_kwh").iter_rows()}
+        local = indexed.filter(pl.col("tenant_id") == tenant)
+        found.append(
+            local.select(
+                "_row",
+                kg_co2_per_kwh=_version_in_force(local["time"], starts).replace_strict(
+                    {n: by_start[v] for n, v in enumerate(starts)}, return_dtype=pl.Float64, default=None
+                ),
+            )
+        )
+    column = pl.concat(found) if found else pl.DataFrame(schema={"_row": pl.UInt32, "kg_co2_per_kwh": pl.Float64})
+    return indexed.join(column, on="_row", how="left").sort("_row").drop("_row")
 
 
 def kpi_row(
@@ -405,20 +506,34 @@ def energy_kpis(
     `energy`: the energy counters' parts inside the period (ENERGY_PART_SCHEMA, any number of rows
     per machine: parts of `split_intervals`, priced); `held`: the held power parts inside it
     (HELD_SCHEMA, per series); `points`: the demand points in (start, end] (`demand_points`);
-    `emission_factors`: tenant_id, kg_co2_per_kwh; `open_s`: per machine, the seconds at the end of
-    the period whose energy interval has not closed yet (not counted yet); `metered`: the machines whose
-    held power and points come from their energy meters' intervals (machine_kpis.meter_demand), said so
-    in the demand KPIs' details.
+    `emission_factors`: every version of the tenants' factors (FACTOR_SCHEMA; without `valid_from`,
+    one factor per tenant since forever); the parts carry the factor in force over each
+    (`kg_co2_per_kwh`, from `emission_factor_in_force`), else the tenant's factor since forever is
+    used for all of them. `open_s`: per machine, the seconds at the end of the period whose energy
+    interval has not closed yet (not counted yet). `metered`: the machines whose held power and points
+    come from their energy meters' intervals (machine_kpis.meter_demand), said so in the demand KPIs'
+    details.
     """
     open_s = open_s or {}
-    factors = dict(emission_factors.select("tenant_id", "kg_co2_per_kwh").iter_rows())
+    versions = with_valid_from(emission_factors).select(FACTOR_SCHEMA.keys()).cast(FACTOR_SCHEMA)
+    if "kg_co2_per_kwh" not in energy.columns:
+        since_ever = versions.filter(pl.col(VALID_FROM).is_null()).select("tenant_id", "kg_co2_per_kwh")
+        energy = energy.join(since_ever, on="tenant_id", how="left", maintain_order="left")
+    if "before_tariff" not in energy.columns:
+        energy = energy.with_columns(before_tariff=pl.lit(False))
+    factor_of = {
+        tenant: _FactorOf(True, first, only if n == 1 else None)
+        for tenant, first, only, n in versions.group_by("tenant_id")
+        .agg(pl.col(VALID_FROM).min(), pl.col("kg_co2_per_kwh").first(), pl.len())
+        .iter_rows()
+    }  # a tenant absent here has no factor at all
     booked = _booked_energy(energy)
     average = _average_demand(held)
     peaks = _interval_peak_demand(held, points, demand_interval_s, end) if demand_interval_s else _peak_demand(points)
     rows = []
     for machine_key in machines.select(MACHINE).unique().sort(MACHINE).iter_rows():
         machine = dict(zip(MACHINE, machine_key, strict=True))
-        factor = factors.get(machine["tenant_id"])
+        factor = factor_of.get(machine["tenant_id"], _FactorOf(False, None, None))
         rows += _consumption_rows(machine, start, end, booked.get(machine_key), open_s.get(machine_key, 0.0), factor)
         rows += _demand_rows(
             machine,
@@ -432,7 +547,9 @@ def energy_kpis(
 
 
 def _booked_energy(energy: pl.DataFrame) -> dict[tuple, dict]:
-    """Per machine: kWh, increments, resets, the kWh no tariff band prices, cost and kWh by band."""
+    """Per machine: kWh, increments, resets, the kWh no tariff band prices (and of those, the kWh
+    before the tenant's first tariff version), cost and kWh by band, the kWh without an emission
+    factor in force and kWh by factor (in the parts' order)."""
     return {
         (r["tenant_id"], r["factory_id"], r["machine_id"]): r
         for r in energy.group_by(*MACHINE)
@@ -442,8 +559,13 @@ def _booked_energy(energy: pl.DataFrame) -> dict[tuple, dict]:
             resets=pl.col("resets").sum(),
             unpriced=pl.col("kwh").filter(pl.col("price").is_null()).sum(),
             unpriced_parts=pl.col("price").is_null().sum(),
+            untariffed=pl.col("kwh").filter(pl.col("before_tariff")).sum(),
+            untariffed_parts=pl.col("before_tariff").sum(),
             cost=(pl.col("kwh") * pl.col("price")).sum(),
             by_band=pl.struct("band", "kwh").filter(pl.col("band").is_not_null()),
+            no_factor=pl.col("kwh").filter(pl.col("kg_co2_per_kwh").is_null()).sum(),
+            no_factor_parts=pl.col("kg_co2_per_kwh").is_null().sum(),
+            by_factor=pl.struct("kg_co2_per_kwh", "kwh").filter(pl.col("kg_co2_per_kwh").is_not_null()),
         )
         .iter_rows(named=True)
     }
@@ -506,8 +628,44 @@ def _interval_peak_demand(held: pl.DataFrame, points: pl.DataFrame, interval_s: 
     return out
 
 
+@dataclass(frozen=True)
+class _FactorOf:
+    """What a tenant's emission factors are, for the reason a carbon figure is NULL: none at all, or
+    none in force before `first` (its first version's valid_from); `only`: the factor of a tenant with
+    one version (shown in the details of a period without energy, as it always was)."""
+
+    any: bool
+    first: datetime | None
+    only: float | None
+
+
+def _carbon(kwh: float | None, e: dict | None, factor: _FactorOf, no_energy: str) -> tuple[float | None, str, dict]:
+    """carbon_kg: the sum over the factors in force of their kWh x the factor; a period wholly under
+    one factor is its kWh x that factor, one multiplication (the figure a single factor always gave).
+    NULL with the reason when some of the energy has no factor in force."""
+    if kwh is None or e is None:
+        return None, no_energy, {"kg_co2_per_kwh": factor.only}
+    if not factor.any:
+        return None, "no emission factor for the tenant", {"kg_co2_per_kwh": None}
+    if e["no_factor_parts"]:
+        return (
+            None,
+            f"{e['no_factor']:g} kWh of the period fall before the tenant's first emission factor "
+            f"(valid from {factor.first.isoformat() if factor.first else '?'})",
+            {"kg_co2_per_kwh": None},
+        )
+    by_factor: dict[float, float] = {}
+    for item in e["by_factor"]:
+        by_factor[item["kg_co2_per_kwh"]] = by_factor.get(item["kg_co2_per_kwh"], 0.0) + item["kwh"]
+    if len(by_factor) == 1:
+        (only,) = by_factor
+        return kwh * only, "", {"kg_co2_per_kwh": only}
+    carbon = sum(f * k for f, k in by_factor.items())
+    return carbon, "", {"kg_co2_per_kwh": None, "kwh_by_factor": {repr(f): k for f, k in by_factor.items()}}
+
+
 def _consumption_rows(
-    machine: dict, start: datetime, end: datetime, e: dict | None, still_open: float, factor: float | None
+    machine: dict, start: datetime, end: datetime, e: dict | None, still_open: float, factor: _FactorOf
 ) -> list[dict]:
     """energy_kwh, energy_cost and carbon_kg of one machine from its booked energy `e`."""
     open_details = {"open_s": still_open} if still_open > 0 else {}
@@ -515,6 +673,8 @@ def _consumption_rows(
     no_energy = ENERGY_OPEN if still_open > 0 else NO_ENERGY
     if e is None:
         cost, reason = None, no_energy
+    elif e["untariffed_parts"]:
+        cost, reason = None, f"{e['untariffed']:g} kWh of the period fall before the tenant's first tariff version"
     elif e["unpriced_parts"]:
         cost, reason = None, f"{e['unpriced']:g} kWh of the period fall outside every tariff band of the tenant"
     else:
@@ -522,8 +682,7 @@ def _consumption_rows(
     bands: dict[str, float] = {}
     for item in e["by_band"] if e else []:
         bands[item["band"]] = bands.get(item["band"], 0.0) + item["kwh"]
-    carbon = kwh * factor if kwh is not None and factor is not None else None
-    carbon_reason = no_energy if kwh is None else "no emission factor for the tenant"
+    carbon, carbon_reason, carbon_details = _carbon(kwh, e, factor, no_energy)
     return [
         kpi_row(
             machine,
@@ -536,7 +695,7 @@ def _consumption_rows(
             **open_details,
         ),
         kpi_row(machine, start, end, K.ENERGY_COST, cost, reason, kwh_by_band=bands),
-        kpi_row(machine, start, end, K.CARBON_KG, carbon, carbon_reason, kg_co2_per_kwh=factor),
+        kpi_row(machine, start, end, K.CARBON_KG, carbon, carbon_reason, **carbon_details),
     ]
 
 

@@ -107,7 +107,7 @@ CARBON_KG = Kpi(
     "carbon_kg",
     "kg CO2",
     "Carbon (kg CO₂e)",
-    "Energy times the tenant's emission factor.",
+    "Energy times the tenant's emission factor in force when it was used.",
     _NON_NEGATIVE,
     SUM,
 )

@@ -57,13 +57,16 @@ import polars as pl
 
 from analytics_platform.transforms import kpi_catalog as K
 from analytics_platform.transforms.energy_kpis import (
+    FACTOR_SCHEMA,
     KPI_SCHEMA,
     MACHINE,
     POINT_SCHEMA,
-    TARIFF_SCHEMA,
+    TARIFF_VERSION_SCHEMA,
+    VALID_FROM,
     band_edges,
     counter_intervals,
     demand_points,
+    emission_factor_in_force,
     energy_kpis,
     kpi_row,
     power_intervals,
@@ -71,6 +74,8 @@ from analytics_platform.transforms.energy_kpis import (
     segment_points,
     split_intervals,
     spread,
+    version_edges,
+    with_valid_from,
 )
 from analytics_platform.transforms.window_aggregates import TIME
 
@@ -145,12 +150,16 @@ WILDCARD = "*"
 
 @dataclass(frozen=True)
 class Plant:
-    """Plant metadata as stored: tenant '*' and factory/machine '*' rows are defaults."""
+    """Plant metadata as stored: tenant '*' and factory/machine '*' rows are defaults. A tenant's
+    emission factor is the versions in `emission_factors` (the database keeps them there), or the
+    `emission_factor_kg_per_kwh` of its row in `tenants` as the one version since forever (the flat
+    form, for a Plant built in code); a version since forever in `emission_factors` wins."""
 
     tenants: pl.DataFrame  # TENANT_SCHEMA
-    tariffs: pl.DataFrame  # TARIFF_SCHEMA (its timezone column is ignored: the tenant's applies)
+    tariffs: pl.DataFrame  # TARIFF_SCHEMA or TARIFF_VERSION_SCHEMA (its timezone is ignored: the tenant's applies)
     shifts: pl.DataFrame  # SHIFT_SCHEMA
     machines: pl.DataFrame  # MACHINE_META_SCHEMA
+    emission_factors: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FACTOR_SCHEMA))
 
 
 def _no_readings() -> pl.DataFrame:
@@ -213,9 +222,9 @@ def resolve_tenants(plant: Plant, tenant_ids: Sequence[str]) -> tuple[pl.DataFra
         zone = row["timezone"][0] or "UTC"
         band_source = tenant if tenant in with_bands else WILDCARD
         tariffs.append(
-            plant.tariffs.filter(pl.col("tenant_id") == band_source).with_columns(
-                tenant_id=pl.lit(tenant), timezone=pl.lit(zone)
-            )
+            with_valid_from(plant.tariffs)
+            .filter(pl.col("tenant_id") == band_source)
+            .with_columns(tenant_id=pl.lit(tenant), timezone=pl.lit(zone))
         )
         shift_source = tenant if tenant in with_shifts else WILDCARD
         shifts.append(plant.shifts.filter(pl.col("tenant_id") == shift_source).with_columns(tenant_id=pl.lit(tenant)))
@@ -225,7 +234,26 @@ def resolve_tenants(plant: Plant, tenant_ids: Sequence[str]) -> tuple[pl.DataFra
             return pl.DataFrame(schema=schema)
         return pl.concat([f.select(list(schema)).cast(schema) for f in frames])
 
-    return stack(tenants, TENANT_SCHEMA), stack(tariffs, TARIFF_SCHEMA), stack(shifts, SHIFT_SCHEMA)
+    return stack(tenants, TENANT_SCHEMA), stack(tariffs, TARIFF_VERSION_SCHEMA), stack(shifts, SHIFT_SCHEMA)
+
+
+def resolve_emission_factors(plant: Plant, tenant_ids: Sequence[str]) -> pl.DataFrame:
+    """Per tenant, every version of its emission factor (FACTOR_SCHEMA) from the same row its other
+    settings come from (its own, else tenant '*'): a tenant with its own row and no factor has none."""
+    own = set(plant.tenants["tenant_id"].to_list())
+    versions = with_valid_from(plant.emission_factors).select(FACTOR_SCHEMA.keys()).cast(FACTOR_SCHEMA)
+    flat = plant.tenants.filter(pl.col("emission_factor_kg_per_kwh").is_not_null()).select(
+        "tenant_id", pl.lit(None, TIME).alias(VALID_FROM), kg_co2_per_kwh="emission_factor_kg_per_kwh"
+    )
+    since_ever = set(versions.filter(pl.col(VALID_FROM).is_null())["tenant_id"].to_list())
+    every = pl.concat([flat.filter(~pl.col("tenant_id").is_in(since_ever)).cast(FACTOR_SCHEMA), versions])
+    out = [
+        every.filter(pl.col("tenant_id") == (tenant if tenant in own else WILDCARD)).with_columns(
+            tenant_id=pl.lit(tenant)
+        )
+        for tenant in sorted(set(tenant_ids))
+    ]
+    return pl.concat(out).sort("tenant_id", VALID_FROM, nulls_last=False) if out else every.clear()
 
 
 def resolve_machines(machines: pl.DataFrame, metadata: pl.DataFrame) -> pl.DataFrame:
@@ -462,10 +490,11 @@ def _edges(
     tariffs: pl.DataFrame,
     tenant_ids: Sequence[str],
     demand_interval_s: int = 0,
+    factors: pl.DataFrame | None = None,
 ) -> dict[str, list[datetime]]:
     """Per tenant, where intervals are cut: the range's ends, every UTC hour (so hourly and daily
-    runs cut alike), every demand interval's edge, every period boundary and every edge of the
-    tenant's tariff bands."""
+    runs cut alike), every demand interval's edge, every period boundary, every edge of the
+    tenant's tariff bands in force and every change of its tariff or emission factor version."""
     common = {start, end}
     for bounds in periods.select("period_start", "period_end").iter_rows():
         common.update(bounds)
@@ -481,7 +510,8 @@ def _edges(
                 common.add(at)
             at += step
     bands = band_edges(tariffs, start, end)
-    return {tenant: sorted(common | set(bands.get(tenant, ()))) for tenant in tenant_ids}
+    changes = version_edges(factors, start, end) if factors is not None else {}
+    return {tenant: sorted(common | set(bands.get(tenant, ())) | set(changes.get(tenant, ()))) for tenant in tenant_ids}
 
 
 def _per_tenant(
@@ -510,9 +540,16 @@ class Booked:
     metered: frozenset[tuple] = frozenset()  # machines whose demand comes from their energy meters
 
 
-def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, options: KpiOptions) -> Booked:
+def book(
+    inputs: KpiInputs,
+    periods: pl.DataFrame,
+    tariffs: pl.DataFrame,
+    options: KpiOptions,
+    factors: pl.DataFrame | None = None,
+) -> Booked:
     """Book the counters and power samples of `inputs` (prior, range and next readings) into the
-    segments of `periods` and the tariff bands (energy_kpis.py has the rules). Each frame comes sorted
+    segments of `periods`, the tariff bands and the tariff and emission factor versions (energy_kpis.py
+    has the rules; `factors`: FACTOR_SCHEMA, none = no factor for anyone). Each frame comes sorted
     by its keys and segment, so a period adds the same numbers in the same order on every run and
     whatever order the readings arrived in: float addition is not associative, and Polars' joins and
     group-bys give rows in no fixed order (day KPIs differed in their last bits from run to run)."""
@@ -525,7 +562,8 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
         ]
     )
     tenant_ids = sorted(set(known["tenant_id"].to_list()))
-    edges = _edges(start, end, periods, tariffs, tenant_ids, options.demand_interval_s)
+    factors = pl.DataFrame(schema=FACTOR_SCHEMA) if factors is None else factors
+    edges = _edges(start, end, periods, tariffs, tenant_ids, options.demand_interval_s, factors)
 
     counters = known.filter(pl.col("metric").is_in(COUNTERS))
     intervals = counter_intervals(counters, SERIES, options.max_interval_s)
@@ -540,12 +578,17 @@ def book(inputs: KpiInputs, periods: pl.DataFrame, tariffs: pl.DataFrame, option
         )
         .sort(*MACHINE, "metric", "seg_start")
     )
-    priced = price_increments(parts.filter(pl.col("metric") == ENERGY).with_columns(time="seg_start"), tariffs)
+    priced = emission_factor_in_force(
+        price_increments(parts.filter(pl.col("metric") == ENERGY).with_columns(time="seg_start"), tariffs), factors
+    )
     counted = pl.concat(
         [
             priced.drop("time"),
             parts.filter(pl.col("metric") != ENERGY).with_columns(
-                band=pl.lit(None, pl.String), price=pl.lit(None, pl.Float64)
+                band=pl.lit(None, pl.String),
+                price=pl.lit(None, pl.Float64),
+                before_tariff=pl.lit(None, pl.Boolean),
+                kg_co2_per_kwh=pl.lit(None, pl.Float64),
             ),
         ]
     )
@@ -816,7 +859,7 @@ class _Range:
     meta: dict[tuple, dict]
     segments: pl.DataFrame
     booked: Booked
-    factors: pl.DataFrame  # tenant_id, kg_co2_per_kwh
+    factors: pl.DataFrame  # FACTOR_SCHEMA: every version of the tenants' emission factors
     options: KpiOptions
 
 
@@ -941,16 +984,15 @@ def machine_kpis(
         return pl.DataFrame(schema=OUTPUT_SCHEMA)
     machine_frame = pl.DataFrame(machines, schema=list(MACHINE), orient="row")
     tenants, tariffs, shifts = resolve_tenants(plant, machine_frame["tenant_id"].unique().to_list())
+    factors = resolve_emission_factors(plant, tenants["tenant_id"].to_list())
     context = _Range(
         meta={
             r[:3]: {"ideal_cycle_time_s": r[3], "rated_power_kw": r[4]}
             for r in resolve_machines(machine_frame, plant.machines).iter_rows()
         },
         segments=timeline(inputs, tenants, shifts, options.gap_s),
-        booked=book(inputs, periods, tariffs, options),
-        factors=tenants.select("tenant_id", kg_co2_per_kwh="emission_factor_kg_per_kwh").filter(
-            pl.col("kg_co2_per_kwh").is_not_null()
-        ),
+        booked=book(inputs, periods, tariffs, options, factors),
+        factors=factors,
         options=options,
     )
     rows: list[dict] = []

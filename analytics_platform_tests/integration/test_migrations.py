@@ -31,6 +31,7 @@ TABLES = {
     "analytics_event_rollup",
     "plant_tenants",
     "plant_tariff_bands",
+    "plant_emission_factors",
     "plant_shifts",
     "machine_metadata",
     "analytics_baseline",
@@ -134,6 +135,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "26_pipeline_sees_writers",
         "27_agg_window_as_of",
         "28_agg_materialised_days",
+        "29_plant_versions",
     ]
 
 
@@ -171,6 +173,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "26_pipeline_sees_writers": "skipped",
         "27_agg_window_as_of": "skipped",
         "28_agg_materialised_days": "skipped",
+        "29_plant_versions": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):

@@ -76,9 +76,12 @@ def load_plant(database: DatabaseHandle) -> None:
     """The tenants' zones, the readings above and the KPI hours of every UTC day before ISSUE."""
     with database.connect() as conn:
         conn.execute(
-            "INSERT INTO analytics.plant_tenants (tenant_id, timezone, currency, emission_factor_kg_per_kwh) "
-            "VALUES ('t1', 'Asia/Bangkok', 'THB', 0.5), ('t2', 'UTC', 'USD', 0.3)"
+            "INSERT INTO analytics.plant_tenants (tenant_id, timezone, currency) "
+            "VALUES ('t1', 'Asia/Bangkok', 'THB'), ('t2', 'UTC', 'USD')"
         )
+        conn.execute(
+            "INSERT INTO analytics.plant_emission_factors (tenant_id, kg_per_kwh) VALUES ('t1', 0.5), ('t2', 0.3)"
+        )  # valid since forever
         with conn.cursor().copy(
             "COPY analytics.raw_sensor_readings (time, tenant_id, factory_id, machine_id, sensor_id, metric, value, "
             "schema_version, dedup_key, topic, kafka_partition, kafka_offset) FROM STDIN"

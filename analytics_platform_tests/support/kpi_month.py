@@ -72,9 +72,12 @@ def load_month(database: DatabaseHandle) -> None:
     """The plant metadata and readings above, then the KPI hours of every UTC day in COMPUTED."""
     with database.connect() as conn:
         conn.execute(
-            "INSERT INTO analytics.plant_tenants (tenant_id, timezone, currency, emission_factor_kg_per_kwh) "
-            "VALUES ('t1', 'Europe/Berlin', 'EUR', 0.5), ('t2', 'America/New_York', 'USD', 0.3)"
+            "INSERT INTO analytics.plant_tenants (tenant_id, timezone, currency) "
+            "VALUES ('t1', 'Europe/Berlin', 'EUR'), ('t2', 'America/New_York', 'USD')"
         )
+        conn.execute(
+            "INSERT INTO analytics.plant_emission_factors (tenant_id, kg_per_kwh) VALUES ('t1', 0.5), ('t2', 0.3)"
+        )  # valid since forever
         conn.execute(
             "INSERT INTO analytics.machine_metadata (tenant_id, factory_id, machine_id, ideal_cycle_time_s) "
             "VALUES ('t1', 'f1', 'm1', 1200)"

@@ -40,11 +40,14 @@ CLOSING_READINGS_CRON = "20 * * * *"  # UTC: the latest ended hour, once its clo
 plant_metadata = dg.AssetSpec(
     "plant_metadata",
     group_name=ENERGY_GROUP,
-    description="Tenants' timezone, currency, emission factor, time-of-use tariff and shifts; machines' ideal "
-    "cycle time: data, not code. Seeded from analytics_platform/config/plant.yaml (`analytics-platform plant "
-    "load`); after a change, re-materialise the KPI partitions it affects.",
+    description="Tenants' timezone, currency, emission factors and time-of-use tariffs (versions, each in force "
+    "from its valid_from) and shifts; machines' ideal cycle time: data, not code. Seeded from "
+    "analytics_platform/config/plant.yaml (`analytics-platform plant load`); after a change, re-materialise the "
+    "KPI partitions it affects (a past period keeps the versions that were in force then).",
     kinds={"postgres"},
-    metadata={"tables": "analytics.plant_tenants, plant_tariff_bands, plant_shifts, machine_metadata"},
+    metadata={
+        "tables": "analytics.plant_tenants, plant_emission_factors, plant_tariff_bands, plant_shifts, machine_metadata"
+    },
 )
 
 
