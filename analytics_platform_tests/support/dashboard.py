@@ -402,9 +402,13 @@ EXPECTED = Expected(
         ],
         "device-offline": ["device-offline:t1/f1/mc-01"],
         # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
-        # each part length-prefixed, then `n` (no event id)
-        "lab-out-of-spec": ["lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn"],
-        "sweep-out-of-spec": ["sweep-out-of-spec:t1/f1/mc-01/2:t1\x1f2:f1\x1f5:mc-01\x1f4:temp\x1f3:B-2\x1fn"],
+        # each part length-prefixed, then `n` (no event id); then the result's time
+        "lab-out-of-spec": [
+            "lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn@2025-08-20T03:06:00+00:00"
+        ],
+        "sweep-out-of-spec": [
+            "sweep-out-of-spec:t1/f1/mc-01/2:t1\x1f2:f1\x1f5:mc-01\x1f4:temp\x1f3:B-2\x1fn@2025-08-20T03:45:00+00:00"
+        ],
     },
     # right now (the real clock): mc-01 sent `online` and a reading LIVE_AGE before the build, mc-99 a reading
     # (it never sent a status); mc-02 has been silent since 2025-08-20 03:09 and never sent a status. Their
