@@ -204,7 +204,12 @@ def recompute_device(
     silence not yet ended has lasted.
     """
     silence = silence_rule(offline_after, now)
-    run = _recompute_device_range(conn, windows, start, end, lookback, silence)
+    run, events = _device_range(conn, windows, start, end, lookback, silence)
+    crossing = events.filter(
+        (pl.col("event_type") == device.OFFLINE_PERIOD)
+        & (pl.col("time") < start)
+        & pl.col("details").str.contains('"no_data":true', literal=True)
+    ).select(*device.MACHINE_KEY, "time")
     last = conn.execute(
         "SELECT max(bucket_start) FROM analytics.analytics_event_rollup WHERE event_type = %s AND window_s = 3600 "
         "AND bucket_start < %s AND bucket_start >= %s",
@@ -219,7 +224,34 @@ def recompute_device(
         _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
     for hour in _silenced_hours(conn, start - lookback, start, lookback, silence):
         _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
+    for hour in _unsilenced_hours(conn, start, lookback, crossing):
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
     return run
+
+
+def _unsilenced_hours(
+    conn: psycopg.Connection, start: datetime, lookback: timedelta, crossing: pl.DataFrame
+) -> list[datetime]:
+    """The hours before `start` that hold a stored silence reaching past `start` which the range's own
+    run no longer finds (`crossing`: the silences begun before `start` that it found): a late message
+    just after `start` broke it up (nothing from 10:55 to 11:07, then the 11:01 heartbeat lands). The
+    hour the silence began in, and those after it, counted it offline; only the late hour was re-run."""
+    stored = read_frame(
+        conn,
+        """SELECT tenant_id, factory_id, machine_id, time FROM analytics.analytics_event
+           WHERE domain = %s AND event_type = %s AND time < %s AND time >= %s
+             AND (end_time IS NULL OR end_time > %s) AND (details::jsonb->>'no_data')::boolean""",
+        (DeviceHealthContract.domain, device.OFFLINE_PERIOD, start, start - lookback, start),
+        {**{c: pl.String() for c in device.MACHINE_KEY}, "time": device.TIME},
+    )
+    gone = stored.join(crossing, on=[*device.MACHINE_KEY, "time"], how="anti")
+    hours: set[datetime] = set()
+    for began in gone["time"]:
+        hour = began.replace(minute=0, second=0, microsecond=0)
+        while hour < start:
+            hours.add(hour.astimezone(UTC))
+            hour += timedelta(hours=1)
+    return sorted(hours)
 
 
 def _silenced_hours(
@@ -373,6 +405,18 @@ def _recompute_device_range(
     silence: Silence,
 ) -> EventRun:
     """Status changes, offline periods, uptime and health-score rollups of [start, end) alone."""
+    return _device_range(conn, windows, start, end, lookback, silence)[0]
+
+
+def _device_range(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    lookback: timedelta,
+    silence: Silence,
+) -> tuple[EventRun, pl.DataFrame]:
+    """`_recompute_device_range`, and the events it wrote."""
     health, prior, next_up, next_seen = _device_inputs(conn, start, end, lookback)
     windows = rollup_windows(windows)
     # an hour in which no machine reported anything carries each machine's last status, as live
@@ -390,7 +434,8 @@ def _recompute_device_range(
         now=silence.now,
     )
     deleted = replace_events(conn, DeviceHealthContract.domain, result.events, result.rollups, windows, start, end)
-    return EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
+    run = EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
+    return run, result.events
 
 
 SPEC_QUALITY = {

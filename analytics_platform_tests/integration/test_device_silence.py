@@ -205,3 +205,29 @@ def test_a_reported_offline_status_then_silence_is_one_offline_period(database: 
     assert offline_periods(database) == [(H10 + 10 * MINUTE, None, None, {"open": True})]
     assert seconds(database, 3600)[10] == (600.0, 3000.0, 3000.0, round(100 / 6, 6))
     assert [c.observed_at for c in alerted(database, H10 + 3 * HOUR)] == [H10 + 10 * MINUTE]
+
+
+def test_a_late_message_that_breaks_a_silence_across_the_hour_recomputes_the_hour_before(
+    database: DatabaseHandle,
+) -> None:
+    # mc-01 sends every 5 min, but nothing came between 10:55 and 11:07 (12 min): hours 10 and 11 are
+    # computed at 11:30 with mc-01 offline 10:55-11:07. Then its agent delivers the heartbeat of 11:01 it
+    # had buffered: no silence was longer than 6 min. Only hour 11 received it and is recomputed; hour 10
+    # must lose its 5 min offline, and the offline period must go.
+    insert(database, [("mc-01", H10, "online")] + [("mc-01", H10 + 5 * i * MINUTE, None) for i in range(1, 12)])
+    insert(database, [("mc-01", H10 + HOUR + m * MINUTE, None) for m in (7, 10, 15, 20, 25)])
+    compute_hour(database, H10, now=H10 + 90 * MINUTE)
+    compute_hour(database, H10 + HOUR, now=H10 + 90 * MINUTE)
+    assert offline_periods(database) == [
+        (H10 + 55 * MINUTE, H10 + 67 * MINUTE, 720.0, {"open": False, "no_data": True})
+    ]
+    assert seconds(database, 3600)[10] == (3300.0, 300.0, 300.0, round(100 * 3300 / 3600, 6))
+
+    insert(database, [("mc-01", H10 + 61 * MINUTE, None)])  # the late heartbeat
+    compute_hour(database, H10 + HOUR, now=H10 + 96 * MINUTE)
+    assert offline_periods(database) == [
+        (H10 + 85 * MINUTE, None, None, {"open": True, "no_data": True})  # silent since 11:25, 11 min by now
+    ], "the silence a late message broke up stayed an offline period"
+    hours = seconds(database, 3600)
+    assert hours[10] == (3600.0, 0.0, 0.0, 100.0), "hour 10 kept the offline time of a silence that never was"
+    assert hours[11] == (1500.0, 2100.0, 2100.0, round(100 * 1500 / 3600, 6))
