@@ -265,10 +265,19 @@ def _silenced_hours(
     so a silence that every hour already counts costs this one query."""
     rows = conn.execute(
         """
-        WITH last AS (
-            SELECT DISTINCT ON (tenant_id, factory_id, machine_id) tenant_id, factory_id, machine_id, time AS seen
-            FROM analytics.raw_device_health WHERE time < %(at)s AND time >= %(horizon)s
-            ORDER BY tenant_id, factory_id, machine_id, time DESC
+        WITH machines AS (
+            -- the machines rolled up before `at`: only they have hours to refresh (and a known status)
+            SELECT DISTINCT tenant_id, factory_id, machine_id FROM analytics.analytics_event_rollup
+            WHERE event_type = %(type)s AND window_s = 3600 AND bucket_start >= %(since)s AND bucket_start < %(at)s
+        ), last AS (
+            -- each one's last message before `at`: one probe of the key index per machine, not a sort of
+            -- the look-back's messages
+            SELECT m.tenant_id, m.factory_id, m.machine_id, s.time AS seen FROM machines m
+            CROSS JOIN LATERAL (
+                SELECT r.time FROM analytics.raw_device_health r
+                WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
+                  AND r.time < %(at)s AND r.time >= %(horizon)s
+                ORDER BY r.time DESC LIMIT 1) s
         ), silent AS (
             SELECT l.* FROM last l
             WHERE coalesce((SELECT min(n.time) FROM analytics.raw_device_health n
