@@ -151,14 +151,20 @@ def _device_inputs(conn: psycopg.Connection, start: datetime, end: datetime, loo
         (device.OFFLINE, end, end + lookback),
         device.NEXT_UP_SCHEMA,
     )
-    # each machine's first message of any kind at or after the range: where a silence reaching past
-    # the range's end ends
+    # the first message of any kind at or after the range of each machine seen in it or before it:
+    # where a silence reaching past the range's end ends. One probe of the key index per machine: a
+    # backfilled hour has up to the look-back's week of messages after it, which a scan would sort.
+    machines = pl.concat([health.select(device.MACHINE_KEY), prior.select(device.MACHINE_KEY)]).unique()
     next_seen = read_frame(
         conn,
-        """SELECT DISTINCT ON (tenant_id, factory_id, machine_id) tenant_id, factory_id, machine_id, time
-           FROM analytics.raw_device_health WHERE time >= %s AND time < %s
-           ORDER BY tenant_id, factory_id, machine_id, time""",
-        (end, end + lookback),
+        """SELECT m.tenant_id, m.factory_id, m.machine_id, n.time
+           FROM unnest(%s::text[], %s::text[], %s::text[]) AS m(tenant_id, factory_id, machine_id)
+           CROSS JOIN LATERAL (
+               SELECT r.time FROM analytics.raw_device_health r
+               WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
+                 AND r.time >= %s AND r.time < %s
+               ORDER BY r.time LIMIT 1) n""",
+        (*(machines[c].to_list() for c in device.MACHINE_KEY), end, end + lookback),
         device.NEXT_SEEN_SCHEMA,
     )
     return health, prior, next_up, next_seen
