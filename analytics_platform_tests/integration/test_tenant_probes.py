@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from analytics_platform.alerts.model import Rule
+from analytics_platform.alerts.config import store_mutes
+from analytics_platform.alerts.model import Mute, Rule
 from analytics_platform.alerts.observe import devices_offline
 from analytics_platform.results.events import recompute_device
 from analytics_platform.results.kpis import recompute_kpis
 from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
+from analytics_platform_tests.support.alerts import HttpReceiver, MailReceiver, environ, tick
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 H10 = datetime(2025, 8, 20, 10, tzinfo=UTC)
@@ -100,3 +102,34 @@ def test_the_same_machine_ids_in_two_tenants_and_two_factories_keep_their_own_kp
     assert [(c.tenant_id, c.factory_id, c.machine_id, c.observed_at) for c in conditions] == [
         ("t2", "f1", "mc-01", H10 + 30 * MINUTE)
     ]
+
+
+def test_a_mute_of_one_tenant_s_machine_leaves_the_same_ids_in_another_tenant_notifying(
+    database: DatabaseHandle,
+) -> None:
+    # t1's mc-01 is in a maintenance window (a mute of t1/f1/mc-01); t2's mc-01 goes offline too: its
+    # alert must go out, t1's must be recorded as muted, and neither may be notified again next tick.
+    http, mail = HttpReceiver(), MailReceiver()
+    http.start()
+    mail.start()
+    try:
+        now = H10 + HOUR
+        insert_health(database, [(m, H10, "offline", None) for m in MACHINES[:2]])
+        with database.connect() as conn:
+            store_mutes(
+                conn,
+                [Mute(H10, H10 + 2 * HOUR, "maintenance", tenant_id="t1", factory_id="f1", machine_id="mc-01")],
+            )
+        rule = Rule("offline", "device_offline", params={"minutes": 10, "lookback_hours": 168}, channels=("hook",))
+        report = tick(database, now, environ(http, mail), [rule])
+        assert (report.opened, report.muted, report.sent) == (2, 1, 1)
+        assert [(b["tenant_id"], b["machine_id"]) for _, b in http.requests] == [("t2", "mc-01")]
+        report = tick(database, now + MINUTE, environ(http, mail), [rule])
+        assert (report.opened, report.queued, report.sent) == (0, 0, 0)
+        assert database.query("SELECT tenant_id, status FROM analytics.alert_log ORDER BY 1") == [
+            ("t1", "muted"),
+            ("t2", "sent"),
+        ]
+    finally:
+        http.stop()
+        mail.stop()
