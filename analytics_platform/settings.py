@@ -182,6 +182,12 @@ class PlatformSettings(BaseSettings):
     device_state_lookback_hours: int = Field(
         default=168, ge=1, description="How far back a machine's last status is looked for (uptime, offline periods)."
     )
+    device_offline_minutes: float = Field(
+        default=10,
+        gt=0,
+        description="A machine that sends nothing to device.health for more than this is offline from its last "
+        "message (uptime, offline periods), as the device_offline alert rule says; that rule's `minutes` default.",
+    )
 
     kpi_gap_s: int = Field(
         default=300, ge=1, description="A silence longer than this in a machine's readings counts as downtime."

@@ -209,7 +209,7 @@ def _rule(
         raise AlertConfigError(
             f"{at}: unknown param(s) {sorted(bad)} for kind {kind}; known: {sorted(RULE_PARAMS[kind])}"
         )
-    merged = {**RULE_PARAMS[kind], **params}
+    merged = {**RULE_PARAMS[kind], **_setting_defaults(kind), **params}
     if merged.get("severity", "warning") not in SEVERITIES:
         raise AlertConfigError(f"{at}: severity must be one of {list(SEVERITIES)}")
     for key, default in RULE_PARAMS[kind].items():
@@ -234,6 +234,14 @@ def _rule(
         enabled=bool(entry.get("enabled", True)),
         description=str(entry.get("description", "")),
     )
+
+
+def _setting_defaults(kind: str) -> dict[str, Any]:
+    """Defaults the settings own: a device_offline rule's minutes are DEVICE_OFFLINE_MINUTES, the
+    silence after which the uptime rollups count a machine offline, so alert and rollups agree."""
+    if kind == "device_offline":
+        return {"minutes": get_settings().device_offline_minutes}
+    return {}
 
 
 def _kind_params(

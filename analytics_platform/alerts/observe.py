@@ -316,8 +316,11 @@ def _failed_events(
     condition: Callable[[dict, object], tuple[str, dict]],
 ) -> Observation:
     """One condition per failed `event_type` event in the last `lookback_hours`, keyed by the
-    event's key (so the live judge's row and the asset's rewrite of it are one condition);
-    `condition(details, value)` gives its summary and the details beside the limits."""
+    event's key and time, the event's identity (so the live judge's row and the asset's rewrite of
+    it are one condition); `condition(details, value)` gives its summary and the details beside the
+    limits. The key alone is the sender's scope and id, which batches without a batch or event id
+    share (every batch of a machine's metric), as do batch ids a line restarts each shift: keyed by
+    it alone, a second failed batch joined the first one's open condition and was never notified."""
     since = now - timedelta(hours=float(rule.params["lookback_hours"]))
     tenant, args = _tenant_clause(rule)
     rows = conn.execute(
@@ -333,7 +336,7 @@ def _failed_events(
         summary, extra = condition(d, value)
         conditions.append(
             Condition(
-                fingerprint=f"{rule.name}:{ids(t, f, machine, key)}",
+                fingerprint=f"{rule.name}:{ids(t, f, machine, key)}@{ts.astimezone(UTC).isoformat()}",
                 severity=str(rule.params["severity"]),
                 summary=summary,
                 tenant_id=t,

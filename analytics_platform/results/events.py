@@ -19,6 +19,7 @@ from analytics_platform.contracts.lab import LabContract
 from analytics_platform.contracts.sweep import SweepContract
 from analytics_platform.ingest.store import copy_rows
 from analytics_platform.results.frames import lock_results, read_frame
+from analytics_platform.settings import get_settings
 from analytics_platform.transforms import device_health as device
 from analytics_platform.transforms.event_rollups import (
     EVENT_COLUMNS,
@@ -133,10 +134,13 @@ def _device_inputs(conn: psycopg.Connection, start: datetime, end: datetime, loo
                                                     AND o.machine_id = l.machine_id AND o.status <> l.status
                                                     AND o.time < l.time AND o.time >= %(horizon)s),
                                                  %(horizon)s - interval '1 microsecond')),
-                        l.time) AS since
+                        l.time) AS since,
+               (SELECT max(s.time) FROM analytics.raw_device_health s
+                WHERE s.tenant_id = l.tenant_id AND s.factory_id = l.factory_id AND s.machine_id = l.machine_id
+                  AND s.time < %(start)s AND s.time >= l.time) AS last_seen
         FROM last l""",
         {"start": start, "horizon": start - lookback},
-        device.PRIOR_SCHEMA,
+        {**device.PRIOR_SCHEMA, device.LAST_SEEN: device.TIME},
     )
     next_up = read_frame(
         conn,
@@ -147,7 +151,42 @@ def _device_inputs(conn: psycopg.Connection, start: datetime, end: datetime, loo
         (device.OFFLINE, end, end + lookback),
         device.NEXT_UP_SCHEMA,
     )
-    return health, prior, next_up
+    # the first message of any kind at or after the range of each machine seen in it or before it:
+    # where a silence reaching past the range's end ends. One probe of the key index per machine: a
+    # backfilled hour has up to the look-back's week of messages after it, which a scan would sort.
+    machines = pl.concat([health.select(device.MACHINE_KEY), prior.select(device.MACHINE_KEY)]).unique()
+    next_seen = read_frame(
+        conn,
+        """SELECT m.tenant_id, m.factory_id, m.machine_id, n.time
+           FROM unnest(%s::text[], %s::text[], %s::text[]) AS m(tenant_id, factory_id, machine_id)
+           CROSS JOIN LATERAL (
+               SELECT r.time FROM analytics.raw_device_health r
+               WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
+                 AND r.time >= %s AND r.time < %s
+               ORDER BY r.time LIMIT 1) n""",
+        (*(machines[c].to_list() for c in device.MACHINE_KEY), end, end + lookback),
+        device.NEXT_SEEN_SCHEMA,
+    )
+    return health, prior, next_up, next_seen
+
+
+@dataclass(frozen=True)
+class Silence:
+    """How long a machine may send nothing before it is offline from its last message (the
+    `device_offline` alert's minutes, DEVICE_OFFLINE_MINUTES), and the clock that tells how long a
+    silence still going on has lasted."""
+
+    offline_after: timedelta
+    now: datetime
+
+
+def silence_rule(offline_after: timedelta | None = None, now: datetime | None = None) -> Silence:
+    """The settings' DEVICE_OFFLINE_MINUTES and the clock, unless given."""
+    minutes = get_settings().device_offline_minutes
+    return Silence(
+        timedelta(minutes=minutes) if offline_after is None else offline_after,
+        datetime.now(UTC) if now is None else now,
+    )
 
 
 def recompute_device(
@@ -157,24 +196,127 @@ def recompute_device(
     end: datetime,
     *,
     lookback: timedelta,
+    offline_after: timedelta | None = None,
+    now: datetime | None = None,
 ) -> EventRun:
     """Status changes, offline periods, uptime and health-score rollups of [start, end), and of the
-    rolled-up hours after it that carried a status from it (`_carried_hours`).
+    rolled-up hours after it that carried a status from it (`_carried_hours`), and before it that a
+    silence reaching into it makes offline (`_silenced_hours`).
 
     Uptime runs to `end`, not to now: a status holds until the next message, so a running hour
     shows the current status carried to its end and, once over, equals what a backfill computes.
+    A machine silent for more than `offline_after` (DEVICE_OFFLINE_MINUTES by default) is offline
+    from its last message, as the `device_offline` alert says; `now` (the clock) tells how long a
+    silence not yet ended has lasted.
     """
-    run = _recompute_device_range(conn, windows, start, end, lookback)
+    silence = silence_rule(offline_after, now)
+    run, events = _device_range(conn, windows, start, end, lookback, silence)
+    crossing = events.filter(
+        (pl.col("event_type") == device.OFFLINE_PERIOD)
+        & (pl.col("time") < start)
+        & pl.col("details").str.contains('"no_data":true', literal=True)
+    ).select(*device.MACHINE_KEY, "time")
     last = conn.execute(
         "SELECT max(bucket_start) FROM analytics.analytics_event_rollup WHERE event_type = %s AND window_s = 3600 "
         "AND bucket_start < %s AND bucket_start >= %s",
         (device.DEVICE_HEALTH, start, start - lookback),
     ).fetchone()[0]
     if last is not None:
-        _add(run, fill_silent_hours(conn, windows, last + timedelta(hours=1), start, lookback=lookback, now=start))
+        filled = fill_silent_hours(
+            conn, windows, last + timedelta(hours=1), start, lookback=lookback, now=start, silence=silence
+        )
+        _add(run, filled)
     for hour in _carried_hours(conn, start, end, lookback):
-        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback))
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
+    for hour in _silenced_hours(conn, start - lookback, start, lookback, silence):
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
+    for hour in _unsilenced_hours(conn, start, lookback, crossing):
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
     return run
+
+
+def _unsilenced_hours(
+    conn: psycopg.Connection, start: datetime, lookback: timedelta, crossing: pl.DataFrame
+) -> list[datetime]:
+    """The hours before `start` that hold a stored silence reaching past `start` which the range's own
+    run no longer finds (`crossing`: the silences begun before `start` that it found): a late message
+    just after `start` broke it up (nothing from 10:55 to 11:07, then the 11:01 heartbeat lands). The
+    hour the silence began in, and those after it, counted it offline; only the late hour was re-run."""
+    stored = read_frame(
+        conn,
+        """SELECT tenant_id, factory_id, machine_id, time FROM analytics.analytics_event
+           WHERE domain = %s AND event_type = %s AND time < %s AND time >= %s
+             AND (end_time IS NULL OR end_time > %s) AND (details::jsonb->>'no_data')::boolean""",
+        (DeviceHealthContract.domain, device.OFFLINE_PERIOD, start, start - lookback, start),
+        {**{c: pl.String() for c in device.MACHINE_KEY}, "time": device.TIME},
+    )
+    gone = stored.join(crossing, on=[*device.MACHINE_KEY, "time"], how="anti")
+    hours: set[datetime] = set()
+    for began in gone["time"]:
+        hour = began.replace(minute=0, second=0, microsecond=0)
+        while hour < start:
+            hours.add(hour.astimezone(UTC))
+            hour += timedelta(hours=1)
+    return sorted(hours)
+
+
+def _silenced_hours(
+    conn: psycopg.Connection, since: datetime, at: datetime, lookback: timedelta, silence: Silence
+) -> list[datetime]:
+    """The rolled-up hours of [since, at) that a machine's silence reaching `at` covers but which do
+    not count it offline yet: computed before the silence had lasted `offline_after` (an hour rolled
+    up at 10:58 with the machine's last message at 10:55), they held its status to their end.
+
+    Only hours are recomputed whose stored offline seconds fall short of the silence's share of them,
+    so a silence that every hour already counts costs this one query."""
+    rows = conn.execute(
+        """
+        WITH machines AS (
+            -- the machines rolled up before `at`: only they have hours to refresh (and a known status)
+            SELECT DISTINCT tenant_id, factory_id, machine_id FROM analytics.analytics_event_rollup
+            WHERE event_type = %(type)s AND window_s = 3600 AND bucket_start >= %(since)s AND bucket_start < %(at)s
+        ), last AS (
+            -- each one's last message before `at`: one probe of the key index per machine, not a sort of
+            -- the look-back's messages
+            SELECT m.tenant_id, m.factory_id, m.machine_id, s.time AS seen FROM machines m
+            CROSS JOIN LATERAL (
+                SELECT r.time FROM analytics.raw_device_health r
+                WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
+                  AND r.time < %(at)s AND r.time >= %(horizon)s
+                ORDER BY r.time DESC LIMIT 1) s
+        ), silent AS (
+            SELECT l.* FROM last l
+            WHERE coalesce((SELECT min(n.time) FROM analytics.raw_device_health n
+                            WHERE n.tenant_id = l.tenant_id AND n.factory_id = l.factory_id
+                              AND n.machine_id = l.machine_id AND n.time >= %(at)s AND n.time < %(reach)s),
+                           %(now)s) - l.seen > %(after)s
+              -- a silence counts from a known status other than offline (offline already counts)
+              AND (SELECT s.status FROM analytics.raw_device_health s
+                   WHERE s.tenant_id = l.tenant_id AND s.factory_id = l.factory_id AND s.machine_id = l.machine_id
+                     AND s.status IS NOT NULL AND s.time <= l.seen AND s.time >= %(horizon)s
+                   ORDER BY s.time DESC, s.status DESC LIMIT 1) <> %(offline)s
+        )
+        SELECT DISTINCT r.bucket_start FROM silent g
+        JOIN analytics.analytics_event_rollup r
+          ON r.event_type = %(type)s AND r.window_s = 3600 AND r.tenant_id = g.tenant_id
+         AND r.factory_id = g.factory_id AND r.machine_id = g.machine_id
+         AND r.bucket_start >= greatest(%(since)s, date_bin('1 hour', g.seen, timestamptz '2000-01-01'))
+         AND r.bucket_start < %(at)s
+        WHERE coalesce((r.details::jsonb->>'offline_s')::float8, 0) + 1e-6
+              < extract(epoch FROM r.bucket_start + interval '1 hour' - greatest(r.bucket_start, g.seen))
+        ORDER BY 1""",
+        {
+            "at": at,
+            "since": since,
+            "horizon": at - lookback,
+            "reach": at + lookback,
+            "now": silence.now,
+            "after": silence.offline_after,
+            "offline": device.OFFLINE,
+            "type": device.DEVICE_HEALTH,
+        },
+    ).fetchall()
+    return [r[0].astimezone(UTC) for r in rows]  # in UTC whatever the session's TimeZone
 
 
 def _add(run: EventRun, more: EventRun) -> None:
@@ -190,6 +332,7 @@ def fill_silent_hours(
     *,
     lookback: timedelta,
     now: datetime,
+    silence: Silence | None = None,
 ) -> EventRun:
     """Roll up the hours of [start, end) that ended by `now` and were never rolled up although a
     machine had a status before them (within `lookback`): hours in which nobody sent anything.
@@ -198,7 +341,9 @@ def fill_silent_hours(
     before the whole site fell silent would have the rest of its day missing from its uptime. A
     status holds until the next one, so those hours carry each machine's last state, as an hour
     with messages from other machines carries it. Hours that have not ended are left to come:
-    their state is not known yet."""
+    their state is not known yet. `silence` judges the machines silent meanwhile (the settings' and
+    the clock's by default)."""
+    silence = silence or silence_rule()
     run = EventRun(DeviceHealthContract.domain, 0, 0, 0, 0)
     if end <= start:
         return run
@@ -220,7 +365,7 @@ def fill_silent_hours(
     ).fetchall()
     for (hour,) in hours:
         hour = hour.astimezone(UTC)  # in UTC whatever the session's TimeZone (see _carried_hours)
-        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback))
+        _add(run, _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence))
     return run
 
 
@@ -267,16 +412,45 @@ def _carried_hours(conn: psycopg.Connection, start: datetime, end: datetime, loo
 
 
 def _recompute_device_range(
-    conn: psycopg.Connection, windows: Sequence[int], start: datetime, end: datetime, lookback: timedelta
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    lookback: timedelta,
+    silence: Silence,
 ) -> EventRun:
     """Status changes, offline periods, uptime and health-score rollups of [start, end) alone."""
-    health, prior, next_up = _device_inputs(conn, start, end, lookback)
+    return _device_range(conn, windows, start, end, lookback, silence)[0]
+
+
+def _device_range(
+    conn: psycopg.Connection,
+    windows: Sequence[int],
+    start: datetime,
+    end: datetime,
+    lookback: timedelta,
+    silence: Silence,
+) -> tuple[EventRun, pl.DataFrame]:
+    """`_recompute_device_range`, and the events it wrote."""
+    health, prior, next_up, next_seen = _device_inputs(conn, start, end, lookback)
     windows = rollup_windows(windows)
     # an hour in which no machine reported anything carries each machine's last status, as live
     # processing now rolls such hours up too (fill_silent_hours)
-    result = device.device_health(health, prior, next_up, start=start, end=end, until=end, windows=windows)
+    result = device.device_health(
+        health,
+        prior,
+        next_up,
+        start=start,
+        end=end,
+        until=end,
+        windows=windows,
+        next_seen=next_seen,
+        offline_after=silence.offline_after,
+        now=silence.now,
+    )
     deleted = replace_events(conn, DeviceHealthContract.domain, result.events, result.rollups, windows, start, end)
-    return EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
+    run = EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
+    return run, result.events
 
 
 SPEC_QUALITY = {
@@ -327,12 +501,19 @@ def recompute_days(
     windows: Sequence[int],
     lookback: timedelta,
     now: datetime | None = None,
+    offline_after: timedelta | None = None,
 ) -> EventRun:
     """Day rollups of [start, end) (whole days) from the hourly rollups of `domains`; with the device
     domain, its silent hours that have ended by `now` (the clock by default) are rolled up first
-    (`fill_silent_hours`), so a day's uptime counts the hours after a site fell silent."""
+    (`fill_silent_hours`), so a day's uptime counts the hours after a site fell silent, and the hours
+    rolled up before a machine's silence had lasted `offline_after` are recomputed (`_silenced_hours`)."""
     if DeviceHealthContract.domain in domains:
-        fill_silent_hours(conn, windows, start, end, lookback=lookback, now=now or datetime.now(UTC))
+        silence = silence_rule(offline_after, now)
+        fill_silent_hours(conn, windows, start, end, lookback=lookback, now=silence.now, silence=silence)
+        at = min(end, silence.now.replace(minute=0, second=0, microsecond=0))
+        if at > start:
+            for hour in _silenced_hours(conn, start, at, lookback, silence):
+                _recompute_device_range(conn, windows, hour, hour + timedelta(hours=1), lookback, silence)
     types = [t for d in domains for t in EVENT_TYPES[d]]
     hourly = read_frame(
         conn,

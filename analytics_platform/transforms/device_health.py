@@ -12,13 +12,20 @@ fault, starting, stopping) is down. Time before a machine's first known status i
 and counts for neither. Time after `until` (<= the hour's end) is not observed either; the
 platform passes the hour's end, so a running hour shows the current status carried to its end
 and needs no extra run after the hour to match what a later backfill computes.
+
+Silence is an outage too (docs/architecture.md, "Silence is an outage"): a machine that sent nothing at all (no
+status, score or run state) for more than `offline_after` is offline from its last message until
+its next one, as the `device_offline` alert reports it ("offline since" its last message, "no data
+received"). A silence is known once it has lasted that long by `now`, or once the next message
+shows how long it lasted; until then the status holds, as before. Such a silence is its own
+offline period (details `no_data`), beside the ones the machine reported itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -38,6 +45,7 @@ from analytics_platform.transforms.window_aggregates import TIME, bucket_expr
 UP = ("online", "degraded")
 PLANNED = ("maintenance",)
 OFFLINE = "offline"
+SILENT = "no_data"  # the timeline's state while a machine is silent for more than `offline_after`
 DOMAIN = DeviceHealthContract.domain
 STATUS_CHANGE = "status_change"
 OFFLINE_PERIOD = "offline_period"
@@ -56,6 +64,10 @@ PRIOR_SCHEMA: dict[str, pl.DataType] = {
     "since": TIME,  # when the current run of `status` began
 }
 NEXT_UP_SCHEMA: dict[str, pl.DataType] = {**{c: pl.String() for c in MACHINE_KEY}, "next_up": TIME}
+# each machine's last message of any kind before the range (`last_seen`, beside PRIOR_SCHEMA's
+# columns) and first one at or after its end (`next_seen`): the ends of the silences that cross them
+LAST_SEEN = "last_seen"
+NEXT_SEEN_SCHEMA: dict[str, pl.DataType] = {**{c: pl.String() for c in MACHINE_KEY}, "next_seen": TIME}
 
 
 @dataclass
@@ -133,6 +145,95 @@ def _offline_periods(timeline: pl.DataFrame, next_up: pl.DataFrame) -> pl.DataFr
     )
 
 
+def _silences(
+    timeline: pl.DataFrame,
+    health: pl.DataFrame,
+    prior: pl.DataFrame,
+    next_seen: pl.DataFrame,
+    *,
+    start: datetime,
+    end: datetime,
+    offline_after: timedelta,
+    now: datetime,
+) -> pl.DataFrame:
+    """The silences of more than `offline_after` that overlap [start, end): per machine, its last
+    message before each (`time`), the next message (`end_time`, null while none has come) and the
+    status that held (a silence before the first status, or of a machine already offline, is none)."""
+    messages = (
+        pl.concat(
+            [
+                health.select(*MACHINE_KEY, "time"),
+                prior.filter(pl.col(LAST_SEEN).is_not_null()).select(*MACHINE_KEY, time=LAST_SEEN),
+                next_seen.select(*MACHINE_KEY, time="next_seen"),
+            ]
+        )
+        .unique()
+        .sort(*MACHINE_KEY, "time")
+        .with_columns(end_time=pl.col("time").shift(-1).over(MACHINE_KEY))
+    )
+    known_until = pl.coalesce("end_time", pl.lit(now, TIME))
+    gaps = messages.filter(
+        (known_until - pl.col("time") > offline_after)
+        & (pl.col("time") < end)
+        & (pl.col("end_time").is_null() | (pl.col("end_time") > start))
+    )
+    # the status each silence began in: the last row at or before its start (the prior one, carried
+    # at `start`, stands for every time before the range)
+    statuses = (
+        timeline.with_columns(time=pl.when("prior").then(pl.lit(_EPOCH, TIME)).otherwise("time"))
+        .unique([*MACHINE_KEY, "time"], keep="last", maintain_order=True)
+        .select(*MACHINE_KEY, "time", "status", "level")
+        .sort("time")
+    )
+    # both sides are sorted by time (within each machine too), which Polars cannot check with `by`
+    held = gaps.sort("time").join_asof(
+        statuses, on="time", by=list(MACHINE_KEY), strategy="backward", check_sortedness=False
+    )
+    return held.filter(pl.col("status").is_not_null() & (pl.col("status") != OFFLINE))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _with_silences(timeline: pl.DataFrame, silences: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """The timeline with each silence as a SILENT state from its start (or `start`) to the next
+    message, where the status that held before it resumes (that message's own status, if it has
+    one, follows at the same instant)."""
+    order = [*MACHINE_KEY, "time", "order", "status"]
+    real = timeline.select(*MACHINE_KEY, "time", "status", "level", order=pl.when("prior").then(0).otherwise(2))
+    silent = silences.select(
+        *MACHINE_KEY,
+        time=pl.max_horizontal("time", pl.lit(start, TIME)),
+        status=pl.lit(SILENT),
+        level="level",
+        order=pl.lit(3),
+    )
+    resumed = silences.filter(pl.col("end_time") < end).select(
+        *MACHINE_KEY, time="end_time", status="status", level="level", order=pl.lit(1)
+    )
+    frames = [f.cast({"order": pl.Int32}) for f in (real, silent, resumed)]
+    return pl.concat(frames).sort(order)
+
+
+def _silent_periods(silences: pl.DataFrame) -> pl.DataFrame:
+    """Each silence as an offline period, from the machine's last message to its next one (open
+    while none has come): what the `device_offline` alert reports as the outage."""
+    return silences.select(
+        "time",
+        *MACHINE_KEY,
+        event_type=pl.lit(OFFLINE_PERIOD),
+        event_key=pl.lit(""),
+        domain=pl.lit(DOMAIN),
+        level=pl.lit("critical"),  # nobody reported a level; the alert calls an offline machine critical
+        value=pl.lit(None, pl.Float64),
+        passed=pl.lit(None, pl.Boolean),
+        end_time="end_time",
+        duration_s=(pl.col("end_time") - pl.col("time")).dt.total_microseconds() / 1e6,
+        details=pl.struct(open=pl.col("end_time").is_null(), no_data=pl.lit(True)).struct.json_encode(),
+        subject=pl.lit(""),
+    )
+
+
 def _state_seconds(timeline: pl.DataFrame, window_s: int, until: datetime) -> pl.DataFrame:
     """Seconds spent up / down / in maintenance / offline per machine and bucket."""
     segments = timeline.with_columns(
@@ -159,7 +260,7 @@ def _state_seconds(timeline: pl.DataFrame, window_s: int, until: datetime) -> pl
         up_s=pl.col("seconds").filter(pl.col("status").is_in(UP)).sum(),
         down_s=pl.col("seconds").filter(~pl.col("status").is_in([*UP, *PLANNED])).sum(),
         maintenance_s=pl.col("seconds").filter(pl.col("status").is_in(PLANNED)).sum(),
-        offline_s=pl.col("seconds").filter(pl.col("status") == OFFLINE).sum(),
+        offline_s=pl.col("seconds").filter(pl.col("status").is_in([OFFLINE, SILENT])).sum(),
     )
 
 
@@ -209,18 +310,40 @@ def device_health(
     end: datetime,
     until: datetime,
     windows: Sequence[int],
+    next_seen: pl.DataFrame | None = None,
+    offline_after: timedelta | None = None,
+    now: datetime | None = None,
 ) -> DeviceHealthResult:
     """Events and rollups of the hour(s) [start, end) from the health rows in that range.
 
-    `prior` (PRIOR_SCHEMA) is each machine's status just before `start`; `next_up`
-    (NEXT_UP_SCHEMA) the first non-offline status at or after `end`; `until` <= end the horizon.
+    `prior` (PRIOR_SCHEMA) is each machine's status just before `start`, with its last message of
+    any kind (`last_seen`) for silences; `next_up` (NEXT_UP_SCHEMA) the first non-offline status at
+    or after `end`; `until` <= end the horizon. With `offline_after`, a silence longer than it (known
+    from `next_seen`, NEXT_SEEN_SCHEMA, or by `now`) is offline; without it, silence is not judged.
     """
     health = health.select(HEALTH_SCHEMA.keys()).cast(HEALTH_SCHEMA)
+    if LAST_SEEN not in prior.columns:
+        prior = prior.with_columns(pl.lit(None, TIME).alias(LAST_SEEN))
     until = min(until, end)
-    timeline = _timeline(health, prior.cast(PRIOR_SCHEMA), start)
+    timeline = _timeline(health, prior.select(*PRIOR_SCHEMA).cast(PRIOR_SCHEMA), start)
     changes = _status_changes(timeline)
     periods = _offline_periods(timeline, next_up.cast(NEXT_UP_SCHEMA))
-    events = pl.concat([as_events(changes), as_events(periods)])
+    events = [as_events(changes), as_events(periods)]
+    if offline_after is not None:
+        seen = pl.DataFrame(schema=NEXT_SEEN_SCHEMA) if next_seen is None else next_seen.cast(NEXT_SEEN_SCHEMA)
+        silences = _silences(
+            timeline,
+            health,
+            prior.select(*MACHINE_KEY, LAST_SEEN).cast({LAST_SEEN: TIME}),
+            seen,
+            start=start,
+            end=end,
+            offline_after=offline_after,
+            now=datetime.now(UTC) if now is None else now,
+        )
+        events.append(as_events(_silent_periods(silences)))
+        timeline = _with_silences(timeline, silences, start, end)
+    events = pl.concat(events)
     health_rows = [_health_rollup(health, timeline, w, until) for w in windows]
     counted = rollup_events(events, windows, start, end)
     rollups = pl.concat([as_rollups(counted), *map(as_rollups, health_rows)])

@@ -184,29 +184,34 @@ def test_device_health_transitions_offline_periods_uptime_and_day(
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
 
     events = [(r[1], r[6], r[7], r[10], r[11], json.loads(r[12])) for r in database.query(EVENT_ROWS)]
+    # nothing at all came between the score at 03:50 and the offline status at 04:30: silent for more than
+    # DEVICE_OFFLINE_MINUTES (10), offline from its last message, as the device_offline alert reports it
+    silent = {"open": False, "no_data": True}
     assert events == [
         ("offline_period", at("2025-08-20T03:20:00"), "critical", at("2025-08-20T03:40:00"), 1200.0, {"open": False}),
+        ("offline_period", at("2025-08-20T03:50:00"), "critical", at("2025-08-20T04:30:00"), 2400.0, silent),
         ("offline_period", at("2025-08-20T04:30:00"), "critical", None, None, {"open": True}),
         ("status_change", at("2025-08-20T03:20:00"), "critical", None, None, {"from": "online", "to": "offline"}),
         ("status_change", at("2025-08-20T03:40:00"), "ok", None, None, {"from": "offline", "to": "online"}),
         ("status_change", at("2025-08-20T04:30:00"), "critical", None, None, {"from": "online", "to": "offline"}),
     ]
     hourly = rollup(database, "device_health", 3600)
-    # 03:00: unobserved until 03:10; up 03:10-03:20 + 03:40-04:00 = 1800 s, down 1200 s -> 60 %
+    # 03:00: unobserved until 03:10; up 03:10-03:20 + 03:40-03:50 = 1200 s, offline 03:20-03:40 and (silent)
+    # 03:50-04:00 = 1800 s -> 40 %
     h3 = hourly[at("2025-08-20T03:00:00")]
-    assert h3[0] == 5 and h3[5] == 60.0
-    assert h3[6]["up_s"] == 1800.0 and h3[6]["down_s"] == 1200.0 and h3[6]["offline_s"] == 1200.0
+    assert h3[0] == 5 and h3[5] == 40.0
+    assert h3[6]["up_s"] == 1200.0 and h3[6]["down_s"] == 1800.0 and h3[6]["offline_s"] == 1800.0
     assert (h3[6]["health_n"], h3[6]["health_min"], h3[6]["health_max"]) == (2, 0.8, 0.9)
     assert h3[6]["health_avg"] == pytest.approx(0.85) and h3[6]["health_stddev"] == pytest.approx(0.0707107, abs=1e-6)
-    # 04:00: online (from before) until 04:30, then offline -> 50 %
+    # 04:00: silent until 04:30, then offline -> 0 %
     h4 = hourly[at("2025-08-20T04:00:00")]
-    assert (h4[0], h4[5], h4[6]["up_s"], h4[6]["down_s"]) == (1, 50.0, 1800.0, 1800.0)
-    # day: up 3600 s, down 3000 s in hours 3 and 4, and offline from 04:30 on: nothing came after it, so
-    # hours 5-23 carry that status (19 x 3600 s down) -> 3600 / 75000 = 4.8 %; counts are the sums of the hours
+    assert (h4[0], h4[5], h4[6]["up_s"], h4[6]["down_s"]) == (1, 0.0, 0.0, 3600.0)
+    # day: up 1200 s, down 5400 s in hours 3 and 4, and offline from 04:30 on: nothing came after it, so
+    # hours 5-23 carry that status (19 x 3600 s down) -> 1200 / 75000 = 1.6 %; counts are the sums of the hours
     day = rollup(database, "device_health", 86400)[at("2025-08-20T00:00:00")]
-    assert (day[0], day[5], day[6]["up_s"], day[6]["down_s"], day[6]["health_n"]) == (6, 4.8, 3600.0, 71400.0, 2)
+    assert (day[0], day[5], day[6]["up_s"], day[6]["down_s"], day[6]["health_n"]) == (6, 1.6, 1200.0, 73800.0, 2)
     assert rollup(database, "status_change", 86400)[at("2025-08-20T00:00:00")][0] == 3
-    assert rollup(database, "offline_period", 86400)[at("2025-08-20T00:00:00")][0] == 2
+    assert rollup(database, "offline_period", 86400)[at("2025-08-20T00:00:00")][0] == 3
     assert sorted(rollup(database, "status_change", 60)) == [
         at("2025-08-20T03:20:00"),
         at("2025-08-20T03:40:00"),
@@ -334,7 +339,8 @@ def test_live_processing_equals_a_backfill_of_the_same_range(
     process_live()
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
     live = results(database)
-    assert len(live["agg"]) == 12 and len(live["events"]) == 11 and len(live["rollups"]) > 20
+    # events: 3 status changes, 3 offline periods (one of them HEALTH's silence 03:50-04:30), 2 sweeps, 4 lab results
+    assert len(live["agg"]) == 12 and len(live["events"]) == 12 and len(live["rollups"]) > 20
 
     with database.connect() as conn:
         conn.execute("TRUNCATE analytics.analytics_agg, analytics.analytics_event, analytics.analytics_event_rollup")

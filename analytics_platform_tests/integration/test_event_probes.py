@@ -13,7 +13,9 @@ from analytics_platform_tests.support.stack import DatabaseHandle
 
 H10 = datetime(2025, 8, 20, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 LOOKBACK = timedelta(hours=168)
+ON_CHANGE = 4 * HOUR  # the silence a site whose agents report on change only may keep
 
 
 def insert_status(db: DatabaseHandle, rows: list[tuple[str, datetime, str]]) -> None:
@@ -27,10 +29,13 @@ def insert_status(db: DatabaseHandle, rows: list[tuple[str, datetime, str]]) -> 
         )
 
 
-def compute_hour(db: DatabaseHandle, start: datetime) -> None:
-    """What the device_health_events asset does for the hour partition starting at `start`."""
+def compute_hour(
+    db: DatabaseHandle, start: datetime, offline_after: timedelta | None = None, now: datetime | None = None
+) -> None:
+    """What the device_health_events asset does for the hour partition starting at `start`, at `now`
+    (the clock by default)."""
     with db.connect(db.pipeline_url) as conn:
-        recompute_device(conn, [3600], start, start + HOUR, lookback=LOOKBACK)
+        recompute_device(conn, [3600], start, start + HOUR, lookback=LOOKBACK, offline_after=offline_after, now=now)
 
 
 def uptime(db: DatabaseHandle, machine: str) -> dict[int, float | None]:
@@ -46,18 +51,21 @@ def uptime(db: DatabaseHandle, machine: str) -> dict[int, float | None]:
 def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(database: DatabaseHandle) -> None:
     # mc-02 reports every 30 min, so every hour is rolled up. mc-01 was online at 09:50, then its edge
     # agent lost the broker: hours 10, 11 and 12 were rolled up with mc-01 still online (its last status).
+    # The site's agents report on change only, so silence is not an outage here (ON_CHANGE:
+    # DEVICE_OFFLINE_MINUTES of 4 h), and each hour is computed live, 5 min after its end: a carried
+    # status is the point, not silence (test_device_silence.py).
     insert_status(database, [("mc-01", H10 - timedelta(minutes=10), "online")])
     insert_status(database, [("mc-02", H10 + timedelta(minutes=30 * i), "online") for i in range(6)])
     for hour in range(3):
-        compute_hour(database, H10 + hour * HOUR)
+        compute_hour(database, H10 + hour * HOUR, ON_CHANGE, H10 + (hour + 1) * HOUR + 5 * MINUTE)
     assert uptime(database, "mc-01") == {10: 100.0, 11: 100.0, 12: 100.0}
 
     # The agent reconnects and replays, in order: offline at 10:10, online again at 12:15. Their raw
     # partitions (hours 10 and 12) change and are recomputed; hour 11 received nothing new.
     insert_status(database, [("mc-01", H10 + timedelta(minutes=10), "offline")])
     insert_status(database, [("mc-01", H10 + 2 * HOUR + timedelta(minutes=15), "online")])
-    compute_hour(database, H10)
-    compute_hour(database, H10 + 2 * HOUR)
+    compute_hour(database, H10, ON_CHANGE, H10 + 3 * HOUR + 10 * MINUTE)
+    compute_hour(database, H10 + 2 * HOUR, ON_CHANGE, H10 + 3 * HOUR + 10 * MINUTE)
 
     # By hand: up 10:00-10:10, offline 10:10-12:15, up 12:15-13:00.
     assert uptime(database, "mc-01") == {10: round(100 * 10 / 60, 6), 11: 0.0, 12: 75.0}, (
@@ -73,7 +81,7 @@ def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(data
         "SELECT bucket_start, computed_at FROM analytics.analytics_event_rollup WHERE bucket_start > %s ORDER BY 1"
     )
     before = database.query(computed, (H10,))
-    compute_hour(database, H10)
+    compute_hour(database, H10, ON_CHANGE, H10 + 3 * HOUR + 10 * MINUTE)
     assert database.query(computed, (H10,)) == before
 
 
@@ -95,9 +103,11 @@ def device_seconds(db: DatabaseHandle, machine: str, window_s: int) -> list[tupl
 
 
 def test_a_device_offline_then_total_silence_counts_offline_for_the_rest_of_its_day(database: DatabaseHandle) -> None:
-    # The site's only machine reports online at 09:00, offline at 10:10, then nothing arrives from anyone
-    # (the whole site lost power). Only hours 9 and 10 received messages, so only they were rolled up.
-    insert_status(database, [("mc-01", H10 - HOUR, "online"), ("mc-01", H10 + timedelta(minutes=10), "offline")])
+    # The site's only machine reports online at 09:00 (and every 5 min after), offline at 10:10, then nothing
+    # arrives from anyone (the whole site lost power). Only hours 9 and 10 received messages, so only they
+    # were rolled up.
+    insert_status(database, [("mc-01", H10 - HOUR + 5 * i * MINUTE, "online") for i in range(14)])
+    insert_status(database, [("mc-01", H10 + timedelta(minutes=10), "offline")])
     compute_hour(database, H10 - HOUR)
     compute_hour(database, H10)
     day = H10.replace(hour=0)
@@ -128,7 +138,7 @@ def test_silent_hours_are_rolled_up_from_the_last_state_once_a_later_hour_is(dat
                VALUES (%s, 't2', 'f1', 'mc-01', 'online', 1, 't2', 'device.health', 0, 1)""",
             (H10 + 4 * HOUR + timedelta(minutes=5),),
         )
-    compute_hour(database, H10 + 4 * HOUR)
+    compute_hour(database, H10 + 4 * HOUR, now=H10 + 4 * HOUR + 10 * MINUTE)  # live, 5 min after it reported
     assert database.query(
         "SELECT bucket_start, uptime_pct FROM analytics.analytics_event_rollup "
         "WHERE event_type = 'device_health' AND window_s = 3600 AND tenant_id = 't1' ORDER BY 1"

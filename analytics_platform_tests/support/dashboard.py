@@ -341,17 +341,18 @@ EXPECTED = Expected(
     # event_type device_health of mc-01, (window_s, bucket_start) -> (count, uptime_pct). count = device
     # messages: 02:00 the run state at 02:55; 03:00 HEALTH's 5 plus the run states at 03:20, 03:30, 03:50;
     # 04:00 the offline at 04:30. Uptime (test_analytics): 02:00 no status yet -> NULL; 03:00 up 03:10-03:20 and
-    # 03:40-04:00 of 3000 s observed -> 60 %; 04:00 up until 04:30 -> 50 %; hours 05-23 carry the offline
-    # status of 04:30 (nothing came after it) -> day up 3600 of 6600 + 19 x 3600 s -> 4.8 %
+    # 03:40-03:50 of 3000 s observed (nothing at all came 03:50-04:30: silent for more than 10 min, offline from
+    # 03:50) -> 40 %; 04:00 silent, then offline -> 0 %; hours 05-23 carry the offline status of 04:30 (nothing
+    # came after it) -> day up 1200 of 6600 + 19 x 3600 s -> 1.6 %
     device_health={
         (3600, at(2)): (1, None),
-        (3600, at(3)): (8, 60.0),
-        (3600, at(4)): (1, 50.0),
+        (3600, at(3)): (8, 40.0),
+        (3600, at(4)): (1, 0.0),
         **{(3600, at(h)): (0, 0.0) for h in range(5, 24)},  # silent, offline since 04:30
-        (86400, DAY): (10, 3600 / 75000 * 100),
+        (86400, DAY): (10, 1200 / 75000 * 100),
     },
-    # the day's device events of mc-01: offline 03:20 -> online 03:40 -> offline 04:30 (still open)
-    device_events={"status_change": 3, "offline_period": 2},
+    # the day's device events of mc-01: offline 03:20 -> online 03:40 -> silent 03:50 -> offline 04:30 (still open)
+    device_events={"status_change": 3, "offline_period": 3},
     # analytics.rejected_message, (domain, reason) -> rows: dataset.py's offsets 5..17 of partition 0 and 1
     # of partition 2 (its EXPECTED_REJECTS), all produced to the sensor topic (Plant.topic("sensor"))
     rejects={
@@ -401,9 +402,13 @@ EXPECTED = Expected(
         ],
         "device-offline": ["device-offline:t1/f1/mc-01"],
         # the event key is the result's identity: its scope (tenant, factory, station, sample, analyte),
-        # each part length-prefixed, then `n` (no event id)
-        "lab-out-of-spec": ["lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn"],
-        "sweep-out-of-spec": ["sweep-out-of-spec:t1/f1/mc-01/2:t1\x1f2:f1\x1f5:mc-01\x1f4:temp\x1f3:B-2\x1fn"],
+        # each part length-prefixed, then `n` (no event id); then the result's time
+        "lab-out-of-spec": [
+            "lab-out-of-spec:t1/f1/lab-f1/2:t1\x1f2:f1\x1f6:lab-f1\x1f3:S-2\x1f8:Moisture\x1fn@2025-08-20T03:06:00+00:00"
+        ],
+        "sweep-out-of-spec": [
+            "sweep-out-of-spec:t1/f1/mc-01/2:t1\x1f2:f1\x1f5:mc-01\x1f4:temp\x1f3:B-2\x1fn@2025-08-20T03:45:00+00:00"
+        ],
     },
     # right now (the real clock): mc-01 sent `online` and a reading LIVE_AGE before the build, mc-99 a reading
     # (it never sent a status); mc-02 has been silent since 2025-08-20 03:09 and never sent a status. Their

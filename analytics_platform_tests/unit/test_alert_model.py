@@ -21,6 +21,7 @@ from analytics_platform.alerts.model import (
     plan,
     render,
 )
+from analytics_platform.settings import get_settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -294,3 +295,18 @@ def test_kpi_trend_and_deviation_rules_parse_with_their_defaults() -> None:
         "lookback_hours": 48,
         "severity": "warning",
     }
+
+
+def test_a_device_offline_rule_s_minutes_default_to_the_silence_the_rollups_count_offline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DEVICE_OFFLINE_MINUTES is when the uptime rollups count a silent machine offline: the alert
+    # rule without its own minutes uses the same, so the two agree on what an outage is
+    monkeypatch.setenv("DEVICE_OFFLINE_MINUTES", "15")
+    get_settings.cache_clear()
+    try:
+        rule = {"name": "off", "kind": "device_offline"}
+        (loaded,) = parse_alert_config({**CONFIG, "rules": [rule]}).rules
+    finally:
+        get_settings.cache_clear()
+    assert loaded.params == {"minutes": 15, "lookback_hours": 168}

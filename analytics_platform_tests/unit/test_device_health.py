@@ -13,6 +13,7 @@ import pytest
 
 from analytics_platform.transforms.device_health import (
     HEALTH_SCHEMA,
+    NEXT_SEEN_SCHEMA,
     NEXT_UP_SCHEMA,
     PRIOR_SCHEMA,
     DeviceHealthResult,
@@ -479,3 +480,111 @@ def test_daily_rollup_combines_device_hours() -> None:
         {"no_verdict_n": 1},
         {"no_verdict_n": 1},
     ]
+
+
+# Silence (docs/architecture.md, "Silence is an outage"): more than OFFLINE_AFTER with no message at all
+OFFLINE_AFTER = timedelta(minutes=10)
+
+
+def run_silent(
+    health: Sequence[dict[str, Any]],
+    priors: Sequence[dict[str, Any]] = (),
+    next_seen: Sequence[datetime] = (),
+    *,
+    now: datetime,
+    last_seen: datetime | None = None,
+) -> DeviceHealthResult:
+    """Hour H3 of machine m1 with the silence rule: `last_seen` its last message before H3, `next_seen`
+    its first at or after H4, `now` the clock."""
+    prior_frame = pl.DataFrame(list(priors), schema=PRIOR_SCHEMA).with_columns(
+        last_seen=pl.lit(last_seen, pl.Datetime("us", "UTC"))
+    )
+    return device_health(
+        pl.DataFrame(list(health), schema=HEALTH_SCHEMA),
+        prior_frame,
+        pl.DataFrame(schema=NEXT_UP_SCHEMA),
+        start=H3,
+        end=H4,
+        until=H4,
+        windows=[3600],
+        next_seen=pl.DataFrame(
+            [{"tenant_id": "t1", "factory_id": "f1", "machine_id": "m1", "next_seen": t} for t in next_seen],
+            schema=NEXT_SEEN_SCHEMA,
+        ),
+        offline_after=OFFLINE_AFTER,
+        now=now,
+    )
+
+
+def beats(first: int, last: int) -> list[dict[str, Any]]:
+    """Health scores of m1 every 5 min from H3 + `first` to H3 + `last` minutes."""
+    return [h(at(H3, m), None, 0.9) for m in range(first, last + 1, 5)]
+
+
+def test_a_silence_longer_than_the_threshold_is_offline_from_the_last_message_to_the_next() -> None:
+    # online at 03:00, scores to 03:20, nothing until scores from 03:45 to 03:55; the clock reads 04:00
+    result = run_silent([h(H3, "online"), *beats(5, 20), *beats(45, 55)], now=H4)
+    assert periods(result) == [("m1", at(H3, 20), at(H3, 45), 1500.0, "critical", {"open": False, "no_data": True})]
+    assert seconds(result) == [(3600, H3, 2100.0, 1500.0, 0.0, 1500.0, pytest.approx(100 * 2100 / 3600))]
+    # a gap of exactly the threshold is none (scores 10 min apart): "more than" 10 min, as the alert
+    steady = run_silent([h(H3, "online"), *[h(at(H3, m), None, 0.9) for m in range(10, 60, 10)]], now=H4)
+    assert (periods(steady), seconds(steady)[0][2]) == ([], 3600.0)
+
+
+def test_a_silence_not_yet_known_holds_the_status_and_the_next_message_decides_it() -> None:
+    # last message 03:52; at 04:00 (8 min) the status holds to the hour's end
+    health = [h(H3, "online"), *beats(5, 50), h(at(H3, 52), None, 0.9)]
+    assert seconds(run_silent(health, now=H4)) == [(3600, H3, 3600.0, 0.0, 0.0, 0.0, 100.0)]
+    # the next message came at 04:02 (10 min): still none
+    assert seconds(run_silent(health, next_seen=[at(H4, 2)], now=at(H4, 30))) == [
+        (3600, H3, 3600.0, 0.0, 0.0, 0.0, 100.0)
+    ]
+    # at 04:03 (11 min): offline from 03:52, the period closed by the next message
+    result = run_silent(health, next_seen=[at(H4, 3)], now=at(H4, 30))
+    assert seconds(result) == [(3600, H3, 3120.0, 480.0, 0.0, 480.0, pytest.approx(100 * 3120 / 3600))]
+    assert periods(result) == [("m1", at(H3, 52), at(H4, 3), 660.0, "critical", {"open": False, "no_data": True})]
+    # none yet, but the clock reads 04:03: silent for 11 min, open
+    assert periods(run_silent(health, now=at(H4, 3))) == [
+        ("m1", at(H3, 52), None, None, "critical", {"open": True, "no_data": True})
+    ]
+
+
+def test_a_silence_begun_before_the_hour_carries_into_it_and_ends_with_the_next_message() -> None:
+    # online since 02:00, last message 02:50, nothing until an `offline` report at 03:30, then `online` at
+    # 03:40 and nothing after it (20 min by 04:00)
+    result = run_silent(
+        [h(at(H3, 30), "offline"), h(at(H3, 40), "online")],
+        [prior("online", H2)],
+        last_seen=at(H2, 50),
+        now=H4,
+    )
+    assert periods(result) == [
+        ("m1", at(H2, 50), at(H3, 30), 2400.0, "critical", {"open": False, "no_data": True}),  # begun earlier
+        ("m1", at(H3, 30), at(H3, 40), 600.0, "info", {"open": False}),
+        ("m1", at(H3, 40), None, None, "critical", {"open": True, "no_data": True}),
+    ]
+    assert seconds(result) == [(3600, H3, 0.0, 3600.0, 0.0, 3600.0, 0.0)]
+    # with scores every 5 min after 03:40 the machine is up from 03:40
+    result = run_silent(
+        [h(at(H3, 30), "offline"), h(at(H3, 40), "online"), *beats(45, 55)],
+        [prior("online", H2)],
+        last_seen=at(H2, 50),
+        now=H4,
+    )
+    assert seconds(result) == [(3600, H3, 1200.0, 2400.0, 0.0, 2400.0, pytest.approx(100 / 3))]
+
+
+def test_silence_adds_nothing_to_a_reported_offline_and_nothing_before_the_first_status() -> None:
+    # offline reported at 03:10, then silence: one period, the reported one
+    result = run_silent([h(H3, "online"), h(at(H3, 10), "offline")], now=H5)
+    assert periods(result) == [("m1", at(H3, 10), None, None, "info", {"open": True})]
+    assert seconds(result) == [(3600, H3, 600.0, 3000.0, 0.0, 3000.0, pytest.approx(100 / 6))]
+    # scores only, never a status: unobserved, however silent
+    assert seconds(run_silent([h(at(H3, 5), None, 0.9)], now=H5))[0][2:6] == (0.0, 0.0, 0.0, 0.0)
+    assert periods(run_silent([h(at(H3, 5), None, 0.9)], now=H5)) == []
+
+
+def test_maintenance_then_silence_is_offline_as_the_alert_says() -> None:
+    # a machine in maintenance whose agent goes quiet after 03:30 is offline for the alert; the rollup agrees
+    result = run_silent([h(H3, "maintenance"), *beats(5, 30)], now=H5)
+    assert seconds(result) == [(3600, H3, 0.0, 1800.0, 1800.0, 1800.0, 0.0)]

@@ -81,10 +81,13 @@ EVENT_ASSETS = (
 
 def _recompute(spec: EventAsset, settings: PlatformSettings) -> Callable[..., events.EventRun]:
     lookback = timedelta(hours=settings.device_state_lookback_hours)
+    offline_after = timedelta(minutes=settings.device_offline_minutes)
 
     def run(conn: psycopg.Connection, start: datetime, end: datetime) -> events.EventRun:
         if spec.domain == DeviceHealthContract.domain:
-            return events.recompute_device(conn, settings.windows, start, end, lookback=lookback)
+            return events.recompute_device(
+                conn, settings.windows, start, end, lookback=lookback, offline_after=offline_after
+            )
         return events.recompute_quality(conn, spec.domain, settings.windows, start, end)
 
     return run
@@ -154,6 +157,7 @@ def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> 
                 window.end,
                 windows=settings.windows,
                 lookback=timedelta(hours=settings.device_state_lookback_hours),
+                offline_after=timedelta(minutes=settings.device_offline_minutes),
             )
             checks = daily_rollup_checks(conn, settings, domains, window.start, window.end)
         return dg.MaterializeResult(
