@@ -16,7 +16,9 @@ and needs no extra run after the hour to match what a later backfill computes.
 Silence is an outage too (docs/architecture.md, "Silence is an outage"): a machine that sent nothing at all (no
 status, score or run state) for more than `offline_after` is offline from its last message until
 its next one, as the `device_offline` alert reports it ("offline since" its last message, "no data
-received"). A silence is known once it has lasted that long by `now`, or once the next message
+received"), when it began with a heartbeat (the status repeated, a score, a run state): an agent
+that reports only status changes is silent after each by design, and its status holds. A silence
+is known once it has lasted that long by `now`, or once the next message
 shows how long it lasted; until then the status holds, as before. Such a silence is its own
 offline period (details `no_data`), beside the ones the machine reported itself.
 """
@@ -172,11 +174,23 @@ def _silences(
         .with_columns(end_time=pl.col("time").shift(-1).over(MACHINE_KEY))
     )
     known_until = pl.coalesce("end_time", pl.lit(now, TIME))
+    # A machine that reports only when its status changes is silent between changes by design: a silence
+    # that begins with a status change (the first status, a new one, or the prior run's start) is not
+    # judged, the status holds until the next report. One that begins with anything else (the status
+    # repeated, a score, a run state) is a heartbeat's silence, and judged.
+    changed_at = pl.concat(
+        [
+            timeline.filter(
+                ~pl.col("prior") & (pl.col("previous").is_null() | (pl.col("status") != pl.col("previous")))
+            ).select(*MACHINE_KEY, "time"),
+            timeline.filter(pl.col("prior") & pl.col("since").is_not_null()).select(*MACHINE_KEY, time="since"),
+        ]
+    ).unique()
     gaps = messages.filter(
         (known_until - pl.col("time") > offline_after)
         & (pl.col("time") < end)
         & (pl.col("end_time").is_null() | (pl.col("end_time") > start))
-    )
+    ).join(changed_at, on=[*MACHINE_KEY, "time"], how="anti")
     # the status each silence began in: the last row at or before its start (the prior one, carried
     # at `start`, stands for every time before the range)
     statuses = (

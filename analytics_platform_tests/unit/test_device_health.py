@@ -550,8 +550,9 @@ def test_a_silence_not_yet_known_holds_the_status_and_the_next_message_decides_i
 
 
 def test_a_silence_begun_before_the_hour_carries_into_it_and_ends_with_the_next_message() -> None:
-    # online since 02:00, last message 02:50, nothing until an `offline` report at 03:30, then `online` at
-    # 03:40 and nothing after it (20 min by 04:00)
+    # online since 02:00, heartbeats to 02:50, nothing until an `offline` report at 03:30, then `online` at
+    # 03:40 and nothing after it (20 min by 04:00): the silence after a status change is not judged (the
+    # status holds, as for an agent that reports on change), the heartbeats' silence is
     result = run_silent(
         [h(at(H3, 30), "offline"), h(at(H3, 40), "online")],
         [prior("online", H2)],
@@ -561,17 +562,27 @@ def test_a_silence_begun_before_the_hour_carries_into_it_and_ends_with_the_next_
     assert periods(result) == [
         ("m1", at(H2, 50), at(H3, 30), 2400.0, "critical", {"open": False, "no_data": True}),  # begun earlier
         ("m1", at(H3, 30), at(H3, 40), 600.0, "info", {"open": False}),
-        ("m1", at(H3, 40), None, None, "critical", {"open": True, "no_data": True}),
     ]
-    assert seconds(result) == [(3600, H3, 0.0, 3600.0, 0.0, 3600.0, 0.0)]
-    # with scores every 5 min after 03:40 the machine is up from 03:40
+    assert seconds(result) == [(3600, H3, 1200.0, 2400.0, 0.0, 2400.0, pytest.approx(100 / 3))]
+    # scores every 5 min after 03:40 to 03:55, then nothing by 04:30: offline from 03:55
     result = run_silent(
         [h(at(H3, 30), "offline"), h(at(H3, 40), "online"), *beats(45, 55)],
         [prior("online", H2)],
         last_seen=at(H2, 50),
-        now=H4,
+        now=at(H4, 30),
     )
-    assert seconds(result) == [(3600, H3, 1200.0, 2400.0, 0.0, 2400.0, pytest.approx(100 / 3))]
+    assert seconds(result) == [(3600, H3, 900.0, 2700.0, 0.0, 2700.0, pytest.approx(100 / 4))]
+
+
+def test_an_agent_that_reports_only_status_changes_keeps_each_status_until_the_next() -> None:
+    """The textbook uptime: online 03:00, offline 03:20, online 03:35, nothing more by 05:00. Such an agent
+    is silent between changes by design; judging its silences offline made the hour 0 % up."""
+    result = run_silent([h(H3, "online"), h(at(H3, 20), "offline"), h(at(H3, 35), "online")], now=H5)
+    assert periods(result) == [("m1", at(H3, 20), at(H3, 35), 900.0, "info", {"open": False})]
+    assert seconds(result) == [(3600, H3, 2700.0, 900.0, 0.0, 900.0, 75.0)]
+    # the same, carried from before the hour: online since 02:10 (its last message), nothing by 05:00
+    held = run_silent([], [prior("online", at(H2, 10))], last_seen=at(H2, 10), now=H5)
+    assert (periods(held), seconds(held)) == ([], [(3600, H3, 3600.0, 0.0, 0.0, 0.0, 100.0)])
 
 
 def test_silence_adds_nothing_to_a_reported_offline_and_nothing_before_the_first_status() -> None:
