@@ -245,6 +245,11 @@ class Database:
         pool = self.async_pool
         return dict(pool.get_stats()) if pool is not None else {}
 
+    def state_read_counts(self) -> dict[str, int]:
+        """The event loop's batches of state statements so far (api/state_reads.py; empty until opened)."""
+        reads = self.state_reads
+        return dict(reads.counts) if reads is not None else {}
+
     async def open_async(self) -> None:
         """Open the event loop's pool, bound to the running loop (the app's lifespan): it connects in
         the background, so the API still starts without a database."""

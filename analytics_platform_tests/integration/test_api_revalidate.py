@@ -562,7 +562,8 @@ def test_a_cross_origin_get_gets_the_stacks_answer_and_leaves_the_kept_one_as_it
 
 
 def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    """/v1/metrics has the loop's pool's figures beside the thread pool's: here two state reads on the loop."""
+    """/v1/metrics has the loop's pool's figures beside the thread pool's, and the batches of state statements:
+    here two state reads on the loop, one after the other (a batch each)."""
     seed(settings, database)
     _, t1 = make_key(database, "t1", "t1-reader")
     _, admin = make_key(database, None, "admin-reader")
@@ -573,6 +574,10 @@ def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, data
     lines = {line for line in text.splitlines() if line.startswith("analytics_api_db_loop_pool{")}
     assert 'analytics_api_db_loop_pool{stat="requests_num"} 2.0' in lines
     assert 'analytics_api_db_loop_pool{stat="pool_max"} 8.0' in lines  # the same size as the thread pool's
+    reads = {line for line in text.splitlines() if line.startswith("analytics_api_state_reads_total{")}
+    assert reads == {
+        f'analytics_api_state_reads_total{{what="{what}"}} 2.0' for what in ("requests", "statements", "batches")
+    }
 
 
 def together(client: TestClient, asked: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
