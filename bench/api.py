@@ -1127,6 +1127,51 @@ def profile(api_url: str, api_key: str, plan: list[Scenario], machines: list[str
 # ------------------------------------------------------------------------------------------------
 # The API under uvicorn
 # ------------------------------------------------------------------------------------------------
+def spy_on(api: psutil.Process, folder: Path, name: str, seconds: float) -> list[subprocess.Popen]:
+    """py-spy recording each uvicorn worker (the API's child processes) for `seconds`, as collapsed stacks.
+    Sampling at 200 Hz; idle waits (the loop in epoll) are left out, so the samples are the worker's CPU."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    out = []
+    for worker in api.children(recursive=True):
+        command = [spy, "record", "-p", str(worker.pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw"]
+        command += ["-o", str(folder / f"{slug}-{worker.pid}.txt"), "--nonblocking"]
+        out.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
+def spied(spies: list[subprocess.Popen], top: int = 25) -> str:
+    """Where the recorded workers' samples are: by own time (the innermost frame) and by inclusive time
+    (any frame of the stack, once per sample), summed over the workers."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for spy in spies:
+        spy.wait(60)
+        path = Path(spy.args[spy.args.index("-o") + 1])
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = [re.sub(r" \(([^)]*/)?([^/)]+):\d+\)$", r" (\2)", f) for f in stack.split(";")[1:]]
+            if frames:
+                own[frames[-1]] = own.get(frames[-1], 0) + n
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+    if not total:
+        return "  py-spy: no samples"
+    lines = [f"  py-spy, {total} samples of the workers: own time"]
+    lines += [f"    {n / total:6.1%}  {f}" for f, n in sorted(own.items(), key=lambda i: -i[1])[:top]]
+    lines.append("  inclusive")
+    lines += [f"    {n / total:6.1%}  {f}" for f, n in sorted(inclusive.items(), key=lambda i: -i[1])[:top]]
+    return "\n".join(lines)
+
+
 def start_api(api_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {
@@ -1187,6 +1232,12 @@ def main() -> int:
     parser.add_argument("--think", type=float, default=2.0, help="mean think time between pages, seconds")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--profile", type=int, default=0, help="cProfile N requests per scenario in-process, print")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="record each uvicorn worker with py-spy (on PATH or beside this Python) over each scenario's measured "
+        "seconds into this folder, and print where the workers' samples are (its own CPU counts as others')",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database (name printed) for --database")
     parser.add_argument(
         "--database", help="reuse a database loaded by an earlier --keep run (never dropped by the reusing run)"
@@ -1265,13 +1316,25 @@ def main() -> int:
             for scenario in plan:
                 held: list[int] = []
 
-                def warm(held: list[int] = held, meter: CpuMeter = meter, port: int = port) -> None:
+                spies: list[subprocess.Popen] = []
+
+                def warm(
+                    held: list[int] = held,
+                    meter: CpuMeter = meter,
+                    port: int = port,
+                    spies: list[subprocess.Popen] = spies,
+                    name: str = f"w{workers}-{scenario.name}",
+                ) -> None:
                     meter.mark()
                     held.extend(meter.connections(port))
+                    if args.py_spy:
+                        spies.extend(spy_on(meter.api, args.py_spy, name, args.duration))
 
                 run, wall = drive(port, api_key, scenario, machines, args.clients, args.warmup, args.duration, warm)
                 meter.mark()
                 cpu = meter.split()
+                if spies:
+                    print(spied(spies), flush=True)
                 n = len(run.latencies) + run.errors
                 p99 = percentile(run.latencies, 99)
                 row = {

@@ -24,6 +24,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from analytics_platform import observability
+from analytics_platform.api.state_reads import StateReads
 from analytics_platform.settings import utc_options
 
 
@@ -128,6 +129,12 @@ class DatabaseDown(RuntimeError):
     """The database cannot serve the request; mapped to 503 with this reason."""
 
 
+def _down(exc: psycopg.Error) -> DatabaseDown:
+    """The 503 of a statement's connection error: its first line."""
+    first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+    return DatabaseDown(f"database error: {first}")
+
+
 class Database:
     """A small pool, opened lazily so the API starts (and says why it is degraded) without a DB; and
     the event loop's pool of the same size for state statements, opened by open_async."""
@@ -142,6 +149,7 @@ class Database:
         self._url, self._async_kwargs = url, dict(kwargs)
         self._min_size, self._max_size, self._timeout = min_size, max_size, timeout
         self.async_pool: AsyncConnectionPool | None = None
+        self.state_reads: StateReads | None = None  # the loop's batches of state statements (open_async)
         self._async_loop: asyncio.AbstractEventLoop | None = None
         if observability.tracing_on():
             kwargs["cursor_factory"] = TracedCursor
@@ -237,6 +245,11 @@ class Database:
         pool = self.async_pool
         return dict(pool.get_stats()) if pool is not None else {}
 
+    def state_read_counts(self) -> dict[str, int]:
+        """The event loop's batches of state statements so far (api/state_reads.py; empty until opened)."""
+        reads = self.state_reads
+        return dict(reads.counts) if reads is not None else {}
+
     async def open_async(self) -> None:
         """Open the event loop's pool, bound to the running loop (the app's lifespan): it connects in
         the background, so the API still starts without a database."""
@@ -253,10 +266,14 @@ class Database:
             )
             await self.async_pool.open(wait=False)
             self._async_loop = asyncio.get_running_loop()
+            self.state_reads = StateReads(self._getconn, self.async_pool.putconn, _down)
 
     async def close_async(self) -> None:
+        """Close the event loop's pool once every state read in flight or waiting has its answer."""
         if self.async_pool is not None:
-            pool, self.async_pool, self._async_loop = self.async_pool, None, None
+            if self.state_reads is not None:
+                await self.state_reads.close()
+            pool, self.async_pool, self._async_loop, self.state_reads = self.async_pool, None, None, None
             await pool.close()
 
     def reads_on_loop(self) -> bool:
@@ -271,7 +288,7 @@ class Database:
         if not _UNCHECKED.get():
             await AsyncConnectionPool.check_connection(conn)
 
-    async def _getconn(self, *, check: bool) -> psycopg.AsyncConnection:
+    async def _getconn(self, check: bool) -> psycopg.AsyncConnection:
         assert self.async_pool is not None
         token = _UNCHECKED.set(not check)
         try:
@@ -282,20 +299,29 @@ class Database:
             _UNCHECKED.reset(token)
 
     async def first_row(self, query: Any, params: Any = None) -> Any:
-        """The first row of `query` on the event loop's pool, the request's first statement, which
-        stands in for the pool's check as checked_by's does: a connection found dead by it is dropped and
-        the query runs again on one the pool checked. Failures are DatabaseDown, as with connection();
-        the wait for a connection is bounded by the same timeout as the sync pool's (API_DB_WAIT_S).
-        getconn/putconn rather than the pool's context manager: two fewer context managers a request."""
+        """The first row of `query` on the event loop's pool, the request's first statement, which stands
+        in for the pool's check as checked_by's does: a connection found dead by it is dropped and the query
+        runs again on one the pool checked. Failures are DatabaseDown, as with connection(); the wait for a
+        connection is bounded by the same timeout as the sync pool's (API_DB_WAIT_S).
+
+        Read in a batch with the other requests' state statements (api/state_reads.py: one round trip, and
+        one statement for identical ones), except while tracing is on: the statement's span belongs in the
+        request's trace, so it is read alone in the request's own task."""
+        if self.state_reads is not None and not observability.tracing_on():
+            return await self.state_reads.first_row(query, params)
+        return await self._first_row_alone(query, params)
+
+    async def _first_row_alone(self, query: Any, params: Any) -> Any:
+        """first_row on a connection of its own (getconn/putconn rather than the pool's context manager:
+        two fewer context managers a request)."""
         assert self.async_pool is not None
         for check in (False, True):
-            conn = await self._getconn(check=check)
+            conn = await self._getconn(check)
             try:
                 return await self._execute(conn, query, params)
             except psycopg.OperationalError as exc:
                 if check or not conn.broken:
-                    first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-                    raise DatabaseDown(f"database error: {first}") from None
+                    raise _down(exc) from None
             finally:
                 await self.async_pool.putconn(conn)  # a broken connection is dropped
         raise AssertionError("unreachable")

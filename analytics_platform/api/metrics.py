@@ -76,6 +76,14 @@ class PipelineCollector(Collector):
         )
         for name, value in self.db.loop_stats().items():
             loop_pool.add_metric([name], value)
+        state_reads = CounterMetricFamily(
+            "analytics_api_state_reads",
+            "The state statements of repeats and 304s, read in batches (api/state_reads.py): requests that asked "
+            "one, distinct statements sent, batches sent",
+            labels=["what"],
+        )
+        for name, value in self.db.state_read_counts().items():
+            state_reads.add_metric([name], value)
         up = GaugeMetricFamily("analytics_database_up", "1 when the API can query the database")
         rejects = CounterMetricFamily(
             "analytics_rejected_messages", "Messages rejected by their contract", labels=["topic", "reason"]
@@ -166,4 +174,18 @@ class PipelineCollector(Collector):
             up.add_metric([], 1)
         except DatabaseDown:
             up.add_metric([], 0)
-        return [pool, loop_pool, up, rejects, resets, expired, uncatalogued, offsets, age, lag, live, conditions]
+        return [
+            pool,
+            loop_pool,
+            state_reads,
+            up,
+            rejects,
+            resets,
+            expired,
+            uncatalogued,
+            offsets,
+            age,
+            lag,
+            live,
+            conditions,
+        ]

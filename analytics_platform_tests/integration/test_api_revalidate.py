@@ -9,6 +9,7 @@ fast path must leave to FastAPI, and the database's outage."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from analytics_platform.results.kpis import replace_kpis
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform_tests.support.api import at, insert, iso, make_key
-from analytics_platform_tests.support.api_data import KPI_QUERY, kpi, reading
+from analytics_platform_tests.support.api_data import KPI_QUERY, kpi, materialise, reading
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 AGG = {
@@ -561,7 +562,8 @@ def test_a_cross_origin_get_gets_the_stacks_answer_and_leaves_the_kept_one_as_it
 
 
 def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, database: DatabaseHandle) -> None:
-    """/v1/metrics has the loop's pool's figures beside the thread pool's: here two state reads on the loop."""
+    """/v1/metrics has the loop's pool's figures beside the thread pool's, and the batches of state statements:
+    here two state reads on the loop, one after the other (a batch each)."""
     seed(settings, database)
     _, t1 = make_key(database, "t1", "t1-reader")
     _, admin = make_key(database, None, "admin-reader")
@@ -572,3 +574,108 @@ def test_the_event_loops_pool_is_on_the_metrics(settings: PlatformSettings, data
     lines = {line for line in text.splitlines() if line.startswith("analytics_api_db_loop_pool{")}
     assert 'analytics_api_db_loop_pool{stat="requests_num"} 2.0' in lines
     assert 'analytics_api_db_loop_pool{stat="pool_max"} 8.0' in lines  # the same size as the thread pool's
+    reads = {line for line in text.splitlines() if line.startswith("analytics_api_state_reads_total{")}
+    assert reads == {
+        f'analytics_api_state_reads_total{{what="{what}"}} 2.0' for what in ("requests", "statements", "batches")
+    }
+
+
+def together(client: TestClient, asked: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
+    """The requests sent at once on the app's own event loop (its pools' loop), each in a task of its own:
+    every one reaches its state statement before any batch goes out (a kept key and catalogue: nothing on
+    the way awaits), so their statements are one batch."""
+
+    async def send() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await asyncio.gather(
+                *(http.get(path, params=params, headers=headers) for path, params, headers in asked)
+            )
+
+    assert client.portal is not None
+    return client.portal.call(send)
+
+
+def state_counts(client: TestClient) -> dict[str, int]:
+    reads = client.app.state.db.state_reads
+    assert reads is not None
+    return dict(reads.counts)
+
+
+def test_concurrent_gets_read_their_state_in_one_batch_and_get_what_fastapi_answers(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """Six GETs at once, of three states (the 30-day kind of page: the same state whatever the machine):
+    one batch, one statement per distinct state, and each answer what FastAPI answers to it."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    later = {**AGG, "start": iso(at(4))}
+    with two_apps(settings) as (fast, reference):
+        tags = {}
+        for path, params in (("/v1/agg", AGG), ("/v1/agg", later), ("/v1/kpi", KPI_QUERY), ("/v1/agg", AGG)):
+            tags[path, str(params)] = fast.get(path, params=params, headers=key).headers["ETag"]  # made, kept
+        asked = [
+            ("/v1/agg", AGG, key),
+            ("/v1/agg", {**AGG, "machine_id": "m2"}, key),  # another machine: the same state
+            ("/v1/agg", AGG, {**key, "If-None-Match": tags["/v1/agg", str(AGG)]}),
+            ("/v1/agg", later, key),
+            ("/v1/kpi", KPI_QUERY, key),
+            ("/v1/kpi", KPI_QUERY, {**key, "If-None-Match": tags["/v1/kpi", str(KPI_QUERY)]}),
+        ]
+        fast.get("/v1/agg", params={**AGG, "machine_id": "m2"}, headers=key)  # kept too
+        before = state_counts(fast)
+        answers = together(fast, asked)
+        after = state_counts(fast)
+        for (path, params, headers), ours in zip(asked, answers, strict=True):
+            theirs = reference.get(path, params=params, headers=headers)
+            assert (ours.status_code, sorted(ours.headers.multi_items()), ours.content) == (
+                theirs.status_code,
+                sorted(theirs.headers.multi_items()),
+                theirs.content,
+            ), (path, params, headers)
+    assert [a.status_code for a in answers] == [200, 200, 304, 200, 200, 304]
+    assert {k: after[k] - before[k] for k in after} == {"requests": 6, "statements": 3, "batches": 1}
+
+
+def test_a_commit_between_two_requests_arrivals_is_in_the_later_ones_answer(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
+) -> None:
+    """A KPI page's state statement is in flight (waiting on a lock) when hour 3 of /v1/agg is
+    re-materialised from a late reading and committed; a GET of /v1/agg asked after the commit gets the new
+    answer (what FastAPI answers after it, not the kept one), while the first is still waiting; the first
+    then gets its own answer."""
+    seed(settings, database)
+    _, t1 = make_key(database, "t1", "t1-reader")
+    key = {"X-API-Key": t1}
+    with two_apps(settings) as (fast, reference):
+        kept_kpi = fast.get("/v1/kpi", params=KPI_QUERY, headers=key)
+        old = fast.get("/v1/agg", params=AGG, headers=key)
+        assert fast.get("/v1/agg", params=AGG, headers=key).content == old.content  # kept
+        with (
+            psycopg.connect(database.admin_url) as locker,
+            psycopg.connect(pg_admin_url, autocommit=True) as watcher,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            locker.execute("LOCK TABLE analytics.kpi_materialised_periods IN ACCESS EXCLUSIVE MODE")
+            waiting = pool.submit(fast.get, "/v1/kpi", params=KPI_QUERY, headers=key)
+            for _ in range(100_000):  # until its state statement waits on the lock (no fixed pause)
+                blocked = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                    "AND query LIKE %s",
+                    (database.name, "%kpi_materialised_periods%"),
+                ).fetchone()[0]
+                if blocked or waiting.done():
+                    break
+            assert (blocked, waiting.done()) == (1, False)
+            insert(database, "raw_sensor_readings", [reading(at(3, 40), "s1", 5.0, 4)])
+            materialise(database, settings, at(3), at(4))  # committed before the next request
+            new = fast.get("/v1/agg", params=AGG, headers=key)
+            assert not waiting.done()
+            theirs = reference.get("/v1/agg", params=AGG, headers=key)
+            locker.rollback()
+            first = waiting.result(timeout=60)
+    assert (new.status_code, new.headers["ETag"], new.content) == (200, theirs.headers["ETag"], theirs.content)
+    assert new.headers["ETag"] != old.headers["ETag"]
+    assert [item["avg"] for item in new.json()["items"]] == [3.0, 3.0]  # hour 3: (1 + 5) / 2
+    assert (first.status_code, first.content) == (200, kept_kpi.content)
