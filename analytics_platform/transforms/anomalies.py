@@ -327,9 +327,11 @@ def seasonal_anomalies(
 
     score = statistic / its critical level (1 = just critical); confidence = min(1, score);
     observed = the sample's mean, or its furthest reading when that is what stood out; expected =
-    the profile's expectation; `time` = the sample's reading furthest from it, the window its
-    bucket; details name the statistic, its value and levels, the profile's stage and the
-    sample spacing (`sample_s`, which also groups rows into events)."""
+    the profile's expectation, plus the offset of a re-based level (`seasonal.level_offsets`, in
+    details as `level_offset`; its first sample is a `shift` warning, statistic `level_change`);
+    `time` = the sample's reading furthest from it, the window its bucket; details name the
+    statistic, its value and levels, the profile's stage and the sample spacing (`sample_s`, which
+    also groups rows into events)."""
     fenced = settled(excluded, options.settle)
     live = _readings(readings, fenced).filter(pl.col("time") >= start)
     if live.is_empty() or not profiles:

@@ -33,6 +33,24 @@ Statistics per sample (all "larger = more unusual"), each reported under its met
              the last 6 residuals / its value for Gaussian noise of the usual scale
   stuck      readings in a run of identical values, against the longest usual run
 
+A lasting level change re-bases the expectation (`level_offsets`, `rebase_after`, default 6 h).
+A machine moved to a new operating point (a recipe, a setpoint, a replaced sensor) would otherwise
+be critical against its profile until the profile has learned the new level, days later, and a
+fault on the new level would hide in that one long event. When the residuals of the `rebase_after`
+before a sample lie on one side beyond the critical 16-sample shift (all but a tenth of them) and
+hold still (the median of the window's last half within a tenth of the window's 10-90 % range of the
+window's median: a drift moves it by a quarter of its travel and is not taken for a level), the
+sample's expectation is the profile plus the window's median residual and its scales are widened to
+the window's own noise (never narrowed). The re-basing holds for a quarter of the window after its
+last confirmation, so a window at the edge of its tests does not switch every other sample. The
+first re-based sample is reported as a `level_change` warning (the offset in scales; the caller's
+details say `level_offset`): the event that opened at the change closes there and says what it
+was. The offset is re-estimated sample by sample from that window alone, so it is the same live and
+in a backfill, and it fades by itself once the profile has learned the level (the residuals go to
+0) or the level goes back (the window is no longer on one side). What it costs: a fault that holds
+one level for longer than the window becomes the expectation, and a drift slower than about one
+noise σ per window can be followed as a level.
+
 A series with too little history (`min_samples`, `min_history`) is 'learning': it is not judged
 and the caller reports it as such. Nothing here reads a clock or a database.
 """
@@ -458,9 +476,15 @@ def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
     # the new level's own noise (the 10-90 % range of a normal distribution is 2.5631 σ): scales
     # learned at the old level judge a noisier new one as one long noise burst
     local = (pl.col("_hi") - pl.col("_lo")) / 2.5631 / pl.col("s_r")
+    # a sample nearer the profile than the new level is judged against the profile: the level has
+    # gone back (or is going), and a machine back at what it did for weeks is not an anomaly; judged
+    # against the new level until the window lets go, the return read as one more critical event
+    nearer = (r - pl.col("_med")).abs() < r.abs()
+    rebased = pl.col("_held") & nearer
     return frame.with_columns(
-        offset=pl.when(pl.col("_held")).then(pl.col("_med")).otherwise(0.0),
-        rescale=pl.when(pl.col("_held")).then(pl.max_horizontal(local, 1.0)).otherwise(1.0),
+        offset=pl.when(rebased).then(pl.col("_med")).otherwise(0.0),
+        rescale=pl.when(rebased).then(pl.max_horizontal(local, 1.0)).otherwise(1.0),
+        rebase_held=pl.col("_held"),
     ).drop("_n", "_lo", "_hi", "_med", "_half", "_ok", "_held")
 
 
@@ -683,8 +707,10 @@ def judge(
     options: SeasonalOptions = SeasonalOptions(),
 ) -> pl.DataFrame:
     """Every sample at or after `start` of a judged series with its statistics, their levels
-    (0 none, 2 warning, 3..5 critical) and `level`/`method` of the worst. `samples` holds the
-    context before `start` too (up to 16 samples are used), running samples only."""
+    (0 none, 2 warning, 3..5 critical), its `offset` (a re-based level, `level_offsets`; 0.0 for
+    none: `expected` includes it) and `level_change` where a re-basing begins. `samples` holds the
+    context before `start` too (up to 16 samples, and `rebase_reach` of time, are used), running
+    samples only."""
     judged = [p for p in profiles if p.judged]
     if not judged or samples.is_empty():
         return pl.DataFrame()
@@ -709,11 +735,16 @@ def judge(
         frame = level_offsets(plain(frame.join(shift, on=list(SERIES_KEY))), rebase).drop("_l_shift")
         # the first re-based sample after one judged against the profile: where the event that
         # opened at the change says what it was (a warning, `level_change`, the offset in scales)
-        began = (pl.col("offset") != 0.0) & (pl.col("offset").shift(1).over(SERIES_KEY).fill_null(0.0) == 0.0)
-        frame = frame.with_columns(
-            expected=pl.col("expected") + pl.col("offset"),
-            **{LEVEL_CHANGE: pl.when(began).then(pl.col("offset").abs() / pl.col("s_r"))},
-        ).with_columns(pl.col(c) * pl.col("rescale") for c in ("s_r", "s_m4", "s_m16", "s_spread"))
+        held = pl.col("rebase_held")
+        began = held & (pl.col("offset") != 0.0) & ~held.shift(1).over(SERIES_KEY).fill_null(False)
+        frame = (
+            frame.with_columns(
+                expected=pl.col("expected") + pl.col("offset"),
+                **{LEVEL_CHANGE: pl.when(began).then(pl.col("offset").abs() / pl.col("s_r"))},
+            )
+            .with_columns(pl.col(c) * pl.col("rescale") for c in ("s_r", "s_m4", "s_m16", "s_spread"))
+            .drop("rebase_held")
+        )
     else:
         frame = frame.with_columns(offset=pl.lit(0.0), **{LEVEL_CHANGE: pl.lit(None, pl.Float64)})
     stats = _scaled(_raw_statistics(frame, pl.col("_max_gap")))

@@ -94,8 +94,8 @@ def test_a_lasting_step_is_critical_for_the_confirmation_span_then_rebased() -> 
     assert critical["window_start"].min() == ONSET
     change = rows.filter(pl.col("details").str.contains('"level_change"'))
     assert change.select("method", "severity_label").rows() == [("shift", "warning")]
-    # confirmed once all but a tenth of the window lie beyond the critical shift (the window's
-    # oldest tenth may still hold the old level, the upper part of its noise beyond the shift): 5.1-6 h in
+    # confirmed once all but a tenth of the window lie beyond the critical shift (the window's oldest
+    # part may still hold the old level, the upper part of its noise beyond the shift): 5.1-6 h in
     confirmed = change["window_start"][0]
     assert ONSET + 0.85 * WINDOW <= confirmed <= ONSET + WINDOW
     assert critical.filter(pl.col("window_start") >= confirmed).height == 0
