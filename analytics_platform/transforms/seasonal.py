@@ -42,7 +42,10 @@ hold still (the median of the window's last half within a tenth of the window's 
 window's median: a drift moves it by a quarter of its travel and is not taken for a level), the
 sample's expectation is the profile plus the window's median residual and its scales are widened to
 the window's own noise (never narrowed). The re-basing holds for a quarter of the window after its
-last confirmation, so a window at the edge of its tests does not switch every other sample. The
+last confirmation, so a window at the edge of its tests does not switch every other sample, and a
+sample nearer the profile than the new level is judged against the profile (the level went back:
+what the machine did for weeks is not an anomaly; the price is that a fault which takes the machine
+back to exactly its old level is not seen as one while the new level holds). The
 first re-based sample is reported as a `level_change` warning (the offset in scales; the caller's
 details say `level_offset`): the event that opened at the change closes there and says what it
 was. The offset is re-estimated sample by sample from that window alone, so it is the same live and
@@ -379,7 +382,20 @@ def context_tail(samples: pl.DataFrame, start: datetime, rebase: timedelta = tim
     gives them. Without such a row the series keeps all its rows. With `rebase` (the re-basing
     window, `level_offsets`) the tail also keeps the rows up to `rebase` before that row: the offsets
     of the rows a window sees are medians of the residuals that long before each."""
-    return samples.filter(~(pl.col("bucket_start") < start) | _kept(start, rebase))
+    return _tail(samples, start, rebase).drop("_window_row")
+
+
+def _tail(samples: pl.DataFrame, start: datetime, rebase: timedelta) -> pl.DataFrame:
+    """`context_tail` with `_window_row`: whether a row is in the windows' tail (the rest is only
+    there for the offsets). `_cut` is computed once: its grouped maxima cost more than the filter."""
+    position = pl.int_range(pl.len()).over(SERIES_KEY)
+    frame = samples.with_columns(_cut=_cut(start), _pos=position)
+    window_row = ~(pl.col("bucket_start") < start) | (pl.col("_pos") >= pl.col("_cut"))
+    kept = window_row
+    if rebase > timedelta(0):
+        cut_time = pl.when(pl.col("_pos") == pl.col("_cut")).then(pl.col("bucket_start")).max().over(SERIES_KEY)
+        kept = kept | (pl.col("bucket_start") >= cut_time - rebase)
+    return frame.filter(kept).with_columns(_window_row=window_row).drop("_cut", "_pos")
 
 
 def tail_inside(samples: pl.DataFrame, start: datetime, rebase: timedelta = timedelta(0)) -> pl.DataFrame:
@@ -401,15 +417,6 @@ def tail_inside(samples: pl.DataFrame, start: datetime, rebase: timedelta = time
         .select(SERIES_KEY)
         .unique()
     )
-
-
-def _kept(start: datetime, rebase: timedelta) -> pl.Expr:
-    """The rows before `start` that `context_tail` keeps: from the windows' cut on, and `rebase` before it."""
-    position = pl.int_range(pl.len()).over(SERIES_KEY)
-    kept = position >= _cut(start)
-    if rebase > timedelta(0):
-        kept = kept | (pl.col("bucket_start") >= _cut_time(start) - rebase)
-    return kept
 
 
 def _cut_time(start: datetime) -> pl.Expr:
@@ -445,15 +452,30 @@ def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
     'critical' against its profile until the profile has learned the new level, for days, and a real
     fault on the new level hides in that. So when the residuals of the `window` before a sample (not
     the sample itself) sit on one side beyond the critical shift (all but REBASE_QUANTILE of them)
-    and hold still (the median of the window's last half within REBASE_STEADY scales of the
-    window's, or of the noise such medians have: a drift moves it by a quarter of its travel over
-    the window and is not a level), the sample's expectation is the profile plus the window's median
-    residual. Re-estimated sample by sample from the window alone (so the same whatever ran before,
+    and hold still (the median of the window's last half within REBASE_STEADY of its 10-90 % range of the
+    window's: a drift moves it by a quarter of its travel over the window and is not a level), the
+    sample's expectation is the profile plus the window's median residual, held for REBASE_HOLD of
+    the window after the last confirmation, unless the sample is nearer the profile than the new
+    level. Re-estimated sample by sample from the window alone (so the same whatever ran before,
     live or backfill); it ends by itself when the profile learns the level (the residuals go to 0)
     or the level goes back (the window is no longer on one side)."""
     r = pl.col("avg_v") - pl.col("expected")
     spec = {"by": "bucket_start", "window_size": window, "closed": "left"}
     half = {**spec, "window_size": window / 2}
+    holds = window.total_seconds() / (pl.col("_max_gap") / MAX_GAP_SAMPLES)
+    # a confirmation needs nine tenths of a window's residuals beyond the critical shift on one
+    # side, and the window at least REBASE_MIN_SAMPLES and half the samples it can hold: a series
+    # without that many such residuals anywhere in the frame (nearly every series, nearly every
+    # hour) is not re-based, and is left out of the rolling quantiles, the cost here
+    least = (1 - REBASE_QUANTILE) * pl.max_horizontal(pl.lit(float(REBASE_MIN_SAMPLES)), 0.5 * holds)
+    beyond = [(r >= pl.col("_l_shift")).sum(), (r <= -pl.col("_l_shift")).sum()]
+    frame = frame.with_row_index("_i").with_columns(
+        _candidate=(pl.max_horizontal(*beyond) >= least.min()).over(SERIES_KEY)
+    )
+    if not frame["_candidate"].any():
+        return frame.drop("_i", "_candidate").with_columns(offset=0.0, rescale=1.0, rebase_held=False)
+    rest = frame.filter(~pl.col("_candidate")).with_columns(offset=0.0, rescale=1.0, rebase_held=False)
+    frame = frame.filter("_candidate")
     frame = frame.with_columns(
         _n=r.is_not_null().cast(pl.Int32).rolling_sum_by(**spec).over(SERIES_KEY),
         _lo=r.rolling_quantile_by(quantile=REBASE_QUANTILE, interpolation="linear", **spec).over(SERIES_KEY),
@@ -462,7 +484,6 @@ def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
         _half=r.rolling_median_by(**half).over(SERIES_KEY),
     )
     n = pl.col("_n").cast(pl.Float64)
-    holds = window.total_seconds() / (pl.col("_max_gap") / MAX_GAP_SAMPLES)
     # against the window's own spread, not the profile's scale: a new operating point is often
     # noisier than the old one (a CPU at 80 % wanders more than at 5 %), and its medians with it
     steady = (pl.col("_half") - pl.col("_med")).abs() <= REBASE_STEADY * (pl.col("_hi") - pl.col("_lo"))
@@ -481,11 +502,12 @@ def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
     # against the new level until the window lets go, the return read as one more critical event
     nearer = (r - pl.col("_med")).abs() < r.abs()
     rebased = pl.col("_held") & nearer
-    return frame.with_columns(
+    frame = frame.with_columns(
         offset=pl.when(rebased).then(pl.col("_med")).otherwise(0.0),
         rescale=pl.when(rebased).then(pl.max_horizontal(local, 1.0)).otherwise(1.0),
         rebase_held=pl.col("_held"),
     ).drop("_n", "_lo", "_hi", "_med", "_half", "_ok", "_held")
+    return pl.concat([rest, frame]).sort("_i").drop("_i", "_candidate")
 
 
 def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
@@ -722,7 +744,7 @@ def judge(
     # the tail needs each series in time order only (a cheap sort on one column); sorting the day's
     # rows by the five key strings would cost more than judging the hour
     rebase = options.rebase_after
-    frame = context_tail(frame.sort("bucket_start"), start, rebase_reach(rebase)).sort(*SERIES_KEY, "bucket_start")
+    frame = _tail(frame.sort("bucket_start"), start, rebase_reach(rebase)).sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
     frame = _with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged)
@@ -747,7 +769,10 @@ def judge(
         )
     else:
         frame = frame.with_columns(offset=pl.lit(0.0), **{LEVEL_CHANGE: pl.lit(None, pl.Float64)})
-    stats = _scaled(_raw_statistics(frame, pl.col("_max_gap")))
+    # the rows kept only for the offsets' windows: no statistic of a judged sample reaches them
+    frame = frame.filter("_window_row").drop("_window_row")
+    # `_seg` only labels segments: its numbers depend on where the frame starts, its breaks do not
+    stats = _scaled(_raw_statistics(frame, pl.col("_max_gap"))).drop("_seg")
     stats = stats.filter(pl.col("bucket_start") >= start)
     limits = pl.DataFrame(
         [(*p.key, *(p.warning[t] for t in TESTS), *(p.critical[t] for t in TESTS)) for p in judged],
