@@ -256,21 +256,23 @@ def bucket_features(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _finish(frame: pl.DataFrame, stats: Sequence[str]) -> pl.DataFrame:
+def _finish(frame: pl.DataFrame, stats: Sequence[str], optional: Sequence[str] = ()) -> pl.DataFrame:
     """ANOMALY_SCHEMA rows from `frame` (schema columns + `readings` list of structs + `stats`),
-    with `details` = {"readings": [...], **stats} as JSON."""
+    with `details` = {"readings": [...], **stats} as JSON; the `optional` columns enter the details
+    only where they are not null."""
     if frame.is_empty():
         return _empty()
     if "sample_s" not in frame.columns:
         frame = frame.with_columns(sample_s=pl.lit(None, pl.Float64))
     details = []
-    for row in frame.select("readings", *stats).iter_rows(named=True):
+    for row in frame.select("readings", *stats, *optional).iter_rows(named=True):
         entry: dict[str, Any] = {
             "readings": [{"time": r["time"].isoformat(), "value": r["value"]} for r in row["readings"] or []]
         }
         for name in stats:
             value = row[name]
             entry[name] = value.isoformat() if isinstance(value, datetime) else value
+        entry.update({name: row[name] for name in optional if row[name] is not None})
         details.append(json.dumps(entry, sort_keys=True))
     return (
         frame.with_columns(details=pl.Series(details, dtype=pl.String))
@@ -287,7 +289,8 @@ def _reading_struct() -> pl.Expr:
 
 FAMILIES = {
     "deviation": ("deviation", "extreme"),
-    "shift": ("shift4", "shift16"),
+    # a confirmed level change (`seasonal.level_offsets`) is reported as a shift at its first re-based sample
+    "shift": ("shift4", "shift16", se.LEVEL_CHANGE),
     "noise": ("noise",),
     "stuck": ("stuck",),
 }
@@ -324,9 +327,11 @@ def seasonal_anomalies(
 
     score = statistic / its critical level (1 = just critical); confidence = min(1, score);
     observed = the sample's mean, or its furthest reading when that is what stood out; expected =
-    the profile's expectation; `time` = the sample's reading furthest from it, the window its
-    bucket; details name the statistic, its value and levels, the profile's stage and the
-    sample spacing (`sample_s`, which also groups rows into events)."""
+    the profile's expectation, plus the offset of a re-based level (`seasonal.level_offsets`, in
+    details as `level_offset`; its first sample is a `shift` warning, statistic `level_change`);
+    `time` = the sample's reading furthest from it, the window its bucket; details name the
+    statistic, its value and levels, the profile's stage and the sample spacing (`sample_s`, which
+    also groups rows into events)."""
     fenced = settled(excluded, options.settle)
     live = _readings(readings, fenced).filter(pl.col("time") >= start)
     if live.is_empty() or not profiles:
@@ -346,9 +351,10 @@ def seasonal_anomalies(
     # each series' tail of it (`se.context_tail`), which nearly always starts in the last hour: the
     # series whose tail does start there are judged from that hour, the others from the whole day
     # (the same rows either way, and a twentieth of the work per hour)
-    recent = past(max(start - RECENT, start - CONTEXT), history)
+    rebase = se.rebase_reach(options.rebase_after)
+    recent = past(max(start - RECENT - rebase, start - CONTEXT), history)
     samples = pl.concat([recent, hour])
-    short = se.tail_inside(samples.sort("bucket_start"), start)
+    short = se.tail_inside(samples.sort("bucket_start"), start, rebase)
     whole = hour.select(SERIES_KEY).unique().join(short, on=list(SERIES_KEY), how="anti")
     if not whole.is_empty():
         samples = pl.concat(
@@ -409,8 +415,9 @@ def seasonal_anomalies(
         severity_label=severity_label(pl.col("level")),
         confidence=pl.col("score").clip(0.0, 1.0),
         observed=pl.when(pl.col("statistic") == "extreme").then(pl.col("furthest")).otherwise(pl.col("avg_v")),
+        level_offset=pl.when(pl.col("offset") != 0.0).then(pl.col("offset")),
     )
-    return _finish(rows, ["statistic", "value", "warning_at", "critical_at", "stage"])
+    return _finish(rows, ["statistic", "value", "warning_at", "critical_at", "stage"], optional=["level_offset"])
 
 
 # ----- limits: the catalogue's plausible range and the spec limits --------------------------------

@@ -33,6 +33,27 @@ Statistics per sample (all "larger = more unusual"), each reported under its met
              the last 6 residuals / its value for Gaussian noise of the usual scale
   stuck      readings in a run of identical values, against the longest usual run
 
+A lasting level change re-bases the expectation (`level_offsets`, `rebase_after`, default 6 h).
+A machine moved to a new operating point (a recipe, a setpoint, a replaced sensor) would otherwise
+be critical against its profile until the profile has learned the new level, days later, and a
+fault on the new level would hide in that one long event. When the residuals of the `rebase_after`
+before a sample lie on one side beyond the critical 16-sample shift (all but a tenth of them) and
+hold still (the median of the window's last half within a tenth of the window's 10-90 % range of the
+window's median: a drift moves it by a quarter of its travel and is not taken for a level), the
+sample's expectation is the profile plus the window's median residual and its scales are widened to
+the window's own noise (never narrowed). The re-basing holds for a quarter of the window after its
+last confirmation, so a window at the edge of its tests does not switch every other sample, and a
+sample nearer the profile than the new level is judged against the profile (the level went back:
+what the machine did for weeks is not an anomaly; the price is that a fault which takes the machine
+back to exactly its old level is not seen as one while the new level holds). The
+first re-based sample is reported as a `level_change` warning (the offset in scales; the caller's
+details say `level_offset`): the event that opened at the change closes there and says what it
+was. The offset is re-estimated sample by sample from that window alone, so it is the same live and
+in a backfill, and it fades by itself once the profile has learned the level (the residuals go to
+0) or the level goes back (the window is no longer on one side). What it costs: a fault that holds
+one level for longer than the window becomes the expectation, and a drift slower than about one
+noise σ per window can be followed as a level.
+
 A series with too little history (`min_samples`, `min_history`) is 'learning': it is not judged
 and the caller reports it as such. Nothing here reads a clock or a database.
 """
@@ -57,6 +78,12 @@ NOISE_WINDOW = 6
 REACH = max(*SHIFT_WINDOWS, NOISE_WINDOW + 1)  # rows before a sample that a window can see, and one more
 STEP_MEDIAN = 0.6745 * math.sqrt(2)  # median |r_t − r_t−1| of independent N(0, 1) residuals
 TESTS = ("deviation", "extreme", "shift4", "shift16", "noise", "stuck")
+LEVEL_CHANGE = "level_change"  # not a test: the sample at which a re-based expectation begins
+REBASE_MIN_SAMPLES = 8  # a re-basing window needs this many samples, and half of those it can hold
+REBASE_QUANTILE = 0.1  # this share of the window's residuals may lie inside the critical shift
+REBASE_STEADY = 0.1  # the last half's median may differ from the window's by this much of its 10-90 % range
+REBASE_HOLD = 0.25  # of the window: how long a re-basing holds after its window last confirmed it
+
 MAD_SIGMA = 1.4826  # MAD of a normal distribution × this = σ
 MIN_CELL = 6  # samples a weekday-and-hour cell needs before it stands on its own
 MIN_CELL_DAYS = 3  # ... and days: the median of two days fits their noise, not the weekday
@@ -85,6 +112,10 @@ class SeasonalOptions:
     critical_margin: float = 1.6
     warning_per_day: float = 0.2  # Gaussian floor: expected exceedances per series-day, all tests
     critical_per_day: float = 0.01
+    # a level held this long beyond the critical shift, on one side and steady, re-bases the
+    # expectation (`level_offsets`); 0 turns re-basing off. Longer than the simulator's 2 h level
+    # shifts and its drifts' 6 h ramps: a fault that ends on its own is not a new operating point
+    rebase_after: timedelta = timedelta(hours=6)
 
     def floors(self, samples_per_day: float) -> dict[str, tuple[float, float]]:
         """(warning, critical) floor per statistic for a series with this many samples a day."""
@@ -279,10 +310,16 @@ def _centre_frame(profiles: Sequence[Profile]) -> pl.DataFrame:
 
 
 def _segments(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
-    """A segment id per sample: a new segment starts after a gap longer than `max_gap` (per series)."""
+    """A segment id per sample: a new segment starts after a gap longer than `max_gap` (per series),
+    and where a re-based expectation (`offset`, when there is one) begins or ends: the samples
+    before were judged against another expectation, and their residuals in the next windows would
+    read as a shift that is not there."""
     gap = pl.col("bucket_start") - pl.col("bucket_end").shift(1).over(SERIES_KEY)
-    brk = (gap.is_null() | (gap.dt.total_microseconds() / 1e6 > max_gap)).cast(pl.Int32)
-    return frame.with_columns(_seg=brk.cum_sum().over(SERIES_KEY))
+    brk = gap.is_null() | (gap.dt.total_microseconds() / 1e6 > max_gap)
+    if "offset" in frame.columns:
+        rebased = pl.col("offset") != 0.0
+        brk = brk | (rebased != rebased.shift(1).over(SERIES_KEY)).fill_null(False)
+    return frame.with_columns(_seg=brk.cast(pl.Int32).cum_sum().over(SERIES_KEY))
 
 
 def _raw_statistics(frame: pl.DataFrame, max_gap: pl.Expr) -> pl.DataFrame:
@@ -333,7 +370,7 @@ def window_mean(values: pl.Expr, k: int) -> pl.Expr:
     return total / k
 
 
-def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
+def context_tail(samples: pl.DataFrame, start: datetime, rebase: timedelta = timedelta(0)) -> pl.DataFrame:
     """`samples` (each series' rows in time order) without the rows before `start` that no statistic of a
     sample at or after `start` can see, so an hour's judgement costs its own samples plus a short
     tail instead of its whole day of context.
@@ -342,26 +379,50 @@ def context_tail(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
     the first row at or after `start` (the windows look back at most 15 samples, the steps' median 6)
     and at which a run of identical readings certainly restarts (its readings differ, or its value
     differs from the row before): from there on segments, windows and runs are what the full context
-    gives them. Without such a row the series keeps all its rows."""
-    return samples.filter(~(pl.col("bucket_start") < start) | (pl.int_range(pl.len()).over(SERIES_KEY) >= _cut(start)))
+    gives them. Without such a row the series keeps all its rows. With `rebase` (the re-basing
+    window, `level_offsets`) the tail also keeps the rows up to `rebase` before that row: the offsets
+    of the rows a window sees are medians of the residuals that long before each."""
+    return _tail(samples, start, rebase).drop("_window_row")
 
 
-def tail_inside(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
+def _tail(samples: pl.DataFrame, start: datetime, rebase: timedelta) -> pl.DataFrame:
+    """`context_tail` with `_window_row`: whether a row is in the windows' tail (the rest is only
+    there for the offsets). `_cut` is computed once: its grouped maxima cost more than the filter."""
+    position = pl.int_range(pl.len()).over(SERIES_KEY)
+    frame = samples.with_columns(_cut=_cut(start), _pos=position)
+    window_row = ~(pl.col("bucket_start") < start) | (pl.col("_pos") >= pl.col("_cut"))
+    kept = window_row
+    if rebase > timedelta(0):
+        cut_time = pl.when(pl.col("_pos") == pl.col("_cut")).then(pl.col("bucket_start")).max().over(SERIES_KEY)
+        kept = kept | (pl.col("bucket_start") >= cut_time - rebase)
+    return frame.filter(kept).with_columns(_window_row=window_row).drop("_cut", "_pos")
+
+
+def tail_inside(samples: pl.DataFrame, start: datetime, rebase: timedelta = timedelta(0)) -> pl.DataFrame:
     """The series (SERIES_KEY rows) with at least REACH rows before `start` whose `context_tail` of
     `samples` starts after their first row. Their tail is the same in any longer context (more rows
     before these, same rows after): the row it starts at has its predecessor here, and the rows
     before it cannot start a later tail. So a caller may judge them from a short recent context and
-    read the whole one only for the others.
+    read the whole one only for the others. With `rebase`, the first row must also lie at least
+    `rebase` before the row the windows' tail starts at: the context then holds every row of the
+    re-basing window (it starts no later than that first row).
 
     The REACH rows are needed because `_cut`'s count of rows before `start` is unsigned: with fewer,
     its `- REACH` wraps round and every earlier restart qualifies, a cut no longer context repeats."""
     enough = (pl.col("bucket_start") < start).sum().over(SERIES_KEY).cast(pl.Int64) >= REACH
+    covered = pl.col("bucket_start").min().over(SERIES_KEY) <= _cut_time(start) - rebase
     return (
-        samples.select(*SERIES_KEY, _cut=_cut(start), _enough=enough)
-        .filter((pl.col("_cut") > 0) & pl.col("_enough"))
+        samples.select(*SERIES_KEY, _cut=_cut(start), _enough=enough, _covered=covered)
+        .filter((pl.col("_cut") > 0) & pl.col("_enough") & pl.col("_covered"))
         .select(SERIES_KEY)
         .unique()
     )
+
+
+def _cut_time(start: datetime) -> pl.Expr:
+    """Per series, the `bucket_start` of the row `_cut` names."""
+    position = pl.int_range(pl.len()).over(SERIES_KEY)
+    return pl.when(position == _cut(start)).then(pl.col("bucket_start")).max().over(SERIES_KEY)
 
 
 def _cut(start: datetime) -> pl.Expr:
@@ -374,6 +435,79 @@ def _cut(start: datetime) -> pl.Expr:
     ).fill_null(True)
     fits = before & restarts & (position <= before.sum().over(SERIES_KEY) - REACH)
     return pl.when(fits).then(position).otherwise(0).max().over(SERIES_KEY)
+
+
+def rebase_reach(window: timedelta) -> timedelta:
+    """How far before a sample its offset looks: the window of each confirmation it holds on to."""
+    return window * (1 + REBASE_HOLD)
+
+
+def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+    """`frame` (sorted per series in time, with `avg_v`, `expected`, `_max_gap`, `s_r` and `_l_shift`,
+    the residual at which a 16-sample mean is critical) with `offset`: what a lasting level change
+    adds to the expectation of each sample, 0.0 where there is none, and `rescale`: what the
+    scales are multiplied by there (the new level's noise against the profile's, at least 1).
+
+    Why: a machine moved to a new operating point (a recipe, a setpoint, a replaced sensor) stays
+    'critical' against its profile until the profile has learned the new level, for days, and a real
+    fault on the new level hides in that. So when the residuals of the `window` before a sample (not
+    the sample itself) sit on one side beyond the critical shift (all but REBASE_QUANTILE of them)
+    and hold still (the median of the window's last half within REBASE_STEADY of its 10-90 % range of the
+    window's: a drift moves it by a quarter of its travel over the window and is not a level), the
+    sample's expectation is the profile plus the window's median residual, held for REBASE_HOLD of
+    the window after the last confirmation, unless the sample is nearer the profile than the new
+    level. Re-estimated sample by sample from the window alone (so the same whatever ran before,
+    live or backfill); it ends by itself when the profile learns the level (the residuals go to 0)
+    or the level goes back (the window is no longer on one side)."""
+    r = pl.col("avg_v") - pl.col("expected")
+    spec = {"by": "bucket_start", "window_size": window, "closed": "left"}
+    half = {**spec, "window_size": window / 2}
+    holds = window.total_seconds() / (pl.col("_max_gap") / MAX_GAP_SAMPLES)
+    # a confirmation needs nine tenths of a window's residuals beyond the critical shift on one
+    # side, and the window at least REBASE_MIN_SAMPLES and half the samples it can hold: a series
+    # without that many such residuals anywhere in the frame (nearly every series, nearly every
+    # hour) is not re-based, and is left out of the rolling quantiles, the cost here
+    least = (1 - REBASE_QUANTILE) * pl.max_horizontal(pl.lit(float(REBASE_MIN_SAMPLES)), 0.5 * holds)
+    beyond = [(r >= pl.col("_l_shift")).sum(), (r <= -pl.col("_l_shift")).sum()]
+    frame = frame.with_row_index("_i").with_columns(
+        _candidate=(pl.max_horizontal(*beyond) >= least.min()).over(SERIES_KEY)
+    )
+    if not frame["_candidate"].any():
+        return frame.drop("_i", "_candidate").with_columns(offset=0.0, rescale=1.0, rebase_held=False)
+    rest = frame.filter(~pl.col("_candidate")).with_columns(offset=0.0, rescale=1.0, rebase_held=False)
+    frame = frame.filter("_candidate")
+    frame = frame.with_columns(
+        _n=r.is_not_null().cast(pl.Int32).rolling_sum_by(**spec).over(SERIES_KEY),
+        _lo=r.rolling_quantile_by(quantile=REBASE_QUANTILE, interpolation="linear", **spec).over(SERIES_KEY),
+        _hi=r.rolling_quantile_by(quantile=1 - REBASE_QUANTILE, interpolation="linear", **spec).over(SERIES_KEY),
+        _med=r.rolling_median_by(**spec).over(SERIES_KEY),
+        _half=r.rolling_median_by(**half).over(SERIES_KEY),
+    )
+    n = pl.col("_n").cast(pl.Float64)
+    # against the window's own spread, not the profile's scale: a new operating point is often
+    # noisier than the old one (a CPU at 80 % wanders more than at 5 %), and its medians with it
+    steady = (pl.col("_half") - pl.col("_med")).abs() <= REBASE_STEADY * (pl.col("_hi") - pl.col("_lo"))
+    one_side = (pl.col("_lo") >= pl.col("_l_shift")) | (pl.col("_hi") <= -pl.col("_l_shift"))
+    confirmed = ((n >= REBASE_MIN_SAMPLES) & (n >= 0.5 * holds) & steady & one_side).fill_null(False)
+    # held for REBASE_HOLD of the window after the last confirmation: a window whose tests sit at
+    # their limits would otherwise re-base every other sample, each switch a `level_change`
+    frame = frame.with_columns(_ok=confirmed.cast(pl.Int8))
+    held = pl.col("_ok").rolling_max_by("bucket_start", window_size=window * REBASE_HOLD, closed="right")
+    frame = frame.with_columns(_held=held.over(SERIES_KEY) == 1)
+    # the new level's own noise (the 10-90 % range of a normal distribution is 2.5631 σ): scales
+    # learned at the old level judge a noisier new one as one long noise burst
+    local = (pl.col("_hi") - pl.col("_lo")) / 2.5631 / pl.col("s_r")
+    # a sample nearer the profile than the new level is judged against the profile: the level has
+    # gone back (or is going), and a machine back at what it did for weeks is not an anomaly; judged
+    # against the new level until the window lets go, the return read as one more critical event
+    nearer = (r - pl.col("_med")).abs() < r.abs()
+    rebased = pl.col("_held") & nearer
+    frame = frame.with_columns(
+        offset=pl.when(rebased).then(pl.col("_med")).otherwise(0.0),
+        rescale=pl.when(rebased).then(pl.max_horizontal(local, 1.0)).otherwise(1.0),
+        rebase_held=pl.col("_held"),
+    ).drop("_n", "_lo", "_hi", "_med", "_half", "_ok", "_held")
+    return pl.concat([rest, frame]).sort("_i").drop("_i", "_candidate")
 
 
 def _scaled(frame: pl.DataFrame) -> pl.DataFrame:
@@ -595,8 +729,10 @@ def judge(
     options: SeasonalOptions = SeasonalOptions(),
 ) -> pl.DataFrame:
     """Every sample at or after `start` of a judged series with its statistics, their levels
-    (0 none, 2 warning, 3..5 critical) and `level`/`method` of the worst. `samples` holds the
-    context before `start` too (up to 16 samples are used), running samples only."""
+    (0 none, 2 warning, 3..5 critical), its `offset` (a re-based level, `level_offsets`; 0.0 for
+    none: `expected` includes it) and `level_change` where a re-basing begins. `samples` holds the
+    context before `start` too (up to 16 samples, and `rebase_reach` of time, are used), running
+    samples only."""
     judged = [p for p in profiles if p.judged]
     if not judged or samples.is_empty():
         return pl.DataFrame()
@@ -607,10 +743,36 @@ def judge(
         return pl.DataFrame()
     # the tail needs each series in time order only (a cheap sort on one column); sorting the day's
     # rows by the five key strings would cost more than judging the hour
-    frame = context_tail(frame.sort("bucket_start"), start).sort(*SERIES_KEY, "bucket_start")
+    rebase = options.rebase_after
+    frame = _tail(frame.sort("bucket_start"), start, rebase_reach(rebase)).sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
-    stats = _scaled(_raw_statistics(_with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged), pl.col("_max_gap")))
+    frame = _with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged)
+    if rebase > timedelta(0):
+        shift = pl.DataFrame(
+            [(*p.key, p.critical["shift16"] * p.scale["m16"]) for p in judged],
+            schema={**{c: pl.String() for c in SERIES_KEY}, "_l_shift": pl.Float64()},
+            orient="row",
+        )
+        frame = level_offsets(plain(frame.join(shift, on=list(SERIES_KEY))), rebase).drop("_l_shift")
+        # the first re-based sample after one judged against the profile: where the event that
+        # opened at the change says what it was (a warning, `level_change`, the offset in scales)
+        held = pl.col("rebase_held")
+        began = held & (pl.col("offset") != 0.0) & ~held.shift(1).over(SERIES_KEY).fill_null(False)
+        frame = (
+            frame.with_columns(
+                expected=pl.col("expected") + pl.col("offset"),
+                **{LEVEL_CHANGE: pl.when(began).then(pl.col("offset").abs() / pl.col("s_r"))},
+            )
+            .with_columns(pl.col(c) * pl.col("rescale") for c in ("s_r", "s_m4", "s_m16", "s_spread"))
+            .drop("rebase_held")
+        )
+    else:
+        frame = frame.with_columns(offset=pl.lit(0.0), **{LEVEL_CHANGE: pl.lit(None, pl.Float64)})
+    # the rows kept only for the offsets' windows: no statistic of a judged sample reaches them
+    frame = frame.filter("_window_row").drop("_window_row")
+    # `_seg` only labels segments: its numbers depend on where the frame starts, its breaks do not
+    stats = _scaled(_raw_statistics(frame, pl.col("_max_gap"))).drop("_seg")
     stats = stats.filter(pl.col("bucket_start") >= start)
     limits = pl.DataFrame(
         [(*p.key, *(p.warning[t] for t in TESTS), *(p.critical[t] for t in TESTS)) for p in judged],
@@ -638,7 +800,14 @@ def judge(
             .fill_null(0)
             .cast(pl.Int16)
         )
-    stats = stats.with_columns(**levels)
+    stats = stats.with_columns(
+        **levels,
+        **{
+            f"w_{LEVEL_CHANGE}": pl.col("w_deviation"),
+            f"c_{LEVEL_CHANGE}": pl.col("c_deviation"),
+            f"l_{LEVEL_CHANGE}": pl.when(pl.col(LEVEL_CHANGE).is_not_null()).then(2).otherwise(0).cast(pl.Int16),
+        },
+    )
     young = [p.key for p in judged if p.span_hours * 3600 < options.critical_after.total_seconds()]
     if young:
         cap = pl.struct(SERIES_KEY).is_in([dict(zip(SERIES_KEY, k, strict=True)) for k in young])

@@ -1,0 +1,177 @@
+"""A lasting level change re-bases the expectation (`seasonal.level_offsets`): a machine moved to a new
+operating point is critical for the confirmation span, not for the days its profile needs to learn
+the new level, and the event that opened at the change closes saying what it was; a fault on the new
+level is still critical, a drift is not taken for a level, and an hour inside the re-based span is
+judged the same from its own context as in a longer one (live == backfill)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from analytics_platform.transforms import seasonal as se
+from analytics_platform.transforms.anomalies import CONTEXT, seasonal_anomalies
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA, SERIES_KEY, window_aggregates
+
+SERIES = ("t1", "f1", "m1", "s1", "temp")
+MONDAY = datetime(2025, 6, 2, tzinfo=UTC)
+SIGMA = 0.5  # the noise σ of every series here
+ONSET = MONDAY + timedelta(days=21, hours=10)  # a Monday, after three weeks of normal running
+WINDOW = se.SeasonalOptions().rebase_after
+HOUR = timedelta(hours=1)
+
+
+def series(days: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(times in s from MONDAY, values): a reading a minute, a daily swing of ±10 (peak 15:00) and
+    Gaussian noise of σ = SIGMA."""
+    t = np.arange(0, days * 86_400, 60)
+    rng = np.random.default_rng(seed)
+    return t, 60.0 + 10.0 * np.cos(2 * np.pi * (t / 86_400 - 15 / 24)) + rng.normal(0.0, SIGMA, t.size)
+
+
+def frame_of(values: np.ndarray) -> pl.DataFrame:
+    times = [MONDAY + timedelta(minutes=i) for i in range(values.size)]
+    return pl.DataFrame(
+        {"time": times, **{k: [v] * len(times) for k, v in zip(SERIES_KEY, SERIES, strict=True)}, "value": values},
+        schema=READING_SCHEMA,
+    )
+
+
+def since(t: np.ndarray, at: datetime) -> np.ndarray:
+    return t >= (at - MONDAY).total_seconds()
+
+
+def judge_hours(values: np.ndarray, first: datetime, hours: int) -> pl.DataFrame:
+    """The anomaly rows of `hours` hours from `first`, each judged on its own as the hourly asset
+    does: the profile learned up to the hour's UTC midnight from the 14 days before, the day of
+    aggregates before the hour as context."""
+    frame = frame_of(values)
+    aggs = window_aggregates(frame.lazy(), [60]).collect()
+    profiles: dict[datetime, list[se.Profile]] = {}
+    rows = []
+    for h in range(hours):
+        start = first + h * HOUR
+        midnight = se.training_end(start, timedelta(days=1))
+        if midnight not in profiles:
+            history = aggs.filter(pl.col("bucket_start") >= midnight - timedelta(days=14))
+            profiles[midnight] = se.fit_profiles(history, midnight)
+        hour = frame.filter((pl.col("time") >= start) & (pl.col("time") < start + HOUR))
+        context = aggs.filter((pl.col("bucket_end") <= start) & (pl.col("bucket_start") >= start - CONTEXT))
+        rows.append(seasonal_anomalies(hour, context, profiles[midnight], start=start))
+    return pl.concat(rows).sort("window_start", "method")
+
+
+def events(rows: pl.DataFrame) -> list[tuple[datetime, datetime, int]]:
+    """(first window start, last window end, worst severity) of the rows at most 3 samples apart:
+    `analytics.anomaly_events`' grouping."""
+    out: list[list] = []
+    for start, end, severity in rows.sort("window_start").select("window_start", "window_end", "severity").rows():
+        if out and start <= out[-1][1] + timedelta(minutes=3):
+            out[-1][1] = max(out[-1][1], end)
+            out[-1][2] = max(out[-1][2], severity)
+        else:
+            out.append([start, end, severity])
+    return [tuple(e) for e in out]
+
+
+def with_step(seed: int = 1) -> np.ndarray:
+    """+8σ from ONSET for three days (the new operating point)."""
+    t, values = series(25, seed)
+    step = since(t, ONSET) & ~since(t, ONSET + timedelta(days=3))
+    return values + np.where(step, 8 * SIGMA, 0.0)
+
+
+def test_a_lasting_step_is_critical_for_the_confirmation_span_then_rebased() -> None:
+    """Before: every sample of the three days was judged against the old level, critical all along
+    (a 2-3 day open event on NAB's level changes). Now: critical from the step's first sample until
+    the window before a sample (`rebase_after`, 6 h) has held the new level, then nothing; the
+    event ends with one `level_change` warning that says the level moved by +8σ."""
+    rows = judge_hours(with_step(), ONSET - 2 * HOUR, 50)
+    critical = rows.filter(pl.col("severity") >= 3)
+    assert critical["window_start"].min() == ONSET
+    change = rows.filter(pl.col("details").str.contains('"level_change"'))
+    assert change.select("method", "severity_label").rows() == [("shift", "warning")]
+    # confirmed once all but a tenth of the window lie beyond the critical shift (the window's oldest
+    # part may still hold the old level, the upper part of its noise beyond the shift): 5.1-6 h in
+    confirmed = change["window_start"][0]
+    assert ONSET + 0.85 * WINDOW <= confirmed <= ONSET + WINDOW
+    assert critical.filter(pl.col("window_start") >= confirmed).height == 0
+    assert critical["window_start"].max() == confirmed - timedelta(minutes=1)
+    details = json.loads(change["details"][0])
+    assert abs(details["level_offset"] - 8 * SIGMA) < 0.3 * SIGMA
+    opened = [e for e in events(rows) if e[0] == ONSET]
+    assert opened == [(ONSET, confirmed + timedelta(minutes=1), 5)]  # closed at the level_change row
+    # nothing but that event from the step on, for the two days judged
+    assert [e for e in events(rows) if e[0] >= ONSET] == opened
+
+
+def test_a_spike_on_the_new_level_is_still_critical() -> None:
+    """12 h after the step, +8σ above the new level: judged against profile + offset, a deviation
+    of about 8 scales, critical; before re-basing it would have been one more sample of the open event."""
+    values = with_step()
+    spike = ONSET + timedelta(hours=12, minutes=7)
+    values[int((spike - MONDAY).total_seconds() // 60)] += 8 * SIGMA
+    rows = judge_hours(values, ONSET + timedelta(hours=11), 3)
+    assert rows.filter(pl.col("severity") >= 3).select("window_start", "method").rows() == [(spike, "deviation")]
+    assert json.loads(rows.filter(pl.col("window_start") == spike)["details"][0])["level_offset"] > 7 * SIGMA
+
+
+def test_a_drift_is_not_taken_for_a_level_change() -> None:
+    """A ramp of +σ/2 an hour for 30 h (15σ at its end) keeps moving: no window of it holds still,
+    so nothing is re-based and its last hours are as critical as without re-basing."""
+    t, values = series(25)
+    hours = (t - (ONSET - MONDAY).total_seconds()) / 3600
+    values = values + np.where((hours >= 0) & (hours < 30), hours * SIGMA / 2, 0.0)
+    rows = judge_hours(values, ONSET + timedelta(hours=20), 10)
+    assert not rows["details"].str.contains("level_offset").any()
+    last = rows.filter(pl.col("window_start") >= ONSET + timedelta(hours=29))
+    assert last.filter((pl.col("method") == "deviation") & (pl.col("severity") >= 3)).height == 60
+
+
+def test_an_hour_inside_the_rebased_span_is_judged_the_same_from_its_own_context() -> None:
+    """The offset is a function of the `rebase_after` before each sample, which the hour's own day
+    of context holds: judging the hour from its tail (context_tail keeps the re-basing window),
+    from the short recent context (`tail_inside`) or from a whole earlier start gives the same bits."""
+    values = with_step()
+    frame = frame_of(values)
+    aggs = window_aggregates(frame.lazy(), [60]).collect()
+    hour = ONSET + timedelta(hours=8)
+    midnight = se.training_end(hour, timedelta(days=1))
+    profiles = se.fit_profiles(aggs.filter(pl.col("bucket_start") >= midnight - timedelta(days=14)), midnight)
+    samples = se.samples_of(
+        aggs.filter((pl.col("bucket_start") >= hour - CONTEXT) & (pl.col("bucket_start") < hour + HOUR)), 60
+    ).sort("bucket_start")
+    alone = se.judge(samples, profiles, hour)
+    whole = se.judge(samples, profiles, hour - timedelta(hours=12)).filter(pl.col("bucket_start") >= hour)
+    assert alone.height == 60 and (alone["offset"] > 7 * SIGMA).all()
+    assert alone.equals(whole)
+    recent = samples.filter(pl.col("bucket_start") >= hour - HOUR - WINDOW)
+    assert se.tail_inside(recent, hour, WINDOW)["sensor_id"].to_list() == ["s1"]
+    assert se.tail_inside(samples.filter(pl.col("bucket_start") >= hour - WINDOW), hour, WINDOW).is_empty()
+    assert se.judge(recent, profiles, hour).equals(alone)
+    # the rows the hourly asset writes: the same from a day of context as from two
+    readings = frame.filter((pl.col("time") >= hour) & (pl.col("time") < hour + HOUR))
+    day = aggs.filter((pl.col("bucket_end") <= hour) & (pl.col("bucket_start") >= hour - CONTEXT))
+    two = aggs.filter((pl.col("bucket_end") <= hour) & (pl.col("bucket_start") >= hour - 2 * CONTEXT))
+    assert seasonal_anomalies(readings, day, profiles, start=hour).equals(
+        seasonal_anomalies(readings, two, profiles, start=hour)
+    )
+
+
+def test_rebasing_off_judges_against_the_profile_alone() -> None:
+    """`rebase_after` = 0: the step 8 h on is still judged against the old level (critical)."""
+    values = with_step()
+    frame = frame_of(values)
+    aggs = window_aggregates(frame.lazy(), [60]).collect()
+    hour = ONSET + timedelta(hours=8)
+    midnight = se.training_end(hour, timedelta(days=1))
+    profiles = se.fit_profiles(aggs.filter(pl.col("bucket_start") >= midnight - timedelta(days=14)), midnight)
+    samples = se.samples_of(
+        aggs.filter((pl.col("bucket_start") >= hour - CONTEXT) & (pl.col("bucket_start") < hour + HOUR)), 60
+    )
+    off = se.judge(samples, profiles, hour, se.SeasonalOptions(rebase_after=timedelta(0)))
+    assert (off["offset"] == 0.0).all()
+    assert off.select(worst=pl.max_horizontal(pl.col(f"l_{t}") for t in se.TESTS))["worst"].min() >= 3
