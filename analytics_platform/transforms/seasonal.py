@@ -33,7 +33,8 @@ Statistics per sample (all "larger = more unusual"), each reported under its met
              the last 6 residuals / its value for Gaussian noise of the usual scale
   stuck      readings in a run of identical values, against the longest usual run
 
-A lasting level change re-bases the expectation (`level_offsets`, `rebase_after`, default 6 h).
+A lasting level change re-bases the expectation (`level_offsets`, `rebase_after`:
+ANOMALY_REBASE_HOURS, off by default, tuned at 6 h).
 A machine moved to a new operating point (a recipe, a setpoint, a replaced sensor) would otherwise
 be critical against its profile until the profile has learned the new level, days later, and a
 fault on the new level would hide in that one long event. When the residuals of the `rebase_after`
@@ -73,6 +74,7 @@ import polars as pl
 from analytics_platform.transforms.window_aggregates import SERIES_KEY, TIME
 
 VERSION = "seasonal-1"
+REBASE_HOURS = 6  # the re-basing window the detector was tuned with (SeasonalOptions.rebase_after)
 SHIFT_WINDOWS = (4, 16)
 NOISE_WINDOW = 6
 REACH = max(*SHIFT_WINDOWS, NOISE_WINDOW + 1)  # rows before a sample that a window can see, and one more
@@ -113,9 +115,11 @@ class SeasonalOptions:
     warning_per_day: float = 0.2  # Gaussian floor: expected exceedances per series-day, all tests
     critical_per_day: float = 0.01
     # a level held this long beyond the critical shift, on one side and steady, re-bases the
-    # expectation (`level_offsets`); 0 turns re-basing off. Longer than the simulator's 2 h level
-    # shifts and its drifts' 6 h ramps: a fault that ends on its own is not a new operating point
-    rebase_after: timedelta = timedelta(hours=6)
+    # expectation (`level_offsets`); 0 (the default: ANOMALY_REBASE_HOURS) turns re-basing off. Tuned
+    # at REBASE_HOURS: longer than the simulator's 2 h level shifts and its drifts' 6 h ramps, a fault
+    # that ends on its own is not a new operating point. Off by default because it reads ~7x the rows
+    # an hour judges (docs/benchmarks.md, "Level changes re-base the expectation")
+    rebase_after: timedelta = timedelta(0)
 
     def floors(self, samples_per_day: float) -> dict[str, tuple[float, float]]:
         """(warning, critical) floor per statistic for a series with this many samples a day."""

@@ -20,7 +20,8 @@ SERIES = ("t1", "f1", "m1", "s1", "temp")
 MONDAY = datetime(2025, 6, 2, tzinfo=UTC)
 SIGMA = 0.5  # the noise σ of every series here
 ONSET = MONDAY + timedelta(days=21, hours=10)  # a Monday, after three weeks of normal running
-WINDOW = se.SeasonalOptions().rebase_after
+ON = se.SeasonalOptions(rebase_after=timedelta(hours=se.REBASE_HOURS))  # ANOMALY_REBASE_HOURS=6
+WINDOW = ON.rebase_after
 HOUR = timedelta(hours=1)
 
 
@@ -60,7 +61,7 @@ def judge_hours(values: np.ndarray, first: datetime, hours: int) -> pl.DataFrame
             profiles[midnight] = se.fit_profiles(history, midnight)
         hour = frame.filter((pl.col("time") >= start) & (pl.col("time") < start + HOUR))
         context = aggs.filter((pl.col("bucket_end") <= start) & (pl.col("bucket_start") >= start - CONTEXT))
-        rows.append(seasonal_anomalies(hour, context, profiles[midnight], start=start))
+        rows.append(seasonal_anomalies(hour, context, profiles[midnight], start=start, options=ON))
     return pl.concat(rows).sort("window_start", "method")
 
 
@@ -144,20 +145,20 @@ def test_an_hour_inside_the_rebased_span_is_judged_the_same_from_its_own_context
     samples = se.samples_of(
         aggs.filter((pl.col("bucket_start") >= hour - CONTEXT) & (pl.col("bucket_start") < hour + HOUR)), 60
     ).sort("bucket_start")
-    alone = se.judge(samples, profiles, hour)
-    whole = se.judge(samples, profiles, hour - timedelta(hours=12)).filter(pl.col("bucket_start") >= hour)
+    alone = se.judge(samples, profiles, hour, ON)
+    whole = se.judge(samples, profiles, hour - timedelta(hours=12), ON).filter(pl.col("bucket_start") >= hour)
     assert alone.height == 60 and (alone["offset"] > 7 * SIGMA).all()
     assert alone.equals(whole)
     recent = samples.filter(pl.col("bucket_start") >= hour - HOUR - WINDOW)
     assert se.tail_inside(recent, hour, WINDOW)["sensor_id"].to_list() == ["s1"]
     assert se.tail_inside(samples.filter(pl.col("bucket_start") >= hour - WINDOW), hour, WINDOW).is_empty()
-    assert se.judge(recent, profiles, hour).equals(alone)
+    assert se.judge(recent, profiles, hour, ON).equals(alone)
     # the rows the hourly asset writes: the same from a day of context as from two
     readings = frame.filter((pl.col("time") >= hour) & (pl.col("time") < hour + HOUR))
     day = aggs.filter((pl.col("bucket_end") <= hour) & (pl.col("bucket_start") >= hour - CONTEXT))
     two = aggs.filter((pl.col("bucket_end") <= hour) & (pl.col("bucket_start") >= hour - 2 * CONTEXT))
-    assert seasonal_anomalies(readings, day, profiles, start=hour).equals(
-        seasonal_anomalies(readings, two, profiles, start=hour)
+    assert seasonal_anomalies(readings, day, profiles, start=hour, options=ON).equals(
+        seasonal_anomalies(readings, two, profiles, start=hour, options=ON)
     )
 
 
@@ -175,3 +176,19 @@ def test_rebasing_off_judges_against_the_profile_alone() -> None:
     off = se.judge(samples, profiles, hour, se.SeasonalOptions(rebase_after=timedelta(0)))
     assert (off["offset"] == 0.0).all()
     assert off.select(worst=pl.max_horizontal(pl.col(f"l_{t}") for t in se.TESTS))["worst"].min() >= 3
+
+
+def test_the_rebase_setting_reaches_the_assets_options(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ANOMALY_REBASE_HOURS is read into the anomaly assets' (and the live judge's) SeasonalOptions: off (0)
+    by default, the tuned 6 h when asked; a negative window is refused by name."""
+    import pytest
+
+    from analytics_platform.defs.anomalies.assets import anomaly_options
+    from analytics_platform.settings import PlatformSettings
+
+    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == timedelta(0)
+    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "6")
+    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == WINDOW
+    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "-1")
+    with pytest.raises(ValueError, match="anomaly_rebase_hours"):
+        PlatformSettings()

@@ -40,6 +40,7 @@ def anomaly_options(settings: PlatformSettings) -> anomalies.AnomalyOptions:
             timezone=settings.anomaly_timezone,
             weekend_days=tuple(settings.anomaly_weekend_days),
             settle=timedelta(minutes=settings.anomaly_settle_minutes),
+            rebase_after=timedelta(hours=settings.anomaly_rebase_hours),
         ),
     )
 
