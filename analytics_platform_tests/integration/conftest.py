@@ -1,6 +1,7 @@
-"""Fixtures of the /v1 API tests, shared by the integration/test_api_*.py modules: the app with one
-key per kind of caller (`api`, over the test's own database; `empty_api`, over one empty database a
-module shares) and the known data sets of support/api_data.py, each inserted into the test's database.
+"""Fixtures of the integration tests: the alert tests' receivers, and those of the /v1 API tests,
+shared by the integration/test_api_*.py modules: the app with one key per kind of caller (`api`, over
+the test's own database; `empty_api`, over one empty database a module shares) and the known data sets
+of support/api_data.py, each inserted into the test's database.
 
 `empty_api` is module-scoped: every module asking for it builds one more database and app, so the
 tests that only check how a request is refused are kept together (test_api_validation.py)."""
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.alerts import HttpReceiver, MailReceiver
 from analytics_platform_tests.support.api import Api, running
 from analytics_platform_tests.support.api_data import (
     insert_agg_data,
@@ -25,6 +27,17 @@ from analytics_platform_tests.support.api_data import (
     insert_spec_data,
 )
 from analytics_platform_tests.support.stack import DatabaseHandle, new_database
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[HttpReceiver, MailReceiver]]:
+    """A local webhook server and mail server for the alert tests, started for the test and stopped after."""
+    http, mail = HttpReceiver(), MailReceiver()
+    http.start()
+    mail.start()
+    yield http, mail
+    http.stop()
+    mail.stop()
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ receiver; time is passed explicitly (`now`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-
-import pytest
 
 from analytics_platform.alerts.model import Rule
 from analytics_platform_tests.support.alerts import (
@@ -22,16 +19,6 @@ from analytics_platform_tests.support.alerts import (
 from analytics_platform_tests.support.stack import DatabaseHandle
 
 OFFLINE = Rule("offline", "device_offline", params={"minutes": 10, "lookback_hours": 168}, channels=("hook",))
-
-
-@pytest.fixture
-def receivers() -> Iterator[tuple[HttpReceiver, MailReceiver]]:
-    http, mail = HttpReceiver(), MailReceiver()
-    http.start()
-    mail.start()
-    yield http, mail
-    http.stop()
-    mail.stop()
 
 
 def insert_health(db: DatabaseHandle, rows: list[tuple[str, str, str, datetime, str]]) -> None:

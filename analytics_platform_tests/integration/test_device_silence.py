@@ -7,11 +7,9 @@ processing computes them (docs/architecture.md, "Silence is an outage")."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pytest
 
 from analytics_platform.alerts.model import Condition, Rule
 from analytics_platform.alerts.observe import devices_offline
@@ -41,16 +39,6 @@ STREAM = (
     + [body(iso(H10 + (140 + 5 * i) * MINUTE), health_score=0.9) for i in range(1, 8)]
 )
 SILENT_FROM, BACK_AT, LAST = H10 + 40 * MINUTE, H10 + 140 * MINUTE, H10 + 175 * MINUTE
-
-
-@pytest.fixture
-def receivers() -> Iterator[tuple[HttpReceiver, MailReceiver]]:
-    http, mail = HttpReceiver(), MailReceiver()
-    http.start()
-    mail.start()
-    yield http, mail
-    http.stop()
-    mail.stop()
 
 
 def offline_periods(db: DatabaseHandle) -> list[tuple]:

@@ -5,10 +5,7 @@ and HTTP receiver; the asset's own function judges the hour; time is passed expl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from analytics_platform.alerts.model import Rule
 from analytics_platform.results.events import recompute_quality
@@ -22,16 +19,6 @@ MINUTE = timedelta(minutes=1)
 SWEEP = Rule(
     "sweep-out-of-spec", "sweep_out_of_spec", params={"lookback_hours": 24, "severity": "critical"}, channels=("hook",)
 )
-
-
-@pytest.fixture
-def receivers() -> Iterator[tuple[HttpReceiver, MailReceiver]]:
-    http, mail = HttpReceiver(), MailReceiver()
-    http.start()
-    mail.start()
-    yield http, mail
-    http.stop()
-    mail.stop()
 
 
 def sweep(tenant: str, at: datetime, values: list[float]) -> tuple[str, bytes]:
