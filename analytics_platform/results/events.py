@@ -278,12 +278,12 @@ def _silenced_hours(
         ), last AS (
             -- each one's last message before `at`: one probe of the key index per machine, not a sort of
             -- the look-back's messages
-            SELECT m.tenant_id, m.factory_id, m.machine_id, s.time AS seen FROM machines m
+            SELECT m.tenant_id, m.factory_id, m.machine_id, s.time AS seen, s.status AS seen_status FROM machines m
             CROSS JOIN LATERAL (
-                SELECT r.time FROM analytics.raw_device_health r
+                SELECT r.time, r.status FROM analytics.raw_device_health r
                 WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
                   AND r.time < %(at)s AND r.time >= %(horizon)s
-                ORDER BY r.time DESC LIMIT 1) s
+                ORDER BY r.time DESC, r.status DESC LIMIT 1) s
         ), silent AS (
             SELECT l.* FROM last l
             WHERE coalesce((SELECT min(n.time) FROM analytics.raw_device_health n
@@ -295,6 +295,13 @@ def _silenced_hours(
                    WHERE s.tenant_id = l.tenant_id AND s.factory_id = l.factory_id AND s.machine_id = l.machine_id
                      AND s.status IS NOT NULL AND s.time <= l.seen AND s.time >= %(horizon)s
                    ORDER BY s.time DESC, s.status DESC LIMIT 1) <> %(offline)s
+              -- ... and only after a heartbeat: a last message that changed the status (an agent
+              -- reporting on change) is the status holding (transforms/device_health.py)
+              AND (l.seen_status IS NULL OR l.seen_status IS NOT DISTINCT FROM (
+                   SELECT p.status FROM analytics.raw_device_health p
+                   WHERE p.tenant_id = l.tenant_id AND p.factory_id = l.factory_id AND p.machine_id = l.machine_id
+                     AND p.status IS NOT NULL AND p.time < l.seen AND p.time >= %(horizon)s
+                   ORDER BY p.time DESC, p.status DESC LIMIT 1))
         )
         SELECT DISTINCT r.bucket_start FROM silent g
         JOIN analytics.analytics_event_rollup r

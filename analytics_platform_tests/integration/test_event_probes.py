@@ -85,6 +85,25 @@ def test_a_replayed_outage_recomputes_the_hours_that_carried_the_old_status(data
     assert database.query(computed, (H10,)) == before
 
 
+def test_an_on_change_agents_silence_does_not_recompute_its_hours_on_every_run(database: DatabaseHandle) -> None:
+    """mc-01 reports on change only: online at 09:50, nothing since. Its silence is the status holding
+    (test_device_health.py), so the hours rolled up with it online are right as they are: each hourly
+    run's look for hours a silence covers but which do not count it offline yet must not find them
+    (it did, and recomputed every earlier hour of the look-back on every run)."""
+    insert_status(database, [("mc-01", H10 - timedelta(minutes=10), "online")])
+    for hour in range(3):
+        compute_hour(database, H10 + hour * HOUR, ON_CHANGE, H10 + (hour + 1) * HOUR + 5 * MINUTE)
+    assert uptime(database, "mc-01") == {10: 100.0, 11: 100.0, 12: 100.0}
+    computed = "SELECT bucket_start, computed_at FROM analytics.analytics_event_rollup ORDER BY 1, 2"
+    before = database.query(computed)
+    compute_hour(database, H10 + 3 * HOUR, ON_CHANGE, H10 + 4 * HOUR + 5 * MINUTE)
+    after = database.query(computed)
+    assert [row for row in after if row[0] < H10 + 3 * HOUR] == [row for row in before if row[0] < H10 + 3 * HOUR], (
+        "the run of 13:00 recomputed the hours an on-change agent's silence covers"
+    )
+    assert uptime(database, "mc-01") == {10: 100.0, 11: 100.0, 12: 100.0, 13: 100.0}
+
+
 def day_rollup(db: DatabaseHandle, day: datetime, now: datetime) -> None:
     """What daily_event_rollups does for the day partition starting at `day`, at `now`."""
     with db.connect(db.pipeline_url) as conn:
