@@ -283,7 +283,7 @@ def _silenced_hours(
                 SELECT r.time, r.status FROM analytics.raw_device_health r
                 WHERE r.tenant_id = m.tenant_id AND r.factory_id = m.factory_id AND r.machine_id = m.machine_id
                   AND r.time < %(at)s AND r.time >= %(horizon)s
-                ORDER BY r.time DESC, r.status DESC LIMIT 1) s
+                ORDER BY r.time DESC, r.status DESC NULLS LAST LIMIT 1) s  -- a status sent with a score decides
         ), silent AS (
             SELECT l.* FROM last l
             WHERE coalesce((SELECT min(n.time) FROM analytics.raw_device_health n
