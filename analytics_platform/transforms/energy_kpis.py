@@ -628,6 +628,14 @@ def _interval_peak_demand(held: pl.DataFrame, points: pl.DataFrame, interval_s: 
     return out
 
 
+def _kwh_by(parts: Iterable[dict], key: str) -> dict:
+    """The parts' kWh summed per value of `key` (a band, a factor), in the parts' order (float sums)."""
+    out: dict = {}
+    for part in parts:
+        out[part[key]] = out.get(part[key], 0.0) + part["kwh"]
+    return out
+
+
 @dataclass(frozen=True)
 class _FactorOf:
     """What a tenant's emission factors are, for the reason a carbon figure is NULL: none at all, or
@@ -654,9 +662,7 @@ def _carbon(kwh: float | None, e: dict | None, factor: _FactorOf, no_energy: str
             f"(valid from {factor.first.isoformat() if factor.first else '?'})",
             {"kg_co2_per_kwh": None},
         )
-    by_factor: dict[float, float] = {}
-    for item in e["by_factor"]:
-        by_factor[item["kg_co2_per_kwh"]] = by_factor.get(item["kg_co2_per_kwh"], 0.0) + item["kwh"]
+    by_factor = _kwh_by(e["by_factor"], "kg_co2_per_kwh")
     if len(by_factor) == 1:
         (only,) = by_factor
         return kwh * only, "", {"kg_co2_per_kwh": only}
@@ -679,9 +685,7 @@ def _consumption_rows(
         cost, reason = None, f"{e['unpriced']:g} kWh of the period fall outside every tariff band of the tenant"
     else:
         cost, reason = e["cost"], None
-    bands: dict[str, float] = {}
-    for item in e["by_band"] if e else []:
-        bands[item["band"]] = bands.get(item["band"], 0.0) + item["kwh"]
+    bands = _kwh_by(e["by_band"] if e else [], "band")
     carbon, carbon_reason, carbon_details = _carbon(kwh, e, factor, no_energy)
     return [
         kpi_row(
