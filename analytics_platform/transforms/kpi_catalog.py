@@ -42,7 +42,7 @@ class Combine:
     * time_weighted_mean: the parts' values weighted by `weight` (a details key; None: the length
       of each part's period).
     * from_components: numerator / denominator of the longer period's own component KPIs, each
-      combined by its own rule (OEE = availability x performance x quality).
+      combined by its own rule (load factor = average demand / peak demand).
     """
 
     kind: CombineKind
@@ -234,10 +234,13 @@ OEE = Kpi(
     "oee",
     RATIO,
     "OEE",
-    "Overall equipment effectiveness: availability x performance x quality "
-    "(= good x ideal cycle time / planned busy time).",
+    "Overall equipment effectiveness: good x ideal cycle time / planned busy time (= availability x "
+    "performance x quality where all three are defined; 0 for planned time in which nothing was made).",
     _UNIT_INTERVAL,
-    from_components(("availability", "performance", "quality")),
+    # the multi-period (and multi-machine) textbook form: sum(good x ideal) / sum(planned busy time)
+    # over the periods where OEE is known. A x P x Q of the combined parts agrees with it only while
+    # every part is defined: a shift in which nothing was made has quality 0 / 0, and OEE 0.
+    ratio_of_sums(("good_count", "ideal_cycle_time_s"), ("planned_busy_s",)),
     format="percent",
 )
 PRODUCTION_RATE_PER_H = Kpi(

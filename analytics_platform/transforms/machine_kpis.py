@@ -32,15 +32,17 @@ Precedence where they overlap: planned state > outside the schedule > no data > 
     performance        = ideal cycle time x total count / running      (may exceed 1: then the
                                                                         ideal cycle time is wrong)
     quality            = good / total
-    OEE                = availability x performance x quality = good x ideal cycle time / planned
-                         busy time, computed as that one division (exact for exact inputs)
+    OEE                = good x ideal cycle time / planned busy time, one division (exact for exact
+                         inputs), = availability x performance x quality where all three are
+                         defined; 0 for planned time in which nothing was made
     downtime_s         = fault + no data (inside planned busy time)
     SEC                = energy kWh / units produced
     production_rate_h  = units / running hours
     data_completeness  = % of `slot_s` slots of the period holding at least one reading
 
-A value that cannot be computed (nothing produced, no run time, no metadata, no readings) is NULL
-with the reason in `null_reason`: never an exception, never a fake 0.
+A value that cannot be computed (a ratio of nothing produced or no run time, no metadata, no
+readings) is NULL with the reason in `null_reason`: never an exception, never a fake 0. (OEE of an
+idle period is not one: the textbook's division is 0 / planned time.)
 """
 
 from __future__ import annotations
@@ -792,13 +794,14 @@ def _oee_rows(period: dict, machine: tuple, account: _Account, counts: _Counts, 
         availability, a_reason = _ratio(running, busy, NO_STATES, "no planned production time in the period")
     performance, p_reason = _performance(account, counts, ideal)
     quality, q_reason = _ratio(good, total, counts.no_good, "no units produced in the period")
-    parts = {
-        K.AVAILABILITY: (availability, a_reason),
-        K.PERFORMANCE: (performance, p_reason),
-        K.QUALITY: (quality, q_reason),
-    }
-    missing = next(((kpi.name, why) for kpi, (value, why) in parts.items() if value is None), None)
-    # A x P x Q = (run / busy) (ideal x total / run) (good / total) = good x ideal / busy: one division
+    # OEE = good x ideal cycle time / planned busy time, the textbook's single division and what
+    # A x P x Q = (run / busy) (ideal x total / run) (good / total) reduces to where all three are
+    # defined; it needs only the good count, so planned time in which nothing was made (or the machine
+    # never ran) scores 0 where performance and quality are 0 / 0. It is unknown only without planned
+    # production time (no run states, or all of it planned down), an ideal cycle time or a good count.
+    # (a missing term is named by the part it belongs to, with that part's own reason)
+    terms = {K.AVAILABILITY: (availability, a_reason), K.PERFORMANCE: (ideal, p_reason), K.QUALITY: (good, q_reason)}
+    missing = next(((kpi.name, why) for kpi, (value, why) in terms.items() if value is None), None)
     oee = None if missing else good * ideal / busy
     rate, r_reason = _ratio(
         total,
@@ -829,6 +832,9 @@ def _oee_rows(period: dict, machine: tuple, account: _Account, counts: _Counts, 
             availability=availability,
             performance=performance,
             quality=quality,
+            # the terms a longer range's OEE adds up (kpi_catalog.OEE)
+            ideal_cycle_time_s=ideal,
+            planned_busy_s=busy if account.has_states else None,
         ),
         _row(period, machine, K.PRODUCTION_RATE_PER_H, rate, r_reason),
     ]

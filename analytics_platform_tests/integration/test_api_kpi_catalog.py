@@ -23,14 +23,14 @@ OEE = {
     "name": "oee",
     "unit": "ratio",
     "label": "OEE",
-    "description": "Overall equipment effectiveness: availability x performance x quality "
-    "(= good x ideal cycle time / planned busy time).",
+    "description": "Overall equipment effectiveness: good x ideal cycle time / planned busy time (= availability x "
+    "performance x quality where all three are defined; 0 for planned time in which nothing was made).",
     "valid_min": 0.0,
     "valid_max": 1.0,
     "combine": {
-        "kind": "from_components",
-        "numerator": ["availability", "performance", "quality"],
-        "denominator": [],
+        "kind": "ratio_of_sums",
+        "numerator": ["good_count", "ideal_cycle_time_s"],
+        "denominator": ["planned_busy_s"],
         "scale": 1.0,
         "weight": None,
         "at": None,

@@ -34,7 +34,7 @@ H1 = hour(
     availability=(0.5, {"run_time_s": 1800.0, "planned_busy_s": 3600.0, "unknown_s": 0.0}),
     performance=(240 / 1800, {"ideal_cycle_time_s": 60.0}),
     quality=(0.75, {"good": 3.0, "total": 4.0}),
-    oee=(0.5 * 240 / 1800 * 0.75, {}),
+    oee=(0.5 * 240 / 1800 * 0.75, {"ideal_cycle_time_s": 60.0, "planned_busy_s": 3600.0}),
     production_rate_per_h=(8.0, {}),
     data_completeness_pct=(50.0, {"slots": 60, "slots_with_data": 30, "slot_s": 60}),
 )
@@ -53,7 +53,7 @@ H2 = hour(
     availability=(1.0, {"run_time_s": 3000.0, "planned_busy_s": 3000.0, "unknown_s": 0.0}),
     performance=(360 / 3000, {"ideal_cycle_time_s": 60.0}),
     quality=(1.0, {"good": 6.0, "total": 6.0}),
-    oee=(360 / 3000, {}),
+    oee=(360 / 3000, {"ideal_cycle_time_s": 60.0, "planned_busy_s": 3000.0}),
     production_rate_per_h=(7.2, {}),
     data_completeness_pct=(100.0, {"slots": 60, "slots_with_data": 60, "slot_s": 60}),
 )
@@ -81,7 +81,7 @@ def test_one_machine_combines_each_kpi_by_its_rule() -> None:
         "availability": pytest.approx(8 / 11, rel=1e-15),  # 4800 / 6600
         "performance": 0.125,  # 60 x 10 / 4800
         "quality": 0.9,  # 9 / 10
-        "oee": pytest.approx(9 / 110, rel=1e-15),  # 8/11 x 1/8 x 9/10
+        "oee": 540 / 6600,  # 9 good x 60 s / 6600 s planned = 8/11 x 1/8 x 9/10
         "production_rate_per_h": 7.5,  # 10 / 4800 s x 3600
         "data_completeness_pct": 75.0,  # 90 of 120 slots
         "idle_time_s": None,  # no stored row: nothing to combine
@@ -93,11 +93,8 @@ def test_one_machine_combines_each_kpi_by_its_rule() -> None:
     assert got["planned_downtime_s"].details["planned_stop_s"] == 600.0
     assert got["sec_kwh_per_unit"].details == {"numerator": 40.0, "denominator": 10.0, "parts": 2, "parts_used": 2}
     assert got["avg_demand_kw"].details == {"held_s": 5400.0, "parts": 2}
-    assert got["oee"].details == {
-        "availability": pytest.approx(8 / 11),
-        "performance": 0.125,
-        "quality": 0.9,
-    }
+    # sum(good x ideal) / sum(planned busy time): (3 x 60 + 6 x 60) / (3600 + 3000)
+    assert got["oee"].details == {"numerator": 540.0, "denominator": 6600.0, "parts": 2, "parts_used": 2}
     assert got["idle_time_s"].null_reason == "no idle_time_s in the range"
 
 
@@ -122,12 +119,14 @@ def test_ratio_with_zero_denominator_and_oee_without_a_component() -> None:
     )
     got = K.combine([K.SEC_KWH_PER_UNIT], [idle, idle])["sec_kwh_per_unit"]
     assert (got.value, got.null_reason) == (None, "the range's production_count is 0")
-    # OEE alone still combines its components (not asked for) by their own rules
+    # OEE alone needs only its own terms: (3 + 6) good x 60 s / (3600 + 3000) s
     got = K.combine([K.OEE], [H1, H2])["oee"]
-    assert got.value == pytest.approx(9 / 110, rel=1e-15)
-    no_ideal = {name: part for name, part in H1.items() if name != "performance"}
-    got = K.combine([K.OEE], [no_ideal])["oee"]
-    assert got.value is None and got.null_reason.startswith("performance: ")
+    assert got.value == 540 / 6600
+    # an hour of a machine without an ideal cycle time stores OEE NULL and no ideal: its reason carries
+    why = "performance: no ideal cycle time for the machine (machine_metadata)"
+    no_ideal = {**H1, "oee": Part(None, {"ideal_cycle_time_s": None, "planned_busy_s": 3600.0}, 3600.0, why)}
+    got = K.combine([K.OEE], [no_ideal, no_ideal])["oee"]
+    assert (got.value, got.null_reason) == (None, why)
 
 
 def test_ratios_sum_only_the_periods_where_both_terms_are_known() -> None:
@@ -257,3 +256,24 @@ def test_cusum_of_deviations_by_hand() -> None:
         ("2026-03-02", 0.0, 0.0, 0.0, None, 1.0, 0),
         ("2026-03-03", 7.0, 10.0, -3.0, -30.0, -2.0, 1),
     ]
+
+
+IDLE = hour(
+    production_count=(0.0, {}),
+    good_count=(0.0, {}),
+    run_time_s=(0.0, {}),
+    availability=(0.0, {"run_time_s": 0.0, "planned_busy_s": 3600.0, "unknown_s": 0.0}),
+    performance=(None, {"ideal_cycle_time_s": 60.0}),
+    quality=(None, {"good": 0.0, "total": 0.0}),
+    oee=(0.0, {"ideal_cycle_time_s": 60.0, "planned_busy_s": 3600.0}),
+)
+
+
+def test_oee_over_a_range_is_good_x_ideal_over_planned_time_and_idle_hours_count_zero() -> None:
+    # a shift of two idle hours made nothing in 7200 s of planned time: OEE 0, not NULL
+    got = K.combine([K.OEE], [IDLE, IDLE])["oee"]
+    assert (got.value, got.null_reason) == (0.0, None)
+    # one idle hour beside H1: (3 x 60) / (3600 + 3600) = 0.025, where A x P x Q of the combined parts
+    # would agree only because the idle hour's 0 / 0 parts add nothing
+    got = K.combine([K.OEE], [H1, IDLE])["oee"]
+    assert got.value == 180 / 7200

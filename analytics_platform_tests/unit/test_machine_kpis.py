@@ -193,6 +193,8 @@ def test_machine_without_counters_or_states_gets_null_with_reasons(day: pl.DataF
     assert k["availability"]["null_reason"] == "no run-state data for the machine in the period"
     assert k["oee"]["null_reason"] == "availability: no run-state data for the machine in the period"
     assert k["downtime_s"]["value"] == 0.0
+    # its day is unknown time, no planned production time a longer range's OEE would add up
+    assert json.loads(k["oee"]["details"])["planned_busy_s"] is None
 
 
 def test_planned_stop_hour_has_no_availability_and_the_hours_add_up_to_the_day() -> None:
@@ -421,3 +423,63 @@ def test_a_meters_dropped_interval_gives_no_demand_inside_it() -> None:
     k = meter_only_hour(hour=12, values=values, max_interval_s=3600)
     for name in ("energy_kwh", "peak_demand_kw", "avg_demand_kw", "load_factor"):
         assert k[name]["value"] is None, (name, k[name])
+
+
+def production_hour(state: str, made: float = 0.0) -> dict:
+    """mc-04 holds `state` (since the day before) over 10:00-11:00, its counters read every 5 minutes
+    (no silence) from 500 made / 490 good at 10:00, rising evenly by `made` units over the hour, 98 %
+    of them good; ideal cycle time 2 s, no shifts: the whole hour is planned production time."""
+    start, end = at(10), at(11)
+    rows = []
+    for step in range(-1, 14):
+        t = start + timedelta(minutes=5 * step)
+        total = 500.0 + made * max(step, 0) / 12
+        rows += [
+            reading(t, "count_total", total, "mc-04"),
+            reading(t, "count_good", 490.0 + (total - 500.0) * 0.98, "mc-04"),
+        ]
+    inputs = KpiInputs(
+        start=start,
+        end=end,
+        readings=frame([r for r in rows if start <= r[0] < end], READING_SCHEMA),
+        prior=frame([r for r in rows if r[0] < start], READING_SCHEMA),
+        states=frame([], STATE_SCHEMA),
+        prior_states=frame([(at(22, 0, DAY - timedelta(days=1)), "t1", "f1", "mc-04", state)], STATE_SCHEMA),
+        next_seen=frame([("t1", "f1", "mc-04", end)], SEEN_SCHEMA),
+        next_readings=frame([r for r in rows if r[0] >= end], READING_SCHEMA),
+    )
+    out = machine_kpis(inputs, fixed_periods("hour", start, end, timedelta(hours=1)), plant(), KpiOptions(drivers=()))
+    return kpis(out, "mc-04", "hour", start)
+
+
+def test_oee_of_planned_time_without_production_is_zero_not_null() -> None:
+    """OEE = good x ideal cycle time / planned production time (the textbook single division): a machine
+    planned to produce that makes nothing scores 0. It was NULL ("quality: no units produced"), so an idle
+    shift vanished from OEE averages and threshold alerts instead of counting 0 %."""
+    idle = production_hour("idle")  # the counters stand still all hour
+    assert (idle["availability"]["value"], idle["production_count"]["value"], idle["good_count"]["value"]) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert idle["performance"]["value"] is None and idle["quality"]["value"] is None  # 0 / 0: undefined
+    assert (idle["oee"]["value"], idle["oee"]["null_reason"]) == (0.0, None)
+    details = json.loads(idle["oee"]["details"])
+    assert (details["ideal_cycle_time_s"], details["planned_busy_s"]) == (2.0, 3600.0)
+
+    running = production_hour("running")  # running, nothing made: performance 0, quality 0 / 0
+    assert (running["availability"]["value"], running["performance"]["value"]) == (1.0, 0.0)
+    assert (running["quality"]["value"], running["oee"]["value"]) == (None, 0.0)
+
+    # the textbook's worked hour stays A x P x Q: 1500 made, 1470 good, ideal 2 s, running all hour
+    made = production_hour("running", 1500.0)
+    assert made["oee"]["value"] == 1470 * 2.0 / 3600
+    assert made["oee"]["value"] == pytest.approx(
+        made["availability"]["value"] * made["performance"]["value"] * made["quality"]["value"], rel=1e-15
+    )
+
+
+def test_oee_without_run_states_or_an_ideal_cycle_time_stays_null_with_the_reason() -> None:
+    k = production_hour("planned_stop")  # all hour planned stop: no planned production time
+    assert k["oee"]["value"] is None
+    assert k["oee"]["null_reason"] == "availability: no planned production time in the period"
