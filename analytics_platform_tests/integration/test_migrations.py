@@ -136,6 +136,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "27_agg_window_as_of",
         "28_agg_materialised_days",
         "29_plant_versions",
+        "30_oee_terms",
     ]
 
 
@@ -174,6 +175,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "27_agg_window_as_of": "skipped",
         "28_agg_materialised_days": "skipped",
         "29_plant_versions": "skipped",
+        "30_oee_terms": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
@@ -375,3 +377,110 @@ def test_daily_continuous_aggregate_only_on_timescaledb(database: DatabaseHandle
         ).fetchall()
     # Σx² = (2-1)·0² + 2·1.5² + (1-1)·0² + 1·5² = 4.5 + 25
     assert rows == [("2025-08-20 00:00:00+00", 3, 8.0, 1.0, 5.0, 1.0, 5.0, 29.5)]
+
+
+def test_migration_30_gives_stored_oee_rows_their_terms_and_an_idle_hours_oee_zero(
+    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
+) -> None:
+    """Rows written before OEE became good x ideal / planned busy time carry no terms in their details (a
+    month over them would leave them out) and an idle hour's OEE is NULL. The migration fills both from the
+    same hour's rows, as the assets now write them, and re-versions the periods it touched."""
+    old = tmp_path / "sql"
+    old.mkdir()
+    for path in sorted((repo_root / "sql").glob("*.sql")):
+        if path.name < "30":
+            shutil.copy(path, old / path.name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database.name}_v29")
+    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_v29"
+    idle, made, blind = (datetime(2026, 3, 2, h, tzinfo=UTC) for h in (10, 11, 12))
+    q = "quality: no units produced in the period"
+    rows = [
+        # 10:00 idle all hour: nothing made in 3600 s of planned time
+        (idle, "availability", 0.0, None, {"run_time_s": 0.0, "planned_busy_s": 3600.0, "unknown_s": 0.0}),
+        (idle, "run_time_s", 0.0, None, None),
+        (idle, "performance", None, "no run time in the period", {"ideal_cycle_time_s": 2.0}),
+        (idle, "good_count", 0.0, None, None),
+        (idle, "oee", None, q, {"availability": 0.0, "performance": None, "quality": None}),
+        # 11:00 ran 1800 s of 3000 planned, 700 good of 720
+        (made, "availability", 0.6, None, {"run_time_s": 1800.0, "planned_busy_s": 3000.0, "unknown_s": 0.0}),
+        (made, "run_time_s", 1800.0, None, None),
+        (made, "performance", 0.8, None, {"ideal_cycle_time_s": 2.0}),
+        (made, "good_count", 700.0, None, None),
+        (made, "oee", 700 * 2.0 / 3000, None, {"availability": 0.6, "performance": 0.8, "quality": 700 / 720}),
+        # 12:00 no run states: no planned production time is known
+        (blind, "availability", None, "no run-state data for the machine in the period", {"planned_busy_s": 0.0}),
+        (blind, "run_time_s", None, "no run-state data for the machine in the period", None),
+        (blind, "performance", None, "no run-state data", {"ideal_cycle_time_s": 2.0}),
+        (blind, "good_count", 0.0, None, None),
+        (blind, "oee", None, "availability: no run-state data for the machine in the period", {}),
+    ]
+    try:
+        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+        with psycopg.connect(url, autocommit=True) as conn:
+            for start, kpi, value, why, details in rows:
+                conn.execute(
+                    "INSERT INTO analytics.analytics_kpi (period_start, period_end, period, tenant_id, factory_id, "
+                    "machine_id, kpi, value, null_reason, details) VALUES (%s, %s, 'hour', 't1', 'f1', 'm1', %s, %s, "
+                    "%s, %s)",
+                    (start, start + timedelta(hours=1), kpi, value, why, psycopg.types.json.Jsonb(details)),
+                )
+            conn.execute(
+                "INSERT INTO analytics.kpi_materialised_periods (period, period_start) VALUES ('hour', %s), "
+                "('hour', %s), ('day', %s)",
+                (idle, made, idle.replace(hour=0)),
+            )
+            before = dict(
+                conn.execute("SELECT period, max(version) FROM analytics.kpi_materialised_periods GROUP BY 1")
+            )
+        assert {r.version: r.action for r in apply_migrations(url)}["30_oee_terms"] == "applied"
+        for _ in range(2):  # a re-run changes nothing
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute((repo_root / "sql" / "30_oee_terms.sql").read_text())
+        with psycopg.connect(url, autocommit=True) as conn:
+            got = conn.execute(
+                "SELECT period_start, value, null_reason, details FROM analytics.analytics_kpi WHERE kpi = 'oee' "
+                "ORDER BY period_start"
+            ).fetchall()
+            versions = conn.execute(
+                "SELECT period, period_start, version FROM analytics.kpi_materialised_periods ORDER BY version"
+            ).fetchall()
+        assert got == [
+            (
+                idle,
+                0.0,
+                None,
+                {
+                    "availability": 0.0,
+                    "performance": None,
+                    "quality": None,
+                    "ideal_cycle_time_s": 2.0,
+                    "planned_busy_s": 3600.0,
+                },
+            ),
+            (
+                made,
+                700 * 2.0 / 3000,
+                None,
+                {
+                    "availability": 0.6,
+                    "performance": 0.8,
+                    "quality": 700 / 720,
+                    "ideal_cycle_time_s": 2.0,
+                    "planned_busy_s": 3000.0,
+                },
+            ),
+            (
+                blind,
+                None,
+                "availability: no run-state data for the machine in the period",
+                {"ideal_cycle_time_s": 2.0, "planned_busy_s": None},
+            ),
+        ]
+        # the two hours touched drew new versions (once: the re-runs found nothing), the day did not
+        assert versions[0][:2] == ("day", idle.replace(hour=0)) and versions[0][2] == before["day"]
+        assert sorted(s for _, s, _ in versions[1:]) == [idle, made]
+        assert min(v for _, _, v in versions[1:]) > max(before.values())
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_v29 WITH (FORCE)")
