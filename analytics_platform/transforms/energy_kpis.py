@@ -655,7 +655,8 @@ def _carbon(kwh: float | None, e: dict | None, factor: _FactorOf, no_energy: str
         return None, no_energy, {"kg_co2_per_kwh": factor.only}
     if not factor.any:
         return None, "no emission factor for the tenant", {"kg_co2_per_kwh": None}
-    if e["no_factor_parts"]:
+    # energy before the first version has no carbon; none used there emits nothing, whatever the factor
+    if e["no_factor_parts"] and e["no_factor"] > 0:
         return (
             None,
             f"{e['no_factor']:g} kWh of the period fall before the tenant's first emission factor "
@@ -663,6 +664,8 @@ def _carbon(kwh: float | None, e: dict | None, factor: _FactorOf, no_energy: str
             {"kg_co2_per_kwh": None},
         )
     by_factor = _kwh_by(e["by_factor"], "kg_co2_per_kwh")
+    if not by_factor:  # all of it (0 kWh) before the first version
+        return 0.0, "", {"kg_co2_per_kwh": None}
     if len(by_factor) == 1:
         (only,) = by_factor
         return kwh * only, "", {"kg_co2_per_kwh": only}
@@ -679,9 +682,10 @@ def _consumption_rows(
     no_energy = ENERGY_OPEN if still_open > 0 else NO_ENERGY
     if e is None:
         cost, reason = None, no_energy
-    elif e["untariffed_parts"]:
+    # kWh no price applies to has no cost; 0 kWh there costs nothing, whatever the price would be
+    elif e["untariffed_parts"] and e["untariffed"] > 0:
         cost, reason = None, f"{e['untariffed']:g} kWh of the period fall before the tenant's first tariff version"
-    elif e["unpriced_parts"]:
+    elif e["unpriced_parts"] and e["unpriced"] > 0:
         cost, reason = None, f"{e['unpriced']:g} kWh of the period fall outside every tariff band of the tenant"
     else:
         cost, reason = e["cost"], None

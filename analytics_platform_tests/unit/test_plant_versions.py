@@ -9,6 +9,7 @@ The meter (every case): an energy counter reading every 20 minutes, +2 kWh each,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -217,3 +218,32 @@ def test_a_tenant_without_its_own_row_takes_the_defaults_versions_and_one_with_i
     assert kpi(t1, "carbon_kg", "day", DAY)["value"] == pytest.approx(72 * 0.45 + 72 * 0.40)
     assert kpi(t2, "carbon_kg", "day", DAY)["null_reason"] == "no emission factor for the tenant"
     assert kpi(t2, "energy_cost", "day", DAY)["value"] == pytest.approx(14.4)  # the default's bands
+
+
+def test_no_energy_before_the_first_version_leaves_the_period_its_cost_and_carbon() -> None:
+    """A meter standing still until 06:40 (the machine off), then +2 kWh every 20 minutes; the tenant's first
+    factor and first tariff version both start at 06:30 UTC. The hour 06:00-07:00 used 2 kWh, all of it in
+    06:40-07:00, after both: its cost and carbon are known (0 kWh before the first version costs nothing and
+    emits nothing, whatever the price). They were NULL ("0 kWh of the period fall before ...")."""
+    inputs = meter(DAY)
+    still = DAY + timedelta(hours=6, minutes=40)
+
+    def standing(frame_: pl.DataFrame) -> pl.DataFrame:
+        steps = ((pl.col("time") - still).dt.total_minutes() // 20).clip(lower_bound=0)
+        return frame_.with_columns(value=(steps * 2.0).cast(pl.Float64))
+
+    inputs = dataclasses.replace(
+        inputs,
+        readings=standing(inputs.readings),
+        prior=standing(inputs.prior),
+        next_readings=standing(inputs.next_readings),
+    )
+    out = run(inputs, plant("Asia/Kolkata", [(CHANGE, 0.40)], [(CHANGE, "flat", 0, 1440, 0.10)]))
+    assert kpi(out, "energy_kwh", "hour", DAY + 5 * HOUR)["value"] == 0.0
+    assert kpi(out, "energy_kwh", "hour", DAY + 6 * HOUR)["value"] == 2.0
+    carbon, cost = kpi(out, "carbon_kg", "hour", DAY + 6 * HOUR), kpi(out, "energy_cost", "hour", DAY + 6 * HOUR)
+    assert (carbon["value"], carbon["null_reason"]) == (2.0 * 0.40, None)
+    assert (cost["value"], cost["null_reason"]) == (2.0 * 0.10, None)
+    # the hour before the versions used nothing: nothing to price, so 0 as well
+    assert kpi(out, "carbon_kg", "hour", DAY + 5 * HOUR)["value"] == 0.0
+    assert kpi(out, "energy_cost", "hour", DAY + 5 * HOUR)["value"] == 0.0
