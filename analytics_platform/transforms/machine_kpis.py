@@ -22,8 +22,11 @@ device.health; a state holds until the next one) and the readings' heartbeat:
 * planned downtime: `planned_stop` and `maintenance` states (maintenance is scheduled work; a
   breakdown is `fault`), and time outside the tenant's shifts (not planned production time);
 * no data: a silence longer than `gap_s` between a machine's readings (the whole silence), unless
-  it falls in planned downtime; it counts as unplanned downtime (the machine cannot prove it ran);
-* otherwise the state: running, idle, fault, or unknown (before the first state ever seen).
+  it falls in planned downtime or before the machine's first run state; it counts as unplanned
+  downtime (the machine cannot prove it ran), and a period of nothing but silence has availability
+  and OEE 0;
+* otherwise the state: running, idle, fault, or unknown (before the first state ever seen: not
+  planned busy time, silent or not).
 
 Precedence where they overlap: planned state > outside the schedule > no data > state.
 
@@ -441,7 +444,10 @@ def timeline(inputs: KpiInputs, tenants: pl.DataFrame, shifts: pl.DataFrame, gap
                 category = state
             elif any(s <= seg_start and seg_end <= e for s, e in holes):
                 category = "unscheduled"
-            elif any(s <= seg_start and seg_end <= e for s, e in machine_gaps):
+            elif state != "unknown" and any(s <= seg_start and seg_end <= e for s, e in machine_gaps):
+                # a silence is an outage of a machine whose state is known; before its first run state
+                # nothing says it was meant to run, silent or not (else a machine that never reports run
+                # states had planned busy time, and a month's availability 0, from a silence alone)
                 category = "no_data"
             else:
                 category = state
@@ -720,7 +726,11 @@ class _Account:
         t = times or dict.fromkeys(CATEGORIES, 0.0)
         period_s = (period["period_end"] - period["period_start"]).total_seconds()
         planned = t["planned_stop"] + t["maintenance"] + t["unscheduled"]
-        has_states = times is not None and sum(t[c] for c in ("running", "idle", "fault", *PLANNED_STATES)) > 0
+        # a silence after a known state is the state's time too (an outage: availability 0, not "no
+        # run-state data", as the range's sum of the period's terms already counted it)
+        has_states = (
+            times is not None and sum(t[c] for c in ("running", "idle", "fault", "no_data", *PLANNED_STATES)) > 0
+        )
         return cls(t, has_states, planned, period_s - planned - t["unknown"])
 
 

@@ -425,7 +425,7 @@ def test_a_meters_dropped_interval_gives_no_demand_inside_it() -> None:
         assert k[name]["value"] is None, (name, k[name])
 
 
-def production_hour(state: str, made: float = 0.0) -> dict:
+def production_hour(state: str | None, made: float = 0.0, silent: bool = False) -> dict:
     """mc-04 holds `state` (since the day before) over 10:00-11:00, its counters read every 5 minutes
     (no silence) from 500 made / 490 good at 10:00, rising evenly by `made` units over the hour, 98 %
     of them good; ideal cycle time 2 s, no shifts: the whole hour is planned production time."""
@@ -433,6 +433,8 @@ def production_hour(state: str, made: float = 0.0) -> dict:
     rows = []
     for step in range(-1, 14):
         t = start + timedelta(minutes=5 * step)
+        if silent and start <= t < end:  # the agent sends nothing from 09:55 to 11:00
+            continue
         total = 500.0 + made * max(step, 0) / 12
         rows += [
             reading(t, "count_total", total, "mc-04"),
@@ -444,7 +446,9 @@ def production_hour(state: str, made: float = 0.0) -> dict:
         readings=frame([r for r in rows if start <= r[0] < end], READING_SCHEMA),
         prior=frame([r for r in rows if r[0] < start], READING_SCHEMA),
         states=frame([], STATE_SCHEMA),
-        prior_states=frame([(at(22, 0, DAY - timedelta(days=1)), "t1", "f1", "mc-04", state)], STATE_SCHEMA),
+        prior_states=frame(
+            [(at(22, 0, DAY - timedelta(days=1)), "t1", "f1", "mc-04", state)] if state else [], STATE_SCHEMA
+        ),
         next_seen=frame([("t1", "f1", "mc-04", end)], SEEN_SCHEMA),
         next_readings=frame([r for r in rows if r[0] >= end], READING_SCHEMA),
     )
@@ -483,3 +487,27 @@ def test_oee_without_run_states_or_an_ideal_cycle_time_stays_null_with_the_reaso
     k = production_hour("planned_stop")  # all hour planned stop: no planned production time
     assert k["oee"]["value"] is None
     assert k["oee"]["null_reason"] == "availability: no planned production time in the period"
+
+
+def test_a_silent_hour_of_a_machine_with_run_states_is_an_outage_not_missing_states() -> None:
+    """Nothing from 09:55 to 11:00 of a machine running since the day before: the silence is unplanned
+    downtime (docs: the machine cannot prove it ran), so the hour's availability and OEE are 0, as a
+    month that sums the hour's terms already counted them. They were NULL, "no run-state data for the
+    machine in the period", while downtime_s said 3600 s."""
+    k = production_hour("running", silent=True)
+    assert k["downtime_s"]["value"] == 3600.0
+    assert (k["availability"]["value"], k["availability"]["null_reason"]) == (0.0, None)
+    assert (k["run_time_s"]["value"], k["oee"]["value"]) == (0.0, 0.0)
+
+
+def test_a_silence_of_a_machine_without_run_states_is_not_planned_time() -> None:
+    """A machine that never reported a run state has no planned busy time, silent or not: its silence
+    made 3600 s of planned time with nothing running, and a month with one such hour availability 0."""
+    k = production_hour(None, silent=True)
+    assert (k["availability"]["value"], k["availability"]["null_reason"]) == (
+        None,
+        "no run-state data for the machine in the period",
+    )
+    assert json.loads(k["availability"]["details"])["planned_busy_s"] == 0.0
+    assert json.loads(k["oee"]["details"])["planned_busy_s"] is None
+    assert k["downtime_s"]["value"] == 0.0
