@@ -107,3 +107,23 @@ def test_a_bad_dated_entry_is_one_line_naming_the_tenant_and_entry(tmp_path: Pat
         parse_plant_config(path)
     assert str(error.value) == f"{path} {message}"
     assert "\n" not in str(error.value)
+
+
+def test_a_local_from_the_clock_skips_or_repeats_is_read_with_the_offset_before_the_change(tmp_path: Path) -> None:
+    """Berlin's clocks go 02:00 -> 03:00 on 29 March 2026 (02:30 never happens) and 03:00 -> 02:00 on 25
+    October (02:30 happens twice). Both are read with the offset in force before the change (zoneinfo's fold
+    0): 02:30+01:00 = 01:30Z in March, the first 02:30 (+02:00) = 00:30Z in October; one line in the docs,
+    here so a change of library or parsing cannot move a version silently by an hour."""
+    text = """
+tenants:
+  t1:
+    timezone: Europe/Berlin
+    emission_factors:
+      - {from: "2026-03-29T02:30", kg_per_kwh: 0.40}
+      - {from: "2026-10-25T02:30", kg_per_kwh: 0.38}
+"""
+    config = parse_plant_config(write(tmp_path, text))
+    assert [f["valid_from"] for f in config.emission_factors] == [
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+    ]
