@@ -22,11 +22,10 @@ device.health; a state holds until the next one) and the readings' heartbeat:
 * planned downtime: `planned_stop` and `maintenance` states (maintenance is scheduled work; a
   breakdown is `fault`), and time outside the tenant's shifts (not planned production time);
 * no data: a silence longer than `gap_s` between a machine's readings (the whole silence), unless
-  it falls in planned downtime or before the machine's first run state; it counts as unplanned
-  downtime (the machine cannot prove it ran), and a period of nothing but silence has availability
-  and OEE 0;
-* otherwise the state: running, idle, fault, or unknown (before the first state ever seen: not
-  planned busy time, silent or not).
+  it falls in planned downtime; it counts as unplanned downtime (the machine cannot prove it ran),
+  and a period of nothing but silence has availability and OEE 0; a silence before the machine's
+  first run state is downtime too but, like all time then, not planned busy time;
+* otherwise the state: running, idle, fault, or unknown (before the first state ever seen).
 
 Precedence where they overlap: planned state > outside the schedule > no data > state.
 
@@ -88,7 +87,19 @@ ENERGY, POWER, TOTAL, GOOD = "energy", "power", "count_total", "count_good"
 COUNTERS = (ENERGY, TOTAL, GOOD)
 KPI_METRICS = (POWER, ENERGY, TOTAL, GOOD)
 PLANNED_STATES = ("planned_stop", "maintenance")
-CATEGORIES = ("running", "idle", "fault", "planned_stop", "maintenance", "unscheduled", "no_data", "unknown")
+# "unknown_no_data": a silence before the machine's first run state: downtime from a gap, as any
+# silence, but not planned busy time (nothing says the machine was meant to run then)
+CATEGORIES = (
+    "running",
+    "idle",
+    "fault",
+    "planned_stop",
+    "maintenance",
+    "unscheduled",
+    "no_data",
+    "unknown",
+    "unknown_no_data",
+)
 
 TENANT_SCHEMA: dict[str, pl.DataType] = {
     "tenant_id": pl.String(),
@@ -444,11 +455,11 @@ def timeline(inputs: KpiInputs, tenants: pl.DataFrame, shifts: pl.DataFrame, gap
                 category = state
             elif any(s <= seg_start and seg_end <= e for s, e in holes):
                 category = "unscheduled"
-            elif state != "unknown" and any(s <= seg_start and seg_end <= e for s, e in machine_gaps):
-                # a silence is an outage of a machine whose state is known; before its first run state
-                # nothing says it was meant to run, silent or not (else a machine that never reports run
-                # states had planned busy time, and a month's availability 0, from a silence alone)
-                category = "no_data"
+            elif any(s <= seg_start and seg_end <= e for s, e in machine_gaps):
+                # a silence is downtime; before the machine's first run state it is not planned busy time
+                # (else a machine that never reports run states had planned busy time, and a month's
+                # availability 0, from a silence alone)
+                category = "unknown_no_data" if state == "unknown" else "no_data"
             else:
                 category = state
             if rows and rows[-1][:3] == machine and rows[-1][5] == category and rows[-1][4] == seg_start:
@@ -731,7 +742,7 @@ class _Account:
         has_states = (
             times is not None and sum(t[c] for c in ("running", "idle", "fault", "no_data", *PLANNED_STATES)) > 0
         )
-        return cls(t, has_states, planned, period_s - planned - t["unknown"])
+        return cls(t, has_states, planned, period_s - planned - t["unknown"] - t["unknown_no_data"])
 
 
 def _count_rows(period: dict, machine: tuple, counts: _Counts, energy_kwh: float | None) -> list[dict]:
@@ -780,7 +791,15 @@ def _time_rows(period: dict, machine: tuple, account: _Account) -> list[dict]:
             maintenance_s=t["maintenance"],
             unscheduled_s=t["unscheduled"],
         ),
-        _row(period, machine, K.DOWNTIME_S, t["fault"] + t["no_data"], None, fault_s=t["fault"], gap_s=t["no_data"]),
+        _row(
+            period,
+            machine,
+            K.DOWNTIME_S,
+            t["fault"] + t["no_data"] + t["unknown_no_data"],
+            None,
+            fault_s=t["fault"],
+            gap_s=t["no_data"] + t["unknown_no_data"],
+        ),
         _row(period, machine, K.FAULT_TIME_S, t["fault"], None),
     ]
 
@@ -829,7 +848,7 @@ def _oee_rows(period: dict, machine: tuple, account: _Account, counts: _Counts, 
             a_reason,
             run_time_s=running,
             planned_busy_s=busy,
-            unknown_s=account.seconds["unknown"],
+            unknown_s=account.seconds["unknown"] + account.seconds["unknown_no_data"],
         ),
         _row(period, machine, K.PERFORMANCE, performance, p_reason, ideal_cycle_time_s=ideal, **above_1),
         _row(period, machine, K.QUALITY, quality, q_reason, good=good, total=total),

@@ -500,9 +500,10 @@ def test_a_silent_hour_of_a_machine_with_run_states_is_an_outage_not_missing_sta
     assert (k["run_time_s"]["value"], k["oee"]["value"]) == (0.0, 0.0)
 
 
-def test_a_silence_of_a_machine_without_run_states_is_not_planned_time() -> None:
+def test_a_silence_of_a_machine_without_run_states_is_downtime_but_not_planned_time() -> None:
     """A machine that never reported a run state has no planned busy time, silent or not: its silence
-    made 3600 s of planned time with nothing running, and a month with one such hour availability 0."""
+    made 3600 s of planned time with nothing running, and a month with one such hour availability 0.
+    The silence is still its downtime (the brief's "downtime from gaps")."""
     k = production_hour(None, silent=True)
     assert (k["availability"]["value"], k["availability"]["null_reason"]) == (
         None,
@@ -510,4 +511,5 @@ def test_a_silence_of_a_machine_without_run_states_is_not_planned_time() -> None
     )
     assert json.loads(k["availability"]["details"])["planned_busy_s"] == 0.0
     assert json.loads(k["oee"]["details"])["planned_busy_s"] is None
-    assert k["downtime_s"]["value"] == 0.0
+    assert (k["downtime_s"]["value"], json.loads(k["downtime_s"]["details"])["gap_s"]) == (3600.0, 3600.0)
+    assert json.loads(k["availability"]["details"])["unknown_s"] == 3600.0
