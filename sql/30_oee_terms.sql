@@ -13,24 +13,21 @@
 -- Idempotent: only OEE rows without the planned_busy_s key are read; a re-run finds none. PostgreSQL and
 -- TimescaleDB alike (an UPDATE of compressed chunks is supported there).
 WITH terms AS (
+    -- the same period's other rows, one join: performance's ideal cycle time, availability's planned busy
+    -- time (where run_time_s says the period had run states), the good count
     SELECT o.tenant_id, o.factory_id, o.machine_id, o.period, o.kpi, o.period_start,
-           (p.details ->> 'ideal_cycle_time_s')::double precision AS ideal,
-           CASE WHEN r.value IS NOT NULL THEN (a.details ->> 'planned_busy_s')::double precision END AS busy,
-           g.value AS good
+           max((k.details ->> 'ideal_cycle_time_s')::double precision) FILTER (WHERE k.kpi = 'performance') AS ideal,
+           CASE WHEN bool_or(k.kpi = 'run_time_s' AND k.value IS NOT NULL)
+                THEN max((k.details ->> 'planned_busy_s')::double precision) FILTER (WHERE k.kpi = 'availability')
+           END AS busy,
+           max(k.value) FILTER (WHERE k.kpi = 'good_count') AS good
     FROM analytics.analytics_kpi o
-    LEFT JOIN analytics.analytics_kpi a
-        ON (a.tenant_id, a.factory_id, a.machine_id, a.period, a.period_start, a.kpi)
-         = (o.tenant_id, o.factory_id, o.machine_id, o.period, o.period_start, 'availability')
-    LEFT JOIN analytics.analytics_kpi p
-        ON (p.tenant_id, p.factory_id, p.machine_id, p.period, p.period_start, p.kpi)
-         = (o.tenant_id, o.factory_id, o.machine_id, o.period, o.period_start, 'performance')
-    LEFT JOIN analytics.analytics_kpi r
-        ON (r.tenant_id, r.factory_id, r.machine_id, r.period, r.period_start, r.kpi)
-         = (o.tenant_id, o.factory_id, o.machine_id, o.period, o.period_start, 'run_time_s')
-    LEFT JOIN analytics.analytics_kpi g
-        ON (g.tenant_id, g.factory_id, g.machine_id, g.period, g.period_start, g.kpi)
-         = (o.tenant_id, o.factory_id, o.machine_id, o.period, o.period_start, 'good_count')
+    LEFT JOIN analytics.analytics_kpi k
+        ON (k.tenant_id, k.factory_id, k.machine_id, k.period, k.period_start)
+         = (o.tenant_id, o.factory_id, o.machine_id, o.period, o.period_start)
+        AND k.kpi IN ('availability', 'performance', 'run_time_s', 'good_count')
     WHERE o.kpi = 'oee' AND NOT (COALESCE(o.details, '{}'::jsonb) ? 'planned_busy_s')
+    GROUP BY o.tenant_id, o.factory_id, o.machine_id, o.period, o.kpi, o.period_start
 ), filled AS (
     UPDATE analytics.analytics_kpi o
     SET details = COALESCE(o.details, '{}'::jsonb)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,9 +17,8 @@ import psycopg
 import pytest
 
 from analytics_platform import cli
-from analytics_platform.migrations import apply_migrations
 from analytics_platform.settings import PlatformSettings, get_settings
-from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, produce
+from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic, older_database, produce
 
 TIMES = ["2025-08-20T03:12:00Z", "2025-08-20T03:13:00Z", "2025-08-20T03:14:00Z"]
 IDS = ["e-1", "e-2", "e-3"]
@@ -160,24 +158,13 @@ OLD_RAW = (
 )
 
 
-def test_the_upgrade_rewrites_keys_and_brings_collided_rows_back(
-    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
-) -> None:
+def test_the_upgrade_rewrites_keys_and_brings_collided_rows_back(pg_admin_url: str, repo_root, tmp_path) -> None:
     """A database migrated before 07, as the old drain left it: tenant t-b's three readings reused
     t-a's ids and times and were dropped (only t-a's rows, keyed by the id alone, are in raw), while
     landing holds all six messages. `analytics-platform migrate` must rewrite the keys in place
     (compressed chunks included on TimescaleDB) and re-derive the hour, bringing t-b's rows back."""
-    old = tmp_path / "sql"
-    old.mkdir()
-    for path in sorted((repo_root / "sql").glob("0[1-6]_*.sql")):
-        shutil.copy(path, old / path.name)
-    name = f"{database.name}_up"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = database.admin_url.rsplit("/", 1)[0] + f"/{name}"
     topic = "sensors.device.readings"
-    try:
-        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+    with older_database(pg_admin_url, sorted((repo_root / "sql").glob("0[1-6]_*.sql")), tmp_path) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             for n, (when, event) in enumerate(zip(TIMES, IDS, strict=True)):
                 a = sensor(when, event, 10.0 + n, tenant_id="t-a")
@@ -230,9 +217,6 @@ def test_the_upgrade_rewrites_keys_and_brings_collided_rows_back(
             assert cli.main(["migrate"]) == 0
         with psycopg.connect(url, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM analytics.raw_rederivations").fetchone() == (1,)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def dataset_hour() -> datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,7 @@ import psycopg
 import pytest
 
 from analytics_platform.migrations import apply_migrations, discover
-from analytics_platform_tests.support.stack import DatabaseHandle, new_database
+from analytics_platform_tests.support.stack import DatabaseHandle, new_database, older_database
 
 TABLES = {
     "kafka_landing",
@@ -183,20 +182,11 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
             conn.execute(path.read_text())
 
 
-def test_rollup_subjects_upgrade_a_database_that_has_rollups(
-    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
-) -> None:
+def test_rollup_subjects_upgrade_a_database_that_has_rollups(pg_admin_url: str, repo_root, tmp_path) -> None:
     """03 on a database migrated before it: existing rollup rows get subject '' and the key gains
     subject, so one station can hold a pass rate per analyte."""
-    old = tmp_path / "sql"
-    old.mkdir()
-    for name in ("01_analytics_core.sql", "02_analytics_events.sql"):
-        shutil.copy(repo_root / "sql" / name, old / name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database.name}_old")
-    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_old"
-    try:
-        apply_migrations(url, old)
+    files = [repo_root / "sql" / name for name in ("01_analytics_core.sql", "02_analytics_events.sql")]
+    with older_database(pg_admin_url, files, tmp_path) as url:
         insert = (
             "INSERT INTO analytics.analytics_event_rollup (bucket_start, bucket_end, window_s, tenant_id, factory_id, "
             "machine_id, event_type, count_n) VALUES ('2025-08-20', '2025-08-21', 86400, 't1', 'f1', 'lab-f1', "
@@ -214,33 +204,21 @@ def test_rollup_subjects_upgrade_a_database_that_has_rollups(
                 "WHERE conrelid = 'analytics.analytics_event_rollup'::regclass AND contype = 'p'"
             ).fetchone()[0]
         assert key == "PRIMARY KEY (tenant_id, factory_id, machine_id, event_type, subject, window_s, bucket_start)"
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_old WITH (FORCE)")
 
 
-def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
-    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
-) -> None:
+def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(pg_admin_url: str, repo_root, tmp_path) -> None:
     """04 on a database migrated before it: existing device.health rows (in a compressed chunk on
     TimescaleDB) gain a NULL run_state, and new rows can carry one. The rows are ten days old:
     older than the 7 days after which chunks compress, younger than the raw tables' 90-day
     retention, whose job would otherwise drop them whenever the scheduler runs it."""
     earlier = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
-    old = tmp_path / "sql"
-    old.mkdir()
-    for name in ("01_analytics_core.sql", "02_analytics_events.sql", "03_analytics_rollup_subjects.sql"):
-        shutil.copy(repo_root / "sql" / name, old / name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database.name}_old")
-    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_old"
+    names = ("01_analytics_core.sql", "02_analytics_events.sql", "03_analytics_rollup_subjects.sql")
     insert = (
         "INSERT INTO analytics.raw_device_health (time, tenant_id, factory_id, machine_id, status, schema_version, "
         "dedup_key, topic, kafka_partition, kafka_offset) VALUES (%s, 't1', 'f1', 'mc-01', 'online', 1, %s, "
         "'device.health', 0, %s)"
     )
-    try:
-        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+    with older_database(pg_admin_url, [repo_root / "sql" / name for name in names], tmp_path) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(insert, (earlier, "a", 1))
             if conn.execute("SELECT analytics.timescale_enabled()").fetchone()[0]:
@@ -258,9 +236,6 @@ def test_energy_upgrade_keeps_device_rows_even_in_compressed_chunks(
                 "SELECT time, status, run_state FROM analytics.raw_device_health ORDER BY time"
             ).fetchall()
         assert [(r[1], r[2]) for r in rows] == [("online", None), (None, "running")]
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_old WITH (FORCE)")
 
 
 def test_timescale_on_fails_clearly_without_the_extension(database: DatabaseHandle) -> None:
@@ -380,19 +355,11 @@ def test_daily_continuous_aggregate_only_on_timescaledb(database: DatabaseHandle
 
 
 def test_migration_30_gives_stored_oee_rows_their_terms_and_an_idle_hours_oee_zero(
-    pg_admin_url: str, database: DatabaseHandle, repo_root, tmp_path
+    pg_admin_url: str, repo_root, tmp_path
 ) -> None:
     """Rows written before OEE became good x ideal / planned busy time carry no terms in their details (a
     month over them would leave them out) and an idle hour's OEE is NULL. The migration fills both from the
     same hour's rows, as the assets now write them, and re-versions the periods it touched."""
-    old = tmp_path / "sql"
-    old.mkdir()
-    for path in sorted((repo_root / "sql").glob("*.sql")):
-        if path.name < "30":
-            shutil.copy(path, old / path.name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database.name}_v29")
-    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_v29"
     idle, made, blind = (datetime(2026, 3, 2, h, tzinfo=UTC) for h in (10, 11, 12))
     q = "quality: no units produced in the period"
     rows = [
@@ -415,8 +382,8 @@ def test_migration_30_gives_stored_oee_rows_their_terms_and_an_idle_hours_oee_ze
         (blind, "good_count", 0.0, None, None),
         (blind, "oee", None, "availability: no run-state data for the machine in the period", {}),
     ]
-    try:
-        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+    older = [path for path in sorted((repo_root / "sql").glob("*.sql")) if path.name < "30"]
+    with older_database(pg_admin_url, older, tmp_path) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             for start, kpi, value, why, details in rows:
                 conn.execute(
@@ -481,6 +448,3 @@ def test_migration_30_gives_stored_oee_rows_their_terms_and_an_idle_hours_oee_ze
         assert versions[0][:2] == ("day", idle.replace(hour=0)) and versions[0][2] == before["day"]
         assert sorted(s for _, s, _ in versions[1:]) == [idle, made]
         assert min(v for _, _, v in versions[1:]) > max(before.values())
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_v29 WITH (FORCE)")

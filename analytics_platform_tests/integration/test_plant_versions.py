@@ -16,8 +16,6 @@ hour, 144 kWh a UTC day, each reading closing the 20 minutes before it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from analytics_platform import cli
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.plant import load_plant_config, read_plant
 from analytics_platform_tests.support.readings import materialize
-from analytics_platform_tests.support.stack import DatabaseHandle
+from analytics_platform_tests.support.stack import DatabaseHandle, older_database
 
 FIRST = datetime(2025, 8, 19, 23, 40, tzinfo=UTC)
 DAY = datetime(2025, 8, 20, tzinfo=UTC)
@@ -192,18 +190,10 @@ def test_plant_show_prints_the_versions_and_a_bad_file_loads_nothing(
 
 
 def test_migration_29_keeps_a_databases_factor_and_bands_as_the_versions_since_forever(
-    pg_admin_url: str, database: DatabaseHandle, repo_root: Path, tmp_path: Path
+    pg_admin_url: str, repo_root: Path, tmp_path: Path
 ) -> None:
-    old = tmp_path / "sql"
-    old.mkdir()
-    for path in sorted((repo_root / "sql").glob("*.sql")):
-        if path.name < "29":
-            shutil.copy(path, old / path.name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database.name}_v28")
-    url = database.admin_url.rsplit("/", 1)[0] + f"/{database.name}_v28"
-    try:
-        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+    older = [path for path in sorted((repo_root / "sql").glob("*.sql")) if path.name < "29"]
+    with older_database(pg_admin_url, older, tmp_path) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO analytics.plant_tenants (tenant_id, timezone, currency, emission_factor_kg_per_kwh) "
@@ -236,6 +226,3 @@ def test_migration_29_keeps_a_databases_factor_and_bands_as_the_versions_since_f
         assert bands == [("t1", "-infinity", "off_peak"), ("t1", "-infinity", "peak")]
         assert [c[0] for c in columns] == ["tenant_id", "timezone", "currency", "updated_at"]
         assert key == ("PRIMARY KEY (tenant_id, valid_from, band, start_minute)",)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database.name}_v28 WITH (FORCE)")

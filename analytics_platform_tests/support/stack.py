@@ -17,7 +17,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +274,27 @@ def new_database(
             api_url=with_credentials(admin, login_roles["api"], password),
             writer_url=with_credentials(admin, login_roles["writer"], password),
         )
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def older_database(pg_admin_url: str, files: Iterable[Path], scratch: Path) -> Iterator[str]:
+    """A new database migrated with only `files` (what an older release's sql/ held), dropped on exit; its
+    admin URL. The upgrade tests put rows an older schema held into it, apply the newer files
+    (`apply_migrations(url)`) and check what they did to the rows."""
+    old = scratch / "older-sql"
+    old.mkdir()
+    for path in files:
+        shutil.copy(path, old / path.name)
+    name = f"test_{uuid.uuid4().hex[:12]}_older"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = _with_database(pg_admin_url, name)
+        apply_migrations(url, old, timescale=os.environ.get("ANALYTICS_TIMESCALE", "auto"))
+        yield url
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
