@@ -294,7 +294,8 @@ EXPECTED = Expected(
         "data_completeness_pct": 20.0,  # 12 of 60 minutes carry a KPI reading
     },
     # GET /v1/kpi period=day, 2025-08-20 (a UTC day), mc-01: the same readings over the whole day.
-    #   state: unknown 00:00-02:55 (10500 s, a gap = downtime), running 02:55-03:20 and 03:30-03:50 (2700 s),
+    #   state: unknown 00:00-02:55 (10500 s, a gap: downtime, but no state is known yet, so it is not
+    #   planned busy time, as the hours that hold it say), running 02:55-03:20 and 03:30-03:50 (2700 s),
     #   fault 600 s, planned_stop 03:50-24:00 (72600 s); the sum is 86400
     kpi_day={
         "run_time_s": _KPI_DAY_RUN_S,
@@ -302,12 +303,12 @@ EXPECTED = Expected(
         "downtime_s": 600.0 + 10500.0,
         "planned_downtime_s": _KPI_DAY_PLANNED_S,
         "idle_time_s": 0.0,
-        "availability": _KPI_DAY_RUN_S / (86400 - _KPI_DAY_PLANNED_S),  # 2700 / 13800 = 0.195652
+        "availability": _KPI_DAY_RUN_S / (86400 - _KPI_DAY_PLANNED_S - 10500),  # 2700 / 3300 = 0.818182
         "production_count": 972.0,
         "good_count": 945.0,
         "performance": 2.0 * 972 / _KPI_DAY_RUN_S,  # 0.72
         "quality": 945 / 972,
-        "oee": _KPI_DAY_RUN_S / (86400 - _KPI_DAY_PLANNED_S) * (2.0 * 972 / _KPI_DAY_RUN_S) * 945 / 972,
+        "oee": 945 * 2.0 / (86400 - _KPI_DAY_PLANNED_S - 10500),  # good x ideal / busy = 1890 / 3300 = 0.572727
         "energy_kwh": 20.0,
         "energy_cost": 20 * 4.18,
         "carbon_kg": 20 * 0.4999,
