@@ -119,7 +119,7 @@ EXPECTED = {
             "daily 2024-01-01 +0 UTC",
             ["energy_baseline_models", "hourly_machine_kpis"],
             True,
-            None,
+            "an hour of the day recomputed after it (within 2 days, 0:00:00)",
         ),
         "device_health_events": (
             "analytics",

@@ -21,7 +21,7 @@ import dagster as dg
 from analytics_platform.contracts.device import DeviceHealthContract
 from analytics_platform.contracts.sensor import SensorContract
 from analytics_platform.data_quality.checks import RESULT_CHECKS_NO_BUCKETS
-from analytics_platform.defs.automation import follow_hourly_inputs
+from analytics_platform.defs.automation import days_whose_hours_changed, follow_hourly_inputs
 from analytics_platform.defs.baselines import BASELINE_MODELS
 from analytics_platform.defs.checks import contract_specs, kpi_checks
 from analytics_platform.defs.groups import ENERGY_GROUP
@@ -123,12 +123,18 @@ def build_kpi_assets(settings: PlatformSettings) -> list:
         deps=[hourly_machine_kpis, BASELINE_MODELS],
         partitions_def=daily_partitions(settings),
         backfill_policy=dg.BackfillPolicy.single_run(),
+        # a late reading recomputes its hour; without this its day (and shifts) kept the figures of the
+        # 00:30 run, and a day's energy stopped being the sum of its hours'
+        automation_condition=days_whose_hours_changed(
+            timedelta(hours=max(48, settings.automation_lookback_hours)), ignore=[BASELINE_MODELS]
+        ),
         group_name=ENERGY_GROUP,
         kinds={"polars", "postgres"},
         description="Per machine and day and per shift (local time, reported with the day it ends in): the same "
         "KPIs as the hours, computed from the same readings by the same code, so a day's energy is the sum "
         "of its hours'. Also the day's energy against the active baseline (analytics.analytics_baseline_deviation). "
-        "Scheduled after the day closes (daily_kpis_schedule).",
+        "Scheduled after the day closes (daily_kpis_schedule), and run again when one of its hours is "
+        "recomputed (late data).",
         metadata={"table": "analytics.analytics_kpi"},
         check_specs=contract_specs(DAILY_KPIS, RESULT_CHECKS_NO_BUCKETS, settings),
     )
