@@ -350,6 +350,12 @@ class Drain:
             self._unverified(conn, plan, report)
             if self.commit_to_kafka and (report.positions or self.mirror.pending(self.consumer_name)):
                 self.mirror.submit(self.kafka_config, self.consumer_name, report.positions, MIRROR_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            # the database went away (or restarted) under the pass: the batch in flight rolled back with its
+            # offsets, so this is an outage to report in one line and retry, not a bug's traceback
+            raise DrainError(
+                f"database connection lost ({_first_line(exc)}); the next pass resumes from the stored offsets"
+            ) from None
         finally:
             if consumer is not None:
                 consumer.close()
@@ -985,5 +991,11 @@ def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:
             keepalives_count=3,
         )
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise DrainError(f"database unreachable ({first}); start it (make demo) or set DATABASE_URL") from None
+        raise DrainError(
+            f"database unreachable ({_first_line(exc)}); start it (make demo) or set DATABASE_URL"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "connection failed"
