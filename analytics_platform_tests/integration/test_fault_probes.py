@@ -1,6 +1,8 @@
-"""Probe round 4: faults a plant injects with the real parts, the database going away under the drain
-service while it follows the broker. Asserted: exact rows and offsets once the database is back (nothing
-lost, nothing doubled) and what the service says meanwhile (one line per new problem, no traceback)."""
+"""Probe round 4: faults a plant injects with the real parts, the database going away (a restart, a
+failover) under the drain service while it follows the broker, and under the API while dashboards poll it.
+Asserted: exact rows and offsets once the database is back (nothing lost, nothing doubled), what the
+service says meanwhile (one line per new problem, no traceback), the API's one-line 503s and its recovery
+without a restart."""
 
 from __future__ import annotations
 
@@ -8,12 +10,22 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
 from analytics_platform.ingest.service import DrainService
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.api import running
+from analytics_platform_tests.support.api_data import (
+    AGG_QUERY,
+    ANOMALY_RANGE,
+    EVENT_QUERY,
+    KPI_QUERY,
+    READING_QUERY,
+    insert_reading_data,
+)
 from analytics_platform_tests.support.edge import wait_for
 from analytics_platform_tests.support.readings import KEY, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
@@ -83,3 +95,61 @@ def test_the_drain_service_rides_out_a_database_outage_with_one_line_and_lands_e
     assert any(r.getMessage() == "sensor (unsharded): draining again" for r in drain_records), [
         r.getMessage() for r in drain_records
     ]
+
+
+# the read endpoints a dashboard polls, each with a valid query of tenant t1 (support/api_data.py's data)
+POLLED = [
+    ("/v1/readings", READING_QUERY),
+    ("/v1/agg", {**AGG_QUERY, "window_s": 3600, "start": READING_QUERY["start"], "end": READING_QUERY["end"]}),
+    ("/v1/kpi", KPI_QUERY),
+    ("/v1/event-rollup", EVENT_QUERY),
+    ("/v1/quality", {"factory_id": "f1", "start": EVENT_QUERY["start"], "end": EVENT_QUERY["end"]}),
+    ("/v1/anomaly-events", ANOMALY_RANGE),
+    ("/v1/alerts", {}),
+    ("/v1/spec-limits", {}),
+]
+
+
+def test_the_api_answers_503_in_one_line_while_the_database_is_away_and_recovers_by_itself(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    insert_reading_data(database)
+    impatient = settings.model_copy(update={"api_db_wait_s": 2.0})  # a 503 comes after this wait
+    with running(impatient, database) as api:
+        pool = api.client.app.state.db
+
+        def poll_readings() -> httpx.Response:
+            path, query = POLLED[0]
+            return api.t1.get(path, **query)
+
+        before = {path: api.t1.get(path, **query) for path, query in POLLED}
+        assert {path: r.status_code for path, r in before.items()} == dict.fromkeys(before, 200)
+        with database_away(pg_admin_url, database):
+            away = {path: api.t1.get(path, **query) for path, query in POLLED}
+            health = api.client.get("/v1/health")
+            # an outage that lasts: dashboards keep polling while the pool fails to reconnect five times (its
+            # pauses between attempts back off 1, 2, 4, 8 s ...)
+            wait_for(
+                lambda: poll_readings().status_code == 503 and pool.stats()["connections_errors"] >= 5,
+                120,
+                "five failed reconnections while the database was away",
+            )
+        # the database is back: the next poll of each endpoint is served
+        after = {path: api.t1.get(path, **query) for path, query in POLLED}
+        health_after = api.client.get("/v1/health")
+
+    assert {path: r.status_code for path, r in away.items()} == dict.fromkeys(away, 503), {
+        path: r.text for path, r in away.items()
+    }
+    for path, response in away.items():
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail, (path, detail)
+    assert health.status_code == 503 and health.json()["status"] == "down"
+    assert {path: r.status_code for path, r in after.items()} == dict.fromkeys(after, 200), (
+        "the database was back, yet the API answered 503 until its pool's next reconnection attempt, "
+        f"which backs off with the outage's length: { {path: r.text for path, r in after.items()} }"
+    )
+    assert after["/v1/readings"].json() == before["/v1/readings"].json()
+    assert health_after.status_code == 200
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info and r.name.startswith("analytics_platform")]
+    assert tracebacks == [], f"a database outage is expected, yet the API logged tracebacks: {tracebacks}"
