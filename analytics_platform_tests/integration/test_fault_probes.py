@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
+import dagster as dg
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
+from analytics_platform.defs import build_definitions
 from analytics_platform.ingest.service import DrainService
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import running
@@ -27,7 +30,7 @@ from analytics_platform_tests.support.api_data import (
     insert_reading_data,
 )
 from analytics_platform_tests.support.edge import wait_for
-from analytics_platform_tests.support.readings import KEY, reading
+from analytics_platform_tests.support.readings import KEY, drain, materialize, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
 STATE = (
@@ -153,3 +156,44 @@ def test_the_api_answers_503_in_one_line_while_the_database_is_away_and_recovers
     assert health_after.status_code == 200
     tracebacks = [r.getMessage() for r in caplog.records if r.exc_info and r.name.startswith("analytics_platform")]
     assert tracebacks == [], f"a database outage is expected, yet the API logged tracebacks: {tracebacks}"
+
+
+def test_an_hour_whose_run_failed_while_the_database_was_away_is_asked_for_again(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str, instance: dg.DagsterInstance
+) -> None:
+    defs = build_definitions(settings, secrets_from_env=False)
+    aggregates = dg.AssetKey("sensor_window_aggregates")
+    selection = dg.AssetSelection.assets(aggregates)
+
+    def evaluate(at: str, cursor: dg.AutomationConditionEvaluationResult | None) -> set[str]:
+        result = dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=selection,
+            evaluation_time=datetime.fromisoformat(at),
+            cursor=cursor.cursor if cursor is not None else None,
+        )
+        evaluations.append(result)
+        return result.get_requested_partitions(aggregates)
+
+    evaluations: list = []
+    assert evaluate("2025-08-20T05:10:00+00:00", None) == set()
+    send(settings, reading("2025-08-20T03:10:00Z", 21.0, "e-1"))
+    drain(defs, instance, ["sensor"])
+    assert evaluate("2025-08-20T05:10:30+00:00", evaluations[-1]) == {"2025-08-20-03:00"}
+    with database_away(pg_admin_url, database):  # the requested run starts while PostgreSQL restarts
+        failed = dg.materialize(
+            [defs.resolve_assets_def("sensor_window_aggregates")],
+            partition_key="2025-08-20-03:00",
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not failed.success
+    assert evaluate("2025-08-20T05:14:00+00:00", evaluations[-1]) == set()  # not at once: at the next 5-min mark
+    assert evaluate("2025-08-20T05:15:30+00:00", evaluations[-1]) == {"2025-08-20-03:00"}, (
+        "the hour's run failed while the database was away and no automation ever asked for it again: "
+        "its aggregates stay missing until more data lands in that hour"
+    )
+    materialize(defs, instance, ["sensor_window_aggregates"], "2025-08-20-03:00")
+    assert database.scalar("SELECT count(*) FROM analytics.analytics_agg WHERE window_s = 3600") == 1
+    assert evaluate("2025-08-20T05:20:30+00:00", evaluations[-1]) == set()  # served: nothing more
