@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+import pytest
 from confluent_kafka import Producer
 
+from analytics_platform.contracts.registry import bind_domains, contract_config
+from analytics_platform.ingest import store
 from analytics_platform.ingest.drain import Drain
+from analytics_platform.ingest.rederive import rederive_hour
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_drain, domain_topic
 
@@ -77,3 +82,38 @@ def test_an_edge_clock_days_ahead_cannot_carry_its_readings_past_the_future_boun
     )
     assert rejects == [(0, "future_time")], "a reading 2 days ahead was stored because its sender's clock agreed"
     assert database.query("SELECT event_id, value FROM analytics.raw_sensor_readings ORDER BY 1") == [("fast-2", 20.0)]
+
+
+def test_a_batch_the_drain_commits_while_its_hour_is_rederived_stays_in_raw(
+    settings: PlatformSettings, database: DatabaseHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator adds a metric mid-stream and re-admits its rejects (or re-materialises the raw hour from
+    # the UI) while the drain goes on committing readings of that same, current hour. The re-derivation reads
+    # the hour's landed messages, parses them, then replaces the hour's raw rows: a batch the drain committed
+    # in between must not be deleted with the rows it replaces.
+    hour = datetime(2025, 8, 20, 3, tzinfo=UTC)
+    topic = domain_topic(settings, "sensor")
+    produce_stamped(
+        settings.kafka_brokers, topic, [(reading(hour + timedelta(minutes=m), m, f"e-{m}"), hour) for m in (1, 2)]
+    )
+    assert make_drain(settings).run(budget_s=30).rows == 2
+    binding = next(b for b in bind_domains(settings) if b.domain == "sensor")
+
+    read_landing = store.read_landing
+
+    def drain_commits_meanwhile(*args, **kwargs):
+        messages = read_landing(*args, **kwargs)
+        produce_stamped(settings.kafka_brokers, topic, [(reading(hour + timedelta(minutes=3), 3.0, "e-3"), hour)])
+        assert make_drain(settings).run(budget_s=30).rows == 1  # committed while the hour is being re-derived
+        return messages
+
+    monkeypatch.setattr(store, "read_landing", drain_commits_meanwhile)
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        rederive_hour(conn, binding, contract_config(settings), hour)
+
+    assert database.query("SELECT count(*) FROM analytics.kafka_landing") == [(3,)]
+    assert database.query("SELECT event_id, value FROM analytics.raw_sensor_readings ORDER BY time") == [
+        ("e-1", 1.0),
+        ("e-2", 2.0),
+        ("e-3", 3.0),
+    ], "a reading the drain committed while its hour was re-derived was deleted from raw (it stays only in landing)"
