@@ -356,6 +356,12 @@ class Drain:
             raise DrainError(
                 f"database connection lost ({_first_line(exc)}); the next pass resumes from the stored offsets"
             ) from None
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            # DATABASE_URL reaches a standby (a failover in progress): nothing can be written until it is promoted
+            raise DrainError(
+                f"database is read-only ({_first_line(exc)}): a standby after a failover? "
+                "the next pass resumes from the stored offsets"
+            ) from None
         finally:
             if consumer is not None:
                 consumer.close()

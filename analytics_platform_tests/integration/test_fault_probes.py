@@ -100,6 +100,36 @@ def test_the_drain_service_rides_out_a_database_outage_with_one_line_and_lands_e
     ]
 
 
+
+def test_a_read_only_database_after_a_failover_is_one_line_and_the_drain_goes_on_once_it_is_writable(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A failover points DATABASE_URL at a standby for a while: connections succeed, every write fails.
+    follow = settings.model_copy(update={"drain_mode": "service", "drain_pass_s": 2.0, "drain_linger_s": 0.2})
+    name = sql.Identifier(database.name)
+    service = DrainService(follow)
+    caplog.set_level(logging.INFO, logger="analytics_platform.ingest")
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(name))
+        try:
+            service.start()
+            send(follow, *(reading(f"2025-08-20T03:{m:02d}:00Z", 20.0 + m, f"e-{m}") for m in range(3)))
+            worker = service.states[("sensor", 0)]
+            wait_for(lambda: worker.errors >= 3, 60, "three failed passes against the read-only database")
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(name))
+    try:
+        wait_for(lambda: state(database) == (3, 3, 0, 3), 60, "the three readings once the database was writable")
+    finally:
+        service.stop.set()
+        assert service.join(60), "the drain service did not stop"
+
+    drain_records = [r for r in caplog.records if r.name.startswith("analytics_platform.ingest")]
+    tracebacks = [r.getMessage() for r in drain_records if r.exc_info]
+    assert tracebacks == [], f"a read-only database (a failover) logged a traceback per retry: {tracebacks}"
+    problems = [r.getMessage() for r in drain_records if r.levelno >= logging.WARNING]
+    assert len(problems) == 1 and "read-only" in problems[0], problems
+
 # the read endpoints a dashboard polls, each with a valid query of tenant t1 (support/api_data.py's data)
 POLLED = [
     ("/v1/readings", READING_QUERY),
