@@ -197,12 +197,21 @@ class Database:
         try:
             with self.pool.connection() as conn:
                 self._unchecked.on = False
-                yield conn
+                try:
+                    yield conn
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    conn.close()  # a standby's session: the pool replaces it, reaching the promoted or re-pointed one
+                    raise
         except PoolTimeout:
             raise DatabaseDown("no database connection available (is the database running?)") from None
         except psycopg.OperationalError as exc:
             first = (str(exc).strip().splitlines() or ["connection failed"])[0]
             raise DatabaseDown(f"database error: {first}") from None
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            # the URL reaches a standby (a failover in progress): a write (resolve, catalogue edit) cannot be
+            # served now, which is the database's state, not a fault of the request (it was a 500)
+            first = (str(exc).strip().splitlines() or ["read-only transaction"])[0]
+            raise DatabaseDown(f"database is read-only ({first}): a standby after a failover?") from None
         finally:
             self._unchecked.on = False
 

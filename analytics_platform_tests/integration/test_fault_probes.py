@@ -15,12 +15,16 @@ import dagster as dg
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from psycopg import sql
+from pydantic import SecretStr
 
+from analytics_platform.api.app import create_app
+from analytics_platform.api.keys import create_key
 from analytics_platform.defs import build_definitions
 from analytics_platform.ingest.service import DrainService
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.support.api import running
+from analytics_platform_tests.support.api import Caller, running
 from analytics_platform_tests.support.api_data import (
     AGG_QUERY,
     ANOMALY_RANGE,
@@ -100,7 +104,6 @@ def test_the_drain_service_rides_out_a_database_outage_with_one_line_and_lands_e
     ]
 
 
-
 def test_a_read_only_database_after_a_failover_is_one_line_and_the_drain_goes_on_once_it_is_writable(
     settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -129,6 +132,7 @@ def test_a_read_only_database_after_a_failover_is_one_line_and_the_drain_goes_on
     assert tracebacks == [], f"a read-only database (a failover) logged a traceback per retry: {tracebacks}"
     problems = [r.getMessage() for r in drain_records if r.levelno >= logging.WARNING]
     assert len(problems) == 1 and "read-only" in problems[0], problems
+
 
 # the read endpoints a dashboard polls, each with a valid query of tenant t1 (support/api_data.py's data)
 POLLED = [
@@ -227,3 +231,31 @@ def test_an_hour_whose_run_failed_while_the_database_was_away_is_asked_for_again
     materialize(defs, instance, ["sensor_window_aggregates"], "2025-08-20-03:00")
     assert database.scalar("SELECT count(*) FROM analytics.analytics_agg WHERE window_s = 3600") == 1
     assert evaluate("2025-08-20T05:20:30+00:00", evaluations[-1]) == set()  # served: nothing more
+
+
+def test_an_edit_through_the_api_on_a_read_only_database_is_a_503_in_one_line(
+    settings: PlatformSettings, database: DatabaseHandle, pg_admin_url: str
+) -> None:
+    urls = {"api_database_url": SecretStr(database.api_url), "api_write_database_url": SecretStr(database.writer_url)}
+    name = sql.Identifier(database.name)
+    with TestClient(create_app(settings.model_copy(update=urls)), raise_server_exceptions=False) as client:
+        with psycopg.connect(database.admin_url, autocommit=True) as conn:
+            editor = Caller(client, create_key(conn, "t1-catalog", "t1", scopes=("read", "admin"))[1])
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(name))
+            try:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    (database.name,),
+                )
+                refused = editor.put("/v1/catalog/metrics/spindle_speed", {"unit": "rpm"})
+            finally:
+                admin.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(name))
+        writable = editor.put("/v1/catalog/metrics/spindle_speed", {"unit": "rpm"})
+
+    assert refused.status_code == 503, f"an edit on a read-only database (a failover) answered {refused.text}"
+    read_only = "cannot execute INSERT in a read-only transaction"
+    assert refused.json() == {"detail": f"database is read-only ({read_only}): a standby after a failover?"}
+    # the pool dropped the standby's session: the next edit reaches the writable database
+    assert writable.status_code == 201, writable.text
