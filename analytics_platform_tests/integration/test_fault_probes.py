@@ -1,8 +1,9 @@
-"""Probe round 4: faults a plant injects with the real parts, the database going away (a restart, a
-failover) under the drain service while it follows the broker, and under the API while dashboards poll it.
-Asserted: exact rows and offsets once the database is back (nothing lost, nothing doubled), what the
-service says meanwhile (one line per new problem, no traceback), the API's one-line 503s and its recovery
-without a restart."""
+"""Probe round 4: faults a plant injects with the real parts. The database goes away (a restart, a
+failover) under the drain service while it follows the broker, under the API while dashboards poll it,
+and under an asset's run; it comes back read-only (a standby) for a while. Asserted: exact rows and
+offsets once it is back (nothing lost, nothing doubled), what the service says meanwhile (one line per
+new problem, no traceback), the API's one-line 503s and its recovery without a restart, and the failed
+hour asked for again by the automation."""
 
 from __future__ import annotations
 
