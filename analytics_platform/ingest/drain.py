@@ -351,10 +351,11 @@ class Drain:
             if self.commit_to_kafka and (report.positions or self.mirror.pending(self.consumer_name)):
                 self.mirror.submit(self.kafka_config, self.consumer_name, report.positions, MIRROR_TIMEOUT_S)
         except psycopg.OperationalError as exc:
-            # the database went away (or restarted) under the pass: the batch in flight rolled back with its
-            # offsets, so this is an outage to report in one line and retry, not a bug's traceback
+            # the database went away (restarted, failed over, timed a statement out) under the pass: the batch
+            # in flight rolled back with its offsets, so this is an outage to report in one line and retry,
+            # not a bug's traceback
             raise DrainError(
-                f"database connection lost ({_first_line(exc)}); the next pass resumes from the stored offsets"
+                f"database unavailable mid-pass ({_first_line(exc)}); the next pass resumes from the stored offsets"
             ) from None
         except psycopg.errors.ReadOnlySqlTransaction as exc:
             # DATABASE_URL reaches a standby (a failover in progress): nothing can be written until it is promoted
