@@ -112,7 +112,7 @@ EXPECTED = {
             "daily 2024-01-01 +0 UTC",
             ["device_health_events", "lab_result_quality", "sweep_batch_quality"],
             True,
-            "day complete or its hours changed (within 2 days, 0:00:00)",
+            "day complete or its hours changed (within 2 days, 0:00:00; failed runs retried)",
         ),
         "daily_machine_kpis": (
             "energy",
@@ -126,7 +126,7 @@ EXPECTED = {
             "hourly 2024-01-01-00:00 +1 UTC",
             ["raw_device_health"],
             True,
-            "hourly inputs changed (within 2 days, 0:00:00)",
+            "hourly inputs changed (within 2 days, 0:00:00; failed runs retried)",
         ),
         "energy_baseline_models": ("energy", None, ["hourly_machine_kpis"], True, None),
         # issue 25: forecasts once the day's KPIs are in
@@ -142,7 +142,8 @@ EXPECTED = {
             "hourly 2024-01-01-00:00 +0 UTC",
             ["plant_metadata", "raw_device_health", "raw_sensor_readings"],
             True,
-            "OR(hourly inputs changed (within 2 days, 0:00:00), the hour's closing readings have landed)",
+            "OR(hourly inputs changed (within 2 days, 0:00:00; failed runs retried), "
+            "the hour's closing readings have landed)",
         ),
         "kafka_landing": ("ingest", None, [], False, None),
         "lab_result_quality": (
@@ -150,14 +151,14 @@ EXPECTED = {
             "hourly 2024-01-01-00:00 +1 UTC",
             ["analytics_spec_limits", "raw_lab_results"],
             True,
-            "hourly inputs changed (within 2 days, 0:00:00)",
+            "hourly inputs changed (within 2 days, 0:00:00; failed runs retried)",
         ),
         "lab_window_aggregates": (
             "analytics",
             "hourly 2024-01-01-00:00 +1 UTC",
             ["raw_lab_results"],
             True,
-            "hourly inputs changed (within 2 days, 0:00:00)",
+            "hourly inputs changed (within 2 days, 0:00:00; failed runs retried)",
         ),
         "plant_metadata": ("energy", None, [], False, None),
         "raw_device_health": ("ingest", "hourly 2024-01-01-00:00 +1 UTC", ["kafka_landing"], True, None),
@@ -182,7 +183,7 @@ EXPECTED = {
             "hourly 2024-01-01-00:00 +1 UTC",
             ["raw_sensor_readings"],
             True,
-            "hourly inputs changed (within 2 days, 0:00:00)",
+            "hourly inputs changed (within 2 days, 0:00:00; failed runs retried)",
         ),
         "series_trends": (
             "energy",
@@ -196,7 +197,7 @@ EXPECTED = {
             "hourly 2024-01-01-00:00 +1 UTC",
             ["analytics_spec_limits", "raw_sweep_readings"],
             True,
-            "hourly inputs changed (within 2 days, 0:00:00)",
+            "hourly inputs changed (within 2 days, 0:00:00; failed runs retried)",
         ),
     },
     "checks": {

@@ -148,6 +148,11 @@ class Database:
         }
         self._url, self._async_kwargs = url, dict(kwargs)
         self._min_size, self._max_size, self._timeout = min_size, max_size, timeout
+        # How long the pools' background reconnection backs off (1, 2, 4 ... s) before it gives up and the
+        # next request starts a new one at once. At psycopg_pool's default (300 s) the pause between attempts
+        # grew with the outage: 40 s of database down were followed by 20 s of 503s with the database back.
+        # Bounded by a request's own wait, a request made once the database is back gets its connection.
+        self._reconnect_s = timeout
         self.async_pool: AsyncConnectionPool | None = None
         self.state_reads: StateReads | None = None  # the loop's batches of state statements (open_async)
         self._async_loop: asyncio.AbstractEventLoop | None = None
@@ -158,6 +163,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
+            reconnect_timeout=self._reconnect_s,
             open=False,
             kwargs=kwargs,
             check=self._check,
@@ -191,12 +197,21 @@ class Database:
         try:
             with self.pool.connection() as conn:
                 self._unchecked.on = False
-                yield conn
+                try:
+                    yield conn
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    conn.close()  # a standby's session: the pool replaces it, reaching the promoted or re-pointed one
+                    raise
         except PoolTimeout:
             raise DatabaseDown("no database connection available (is the database running?)") from None
         except psycopg.OperationalError as exc:
             first = (str(exc).strip().splitlines() or ["connection failed"])[0]
             raise DatabaseDown(f"database error: {first}") from None
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            # the URL reaches a standby (a failover in progress): a write (resolve, catalogue edit) cannot be
+            # served now, which is the database's state, not a fault of the request (it was a 500)
+            first = (str(exc).strip().splitlines() or ["read-only transaction"])[0]
+            raise DatabaseDown(f"database is read-only ({first}): a standby after a failover?") from None
         finally:
             self._unchecked.on = False
 
@@ -259,6 +274,7 @@ class Database:
                 min_size=self._min_size,
                 max_size=self._max_size,
                 timeout=self._timeout,
+                reconnect_timeout=self._reconnect_s,
                 open=False,
                 kwargs=self._async_kwargs,
                 check=self._check_async,
@@ -266,7 +282,7 @@ class Database:
             )
             await self.async_pool.open(wait=False)
             self._async_loop = asyncio.get_running_loop()
-            self.state_reads = StateReads(self._getconn, self.async_pool.putconn, _down)
+            self.state_reads = StateReads(self._getconn, self.async_pool.putconn, _down, unavailable=(DatabaseDown,))
 
     async def close_async(self) -> None:
         """Close the event loop's pool once every state read in flight or waiting has its answer."""

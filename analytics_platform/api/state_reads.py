@@ -84,8 +84,12 @@ class StateReads:
         down: Callable[[psycopg.Error], Exception],
         *,
         stall_s: float = STALL_S,
+        unavailable: tuple[type[Exception], ...] = (),
     ) -> None:
+        """`unavailable`: what `getconn` raises when no connection comes (the database is down): each
+        waiting request answers it (a 503), and it is no fault of this code to log with a traceback."""
         self._getconn, self._putconn, self._down, self._stall_s = getconn, putconn, down, stall_s
+        self._unavailable = unavailable
         self._pending: dict[Hashable, _Wanted] = {}
         self._holder: asyncio.Task | None = None  # the sender the next batch waits for
         self._sent_at: float | None = None  # when the holder's batch went out (None: none in flight)
@@ -142,7 +146,7 @@ class StateReads:
                 try:
                     outcomes, conn = await self._read(batch, held)
                 except Exception as exc:  # no connection (DatabaseDown), or a fault of this code
-                    if not isinstance(exc, psycopg.Error):
+                    if not isinstance(exc, (psycopg.Error, *self._unavailable)):
                         log.exception("state reads: a batch failed")
                     for wanted in batch:
                         _settle(wanted.futures, exc, True)

@@ -158,9 +158,12 @@ def classify_decode_error(value: bytes, exc: msgspec.DecodeError) -> ContractVio
             value.decode("utf-8")
         except UnicodeDecodeError:
             return ContractViolation(NOT_UTF8, "message is not valid UTF-8")
+        constants: list[str] = []
         try:  # NaN / Infinity are not JSON, but they are how many senders spell a non-finite float
-            json.loads(value)
-        except ValueError:
+            json.loads(value, parse_constant=constants.append)
+        except (ValueError, RecursionError):
+            return ContractViolation(NOT_JSON, text)
+        if not constants:  # text the standard library reads but msgspec does not (a lone surrogate escape)
             return ContractViolation(NOT_JSON, text)
         return ContractViolation(NON_FINITE, "NaN or Infinity literal in message")
     if "Number out of range" in text:
@@ -179,6 +182,52 @@ def classify_decode_error(value: bytes, exc: msgspec.DecodeError) -> ContractVio
     return ContractViolation(INVALID_VALUE, text)
 
 
+# A number's exponent of 1000 or more, or a text long enough to hold a run of 10,000 digits: the only
+# ways a JSON number can leave PostgreSQL's numeric range (131,072 digits before the point, 16,383 after)
+_NUMERIC_SUSPECT = r"[eE][+-]?0*[1-9][0-9]{3}"
+_NUMERIC_SUSPECT_BYTES = 10_000
+_JSON_NUMBER = re.compile(r"-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
+
+
+def _numeric_fits(token: str) -> str:
+    """`token` (a JSON number) if PostgreSQL's numeric holds it; raises ValueError otherwise."""
+    match = _JSON_NUMBER.fullmatch(token)
+    if match is None:
+        return token
+    whole, fraction, exponent = match[1], match[2] or "", int(match[3] or 0)
+    digits = whole + fraction
+    significant = digits.lstrip("0")
+    after_point = max(0, len(fraction) - exponent)
+    before_point = len(whole) + exponent - (len(digits) - len(significant)) if significant else 0
+    if after_point > 16_383 or before_point > 131_072:
+        raise ValueError(token)
+    return token
+
+
+def _fits_jsonb(text: str | None) -> bool:
+    """Whether every number of the JSON `text` is one PostgreSQL's jsonb can store (its numbers are
+    numeric): one such number made the COPY of its whole batch fail, and the drain retry it for ever."""
+    if text is None:
+        return True
+    try:
+        json.loads(text, parse_int=_numeric_fits, parse_float=_numeric_fits)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _beyond_numeric(column: pl.Series) -> pl.Series:
+    """Per row of a raw JSON column: a number PostgreSQL cannot store. Only the rare texts with a large
+    exponent or of 10 kB and more are read in Python; every other row is judged by one vectorised scan."""
+    suspect = (column.str.contains(_NUMERIC_SUSPECT) | (column.str.len_bytes() >= _NUMERIC_SUSPECT_BYTES)).fill_null(
+        False
+    )
+    if not suspect.any():
+        return pl.repeat(False, len(column), dtype=pl.Boolean, eager=True).alias(column.name)
+    flags = [bool(s) and not _fits_jsonb(text) for s, text in zip(suspect, column, strict=True)]
+    return pl.Series(column.name, flags, dtype=pl.Boolean)
+
+
 def _is_utf8(value: bytes) -> bool:
     try:
         value.decode("utf-8")
@@ -190,11 +239,11 @@ def _is_utf8(value: bytes) -> bool:
 def _peek_time(value: bytes) -> str | None:
     try:
         return _time_only.decode(value).time
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # a runaway nesting recurses in both decoders
         pass
     try:  # e.g. a NaN literal elsewhere: not JSON, but the time may still be readable
         body = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     time = body.get("time") if isinstance(body, dict) else None
     return time if isinstance(time, str) else None
@@ -203,7 +252,7 @@ def _peek_time(value: bytes) -> str | None:
 def _peek_version(value: bytes) -> int | None:
     try:
         return _version_only.decode(value).schema_version
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
@@ -410,6 +459,9 @@ class Contract:
             except ContractViolation as violation:
                 rejected.append((i, violation.reason, violation.detail))
                 continue
+            except RecursionError:  # msgspec recurses per level: a runaway nesting failed the whole batch
+                rejected.append((i, NOT_JSON, "message is nested too deeply to decode"))
+                continue
             objs.extend(produced)
             owners.extend([i] * len(produced))
         return objs, owners, rejected
@@ -434,7 +486,8 @@ class Contract:
         rows = rows.with_columns(
             time_text.str.replace(r"\+00:00$", "Z")
             .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", time_unit="us", strict=False)
-            .alias("_time")
+            .alias("_time"),
+            *(_beyond_numeric(rows.get_column(c)).alias(f"_beyond_numeric_{c}") for c in self.json_columns),
         )
         checks = [
             RowCheck(
@@ -458,6 +511,14 @@ class Contract:
                     pl.lit(f"{c} contains a NUL character (PostgreSQL text cannot store it)"),
                 )
                 for c, nul, literal in self._nul_patterns()
+            ],
+            *[
+                RowCheck(
+                    INVALID_VALUE,
+                    pl.col(f"_beyond_numeric_{c}"),
+                    pl.lit(f"{c} holds a number beyond PostgreSQL's numeric range (jsonb cannot store it)"),
+                )
+                for c in self.json_columns
             ],
             RowCheck(
                 TOO_OLD,
@@ -491,9 +552,9 @@ class Contract:
         plain = [(c, "\x00", True) for c in [*texts, "event_id"] if c not in self.json_columns]
         return plain + [(c, _ESCAPED_NUL, False) for c in self.json_columns]
 
-    @staticmethod
-    def _typed_time(rows: pl.DataFrame) -> pl.DataFrame:
-        return rows.with_columns(pl.col("_time").alias("time")).drop("_time", "_kafka_ts")
+    def _typed_time(self, rows: pl.DataFrame) -> pl.DataFrame:
+        helpers = ["_time", "_kafka_ts", *(f"_beyond_numeric_{c}" for c in self.json_columns)]
+        return rows.with_columns(pl.col("_time").alias("time")).drop(helpers)
 
     def _event_times(self, messages: pl.DataFrame, rows: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
         """Reading time per message: from the parsed rows, else best effort from the raw bytes."""

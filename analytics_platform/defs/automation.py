@@ -16,6 +16,17 @@ import dagster as dg
 
 AC = dg.AutomationCondition
 LANE_TAG = "analytics/lane"
+# how often a partition whose latest run failed is asked for again (see retry_failed)
+RETRY_FAILED_CRON = "*/5 * * * *"
+
+
+def retry_failed() -> dg.AutomationCondition:
+    """A partition whose latest run failed is asked for again at the next 5-minute mark, and every 5 minutes
+    while it keeps failing. The request that ran it counted as handling its change, so without this a run
+    failed by a passing fault (the database restarted under it) left the hour missing, or stale, until more
+    data happened to land in it: for an ended hour, never. The cron tick is judged first, so the runs' states
+    are read only once every 5 minutes; a fault that persists costs one run per 5 minutes, not a storm."""
+    return AC.cron_tick_passed(RETRY_FAILED_CRON, "UTC") & AC.execution_failed()
 
 
 def follow_hourly_inputs(
@@ -27,16 +38,16 @@ def follow_hourly_inputs(
     which something else keeps (the drain service's finaliser, defs/aggregates/live.py)."""
     condition = (
         AC.in_latest_time_window(lookback_delta=lookback)
-        & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+        & ((AC.newly_missing() | AC.any_deps_updated()).since_last_handled() | retry_failed())
         & ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(*optional))
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
     )
     if skip_current:
         return (condition & ~AC.in_latest_time_window()).with_label(
-            f"hourly inputs changed (within {lookback}; the current hour is the drain service's)"
+            f"hourly inputs changed (within {lookback}; failed runs retried; the current hour is the drain service's)"
         )
-    return condition.with_label(f"hourly inputs changed (within {lookback})")
+    return condition.with_label(f"hourly inputs changed (within {lookback}; failed runs retried)")
 
 
 def complete_days(lookback: timedelta) -> dg.AutomationCondition:
@@ -45,10 +56,10 @@ def complete_days(lookback: timedelta) -> dg.AutomationCondition:
     missing upstream hours do not hold it back; running ones do."""
     return (
         AC.in_latest_time_window(lookback_delta=lookback)
-        & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+        & ((AC.newly_missing() | AC.any_deps_updated()).since_last_handled() | retry_failed())
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
-    ).with_label(f"day complete or its hours changed (within {lookback})")
+    ).with_label(f"day complete or its hours changed (within {lookback}; failed runs retried)")
 
 
 def days_whose_hours_changed(lookback: timedelta, *, ignore: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:

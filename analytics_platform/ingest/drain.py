@@ -350,6 +350,19 @@ class Drain:
             self._unverified(conn, plan, report)
             if self.commit_to_kafka and (report.positions or self.mirror.pending(self.consumer_name)):
                 self.mirror.submit(self.kafka_config, self.consumer_name, report.positions, MIRROR_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            # the database went away (restarted, failed over, timed a statement out) under the pass: the batch
+            # in flight rolled back with its offsets, so this is an outage to report in one line and retry,
+            # not a bug's traceback
+            raise DrainError(
+                f"database unavailable mid-pass ({_first_line(exc)}); the next pass resumes from the stored offsets"
+            ) from None
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            # DATABASE_URL reaches a standby (a failover in progress): nothing can be written until it is promoted
+            raise DrainError(
+                f"database is read-only ({_first_line(exc)}): a standby after a failover? "
+                "the next pass resumes from the stored offsets"
+            ) from None
         finally:
             if consumer is not None:
                 consumer.close()
@@ -985,5 +998,11 @@ def _connect(url: str, timeout_s: float = 10) -> psycopg.Connection:
             keepalives_count=3,
         )
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise DrainError(f"database unreachable ({first}); start it (make demo) or set DATABASE_URL") from None
+        raise DrainError(
+            f"database unreachable ({_first_line(exc)}); start it (make demo) or set DATABASE_URL"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "connection failed"

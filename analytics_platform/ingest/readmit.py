@@ -65,7 +65,7 @@ ORDER BY topic, kafka_partition, kafka_offset, kafka_ts
 def _tenant_of(value: bytes | None) -> str | None:
     try:
         body = json.loads(value) if value is not None else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # a kept reject may be nested past any decoder
         return None
     tenant = body.get("tenant_id") if isinstance(body, dict) else None
     return tenant if isinstance(tenant, str) else None

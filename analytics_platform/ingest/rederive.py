@@ -37,6 +37,10 @@ class HourResult:
     quality: PartitionQuality
 
 
+# tries of an hour's re-derivation that a concurrent drain batch made fail to serialize
+REDERIVE_ATTEMPTS = 5
+
+
 def hours(start: datetime, end: datetime) -> Iterator[datetime]:
     """The hour starts in [start, end)."""
     current = start
@@ -48,7 +52,30 @@ def hours(start: datetime, end: datetime) -> Iterator[datetime]:
 def rederive_hour(
     conn: psycopg.Connection, binding: DomainBinding, config: ContractConfig, start: datetime
 ) -> HourResult:
-    """Replace raw rows of one hour with what the contract derives from landing."""
+    """Replace raw rows of one hour with what the contract derives from landing.
+
+    The landing read and the replace are one REPEATABLE READ transaction: the replace deletes only the raw
+    rows and rejects of the messages it read, so a batch the drain commits into the hour meanwhile (an
+    operator re-admitting the current hour's rejects while readings keep coming) stays. Read apart, the
+    replace deleted that batch's rows and wrote back only what it had read: they were left in landing
+    alone. A drain batch that touches a row the replace deletes fails the replace (could not serialize):
+    it is tried again, on a new snapshot."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:  # a caller's transaction: its own
+        return _rederive_hour(conn, binding, config, start)
+    for attempt in range(1, REDERIVE_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return _rederive_hour(conn, binding, config, start)
+        except psycopg.errors.SerializationFailure:
+            if attempt == REDERIVE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _rederive_hour(
+    conn: psycopg.Connection, binding: DomainBinding, config: ContractConfig, start: datetime
+) -> HourResult:
     start = start.astimezone(UTC)  # whatever zone the connection's TimeZone gave it (Etc/UTC, ...)
     end = start + HOUR
     contract = binding.contract

@@ -161,9 +161,12 @@ class DrainService:
                 state.last_error = str(exc)
                 self.stop.wait(RETRY_S)
                 continue
-            except Exception:  # a bug or a database error mid-batch: the batch rolled back; go on
+            except Exception as exc:  # a bug or a database error mid-batch: the batch rolled back; go on
                 state.errors += 1
-                log.exception("%s: drain pass failed; the next pass resumes from the stored offsets", label)
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != state.last_error:  # its traceback once, not once per retry
+                    log.exception("%s: drain pass failed; the next pass resumes from the stored offsets", label)
+                state.last_error = problem
                 self.stop.wait(RETRY_S)
                 continue
             if state.last_error:

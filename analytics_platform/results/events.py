@@ -8,7 +8,7 @@ still being closed inside the range, which are upserted by key with their final 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -55,6 +55,10 @@ class EventRun:
     events: int
     rollups: int
     deleted: int
+    # the [start, end) ranges whose events and rollups were replaced: a device recompute also replaces
+    # hours outside the range it was asked for (carried, silenced, filled), which the asset reports to
+    # Dagster so that the day rollups of those hours follow them
+    replaced: list[tuple[datetime, datetime]] = field(default_factory=list)
 
 
 def read_spec_limits(conn: psycopg.Connection) -> pl.DataFrame:
@@ -329,6 +333,7 @@ def _silenced_hours(
 def _add(run: EventRun, more: EventRun) -> None:
     run.inputs, run.events, run.rollups = run.inputs + more.inputs, run.events + more.events, run.rollups + more.rollups
     run.deleted += more.deleted
+    run.replaced += more.replaced
 
 
 def fill_silent_hours(
@@ -456,7 +461,14 @@ def _device_range(
         now=silence.now,
     )
     deleted = replace_events(conn, DeviceHealthContract.domain, result.events, result.rollups, windows, start, end)
-    run = EventRun(DeviceHealthContract.domain, health.height, result.events.height, result.rollups.height, deleted)
+    run = EventRun(
+        DeviceHealthContract.domain,
+        health.height,
+        result.events.height,
+        result.rollups.height,
+        deleted,
+        [(start, end)],
+    )
     return run, result.events
 
 

@@ -60,6 +60,9 @@ EDIT_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "`tenant_id` names another tenant than the key's, or no such entry"}
 }
 MetricName = Annotated[str, Path(max_length=200, description="The metric name, as readings carry it")]
+# `:path`, so a name holding a slash (a plant tag such as "Line1/Flow", sent percent-encoded as %2F, which the
+# server decodes before routing) is one metric rather than a 404 of the route
+METRIC_PATH = "/metrics/{metric:path}"
 ListTenant = Annotated[
     str | None,
     Query(
@@ -227,7 +230,7 @@ def metrics(request: Request, caller: Caller, tenant_id: ListTenant = None) -> R
 
 
 @router.put(
-    "/metrics/{metric}",
+    METRIC_PATH,
     response_model=CatalogEntry,
     summary="Add or replace a catalogue entry",
     description=(
@@ -262,7 +265,7 @@ def put_metric(request: Request, caller: CatalogAdmin, metric: MetricName, body:
 
 
 @router.delete(
-    "/metrics/{metric}",
+    METRIC_PATH,
     status_code=204,
     response_class=Response,
     summary="Remove a catalogue entry",

@@ -18,7 +18,7 @@ from analytics_platform.defs.checks import contract_specs, daily_rollup_checks, 
 from analytics_platform.defs.events import DAILY_EVENT_ROLLUPS
 from analytics_platform.defs.groups import ANALYTICS_GROUP
 from analytics_platform.defs.ingest import raw_asset_key
-from analytics_platform.defs.partitions import daily_partitions, hourly_partitions
+from analytics_platform.defs.partitions import daily_partitions, hourly_partitions, partition_key
 from analytics_platform.defs.tracing import partition_span
 from analytics_platform.resources import PostgresResource
 from analytics_platform.results import events
@@ -117,17 +117,41 @@ def build_event_asset(spec: EventAsset, settings: PlatformSettings) -> dg.Assets
         with partition_span(context), db.connect() as conn:
             # hour by hour: each hour is replaced in its own transaction, and each hour's device
             # state comes from the data before it, exactly as when the hour was processed live
+            replaced: set[datetime] = set()
             for start, end in chunks(window.start, window.end, 1):
                 result = recompute(conn, start, end)
                 totals["inputs"] += result.inputs
                 totals["events"] += result.events
                 totals["rollups"] += result.rollups
                 totals["rows_replaced"] += result.deleted
+                replaced.update(hour for hour, _ in result.replaced)
             checks = event_checks(conn, settings, spec.domain, window.start, window.end)
         context.log.info("%s %s..%s: %s", spec.name, window.start, window.end, totals)
+        report_other_hours(context, spec.key, window, replaced, settings.partitions_start)
         return dg.MaterializeResult(metadata=totals, check_results=checks)
 
     return _asset
+
+
+def report_other_hours(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    window: dg.TimeWindow,
+    replaced: set[datetime],
+    first: datetime,
+) -> None:
+    """Tell Dagster of the hours outside the run's partitions that the recompute replaced as well (a late
+    status rewrites the hours after it that carried the old one, a silence the hours before it): each is a
+    materialisation of its own partition, so the automation re-rolls up the day it lies in. Without this, a
+    late status at 23:55 rewrote the next day's hours but only its own day's rollup followed."""
+    for hour in sorted(h for h in replaced if h >= first and not window.start <= h < window.end):
+        context.log_event(
+            dg.AssetMaterialization(
+                key,
+                partition=partition_key(hour),
+                metadata={"recomputed_with": f"{partition_key(window.start)}..{partition_key(window.end)}"},
+            )
+        )
 
 
 def build_daily_rollups(specs: list[EventAsset], settings: PlatformSettings) -> dg.AssetsDefinition:
