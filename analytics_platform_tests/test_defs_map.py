@@ -119,7 +119,7 @@ EXPECTED = {
             "daily 2024-01-01 +0 UTC",
             ["energy_baseline_models", "hourly_machine_kpis"],
             True,
-            "an hour of the day recomputed after it (within 2 days, 0:00:00)",
+            "an hour of the day recomputed after it (within 2 days, 0:00:00; failed runs retried)",
         ),
         "device_health_events": (
             "analytics",

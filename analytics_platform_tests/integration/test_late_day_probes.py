@@ -1,7 +1,7 @@
 """Probe round 4: late data across a UTC day boundary, through the real broker, the drain sensors, the
 Dagster assets and their automation. A late status at 23:55 changes the hours of the next day that
 carried the old status; the next day's rollup must be asked for again, not only the late hour's day.
-A late reading re-opens its hour's KPIs but not its day's (xfail: the KPIs are the lead's this session)."""
+A late reading re-opens its hour's KPIs and, once they are recomputed, its day's."""
 
 from __future__ import annotations
 
@@ -94,13 +94,6 @@ def test_a_late_status_before_midnight_asks_again_for_the_rollup_of_the_day_it_c
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daily_machine_kpis has no automation condition, only daily_kpis_schedule (00:30 UTC for the day that "
-    "just closed): a reading that lands after that run recomputes its hour's KPIs (follow_hourly_inputs) but never "
-    "the day's or its shifts', so a day's energy stops being the sum of its hours' (defs/kpis/assets.py; KPIs are "
-    "the lead's this session, reported, not fixed)",
-)
 def test_a_late_reading_asks_again_for_the_daily_kpis_of_its_day(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings
 ) -> None:
