@@ -65,8 +65,9 @@ def complete_days(lookback: timedelta) -> dg.AutomationCondition:
 def days_whose_hours_changed(lookback: timedelta, *, ignore: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
     """Run a day again when one of its hours is recomputed after the day was (late data), within the
     look-back. Its first run is a schedule's, once its last hour's closing readings have landed; a day
-    never materialised is not asked for here, unless that run failed (retried as the hours are). `ignore`: inputs whose update must not re-run every day in
-    the look-back (a baseline model refitted: a past day keeps the deviation it was reported with)."""
+    never materialised is not asked for here, unless that run failed (retried as the hours are).
+    `ignore`: inputs whose update must not re-run every day in the look-back (a baseline model
+    refitted: a past day keeps the deviation it was reported with)."""
     return (
         AC.in_latest_time_window(lookback_delta=lookback)
         & (
