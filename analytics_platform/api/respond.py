@@ -48,13 +48,19 @@ def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(body, option=JSON_OPTIONS), status_code=status_code, media_type="application/json")
 
 
+# A text cell beginning with one of these runs as a formula in a spreadsheet (CSV injection): a tenant's own
+# ids, metric names, notes and sample ids reach operators' spreadsheets, so such a cell gets a leading
+# apostrophe, which spreadsheets read as "this is text" (OWASP's advice). Numbers are never text here.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return value
+        return "'" + value if value.startswith(_FORMULA_STARTS) else value
     if isinstance(value, datetime | dict | list):
         text = orjson.dumps(value, option=JSON_OPTIONS).decode()
         return text[1:-1] if isinstance(value, datetime) else text

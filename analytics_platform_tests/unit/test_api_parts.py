@@ -148,6 +148,27 @@ def test_csv_cells_carry_the_json_values(value: object, cell: str) -> None:
     assert _cell(value) == cell
 
 
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("line=1", "line=1"),  # only a leading character makes a formula
+        (-2.5, "-2.5"),  # numbers are numbers
+        (-3, "-3"),
+    ],
+)
+def test_csv_text_a_spreadsheet_would_run_as_a_formula_is_quoted_as_text(value: object, cell: str) -> None:
+    """A tenant's own ids, metric names, notes and lab sample ids reach an operator's spreadsheet: a cell
+    beginning with = + - @ (or a tab / carriage return) runs there as a formula (CSV injection, OWASP). A
+    leading apostrophe makes the spreadsheet show it as the text it is; numbers are left alone."""
+    assert _cell(value) == cell
+
+
 def _request(accept: str | None) -> Request:
     headers = [(b"accept", accept.encode())] if accept is not None else []
     return Request({"type": "http", "method": "GET", "path": "/", "headers": headers, "query_string": b""})
