@@ -184,16 +184,15 @@ def test_rebasing_off_judges_against_the_profile_alone() -> None:
 
 
 def test_the_rebase_setting_reaches_the_assets_options(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """ANOMALY_REBASE_HOURS is read into the anomaly assets' (and the live judge's) SeasonalOptions: off (0)
-    by default, the tuned 6 h when asked; a negative window is refused by name."""
-    import pytest
-
+    """ANOMALY_REBASE_HOURS is read into the anomaly assets' (and the live judge's) SeasonalOptions: the
+    tuned 6 h by default (SeasonalOptions' own default too), off when 0; a negative window is refused by name."""
     from analytics_platform.defs.anomalies.assets import anomaly_options
     from analytics_platform.settings import PlatformSettings
 
+    monkeypatch.delenv("ANOMALY_REBASE_HOURS", raising=False)
+    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == WINDOW == se.SeasonalOptions().rebase_after
+    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "0")
     assert anomaly_options(PlatformSettings()).seasonal.rebase_after == timedelta(0)
-    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "6")
-    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == WINDOW
     monkeypatch.setenv("ANOMALY_REBASE_HOURS", "-1")
     with pytest.raises(ValueError, match="anomaly_rebase_hours"):
         PlatformSettings()
