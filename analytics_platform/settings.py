@@ -269,11 +269,11 @@ class PlatformSettings(BaseSettings):
         default=10, ge=1, description="Running without production this long is a stoppage."
     )
     anomaly_rebase_hours: float = Field(
-        default=0,
+        default=6,
         ge=0,
         description="A level held this long beyond the critical shift (steady, on one side) re-bases the seasonal "
         "expectation, so a machine moved to a new operating point is not critical for days; 0 = off. 6 is what "
-        "it was tuned with; on, an hour's run judges ~7x the rows.",
+        "it was tuned with.",
     )
 
     reject_ratio_max: float = Field(default=0.05, ge=0, le=1)

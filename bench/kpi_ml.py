@@ -27,7 +27,8 @@ a 10 min idle spell on every tenth machine. Spikes (~6 sigma) on a quarter of th
 Each step also reports its CPU time (user + system of the step's process, not the forest workers' nor
 PostgreSQL's): on a shared machine it moves much less than the wall time.
 
-Usage: python bench/kpi_ml.py [--factories 5] [--machines 20] [--keep] [--profile DIR]
+Usage: python bench/kpi_ml.py [--factories 5] [--machines 20] [--keep] [--profile DIR] [--rebase-hours H]
+[--compare-rebase-hours H]
 (`--factories 2 --machines 10` is the development size: 20 machines, 100 judged series)
 Uses TEST_DATABASE_URL (an admin URL; the bench creates and drops its own database bench_kpi_ml),
 else starts an embedded PostgreSQL under .run/bench/. Nothing here asserts a time.
@@ -303,7 +304,7 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_step(name: str, url: str, profile: Path | None = None) -> dict:
+def run_step(name: str, url: str, profile: Path | None = None, rebase_hours: float | None = None) -> dict:
     """One step in this (spawned) process; wall time, rows, VmHWM (not ru_maxrss: Linux carries
     ru_maxrss over fork + exec from the large parent) and the RSS before the work started. With
     `profile`, the step runs under cProfile and its stats go to `profile`/<step>.prof."""
@@ -311,7 +312,7 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
         import cProfile
 
         profiler = cProfile.Profile()
-        out = profiler.runcall(run_step, name, url)
+        out = profiler.runcall(run_step, name, url, None, rebase_hours)
         profile.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile / f"{name}.prof")
         return out
@@ -319,6 +320,7 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
     from analytics_platform.results.anomalies import RAW_SCHEMA, AnomalyOptions
     from analytics_platform.results.frames import read_frame
     from analytics_platform.transforms.machine_kpis import KpiOptions, fixed_periods
+    from analytics_platform.transforms.seasonal import SeasonalOptions
 
     day_end = DAY + timedelta(days=1)
     out: dict = {"step": name, "base_rss_mib": _status_kib("VmRSS") / 1024}
@@ -362,7 +364,12 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
             # as the asset runs them: weather not judged (ANOMALY_SKIP_METRICS' default); the first
             # hour alone (it fits the forests and learns the profiles), then the other 23 in one call
             # (one read of the trailing aggregates, forests and profiles kept across its hours)
-            options = AnomalyOptions(bucket_s=60, trees=50, skip_metrics=("outdoor_temp", "outdoor_pressure"))
+            seasonal = SeasonalOptions()
+            if rebase_hours is not None:  # ANOMALY_REBASE_HOURS, else its default
+                seasonal = SeasonalOptions(rebase_after=timedelta(hours=rebase_hours))
+            options = AnomalyOptions(
+                bucket_s=60, trees=50, skip_metrics=("outdoor_temp", "outdoor_pressure"), seasonal=seasonal
+            )
             first, last = (0, 1) if name == "anomalies_first" else (1, 24)
             run = anomalies.recompute_anomalies(
                 conn, DAY + timedelta(hours=first), DAY + timedelta(hours=last), options, {}, {}
@@ -381,9 +388,9 @@ def run_step(name: str, url: str, profile: Path | None = None) -> dict:
     return out
 
 
-def in_child(name: str, url: str, profile: Path | None = None) -> dict:
+def in_child(name: str, url: str, profile: Path | None = None, rebase_hours: float | None = None) -> dict:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(run_step, name, url, profile).result()
+        return pool.submit(run_step, name, url, profile, rebase_hours).result()
 
 
 # ----- main ----------------------------------------------------------------------------------
@@ -440,6 +447,17 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="run each step under cProfile and write DIR/<step>.prof (times then include it)"
     )
+    parser.add_argument(
+        "--rebase-hours",
+        type=float,
+        help="the anomaly steps' re-basing window (ANOMALY_REBASE_HOURS; 0 = off), else SeasonalOptions' default",
+    )
+    parser.add_argument(
+        "--compare-rebase-hours",
+        type=float,
+        help="then, on the same database, the anomaly steps again with this re-basing window (outputs and "
+        "stored models emptied first): a same-run pair, the KPI steps shared",
+    )
     args = parser.parse_args()
 
     run_dir = ROOT / ".run" / "bench"
@@ -479,7 +497,7 @@ def main() -> int:
         ]
         results = {}
         for name, label in steps:
-            result = in_child(name, url, args.profile)
+            result = in_child(name, url, args.profile, args.rebase_hours)
             results[name] = result
             print(
                 f"{label:<34} {result['seconds']:>8.2f} s (CPU {result['cpu_s']:>6.1f} s)  rows in "
@@ -496,6 +514,29 @@ def main() -> int:
             f"floor (raw read of the day) {results['raw_read']['seconds']:.1f} s",
             flush=True,
         )
+        if args.compare_rebase_hours is not None:
+            # the same anomaly steps from the same empty start (hour 1 fits and stores the models
+            # again), so the two settings differ in nothing but the window
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("DELETE FROM analytics.analytics_anomaly")
+                conn.execute("DELETE FROM analytics.analytics_anomaly_model")
+            compared = {}
+            for name, label in steps[-2:]:
+                result = in_child(name, url, args.profile, args.compare_rebase_hours)
+                compared[name] = result
+                print(
+                    f"{label + f' (rebase {args.compare_rebase_hours:g} h)':<34} {result['seconds']:>8.2f} s "
+                    f"(CPU {result['cpu_s']:>6.1f} s)  out {result['rows_out']:>8,}  "
+                    f"peak {result['peak_rss_mib']:>6,.0f} MiB",
+                    flush=True,
+                )
+                if result.get("note"):
+                    print(f"{'':<36}{result['note']}", flush=True)
+            other = sum(results[n]["seconds"] for n in ("kpi_hours", "kpi_day")) + sum(
+                compared[n]["seconds"] for n in ("anomalies_first", "anomalies_rest")
+            )
+            print(f"day's KPIs + anomalies with rebase {args.compare_rebase_hours:g} h: {other:.1f} s", flush=True)
+            results["compared"] = {"rebase_hours": args.compare_rebase_hours, "steps": compared, "day_total_s": other}
         record = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
@@ -504,6 +545,7 @@ def main() -> int:
             "setup": setup,
             "steps": results,
             "day_total_s": round(day_total, 2),
+            "rebase_hours": args.rebase_hours,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2, default=str))

@@ -307,6 +307,62 @@ def settled(excluded: pl.DataFrame | None, settle: timedelta) -> pl.DataFrame | 
     return _excluded(excluded).with_columns(end=pl.col("end") + settle)
 
 
+def _context(
+    history: pl.DataFrame,
+    hour: pl.DataFrame,
+    past: Callable[[datetime, pl.DataFrame], pl.DataFrame],
+    profiles: Sequence[se.Profile],
+    *,
+    start: datetime,
+    options: se.SeasonalOptions,
+    prune: bool = True,
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The samples `se.judge` judges the hour from: `hour` and the running samples of `history` before
+    it (`past(since, frame)`) that a statistic of the hour can see; and the series whose offsets it
+    computes (`judge`'s `rebased`; None: all).
+
+    The context is a day before the hour (windows look back 16 samples; a day bounds the work whatever
+    history the caller read, and is the same live and in a backfill). Judging needs only each series'
+    tail of it (`se.context_tail`), which nearly always starts in the last hour: the series whose tail
+    does start there are judged from that hour, the others from the whole day (the same rows either
+    way, and a twentieth of the work per hour). With re-basing on, a series' offsets look `rebase_reach`
+    further back; only the series `se.rebase_candidates` finds in that span (nearly none) get it, the
+    others could not be re-based by any of it and are judged from their short tail (the same rows out,
+    bit for bit; `prune=False` gives every series the long context, the reference the tests hold it to)."""
+    keys = list(SERIES_KEY)
+    rebase = se.rebase_reach(options.rebase_after)
+
+    def judged_from(reach: timedelta, series: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The context for `series` (all when None) with the offsets' `reach` before the windows' tail,
+        and the series of the hour whose tail starts before the last hour (they get the whole day)."""
+        mine = hour if series is None else hour.join(series, on=keys, how="semi")
+        before = history if series is None else _strings(history, SERIES_KEY).join(series, on=keys, how="semi")
+        recent = past(max(start - RECENT - reach, start - CONTEXT), before)
+        short = se.tail_inside(pl.concat([recent, mine]).sort("bucket_start"), start, reach)
+        whole = mine.select(SERIES_KEY).unique().join(short, on=keys, how="anti")
+        if whole.is_empty():
+            return pl.concat([recent, mine]), whole
+        day = past(start - CONTEXT, _strings(before, SERIES_KEY).join(whole, on=keys, how="semi"))
+        return pl.concat([recent.join(short, on=keys, how="semi"), day, mine]), whole
+
+    if rebase <= timedelta(0) or not prune:
+        return judged_from(rebase, None)[0], None
+    samples, whole = judged_from(timedelta(0), None)
+    # the rows the offsets of a series with a short tail could see: its unfenced aggregates from `rebase`
+    # before the last hour (fencing, and dropping other bucket sizes and empty buckets, only takes rows
+    # away, and a subset of them re-bases nothing either); a series whose tail starts before the last
+    # hour (`whole`) is given the long context as before
+    since = pl.col("bucket_start").cast(TIME)
+    columns = [*SERIES_KEY, "bucket_start", "bucket_end", "avg_v"]
+    span = history.lazy().filter((since >= max(start - RECENT - rebase, start - CONTEXT)) & (since < start))
+    span = span.select(columns).collect().cast(hour.select(columns).schema)
+    found = se.rebase_candidates(pl.concat([span, hour.select(columns)]), profiles, options.rebase_after, options)
+    wanted = pl.concat([whole, found]).unique()
+    if wanted.is_empty():
+        return samples, wanted
+    return pl.concat([samples.join(wanted, on=keys, how="anti"), judged_from(rebase, wanted)[0]]), wanted
+
+
 def seasonal_anomalies(
     readings: pl.DataFrame,
     history: pl.DataFrame,
@@ -346,25 +402,8 @@ def seasonal_anomalies(
         rows = _history(before.filter((bucket_start < start) & (bucket_start >= since)), fenced, options.bucket_s)
         return _strings(rows, SERIES_KEY).select(columns).cast(hour.schema)
 
-    # the context: a day before the hour (windows look back 16 samples; a day bounds the work
-    # whatever history the caller read, and is the same live and in a backfill). Judging needs only
-    # each series' tail of it (`se.context_tail`), which nearly always starts in the last hour: the
-    # series whose tail does start there are judged from that hour, the others from the whole day
-    # (the same rows either way, and a twentieth of the work per hour)
-    rebase = se.rebase_reach(options.rebase_after)
-    recent = past(max(start - RECENT - rebase, start - CONTEXT), history)
-    samples = pl.concat([recent, hour])
-    short = se.tail_inside(samples.sort("bucket_start"), start, rebase)
-    whole = hour.select(SERIES_KEY).unique().join(short, on=list(SERIES_KEY), how="anti")
-    if not whole.is_empty():
-        samples = pl.concat(
-            [
-                recent.join(short, on=list(SERIES_KEY), how="semi"),
-                past(start - CONTEXT, _strings(history, SERIES_KEY).join(whole, on=list(SERIES_KEY), how="semi")),
-                hour,
-            ]
-        )
-    stats = se.judge(samples, profiles, start, options)
+    samples, rebased = _context(history, hour, past, profiles, start=start, options=options)
+    stats = se.judge(samples, profiles, start, options, rebased=rebased)
     if stats.is_empty():
         return _empty()
     meta = pl.DataFrame(

@@ -34,7 +34,7 @@ Statistics per sample (all "larger = more unusual"), each reported under its met
   stuck      readings in a run of identical values, against the longest usual run
 
 A lasting level change re-bases the expectation (`level_offsets`, `rebase_after`:
-ANOMALY_REBASE_HOURS, off by default, tuned at 6 h).
+ANOMALY_REBASE_HOURS, 6 h by default, what it was tuned with; 0 = off).
 A machine moved to a new operating point (a recipe, a setpoint, a replaced sensor) would otherwise
 be critical against its profile until the profile has learned the new level, days later, and a
 fault on the new level would hide in that one long event. When the residuals of the `rebase_after`
@@ -85,6 +85,7 @@ REBASE_MIN_SAMPLES = 8  # a re-basing window needs this many samples, and half o
 REBASE_QUANTILE = 0.1  # this share of the window's residuals may lie inside the critical shift
 REBASE_STEADY = 0.1  # the last half's median may differ from the window's by this much of its 10-90 % range
 REBASE_HOLD = 0.25  # of the window: how long a re-basing holds after its window last confirmed it
+KEY_HASH_SEED = 20  # any fixed seed: `rebase_candidates` compares hashes made in one call
 
 MAD_SIGMA = 1.4826  # MAD of a normal distribution × this = σ
 MIN_CELL = 6  # samples a weekday-and-hour cell needs before it stands on its own
@@ -115,11 +116,12 @@ class SeasonalOptions:
     warning_per_day: float = 0.2  # Gaussian floor: expected exceedances per series-day, all tests
     critical_per_day: float = 0.01
     # a level held this long beyond the critical shift, on one side and steady, re-bases the
-    # expectation (`level_offsets`); 0 (the default: ANOMALY_REBASE_HOURS) turns re-basing off. Tuned
-    # at REBASE_HOURS: longer than the simulator's 2 h level shifts and its drifts' 6 h ramps, a fault
-    # that ends on its own is not a new operating point. Off by default because it reads ~7x the rows
-    # an hour judges (docs/benchmarks.md, "Level changes re-base the expectation")
-    rebase_after: timedelta = timedelta(0)
+    # expectation (`level_offsets`; ANOMALY_REBASE_HOURS); 0 turns re-basing off. REBASE_HOURS, what it
+    # was tuned with: longer than the simulator's 2 h level shifts and its drifts' 6 h ramps, a fault
+    # that ends on its own is not a new operating point. On by default since only the series that
+    # could be re-based read the window (`rebase_candidates`; docs/benchmarks.md, "Level changes
+    # re-base the expectation"): off, a machine at a new operating point stayed critical for days
+    rebase_after: timedelta = timedelta(hours=REBASE_HOURS)
 
     def floors(self, samples_per_day: float) -> dict[str, tuple[float, float]]:
         """(warning, critical) floor per statistic for a series with this many samples a day."""
@@ -446,6 +448,66 @@ def rebase_reach(window: timedelta) -> timedelta:
     return window * (1 + REBASE_HOLD)
 
 
+def rebase_candidates(
+    samples: pl.DataFrame, profiles: Sequence[Profile], window: timedelta, options: SeasonalOptions
+) -> pl.DataFrame:
+    """The series (SERIES_KEY rows) of `samples` that `level_offsets` could re-base anywhere in a frame
+    made of any of their rows: those with at least its least count of residuals beyond the critical
+    shift on one side (`level_offsets`' `_candidate`, the same residuals, the same comparison). Every
+    other series gets no offset from any subset of these rows, so it can be judged from the windows'
+    short tail alone, without the `rebase_reach` of context before it.
+
+    Why: with re-basing on, every judged hour read, fenced and judged `rebase_reach` (7.5 h) of
+    context per series to find the rare series that hold a new level; this costs one residual per
+    context row and a grouped count, and only its answer gets the long context."""
+    none = pl.DataFrame(schema={c: pl.String() for c in SERIES_KEY})
+    judged = [p for p in profiles if p.judged]
+    if not judged or samples.is_empty() or window <= timedelta(0):
+        return none
+    # each judged series by its number (`_sid`), each row by a hash of its key: the centres are then
+    # looked up by position in one array and the rows counted by an integer, where joins and groups on
+    # the five key strings cost most here. A row whose key's hash equals a judged series' (its own
+    # rows, and in a collision another series' too) is counted for that series: the counts can only
+    # grow, so no series that could be re-based is left out
+    key_hash = pl.struct(*(pl.col(c).cast(pl.String) for c in SERIES_KEY)).hash(KEY_HASH_SEED)
+    ids = pl.DataFrame(
+        [(*p.key, i, p.critical["shift16"] * p.scale["m16"]) for i, p in enumerate(judged)],
+        schema={**{c: pl.String() for c in SERIES_KEY}, "_sid": pl.Int64(), "_l_shift": pl.Float64()},
+        orient="row",
+    )
+    ids = ids.with_columns(_h=key_hash)
+    times = (pl.col("bucket_start").cast(TIME), pl.col("bucket_end").cast(TIME))
+    frame = samples.select(*times, pl.col("avg_v").cast(pl.Float64), _h=key_hash)
+    frame = frame.join(ids.select("_h", "_sid", "_l_shift"), on="_h")
+    if frame.is_empty():
+        return none
+    # expected(t) as `_expected` computes it: the same cells, weights and arithmetic, so the same floats
+    mid = _mid(options)
+    anchor = (mid - pl.duration(minutes=30)).dt.truncate("1h")
+    nxt = anchor + pl.duration(hours=1)
+    weight = (mid - anchor - pl.duration(minutes=30)).dt.total_microseconds() / 3.6e9
+    centres = pl.Series(np.array([p.centre for p in judged], dtype=np.float64).reshape(-1))
+
+    def cell(at: pl.Expr) -> pl.Expr:
+        """The position of the series' centre at `at`'s weekday and hour in `centres`."""
+        return pl.col("_sid") * 168 + (at.dt.weekday().cast(pl.Int64) - 1) * 24 + at.dt.hour().cast(pl.Int64)
+
+    frame = plain(frame.select("_sid", "avg_v", "_l_shift", _a=cell(anchor), _b=cell(nxt), w=weight))
+    frame = frame.with_columns(centre_a=centres.gather(frame["_a"]), centre_b=centres.gather(frame["_b"]))
+    expected = (1 - pl.col("w")) * pl.col("centre_a") + pl.col("w") * pl.col("centre_b")
+    r = pl.col("avg_v") - expected
+    beyond = frame.group_by("_sid").agg(up=(r >= pl.col("_l_shift")).sum(), down=(r <= -pl.col("_l_shift")).sum())
+    # `level_offsets`' least count, by its own expression from the `_max_gap` `judge` joins
+    gaps = pl.DataFrame(
+        {"_sid": range(len(judged)), "gap": [MAX_GAP_SAMPLES * p.sample_s for p in judged]},
+        schema={"_sid": pl.Int64(), "gap": pl.Float64()},
+    )
+    holds = window.total_seconds() / (pl.col("gap") / MAX_GAP_SAMPLES)
+    least = (1 - REBASE_QUANTILE) * pl.max_horizontal(pl.lit(float(REBASE_MIN_SAMPLES)), 0.5 * holds)
+    found = plain(beyond.join(gaps, on="_sid")).filter(pl.max_horizontal("up", "down") >= least)
+    return ids.join(found.select("_sid"), on="_sid", how="semi").select(SERIES_KEY)
+
+
 def level_offsets(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
     """`frame` (sorted per series in time, with `avg_v`, `expected`, `_max_gap`, `s_r` and `_l_shift`,
     the residual at which a 16-sample mean is critical) with `offset`: what a lasting level change
@@ -731,12 +793,18 @@ def judge(
     profiles: Sequence[Profile],
     start: datetime,
     options: SeasonalOptions = SeasonalOptions(),
+    *,
+    rebased: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Every sample at or after `start` of a judged series with its statistics, their levels
     (0 none, 2 warning, 3..5 critical), its `offset` (a re-based level, `level_offsets`; 0.0 for
     none: `expected` includes it) and `level_change` where a re-basing begins. `samples` holds the
     context before `start` too (up to 16 samples, and `rebase_reach` of time, are used), running
-    samples only."""
+    samples only.
+
+    `rebased` (SERIES_KEY rows; None: every series) names the series whose offsets are computed; the
+    caller vouches that no other can be re-based (`rebase_candidates`): they get the offset 0.0 the
+    offsets would give them, without the rows before their windows' tail."""
     judged = [p for p in profiles if p.judged]
     if not judged or samples.is_empty():
         return pl.DataFrame()
@@ -748,7 +816,21 @@ def judge(
     # the tail needs each series in time order only (a cheap sort on one column); sorting the day's
     # rows by the five key strings would cost more than judging the hour
     rebase = options.rebase_after
-    frame = _tail(frame.sort("bucket_start"), start, rebase_reach(rebase)).sort(*SERIES_KEY, "bucket_start")
+    frame = frame.sort("bucket_start")
+    if rebase > timedelta(0) and rebased is not None and rebased.is_empty():
+        frame = _tail(frame, start, timedelta(0))
+    elif rebase > timedelta(0) and rebased is not None:
+        # only the series that may be re-based keep the rows before their windows' tail
+        keys = list(SERIES_KEY)
+        frame = pl.concat(
+            [
+                _tail(frame.join(rebased, on=keys, how="anti"), start, timedelta(0)),
+                _tail(frame.join(rebased, on=keys, how="semi"), start, rebase_reach(rebase)),
+            ]
+        )
+    else:
+        frame = _tail(frame, start, rebase_reach(rebase))
+    frame = frame.sort(*SERIES_KEY, "bucket_start")
     frame = frame.with_columns(expected=_expected(frame, _centre_frame(judged), options))
     gaps = _gap_frame(judged)
     frame = _with_scales(frame.join(gaps, on=list(SERIES_KEY)), judged)
@@ -758,7 +840,10 @@ def judge(
             schema={**{c: pl.String() for c in SERIES_KEY}, "_l_shift": pl.Float64()},
             orient="row",
         )
-        frame = level_offsets(plain(frame.join(shift, on=list(SERIES_KEY))), rebase).drop("_l_shift")
+        if rebased is not None and rebased.is_empty():  # what `level_offsets` gives a series it cannot re-base
+            frame = frame.with_columns(offset=0.0, rescale=1.0, rebase_held=False)
+        else:
+            frame = level_offsets(plain(frame.join(shift, on=list(SERIES_KEY))), rebase).drop("_l_shift")
         # the first re-based sample after one judged against the profile: where the event that
         # opened at the change says what it was (a warning, `level_change`, the offset in scales)
         held = pl.col("rebase_held")

@@ -6,12 +6,15 @@ judged the same from its own context as in a longer one (live == backfill)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
+from analytics_platform.transforms import anomalies as an
 from analytics_platform.transforms import seasonal as se
 from analytics_platform.transforms.anomalies import CONTEXT, seasonal_anomalies
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA, SERIES_KEY, window_aggregates
@@ -45,11 +48,13 @@ def since(t: np.ndarray, at: datetime) -> np.ndarray:
     return t >= (at - MONDAY).total_seconds()
 
 
-def judge_hours(values: np.ndarray, first: datetime, hours: int) -> pl.DataFrame:
+def judge_hours(
+    values: np.ndarray | pl.DataFrame, first: datetime, hours: int, excluded: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """The anomaly rows of `hours` hours from `first`, each judged on its own as the hourly asset
     does: the profile learned up to the hour's UTC midnight from the 14 days before, the day of
-    aggregates before the hour as context."""
-    frame = frame_of(values)
+    aggregates before the hour as context. `values`: SERIES' readings a minute from MONDAY, or readings."""
+    frame = frame_of(values) if isinstance(values, np.ndarray) else values
     aggs = window_aggregates(frame.lazy(), [60]).collect()
     profiles: dict[datetime, list[se.Profile]] = {}
     rows = []
@@ -61,8 +66,8 @@ def judge_hours(values: np.ndarray, first: datetime, hours: int) -> pl.DataFrame
             profiles[midnight] = se.fit_profiles(history, midnight)
         hour = frame.filter((pl.col("time") >= start) & (pl.col("time") < start + HOUR))
         context = aggs.filter((pl.col("bucket_end") <= start) & (pl.col("bucket_start") >= start - CONTEXT))
-        rows.append(seasonal_anomalies(hour, context, profiles[midnight], start=start, options=ON))
-    return pl.concat(rows).sort("window_start", "method")
+        rows.append(seasonal_anomalies(hour, context, profiles[midnight], excluded, start=start, options=ON))
+    return pl.concat(rows).sort("window_start", "method", *SERIES_KEY)
 
 
 def events(rows: pl.DataFrame) -> list[tuple[datetime, datetime, int]]:
@@ -179,16 +184,121 @@ def test_rebasing_off_judges_against_the_profile_alone() -> None:
 
 
 def test_the_rebase_setting_reaches_the_assets_options(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """ANOMALY_REBASE_HOURS is read into the anomaly assets' (and the live judge's) SeasonalOptions: off (0)
-    by default, the tuned 6 h when asked; a negative window is refused by name."""
-    import pytest
-
+    """ANOMALY_REBASE_HOURS is read into the anomaly assets' (and the live judge's) SeasonalOptions: the
+    tuned 6 h by default (SeasonalOptions' own default too), off when 0; a negative window is refused by name."""
     from analytics_platform.defs.anomalies.assets import anomaly_options
     from analytics_platform.settings import PlatformSettings
 
+    monkeypatch.delenv("ANOMALY_REBASE_HOURS", raising=False)
+    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == WINDOW == se.SeasonalOptions().rebase_after
+    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "0")
     assert anomaly_options(PlatformSettings()).seasonal.rebase_after == timedelta(0)
-    monkeypatch.setenv("ANOMALY_REBASE_HOURS", "6")
-    assert anomaly_options(PlatformSettings()).seasonal.rebase_after == WINDOW
     monkeypatch.setenv("ANOMALY_REBASE_HOURS", "-1")
     with pytest.raises(ValueError, match="anomaly_rebase_hours"):
         PlatformSettings()
+
+
+# ----- the short context: only the series that could be re-based read the re-basing window -----------
+
+
+@pytest.fixture
+def full_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference: every series judged from the whole `rebase_reach` of context, as before
+    `rebase_candidates` (`_context(prune=False)`)."""
+    monkeypatch.setattr(an, "_context", functools.partial(an._context, prune=False))
+
+
+def plant(days: int = 23) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(readings, excluded) of a seeded plant of eight series on two machines, a reading a minute
+    (one every 5 minutes for `m2`'s flow): a lasting step up (+8σ at ONSET) and one down (−6σ from
+    ONSET + 3 h), a spike, a drift, a value held for a day (its tail starts before the last hour), and
+    three ordinary series; `m2` stops for 40 minutes at ONSET + 5 h (its samples then are fenced)."""
+    t, base = series(days, seed=7)
+    rng = np.random.default_rng(11)
+    hours = (t - (ONSET - MONDAY).total_seconds()) / 3600
+    shapes = {
+        ("m1", "s1", "temp"): np.where(hours >= 0, 8 * SIGMA, 0.0),
+        ("m1", "s2", "pressure"): np.where(hours >= 3, -6 * SIGMA, 0.0),
+        ("m1", "s3", "humidity"): np.where(np.isclose(hours, 4 + 17 / 60), 9 * SIGMA, 0.0),
+        ("m2", "s1", "temp"): np.where(hours >= 0, np.minimum(hours, 30) * SIGMA / 2, 0.0),
+        ("m2", "s2", "power"): 0.0,
+        ("m2", "s3", "vibration"): 0.0,
+        ("m2", "s4", "flow"): 0.0,
+        ("m2", "s5", "setpoint"): 0.0,
+    }
+    parts = []
+    for i, ((machine, sensor, metric), shape) in enumerate(shapes.items()):
+        values = base + rng.normal(0.0, SIGMA, t.size) + shape + 3.0 * i
+        if metric == "setpoint":  # one value from the day before ONSET on
+            values = np.where(hours >= -24, 55.0, np.round(values))
+        keep = t % 300 == 0 if metric == "flow" else np.ones(t.size, dtype=bool)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "time": [MONDAY + timedelta(seconds=int(s)) for s in t[keep]],
+                    "tenant_id": "t1",
+                    "factory_id": "f1",
+                    "machine_id": machine,
+                    "sensor_id": sensor,
+                    "metric": metric,
+                    "value": values[keep],
+                },
+                schema=READING_SCHEMA,
+            )
+        )
+    stop = ONSET + timedelta(hours=5)
+    excluded = pl.DataFrame(
+        {
+            "tenant_id": ["t1"],
+            "factory_id": ["f1"],
+            "machine_id": ["m2"],
+            "start": [stop],
+            "end": [stop + 40 * (HOUR / 60)],
+        }
+    )
+    return pl.concat(parts), excluded
+
+
+def test_a_series_that_cannot_be_rebased_is_judged_from_its_short_tail_to_the_same_bits(full_context: None) -> None:
+    """Each hour from before the step to well inside its re-based span, judged as the hourly asset does
+    with the short context (only the series `rebase_candidates` finds get the re-basing window), equals
+    the reference that gives every series the whole window: the rows, every column, bit for bit."""
+    values = with_step()
+    reference = judge_hours(values, ONSET - 2 * HOUR, 12)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(an, "_context", an._context.func)  # type: ignore[attr-defined]
+        pruned = judge_hours(values, ONSET - 2 * HOUR, 12)
+    assert pruned.equals(reference)
+    assert pruned.filter(pl.col("details").str.contains('"level_change"')).height == 1  # the span was judged
+
+
+def test_a_seeded_plant_is_judged_the_same_from_the_short_context(full_context: None) -> None:
+    """Eight series of two machines, hour by hour across the steps, a stop and a held value: the rows
+    with the short context equal the reference's; the long context went only to the series that could
+    be re-based (the two steps, the held value: a new level for its series, and the drift, which in
+    this noise holds still enough for the window: its documented cost), never to the four ordinary ones."""
+    readings, excluded = plant()
+    first = ONSET - HOUR
+    reference = judge_hours(readings, first, 14, excluded)
+    found: list[set[tuple]] = []
+    rebase_candidates = se.rebase_candidates
+
+    def candidates(*args, **kwargs) -> pl.DataFrame:  # type: ignore[no-untyped-def]
+        out = rebase_candidates(*args, **kwargs)
+        found.append(set(out.select("machine_id", "sensor_id").rows()))
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(an, "_context", an._context.func)  # type: ignore[attr-defined]
+        patch.setattr(an.se, "rebase_candidates", candidates)
+        pruned = judge_hours(readings, first, 14, excluded)
+    assert pruned.height == reference.height > 0
+    assert pruned.equals(reference)
+    rebased = set(
+        pruned.filter(pl.col("details").str.contains("level_offset")).select("machine_id", "sensor_id").rows()
+    )
+    up, down, drift, held = ("m1", "s1"), ("m1", "s2"), ("m2", "s1"), ("m2", "s5")
+    assert rebased == {up, down, drift, held}
+    # a candidate once a step has put the least count (0.9 × 180 samples) beyond the critical shift:
+    # the step up from ONSET + 2 h, the step down 3 h later, the drift once it has gone far enough
+    assert found == [{held}] * 3 + [{held, up}] * 2 + [{held, up, down}] * 2 + [{held, up, down, drift}] * 7
