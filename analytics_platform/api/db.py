@@ -200,7 +200,11 @@ class Database:
                 try:
                     yield conn
                 except psycopg.errors.ReadOnlySqlTransaction:
-                    conn.close()  # a standby's session: the pool replaces it, reaching the promoted or re-pointed one
+                    # a standby's session, and every other session of the pool reached the same server: all are
+                    # replaced (drain), reaching the promoted or re-pointed one; dropping this one alone left the
+                    # rest to fail one edit each
+                    conn.close()
+                    self.pool.drain()
                     raise
         except PoolTimeout:
             raise DatabaseDown("no database connection available (is the database running?)") from None
