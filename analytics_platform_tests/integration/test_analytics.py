@@ -14,6 +14,7 @@ from analytics_platform.defs import build_definitions
 from analytics_platform.ingest import store
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.automation import Ticks
 from analytics_platform_tests.support.readings import HEALTH, KEY, LAB, SWEEPS, body, drain, materialize, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
@@ -276,30 +277,22 @@ def test_automation_requests_exactly_the_changed_partitions_late_ones_included(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings
 ) -> None:
     now = at("2025-08-20T04:10:00")
-    selection = dg.AssetSelection.assets(AGG)
-    start = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now
-    )
+    tick = Ticks(defs, instance, dg.AssetSelection.assets(AGG))
+    start = tick(now)
     assert start.total_requested == 0  # no raw data yet
     produce(settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, m) for m in SENSOR_WAVE_1])
     drain(defs, instance, ["sensor"])
-    first = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=start.cursor
-    )
+    first = tick(now)
     assert sorted(first.get_requested_partitions(AGG)) == ["2025-08-20-03:00", "2025-08-20-04:00"]
     # nothing new: nothing requested, however many evaluations
-    again = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=first.cursor
-    )
+    again = tick(now)
     assert again.total_requested == 0
     # a late reading for 01:00 (three hours back): exactly that hour
     produce(
         settings.kafka_brokers, domain_topic(settings, "sensor"), [(KEY, reading("2025-08-20T01:30:00Z", 1.0, "late"))]
     )
     drain(defs, instance, ["sensor"])
-    late = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=again.cursor
-    )
+    late = tick(now)
     assert sorted(late.get_requested_partitions(AGG)) == ["2025-08-20-01:00"]
 
 
@@ -354,33 +347,19 @@ def test_the_day_rollup_waits_for_its_day_to_end_then_follows_late_hours(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings
 ) -> None:
     daily = dg.AssetKey("daily_event_rollups")
-    selection = dg.AssetSelection.assets(daily)
+    tick = Ticks(defs, instance, dg.AssetSelection.assets(daily))
     produce_events(settings)
     drain(defs, instance, ["device"])
     materialize_range(defs, instance, ["device_health_events"], "2025-08-20-03:00", "2025-08-20-04:00")
 
     # during the day: its partition does not exist yet, nothing is requested
-    during = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at("2025-08-20T23:59:00")
-    )
+    during = tick(at("2025-08-20T23:59:00"))
     assert during.total_requested == 0
     # once the day has ended: exactly that day
-    after = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-21T00:05:00"),
-        cursor=during.cursor,
-    )
+    after = tick(at("2025-08-21T00:05:00"))
     assert after.get_requested_partitions(daily) == {"2025-08-20"}
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
-    quiet = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-21T00:10:00"),
-        cursor=after.cursor,
-    )
+    quiet = tick(at("2025-08-21T00:10:00"))
     assert quiet.total_requested == 0
     # a late health message for 05:00 re-materialises its hour, and then the day again
     produce(
@@ -390,11 +369,5 @@ def test_the_day_rollup_waits_for_its_day_to_end_then_follows_late_hours(
     )
     drain(defs, instance, ["device"])
     materialize(defs, instance, ["device_health_events"], "2025-08-20-05:00")
-    late = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-21T00:15:00"),
-        cursor=quiet.cursor,
-    )
+    late = tick(at("2025-08-21T00:15:00"))
     assert late.get_requested_partitions(daily) == {"2025-08-20"}

@@ -23,6 +23,7 @@ from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.kpi_catalog import Part
 from analytics_platform_tests.support.api import at, insert
 from analytics_platform_tests.support.api_data import kpi
+from analytics_platform_tests.support.automation import Ticks
 from analytics_platform_tests.support.energy_hour import (
     HOUR,
     KEY,
@@ -274,54 +275,26 @@ def test_hourly_kpis_follow_their_inputs_once_the_hour_has_ended(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
     # what the analytics_automation sensor evaluates
-    selection = dg.AssetSelection.all() - dg.AssetSelection.assets("sensor_window_aggregates")
+    tick = Ticks(defs, instance, dg.AssetSelection.all() - dg.AssetSelection.assets("sensor_window_aggregates"))
     key = dg.AssetKey("hourly_machine_kpis")
     at_0330 = datetime(2025, 8, 20, 3, 30, tzinfo=UTC)
-    start = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at_0330
-    )
+    start = tick(at_0330)
     assert start.total_requested == 0  # no data yet
     land(defs, instance, settings, database)
-    during = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at_0330, cursor=start.cursor
-    )
+    during = tick(at_0330)
     # 03:00 is still running: only the ended hours with data are requested
     assert sorted(during.get_requested_partitions(key)) == ["2025-08-20-01:00", "2025-08-20-02:00"]
-    after = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=datetime(2025, 8, 20, 4, 10, tzinfo=UTC),
-        cursor=during.cursor,
-    )
+    after = tick(datetime(2025, 8, 20, 4, 10, tzinfo=UTC))
     # the hour has ended: its partition appears, and is requested once
     assert sorted(after.get_requested_partitions(key)) == ["2025-08-20-03:00"]
     # a later drain tick (nothing new) does not request it again ...
-    quiet = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=datetime(2025, 8, 20, 4, 15, tzinfo=UTC),
-        cursor=after.cursor,
-    )
+    quiet = tick(datetime(2025, 8, 20, 4, 15, tzinfo=UTC))
     assert quiet.get_requested_partitions(key) == set()
     # ... but at 04:20 the readings closing its last intervals (04:00 and later, in raw 04:00) have
     # landed: the latest ended hour is recomputed once more, and only once
-    closing = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=datetime(2025, 8, 20, 4, 20, 5, tzinfo=UTC),
-        cursor=quiet.cursor,
-    )
+    closing = tick(datetime(2025, 8, 20, 4, 20, 5, tzinfo=UTC))
     assert sorted(closing.get_requested_partitions(key)) == ["2025-08-20-03:00"]
-    settled = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=datetime(2025, 8, 20, 4, 40, tzinfo=UTC),
-        cursor=closing.cursor,
-    )
+    settled = tick(datetime(2025, 8, 20, 4, 40, tzinfo=UTC))
     assert settled.get_requested_partitions(key) == set()
 
 

@@ -32,6 +32,7 @@ from analytics_platform_tests.support.api import (
     pages,
     running,
 )
+from analytics_platform_tests.support.automation import Ticks
 from analytics_platform_tests.support.forecast_plant import DAY, EARLIER_PARTITION, ISSUE, PARTITION, load_plant
 from analytics_platform_tests.support.readings import materialize
 from analytics_platform_tests.support.stack import DatabaseHandle
@@ -204,24 +205,14 @@ def test_the_forecast_follows_the_days_kpis(
     """What the analytics_automation sensor does at 00:45: nothing until the day's KPIs are written,
     then the day's forecast, once."""
     defs = build_definitions(module_settings, secrets_from_env=False)
-    selection = dg.AssetSelection.assets("energy_forecasts")
+    tick = Ticks(defs, instance, dg.AssetSelection.assets("energy_forecasts"))
     at = ISSUE + timedelta(minutes=45)
-    first = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at
-    )
+    first = tick(at)
     assert first.total_requested == 0
     materialize(defs, instance, ["daily_machine_kpis"], PARTITION)
-    after = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at, cursor=first.cursor
-    )
+    after = tick(at)
     assert after.get_requested_partitions(dg.AssetKey("energy_forecasts")) == {PARTITION}
-    again = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at + timedelta(minutes=1),
-        cursor=after.cursor,
-    )
+    again = tick(at + timedelta(minutes=1))
     assert again.total_requested == 0
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 from analytics_platform.results.spec_limits import load_spec_limits
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import Api, assert_422, ok
+from analytics_platform_tests.support.automation import Ticks
 from analytics_platform_tests.support.readings import drain, materialize
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
@@ -231,23 +232,17 @@ def test_automation_requests_the_hours_lab_results_landed_in_late_ones_included(
     defs: dg.Definitions, instance: dg.DagsterInstance, settings: PlatformSettings
 ) -> None:
     key = dg.AssetKey(ASSET)
-    selection = dg.AssetSelection.assets(key)
+    tick = Ticks(defs, instance, dg.AssetSelection.assets(key))
     now = at("2025-08-20T04:20:00")
-    start = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now
-    )
+    start = tick(now)
     assert start.total_requested == 0  # no lab result yet
     topic = domain_topic(settings, "lab")
     produce(settings.kafka_brokers, topic, RESULTS)
     drain(defs, instance, ["lab"])
-    first = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=start.cursor
-    )
+    first = tick(now)
     assert sorted(first.get_requested_partitions(key)) == ["2025-08-20-03:00", "2025-08-20-04:00"]
     # a result for 01:00 arriving late: exactly that hour
     produce(settings.kafka_brokers, topic, [lab("t1", "2025-08-20T01:30:00Z", "S-early", "Moisture", 12.9)])
     drain(defs, instance, ["lab"])
-    late = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=now, cursor=first.cursor
-    )
+    late = tick(now)
     assert sorted(late.get_requested_partitions(key)) == ["2025-08-20-01:00"]

@@ -12,6 +12,7 @@ import pytest
 
 from analytics_platform.defs import build_definitions
 from analytics_platform.settings import PlatformSettings
+from analytics_platform_tests.support.automation import Ticks
 from analytics_platform_tests.support.readings import KEY, body, drain, materialize, reading
 from analytics_platform_tests.support.stack import DatabaseHandle, domain_topic, produce
 
@@ -59,17 +60,9 @@ def test_a_late_status_before_midnight_asks_again_for_the_rollup_of_the_day_it_c
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-20")
     materialize(defs, instance, ["daily_event_rollups"], "2025-08-21")
     assert uptime(database, 86400)["21 00:00"] == 100.0
-    selection = dg.AssetSelection.assets(DAILY)
-    settled = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at("2025-08-22T00:30:00")
-    )
-    quiet = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-22T00:35:00"),
-        cursor=settled.cursor,
-    )
+    tick = Ticks(defs, instance, dg.AssetSelection.assets(DAILY))
+    tick(at("2025-08-22T00:30:00"))  # the day settled: its rollups ran
+    quiet = tick(at("2025-08-22T00:35:00"))
     assert quiet.total_requested == 0
 
     # The agent's buffered "offline" of 23:55 arrives late: the machine was down until 00:10 on the 22nd.
@@ -81,13 +74,7 @@ def test_a_late_status_before_midnight_asks_again_for_the_rollup_of_the_day_it_c
     hours = uptime(database, 3600)
     assert {hours[f"21 {h:02d}:00"] for h in range(24)} == {0.0}
 
-    late = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-22T00:40:00"),
-        cursor=quiet.cursor,
-    )
+    late = tick(at("2025-08-22T00:40:00"))
     assert late.get_requested_partitions(DAILY) == {"2025-08-20", "2025-08-21"}, (
         "the late status rewrote every hour of the 21st, but the 21st's day rollup was not asked for again: "
         f"it keeps {uptime(database, 86400)['21 00:00']} % uptime beside 24 hours of 0 %"
@@ -103,27 +90,13 @@ def test_a_late_reading_asks_again_for_the_daily_kpis_of_its_day(
     drain(defs, instance, ["sensor"])
     materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-10:00")
     materialize(defs, instance, ["daily_machine_kpis"], "2025-08-20")  # the 00:30 schedule's run
-    selection = dg.AssetSelection.assets(hourly, daily)
-    settled = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=selection, evaluation_time=at("2025-08-21T01:00:00")
-    )
+    tick = Ticks(defs, instance, dg.AssetSelection.assets(hourly, daily))
+    tick(at("2025-08-21T01:00:00"))  # the day settled: its KPIs ran
 
     produce(settings.kafka_brokers, topic, [(KEY, reading("2025-08-20T10:30:00Z", 7.0, "p-2"))])  # late
     drain(defs, instance, ["sensor"])
-    late = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-21T01:05:00"),
-        cursor=settled.cursor,
-    )
+    late = tick(at("2025-08-21T01:05:00"))
     assert late.get_requested_partitions(hourly) == {"2025-08-20-10:00"}
     materialize(defs, instance, ["hourly_machine_kpis"], "2025-08-20-10:00")
-    after = dg.evaluate_automation_conditions(
-        defs=defs,
-        instance=instance,
-        asset_selection=selection,
-        evaluation_time=at("2025-08-21T01:10:00"),
-        cursor=late.cursor,
-    )
+    after = tick(at("2025-08-21T01:10:00"))
     assert after.get_requested_partitions(daily) == {"2025-08-20"}, "the day's KPIs never follow the late reading"
