@@ -16,16 +16,17 @@ a double's resolution there, so the API served 0 for the day and 0.158 for two h
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
-import pytest
 
+from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import at, insert, iso, ok, running
-from analytics_platform_tests.support.api_data import AGG_QUERY, reading
-from analytics_platform_tests.support.stack import DatabaseHandle
+from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
+from analytics_platform_tests.support.stack import DatabaseHandle, older_database
 
 BASE = 10_000_000.0
 HOUR_VALUES = ((10, 0.1), (20, 0.3), (30, 0.2))  # (minute, value - BASE) in each of the hours 0..5
@@ -36,7 +37,6 @@ def _materialise(database: DatabaseHandle, settings: PlatformSettings, start: da
         recompute_aggregates(conn, list(settings.windows), start, end)
 
 
-@pytest.mark.xfail(strict=True, reason="rolled-up stddev from Σx²: 0 for the day, 0.158 for two hours")
 def test_the_stddev_of_a_rolled_up_window_keeps_a_small_spread_around_a_large_mean(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
@@ -66,3 +66,67 @@ def test_the_stddev_of_a_rolled_up_window_keeps_a_small_spread_around_a_large_me
     assert math.isclose(day[0]["stddev"], math.sqrt(6 * 0.02 / 17), rel_tol=1e-6), day[0]
     assert [(i["bucket_start"], i["count"]) for i in other] == [(iso(at(0)), 18)]
     assert math.isclose(other[0]["stddev"], math.sqrt(6 * 2.0 / 17), rel_tol=1e-6), other[0]
+
+
+def test_the_stddev_of_rolled_up_lab_buckets_keeps_a_small_spread_around_a_large_mean(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    """/v1/lab/agg rolls its stored hours up the same way: two hours of 3 results, each hour's mean
+    10000000.2 and stddev 0.1, are a 2-hour stddev of sqrt(2 x 2 x 0.01 / 5) (it served 0)."""
+    hours = [
+        {**lab_bucket(hour, "lab-01", 3, 3 * (BASE + 0.2)), "stddev_v": 0.1, "min_v": BASE + 0.1, "max_v": BASE + 0.3}
+        for hour in (0, 1)
+    ]
+    insert(database, "analytics_lab_agg", hours)
+    query = {**LAB_AGG_QUERY, "window_s": 7200, "start": iso(at(0)), "end": iso(at(2))}
+    with running(settings, database) as api:
+        items = ok(api.t1.get("/v1/lab/agg", **query))["items"]
+    assert [(i["bucket_start"], i["count"]) for i in items] == [(iso(at(0)), 6)]
+    assert math.isclose(items[0]["stddev"], math.sqrt(2 * 2 * 0.01 / 5), rel_tol=1e-6), items[0]
+
+
+# agg_daily as an older release wrote it: Σx² of the day, rebuilt from each hour's count, mean and stddev
+OLD_REFRESH_DAY = """
+INSERT INTO analytics.agg_daily (bucket_start, tenant_id, factory_id, machine_id, sensor_id, metric,
+                                 count_n, sum_v, min_v, max_v, sumsq_v, first_v, last_v)
+SELECT date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
+       tenant_id, factory_id, machine_id, sensor_id, metric,
+       sum(count_n)::bigint, sum(sum_v), min(min_v), max(max_v),
+       sum((count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) + count_n * analytics.sq(avg_v)),
+       (array_agg(first_v ORDER BY bucket_start))[1], (array_agg(last_v ORDER BY bucket_start DESC))[1]
+FROM analytics.analytics_agg WHERE window_s = 3600
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+
+
+def test_the_upgrade_gives_days_stored_before_it_their_spread_from_their_hours(
+    pg_admin_url: str, repo_root: Path, tmp_path: Path
+) -> None:
+    """sql/31 on a database whose agg_daily rows an older release wrote: each day's m2_v comes from its
+    stored hours (six hours of stddev 0.1 and mean 10000000.2: 6 x 2 x 0.01 = 0.12), not from its Σx²."""
+    older = [path for path in sorted((repo_root / "sql").glob("*.sql")) if path.name < "31"]
+    with older_database(pg_admin_url, older, tmp_path) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for hour in range(6):
+                conn.execute(
+                    "INSERT INTO analytics.analytics_agg (bucket_start, bucket_end, window_s, tenant_id, factory_id, "
+                    "machine_id, sensor_id, metric, count_n, sum_v, avg_v, min_v, max_v, stddev_v, first_v, last_v) "
+                    "VALUES (%s, %s, 3600, 't1', 'f1', 'm1', 's1', 'temp', 3, %s, %s, %s, %s, 0.1, %s, %s)",
+                    (
+                        at(hour),
+                        at(hour) + timedelta(hours=1),
+                        3 * (BASE + 0.2),
+                        BASE + 0.2,
+                        BASE + 0.1,
+                        BASE + 0.3,
+                        BASE + 0.1,
+                        BASE + 0.2,
+                    ),
+                )
+            conn.execute(OLD_REFRESH_DAY)
+        assert {r.version: r.action for r in apply_migrations(url)}["31_agg_daily_m2"] == "applied"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute((repo_root / "sql" / "31_agg_daily_m2.sql").read_text())  # a re-run changes nothing
+            ((count, m2),) = conn.execute("SELECT count_n, m2_v FROM analytics.agg_daily").fetchall()
+    assert count == 18
+    assert math.isclose(m2, 6 * 2 * 0.01, rel_tol=1e-9)
