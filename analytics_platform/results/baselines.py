@@ -132,7 +132,8 @@ def store_baseline(
         cur.execute(
             "INSERT INTO analytics.analytics_baseline (tenant_id, factory_id, machine_id, version, target, drivers, "
             "coefficients, p_values, std_errors, r2, adj_r2, rmse, mae, n, excluded, trained_from, trained_to, "
-            "accepted, warning) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "accepted, warning, cv_rmse_pct) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 *machine,
                 version,
@@ -151,6 +152,7 @@ def store_baseline(
                 trained_to,
                 fit.r2 >= r2_min,
                 fit.warning,
+                record["cv_rmse_pct"],
             ),
         )
     return version
@@ -206,7 +208,7 @@ def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tup
     out = {}
     for row in conn.execute(
         "SELECT tenant_id, factory_id, machine_id, version, target, drivers, coefficients, p_values, std_errors, "
-        "r2, adj_r2, rmse, mae, n, excluded, warning FROM analytics.analytics_baseline WHERE active"
+        "r2, adj_r2, rmse, mae, n, excluded, warning, cv_rmse_pct FROM analytics.analytics_baseline WHERE active"
     ).fetchall():
         fit = eb.BaselineFit.from_dict(
             dict(
@@ -224,6 +226,7 @@ def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tup
                         "n",
                         "excluded",
                         "warning",
+                        "cv_rmse_pct",
                     ),
                     row[4:],
                     strict=True,

@@ -17,6 +17,8 @@ Conventions:
   or collinear drivers (singular design matrix). A poor but valid fit (R² below the threshold) is
   kept, with `warning` saying so: it is the user's call whether to look for better drivers.
 * RMSE is sqrt(SSR / n) over the training rows (not the degrees-of-freedom corrected σ̂).
+  CV(RMSE) is ASHRAE Guideline 14's: sqrt(SSR / (n - p)) / mean(target), p the model's parameters
+  (drivers + intercept), in percent (`cv_rmse_pct`; the guideline accepts an hourly model up to 30 %).
 * Severity of a deviation (consistent with the platform's 2σ/3σ convention): a row summing
   `hours` hourly samples has an expected residual spread of RMSE·√hours (independent hourly
   residuals add in variance), so with σ_row = RMSE·√hours:
@@ -59,6 +61,10 @@ def abnormal_hour(amounts: dict[str, tuple[float | None, dict]]) -> bool:
     return False
 
 
+# BaselineFit fields a fit stored by an older release lacks: read back as NaN
+_ADDED_LATER = frozenset({"cv_rmse_pct"})
+
+
 class BaselineRefused(ValueError):
     """A model cannot (or must not) be fitted or applied; the message is meant for the end user, so it
     says what is wrong with the data and what would be needed, not a stack trace."""
@@ -81,6 +87,7 @@ class BaselineFit:
     n: int
     excluded: int
     warning: str | None
+    cv_rmse_pct: float = math.nan  # NaN: a fit stored before it was computed
 
     def to_dict(self) -> dict[str, Any]:
         """Strict JSON (non-finite floats become None: PostgreSQL jsonb rejects NaN)."""
@@ -97,13 +104,14 @@ class BaselineFit:
             "n": self.n,
             "excluded": self.excluded,
             "warning": self.warning,
+            "cv_rmse_pct": _json_float(self.cv_rmse_pct),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BaselineFit:
         """Inverse of `to_dict` (None back to NaN); unknown keys are ignored so older readers survive
         newer stored fits."""
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.name not in _ADDED_LATER]
         if missing:
             raise ValueError(f"stored baseline is missing {', '.join(missing)}")
         return cls(
@@ -119,6 +127,7 @@ class BaselineFit:
             n=int(d["n"]),
             excluded=int(d["excluded"]),
             warning=d["warning"],
+            cv_rmse_pct=_from_json_float(d.get("cv_rmse_pct")),
         )
 
 
@@ -196,7 +205,17 @@ def fit_baseline(
         n=n,
         excluded=dropped,
         warning=warning,
+        cv_rmse_pct=_cv_rmse_pct(residuals, y, len(names)),
     )
+
+
+def _cv_rmse_pct(residuals: np.ndarray, y: np.ndarray, parameters: int) -> float:
+    """ASHRAE Guideline 14's CV(RMSE) in percent: sqrt(SSR / (n - p)) / mean(y); NaN for a mean of 0 or
+    below (a share of nothing, or of a negative energy, means nothing)."""
+    mean = float(np.mean(y))
+    if mean <= 0:
+        return math.nan
+    return float(100 * np.sqrt(np.sum(residuals**2) / (len(y) - parameters)) / mean)
 
 
 def usable_rows(

@@ -20,9 +20,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.baselines import train_baselines
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import at, insert, iso, ok, running
 from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
@@ -130,3 +132,35 @@ def test_the_upgrade_gives_days_stored_before_it_their_spread_from_their_hours(
             ((count, m2),) = conn.execute("SELECT count_n, m2_v FROM analytics.agg_daily").fetchall()
     assert count == 18
     assert math.isclose(m2, 6 * 2 * 0.01, rel_tol=1e-9)
+
+
+def test_a_trained_baseline_serves_its_ashrae_cv_rmse(settings: PlatformSettings, database: DatabaseHandle) -> None:
+    """Ten stored hours, energy = 2 + 3 x units + (1, -1, -1, 1, 1, -1, -1, 1, 0, 0): OLS recovers 2 and 3,
+    SSR = 8 over n - p = 8 degrees of freedom, mean energy 15.5: CV(RMSE) = 1 / 15.5 = 6.4516 %."""
+    residuals = (1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 0.0, 0.0)
+    rows = []
+    for hour, e in enumerate(residuals):
+        for kpi, value in (("energy_kwh", 2 + 3 * hour + e), ("production_count", float(hour))):
+            rows.append(
+                {
+                    "period_start": at(hour),
+                    "period_end": at(hour + 1),
+                    "period": "hour",
+                    "tenant_id": "t1",
+                    "factory_id": "f1",
+                    "machine_id": "m1",
+                    "kpi": kpi,
+                    "value": value,
+                }
+            )
+    insert(database, "analytics_kpi", rows)
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        (outcome,) = train_baselines(conn, at(0), at(10), ["production_count"], min_samples=10, r2_min=0.8)
+    assert (outcome.machine, outcome.version) == (("t1", "f1", "m1"), 1)
+    with running(settings, database) as api:
+        (model,) = ok(api.t1.get("/v1/baselines", factory_id="f1", machine_id="m1"))["items"]
+        other = ok(api.t2.get("/v1/baselines", factory_id="f1", machine_id="m1"))["items"]
+    assert model["coefficients"] == {"intercept": pytest.approx(2.0), "production_count": pytest.approx(3.0)}
+    assert model["rmse"] == pytest.approx(math.sqrt(8 / 10), rel=1e-9)
+    assert model["cv_rmse_pct"] == pytest.approx(100 / 15.5, rel=1e-9)
+    assert other == []  # t2 has the same ids and no model

@@ -30,7 +30,6 @@ def ten_hours() -> pl.DataFrame:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="no CV(RMSE): the fit reports R², RMSE over n, MAE only")
 def test_the_baseline_reports_ashrae_cv_rmse_with_n_minus_p_degrees_of_freedom() -> None:
     fit = fit_baseline(ten_hours(), "energy_kwh", ["production_count"], min_samples=10)
     assert fit.coefficients == pytest.approx({"intercept": 2.0, "production_count": 3.0}, rel=1e-12)
