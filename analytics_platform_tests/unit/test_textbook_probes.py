@@ -11,12 +11,16 @@ model's parameters (the drivers and the intercept). Ten hours, y = 2 + 3x + e wi
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
 
+from analytics_platform.transforms import machine_kpis as mk
 from analytics_platform.transforms.energy_baseline import BaselineFit, fit_baseline
+from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
 
 RESIDUALS = (1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 0.0, 0.0)
 
@@ -40,3 +44,62 @@ def test_the_baseline_reports_ashrae_cv_rmse_with_n_minus_p_degrees_of_freedom()
     assert BaselineFit.from_dict(fit.to_dict()) == fit
     older = {k: v for k, v in fit.to_dict().items() if k != "cv_rmse_pct"}
     assert math.isnan(BaselineFit.from_dict(older).cv_rmse_pct)
+
+
+# ----- a tariff band edge in the hour a DST change repeats -------------------------------------------
+#
+# Berlin, 26 October 2025: clocks go back at 03:00 CEST to 02:00 CET, so local 02:00-03:00 happens twice
+# (00:00-01:00Z, then 01:00-02:00Z). Peak 02:30-23:00 at 0.25, off-peak 23:00-02:30 at 0.125; a meter adds
+# 1 kWh every quarter hour. Each local 02:00-03:00 is two off-peak quarters and two peak ones:
+#   00:00-01:00Z (02:00-03:00 CEST): 2 x 0.125 + 2 x 0.25 = 0.75
+#   01:00-02:00Z (02:00-03:00 CET):  2 x 0.125 + 2 x 0.25 = 0.75   (was 4 x 0.125 = 0.5: the 02:30 edge was
+#   cut only at its first occurrence, 00:30Z, so the repeated hour was priced whole at its 02:00 band)
+BERLIN_BANDS = [("peak", 150, 1380, 0.25), ("off_peak", 1380, 150, 0.125)]
+
+
+@pytest.mark.xfail(strict=True, reason="band edge cut at its first occurrence only: the repeated hour costs 0.5")
+def meter_only(rows: list[tuple], start: datetime, end: datetime) -> mk.KpiInputs:
+    """What results/kpis.read_inputs gives for energy-meter readings alone (no run states, no power)."""
+    stored = pl.DataFrame(rows, schema=mk.SERIES_READING_SCHEMA, orient="row").sort("time")
+    before, after = pl.col("time") < start, pl.col("time") >= end
+    return mk.KpiInputs(
+        start=start,
+        end=end,
+        readings=stored.filter(~before & ~after),
+        prior=stored.filter(before)
+        .group_by(mk.SERIES, maintain_order=True)
+        .last()
+        .select(list(mk.SERIES_READING_SCHEMA)),
+        states=pl.DataFrame(schema=mk.STATE_SCHEMA),
+        prior_states=pl.DataFrame(schema=mk.STATE_SCHEMA),
+        next_seen=stored.filter(after).group_by(mk.MACHINE).agg(pl.col("time").min()).select(list(mk.SEEN_SCHEMA)),
+        next_readings=stored.filter(after)
+        .group_by(mk.SERIES, maintain_order=True)
+        .first()
+        .select(list(mk.SERIES_READING_SCHEMA)),
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="band edge cut at its first occurrence only: the repeated hour costs 0.5")
+def test_a_band_edge_in_the_repeated_hour_of_a_dst_change_cuts_both_occurrences() -> None:
+    start, end = datetime(2025, 10, 25, 23, tzinfo=UTC), datetime(2025, 10, 26, 3, tzinfo=UTC)
+    meter = [
+        (start - timedelta(hours=1) + timedelta(minutes=15 * k), "t1", "f1", "mc-01", "s-1", "energy", float(k))
+        for k in range(25)
+    ]
+    plant = mk.Plant(
+        tenants=pl.DataFrame([("*", "Europe/Berlin", "EUR", 0.5)], schema=mk.TENANT_SCHEMA, orient="row"),
+        tariffs=pl.DataFrame([("*", "Europe/Berlin", *b) for b in BERLIN_BANDS], schema=TARIFF_SCHEMA, orient="row"),
+        shifts=pl.DataFrame(schema=mk.SHIFT_SCHEMA),
+        machines=pl.DataFrame([("*", "*", "*", 1.0, None)], schema=mk.MACHINE_META_SCHEMA, orient="row"),
+    )
+    hours = mk.fixed_periods("hour", start, end, timedelta(hours=1))
+    result = mk.machine_kpis(meter_only(meter, start, end), hours, plant).filter(pl.col("kpi") == "energy_cost")
+    costs = {row["period_start"]: row for row in result.iter_rows(named=True)}
+    assert {at: row["value"] for at, row in costs.items()} == {
+        start: 0.5,
+        start + timedelta(hours=1): 0.75,
+        start + timedelta(hours=2): 0.75,
+        start + timedelta(hours=3): 1.0,
+    }
+    assert json.loads(costs[start + timedelta(hours=2)]["details"]) == {"kwh_by_band": {"off_peak": 2.0, "peak": 2.0}}
