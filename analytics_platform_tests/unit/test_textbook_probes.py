@@ -57,7 +57,6 @@ def test_the_baseline_reports_ashrae_cv_rmse_with_n_minus_p_degrees_of_freedom()
 BERLIN_BANDS = [("peak", 150, 1380, 0.25), ("off_peak", 1380, 150, 0.125)]
 
 
-@pytest.mark.xfail(strict=True, reason="band edge cut at its first occurrence only: the repeated hour costs 0.5")
 def meter_only(rows: list[tuple], start: datetime, end: datetime) -> mk.KpiInputs:
     """What results/kpis.read_inputs gives for energy-meter readings alone (no run states, no power)."""
     stored = pl.DataFrame(rows, schema=mk.SERIES_READING_SCHEMA, orient="row").sort("time")
@@ -80,7 +79,6 @@ def meter_only(rows: list[tuple], start: datetime, end: datetime) -> mk.KpiInput
     )
 
 
-@pytest.mark.xfail(strict=True, reason="band edge cut at its first occurrence only: the repeated hour costs 0.5")
 def test_a_band_edge_in_the_repeated_hour_of_a_dst_change_cuts_both_occurrences() -> None:
     start, end = datetime(2025, 10, 25, 23, tzinfo=UTC), datetime(2025, 10, 26, 3, tzinfo=UTC)
     meter = [
