@@ -16,6 +16,7 @@ a double's resolution there, so the API served 0 for the day and 0.158 for two h
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.aggregates import recompute_aggregates
 from analytics_platform.results.baselines import train_baselines
 from analytics_platform.settings import PlatformSettings
-from analytics_platform_tests.support.api import at, insert, iso, ok, running
+from analytics_platform_tests.support.api import Api, at, insert, iso, ok, running
 from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
-from analytics_platform_tests.support.stack import DatabaseHandle, older_database
+from analytics_platform_tests.support.kpi_month import load_month
+from analytics_platform_tests.support.stack import DatabaseHandle, new_database, older_database
 
 BASE = 10_000_000.0
 HOUR_VALUES = ((10, 0.1), (20, 0.3), (30, 0.2))  # (minute, value - BASE) in each of the hours 0..5
@@ -164,3 +166,40 @@ def test_a_trained_baseline_serves_its_ashrae_cv_rmse(settings: PlatformSettings
     assert model["rmse"] == pytest.approx(math.sqrt(8 / 10), rel=1e-9)
     assert model["cv_rmse_pct"] == pytest.approx(100 / 15.5, rel=1e-9)
     assert other == []  # t2 has the same ids and no model
+
+
+# ----- a plant's own day, on the day its clocks change --------------------------------------------------
+#
+# support/kpi_month.py: t1 is in Europe/Berlin, m1 uses 3 kWh in each hour starting at an odd UTC hour and
+# 2 kWh in each even one. Berlin's 29 March 2026 has 23 hours (02:00 CET jumps to 03:00 CEST): 28 March
+# 23:00Z to 29 March 22:00Z, 12 odd and 11 even hours = 58 kWh; 28 March is 24 hours (12 + 12) = 60 kWh.
+# The stored days are UTC days (24 hours every day, 01:00-01:00 local in winter), so a daily KPI in the
+# plant's calendar, which a reviewer computes over the local day, must be combined from the hours.
+
+
+@pytest.fixture(scope="module")
+def month(pg_admin_url: str, login_roles: dict[str, str], template_database: str) -> Iterator[Api]:
+    with new_database(pg_admin_url, login_roles, template_database) as handle:
+        load_month(handle)
+        settings = PlatformSettings(database_url=handle.pipeline_url, api_database_url=handle.api_url)
+        with running(settings, handle) as api:
+            yield api
+
+
+@pytest.mark.xfail(strict=True, reason="no daily KPI in the local calendar: period=local_day is a 422")
+def test_daily_kpis_in_the_tenants_calendar_have_23_hours_on_the_spring_change(month: Api) -> None:
+    days = {"factory_id": "f1", "machine_id": "m1", "start": "2026-03-28T00:00:00Z", "end": "2026-03-30T00:00:00Z"}
+    items = ok(month.t1.get("/v1/kpi", **days, period="local_day", kpi="energy_kwh"))["items"]
+    assert [
+        (i["period_start"], i["period_end"], i["details"]["label"], i["details"]["stored_periods"], i["value"])
+        for i in items
+    ] == [
+        ("2026-03-27T23:00:00Z", "2026-03-28T23:00:00Z", "2026-03-28", 24, 60.0),
+        ("2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", "2026-03-29", 23, 58.0),
+    ]
+    # t2 (New York, same ids, 100 kWh an hour) keeps its own calendar: 28 March is 04:00Z to 04:00Z
+    other = ok(month.t2.get("/v1/kpi", **days, period="local_day", kpi="energy_kwh"))["items"]
+    assert [(i["tenant_id"], i["period_start"], i["value"]) for i in other] == [
+        ("t2", "2026-03-28T04:00:00Z", 2400.0),
+        ("t2", "2026-03-29T04:00:00Z", 2400.0),
+    ]
