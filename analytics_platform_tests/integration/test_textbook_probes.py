@@ -25,7 +25,7 @@ import pytest
 
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.aggregates import recompute_aggregates
-from analytics_platform.results.baselines import train_baselines
+from analytics_platform.results.baselines import compute_deviations, train_baselines
 from analytics_platform.settings import PlatformSettings
 from analytics_platform_tests.support.api import Api, at, insert, iso, ok, running
 from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
@@ -203,3 +203,60 @@ def test_daily_kpis_in_the_tenants_calendar_have_23_hours_on_the_spring_change(m
         ("t2", "2026-03-27T04:00:00Z", 2400.0),
         ("t2", "2026-03-28T04:00:00Z", 2400.0),
     ]
+
+
+# ----- a weather-driven baseline: degree hours with a base temperature -----------------------------------
+#
+# The textbook weather model of energy is not linear in the temperature: heating below a base temperature,
+# cooling above another, E = a + b x HDD(base_h) + c x CDD(base_c), HDD = max(0, base_h - T) per hour
+# (degree hours), CDD = max(0, T - base_c). Twenty-one stored hours at 10 .. 30 °C of a machine that uses
+# 4 kWh + 1.5 kWh per heating degree below 18 °C + 2.5 kWh per cooling degree above 24 °C: a model on the
+# drivers hdd18_avg_outdoor_temp and cdd24_avg_outdoor_temp recovers 4, 1.5 and 2.5 exactly (R² 1); on
+# avg_outdoor_temp alone it cannot (the V is not a line).
+
+
+def _weather_hours(database: DatabaseHandle) -> None:
+    rows = []
+    for hour in range(21):
+        temp = 10.0 + hour
+        energy = 4 + 1.5 * max(0.0, 18 - temp) + 2.5 * max(0.0, temp - 24)
+        for kpi, value in (("energy_kwh", energy), ("avg_outdoor_temp", temp)):
+            rows.append(
+                {
+                    "period_start": at(hour),
+                    "period_end": at(hour + 1),
+                    "period": "hour",
+                    "tenant_id": "t1",
+                    "factory_id": "f1",
+                    "machine_id": "m1",
+                    "kpi": kpi,
+                    "value": value,
+                }
+            )
+    insert(database, "analytics_kpi", rows)
+
+
+@pytest.mark.xfail(strict=True, reason="no degree-hour drivers: hdd18_avg_outdoor_temp is no KPI, refused")
+def test_a_baseline_on_heating_and_cooling_degree_hours_with_base_temperatures(
+    settings: PlatformSettings, database: DatabaseHandle
+) -> None:
+    _weather_hours(database)
+    drivers = ["hdd18_avg_outdoor_temp", "cdd24_avg_outdoor_temp"]
+    with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
+        (linear,) = train_baselines(conn, at(0), at(21), ["avg_outdoor_temp"], min_samples=10, r2_min=0.8)
+        (degrees,) = train_baselines(conn, at(0), at(21), drivers, min_samples=10, r2_min=0.8)
+        deviations = compute_deviations(conn, at(0), at(21), period="hour")
+    assert linear.r2 is not None and linear.r2 < 0.5
+    assert (degrees.version, degrees.message) == (2, "accepted")
+    assert degrees.r2 == pytest.approx(1.0, abs=1e-12)
+    with running(settings, database) as api:
+        (model,) = ok(api.t1.get("/v1/baselines", factory_id="f1", machine_id="m1"))["items"]
+        cold = {"hdd18_avg_outdoor_temp": 8.0, "cdd24_avg_outdoor_temp": 0.0}
+        predicted = ok(api.t1.post("/v1/baseline/predict", {"factory_id": "f1", "machine_id": "m1", "drivers": cold}))
+    assert model["drivers"] == drivers
+    assert model["coefficients"] == pytest.approx(
+        {"intercept": 4.0, "hdd18_avg_outdoor_temp": 1.5, "cdd24_avg_outdoor_temp": 2.5}, abs=1e-9
+    )
+    assert predicted["predicted"] == pytest.approx(4 + 1.5 * 8, abs=1e-9)
+    assert deviations.height == 21
+    assert deviations["deviation_kwh"].abs().max() == pytest.approx(0.0, abs=1e-9)
