@@ -25,6 +25,11 @@ Conventions:
   |deviation| >= critical_sigma·σ_row → 'critical', >= warning_sigma·σ_row → 'warning', else
   'normal'; z = deviation / σ_row. A row with no actual or no prediction has NULL deviation,
   severity and z. When σ_row is 0 (a perfect fit) z is NULL and any non-zero deviation is critical.
+* Degree hours: a driver named `hdd<base>_<kpi>` or `cdd<base>_<kpi>` (`hdd18_avg_outdoor_temp`,
+  `cdd24.5_avg_outdoor_temp`) is the hour's heating degrees below, or cooling degrees above, a base
+  temperature of a stored temperature KPI: max(0, base - T) or max(0, T - base) (`with_degree_drivers`),
+  the textbook weather terms (heating below a base temperature, cooling above another), which a line in T
+  cannot fit. A what-if prediction takes their values as given.
 * For an aggregated row (e.g. a day of 24 hours) the prediction must be the sum of the hourly
   predictions, which only the caller can compute (drivers are not additive in general): pass it as
   a `predicted` column; without that column `deviations()` predicts each row from its own drivers.
@@ -33,6 +38,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -59,6 +65,41 @@ def abnormal_hour(amounts: dict[str, tuple[float | None, dict]]) -> bool:
         if amount is not None and amount > 0:
             return True
     return False
+
+
+_DEGREE_DRIVER = re.compile(r"^(hdd|cdd)(\d+(?:\.\d+)?)_(.+)$")
+
+
+def degree_driver(name: str) -> tuple[str, float, str] | None:
+    """("hdd" or "cdd", the base temperature, the temperature KPI) of a degree-hour driver name, else None."""
+    match = _DEGREE_DRIVER.match(name)
+    return (match.group(1), float(match.group(2)), match.group(3)) if match else None
+
+
+def source_kpis(drivers: Sequence[str]) -> list[str]:
+    """The stored KPIs `drivers` are read from, once each, in order: a degree-hour driver's temperature
+    KPI, any other driver itself."""
+    out: list[str] = []
+    for name in drivers:
+        degree = degree_driver(name)
+        source = degree[2] if degree else name
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def with_degree_drivers(frame: pl.DataFrame, drivers: Sequence[str]) -> pl.DataFrame:
+    """`frame` (the drivers' `source_kpis` as columns) with each degree-hour driver of `drivers` added:
+    max(0, base - T) for hdd, max(0, T - base) for cdd; NULL where T is."""
+    added = []
+    for name in drivers:
+        degree = degree_driver(name)
+        if degree is None or name in frame.columns:
+            continue
+        kind, base, source = degree
+        t = pl.col(source).cast(pl.Float64)
+        added.append(((base - t) if kind == "hdd" else (t - base)).clip(lower_bound=0.0).alias(name))
+    return frame.with_columns(added) if added else frame
 
 
 # BaselineFit fields a fit stored by an older release lacks: read back as NaN

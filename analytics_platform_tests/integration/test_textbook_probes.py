@@ -236,7 +236,6 @@ def _weather_hours(database: DatabaseHandle) -> None:
     insert(database, "analytics_kpi", rows)
 
 
-@pytest.mark.xfail(strict=True, reason="no degree-hour drivers: hdd18_avg_outdoor_temp is no KPI, refused")
 def test_a_baseline_on_heating_and_cooling_degree_hours_with_base_temperatures(
     settings: PlatformSettings, database: DatabaseHandle
 ) -> None:
@@ -253,6 +252,8 @@ def test_a_baseline_on_heating_and_cooling_degree_hours_with_base_temperatures(
         (model,) = ok(api.t1.get("/v1/baselines", factory_id="f1", machine_id="m1"))["items"]
         cold = {"hdd18_avg_outdoor_temp": 8.0, "cdd24_avg_outdoor_temp": 0.0}
         predicted = ok(api.t1.post("/v1/baseline/predict", {"factory_id": "f1", "machine_id": "m1", "drivers": cold}))
+        span = {"factory_id": "f1", "machine_id": "m1", "period": "custom", "start": iso(at(0)), "end": iso(at(21))}
+        report = ok(api.t1.get("/v1/reports/energy-performance", **span))["items"]
     assert model["drivers"] == drivers
     assert model["coefficients"] == pytest.approx(
         {"intercept": 4.0, "hdd18_avg_outdoor_temp": 1.5, "cdd24_avg_outdoor_temp": 2.5}, abs=1e-9
@@ -260,3 +261,7 @@ def test_a_baseline_on_heating_and_cooling_degree_hours_with_base_temperatures(
     assert predicted["predicted"] == pytest.approx(4 + 1.5 * 8, abs=1e-9)
     assert deviations.height == 21
     assert deviations["deviation_kwh"].abs().max() == pytest.approx(0.0, abs=1e-9)
+    # the ISO 50001 report predicts each stored hour from its temperature the same way
+    (machine,) = [i for i in report if i["machine_id"] == "m1"]
+    assert machine["hours_compared"] == 21
+    assert machine["expected_kwh"] == pytest.approx(machine["actual_kwh_compared"], abs=1e-9)

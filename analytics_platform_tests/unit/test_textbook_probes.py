@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from analytics_platform.transforms import machine_kpis as mk
-from analytics_platform.transforms.energy_baseline import BaselineFit, fit_baseline
+from analytics_platform.transforms.energy_baseline import BaselineFit, fit_baseline, predict, with_degree_drivers
 from analytics_platform.transforms.energy_kpis import TARIFF_SCHEMA
 
 RESIDUALS = (1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 0.0, 0.0)
@@ -101,3 +101,23 @@ def test_a_band_edge_in_the_repeated_hour_of_a_dst_change_cuts_both_occurrences(
         start + timedelta(hours=3): 1.0,
     }
     assert json.loads(costs[start + timedelta(hours=2)]["details"]) == {"kwh_by_band": {"off_peak": 2.0, "peak": 2.0}}
+
+
+def test_degree_hours_below_and_above_base_temperatures_are_drivers() -> None:
+    """E = 4 + 1.5 x max(0, 18 - T) + 2.5 x max(0, T - 24.5) over T = 10 .. 30 °C: the fit recovers 4, 1.5, 2.5."""
+    temps = [10.0 + t for t in range(21)]
+    energy = [4 + 1.5 * max(0.0, 18 - t) + 2.5 * max(0.0, t - 24.5) for t in temps]
+    drivers = ["hdd18_avg_outdoor_temp", "cdd24.5_avg_outdoor_temp"]
+    frame = with_degree_drivers(
+        pl.DataFrame({"avg_outdoor_temp": [*temps, None], "energy_kwh": [*energy, 1.0]}), drivers
+    )
+    assert frame["hdd18_avg_outdoor_temp"].to_list()[:9] == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    assert frame["cdd24.5_avg_outdoor_temp"].to_list()[-3:] == [4.5, 5.5, None]
+    fit = fit_baseline(frame, "energy_kwh", drivers, min_samples=10)
+    assert fit.n == 21  # the hour without a temperature has no degree hours
+    assert fit.coefficients == pytest.approx(
+        {"intercept": 4.0, "hdd18_avg_outdoor_temp": 1.5, "cdd24.5_avg_outdoor_temp": 2.5}, abs=1e-9
+    )
+    assert predict(fit, pl.DataFrame({"hdd18_avg_outdoor_temp": [2.0], "cdd24.5_avg_outdoor_temp": [0.0]}))[0] == (
+        pytest.approx(7.0, abs=1e-9)
+    )
