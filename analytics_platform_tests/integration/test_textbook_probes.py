@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import polars as pl
 import psycopg
 import pytest
 
 from analytics_platform.migrations import apply_migrations
 from analytics_platform.results.aggregates import recompute_aggregates
+from analytics_platform.results.anomalies import AnomalyOptions, recompute_anomalies
 from analytics_platform.results.baselines import compute_deviations, train_baselines
 from analytics_platform.settings import PlatformSettings
+from analytics_platform.transforms.window_aggregates import READING_SCHEMA
 from analytics_platform_tests.support.api import Api, at, insert, iso, ok, running
 from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
 from analytics_platform_tests.support.kpi_month import load_month
+from analytics_platform_tests.support.readings import store_raw_readings
 from analytics_platform_tests.support.stack import DatabaseHandle, new_database, older_database
 
 BASE = 10_000_000.0
@@ -265,3 +270,49 @@ def test_a_baseline_on_heating_and_cooling_degree_hours_with_base_temperatures(
     (machine,) = [i for i in report if i["machine_id"] == "m1"]
     assert machine["hours_compared"] == 21
     assert machine["expected_kwh"] == pytest.approx(machine["actual_kwh_compared"], abs=1e-9)
+
+
+# ----- anomaly profiles in each tenant's own clock ------------------------------------------------------
+#
+# Two plants with the same ids, t1 in Europe/Berlin (summer time from 29 March 2026) and t2 in
+# America/New_York (from 8 March): each runs its machine from 06:00 to 18:00 local time (80 °C, else 20 °C).
+# An hour of day in the plant's clock is the same every day; in UTC it moves an hour at the plant's DST
+# change. The profiles learn hours of day in ANOMALY_TIMEZONE (one for the deployment, UTC by default), not in
+# the tenant's plant timezone, so the day after its change each plant's 06:00 start-up came an hour before the
+# hour its profile expected it in: critical anomalies on a normal morning, for as long as the two weeks of
+# history hold the old hour. A deployment zone cannot fix it: no one zone has both plants' changes.
+PLANTS = {  # tenant: (its plant timezone, the hour judged: its 06:00 the day after its change)
+    "t1": ("Europe/Berlin", datetime(2026, 3, 30, 4, tzinfo=UTC)),
+    "t2": ("America/New_York", datetime(2026, 3, 9, 10, tzinfo=UTC)),
+}
+
+
+def _plant_day(zone: str, since: datetime, until: datetime, tenant: str) -> list[tuple]:
+    rows, t = [], since
+    while t < until:
+        local = t.astimezone(ZoneInfo(zone))
+        value = (80.0 if 6 <= local.hour < 18 else 20.0) + round(0.5 * math.sin(t.timestamp() / 1700), 4)
+        rows.append((t, tenant, "f1", "m1", "s-temp", "temp", value))
+        t += timedelta(minutes=5)
+    return rows
+
+
+@pytest.mark.xfail(strict=True, reason="profiles use ANOMALY_TIMEZONE for every tenant, not the plant's timezone")
+def test_anomaly_profiles_follow_each_tenants_clock_across_its_dst_change(database: DatabaseHandle) -> None:
+    rows = []
+    for tenant, (zone, judged) in PLANTS.items():
+        rows += _plant_day(zone, judged - timedelta(days=15), judged + timedelta(hours=1), tenant)
+    frame = pl.DataFrame(rows, schema=READING_SCHEMA, orient="row")
+    key = pl.concat_str("tenant_id", "sensor_id", pl.col("time").dt.epoch("s").cast(pl.String), separator="|")
+    store_raw_readings(database, frame, aggregates=pl.lit(True), dedup_key=key)
+    insert(database, "plant_tenants", [{"tenant_id": t, "timezone": zone} for t, (zone, _) in PLANTS.items()])
+    found = {}
+    with database.connect(database.pipeline_url) as conn:
+        for tenant, (_, judged) in PLANTS.items():
+            recompute_anomalies(conn, judged, judged + timedelta(hours=1), AnomalyOptions())
+            found[tenant] = conn.execute(
+                "SELECT count(*) FROM analytics.analytics_anomaly WHERE tenant_id = %s AND time >= %s AND time < %s "
+                "AND severity >= 3",
+                (tenant, judged, judged + timedelta(hours=1)),
+            ).fetchone()[0]
+    assert found == {"t1": 0, "t2": 0}
