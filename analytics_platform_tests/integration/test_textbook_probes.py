@@ -297,7 +297,6 @@ def _plant_day(zone: str, since: datetime, until: datetime, tenant: str) -> list
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="profiles use ANOMALY_TIMEZONE for every tenant, not the plant's timezone")
 def test_anomaly_profiles_follow_each_tenants_clock_across_its_dst_change(database: DatabaseHandle) -> None:
     rows = []
     for tenant, (zone, judged) in PLANTS.items():
