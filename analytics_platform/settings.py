@@ -254,7 +254,9 @@ class PlatformSettings(BaseSettings):
         "deployment starts from whatever history exists.",
     )
     anomaly_timezone: str = Field(
-        default="UTC", description="Plant time zone (IANA name) in which hours of day and weekdays are profiled."
+        default="UTC",
+        description="Time zone (IANA name) in which hours of day and weekdays are profiled for a tenant without "
+        "its own plant timezone (plant_tenants.timezone wins).",
     )
     anomaly_weekend_days: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [6, 7],

@@ -329,6 +329,9 @@ class Baseline(BaseModel):
     adj_r2: float | None
     rmse: float | None
     mae: float | None
+    cv_rmse_pct: float | None = Field(
+        description="ASHRAE Guideline 14 CV(RMSE), %: sqrt(SSR / (n - p)) / mean energy x 100 (null: fitted before it)"
+    )
     n: int
     excluded: int
     trained_from: datetime

@@ -24,6 +24,9 @@ from analytics_platform.ingest.store import OLDEST_WRITER, copy_rows
 from analytics_platform.results.frames import binary_array, lock_results, sibling
 from analytics_platform.transforms.window_aggregates import (
     AGG_COLUMNS,
+    COMBINED_M2,
+    DAY_OF_HOURS,
+    GROUP_MEAN,
     READING_SCHEMA,
     SERIES_KEY,
     canonical_order,
@@ -173,16 +176,18 @@ DAY_S = 86400
 # The days [lo, hi) of agg_daily (sql/14) rebuilt from the hourly buckets stored, and marked rolled up.
 REFRESH_DAYS = (
     "DELETE FROM analytics.agg_daily WHERE bucket_start >= %(lo)s AND bucket_start < %(hi)s",
-    """INSERT INTO analytics.agg_daily (bucket_start, tenant_id, factory_id, machine_id, sensor_id, metric,
-                                    count_n, sum_v, min_v, max_v, sumsq_v, first_v, last_v)
-    SELECT date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
-           tenant_id, factory_id, machine_id, sensor_id, metric,
-           sum(count_n)::bigint, sum(sum_v), min(min_v), max(max_v),
+    f"""INSERT INTO analytics.agg_daily (bucket_start, tenant_id, factory_id, machine_id, sensor_id, metric,
+                                    count_n, sum_v, min_v, max_v, sumsq_v, m2_v, first_v, last_v)
+    SELECT {DAY_OF_HOURS.format(series="tenant_id, factory_id, machine_id, sensor_id, metric")},
            sum((count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) + count_n * analytics.sq(avg_v)),
+           {COMBINED_M2},
            (array_agg(first_v ORDER BY bucket_start))[1], (array_agg(last_v ORDER BY bucket_start DESC))[1]
-    FROM analytics.analytics_agg
-    WHERE window_s = 3600 AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
-    GROUP BY 1, 2, 3, 4, 5, 6""",
+    FROM (SELECT a.*, (count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) AS m2_v,
+                 {GROUP_MEAN.format(bin="day", series="tenant_id, factory_id, machine_id, sensor_id, metric")}
+          FROM (SELECT *, date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS day
+                FROM analytics.analytics_agg
+                WHERE window_s = 3600 AND bucket_start >= %(lo)s AND bucket_start < %(hi)s) AS a) AS hours
+    GROUP BY day, tenant_id, factory_id, machine_id, sensor_id, metric""",
     """INSERT INTO analytics.agg_daily_days (day_start, rolled_at)
     SELECT day, now()
     FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - interval '1 day', interval '1 day') AS day

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +21,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from analytics_platform.ingest import catalog as metric_catalog
 from analytics_platform.ingest.store import copy_rows
@@ -467,6 +468,27 @@ def store_profiles(
         )
 
 
+def tenant_zones(conn: psycopg.Connection, tenants: Iterable[str]) -> dict[str, str]:
+    """The plant time zone of each of `tenants` that has its own (analytics.plant_tenants, as its KPIs,
+    shifts and tariffs use it); the others are profiled in ANOMALY_TIMEZONE (`SeasonalOptions.timezone`)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT tenant_id, timezone FROM analytics.plant_tenants WHERE tenant_id = ANY(%s) AND timezone <> ''",
+            (sorted(set(tenants)),),
+        ).fetchall()
+    return dict(rows)
+
+
+def zoned(options: AnomalyOptions, zone: str) -> AnomalyOptions:
+    """`options` with the seasonal profiles in `zone` (profiles learned in one zone are stored under its
+    options tag, and never read for another)."""
+    return (
+        options
+        if zone == options.seasonal.timezone
+        else replace(options, seasonal=replace(options.seasonal, timezone=zone))
+    )
+
+
 def profiles_for_hour(
     conn: psycopg.Connection,
     start: datetime,
@@ -475,10 +497,32 @@ def profiles_for_hour(
     cache: dict[tuple[datetime, tuple], se.Profile] | None = None,
     run: _RunAggregates | None = None,
     scope: Scope = EVERYTHING,
+    zones: dict[str, str] | None = None,
 ) -> tuple[dict[tuple, se.Profile], int]:
     """The profile of every series in `keys` for the hour at `start` (`seasonal.profiles_for_hour`):
     from `cache`, else stored, else learned now (from `run`'s aggregates where they reach) and
-    stored. Returns them and how many were learned."""
+    stored, each in its tenant's plant time zone (`zones`, default `tenant_zones`). Returns them and
+    how many were learned."""
+    zones = tenant_zones(conn, {k[0] for k in keys}) if zones is None else zones
+    profiles: dict[tuple, se.Profile] = {}
+    learned = 0
+    for zone, tenants in an.zone_groups(zones, {k[0] for k in keys}, options.seasonal.timezone):
+        mine = {k for k in keys if k[0] in tenants}
+        found, n = _profiles_in_zone(conn, start, mine, zoned(options, zone), cache, run, scope)
+        profiles.update(found)
+        learned += n
+    return profiles, learned
+
+
+def _profiles_in_zone(
+    conn: psycopg.Connection,
+    start: datetime,
+    keys: set[tuple],
+    options: AnomalyOptions,
+    cache: dict[tuple[datetime, tuple], se.Profile] | None,
+    run: _RunAggregates | None,
+    scope: Scope,
+) -> tuple[dict[tuple, se.Profile], int]:
     cache = {} if cache is None else cache
     learned = 0
 
@@ -820,7 +864,8 @@ def _recompute_hour(
         return [cache[k][1] for k in sorted(keys) if k in cache]
 
     try:
-        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run, scope)
+        zones = tenant_zones(conn, {k[0] for k in wanted})
+        profiles, learned = profiles_for_hour(conn, start, wanted, options, profile_cache, run, scope, zones)
         found = an.detect_anomalies(
             readings,
             history,
@@ -832,6 +877,7 @@ def _recompute_hour(
             running=running,
             options=options.seasonal,
             min_stop_minutes=options.stoppage_minutes,
+            zones=zones,
         )
     finally:
         store_fitted()

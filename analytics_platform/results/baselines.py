@@ -54,13 +54,15 @@ def hourly_samples(
     machine: Sequence[str] | None = None,
     exclusions: Sequence[tuple[datetime, datetime]] = (),
 ) -> pl.DataFrame:
-    """One row per machine-hour in [start, end): energy_kwh, each driver, `excluded` (fault or
+    """One row per machine-hour in [start, end): energy_kwh, each driver (a degree-hour driver from its
+    temperature KPI: energy_baseline.with_degree_drivers), `excluded` (fault or
     maintenance time in the hour, or an hour overlapping one of `exclusions`: periods the caller
     knows were not normal operation, e.g. a trial week). `machine` (tenant, factory, machine) reads
     that machine alone: an on-demand training must not read, nor refit, anyone else's."""
+    sources = [name for name in eb.source_kpis(drivers) if name != TARGET]
     columns = [
         sql.SQL("max(value) FILTER (WHERE kpi = {}) AS {}").format(sql.Literal(name), sql.Identifier(name))
-        for name in (TARGET, *drivers)
+        for name in (TARGET, *sources)
     ]
     params: list = [start, end]
     query = sql.SQL(
@@ -79,10 +81,11 @@ def hourly_samples(
         "period_start": TIME,
         "period_end": TIME,
         **{c: pl.String() for c in MACHINE},
-        **{name: pl.Float64() for name in (TARGET, *drivers)},
+        **{name: pl.Float64() for name in (TARGET, *sources)},
         "excluded": pl.Int8(),  # CSV booleans are t/f
     }
     samples = read_frame(conn, query, params, schema).with_columns(pl.col("excluded").cast(pl.Boolean))
+    samples = eb.with_degree_drivers(samples, drivers)  # heating / cooling degree hours of a temperature KPI
     for since, until in exclusions:
         overlaps = (pl.col("period_start") < until) & (pl.col("period_end") > since)
         samples = samples.with_columns(excluded=pl.col("excluded") | overlaps)
@@ -132,7 +135,8 @@ def store_baseline(
         cur.execute(
             "INSERT INTO analytics.analytics_baseline (tenant_id, factory_id, machine_id, version, target, drivers, "
             "coefficients, p_values, std_errors, r2, adj_r2, rmse, mae, n, excluded, trained_from, trained_to, "
-            "accepted, warning) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "accepted, warning, cv_rmse_pct) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 *machine,
                 version,
@@ -151,6 +155,7 @@ def store_baseline(
                 trained_to,
                 fit.r2 >= r2_min,
                 fit.warning,
+                record["cv_rmse_pct"],
             ),
         )
     return version
@@ -206,7 +211,7 @@ def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tup
     out = {}
     for row in conn.execute(
         "SELECT tenant_id, factory_id, machine_id, version, target, drivers, coefficients, p_values, std_errors, "
-        "r2, adj_r2, rmse, mae, n, excluded, warning FROM analytics.analytics_baseline WHERE active"
+        "r2, adj_r2, rmse, mae, n, excluded, warning, cv_rmse_pct FROM analytics.analytics_baseline WHERE active"
     ).fetchall():
         fit = eb.BaselineFit.from_dict(
             dict(
@@ -224,6 +229,7 @@ def active_baselines(conn: psycopg.Connection) -> dict[tuple[str, str, str], tup
                         "n",
                         "excluded",
                         "warning",
+                        "cv_rmse_pct",
                     ),
                     row[4:],
                     strict=True,

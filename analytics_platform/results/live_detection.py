@@ -53,6 +53,8 @@ from analytics_platform.results.anomalies import (
     load_profiles,
     metric_filter,
     read_limits,
+    tenant_zones,
+    zoned,
 )
 from analytics_platform.results.events import EVENT_KEY, SPEC_QUALITY, read_spec_limits
 from analytics_platform.results.frames import lock_results, read_frame
@@ -315,14 +317,18 @@ def _closed_bucket_rows(
         RAW_SCHEMA,
     )
     judged = readings.filter(pl.col("time") >= first)
-    profiles = _stored_profiles(conn, hour, set(judged.select(SERIES).unique().rows()), options)
+    keys = set(judged.select(SERIES).unique().rows())
+    zones = tenant_zones(conn, {k[0] for k in keys})  # each tenant's profiles in its plant's clock, as the hour's
+    profiles: dict[tuple, se.Profile] = {}
+    for zone, tenants in an.zone_groups(zones, {k[0] for k in keys}, options.seasonal.timezone):
+        profiles.update(_stored_profiles(conn, hour, {k for k in keys if k[0] in tenants}, zoned(options, zone)))
     if not profiles:
         return judged.height, pl.DataFrame(schema=an.ANOMALY_SCHEMA)
     context_from = hour - timedelta(hours=options.training_hours)
     history = _history(conn, options, context_from, hour, now, provisional_hours)
     excluded = _states(conn, context_from, end, options.state_lookback).filter(pl.col("state").is_in(NOT_RUNNING))
     found = an.seasonal_anomalies(
-        readings, history, list(profiles.values()), excluded, start=hour, options=options.seasonal
+        readings, history, list(profiles.values()), excluded, start=hour, options=options.seasonal, zones=zones
     )
     rows = found.cast(an.ANOMALY_SCHEMA).filter((pl.col("window_start") >= first) & (pl.col("window_start") < end))
     return judged.height, rows

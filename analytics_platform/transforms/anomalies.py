@@ -29,9 +29,9 @@ import io
 import json
 import pickle
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import repeat
 from multiprocessing import forkserver, get_context
@@ -363,6 +363,19 @@ def _context(
     return pl.concat([samples.join(wanted, on=keys, how="anti"), judged_from(rebase, wanted)[0]]), wanted
 
 
+def zone_groups(zones: Mapping[str, str] | None, tenants: Iterable[str], default: str) -> list[tuple[str, list[str]]]:
+    """`tenants` by the time zone their hours of day and weekdays are profiled in (`zones`: tenant ->
+    IANA zone; a tenant not in it: `default`), each zone once, in order."""
+    out: dict[str, list[str]] = {}
+    for tenant in sorted(set(tenants)):
+        out.setdefault((zones or {}).get(tenant, default), []).append(tenant)
+    return sorted(out.items())
+
+
+def _of_tenants(frame: pl.DataFrame | None, tenants: Sequence[str]) -> pl.DataFrame | None:
+    return None if frame is None else frame.filter(pl.col("tenant_id").cast(pl.String).is_in(list(tenants)))
+
+
 def seasonal_anomalies(
     readings: pl.DataFrame,
     history: pl.DataFrame,
@@ -371,6 +384,7 @@ def seasonal_anomalies(
     *,
     start: datetime,
     options: se.SeasonalOptions = se.SeasonalOptions(),
+    zones: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """The hour's samples (its readings in `options.bucket_s` buckets) that a statistic of
     `transforms.seasonal` finds unusual for their series, one row per sample and method family
@@ -387,7 +401,26 @@ def seasonal_anomalies(
     details as `level_offset`; its first sample is a `shift` warning, statistic `level_change`);
     `time` = the sample's reading furthest from it, the window its bucket; details name the
     statistic, its value and levels, the profile's stage and the sample spacing (`sample_s`, which
-    also groups rows into events)."""
+    also groups rows into events).
+
+    `zones` (tenant -> IANA zone): a tenant's samples are judged in its plant's clock, the zone its
+    profiles were learned in (`options.timezone` for a tenant not in it), so a plant's 06:00 start-up
+    stays at its hour of day across its own DST change, whatever the other tenants' clocks."""
+    if zones:
+        groups = zone_groups(zones, readings["tenant_id"].cast(pl.String).unique().to_list(), options.timezone)
+        if [zone for zone, _ in groups] != [options.timezone]:
+            parts = [
+                seasonal_anomalies(
+                    _of_tenants(readings, tenants),
+                    _of_tenants(history, tenants),
+                    [p for p in profiles if p.key[0] in tenants],
+                    _of_tenants(excluded, tenants),
+                    start=start,
+                    options=replace(options, timezone=zone),
+                )
+                for zone, tenants in groups
+            ]
+            return pl.concat(parts) if parts else _empty()
     fenced = settled(excluded, options.settle)
     live = _readings(readings, fenced).filter(pl.col("time") >= start)
     if live.is_empty() or not profiles:
@@ -1099,6 +1132,7 @@ def detect_anomalies(
     running: pl.DataFrame | None = None,
     options: se.SeasonalOptions = se.SeasonalOptions(),
     min_stop_minutes: float = 10.0,
+    zones: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Every detector's anomalies of the hour starting at `start` in one frame, sorted by
     `sort_anomalies`: the seasonal statistics (deviation, shift, noise, stuck), stoppage when
@@ -1109,7 +1143,8 @@ def detect_anomalies(
     alarms of its own (bench/detection.py, docs/benchmarks.md), so it may agree, never page.
 
     `models` may be a function of the flagged series' keys returning their forests: the caller then
-    unpickles only the forests a statistic gave work to (most series have none in an hour).
+    unpickles only the forests a statistic gave work to (most series have none in an hour). `zones`:
+    each tenant's plant time zone for the seasonal statistics (`seasonal_anomalies`).
 
     Without `start`, the hour of the earliest reading; without `profiles`, they are learned from
     `history` up to `start` (running samples only), as a new deployment's first hour would be."""
@@ -1122,7 +1157,7 @@ def detect_anomalies(
         running = _history(history, settled(excluded, options.settle), options.bucket_s)
         keys = _strings(readings, SERIES_KEY).select(SERIES_KEY).unique().rows()
         profiles = se.fit_profiles(running, start, options, series=keys)
-    statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options)
+    statistical = seasonal_anomalies(readings, history, profiles, excluded, start=start, options=options, zones=zones)
     seen = statistical.group_by(*SERIES_KEY, "window_start").agg(pl.col("sample_s").first())
     # only the samples a statistic flagged can keep a forest row (the join below), so only they
     # are scored, and only their series' readings and history are bucketed (each series' features

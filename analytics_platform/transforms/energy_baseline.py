@@ -17,12 +17,19 @@ Conventions:
   or collinear drivers (singular design matrix). A poor but valid fit (R² below the threshold) is
   kept, with `warning` saying so: it is the user's call whether to look for better drivers.
 * RMSE is sqrt(SSR / n) over the training rows (not the degrees-of-freedom corrected σ̂).
+  CV(RMSE) is ASHRAE Guideline 14's: sqrt(SSR / (n - p)) / mean(target), p the model's parameters
+  (drivers + intercept), in percent (`cv_rmse_pct`; the guideline accepts an hourly model up to 30 %).
 * Severity of a deviation (consistent with the platform's 2σ/3σ convention): a row summing
   `hours` hourly samples has an expected residual spread of RMSE·√hours (independent hourly
   residuals add in variance), so with σ_row = RMSE·√hours:
   |deviation| >= critical_sigma·σ_row → 'critical', >= warning_sigma·σ_row → 'warning', else
   'normal'; z = deviation / σ_row. A row with no actual or no prediction has NULL deviation,
   severity and z. When σ_row is 0 (a perfect fit) z is NULL and any non-zero deviation is critical.
+* Degree hours: a driver named `hdd<base>_<kpi>` or `cdd<base>_<kpi>` (`hdd18_avg_outdoor_temp`,
+  `cdd24.5_avg_outdoor_temp`) is the hour's heating degrees below, or cooling degrees above, a base
+  temperature of a stored temperature KPI: max(0, base - T) or max(0, T - base) (`with_degree_drivers`),
+  the textbook weather terms (heating below a base temperature, cooling above another), which a line in T
+  cannot fit. A what-if prediction takes their values as given.
 * For an aggregated row (e.g. a day of 24 hours) the prediction must be the sum of the hourly
   predictions, which only the caller can compute (drivers are not additive in general): pass it as
   a `predicted` column; without that column `deviations()` predicts each row from its own drivers.
@@ -31,6 +38,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -59,6 +67,45 @@ def abnormal_hour(amounts: dict[str, tuple[float | None, dict]]) -> bool:
     return False
 
 
+_DEGREE_DRIVER = re.compile(r"^(hdd|cdd)(\d+(?:\.\d+)?)_(.+)$")
+
+
+def degree_driver(name: str) -> tuple[str, float, str] | None:
+    """("hdd" or "cdd", the base temperature, the temperature KPI) of a degree-hour driver name, else None."""
+    match = _DEGREE_DRIVER.match(name)
+    return (match.group(1), float(match.group(2)), match.group(3)) if match else None
+
+
+def source_kpis(drivers: Sequence[str]) -> list[str]:
+    """The stored KPIs `drivers` are read from, once each, in order: a degree-hour driver's temperature
+    KPI, any other driver itself."""
+    out: list[str] = []
+    for name in drivers:
+        degree = degree_driver(name)
+        source = degree[2] if degree else name
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def with_degree_drivers(frame: pl.DataFrame, drivers: Sequence[str]) -> pl.DataFrame:
+    """`frame` (the drivers' `source_kpis` as columns) with each degree-hour driver of `drivers` added:
+    max(0, base - T) for hdd, max(0, T - base) for cdd; NULL where T is."""
+    added = []
+    for name in drivers:
+        degree = degree_driver(name)
+        if degree is None or name in frame.columns:
+            continue
+        kind, base, source = degree
+        t = pl.col(source).cast(pl.Float64)
+        added.append(((base - t) if kind == "hdd" else (t - base)).clip(lower_bound=0.0).alias(name))
+    return frame.with_columns(added) if added else frame
+
+
+# BaselineFit fields a fit stored by an older release lacks: read back as NaN
+_ADDED_LATER = frozenset({"cv_rmse_pct"})
+
+
 class BaselineRefused(ValueError):
     """A model cannot (or must not) be fitted or applied; the message is meant for the end user, so it
     says what is wrong with the data and what would be needed, not a stack trace."""
@@ -81,6 +128,7 @@ class BaselineFit:
     n: int
     excluded: int
     warning: str | None
+    cv_rmse_pct: float = math.nan  # NaN: a fit stored before it was computed
 
     def to_dict(self) -> dict[str, Any]:
         """Strict JSON (non-finite floats become None: PostgreSQL jsonb rejects NaN)."""
@@ -97,13 +145,14 @@ class BaselineFit:
             "n": self.n,
             "excluded": self.excluded,
             "warning": self.warning,
+            "cv_rmse_pct": _json_float(self.cv_rmse_pct),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BaselineFit:
         """Inverse of `to_dict` (None back to NaN); unknown keys are ignored so older readers survive
         newer stored fits."""
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.name not in _ADDED_LATER]
         if missing:
             raise ValueError(f"stored baseline is missing {', '.join(missing)}")
         return cls(
@@ -119,6 +168,7 @@ class BaselineFit:
             n=int(d["n"]),
             excluded=int(d["excluded"]),
             warning=d["warning"],
+            cv_rmse_pct=_from_json_float(d.get("cv_rmse_pct")),
         )
 
 
@@ -196,7 +246,17 @@ def fit_baseline(
         n=n,
         excluded=dropped,
         warning=warning,
+        cv_rmse_pct=_cv_rmse_pct(residuals, y, len(names)),
     )
+
+
+def _cv_rmse_pct(residuals: np.ndarray, y: np.ndarray, parameters: int) -> float:
+    """ASHRAE Guideline 14's CV(RMSE) in percent: sqrt(SSR / (n - p)) / mean(y); NaN for a mean of 0 or
+    below (a share of nothing, or of a negative energy, means nothing)."""
+    mean = float(np.mean(y))
+    if mean <= 0:
+        return math.nan
+    return float(100 * np.sqrt(np.sum(residuals**2) / (len(y) - parameters)) / mean)
 
 
 def usable_rows(

@@ -240,7 +240,8 @@ def band_edges(tariffs: pl.DataFrame, start: datetime, end: datetime) -> dict[st
     priced at one band of one version. A version's band edges are cut only while it is in force, so
     a future version's different bands leave today's parts (and figures) exactly as they were. (A band
     edge inside a DST gap does not exist locally; the band then changes at the transition itself, a
-    whole UTC hour, where machine_kpis cuts too.)"""
+    whole UTC hour, where machine_kpis cuts too. An edge inside the hour a DST change repeats is cut
+    at both of its occurrences.)"""
     out: dict[str, list[datetime]] = {}
     for (tenant, zone), bands in with_valid_from(tariffs).group_by("tenant_id", "timezone"):
         tz = ZoneInfo(zone or "UTC")
@@ -263,12 +264,22 @@ def band_edges(tariffs: pl.DataFrame, start: datetime, end: datetime) -> dict[st
             while day <= last:
                 midnight = datetime(day.year, day.month, day.day)
                 for minute in minutes:
-                    at = (midnight + timedelta(minutes=minute)).replace(tzinfo=tz).astimezone(UTC)
-                    if low < at < high:
-                        edges.add(at)
+                    for at in _occurrences(midnight + timedelta(minutes=minute), tz):
+                        if low < at < high:
+                            edges.add(at)
                 day += timedelta(days=1)
         out.setdefault(tenant, []).extend(sorted(edges))
     return out
+
+
+def _occurrences(local: datetime, tz: ZoneInfo) -> list[datetime]:
+    """The UTC instants of a naive local time: two where the clock goes back and repeats it (fold 0,
+    then 1: 02:30 in Berlin on the last Sunday of October is 00:30Z and 01:30Z, and the repeated hour
+    changes band at each), else one (a time the clock skips is read with the offset before, fold 0)."""
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() > second.utcoffset():  # repeated: the earlier offset is the larger one
+        return [first.astimezone(UTC), second.astimezone(UTC)]
+    return [first.astimezone(UTC)]
 
 
 def _segments(edges: Iterable[datetime]) -> tuple[pl.Series, pl.DataFrame]:

@@ -1,4 +1,4 @@
-"""Calendar periods in a tenant's local time (ISO weeks, months, years) and the ISO 50001 energy
+"""Calendar periods in a tenant's local time (local days, ISO weeks, months, years) and the ISO 50001 energy
 performance arithmetic (expected energy, deviation, CUSUM) over them.
 
 Stored KPIs stop at the day (a UTC day); an energy manager reads months in the plant's own
@@ -15,8 +15,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-CalendarKind = Literal["week", "month", "year"]
-CALENDAR_KINDS: tuple[CalendarKind, ...] = ("week", "month", "year")
+# "local_day": the plant's own day, local midnight to local midnight (23 or 25 hours on the days its clocks
+# change); the stored days are UTC days
+CalendarKind = Literal["local_day", "week", "month", "year"]
+CALENDAR_KINDS: tuple[CalendarKind, ...] = ("local_day", "week", "month", "year")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
 
 
 def _first_day(kind: CalendarKind, day: date) -> date:
+    if kind == "local_day":
+        return day
     if kind == "week":
         return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
     if kind == "month":
@@ -43,6 +47,8 @@ def _first_day(kind: CalendarKind, day: date) -> date:
 
 
 def _next_first_day(kind: CalendarKind, first: date) -> date:
+    if kind == "local_day":
+        return first + timedelta(days=1)
     if kind == "week":
         return first + timedelta(days=7)
     if kind == "month":
@@ -51,6 +57,8 @@ def _next_first_day(kind: CalendarKind, first: date) -> date:
 
 
 def _label(kind: CalendarKind, first: date) -> str:
+    if kind == "local_day":
+        return first.isoformat()
     if kind == "week":
         year, week, _ = first.isocalendar()
         return f"{year}-W{week:02d}"

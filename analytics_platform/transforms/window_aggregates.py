@@ -39,6 +39,33 @@ READING_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.String() for name in SERIES_KEY},
     "value": pl.Float64(),
 }
+# SQL, for the stored buckets combined into longer ones (agg_daily, the rollups of /v1/agg and /v1/lab/agg):
+# their spread as m2 = Σ (x - the combined mean)², from each source row's n (count_n), sum_v and m2_v =
+# (n - 1)·stddev², adding n·(its mean - the combined mean)² (Chan et al.'s pairwise update). The one-pass
+# form, Σx² - (Σx)²/n, cancels every digit of a small spread around a large mean (a sensor reading
+# 10000000.1 .. 10000000.3 got a day's stddev of 0, not 0.084); these terms are all small. GROUP_MEAN is
+# the combined mean as a window over the source rows (`bin`: the combined bucket's column, `series`: the
+# other keys), COMBINED_M2 the aggregate over a combined bucket's rows, which carry it as `group_mean`, and
+# ordered_sum(column) the combined sum. All three add in the order of the source rows' bucket_start: the
+# result is then the same to the bit whoever combines the same rows (the pipeline's day and a request's).
+_SOURCE_ORDER = "ORDER BY bucket_start ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
+GROUP_MEAN = (
+    f"sum(sum_v) OVER (PARTITION BY {{bin}}, {{series}} {_SOURCE_ORDER})"
+    f" / (sum(count_n) OVER (PARTITION BY {{bin}}, {{series}} {_SOURCE_ORDER}))::float8 AS group_mean"
+)
+COMBINED_M2 = "sum(m2_v + count_n * analytics.sq(sum_v / count_n - group_mean) ORDER BY bucket_start)"
+
+
+def ordered_sum(column: str) -> str:
+    """SQL: the sum of `column` over a combined bucket's source rows, in their bucket_start order."""
+    return f"sum({column} ORDER BY bucket_start)"
+
+
+# A day of a series from its hours (`day`: its start; `series`: the key columns): the leading columns of an
+# agg_daily row, as the pipeline writes them and as /v1/agg rolls up a day it has not written (to the bit).
+DAY_OF_HOURS = "day, {series}, sum(count_n)::bigint, " + ordered_sum("sum_v") + ", min(min_v), max(max_v)"
+
+
 STAT_COLUMNS = ("count_n", "sum_v", "avg_v", "min_v", "max_v", "stddev_v", "first_v", "last_v", "p50_v", "p95_v")
 AGG_COLUMNS = ("bucket_start", "bucket_end", "window_s", *SERIES_KEY, *STAT_COLUMNS)
 

@@ -106,7 +106,7 @@ CASES = [
         KPI,
         {"period": "fortnight"},
         "period",
-        "Input should be 'hour', 'shift', 'day', 'week', 'month', 'year' or 'custom'",
+        "Input should be 'hour', 'shift', 'day', 'local_day', 'week', 'month', 'year' or 'custom'",
     ),
     (DEVIATION, {"period": "shift"}, "period", "Input should be 'hour' or 'day'"),
     (DEVIATION, {"severity": "bad"}, "severity", "Input should be 'normal', 'warning' or 'critical'"),

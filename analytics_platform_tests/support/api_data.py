@@ -448,6 +448,7 @@ def baseline(version: int, active: bool, **more: Any) -> dict:
         "adj_r2": 0.875,
         "rmse": 2.5,
         "mae": 1.75,
+        "cv_rmse_pct": more.get("cv_rmse_pct", 12.5),
         "n": 1200,
         "excluded": 36,
         "trained_from": at(-24 * 90),

@@ -45,7 +45,15 @@ from analytics_platform.api.params import (
 )
 from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
 from analytics_platform.contracts.sensor import SensorContract
-from analytics_platform.transforms.window_aggregates import READING_SCHEMA, canonical_order, window_aggregates
+from analytics_platform.transforms.window_aggregates import (
+    COMBINED_M2,
+    DAY_OF_HOURS,
+    GROUP_MEAN,
+    READING_SCHEMA,
+    canonical_order,
+    ordered_sum,
+    window_aggregates,
+)
 
 router = APIRouter(prefix="/v1", tags=["aggregates"])
 
@@ -100,28 +108,31 @@ ORDER BY bucket_start, sensor_id
 LIMIT %(limit)s
 """
 
-# Source rows: one per stored bucket with n, Σx, min, max, first, last and Σx² (rebuilt from the
-# bucket's mean and sample stddev). The rollup groups them into the requested window.
+# Source rows: one per stored bucket with n, Σx, min, max, first, last and m2_v = Σ (x - its mean)² (from
+# the bucket's sample stddev). The rollup groups them into the requested window and combines their m2 pairwise
+# (window_aggregates.COMBINED_M2). The continuous aggregate keeps Σx² only: its m2 is Σx² - (Σx)²/n.
+_HOUR_M2 = "(count_n - 1) * analytics.sq(coalesce(stddev_v, 0))"
+_DAY_M2 = "coalesce(m2_v, greatest(sumsq_v - analytics.sq(sum_v) / count_n, 0))"  # m2_v: sql/31
 _FROM_STORED = f"""
-SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v,
-       (count_n - 1) * analytics.sq(coalesce(stddev_v, 0)) + count_n * analytics.sq(avg_v) AS sumsq_v
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, {_HOUR_M2} AS m2_v
 FROM analytics.analytics_agg
 WHERE {_SERIES} AND window_s = %(source_window_s)s AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
 _FROM_DAILY = f"""
-SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v,
+       greatest(sumsq_v - analytics.sq(sum_v) / count_n, 0) AS m2_v
 FROM analytics.analytics_agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
 # Daily buckets when every day of the range is in agg_daily: its rows are the answer's buckets, so _ROLLUP's
 # sort and grouping of one row per bucket (half of a year's database time) is skipped; the columns are
-# _ROLLUP's expressions on a group of one row, so the answer is the same to the bit.
+# _ROLLUP's expressions on a group of one row (whose mean is its group's: m2 + 0), so the answer is the same
+# to the bit.
 _DAYS_AS_STORED = f"""
 SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucket_end,
        %(window_s)s::integer AS window_s, tenant_id, factory_id, machine_id, sensor_id, metric,
        count_n AS count, sum_v AS sum, sum_v / nullif(count_n, 0) AS avg, min_v AS min, max_v AS max,
-       CASE WHEN count_n > 1
-            THEN sqrt(greatest((sumsq_v - analytics.sq(sum_v) / count_n) / (count_n - 1), 0)) END AS stddev,
+       CASE WHEN count_n > 1 THEN sqrt(greatest({_DAY_M2}, 0) / (count_n - 1)) END AS stddev,
        first_v AS first, last_v AS last, NULL::float8 AS p50, NULL::float8 AS p95,
        bucket_start + make_interval(secs => %(window_s)s) > %(final_until)s AS provisional
 FROM analytics.agg_daily
@@ -134,40 +145,49 @@ LIMIT %(limit)s
 # rolled up is read in the same statement (one snapshot): the asset rolls a day up in the transaction that
 # writes agg_daily, and a day rolled up between two statements was read from both and counted twice.
 _FROM_DAYS = f"""
-SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v
+SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, {_DAY_M2} AS m2_v
 FROM analytics.agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 UNION ALL
-SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
-       (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) + a.count_n * analytics.sq(a.avg_v) AS sumsq_v
-FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - INTERVAL '1 day', INTERVAL '1 day') AS d(day_start)
-JOIN analytics.analytics_agg AS a
-  ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
-WHERE {_SERIES} AND a.window_s = 3600
-  AND NOT EXISTS (SELECT 1 FROM analytics.agg_daily_days AS r WHERE r.day_start = d.day_start)
+SELECT {DAY_OF_HOURS.format(series="sensor_id")},
+       (array_agg(first_v ORDER BY bucket_start))[1], (array_agg(last_v ORDER BY bucket_start DESC))[1], {COMBINED_M2}
+FROM (SELECT a.bucket_start, a.sensor_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
+             d.day_start AS day, (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) AS m2_v,
+             {GROUP_MEAN.format(bin="d.day_start", series="a.sensor_id")}
+      FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - INTERVAL '1 day', INTERVAL '1 day')
+           AS d(day_start)
+      JOIN analytics.analytics_agg AS a
+        ON a.bucket_start >= d.day_start AND a.bucket_start < d.day_start + INTERVAL '1 day'
+      WHERE {_SERIES} AND a.window_s = 3600
+        AND NOT EXISTS (SELECT 1 FROM analytics.agg_daily_days AS r WHERE r.day_start = d.day_start)) AS hours
+GROUP BY day, sensor_id
 """
-_ROLLUP = """
-WITH src AS ({source}),
+_BIN = "date_bin(make_interval(secs => %(window_s)s), bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+_ROLLUP = f"""
+WITH src AS ({{source}}),
+binned AS (
+    SELECT src.*, {_BIN} AS bin, {GROUP_MEAN.format(bin=_BIN, series="sensor_id")}
+    FROM src
+),
 grouped AS (
-    SELECT date_bin(make_interval(secs => %(window_s)s), bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00')
-               AS bucket_start,
+    SELECT bin AS bucket_start,
            sensor_id,
-           sum(count_n)::bigint AS count, sum(sum_v) AS sum, min(min_v) AS min, max(max_v) AS max,
-           sum(sumsq_v) AS sumsq,
+           sum(count_n)::bigint AS count, {ordered_sum("sum_v")} AS sum, min(min_v) AS min, max(max_v) AS max,
+           {COMBINED_M2} AS m2,
            (array_agg(first_v ORDER BY bucket_start))[1] AS first,
            (array_agg(last_v ORDER BY bucket_start DESC))[1] AS last
-    FROM src
+    FROM binned
     GROUP BY 1, 2
 )
 SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucket_end,
        %(window_s)s::integer AS window_s, %(tenant_id)s AS tenant_id, %(factory_id)s AS factory_id,
        %(machine_id)s AS machine_id, sensor_id, %(metric)s AS metric, count, sum,
        sum / nullif(count, 0) AS avg, min, max,
-       CASE WHEN count > 1 THEN sqrt(greatest((sumsq - analytics.sq(sum) / count) / (count - 1), 0)) END AS stddev,
+       CASE WHEN count > 1 THEN sqrt(greatest(m2, 0) / (count - 1)) END AS stddev,
        first, last, NULL::float8 AS p50, NULL::float8 AS p95,
        bucket_start + make_interval(secs => %(window_s)s) > %(final_until)s AS provisional
 FROM grouped
-WHERE {after}
+WHERE {{after}}
 ORDER BY bucket_start, sensor_id
 LIMIT %(limit)s
 """

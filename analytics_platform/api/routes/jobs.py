@@ -29,6 +29,7 @@ from analytics_platform.api.errors import invalid
 from analytics_platform.api.models import BAD_JSON, ERRORS, FORBIDDEN, NOT_FOUND, OTHER_TENANT
 from analytics_platform.api.params import utc
 from analytics_platform.api.respond import json_response
+from analytics_platform.transforms import energy_baseline as eb
 from analytics_platform.transforms.anomalies import METHODS
 from analytics_platform.transforms.kpi_catalog import ENERGY_KWH
 
@@ -75,7 +76,12 @@ class TrainRequest(BaseModel):
     tenant_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$")
     factory_id: str = _Id
     machine_id: str = _Id
-    drivers: list[str] = Field(min_length=1, max_length=20, description="KPIs of the catalogue (GET /v1/kpi/catalog)")
+    drivers: list[str] = Field(
+        min_length=1,
+        max_length=20,
+        description="KPIs of the catalogue (GET /v1/kpi/catalog), or hdd<base>_<kpi> / cdd<base>_<kpi>: degree hours "
+        "below / above a base temperature of one (hdd18_avg_outdoor_temp)",
+    )
     start: datetime = Field(description="First hour of the training range (inclusive)")
     end: datetime = Field(description="End of the training range (exclusive); not in the future")
     exclusions: list[Period] = Field(default_factory=list, max_length=100, description="Periods left out")
@@ -201,10 +207,14 @@ def train(request: Request, caller: Caller, body: TrainRequest) -> Response:
     for i, name in enumerate(body.drivers):
         if name == ENERGY_KWH.name:
             raise invalid(("drivers", i), f"{name} is what the baseline predicts, not a driver", location="body")
-        if name not in state.kpi_names:
+        degree = eb.degree_driver(name)
+        if (degree[2] if degree else name) not in state.kpi_names:
             known = ", ".join(sorted(n for n in state.kpi_names if n != ENERGY_KWH.name))
             raise invalid(
-                ("drivers", i), f"unknown driver {name!r}: not a KPI of the catalogue ({known})", location="body"
+                ("drivers", i),
+                f"unknown driver {name!r}: not a KPI of the catalogue ({known}), nor hdd<base>_ / cdd<base>_ "
+                "(degree hours below / above a base temperature) before one",
+                location="body",
             )
         if name in drivers:
             raise invalid(("drivers", i), f"driver {name!r} is given twice", location="body")

@@ -61,7 +61,7 @@ FROM analytics.kpi_materialised_periods WHERE period = %s AND period_start >= %s
 
 
 STORED_PERIODS = ("hour", "shift", "day")
-PeriodKind = Literal["hour", "shift", "day", "week", "month", "year", "custom"]
+PeriodKind = Literal["hour", "shift", "day", "local_day", "week", "month", "year", "custom"]
 Scope = Literal["machine", "factory", "tenant"]
 COMBINED_KEY = ("period_start", "_factory", "_machine", "kpi")
 _HOUR_COLUMNS = "period_start, period_end, factory_id, machine_id, kpi, value, null_reason, details"
@@ -121,6 +121,7 @@ def kpi_stages(
     summary="KPIs of a machine, a factory or a tenant per hour, shift, day, ISO week, month, year or custom range",
     description=(
         "`hour`, `shift` and `day` are the stored periods whose start lies in [start, end) (days are UTC days). "
+        "`local_day` (the plant's day, local midnight to local midnight: 23 or 25 hours when its clocks change), "
         "`week` (ISO, Monday), `month` and `year` are whole periods of the tenant's local calendar whose first "
         "local day lies in [start, end) read as local dates; `custom` is [start, end) itself. Those are combined "
         "from the stored hours by each KPI's catalogue rule (GET /v1/kpi/catalog): sums add, ratios divide summed "

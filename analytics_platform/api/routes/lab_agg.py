@@ -32,6 +32,7 @@ from analytics_platform.api.params import (
     time_range,
 )
 from analytics_platform.api.respond import CSV_RESPONSE, keyset, page_response
+from analytics_platform.transforms.window_aggregates import COMBINED_M2, GROUP_MEAN, ordered_sum
 
 router = APIRouter(prefix="/v1", tags=["aggregates"])
 
@@ -86,30 +87,34 @@ SELECT a.bucket_start, a.bucket_end, a.window_s, a.tenant_id, a.factory_id, a.st
 FROM analytics.analytics_lab_agg AS a
 WHERE {_SERIES} AND a.window_s = %(window_s)s AND a.bucket_start >= %(start)s AND a.bucket_start < %(end)s
 """
-# A stored bucket as n, sum, min, max, first, last and sum of squares (rebuilt from its mean and sample
-# stddev), grouped into the requested window: the rollup /v1/agg makes of sensor buckets.
+# A stored bucket as n, sum, min, max, first, last and m2 = Σ (x - its mean)² (from its sample stddev),
+# grouped into the requested window with the m2 combined pairwise: the rollup /v1/agg makes of sensor buckets.
+_BIN = "date_bin(make_interval(secs => %(window_s)s), bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
 _ROLLUP = f"""
 WITH src AS (
     SELECT a.bucket_start, a.station_id, a.count_n, a.sum_v, a.min_v, a.max_v, a.first_v, a.last_v,
-           (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) + a.count_n * analytics.sq(a.avg_v) AS sumsq_v
+           (a.count_n - 1) * analytics.sq(coalesce(a.stddev_v, 0)) AS m2_v
     FROM analytics.analytics_lab_agg AS a
     WHERE {_SERIES} AND a.window_s = %(source_window_s)s AND a.bucket_start >= %(lo)s AND a.bucket_start < %(hi)s
 ),
+binned AS (
+    SELECT src.*, {_BIN} AS bin, {GROUP_MEAN.format(bin=_BIN, series="station_id")}
+    FROM src
+),
 grouped AS (
-    SELECT date_bin(make_interval(secs => %(window_s)s), bucket_start, TIMESTAMPTZ '1970-01-01 00:00:00+00')
-               AS bucket_start,
+    SELECT bin AS bucket_start,
            station_id,
-           sum(count_n)::bigint AS count, sum(sum_v) AS sum, min(min_v) AS min, max(max_v) AS max,
-           sum(sumsq_v) AS sumsq,
+           sum(count_n)::bigint AS count, {ordered_sum("sum_v")} AS sum, min(min_v) AS min, max(max_v) AS max,
+           {COMBINED_M2} AS m2,
            (array_agg(first_v ORDER BY bucket_start))[1] AS first,
            (array_agg(last_v ORDER BY bucket_start DESC))[1] AS last
-    FROM src
+    FROM binned
     GROUP BY 1, 2
 )
 SELECT bucket_start, bucket_start + make_interval(secs => %(window_s)s) AS bucket_end,
        %(window_s)s::integer AS window_s, %(tenant_id)s::text AS tenant_id, %(factory_id)s::text AS factory_id,
        station_id, %(analyte)s::text AS analyte, count, sum, sum / nullif(count, 0) AS avg, min, max,
-       CASE WHEN count > 1 THEN sqrt(greatest((sumsq - analytics.sq(sum) / count) / (count - 1), 0)) END AS stddev,
+       CASE WHEN count > 1 THEN sqrt(greatest(m2, 0) / (count - 1)) END AS stddev,
        first, last, NULL::float8 AS p50, NULL::float8 AS p95
 FROM grouped
 """

@@ -183,9 +183,13 @@ def hour_energy(hours: list[tuple[datetime, dict[str, K.Part]]], baseline: dict 
     if baseline is None or not hours:
         return []
     fit = eb.BaselineFit.from_dict(dict(baseline))
-    drivers = pl.DataFrame(
-        {d: [(h.get(d).value if h.get(d) is not None else None) for _, h in hours] for d in fit.drivers},
-        schema={d: pl.Float64 for d in fit.drivers},
+    sources = eb.source_kpis(fit.drivers)  # a degree-hour driver is computed from its temperature KPI
+    drivers = eb.with_degree_drivers(
+        pl.DataFrame(
+            {d: [(h.get(d).value if h.get(d) is not None else None) for _, h in hours] for d in sources},
+            schema={d: pl.Float64 for d in sources},
+        ),
+        fit.drivers,
     )
     expected = eb.predict(fit, drivers).to_list() if fit.drivers else [fit.coefficients[eb.INTERCEPT]] * len(hours)
     out = []
@@ -349,7 +353,7 @@ def energy_performance(
             else kp.calendar_periods(period, start, end, zone)
         )
         baselines = _baselines(conn, tenant, factory_id, machine_id)
-        drivers = {d for row in baselines.values() for d in (*row["drivers"], row["target"])}
+        drivers = {d for row in baselines.values() for d in (*eb.source_kpis(row["drivers"]), row["target"])}
         by_name = {kpi.name: kpi for kpi in state.kpis}
         wanted = {k.name: k for k in (*ENPIS, *EXCLUSION_KPIS)}
         wanted |= {d: by_name[d] for d in drivers if d in by_name}
