@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -138,6 +140,7 @@ def test_schema_tables_and_views_exist(database: DatabaseHandle) -> None:
         "30_oee_terms",
         "31_agg_daily_m2",
         "32_baseline_cv_rmse",
+        "33_agg_daily_cagg_m2",
     ]
 
 
@@ -179,6 +182,7 @@ def test_rerun_is_a_no_op_and_a_changed_file_is_reapplied(database: DatabaseHand
         "30_oee_terms": "skipped",
         "31_agg_daily_m2": "skipped",
         "32_baseline_cv_rmse": "skipped",
+        "33_agg_daily_cagg_m2": "skipped",
     }
     # re-applying a file twice more changes nothing either (idempotent statements)
     for path in sorted(copy.glob("*.sql")):
@@ -351,11 +355,79 @@ def test_daily_continuous_aggregate_only_on_timescaledb(database: DatabaseHandle
     # real-time aggregation: the hours count before any refresh; the 60 s row does not
     with psycopg.connect(database.api_url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT bucket_start::text, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v "
-            "FROM analytics.analytics_agg_daily"
+            "SELECT bucket_start::text, count_n, sum_v, min_v, max_v, first_v, last_v, sumsq_v, "
+            "m2_within_v, mean_sum_n, mean_sq_n FROM analytics.analytics_agg_daily"
         ).fetchall()
-    # Σx² = (2-1)·0² + 2·1.5² + (1-1)·0² + 1·5² = 4.5 + 25
-    assert rows == [("2025-08-20 00:00:00+00", 3, 8.0, 1.0, 5.0, 1.0, 5.0, 29.5)]
+    # Σx² = (2-1)·0² + 2·1.5² + (1-1)·0² + 1·5² = 4.5 + 25; the hours' own squared deviations 0 + 0;
+    # Σ n·mean = 2·1.5 + 1·5 = 8, Σ n·mean² = 2·2.25 + 1·25 = 29.5 (numeric)
+    assert rows == [("2025-08-20 00:00:00+00", 3, 8.0, 1.0, 5.0, 1.0, 5.0, 29.5, 0.0, Decimal("8.0"), Decimal("29.50"))]
+
+
+def test_migration_33_remakes_the_daily_continuous_aggregate_with_a_spread_that_does_not_cancel(
+    pg_admin_url: str, repo_root, tmp_path
+) -> None:
+    """A TimescaleDB database an older release migrated has the daily continuous aggregate with Σx² only
+    (a day of 10000000.1 .. 10000000.3 read back as stddev 0). sql/33 makes it again with the hours' own
+    squared deviations and numeric sums of their means; it serves the stored hours at once (real-time
+    aggregation) and the same after its refresh; a re-run changes nothing. On plain PostgreSQL it is a no-op."""
+    base = 10_000_000.0
+    older = [path for path in sorted((repo_root / "sql").glob("*.sql")) if path.name < "33"]
+    day = datetime(2025, 8, 20, tzinfo=UTC)
+    with older_database(pg_admin_url, older, tmp_path) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            timescale = conn.execute("SELECT analytics.timescale_enabled()").fetchone()[0]
+            for hour in range(6):  # each hour 10000000.1, .3, .2: mean 10000000.2, sample stddev 0.1
+                start = day + timedelta(hours=hour)
+                conn.execute(
+                    "INSERT INTO analytics.analytics_agg (bucket_start, bucket_end, window_s, tenant_id, factory_id, "
+                    "machine_id, sensor_id, metric, count_n, sum_v, avg_v, min_v, max_v, stddev_v, first_v, last_v) "
+                    "VALUES (%s, %s, 3600, 't1', 'f1', 'm1', 's1', 'temp', 3, %s, %s, %s, %s, 0.1, %s, %s)",
+                    (
+                        start,
+                        start + timedelta(hours=1),
+                        3 * (base + 0.2),
+                        base + 0.2,
+                        base + 0.1,
+                        base + 0.3,
+                        base + 0.1,
+                        base + 0.2,
+                    ),
+                )
+        assert {r.version: r.action for r in apply_migrations(url)}["33_agg_daily_cagg_m2"] == "applied"
+        with psycopg.connect(url, autocommit=True) as conn:
+            view = conn.execute("SELECT to_regclass('analytics.analytics_agg_daily') IS NOT NULL").fetchone()[0]
+            assert view is timescale
+            if not timescale:
+                return
+            read = (
+                "SELECT count_n, m2_within_v, mean_sum_n, mean_sq_n, sqrt(m2_within_v + ((count_n * mean_sq_n "
+                "- mean_sum_n * mean_sum_n) / count_n)::float8) / sqrt(count_n - 1) FROM analytics.analytics_agg_daily"
+            )
+            # 18 readings: the hours' squared deviations 6 x (3 - 1) x 0.1² = 0.12, the hours' means all the
+            # day's (Σ n·mean = 18 x 10000000.2, Σ n·mean² = 18 x 10000000.2², exactly): stddev sqrt(0.12 / 17)
+            expected = (18, Decimal("180000003.6"), Decimal("1800000072000000.72"))
+            before_refresh = conn.execute(read).fetchall()
+            conn.execute("CALL refresh_continuous_aggregate('analytics.analytics_agg_daily', NULL, NULL)")
+            refreshed = conn.execute(read).fetchall()
+            conn.execute((repo_root / "sql" / "33_agg_daily_cagg_m2.sql").read_text())  # a re-run: nothing
+            rerun = conn.execute(read).fetchall()
+            jobs = conn.execute(
+                "SELECT count(*) FROM timescaledb_information.jobs "
+                "WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            ).fetchone()[0]
+            materialised = conn.execute(
+                "SELECT count(*) FROM analytics.analytics_agg_daily WHERE bucket_start < "
+                "_timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark("
+                "(SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = "
+                "'analytics_agg_daily')))"
+            ).fetchone()[0]
+    for rows in (before_refresh, refreshed, rerun):
+        ((count, within, mean_sum, mean_sq, stddev),) = rows
+        assert (count, mean_sum, mean_sq) == expected
+        assert math.isclose(within, 0.12, rel_tol=1e-9)
+        assert math.isclose(stddev, math.sqrt(0.12 / 17), rel_tol=1e-9)
+    assert jobs == 1
+    assert materialised == 1  # the refresh materialised the day, and the re-run did not drop it
 
 
 def test_migration_30_gives_stored_oee_rows_their_terms_and_an_idle_hours_oee_zero(

@@ -110,9 +110,12 @@ LIMIT %(limit)s
 
 # Source rows: one per stored bucket with n, Σx, min, max, first, last and m2_v = Σ (x - its mean)² (from
 # the bucket's sample stddev). The rollup groups them into the requested window and combines their m2 pairwise
-# (window_aggregates.COMBINED_M2). The continuous aggregate keeps Σx² only: its m2 is Σx² - (Σx)²/n.
+# (window_aggregates.COMBINED_M2).
 _HOUR_M2 = "(count_n - 1) * analytics.sq(coalesce(stddev_v, 0))"
 _DAY_M2 = "coalesce(m2_v, greatest(sumsq_v - analytics.sq(sum_v) / count_n, 0))"  # m2_v: sql/31
+# the continuous aggregate's day (sql/33): each hour about its own mean, plus the hours' means about the day's,
+# the latter from numeric sums of the means (exact: nothing cancels)
+_CAGG_M2 = "m2_within_v + greatest(((count_n * mean_sq_n - mean_sum_n * mean_sum_n) / nullif(count_n, 0))::float8, 0)"
 _FROM_STORED = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v, {_HOUR_M2} AS m2_v
 FROM analytics.analytics_agg
@@ -120,7 +123,7 @@ WHERE {_SERIES} AND window_s = %(source_window_s)s AND bucket_start >= %(lo)s AN
 """
 _FROM_DAILY = f"""
 SELECT bucket_start, sensor_id, count_n, sum_v, min_v, max_v, first_v, last_v,
-       greatest(sumsq_v - analytics.sq(sum_v) / count_n, 0) AS m2_v
+       {_CAGG_M2} AS m2_v
 FROM analytics.analytics_agg_daily
 WHERE {_SERIES} AND bucket_start >= %(lo)s AND bucket_start < %(hi)s
 """
