@@ -32,7 +32,7 @@ from analytics_platform.results.baselines import compute_deviations, train_basel
 from analytics_platform.settings import PlatformSettings
 from analytics_platform.transforms.window_aggregates import READING_SCHEMA
 from analytics_platform_tests.support.api import Api, at, insert, iso, ok, running
-from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, lab_bucket, reading
+from analytics_platform_tests.support.api_data import AGG_QUERY, LAB_AGG_QUERY, kpi, lab_bucket, reading
 from analytics_platform_tests.support.kpi_month import load_month
 from analytics_platform_tests.support.readings import store_raw_readings
 from analytics_platform_tests.support.stack import DatabaseHandle, new_database, older_database
@@ -145,21 +145,11 @@ def test_a_trained_baseline_serves_its_ashrae_cv_rmse(settings: PlatformSettings
     """Ten stored hours, energy = 2 + 3 x units + (1, -1, -1, 1, 1, -1, -1, 1, 0, 0): OLS recovers 2 and 3,
     SSR = 8 over n - p = 8 degrees of freedom, mean energy 15.5: CV(RMSE) = 1 / 15.5 = 6.4516 %."""
     residuals = (1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 0.0, 0.0)
-    rows = []
-    for hour, e in enumerate(residuals):
-        for kpi, value in (("energy_kwh", 2 + 3 * hour + e), ("production_count", float(hour))):
-            rows.append(
-                {
-                    "period_start": at(hour),
-                    "period_end": at(hour + 1),
-                    "period": "hour",
-                    "tenant_id": "t1",
-                    "factory_id": "f1",
-                    "machine_id": "m1",
-                    "kpi": kpi,
-                    "value": value,
-                }
-            )
+    rows = [
+        kpi(hour, "m1", name, value, None)
+        for hour, e in enumerate(residuals)
+        for name, value in (("energy_kwh", 2 + 3 * hour + e), ("production_count", float(hour)))
+    ]
     insert(database, "analytics_kpi", rows)
     with psycopg.connect(database.pipeline_url, autocommit=True) as conn:
         (outcome,) = train_baselines(conn, at(0), at(10), ["production_count"], min_samples=10, r2_min=0.8)
@@ -225,19 +215,7 @@ def _weather_hours(database: DatabaseHandle) -> None:
     for hour in range(21):
         temp = 10.0 + hour
         energy = 4 + 1.5 * max(0.0, 18 - temp) + 2.5 * max(0.0, temp - 24)
-        for kpi, value in (("energy_kwh", energy), ("avg_outdoor_temp", temp)):
-            rows.append(
-                {
-                    "period_start": at(hour),
-                    "period_end": at(hour + 1),
-                    "period": "hour",
-                    "tenant_id": "t1",
-                    "factory_id": "f1",
-                    "machine_id": "m1",
-                    "kpi": kpi,
-                    "value": value,
-                }
-            )
+        rows += [kpi(hour, "m1", "energy_kwh", energy, None), kpi(hour, "m1", "avg_outdoor_temp", temp, None)]
     insert(database, "analytics_kpi", rows)
 
 
